@@ -1,0 +1,46 @@
+"""The ``devicelab`` command line: a thin Typer app, one file per command group.
+
+Every command builds an object, calls it and prints. Errors of the DeviceLabError tree
+become one line on stderr and the exit code of DESIGN.md (2 bad input, 3 environment);
+nothing here imports mitmproxy, playwright, appium, locust or psycopg at module scope.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from devicelab.cli import backend, devices, doctor, proxy, report, run
+from devicelab.errors import DeviceLabError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="devicelab",
+    help="Performance checks of a Capacitor + Supabase messaging app on a device lab.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for module in (run, devices, doctor, proxy, backend, report):
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and exits with) the process exit code."""
+    try:
+        app(args=argv, prog_name="devicelab", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        # click reports usage errors with exit 2 already; keep its code.
+        sys.exit(code)
+    except DeviceLabError as exc:
+        typer.echo(f"devicelab: error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("devicelab: interrupted", err=True)
+        sys.exit(130)
+    return 0

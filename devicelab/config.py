@@ -1,0 +1,212 @@
+"""The only YAML reader of devicelab: inventory.yaml, profiles/networks.yaml, targets.yaml.
+
+Every file is parsed with line and column marks kept for each node, then validated by its
+pydantic model. An error names ``file:line:column``, the dotted field path, what was
+expected and what was found, and leaves nothing half-loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from devicelab.errors import ConfigError, UnknownId
+from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile, TargetBook
+
+__all__ = [
+    "find_file",
+    "load_inventory",
+    "load_networks",
+    "load_targets",
+    "load_yaml_model",
+    "network_profile",
+]
+
+
+Path_ = tuple[str | int, ...]
+
+#: Where the files are looked for, in order, when no path is given: $DEVICELAB_HOME,
+#: the working directory, then the checkout devicelab runs from.
+_PACKAGE_DATA = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class _Marks:
+    """Line/column of every node of a YAML document, keyed by its path."""
+
+    file: str
+    nodes: dict[Path_, yaml.Mark] = field(default_factory=dict)
+    keys: dict[Path_, yaml.Mark] = field(default_factory=dict)
+
+    def locate(self, path: Path_) -> str:
+        """``file:line:column`` of the deepest node of ``path`` that exists."""
+        probe = tuple(path)
+        while probe:
+            mark = self.keys.get(probe) or self.nodes.get(probe)
+            if mark is not None:
+                return f"{self.file}:{mark.line + 1}:{mark.column + 1}"
+            probe = probe[:-1]
+        mark = self.nodes.get(())
+        line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        return f"{self.file}{line}"
+
+
+def _construct(node: yaml.Node, path: Path_, marks: _Marks) -> Any:
+    """Turn a composed YAML node into plain Python data, recording marks by path."""
+    marks.nodes[path] = node.start_mark
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            if key in result:
+                where = (
+                    f"{marks.file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}"
+                )
+                raise ConfigError(
+                    f"{where}: duplicate key {key!r}",
+                    hint="remove one of the two entries",
+                    location=where,
+                    field=_dotted((*path, key)),
+                )
+            marks.keys[(*path, key)] = key_node.start_mark
+            result[key] = _construct(value_node, (*path, key), marks)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*path, i), marks) for i, item in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _dotted(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(document)"
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read(path: Path) -> tuple[Any, _Marks]:
+    marks = _Marks(file=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path}: no such file", hint="check the path, or run from the lab's folder"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read ({exc.strerror})", hint="check its permissions"
+        ) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(
+            f"{where}: not valid YAML: {exc.problem}",
+            hint="fix the indentation or quoting there",
+            location=where,
+        ) from exc
+    if node is None:
+        return {}, marks
+    return _construct(node, (), marks), marks
+
+
+def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) -> M:
+    """Read ``path`` and validate it as ``model``.
+
+    Returns the model. Raises ConfigError naming file:line:column and the field path of the
+    first problem (and how many more there are).
+    """
+    path = Path(path)
+    data, marks = _read(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        loc = tuple(first["loc"])
+        where = marks.locate(loc)
+        field_path = _dotted(loc)
+        message = _explain(first, loc, data)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(
+            f"{where}: {field_path}: {message}{more}",
+            hint=f"fix {field_path} in {path}",
+            location=where,
+            field=field_path,
+        ) from exc
+
+
+def _explain(error: Any, loc: Path_, data: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown field {loc[-1]!r}"
+    if kind == "missing":
+        return f"missing required field {loc[-1]!r}"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if "input" in error and kind not in ("value_error", "assertion_error"):
+        return f"expected {message[0].lower() + message[1:]}, found {_describe(error['input'])}"
+    return message
+
+
+def find_file(name: str, given: str | os.PathLike[str] | None = None) -> Path:
+    """The path of a lab file: ``given`` if set, else $DEVICELAB_HOME/name, ./name, or the
+    copy shipped with devicelab. Raises ConfigError when ``given`` does not exist."""
+    if given is not None:
+        path = Path(given)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file", hint=f"check the path of {name}")
+        return path
+    candidates = []
+    if home := os.environ.get("DEVICELAB_HOME"):
+        candidates.append(Path(home) / name)
+    candidates.append(Path.cwd() / name)
+    candidates.append(_PACKAGE_DATA / name)
+    for path in candidates:
+        if path.exists():
+            return path
+    raise ConfigError(f"{name}: not found", hint="set DEVICELAB_HOME to the lab's folder")
+
+
+def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
+    """The lab inventory. Raises ConfigError."""
+    return load_yaml_model(find_file("inventory.yaml", path), Inventory)
+
+
+def load_networks(path: str | os.PathLike[str] | None = None) -> NetworkCatalog:
+    """The network profiles. Raises ConfigError."""
+    return load_yaml_model(find_file("profiles/networks.yaml", path), NetworkCatalog)
+
+
+def load_targets(path: str | os.PathLike[str] | None = None) -> TargetBook:
+    """The story's targets. Raises ConfigError."""
+    return load_yaml_model(find_file("profiles/targets.yaml", path), TargetBook)
+
+
+def network_profile(name: str, catalog: NetworkCatalog | None = None) -> NetworkProfile:
+    """The profile called ``name``. Raises UnknownId with the closest known id."""
+    catalog = catalog or load_networks()
+    try:
+        return catalog.profiles[name]
+    except KeyError:
+        raise UnknownId("network", name, catalog.ids()) from None
+
+
+def device(name: str, inventory: Inventory | None = None) -> Device:
+    """The device called ``name``. Raises UnknownId with the closest known id."""
+    inventory = inventory or load_inventory()
+    try:
+        return inventory.devices[name]
+    except KeyError:
+        raise UnknownId("device", name, inventory.ids()) from None

@@ -1,0 +1,137 @@
+"""The errors devicelab raises, split by what the caller does next.
+
+    DeviceLabError                  base; every error has a one-line message and a hint
+    ├── BadInput                    exit 2: the user fixes the command line or a file
+    │   ├── ConfigError             a YAML file is wrong (file:line:column, field path)
+    │   ├── UnknownId               an unknown device or network id ("did you mean")
+    │   └── UnsafeActionRefused     a write or a change we refuse without an explicit flag
+    └── EnvironmentProblem          exit 3: the machine, a device or a server is not ready
+        ├── ToolMissing             a program or package is not installed
+        ├── DeviceUnreachable       a device is offline, unauthorized or gone
+        ├── BackendUnavailable      a database or API server cannot be reached
+        └── ProbeFailed             a tool or server answered, but not as it should
+
+Foreign exceptions (adbutils, pymobiledevice3, selenium/appium, psycopg, mitmproxy) are
+translated inside the module that calls the library, with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "BadInput",
+    "ConfigError",
+    "DeviceLabError",
+    "DeviceUnreachable",
+    "EnvironmentProblem",
+    "ProbeFailed",
+    "ToolMissing",
+    "UnknownId",
+    "UnsafeActionRefused",
+]
+
+
+class DeviceLabError(Exception):
+    """Base of every devicelab error: ``message`` says what, ``hint`` says what to do next."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+    def one_line(self) -> str:
+        """The message and the hint on one line, as the CLI prints it."""
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class BadInput(DeviceLabError):
+    """The input is wrong: a flag, a file, an id. Exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInput):
+    """A YAML file does not match its model.
+
+    ``location`` is ``file:line:column``; ``field`` is the dotted path of the field.
+    """
+
+    def __init__(
+        self, message: str, *, hint: str = "", location: str = "", field: str = ""
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.location = location
+        self.field = field
+
+
+class UnknownId(BadInput):
+    """A device or network id that the inventory or the profiles do not know."""
+
+    def __init__(self, kind: str, given: str, known: list[str], *, source: str = "") -> None:
+        import difflib
+
+        close = difflib.get_close_matches(given, known, n=1, cutoff=0.4)
+        where = f" in {source}" if source else ""
+        message = f"unknown {kind} {given!r}{where}"
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        super().__init__(message, hint=f"known {kind}s: {', '.join(sorted(known))}")
+        self.kind = kind
+        self.given = given
+        self.suggestion = close[0] if close else None
+
+
+class UnsafeActionRefused(BadInput):
+    """We refuse to write or change something without an explicit flag."""
+
+
+class EnvironmentProblem(DeviceLabError):
+    """The machine, a device or a server is not ready. Exit code 3."""
+
+    exit_code = 3
+
+
+class ToolMissing(EnvironmentProblem):
+    """A program or a Python package is not installed; the hint names the install command."""
+
+    def __init__(self, tool: str, *, hint: str = "") -> None:
+        super().__init__(f"{tool} is not installed", hint=hint)
+        self.tool = tool
+
+
+class DeviceUnreachable(EnvironmentProblem):
+    """A device is offline, unauthorized or gone."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        serial: str = "",
+        command: str = "",
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.serial = serial
+        self.command = command
+        self.stderr = stderr
+
+
+class BackendUnavailable(EnvironmentProblem):
+    """A database or an API server cannot be reached (the message never holds a password)."""
+
+
+class ProbeFailed(EnvironmentProblem):
+    """A tool or a server answered, but not as it should."""
+
+    def __init__(
+        self, message: str, *, hint: str = "", command: str = "", stderr: str = ""
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.command = command
+        self.stderr = stderr

@@ -1,0 +1,107 @@
+"""Network profiles: the links the proxy shapes (profiles/networks.yaml)."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["NetworkCatalog", "NetworkProfile"]
+
+
+class NetworkProfile(BaseModel):
+    """One network link: a delay, a bandwidth and a loss for each direction.
+
+    ``down`` is towards the device, ``up`` away from it. Delays are one-way; give either
+    ``rtt_ms`` (split in two equal halves) or both ``down_delay_ms`` and ``up_delay_ms``.
+    Bandwidths are kilobits per second (1 kbps = 1000 bit/s); ``None`` means unlimited.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default="", description="the id users type, e.g. 4g (set from the YAML key)")
+    label: str = Field(description="a human name, e.g. '4G'")
+    source: str = Field(description="where these figures come from")
+    shaped: bool = Field(default=True, description="false for 'none': traffic passes untouched")
+    offline: bool = Field(
+        default=False, description="true for 'offline': every connection is refused"
+    )
+    rtt_ms: float | None = Field(default=None, ge=0, description="round-trip delay; split evenly")
+    down_delay_ms: float | None = Field(
+        default=None, ge=0, description="one-way delay to the device"
+    )
+    up_delay_ms: float | None = Field(
+        default=None, ge=0, description="one-way delay from the device"
+    )
+    down_kbps: float | None = Field(default=None, gt=0, description="downlink bandwidth")
+    up_kbps: float | None = Field(default=None, gt=0, description="uplink bandwidth")
+    loss_pct: float = Field(default=0.0, ge=0, lt=100, description="packet loss, percent")
+    jitter_ms: float = Field(default=0.0, ge=0, description="delay variation (std dev), ms")
+    story_column: str | None = Field(
+        default=None, description="the story's target column this network maps to (3g, 4g, wifi)"
+    )
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _delays(self) -> Self:
+        down, up = self.down_delay_ms, self.up_delay_ms
+        if (down is None) != (up is None):
+            raise ValueError("give both down_delay_ms and up_delay_ms, or rtt_ms alone")
+        if down is not None and up is not None:
+            if self.rtt_ms is not None and abs(self.rtt_ms - (down + up)) > 1e-6:
+                raise ValueError(
+                    f"rtt_ms {self.rtt_ms} is not down_delay_ms + up_delay_ms ({down + up})"
+                )
+            object.__setattr__(self, "rtt_ms", down + up)
+        elif self.rtt_ms is not None:
+            object.__setattr__(self, "down_delay_ms", self.rtt_ms / 2)
+            object.__setattr__(self, "up_delay_ms", self.rtt_ms / 2)
+        else:
+            for name in ("rtt_ms", "down_delay_ms", "up_delay_ms"):
+                object.__setattr__(self, name, 0.0)
+        return self
+
+    @property
+    def rtt(self) -> float:
+        """The round-trip delay in ms (0 for an unshaped link)."""
+        return float(self.rtt_ms or 0.0)
+
+    @property
+    def down_bytes_per_s(self) -> float | None:
+        """Downlink bandwidth in bytes per second, ``None`` when unlimited."""
+        return None if self.down_kbps is None else self.down_kbps * 1000 / 8
+
+    @property
+    def up_bytes_per_s(self) -> float | None:
+        """Uplink bandwidth in bytes per second, ``None`` when unlimited."""
+        return None if self.up_kbps is None else self.up_kbps * 1000 / 8
+
+    def ideal_download_s(self, size_bytes: int) -> float:
+        """Ideal time of one download: one RTT plus size over the downlink, in seconds."""
+        rate = self.down_bytes_per_s
+        return self.rtt / 1000 + (size_bytes / rate if rate else 0.0)
+
+    def ideal_upload_s(self, size_bytes: int) -> float:
+        """Ideal time of one upload: one RTT plus size over the uplink, in seconds."""
+        rate = self.up_bytes_per_s
+        return self.rtt / 1000 + (size_bytes / rate if rate else 0.0)
+
+
+class NetworkCatalog(BaseModel):
+    """The whole of profiles/networks.yaml: profiles keyed by id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profiles: dict[str, NetworkProfile]
+
+    @model_validator(mode="after")
+    def _ids(self) -> Self:
+        for key, profile in self.profiles.items():
+            if profile.id and profile.id != key:
+                raise ValueError(f"profile {key!r} has id {profile.id!r}; leave id out")
+            object.__setattr__(profile, "id", key)
+        return self
+
+    def ids(self) -> list[str]:
+        """Every profile id, in file order."""
+        return list(self.profiles)

@@ -1,0 +1,222 @@
+"""The results contract: ``results.json``, schema ``devicelab.results/1``.
+
+Every run writes one of these; reports are made from it alone. The JSON Schema in
+``devicelab/schemas/results.schema.json`` is generated from these models
+(``python -m devicelab.models.results`` rewrites it; a test keeps it in step).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SCHEMA_ID",
+    "AchievedNetwork",
+    "BackendInfo",
+    "Check",
+    "CheckTarget",
+    "DeviceInfo",
+    "NetworkInfo",
+    "Results",
+    "RunInfo",
+    "Series",
+    "Stats",
+    "Status",
+    "StatusCounts",
+    "percentile",
+    "summarize",
+]
+
+SCHEMA_ID: Literal["devicelab.results/1"] = "devicelab.results/1"
+Status = Literal["pass", "fail", "skip", "error"]
+Stat = Literal["p50", "p95", "max", "mean", "value"]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile of ``values`` by linear interpolation (as numpy's default).
+
+    Raises ValueError on an empty list.
+    """
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Stats(_Model):
+    """min, p50, p95, max and mean of a check's samples."""
+
+    min: float
+    p50: float
+    p95: float
+    max: float
+    mean: float
+
+
+def summarize(samples: list[float]) -> Stats | None:
+    """The Stats of ``samples``, or ``None`` when there are none."""
+    if not samples:
+        return None
+    return Stats(
+        min=min(samples),
+        p50=percentile(samples, 50),
+        p95=percentile(samples, 95),
+        max=max(samples),
+        mean=sum(samples) / len(samples),
+    )
+
+
+class DeviceInfo(_Model):
+    """The device a run used."""
+
+    id: str
+    platform: Literal["web", "android", "ios"]
+    model: str
+    os: str
+
+
+class AchievedNetwork(_Model):
+    """What the proxy's self-check measured through the shaped link."""
+
+    rtt_ms: float | None = None
+    down_kbps: float | None = None
+    up_kbps: float | None = None
+
+
+class NetworkInfo(_Model):
+    """The network profile of a run and what it achieved."""
+
+    name: str
+    rtt_ms: float | None = None
+    down_kbps: float | None = None
+    up_kbps: float | None = None
+    loss_pct: float = 0.0
+    achieved: AchievedNetwork | None = None
+
+
+class BackendInfo(_Model):
+    """The backend a run talked to; ``url`` never holds a secret."""
+
+    kind: Literal["reference", "supabase", "postgres"]
+    url: str
+
+
+class RunInfo(_Model):
+    """What ran, when, where."""
+
+    id: str
+    kind: Literal["device", "backend", "battery"]
+    started_at: datetime
+    finished_at: datetime | None = None
+    devicelab_version: str
+    device: DeviceInfo | None = None
+    network: NetworkInfo | None = None
+    backend: BackendInfo | None = None
+
+
+class CheckTarget(_Model):
+    """The target a check was judged against; ``source`` names the story row used."""
+
+    op: Literal["<", "<=", ">", ">=", "=="]
+    value: float
+    unit: str
+    source: str
+    column: str | None = None
+
+
+class Check(_Model):
+    """One check of the story: a measured value, its target, a verdict and its evidence."""
+
+    id: str
+    title: str
+    category: str
+    status: Status
+    value: float | None = None
+    unit: str = ""
+    stat: Stat = "value"
+    target: CheckTarget | None = None
+    samples: list[float] = Field(default_factory=list)
+    summary: Stats | None = None
+    reason: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class Series(_Model):
+    """A time series sampled during a run: ``t`` in seconds from the run's start."""
+
+    name: str
+    unit: str
+    t: list[float]
+    v: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Self:
+        if len(self.t) != len(self.v):
+            raise ValueError(f"series {self.name!r}: t has {len(self.t)} points, v {len(self.v)}")
+        return self
+
+
+class StatusCounts(_Model):
+    """How many checks ended in each status."""
+
+    pass_: int = Field(default=0, alias="pass")
+    fail: int = 0
+    skip: int = 0
+    error: int = 0
+
+
+class Results(_Model):
+    """A whole results.json. ``summary`` is always recounted from ``checks``."""
+
+    schema_: Literal["devicelab.results/1"] = Field(default=SCHEMA_ID, alias="schema")
+    run: RunInfo
+    checks: list[Check] = Field(default_factory=list)
+    series: list[Series] = Field(default_factory=list)
+    summary: StatusCounts = Field(default_factory=StatusCounts)
+
+    @model_validator(mode="after")
+    def _recount(self) -> Self:
+        counts = {"pass": 0, "fail": 0, "skip": 0, "error": 0}
+        for check in self.checks:
+            counts[check.status] += 1
+        self.summary = StatusCounts.model_validate(counts)
+        return self
+
+    def exit_code(self) -> int:
+        """0 when nothing failed, 1 when a check failed, 3 when one could not run."""
+        if self.summary.fail:
+            return 1
+        if self.summary.error:
+            return 3
+        return 0
+
+    def to_json(self) -> str:
+        """The results as the JSON text of the contract."""
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of results.json, generated from :class:`Results`."""
+    schema = Results.model_json_schema(by_alias=True, mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = SCHEMA_ID
+    return schema
+
+
+if __name__ == "__main__":  # pragma: no cover - rewrites the schema file
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "schemas" / "results.schema.json"
+    path.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    print(path)
