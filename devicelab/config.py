@@ -43,11 +43,13 @@ class _Marks:
     nodes: dict[Path_, yaml.Mark] = field(default_factory=dict)
     keys: dict[Path_, yaml.Mark] = field(default_factory=dict)
 
-    def locate(self, path: Path_) -> str:
-        """``file:line:column`` of the deepest node of ``path`` that exists."""
+    def locate(self, path: Path_, *, at_key: bool = True) -> str:
+        """``file:line:column`` of the deepest node of ``path`` that exists: its key when
+        ``at_key`` (an unknown or a missing field), else its value (a wrong value)."""
         probe = tuple(path)
         while probe:
-            mark = self.keys.get(probe) or self.nodes.get(probe)
+            first, second = (self.keys, self.nodes) if at_key else (self.nodes, self.keys)
+            mark = first.get(probe) or second.get(probe)
             if mark is not None:
                 return f"{self.file}:{mark.line + 1}:{mark.column + 1}"
             probe = probe[:-1]
@@ -134,7 +136,7 @@ def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) 
         errors = exc.errors(include_url=False)
         first = errors[0]
         loc = tuple(first["loc"])
-        where = marks.locate(loc)
+        where = marks.locate(loc, at_key=first["type"] in ("extra_forbidden", "missing"))
         field_path = _dotted(loc)
         message = _explain(first, loc, data)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -155,8 +157,10 @@ def _explain(error: Any, loc: Path_, data: Any) -> str:
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if message.startswith("Input should be "):
+        message = "expected " + message[len("Input should be ") :]
     if "input" in error and kind not in ("value_error", "assertion_error"):
-        return f"expected {message[0].lower() + message[1:]}, found {_describe(error['input'])}"
+        return f"{message}, found {_describe(error['input'])}"
     return message
 
 

@@ -21,6 +21,8 @@ app = typer.Typer(
     help="Performance checks of a Capacitor + Supabase messaging app on a device lab.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help: rich's help renderer costs ~0.25 s of imports; `--help` must be fast.
+    rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -1,0 +1,5 @@
+"""``python -m devicelab`` runs the CLI."""
+
+from devicelab.cli import main
+
+main()

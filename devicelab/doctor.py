@@ -1,0 +1,154 @@
+"""What the machine has for devicelab, and the command that installs what it lacks."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Finding", "diagnose", "find_postgres_bin"]
+
+_APT = "apt-get install -y"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing devicelab uses: whether it is there, what it is, and how to get it."""
+
+    name: str
+    found: bool
+    detail: str
+    fix: str
+    required: bool = True
+    needed_for: str = ""
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"does not run ({exc.__class__.__name__})"
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0] if text else f"exit {done.returncode}"
+
+
+def _program(
+    name: str, paths: list[str], version_flag: str, fix: str, needed_for: str, required: bool
+) -> Finding:
+    for candidate in paths:
+        path = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
+        if path:
+            detail = f"{path}: {_version([path, version_flag])}"
+            return Finding(name, True, detail, "", required, needed_for)
+    return Finding(name, False, "not found", fix, required, needed_for)
+
+
+def find_postgres_bin() -> Path | None:
+    """The newest /usr/lib/postgresql/<version>/bin holding initdb and pg_ctl, or None."""
+    roots = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    for root in reversed(roots):
+        if (root / "initdb").is_file() and (root / "pg_ctl").is_file():
+            return root
+    found = shutil.which("initdb")
+    return Path(found).resolve().parent if found else None
+
+
+def _module(name: str, package: str, needed_for: str, required: bool = True) -> Finding:
+    found = importlib.util.find_spec(name) is not None
+    fix = f"pip install '{package}'"
+    detail = "importable" if found else "not installed"
+    return Finding(f"python: {package}", found, detail, "" if found else fix, required, needed_for)
+
+
+def _appium() -> Finding:
+    home = Path.home() / ".appium"
+    candidates = ["appium", str(Path("node_modules/.bin/appium").resolve())]
+    finding = _program(
+        "appium",
+        candidates,
+        "--version",
+        "npm install -g appium && appium driver install uiautomator2 (xcuitest on macOS)",
+        "android and ios devices",
+        required=False,
+    )
+    if finding.found:
+        return finding
+    return Finding(
+        finding.name, False, f"not found (APPIUM_HOME default {home})", finding.fix, False,
+        finding.needed_for,
+    )  # fmt: skip
+
+
+def diagnose() -> list[Finding]:
+    """Every tool and package devicelab uses, found or missing, with the fix for each."""
+    python_ok = sys.version_info >= (3, 12)
+    pg_bin = find_postgres_bin()
+    hypopg = list(Path("/usr/share/postgresql").glob("*/extension/hypopg.control"))
+    findings = [
+        Finding(
+            "python",
+            python_ok,
+            f"{sys.executable}: {sys.version.split()[0]}",
+            "" if python_ok else "use Python >= 3.12 (mitmproxy 12 requires it)",
+            True,
+            "everything",
+        ),
+        _program(
+            "chromium",
+            ["chromium", "/usr/bin/chromium", "chromium-browser"],
+            "--version",
+            f"{_APT} chromium",
+            "the web device",
+            True,
+        ),
+        _program(
+            "chromedriver",
+            ["chromedriver", "/usr/bin/chromedriver"],
+            "--version",
+            f"{_APT} chromium-driver",
+            "Appium's chromium driver (webview path)",
+            False,
+        ),
+        _program(
+            "node", ["node"], "--version", f"{_APT} nodejs npm", "the capacitor harness", False
+        ),
+        _program("npm", ["npm"], "--version", f"{_APT} npm", "the capacitor harness", False),
+        _program(
+            "adb",
+            ["adb"],
+            "version",
+            f"{_APT} adb (or the adb bundled with adbutils)",
+            "android devices",
+            False,
+        ),
+        _appium(),
+        Finding(
+            "postgresql",
+            pg_bin is not None,
+            str(pg_bin) if pg_bin else "initdb/pg_ctl not found",
+            "" if pg_bin else f"{_APT} postgresql-15",
+            True,
+            "backend checks (managed local cluster)",
+        ),
+        Finding(
+            "hypopg",
+            bool(hypopg),
+            str(hypopg[0]) if hypopg else "extension not installed",
+            "" if hypopg else f"{_APT} postgresql-15-hypopg",
+            False,
+            "proving index suggestions",
+        ),
+        _module("mitmproxy", "mitmproxy>=12", "network shaping"),
+        _module("playwright", "playwright", "the web device"),
+        _module("psycopg", "psycopg[binary]", "backend checks"),
+        _module("adbutils", "adbutils", "android devices", required=False),
+        _module("pymobiledevice3", "devicelab[ios]", "ios devices", required=False),
+        _module("locust", "locust", "backend load", required=False),
+    ]
+    return findings

@@ -1,0 +1,178 @@
+"""Judging measurements against the story's targets (profiles/targets.yaml).
+
+The rule of DESIGN.md: a network column applies when the network is shaped (4g -> the
+story's 4G column, wifi -> WiFi, slow-3g/fast-3g -> 3G, as each profile's
+``story_column`` says); with no shaping the platform's own column applies (web -> Web
+(Desktop), android/ios -> WiFi). Among the rows that match, the most specific wins, and
+the check names the row it used (``CheckTarget.source`` and ``column``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devicelab.models import Check, CheckTarget, NetworkProfile, Target, TargetBook, summarize
+
+__all__ = [
+    "MATRIX_COLUMNS",
+    "STORY_MATRIX",
+    "cell",
+    "column_for",
+    "judge",
+    "resolve",
+]
+
+#: The rows of the story's "Performance Targets by Platform" table: (check id, row title).
+STORY_MATRIX: list[tuple[str, str]] = [
+    ("message_delivery", "Message Delivery (Realtime)"),
+    ("conversation_list_load", "Conversation List Load"),
+    ("message_search", "Message Search"),
+    ("image_upload_1mb", "Image Upload (1MB)"),
+    ("image_download_1mb", "Image Download (1MB)"),
+    ("reconnect", "Reconnect After Disconnect"),
+    ("local_cache_query_50", "Local Cache Query (50 msgs)"),
+    ("memory_100_conversations", "Memory Usage (100 convos)"),
+    ("battery_drain", "Battery Drain (1 hour)"),
+]
+
+#: The columns of that table: (column id, title).
+MATRIX_COLUMNS: list[tuple[str, str]] = [
+    ("web", "Web (Desktop)"),
+    ("wifi", "iOS/Android (WiFi)"),
+    ("4g", "iOS/Android (4G)"),
+]
+
+_SCALE = {("ms", "s"): 0.001, ("s", "ms"): 1000.0}
+
+
+def column_for(platform: str, network: NetworkProfile | None) -> str:
+    """The story column a run on ``platform`` through ``network`` is judged in.
+
+    ``network`` None or unshaped: web -> "web", phones -> "wifi"; a shaped profile with a
+    ``story_column`` -> that column; a shaped profile without one (5g) -> the platform's
+    own column. ``platform`` "backend" -> "any".
+    """
+    if platform == "backend":
+        return "any"
+    own = "web" if platform == "web" else "wifi"
+    if network is None or not network.shaped or network.offline:
+        return own
+    return network.story_column or own
+
+
+def _platform_matches(row: Target, platform: str) -> bool:
+    if row.platform == "any":
+        return platform != "backend"
+    if row.platform == "mobile":
+        return platform in ("android", "ios")
+    return row.platform == platform
+
+
+def resolve(book: TargetBook, check: str, platform: str, column: str) -> Target | None:
+    """The most specific target row for ``check`` on ``platform`` in ``column``, or None.
+
+    A row with ``applies: false`` is returned too (an N/A cell): the caller skips the check.
+    """
+    best: Target | None = None
+    for row in book.targets:
+        if row.check != check or not _platform_matches(row, platform):
+            continue
+        if row.column not in ("any", column):
+            continue
+        if best is None or row.specificity() > best.specificity():
+            best = row
+    return best
+
+
+def cell(book: TargetBook, check: str, column: str, platform: str | None = None) -> Target | None:
+    """The target in one cell of the story's matrix.
+
+    ``platform`` defaults to the column's own platform (web for "web", a phone otherwise).
+    """
+    if platform is None:
+        platform = "web" if column == "web" else "android"
+    return resolve(book, check, platform, column)
+
+
+def _convert(value: float, unit: str, to: str) -> float:
+    if unit == to:
+        return value
+    factor = _SCALE.get((unit, to))
+    if factor is None:
+        raise ValueError(f"cannot compare {unit} with {to}")
+    return value * factor
+
+
+def judge(
+    *,
+    check: str,
+    title: str,
+    category: str,
+    target: Target | None,
+    samples: list[float] | None = None,
+    value: float | None = None,
+    unit: str,
+    stat: str | None = None,
+    column: str | None = None,
+    evidence: dict[str, Any] | None = None,
+    reason: str = "",
+) -> Check:
+    """A judged Check from measured ``samples`` (or one ``value``) in ``unit``.
+
+    Samples are converted to the target's unit (ms <-> s); the stat the target names
+    (p50, p95, max, mean) is taken from them. No target: status "pass" with a reason that
+    says the value is reported without a verdict. An N/A target: "skip". Nothing
+    measured: "error". Raises ValueError when the units cannot be compared.
+    """
+    evidence = dict(evidence or {})
+    if target is not None and not target.applies:
+        return Check(
+            id=check,
+            title=title,
+            category=category,
+            status="skip",
+            unit=unit,
+            reason=f"N/A here: {target.source}",
+            evidence=evidence,
+        )
+    judged = target is not None and target.value is not None
+    if target is not None and judged and unit != target.unit:
+        samples = [_convert(v, unit, target.unit) for v in samples or []]
+        value = None if value is None else _convert(value, unit, target.unit)
+        unit = target.unit
+    samples = list(samples or [])
+    stats = summarize(samples)
+    chosen = stat or (target.stat if target is not None else ("p95" if samples else "value"))
+    measured = value
+    if stats is not None and (measured is None or chosen != "value"):
+        measured = float(getattr(stats, chosen if chosen != "value" else "p50"))
+    check_target = None
+    if measured is None:
+        status, text = "error", reason or "nothing was measured"
+    elif target is None or target.value is None:
+        status = "pass"
+        text = reason or "the story sets no target here: value reported without a verdict"
+    else:
+        held = target.holds(measured)
+        status = "pass" if held else "fail"
+        verdict = "meets" if held else "misses"
+        text = reason or f"{chosen} {measured:g} {unit} {verdict} {target.label()}"
+        check_target = CheckTarget(
+            op=target.op, value=target.value, unit=target.unit, source=target.source, column=column
+        )
+    return Check.model_validate(
+        {
+            "id": check,
+            "title": title,
+            "category": category,
+            "status": status,
+            "value": measured,
+            "unit": unit,
+            "stat": chosen,
+            "target": check_target,
+            "samples": samples,
+            "summary": stats,
+            "reason": text,
+            "evidence": evidence,
+        }
+    )

@@ -1,0 +1,77 @@
+"""The CLI as users run it: a real process, its exit codes and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICELAB = [sys.executable, "-m", "devicelab"]
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEVICELAB, *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int) -> str:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("devicelab: error: ")
+    return lines[0]
+
+
+def test_help_lists_the_commands() -> None:
+    done = run("--help")
+    assert done.returncode == 0
+    for command in ("run", "devices", "doctor"):
+        assert command in done.stdout
+
+
+def test_malformed_inventory_exits_2_naming_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "inventory.yaml"
+    bad.write_text("devices:\n  web:\n    platform: web\n    model: C\n    os: D\n    colr: x\n")
+    line = assert_one_line_error(run("devices", "--inventory", str(bad)), 2)
+    assert f"{bad}:6:5" in line and "devices.web.colr" in line
+    bad.write_text("devices:\n  a:\n    platform: ios\n    model: M\n    os: iOS\n    udid: 5\n"
+                   "    year: soon\n")  # fmt: skip
+    line = assert_one_line_error(run("devices", "--inventory", str(bad)), 2)
+    assert f"{bad}:7:11" in line and "devices.a.year" in line and "'soon'" in line
+
+
+def test_unknown_network_suggests_the_closest() -> None:
+    line = assert_one_line_error(run("run", "--device", "web", "--network", "4G"), 2)
+    assert "did you mean '4g'" in line
+    line = assert_one_line_error(run("run", "--device", "iphone-11", "--network", "4g"), 2)
+    assert "did you mean 'iphone11'" in line
+
+
+def test_usage_error_exits_2() -> None:
+    done = run("run", "--no-such-flag")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_devices_json_reports_web_state() -> None:
+    done = run("devices", "--json")
+    assert done.returncode == 0, done.stderr
+    devices = {d["id"]: d for d in json.loads(done.stdout)}
+    assert devices["web"]["platform"] == "web"
+    assert devices["web"]["state"] in ("ready", "missing")
+    assert devices["iphone11"]["state"] == "unknown"
+
+
+def test_doctor_json_names_a_fix_for_each_missing_tool() -> None:
+    done = run("doctor", "--json")
+    findings = json.loads(done.stdout)
+    names = {f["name"] for f in findings}
+    assert {"python", "chromium", "postgresql", "adb", "appium"} <= names
+    for f in findings:
+        assert f["found"] or f["fix"], f
+    required_missing = [f for f in findings if f["required"] and not f["found"]]
+    assert done.returncode == (3 if required_missing else 0)

@@ -1,0 +1,116 @@
+"""config.py: the lab files load, and every mistake names file:line:column and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devicelab import config
+from devicelab.errors import ConfigError, UnknownId
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str, name: str = "inventory.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_files_load() -> None:
+    inventory = config.load_inventory(ROOT / "inventory.yaml")
+    assert {"web", "android-lowend", "android-midrange", "iphone11", "iphone14"} <= set(
+        inventory.ids()
+    )
+    assert inventory.devices["android-lowend"].soc == "Snapdragon 665"
+    assert inventory.devices["android-midrange"].ram_gb == 6
+    assert inventory.devices["iphone11"].soc == "A13 Bionic"
+    networks = config.load_networks(ROOT / "profiles/networks.yaml")
+    assert {"slow-3g", "fast-3g", "4g", "5g", "wifi", "none", "offline"} <= set(networks.ids())
+    assert len(config.load_targets(ROOT / "profiles/targets.yaml").targets) > 40
+
+
+def test_unknown_key_names_line_and_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "devices:\n  web:\n    platform: web\n    model: Chromium\n    os: Debian\n"
+        "    colour: blue\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        config.load_inventory(path)
+    assert err.value.location == f"{path}:6:5"
+    assert err.value.field == "devices.web.colour"
+    assert "unknown field 'colour'" in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_wrong_type_points_at_the_value(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "devices:\n  a:\n    platform: android\n    model: X\n    os: Android 11\n"
+        "    serial: abc\n    ram_gb: lots\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        config.load_inventory(path)
+    assert err.value.location == f"{path}:7:13"
+    assert err.value.field == "devices.a.ram_gb"
+    assert "expected a valid number" in str(err.value) and "'lots'" in str(err.value)
+
+
+def test_wrong_literal_and_list_index(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "targets:\n  - {check: a, source: s, value: 1}\n  - check: b\n    source: s\n"
+        "    column: 5g\n",
+        "targets.yaml",
+    )
+    with pytest.raises(ConfigError) as err:
+        config.load_targets(path)
+    assert err.value.field == "targets[1].column"
+    assert err.value.location == f"{path}:5:13"
+    assert "'5g'" in str(err.value)
+
+
+def test_missing_field_and_cross_field_rule(tmp_path: Path) -> None:
+    path = write(tmp_path, "devices:\n  a:\n    platform: android\n    os: Android 11\n")
+    with pytest.raises(ConfigError) as err:
+        config.load_inventory(path)
+    assert "missing required field 'model'" in str(err.value)
+    assert err.value.field == "devices.a.model"
+    path = write(
+        tmp_path,
+        "profiles:\n  x:\n    label: X\n    source: me\n    down_delay_ms: 10\n",
+        "networks.yaml",
+    )
+    with pytest.raises(ConfigError, match="give both down_delay_ms and up_delay_ms"):
+        config.load_networks(path)
+
+
+def test_bad_yaml_and_duplicate_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"inventory.yaml:3:1: not valid YAML"):
+        config.load_inventory(write(tmp_path, "devices:\n  a: [1,\n"))
+    path = write(tmp_path, "devices:\n  a: {}\n  a: {}\n")
+    with pytest.raises(ConfigError, match=r"inventory.yaml:3:3: duplicate key 'a'"):
+        config.load_inventory(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load_inventory(tmp_path / "nope.yaml")
+
+
+def test_unknown_ids_suggest_the_closest() -> None:
+    networks = config.load_networks(ROOT / "profiles/networks.yaml")
+    with pytest.raises(UnknownId) as err:
+        config.network_profile("4G", networks)
+    assert err.value.suggestion == "4g"
+    assert "did you mean '4g'" in str(err.value)
+    with pytest.raises(UnknownId) as err:
+        config.network_profile("slow3g", networks)
+    assert err.value.suggestion == "slow-3g"
+    inventory = config.load_inventory(ROOT / "inventory.yaml")
+    with pytest.raises(UnknownId) as err:
+        config.device("iphone-11", inventory)
+    assert err.value.suggestion == "iphone11"
+    assert err.value.exit_code == 2
