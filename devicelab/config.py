@@ -7,7 +7,9 @@ expected and what was found, and leaves nothing half-loaded.
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +140,7 @@ def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) 
         loc = tuple(first["loc"])
         where = marks.locate(loc, at_key=first["type"] in ("extra_forbidden", "missing"))
         field_path = _dotted(loc)
-        message = _explain(first, loc, data)
+        message = _explain(first, loc, model)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(
             f"{where}: {field_path}: {message}{more}",
@@ -148,10 +150,38 @@ def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) 
         ) from exc
 
 
-def _explain(error: Any, loc: Path_, data: Any) -> str:
+def _model_at(model: type[BaseModel], path: Path_) -> type[BaseModel] | None:
+    """The model class that holds the last element of ``path``, walking field types."""
+    current: Any = model
+    for part in path:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if isinstance(part, int) or part not in current.model_fields:
+                return None
+            current = current.model_fields[part].annotation
+            continue
+        args = [a for a in typing.get_args(current) if a is not type(None)]
+        if typing.get_origin(current) is dict and len(args) == 2:
+            current = args[1]
+        elif args:
+            current = args[-1]
+        else:
+            return None
+    while not (isinstance(current, type) and issubclass(current, BaseModel)):
+        args = [a for a in typing.get_args(current) if a is not type(None)]
+        if not args:
+            return None
+        current = args[-1]
+    return current
+
+
+def _explain(error: Any, loc: Path_, model: type[BaseModel]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown field {loc[-1]!r}"
+        holder = _model_at(model, loc[:-1])
+        known = list(holder.model_fields) if holder else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown field {loc[-1]!r}{guess}"
     if kind == "missing":
         return f"missing required field {loc[-1]!r}"
     message = str(error["msg"])

@@ -114,3 +114,15 @@ def test_unknown_ids_suggest_the_closest() -> None:
         config.device("iphone-11", inventory)
     assert err.value.suggestion == "iphone11"
     assert err.value.exit_code == 2
+
+
+def test_unknown_key_suggests_the_field_meant(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "devices:\n  a:\n    platform: android\n    model: X\n    os: A\n    serial: s\n"
+        "    power: {kind: uhubctl, hub: x, prot: 2}\n",
+    )
+    with pytest.raises(ConfigError, match="unknown field 'prot'; did you mean 'port'") as err:
+        config.load_inventory(path)
+    assert err.value.field == "devices.a.power.prot"
+    assert err.value.location == f"{path}:7:36"
