@@ -1,11 +1,86 @@
-"""``devicelab report``: (being written)."""
+"""``devicelab report``: turn a results.json into Markdown, HTML or JUnit XML."""
 
 from __future__ import annotations
 
+import enum
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from devicelab.models import TargetBook
+
+__all__ = ["ReportFormat", "register"]
+
+
+class ReportFormat(enum.StrEnum):
+    """The formats of ``--format``."""
+
+    md = "md"
+    html = "html"
+    junit = "junit"
 
 
 def register(app: typer.Typer) -> None:
-    """Add the report command(s) to ``app``."""
+    """Add the ``report`` command to ``app``."""
+
+    @app.command("report")
+    def report_command(
+        results: Annotated[
+            Path, typer.Argument(metavar="RESULTS.json", help="results.json of a run")
+        ],
+        fmt: Annotated[
+            ReportFormat, typer.Option("--format", "-f", help="md, html or junit")
+        ] = ReportFormat.md,
+        output: Annotated[
+            Path | None, typer.Option("--output", "-o", help="write here (atomically)")
+        ] = None,
+        targets: Annotated[
+            Path | None,
+            typer.Option("--targets", help="targets.yaml for the story matrix (default: lab's)"),
+        ] = None,
+    ) -> None:
+        """Write the report of RESULTS.json to stdout, or to FILE with -o."""
+        from devicelab import report
+
+        loaded = report.load_results(results)
+        book = _targets(targets)
+        render = {"md": report.render_markdown, "html": report.render_html}
+        text = (
+            report.render_junit(loaded) if fmt is ReportFormat.junit else render[fmt](loaded, book)
+        )
+        if output is None:
+            _emit(text)
+        else:
+            report.write_text_atomic(output, text)
+
+
+def _emit(text: str) -> None:
+    """``text`` to stdout as UTF-8 whatever the locale (reports hold ✅ and µ); a reader
+    that closed the pipe early (``| head``) is not an error."""
+    try:
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at devnull so the interpreter's final flush does not complain.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _targets(path: Path | None) -> TargetBook | None:
+    """The target book: ``path`` if given (its errors stop the command, exit 2), else the
+    lab's targets.yaml when there is one; a missing or broken default only thins the matrix
+    to the targets the checks carry, with a warning, since results.json holds the verdicts."""
+    from devicelab import config
+    from devicelab.errors import ConfigError
+
+    if path is not None:
+        return config.load_targets(path)
+    try:
+        return config.load_targets()
+    except ConfigError as exc:
+        typer.echo(f"devicelab: warning: no story targets ({exc.one_line()})", err=True)
+        return None

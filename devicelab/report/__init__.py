@@ -1,0 +1,178 @@
+"""Reports made from a results.json alone: Markdown, JUnit XML and one self-contained HTML.
+
+    results = load_results("out/results.json")          # BadInput on a bad file
+    text = render_markdown(results, load_targets())     # or render_html / render_junit
+    write_all(results, "out/")                          # results.json + the three reports
+
+Every file is written atomically (a temporary file in the same folder, then renamed), so
+a reader never sees half a report. Renderers are pure: they read no file and import
+nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from devicelab.errors import BadInput, ConfigError, EnvironmentProblem
+from devicelab.models import Results, TargetBook
+from devicelab.report.html import render_html
+from devicelab.report.junit import render_junit
+from devicelab.report.markdown import render_markdown
+
+__all__ = [
+    "FILE_NAMES",
+    "load_results",
+    "render_html",
+    "render_junit",
+    "render_markdown",
+    "write_all",
+    "write_text_atomic",
+]
+
+#: The files ``write_all`` writes, by format name (the names ``--out DIR`` promises).
+FILE_NAMES = {
+    "json": "results.json",
+    "md": "report.md",
+    "html": "report.html",
+    "junit": "junit.xml",
+}
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(document)"
+
+
+def _problem(error: Any) -> str:
+    kind = error["type"]
+    loc = error["loc"]
+    if kind == "extra_forbidden":
+        return f"unknown field {loc[-1]!r}"
+    if kind == "missing":
+        return f"missing required field {loc[-1]!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if "input" in error and kind != "value_error":
+        found = repr(error["input"])
+        found = found if len(found) <= 60 else found[:57] + "..."
+        return f"{message[0].lower()}{message[1:]}, found {found}"
+    return message
+
+
+def load_results(path: str | os.PathLike[str]) -> Results:
+    """Read and validate a results.json.
+
+    Returns the Results. Raises ConfigError (a BadInput, exit 2) whose one-line message
+    names the file and, for JSON errors, line:column, for contract errors, the dotted
+    field (``checks[2].status``); ``.field`` holds that path.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file", hint="give the results.json of a run") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"{path}: is a folder", hint=f"give {path / 'results.json'} instead"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})", hint="check the file") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{path}:{exc.lineno}:{exc.colno}"
+        raise ConfigError(
+            f"{where}: not valid JSON: {exc.msg}", hint="fix the JSON there", location=where
+        ) from None
+    try:
+        return Results.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        field = _dotted(tuple(first["loc"]))
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(
+            f"{path}: {field}: {_problem(first)}{more}",
+            hint="the file must follow the devicelab.results/1 contract (DESIGN.md)",
+            location=str(path),
+            field=field,
+        ) from None
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and
+    a rename, so ``path`` is either the old file or the whole new one.
+
+    Returns the path. Raises BadInput when the folder is missing, ``path`` is a folder or
+    permission is denied; EnvironmentProblem for other failures (a full disk). Either way
+    no temporary file is left behind.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise BadInput(
+            f"{folder}: no such folder", hint=f"create it, or write {path.name} elsewhere"
+        )
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder", hint="give a file name to -o")
+    temp: Path | None = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        temp = Path(name)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file 0600; a report is as readable as any file the user makes.
+        umask = os.umask(0)
+        os.umask(umask)
+        temp.chmod(0o666 & ~umask)
+        temp.replace(path)
+    except OSError as exc:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, PermissionError | IsADirectoryError | NotADirectoryError):
+            raise BadInput(f"{path}: cannot write ({reason})", hint="check the path") from exc
+        raise EnvironmentProblem(
+            f"{path}: cannot write ({reason})", hint="free some space or check the disk"
+        ) from exc
+    except BaseException:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_all(
+    results: Results, out_dir: str | os.PathLike[str], book: TargetBook | None = None
+) -> dict[str, Path]:
+    """Write results.json, report.md, report.html and junit.xml into ``out_dir`` (made
+    if missing), each atomically; every text is rendered before the first write.
+
+    Returns {"json": path, "md": path, "html": path, "junit": path}. Raises BadInput when
+    the folder cannot be made or written.
+    """
+    folder = Path(out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(
+            f"{folder}: cannot make the folder ({exc.strerror})", hint="check the path"
+        ) from exc
+    texts = {
+        "json": results.to_json() + "\n",
+        "md": render_markdown(results, book),
+        "html": render_html(results, book),
+        "junit": render_junit(results),
+    }
+    return {
+        kind: write_text_atomic(folder / FILE_NAMES[kind], text) for kind, text in texts.items()
+    }

@@ -1,0 +1,251 @@
+"""What every report writer shares: number and unit text, secret masking, run titles.
+
+Reports are made from a results.json alone, so everything here is pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from devicelab.models import Check, CheckTarget, RunInfo
+
+__all__ = [
+    "MASK",
+    "MAX_ITEMS",
+    "STATUS_ICON",
+    "STATUS_WORD",
+    "XML_ILLEGAL",
+    "check_line",
+    "check_target_label",
+    "clip_lists",
+    "duration_s",
+    "fmt_number",
+    "fmt_value",
+    "is_flat_dict",
+    "is_record_list",
+    "is_scalar_list",
+    "is_secret_key",
+    "list_text",
+    "mask_secrets",
+    "run_subtitle",
+    "scalar_text",
+    "target_label",
+    "truncate",
+    "unit_text",
+]
+
+STATUS_ICON = {"pass": "✅", "fail": "❌", "skip": "⏭", "error": "⚠"}
+STATUS_WORD = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
+MASK = "***"
+
+#: Units as targets.yaml spells them -> as a reader expects them.
+_UNIT_TEXT = {"pct_per_hour": "%/h", "pct": "%", "percent": "%"}
+
+#: Key words that mark a secret. Producers redact already; this is the second fence.
+#: Matched against the words of a key (split on _ - . and camelCase), so "anon_key",
+#: "apiKey", "Authorization" and "db_password" are masked but "keyboard" is not.
+_SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "token",
+        "secret",
+        "key",
+        "apikey",
+        "authorization",
+        "cookie",
+        "credential",
+        "credentials",
+        "jwt",
+        "bearer",
+    }
+)
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+#: A JWT (header.payload.signature, base64url) anywhere in a string: Supabase keys are JWTs.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+#: The password part of scheme://user:password@host.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+#: Control characters: shown as U+FFFD so a terminal or a viewer never acts on them.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+#: Characters XML 1.0 does not allow, even escaped.
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether an evidence key names a secret (its value is then never printed)."""
+    words = {word.lower() for word in _WORD_SPLIT.split(key) if word}
+    return bool(words & _SECRET_WORDS) or "password" in key.lower() or "token" in key.lower()
+
+
+def _mask_text(text: str) -> str:
+    text = _JWT.sub(MASK, text)
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of ``value`` with the values of secret-looking keys, JWTs and URL passwords
+    replaced by ``***``. Lists, dicts and scalars are walked; other objects become text."""
+    if isinstance(value, dict):
+        return {
+            str(k): (MASK if is_secret_key(str(k)) and v not in (None, "") else mask_secrets(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask_secrets(item) for item in value]
+    if isinstance(value, str):
+        return _mask_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _mask_text(str(value))
+
+
+def fmt_number(value: float) -> str:
+    """A measured number for people: 312, 45.7, 1.25, 0.0123 (no exponent below 1e9)."""
+    if math.isnan(value):
+        return "NaN"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        text = f"{value:.0f}"
+    elif magnitude >= 10:
+        text = f"{value:.1f}"
+    elif magnitude >= 1:
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:.3g}"
+    if "." in text and "e" not in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def unit_text(unit: str) -> str:
+    """A unit as people write it ("pct_per_hour" -> "%/h")."""
+    return _UNIT_TEXT.get(unit, unit)
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    """``value`` with its unit ("312 ms", "8.5 %/h"), or "—" when nothing was measured."""
+    if value is None:
+        return "—"
+    shown = unit_text(unit)
+    if not shown:
+        return fmt_number(value)
+    return f"{fmt_number(value)}{'' if shown == '%' else ' '}{shown}"
+
+
+def target_label(op: str, value: float | None, unit: str) -> str:
+    """A bound as text: "< 500 ms", or "N/A" when there is no value."""
+    if value is None:
+        return "N/A"
+    return f"{op} {fmt_value(value, unit)}"
+
+
+def check_target_label(target: CheckTarget | None) -> str:
+    """The bound a check was judged against, or "—" when it had none."""
+    if target is None:
+        return "—"
+    return target_label(target.op, target.value, target.unit)
+
+
+def check_line(check: Check) -> str:
+    """One line saying what was measured against what: "p95 612 ms vs target < 500 ms"."""
+    measured = fmt_value(check.value, check.unit)
+    stat = f"{check.stat} " if check.value is not None and check.stat != "value" else ""
+    text = f"{stat}{measured}"
+    if check.target is not None:
+        text += f" vs target {check_target_label(check.target)}"
+    return text
+
+
+def run_subtitle(run: RunInfo) -> str:
+    """What ran where, on one line: kind, device, network and backend of the run."""
+    parts = [f"{run.kind} run"]
+    if run.device is not None:
+        d = run.device
+        parts.append(f"device {d.id} ({d.platform}, {d.model}, {d.os})")
+    if run.network is not None:
+        parts.append(f"network {run.network.name}")
+    if run.backend is not None:
+        parts.append(f"backend {run.backend.kind}")
+    return " · ".join(parts)
+
+
+def duration_s(run: RunInfo) -> float | None:
+    """Seconds from the run's start to its end, or None when it has no end."""
+    if run.finished_at is None:
+        return None
+    return max(0.0, (run.finished_at - run.started_at).total_seconds())
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… (+{len(text) - limit} chars)"
+
+
+def scalar_text(value: Any, limit: int = 300) -> str:
+    """A scalar (or anything) as one line of text, cut to ``limit`` characters."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return fmt_number(value)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int):
+        text = str(value)
+    else:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    text = _CONTROL.sub("\ufffd", text.replace("\r", " ").replace("\n", " ⏎ "))
+    return truncate(text, limit)
+
+
+#: How much of an evidence list a report shows before it says how many were left out.
+MAX_ITEMS = 20
+
+
+def is_flat_dict(value: Any) -> bool:
+    """A dict whose values are all scalars (a small two-column table)."""
+    return isinstance(value, dict) and all(
+        v is None or isinstance(v, str | int | float | bool) for v in value.values()
+    )
+
+
+def is_record_list(value: Any) -> bool:
+    """A non-empty list of flat dicts (a table with one row per item)."""
+    return isinstance(value, list) and bool(value) and all(is_flat_dict(v) for v in value)
+
+
+def is_scalar_list(value: Any) -> bool:
+    """A list of scalars (one line, truncated)."""
+    return isinstance(value, list) and all(
+        v is None or isinstance(v, str | int | float | bool) for v in value
+    )
+
+
+def list_text(items: list[Any], limit: int = MAX_ITEMS) -> str:
+    """A list of scalars on one line, the first ``limit`` items and how many more."""
+    shown = ", ".join(scalar_text(v, 80) for v in items[:limit])
+    more = f" … (+{len(items) - limit} more)" if len(items) > limit else ""
+    return f"[{shown}]{more}"
+
+
+def clip_lists(value: Any, limit: int = MAX_ITEMS) -> Any:
+    """``value`` with every list cut to ``limit`` items plus a "(+N more)" marker."""
+    if isinstance(value, dict):
+        return {k: clip_lists(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        head = [clip_lists(v, limit) for v in value[:limit]]
+        if len(value) > limit:
+            head.append(f"… (+{len(value) - limit} more)")
+        return head
+    if isinstance(value, str):
+        return truncate(value, 2000)
+    return value

@@ -1,0 +1,205 @@
+"""The JUnit XML report: one ``<testcase>`` per check, in the shape CI parsers read.
+
+The layout is the common denominator of Jenkins (junit plugin), GitLab, junitparser and
+pytest's own ``xunit2`` output::
+
+    <testsuites name tests failures errors skipped time>
+      <testsuite name tests failures errors skipped time timestamp hostname>
+        <properties><property name value/>...</properties>     run info
+        <testcase classname name time>
+          <failure message type>...</failure>     status fail
+          <error message type>...</error>         status error
+          <skipped message/>                      status skip
+          <system-out>...</system-out>            value, target and evidence
+        </testcase>
+
+One suite per run, so a parser that reads only the first ``<testsuite>`` still gets every
+count. ``classname`` is ``devicelab.<kind>.<category>`` so Jenkins groups the checks by
+category. A check has no duration of its own: ``time`` is its evidence's ``duration_s``
+when present, else 0; the suite's ``time`` is the run's wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from datetime import UTC
+from typing import Any
+
+from devicelab.models import Check, Results
+from devicelab.report._common import (
+    XML_ILLEGAL,
+    check_line,
+    check_target_label,
+    clip_lists,
+    duration_s,
+    fmt_value,
+    mask_secrets,
+    run_subtitle,
+    scalar_text,
+    truncate,
+)
+
+__all__ = ["render_junit"]
+
+
+def _x(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids (a control byte in evidence would
+    make the whole file unreadable to every parser)."""
+    return XML_ILLEGAL.sub("\ufffd", text)
+
+
+def _seconds(value: float | None) -> str:
+    return f"{max(0.0, value or 0.0):.3f}"
+
+
+def _timestamp(results: Results) -> str:
+    # JUnit schemas want a local-less ISO 8601 time: give it in UTC, without an offset.
+    started = results.run.started_at
+    if started.tzinfo is not None:
+        started = started.astimezone(UTC).replace(tzinfo=None)
+    return started.isoformat(timespec="seconds")
+
+
+def _check_time(check: Check) -> float:
+    duration = check.evidence.get("duration_s")
+    if isinstance(duration, int | float) and not isinstance(duration, bool):
+        return float(duration)
+    return 0.0
+
+
+def _num(value: float) -> str:
+    # Properties carry the exact number, not the rounded text the reports show.
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _properties(results: Results) -> list[tuple[str, str]]:
+    run = results.run
+    props = [
+        ("devicelab.schema", results.schema_),
+        ("devicelab.version", run.devicelab_version),
+        ("run.id", run.id),
+        ("run.kind", run.kind),
+        ("run.started_at", run.started_at.isoformat()),
+    ]
+    if run.finished_at is not None:
+        props.append(("run.finished_at", run.finished_at.isoformat()))
+    if run.device is not None:
+        for name in ("id", "platform", "model", "os"):
+            props.append((f"device.{name}", str(getattr(run.device, name))))
+    if run.network is not None:
+        net = run.network
+        props.append(("network.name", net.name))
+        for name in ("rtt_ms", "down_kbps", "up_kbps", "loss_pct"):
+            value = getattr(net, name)
+            if value is not None:
+                props.append((f"network.{name}", _num(value)))
+        if net.achieved is not None:
+            for name, value in net.achieved.model_dump().items():
+                if value is not None:
+                    props.append((f"network.achieved.{name}", _num(value)))
+    if run.backend is not None:
+        props.append(("backend.kind", run.backend.kind))
+        props.append(("backend.url", str(mask_secrets(run.backend.url))))
+    return props
+
+
+def _evidence_text(evidence: dict[str, Any]) -> str:
+    lines = []
+    for key, value in mask_secrets(evidence).items():
+        if isinstance(value, dict | list):
+            text = json.dumps(clip_lists(value), default=str, ensure_ascii=False)
+            lines.append(f"  {key}: {truncate(text, 2000)}")
+        else:
+            lines.append(f"  {key}: {scalar_text(value, 2000)}")
+    return "\n".join(lines)
+
+
+def _system_out(check: Check) -> str:
+    lines = [
+        f"{check.id}: {check.status}",
+        f"value: {check_line(check) if check.value is not None else '—'}",
+        f"stat: {check.stat}",
+        f"target: {check_target_label(check.target)}",
+    ]
+    if check.target is not None:
+        lines.append(f"target row: {check.target.source}")
+    if check.summary is not None:
+        st = check.summary
+        stats = ", ".join(
+            f"{name} {fmt_value(getattr(st, name), check.unit)}"
+            for name in ("min", "p50", "p95", "max", "mean")
+        )
+        lines.append(f"samples: {len(check.samples)} ({stats})")
+    if check.reason:
+        lines.append(f"reason: {mask_secrets(check.reason)}")
+    if check.evidence:
+        lines += ["evidence:", _evidence_text(check.evidence)]
+    return "\n".join(lines) + "\n"
+
+
+def _testcase(results: Results, check: Check) -> ET.Element:
+    case = ET.Element(
+        "testcase",
+        {
+            "classname": _x(f"devicelab.{results.run.kind}.{check.category}"),
+            "name": _x(check.id),
+            "time": _seconds(_check_time(check)),
+        },
+    )
+    reason = _x(str(mask_secrets(check.reason)))
+    if check.status == "fail":
+        message = reason or f"{check_line(check)}: target missed"
+        child = ET.SubElement(case, "failure", {"message": message, "type": "TargetMissed"})
+        child.text = _x(f"{check.title}: {check_line(check)}")
+    elif check.status == "error":
+        message = reason or "the check could not run"
+        child = ET.SubElement(case, "error", {"message": message, "type": "CheckError"})
+        child.text = _x(f"{check.title}: {message}")
+    elif check.status == "skip":
+        ET.SubElement(case, "skipped", {"message": reason or "skipped"})
+    out = ET.SubElement(case, "system-out")
+    out.text = _x(_system_out(check))
+    return case
+
+
+def render_junit(results: Results) -> str:
+    """The JUnit XML text of ``results`` (UTF-8 declaration, ends with a newline).
+
+    Counts on ``<testsuites>`` and ``<testsuite>`` match the checks' statuses. Raises
+    nothing for valid Results.
+    """
+    s = results.summary
+    counts = {
+        "tests": str(len(results.checks)),
+        "failures": str(s.fail),
+        "errors": str(s.error),
+        "skipped": str(s.skip),
+        "time": _seconds(duration_s(results.run) or sum(map(_check_time, results.checks))),
+    }
+    root = ET.Element("testsuites", {"name": "devicelab", **counts})
+    device = results.run.device
+    where = f".{device.id}" if device is not None else ""
+    network = f".{results.run.network.name}" if results.run.network is not None else ""
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        {
+            "name": _x(f"devicelab.{results.run.kind}{where}{network}"),
+            **counts,
+            "timestamp": _timestamp(results),
+            "hostname": _x(device.id if device is not None else "backend"),
+            "id": "0",
+        },
+    )
+    props = ET.SubElement(suite, "properties")
+    for name, value in _properties(results):
+        ET.SubElement(props, "property", {"name": _x(name), "value": _x(value)})
+    props_run = ET.SubElement(props, "property")
+    props_run.set("name", "run.title")
+    props_run.set("value", _x(run_subtitle(results.run)))
+    for check in results.checks:
+        suite.append(_testcase(results, check))
+    ET.indent(root, space="  ")
+    body = ET.tostring(root, encoding="unicode")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"

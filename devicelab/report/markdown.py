@@ -1,0 +1,246 @@
+"""The Markdown report: run, summary, the story's target matrix, then every check.
+
+Text that comes from a run (evidence, reasons, titles) is shown inside code spans or
+fenced blocks, so Markdown renderers neither format it nor turn its URLs into links, and
+table cells escape ``|``. Secret-looking evidence keys are masked (see ``_common``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from devicelab.models import Check, Results, TargetBook
+from devicelab.report._common import (
+    STATUS_ICON,
+    check_line,
+    check_target_label,
+    clip_lists,
+    duration_s,
+    fmt_number,
+    fmt_value,
+    is_flat_dict,
+    is_record_list,
+    is_scalar_list,
+    list_text,
+    mask_secrets,
+    run_subtitle,
+    scalar_text,
+    truncate,
+)
+from devicelab.report.matrix import build_matrix
+
+__all__ = ["render_markdown"]
+
+_MAX_JSON = 4000
+
+
+def _code(text: str) -> str:
+    """``text`` as a code span, fenced with more backticks than it contains."""
+    text = text.replace("\n", " ")
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _cell(text: str) -> str:
+    """``text`` safe inside a table cell (GFM needs ``\\|`` even inside code spans)."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _run_section(results: Results) -> list[str]:
+    run = results.run
+    rows = [["run id", _code(run.id)], ["kind", run.kind]]
+    rows.append(["started", run.started_at.isoformat()])
+    if run.finished_at is not None:
+        took = duration_s(run)
+        rows.append(["finished", f"{run.finished_at.isoformat()} ({fmt_number(took or 0)} s)"])
+    rows.append(["devicelab", run.devicelab_version])
+    if run.device is not None:
+        d = run.device
+        rows.append(["device", f"{_code(d.id)} — {d.platform}, {d.model}, {d.os}"])
+    if run.network is not None:
+        n = run.network
+        shape = ", ".join(
+            f"{label} {fmt_value(v, unit)}"
+            for label, v, unit in (
+                ("rtt", n.rtt_ms, "ms"),
+                ("down", n.down_kbps, "kbps"),
+                ("up", n.up_kbps, "kbps"),
+                ("loss", n.loss_pct, "%"),
+            )
+            if v is not None
+        )
+        rows.append(["network", f"{_code(n.name)} ({shape})" if shape else _code(n.name)])
+        if n.achieved is not None:
+            a = n.achieved
+            got = ", ".join(
+                f"{label} {fmt_value(v, unit)}"
+                for label, v, unit in (
+                    ("rtt", a.rtt_ms, "ms"),
+                    ("down", a.down_kbps, "kbps"),
+                    ("up", a.up_kbps, "kbps"),
+                )
+                if v is not None
+            )
+            rows.append(["network achieved", got or "—"])
+    if run.backend is not None:
+        url = mask_secrets(run.backend.url)
+        rows.append(["backend", f"{run.backend.kind} {_code(url)}"])
+    return ["## Run", "", *_table(["", ""], rows), ""]
+
+
+def _summary_section(results: Results) -> list[str]:
+    s = results.summary
+    verdict = {0: "all checks passed", 1: "a check failed", 3: "a check could not run"}
+    total = len(results.checks)
+    return [
+        "## Summary",
+        "",
+        f"**{total} checks: {s.pass_} ✅ pass · {s.fail} ❌ fail · {s.skip} ⏭ skip · "
+        f"{s.error} ⚠ error** — {verdict[results.exit_code()]} "
+        f"(exit code {results.exit_code()}).",
+        "",
+    ]
+
+
+def _matrix_section(results: Results, book: TargetBook | None) -> list[str]:
+    matrix = build_matrix(results, book)
+    header = ["Metric"]
+    for column, title in matrix.columns:
+        header.append(f"**{title}** (this run)" if column == matrix.judged else title)
+    rows = []
+    for row in matrix.rows:
+        cells = [f"{row.title} ({_code(row.check_id)})"]
+        for c in row.cells:
+            verdict = c.verdict()
+            cells.append(f"{c.target} · {verdict}" if verdict else c.target)
+        rows.append(cells)
+    lines = ["## Story targets (Performance Targets by Platform)", ""]
+    lines += [f"> {note}" for note in matrix.notes]
+    if matrix.notes:
+        lines.append("")
+    lines += _table(header, rows)
+    lines += [
+        "",
+        "Each cell: the story's target; in the column this run is judged in, the verdict "
+        "and the measured value (✅ pass, ❌ fail, ⏭ skip, ⚠ error), or *not run*.",
+        "",
+    ]
+    return lines
+
+
+def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
+    if not evidence:
+        return ["*No evidence recorded.*", ""]
+    shown = mask_secrets(evidence)
+    lines = ["**Evidence**", ""]
+    blocks: list[str] = []
+    for key, value in shown.items():
+        if isinstance(value, list) and is_scalar_list(value):
+            lines.append(f"- {key}: {_code(list_text(value))}")
+        elif is_flat_dict(value) and value:
+            blocks += [f"*{key}*", ""]
+            rows = [[_code(str(k)), _code(scalar_text(v))] for k, v in value.items()]
+            blocks += [*_table(["key", "value"], rows), ""]
+        elif is_record_list(value):
+            blocks += _records(key, value)
+        elif isinstance(value, dict | list):
+            text = truncate(json.dumps(clip_lists(value), indent=2, default=str), _MAX_JSON)
+            fence = "````" if "```" in text else "```"
+            blocks += [f"*{key}*", "", f"{fence}json", text, fence, ""]
+        else:
+            lines.append(f"- {key}: {_code(scalar_text(value))}")
+    return [*lines, "", *blocks] if len(lines) > 2 else ["**Evidence**", "", *blocks]
+
+
+def _records(key: str, items: list[dict[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for item in items:
+        columns += [k for k in item if k not in columns]
+    rows = [[_code(scalar_text(item.get(c), 80)) for c in columns] for item in items[:20]]
+    more = [f"… {len(items) - 20} more rows", ""] if len(items) > 20 else []
+    return [f"*{key}*", "", *_table(columns, rows), "", *more]
+
+
+def _check_section(check: Check) -> list[str]:
+    icon = STATUS_ICON[check.status]
+    lines = [f"### {icon} {check.id} — {check.title}", ""]
+    rows = [
+        ["status", f"{icon} {check.status}"],
+        ["category", check.category],
+        ["value", check_line(check) if check.value is not None else "—"],
+        ["stat", check.stat],
+        ["target", check_target_label(check.target)],
+    ]
+    if check.target is not None:
+        column = f" (column {check.target.column})" if check.target.column else ""
+        rows.append(["target row", f"{check.target.source}{column}"])
+    if check.summary is not None:
+        st = check.summary
+        rows.append(
+            [
+                "samples",
+                f"{len(check.samples)}: "
+                + ", ".join(
+                    f"{name} {fmt_value(getattr(st, name), check.unit)}"
+                    for name in ("min", "p50", "p95", "max", "mean")
+                ),
+            ]
+        )
+    elif check.samples:
+        rows.append(["samples", str(len(check.samples))])
+    if check.reason:
+        rows.append(["reason", _code(scalar_text(mask_secrets(check.reason), 500))])
+    return [*lines, *_table(["", ""], rows), "", *_evidence_lines(check.evidence)]
+
+
+def render_markdown(results: Results, book: TargetBook | None = None) -> str:
+    """The Markdown report of ``results`` (a str ending in a newline).
+
+    ``book`` gives the story matrix its targets for every column; without it only the
+    targets the checks carry are shown. Raises nothing for valid Results.
+    """
+    lines = [
+        f"# devicelab report — {run_subtitle(results.run)}",
+        "",
+        *_summary_section(results),
+        *_run_section(results),
+        *_matrix_section(results, book),
+        "## Checks",
+        "",
+    ]
+    if not results.checks:
+        lines += ["*This run recorded no checks.*", ""]
+    for check in results.checks:
+        lines += _check_section(check)
+    if results.series:
+        rows = [
+            [
+                _code(s.name),
+                s.unit,
+                str(len(s.v)),
+                fmt_value(min(s.v), s.unit) if s.v else "—",
+                fmt_value(max(s.v), s.unit) if s.v else "—",
+                f"{fmt_number(s.t[-1] - s.t[0])} s" if s.t else "—",
+            ]
+            for s in results.series
+        ]
+        lines += [
+            "## Series",
+            "",
+            *_table(["series", "unit", "points", "min", "max", "span"], rows),
+        ]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -1,0 +1,159 @@
+"""The story's "Performance Targets by Platform" table, filled in with one run's verdicts.
+
+Nine rows (the story's metrics) by three columns (Web (Desktop), iOS/Android (WiFi),
+iOS/Android (4G)). Every cell shows its target from profiles/targets.yaml; the cells of
+the column this run is judged in also show the verdict and the measured value, or "not
+run" when the run has no such check. A run judged in the 3G column gets that column too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from devicelab.errors import DeviceLabError
+from devicelab.models import Check, Results, TargetBook
+from devicelab.report._common import (
+    STATUS_ICON,
+    check_target_label,
+    fmt_value,
+    target_label,
+)
+from devicelab.targets import MATRIX_COLUMNS, STORY_MATRIX, cell, column_for
+
+__all__ = ["Matrix", "MatrixCell", "MatrixRow", "build_matrix", "judged_column"]
+
+_EXTRA_COLUMNS = {"3g": "Mobile (3G)"}
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    """One cell: its target text and, in the judged column, the run's check (if any)."""
+
+    column: str
+    target: str
+    judged: bool
+    check: Check | None = None
+
+    @property
+    def state(self) -> str:
+        """pass, fail, skip or error; "not run" in the judged column without a check;
+        "" in the other columns."""
+        if not self.judged:
+            return ""
+        return self.check.status if self.check is not None else "not run"
+
+    def measured(self) -> str:
+        """The measured value ("312 ms"), "skipped", the status without a value, or ""."""
+        if self.check is None:
+            return ""
+        if self.check.status == "skip":
+            return "skipped"
+        if self.check.value is None:
+            return self.check.status
+        return fmt_value(self.check.value, self.check.unit)
+
+    def verdict(self) -> str:
+        """The verdict text: "✅ 312 ms", "⏭ skipped", "not run", or "" (not judged)."""
+        if not self.judged:
+            return ""
+        if self.check is None:
+            return "not run"
+        return f"{STATUS_ICON[self.check.status]} {self.measured()}"
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    """One metric of the story with its cells, in column order."""
+
+    check_id: str
+    title: str
+    cells: list[MatrixCell]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """The table: columns (id, title), the judged column id (or None), rows, a note."""
+
+    columns: list[tuple[str, str]]
+    judged: str | None
+    rows: list[MatrixRow]
+    notes: list[str] = field(default_factory=list)
+
+
+def judged_column(results: Results) -> str | None:
+    """The story column this run is judged in, or None (a backend run, or unknown).
+
+    The columns the checks recorded win (their targets name it); else the network name
+    decides as DESIGN.md says, looking the profile up in profiles/networks.yaml when the
+    name is not a column itself.
+    """
+    run = results.run
+    if run.device is None:
+        return None
+    recorded = Counter(
+        c.target.column for c in results.checks if c.target is not None and c.target.column
+    )
+    recorded.pop("any", None)
+    if recorded:
+        return recorded.most_common(1)[0][0]
+    platform = run.device.platform
+    name = run.network.name if run.network is not None else "none"
+    if name in ("none", ""):
+        return column_for(platform, None)
+    if name in ("wifi", "4g"):
+        return name
+    if name in ("slow-3g", "fast-3g"):
+        return "3g"
+    try:
+        from devicelab import config
+
+        return column_for(platform, config.network_profile(name))
+    except DeviceLabError:
+        # An unknown profile (a catalog entry of another lab): judge nothing rather
+        # than guess a column.
+        return None
+
+
+def _platform_of(column: str, results: Results) -> str | None:
+    if column == "web":
+        return "web"
+    device = results.run.device
+    if device is not None and device.platform in ("android", "ios"):
+        return device.platform
+    return None
+
+
+def build_matrix(results: Results, book: TargetBook | None = None) -> Matrix:
+    """The story matrix of ``results``; targets from ``book`` (None: only the judged
+    column's targets, taken from the checks themselves)."""
+    judged = judged_column(results)
+    columns = list(MATRIX_COLUMNS)
+    if judged in _EXTRA_COLUMNS:
+        columns.append((judged, _EXTRA_COLUMNS[judged]))
+    by_id: dict[str, Check] = {}
+    for run_check in results.checks:
+        by_id.setdefault(run_check.id, run_check)
+    notes: list[str] = []
+    if results.run.device is None:
+        notes.append("A backend run: the story's client-side matrix has no verdicts here.")
+    elif judged is None:
+        notes.append("The network of this run maps to no column of the story: no verdicts.")
+    if book is None:
+        notes.append("No targets.yaml was given: only the targets the checks carry are shown.")
+    rows = []
+    for check_id, title in STORY_MATRIX:
+        cells = []
+        for column, _ in columns:
+            is_judged = column == judged
+            check = by_id.get(check_id) if is_judged else None
+            if book is not None:
+                row = cell(book, check_id, column, _platform_of(column, results))
+                label = "—" if row is None else target_label(row.op, row.value, row.unit)
+                if row is not None and not row.applies:
+                    label = "N/A"
+            else:
+                label = check_target_label(check.target) if check is not None else "—"
+            cells.append(MatrixCell(column=column, target=label, judged=is_judged, check=check))
+        rows.append(MatrixRow(check_id=check_id, title=title, cells=cells))
+    return Matrix(columns=columns, judged=judged, rows=rows, notes=notes)

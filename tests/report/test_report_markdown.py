@@ -1,0 +1,134 @@
+"""The Markdown report: the story matrix cell by cell, every check, masked evidence."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from devicelab.models import Results, TargetBook
+from devicelab.report import render_markdown
+from devicelab.targets import STORY_MATRIX
+
+
+def matrix_table(md: str) -> list[list[str]]:
+    """The rows of the story matrix (header first), cells split on unescaped pipes."""
+    section = md.split("## Story targets", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+            rows.append([c.strip() for c in cells])
+    return rows
+
+
+def check_section(md: str, check_id: str) -> str:
+    match = re.search(rf"^### \S+ {check_id} — .*?(?=^### |^## |\Z)", md, re.M | re.S)
+    assert match, f"no section for {check_id}"
+    return match.group(0)
+
+
+def test_matrix_has_the_story_rows_and_columns_with_verdicts_in_the_4g_column(
+    results: Results, book: TargetBook
+) -> None:
+    table = matrix_table(render_markdown(results, book))
+    header, rows = table[0], table[1:]
+    assert header == [
+        "Metric",
+        "Web (Desktop)",
+        "iOS/Android (WiFi)",
+        "**iOS/Android (4G)** (this run)",
+    ]
+    assert [r[0].split(" (`")[0] for r in rows] == [title for _, title in STORY_MATRIX]
+    cells = {r[0].split("`")[1]: r[1:] for r in rows}
+    assert cells["message_delivery"] == ["< 100 ms", "< 300 ms", "< 500 ms · ✅ 250.6 ms"]
+    assert cells["conversation_list_load"][2] == "< 200 ms · ❌ 290.5 ms"
+    assert cells["image_upload_1mb"][2] == "< 3 s · ⚠ error"
+    assert cells["local_cache_query_50"] == ["N/A", "< 50 ms", "< 50 ms · ⏭ skipped"]
+    assert cells["battery_drain"] == ["N/A", "< 10 %/h", "< 10 %/h · ✅ 7.6 %/h"]
+    assert cells["memory_100_conversations"][0] == "< 100 MB"
+    for not_run in ("message_search", "image_download_1mb", "reconnect"):
+        assert cells[not_run][2].endswith("· not run"), cells[not_run]
+    # Only the judged column carries verdicts.
+    for row in rows:
+        for text in row[1:3]:
+            assert not re.search("[✅❌⏭⚠]|not run", text), row
+
+
+def test_judged_column_follows_the_network_when_checks_name_no_column(
+    raw: dict[str, Any], book: TargetBook
+) -> None:
+    raw["run"]["device"] = {"id": "web", "platform": "web", "model": "Chromium", "os": "Linux"}
+    raw["run"]["network"] = {"name": "none"}
+    for check in raw["checks"]:
+        if check.get("target"):
+            check["target"]["column"] = None
+    table = matrix_table(render_markdown(Results.model_validate(raw), book))
+    assert table[0][1] == "**Web (Desktop)** (this run)"
+    delivery = next(r for r in table if "message_delivery" in r[0])
+    assert delivery[1] == "< 100 ms · ✅ 250.6 ms"
+    assert delivery[2] == "< 300 ms"
+
+
+def test_a_3g_run_gets_the_3g_column(raw: dict[str, Any], book: TargetBook) -> None:
+    raw["run"]["network"] = {"name": "slow-3g"}
+    raw["checks"] = [c for c in raw["checks"] if not c.get("target")]
+    table = matrix_table(render_markdown(Results.model_validate(raw), book))
+    assert table[0][-1] == "**Mobile (3G)** (this run)"
+    assert all(len(row) == 5 for row in table)
+
+
+def test_backend_run_and_missing_book_say_why_cells_are_empty(raw: dict[str, Any]) -> None:
+    raw["run"].update(kind="backend", device=None, network=None)
+    md = render_markdown(Results.model_validate(raw))
+    assert "A backend run" in md and "No targets.yaml was given" in md
+    for row in matrix_table(md)[1:]:
+        assert row[1:] == ["—", "—", "—"], row
+
+
+def test_every_check_shows_value_target_row_reason_and_evidence(
+    results: Results, book: TargetBook
+) -> None:
+    md = render_markdown(results, book)
+    assert md.startswith("# devicelab report — device run · device pixel-7 (android")
+    assert "network 4g" in md.splitlines()[0] and "backend supabase" in md.splitlines()[0]
+    assert "**6 checks: 3 ✅ pass · 1 ❌ fail · 1 ⏭ skip · 1 ⚠ error**" in md
+    for check in results.checks:
+        section = check_section(md, check.id)
+        assert f"| reason | `{check.reason}` |" in section or check.reason in section
+        if check.target is not None:
+            assert f"| target row | {check.target.source} (column 4g) |" in section
+    failed = check_section(md, "conversation_list_load")
+    assert "| value | p95 290.5 ms vs target < 200 ms |" in failed
+    assert "| samples | 30: min 122.7 ms, p50 237.3 ms, p95 290.5 ms" in failed
+    # Evidence: key: value lines, a record list as a table, deep data as fenced JSON,
+    # long lists cut with a count.
+    assert "- conversations: `50`" in failed
+    assert "| run | ms |" in failed and "| `26` | `339.8` |" in failed
+    assert '```json\n{\n  "nodes": [' in failed
+    assert "tr-019] … (+25 more)" in failed and "tr-020" not in failed
+    assert "| `offset_ms` | `3.2` |" in check_section(md, "message_delivery")
+    assert "*No evidence recorded.*" in check_section(md, "local_cache_query_50")
+
+
+def test_run_text_stays_inert(results: Results) -> None:
+    md = render_markdown(results)
+    note = next(line for line in md.splitlines() if line.startswith("- note:"))
+    # A code span fenced by more backticks than the text holds: no HTML, no formatting.
+    assert note == "- note: ``<script>alert('x')</script> | pipe ` backtick \ufffd control``"
+    assert "\x01" not in md
+
+
+def test_secrets_are_masked(results: Results) -> None:
+    md = render_markdown(results)
+    for secret in ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9", "hunter2", "Bearer"):
+        assert secret not in md
+    assert "- anon_key: `***`" in md and "- authorization: `***`" in md
+    assert "postgresql://postgres:***@127.0.0.1:54322/postgres" in md
+
+
+def test_series_table_and_empty_run(results: Results, raw: dict[str, Any]) -> None:
+    md = render_markdown(results)
+    assert "| `memory` | MB | 121 | 37.4 MB | 45 MB | 3600 s |" in md
+    raw["checks"], raw["series"] = [], []
+    empty = render_markdown(Results.model_validate(raw))
+    assert "*This run recorded no checks.*" in empty and "## Series" not in empty
