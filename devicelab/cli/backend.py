@@ -1,11 +1,118 @@
-"""``devicelab backend``: (being written)."""
+"""``devicelab backend``: the story's database checks, the data generator, the managed server.
+
+    backend check   [--dsn DSN] [--out DIR] [--allow-writes]
+    backend datagen [--dsn DSN] --messages N [--users U] [--conversations C] [--seed S]
+                    --allow-writes [--force]
+    backend stop
+
+With no ``--dsn`` the commands use the PostgreSQL cluster devicelab manages itself
+(``backend_checks.managed``). The work is in ``backend_checks``; handlers only parse,
+call and print. psycopg loads inside the handlers, never at import.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 __all__ = ["register"]
 
+_DSN_HELP = "PostgreSQL DSN (URL or key=value); default: the managed local cluster"
+
 
 def register(app: typer.Typer) -> None:
-    """Add the backend command(s) to ``app``."""
+    """Add the ``backend`` group (check, datagen, stop, and serve/load when present)."""
+    backend_app = typer.Typer(help="Server-side checks: query plans, indexes, health, load.")
+    app.add_typer(backend_app, name="backend")
+    for module, name in (
+        ("devicelab.cli.serve", "register_serve"),
+        ("devicelab.cli.load", "register_load"),
+    ):
+        with contextlib.suppress(ImportError, AttributeError):
+            getattr(__import__(module, fromlist=[name]), name)(backend_app)
+
+    @backend_app.command("check")
+    def check(
+        dsn: Annotated[str | None, typer.Option("--dsn", help=_DSN_HELP)] = None,
+        out: Annotated[
+            Path, typer.Option("--out", help="folder for results.json and reports")
+        ] = Path("devicelab-backend"),
+        allow_writes: Annotated[
+            bool,
+            typer.Option(
+                "--allow-writes",
+                help="seed an empty --dsn database; prove GIN suggestions by a rolled-back build",
+            ),
+        ] = False,
+        runs: Annotated[
+            int | None, typer.Option("--runs", min=1, help="timed runs per query")
+        ] = None,
+    ) -> None:
+        """Run the query suite, plan analysis and health checks; exit 1 if a check fails."""
+        from backend_checks.check import CheckOptions, run_check
+
+        results = run_check(dsn, CheckOptions(allow_writes=allow_writes, runs=runs))
+        written = _write(results, out)
+        for item in results.checks:
+            typer.echo(f"{item.status.upper():5} {item.id:18} {_value(item)}  {item.reason}")
+        typer.echo(f"results: {written}")
+        raise typer.Exit(results.exit_code())
+
+    @backend_app.command("datagen")
+    def datagen(
+        messages: Annotated[int, typer.Option("--messages", min=0, help="messages to generate")],
+        dsn: Annotated[str | None, typer.Option("--dsn", help=_DSN_HELP)] = None,
+        users: Annotated[int, typer.Option("--users", min=2)] = 1000,
+        conversations: Annotated[int, typer.Option("--conversations", min=1)] = 10000,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="same seed, same data")] = 1,
+        allow_writes: Annotated[
+            bool, typer.Option("--allow-writes", help="required: it writes")
+        ] = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="replace tables holding rows we did not generate")
+        ] = False,
+    ) -> None:
+        """Create the reference schema and a deterministic, skewed data set (one transaction)."""
+        from backend_checks.datagen import DatagenParams, run_datagen
+
+        params = DatagenParams(
+            messages=messages, users=users, conversations=conversations, seed=seed
+        )
+        report = run_datagen(dsn, params, allow_writes=allow_writes, force=force)
+        counts = ", ".join(f"{k} {v:,}" for k, v in report.counts.items())
+        typer.echo(
+            f"generated {counts} in {report.seconds:.2f} s "
+            f"({report.messages_per_s():,.0f} messages/s)"
+        )
+
+    @backend_app.command("stop")
+    def stop() -> None:
+        """Stop the managed PostgreSQL cluster (if it runs)."""
+        from backend_checks.managed import ManagedPostgres
+
+        cluster = ManagedPostgres()
+        typer.echo(
+            f"stopped {cluster.data}" if cluster.stop() else "managed PostgreSQL is not running"
+        )
+
+
+def _write(results: object, out: Path) -> Path:
+    """results.json (and the reports, when devicelab.report is there) into ``out``."""
+    from devicelab.models import Results
+
+    assert isinstance(results, Results)
+    try:
+        from devicelab.report import write_all
+    except ImportError:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(results.to_json())
+        return out / "results.json"
+    return write_all(results, out)["json"]
+
+
+def _value(check: object) -> str:
+    value, unit = getattr(check, "value", None), getattr(check, "unit", "")
+    return "-" if value is None else f"{value:.4g} {unit}".strip()

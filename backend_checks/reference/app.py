@@ -1,0 +1,166 @@
+"""The aiohttp application of the reference server: Auth, REST, Storage and Realtime.
+
+``build_app(ctx)`` mounts every service under Supabase's paths and adds what the
+Kong gateway of a real project does: CORS for browsers and WebViews, and the ``apikey``
+check (header or query parameter). Startup opens the psycopg pool, installs the storage
+schema and loads the catalog; cleanup closes the pool after Realtime's own cleanup.
+Realtime (``backend_checks.reference.realtime``) is mounted when that module exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from backend_checks.reference import (
+    auth,
+    auth_admin,
+    rest,
+    storage,
+    storage_buckets,
+    storage_transfer,
+)
+from backend_checks.reference.context import ServerContext
+from backend_checks.reference.db import current_catalog, open_pool
+from backend_checks.reference.errors import ApiError
+from backend_checks.reference.identity import CTX_KEY
+from backend_checks.reference.storage_files import install_storage_schema
+
+__all__ = ["MAX_BODY_BYTES", "build_app"]
+
+log = logging.getLogger(__name__)
+
+#: Largest request body: Supabase's standard uploads go to 50 MB (default file limit).
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+_ALLOW_HEADERS = (
+    "apikey, authorization, x-client-info, content-type, prefer, range, range-unit, "
+    "accept-profile, content-profile, x-upsert, x-metadata, cache-control, "
+    "x-supabase-api-version, accept, accept-encoding"
+)
+_EXPOSE_HEADERS = "Content-Range, Range, Content-Location, Location, X-Total-Count, ETag"
+_ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+_NO_KEY = "No `apikey` request header or url param was found."
+_BAD_KEY = "Double check your Supabase `anon` or `service_role` API key."
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _needs_apikey(request: web.Request) -> bool:
+    """Signed and public objects are fetched without a key (``<img src>``), as on Supabase."""
+    if request.method == "OPTIONS" or request.path in ("/", "/health"):
+        return False
+    if request.method in ("GET", "HEAD") and (
+        request.path.startswith("/storage/v1/object/sign/")
+        or request.path.startswith("/storage/v1/object/public/")
+    ):
+        return False
+    return not request.path.startswith("/auth/v1/health")
+
+
+def _cors(request: web.Request, response: web.StreamResponse) -> None:
+    origin = request.headers.get("Origin")
+    response.headers["Access-Control-Allow-Origin"] = origin or "*"
+    if origin:
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+    response.headers["Access-Control-Expose-Headers"] = _EXPOSE_HEADERS
+
+
+@web.middleware
+async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS, apikey and error answers for every route (the part Kong plays on Supabase)."""
+    if request.method == "OPTIONS":
+        preflight = web.Response(status=204)
+        _cors(request, preflight)
+        asked = request.headers.get("Access-Control-Request-Headers")
+        preflight.headers["Access-Control-Allow-Headers"] = asked or _ALLOW_HEADERS
+        preflight.headers["Access-Control-Allow-Methods"] = _ALLOW_METHODS
+        preflight.headers["Access-Control-Max-Age"] = "86400"
+        return preflight
+    response: web.StreamResponse
+    try:
+        if _needs_apikey(request):
+            key = request.headers.get("apikey") or request.query.get("apikey")
+            if not key:
+                raise ApiError(401, {"message": "No API key found in request", "hint": _NO_KEY})
+            if not request.app[CTX_KEY].is_api_key(key):
+                raise ApiError(401, {"message": "Invalid API key", "hint": _BAD_KEY})
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:
+        if exc.empty_body:
+            response = exc
+        else:
+            response = web.json_response({"message": exc.reason}, status=exc.status)
+    except Exception:
+        # Never a traceback to the client; the log has it.
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        response = web.json_response(
+            {"code": "PGRST000", "message": "internal server error", "details": None,
+             "hint": None}, status=500,
+        )  # fmt: skip
+    if not response.prepared:
+        _cors(request, response)
+    return response
+
+
+async def _index(request: web.Request) -> web.Response:
+    return web.json_response({"name": "devicelab reference backend", "ok": True})
+
+
+def _startup(ctx: ServerContext) -> Callable[[web.Application], Awaitable[None]]:
+    async def start(app: web.Application) -> None:
+        ctx.storage_root.mkdir(parents=True, exist_ok=True)
+        if ctx.pool is None:
+            ctx.pool = await open_pool(ctx.dsn, max_size=ctx.pool_max_size)
+        async with ctx.pool.connection() as conn:
+            await install_storage_schema(conn)
+        await current_catalog(ctx)
+
+    return start
+
+
+def _cleanup(ctx: ServerContext) -> Callable[[web.Application], Awaitable[None]]:
+    async def stop(app: web.Application) -> None:
+        if ctx.pool is not None:
+            await ctx.pool.close()
+            ctx.pool = None
+
+    return stop
+
+
+def _mount_realtime(app: web.Application, ctx: ServerContext) -> None:
+    """Let the realtime module add its routes and hooks, when it is installed."""
+    name = "backend_checks.reference.realtime"
+    if importlib.util.find_spec(name) is None:
+        return
+    module = importlib.import_module(name)
+    add = getattr(module, "add_routes", None)
+    if callable(add):
+        add(app, ctx)
+
+
+def build_app(ctx: ServerContext) -> web.Application:
+    """The whole server as an aiohttp application (not started)."""
+    app = web.Application(middlewares=[_gateway], client_max_size=MAX_BODY_BYTES)
+    app[CTX_KEY] = ctx
+    app.on_startup.append(_startup(ctx))
+    app.router.add_get("/", _index)
+    app.router.add_get("/health", _index)
+    auth.add_routes(app)
+    auth_admin.add_routes(app)
+    rest.add_routes(app)
+    storage_transfer.add_routes(app)  # before storage: /object/upload/... and /object/move
+    storage.add_routes(app)
+    storage_buckets.add_routes(app)
+    _mount_realtime(app, ctx)
+    # Appended last so it runs after the cleanup hooks of Realtime, which may still use it.
+    app.on_cleanup.append(_cleanup(ctx))
+    return app

@@ -1,0 +1,308 @@
+"""``/auth/v1``: the part of GoTrue that supabase-js and supabase-py use for email users.
+
+Routes: ``POST /token?grant_type=password|refresh_token``, ``POST /signup`` (auto-confirmed,
+as a local Supabase with ``enable_confirmations = false``), ``GET /user``, ``POST /logout``,
+``GET /settings``, ``GET /health``. Users are the rows of ``auth.users``; passwords are
+checked by pgcrypto's ``crypt`` in the database (bcrypt hashes, as GoTrue stores them).
+Access tokens are HS256 JWTs with GoTrue's claims; refresh tokens are random, single use
+(rotated on refresh) and kept in memory, so sessions end when the server stops.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from psycopg import sql
+
+from backend_checks.reference.context import AuthRejected, ServerContext
+from backend_checks.reference.db import privileged
+from backend_checks.reference.errors import ApiError, auth_error
+from backend_checks.reference.identity import bearer_token, context_of
+
+__all__ = ["add_routes", "create_user", "issue_session", "read_body", "user_by", "user_json"]
+
+_CRYPT_SCHEMA = "auth.crypt_schema"
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value)
+
+
+def user_json(row: dict[str, Any], *, signed_in_at: str | None = None) -> dict[str, Any]:
+    """A GoTrue user object from an ``auth.users`` row (missing columns get defaults)."""
+    now = datetime.now(UTC).isoformat()
+    confirmed = row.get("email_confirmed_at") or row.get("confirmed_at") or row.get("created_at")
+    app_meta = row.get("raw_app_meta_data") or {"provider": "email", "providers": ["email"]}
+    return {
+        "id": str(row["id"]),
+        "aud": row.get("aud") or "authenticated",
+        "role": row.get("role") or "authenticated",
+        "email": row.get("email"),
+        "email_confirmed_at": _iso(confirmed),
+        "phone": row.get("phone") or "",
+        "confirmed_at": _iso(confirmed),
+        "last_sign_in_at": signed_in_at or _iso(row.get("last_sign_in_at")),
+        "app_metadata": app_meta,
+        "user_metadata": row.get("raw_user_meta_data") or {},
+        "identities": [],
+        "created_at": _iso(row.get("created_at")) or now,
+        "updated_at": _iso(row.get("updated_at")) or now,
+        "is_anonymous": False,
+    }
+
+
+def issue_session(ctx: ServerContext, user: dict[str, Any], session_id: str) -> dict[str, Any]:
+    """A GoTrue session for ``user``: access token, refresh token, expiry, user."""
+    now = int(time.time())
+    expires_at = now + ctx.jwt_expiry_s
+    claims = {
+        "aud": "authenticated",
+        "exp": expires_at,
+        "iat": now,
+        "iss": f"{ctx.public_url}/auth/v1",
+        "sub": user["id"],
+        "email": user.get("email") or "",
+        "phone": user.get("phone") or "",
+        "app_metadata": user["app_metadata"],
+        "user_metadata": user["user_metadata"],
+        "role": "authenticated",
+        "aal": "aal1",
+        "amr": [{"method": "password", "timestamp": now}],
+        "session_id": session_id,
+        "is_anonymous": False,
+    }
+    refresh = secrets.token_urlsafe(18)
+    ctx.refresh_tokens[refresh] = (user["id"], session_id)
+    return {
+        "access_token": ctx.sign(claims),
+        "token_type": "bearer",
+        "expires_in": ctx.jwt_expiry_s,
+        "expires_at": expires_at,
+        "refresh_token": refresh,
+        "user": user,
+    }
+
+
+async def _crypt_function(ctx: ServerContext, name: str = "crypt") -> sql.Identifier:
+    """pgcrypto's ``crypt`` (or ``name``, e.g. gen_salt) wherever the extension was
+    installed (public, extensions...)."""
+    schema = ctx.extras.get(_CRYPT_SCHEMA)
+    if not isinstance(schema, str):
+        async with privileged(ctx) as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                    " WHERE p.proname = 'crypt' AND p.pronargs = 2 ORDER BY n.nspname LIMIT 1"
+                )
+            ).fetchone()
+        if row is None:
+            raise auth_error(500, "unexpected_failure", "pgcrypto is not installed")
+        schema = str(row[0])
+        ctx.extras[_CRYPT_SCHEMA] = schema
+    return sql.Identifier(schema, name)
+
+
+async def user_by(
+    ctx: ServerContext, where: sql.Composable, params: list[Any]
+) -> dict[str, Any] | None:
+    """The ``auth.users`` row matching ``where`` (fixed SQL with bound ``params``)."""
+    async with privileged(ctx) as conn:
+        stmt = sql.SQL("SELECT to_jsonb(u)::text FROM auth.users u WHERE {} LIMIT 1").format(where)
+        row = await (await conn.execute(stmt, params)).fetchone()
+    if row is None:
+        return None
+    data: dict[str, Any] = json.loads(row[0])
+    return data
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object body (``{}`` when empty); raises ApiError 400 (GoTrue shape)."""
+    try:
+        body = await request.json() if request.body_exists else {}
+    except (ValueError, RecursionError) as exc:
+        raise auth_error(400, "validation_failed", "Could not parse request body as JSON") from exc
+    if not isinstance(body, dict):
+        raise auth_error(400, "validation_failed", "Request body must be a JSON object")
+    return body
+
+
+async def _password_grant(request: web.Request, ctx: ServerContext) -> dict[str, Any]:
+    body = await read_body(request)
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
+        raise auth_error(400, "validation_failed", "An email address and a password are needed")
+    if "\x00" in email or "\x00" in password:
+        raise auth_error(400, "invalid_credentials", "Invalid login credentials")
+    crypt = await _crypt_function(ctx)
+    where = sql.SQL(
+        "lower(u.email) = lower(%s) AND u.encrypted_password IS NOT NULL"
+        " AND u.encrypted_password = {}(%s, u.encrypted_password)"
+    ).format(crypt)
+    row = await user_by(ctx, where, [email, password])
+    if row is None:
+        raise auth_error(400, "invalid_credentials", "Invalid login credentials")
+    user = user_json(row, signed_in_at=datetime.now(UTC).isoformat())
+    return issue_session(ctx, user, str(uuid.uuid4()))
+
+
+async def create_user(
+    ctx: ServerContext, email: Any, password: Any, metadata: Any, *, confirmed: bool = True
+) -> dict[str, Any]:
+    """Insert a user into ``auth.users`` (bcrypt through pgcrypto); returns its row.
+
+    Raises ApiError 400 (bad email), 422 (weak password, email taken).
+    """
+    if not isinstance(email, str) or "@" not in email or "\x00" in email or len(email) > 255:
+        raise auth_error(400, "validation_failed", "A valid email address is required")
+    if not isinstance(password, str) or len(password) < 6 or "\x00" in password:
+        raise auth_error(422, "weak_password", "Password should be at least 6 characters.")
+    data = metadata if isinstance(metadata, dict) else {}
+    crypt = await _crypt_function(ctx)
+    gen_salt = await _crypt_function(ctx, "gen_salt")
+    async with privileged(ctx) as conn:
+        taken = await (
+            await conn.execute("SELECT 1 FROM auth.users WHERE lower(email) = lower(%s)", (email,))
+        ).fetchone()
+        if taken:
+            raise auth_error(
+                422, "email_exists", "A user with this email address has already been registered"
+            )
+        stmt = sql.SQL(
+            "INSERT INTO auth.users (email, encrypted_password, email_confirmed_at,"
+            " raw_user_meta_data) VALUES (lower(%s), {}(%s, {}('bf')),"
+            " CASE WHEN %s THEN now() END, %s::jsonb) RETURNING to_jsonb(users)::text"
+        ).format(crypt, gen_salt)
+        row = await (
+            await conn.execute(stmt, (email, password, confirmed, json.dumps(data)))
+        ).fetchone()
+    if row is None:
+        raise auth_error(500, "unexpected_failure", "the user was not created")
+    created: dict[str, Any] = json.loads(row[0])
+    return created
+
+
+async def signup(request: web.Request) -> web.Response:
+    """``POST /auth/v1/signup`` {email, password, data}: a new confirmed user and a session.
+
+    Raises ApiError 422 when the email is taken or the password is shorter than 6.
+    """
+    ctx = context_of(request)
+    body = await read_body(request)
+    try:
+        row = await create_user(ctx, body.get("email"), body.get("password"), body.get("data"))
+    except ApiError as exc:
+        if exc.body.get("error_code") == "email_exists":
+            raise auth_error(422, "user_already_exists", "User already registered") from exc
+        raise
+    user = user_json(row, signed_in_at=datetime.now(UTC).isoformat())
+    return web.json_response(issue_session(ctx, user, str(uuid.uuid4())))
+
+
+async def _refresh_grant(request: web.Request, ctx: ServerContext) -> dict[str, Any]:
+    body = await read_body(request)
+    token = body.get("refresh_token")
+    found = ctx.refresh_tokens.pop(token, None) if isinstance(token, str) else None
+    if found is None:
+        raise auth_error(
+            400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
+        )
+    user_id, session_id = found
+    row = await user_by(ctx, sql.SQL("u.id::text = %s"), [user_id])
+    if row is None:
+        raise auth_error(404, "user_not_found", "User not found")
+    return issue_session(ctx, user_json(row), session_id)
+
+
+async def token(request: web.Request) -> web.Response:
+    """``POST /auth/v1/token``: password sign-in or refresh; returns a session."""
+    ctx = context_of(request)
+    grant = request.query.get("grant_type", "")
+    if grant == "password":
+        session = await _password_grant(request, ctx)
+    elif grant == "refresh_token":
+        session = await _refresh_grant(request, ctx)
+    else:
+        raise auth_error(400, "validation_failed", f"unsupported grant_type {grant[:40]!r}")
+    return web.json_response(session)
+
+
+def _user_claims(request: web.Request) -> dict[str, Any]:
+    ctx = context_of(request)
+    token_text = bearer_token(request)
+    if not token_text:
+        raise auth_error(401, "no_authorization", "This endpoint requires a Bearer token")
+    try:
+        claims = ctx.verify_jwt(token_text)
+    except AuthRejected as exc:
+        raise auth_error(403, "bad_jwt", f"invalid JWT: {exc.message}") from exc
+    if not claims.get("sub"):
+        raise auth_error(403, "bad_jwt", "invalid claim: missing sub claim")
+    return claims
+
+
+async def get_user(request: web.Request) -> web.Response:
+    """``GET /auth/v1/user``: the user of the bearer token."""
+    claims = _user_claims(request)
+    row = await user_by(context_of(request), sql.SQL("u.id::text = %s"), [str(claims["sub"])])
+    if row is None:
+        raise auth_error(404, "user_not_found", "User from sub claim in JWT does not exist")
+    return web.json_response(user_json(row))
+
+
+async def logout(request: web.Request) -> web.Response:
+    """``POST /auth/v1/logout?scope=``: drop refresh tokens of the session or the user."""
+    claims = _user_claims(request)
+    ctx = context_of(request)
+    scope = request.query.get("scope", "global")
+    user_id, session_id = str(claims["sub"]), claims.get("session_id")
+    for refresh, (uid, sid) in list(ctx.refresh_tokens.items()):
+        same_session = sid == session_id
+        if uid == user_id and (scope == "global" or (scope == "local") == same_session):
+            del ctx.refresh_tokens[refresh]
+    return web.Response(status=204)
+
+
+async def settings(request: web.Request) -> web.Response:
+    """``GET /auth/v1/settings``: what this GoTrue stand-in supports."""
+    return web.json_response(
+        {
+            "external": {"email": True, "phone": False, "anonymous_users": False},
+            "disable_signup": False,
+            "mailer_autoconfirm": True,
+            "phone_autoconfirm": False,
+            "sms_provider": "",
+            "saml_enabled": False,
+        }
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /auth/v1/health``."""
+    return web.json_response(
+        {"version": "devicelab-reference", "name": "GoTrue", "description": "reference"}
+    )
+
+
+async def jwks(request: web.Request) -> web.Response:
+    """``GET /auth/v1/.well-known/jwks.json``: no public keys (tokens are HS256, so
+    clients verify them by asking ``/user``, as with a Supabase project on a shared secret)."""
+    return web.json_response({"keys": []})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the ``/auth/v1`` routes on ``app``."""
+    app.router.add_post("/auth/v1/token", token)
+    app.router.add_post("/auth/v1/signup", signup)
+    app.router.add_get("/auth/v1/user", get_user)
+    app.router.add_post("/auth/v1/logout", logout)
+    app.router.add_get("/auth/v1/settings", settings)
+    app.router.add_get("/auth/v1/health", health)
+    app.router.add_get("/auth/v1/.well-known/jwks.json", jwks)

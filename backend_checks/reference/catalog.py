@@ -1,0 +1,243 @@
+"""What the REST layer may name: relations, columns and functions read from pg_catalog.
+
+Every identifier a request carries (table, view, column, function, argument) is looked up
+here before any SQL is composed; an unknown name is a 4xx answer, never SQL. The catalog is
+a snapshot of the exposed schemas, loaded at startup and reloaded (at most once a second)
+when a name is missing, so tables created after start become visible as in PostgREST.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+__all__ = [
+    "EXPOSED_SCHEMAS",
+    "Catalog",
+    "Column",
+    "ForeignKey",
+    "Function",
+    "Relation",
+    "load_catalog",
+]
+
+#: Schemas the REST API exposes (PostgREST's db-schemas); Supabase's default is public.
+EXPOSED_SCHEMAS = ("public",)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: its name, its SQL type as format_type prints it, and its position."""
+
+    name: str
+    type: str
+    position: int
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A table, view, materialized view or foreign table of an exposed schema."""
+
+    schema: str
+    name: str
+    kind: str
+    columns: dict[str, Column]
+    primary_key: tuple[str, ...] = ()
+
+    def column(self, name: str) -> Column | None:
+        """The column called ``name``, or None."""
+        return self.columns.get(name)
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key between two relations of the exposed schemas (for embedding)."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function callable over ``/rpc``: its input arguments and how it returns."""
+
+    schema: str
+    name: str
+    #: Input argument names and their SQL types, in order.
+    args: tuple[tuple[str, str], ...]
+    #: How many trailing arguments have defaults.
+    n_defaults: int
+    returns_set: bool
+    #: True when it returns rows with columns (a table type, RETURNS TABLE, OUT params).
+    returns_rows: bool
+    return_type: str
+    volatile: bool
+    #: Column names of the rows it returns (empty for scalar results).
+    out_columns: tuple[str, ...] = ()
+
+    def result_relation(self) -> Relation:
+        """The rows it returns seen as a relation, so filters on them are checked too."""
+        cols = {c: Column(c, "", i) for i, c in enumerate(self.out_columns, 1)}
+        return Relation(self.schema, self.name, "function", cols)
+
+    def required(self) -> set[str]:
+        """Names of the arguments without a default."""
+        return {name for name, _ in self.args[: len(self.args) - self.n_defaults]}
+
+    def accepts(self, given: set[str]) -> bool:
+        """True when ``given`` names every required argument and no unknown one."""
+        names = {name for name, _ in self.args}
+        return self.required() <= given <= names
+
+
+@dataclass
+class Catalog:
+    """A snapshot of the exposed schemas, with the time it was loaded."""
+
+    relations: dict[tuple[str, str], Relation] = field(default_factory=dict)
+    functions: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+    loaded_at: float = 0.0
+
+    def relation(self, name: str, schema: str = "public") -> Relation | None:
+        """The relation ``schema.name``, or None."""
+        return self.relations.get((schema, name))
+
+    def function(self, name: str, given: set[str], schema: str = "public") -> Function | None:
+        """The overload of ``schema.name`` that accepts arguments ``given``, or None."""
+        for candidate in self.functions.get((schema, name), []):
+            if candidate.accepts(given):
+                return candidate
+        return None
+
+    def has_function(self, name: str, schema: str = "public") -> bool:
+        """True when some function ``schema.name`` exists (whatever its arguments)."""
+        return bool(self.functions.get((schema, name)))
+
+    def stale(self, min_age_s: float = 1.0) -> bool:
+        """True when the snapshot is older than ``min_age_s`` (a reload is allowed)."""
+        return time.monotonic() - self.loaded_at >= min_age_s
+
+
+_RELATIONS_SQL = """
+SELECT n.nspname, c.relname, c.relkind, a.attname, format_type(a.atttypid, a.atttypmod),
+       a.attnum,
+       coalesce(a.attnum = ANY(i.indkey), false) AS in_pk
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+_FUNCTIONS_SQL = """
+SELECT n.nspname, p.proname, p.proargnames, p.proargmodes,
+       array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) WITH ORDINALITY AS u(t, o)
+             ORDER BY o),
+       p.pronargdefaults, p.proretset,
+       (rt.typtype = 'c' OR p.prorettype = 'record'::regtype) AS returns_rows,
+       format_type(p.prorettype, NULL), p.provolatile <> 'i' AND p.provolatile <> 's',
+       CASE WHEN p.proargmodes IS NOT NULL AND rt.typrelid = 0 THEN
+            array(SELECT p.proargnames[o] FROM unnest(p.proargmodes) WITH ORDINALITY AS m(md, o)
+                  WHERE md IN ('o', 't', 'b') ORDER BY o)
+       ELSE array(SELECT attname::text FROM pg_attribute
+                  WHERE attrelid = rt.typrelid AND attnum > 0 AND NOT attisdropped
+                  ORDER BY attnum)
+       END
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_type rt ON rt.oid = p.prorettype
+WHERE n.nspname = ANY(%s) AND p.prokind = 'f'
+ORDER BY n.nspname, p.proname, p.pronargs DESC
+"""
+
+
+_FOREIGN_KEYS_SQL = """
+SELECT con.conname, cl.relname,
+       array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(n, o)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o),
+       fcl.relname,
+       array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY AS k(n, o)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o)
+FROM pg_constraint con
+JOIN pg_class cl ON cl.oid = con.conrelid
+JOIN pg_namespace ns ON ns.oid = cl.relnamespace
+JOIN pg_class fcl ON fcl.oid = con.confrelid
+JOIN pg_namespace fns ON fns.oid = fcl.relnamespace
+WHERE con.contype = 'f' AND ns.nspname = ANY(%s) AND fns.nspname = ns.nspname
+ORDER BY con.conname
+"""
+
+
+def _input_names(names: list[str] | None, modes: list[str] | None, n_in: int) -> list[str]:
+    """Names of the input arguments, aligned with proargtypes (unnamed ones get '')."""
+    all_names = list(names or [])
+    if modes is None:
+        return (all_names + [""] * n_in)[:n_in]
+    return [
+        all_names[i] if i < len(all_names) else ""
+        for i, mode in enumerate(modes)
+        if mode in ("i", "b", "v")
+    ]
+
+
+async def load_catalog(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], schemas: tuple[str, ...] = EXPOSED_SCHEMAS
+) -> Catalog:
+    """Read relations and functions of ``schemas``. Raises psycopg.Error on failure."""
+    catalog = Catalog(loaded_at=time.monotonic())
+    columns: dict[tuple[str, str], dict[str, Column]] = {}
+    kinds: dict[tuple[str, str], str] = {}
+    pks: dict[tuple[str, str], list[str]] = {}
+    cur = await conn.execute(_RELATIONS_SQL, (list(schemas),))
+    for schema, rel, kind, col, typ, pos, in_pk in await cur.fetchall():
+        key = (str(schema), str(rel))
+        kinds[key] = str(kind)
+        cols = columns.setdefault(key, {})
+        if col is not None:
+            cols[str(col)] = Column(str(col), str(typ), int(pos))  # type: ignore[call-overload]
+            if in_pk:
+                pks.setdefault(key, []).append(str(col))
+    for key, kind in kinds.items():
+        catalog.relations[key] = Relation(
+            key[0], key[1], kind, columns.get(key, {}), tuple(pks.get(key, []))
+        )
+    cur = await conn.execute(_FUNCTIONS_SQL, (list(schemas),))
+    for row in await cur.fetchall():
+        schema, name, argnames, argmodes, argtypes, ndefaults, retset, rows, rettype, vol, outs = (
+            row
+        )
+        types = [str(t) for t in argtypes]  # type: ignore[attr-defined]
+        names = _input_names(argnames, argmodes, len(types))  # type: ignore[arg-type]
+        if any(not n for n in names):
+            continue  # PostgREST cannot call functions with unnamed arguments either
+        fn = Function(
+            str(schema),
+            str(name),
+            tuple(zip(names, types, strict=True)),
+            int(ndefaults),  # type: ignore[call-overload]
+            bool(retset),
+            bool(rows),
+            str(rettype),
+            bool(vol),
+            tuple(str(c) for c in outs or ()),  # type: ignore[attr-defined]
+        )
+        catalog.functions.setdefault((fn.schema, fn.name), []).append(fn)
+    cur = await conn.execute(_FOREIGN_KEYS_SQL, (list(schemas),))
+    for name, table, fk_cols, ref_table, ref_cols in await cur.fetchall():
+        catalog.foreign_keys.append(
+            ForeignKey(
+                str(name),
+                str(table),
+                tuple(str(c) for c in fk_cols),  # type: ignore[attr-defined]
+                str(ref_table),
+                tuple(str(c) for c in ref_cols),  # type: ignore[attr-defined]
+            )
+        )
+    return catalog

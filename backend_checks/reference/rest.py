@@ -1,0 +1,339 @@
+"""``/rest/v1``: PostgREST's HTTP API over the catalog of the exposed schema.
+
+Routes: ``GET|HEAD|POST|PATCH|DELETE /rest/v1/<relation>`` and ``GET|POST /rest/v1/rpc/<fn>``.
+Each request: the caller's claims, the relation or function from the catalog (404 when
+unknown), the URL parsed by ``parse.py``, SQL composed by ``query.py``, one transaction
+as the caller's role (``db.as_caller``), and a PostgREST-shaped answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from backend_checks.reference import parse, query
+from backend_checks.reference.catalog import EXPOSED_SCHEMAS, Catalog, Relation
+from backend_checks.reference.context import AuthRejected
+from backend_checks.reference.db import as_caller, current_catalog, reload_if_created
+from backend_checks.reference.errors import ApiError, rest_error
+from backend_checks.reference.identity import context_of, resolve_claims
+
+__all__ = ["add_routes"]
+
+_OBJECT_MEDIA = "application/vnd.pgrst.object+json"
+
+
+def _claims(request: web.Request) -> dict[str, Any]:
+    try:
+        return resolve_claims(request)
+    except AuthRejected as exc:
+        code = "PGRST303" if exc.code == "jwt_expired" else "PGRST301"
+        raise rest_error(401, code, exc.message) from exc
+
+
+def _check_profile(request: web.Request) -> None:
+    """Only the exposed schema is served (Accept-Profile / Content-Profile)."""
+    for header in ("Accept-Profile", "Content-Profile"):
+        value = request.headers.get(header)
+        if value and value not in EXPOSED_SCHEMAS:
+            raise rest_error(
+                406,
+                "PGRST106",
+                f"The schema must be one of the following: {', '.join(EXPOSED_SCHEMAS)}",
+            )
+
+
+async def _relation(request: web.Request, name: str) -> Relation:
+    ctx = context_of(request)
+    catalog = await current_catalog(ctx)
+    rel = catalog.relation(name)
+    if rel is None:
+        rel = (await reload_if_created(ctx, "relation", name)).relation(name)
+    if rel is None:
+        raise rest_error(
+            404,
+            "PGRST205",
+            f"Could not find the table 'public.{name[:100]}' in the schema cache",
+        )
+    return rel
+
+
+async def _compose[T](
+    request: web.Request, build: Callable[[Relation, Catalog], T]
+) -> tuple[Relation, T]:
+    """``build(relation, catalog)`` for the request's relation; when it names a column
+    the snapshot lacks, reload the catalog (at most once a second) and build again, so
+    columns added after startup work. Raises ApiError as ``build`` does.
+    """
+    ctx = context_of(request)
+    name = request.match_info["name"]
+    rel = await _relation(request, name)
+    catalog = await current_catalog(ctx)
+    try:
+        return rel, build(rel, catalog)
+    except ApiError as exc:
+        if exc.body.get("code") != "42703" or not catalog.stale():
+            raise
+    catalog = await current_catalog(ctx, reload=True)
+    rel = await _relation(request, name)
+    return rel, build(rel, catalog)
+
+
+class _Url:
+    """The query string of a request split into PostgREST parts (raises ApiError 400)."""
+
+    def __init__(self, request: web.Request, *, arg_names: frozenset[str] = frozenset()) -> None:
+        self.filters: list[parse.Condition | parse.Logic] = []
+        self.args: dict[str, str] = {}
+        for key, value in request.query.items():
+            if "\x00" in key or "\x00" in value:
+                raise rest_error(400, "PGRST100", "NUL characters are not allowed")
+            if key in parse.RESERVED_PARAMS:
+                if key in ("and", "or", "not.and", "not.or"):
+                    self.filters.append(parse.parse_logic_param(key, value))
+            elif key in arg_names:
+                self.args[key] = value
+            elif key in {"apikey", ""}:
+                continue
+            else:
+                self.filters.append(parse.parse_filter_param(key, value))
+        self.select = parse.parse_select(request.query.get("select"))
+        self.order = parse.parse_order(request.query.get("order"))
+        self.limit = parse.parse_int("limit", request.query.get("limit"))
+        self.offset = parse.parse_int("offset", request.query.get("offset"))
+        rng = parse.parse_range_header(request.headers.get("Range"))
+        if rng is not None:
+            start, size = rng
+            self.offset = (self.offset or 0) + start
+            if size is not None:
+                self.limit = size if self.limit is None else min(self.limit, size)
+        self.prefer = parse.parse_prefer(request.headers.getall("Prefer", []))
+        self.single = _OBJECT_MEDIA in request.headers.get("Accept", "")
+
+
+def _content_range(offset: int | None, n_rows: int, total: int | None) -> str:
+    total_text = "*" if total is None else str(total)
+    if n_rows == 0:
+        return f"*/{total_text}"
+    start = offset or 0
+    return f"{start}-{start + n_rows - 1}/{total_text}"
+
+
+def _answer(
+    status: int,
+    rows_json: str | None,
+    first_json: str | None,
+    n_rows: int,
+    *,
+    single: bool,
+    content_range: str,
+    head: bool = False,
+) -> web.Response:
+    """The JSON response; in single-object mode exactly one row is required (406)."""
+    if single:
+        if n_rows != 1:
+            raise rest_error(
+                406,
+                "PGRST116",
+                "JSON object requested, multiple (or no) rows returned",
+                details=f"The result contains {n_rows} rows",
+            )
+        body = first_json
+    else:
+        body = rows_json
+    headers = {"Content-Range": content_range}
+    content_type = _OBJECT_MEDIA if single else "application/json"
+    if head:
+        return web.Response(status=status, headers=headers, content_type=content_type)
+    return web.Response(
+        status=status, text=body or "null", headers=headers, content_type=content_type,
+        charset="utf-8",
+    )  # fmt: skip
+
+
+async def read(request: web.Request) -> web.Response:
+    """GET/HEAD a relation: select, filters, order, paging, count, single object."""
+    claims = _claims(request)
+    _check_profile(request)
+    url = _Url(request)
+    rel, (statement, params) = await _compose(
+        request,
+        lambda r, c: query.read_sql(r, url.select, url.filters, url.order, url.limit,
+                                    url.offset, c),
+    )  # fmt: skip
+    total: int | None = None
+    async with as_caller(context_of(request), claims, read_only=True) as conn:
+        row = await (await conn.execute(statement, params)).fetchone()
+        if url.prefer.count:
+            count_stmt, count_params = query.count_sql(rel, url.filters)
+            count_row = await (await conn.execute(count_stmt, count_params)).fetchone()
+            total = int(count_row[0]) if count_row else 0
+    rows_json, first_json, n_rows = row if row else ("[]", None, 0)
+    return _answer(
+        200, rows_json, first_json, int(n_rows), single=url.single,
+        content_range=_content_range(url.offset, int(n_rows), total),
+        head=request.method == "HEAD",
+    )  # fmt: skip
+
+
+async def _json_body(request: web.Request) -> Any:
+    if not request.body_exists:
+        return None
+    try:
+        return json.loads(await request.read())
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise rest_error(400, "PGRST102", "Empty or invalid json") from exc
+
+
+def _columns_of(url_columns: str | None, rows: list[dict[str, Any]]) -> list[str]:
+    if url_columns:
+        return [c.strip().strip('"') for c in parse.split_top_level(url_columns)]
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+async def _write(
+    request: web.Request, statement: query.Query, params: list[Any], url: _Url, *, status: int
+) -> web.Response:
+    claims = _claims(request)
+    async with as_caller(context_of(request), claims) as conn:
+        row = await (await conn.execute(statement, params)).fetchone()
+    rows_json, first_json, n_rows = row if row else ("[]", None, 0)
+    total = int(n_rows) if url.prefer.count else None
+    content_range = f"*/{total if total is not None else '*'}"
+    if url.prefer.return_ != "representation":
+        return web.Response(
+            status=204 if status == 200 else status, headers={"Content-Range": content_range}
+        )
+    return _answer(status, rows_json, first_json, int(n_rows), single=url.single,
+                   content_range=content_range)  # fmt: skip
+
+
+async def insert(request: web.Request) -> web.Response:
+    """POST a relation: one object or an array; upsert with ``Prefer: resolution=``."""
+    _claims(request)
+    _check_profile(request)
+    url = _Url(request)
+    body = await _json_body(request)
+    rows = [body] if isinstance(body, dict) else body
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise rest_error(400, "PGRST102", "Body must be a JSON object or an array of objects")
+    if not rows:
+        return web.Response(status=201, headers={"Content-Range": "*/0"})
+    columns = _columns_of(request.query.get("columns"), rows)
+    if not columns and len(rows) > 1:
+        raise rest_error(
+            400, "PGRST102", "Rows without any column can only be inserted one at a time"
+        )
+    on_conflict = request.query.get("on_conflict")
+    keys = [k.strip() for k in on_conflict.split(",")] if on_conflict else None
+    _, (statement, params) = await _compose(
+        request,
+        lambda r, c: query.insert_sql(r, columns, json.dumps(rows), url.select, keys,
+                                      url.prefer.resolution, c),
+    )  # fmt: skip
+    return await _write(request, statement, params, url, status=201)
+
+
+async def update(request: web.Request) -> web.Response:
+    """PATCH a relation: set the body's columns on the rows the filters select."""
+    _claims(request)
+    _check_profile(request)
+    url = _Url(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise rest_error(400, "PGRST102", "Body must be a JSON object")
+    _, (statement, params) = await _compose(
+        request,
+        lambda r, c: query.update_sql(r, list(body), json.dumps(body), url.select,
+                                      url.filters, c),
+    )  # fmt: skip
+    return await _write(request, statement, params, url, status=200)
+
+
+async def delete(request: web.Request) -> web.Response:
+    """DELETE from a relation the rows the filters select."""
+    _claims(request)
+    _check_profile(request)
+    url = _Url(request)
+    _, (statement, params) = await _compose(
+        request, lambda r, c: query.delete_sql(r, url.select, url.filters, c)
+    )
+    return await _write(request, statement, params, url, status=200)
+
+
+async def rpc(request: web.Request) -> web.Response:
+    """GET/POST ``/rpc/<fn>``: call a function with named arguments (JSON body or query)."""
+    claims = _claims(request)
+    _check_profile(request)
+    ctx = context_of(request)
+    name = request.match_info["fn"]
+    catalog = await current_catalog(ctx)
+    if not catalog.has_function(name):
+        catalog = await reload_if_created(ctx, "function", name)
+    every_arg = frozenset(
+        a for fn in catalog.functions.get(("public", name), []) for a, _ in fn.args
+    )
+    url = _Url(request, arg_names=every_arg)
+    if request.method == "POST":
+        body = await _json_body(request)
+        args: dict[str, Any] = {} if body is None else body
+        if not isinstance(args, dict):
+            raise rest_error(400, "PGRST102", "Function arguments must be a JSON object")
+    else:
+        args = dict(url.args)
+    fn = catalog.function(name, set(args))
+    if fn is None:
+        listed = ", ".join(sorted(str(a)[:60] for a in args))
+        raise rest_error(
+            404,
+            "PGRST202",
+            f"Could not find the function public.{name[:100]}({listed}) in the schema cache",
+        )
+    given = [a for a, _ in fn.args if a in args]
+    statement, params, count_stmt, count_params = query.rpc_sql(
+        fn, json.dumps(args), given, url.select, url.filters, url.order, url.limit, url.offset
+    )
+    total: int | None = None
+    read_only = request.method in ("GET", "HEAD")
+    async with as_caller(ctx, claims, read_only=read_only) as conn:
+        row = await (await conn.execute(statement, params)).fetchone()
+        if url.prefer.count and fn.returns_rows:
+            count_row = await (await conn.execute(count_stmt, count_params)).fetchone()
+            total = int(count_row[0]) if count_row else 0
+    rows_json, first_json, n_rows = row if row else ("null", None, 0)
+    if not fn.returns_set:
+        # One value (or one composite row) comes back as itself, not in an array.
+        value = rows_json if not fn.returns_rows else first_json
+        return web.Response(text=value or "null", content_type="application/json")
+    return _answer(
+        200, rows_json, first_json, int(n_rows), single=url.single,
+        content_range=_content_range(url.offset, int(n_rows), total),
+    )  # fmt: skip
+
+
+async def root(request: web.Request) -> web.Response:
+    """``GET /rest/v1/``: a small description of what is exposed (not full OpenAPI)."""
+    _claims(request)
+    catalog = await current_catalog(context_of(request), reload=True)
+    paths: dict[str, dict[str, Any]] = {f"/{name}": {} for (_, name) in catalog.relations}
+    paths.update({f"/rpc/{name}": {} for (_, name) in catalog.functions})
+    return web.json_response({"swagger": "2.0", "info": {"title": "devicelab reference"},
+                              "paths": paths})  # fmt: skip
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the ``/rest/v1`` routes on ``app``."""
+    app.router.add_get("/rest/v1/", root)
+    app.router.add_get("/rest/v1/rpc/{fn}", rpc)
+    app.router.add_route("POST", "/rest/v1/rpc/{fn}", rpc)
+    app.router.add_get("/rest/v1/{name}", read)  # also answers HEAD
+    app.router.add_route("POST", "/rest/v1/{name}", insert)
+    app.router.add_route("PATCH", "/rest/v1/{name}", update)
+    app.router.add_route("DELETE", "/rest/v1/{name}", delete)

@@ -1,0 +1,155 @@
+"""What ``devicelab backend serve`` does: prepare a database, then serve until a signal.
+
+Steps: the managed PostgreSQL (``backend_checks.managed``) unless a DSN is given; the
+messaging schema installed (idempotent); a small generated data set when ``auth.users``
+is empty; the JWT secret read from (or created once in) devicelab's state directory; the
+server started; the ``SUPABASE_*`` lines printed once it answers; then it runs until
+SIGINT or SIGTERM. The secret itself is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backend_checks.reference.context import new_jwt_secret
+from devicelab.errors import BackendUnavailable, DeviceLabError
+
+__all__ = ["DEFAULT_PORT", "SEED", "jwt_secret_file", "prepare_database", "serve_forever"]
+
+#: The port of ``supabase start``'s API gateway, so app configs carry over.
+DEFAULT_PORT = 54321
+#: The data set seeded into an empty database (users >= 64: the generator's hash pool).
+SEED: dict[str, int] = {"messages": 5000, "users": 100, "conversations": 200}
+
+
+def _state_dir() -> Path:
+    from backend_checks.managed import state_root
+
+    return state_root() / "reference"
+
+
+def jwt_secret_file(state_dir: Path | None = None) -> Path:
+    """Where the server's JWT secret is kept (created on first use, mode 0600)."""
+    return (state_dir or _state_dir()) / "jwt_secret"
+
+
+def _jwt_secret(path: Path) -> str:
+    """The stored secret, or a new one written with owner-only permissions."""
+    if path.is_file():
+        secret = path.read_text().strip()
+        if len(secret) >= 32:
+            return secret
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = new_jwt_secret()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
+    """The DSN to serve: the given one or the managed cluster's, with the schema installed
+    and seeded when empty. Raises BackendUnavailable / ToolMissing (exit 3).
+
+    A refusal to seed (the database holds other data) is reported through ``say`` and the
+    server still starts.
+    """
+    import psycopg
+
+    from backend_checks import datagen
+    from backend_checks.db import connect, redact
+
+    if dsn is None:
+        from backend_checks.managed import ManagedPostgres
+
+        dsn = ManagedPostgres().ensure()
+    conn = connect(dsn)
+    try:
+        with conn.transaction():
+            datagen.install_schema(conn)
+        row = conn.execute("SELECT count(*) FROM auth.users").fetchone()
+        conn.commit()
+        if row is not None and int(row[0]) == 0:
+            say("seeding an empty database with a small generated data set")
+            params = datagen.DatagenParams(**SEED)
+            try:
+                datagen.generate(conn, params, allow_writes=True)
+            except DeviceLabError as exc:
+                say(f"not seeded: {exc.one_line()}")
+    except psycopg.Error as exc:
+        raise BackendUnavailable(
+            f"could not prepare the database: {redact(str(exc).strip(), dsn)}",
+            hint="check that the DSN's user may create schemas, roles and tables",
+        ) from None
+    finally:
+        conn.close()
+    return dsn
+
+
+def _port_or_free(host: str, port: int | None) -> int:
+    """``port`` if given; else DEFAULT_PORT when free, else 0 (any free port)."""
+    if port is not None:
+        return port
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, DEFAULT_PORT))
+        except OSError:
+            return 0
+    return DEFAULT_PORT
+
+
+def _storage_root(dsn: str, managed: bool) -> Path:
+    from backend_checks.db import redact
+
+    name = "managed" if managed else hashlib.sha256(redact(dsn).encode()).hexdigest()[:12]
+    return _state_dir() / "storage" / name
+
+
+def serve_forever(
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    dsn: str | None = None,
+    out: Any = None,
+    say: Callable[[str], None] | None = None,
+) -> None:
+    """Prepare the database, serve, print the ``SUPABASE_*`` lines, run until a signal.
+
+    Raises BackendUnavailable when the database or the port is not available.
+    """
+    stream = out or sys.stdout
+
+    def note(text: str) -> None:
+        print(f"devicelab: {text}", file=sys.stderr, flush=True)
+
+    speak = say or note
+    managed = dsn is None
+    ready_dsn = prepare_database(dsn, say=speak)
+    secret = _jwt_secret(jwt_secret_file())
+    root = _storage_root(ready_dsn, managed)
+    asyncio.run(_serve(ready_dsn, host, _port_or_free(host, port), secret, root, stream))
+
+
+async def _serve(dsn: str, host: str, port: int, secret: str, root: Path, stream: Any) -> None:
+    from backend_checks.reference.server import ReferenceServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    server = ReferenceServer(dsn, host=host, port=port, storage_root=root, jwt_secret=secret)
+    async with server:
+        print(f"SUPABASE_URL={server.url}", file=stream)
+        print(f"SUPABASE_ANON_KEY={server.anon_key}", file=stream)
+        print(f"SUPABASE_SERVICE_ROLE_KEY={server.service_role_key}", file=stream, flush=True)
+        await stop.wait()

@@ -1,0 +1,172 @@
+"""Start and stop the whole reference server from Python: tests, checks and the CLI.
+
+Lifecycle: ``ReferenceServer(dsn)`` -> ``start()`` (a thread with its own event loop
+serves on ``host:port``; port 0 picks a free one) -> ``url`` / ``anon_key`` /
+``service_role_key`` -> ``stop()``. Also a context manager, sync (``with``) or async
+(``async with``, serving on the running loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from backend_checks.reference.app import build_app
+from backend_checks.reference.context import ServerContext
+from devicelab.errors import BackendUnavailable
+
+__all__ = ["ReferenceServer"]
+
+_START_TIMEOUT_S = 30.0
+
+
+class ReferenceServer:
+    """A Supabase-compatible server over the PostgreSQL at ``dsn``.
+
+    ``storage_root`` defaults to a temporary directory removed on stop; ``jwt_secret``
+    defaults to a new random one (so keys differ per server unless one is given);
+    ``pool_max_size`` caps the database connections of REST, Auth and Storage.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        storage_root: Path | None = None,
+        jwt_secret: str | None = None,
+        pool_max_size: int = 20,
+    ) -> None:
+        self._own_root = storage_root is None
+        root = storage_root or Path(tempfile.mkdtemp(prefix="devicelab-storage-"))
+        self.ctx = ServerContext.create(dsn, root, jwt_secret=jwt_secret)
+        self.ctx.pool_max_size = pool_max_size
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` once started."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def anon_key(self) -> str:
+        """The anon API key (a JWT with role anon)."""
+        return self.ctx.anon_key
+
+    @property
+    def service_role_key(self) -> str:
+        """The service-role API key (a JWT with role service_role); keep it out of logs."""
+        return self.ctx.service_role_key
+
+    def __repr__(self) -> str:
+        return f"ReferenceServer(url={self.url!r})"
+
+    async def astart(self) -> None:
+        """Serve on the running event loop. Raises BackendUnavailable when it cannot start."""
+        app = build_app(self.ctx)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=1.0)
+            await site.start()
+        except Exception as exc:
+            await runner.cleanup()
+            raise BackendUnavailable(
+                f"the reference server could not start: {type(exc).__name__}: {exc}",
+                hint="check that PostgreSQL is running and the DSN is right",
+            ) from exc
+        self._runner = runner
+        addresses = runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+        self.ctx.public_url = self.url
+
+    async def astop(self) -> None:
+        """Stop serving and close the pool (idempotent)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if self._own_root:
+            shutil.rmtree(self.ctx.storage_root, ignore_errors=True)
+
+    def start(self) -> Self:
+        """Serve from a background thread; returns once ready.
+
+        Raises BackendUnavailable when the server does not come up.
+        """
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.astart())
+            except BaseException as exc:  # handed to the starting thread
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.astop())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="devicelab-reference", daemon=True)
+        self._thread.start()
+        if not ready.wait(_START_TIMEOUT_S):
+            raise BackendUnavailable("the reference server did not start in time")
+        if failure:
+            self._thread.join()
+            error = failure[0]
+            if isinstance(error, BackendUnavailable):
+                raise error
+            raise BackendUnavailable(f"the reference server could not start: {error}") from error
+        return self
+
+    def stop(self) -> None:
+        """Stop the background server and wait for its thread (idempotent)."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+        self._loop = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.astart()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()

@@ -1,0 +1,146 @@
+-- devicelab reference Realtime: change capture with triggers and LISTEN/NOTIFY.
+--
+-- Installed idempotently by backend_checks.reference.realtime_capture at server start
+-- (the whole file runs in one transaction under an advisory lock, so two servers starting
+-- at once do not race on CREATE OR REPLACE).
+--
+-- Each watched table gets one AFTER ROW trigger. It notifies channel `devicelab_realtime`
+-- with the whole change (schema, table, type, commit_timestamp, record, old_record) when
+-- the JSON text fits in a NOTIFY payload (PostgreSQL refuses payloads of 8000 bytes or
+-- more); a larger change is written to devicelab_realtime.spill and only its id is
+-- notified, so big rows are delivered whole instead of being cut or lost. NOTIFY is
+-- transactional: listeners see the change only after the commit, in commit order.
+
+create schema if not exists devicelab_realtime;
+revoke all on schema devicelab_realtime from public;
+
+create table if not exists devicelab_realtime.spill (
+    id bigserial primary key,
+    payload jsonb not null,
+    created_at timestamptz not null default now()
+);
+
+-- The trigger function runs as its owner (the installer) so that any role allowed to
+-- write the table can also write the spill table, which no API role may read.
+create or replace function devicelab_realtime.capture() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog
+as $$
+declare
+    body jsonb;
+    body_text text;
+    spill_id bigint;
+begin
+    body := jsonb_build_object(
+        'schema', tg_table_schema,
+        'table', tg_table_name,
+        'type', tg_op,
+        -- Supabase sends the WAL commit time; a trigger cannot know it, so this is the
+        -- time the row was written, in the same ISO-8601 UTC millisecond format.
+        'commit_timestamp', to_char(clock_timestamp() at time zone 'utc',
+                                    'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'record', case when tg_op <> 'DELETE' then to_jsonb(new) end,
+        'old_record', case when tg_op <> 'INSERT' then to_jsonb(old) end
+    );
+    body_text := body::text;
+    if octet_length(body_text) < 7900 then
+        perform pg_notify('devicelab_realtime', body_text);
+    else
+        insert into devicelab_realtime.spill (payload) values (body) returning id into spill_id;
+        perform pg_notify('devicelab_realtime', json_build_object('spill', spill_id)::text);
+    end if;
+    return null;
+end
+$$;
+
+-- Installs the capture trigger on one table; a no-op when it is already there.
+create or replace function devicelab_realtime.watch(entity regclass) returns boolean
+language plpgsql
+set search_path = pg_catalog
+as $$
+begin
+    perform pg_advisory_xact_lock(hashtext('devicelab_realtime.watch'));
+    if exists (select 1 from pg_trigger
+               where tgrelid = entity and tgname = 'devicelab_realtime_capture') then
+        return false;
+    end if;
+    execute format(
+        'create trigger devicelab_realtime_capture after insert or update or delete on %s '
+        'for each row execute function devicelab_realtime.capture()', entity);
+    return true;
+end
+$$;
+
+drop function if exists devicelab_realtime.visible(regclass, jsonb, text[], text[]);
+
+-- Creates devicelab_realtime."visible_<table oid>"(key jsonb, roles text[], claims text[]):
+-- which of the given principals may SELECT the row whose values are `key` right now.
+--
+-- For principal i it switches to roles[i] with request.jwt.claims = claims[i] (as the REST
+-- API does, so auth.uid() and every RLS policy see that user) and looks the row up by its
+-- primary key. The lookup is static SQL in a function made for the table, so PL/pgSQL
+-- keeps its plan (re-planned only when the role changes; callers sort by role) and one
+-- principal costs tens of microseconds. An error fails the whole call: the caller then
+-- withholds the change from everyone. Returns one boolean per principal. Tables without a
+-- primary key get no function (Supabase refuses their changes too).
+create or replace function devicelab_realtime.install_visibility(entity regclass)
+returns boolean
+language plpgsql
+set search_path = pg_catalog
+as $$
+declare
+    qualified text;
+    match text;
+begin
+    select format('%I.%I', n.nspname, c.relname)
+      into qualified
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where c.oid = entity;
+    select string_agg(format('t.%1$I = k.%1$I', a.attname), ' and ' order by a.attnum)
+      into match
+      from pg_index i
+      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
+     where i.indrelid = entity and i.indisprimary;
+    if match is null then
+        return false;
+    end if;
+    execute format($f$
+        create or replace function devicelab_realtime.%1$I(key jsonb, roles text[], claims text[])
+        returns boolean[]
+        language plpgsql
+        volatile
+        as $body$
+        declare
+            k %2$s;
+            n integer := coalesce(pg_catalog.array_length(roles, 1), 0);
+            answers boolean[] := pg_catalog.array_fill(false, array[n]);
+            acting text := '';
+            i integer;
+        begin
+            k := pg_catalog.jsonb_populate_record(null::%2$s, key);
+            for i in 1 .. n loop
+                if roles[i] is distinct from acting then
+                    perform pg_catalog.set_config('role', roles[i], true);
+                    perform pg_catalog.set_config('request.jwt.claim.role', roles[i], true);
+                    acting := roles[i];
+                end if;
+                perform pg_catalog.set_config('request.jwt.claims', claims[i], true);
+                perform pg_catalog.set_config('request.jwt.claim.sub',
+                                              coalesce(claims[i]::jsonb ->> 'sub', ''), true);
+                answers[i] := exists (select 1 from %2$s t where %3$s);
+            end loop;
+            perform pg_catalog.set_config('role', 'none', true);
+            return answers;
+        end
+        $body$
+    $f$, 'visible_' || entity::oid, qualified, match);
+    execute format('revoke all on function devicelab_realtime.%I(jsonb, text[], text[]) from public',
+                   'visible_' || entity::oid);
+    return true;
+end
+$$;
+
+revoke all on function devicelab_realtime.capture() from public;
+revoke all on function devicelab_realtime.watch(regclass) from public;
+revoke all on function devicelab_realtime.install_visibility(regclass) from public;

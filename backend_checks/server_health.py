@@ -1,0 +1,195 @@
+"""Server health checks that need no measuring window: sizes, bloat, slow and long-running
+statements. Each returns a Check with a verdict and its evidence.
+
+pg_stat_statements outliers are read across all roles (API traffic runs as
+``authenticated``, not as the role devicelab connects with), and only statements called a
+few times count: a one-off (a data load, an index build) is not an outlier.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from devicelab.models import Check, CheckTarget
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["bloat", "long_running", "slow_queries", "table_sizes"]
+
+_SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
+
+
+def table_sizes(conn: psycopg.Connection[Any]) -> Check:
+    """Table, index and TOAST sizes of the user tables (evidence; always passes)."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        rows = conn.execute(
+            f"""SELECT n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::int8,
+                       pg_relation_size(c.oid), pg_indexes_size(c.oid),
+                       pg_total_relation_size(c.oid)
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {_SYSTEM}
+                ORDER BY pg_total_relation_size(c.oid) DESC LIMIT 30"""
+        ).fetchall()
+    tables = [
+        {"table": r[0], "rows": r[1], "table_bytes": r[2], "index_bytes": r[3], "total_bytes": r[4]}
+        for r in rows
+    ]
+    total = sum(t["total_bytes"] for t in tables)
+    return Check(
+        id="table_sizes",
+        title="Table and index sizes",
+        category="health",
+        status="pass",
+        value=round(total / 1e6, 2),
+        unit="MB",
+        evidence={"tables": tables},
+    )
+
+
+def bloat(
+    conn: psycopg.Connection[Any], *, min_table_rows: int, max_dead_pct: float = 20.0
+) -> Check:
+    """A bloat estimate: dead tuples per table, and heap pages against the pages its live
+    rows need (reltuples x average row width). Fails when a table of at least
+    ``min_table_rows`` rows has more than ``max_dead_pct`` % dead tuples."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        rows = conn.execute(
+            f"""SELECT t.schemaname || '.' || t.relname, t.n_live_tup, t.n_dead_tup,
+                       c.relpages, greatest(c.reltuples, 0),
+                       (SELECT sum(s.avg_width) FROM pg_stats s
+                        WHERE s.schemaname = t.schemaname AND s.tablename = t.relname)
+                FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
+                WHERE t.schemaname NOT IN {_SYSTEM}"""
+        ).fetchall()
+    tables, failing = [], []
+    for name, live, dead, pages, reltuples, width in rows:
+        dead_pct = 100.0 * dead / (live + dead) if live + dead else 0.0
+        expected = (float(reltuples) * (float(width or 0) + 28)) / 8192 if width else None
+        extra = 100.0 * (pages - expected) / pages if expected and pages else None
+        tables.append(
+            {
+                "table": name,
+                "live": live,
+                "dead": dead,
+                "dead_pct": round(dead_pct, 2),
+                "pages": pages,
+                "est_bloat_pct": None if extra is None else round(extra, 1),
+            }
+        )
+        if live + dead >= min_table_rows and dead_pct > max_dead_pct:
+            failing.append(f"{name} {dead_pct:.0f} % dead")
+    judged = [t for t in tables if t["live"] + t["dead"] >= min_table_rows]
+    worst = max((t["dead_pct"] for t in judged), default=0.0)
+    return Check(
+        id="bloat",
+        title="Table bloat (dead tuples)",
+        category="health",
+        status="fail" if failing else "pass",
+        value=worst,
+        unit="%",
+        target=CheckTarget(
+            op="<=",
+            value=max_dead_pct,
+            unit="%",
+            source="Performance Optimization Checklist: Check table bloat",
+        ),
+        evidence={"tables": tables},
+        reason=("; ".join(failing) + ": VACUUM") if failing else "",
+    )
+
+
+def slow_queries(
+    conn: psycopg.Connection[Any], *, mean_ms: float = 100.0, min_calls: int = 5
+) -> Check:
+    """pg_stat_statements outliers across all roles: statements called at least
+    ``min_calls`` times with a mean above ``mean_ms`` (the story's 100 ms) fail."""
+    import psycopg
+
+    base = {
+        "id": "slow_queries",
+        "title": "Slow statements (pg_stat_statements, all roles)",
+        "category": "health",
+        "unit": "ms",
+        "target": CheckTarget(
+            op="<",
+            value=mean_ms,
+            unit="ms",
+            source="Performance Optimization Checklist: "
+            "mean_exec_time > 100 -- queries slower than 100ms",
+        ),
+    }
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            rows = conn.execute(
+                """SELECT r.rolname, s.calls, s.mean_exec_time, s.max_exec_time,
+                          s.total_exec_time, left(s.query, 300)
+                   FROM pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid
+                   WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   ORDER BY s.mean_exec_time DESC LIMIT 50"""
+            ).fetchall()
+    except psycopg.Error as exc:
+        return Check(
+            **base,
+            status="skip",
+            reason=f"pg_stat_statements unavailable: {str(exc).strip().splitlines()[0]}",
+        )
+    top = [
+        {
+            "role": r[0],
+            "calls": r[1],
+            "mean_ms": round(r[2], 3),
+            "max_ms": round(r[3], 3),
+            "total_ms": round(r[4], 1),
+            "query": r[5],
+        }
+        for r in rows
+    ]
+    outliers = [q for q in top if q["calls"] >= min_calls and q["mean_ms"] > mean_ms]
+    return Check(
+        **base,
+        status="fail" if outliers else "pass",
+        value=max((q["mean_ms"] for q in top if q["calls"] >= min_calls), default=0.0),
+        evidence={"outliers": outliers, "top": top[:15], "min_calls": min_calls},
+        reason=f"{len(outliers)} statement(s) with mean > {mean_ms:g} ms" if outliers else "",
+    )
+
+
+def long_running(conn: psycopg.Connection[Any], *, max_seconds: float = 300.0) -> Check:
+    """Statements running (or transactions idle) for more than ``max_seconds`` in this
+    database, other than ours."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        rows = conn.execute(
+            """SELECT pid, usename, state, extract(epoch FROM now() - coalesce(query_start,
+                      xact_start))::float8, left(query, 200)
+               FROM pg_stat_activity
+               WHERE datname = current_database() AND pid <> pg_backend_pid()
+                 AND backend_type = 'client backend' AND state <> 'idle'
+                 AND now() - coalesce(query_start, xact_start) > make_interval(secs => %s)
+               ORDER BY 4 DESC""",
+            (max_seconds,),
+        ).fetchall()
+    found = [
+        {"pid": r[0], "user": r[1], "state": r[2], "seconds": round(r[3], 1), "query": r[4]}
+        for r in rows
+    ]
+    return Check(
+        id="long_running",
+        title="Long-running statements",
+        category="health",
+        status="fail" if found else "pass",
+        value=len(found),
+        unit="statements",
+        target=CheckTarget(
+            op="==",
+            value=0,
+            unit="statements",
+            source=f"devicelab: nothing running longer than {max_seconds:g} s",
+        ),
+        evidence={"running": found},
+        reason=f"{len(found)} statement(s) running > {max_seconds:g} s" if found else "",
+    )

@@ -1,0 +1,270 @@
+"""Index suggestions with proof: for each flagged sequential scan, the index that removes it.
+
+The candidate comes from the scan itself: the columns its filter compares with ``=``
+(first, in the filter's order), then the key of the Sort above it (ORDER BY, with its
+direction), else a column it compares with ``<``/``>``. ``@>`` on an array or ``@@`` on a
+tsvector gives a GIN candidate instead.
+
+A B-tree candidate is proven with HypoPG: inside a transaction that is rolled back
+(``CREATE EXTENSION IF NOT EXISTS hypopg`` included, so nothing stays behind), the query
+is explained as the app role before and after ``hypopg_create_index``; it is proven when
+the planner picks the hypothetical index and the plan's total cost at least halves. HypoPG
+cannot model GIN for ``@>`` or full text: a GIN candidate is proven by building the real
+index inside a transaction that is rolled back, but only when writes are allowed (the
+managed cluster, or ``--allow-writes``: the build locks the table against writes while it
+runs); otherwise it is reported as unproven. Candidates found only inside functions are
+proven with another suite query that scans the same table, when there is one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from backend_checks.plans import SeqScan, analyze_plan
+from backend_checks.suite import QueryRun, QuerySpec, app_transaction
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["Suggestion", "candidate", "prove", "suggest"]
+
+_IDENT = r"(?:[a-z_][a-z0-9_]*\.)?([a-z_][a-z0-9_]*)"
+_EQ = re.compile(rf"\(?{_IDENT} = ")
+_RANGE = re.compile(rf"\(?{_IDENT} (?:<|>|<=|>=) ")
+_GIN = re.compile(rf"\(?{_IDENT} (@>|@@|<@|&&) ")
+
+
+class Suggestion(BaseModel):
+    """A proposed index, why, and the proof (or why there is none)."""
+
+    table: str
+    columns: list[str]
+    method: str = "btree"
+    ddl: str
+    because: list[str] = Field(default_factory=list, description="query id: seq scan filter")
+    queries: list[str] = Field(default_factory=list)
+    proven: bool = False
+    proof: str = "unproven"
+    cost_before: float | None = None
+    cost_after: float | None = None
+    hypothetical_index: str | None = None
+    proofs: list[str] = Field(default_factory=list, description="one line per query tried")
+
+
+def _columns_of(conn: psycopg.Connection[Any], table: str) -> set[str]:
+    row = conn.execute(
+        """SELECT array_agg(attname::text) FROM pg_attribute
+           WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped""",
+        (table,),
+    ).fetchone()
+    return set(row[0] or []) if row else set()
+
+
+def candidate(scan: SeqScan, columns: set[str]) -> tuple[list[str], str] | None:
+    """The index columns (with DESC where the sort wants it) and method for ``scan``, or
+    None when its filter names no column of the table."""
+    text = scan.filter or ""
+    gin = [m.group(1) for m in _GIN.finditer(text) if m.group(1) in columns]
+    eq = [c for c in dict.fromkeys(m.group(1) for m in _EQ.finditer(text)) if c in columns]
+    if not eq and gin:
+        return [gin[0]], "gin"
+    ordered: list[str] = []
+    for key in scan.sort_key:
+        parts = key.split()
+        name = parts[0].split(".")[-1].strip('"')
+        if name in columns and name not in eq:
+            ordered.append(f"{name} DESC" if "DESC" in parts[1:] else name)
+    if not ordered:
+        ranged = [m.group(1) for m in _RANGE.finditer(text) if m.group(1) in columns]
+        ordered = [c for c in dict.fromkeys(ranged) if c not in eq][:1]
+    picked = eq + ordered
+    return (picked, "btree") if picked else None
+
+
+def _ddl(table: str, cols: list[str], method: str) -> str:
+    using = " USING gin" if method == "gin" else ""
+    return f"CREATE INDEX ON {table}{using} ({', '.join(cols)})"
+
+
+def suggest(
+    conn: psycopg.Connection[Any],
+    specs: list[QuerySpec],
+    runs: list[QueryRun],
+    *,
+    build_allowed: bool = False,
+    missing: list[tuple[str, str, list[str], str]] | None = None,
+) -> list[Suggestion]:
+    """Suggestions for every flagged sequential scan of ``runs``, deduplicated by table and
+    columns, each proven with HypoPG where it can be; GIN candidates are proven by
+    building them inside a rolled-back transaction when ``build_allowed`` (it locks the
+    table against writes while it builds). ``missing`` adds the critical indexes a query
+    file names that the database lacks: (query id, table, columns, method). Raises psycopg
+    errors only for catalog reads; a failed proof is recorded in the suggestion."""
+    by_id = {spec.id: spec for spec in specs}
+    found: dict[tuple[str, tuple[str, ...], str], Suggestion] = {}
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        for run in runs:
+            for scan in run.flagged():
+                cols = _columns_of(conn, _qualified(scan.table))
+                picked = candidate(scan, cols)
+                if picked is None:
+                    continue
+                key = (_qualified(scan.table), tuple(picked[0]), picked[1])
+                item = found.get(key) or Suggestion(
+                    table=key[0],
+                    columns=picked[0],
+                    method=picked[1],
+                    ddl=_ddl(key[0], picked[0], picked[1]),
+                )
+                found[key] = item
+                item.because.append(
+                    f"{run.id}: {scan.where}: Seq Scan on {scan.table} "
+                    f"filter {scan.filter} ({scan.rows_examined:.0f} rows)"
+                )
+                if scan.where == "query" and run.id not in item.queries:
+                    item.queries.append(run.id)
+    for query_id, table, columns, method in missing or []:
+        key = (table, tuple(columns), method)
+        item = found.get(key) or Suggestion(
+            table=table, columns=columns, method=method, ddl=_ddl(table, columns, method)
+        )
+        found[key] = item
+        item.because.append(f"{query_id}: needs an index on {table} ({', '.join(columns)})")
+        if query_id not in item.queries:
+            item.queries.append(query_id)
+    merged = _merge(list(found.values()))
+    for item in merged:
+        if not item.queries:  # only inside functions: try a query scanning the same table
+            item.queries = [
+                run.id
+                for run in runs
+                if run.app_plan
+                and any(_qualified(s.table) == item.table for s in run.app_plan.seq_scans)
+            ][:1]
+        if not item.queries:
+            item.proof = "unproven: no suite query outside a function scans this table"
+            continue
+        if item.method == "gin" and not build_allowed:
+            item.proof = (
+                "unproven: HypoPG cannot model GIN (array @>, full text); rerun with"
+                " --allow-writes to build it inside a rolled-back transaction"
+            )
+            continue
+        for query_id in item.queries:
+            run = next(r for r in runs if r.id == query_id)
+            prove(conn, by_id[run.id], run.params, item, build=item.method == "gin")
+    return merged
+
+
+def _bare(column: str) -> str:
+    return column.split(maxsplit=1)[0]
+
+
+def _merge(items: list[Suggestion]) -> list[Suggestion]:
+    """Fold each B-tree candidate into a longer one on the same table whose leading columns
+    it is (direction aside): one index serves both. DESC is kept when any sort wants it."""
+    items = sorted(items, key=lambda i: -len(i.columns))
+    kept: list[Suggestion] = []
+    for item in items:
+        bare = [_bare(c) for c in item.columns]
+        home = next(
+            (
+                k
+                for k in kept
+                if k.table == item.table
+                and k.method == item.method == "btree"
+                and [_bare(c) for c in k.columns][: len(bare)] == bare
+            ),
+            None,
+        )
+        if home is None:
+            kept.append(item)
+            continue
+        home.columns = [
+            c
+            if c.endswith("DESC") or i >= len(item.columns) or not item.columns[i].endswith("DESC")
+            else item.columns[i]
+            for i, c in enumerate(home.columns)
+        ]
+        home.ddl = _ddl(home.table, home.columns, home.method)
+        home.because += [b for b in item.because if b not in home.because]
+        home.queries += [q for q in item.queries if q not in home.queries]
+    return kept
+
+
+def _qualified(table: str) -> str:
+    return table if "." in table else f"public.{table}"
+
+
+def _cost(
+    conn: psycopg.Connection[Any], spec: QuerySpec, params: dict[str, str]
+) -> tuple[float, list[str]]:
+    sql: Any = "EXPLAIN (FORMAT JSON) " + spec.sql
+    row = conn.execute(sql, params).fetchone()
+    summary = analyze_plan(row[0] if row else None)
+    return float(summary.total_cost or 0.0), summary.indexes
+
+
+def prove(
+    conn: psycopg.Connection[Any],
+    spec: QuerySpec,
+    params: dict[str, str],
+    item: Suggestion,
+    *,
+    build: bool = False,
+) -> None:
+    """Prove ``item`` on ``spec``: with a HypoPG hypothetical index, or (``build``) with
+    the real index built inside a transaction that is rolled back. The outcome is written
+    into ``item``; never raises for a failed proof."""
+    import psycopg
+
+    try:
+        with conn.transaction(force_rollback=True):
+            if not build:
+                try:
+                    with conn.transaction():
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+                except psycopg.Error as exc:
+                    item.proof = f"unproven: HypoPG unavailable ({_line(exc)})"
+                    return
+                conn.execute("SELECT hypopg_reset()")
+            app_transaction(conn, params.get("user_id"), read_only=False)
+            before, _ = _cost(conn, spec, params)
+            conn.execute("RESET ROLE")
+            ddl: Any = item.ddl
+            if build:
+                name = f"devicelab_probe_{len(item.proofs)}"
+                conn.execute(ddl.replace("CREATE INDEX ON", f"CREATE INDEX {name} ON", 1))
+                hypo = name
+            else:
+                row = conn.execute("SELECT indexname FROM hypopg_create_index(%s)", (ddl,))
+                found = row.fetchone()
+                hypo = str(found[0]) if found else ""
+            conn.execute("SET LOCAL ROLE authenticated")
+            after, indexes = _cost(conn, spec, params)
+            conn.execute("RESET ROLE")
+            if not build:
+                conn.execute("SELECT hypopg_reset()")
+    except psycopg.Error as exc:
+        item.proof = f"unproven: {_line(exc)}"
+        return
+    used = hypo in indexes
+    proven = used and after <= before * 0.5
+    how = "built in a rolled-back transaction" if build else "HypoPG"
+    line = f"{how} on {spec.id}: planner cost {before:.0f} -> {after:.0f}" + (
+        "" if used else " (the planner did not pick the index)"
+    )
+    item.proofs.append(line)
+    if (proven and not item.proven) or item.cost_before is None:
+        item.cost_before, item.cost_after, item.hypothetical_index = before, after, hypo
+        item.proof = line
+    item.proven = item.proven or proven
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,219 @@
+"""Benchmark of the data generator, side by side with its anchors on the same server.
+
+    .venv/bin/python bench/datagen.py [--dsn DSN] [--sizes 100000,1000000] [--story 2000]
+
+Rows: our generator at each size (messages/s and all rows/s: users, profiles,
+conversations, messages, receipts, indexes built and analyzed), ``pgbench -i -s 10``
+(1M pgbench_accounts rows, its own tables and keys), and the story's PL/pgSQL generator
+(Task 1, row by row) timed at a small scale with 10K conversations and extrapolated
+linearly to 100K messages (its cost per message is flat: one ``ORDER BY random()`` over
+the conversations per message). Each runs in its own scratch database on the server of
+``--dsn`` (default: the managed cluster), dropped afterwards.
+
+Goals (issue 4): 1M messages in <= 15 s; >= 300x the story's generator at 100K.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from backend_checks.datagen import DatagenParams, generate, install_schema
+from backend_checks.managed import ManagedPostgres, find_bindir
+
+STORY_SQL = """
+CREATE EXTENSION IF NOT EXISTS "uuid-ossp";
+CREATE OR REPLACE FUNCTION generate_test_users(p_count INTEGER)
+RETURNS INTEGER AS $$
+DECLARE v_user_id UUID; v_counter INTEGER := 0;
+BEGIN
+  FOR i IN 1..p_count LOOP
+    v_user_id := uuid_generate_v4();
+    INSERT INTO auth.users (id, email, encrypted_password, email_confirmed_at, created_at, updated_at)
+    VALUES (v_user_id, 'testuser' || i || '@example.com', crypt('password123', gen_salt('bf')),
+            NOW(), NOW(), NOW());
+    INSERT INTO profiles (id, full_name, username, email)
+    VALUES (v_user_id, 'Test User ' || i, 'testuser' || i, 'testuser' || i || '@example.com');
+    v_counter := v_counter + 1;
+  END LOOP;
+  RETURN v_counter;
+END; $$ LANGUAGE plpgsql SECURITY DEFINER;
+
+CREATE OR REPLACE FUNCTION generate_test_conversations(p_count INTEGER)
+RETURNS INTEGER AS $$
+DECLARE v_conversation_id UUID; v_user1 UUID; v_user2 UUID; v_counter INTEGER := 0;
+BEGIN
+  FOR i IN 1..p_count LOOP
+    v_conversation_id := uuid_generate_v4();
+    SELECT id INTO v_user1 FROM profiles ORDER BY RANDOM() LIMIT 1;
+    SELECT id INTO v_user2 FROM profiles WHERE id != v_user1 ORDER BY RANDOM() LIMIT 1;
+    INSERT INTO conversations (id, type, participants, created_at, last_message_at)
+    VALUES (v_conversation_id, 'direct', ARRAY[v_user1, v_user2],
+            NOW() - (random() * INTERVAL '90 days'), NOW() - (random() * INTERVAL '7 days'));
+    v_counter := v_counter + 1;
+  END LOOP;
+  RETURN v_counter;
+END; $$ LANGUAGE plpgsql SECURITY DEFINER;
+
+CREATE OR REPLACE FUNCTION generate_test_messages(p_count INTEGER)
+RETURNS INTEGER AS $$
+DECLARE v_message_id UUID; v_conversation RECORD; v_sender UUID; v_counter INTEGER := 0;
+BEGIN
+  FOR i IN 1..p_count LOOP
+    SELECT id, participants INTO v_conversation FROM conversations ORDER BY RANDOM() LIMIT 1;
+    v_sender := v_conversation.participants[1 + floor(random() * array_length(v_conversation.participants, 1))];
+    v_message_id := uuid_generate_v4();
+    INSERT INTO messages (id, conversation_id, sender_id, content, type, created_at)
+    VALUES (v_message_id, v_conversation.id, v_sender,
+            'Test message content ' || i || ' with some random text to simulate real messages',
+            CASE floor(random() * 10) WHEN 0 THEN 'image' WHEN 1 THEN 'video' ELSE 'text' END,
+            NOW() - (random() * INTERVAL '90 days'));
+    v_counter := v_counter + 1;
+    IF v_counter % 10000 = 0 THEN RAISE NOTICE 'Generated % messages...', v_counter; END IF;
+  END LOOP;
+  RETURN v_counter;
+END; $$ LANGUAGE plpgsql SECURITY DEFINER;
+"""  # noqa: E501 - the story's text, kept as written
+
+
+class Server:
+    """Scratch databases on one server."""
+
+    def __init__(self, dsn: str) -> None:
+        self.base = conninfo_to_dict(dsn)
+
+    def dsn(self, dbname: str) -> str:
+        return make_conninfo(**{**self.base, "dbname": dbname})
+
+    def create(self) -> str:
+        """A new scratch database, and a CHECKPOINT so the run that follows does not pay
+        for writing out the previous run's dirty pages."""
+        name = f"dl_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute("CHECKPOINT")
+        return name
+
+    def drop(self, name: str) -> None:
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def ours(server: Server, messages: int) -> tuple[float, int]:
+    """Seconds and total rows of our generator at ``messages`` (defaults otherwise)."""
+    name = server.create()
+    try:
+        with psycopg.connect(server.dsn(name)) as conn:
+            report = generate(conn, DatagenParams(messages=messages), allow_writes=True)
+        return report.seconds, sum(report.counts.values())
+    finally:
+        server.drop(name)
+
+
+def pgbench(server: Server, scale: int = 10) -> tuple[float, int]:
+    """Seconds and rows of ``pgbench -i -s scale`` (its accounts table: 100K rows/scale)."""
+    name = server.create()
+    try:
+        env = dict(os.environ)
+        params = server.base
+        if params.get("password"):
+            env["PGPASSWORD"] = str(params["password"])
+        cmd = [str(find_bindir() / "pgbench"), "-i", "-s", str(scale), "-q"]
+        for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+            if params.get(key):
+                cmd += [flag, str(params[key])]
+        cmd.append(name)
+        if os.geteuid() == 0 and str(params.get("host", "")).startswith("/"):
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]  # the socket dir is postgres's
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        wall = time.perf_counter() - start
+        match = re.search(r"done in ([\d.]+) s", proc.stderr + proc.stdout)
+        return (float(match.group(1)) if match else wall), 100_000 * scale
+    finally:
+        server.drop(name)
+
+
+def story(server: Server, messages: int, conversations: int = 10_000) -> tuple[float, float]:
+    """(seconds of its users + conversations steps, seconds per message) of the story's
+    generator with 1,000 users and ``conversations`` conversations."""
+    name = server.create()
+    try:
+        with psycopg.connect(server.dsn(name), autocommit=True) as conn:
+            with conn.transaction():
+                install_schema(conn)
+            conn.execute(STORY_SQL)
+            start = time.perf_counter()
+            conn.execute("SELECT generate_test_users(1000)")
+            conn.execute("SELECT generate_test_conversations(%s)", (conversations,))
+            setup = time.perf_counter() - start
+            conn.execute("ANALYZE")
+            start = time.perf_counter()
+            conn.execute("SELECT generate_test_messages(%s)", (messages,))
+            return setup, (time.perf_counter() - start) / messages
+    finally:
+        server.drop(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", help="server to use (default: the managed cluster)")
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--story", type=int, default=2000, help="messages for the story's run")
+    args = parser.parse_args(argv)
+    dsn = args.dsn or ManagedPostgres().ensure("postgres")
+    server = Server(dsn)
+    rows: list[tuple[str, float, int, str]] = []
+    results: dict[str, Any] = {}
+    for size in (int(s) for s in args.sizes.split(",")):
+        seconds, total = ours(server, size)
+        results[size] = seconds
+        rows.append(
+            (
+                f"devicelab datagen {size:,} messages",
+                seconds,
+                total,
+                f"{size / seconds:,.0f} messages/s",
+            )
+        )
+    seconds, total = pgbench(server)
+    pg_rate = total / seconds
+    rows.append(("pgbench -i -s 10", seconds, total, ""))
+    setup, per_message = story(server, args.story)
+    rows.append(("story generator: 1,000 users + 10,000 conversations", setup, 11_000, ""))
+    label = f"story generator {args.story:,} messages (10K conversations)"
+    note = f"{per_message * 1000:.2f} ms/message"
+    rows.append((label, per_message * args.story, args.story, note))
+    print(f"{'run':58} {'seconds':>9} {'rows':>11} {'rows/s':>11}  note")
+    for label, secs, count, note in rows:
+        print(f"{label:58} {secs:9.2f} {count:11,} {count / secs:11,.0f}  {note}")
+    if 100_000 in results:
+        extrapolated = per_message * 100_000
+        ours_100k = results[100_000]
+        print(
+            f"\nstory generator, 100K messages (extrapolated): {extrapolated:,.1f} s; ours "
+            f"{ours_100k:.2f} s (users, conversations, messages, receipts, indexes, ANALYZE) "
+            f"-> {extrapolated / ours_100k:,.0f}x faster (goal >= 300x)"
+        )
+        print(
+            f"story generator, its whole Phase 1 at 100K (users + conversations + messages): "
+            f"{setup + extrapolated:,.1f} s -> {(setup + extrapolated) / ours_100k:,.0f}x"
+        )
+    if 1_000_000 in results:
+        print(f"1M messages: {results[1_000_000]:.2f} s (goal <= 15 s)")
+    for size, secs in results.items():
+        print(f"messages/s at {size:,} vs pgbench -i rows/s: {size / secs / pg_rate:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

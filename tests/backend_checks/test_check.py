@@ -1,0 +1,142 @@
+"""The whole backend check against real databases: a healthy one passes, one missing the
+index the story's queries need fails with the scan flagged and a proven suggestion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from backend_checks.check import CheckOptions, run_check
+from backend_checks.datagen import DatagenParams
+from devicelab.errors import UnsafeActionRefused
+from devicelab.models import Results
+
+QUERY_IDS = {
+    "message_fetch",
+    "conversation_list",
+    "unread_count",
+    "message_search",
+    "send_message",
+    "mark_as_read",
+}
+HEALTH_IDS = {"index_usage", "seq_scans", "unused_indexes", "buffer_hit_ratio"}
+
+
+def _by_id(results: Results) -> dict[str, object]:
+    return {check.id: check for check in results.checks}
+
+
+def test_healthy_database_passes(healthy_db: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devicelab",
+            "backend",
+            "check",
+            "--dsn",
+            healthy_db,
+            "--out",
+            str(tmp_path),
+            "--runs",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = Results.model_validate_json((tmp_path / "results.json").read_text())
+    checks = {c.id: c for c in results.checks}
+    assert set(checks) >= QUERY_IDS | HEALTH_IDS
+    assert results.run.kind == "backend" and results.run.backend is not None
+    assert all(checks[i].status == "pass" for i in QUERY_IDS | {"seq_scans", "index_usage"})
+    fetch = checks["message_fetch"]
+    assert fetch.target is not None and fetch.target.value == 50
+    assert "messages_conversation_created_idx" in fetch.evidence["plan"]["indexes"]
+    assert fetch.summary is not None and len(fetch.samples) == 10
+    # Functions: the statements inside are explained (auto_explain, superuser here).
+    inside = checks["mark_as_read"].evidence["nested"]
+    assert any("message_read_receipts" in n["query"] for n in inside)
+    # A fresh database's index statistics prove nothing: skipped, not failed.
+    assert checks["unused_indexes"].status in ("skip", "pass")
+    assert checks["buffer_hit_ratio"].value is not None and checks["buffer_hit_ratio"].value > 95
+
+
+def test_missing_index_is_found_and_a_proven_suggestion_names_its_columns(
+    generate_db: Callable[[DatagenParams], str], small_params: DatagenParams
+) -> None:
+    dsn = generate_db(small_params)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DROP INDEX messages_conversation_created_idx")
+    results = run_check(dsn, CheckOptions(runs=5))
+    assert results.exit_code() == 1
+    checks = {c.id: c for c in results.checks}
+    seq = checks["seq_scans"]
+    assert seq.status == "fail"
+    assert any(
+        f["table"].endswith("messages") and "conversation_id" in (f["filter"] or "")
+        for f in seq.evidence["flagged"]
+    )
+    suggestions = seq.evidence["suggestions"]
+    best = [s for s in suggestions if s["table"] == "public.messages"]
+    assert best and best[0]["columns"][:2] == ["conversation_id", "created_at DESC"]
+    assert best[0]["proven"] and best[0]["cost_after"] < best[0]["cost_before"]
+    assert "HypoPG" in best[0]["proof"]
+    assert checks["index_usage"].status == "fail"
+    assert "conversation_id, created_at" in checks["index_usage"].reason
+    assert json.dumps(results.model_dump(mode="json"))  # serializable
+
+
+def test_empty_database_needs_allow_writes(
+    empty_db: str, list_tables: Callable[[str], list[str]]
+) -> None:
+    with pytest.raises(UnsafeActionRefused):
+        run_check(empty_db)
+    assert list_tables(empty_db) == []
+
+
+def test_missing_gin_index_is_proven_by_a_rolled_back_build_only_when_allowed(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # 10K conversations (188 pages): reading them all per request is worth an index.
+    dsn = generate_db(DatagenParams(messages=20_000, users=200, conversations=10_000, seed=5))
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DROP INDEX conversations_participants_idx")
+    options = CheckOptions(runs=3, only=["message_fetch", "conversation_list"])
+    for allowed in (False, True):
+        results = run_check(dsn, options.model_copy(update={"allow_writes": allowed}))
+        seq = {c.id: c for c in results.checks}["seq_scans"]
+        assert seq.status == "fail"
+        [gin] = [s for s in seq.evidence["suggestions"] if s["method"] == "gin"]
+        assert gin["table"] == "public.conversations" and gin["columns"] == ["participants"]
+        assert gin["proven"] is allowed, gin["proof"]
+    with psycopg.connect(dsn) as conn:  # the proof left nothing behind
+        names = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'conversations'")
+        assert not [n for (n,) in names if n.startswith("devicelab_probe")]
+
+
+def test_a_missing_index_fails_even_where_the_table_is_too_small_to_scan_slowly(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # 1,500 messages fit in a few dozen pages: no scan is flagged, but the schema still
+    # lacks what the story's queries need, and says which index.
+    dsn = generate_db(DatagenParams(messages=1_500, users=50, conversations=100, seed=2))
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DROP INDEX messages_conversation_created_idx")
+    results = run_check(dsn, CheckOptions(runs=3))
+    checks = {c.id: c for c in results.checks}
+    assert results.exit_code() == 1
+    assert checks["seq_scans"].status == "pass"
+    usage = checks["index_usage"]
+    assert usage.status == "fail"
+    assert [s["columns"] for s in usage.evidence["suggestions"]] == [
+        ["conversation_id", "created_at DESC"]
+    ]

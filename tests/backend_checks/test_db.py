@@ -1,0 +1,69 @@
+"""Connections: DSN redaction and the one-line errors of a bad DSN (real server)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backend_checks.db import connect, password_of, redact
+from devicelab.errors import BackendUnavailable
+
+
+@pytest.mark.parametrize(
+    ("dsn", "secret"),
+    [
+        ("postgresql://bob:s3cr3t@db.example:5432/app", "s3cr3t"),
+        ("postgres://bob:s3cr3t@db.example/app?sslmode=require", "s3cr3t"),
+        ("host=db port=5432 user=bob password=s3cr3t dbname=app", "s3cr3t"),
+        ("host=db password = 's3 cr3t' dbname=app", "s3 cr3t"),
+        ("postgresql://db.example/app?user=bob&password=s3cr3t", "s3cr3t"),
+    ],
+)
+def test_redact_every_dsn_form(dsn: str, secret: str) -> None:
+    assert password_of(dsn) == secret
+    assert secret not in redact(dsn, dsn)
+    assert "***" in redact(dsn, dsn)
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="@ '\\/:?&#\n\r\t"), min_size=3))
+def test_redact_never_leaks_a_url_password(secret: str) -> None:
+    dsn = f"postgresql://user:{secret}@host:5432/db"
+    text = f"could not connect to {dsn}: failed near {secret!r}"
+    assert secret not in redact(text, dsn)
+
+
+def test_unreachable_server_is_backend_unavailable_without_password() -> None:
+    with pytest.raises(BackendUnavailable) as caught:
+        connect("postgresql://postgres:hunter2pw@127.0.0.1:1/x", connect_timeout=2)
+    assert "hunter2pw" not in caught.value.one_line()
+    assert "Connection refused" in caught.value.one_line()
+    assert caught.value.exit_code == 3
+
+
+def test_malformed_dsn_echoing_the_password_is_redacted() -> None:
+    with pytest.raises(BackendUnavailable) as caught:
+        connect("host=127.0.0.1 password=hunter2pw bogus")
+    assert "hunter2pw" not in caught.value.one_line()
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["postgresql://postgres:hunter2pw@127.0.0.1:1/x", "host=127.0.0.1 password=hunter2pw junk"],
+)
+def test_cli_bad_dsn_one_line_exit_3(dsn: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "devicelab", "backend", "check", "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "hunter2pw" not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("devicelab: error:")

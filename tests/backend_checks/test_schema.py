@@ -1,0 +1,107 @@
+"""The reference schema's behaviour: auth.uid() from the JWT claims, RLS, the functions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def conn(healthy_db: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection whose every change is rolled back (the shared database stays as is)."""
+    with psycopg.connect(healthy_db) as connection, connection.transaction(force_rollback=True):
+        yield connection
+
+
+def _as(conn: psycopg.Connection[Any], user: str) -> None:
+    claims = json.dumps({"sub": user, "role": "authenticated"})
+    conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
+    conn.execute("SET LOCAL ROLE authenticated")
+
+
+def _pick(conn: psycopg.Connection[Any]) -> tuple[str, str, str]:
+    """A direct conversation, one of its two users, and a user outside it."""
+    row = conn.execute(
+        """SELECT c.id::text, c.participants[1]::text,
+                  (SELECT p.id::text FROM profiles p WHERE NOT (p.id = ANY(c.participants))
+                   ORDER BY p.id LIMIT 1)
+           FROM conversations c JOIN messages m ON m.conversation_id = c.id
+           WHERE c.type = 'direct' GROUP BY c.id ORDER BY count(*) DESC LIMIT 1"""
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def test_auth_uid_reads_the_claims(conn: psycopg.Connection[Any]) -> None:
+    _as(conn, "00000000-0000-4000-8000-000000000001")
+    row = conn.execute("SELECT auth.uid()::text, auth.role(), auth.jwt() ->> 'sub'").fetchone()
+    assert row == (
+        "00000000-0000-4000-8000-000000000001",
+        "authenticated",
+        "00000000-0000-4000-8000-000000000001",
+    )
+
+
+def test_rls_shows_only_the_callers_conversations(conn: psycopg.Connection[Any]) -> None:
+    conversation, member, outsider = _pick(conn)
+    mine = conn.execute(
+        "SELECT count(*) FROM conversations WHERE %s::uuid = ANY(participants)", (member,)
+    ).fetchone()
+    _as(conn, member)
+    assert conn.execute("SELECT count(*) FROM conversations").fetchone() == mine
+    seen = conn.execute(
+        "SELECT count(*) FROM messages WHERE conversation_id = %s", (conversation,)
+    ).fetchone()
+    assert seen and seen[0] > 0
+    listed = conn.execute("SELECT count(*) FROM conversation_list").fetchone()
+    assert listed == mine
+    conn.execute("RESET ROLE")
+    _as(conn, outsider)
+    assert conn.execute(
+        "SELECT count(*) FROM messages WHERE conversation_id = %s", (conversation,)
+    ).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM search_messages('test')").fetchone() is not None
+
+
+def test_send_message_and_mark_as_read(conn: psycopg.Connection[Any]) -> None:
+    conversation, member, outsider = _pick(conn)
+    _as(conn, member)
+    sent = conn.execute(
+        "SELECT (send_message(%s::uuid, 'Test message about pizza', 'text', NULL, NULL, NULL)).*",
+        (conversation,),
+    ).fetchone()
+    assert sent is not None
+    last = conn.execute(
+        "SELECT last_message_id, unread_count FROM conversation_list WHERE id = %s", (conversation,)
+    ).fetchone()
+    assert last is not None and str(last[0]) == str(sent[0])
+    found = conn.execute(
+        "SELECT count(*) FROM search_messages('pizza', %s::uuid)", (conversation,)
+    ).fetchone()
+    assert found and found[0] >= 1
+    # The other participant now has at least that message unread.
+    other = conn.execute(
+        "SELECT participants[2]::text FROM conversations WHERE id = %s", (conversation,)
+    ).fetchone()
+    assert other is not None
+    conn.execute("RESET ROLE")
+    _as(conn, other[0])
+    before = conn.execute(
+        "SELECT unread_count FROM conversation_list WHERE id = %s", (conversation,)
+    ).fetchone()
+    marked = conn.execute("SELECT mark_as_read(%s::uuid)", (conversation,)).fetchone()
+    assert marked is not None and before is not None and marked[0] >= before[0] > 0
+    after = conn.execute(
+        "SELECT unread_count FROM conversation_list WHERE id = %s", (conversation,)
+    ).fetchone()
+    assert after == (0,)
+    conn.execute("RESET ROLE")
+    _as(conn, outsider)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(
+            "SELECT send_message(%s::uuid, 'x', 'text', NULL, NULL, NULL)", (conversation,)
+        )

@@ -1,0 +1,106 @@
+"""Fixtures of the reference-server tests: a scratch database with the messaging schema
+and a small generated data set, and one ReferenceServer over it for the whole session.
+
+The database is a uniquely named one on the local PostgreSQL (127.0.0.1:5432, or
+$DEVICELAB_TEST_PG as a libpq DSN of a server where we may create databases); it is
+dropped at the end. Tests skip with a reason when no server answers.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from backend_checks.datagen import install_schema
+from backend_checks.reference.server import ReferenceServer
+
+ADMIN_DSN = os.environ.get("DEVICELAB_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
+PASSWORD = "password123"
+#: Conversations by the users (1-based testuser numbers) in them: user 4 is only in "34",
+#: so RLS must keep them out of the others.
+CONVERSATIONS = {"12": (1, 2), "13": (1, 3), "23": (2, 3), "34": (3, 4)}
+MESSAGES_IN_12 = 120
+
+_SEED_SQL = """
+INSERT INTO auth.users (id, email, encrypted_password, email_confirmed_at)
+SELECT ('00000000-0000-4000-8000-00000000000' || i)::uuid, 'testuser' || i || '@example.com',
+       crypt('password123', gen_salt('bf', 4)), now()
+FROM generate_series(1, 4) i;
+INSERT INTO public.profiles (id, username, full_name, email)
+SELECT id, split_part(email, '@', 1), 'Test ' || email, email FROM auth.users;
+"""
+
+
+def _admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(f"{ADMIN_DSN} dbname=postgres", autocommit=True, connect_timeout=3)
+
+
+def user_id(n: int) -> str:
+    """The id of seeded user ``testuser<n>``."""
+    return f"00000000-0000-4000-8000-00000000000{n}"
+
+
+def conversation_id(key: str) -> str:
+    """The id of seeded conversation ``key`` ("12", "13", "23", "34")."""
+    return f"10000000-0000-4000-8000-0000000000{key}"
+
+
+def _seed(conn: psycopg.Connection[Any]) -> None:
+    """Schema (backend_checks/sql/schema.sql) plus four users and four conversations."""
+    install_schema(conn)
+    conn.execute(_SEED_SQL)
+    for key, members in CONVERSATIONS.items():
+        conn.execute(
+            "INSERT INTO conversations (id, type, participants, created_by)"
+            " VALUES (%s, 'direct', %s, %s)",
+            (conversation_id(key), [user_id(m) for m in members], user_id(members[0])),
+        )
+        count = MESSAGES_IN_12 if key == "12" else 3
+        conn.execute(
+            "INSERT INTO messages (conversation_id, sender_id, content, created_at)"
+            " SELECT %s, CASE WHEN i %% 2 = 0 THEN %s ELSE %s END::uuid,"
+            " 'message ' || i || CASE WHEN i %% 10 = 0 THEN ' about pizza' ELSE ' hello' END,"
+            " now() - make_interval(secs => %s - i)"
+            " FROM generate_series(1, %s) i",
+            (conversation_id(key), user_id(members[0]), user_id(members[1]), count, count),
+        )
+    conn.commit()
+
+
+@pytest.fixture(scope="session")
+def scratch_dsn() -> Iterator[str]:
+    """A fresh database with schema.sql and generated data; dropped afterwards."""
+    try:
+        admin = _admin()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {ADMIN_DSN}: {exc}")
+    name = f"dl_ref_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = f"{ADMIN_DSN} dbname={name}"
+    try:
+        with psycopg.connect(dsn) as conn:
+            _seed(conn)
+        yield dsn
+    finally:
+        with _admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def server(scratch_dsn: str) -> Iterator[ReferenceServer]:
+    """A running ReferenceServer over the scratch database."""
+    with ReferenceServer(scratch_dsn) as srv:
+        yield srv
+
+
+@pytest.fixture
+def db(scratch_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A privileged connection to the scratch database (autocommit)."""
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        yield conn

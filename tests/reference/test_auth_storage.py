@@ -1,0 +1,203 @@
+"""``/auth/v1`` and ``/storage/v1`` edge cases over raw HTTP: tokens, sessions, access
+rules, path traversal, signed-URL expiry and tampering, CORS."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import PASSWORD, user_id
+
+from backend_checks.reference.errors import ApiError
+from backend_checks.reference.server import ReferenceServer
+from backend_checks.reference.storage_files import check_object_name, sign_token
+
+
+@pytest.fixture(scope="module")
+def http(server: ReferenceServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=15) as client:
+        yield client
+
+
+def _sign_in(http: httpx.Client, server: ReferenceServer, n: int) -> dict[str, object]:
+    resp = http.post(
+        "/auth/v1/token",
+        params={"grant_type": "password"},
+        json={"email": f"testuser{n}@example.com", "password": PASSWORD},
+        headers={"apikey": server.anon_key},
+    )
+    assert resp.status_code == 200, resp.text
+    session: dict[str, object] = resp.json()
+    return session
+
+
+def _auth(server: ReferenceServer, token: object) -> dict[str, str]:
+    return {"apikey": server.anon_key, "Authorization": f"Bearer {token}"}
+
+
+def test_session_shape_refresh_and_logout(http: httpx.Client, server: ReferenceServer) -> None:
+    session = _sign_in(http, server, 3)
+    assert session["token_type"] == "bearer"
+    assert isinstance(session["expires_at"], int) and session["expires_in"] == 3600
+    claims = server.ctx.verify_jwt(str(session["access_token"]))
+    assert claims["sub"] == user_id(3) and claims["role"] == "authenticated"
+    assert claims["aud"] == "authenticated" and claims["email"] == "testuser3@example.com"
+    user = http.get("/auth/v1/user", headers=_auth(server, session["access_token"]))
+    assert user.json()["id"] == user_id(3)
+    refreshed = http.post("/auth/v1/token", params={"grant_type": "refresh_token"},
+                          json={"refresh_token": session["refresh_token"]},
+                          headers={"apikey": server.anon_key})  # fmt: skip
+    assert refreshed.status_code == 200
+    reused = http.post("/auth/v1/token", params={"grant_type": "refresh_token"},
+                       json={"refresh_token": session["refresh_token"]},
+                       headers={"apikey": server.anon_key})  # fmt: skip
+    assert reused.status_code == 400 and reused.json()["error_code"] == "refresh_token_not_found"
+    new = refreshed.json()
+    out = http.post("/auth/v1/logout", headers=_auth(server, new["access_token"]))
+    assert out.status_code == 204
+    after = http.post("/auth/v1/token", params={"grant_type": "refresh_token"},
+                      json={"refresh_token": new["refresh_token"]},
+                      headers={"apikey": server.anon_key})  # fmt: skip
+    assert after.status_code == 400
+
+
+def test_bad_credentials_and_tokens(http: httpx.Client, server: ReferenceServer) -> None:
+    wrong = http.post("/auth/v1/token", params={"grant_type": "password"},
+                      json={"email": "testuser1@example.com", "password": "x"},
+                      headers={"apikey": server.anon_key})  # fmt: skip
+    assert wrong.status_code == 400 and wrong.json()["error_code"] == "invalid_credentials"
+    nobody = http.post("/auth/v1/token", params={"grant_type": "password"},
+                       json={"email": "nobody@example.com", "password": PASSWORD},
+                       headers={"apikey": server.anon_key})  # fmt: skip
+    assert nobody.status_code == 400
+    expired = server.ctx.sign({"sub": user_id(1), "role": "authenticated",
+                               "exp": int(time.time()) - 30})  # fmt: skip
+    assert http.get("/auth/v1/user", headers=_auth(server, expired)).status_code == 403
+    other_secret = server.ctx.sign({"role": "service_role", "exp": 9999999999})[:-4] + "abcd"
+    assert http.get("/rest/v1/messages", headers=_auth(server, other_secret)).status_code == 401
+    fake_role = server.ctx.sign({"role": "postgres", "exp": int(time.time()) + 60})
+    assert http.get("/rest/v1/messages", headers=_auth(server, fake_role)).status_code == 401
+    assert http.get("/rest/v1/messages", headers={"apikey": "nope"}).status_code == 401
+
+
+def test_cors_preflight(http: httpx.Client) -> None:
+    resp = http.options("/rest/v1/messages", headers={
+        "Origin": "capacitor://localhost", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "apikey,authorization,x-client-info,prefer"})  # fmt: skip
+    assert resp.status_code == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == "capacitor://localhost"
+    assert "prefer" in resp.headers["Access-Control-Allow-Headers"]
+    assert "PATCH" in resp.headers["Access-Control-Allow-Methods"]
+    get = http.get("/rest/v1/messages", headers={"Origin": "http://localhost"})
+    assert "Content-Range" in get.headers["Access-Control-Expose-Headers"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../x", "a/../../x", "/abs", "a//b", "a/./b", "a\\..\\b", "a\x00b", "..", "a/\x1fb", ""],
+)
+def test_object_names_refused(name: str) -> None:
+    with pytest.raises(ApiError) as err:
+        check_object_name(name)
+    assert err.value.status == 400
+
+
+def test_storage_rules(http: httpx.Client, server: ReferenceServer) -> None:
+    s1 = _sign_in(http, server, 1)
+    s2 = _sign_in(http, server, 2)
+    h1, h2 = _auth(server, s1["access_token"]), _auth(server, s2["access_token"])
+    anon = {"apikey": server.anon_key}
+    base = "/storage/v1/object"
+    up = http.post(f"{base}/media/rules/a.txt", content=b"one", headers={**h1,
+                   "Content-Type": "text/plain"})  # fmt: skip
+    assert up.status_code == 200 and up.json()["Key"] == "media/rules/a.txt"
+    assert http.post(f"{base}/media/rules/b.txt", content=b"x", headers=anon).status_code == 403
+    assert http.get(f"{base}/media/rules/a.txt", headers=anon).status_code == 400
+    assert http.get(f"{base}/public/media/rules/a.txt").status_code == 400  # media is private
+    got = http.get(f"{base}/authenticated/media/rules/a.txt", headers=h2)
+    assert got.content == b"one" and got.headers["Content-Type"].startswith("text/plain")
+    # Another user may read but not overwrite or delete the object.
+    over = http.post(
+        f"{base}/media/rules/a.txt", content=b"two", headers={**h2, "x-upsert": "true"}
+    )
+    assert over.status_code == 403
+    assert http.request("DELETE", f"{base}/media", json={"prefixes": ["rules/a.txt"]},
+                        headers=h2).json() == []  # fmt: skip
+    put = http.put(f"{base}/media/rules/a.txt", content=b"three", headers=h1)
+    assert put.status_code == 200
+    assert http.get(f"{base}/media/rules/a.txt", headers=h1).content == b"three"
+    for bad in ("%2e%2e/%2e%2e/etc/passwd", "rules/..%2f..%2fx", "rules%5c..%5cx"):
+        resp = http.get(f"{base}/media/{bad}", headers=h1)
+        assert resp.status_code in (400, 404), (bad, resp.status_code)
+    info = http.get(f"{base}/info/media/rules/a.txt", headers=h1).json()
+    assert info["size"] == 5
+    # Signed URLs: good, expired, for another object, tampered.
+    secret = server.ctx.jwt_secret
+    good = http.post(f"{base}/sign/media/rules/a.txt", json={"expiresIn": 30}, headers=h1).json()
+    assert http.get(f"/storage/v1{good['signedURL']}").content == b"three"
+    expired = sign_token(secret, "media", "rules/a.txt", -10)
+    resp = http.get(f"{base}/sign/media/rules/a.txt", params={"token": expired})
+    assert resp.status_code == 400 and resp.json()["error"] == "InvalidJWT"
+    elsewhere = sign_token(secret, "media", "rules/other.txt", 30)
+    assert (
+        http.get(f"{base}/sign/media/rules/a.txt", params={"token": elsewhere}).status_code == 400
+    )
+    forged = sign_token("not-the-secret-" * 4, "media", "rules/a.txt", 30)
+    assert http.get(f"{base}/sign/media/rules/a.txt", params={"token": forged}).status_code == 400
+    assert http.get(f"{base}/sign/media/rules/a.txt").status_code == 400
+    assert http.post(f"{base}/sign/media/rules/none.txt", json={"expiresIn": 30},
+                     headers=h1).status_code == 404  # fmt: skip
+    # Buckets: anyone with a key may look, only the service role may create.
+    assert http.get("/storage/v1/bucket/media", headers=h1).json()["public"] is False
+    assert http.get("/storage/v1/bucket/nope", headers=h1).status_code == 404
+    assert http.post("/storage/v1/bucket", json={"id": "x"}, headers=h1).status_code == 403
+    svc = {"apikey": server.service_role_key, "Authorization": f"Bearer {server.service_role_key}"}
+    assert http.post("/storage/v1/bucket", json={"id": "pub", "public": True},
+                     headers=svc).status_code == 200  # fmt: skip
+    assert http.post(f"{base}/pub/p.txt", content=b"hi", headers=h1).status_code == 200
+    assert http.get(f"{base}/public/pub/p.txt").content == b"hi"
+    listed = http.post(f"{base}/list/media", json={"prefix": "rules", "limit": 10}, headers=h1)
+    assert [f["name"] for f in listed.json()] == ["a.txt"]
+    removed = http.request("DELETE", f"{base}/media", json={"prefixes": ["rules/a.txt"]},
+                           headers=h1)  # fmt: skip
+    assert [f["name"] for f in removed.json()] == ["rules/a.txt"]
+    assert http.get(f"{base}/media/rules/a.txt", headers=h1).status_code == 404
+
+
+def test_bucket_admin(http: httpx.Client, server: ReferenceServer) -> None:
+    svc = {"apikey": server.service_role_key, "Authorization": f"Bearer {server.service_role_key}"}
+    assert http.post("/storage/v1/bucket", json={"id": "tmpb"}, headers=svc).status_code == 200
+    dup = http.post("/storage/v1/bucket", json={"id": "tmpb"}, headers=svc)
+    assert dup.status_code == 409
+    changed = http.put("/storage/v1/bucket/tmpb", json={"public": True, "file_size_limit": 4},
+                       headers=svc)  # fmt: skip
+    assert changed.status_code == 200
+    big = http.post("/storage/v1/object/tmpb/big.bin", content=b"12345", headers=svc)
+    assert big.status_code == 413
+    assert http.post("/storage/v1/object/tmpb/ok.bin", content=b"1234", headers=svc).is_success
+    assert http.get("/storage/v1/object/public/tmpb/ok.bin").content == b"1234"
+    busy = http.delete("/storage/v1/bucket/tmpb", headers=svc)
+    assert busy.status_code == 409
+    assert http.post("/storage/v1/bucket/tmpb/empty", headers=svc).status_code == 200
+    assert http.delete("/storage/v1/bucket/tmpb", headers=svc).status_code == 200
+    names = [b["id"] for b in http.get("/storage/v1/bucket", headers=svc).json()]
+    assert "tmpb" not in names and "media" in names
+
+
+def test_names_with_spaces_and_unicode(http: httpx.Client, server: ReferenceServer) -> None:
+    session = _sign_in(http, server, 1)
+    headers = _auth(server, session["access_token"])
+    name = "uni code/a b é 😀.txt"
+    quoted = urllib.parse.quote(name)
+    assert http.post(f"/storage/v1/object/media/{quoted}", content=b"u", headers=headers).is_success
+    signed = http.post(f"/storage/v1/object/sign/media/{quoted}", json={"expiresIn": 60},
+                       headers=headers).json()["signedURL"]  # fmt: skip
+    path, _, query = signed.partition("?")
+    got = http.get(f"/storage/v1{urllib.parse.quote(path)}?{query}")
+    assert got.status_code == 200 and got.content == b"u"
+    listed = http.post("/storage/v1/object/list/media", json={"prefix": "uni code"},
+                       headers=headers).json()  # fmt: skip
+    assert [f["name"] for f in listed] == ["a b é 😀.txt"]
