@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from backend_checks import health, server_health
+from backend_checks.api_checks import API_CHECKS, ApiOptions, run_api_checks
 from backend_checks.db import DEFAULT_TIMEOUT_MS, connect, redact
 from backend_checks.plans import DEFAULT_MIN_TABLE_PAGES, DEFAULT_MIN_TABLE_ROWS
 from backend_checks.suggest import Suggestion, suggest
@@ -64,6 +65,7 @@ class CheckOptions(BaseModel):
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     seed_messages: int = DEFAULT_SEED_MESSAGES
     only: list[str] | None = None
+    api: ApiOptions = Field(default_factory=ApiOptions, description="realtime and storage")
 
 
 def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Results:
@@ -90,6 +92,11 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
         checks = _run_suite(conn, options, managed=managed)
     finally:
         conn.close()
+    if options.only is None or any(cid in options.only for cid, _, _ in API_CHECKS):
+        checks += run_api_checks(dsn if managed else None, options.api)
+    backend = BackendInfo(kind="reference" if managed else "postgres", url=url)
+    if options.api.project is not None:
+        backend = BackendInfo(kind="supabase", url=options.api.project.url)
     return Results(
         run=RunInfo(
             id=uuid.uuid4().hex[:12],
@@ -97,7 +104,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
             started_at=started,
             finished_at=datetime.now(UTC),
             devicelab_version=__version__,
-            backend=BackendInfo(kind="postgres", url=url),
+            backend=backend,
         ),
         checks=checks,
     )

@@ -34,12 +34,11 @@ from backend_checks.reference.realtime_client import (
     websocket_url,
 )
 from devicelab.errors import BackendUnavailable, UnsafeActionRefused
-from devicelab.models import Check, CheckTarget, Stats, summarize
+from devicelab.models import Check, Stats, summarize
+from devicelab.targets import backend_target
 
 __all__ = [
-    "BROADCAST_TARGET",
     "PLANS",
-    "SETUP_TARGET",
     "PlanLimits",
     "RealtimeLoad",
     "Session",
@@ -49,16 +48,6 @@ __all__ = [
     "run_realtime_checks",
     "sign_in",
 ]
-
-#: The story's Testing Checklist, "Realtime Performance".
-BROADCAST_TARGET: Final = CheckTarget(
-    op="<", value=300, unit="ms",
-    source="Testing Checklist > Realtime Performance: Message broadcast < 300ms",
-)  # fmt: skip
-SETUP_TARGET: Final = CheckTarget(
-    op="<", value=1000, unit="ms",
-    source="Testing Checklist > Realtime Performance: Subscription setup < 1s",
-)  # fmt: skip
 
 
 class _Model(BaseModel):
@@ -340,6 +329,7 @@ def realtime_checks(
 
 
 def _setup_check(timings: list[JoinTiming], errors: list[str], evidence: dict[str, Any]) -> Check:
+    setup_target = backend_target("subscription_setup")
     setup_ms = [t.subscribed_s * 1000 for t in timings if t.subscribed_s is not None]
     reply_ms = [t.reply_s * 1000 for t in timings]
     summary = summarize(setup_ms)
@@ -351,7 +341,7 @@ def _setup_check(timings: list[JoinTiming], errors: list[str], evidence: dict[st
         status="error",
         unit="ms",
         stat="p95",
-        target=SETUP_TARGET,
+        target=setup_target,
         samples=setup_ms,
         summary=summary,
         evidence={**evidence, "phx_reply_p95_ms": replies.p95 if replies else None},
@@ -360,7 +350,7 @@ def _setup_check(timings: list[JoinTiming], errors: list[str], evidence: dict[st
         return check.model_copy(
             update={"reason": "no subscription came up: " + "; ".join(errors[:3])}
         )
-    status = "pass" if summary.p95 < SETUP_TARGET.value else "fail"
+    status = "pass" if summary.p95 < setup_target.value else "fail"
     reason = f"{len(errors)} of {evidence['subscribers']} joins failed" if errors else ""
     return check.model_copy(
         update={"status": "error" if errors else status, "value": summary.p95, "reason": reason}
@@ -370,6 +360,7 @@ def _setup_check(timings: list[JoinTiming], errors: list[str], evidence: dict[st
 def _broadcast_check(
     deliveries: _Deliveries, load: RealtimeLoad, timings: list[JoinTiming], evidence: dict[str, Any]
 ) -> Check:
+    broadcast_target = backend_target("realtime_broadcast")
     expected = len(timings) * (load.inserts + load.cold_inserts)
     received = sum(deliveries.received.values())
     warm, cold = deliveries.summary("warm"), deliveries.summary("cold")
@@ -381,7 +372,7 @@ def _broadcast_check(
         status="error",
         unit="ms",
         stat="p95",
-        target=BROADCAST_TARGET,
+        target=broadcast_target,
         samples=per_insert,
         evidence={
             **evidence,
@@ -401,7 +392,7 @@ def _broadcast_check(
     summary = Stats(min=warm["min_ms"], p50=warm["p50_ms"], p95=warm["p95_ms"],
                     max=warm["max_ms"], mean=warm["mean_ms"])  # fmt: skip
     value = float(warm["p95_ms"])
-    status: Literal["pass", "fail"] = "pass" if value < BROADCAST_TARGET.value else "fail"
+    status: Literal["pass", "fail"] = "pass" if value < broadcast_target.value else "fail"
     reason = f"warm p95 {value:.1f} ms, cold p95 {cold.get('p95_ms', 'n/a')} ms"
     if received < expected:
         status, reason = "fail", f"{expected - received} of {expected} deliveries missing; {reason}"

@@ -15,34 +15,21 @@ import json
 import os
 import secrets
 import time
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend_checks.realtime_checks import Session, SupabaseProject, sign_in
 from devicelab.errors import BackendUnavailable
-from devicelab.models import Check, CheckTarget, summarize
+from devicelab.models import Check, summarize
+from devicelab.targets import backend_target
 
 __all__ = [
-    "DOWNLOAD_TARGET",
-    "SIGNED_URL_TARGET",
-    "UPLOAD_TARGET",
     "StorageLoad",
     "run_storage_checks",
     "storage_checks",
 ]
-
-_SOURCE = "Testing Checklist > Storage Performance: "
-UPLOAD_TARGET: Final = CheckTarget(
-    op="<", value=2000, unit="ms", source=_SOURCE + "File upload < 2s for 5MB file"
-)
-DOWNLOAD_TARGET: Final = CheckTarget(
-    op="<", value=2000, unit="ms", source=_SOURCE + "File download < 2s for 5MB file"
-)
-SIGNED_URL_TARGET: Final = CheckTarget(
-    op="<", value=100, unit="ms", source=_SOURCE + "Signed URL generation < 100ms"
-)
 
 
 class StorageLoad(BaseModel):
@@ -118,15 +105,12 @@ async def run_storage_checks(project: SupabaseProject, load: StorageLoad) -> lis
     evidence = {"bytes": load.size_bytes, "repeats": load.repeats, "bucket": load.bucket,
                 "backend": project.kind, "problems": problems[:5]}  # fmt: skip
     return [
-        _check("storage_upload_5mb", "Upload a 5 MB file", up, UPLOAD_TARGET, evidence, load),
-        _check(
-            "storage_download_5mb", "Download a 5 MB file", down, DOWNLOAD_TARGET, evidence, load
-        ),
+        _check("storage_upload_5mb", "Upload a 5 MB file", up, evidence, load),
+        _check("storage_download_5mb", "Download a 5 MB file", down, evidence, load),
         _check(
             "signed_url",
             "Create a signed URL",
             sign,
-            SIGNED_URL_TARGET,
             {**evidence, "signed_url_fetch_ok": signed_ok},
             load,
         ),
@@ -183,10 +167,10 @@ def _check(
     check_id: str,
     title: str,
     samples: list[float],
-    target: CheckTarget,
     evidence: dict[str, Any],
     load: StorageLoad,
 ) -> Check:
+    target = backend_target(check_id)
     summary = summarize(samples)
     status: Literal["pass", "fail", "error"] = "error"
     reason = "; ".join(evidence.get("problems") or []) or "no sample"

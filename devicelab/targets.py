@@ -16,6 +16,7 @@ from devicelab.models import Check, CheckTarget, NetworkProfile, Target, TargetB
 __all__ = [
     "MATRIX_COLUMNS",
     "STORY_MATRIX",
+    "backend_target",
     "cell",
     "column_for",
     "judge",
@@ -92,6 +93,22 @@ def cell(book: TargetBook, check: str, column: str, platform: str | None = None)
     if platform is None:
         platform = "web" if column == "web" else "android"
     return resolve(book, check, platform, column)
+
+
+def backend_target(check: str, book: TargetBook | None = None) -> CheckTarget:
+    """The backend row of ``check`` (profiles/targets.yaml unless ``book``) as a CheckTarget.
+
+    Raises KeyError when the book has no backend target for ``check``, ConfigError when
+    the file is wrong.
+    """
+    if book is None:
+        from devicelab.config import load_targets
+
+        book = load_targets()
+    row = resolve(book, check, "backend", "any")
+    if row is None or row.value is None:
+        raise KeyError(f"no backend target for {check} in targets.yaml")
+    return CheckTarget(op=row.op, value=row.value, unit=row.unit, source=row.source)
 
 
 def _convert(value: float, unit: str, to: str) -> float:

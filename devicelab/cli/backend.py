@@ -50,14 +50,39 @@ def register(app: typer.Typer) -> None:
         runs: Annotated[
             int | None, typer.Option("--runs", min=1, help="timed runs per query")
         ] = None,
+        supabase_url: Annotated[
+            str | None,
+            typer.Option("--supabase-url", envvar="SUPABASE_URL", help="a Supabase project"),
+        ] = None,
+        anon_key: Annotated[
+            str | None,
+            typer.Option("--anon-key", envvar="SUPABASE_ANON_KEY", help="its anon key"),
+        ] = None,
+        email: Annotated[
+            str | None,
+            typer.Option("--test-email", envvar="DEVICELAB_TEST_EMAIL", help="a test user"),
+        ] = None,
+        password: Annotated[
+            str | None,
+            typer.Option("--test-password", envvar="DEVICELAB_TEST_PASSWORD", help="its password"),
+        ] = None,
+        plan: Annotated[
+            str | None,
+            typer.Option("--plan", help="your Realtime plan: free, pro-spend-cap or pro"),
+        ] = None,
+        subscribers: Annotated[
+            int, typer.Option("--subscribers", min=1, help="realtime subscribers")
+        ] = 100,
     ) -> None:
-        """Run the query suite, plan analysis and health checks; exit 1 if a check fails."""
+        """Run the query suite, plans, health, realtime and storage checks; exit 1 on a fail."""
+        from backend_checks.api_checks import api_options
         from backend_checks.check import CheckOptions, run_check
 
-        results = run_check(dsn, CheckOptions(allow_writes=allow_writes, runs=runs))
+        api = api_options(supabase_url, anon_key, email, password, plan, subscribers)
+        results = run_check(dsn, CheckOptions(allow_writes=allow_writes, runs=runs, api=api))
         written = _write(results, out)
         for item in results.checks:
-            typer.echo(f"{item.status.upper():5} {item.id:18} {_value(item)}  {item.reason}")
+            typer.echo(f"{item.status.upper():5} {item.id:22} {_value(item)}  {item.reason}")
         typer.echo(f"results: {written}")
         raise typer.Exit(results.exit_code())
 
