@@ -12,11 +12,13 @@ call and print. psycopg loads inside the handlers, never at import.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from devicelab.cli.load import register_load
+from devicelab.cli.serve import register_serve
 
 __all__ = ["register"]
 
@@ -24,15 +26,12 @@ _DSN_HELP = "PostgreSQL DSN (URL or key=value); default: the managed local clust
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``backend`` group (check, datagen, stop, and serve/load when present)."""
-    backend_app = typer.Typer(help="Server-side checks: query plans, indexes, health, load.")
+    """Add the ``backend`` group: check, datagen, load, serve, stop."""
+    backend_app = typer.Typer(
+        help="Server-side checks: query plans, indexes, health, load, realtime, storage.",
+        rich_markup_mode=None,
+    )
     app.add_typer(backend_app, name="backend")
-    for module, name in (
-        ("devicelab.cli.serve", "register_serve"),
-        ("devicelab.cli.load", "register_load"),
-    ):
-        with contextlib.suppress(ImportError, AttributeError):
-            getattr(__import__(module, fromlist=[name]), name)(backend_app)
 
     @backend_app.command("check")
     def check(
@@ -122,6 +121,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"stopped {cluster.data}" if cluster.stop() else "managed PostgreSQL is not running"
         )
+
+    register_load(backend_app)
+    register_serve(backend_app)
 
 
 def _write(results: object, out: Path) -> Path:

@@ -1,0 +1,139 @@
+"""Locust master/worker mode across machines: HDR histograms forwarded and merged.
+
+Used only when Locust's own CLI runs the locustfile (``locust -f .../locustfile.py
+--master`` / ``--worker``) with ``DEVICELAB_LOAD_SPEC`` naming a WorkerSpec JSON. Each
+worker process opens its window when the test starts and adds what it recorded since its
+last report to every stats report (``report_to_master``); the master merges the reports
+(``worker_report``) and writes one WorkerResult JSON to ``DEVICELAB_LOAD_OUT`` when it
+quits. Our own local runner (``backend_checks.load.worker``) does not set the variable,
+so these hooks stay idle there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from locust import events
+from locust.runners import MasterRunner
+
+from backend_checks.load import hdr
+from backend_checks.load.models import OpTally, SecondTally, WorkerResult, WorkerSpec
+
+__all__ = ["OUT_ENV", "REPORT_KEY", "SPEC_ENV", "Merged", "install"]
+
+SPEC_ENV = "DEVICELAB_LOAD_SPEC"
+OUT_ENV = "DEVICELAB_LOAD_OUT"
+REPORT_KEY = "devicelab_hdr"
+
+
+class Merged:
+    """The master's sum of its workers' reports."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.started = time.perf_counter()
+        self.latency = {name: hdr.new() for name in spec.mix}
+        self.service = {name: hdr.new() for name in spec.mix}
+        self.counts = {name: [0, 0, 0] for name in spec.mix}
+        self.seconds: dict[int, list[Any]] = {}
+        self.errors: dict[str, int] = {}
+        self.users = self.connected = self.connect_failures = self.exhaustion = 0
+        self.missed = 0
+
+    def add(self, report: dict[str, Any]) -> None:
+        """Merge one worker report (a ``Recorder.drain()``)."""
+        self.connected += int(report["connected"])
+        self.connect_failures += int(report["connect_failures"])
+        self.exhaustion += int(report["exhaustion"])
+        self.missed += int(report.get("missed", 0))
+        for key, n in report["errors"].items():
+            self.errors[key] = self.errors.get(key, 0) + int(n)
+        for name, tally in report["ops"].items():
+            for histogram, field in ((self.latency, "latency_hdr"), (self.service, "service_hdr")):
+                if tally[field]:
+                    histogram[name].decode_and_add(tally[field].encode("ascii"))
+            counts = self.counts[name]
+            counts[0] += tally["ok"]
+            counts[1] += tally["errors"]
+            counts[2] += tally["late"]
+        for second in report["seconds"]:
+            slot = self.seconds.setdefault(second["t"], [0, 0, hdr.new()])
+            slot[0] += second["ok"]
+            slot[1] += second["errors"]
+            if second["latency_hdr"]:
+                slot[2].decode_and_add(second["latency_hdr"].encode("ascii"))
+
+    def result(self, users: int) -> WorkerResult:
+        """Everything merged, as one WorkerResult."""
+        return WorkerResult(
+            users=users,
+            connected=self.connected,
+            connect_failures=self.connect_failures,
+            exhaustion=self.exhaustion,
+            missed=self.missed,
+            ops={
+                name: OpTally(
+                    ok=c[0],
+                    errors=c[1],
+                    late=c[2],
+                    latency_hdr=self.latency[name].encode().decode("ascii"),
+                    service_hdr=self.service[name].encode().decode("ascii"),
+                )
+                for name, c in self.counts.items()
+            },
+            seconds=[
+                SecondTally(t=t, ok=ok, errors=err, latency_hdr=h.encode().decode("ascii"))
+                for t, (ok, err, h) in sorted(self.seconds.items())
+            ],
+            errors=self.errors,
+            elapsed_s=time.perf_counter() - self.started,
+        )
+
+
+def install(configure: Callable[[WorkerSpec], Any]) -> None:
+    """Register the hooks (no-ops unless DEVICELAB_LOAD_SPEC is set). ``configure`` is
+    the locustfile's own: Locust's CLI imports that file under another module name."""
+    state: dict[str, Any] = {}
+
+    def _init(environment: Any, **_: Any) -> None:
+        path = os.environ.get(SPEC_ENV)
+        if not path:
+            return
+        spec = WorkerSpec.model_validate_json(Path(path).read_text())
+        if isinstance(environment.runner, MasterRunner):
+            state["merged"] = Merged(spec)
+        else:
+            state["recorder"] = configure(spec)
+
+    def _start(**_: Any) -> None:
+        if recorder := state.get("recorder"):
+            recorder.open(time.perf_counter())
+
+    def _report(data: dict[str, Any], **_: Any) -> None:
+        if recorder := state.get("recorder"):
+            data[REPORT_KEY] = recorder.drain()
+
+    def _worker_report(data: dict[str, Any], **_: Any) -> None:
+        if (merged := state.get("merged")) and REPORT_KEY in data:
+            merged.add(data[REPORT_KEY])
+
+    def _quit(environment: Any, **_: Any) -> None:
+        merged = state.get("merged")
+        out = os.environ.get(OUT_ENV)
+        if merged is not None and out:
+            users = getattr(environment.parsed_options, "num_users", None) or 0
+            Path(out).write_text(merged.result(int(users)).model_dump_json())
+
+    hooks: list[tuple[Any, Any]] = [
+        (events.init, _init),
+        (events.test_start, _start),
+        (events.report_to_master, _report),
+        (events.worker_report, _worker_report),
+        (events.quitting, _quit),
+    ]
+    for hook, listener in hooks:
+        hook.add_listener(listener)

@@ -1,0 +1,249 @@
+"""What "N concurrent users supported" means, and the load_100 / load_1000 checks.
+
+A step of N users *supports* N when every criterion holds (the story's Load Testing
+checklist and its query targets):
+
+1. all users connected and ran the mix;
+2. the error rate is below ``max_error_rate`` (1 %);
+3. no connection exhaustion ("too many clients", a role's connection limit, pool
+   timeouts): the story's "No connection pool exhaustion";
+4. per operation, p95 latency (from the intended start) within the story's query target
+   of that operation (message fetch < 50 ms, conversation list < 100 ms, search < 200 ms,
+   send_message < 100 ms, mark_as_read < 50 ms);
+5. database CPU (mean over the window, share of the machine) below 80 %: "Database CPU <
+   80% under load" (not judged on a remote server without a CPU metric);
+6. in fixed-rate mode, the achieved throughput is at least ``min_rate_share`` (90 %) of
+   the intended rate: the server kept the pace.
+
+The check's value is the number of users supported: the step's N when it passes, else the
+largest smaller step that passed (0 if none), judged against the target (>= 100, >= 1000).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from backend_checks.load.mix import operation
+from backend_checks.load.models import Criterion, StepResult
+from backend_checks.load.runner import LoadRun
+from devicelab.models import BackendInfo, Check, Results, RunInfo, Series, TargetBook
+from devicelab.targets import judge, resolve
+
+__all__ = [
+    "LOAD_CHECKS",
+    "SupportRules",
+    "judge_step",
+    "load_checks",
+    "step_evidence",
+    "to_results",
+]
+
+LOAD_CHECKS: tuple[tuple[str, str], ...] = (
+    ("load_100", "100 concurrent users supported"),
+    ("load_1000", "1000 concurrent users supported"),
+)
+
+
+class SupportRules(BaseModel):
+    """The thresholds of "supported" that the story leaves open."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_error_rate: float = 0.01
+    max_db_cpu_pct: float = 80.0
+    min_rate_share: float = 0.9
+
+
+def judge_step(
+    step: StepResult, book: TargetBook, rules: SupportRules | None = None
+) -> list[Criterion]:
+    """The criteria of "supported" for one step, each with its verdict and value."""
+    rules = rules or SupportRules()
+    out = [
+        Criterion(
+            name="all users connected",
+            ok=step.connected >= step.users,
+            value=step.connected,
+            limit=f">= {step.users}",
+            detail=f"{step.connect_failures} failed connection attempts",
+        )
+    ]
+    rate = step.total.errors / step.total.count if step.total.count else 1.0
+    out.append(
+        Criterion(
+            name="error rate",
+            ok=step.total.count > 0 and rate < rules.max_error_rate,
+            value=round(100 * rate, 3),
+            limit=f"< {100 * rules.max_error_rate:g} %",
+            detail=f"{step.total.errors} of {step.total.count} requests failed",
+        )
+    )
+    out.append(
+        Criterion(
+            name="no connection exhaustion",
+            ok=step.exhaustion == 0,
+            value=step.exhaustion,
+            limit="== 0",
+            detail="; ".join(k for k in step.errors if k.startswith("exhaustion"))[:300],
+        )
+    )
+    for name, stats in step.ops.items():
+        target = resolve(book, operation(name).target_check, "backend", "any")
+        if target is None or target.value is None:
+            continue
+        out.append(
+            Criterion(
+                name=f"p95 {name}",
+                ok=stats.count > stats.errors and target.holds(stats.p95_ms),
+                value=stats.p95_ms,
+                limit=f"{target.op} {target.value:g} {target.unit}",
+                detail=target.source,
+            )
+        )
+    cpu = step.cpu
+    out.append(
+        Criterion(
+            name="database CPU",
+            ok=None if cpu.mean_pct is None else cpu.mean_pct < rules.max_db_cpu_pct,
+            value=cpu.mean_pct,
+            limit=f"< {rules.max_db_cpu_pct:g} %",
+            detail=cpu.note
+            or f"mean over the window (max 1 s sample {cpu.max_pct} %), {cpu.method}",
+        )
+    )
+    if step.rate_per_s:
+        achieved = step.total.throughput_per_s
+        out.append(
+            Criterion(
+                name="throughput kept the intended rate",
+                ok=achieved >= rules.min_rate_share * step.rate_per_s,
+                value=achieved,
+                limit=f">= {rules.min_rate_share * step.rate_per_s:g} ops/s",
+                detail=f"intended {step.rate_per_s:g} ops/s; {step.missed} scheduled "
+                "requests not sent before the window closed",
+            )
+        )
+    return out
+
+
+def step_evidence(step: StepResult, criteria: list[Criterion]) -> dict[str, Any]:
+    """The evidence of one step: criteria, per-op latency, throughput, errors, CPU, deltas."""
+    cpu = step.cpu.model_dump(exclude={"t", "pct"})
+    return {
+        "users": step.users,
+        "processes": step.processes,
+        "mode": step.mode,
+        "intended_rate_per_s": step.rate_per_s,
+        "duration_s": step.duration_s,
+        "mix": step.mix,
+        "criteria": [c.model_dump() for c in criteria],
+        "operations": {name: op.model_dump() for name, op in step.ops.items()},
+        "total": step.total.model_dump(),
+        "connected": step.connected,
+        "connect_failures": step.connect_failures,
+        "exhaustion": step.exhaustion,
+        "missed": step.missed,
+        "errors": step.errors,
+        "db_cpu": cpu,
+        "pg_stat_statements_delta": step.deltas.model_dump(exclude={"tables"}),
+        "pg_stat_user_tables_delta": step.deltas.tables,
+        "latency": "HDR histograms, from each request's intended start (ms)",
+    }
+
+
+def load_checks(
+    run: LoadRun, book: TargetBook, rules: SupportRules | None = None
+) -> tuple[list[Check], list[Series]]:
+    """The load_100 and load_1000 checks of ``run`` and its series (throughput, p95, CPU)."""
+    rules = rules or SupportRules()
+    verdicts = [(step, judge_step(step, book, rules)) for step in run.steps]
+    passed = {step.users for step, crit in verdicts if all(c.ok is not False for c in crit)}
+    checks = []
+    for check_id, title in LOAD_CHECKS:
+        target = resolve(book, check_id, "backend", "any")
+        need = int(target.value) if target is not None and target.value is not None else 0
+        candidates = sorted((v for v in verdicts if v[0].users >= need), key=lambda v: v[0].users)
+        if not candidates:
+            checks.append(
+                Check(
+                    id=check_id,
+                    title=title,
+                    category="load",
+                    status="skip",
+                    unit="users",
+                    reason=f"no step with {need} users ran (steps: {run.options.users})",
+                )
+            )
+            continue
+        step, criteria = candidates[0]
+        failed = [c for c in criteria if c.ok is False]
+        below = [u for u in passed if u <= step.users]
+        value = float(max(below)) if below else 0.0
+        evidence = step_evidence(step, criteria) | {"identities": run.identities}
+        reason = ""
+        if failed:
+            reason = f"{step.users} users not supported: " + "; ".join(
+                f"{c.name} {c.value} (needs {c.limit})" for c in failed
+            )
+        checks.append(
+            judge(
+                check=check_id,
+                title=title,
+                category="load",
+                target=target,
+                value=value,
+                unit="users",
+                stat="value",
+                evidence=evidence,
+                reason=reason,
+            )
+        )
+    return checks, _series(run)
+
+
+def _series(run: LoadRun) -> list[Series]:
+    series = []
+    for step in run.steps:
+        prefix = f"load_{step.users}"
+        series.append(
+            Series(
+                name=f"{prefix}.throughput",
+                unit="ops/s",
+                t=step.timeline_t,
+                v=step.timeline_throughput,
+            )
+        )
+        series.append(
+            Series(name=f"{prefix}.p95", unit="ms", t=step.timeline_t, v=step.timeline_p95_ms)
+        )
+        if step.cpu.t:
+            t = [round(step.started_s + x, 3) for x in step.cpu.t]
+            series.append(Series(name=f"{prefix}.db_cpu", unit="%", t=t, v=step.cpu.pct))
+    return series
+
+
+def to_results(
+    run: LoadRun,
+    book: TargetBook,
+    *,
+    backend_kind: Literal["reference", "supabase", "postgres"] = "postgres",
+    rules: SupportRules | None = None,
+) -> Results:
+    """A whole ``results.json`` (kind "backend") holding the load checks and series."""
+    from devicelab import __version__
+
+    checks, series = load_checks(run, book, rules)
+    return Results(
+        run=RunInfo(
+            id=f"load-{run.started_at:%Y%m%dT%H%M%SZ}",
+            kind="backend",
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            devicelab_version=__version__,
+            backend=BackendInfo(kind=backend_kind, url=run.target),
+        ),
+        checks=checks,
+        series=series,
+    )

@@ -1,0 +1,182 @@
+"""Load (item 7): a short real load through Locust against a real PostgreSQL.
+
+The cluster is a managed one of our own in a temporary state directory (pg_stat_statements
+preloaded, max_connections 1100), holding a small generated data set. Every run here is
+short (a few users for a few seconds); the 1000-user step lives in bench/load.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend_checks.load import LoadOptions, judge_step, load_checks, run_load
+from devicelab.config import load_targets
+from devicelab.errors import BackendUnavailable, UnsafeActionRefused
+from devicelab.models import Target, TargetBook
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def dsn() -> Iterator[str]:
+    """A scratch database with the schema and a small data set, on a cluster of our own."""
+    if shutil.which("initdb") is None and not list(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb")
+    ):
+        pytest.skip("PostgreSQL server binaries are not installed")
+    import psycopg
+
+    from backend_checks.datagen import DatagenParams, generate
+    from backend_checks.managed import ManagedPostgres
+
+    state = Path(tempfile.mkdtemp(prefix="devicelab-loadtest-", dir="/tmp"))
+    state.chmod(0o755)  # the postgres user must traverse it when we are root
+    cluster = ManagedPostgres(state_dir=state)
+    try:
+        url = cluster.ensure("loadtest")
+        with psycopg.connect(url) as conn:
+            generate(
+                conn,
+                DatagenParams(messages=5_000, users=120, conversations=400),
+                allow_writes=True,
+            )
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("CREATE ROLE devicelab_load_limited LOGIN BYPASSRLS CONNECTION LIMIT 5")
+            conn.execute("GRANT authenticated TO devicelab_load_limited")
+        yield url
+    finally:
+        cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_short_load_measures_real_histograms_and_deltas(dsn: str) -> None:
+    run = run_load(dsn, LoadOptions(users=[20], duration_s=3, per_user_rate=5, allow_writes=True))
+    (step,) = run.steps
+    assert step.connected == 20 and step.exhaustion == 0 and step.total.errors == 0
+    # ~20 users x 5 ops/s x 3 s: every operation of the mix ran.
+    assert 200 <= step.total.count <= 330
+    for name, op in step.ops.items():
+        assert op.count > 0, name
+        assert 0 < op.p50_ms <= op.p95_ms <= op.p99_ms <= op.max_ms, name
+        # Latency counts from the intended start, so it is never below the service time.
+        assert op.p95_ms >= op.service_p95_ms, name
+    assert sum(step.timeline_throughput) == round(step.total.throughput_per_s * 3)
+    assert len(step.timeline_p95_ms) == 3 and max(step.timeline_p95_ms) > 0
+
+    # The deltas are of this step only: exactly the calls the users made.
+    deltas = step.deltas
+    assert deltas.statements_available, deltas.statements_note
+    listed = [s for s in deltas.statements if "conversation_list" in s["query"] and s["toplevel"]]
+    assert sum(s["calls"] for s in listed) == step.ops["conversation_list"].count
+    tables = {t["table"]: t for t in deltas.tables}
+    assert tables["public.messages"]["n_tup_ins"] == step.ops["send_message"].count
+    assert tables["public.messages"]["idx_scan"] > 0
+    assert step.cpu.method == "psutil" and step.cpu.mean_pct is not None
+
+    # Locust's gevent patching stayed in the load process.
+    assert "gevent" not in sys.modules
+    assert "locust" not in sys.modules
+
+    criteria = {c.name: c for c in judge_step(step, load_targets())}
+    assert criteria["no connection exhaustion"].ok is True
+    assert criteria["all users connected"].ok is True
+    checks, series = load_checks(run, load_targets())
+    assert {c.id: c.status for c in checks} == {"load_100": "skip", "load_1000": "skip"}
+    assert {s.name for s in series} >= {"load_20.throughput", "load_20.p95", "load_20.db_cpu"}
+
+
+def test_connection_exhaustion_is_a_failing_verdict(dsn: str) -> None:
+    limited = dsn.replace("user=postgres", "user=devicelab_load_limited")
+    run = run_load(limited, LoadOptions(users=[12], duration_s=2, per_user_rate=2, mix="read"))
+    (step,) = run.steps
+    # Five slots for the role: one is the runner's own connection, the rest are users'.
+    assert step.connected <= 5
+    assert step.exhaustion >= 12 - step.connected
+    assert any("too many connections" in key for key in step.errors)
+    book = TargetBook(
+        targets=[
+            Target(check="load_100", platform="backend", op=">=", value=10, unit="users",
+                   stat="value", source="test: 10 users")
+        ]
+    )  # fmt: skip
+    checks, _ = load_checks(run, book)
+    check = next(c for c in checks if c.id == "load_100")
+    assert check.status == "fail" and check.value == 0
+    assert "no connection exhaustion" in check.reason
+    failed = {c["name"] for c in check.evidence["criteria"] if c["ok"] is False}
+    assert {"no connection exhaustion", "all users connected", "error rate"} <= failed
+
+
+def test_full_mix_refuses_to_write_without_the_flag(dsn: str) -> None:
+    with pytest.raises(UnsafeActionRefused):
+        run_load(dsn, LoadOptions(users=[5], duration_s=1))
+
+
+def test_bad_dsn_is_one_line_without_the_password() -> None:
+    with pytest.raises(BackendUnavailable) as info:
+        run_load(
+            "postgresql://app:hunter2secret@127.0.0.1:1/none",
+            LoadOptions(users=[1], duration_s=1, mix="read"),
+        )
+    assert info.value.exit_code == 3
+    assert "hunter2secret" not in info.value.one_line()
+
+
+def test_locust_master_and_worker_merge_histograms(dsn: str, tmp_path: Path) -> None:
+    """Locust's own master/worker mode (several machines): histograms reach the master."""
+    import os
+    import socket
+    import subprocess
+
+    from backend_checks.load.models import WorkerResult
+    from backend_checks.load.runner import write_spec
+
+    spec = write_spec(dsn, LoadOptions(mix="read", per_user_rate=4, duration_s=3), 8,
+                      tmp_path / "spec.json")  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    env = {**os.environ, "DEVICELAB_LOAD_SPEC": str(spec),
+           "DEVICELAB_LOAD_OUT": str(tmp_path / "merged.json")}  # fmt: skip
+    locust = [sys.executable, "-m", "locust", "-f", "backend_checks/load/locustfile.py"]
+    root = Path(__file__).resolve().parents[2]
+    master = subprocess.Popen(
+        [*locust, "--master", "--headless", "--master-bind-host", "127.0.0.1",
+         "--master-bind-port", port, "--expect-workers", "1", "-u", "8", "-r", "50",
+         "-t", "4s", "--only-summary"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", port],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        master.wait(timeout=60)
+        worker.wait(timeout=30)
+    finally:
+        for proc in (master, worker):
+            if proc.poll() is None:
+                proc.kill()
+    merged = WorkerResult.model_validate_json((tmp_path / "merged.json").read_text())
+    assert merged.connected == 8
+    assert sum(op.ok for op in merged.ops.values()) > 20
+    assert all(op.latency_hdr for op in merged.ops.values())
+
+
+def test_fixed_rate_latency_counts_from_the_intended_start(dsn: str) -> None:
+    """Users asked for more than the server gives fall behind their schedule: latency
+    from the intended start grows (coordinated omission corrected), service time does not."""
+    run = run_load(dsn, LoadOptions(users=[2], duration_s=2, per_user_rate=20_000, mix="read"))
+    (step,) = run.steps
+    assert step.total.count > 20
+    assert step.total.p95_ms > 3 * step.total.service_p95_ms
+    assert step.missed > 1000  # the schedule outran the server; the window still closed
+    criteria = {c.name: c for c in judge_step(step, load_targets())}
+    assert criteria["throughput kept the intended rate"].ok is False

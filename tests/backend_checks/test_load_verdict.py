@@ -1,0 +1,119 @@
+"""What "supported" means, judged on synthetic steps (no server), and the CLI parsers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from backend_checks.load import LoadOptions, LoadRun, judge_step, load_checks
+from backend_checks.load.models import CpuReport, OpStats, StatsDelta, StepResult
+from devicelab.cli.load import parse_duration, parse_users
+from devicelab.config import load_targets
+from devicelab.errors import BadInput
+
+
+def _op(p95: float, count: int = 1000, errors: int = 0) -> OpStats:
+    return OpStats(
+        count=count, errors=errors, throughput_per_s=(count - errors) / 60, p50_ms=p95 / 3,
+        p95_ms=p95, p99_ms=p95 * 1.5, max_ms=p95 * 2, mean_ms=p95 / 2, service_p95_ms=p95,
+    )  # fmt: skip
+
+
+def _step(users: int, *, cpu: float | None = 40.0, p95: float = 20.0, errors: int = 0,
+          exhaustion: int = 0) -> StepResult:  # fmt: skip
+    ops = {name: _op(p95, errors=errors) for name in
+           ("conversation_list", "fetch_messages", "search_messages")}  # fmt: skip
+    return StepResult(
+        users=users, processes=1, mix={n: 1 for n in ops}, mode="closed", rate_per_s=None,
+        duration_s=60, started_s=0, connected=users, connect_failures=exhaustion,
+        exhaustion=exhaustion, ops=ops, total=_op(p95, 3000, 3 * errors), errors={},
+        cpu=CpuReport(method="psutil" if cpu is not None else "none", mean_pct=cpu),
+        deltas=StatsDelta(statements_available=False), timeline_t=[], timeline_throughput=[],
+        timeline_p95_ms=[],
+    )  # fmt: skip
+
+
+def _run(*steps: StepResult) -> LoadRun:
+    now = datetime.now(UTC)
+    return LoadRun(
+        target="postgresql://x@127.0.0.1/db", started_at=now, finished_at=now,
+        options=LoadOptions(users=[s.users for s in steps]), identities=1000, steps=list(steps),
+    )  # fmt: skip
+
+
+def test_both_steps_supported() -> None:
+    checks, _ = load_checks(_run(_step(100), _step(1000)), load_targets())
+    assert {c.id: (c.status, c.value) for c in checks} == {
+        "load_100": ("pass", 100),
+        "load_1000": ("pass", 1000),
+    }
+    criteria = checks[1].evidence["criteria"]
+    assert {c["name"] for c in criteria} >= {
+        "all users connected", "error rate", "no connection exhaustion", "database CPU",
+        "p95 conversation_list", "p95 fetch_messages", "p95 search_messages",
+    }  # fmt: skip
+
+
+def test_cpu_over_80_fails_1000_but_100_still_counts() -> None:
+    checks, _ = load_checks(_run(_step(100), _step(1000, cpu=91.0)), load_targets())
+    by_id = {c.id: c for c in checks}
+    assert by_id["load_100"].status == "pass"
+    assert by_id["load_1000"].status == "fail" and by_id["load_1000"].value == 100
+    assert "database CPU 91.0" in by_id["load_1000"].reason
+
+
+@pytest.mark.parametrize(
+    ("step", "failed"),
+    [
+        (_step(100, p95=60.0), "p95 fetch_messages"),  # message fetch < 50 ms
+        (_step(100, errors=20), "error rate"),  # 2 % of requests failed
+        (_step(100, exhaustion=3), "no connection exhaustion"),
+    ],
+)
+def test_each_criterion_can_fail(step: StepResult, failed: str) -> None:
+    verdicts = {c.name: c.ok for c in judge_step(step, load_targets())}
+    assert verdicts[failed] is False
+
+
+def test_remote_cpu_is_not_judged() -> None:
+    verdicts = {c.name: c.ok for c in judge_step(_step(100, cpu=None), load_targets())}
+    assert verdicts["database CPU"] is None
+    checks, _ = load_checks(_run(_step(100, cpu=None)), load_targets())
+    assert checks[0].status == "pass"
+
+
+def test_parsers() -> None:
+    assert parse_duration("60s") == 60 and parse_duration("2m") == 120
+    assert parse_duration("90") == 90
+    assert parse_users("100,1000") == [100, 1000]
+    for bad in ("", "x", "0", "-5s"):
+        with pytest.raises(BadInput):
+            parse_duration(bad) if bad.endswith("s") else parse_users(bad)
+
+
+def test_importing_the_package_does_not_import_locust() -> None:
+    code = (
+        "import sys, backend_checks.load, devicelab.cli.load; "
+        "print('gevent' in sys.modules, 'locust' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_load_command_registers_on_the_backend_group() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from devicelab.cli.load import register_load
+
+    app, backend = typer.Typer(), typer.Typer()
+    app.add_typer(backend, name="backend")
+    register_load(backend)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["backend", "load", "--help"])
+    assert shown.exit_code == 0 and "--users" in shown.output and "--closed" in shown.output
+    bad = runner.invoke(app, ["backend", "load", "--dsn", "x", "--duration", "soon"])
+    assert isinstance(bad.exception, BadInput)
