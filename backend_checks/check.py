@@ -66,6 +66,9 @@ class CheckOptions(BaseModel):
     seed_messages: int = DEFAULT_SEED_MESSAGES
     only: list[str] | None = None
     api: ApiOptions = Field(default_factory=ApiOptions, description="realtime and storage")
+    load_s: float | None = Field(
+        None, gt=0, description="also run the 100- and 1000-user load steps this long each"
+    )
 
 
 def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Results:
@@ -94,6 +97,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
         conn.close()
     if options.only is None or any(cid in options.only for cid, _, _ in API_CHECKS):
         checks += run_api_checks(dsn if managed else None, options.api)
+    checks += _load_checks(dsn, options, managed=managed)
     backend = BackendInfo(kind="reference" if managed else "postgres", url=url)
     if options.api.project is not None:
         backend = BackendInfo(kind="supabase", url=options.api.project.url)
@@ -108,6 +112,32 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
         ),
         checks=checks,
     )
+
+
+def _load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Check]:
+    """load_100 and load_1000: run when ``options.load_s`` is set, else skipped with a reason.
+
+    On a given DSN without allow_writes only the read mix runs (the full mix writes).
+    """
+    from backend_checks.load.verdict import LOAD_CHECKS
+
+    if options.only is not None and not any(cid in options.only for cid, _ in LOAD_CHECKS):
+        return []
+    if options.load_s is None:
+        reason = "load runs on request: `devicelab backend load`, or `backend check --load 30s`"
+        return [
+            Check(id=cid, title=title, category="load", status="skip", reason=reason)
+            for cid, title in LOAD_CHECKS
+        ]
+    from backend_checks.load import LoadOptions, run_load
+    from backend_checks.load.verdict import load_checks
+    from devicelab.config import load_targets
+
+    writes = managed or options.allow_writes
+    load = LoadOptions(duration_s=options.load_s, mix="full" if writes else "read",
+                       allow_writes=writes)  # fmt: skip
+    found, _ = load_checks(run_load(dsn, load), load_targets())
+    return found
 
 
 def _ensure_data(conn: psycopg.Connection[Any], *, managed: bool, options: CheckOptions) -> None:

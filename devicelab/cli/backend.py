@@ -72,13 +72,20 @@ def register(app: typer.Typer) -> None:
         subscribers: Annotated[
             int, typer.Option("--subscribers", min=1, help="realtime subscribers")
         ] = 100,
+        load: Annotated[
+            str | None,
+            typer.Option("--load", help="also run 100 and 1000 users this long each, e.g. 30s"),
+        ] = None,
     ) -> None:
         """Run the query suite, plans, health, realtime and storage checks; exit 1 on a fail."""
         from backend_checks.api_checks import api_options
         from backend_checks.check import CheckOptions, run_check
+        from devicelab.cli.load import parse_duration
 
         api = api_options(supabase_url, anon_key, email, password, plan, subscribers)
-        results = run_check(dsn, CheckOptions(allow_writes=allow_writes, runs=runs, api=api))
+        load_s = parse_duration(load) if load else None
+        options = CheckOptions(allow_writes=allow_writes, runs=runs, api=api, load_s=load_s)
+        results = run_check(dsn, options)
         written = _write(results, out)
         for item in results.checks:
             typer.echo(f"{item.status.upper():5} {item.id:22} {_value(item)}  {item.reason}")

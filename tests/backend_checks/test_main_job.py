@@ -55,6 +55,9 @@ def test_backend_check_on_the_embedded_default(tmp_path: Path) -> None:
     judged = {cid: s for cid, s in statuses.items() if cid in STORY_BACKEND_IDS}
     assert all(s in ("pass", "skip") for s in judged.values()), judged
     assert statuses["realtime_broadcast"] == "pass"
+    load = {c["id"]: c for c in results["checks"] if c["id"] in ("load_100", "load_1000")}
+    assert all(c["status"] == "skip" and "--load" in c["reason"] for c in load.values())
+    assert len(load) == 2
     for name in ("report.md", "report.html", "junit.xml"):
         assert (out / name).stat().st_size > 0
     text = (out / "results.json").read_text()
