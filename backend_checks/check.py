@@ -45,6 +45,7 @@ from backend_checks.suite import (
 from devicelab import __version__
 from devicelab.errors import UnsafeActionRefused
 from devicelab.models import BackendInfo, Check, CheckTarget, Results, RunInfo, Target
+from devicelab.targets import backend_target
 
 if TYPE_CHECKING:
     import psycopg
@@ -387,13 +388,7 @@ def _seq_scans_check(
         status="fail" if flagged else "pass",
         value=len(flagged),
         unit="count",
-        target=CheckTarget(
-            op="==",
-            value=0,
-            unit="count",
-            source="story 8.1.7, Testing Checklist, Index Usage: All queries "
-            "use indexes (no sequential scans)",
-        ),
+        target=backend_target("seq_scans"),
         reason=reason,
         evidence={
             "flagged": flagged,

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from devicelab.models import Check, CheckTarget
+from devicelab.models import Check
+from devicelab.targets import backend_target
 
 if TYPE_CHECKING:
     import psycopg
@@ -40,9 +41,6 @@ __all__ = [
 ]
 
 _SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
-SOURCE_BUFFER = "Testing Checklist: Buffer hit ratio > 95%"
-SOURCE_INDEX = "Testing Checklist: Index scan count > 0 for all critical indexes; Phase 3"
-SOURCE_UNUSED = "Testing Checklist: No unused indexes; Phase 3 'Identify unused indexes'"
 
 
 class TableStats(BaseModel):
@@ -178,11 +176,10 @@ class Window(BaseModel):
         return before, after, before_idx, after_idx
 
 
-def buffer_hit_ratio(
-    before: dict[str, TableStats], after: dict[str, TableStats], *, target_pct: float = 95.0
-) -> Check:
+def buffer_hit_ratio(before: dict[str, TableStats], after: dict[str, TableStats]) -> Check:
     """Cache hit ratio of tables and of indexes over the timed runs (REFERENCE.md formula:
-    hit / (hit + read) from pg_statio_user_tables / _indexes). Fails below ``target_pct``."""
+    hit / (hit + read) from pg_statio_user_tables / _indexes), judged against the
+    buffer_hit_ratio row of targets.yaml (> 95 %)."""
     delta = _delta(before, after)
     heap_hit = sum(t.heap_hit for t in delta.values())
     heap_read = sum(t.heap_read for t in delta.values())
@@ -193,7 +190,8 @@ def buffer_hit_ratio(
     cumulative_hit = sum(t.heap_hit + t.idx_hit for t in after.values())
     cumulative_all = cumulative_hit + sum(t.heap_read + t.idx_read for t in after.values())
     ratios = [r for r in (table_pct, index_pct) if r is not None]
-    target = CheckTarget(op=">", value=target_pct, unit="%", source=SOURCE_BUFFER)
+    target = backend_target("buffer_hit_ratio")
+    target_pct = target.value
     evidence = {
         "window": "each query's timed runs, right after its warm-up (summed)",
         "tables_pct": table_pct,
@@ -347,7 +345,7 @@ def index_usage(
         status="fail" if problems else "pass",
         value=len(problems),
         unit="count",
-        target=CheckTarget(op="==", value=0, unit="count", source=SOURCE_INDEX),
+        target=backend_target("index_usage"),
         evidence={
             "window": "each query's timed runs (summed)",
             "critical": critical,
@@ -441,7 +439,7 @@ def unused_indexes(
         "stats_age_days": age_days,
         "min_stats_days": min_stats_days,
     }
-    target = CheckTarget(op="==", value=0, unit="indexes", source=SOURCE_UNUSED)
+    target = backend_target("unused_indexes")
     base = {
         "id": "unused_indexes",
         "title": "Unused indexes",
