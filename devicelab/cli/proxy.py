@@ -1,11 +1,80 @@
-"""``devicelab proxy``: (being written)."""
+"""``devicelab proxy``: a shaping proxy in the foreground, and its self-check."""
 
 from __future__ import annotations
+
+import json
+from typing import Annotated
 
 import typer
 
 __all__ = ["register"]
 
+_ALLOW_DEFAULT = ["127.0.0.0/8", "::1/128"]
+
 
 def register(app: typer.Typer) -> None:
-    """Add the proxy command(s) to ``app``."""
+    """Add ``proxy`` (foreground proxy) and ``proxy check`` to ``app``."""
+    proxy_app = typer.Typer(
+        help="Run a network-shaping proxy in the foreground (prints 'listening on HOST:PORT'); "
+        "`check` measures what it achieves.",
+        invoke_without_command=True,
+    )
+    app.add_typer(proxy_app, name="proxy")
+
+    @proxy_app.callback()
+    def proxy_command(
+        ctx: typer.Context,
+        network: Annotated[str, typer.Option("--network", help="network profile id")] = "none",
+        listen: Annotated[
+            str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port)")
+        ] = "127.0.0.1:8080",
+        allow: Annotated[
+            list[str] | None,
+            typer.Option("--allow", help="client network allowed (CIDR); repeat; default loopback"),
+        ] = None,
+    ) -> None:
+        """Run a shaping proxy in the foreground until Ctrl-C; prints 'listening on HOST:PORT'."""
+        if ctx.invoked_subcommand is not None:
+            return
+        import logging
+
+        from devicelab.config import network_profile
+        from devicelab.netshape.serve import parse_listen, run_foreground
+
+        logging.basicConfig(level=logging.WARNING, format="devicelab proxy: %(message)s")
+        logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
+        profile = network_profile(network)
+        code = run_foreground(
+            profile, listen=parse_listen(listen), allow=allow or _ALLOW_DEFAULT, echo=typer.echo
+        )
+        raise typer.Exit(code)
+
+    @proxy_app.command("check")
+    def check_command(
+        network: Annotated[str, typer.Option("--network", help="network profile id")],
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        """Measure achieved RTT, downlink and uplink through the proxy vs the profile."""
+        from devicelab.config import network_profile
+        from devicelab.netshape.selfcheck import measure
+
+        profile = network_profile(network)
+        achieved = measure(profile)
+        rows = [
+            ("rtt_ms", profile.rtt if profile.shaped else None, achieved.rtt_ms),
+            ("down_kbps", profile.down_kbps, achieved.down_kbps),
+            ("up_kbps", profile.up_kbps, achieved.up_kbps),
+        ]
+        if as_json:
+            out = {"network": network, "profile": {k: p for k, p, _ in rows}}
+            typer.echo(json.dumps(out | {"achieved": achieved.model_dump()}, indent=2))
+            return
+        typer.echo(f"network {network} ({profile.label}); source: {profile.source}")
+        typer.echo(f"{'':10} {'profile':>12} {'achieved':>12} {'error':>8}")
+        for name, want, got in rows:
+            error = f"{(got - want) / want * 100:+.1f}%" if want and got is not None else "-"
+            typer.echo(f"{name:10} {_fmt(want):>12} {_fmt(got):>12} {error:>8}")
+
+
+def _fmt(value: float | None) -> str:
+    return "unlimited" if value is None else f"{value:,.1f}"

@@ -1,0 +1,292 @@
+"""Benchmark: devicelab's shaped proxy vs the ideal link vs Chromium's CDP throttling.
+
+Everything runs on loopback: an aiohttp upstream server and the clients share one event
+loop in this process; the shaped proxy runs in its own process (as devices see it);
+Chromium (/usr/bin/chromium through Playwright) talks to the server directly, throttled
+with ``Network.emulateNetworkConditions`` set to the same profile.
+
+Rows per network: downloads of 100 KB, 1 MB and 5 MB, a 1 MB upload, a tiny request, a
+tiny request during two concurrent 1 MB downloads, and the worst message of a 10-message
+WebSocket burst (server to device). ``ideal`` is RTT + size / bandwidth (one-way delay for
+a WebSocket message). Then the unshaped overhead: added latency p50/p95 and throughput
+through the proxy against direct.
+
+    .venv/bin/python bench/shaping.py [--networks 4g,5g] [--no-cdp] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from devicelab.config import network_profile
+from devicelab.models.network import NetworkProfile
+from devicelab.netshape.proxy import ShapedProxy
+
+KB, MB = 1000, 1_000_000
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--headless=new",
+]
+
+
+# --- upstream server ---------------------------------------------------------------------
+async def _index(request: web.Request) -> web.Response:
+    return web.Response(text="<!doctype html><title>bench</title>", content_type="text/html")
+
+
+async def _bytes(request: web.Request) -> web.StreamResponse:
+    size = int(request.query.get("n", "0"))
+    response = web.StreamResponse(headers={"Content-Length": str(size)})
+    await response.prepare(request)
+    block = b"x" * 65536
+    for start in range(0, size, len(block)):
+        await response.write(block[: min(len(block), size - start)])
+    await response.write_eof()
+    return response
+
+
+async def _sink(request: web.Request) -> web.Response:
+    return web.Response(text=str(len(await request.read())))
+
+
+async def _ws(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT and msg.data.startswith("burst"):
+            for i in range(int(msg.data.split()[1])):
+                await ws.send_str(f"{i} {time.time() * 1000}")
+    return ws
+
+
+async def start_server() -> tuple[web.AppRunner, str]:
+    app = web.Application(client_max_size=64 * MB)
+    app.router.add_get("/", _index)
+    app.router.add_get("/bytes", _bytes)
+    app.router.add_post("/sink", _sink)
+    app.router.add_get("/ws", _ws)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+# --- measures through the proxy (aiohttp client) ----------------------------------------
+async def _get(s: aiohttp.ClientSession, url: str, proxy: str | None) -> float:
+    start = time.perf_counter()
+    async with s.get(url, proxy=proxy) as r:
+        async for _ in r.content.iter_chunked(1 << 20):
+            pass
+    return time.perf_counter() - start
+
+
+async def ours(base: str, proxy: str, sizes: list[int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession() as s:
+        await _get(s, f"{base}/bytes?n=1", proxy)
+        out["tiny"] = statistics.median(
+            [await _get(s, f"{base}/bytes?n=1", proxy) for _ in range(5)]
+        )
+        for size in sizes:
+            out[f"down {size // KB} KB"] = await _get(s, f"{base}/bytes?n={size}", proxy)
+        start = time.perf_counter()
+        async with s.post(f"{base}/sink", data=b"u" * MB, proxy=proxy) as r:
+            await r.read()
+        out["up 1000 KB"] = time.perf_counter() - start
+
+        async def tiny_later() -> float:
+            await asyncio.sleep(0.3)
+            return await _get(s, f"{base}/bytes?n=10", proxy)
+
+        bulk = f"{base}/bytes?n={MB}"
+        *_, out["tiny during 2 downloads"] = await asyncio.gather(
+            _get(s, bulk, proxy), _get(s, bulk, proxy), tiny_later()
+        )
+        async with s.ws_connect(f"{base}/ws", proxy=proxy) as ws:
+            await ws.send_str("burst 10")
+            lags = []
+            for _ in range(10):
+                msg = await ws.receive(timeout=30)
+                lags.append(time.time() - float(msg.data.split()[1]) / 1000)
+        out["ws burst worst msg"] = max(lags)
+    return out
+
+
+# --- the same through Chromium's CDP throttling -----------------------------------------
+_PAGE_JS = """
+async ([base, sizes]) => {
+  const t = async (f) => {
+    const s = performance.now(); await f(); return (performance.now() - s) / 1000;
+  };
+  const get = (u) => t(async () => {
+    const r = await fetch(u, {cache: 'no-store'}); await r.arrayBuffer();
+  });
+  const out = {};
+  await get(base + '/bytes?n=1');
+  const tinies = [];
+  for (let i = 0; i < 5; i++) tinies.push(await get(base + '/bytes?n=1'));
+  tinies.sort((a, b) => a - b); out['tiny'] = tinies[2];
+  for (const n of sizes) out['down ' + (n / 1000) + ' KB'] = await get(base + '/bytes?n=' + n);
+  const body = new Uint8Array(1000000);
+  out['up 1000 KB'] = await t(async () => {
+    const r = await fetch(base + '/sink', {method: 'POST', body}); await r.text();
+  });
+  const bulk = base + '/bytes?n=1000000';
+  const later = new Promise(r => setTimeout(r, 300)).then(() => get(base + '/bytes?n=10'));
+  const res = await Promise.all([get(bulk), get(bulk), later]);
+  out['tiny during 2 downloads'] = res[2];
+  out['ws burst worst msg'] = await new Promise((resolve) => {
+    const ws = new WebSocket(base.replace('http', 'ws') + '/ws'); const lags = [];
+    ws.onopen = () => ws.send('burst 10');
+    ws.onmessage = (e) => { lags.push((Date.now() - Number(e.data.split(' ')[1])) / 1000);
+      if (lags.length === 10) { ws.close(); resolve(Math.max(...lags)); } };
+  });
+  return out;
+}
+"""
+
+
+async def cdp(base: str, profile: NetworkProfile, sizes: list[int]) -> dict[str, float]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        await page.goto(base + "/")
+        session = await page.context.new_cdp_session(page)
+        await session.send("Network.enable")
+        await session.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": profile.rtt,
+                "downloadThroughput": profile.down_bytes_per_s or -1,
+                "uploadThroughput": profile.up_bytes_per_s or -1,
+            },
+        )
+        result: dict[str, float] = await page.evaluate(_PAGE_JS, [base, sizes])
+        await browser.close()
+    return result
+
+
+def ideal(profile: NetworkProfile, row: str) -> float:
+    if row.startswith("down"):
+        return profile.ideal_download_s(int(row.split()[1]) * KB)
+    if row.startswith("up"):
+        return profile.ideal_upload_s(int(row.split()[1]) * KB)
+    if row.startswith("ws"):
+        return (profile.down_delay_ms or 0) / 1000
+    return profile.rtt / 1000
+
+
+def goal(profile: NetworkProfile, row: str, value: float) -> str:
+    want = ideal(profile, row)
+    if row in ("down 1000 KB", "down 5000 KB") and profile.id in ("4g", "fast-3g", "slow-3g"):
+        return "ok" if abs(value - want) <= 0.05 * want else "MISS (±5 %)"
+    if row == "tiny":
+        return "ok" if value <= want + 0.010 else "MISS (+10 ms)"
+    if row == "tiny during 2 downloads":
+        return "ok" if value <= 2 * want + 0.100 else "MISS (2 RTT + 100 ms)"
+    if row.startswith("ws"):
+        return "ok" if value <= want + 0.020 else "MISS (+20 ms)"
+    return ""
+
+
+def table(
+    name: str, profile: NetworkProfile, mine: dict[str, float], theirs: dict[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """Print one network's markdown table; returns its rows for the JSON report."""
+    print(f"\n## {name}: RTT {profile.rtt:g} ms, {profile.down_kbps:g}/{profile.up_kbps:g} kbps")
+    print("| row | ideal s | devicelab s | err | CDP s | CDP err | closer | goal |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    rows: dict[str, dict[str, float | None]] = {}
+    for row, value in mine.items():
+        want = ideal(profile, row)
+        other = theirs.get(row)
+        err = (value - want) / want * 100
+        cerr = (other - want) / want * 100 if other is not None else None
+        closer = "-" if cerr is None else ("devicelab" if abs(err) <= abs(cerr) else "CDP")
+        cells = [
+            row,
+            f"{want:.3f}",
+            f"{value:.3f}",
+            f"{err:+.1f} %",
+            "-" if other is None else f"{other:.3f}",
+            "-" if cerr is None else f"{cerr:+.1f} %",
+            closer,
+            goal(profile, row, value),
+        ]
+        print("| " + " | ".join(cells) + " |")
+        rows[row] = {"ideal_s": want, "devicelab_s": value, "cdp_s": other}
+    return rows
+
+
+async def overhead(base: str) -> dict[str, float]:
+    """Added latency (keep-alive and new connection) and throughput, proxy vs direct."""
+    with ShapedProxy(None, mode="subprocess") as proxy:
+        figures: dict[str, float] = {}
+        for label, via in (("direct", None), ("proxy", proxy.url)):
+            async with aiohttp.ClientSession() as s:
+                await _get(s, f"{base}/bytes?n=1", via)
+                lat = sorted([await _get(s, f"{base}/bytes?n=1", via) for _ in range(200)])
+                size = 200 * MB
+                took = await _get(s, f"{base}/bytes?n={size}", via)
+            fresh = []
+            for _ in range(30):
+                async with aiohttp.ClientSession() as s:
+                    fresh.append(await _get(s, f"{base}/bytes?n=1", via))
+            figures[f"{label} p50"] = statistics.median(lat)
+            figures[f"{label} p95"] = lat[int(len(lat) * 0.95)]
+            figures[f"{label} new-conn p50"] = statistics.median(fresh)
+            figures[f"{label} MB/s"] = size / took / MB
+    return figures
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--networks", default="slow-3g,fast-3g,4g,5g")
+    parser.add_argument("--no-cdp", action="store_true")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    sizes = [100 * KB, 1 * MB, 5 * MB]
+    runner, base = await start_server()
+    report: dict[str, Any] = {"networks": {}}
+    try:
+        for name in args.networks.split(","):
+            profile = network_profile(name)
+            with ShapedProxy(profile, mode="subprocess") as proxy:
+                mine = await ours(base, proxy.url, sizes)
+            theirs = {} if args.no_cdp else await cdp(base, profile, sizes)
+            rows = table(name, profile, mine, theirs)
+            report["networks"][name] = rows
+        figures = await overhead(base)
+        report["unshaped"] = figures
+        print("\n## unshaped overhead (proxy vs direct)")
+        for kind in ("p50", "p95", "new-conn p50"):
+            added = (figures[f"proxy {kind}"] - figures[f"direct {kind}"]) * 1000
+            print(f"added latency {kind}: {added:.2f} ms")
+        proxy_rate, direct_rate = figures["proxy MB/s"], figures["direct MB/s"]
+        print(f"throughput: proxy {proxy_rate:.0f} MB/s, direct {direct_rate:.0f} MB/s")
+    finally:
+        await runner.cleanup()
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,380 @@
+"""NetShape: the mitmproxy addon that puts every client through an emulated network link.
+
+Each client (source address) gets its own link (``link.Channel`` down and up); each of its
+connections is wrapped below mitmproxy's protocol layers (``transport``), so HTTP(S)
+requests and responses, WebSocket messages and raw TCP are all delayed, paced and shared
+fairly by the same model. Options are declared in ``load`` and validated in ``configure``:
+
+    netshape_profile     a NetworkProfile as JSON ("" = no shaping)
+    netshape_allow       client networks allowed to use the proxy (CIDR); others are refused
+    netshape_ws_history  WebSocket messages kept per flow (older ones are dropped)
+    netshape_records     flow timing records kept (oldest dropped first)
+
+Runtime control (no restart): change ``netshape_profile``, call ``go_offline`` /
+``go_online``, or, from any allowed client, the control endpoint ``http://netshape.devicelab/``
+(``GET status``, ``GET records``, ``POST profile`` with a profile JSON body,
+``POST offline?seconds=N``, ``POST online``).
+
+Why below the protocol layers: mitmproxy's hooks see whole messages and cannot pause a
+streamed body, so pacing there would either buffer bodies or stack WebSocket messages.
+The wrapping swaps the client's reader and writer in ``ConnectionHandler.transports`` at
+``client_connected``, before mitmproxy reads a byte (mitmproxy 12's layout; the netshape
+tests fail loudly if a mitmproxy upgrade changes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.connection import Client
+from pydantic import ValidationError
+
+from devicelab.models.network import NetworkProfile
+from devicelab.netshape.link import Channel, Shape
+from devicelab.netshape.records import FlowRecord
+from devicelab.netshape.transport import ShapedReader, ShapedWriter
+
+__all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "shapes_of"]
+
+logger = logging.getLogger("devicelab.netshape")
+
+CONTROL_HOST = "netshape.devicelab"
+DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _bad_option(message: str) -> Exception:
+    """mitmproxy's OptionsError (untyped in mitmproxy) carrying ``message``."""
+    error: Any = exceptions.OptionsError
+    return cast(Exception, error(message))
+
+
+def shapes_of(profile: NetworkProfile | None) -> tuple[Shape, Shape]:
+    """The (downlink, uplink) shapes of ``profile``; transparent for None or unshaped.
+
+    The profile's jitter is the variation of the round trip: each direction gets jitter/√2.
+    """
+    if profile is None or not profile.shaped or profile.offline:
+        return Shape(), Shape()
+    jitter = profile.jitter_ms / 1000 / math.sqrt(2)
+    loss, rtt = profile.loss_pct / 100, profile.rtt / 1000
+    down = Shape((profile.down_delay_ms or 0) / 1000, profile.down_bytes_per_s, jitter, loss, rtt)
+    up = Shape((profile.up_delay_ms or 0) / 1000, profile.up_bytes_per_s, jitter, loss, rtt)
+    return down, up
+
+
+@dataclass
+class _Link:
+    down: Channel
+    up: Channel
+    connections: int = 0
+
+
+@dataclass
+class _Connection:
+    link_key: str
+    reader: ShapedReader
+    writer: ShapedWriter
+    control: bool = False
+    records: dict[str, FlowRecord] = field(default_factory=dict)
+
+
+class NetShape:
+    """The addon. One instance per proxy; its state lives on the proxy's event loop."""
+
+    def __init__(self) -> None:
+        self.profile: NetworkProfile | None = None
+        self._down, self._up = Shape(), Shape()
+        self._allow: list[_Network] = []
+        self._links: dict[str, _Link] = {}
+        self._connections: dict[str, _Connection] = {}
+        self._records: deque[FlowRecord] = deque(maxlen=10_000)
+        self._ws_records: dict[str, FlowRecord] = {}
+        self._offline_until: float | None = None
+        self._online_timer: asyncio.TimerHandle | None = None
+
+    # --- options -------------------------------------------------------------------------
+    def load(self, loader: Any) -> None:
+        """Declare the addon's options."""
+        loader.add_option(
+            "netshape_profile", str, "", "The network profile to emulate, as NetworkProfile JSON."
+        )
+        loader.add_option(
+            "netshape_allow",
+            Sequence[str],
+            list(DEFAULT_ALLOW),
+            "Client networks (CIDR) allowed to use the proxy; every other client is refused.",
+        )
+        loader.add_option(
+            "netshape_ws_history", int, 200, "WebSocket messages kept per flow (older dropped)."
+        )
+        loader.add_option("netshape_records", int, 10_000, "Flow timing records kept.")
+
+    def configure(self, updated: set[str]) -> None:
+        """Validate and apply the options; raises mitmproxy's OptionsError when one is wrong."""
+        opts: Any = ctx.options
+        if "netshape_profile" in updated:
+            self._apply_profile(self._parse_profile(opts.netshape_profile))
+        if "netshape_allow" in updated:
+            try:
+                allow = [ipaddress.ip_network(c, strict=False) for c in opts.netshape_allow]
+            except ValueError as exc:
+                raise _bad_option(f"netshape_allow: {exc}") from exc
+            if not allow:
+                raise _bad_option("netshape_allow is empty: no client could connect")
+            self._allow = allow
+        if "netshape_ws_history" in updated and opts.netshape_ws_history < 1:
+            raise _bad_option("netshape_ws_history must be at least 1")
+        if "netshape_records" in updated:
+            if opts.netshape_records < 1:
+                raise _bad_option("netshape_records must be at least 1")
+            self._records = deque(self._records, maxlen=opts.netshape_records)
+
+    @staticmethod
+    def _parse_profile(text: str) -> NetworkProfile | None:
+        if not text.strip():
+            return None
+        try:
+            return NetworkProfile.model_validate_json(text)
+        except ValidationError as exc:
+            raise _bad_option(f"netshape_profile: {exc}") from exc
+
+    def _apply_profile(self, profile: NetworkProfile | None) -> None:
+        self.profile = profile
+        self._down, self._up = shapes_of(profile)
+        name = profile.id or profile.label if profile else "none"
+        logger.info("network profile: %s", name)
+        if profile is not None and profile.offline:
+            self.cut_all()
+
+    # --- runtime control ----------------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        """True while the link refuses connections (offline profile or ``go_offline``)."""
+        if self.profile is not None and self.profile.offline:
+            return True
+        return self._offline_until is not None
+
+    def go_offline(self, seconds: float | None = None) -> None:
+        """Cut every connection and refuse new ones, for ``seconds`` (None: until online)."""
+        if self._online_timer is not None:
+            self._online_timer.cancel()
+            self._online_timer = None
+        loop = asyncio.get_running_loop()
+        self._offline_until = math.inf if seconds is None else loop.time() + seconds
+        if seconds is not None:
+            self._online_timer = loop.call_later(seconds, self.go_online)
+        logger.info("offline%s", "" if seconds is None else f" for {seconds:g} s")
+        self.cut_all()
+
+    def go_online(self) -> None:
+        """Accept connections again."""
+        if self._online_timer is not None:
+            self._online_timer.cancel()
+            self._online_timer = None
+        self._offline_until = None
+        logger.info("online")
+
+    def records(self) -> list[FlowRecord]:
+        """The flow timing records kept so far, oldest first."""
+        return list(self._records)
+
+    def cut_all(self) -> None:
+        """Cut every open connection (the control endpoint's excepted)."""
+        for conn in list(self._connections.values()):
+            if not conn.control:
+                conn.writer.abort()
+                conn.reader.abort()
+
+    def _shape_down(self) -> Shape:
+        return self._down
+
+    def _shape_up(self) -> Shape:
+        return self._up
+
+    # --- connections --------------------------------------------------------------------
+    def _allowed(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._allow)
+
+    def client_connected(self, client: Client) -> None:
+        """Refuse clients outside the allow-list or while offline; wrap the rest."""
+        host = str(client.peername[0]) if client.peername else "?"
+        if not self._allowed(host):
+            allow = ", ".join(str(n) for n in self._allow)
+            logger.warning("refused client %s: not in the allow-list (%s)", host, allow)
+            client.error = f"client {host} is not allowed (netshape_allow)"
+            return
+        if self.offline:
+            logger.info("refused client %s: the link is offline", host)
+            client.error = "the link is offline"
+            return
+        master: Any = ctx.master
+        handler = master.addons.get("proxyserver").connections.get(client.id)
+        if handler is None:
+            logger.warning("cannot shape client %s: mitmproxy's handler was not found", host)
+            return
+        io = handler.transports[client]
+        link = self._links.get(host)
+        if link is None:
+            link = _Link(Channel(self._shape_down), Channel(self._shape_up))
+            self._links[host] = link
+        link.connections += 1
+        reader, writer = ShapedReader(io.reader, link.up), ShapedWriter(io.writer, link.down)
+        io.reader, io.writer = reader, writer
+        self._connections[client.id] = _Connection(host, reader, writer)
+
+    def client_disconnected(self, client: Client) -> None:
+        """Forget the connection; a client's link goes with its last connection."""
+        conn = self._connections.pop(client.id, None)
+        if conn is None:
+            return
+        conn.reader.abort()
+        link = self._links.get(conn.link_key)
+        if link is not None:
+            link.connections -= 1
+            if link.connections <= 0:
+                del self._links[conn.link_key]
+        for record in conn.records.values():
+            if record.end is None and record.error is None:
+                record.error = "connection closed"
+
+    # --- flows --------------------------------------------------------------------------
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Start the flow's record; stream the body so big uploads are paced, not buffered."""
+        conn = self._connections.get(flow.client_conn.id)
+        if flow.request.pretty_host == CONTROL_HOST or conn is None:
+            if conn is not None:
+                conn.control = True
+            return
+        arrival = conn.reader.pipe.last_arrival
+        start = time.time() - (asyncio.get_running_loop().time() - arrival)
+        record = FlowRecord(
+            id=flow.id,
+            client=conn.link_key,
+            method=flow.request.method,
+            url=flow.request.pretty_url,
+            start=start,
+        )
+        conn.records[flow.id] = record
+        self._records.append(record)
+
+        def count_up(data: bytes) -> bytes:
+            record.bytes_up += len(data)
+            return data
+
+        # Streamed, not buffered: the body goes on as it crosses the uplink.
+        flow.request.stream = count_up
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Answer the control endpoint."""
+        if flow.request.pretty_host == CONTROL_HOST:
+            self._control(flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Stream the body (paced by the link) and time the first byte at the device."""
+        conn = self._connections.get(flow.client_conn.id)
+        record = conn.records.get(flow.id) if conn else None
+        if conn is None or record is None or flow.response is None:
+            return
+        record.status = flow.response.status_code
+        pipe = conn.writer.pipe
+        offset = pipe.queued_total
+
+        def count_down(data: bytes) -> bytes:
+            record.bytes_down += len(data)
+            return data
+
+        # Streamed, not buffered: the link paces the body as it comes from the server.
+        flow.response.stream = count_down
+
+        def first_byte() -> None:
+            record.first_byte = time.time()
+
+        pipe.when_delivered(offset + 1, first_byte)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """Time the last byte at the device (the body has been handed to the link)."""
+        conn = self._connections.get(flow.client_conn.id)
+        record = conn.records.pop(flow.id, None) if conn else None
+        if conn is None or record is None:
+            return
+        pipe = conn.writer.pipe
+        offset = pipe.queued_total
+        if flow.websocket is not None:
+            self._ws_records[flow.id] = record
+
+        def end() -> None:
+            record.end = time.time()
+
+        pipe.when_delivered(offset, end)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """Mark the flow's record as failed."""
+        conn = self._connections.get(flow.client_conn.id)
+        record = conn.records.pop(flow.id, None) if conn else None
+        if record is not None and flow.error is not None:
+            record.error = flow.error.msg
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """Count the message and keep the flow's message history bounded."""
+        assert flow.websocket is not None
+        keep = ctx.options.netshape_ws_history
+        messages = flow.websocket.messages
+        if len(messages) > keep:
+            del messages[:-keep]
+        if (record := self._ws_records.get(flow.id)) is not None:
+            record.ws_messages += 1
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """Forget the WebSocket flow's live record."""
+        self._ws_records.pop(flow.id, None)
+
+    # --- control endpoint ---------------------------------------------------------------
+    def _control(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        action = req.path.split("?")[0].strip("/")
+        status, body = 200, cast(dict[str, Any], {"ok": True})
+        try:
+            if action == "status" and req.method == "GET":
+                body = self.status()
+            elif action == "records" and req.method == "GET":
+                body = {"records": [r.to_dict() for r in self._records]}
+            elif action == "profile" and req.method == "POST":
+                options: Any = ctx.options
+                options.update(netshape_profile=req.get_text() or "")
+            elif action == "offline" and req.method == "POST":
+                seconds = req.query.get("seconds")
+                self.go_offline(float(seconds) if seconds else None)
+            elif action == "online" and req.method == "POST":
+                self.go_online()
+            else:
+                status, body = 404, {"error": f"no control action {req.method} /{action}"}
+        except (exceptions.OptionsError, ValueError) as exc:
+            status, body = 400, {"error": str(exc)}
+        flow.response = http.Response.make(
+            status, json.dumps(body), {"content-type": "application/json"}
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The addon's state as a JSON-ready dict (profile, offline, links)."""
+        return {
+            "profile": self.profile.model_dump() if self.profile else None,
+            "offline": self.offline,
+            "links": {k: v.connections for k, v in self._links.items()},
+        }

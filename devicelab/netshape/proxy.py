@@ -1,0 +1,335 @@
+"""ShapedProxy: a mitmproxy with the NetShape addon, started and stopped from Python.
+
+Lifecycle: ``start()`` (or ``with ShapedProxy(...) as proxy``) brings the proxy up and
+returns once it listens (``proxy.port`` is the real port when 0 was asked for); runtime
+control (``set_profile``, ``go_offline``, ``go_online``, ``records``) works while it runs;
+``stop()`` releases the listening port first, then shuts mitmproxy down, so a new proxy can
+start on the same port at once.
+
+Two modes: ``thread`` (default) runs mitmproxy in-process on its own event loop in a
+thread (starts in ~0.1 s once mitmproxy is imported; mitmproxy keeps one global context,
+so one in-process proxy at a time, and a busy main thread delays it through the GIL);
+``subprocess`` runs ``python -m devicelab.netshape.serve`` and drives it through the
+control endpoint (any number at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from devicelab.errors import BadInput, EnvironmentProblem
+from devicelab.models.network import NetworkProfile
+from devicelab.netshape.addon import CONTROL_HOST, DEFAULT_ALLOW, NetShape
+from devicelab.netshape.records import FlowRecord
+
+__all__ = ["DEFAULT_CONFDIR", "ShapedProxy"]
+
+DEFAULT_CONFDIR = "~/.mitmproxy"
+_START_TIMEOUT_S = 15.0
+_in_process_lock = threading.Lock()
+
+
+class ShapedProxy:
+    """A shaping HTTP(S)/WebSocket proxy on ``host:port`` for the clients in ``allow``."""
+
+    def __init__(
+        self,
+        profile: NetworkProfile | None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allow: Sequence[str] = DEFAULT_ALLOW,
+        confdir: str | os.PathLike[str] = DEFAULT_CONFDIR,
+        mode: Literal["thread", "subprocess"] = "thread",
+        ws_history: int = 200,
+        verify_upstream: bool = True,
+    ) -> None:
+        if mode not in ("thread", "subprocess"):
+            raise BadInput(f"unknown proxy mode {mode!r}", hint="use 'thread' or 'subprocess'")
+        if not 0 <= port <= 65535:
+            raise BadInput(f"port {port} is out of range", hint="use 0..65535 (0: a free port)")
+        self.profile = profile
+        self.host = host
+        self.port = port
+        self.allow = list(allow)
+        self.confdir = Path(confdir).expanduser()
+        self.mode = mode
+        self.ws_history = ws_history
+        # False for lab backends with self-signed certificates (the device still sees
+        # mitmproxy's CA); never turn it off for servers on the internet.
+        self.verify_upstream = verify_upstream
+        self.addon = NetShape()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._master: Any = None
+        self._ready: Future[tuple[str, int]] = Future()
+        self._process: subprocess.Popen[str] | None = None
+        self._holds_lock = False
+
+    # --- public surface -----------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The proxy URL clients use, e.g. ``http://127.0.0.1:8080``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        """The CA certificate (PEM) to install on devices so HTTPS can be shaped.
+
+        mitmproxy creates it in ``confdir`` on first start; ``.cer`` and ``.p12`` forms sit
+        next to it (iOS takes the ``.pem`` through a profile, Android the ``.cer``).
+        """
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def start(self) -> Self:
+        """Start the proxy and return once it listens.
+
+        Raises EnvironmentProblem when it cannot listen (port taken, address not local) or
+        another in-process proxy runs; BadInput when an option is wrong.
+        """
+        if self.mode == "subprocess":
+            self._start_subprocess()
+        else:
+            self._start_thread()
+        return self
+
+    def stop(self) -> None:
+        """Release the port, cut the connections and stop; safe to call twice."""
+        if self._process is not None:
+            self._stop_subprocess()
+        if self._thread is not None:
+            self._stop_thread()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def set_profile(self, profile: NetworkProfile | None) -> None:
+        """Switch the network profile now (bytes already on the link keep their timing)."""
+        self.profile = profile
+        text = profile.model_dump_json() if profile else ""
+        if self._process is not None:
+            self._control("POST", "profile", text.encode())
+        else:
+            self._call(lambda: self._master.options.update(netshape_profile=text))
+
+    def go_offline(self, seconds: float | None = None) -> None:
+        """Cut every connection and refuse new ones for ``seconds`` (None: until online)."""
+        if self._process is not None:
+            query = "" if seconds is None else f"?seconds={seconds}"
+            self._control("POST", f"offline{query}")
+        else:
+            self._call(lambda: self.addon.go_offline(seconds))
+
+    def go_online(self) -> None:
+        """Accept connections again."""
+        if self._process is not None:
+            self._control("POST", "online")
+        else:
+            self._call(self.addon.go_online)
+
+    def records(self) -> list[FlowRecord]:
+        """The per-flow timing records so far (bytes, start, first byte, end)."""
+        if self._process is not None:
+            data = json.loads(self._control("GET", "records"))
+            return [FlowRecord(**r) for r in data["records"]]
+        result: list[FlowRecord] = self._call(self.addon.records)
+        return result
+
+    # --- thread mode --------------------------------------------------------------------
+    def _call(self, fn: Any) -> Any:
+        if self._loop is None:
+            raise EnvironmentProblem("the proxy is not running", hint="call start() first")
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
+
+    def _start_thread(self) -> None:
+        if not _in_process_lock.acquire(blocking=False):
+            raise EnvironmentProblem(
+                "another in-process shaped proxy is running",
+                hint="stop it first, or use ShapedProxy(..., mode='subprocess')",
+            )
+        self._holds_lock = True
+        self._ready = Future()
+        self._thread = threading.Thread(target=self._thread_main, name="netshape", daemon=True)
+        self._thread.start()
+        try:
+            self.host, self.port = self._ready.result(timeout=_START_TIMEOUT_S)
+        except BaseException:
+            self._stop_thread()
+            raise
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to start(); the thread must not die silently
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+
+    async def _serve(self) -> None:
+        from mitmproxy import exceptions, master, options
+        from mitmproxy.addons import core, next_layer, onboarding, proxyserver, tlsconfig
+
+        self._loop = asyncio.get_running_loop()
+        opts = options.Options()
+        self._master = master.Master(opts)
+        # A lean set of mitmproxy's addons: the proxy server, TLS interception (so HTTPS is
+        # shaped too) and mitm.it for the CA certificate; nothing that rewrites traffic.
+        mitm_addons: list[Any] = [
+            core.Core,
+            proxyserver.Proxyserver,
+            next_layer.NextLayer,
+            tlsconfig.TlsConfig,
+            onboarding.Onboarding,
+        ]
+        self._master.addons.add(
+            *(make() for make in mitm_addons),
+            self.addon,
+            _Ready(self._ready, self.host, self.port),
+        )
+        settings: Any = opts
+        try:
+            settings.update(
+                mode=["regular"],
+                listen_host=self.host,
+                listen_port=self.port,
+                confdir=str(self.confdir),
+                netshape_profile=self.profile.model_dump_json() if self.profile else "",
+                netshape_allow=self.allow,
+                netshape_ws_history=self.ws_history,
+                ssl_insecure=not self.verify_upstream,
+            )
+        except exceptions.OptionsError as exc:
+            raise BadInput(f"bad proxy option: {exc}", hint="check --listen and --allow") from exc
+        await self._master.run()
+
+    def _stop_thread(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+
+            async def shutdown() -> None:
+                # Free the port before anything else, so a restart on it works at once.
+                await self._master.addons.get("proxyserver").servers.update([])
+                self.addon.cut_all()
+                self._master.shutdown()
+
+            # RuntimeError/TimeoutError: the loop already ended, nothing listens any more.
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+            thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+        if self._holds_lock:
+            self._holds_lock = False
+            _in_process_lock.release()
+
+    # --- subprocess mode ----------------------------------------------------------------
+    def _start_subprocess(self) -> None:
+        argv = [sys.executable, "-m", "devicelab.netshape.serve"]
+        argv += ["--listen", f"{self.host}:{self.port}", "--confdir", str(self.confdir)]
+        argv += ["--profile-json", self.profile.model_dump_json() if self.profile else ""]
+        argv += ["--ws-history", str(self.ws_history)]
+        if not self.verify_upstream:
+            argv.append("--no-verify-upstream")
+        for cidr in self.allow:
+            argv += ["--allow", cidr]
+        self._process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        line = _read_line(self._process, _START_TIMEOUT_S)
+        if not line.startswith("listening on "):
+            stderr = self._process.stderr
+            err = stderr.read() if stderr and self._process.poll() is not None else ""
+            self._stop_subprocess()
+            raise EnvironmentProblem(
+                f"the proxy subprocess did not start: {(err or line).strip()[-400:]}",
+                hint="is the port free and the address local?",
+            )
+        host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+
+    def _stop_subprocess(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+    def _control(self, method: str, action: str, body: bytes | None = None) -> str:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": self.url}))
+        req = urllib.request.Request(f"http://{CONTROL_HOST}/{action}", body, method=method)
+        try:
+            with opener.open(req, timeout=30) as response:
+                return str(response.read().decode())
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"the proxy's control endpoint failed: {exc}", hint="is the proxy running?"
+            ) from exc
+
+
+class _Ready:
+    """Reports the listening address (or the failure to listen) once mitmproxy runs."""
+
+    def __init__(self, ready: Future[tuple[str, int]], host: str, port: int) -> None:
+        self._ready, self._host, self._port = ready, host, port
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        master: Any = ctx.master
+        proxyserver = master.addons.get("proxyserver")
+        addrs = proxyserver.listen_addrs()
+        if addrs:
+            self._ready.set_result((self._host, int(addrs[0][1])))
+            return
+        errors = [str(s.last_exception) for s in proxyserver.servers if s.last_exception]
+        self._ready.set_exception(
+            EnvironmentProblem(
+                f"cannot listen on {self._host}:{self._port}: {'; '.join(errors) or 'unknown'}",
+                hint="pick a free port (0 picks one) and a local address",
+            )
+        )
+        master.shutdown()
+
+
+def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The first line the process prints, or "" when it prints none within ``timeout``."""
+    result: list[str] = []
+    reader = threading.Thread(
+        target=lambda: result.append(process.stdout.readline() if process.stdout else ""),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(timeout)
+    return result[0] if result else ""

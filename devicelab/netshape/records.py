@@ -1,0 +1,39 @@
+"""Per-flow timing records: what the shaped link did to each HTTP flow, kept as evidence."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["FlowRecord"]
+
+
+@dataclass
+class FlowRecord:
+    """One HTTP(S) flow (or WebSocket handshake) through the shaped proxy.
+
+    Times are Unix seconds measured at the device's end of the link: ``start`` when the
+    bytes completing the request headers left the device, ``first_byte`` and ``end`` when
+    the first and last response bytes reached it. ``bytes_up`` and ``bytes_down`` count
+    the request and response bodies as sent (content-encoded, without headers). ``None``
+    means not reached (the flow failed or was cut). ``ws_messages`` counts the WebSocket
+    messages of an upgraded flow. Over HTTP/2 the streams of one connection share its
+    byte offsets, so ``first_byte``/``end`` are approximate there.
+    """
+
+    id: str
+    client: str
+    method: str
+    url: str
+    start: float
+    status: int | None = None
+    first_byte: float | None = None
+    end: float | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    ws_messages: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
+        return asdict(self)

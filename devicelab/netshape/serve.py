@@ -1,0 +1,128 @@
+"""Run a shaped proxy in the foreground until SIGINT/SIGTERM.
+
+``python -m devicelab.netshape.serve --profile-json JSON --listen HOST:PORT [--allow CIDR]``
+is what ShapedProxy's subprocess mode starts; ``devicelab proxy`` calls ``run_foreground``.
+The first line printed is ``listening on HOST:PORT``, once the port accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from devicelab.errors import BadInput, DeviceLabError
+from devicelab.models.network import NetworkProfile
+from devicelab.netshape.addon import DEFAULT_ALLOW
+from devicelab.netshape.proxy import DEFAULT_CONFDIR, ShapedProxy
+
+__all__ = ["device_instructions", "main", "parse_listen", "run_foreground"]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port); raises BadInput."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise BadInput(f"--listen {text!r} is not HOST:PORT", hint="e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def device_instructions(proxy: ShapedProxy) -> list[str]:
+    """Lines telling a user how to point each kind of device at ``proxy``."""
+    port = proxy.port
+    lan = proxy.host in ("0.0.0.0", "::")
+    host = "<this machine's LAN address>" if lan else proxy.host
+    lines = [
+        f"  web (Playwright): proxy={{'server': '{proxy.url}'}}",
+        f"  android (USB):    adb reverse tcp:{port} tcp:{port} && "
+        f"adb shell settings put global http_proxy 127.0.0.1:{port}",
+        "                    undo: adb shell settings put global http_proxy :0",
+        f"  ios:              Wi-Fi > (i) > Configure Proxy > Manual: {host} port {port}",
+        f"  HTTPS: install the CA certificate {proxy.ca_cert_path}"
+        " (or browse to http://mitm.it through the proxy)",
+        f"  allowed clients: {', '.join(proxy.allow)}",
+    ]
+    if lan and set(proxy.allow) <= set(DEFAULT_ALLOW):
+        lines.append("  (only loopback may connect: add --allow <your LAN's CIDR> for devices)")
+    return lines
+
+
+def run_foreground(
+    profile: NetworkProfile | None,
+    *,
+    listen: tuple[str, int] = ("127.0.0.1", 8080),
+    allow: Sequence[str] = DEFAULT_ALLOW,
+    confdir: str = DEFAULT_CONFDIR,
+    echo: Callable[[str], None] = print,
+    instructions: bool = True,
+    **proxy_options: Any,
+) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit code (0 after a clean stop).
+
+    ``proxy_options`` go to ShapedProxy (``ws_history``, ``verify_upstream``).
+
+    Raises EnvironmentProblem when the proxy cannot listen; BadInput on a bad option.
+    """
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with ShapedProxy(
+            profile, host=listen[0], port=listen[1], allow=allow, confdir=confdir
+        ) as p:
+            echo(f"listening on {p.host}:{p.port}")
+            if instructions:
+                name = profile.id or profile.label if profile else "none"
+                echo(f"network {name}; point a device at it:")
+                for line in device_instructions(p):
+                    echo(line)
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m devicelab.netshape.serve``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m devicelab.netshape.serve")
+    parser.add_argument("--profile-json", default="", help="NetworkProfile JSON ('' = none)")
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--allow", action="append", default=None)
+    parser.add_argument("--confdir", default=DEFAULT_CONFDIR)
+    parser.add_argument("--ws-history", type=int, default=200)
+    parser.add_argument("--no-verify-upstream", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="netshape: %(message)s")
+    logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
+    try:
+        profile = (
+            NetworkProfile.model_validate_json(args.profile_json) if args.profile_json else None
+        )
+        return run_foreground(
+            profile,
+            listen=parse_listen(args.listen),
+            allow=args.allow or DEFAULT_ALLOW,
+            confdir=args.confdir,
+            echo=lambda line: print(line, flush=True),
+            instructions=False,
+            ws_history=args.ws_history,
+            verify_upstream=not args.no_verify_upstream,
+        )
+    except DeviceLabError as exc:
+        print(f"netshape: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:
+        print(f"netshape: error: bad profile: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

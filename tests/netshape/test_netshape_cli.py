@@ -1,0 +1,82 @@
+"""``devicelab proxy`` and ``devicelab proxy check`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+DEVICELAB = [sys.executable, "-c", "from devicelab.cli import main; main()"]
+
+
+@pytest.mark.slow
+def test_foreground_proxy_prints_its_address_shapes_and_stops_cleanly(upstream: Any) -> None:
+    process = subprocess.Popen(
+        [*DEVICELAB, "proxy", "--network", "5g", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:")
+        port = int(line.rsplit(":", 1)[1])
+        assert "adb reverse" in process.stdout.readline() + process.stdout.read(400)
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"})
+        )
+        start = time.perf_counter()
+        with opener.open(f"{upstream.base}/bytes?n=10", timeout=10) as response:
+            assert response.read() == b"x" * 10
+        assert time.perf_counter() - start >= 0.010  # the 5G round trip was applied
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+
+
+@pytest.mark.slow
+def test_check_prints_achieved_vs_profile_as_json() -> None:
+    result = subprocess.run(
+        [*DEVICELAB, "proxy", "check", "--network", "4g", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["profile"] == {"rtt_ms": 170.0, "down_kbps": 10000.0, "up_kbps": 5000.0}
+    achieved = report["achieved"]
+    assert 170 <= achieved["rtt_ms"] < 190
+    assert achieved["down_kbps"] == pytest.approx(10_000, rel=0.05)
+    assert achieved["up_kbps"] == pytest.approx(5_000, rel=0.05)
+
+
+def test_unknown_network_is_bad_input() -> None:
+    result = subprocess.run(
+        [*DEVICELAB, "proxy", "check", "--network", "4gg"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "did you mean '4g'" in result.stderr
+
+
+def test_importing_netshape_and_the_cli_does_not_load_mitmproxy() -> None:
+    code = (
+        "import sys, devicelab.netshape, devicelab.cli.proxy, devicelab.journal; "
+        "assert 'mitmproxy' not in sys.modules and 'aiohttp' not in sys.modules; "
+        "import devicelab.netshape as n; "
+        "assert sorted(n.__all__) == ['FlowRecord', 'NetShape', 'ShapedProxy', 'measure']; "
+        "[getattr(n, name) for name in n.__all__]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

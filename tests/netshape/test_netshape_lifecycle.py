@@ -1,0 +1,183 @@
+"""ShapedProxy's lifecycle: allow-list, ports, options, subprocess mode (real mitmproxy)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from devicelab.errors import BadInput, EnvironmentProblem
+from devicelab.netshape.proxy import ShapedProxy
+
+
+async def _get(session: aiohttp.ClientSession, url: str, proxy: str) -> float:
+    start = time.perf_counter()
+    async with session.get(url, proxy=proxy) as response:
+        assert response.status == 200
+        await response.read()
+    return time.perf_counter() - start
+
+
+def test_a_client_outside_the_allow_list_is_refused(
+    upstream: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="devicelab.netshape")
+
+    async def main(url: str) -> None:
+        async with aiohttp.ClientSession() as s:
+            await _get(s, f"{upstream.base}/bytes?n=1", url)
+
+    with ShapedProxy(None, allow=["10.0.0.0/8"]) as proxy, pytest.raises(aiohttp.ClientError):
+        asyncio.run(main(proxy.url))
+    assert "refused client 127.0.0.1: not in the allow-list (10.0.0.0/8)" in caplog.text
+
+
+def test_port_zero_then_a_restart_on_the_same_port(upstream: Any) -> None:
+    async def main(url: str) -> None:
+        async with aiohttp.ClientSession() as s:
+            await _get(s, f"{upstream.base}/bytes?n=1", url)
+
+    with ShapedProxy(None, port=0) as first:
+        port = first.port
+        assert port > 0
+        asyncio.run(main(first.url))
+        unshaped = first.records()[-1]  # records are kept without shaping too
+        assert unshaped.first_byte is not None and unshaped.end is not None
+    with ShapedProxy(None, port=port) as second:
+        asyncio.run(main(second.url))
+        assert str(second.ca_cert_path).endswith("mitmproxy-ca-cert.pem")
+        assert second.ca_cert_path.exists()
+        with pytest.raises(EnvironmentProblem, match=r"cannot listen|another in-process"):
+            ShapedProxy(None, port=port).start()
+
+
+def test_bad_options_are_bad_input() -> None:
+    with pytest.raises(BadInput, match="netshape_allow"):
+        ShapedProxy(None, allow=["not-a-network"]).start()
+    with pytest.raises(BadInput):
+        ShapedProxy(None, port=70000)
+
+
+@pytest.mark.slow
+def test_subprocess_mode_is_controlled_through_its_endpoint(
+    upstream: Any, make_profile: Any
+) -> None:
+    async def tiny(url: str) -> float:
+        async with aiohttp.ClientSession() as s:
+            return await _get(s, f"{upstream.base}/bytes?n=1", url)
+
+    with ShapedProxy(make_profile(60, None, None), mode="subprocess") as proxy:
+        assert 0.06 <= min(asyncio.run(tiny(proxy.url)) for _ in range(3)) < 0.12
+        proxy.set_profile(make_profile(150, None, None))
+        assert 0.15 <= min(asyncio.run(tiny(proxy.url)) for _ in range(3)) < 0.21
+        records = proxy.records()
+        assert [r.status for r in records][-2:] == [200, 200]
+        proxy.go_offline(0.6)
+        with pytest.raises(aiohttp.ClientError):
+            asyncio.run(tiny(proxy.url))
+        time.sleep(0.7)
+        assert asyncio.run(tiny(proxy.url)) >= 0.15
+
+
+def _self_signed(tmp: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    return context
+
+
+def test_https_is_intercepted_and_shaped_with_the_proxy_ca(
+    tmp_path: Path, make_profile: Any
+) -> None:
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="secret")
+
+    async def main(proxy: ShapedProxy) -> tuple[float, float]:
+        app = web.Application()
+        app.router.add_get("/", hello)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=_self_signed(tmp_path))
+        await site.start()
+        url = f"https://127.0.0.1:{runner.addresses[0][1]}/"
+        trust = ssl.create_default_context(cafile=str(proxy.ca_cert_path))
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as s:
+                times = []
+                for _ in range(2):
+                    start = time.perf_counter()
+                    async with s.get(url, proxy=proxy.url) as response:
+                        assert await response.text() == "secret"
+                    times.append(time.perf_counter() - start)
+                return times[0], times[1]
+        finally:
+            await runner.cleanup()
+
+    with ShapedProxy(make_profile(100, None, None), verify_upstream=False) as proxy:
+        first, again = asyncio.run(main(proxy))
+    # CONNECT, the TLS handshake and the request each cross the link: 3 round trips.
+    assert first >= 0.3
+    assert 0.1 <= again < 0.16  # the tunnel stays open: one round trip
+
+
+def test_websocket_history_stays_bounded(upstream: Any) -> None:
+    flows: list[Any] = []
+
+    class Keep:
+        def websocket_start(self, flow: Any) -> None:
+            flows.append(flow)
+
+    async def main(url: str) -> None:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(f"{upstream.base}/ws", proxy=url) as ws,
+        ):
+            for i in range(40):
+                await ws.send_str(f"echo {i}")
+                assert (await ws.receive(timeout=5)).data == f"echo {i}"
+
+    with ShapedProxy(None, ws_history=10) as proxy:
+        proxy._call(lambda: proxy._master.addons.add(Keep()))
+        asyncio.run(main(proxy.url))
+        history = proxy._call(lambda: len(flows[0].websocket.messages))
+    assert history <= 10  # 80 messages went through

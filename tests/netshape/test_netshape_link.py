@@ -1,0 +1,107 @@
+"""The link model alone: rate, delay, fairness, pipelining, order, loss (no mitmproxy)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from devicelab.netshape.link import Channel, Shape
+
+
+def _run_link(shape: Shape, sends: list[tuple[float, str, int]]) -> dict[str, list[float]]:
+    """Send (at, pipe name, size) on one channel; returns each pipe's delivery times."""
+
+    async def main() -> dict[str, list[float]]:
+        loop = asyncio.get_running_loop()
+        channel = Channel(lambda: shape, random.Random(7))
+        arrivals: dict[str, list[float]] = {}
+        t0 = loop.time()
+        pipes = {}
+        for _, name, _ in sends:
+            if name not in pipes:
+                arrivals[name] = []
+                pipes[name] = channel.pipe(
+                    lambda data, n=name: arrivals[n].append(loop.time() - t0)
+                )
+        done = loop.create_future()
+        total = sum(size for _, _, size in sends)
+        delivered = 0
+
+        for at, name, size in sends:
+            await asyncio.sleep(max(0.0, t0 + at - loop.time()))
+            pipes[name].send(b"x" * size)
+        while delivered < total:
+            delivered = sum(p.delivered_total for p in pipes.values())
+            await asyncio.sleep(0.005)
+        done.cancel()
+        return arrivals
+
+    return asyncio.run(main())
+
+
+def test_rate_and_delay_give_the_ideal_time() -> None:
+    shape = Shape(delay_s=0.05, rate=1_000_000)
+    arrivals = _run_link(shape, [(0.0, "bulk", 300_000)])
+    # 0.3 s of serialization plus 50 ms of propagation.
+    assert arrivals["bulk"][-1] == pytest.approx(0.35, abs=0.01)
+
+
+def test_a_tiny_send_does_not_wait_behind_two_bulk_ones() -> None:
+    shape = Shape(delay_s=0.05, rate=500_000)
+    sends = [(0.0, "a", 500_000), (0.0, "b", 500_000), (0.1, "tiny", 200)]
+    arrivals = _run_link(shape, sends)
+    # A FIFO would deliver it after both bulk sends (> 1 s); round robin within a few turns.
+    assert arrivals["tiny"][-1] < 0.1 + 0.05 + 0.03
+    # The two bulk pipes share the link: both finish near 2 s, not one at 1 s.
+    assert arrivals["a"][-1] == pytest.approx(2.05, abs=0.05)
+    assert arrivals["b"][-1] == pytest.approx(2.05, abs=0.05)
+
+
+def test_a_burst_of_small_messages_is_pipelined_not_stacked() -> None:
+    shape = Shape(delay_s=0.08, rate=1_250_000)
+    arrivals = _run_link(shape, [(0.0, f"m{i}", 100) for i in range(10)])
+    for times in arrivals.values():
+        assert times[0] == pytest.approx(0.08, abs=0.01)
+
+
+def test_jitter_never_reorders_a_connection() -> None:
+    shape = Shape(delay_s=0.02, rate=2_000_000, jitter_s=0.01)
+    seen: list[bytes] = []
+
+    async def main() -> None:
+        channel = Channel(lambda: shape, random.Random(1))
+        pipe = channel.pipe(seen.append)
+        for i in range(200):
+            pipe.send(bytes([i]) * 3000)
+        while pipe.delivered_total < 200 * 3000:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    joined = b"".join(seen)
+    assert [joined[i * 3000] for i in range(200)] == list(range(200))
+
+
+def test_loss_costs_a_round_trip_per_lost_segment() -> None:
+    clean = _run_link(Shape(delay_s=0.01, rate=2_000_000), [(0.0, "p", 200_000)])
+    lossy = _run_link(
+        Shape(delay_s=0.01, rate=2_000_000, loss=0.05, rtt_s=0.05), [(0.0, "p", 200_000)]
+    )
+    # About 7 of 50 chunks meet a loss; each stalls the connection for a round trip.
+    assert lossy["p"][-1] > clean["p"][-1] + 0.2
+
+
+def test_writers_wait_when_the_backlog_is_full() -> None:
+    shape = Shape(delay_s=0.0, rate=100_000)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        pipe = Channel(lambda: shape).pipe(lambda data: None)
+        pipe.send(b"x" * (shape.backlog_limit() + 50_000))
+        start = loop.time()
+        await pipe.wait_for_space()
+        return loop.time() - start
+
+    # 50 KB over the limit drains in about half a second at 100 KB/s.
+    assert asyncio.run(main()) == pytest.approx(0.5, abs=0.1)
