@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from devicelab.config import network_profile
 from devicelab.models.network import NetworkProfile
 from devicelab.netshape.proxy import ShapedProxy
+from devicelab.testing.upstream import upstream_app
 
 KB, MB = 1000, 1_000_000
 CHROMIUM = "/usr/bin/chromium"
@@ -44,45 +45,10 @@ CHROMIUM_ARGS = [
 
 
 # --- upstream server ---------------------------------------------------------------------
-async def _index(request: web.Request) -> web.Response:
-    return web.Response(text="<!doctype html><title>bench</title>", content_type="text/html")
-
-
-async def _bytes(request: web.Request) -> web.StreamResponse:
-    size = int(request.query.get("n", "0"))
-    response = web.StreamResponse(headers={"Content-Length": str(size)})
-    await response.prepare(request)
-    block = b"x" * 65536
-    for start in range(0, size, len(block)):
-        await response.write(block[: min(len(block), size - start)])
-    await response.write_eof()
-    return response
-
-
-async def _sink(request: web.Request) -> web.Response:
-    return web.Response(text=str(len(await request.read())))
-
-
-async def _ws(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse()
-    await ws.prepare(request)
-    async for msg in ws:
-        if msg.type == WSMsgType.TEXT and msg.data.startswith("burst"):
-            for i in range(int(msg.data.split()[1])):
-                await ws.send_str(f"{i} {time.time() * 1000}")
-    return ws
-
-
 async def start_server() -> tuple[web.AppRunner, str]:
-    app = web.Application(client_max_size=64 * MB)
-    app.router.add_get("/", _index)
-    app.router.add_get("/bytes", _bytes)
-    app.router.add_post("/sink", _sink)
-    app.router.add_get("/ws", _ws)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(upstream_app())
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 

@@ -85,7 +85,7 @@ def test_a_websocket_burst_arrives_one_delay_later_not_stacked(shaped: Any, upst
             lags = []
             for _ in range(10):
                 msg = await ws.receive(timeout=5)
-                lags.append(time.time() - float(msg.data.split()[1]))
+                lags.append(time.time() - float(msg.data.split()[1]) / 1000)
             return lags
 
     lags = asyncio.run(main())
