@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile
+    from devicelab.netshape.proxy import ShapedProxy
 
 __all__ = [
     "lab_device",
@@ -24,6 +27,7 @@ __all__ = [
     "pytest_addoption",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "shaped_proxy",
 ]
 
 
@@ -84,3 +88,16 @@ def lab_device(pytestconfig: pytest.Config, lab_inventory: Inventory) -> Device:
     from devicelab.config import device
 
     return device(pytestconfig.getoption("--devicelab-device"), lab_inventory)
+
+
+@pytest.fixture(scope="session")
+def shaped_proxy(lab_network: NetworkProfile) -> Iterator[ShapedProxy]:
+    """A shaping proxy for the selected network, on a free loopback port, for the session.
+
+    Point clients at ``shaped_proxy.url`` (Playwright: ``proxy={"server": ...url}``);
+    ``shaped_proxy.go_offline(seconds)`` cuts the link. Stopped (port released) at the end.
+    """
+    from devicelab.netshape.proxy import ShapedProxy
+
+    with ShapedProxy(lab_network, port=0) as proxy:
+        yield proxy

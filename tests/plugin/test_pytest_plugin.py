@@ -1,0 +1,58 @@
+"""The pytest plugin as a user's suite meets it: options, device auto-skip, shaped_proxy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+ROOT = Path(__file__).resolve().parents[2]
+
+SUITE = """
+import time, urllib.request
+import pytest
+from devicelab.testing.upstream import Upstream
+
+def test_needs_a_phone(lab_device):
+    assert lab_device.platform == "android"
+
+def test_network_is_selected(lab_network):
+    assert lab_network.id == "4g" and lab_network.rtt == 170
+
+def test_requests_pay_the_round_trip(shaped_proxy):
+    with Upstream() as upstream:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": shaped_proxy.url})
+        )
+        start = time.perf_counter()
+        assert opener.open(upstream.base + "/bytes?n=10", timeout=10).read() == b"x" * 10
+        elapsed = time.perf_counter() - start
+    # one RTT (170 ms) at least; a new connection through the proxy adds no more than ~2
+    assert 0.17 <= elapsed < 0.6, elapsed
+"""
+
+
+def test_a_users_suite_runs_with_the_plugin(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(
+        "--devicelab-network", "4g", "-rs", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*no device selected (--devicelab-device ID)*"])
+
+
+def test_a_selected_device_is_not_skipped(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_phone="def test_phone(lab_device):\n    assert lab_device.serial\n")
+    result = pytester.runpytest_subprocess(
+        "--devicelab-device", "android-lowend", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess(
+        "--devicelab-device", "android-lowent", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*did you mean 'android-lowend'*"])
