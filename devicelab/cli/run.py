@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from devicelab.errors import ToolMissing
+from devicelab.errors import EnvironmentProblem
 
 __all__ = ["register"]
 
@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
 
         config.device(device, config.load_inventory(inventory))
         config.network_profile(network)
-        raise ToolMissing(
-            "the device run (scenarios, probes and the capacitor harness)",
-            hint="not built yet; `devicelab backend check` runs the server-side checks today",
+        # The ids are checked first so a typo gets its "did you mean" today already.
+        raise EnvironmentProblem(
+            "the device run (scenarios, probes, samplers, capacitor harness) is not built yet",
+            hint="`devicelab backend check` runs the story's server-side checks today",
         )
