@@ -22,7 +22,7 @@ from psycopg import sql
 
 from backend_checks.reference.context import AuthRejected, ServerContext
 from backend_checks.reference.db import privileged
-from backend_checks.reference.errors import ApiError, auth_error
+from backend_checks.reference.errors import ApiError, auth_error, read_json_object
 from backend_checks.reference.identity import bearer_token, context_of
 
 __all__ = ["add_routes", "create_user", "issue_session", "read_body", "user_by", "user_json"]
@@ -125,13 +125,9 @@ async def user_by(
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The JSON object body (``{}`` when empty); raises ApiError 400 (GoTrue shape)."""
-    try:
-        body = await request.json() if request.body_exists else {}
-    except (ValueError, RecursionError) as exc:
-        raise auth_error(400, "validation_failed", "Could not parse request body as JSON") from exc
-    if not isinstance(body, dict):
-        raise auth_error(400, "validation_failed", "Request body must be a JSON object")
-    return body
+    return await read_json_object(
+        request, lambda why: auth_error(400, "validation_failed", f"Request body is {why}")
+    )
 
 
 async def _password_grant(request: web.Request, ctx: ServerContext) -> dict[str, Any]:

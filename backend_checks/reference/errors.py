@@ -9,6 +9,7 @@ translated here, in one place, by SQLSTATE (the way PostgREST maps them to statu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ __all__ = [
     "ApiError",
     "auth_error",
     "pg_error",
+    "read_json_object",
     "rest_error",
     "storage_error",
 ]
@@ -114,3 +116,17 @@ def pg_error(exc: psycopg.Error, *, role: str = "") -> ApiError:
         details=diag.message_detail,
         hint=diag.message_hint,
     )
+
+
+async def read_json_object(request: web.Request, fail: Callable[[str], ApiError]) -> dict[str, Any]:
+    """The request's JSON object body (``{}`` when empty).
+
+    Raises ``fail(reason)`` (the caller's API error shape) when it is not a JSON object.
+    """
+    try:
+        body = await request.json() if request.body_exists else {}
+    except (ValueError, RecursionError) as exc:
+        raise fail("not JSON") from exc
+    if not isinstance(body, dict):
+        raise fail("not a JSON object")
+    return body

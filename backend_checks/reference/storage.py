@@ -20,7 +20,7 @@ from aiohttp import BodyPartReader, web
 
 from backend_checks.reference.context import AuthRejected
 from backend_checks.reference.db import privileged
-from backend_checks.reference.errors import storage_error
+from backend_checks.reference.errors import read_json_object, storage_error
 from backend_checks.reference.identity import context_of, resolve_claims
 from backend_checks.reference.storage_files import (
     DEFAULT_FILE_SIZE_LIMIT,
@@ -320,13 +320,9 @@ def _expires_in(body: dict[str, Any]) -> int:
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The JSON object body (``{}`` when empty); raises ApiError 400 otherwise."""
-    try:
-        body = await request.json() if request.body_exists else {}
-    except (ValueError, RecursionError) as exc:
-        raise storage_error(400, "InvalidRequest", "body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise storage_error(400, "InvalidRequest", "body must be a JSON object")
-    return body
+    return await read_json_object(
+        request, lambda why: storage_error(400, "InvalidRequest", f"body is {why}")
+    )
 
 
 async def sign_one(request: web.Request) -> web.Response:
