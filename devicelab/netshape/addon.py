@@ -37,12 +37,19 @@ from typing import Any, cast
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import Client
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from pydantic import ValidationError
 
 from devicelab.models.network import NetworkProfile
 from devicelab.netshape.link import Channel, Shape
 from devicelab.netshape.records import FlowRecord
-from devicelab.netshape.transport import ShapedReader, ShapedWriter
+from devicelab.netshape.transport import (
+    ConnectionClock,
+    HeldWriter,
+    ServerReader,
+    ShapedReader,
+    ShapedWriter,
+)
 
 __all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "shapes_of"]
 
@@ -85,8 +92,10 @@ class _Connection:
     link_key: str
     reader: ShapedReader
     writer: ShapedWriter
+    clock: ConnectionClock
     control: bool = False
     records: dict[str, FlowRecord] = field(default_factory=dict)
+    servers: dict[str, HeldWriter] = field(default_factory=dict)
 
 
 class NetShape:
@@ -195,6 +204,8 @@ class NetShape:
             if not conn.control:
                 conn.writer.abort()
                 conn.reader.abort()
+                for server in conn.servers.values():
+                    server.abort()  # what was still on the air is lost
 
     def _shape_down(self) -> Shape:
         return self._down
@@ -212,6 +223,11 @@ class NetShape:
             address = address.ipv4_mapped
         return any(address in net for net in self._allow)
 
+    def _handler(self, client: Client) -> Any:
+        """mitmproxy's ConnectionHandler of ``client`` (None once it is gone)."""
+        master: Any = ctx.master
+        return master.addons.get("proxyserver").connections.get(client.id)
+
     def client_connected(self, client: Client) -> None:
         """Refuse clients outside the allow-list or while offline; wrap the rest."""
         host = str(client.peername[0]) if client.peername else "?"
@@ -224,8 +240,7 @@ class NetShape:
             logger.info("refused client %s: the link is offline", host)
             client.error = "the link is offline"
             return
-        master: Any = ctx.master
-        handler = master.addons.get("proxyserver").connections.get(client.id)
+        handler = self._handler(client)
         if handler is None:
             logger.warning("cannot shape client %s: mitmproxy's handler was not found", host)
             return
@@ -235,9 +250,31 @@ class NetShape:
             link = _Link(Channel(self._shape_down), Channel(self._shape_up))
             self._links[host] = link
         link.connections += 1
-        reader, writer = ShapedReader(io.reader, link.up), ShapedWriter(io.writer, link.down)
+        clock = ConnectionClock()
+        reader = ShapedReader(io.reader, link.up, clock)
+        writer = ShapedWriter(io.writer, link.down, clock)
         io.reader, io.writer = reader, writer
-        self._connections[client.id] = _Connection(host, reader, writer)
+        self._connections[client.id] = _Connection(host, reader, writer, clock)
+
+    def server_connected(self, data: ServerConnectionHookData) -> None:
+        """Hold what goes to the server until the device's bytes would have arrived (the
+        uplink hands them to mitmproxy early, see ``ConnectionClock``)."""
+        conn = self._connections.get(data.client.id)
+        handler = self._handler(data.client)
+        if conn is None or handler is None or data.server.transport_protocol != "tcp":
+            return
+        io = handler.transports.get(data.server)
+        if io is None or io.reader is None or io.writer is None:
+            return
+        held = HeldWriter(io.writer, conn.clock)
+        io.reader, io.writer = ServerReader(io.reader, conn.clock), held
+        conn.servers[data.server.id] = held
+
+    def server_disconnected(self, data: ServerConnectionHookData) -> None:
+        """Forget the server side's writer."""
+        conn = self._connections.get(data.client.id)
+        if conn is not None:
+            conn.servers.pop(data.server.id, None)
 
     def client_disconnected(self, client: Client) -> None:
         """Forget the connection; a client's link goes with its last connection."""

@@ -83,9 +83,16 @@ class Pipe:
     ``queued_total`` handed in so far, ``delivered_total`` handed out so far.
     """
 
-    def __init__(self, channel: Channel, deliver: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, channel: Channel, deliver: Callable[[bytes], None], *, early: bool = False
+    ) -> None:
         self.channel = channel
         self._deliver_cb = deliver
+        # An early pipe hands its bytes over once serialized, before they propagate:
+        # ``delivered_due`` then says when they reach the far end, and the receiver holds
+        # them until then (the proxy parses a request while it is still on the air).
+        self.early = early
+        self.delivered_due = 0.0
         self.pending: deque[tuple[bytes, float]] = deque()  # (bytes, arrival time)
         self.pending_bytes = 0
         self.in_flight_bytes = 0
@@ -94,7 +101,7 @@ class Pipe:
         self.last_arrival = 0.0  # when the bytes being delivered entered the link
         self._last_due = 0.0
         self._hold_until = 0.0  # loss recovery: no serialization turn before this
-        self._flight: deque[tuple[float, bytes, float]] = deque()
+        self._flight: deque[tuple[float, bytes, float, float]] = deque()
         self._watchers: list[tuple[int, Callable[[], None]]] = []
         self._space = asyncio.Event()
         self._space.set()
@@ -105,12 +112,16 @@ class Pipe:
         """Bytes handed in but not delivered yet."""
         return self.pending_bytes + self.in_flight_bytes
 
-    def send(self, data: bytes) -> None:
-        """Hand ``data`` to the link; it is delivered later, in order."""
+    def send(self, data: bytes, not_before: float | None = None) -> None:
+        """Hand ``data`` to the link; it is delivered later, in order.
+
+        ``not_before`` (loop time) keeps it off the link until then: an answer the proxy
+        makes itself to bytes still on the air leaves when they would have arrived.
+        """
         if self.aborted or not data:
             return
         self.queued_total += len(data)
-        self.channel.submit(self, data)
+        self.channel.submit(self, data, not_before)
         if self.backlog > self.channel.shape().backlog_limit():
             self._space.clear()
 
@@ -166,28 +177,29 @@ class Pipe:
         """When the head of the queue may start serializing (arrived, not on hold)."""
         return max(self.pending[0][1], self._hold_until)
 
-    def _schedule(self, due: float, chunk: bytes, arrival: float) -> None:
+    def _schedule(self, at: float, chunk: bytes, arrival: float, due: float) -> None:
         # One timer per pipe at a time: equal deadlines in asyncio's heap are not FIFO.
         self.in_flight_bytes += len(chunk)
-        self._flight.append((due, chunk, arrival))
+        self._flight.append((at, chunk, arrival, due))
         if len(self._flight) == 1:
-            asyncio.get_running_loop().call_at(due - _EARLY_S, self._flush)
+            asyncio.get_running_loop().call_at(at - _EARLY_S, self._flush)
 
     def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time() + _EARLY_S
         while self._flight and self._flight[0][0] <= now and not self.aborted:
-            _, chunk, arrival = self._flight.popleft()
-            self._deliver(chunk, arrival)
+            _, chunk, arrival, due = self._flight.popleft()
+            self._deliver(chunk, arrival, due)
         if self.aborted:
             self._flight.clear()
         elif self._flight:
             loop.call_at(self._flight[0][0] - _EARLY_S, self._flush)
 
-    def _deliver(self, chunk: bytes, arrival: float) -> None:
+    def _deliver(self, chunk: bytes, arrival: float, due: float) -> None:
         self.in_flight_bytes -= len(chunk)
         self.delivered_total += len(chunk)
         self.last_arrival = arrival
+        self.delivered_due = due
         self._deliver_cb(chunk)
         if self._watchers:
             ready = [w for w in self._watchers if w[0] <= self.delivered_total]
@@ -213,21 +225,23 @@ class Channel:
         self._busy_until = 0.0
         self._task: asyncio.Task[None] | None = None
 
-    def pipe(self, deliver: Callable[[bytes], None]) -> Pipe:
-        """A new pipe on this channel delivering to ``deliver``."""
-        return Pipe(self, deliver)
+    def pipe(self, deliver: Callable[[bytes], None], *, early: bool = False) -> Pipe:
+        """A new pipe on this channel delivering to ``deliver`` (see ``Pipe.early``)."""
+        return Pipe(self, deliver, early=early)
 
-    def submit(self, pipe: Pipe, data: bytes) -> None:
-        """Queue ``data`` of ``pipe`` for serialization (or deliver it now on a clear link)."""
+    def submit(self, pipe: Pipe, data: bytes, not_before: float | None = None) -> None:
+        """Queue ``data`` of ``pipe`` for serialization (or deliver it now on a clear link),
+        not before ``not_before`` (loop time) when given."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         shape = self.shape()
         if shape.transparent and not pipe.pending and not pipe.in_flight_bytes:
             # Unshaped fast path: no timers, no copies.
             pipe.in_flight_bytes += len(data)
-            pipe._deliver(data, now)
+            pipe._deliver(data, now, now)
             return
-        pipe.pending.append((data, now))
+        arrival = now if not_before is None else max(now, not_before)
+        pipe.pending.append((data, arrival))
         pipe.pending_bytes += len(data)
         if pipe.pending_bytes == len(data):
             # A pipe that was idle takes the next turn (as fq_codel serves new flows), so a
@@ -252,7 +266,8 @@ class Channel:
         # In-order delivery per connection, whatever the jitter drew.
         due = max(due, pipe._last_due, now)
         pipe._last_due = due
-        pipe._schedule(due, chunk, arrival)
+        at = max(due - shape.delay_s, now) if pipe.early else due
+        pipe._schedule(at, chunk, arrival, due)
 
     def _next_ready(self) -> Pipe | None:
         """The next pipe in round-robin order that may send at the link's virtual time."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from devicelab.netshape.link import Channel, Pipe
 
-__all__ = ["ShapedReader", "ShapedWriter"]
+__all__ = ["ConnectionClock", "HeldWriter", "ServerReader", "ShapedReader", "ShapedWriter"]
 
 _READ_SIZE = 65535
 
@@ -37,23 +38,59 @@ class _Writer(Protocol):
     def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
+@dataclass
+class ConnectionClock:
+    """When one device connection's uplink bytes reach the far end, in loop time.
+
+    The uplink hands bytes to mitmproxy once serialized, one one-way delay before they
+    would arrive, so mitmproxy parses a request while it is still on the air (after an
+    idle spell its parsing takes several milliseconds, which would otherwise add to every
+    round trip). What mitmproxy then sends on holds until the bytes would have arrived:
+    writes to the server wait in ``HeldWriter`` until ``up_due``; answers mitmproxy makes
+    itself (CONNECT, its TLS handshake, errors) enter the downlink no earlier than
+    ``up_due`` (``ShapedWriter``), so every round trip still costs the whole RTT.
+    """
+
+    up_due: float = 0.0  # the last bytes handed to mitmproxy arrive then
+    up_release: float = 0.0  # ... and were handed over then
+    server_rx: float = 0.0  # the server last sent bytes then
+
+    def answer_floor(self, now: float) -> float | None:
+        """The earliest time an answer written now may enter the downlink, or None.
+
+        Only answers to uplink bytes still on the air are held: once the server has sent
+        something since those bytes were handed over, what is written comes from it.
+        """
+        if self.up_due > now and self.server_rx <= self.up_release:
+            return self.up_due
+        return None
+
+
 class ShapedReader:
     """Reads the device's bytes after they have crossed the uplink.
 
     A pump task reads the socket as the bytes come (pausing when the link's backlog is
-    full, so TCP backpressure reaches the device) and hands them to the uplink pipe.
+    full, so TCP backpressure reaches the device) and hands them to the uplink pipe. With
+    a ``clock``, the bytes are handed over once serialized and the clock says when they
+    arrive (see ``ConnectionClock``).
     """
 
-    def __init__(self, real: _Reader, uplink: Channel) -> None:
+    def __init__(
+        self, real: _Reader, uplink: Channel, clock: ConnectionClock | None = None
+    ) -> None:
         self._real = real
         self._ready: deque[bytes] = deque()
         self._eof = False
         self._error: OSError | None = None
         self._wakeup = asyncio.Event()
-        self.pipe: Pipe = uplink.pipe(self._on_data)
+        self._clock = clock
+        self.pipe: Pipe = uplink.pipe(self._on_data, early=clock is not None)
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
 
     def _on_data(self, data: bytes) -> None:
+        if self._clock is not None:
+            self._clock.up_due = self.pipe.delivered_due
+            self._clock.up_release = asyncio.get_running_loop().time()
         self._ready.append(data)
         self._wakeup.set()
 
@@ -112,9 +149,12 @@ class ShapedReader:
 class ShapedWriter:
     """Writes to the device through the downlink; closing waits for the bytes in flight."""
 
-    def __init__(self, real: _Writer, downlink: Channel) -> None:
+    def __init__(
+        self, real: _Writer, downlink: Channel, clock: ConnectionClock | None = None
+    ) -> None:
         self._real = real
         self._closing = False
+        self._clock = clock
         self.pipe: Pipe = downlink.pipe(self._deliver)
 
     def _deliver(self, data: bytes) -> None:
@@ -122,8 +162,12 @@ class ShapedWriter:
             self._real.write(data)
 
     def write(self, data: bytes) -> None:
-        """Queue ``data`` on the downlink."""
-        self.pipe.send(data)
+        """Queue ``data`` on the downlink (an answer to bytes still on the air waits for
+        them to arrive, see ``ConnectionClock``)."""
+        floor = None
+        if self._clock is not None:
+            floor = self._clock.answer_floor(asyncio.get_running_loop().time())
+        self.pipe.send(data, floor)
 
     async def drain(self) -> None:
         """Wait until the downlink backlog is under its limit and the socket has room.
@@ -161,6 +205,111 @@ class ShapedWriter:
         if transport is not None and hasattr(transport, "abort"):
             transport.abort()
         else:
+            self._real.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The socket's extra info (peername, sockname, ...)."""
+        return self._real.get_extra_info(name, default)
+
+    async def wait_closed(self) -> None:
+        """Wait until the socket is closed."""
+        wait = getattr(self._real, "wait_closed", None)
+        if wait is not None:
+            with contextlib.suppress(OSError):
+                await wait()
+
+
+class ServerReader:
+    """The server side's reader, noting when the server last sent bytes."""
+
+    def __init__(self, real: _Reader, clock: ConnectionClock) -> None:
+        self._real = real
+        self._clock = clock
+
+    async def read(self, n: int = -1) -> bytes:
+        """What the server sent (``b""`` at its end); raises OSError as the socket does."""
+        data = await self._real.read(n)
+        self._clock.server_rx = asyncio.get_running_loop().time()
+        return data
+
+
+# asyncio rounds a timer up to the next millisecond: wake this much early, write what is
+# due within it.
+_EARLY_S = 0.0005
+
+
+class HeldWriter:
+    """The server side's writer: bytes wait until the device's bytes they carry would have
+    crossed the uplink (``ConnectionClock.up_due`` when written), in order."""
+
+    def __init__(self, real: _Writer, clock: ConnectionClock) -> None:
+        self._real = real
+        self._clock = clock
+        self._held: deque[tuple[float, bytes | None]] = deque()  # None: end of stream
+        self._close_after = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` now, or once the uplink bytes before it have arrived."""
+        loop = asyncio.get_running_loop()
+        due = self._clock.up_due
+        if not self._held and due <= loop.time():
+            self._real.write(data)
+            return
+        self._hold(max(due, self._held[-1][0] if self._held else 0.0), data)
+
+    def _hold(self, due: float, data: bytes | None) -> None:
+        self._held.append((due, data))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_at(due - _EARLY_S, self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + _EARLY_S
+        while self._held and self._held[0][0] <= now:
+            _, data = self._held.popleft()
+            if self._real.is_closing():
+                continue
+            if data is None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    self._real.write_eof()
+            else:
+                self._real.write(data)
+        if self._held:
+            self._timer = loop.call_at(self._held[0][0] - _EARLY_S, self._release)
+        elif self._close_after:
+            self._real.close()
+
+    async def drain(self) -> None:
+        """Wait until the socket has room; raises OSError (ConnectionError) when it failed."""
+        await self._real.drain()
+
+    def is_closing(self) -> bool:
+        """True once ``close`` was called or the socket is closing."""
+        return self._close_after or self._real.is_closing()
+
+    def close(self) -> None:
+        """Close the socket once the held bytes are written."""
+        if self._held:
+            self._close_after = True
+        else:
+            self._real.close()
+
+    def write_eof(self) -> None:
+        """Half-close the socket once the held bytes are written."""
+        if self._held:
+            self._hold(self._held[-1][0], None)
+        else:
+            self._real.write_eof()
+
+    def abort(self) -> None:
+        """Drop the held bytes (the link went offline); the connection closes as usual."""
+        self._held.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._close_after:
             self._real.close()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:

@@ -3,7 +3,8 @@
 Routes: ``GET /`` a tiny page, ``GET /bytes?n=N`` N bytes streamed in 64 KiB blocks,
 ``POST /sink`` reads the body and answers its length, ``GET /ws`` a WebSocket that
 answers ``burst N`` with N messages ``"<i> <send time, ms since the epoch>"`` sent at
-once, and echoes anything else.
+once, and echoes anything else. Every request's path and arrival time (``time.time()``)
+is kept in ``Upstream.seen`` (the last 1,000).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Self
 
 from aiohttp import WSMsgType, web
@@ -52,9 +55,21 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+SEEN: web.AppKey[deque[tuple[str, float]]] = web.AppKey("seen", deque)
+
+
+@web.middleware
+async def _note(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    request.app[SEEN].append((request.path_qs, time.time()))
+    return await handler(request)
+
+
 def upstream_app(max_body: int = 64 * 1024 * 1024) -> web.Application:
     """The aiohttp application of the routes above; bodies up to ``max_body`` bytes."""
-    app = web.Application(client_max_size=max_body)
+    app = web.Application(client_max_size=max_body, middlewares=[_note])
+    app[SEEN] = deque(maxlen=1000)
     app.router.add_get("/", _index)
     app.router.add_get("/bytes", _bytes)
     app.router.add_post("/sink", _sink)
@@ -71,6 +86,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self.port = 0
+        self._app = upstream_app()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -79,13 +95,18 @@ class Upstream:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        runner = web.AppRunner(upstream_app())
+        runner = web.AppRunner(self._app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         self.port = runner.addresses[0][1]
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+
+    @property
+    def seen(self) -> list[tuple[str, float]]:
+        """(path with query, arrival time) of the requests served, oldest first."""
+        return list(self._app[SEEN])
 
     @property
     def base(self) -> str:

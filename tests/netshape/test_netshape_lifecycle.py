@@ -181,3 +181,35 @@ def test_websocket_history_stays_bounded(upstream: Any) -> None:
         asyncio.run(main(proxy.url))
         history = proxy._call(lambda: len(flows[0].websocket.messages))
     assert history <= 10  # 80 messages went through
+
+
+def test_the_server_sees_a_request_one_uplink_delay_later_and_never_if_cut_on_the_air(
+    upstream: Any, make_profile: Any
+) -> None:
+    # mitmproxy gets the bytes as soon as they are serialized (to parse them while they
+    # propagate), so this checks that what it sends on is held for the uplink delay, and
+    # dropped when the link goes offline before they would have arrived.
+    async def send(url: str, tag: str) -> float:
+        async with aiohttp.ClientSession() as s:
+            sent = time.time()
+            async with s.get(f"{upstream.base}/bytes?n=1&tag={tag}", proxy=url) as response:
+                await response.read()
+            return sent
+
+    async def cut_on_the_air(proxy: ShapedProxy) -> None:
+        async with aiohttp.ClientSession() as s:
+            request = asyncio.ensure_future(
+                s.get(f"{upstream.base}/bytes?n=1&tag=cut", proxy=proxy.url)
+            )
+            await asyncio.sleep(0.1)  # on the air: it arrives 0.2 s after it was sent
+            await asyncio.to_thread(proxy.go_offline, 0.3)
+            with pytest.raises(aiohttp.ClientError):
+                await request
+
+    with ShapedProxy(make_profile(400, None, None)) as proxy:
+        sent = asyncio.run(send(proxy.url, "kept"))
+        asyncio.run(cut_on_the_air(proxy))
+        time.sleep(0.3)  # past the moment the cut request would have arrived
+    arrivals = {path.rsplit("=", 1)[1]: when for path, when in upstream.seen if "tag=" in path}
+    assert arrivals["kept"] - sent >= 0.195
+    assert "cut" not in arrivals

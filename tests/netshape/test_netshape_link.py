@@ -105,3 +105,34 @@ def test_writers_wait_when_the_backlog_is_full() -> None:
 
     # 50 KB over the limit drains in about half a second at 100 KB/s.
     assert asyncio.run(main()) == pytest.approx(0.5, abs=0.1)
+
+
+def test_an_early_pipe_hands_over_once_serialized_and_says_when_the_bytes_arrive() -> None:
+    async def main() -> tuple[float, float, float]:
+        loop = asyncio.get_running_loop()
+        channel = Channel(lambda: Shape(delay_s=0.08, rate=1_000_000))
+        handed: list[float] = []
+        pipe = channel.pipe(lambda data: handed.append(loop.time()), early=True)
+        t0 = loop.time()
+        pipe.send(b"x" * 20_000)  # 20 ms of serialization, then 80 ms on the air
+        while pipe.delivered_total < 20_000:
+            await asyncio.sleep(0.001)
+        return handed[-1] - t0, pipe.delivered_due - t0, pipe.last_arrival - t0
+
+    handed, due, entered = asyncio.run(main())
+    assert handed == pytest.approx(0.02, abs=0.006)
+    assert due == pytest.approx(0.10, abs=0.006)
+    assert entered == pytest.approx(0.0, abs=0.002)
+
+
+def test_not_before_keeps_bytes_off_the_link_until_then() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        channel = Channel(lambda: Shape(delay_s=0.03, rate=None))
+        got = loop.create_future()
+        pipe = channel.pipe(lambda data: got.set_result(loop.time()))
+        t0 = loop.time()
+        pipe.send(b"answer", not_before=t0 + 0.05)
+        return await got - t0
+
+    assert asyncio.run(main()) == pytest.approx(0.08, abs=0.006)
