@@ -55,7 +55,7 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-SEEN: web.AppKey[deque[tuple[str, float]]] = web.AppKey("seen", deque)
+SEEN = web.AppKey("seen", deque[tuple[str, float]])
 
 
 @web.middleware
@@ -106,7 +106,8 @@ class Upstream:
     @property
     def seen(self) -> list[tuple[str, float]]:
         """(path with query, arrival time) of the requests served, oldest first."""
-        return list(self._app[SEEN])
+        seen: deque[tuple[str, float]] = self._app[SEEN]
+        return list(seen)
 
     @property
     def base(self) -> str:
