@@ -15,8 +15,9 @@ __all__ = ["DeviceState", "device_states"]
 class DeviceState:
     """A device and what we know of it right now.
 
-    ``state``: ready | missing (web: the browser is not installed) | unknown (android and
-    ios until their platform modules probe adb and usbmuxd).
+    ``state``: web: ready | missing (the browser is not installed); android: online |
+    offline | unauthorized | no-permissions | absent (not attached) | unknown (no adb
+    server); ios: unknown until its platform module probes usbmuxd.
     """
 
     device: Device
@@ -36,12 +37,31 @@ def _web_state(device: Device) -> DeviceState:
     return DeviceState(device, "missing", f"{browser} not found: apt-get install -y chromium")
 
 
+def _android_states(devices: list[Device]) -> list[DeviceState]:
+    if not devices:
+        return []
+    from devicelab.errors import EnvironmentProblem
+    from devicelab.platforms.android import AdbServer, describe
+
+    try:
+        listed = AdbServer().states()
+    except EnvironmentProblem as exc:
+        return [DeviceState(d, "unknown", exc.one_line()) for d in devices]
+    return [DeviceState(d, *describe(d.serial or "", listed)) for d in devices]
+
+
 def device_states(inventory: Inventory) -> list[DeviceState]:
-    """The state of every device of ``inventory``, in file order."""
+    """The state of every device of ``inventory``, in file order (the adb server is asked
+    once, and only when the inventory has an android device)."""
+    devices = list(inventory.devices.values())
+    android = _android_states([d for d in devices if d.platform == "android"])
+    by_id = {state.device.id: state for state in android}
     states = []
-    for device in inventory.devices.values():
+    for device in devices:
         if device.platform == "web":
             states.append(_web_state(device))
+        elif device.platform == "android":
+            states.append(by_id[device.id])
         else:
             states.append(
                 DeviceState(device, "unknown", f"{device.platform} probing is not built yet")

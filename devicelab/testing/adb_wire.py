@@ -16,11 +16,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "AUTH_RSAPUBLICKEY",
+    "AUTH_SIGNATURE",
+    "AUTH_TOKEN",
     "A_AUTH",
     "A_CLSE",
     "A_CNXN",
@@ -56,6 +60,8 @@ A_CLSE = _command(b"CLSE")
 # The version from which the payload check may be left 0; we still fill it in, since
 # older adb servers (before 0x01000001) verify it and newer ones ignore it.
 A_VERSION = 0x01000001
+# AUTH's arg0: the device's challenge, the server's signature of it, the server's key.
+AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
 MAX_PAYLOAD = 256 * 1024
 
 SHELL_STDOUT = 1
@@ -151,9 +157,11 @@ class DeviceConnection:
         banner: bytes,
         answer: Callable[[str, str], bytes | None],
         transport: str = "host-1",
+        authorized: bool = True,
     ) -> None:
         self.reader, self.writer = reader, writer
         self.banner, self.answer, self.transport = banner, answer, transport
+        self.authorized = authorized
         self.max_payload = MAX_PAYLOAD
         self.streams: dict[int, _Stream] = {}
         self.ids = itertools.count(1)
@@ -179,7 +187,16 @@ class DeviceConnection:
         if message.command == A_CNXN:
             # Our payloads must fit the server's maximum as well as ours.
             self.max_payload = min(message.arg1 or MAX_PAYLOAD, MAX_PAYLOAD)
-            self._send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.banner)
+            if self.authorized:
+                self._send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.banner)
+            else:
+                self._send(A_AUTH, AUTH_TOKEN, 0, os.urandom(20))
+        elif message.command == A_AUTH and not self.authorized:
+            # No key is ever accepted: a signature gets a new token, a public key waits
+            # for the user's "Allow USB debugging?" that nobody answers. The adb server
+            # lists the device as unauthorized.
+            if message.arg0 == AUTH_SIGNATURE:
+                self._send(A_AUTH, AUTH_TOKEN, 0, os.urandom(20))
         elif message.command == A_OPEN:
             service = message.data.rstrip(b"\0").decode(errors="replace")
             local_id = next(self.ids)

@@ -11,7 +11,9 @@ connect 127.0.0.1:PORT``), so adb, adbutils and devicelab run end to end without
 
 Lifecycle: ``start()`` listens on 127.0.0.1 (a free port unless given) in a background
 thread and returns self; ``stop()`` drops every connection and joins the thread. Each
-connection begins with the server's CNXN, answered with ours at once (no AUTH). Each OPEN
+connection begins with the server's CNXN, answered with ours at once (no AUTH; with
+``authorized=False`` it is answered with AUTH and no key is ever accepted, so the server
+lists the device as unauthorized, as a phone whose prompt nobody answered). Each OPEN
 names a service; the fake answers OKAY, its output as WRTEs (waiting for the server's
 OKAY after each, as adbd does), then CLSE. An unknown service is refused with CLSE.
 
@@ -155,8 +157,11 @@ class FakeAdbd:
     service string opened, oldest first).
     """
 
-    def __init__(self, props: Mapping[str, str] | None = None, port: int = 0) -> None:
+    def __init__(
+        self, props: Mapping[str, str] | None = None, port: int = 0, *, authorized: bool = True
+    ) -> None:
         self.props: dict[str, str] = {**_PROPS, **(props or {})}
+        self.authorized = authorized  # False: answers CNXN with AUTH and never lets in
         self.settings: dict[str, dict[str, str]] = {"global": {}, "secure": {}, "system": {}}
         self.reverses: dict[str, str] = {}
         self.packages: set[str] = {"com.example.app"}
@@ -212,7 +217,9 @@ class FakeAdbd:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = f"host-{next(self._numbers)}"  # what adbd calls a TCP peer
-        connection = wire.DeviceConnection(reader, writer, self.banner, self.answer, transport)
+        connection = wire.DeviceConnection(
+            reader, writer, self.banner, self.answer, transport, self.authorized
+        )
         self._connections.add(connection)
         try:
             await connection.run()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import adbutils
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICELAB = [sys.executable, "-m", "devicelab"]
@@ -57,12 +61,36 @@ def test_usage_error_exits_2() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_devices_json_reports_web_state() -> None:
-    done = run("devices", "--json")
+def test_devices_json_reports_each_platform_state(tmp_path: Path) -> None:
+    # A private adb server (started by the command, as `adb devices` does), never 5037.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "ANDROID_ADB_SERVER_PORT": str(port), "HOME": str(tmp_path)}
+    try:
+        done = subprocess.run(
+            [*DEVICELAB, "devices", "--json"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        adb = Path(adbutils.__file__).parent / "binaries" / "adb"
+        stop = [str(adb), "-P", str(port), "kill-server"]
+        subprocess.run(stop, env=env, capture_output=True, check=False)
     assert done.returncode == 0, done.stderr
     devices = {d["id"]: d for d in json.loads(done.stdout)}
     assert devices["web"]["platform"] == "web"
     assert devices["web"]["state"] in ("ready", "missing")
+    # The shipped inventory's serials are placeholders: the adb server does not list them.
+    lowend = devices["android-lowend"]
+    assert (lowend["state"], lowend["detail"]) == (
+        "absent",
+        "set this device's serial in the inventory (`adb devices -l`)",
+    )
     assert devices["iphone11"]["state"] == "unknown"
 
 

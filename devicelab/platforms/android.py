@@ -1,0 +1,93 @@
+"""Android devices through the adb server (adbutils).
+
+``AdbServer`` is one adb server (host and port from ``ANDROID_ADB_SERVER_HOST`` /
+``ANDROID_ADB_SERVER_PORT``, as adb itself reads them; 127.0.0.1:5037 by default).
+Lifecycle: nothing to open or close; each call is one request to the server, which
+adbutils starts first when none answers (as ``adb devices`` does). adbutils' errors are
+translated here, and only here, into devicelab's (``raise ... from``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from devicelab.errors import DeviceUnreachable, ToolMissing
+
+__all__ = ["ADB_STATES", "AdbServer", "AdbState", "describe"]
+
+# What the adb server says of a device -> (our state, what to do about it).
+ADB_STATES: dict[str, tuple[str, str]] = {
+    "device": ("online", ""),
+    "offline": ("offline", "reconnect the cable (or `adb reconnect offline`)"),
+    "unauthorized": (
+        "unauthorized",
+        "unlock the phone and accept the 'Allow USB debugging?' prompt",
+    ),
+    "no permissions": (
+        "no-permissions",
+        "add a udev rule for the phone's USB vendor id, or run the adb server as root",
+    ),
+    "authorizing": ("authorizing", "wait a moment and retry"),
+    "connecting": ("connecting", "wait a moment and retry"),
+    "recovery": ("recovery", "reboot the phone into Android"),
+    "sideload": ("sideload", "reboot the phone into Android"),
+    "bootloader": ("bootloader", "reboot the phone into Android"),
+}
+
+
+@dataclass(frozen=True)
+class AdbState:
+    """One line of ``adb devices``: the serial and the server's word for its state."""
+
+    serial: str
+    adb_state: str
+
+
+def describe(serial: str, listed: dict[str, str]) -> tuple[str, str]:
+    """(state, detail) of the device ``serial`` given the server's listing."""
+    if serial not in listed:
+        if serial.upper().startswith("REPLACE-WITH"):
+            return "absent", "set this device's serial in the inventory (`adb devices -l`)"
+        return "absent", "not attached: check the cable, or `adb connect HOST:PORT`"
+    state, detail = ADB_STATES.get(listed[serial], (listed[serial], ""))
+    return state, detail
+
+
+class AdbServer:
+    """The adb server devicelab talks to (see the module docstring)."""
+
+    DEFAULT_PORT = 5037
+
+    def __init__(self, host: str | None = None, port: int | None = None) -> None:
+        self.host = host or os.environ.get("ANDROID_ADB_SERVER_HOST", "127.0.0.1")
+        self.port = port or int(os.environ.get("ANDROID_ADB_SERVER_PORT", self.DEFAULT_PORT))
+
+    def _client(self) -> Any:
+        try:
+            import adbutils
+        except ImportError as exc:
+            raise ToolMissing("adbutils", hint="pip install adbutils") from exc
+        return adbutils.AdbClient(host=self.host, port=self.port, socket_timeout=10)
+
+    def states(self) -> dict[str, str]:
+        """Every device the server knows, serial -> adb's state (device, offline,
+        unauthorized, ...).
+
+        Raises DeviceUnreachable when no server answers and none can be started.
+        """
+        import adbutils
+
+        try:
+            return {info.serial: info.state for info in self._client().list()}
+        except (adbutils.AdbError, OSError) as exc:
+            raise DeviceUnreachable(
+                f"no adb server answers on {self.host}:{self.port}: {exc}",
+                hint="install adb (apt-get install -y adb) and run `adb start-server`",
+                command="adb devices",
+            ) from exc
+
+    def info(self) -> dict[str, str]:
+        """Where the server is, for reports and ``doctor``."""
+        return {"host": self.host, "port": str(self.port)}
