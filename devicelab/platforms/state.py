@@ -17,7 +17,8 @@ class DeviceState:
 
     ``state``: web: ready | missing (the browser is not installed); android: online |
     offline | unauthorized | no-permissions | absent (not attached) | unknown (no adb
-    server); ios: unknown until its platform module probes usbmuxd.
+    server); ios: online (listed by usbmuxd and paired) | unpaired (listed, no pair
+    record: tap Trust) | absent (not listed) | unknown (no usbmuxd answers).
     """
 
     device: Device
@@ -50,20 +51,24 @@ def _android_states(devices: list[Device]) -> list[DeviceState]:
     return [DeviceState(d, *describe(d.serial or "", listed)) for d in devices]
 
 
+def _ios_states(devices: list[Device]) -> list[DeviceState]:
+    if not devices:
+        return []
+    from devicelab.errors import EnvironmentProblem
+    from devicelab.platforms.ios import Usbmuxd, describe
+
+    try:
+        listed = Usbmuxd().states()
+    except EnvironmentProblem as exc:
+        return [DeviceState(d, "unknown", exc.one_line()) for d in devices]
+    return [DeviceState(d, *describe(d.udid or "", listed)) for d in devices]
+
+
 def device_states(inventory: Inventory) -> list[DeviceState]:
-    """The state of every device of ``inventory``, in file order (the adb server is asked
-    once, and only when the inventory has an android device)."""
+    """The state of every device of ``inventory``, in file order (the adb server and
+    usbmuxd are each asked once, and only when the inventory has a device of theirs)."""
     devices = list(inventory.devices.values())
     android = _android_states([d for d in devices if d.platform == "android"])
-    by_id = {state.device.id: state for state in android}
-    states = []
-    for device in devices:
-        if device.platform == "web":
-            states.append(_web_state(device))
-        elif device.platform == "android":
-            states.append(by_id[device.id])
-        else:
-            states.append(
-                DeviceState(device, "unknown", f"{device.platform} probing is not built yet")
-            )
-    return states
+    ios = _ios_states([d for d in devices if d.platform == "ios"])
+    by_id = {state.device.id: state for state in [*android, *ios]}
+    return [_web_state(d) if d.platform == "web" else by_id[d.id] for d in devices]

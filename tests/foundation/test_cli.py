@@ -62,11 +62,15 @@ def test_usage_error_exits_2() -> None:
 
 
 def test_devices_json_reports_each_platform_state(tmp_path: Path) -> None:
-    # A private adb server (started by the command, as `adb devices` does), never 5037.
-    with socket.socket() as sock:
+    # A private adb server (started by the command, as `adb devices` does), never 5037;
+    # usbmuxd on a closed loopback port, never a real /var/run/usbmuxd.
+    with socket.socket() as sock, socket.socket() as closed:
         sock.bind(("127.0.0.1", 0))
+        closed.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+        usbmuxd = f"127.0.0.1:{closed.getsockname()[1]}"
     env = {**os.environ, "ANDROID_ADB_SERVER_PORT": str(port), "HOME": str(tmp_path)}
+    env["USBMUXD_SOCKET_ADDRESS"] = usbmuxd
     try:
         done = subprocess.run(
             [*DEVICELAB, "devices", "--json"],
@@ -91,7 +95,9 @@ def test_devices_json_reports_each_platform_state(tmp_path: Path) -> None:
         "absent",
         "set this device's serial in the inventory (`adb devices -l`)",
     )
-    assert devices["iphone11"]["state"] == "unknown"
+    assert devices["iphone11"]["state"] == "unknown"  # no usbmuxd answers
+    detail = devices["iphone11"]["detail"]
+    assert f"no usbmuxd answers on {usbmuxd}" in detail or "devicelab[ios]" in detail
 
 
 def test_doctor_json_names_a_fix_for_each_missing_tool() -> None:

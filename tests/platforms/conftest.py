@@ -1,4 +1,5 @@
-"""Fixtures of the platform tests: a private real adb server and a fake device behind it.
+"""Fixtures of the platform tests: a private real adb server and a fake device behind it,
+and a fake usbmuxd with fake iPhones.
 
 Every adb and adbutils call runs with ANDROID_ADB_SERVER_PORT set to the private server's
 port and HOME set to a temporary directory, so no stray server starts on 5037 and no
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from devicelab.testing.fake_adbd import FakeAdbd
+from devicelab.testing.fake_usbmuxd import FakeUsbmuxd
 
 
 def _adb_binaries() -> list[Any]:
@@ -114,3 +116,20 @@ def device(adb_server: AdbServer, fake: FakeAdbd) -> Any:
     import adbutils
 
     return adbutils.AdbClient(host="127.0.0.1", port=adb_server.port).device(fake.serial)
+
+
+@pytest.fixture
+def usbmuxd(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeUsbmuxd]:
+    """A fake usbmuxd on a free loopback port, with no phone attached yet;
+    USBMUXD_SOCKET_ADDRESS points at it, so nothing reaches a real /var/run/usbmuxd."""
+    with FakeUsbmuxd() as mux:
+        monkeypatch.setenv("USBMUXD_SOCKET_ADDRESS", mux.address)
+        yield mux
+
+
+@pytest.fixture
+def no_usbmuxd(monkeypatch: pytest.MonkeyPatch) -> str:
+    """USBMUXD_SOCKET_ADDRESS set to a closed loopback port; returns that address."""
+    address = f"127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("USBMUXD_SOCKET_ADDRESS", address)
+    return address
