@@ -61,7 +61,17 @@ async def _get(s: aiohttp.ClientSession, url: str, proxy: str | None) -> float:
     return time.perf_counter() - start
 
 
-async def ours(base: str, proxy: str, sizes: list[int]) -> dict[str, float]:
+def tiny_start_s(profile: NetworkProfile) -> float:
+    """When the tiny request of the "during 2 downloads" row starts: 0.3 s, or earlier on a
+    fast link, so that it starts while the two downloads are still in flight (at 5G they
+    take ~0.17 s)."""
+    rate = profile.down_bytes_per_s
+    if rate is None:
+        return 0.3
+    return min(0.3, profile.rtt / 1000 + 0.4 * 2 * MB / rate)
+
+
+async def ours(base: str, proxy: str, sizes: list[int], later_s: float) -> dict[str, float]:
     out: dict[str, float] = {}
     async with aiohttp.ClientSession() as s:
         await _get(s, f"{base}/bytes?n=1", proxy)
@@ -76,7 +86,7 @@ async def ours(base: str, proxy: str, sizes: list[int]) -> dict[str, float]:
         out["up 1000 KB"] = time.perf_counter() - start
 
         async def tiny_later() -> float:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(later_s)
             return await _get(s, f"{base}/bytes?n=10", proxy)
 
         bulk = f"{base}/bytes?n={MB}"
@@ -95,7 +105,7 @@ async def ours(base: str, proxy: str, sizes: list[int]) -> dict[str, float]:
 
 # --- the same through Chromium's CDP throttling -----------------------------------------
 _PAGE_JS = """
-async ([base, sizes]) => {
+async ([base, sizes, laterMs]) => {
   const t = async (f) => {
     const s = performance.now(); await f(); return (performance.now() - s) / 1000;
   };
@@ -113,7 +123,7 @@ async ([base, sizes]) => {
     const r = await fetch(base + '/sink', {method: 'POST', body}); await r.text();
   });
   const bulk = base + '/bytes?n=1000000';
-  const later = new Promise(r => setTimeout(r, 300)).then(() => get(base + '/bytes?n=10'));
+  const later = new Promise(r => setTimeout(r, laterMs)).then(() => get(base + '/bytes?n=10'));
   const res = await Promise.all([get(bulk), get(bulk), later]);
   out['tiny during 2 downloads'] = res[2];
   out['ws burst worst msg'] = await new Promise((resolve) => {
@@ -145,7 +155,8 @@ async def cdp(base: str, profile: NetworkProfile, sizes: list[int]) -> dict[str,
                 "uploadThroughput": profile.up_bytes_per_s or -1,
             },
         )
-        result: dict[str, float] = await page.evaluate(_PAGE_JS, [base, sizes])
+        later_ms = tiny_start_s(profile) * 1000
+        result: dict[str, float] = await page.evaluate(_PAGE_JS, [base, sizes, later_ms])
         await browser.close()
     return result
 
@@ -236,7 +247,7 @@ async def main() -> None:
         for name in args.networks.split(","):
             profile = network_profile(name)
             with ShapedProxy(profile, mode="subprocess") as proxy:
-                mine = await ours(base, proxy.url, sizes)
+                mine = await ours(base, proxy.url, sizes, tiny_start_s(profile))
             theirs = {} if args.no_cdp else await cdp(base, profile, sizes)
             rows = table(name, profile, mine, theirs)
             report["networks"][name] = rows
