@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -150,5 +151,16 @@ def diagnose() -> list[Finding]:
         _module("adbutils", "adbutils", "android devices", required=False),
         _module("pymobiledevice3", "devicelab[ios]", "ios devices", required=False),
         _module("locust", "locust", "backend load", required=False),
+        _usbmuxd(),
     ]
     return findings
+
+
+def _usbmuxd() -> Finding:
+    """usbmuxd's socket (or USBMUXD_SOCKET_ADDRESS), which pymobiledevice3 talks to."""
+    address = os.environ.get("USBMUXD_SOCKET_ADDRESS", "")
+    socket_path = Path("/var/run/usbmuxd")
+    found = bool(address) or socket_path.exists()
+    detail = address or (str(socket_path) if found else "no /var/run/usbmuxd")
+    fix = "" if found else f"{_APT} usbmuxd (it starts when an iPhone is plugged in)"
+    return Finding("usbmuxd", found, detail, fix, False, "ios devices")
