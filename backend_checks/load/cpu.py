@@ -50,11 +50,15 @@ class CpuSampler:
 
     Lifecycle: ``start()`` primes the counters, ``stop()`` ends sampling; ``t``/``pct``
     then hold one point per interval (seconds since start, percent of the machine).
+    ``extra`` (the load processes) and ``api`` (a local API server: the reference
+    server serving an HTTP load) are summed apart, never into the database's share.
     """
 
     def __init__(self, root: psutil.Process | None, *, interval_s: float = 1.0) -> None:
         self.root = root
         self.extra: list[psutil.Process] = []
+        self.api: list[psutil.Process] = []
+        self.api_used_s = 0.0
         self.interval_s = interval_s
         self.cores = psutil.cpu_count() or 1
         self.t: list[float] = []
@@ -99,6 +103,8 @@ class CpuSampler:
         self._total(self._procs(), self._base)
         self._extra_base: dict[int, float] = {}
         self._total(self.extra, self._extra_base)
+        self._api_base: dict[int, float] = {}
+        self._total(self.api, self._api_base)
         self._thread = threading.Thread(target=self._loop, name="devicelab-cpu", daemon=True)
         self._thread.start()
 
@@ -108,6 +114,7 @@ class CpuSampler:
             now = time.monotonic()
             used = self._total(self._procs(), self._base)
             extra = self._total(self.extra, self._extra_base)
+            self.api_used_s += self._total(self.api, self._api_base)
             wall = max(now - last, 1e-6) * self.cores
             self.used_s += used
             self.extra_used_s += extra
@@ -123,10 +130,12 @@ class CpuSampler:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def mean_pct(self, extra: bool = False) -> float | None:
+    def mean_pct(self, extra: bool = False, api: bool = False) -> float | None:
         """CPU over the whole sampled time as a share of the machine (time-weighted: a
-        sampler delayed by a busy machine makes longer intervals, not heavier ones)."""
-        if self.wall_s <= 0:
+        sampler delayed by a busy machine makes longer intervals, not heavier ones): the
+        server's, or the load processes' (``extra``), or the API server's (``api``; None
+        when there is none)."""
+        if self.wall_s <= 0 or (api and not self.api):
             return None
-        used = self.extra_used_s if extra else self.used_s
+        used = self.api_used_s if api else self.extra_used_s if extra else self.used_s
         return round(100 * used / (self.wall_s * self.cores), 2)

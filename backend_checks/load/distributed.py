@@ -5,8 +5,9 @@ Used only when Locust's own CLI runs the locustfile (``locust -f .../locustfile.
 worker process opens its window when the test starts and adds what it recorded since its
 last report to every stats report (``report_to_master``); the master merges the reports
 (``worker_report``) and writes one WorkerResult JSON to ``DEVICELAB_LOAD_OUT`` when it
-quits. Our own local runner (``backend_checks.load.worker``) does not set the variable,
-so these hooks stay idle there.
+quits, with the run's shape (transport, target, mix, pace, window, workers) so
+``devicelab backend load --import`` can judge it elsewhere. Our own local runner
+(``backend_checks.load.worker``) does not set the variable, so these hooks stay idle there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from locust import events
 from locust.runners import MasterRunner
 
 from backend_checks.load import hdr
-from backend_checks.load.models import OpTally, SecondTally, WorkerResult, WorkerSpec
+from backend_checks.load.models import OpTally, RunShape, SecondTally, WorkerResult, WorkerSpec
 
 __all__ = ["OUT_ENV", "REPORT_KEY", "SPEC_ENV", "Merged", "install"]
 
@@ -43,9 +45,12 @@ class Merged:
         self.errors: dict[str, int] = {}
         self.users = self.connected = self.connect_failures = self.exhaustion = 0
         self.missed = 0
+        self.workers: set[str] = set()
+        self.started_at = datetime.now(UTC).isoformat()
 
-    def add(self, report: dict[str, Any]) -> None:
-        """Merge one worker report (a ``Recorder.drain()``)."""
+    def add(self, report: dict[str, Any], worker: str = "") -> None:
+        """Merge one worker report (a ``Recorder.drain()``) from ``worker`` (its id)."""
+        self.workers.add(worker)
         self.connected += int(report["connected"])
         self.connect_failures += int(report["connect_failures"])
         self.exhaustion += int(report["exhaustion"])
@@ -91,6 +96,24 @@ class Merged:
             ],
             errors=self.errors,
             elapsed_s=time.perf_counter() - self.started,
+            shape=self.shape(),
+        )
+
+    def shape(self) -> RunShape:
+        """How the run was paced and where it went (no secret: the DSN redacted)."""
+        from backend_checks.db import redact
+
+        spec = self.spec
+        return RunShape(
+            transport="rest" if spec.api_url else "sql",
+            target=spec.api_url or redact(spec.dsn, spec.dsn),
+            mix=spec.mix,
+            rate_per_user=spec.rate_per_user,
+            duration_s=spec.duration_s,
+            identities=len(spec.identities),
+            workers=len(self.workers),
+            started_at=self.started_at,
+            finished_at=datetime.now(UTC).isoformat(),
         )
 
 
@@ -117,9 +140,9 @@ def install(configure: Callable[[WorkerSpec], Any]) -> None:
         if recorder := state.get("recorder"):
             data[REPORT_KEY] = recorder.drain()
 
-    def _worker_report(data: dict[str, Any], **_: Any) -> None:
+    def _worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
         if (merged := state.get("merged")) and REPORT_KEY in data:
-            merged.add(data[REPORT_KEY])
+            merged.add(data[REPORT_KEY], str(client_id))
 
     def _quit(environment: Any, **_: Any) -> None:
         merged = state.get("merged")

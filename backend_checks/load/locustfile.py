@@ -2,15 +2,17 @@
 
 Importing this module imports Locust, which monkey-patches the standard library with
 gevent: the devicelab process must never import it (``backend_checks.load.worker`` is run
-as a subprocess). psycopg 3 notices the patched ``select`` and waits cooperatively, so
-each simulated user is one greenlet with one connection of its own.
+as a subprocess). Each simulated user is one greenlet with one session of its own: a
+psycopg connection (``SqlSession``; psycopg waits cooperatively under the patched
+``select``) or, when the spec names an API URL, an HTTP connection signed in as a
+generated user (``RestSession``).
 
 Lifecycle of an :class:`AppUser`::
 
-    on_start  -> connect as the DSN's user (exhaustion is counted, never raised)
+    on_start  -> connect / sign in (exhaustion and refusals are counted, never raised)
     act       -> wait for the window to open; then every request of the window, at the
                  user's intended times (fixed-rate mode) or back to back (closed loop)
-    on_stop   -> close the connection (the server flushes its table statistics)
+    on_stop   -> close the session (the server flushes its table statistics)
 
 Latency is recorded from the intended start of each request (coordinated omission
 corrected: a late request carries the time it waited to be sent), the service time from
@@ -25,53 +27,17 @@ import time
 from typing import Any, ClassVar
 
 import gevent
-import psycopg
 from gevent.event import Event
 from locust import User, constant, events, task
 from locust.exception import StopUser
 
 from backend_checks.load import hdr
-from backend_checks.load.mix import IDENTITY_SQL, SEARCH_TERMS, operation
+from backend_checks.load.mix import SEARCH_TERMS, operation
 from backend_checks.load.models import OpTally, SecondTally, WorkerResult, WorkerSpec
+from backend_checks.load.session import Session, SessionError
+from backend_checks.load.sql_session import WAKEUP_S, SqlSession, classify
 
-__all__ = ["AppUser", "Recorder", "classify", "configure"]
-
-_EXHAUSTION_TEXT = (
-    "too many clients",
-    "too many connections",
-    "remaining connection slots",
-    "connection pool",
-    "pool timeout",
-)
-
-
-def classify(exc: BaseException) -> str:
-    """The error kind of ``exc``: "exhaustion" (no connection slot left), "timeout",
-    "connection" (lost or refused), or "sql:<sqlstate>"."""
-    text = str(exc).lower()
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate == "53300" or any(marker in text for marker in _EXHAUSTION_TEXT):
-        return "exhaustion"
-    if sqlstate == "57014" or "statement timeout" in text:
-        return "timeout"
-    if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
-        return "connection"
-    return f"sql:{sqlstate or type(exc).__name__}"
-
-
-#: How often a user waiting for the server wakes up anyway. psycopg wakes every 0.1 s (so
-#: Ctrl-C is seen): ~38 us of CPU per wake-up under gevent (measured: 300 users waiting
-#: 1 s three times cost 0.50 s of CPU at 0.1 s, 0.16 s at 5 s), and 1000 users queued for
-#: seconds on a saturated server wake ~10K times a second, ~0.4 core taken from the
-#: server on a shared machine. Nobody presses Ctrl-C here: the parent stops us.
-WAKEUP_S = 5.0
-
-
-class _Connection(psycopg.Connection[Any]):
-    """psycopg's connection, waking every :data:`WAKEUP_S` while it waits."""
-
-    def wait(self, gen: Any, interval: float = WAKEUP_S, timeout: float | None = None) -> Any:
-        return super().wait(gen, interval=interval, timeout=timeout)
+__all__ = ["WAKEUP_S", "AppUser", "Recorder", "classify", "configure"]
 
 
 class Recorder:
@@ -170,7 +136,7 @@ class Recorder:
 
 
 class AppUser(User):
-    """One app user: one connection, the mix of operations, the identity of a real user."""
+    """One app user: one session, the mix of operations, the identity of a real user."""
 
     wait_time = constant(0)
     recorder: ClassVar[Recorder | None] = None
@@ -181,25 +147,34 @@ class AppUser(User):
         spec = rec.spec
         self.index = AppUser._next_index
         AppUser._next_index += 1
-        self.identity = spec.identities[self.index % len(spec.identities)]
+        identity = spec.identities[self.index % len(spec.identities)]
         self.rng = random.Random(spec.seed * 1_000_003 + self.index)
         self.names = list(spec.mix)
         self.weights = list(spec.mix.values())
+        # Without a conversation (an account in none) only the list and search remain.
+        self.free = [
+            (n, w) for n, w in spec.mix.items() if "conversation" not in operation(n).params
+        ]
         self.interval = 1.0 / spec.rate_per_user if spec.rate_per_user else 0.0
         # A random phase spreads the users' schedules evenly over one interval.
         self.next_at: float | None = None
         self.phase = self.rng.random() * self.interval
-        self.conn: psycopg.Connection[Any] | None = None
-        self.cur: psycopg.Cursor[Any] | None = None
+        self.session: Session = self._session(spec, identity)
         self.last_attempt = 0.0
         self.sent = 0
         self._connect()
         rec.started_users += 1
 
+    @staticmethod
+    def _session(spec: WorkerSpec, identity: Any) -> Session:
+        if spec.api_url:
+            from backend_checks.load.rest_session import RestSession
+
+            return RestSession(spec, identity)
+        return SqlSession(spec, identity)
+
     def on_stop(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.session.close()
 
     def _rec(self) -> Recorder:
         if AppUser.recorder is None:
@@ -208,19 +183,12 @@ class AppUser(User):
 
     def _connect(self) -> bool:
         rec = self._rec()
-        spec = rec.spec
         self.last_attempt = time.perf_counter()
         try:
-            self.conn = _Connection.connect(
-                spec.dsn,
-                autocommit=True,
-                connect_timeout=spec.connect_timeout_s,
-                application_name="devicelab-load",
-                options=f"-c statement_timeout={spec.statement_timeout_ms}",
-            )
-        except psycopg.Error as exc:
+            self.session.connect()
+        except SessionError as exc:
             rec.connect_failures += 1
-            rec.error(classify(exc), str(exc))
+            rec.error(exc.kind, exc.message)
             return False
         rec.connected += 1
         return True
@@ -262,41 +230,39 @@ class AppUser(User):
             intended = now
             if now >= rec.deadline:
                 return False
-        name = self.rng.choices(self.names, self.weights)[0]
-        if self.conn is None or self.conn.closed:
-            self.conn = None
-            # Retry at most once a second, as a client would; the missed request counts.
-            if time.perf_counter() - self.last_attempt < 1.0 or not self._connect():
-                rec.record(name, intended, intended, time.perf_counter(), ok=False)
-                if not self.interval:
-                    gevent.sleep(1.0)
-                return True
+        name = self._pick()
+        # Reconnect at most once a second, as a client would; the missed request counts.
+        if not self.session.connected and (
+            time.perf_counter() - self.last_attempt < 1.0 or not self._connect()
+        ):
+            rec.record(name, intended, intended, time.perf_counter(), ok=False)
+            if not self.interval:
+                gevent.sleep(1.0)
+            return True
         self._run(rec, name, intended)
         return True
 
+    def _pick(self) -> str:
+        if self.session.conversations or not self.free:
+            return self.rng.choices(self.names, self.weights)[0]
+        names, weights = zip(*self.free, strict=True)
+        return str(self.rng.choices(names, weights)[0])
+
     def _run(self, rec: Recorder, name: str, intended: float) -> None:
         op = operation(name)
-        params = [self._param(kind) for kind in op.params]
+        params: dict[str, str] = {kind: self._param(kind) for kind in op.params}
         start = time.perf_counter()
-        error: BaseException | None = None
-        assert self.conn is not None
+        error: SessionError | None = None
         try:
-            # One cursor per connection: a new one per request costs ~75 us of setup.
-            if self.cur is None or self.cur.connection is not self.conn:
-                self.cur = self.conn.cursor()
-            self.cur.execute(IDENTITY_SQL, (self.identity.claims,), prepare=True)
-            self.cur.execute(op.sql, params, prepare=True)
-            self.cur.fetchall()
-        except psycopg.Error as exc:
+            self.session.run(op, params)
+        except SessionError as exc:
             error = exc
-            rec.error(classify(exc), str(exc))
-            if self.conn.broken or self.conn.closed:
-                self.conn = None
+            rec.error(exc.kind, exc.message)
         end = time.perf_counter()
         rec.record(name, intended, start, end, ok=error is None)
         if rec.spec.locust_stats:
             events.request.fire(  # type: ignore[no-untyped-call]
-                request_type="sql",
+                request_type="http" if rec.spec.api_url else "sql",
                 name=name,
                 response_time=(end - intended) * 1000,
                 response_length=0,
@@ -306,7 +272,7 @@ class AppUser(User):
 
     def _param(self, kind: str) -> str:
         if kind == "conversation":
-            return self.rng.choice(self.identity.conversations)
+            return self.rng.choice(self.session.conversations)
         if kind == "term":
             return self.rng.choice(SEARCH_TERMS)
         self.sent += 1

@@ -7,14 +7,18 @@ conversations and the list, some sending and marking read, a little searching. T
 mix (``READ_MIX``) keeps the read operations with the same relative weights; it is what
 ``bench/load.py`` runs against pgbench.
 
+Each operation also names the REST request supabase-js sends for it (``rest``): the
+HTTP load mode (``backend_checks.load.rest_session``) sends exactly that to ``/rest/v1``,
+and PostgREST (or our reference server) turns it into the same statement.
+
 Nothing here imports Locust or gevent: the parent process and the bench read it too.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "FULL_MIX",
@@ -24,6 +28,7 @@ __all__ = [
     "SEARCH_TERMS",
     "MixName",
     "Operation",
+    "RestCall",
     "mix_weights",
     "operation",
 ]
@@ -37,6 +42,24 @@ IDENTITY_SQL = (
 )
 
 
+ParamKind = Literal["conversation", "term", "content"]
+
+
+class RestCall(BaseModel):
+    """The request supabase-js sends for an operation.
+
+    ``query`` and the string values of ``body`` may name a parameter in braces
+    (``{conversation}``, ``{term}``, ``{content}``); the other body values are sent as they are.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["GET", "POST"]
+    path: str
+    query: str = ""
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
 class Operation(BaseModel):
     """One operation of the mix: its SQL (psycopg ``%s`` parameters), its share of the mix,
     whether it writes, and the backend check whose p95 target it is judged against."""
@@ -48,7 +71,8 @@ class Operation(BaseModel):
     weight: int
     writes: bool
     target_check: str
-    params: tuple[Literal["conversation", "term", "content"], ...] = ()
+    params: tuple[ParamKind, ...] = ()
+    rest: RestCall
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -61,6 +85,11 @@ OPERATIONS: tuple[Operation, ...] = (
         weight=25,
         writes=False,
         target_check="conversation_list",
+        rest=RestCall(
+            method="GET",
+            path="/rest/v1/conversation_list",
+            query="select=*&order=last_message_at.desc.nullslast&limit=50",
+        ),
     ),
     Operation(
         name="fetch_messages",
@@ -72,6 +101,12 @@ OPERATIONS: tuple[Operation, ...] = (
         writes=False,
         target_check="message_fetch",
         params=("conversation",),
+        rest=RestCall(
+            method="GET",
+            path="/rest/v1/messages",
+            query="select=id,conversation_id,sender_id,content,type,media_url,created_at"
+            "&conversation_id=eq.{conversation}&order=created_at.desc&limit=50",
+        ),
     ),
     Operation(
         name="send_message",
@@ -80,6 +115,11 @@ OPERATIONS: tuple[Operation, ...] = (
         writes=True,
         target_check="send_message",
         params=("conversation", "content"),
+        rest=RestCall(
+            method="POST",
+            path="/rest/v1/rpc/send_message",
+            body={"p_conversation_id": "{conversation}", "p_content": "{content}"},
+        ),
     ),
     Operation(
         name="mark_as_read",
@@ -88,6 +128,11 @@ OPERATIONS: tuple[Operation, ...] = (
         writes=True,
         target_check="mark_as_read",
         params=("conversation",),
+        rest=RestCall(
+            method="POST",
+            path="/rest/v1/rpc/mark_as_read",
+            body={"p_conversation_id": "{conversation}"},
+        ),
     ),
     Operation(
         name="search_messages",
@@ -96,6 +141,11 @@ OPERATIONS: tuple[Operation, ...] = (
         writes=False,
         target_check="message_search",
         params=("term",),
+        rest=RestCall(
+            method="POST",
+            path="/rest/v1/rpc/search_messages",
+            body={"p_query": "{term}", "p_limit": 20},
+        ),
     ),
 )
 

@@ -3,6 +3,11 @@
 The worker process and the parent exchange these as JSON files (``WorkerSpec`` in,
 ``WorkerResult`` out); HDR histograms travel encoded (``HdrHistogram.encode()``, base64
 of the compressed form) and are merged in the parent.
+
+A spec names either a DSN (the users speak SQL) or an API URL (the users speak HTTP to
+``/rest/v1`` as supabase-js does). The API key and the test users' password are never
+in a spec: a load process reads them from its environment (:data:`ANON_KEY_ENV`,
+:data:`PASSWORD_ENV`).
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ANON_KEY_ENV",
+    "PASSWORD_ENV",
     "CpuReport",
     "Criterion",
     "Identity",
     "OpStats",
     "OpTally",
+    "RunShape",
     "SecondTally",
     "StatsDelta",
     "StepResult",
@@ -25,22 +33,35 @@ __all__ = [
 ]
 
 
+#: The environment variables a load process reads the API key and the password from.
+ANON_KEY_ENV = "SUPABASE_ANON_KEY"
+PASSWORD_ENV = "DEVICELAB_TEST_PASSWORD"
+
+Transport = Literal["sql", "rest"]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Identity(_Model):
-    """An app user the load signs in as: the JWT claims and the conversations it is in."""
+    """An app user the load signs in as: the JWT claims and the conversations it is in.
 
-    user_id: str
-    claims: str
-    conversations: list[str]
+    Over HTTP the user signs in with ``email``; ``user_id`` and ``conversations`` may then
+    be empty (a remote API without a DSN): the user finds them after signing in.
+    """
+
+    user_id: str = ""
+    claims: str = ""
+    conversations: list[str] = Field(default_factory=list)
+    email: str = ""
 
 
 class WorkerSpec(_Model):
     """Everything one worker process needs (written by the parent as JSON)."""
 
-    dsn: str
+    dsn: str = ""
+    api_url: str = Field("", description="a Supabase API base URL: the users speak HTTP")
     identities: list[Identity]
     users: int = Field(ge=1)
     mix: dict[str, int]
@@ -75,6 +96,22 @@ class SecondTally(_Model):
     latency_hdr: str = ""
 
 
+class RunShape(_Model):
+    """How a run was paced and where it went, as a Locust master records it with its
+    merged result, so the result can be judged elsewhere (``devicelab backend load
+    --import``)."""
+
+    transport: Transport = "sql"
+    target: str = Field("", description="redacted DSN or API URL")
+    mix: dict[str, int]
+    rate_per_user: float | None = None
+    duration_s: float = Field(gt=0)
+    identities: int = 0
+    workers: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+
+
 class WorkerResult(_Model):
     """What a worker measured during the window."""
 
@@ -87,6 +124,14 @@ class WorkerResult(_Model):
     seconds: list[SecondTally]
     errors: dict[str, int] = Field(default_factory=dict)
     elapsed_s: float
+    shape: RunShape | None = Field(
+        None, description="how the run was paced (written by a Locust master)"
+    )
+
+    @property
+    def transport(self) -> Transport:
+        """How the users spoke to the server (from the shape; SQL when unknown)."""
+        return self.shape.transport if self.shape else "sql"
 
 
 class OpStats(_Model):
@@ -121,6 +166,9 @@ class CpuReport(_Model):
     cores: int | None = None
     busy_backends: float | None = None
     client_mean_pct: float | None = None
+    api_mean_pct: float | None = Field(
+        None, description="the reference API server (this machine), when it served the load"
+    )
     note: str = ""
     t: list[float] = Field(default_factory=list)
     pct: list[float] = Field(default_factory=list)
@@ -153,6 +201,7 @@ class StepResult(_Model):
     users: int
     processes: int
     mix: dict[str, int]
+    transport: Transport = "sql"
     mode: Literal["fixed-rate", "closed"]
     rate_per_s: float | None
     duration_s: float

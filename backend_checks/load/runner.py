@@ -1,9 +1,10 @@
 """The parent side of a load run: identities, worker processes, snapshots, CPU, merging.
 
-Lifecycle of one step (N users), driven by :func:`run_load`::
+Lifecycle of one step (N users), driven by :func:`run_load` (SQL) or
+``backend_checks.load.api.run_rest_load`` (HTTP)::
 
     spawn P worker processes (python -m backend_checks.load.worker), N/P users each
-    wait until every user has tried to connect ("ready")
+    wait until every user has tried to connect or sign in ("ready")
     snapshot the statistics, start CPU sampling, send "go <t0>" to every worker
     wait for "done"; snapshot again; merge the HDR histograms of the workers
 
@@ -16,11 +17,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import select
 import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,26 +29,36 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend_checks.db import connect, redact
-from backend_checks.load import dbstats, hdr
+from backend_checks.load import dbstats, procs
 from backend_checks.load.cpu import CpuSampler, local_server
+from backend_checks.load.merge import cpu_report, merge_step
 from backend_checks.load.mix import MixName, mix_weights, operation
-from backend_checks.load.models import (
-    CpuReport,
-    Identity,
-    OpStats,
-    StepResult,
-    WorkerResult,
-    WorkerSpec,
-)
-from devicelab.errors import BadInput, ProbeFailed, UnsafeActionRefused
+from backend_checks.load.models import Identity, StatsDelta, StepResult, WorkerResult, WorkerSpec
+from devicelab.errors import BadInput, UnsafeActionRefused
 
-__all__ = ["LoadOptions", "LoadRun", "fetch_identities", "run_load", "write_spec"]
+__all__ = [
+    "DEFAULT_ACCOUNTS",
+    "LoadOptions",
+    "LoadRun",
+    "LoadTarget",
+    "fetch_identities",
+    "generated_identities",
+    "run_load",
+    "write_spec",
+]
 
 _IDENTITIES_SQL = """
 SELECT u.id::text, (array_agg(c.id::text ORDER BY c.last_message_at DESC NULLS LAST))[1:20]
 FROM public.conversations c CROSS JOIN LATERAL unnest(c.participants) AS u(id)
 GROUP BY u.id ORDER BY u.id LIMIT %s
 """
+_EMAILS_SQL = "SELECT id::text, email FROM auth.users WHERE id::text = ANY(%s)"
+#: Generated users signed in over HTTP without a DSN, unless told: the reference server
+#: seeds 100, datagen makes 1000 by default; users beyond share their sessions.
+DEFAULT_ACCOUNTS = 100
+#: Wait before the last snapshot of an HTTP step: an API's idle pooled backends flush
+#: their table counters within 10 s (measured: after 1.5 s one insert of 17 was still missing).
+_API_FLUSH_S = 10.5
 
 
 class LoadOptions(BaseModel):
@@ -84,12 +94,36 @@ class LoadRun(BaseModel):
     options: LoadOptions
     identities: int
     steps: list[StepResult]
+    notes: list[str] = Field(default_factory=list, description="what was not measured, and why")
 
 
-def fetch_identities(conn: Any, count: int) -> list[Identity]:
+@dataclass
+class LoadTarget:
+    """Where the users go: a DSN (SQL), or an API URL with an optional DSN for the
+    identities, the statistics deltas and the database CPU.
+
+    ``env`` is handed to the load processes only (API key, password); ``api_process``
+    is a local API server whose CPU is reported apart (the reference server).
+    """
+
+    label: str
+    dsn: str = field(default="", repr=False)
+    api_url: str = ""
+    accounts: int = 0
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    api_process: psutil.Process | None = None
+    no_dsn_note: str = ""
+
+
+def fetch_identities(conn: Any, count: int, *, emails: bool = False) -> list[Identity]:
     """Up to ``count`` users that are in at least one conversation, with their
-    conversations. Raises BadInput when the database holds none."""
+    conversations (and their sign-in emails when ``emails``: users without one are left
+    out). Raises BadInput when the database holds none."""
     rows = conn.execute(_IDENTITIES_SQL, (count,)).fetchall()
+    found = {}
+    if emails and rows:
+        found = dict(conn.execute(_EMAILS_SQL, ([r[0] for r in rows],)).fetchall())
+        rows = [r for r in rows if found.get(r[0])]
     if not rows:
         raise BadInput(
             "the database has no conversations to load",
@@ -100,6 +134,7 @@ def fetch_identities(conn: Any, count: int) -> list[Identity]:
             user_id=uid,
             claims=json.dumps({"sub": uid, "role": "authenticated", "aud": "authenticated"}),
             conversations=list(convs),
+            email=str(found.get(uid) or ""),
         )
         for uid, convs in rows
     ]
@@ -112,7 +147,7 @@ def write_spec(dsn: str, options: LoadOptions, users: int, path: Path) -> Path:
     Raises UnsafeActionRefused, BadInput, BackendUnavailable as :func:`run_load`.
     """
     weights = mix_weights(options.mix)
-    _refuse_writes(options, weights)
+    refuse_writes(options, weights)
     with connect(dsn, autocommit=True) as conn:
         identities = fetch_identities(conn, users)
     spec = WorkerSpec(
@@ -130,7 +165,8 @@ def write_spec(dsn: str, options: LoadOptions, users: int, path: Path) -> Path:
     return path
 
 
-def _refuse_writes(options: LoadOptions, weights: dict[str, int]) -> None:
+def refuse_writes(options: LoadOptions, weights: dict[str, int]) -> None:
+    """Raise UnsafeActionRefused when the mix writes and writes were not allowed."""
     if any(operation(n).writes for n in weights) and not options.allow_writes:
         raise UnsafeActionRefused(
             "the full mix sends messages and marks them read: refused without --allow-writes",
@@ -139,60 +175,84 @@ def _refuse_writes(options: LoadOptions, weights: dict[str, int]) -> None:
 
 
 def run_load(dsn: str, options: LoadOptions, *, workdir: Path | None = None) -> LoadRun:
-    """Run every step of ``options`` against ``dsn``; returns the LoadRun.
+    """Run every step of ``options`` against ``dsn`` (the users speak SQL); returns the
+    LoadRun.
 
     Raises UnsafeActionRefused (a writing mix without ``allow_writes``), BadInput (no data),
     BackendUnavailable (the server cannot be reached by us), ProbeFailed (a load process
     failed). Connection exhaustion of the simulated users is measured, not raised.
     """
+    return run_target(LoadTarget(label=redact(dsn, dsn), dsn=dsn), options, workdir=workdir)
+
+
+def generated_identities(accounts: int) -> list[Identity]:
+    """The generated users ``testuser1..accounts@example.com`` (they sign in over HTTP)."""
+    return [Identity(email=f"testuser{i}@example.com") for i in range(1, accounts + 1)]
+
+
+def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None = None) -> LoadRun:
+    """Run every step of ``options`` against ``target`` (see :func:`run_load`)."""
     weights = mix_weights(options.mix)
-    _refuse_writes(options, weights)
+    refuse_writes(options, weights)
     started_at = datetime.now(UTC)
     run_start = time.monotonic()
     own_dir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="devicelab-load-")) if workdir is None else workdir
     work.mkdir(parents=True, exist_ok=True)
-    import psycopg
-
-    with connect(dsn, autocommit=True) as conn:
-        try:
-            identities = fetch_identities(conn, max(options.users))
-            schema, note = dbstats.ensure_statements(conn, allow_writes=options.allow_writes)
-        except psycopg.Error as exc:
-            raise BadInput(
-                f"cannot read the messaging schema: {redact(str(exc).splitlines()[0], dsn)}",
-                hint="install it: devicelab backend datagen --messages 100000 --allow-writes",
-            ) from None
-        server = local_server(conn)
-        steps = []
-        for users in options.users:
-            steps.append(
-                _step(
-                    conn,
-                    dsn,
-                    options,
-                    weights,
-                    identities,
-                    users,
-                    schema,
-                    note,
-                    server,
-                    work,
-                    run_start,
-                )
-            )
-    if own_dir:
-        for path in work.iterdir():
-            path.unlink()
-        work.rmdir()
+    http = bool(target.api_url)
+    try:
+        if not target.dsn:
+            accounts = target.accounts or min(max(options.users), DEFAULT_ACCOUNTS)
+            identities = generated_identities(accounts)
+            db = _Database(None, "", target.no_dsn_note, None)
+            steps = [_step(db, target, options, weights, identities, users, work, run_start)
+                     for users in options.users]  # fmt: skip
+        else:
+            with connect(target.dsn, autocommit=True) as conn:
+                identities, db = _database(conn, target, options, emails=http)
+                steps = [_step(db, target, options, weights, identities, users, work, run_start)
+                         for users in options.users]  # fmt: skip
+    finally:
+        if own_dir:
+            for path in work.iterdir():
+                path.unlink()
+            work.rmdir()
+    notes = [target.no_dsn_note] if not target.dsn and target.no_dsn_note else []
     return LoadRun(
-        target=redact(dsn, dsn),
+        target=target.label,
         started_at=started_at,
         finished_at=datetime.now(UTC),
         options=options,
         identities=len(identities),
         steps=steps,
+        notes=notes,
     )
+
+
+@dataclass
+class _Database:
+    """Our own connection to the loaded database, when we have one."""
+
+    conn: Any
+    schema: str
+    note: str
+    server: psutil.Process | None
+
+
+def _database(
+    conn: Any, target: LoadTarget, options: LoadOptions, *, emails: bool
+) -> tuple[list[Identity], _Database]:
+    import psycopg
+
+    try:
+        identities = fetch_identities(conn, max(options.users), emails=emails)
+        schema, note = dbstats.ensure_statements(conn, allow_writes=options.allow_writes)
+    except psycopg.Error as exc:
+        raise BadInput(
+            f"cannot read the messaging schema: {redact(str(exc).splitlines()[0], target.dsn)}",
+            hint="install it: devicelab backend datagen --messages 100000 --allow-writes",
+        ) from None
+    return identities, _Database(conn, schema, note, local_server(conn))
 
 
 def _processes(options: LoadOptions, users: int) -> int:
@@ -202,83 +262,28 @@ def _processes(options: LoadOptions, users: int) -> int:
     return max(1, min(os.cpu_count() or 1, math.ceil(users / 500)))
 
 
-def _spawn(spec: WorkerSpec, path: Path, log: Path) -> subprocess.Popen[bytes]:
-    path.write_text(spec.model_dump_json())
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    with log.open("w") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "backend_checks.load.worker", str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            bufsize=0,
-            env=env,
-        )
-
-
-def _event(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> dict[str, Any]:
-    """The next protocol line of a worker (other output on its stdout is skipped).
-
-    Reads the pipe unbuffered, so a line already read is never left behind in a buffer
-    that ``select`` cannot see. Raises ProbeFailed (with the tail of its log) when the
-    worker exits or stays silent too long.
-    """
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    pending = _PENDING.setdefault(proc.pid, b"")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            _PENDING[proc.pid] = pending
-            if line.startswith(b'{"event"'):
-                event: dict[str, Any] = json.loads(line)
-                return event
-        left = deadline - time.monotonic()
-        ready = select.select([fd], [], [], left)[0] if left > 0 else []
-        chunk = os.read(fd, 65536) if ready else b""
-        if not chunk:
-            break
-        pending += chunk
-    proc.kill()
-    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-    raise ProbeFailed(
-        "a load process stopped or did not answer in time",
-        hint=f"see {log}",
-        command=" ".join(str(a) for a in proc.args),  # type: ignore[union-attr]
-        stderr="\n".join(tail),
-    )
-
-
-#: Bytes read from each worker's stdout past its last protocol line, by pid.
-_PENDING: dict[int, bytes] = {}
-
-
 def _step(
-    conn: Any,
-    dsn: str,
+    db: _Database,
+    target: LoadTarget,
     options: LoadOptions,
     weights: dict[str, int],
     identities: list[Identity],
     users: int,
-    schema: str,
-    note: str,
-    server: psutil.Process | None,
     work: Path,
     run_start: float,
 ) -> StepResult:
     count = _processes(options, users)
     shares = [users // count + (1 if i < users % count else 0) for i in range(count)]
-    procs: list[tuple[subprocess.Popen[bytes], Path, WorkerSpec]] = []
+    workers: list[tuple[subprocess.Popen[bytes], Path, WorkerSpec]] = []
     offset = 0
+    before = after = None
     try:
         for i, share in enumerate(shares):
             ids = [identities[(offset + k) % len(identities)] for k in range(share)]
             offset += share
             spec = WorkerSpec(
-                dsn=dsn,
+                dsn="" if target.api_url else target.dsn,
+                api_url=target.api_url,
                 identities=ids,
                 users=share,
                 mix=weights,
@@ -290,142 +295,54 @@ def _step(
                 locust_stats=options.locust_stats,
             )
             log = work / f"step{users}-w{i}.log"
-            procs.append((_spawn(spec, work / f"step{users}-w{i}.spec.json", log), log, spec))
+            spec_path = work / f"step{users}-w{i}.spec.json"
+            workers.append((procs.spawn(spec, spec_path, log, target.env), log, spec))
         ready_timeout = 60 + users / options.spawn_rate * 3
-        for proc, log, _ in procs:
-            _event(proc, log, ready_timeout)
-        before = dbstats.snapshot(conn, schema)
-        sampler = CpuSampler(server)
-        sampler.extra = [psutil.Process(p.pid) for p, _, _ in procs]
+        for proc, log, _ in workers:
+            procs.event(proc, log, ready_timeout)
+        if db.conn is not None:
+            before = dbstats.snapshot(db.conn, db.schema)
+        sampler = CpuSampler(db.server)
+        sampler.extra = [psutil.Process(p.pid) for p, _, _ in workers]
+        sampler.api = [target.api_process] if target.api_process else []
         sampler.start()
         t0 = time.time() + 0.2
         window_start = time.monotonic() + 0.2 - run_start
-        for proc, _, _ in procs:
+        for proc, _, _ in workers:
             assert proc.stdin is not None
             proc.stdin.write(f"go {t0}\n".encode())
-        for proc, log, _ in procs:
-            _event(proc, log, options.duration_s + 60)
+        for proc, log, _ in workers:
+            procs.event(proc, log, options.duration_s + 60)
         sampler.stop()
-        for proc, _, _ in procs:
+        for proc, _, _ in workers:
             proc.wait(timeout=30)
-        time.sleep(0.5)  # backends of the closed connections flush their counters on exit
-        after = dbstats.snapshot(conn, schema)
+        if db.conn is not None:
+            # Backends of closed connections flush their counters on exit; an API's pooled
+            # connections stay open, and an idle backend that flushed less than 1 s ago
+            # keeps the rest for PGSTAT_IDLE_INTERVAL (10 s, PostgreSQL 15+).
+            time.sleep(_API_FLUSH_S if target.api_url else 0.5)
+            after = dbstats.snapshot(db.conn, db.schema)
     finally:
-        for proc, _, _ in procs:
+        for proc, _, _ in workers:
             if proc.poll() is None:
                 proc.kill()
-            _PENDING.pop(proc.pid, None)
-    results = [WorkerResult.model_validate_json(Path(s.out).read_text()) for _, _, s in procs]
-    deltas = dbstats.delta(before, after, note)
-    return _merge(options, weights, users, count, results, sampler, server, deltas, window_start)
-
-
-def _op_stats(
-    latency: list[str], service: list[str], ok: int, errors: int, late: int, secs: float
-) -> OpStats:
-    merged = hdr.merge(latency)
-    return OpStats(
-        count=ok + errors,
-        errors=errors,
-        throughput_per_s=round((ok - late) / secs, 2),
-        service_p95_ms=round(hdr.summary_ms(hdr.merge(service))["p95_ms"], 3),
-        **{k: round(v, 3) for k, v in hdr.summary_ms(merged).items()},
-    )
-
-
-def _merge(
-    options: LoadOptions,
-    weights: dict[str, int],
-    users: int,
-    processes: int,
-    results: list[WorkerResult],
-    sampler: CpuSampler,
-    server: psutil.Process | None,
-    deltas: Any,
-    window_start: float,
-) -> StepResult:
+            procs.forget(proc)
+    results = [WorkerResult.model_validate_json(Path(s.out).read_text()) for _, _, s in workers]
+    if before is not None and after is not None:
+        deltas = dbstats.delta(before, after, db.note)
+    else:
+        deltas = StatsDelta(statements_available=False, statements_note=db.note)
     secs = options.duration_s
-    ops = {
-        name: _op_stats(
-            [r.ops[name].latency_hdr for r in results],
-            [r.ops[name].service_hdr for r in results],
-            sum(r.ops[name].ok for r in results),
-            sum(r.ops[name].errors for r in results),
-            sum(r.ops[name].late for r in results),
-            secs,
-        )
-        for name in weights
-    }
-    total = _op_stats(
-        [r.ops[n].latency_hdr for r in results for n in weights],
-        [r.ops[n].service_hdr for r in results for n in weights],
-        sum(o.count - o.errors for o in ops.values()),
-        sum(o.errors for o in ops.values()),
-        sum(r.ops[n].late for r in results for n in weights),
-        secs,
-    )
-    errors: dict[str, int] = {}
-    for r in results:
-        for key, n in r.errors.items():
-            errors[key] = errors.get(key, 0) + n
-    timeline_t, timeline_tp, timeline_p95 = [], [], []
-    for second in range(math.ceil(secs)):
-        tallies = [s for r in results for s in r.seconds if s.t == second]
-        timeline_t.append(round(window_start + second + 1, 3))
-        timeline_tp.append(float(sum(s.ok for s in tallies)))
-        p95 = hdr.summary_ms(hdr.merge(s.latency_hdr for s in tallies))["p95_ms"]
-        timeline_p95.append(round(p95, 3))
-    return StepResult(
+    return merge_step(
+        results,
         users=users,
-        processes=processes,
+        processes=count,
         mix=weights,
         mode="closed" if options.closed else "fixed-rate",
         rate_per_s=None if options.closed else (options.rate_per_user(users) or 0) * users,
         duration_s=secs,
-        started_s=round(window_start, 3),
-        connected=sum(r.connected for r in results),
-        connect_failures=sum(r.connect_failures for r in results),
-        exhaustion=sum(r.exhaustion for r in results),
-        missed=sum(r.missed for r in results),
-        ops=ops,
-        total=total,
-        errors=errors,
-        cpu=_cpu_report(sampler, server, deltas, secs),
+        window_start=window_start,
+        cpu=cpu_report(sampler, db.server is not None, deltas, secs, note=db.note),
         deltas=deltas,
-        timeline_t=timeline_t,
-        timeline_throughput=timeline_tp,
-        timeline_p95_ms=timeline_p95,
-    )
-
-
-def _cpu_report(
-    sampler: CpuSampler, server: psutil.Process | None, deltas: Any, secs: float
-) -> CpuReport:
-    client = sampler.mean_pct(extra=True)
-    busy = (
-        round(deltas.statements_exec_ms / 1000 / secs, 3) if deltas.statements_available else None
-    )
-    if server is not None and sampler.pct:
-        return CpuReport(
-            method="psutil",
-            mean_pct=sampler.mean_pct(),
-            max_pct=max(sampler.pct),
-            cores=sampler.cores,
-            busy_backends=busy,
-            client_mean_pct=client,
-            t=sampler.t,
-            pct=sampler.pct,
-        )
-    if busy is not None:
-        return CpuReport(
-            method="pg_stat_statements",
-            busy_backends=busy,
-            client_mean_pct=client,
-            note="remote server: busy backends = execution time / wall time; "
-            "read the provider's CPU metric for this window for a percentage",
-        )
-    return CpuReport(
-        method="none",
-        client_mean_pct=client,
-        note="remote server and no pg_stat_statements: use the provider's CPU metric",
+        transport="rest" if target.api_url else "sql",
     )

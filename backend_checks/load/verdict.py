@@ -134,6 +134,9 @@ def step_evidence(step: StepResult, criteria: list[Criterion]) -> dict[str, Any]
     return {
         "users": step.users,
         "processes": step.processes,
+        "transport": "HTTP /rest/v1 (supabase-js requests)"
+        if step.transport == "rest"
+        else "SQL (as PostgREST runs it)",
         "mode": step.mode,
         "intended_rate_per_s": step.rate_per_s,
         "duration_s": step.duration_s,
@@ -182,6 +185,8 @@ def load_checks(
         below = [u for u in passed if u <= step.users]
         value = float(max(below)) if below else 0.0
         evidence = step_evidence(step, criteria) | {"identities": run.identities}
+        if run.notes:
+            evidence["notes"] = run.notes
         reason = ""
         if failed:
             reason = f"{step.users} users not supported: " + "; ".join(

@@ -1,26 +1,35 @@
-"""``devicelab backend load``: the story's concurrent users against the messaging database.
+"""``devicelab backend load``: the story's concurrent users against the messaging backend.
 
-Thin: parse the options, run :func:`backend_checks.load.run_load`, judge, print, write.
-Locust runs in subprocesses; nothing here imports it (or psycopg) at module scope.
+Thin: parse the options, pick the target (SQL on a DSN or the managed cluster; HTTP on a
+Supabase URL or on our reference server; or results of Locust masters to import), run,
+judge, print, write. Locust runs in subprocesses; nothing here imports it (or psycopg)
+at module scope. The API key and the users' password are never printed.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from devicelab.errors import BadInput
 
 if TYPE_CHECKING:
-    from backend_checks.load import LoadRun
+    from backend_checks.load import LoadOptions, LoadRun
     from devicelab.models import Results
 
 __all__ = ["parse_duration", "parse_users", "register_load"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_HELP = """Run 100 then 1000 concurrent app users (Locust) and judge "supported".
+
+The users speak SQL to PostgreSQL as PostgREST would (--dsn, or the managed cluster),
+or HTTP to a Supabase API as supabase-js does (--url with --anon-key, or SUPABASE_URL
+and SUPABASE_ANON_KEY; --reference starts our reference server over the managed
+cluster). --import judges the merged results of Locust masters (one file per step).
+"""
 
 
 def parse_duration(text: str) -> float:
@@ -49,13 +58,64 @@ def parse_users(text: str) -> list[int]:
 def register_load(backend_app: typer.Typer) -> None:
     """Add the ``load`` command to the ``backend`` group."""
 
-    @backend_app.command("load")
+    @backend_app.command("load", help=_HELP)
     def load_command(
+        ctx: typer.Context,
         users: Annotated[str, typer.Option(help="users per step, e.g. 100,1000")] = "100,1000",
         dsn: Annotated[
-            str | None, typer.Option(help="PostgreSQL DSN (default: the managed cluster)")
+            str | None,
+            typer.Option(
+                help="PostgreSQL DSN (default: the managed cluster); with --url: "
+                "the API's database, for identities, statistics and CPU"
+            ),
         ] = None,
-        duration: Annotated[str, typer.Option(help="measurement window per step")] = "60s",
+        url: Annotated[
+            str | None,
+            typer.Option(
+                envvar="SUPABASE_URL",
+                show_envvar=True,
+                help="HTTP load: a Supabase API URL (/rest/v1, /auth/v1)",
+            ),
+        ] = None,
+        anon_key: Annotated[
+            str | None,
+            typer.Option(
+                envvar="SUPABASE_ANON_KEY",
+                show_envvar=True,
+                help="the API's anon key (never printed)",
+            ),
+        ] = None,
+        test_password: Annotated[
+            str | None,
+            typer.Option(
+                envvar="DEVICELAB_TEST_PASSWORD",
+                help="password of the generated users (default: the story's)",
+            ),
+        ] = None,
+        accounts: Annotated[
+            int | None,
+            typer.Option(
+                min=1, help="HTTP without --dsn: sign in testuser1..N (default: one per user)"
+            ),
+        ] = None,
+        reference: Annotated[
+            bool,
+            typer.Option(
+                "--reference",
+                help="HTTP load on our reference server, started "
+                "over the managed cluster (or --dsn) for the run",
+            ),
+        ] = False,
+        imports: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--import",
+                help="judge a Locust master's merged result (DEVICELAB_LOAD_OUT); once per step",
+            ),
+        ] = None,
+        duration: Annotated[
+            str | None, typer.Option(help="measurement window per step [default: 60s]")
+        ] = None,
         rate: Annotated[
             float | None, typer.Option(help="total ops/s of a step (fixed-rate mode)")
         ] = None,
@@ -70,40 +130,45 @@ def register_load(backend_app: typer.Typer) -> None:
             int | None, typer.Option(help="load processes (default: one per 500 users)")
         ] = None,
         allow_writes: Annotated[
-            bool, typer.Option("--allow-writes", help="let the full mix write to --dsn")
+            bool, typer.Option("--allow-writes", help="let the full mix write to --dsn / --url")
         ] = False,
         out: Annotated[
             Path | None, typer.Option(help="write results.json and the reports here")
         ] = None,
     ) -> None:
-        """Run 100 then 1000 concurrent app users (Locust) and judge "supported"."""
-        from backend_checks.load import LoadOptions, run_load
         from backend_checks.load.verdict import to_results
         from devicelab import config
 
         if mix not in ("full", "read"):
             raise BadInput(f"bad --mix {mix!r}", hint="full or read")
-        steps, seconds = parse_users(users), parse_duration(duration)
-        from pydantic import ValidationError
+        # SUPABASE_URL from the environment applies only when no other target is named.
+        source = ctx.get_parameter_source("url")
+        env_url = source is not None and source.name == "ENVIRONMENT"
+        if url is not None and env_url and (dsn is not None or reference or imports):
+            url = None
+        options = _options(
+            users, duration, mix, closed, rate, per_user_rate, processes, allow_writes
+        )
+        kind: Literal["reference", "supabase", "postgres"] = "postgres"
+        if imports:
+            if url is not None or reference or dsn is not None:
+                raise BadInput(
+                    "--import judges runs that are over: drop --url, --reference and --dsn",
+                    hint="devicelab backend load --import merged.json --out DIR",
+                )
+            from backend_checks.load.imported import import_results
 
-        target, writes_ok = _target(dsn, allow_writes)
-        try:
-            options = LoadOptions(
-                users=steps,
-                duration_s=seconds,
-                mix=mix,  # checked above
-                closed=closed,
-                rate=rate,
-                per_user_rate=per_user_rate,
-                processes=processes,
-                allow_writes=writes_ok,
-            )
-        except ValidationError as exc:
-            problem = exc.errors()[0]
-            field = ".".join(str(p) for p in problem["loc"]).replace("_", "-")
-            raise BadInput(f"bad --{field}: {problem['msg']}", hint="see --help") from None
-        run = run_load(target, options)
-        results = to_results(run, config.load_targets())
+            seconds = parse_duration(duration) if duration else None
+            run = import_results(list(imports), duration_s=seconds, options=options)
+            kind = "supabase" if run.steps[0].transport == "rest" else "postgres"
+        elif reference or url is not None:
+            run, kind = _http(url, anon_key, test_password, accounts, reference, dsn, options)
+        else:
+            from backend_checks.load import run_load
+
+            target, writes_ok = _target(dsn, allow_writes)
+            run = run_load(target, options.model_copy(update={"allow_writes": writes_ok}))
+        results = to_results(run, config.load_targets(), backend_kind=kind)
         _print(run, results)
         if out is not None:
             from devicelab import report
@@ -111,6 +176,68 @@ def register_load(backend_app: typer.Typer) -> None:
             report.write_all(results, out, config.load_targets())
             typer.echo(f"wrote {out}/results.json")
         raise typer.Exit(results.exit_code())
+
+
+def _options(
+    users: str,
+    duration: str | None,
+    mix: str,
+    closed: bool,
+    rate: float | None,
+    per_user_rate: float,
+    processes: int | None,
+    allow_writes: bool,
+) -> LoadOptions:
+    """LoadOptions from the command line. Raises BadInput naming the bad option."""
+    from pydantic import ValidationError
+
+    from backend_checks.load import LoadOptions
+
+    steps, seconds = parse_users(users), parse_duration(duration or "60s")
+    try:
+        return LoadOptions(
+            users=steps,
+            duration_s=seconds,
+            mix=mix,  # checked by the caller
+            closed=closed,
+            rate=rate,
+            per_user_rate=per_user_rate,
+            processes=processes,
+            allow_writes=allow_writes,
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(p) for p in problem["loc"]).replace("_", "-")
+        raise BadInput(f"bad --{field}: {problem['msg']}", hint="see --help") from None
+
+
+def _http(
+    url: str | None,
+    anon_key: str | None,
+    password: str | None,
+    accounts: int | None,
+    reference: bool,
+    dsn: str | None,
+    options: LoadOptions,
+) -> tuple[LoadRun, Literal["reference", "supabase"]]:
+    """The HTTP load: on the reference server, or on the API at ``url``."""
+    from backend_checks.load.api import DEFAULT_PASSWORD, RestApi, run_reference_load, run_rest_load
+
+    if reference:
+        if url is not None:
+            raise BadInput("--reference serves its own API: drop --url", hint="one target")
+        return run_reference_load(options, dsn=dsn), "reference"
+    if accounts is not None and dsn is not None:
+        raise BadInput("--accounts is for --url without --dsn", hint="drop one of them")
+    if not anon_key:
+        raise BadInput(
+            "--url needs the API's anon key", hint="give --anon-key or SUPABASE_ANON_KEY"
+        )
+    assert url is not None
+    api = RestApi(
+        url=url, anon_key=anon_key, password=password or DEFAULT_PASSWORD, accounts=accounts
+    )
+    return run_rest_load(api, options, dsn=dsn), "supabase"
 
 
 def _target(dsn: str | None, allow_writes: bool) -> tuple[str, bool]:
@@ -124,16 +251,23 @@ def _target(dsn: str | None, allow_writes: bool) -> tuple[str, bool]:
 
 
 def _print(run: LoadRun, results: Results) -> None:
+    typer.echo(f"target: {run.target}")
     for step in run.steps:
+        via = "HTTP" if step.transport == "rest" else "SQL"
+        api = f", API server CPU {step.cpu.api_mean_pct} %" if step.cpu.api_mean_pct else ""
         typer.echo(
-            f"{step.users} users ({step.mode}, {step.processes} process(es)): "
+            f"{step.users} users ({via}, {step.mode}, {step.processes} process(es)): "
             f"{step.total.throughput_per_s:g} ops/s, {step.total.errors} errors, "
-            f"exhaustion {step.exhaustion}, DB CPU {step.cpu.mean_pct} %"
+            f"exhaustion {step.exhaustion}, DB CPU {step.cpu.mean_pct} %{api}"
         )
         for name, op in step.ops.items():
             typer.echo(
                 f"  {name:<18} n={op.count:<7} p50={op.p50_ms:<9g} p95={op.p95_ms:<9g} "
                 f"p99={op.p99_ms:<9g} max={op.max_ms:<9g} ms  errors={op.errors}"
             )
+        for key, count in sorted(step.errors.items(), key=lambda kv: -kv[1])[:5]:
+            typer.echo(f"  error x{count}: {key}")
+    for note in run.notes:
+        typer.echo(f"note: {note}")
     for check in results.checks:
         typer.echo(f"{check.id}: {check.status} ({check.reason})")

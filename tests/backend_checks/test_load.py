@@ -168,6 +168,17 @@ def test_locust_master_and_worker_merge_histograms(dsn: str, tmp_path: Path) -> 
     assert merged.connected == 8
     assert sum(op.ok for op in merged.ops.values()) > 20
     assert all(op.latency_hdr for op in merged.ops.values())
+    assert merged.shape is not None and merged.shape.workers == 1
+    assert merged.shape.duration_s == 3 and "password" not in merged.shape.target
+
+    # And back into devicelab: judged as a local step, CPU and deltas said missing.
+    from backend_checks.load.imported import import_results
+
+    run = import_results([tmp_path / "merged.json"])
+    (step,) = run.steps
+    assert step.users == 8 and step.connected == 8 and step.mode == "fixed-rate"
+    assert step.total.count == sum(op.ok + op.errors for op in merged.ops.values())
+    assert step.cpu.method == "none" and not step.deltas.statements_available
 
 
 def test_fixed_rate_latency_counts_from_the_intended_start(dsn: str) -> None:
