@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from devicelab.errors import EnvironmentProblem
+if TYPE_CHECKING:
+    from devicelab.models import Results
 
-__all__ = ["register"]
+__all__ = ["register", "summary_lines"]
+
+
+def summary_lines(results: Results) -> list[str]:
+    """The printed summary of a run: the device and link, one line per check, the counts."""
+    run = results.run
+    lines = []
+    if run.device is not None:
+        lines.append(f"device: {run.device.id} ({run.device.model}, {run.device.os})")
+    if run.network is not None:
+        link = f"network: {run.network.name}"
+        if run.network.achieved is not None:
+            a = run.network.achieved
+            link += f" (achieved RTT {a.rtt_ms} ms, down {a.down_kbps} kbps, up {a.up_kbps} kbps)"
+        lines.append(link)
+    for check in results.checks:
+        if check.value is not None:
+            measured = f"{check.stat} {check.value:.4g} {check.unit}"
+            if check.target is not None:
+                measured += f" (target {check.target.op} {check.target.value:g} {check.target.unit}"
+                measured += f", column {check.target.column})" if check.target.column else ")"
+        else:
+            measured = check.reason
+        lines.append(f"{check.status.upper():5} {check.id:26} {measured}")
+    s = results.summary
+    lines.append(f"{s.pass_} pass, {s.fail} fail, {s.skip} skip, {s.error} error")
+    return lines
 
 
 def register(app: typer.Typer) -> None:
@@ -30,12 +57,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run the device checks of the story on one device through one network profile."""
-        from devicelab import config
+        from devicelab.lab import Lab
 
-        config.device(device, config.load_inventory(inventory))
-        config.network_profile(network)
-        # The ids are checked first so a typo gets its "did you mean" today already.
-        raise EnvironmentProblem(
-            "the device run (scenarios, probes, samplers, capacitor harness) is not built yet",
-            hint="`devicelab backend check` runs the story's server-side checks today",
-        )
+        def say(text: str) -> None:
+            typer.echo(f"devicelab: {text}", err=True)
+
+        lab = Lab(device, network, scenarios=scenario, inventory=inventory, say=say)
+        results = lab.run(out)
+        for line in summary_lines(results):
+            typer.echo(line)
+        typer.echo(f"results: {out / 'results.json'}")
+        raise typer.Exit(results.exit_code())

@@ -1,0 +1,281 @@
+"""The root object of a device run: resolves the device and the network, starts every
+peer in order, runs the scenarios, records the results, and tears down in reverse.
+
+    lab = Lab("web", "4g", scenarios=["message_delivery"])
+    results = lab.run(Path("devicelab-out"))
+
+Start order (teardown is the exact reverse, and runs on success, error and Ctrl-C; a
+step that fails to stop is logged and the others still stop):
+
+1. the backend: devicelab's managed PostgreSQL (seeded when empty) and the reference
+   server (Supabase-compatible) on a free loopback port;
+2. the app: the inventory's ``app.url`` when it answers, else the built test app
+   (``capacitor-harness/app/dist``) served on a free loopback port;
+3. the shaped proxy (a subprocess, so the run's own work never delays the link), then its
+   self-check: the achieved RTT and rates recorded as ``run.network.achieved``;
+4. the device (web: Chromium through Playwright, every request through the proxy), the
+   app loaded, users A and B signed in inside it;
+5. the scenarios, each check written to ``<out>/results.json`` as soon as it is measured;
+   then the reports (report.md, report.html, junit.xml).
+
+Bad input (unknown ids, an offline network) is refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devicelab import __version__
+from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem
+from devicelab.models import BackendInfo, Check, DeviceInfo, NetworkInfo, Results, RunInfo
+from devicelab.scenarios import (
+    Scenario,
+    ScenarioContext,
+    ScenarioOptions,
+    not_applicable,
+    plan,
+)
+from devicelab.targets import column_for
+
+if TYPE_CHECKING:
+    from backend_checks.reference.server import ReferenceServer
+    from devicelab.harness import Harness
+    from devicelab.netshape.proxy import ShapedProxy
+    from devicelab.platforms.web import WebDevice
+    from devicelab.scenarios.fixture import RunFixture
+
+__all__ = ["Lab", "app_build_dir"]
+
+logger = logging.getLogger("devicelab.lab")
+
+Say = Callable[[str], None]
+
+
+def app_build_dir() -> Path:
+    """The built test app: $DEVICELAB_APP_DIR, else capacitor-harness/app/dist of the
+    checkout devicelab runs from."""
+    if env := os.environ.get("DEVICELAB_APP_DIR"):
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "capacitor-harness" / "app" / "dist"
+
+
+class _Teardown:
+    """Stop steps, run newest first; each failure is logged and the others still run."""
+
+    def __init__(self, say: Say) -> None:
+        self._steps: list[tuple[str, Callable[[], object]]] = []
+        self._say = say
+
+    def push(self, what: str, step: Callable[[], object]) -> None:
+        self._steps.append((what, step))
+
+    def run(self) -> None:
+        while self._steps:
+            what, step = self._steps.pop()
+            try:
+                step()
+            except (Exception, KeyboardInterrupt) as exc:  # teardown goes on regardless
+                logger.warning("stopping the %s failed: %s", what, exc)
+                self._say(f"warning: stopping the {what} failed: {exc}")
+
+
+class Lab:
+    """One device run: ``device`` and ``network`` are ids of the inventory and profiles.
+
+    Raises (at construction, before anything starts) UnknownId for an unknown device,
+    network or scenario id, ConfigError for a wrong file, BadInput for an offline network.
+    """
+
+    def __init__(
+        self,
+        device: str,
+        network: str,
+        *,
+        scenarios: Sequence[str] | None = None,
+        inventory: Path | None = None,
+        options: ScenarioOptions | None = None,
+        say: Say | None = None,
+    ) -> None:
+        from devicelab import config
+
+        self.device = config.device(device, config.load_inventory(inventory))
+        self.profile = config.network_profile(network)
+        if self.profile.offline:
+            raise BadInput(
+                f"network {network} is offline: the app could not reach anything",
+                hint="pick a shaped network (e.g. 4g); the reconnect check drops the link itself",
+            )
+        self.book = config.load_targets()
+        self.scenarios = plan(scenarios)
+        self.options = options or ScenarioOptions()
+        self.say: Say = say or (lambda text: logger.info("%s", text))
+        self.platform = self.device.platform
+        self.column = column_for(self.platform, self.profile)
+
+    def run(self, out_dir: Path) -> Results:
+        """Run the scenarios and write results.json and the reports into ``out_dir``.
+
+        Returns the Results. Raises EnvironmentProblem (and its subclasses) when a peer
+        cannot start: the backend, the app build, the proxy, the browser.
+        """
+        started = datetime.now(UTC)
+        teardown = _Teardown(self.say)
+        try:
+            return self._run(out_dir, started, teardown)
+        finally:
+            teardown.run()
+
+    # --- steps ------------------------------------------------------------------------
+    def _skip_reason(self, scenario: Scenario) -> str:
+        why = not_applicable(scenario, self.platform, self.book)
+        if not why and scenario.run is None:
+            why = f"not built yet: {scenario.not_built}"
+        return why
+
+    def _run(self, out_dir: Path, started: datetime, teardown: _Teardown) -> Results:
+        from devicelab.records import RunRecord
+
+        skips = {s.id: self._skip_reason(s) for s in self.scenarios}
+        if not any(not why for why in skips.values()):
+            record = RunRecord(self._run_info(started, None, None, None), out_dir)
+            for scenario in self.scenarios:
+                record.add(scenario.skip(skips[scenario.id]))
+            return record.finish(self.book)
+        if self.platform != "web":
+            raise EnvironmentProblem(
+                f"device runs on {self.platform} are not built yet (Appium platform modules)",
+                hint="run the same scenarios on the web device: --device web",
+            )
+        fixture, server = self._start_backend(teardown)
+        app_url = self._start_app(teardown)
+        proxy, network = self._start_proxy(teardown)
+        web, harness = self._start_device(teardown, proxy.url, app_url)
+        self.say("signing users A and B in inside the app")
+        harness.configure(
+            supabase_url=server.url,
+            anon_key=server.anon_key,
+            users=[fixture.user_a, fixture.user_b],
+        )
+        teardown.push("app session", harness.reset)
+        backend = BackendInfo(kind="reference", url=server.url)
+        record = RunRecord(self._run_info(started, web.info(), network, backend), out_dir)
+        ctx = ScenarioContext(
+            harness=harness,
+            platform=self.platform,
+            column=self.column,
+            book=self.book,
+            options=self.options,
+            conversation_id=fixture.conversation_id,
+            big_conversation_id=fixture.big_conversation_id,
+            search_terms=fixture.search_terms,
+            link=proxy,
+            heap_mb=web.heap_used_mb,
+            say=self.say,
+        )
+        for scenario in self.scenarios:
+            why = skips[scenario.id]
+            check = scenario.skip(why) if why else self._measure(scenario, ctx)
+            record.add(check)
+        return record.finish(self.book)
+
+    def _measure(self, scenario: Scenario, ctx: ScenarioContext) -> Check:
+        """The scenario's check; a DeviceLabError becomes an "error" check with its reason
+        (the run goes on with the next scenario)."""
+        if scenario.run is None:
+            return scenario.skip(f"not built yet: {scenario.not_built}")
+        self.say(f"running {scenario.id}")
+        try:
+            return scenario.run(ctx)
+        except DeviceLabError as exc:
+            logger.warning("%s failed: %s", scenario.id, exc.one_line())
+            return Check(
+                id=scenario.id,
+                title=scenario.title,
+                category=scenario.category,
+                status="error",
+                reason=exc.one_line(),
+            )
+
+    def _run_info(
+        self,
+        started: datetime,
+        device: DeviceInfo | None,
+        network: NetworkInfo | None,
+        backend: BackendInfo | None,
+    ) -> RunInfo:
+        if network is None:
+            network = NetworkInfo(
+                name=self.profile.id or self.profile.label,
+                rtt_ms=self.profile.rtt_ms,
+                down_kbps=self.profile.down_kbps,
+                up_kbps=self.profile.up_kbps,
+                loss_pct=self.profile.loss_pct,
+            )
+        return RunInfo(
+            id=uuid.uuid4().hex[:12],
+            kind="device",
+            started_at=started,
+            devicelab_version=__version__,
+            device=device or DeviceInfo.model_validate(self.device.summary()),
+            network=network,
+            backend=backend,
+        )
+
+    def _start_backend(self, teardown: _Teardown) -> tuple[RunFixture, ReferenceServer]:
+        from backend_checks.managed import ManagedPostgres
+        from backend_checks.reference.server import ReferenceServer
+        from devicelab.scenarios.fixture import prepare
+
+        self.say("starting the backend (managed PostgreSQL + reference server)")
+        dsn = ManagedPostgres().ensure()
+        fixture = prepare(dsn, say=self.say)
+        server = ReferenceServer(dsn).start()
+        teardown.push("reference server", server.stop)
+        return fixture, server
+
+    def _start_app(self, teardown: _Teardown) -> str:
+        from devicelab.platforms.web import StaticApp, answers
+
+        given = self.device.app.url if self.device.app else None
+        if given and answers(given):
+            self.say(f"using the app served at {given}")
+            return given
+        app = StaticApp(app_build_dir()).start()
+        teardown.push("app server", app.stop)
+        self.say(f"serving the test app build at {app.url}")
+        return app.url
+
+    def _start_proxy(self, teardown: _Teardown) -> tuple[ShapedProxy, NetworkInfo]:
+        from devicelab.netshape.proxy import ShapedProxy
+        from devicelab.netshape.selfcheck import network_info
+
+        self.say(f"starting the shaped proxy ({self.profile.id or self.profile.label})")
+        proxy = ShapedProxy(self.profile, mode="subprocess").start()
+        teardown.push("shaped proxy", proxy.stop)
+        network = network_info(self.profile, proxy)
+        if network.achieved is not None:
+            a = network.achieved
+            self.say(
+                f"link achieved: RTT {a.rtt_ms} ms, down {a.down_kbps} kbps, up {a.up_kbps} kbps"
+            )
+        return proxy, network
+
+    def _start_device(
+        self, teardown: _Teardown, proxy_url: str, app_url: str
+    ) -> tuple[WebDevice, Harness]:
+        from devicelab.harness import Harness
+        from devicelab.platforms.web import WebDevice
+
+        self.say(f"launching {self.device.id} ({self.device.model})")
+        web = WebDevice(self.device, proxy_url=proxy_url).create()
+        teardown.push("browser", web.close)
+        web.open(app_url)
+        harness = Harness(web.evaluate, timeout_s=self.options.probe_timeout_s)
+        harness.wait_ready()
+        return web, harness

@@ -1,0 +1,246 @@
+"""The web device: the app's web build in Chromium, driven through Playwright.
+
+Lifecycle of :class:`WebDevice`::
+
+    create()   start Playwright, launch Chromium (headless, through the shaped proxy), one page
+    open(url)  load the app
+    evaluate() run a JS function in the page: the channel devicelab.harness talks over
+    heap_used_mb()  JSHeapUsedSize after a garbage collection (CDP Performance.getMetrics)
+    info()     the device as results.json names it
+    close()    close the browser and stop Playwright (idempotent, never raises)
+
+Chromium sends loopback traffic around any proxy by default; the app and the reference
+backend live on 127.0.0.1 here, so the browser is launched with
+``--proxy-bypass-list=<-loopback>``, which removes that implicit rule: every request and
+websocket crosses the shaped link.
+
+:class:`StaticApp` serves a built app folder (``capacitor-harness/app/dist``) on a free
+loopback port, for runs where nothing serves the inventory's ``app.url``.
+
+Playwright's errors are translated here: a browser that cannot start is ToolMissing or
+DeviceUnreachable; a page that fails to load or a script that throws is ProbeFailed.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import logging
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
+from devicelab.models import Device, DeviceInfo
+
+__all__ = ["CHROMIUM_FLAGS", "DEFAULT_BROWSER", "StaticApp", "WebDevice", "answers"]
+
+logger = logging.getLogger("devicelab.platforms.web")
+
+DEFAULT_BROWSER = "/usr/bin/chromium"
+#: Flags for a quiet, reproducible browser: no sandbox (labs run as root), no GPU, and no
+#: background traffic of its own on the shaped link (updates, sync, safe browsing).
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+_LOAD_TIMEOUT_MS = 60_000
+
+
+class WebDevice:
+    """Chromium with one page, its traffic through ``proxy_url`` (None: direct)."""
+
+    def __init__(self, device: Device, *, proxy_url: str | None, headless: bool = True) -> None:
+        self.device = device
+        self.proxy_url = proxy_url
+        self.headless = headless
+        self.executable = device.browser or DEFAULT_BROWSER
+        self._playwright: Any = None
+        self._browser: Any = None
+        self._page: Any = None
+        self._cdp: Any = None
+        self.browser_version = ""
+
+    def create(self) -> Self:
+        """Launch the browser and open a blank page. Raises ToolMissing when the browser
+        is not installed, DeviceUnreachable when it does not start."""
+        if not Path(self.executable).is_file():
+            raise ToolMissing(
+                f"the browser {self.executable}",
+                hint="apt-get install chromium (./dev/setup does it), or set browser: "
+                "in inventory.yaml",
+            )
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+
+        args = list(CHROMIUM_FLAGS)
+        if self.proxy_url:
+            args += [f"--proxy-server={self.proxy_url}", "--proxy-bypass-list=<-loopback>"]
+        try:
+            self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(
+                executable_path=self.executable, headless=self.headless, args=args
+            )
+            self.browser_version = str(self._browser.version)
+            self._page = self._browser.new_page()
+        except PlaywrightError as exc:
+            self.close()
+            raise DeviceUnreachable(
+                f"Chromium did not start: {_first_line(exc)}",
+                hint=f"run {self.executable} --headless --no-sandbox --version by hand",
+                command=self.executable,
+            ) from exc
+        return self
+
+    def open(self, url: str) -> None:
+        """Load ``url`` in the page and wait for its load event. Raises ProbeFailed."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            response = self._page.goto(url, wait_until="load", timeout=_LOAD_TIMEOUT_MS)
+        except PlaywrightError as exc:
+            raise ProbeFailed(
+                f"the app did not load from {url}: {_first_line(exc)}",
+                hint="is the app served there, and does the proxy reach it?",
+            ) from exc
+        if response is not None and not response.ok:
+            raise ProbeFailed(
+                f"the app at {url} answered HTTP {response.status}",
+                hint="build it: cd capacitor-harness && npm ci && npm run build",
+            )
+
+    def evaluate(self, source: str, arg: Any = None) -> Any:
+        """Run the JS function ``source`` with ``arg`` in the page; returns its (awaited)
+        JSON result. Raises ProbeFailed when the script throws or the page is gone."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        if self._page is None:
+            raise ProbeFailed("the browser is not running", hint="call create() first")
+        try:
+            return self._page.evaluate(source, arg)
+        except PlaywrightError as exc:
+            raise ProbeFailed(f"the page's script failed: {_first_line(exc)}") from exc
+
+    def heap_used_mb(self) -> float:
+        """The page's JS heap in use (MB, 10^6 bytes) after a forced garbage collection.
+
+        Raises ProbeFailed when CDP does not answer."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            if self._cdp is None:
+                self._cdp = self._page.context.new_cdp_session(self._page)
+                self._cdp.send("Performance.enable")
+            self._cdp.send("HeapProfiler.collectGarbage")
+            metrics = self._cdp.send("Performance.getMetrics")["metrics"]
+        except PlaywrightError as exc:
+            raise ProbeFailed(f"CDP Performance.getMetrics failed: {_first_line(exc)}") from exc
+        used = {m["name"]: m["value"] for m in metrics}.get("JSHeapUsedSize")
+        if used is None:
+            raise ProbeFailed("CDP Performance.getMetrics has no JSHeapUsedSize")
+        return float(used) / 1e6
+
+    def info(self) -> DeviceInfo:
+        """The device for results.json (the OS names the browser version once started)."""
+        os_name = self.device.os
+        if self.browser_version:
+            os_name = f"{os_name}, Chromium {self.browser_version}"
+        return DeviceInfo(id=self.device.id, platform="web", model=self.device.model, os=os_name)
+
+    def close(self) -> None:
+        """Close the browser and stop Playwright; logs what fails and never raises."""
+        browser, playwright = self._browser, self._playwright
+        self._browser = self._page = self._cdp = self._playwright = None
+        steps = [("browser", browser.close if browser else None),
+                 ("playwright", playwright.stop if playwright else None)]  # fmt: skip
+        for what, step in steps:
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as exc:  # teardown goes on whatever happened
+                logger.warning("closing the %s failed: %s", what, _first_line(exc))
+
+    def __enter__(self) -> Self:
+        return self.create()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("app server: " + format, *args)
+
+
+class StaticApp:
+    """Serves the folder ``root`` on ``http://127.0.0.1:<free port>/`` from a thread.
+
+    Lifecycle: ``start()`` -> ``url`` -> ``stop()`` (idempotent).
+    """
+
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
+        self.root = root
+        self.host = host
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The app's URL once started."""
+        if self._server is None:
+            return ""
+        return f"http://{self.host}:{self._server.server_address[1]}/"
+
+    def start(self) -> Self:
+        """Serve; returns at once. Raises ProbeFailed when ``root`` holds no index.html."""
+        if not (self.root / "index.html").is_file():
+            raise ProbeFailed(
+                f"no app build in {self.root}",
+                hint="run ./dev/setup (or: cd capacitor-harness && npm ci && npm run build)",
+            )
+        handler = functools.partial(_QuietHandler, directory=str(self.root))
+        self._server = http.server.ThreadingHTTPServer((self.host, 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="devicelab-app", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether ``url`` answers HTTP 2xx right now (directly, not through any proxy)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout_s) as response:
+            return 200 <= int(response.status) < 300
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,54 @@
+"""The durable store of a run: every check is on disk as soon as it is measured.
+
+:class:`RunRecord` keeps the run's Results and rewrites ``<out>/results.json`` atomically
+after each check, so a run that is interrupted (Ctrl-C, a crash, a device that drops)
+leaves every sample measured so far in a valid results.json (``finished_at`` null).
+:meth:`RunRecord.finish` stamps the end and writes the reports next to it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from devicelab.errors import BadInput
+from devicelab.models import Check, Results, RunInfo, TargetBook
+
+__all__ = ["RunRecord"]
+
+
+class RunRecord:
+    """The Results of one run, kept on disk in ``out_dir`` as they grow."""
+
+    def __init__(self, run: RunInfo, out_dir: Path) -> None:
+        self.results = Results(run=run)
+        self.out_dir = out_dir
+
+    def add(self, check: Check) -> None:
+        """Record ``check`` and rewrite results.json. Raises BadInput when ``out_dir``
+        cannot be written."""
+        self.results = Results(
+            run=self.results.run, checks=[*self.results.checks, check], series=self.results.series
+        )
+        self._save()
+
+    def finish(self, book: TargetBook | None = None) -> Results:
+        """Stamp ``finished_at``; write results.json and the reports (their target matrix
+        from ``book``); returns the Results."""
+        from devicelab.report import write_all
+
+        run = self.results.run.model_copy(update={"finished_at": datetime.now(UTC)})
+        self.results = Results(run=run, checks=self.results.checks, series=self.results.series)
+        write_all(self.results, self.out_dir, book)
+        return self.results
+
+    def _save(self) -> None:
+        from devicelab.report import FILE_NAMES, write_text_atomic
+
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(
+                f"{self.out_dir}: cannot make the folder ({exc.strerror})", hint="check --out"
+            ) from exc
+        write_text_atomic(self.out_dir / FILE_NAMES["json"], self.results.to_json() + "\n")

@@ -1,0 +1,109 @@
+"""What every scenario gets (:class:`ScenarioContext`) and the two ways a check ends
+without a measurement of its own: judged from a probe's samples, or skipped with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devicelab.harness import Harness, ProbeResult
+from devicelab.models import Check, TargetBook
+from devicelab.targets import column_for, judge, resolve
+
+__all__ = ["LinkControl", "ScenarioContext", "ScenarioOptions", "judged", "skipped"]
+
+
+class LinkControl(Protocol):
+    """The network link of the device (the shaped proxy): it can drop and come back."""
+
+    def go_offline(self, seconds: float | None = None) -> None:
+        """Cut every connection and refuse new ones (None: until go_online)."""
+
+    def go_online(self) -> None:
+        """Accept connections again."""
+
+
+class ScenarioOptions(BaseModel):
+    """How many samples each scenario takes (modest: the lab host is often shared)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delivery_count: int = Field(10, ge=1, description="messages A sends to B")
+    subscription_count: int = Field(5, ge=1, description="chat channels opened")
+    query_count: int = Field(10, ge=1, description="list loads and searches")
+    image_count: int = Field(3, ge=1, description="1 MB uploads and downloads")
+    video_count: int = Field(1, ge=1, description="10 MB uploads and downloads")
+    reconnect_cycles: int = Field(2, ge=1, description="drops of the link")
+    offline_s: float = Field(5.0, gt=0, description="how long each drop lasts (the story: 5 s)")
+    probe_timeout_s: float = Field(180.0, gt=0, description="the longest one probe call may take")
+
+
+@dataclass
+class ScenarioContext:
+    """The device, the network column, the targets and the probes of one run.
+
+    ``conversation_id`` is the run's own conversation of users A and B (delivery,
+    subscription, reconnect); ``big_conversation_id`` is A's longest conversation
+    (memory_1000_messages). ``heap_mb`` reads the app's JS heap (None where no sampler
+    exists yet); ``link`` drops and restores the device's network.
+    """
+
+    harness: Harness
+    platform: str
+    column: str
+    book: TargetBook
+    options: ScenarioOptions
+    conversation_id: str
+    big_conversation_id: str
+    search_terms: list[str]
+    link: LinkControl
+    heap_mb: Callable[[], float] | None = None
+    say: Callable[[str], None] = field(default=lambda _text: None)
+
+    def own_column(self) -> str:
+        """The platform's own story column (web -> "web", phones -> "wifi")."""
+        return column_for(self.platform, None)
+
+
+def skipped(check_id: str, title: str, category: str, reason: str) -> Check:
+    """A check that did not run, and why (never a pass)."""
+    return Check(id=check_id, title=title, category=category, status="skip", reason=reason)
+
+
+def judged(
+    ctx: ScenarioContext,
+    check_id: str,
+    title: str,
+    category: str,
+    result: ProbeResult,
+    *,
+    value: float | None = None,
+    evidence: dict[str, Any] | None = None,
+    reason: str = "",
+) -> Check:
+    """The check of ``result`` judged against the story's target for this platform and
+    network column (the row used is named in ``target.source``)."""
+    target = resolve(ctx.book, check_id, ctx.platform, ctx.column)
+    check = judge(
+        check=check_id,
+        title=title,
+        category=category,
+        target=target,
+        samples=result.samples if value is None else None,
+        value=value,
+        unit=result.unit,
+        stat="value" if value is not None else None,
+        column=ctx.column,
+        evidence={**result.evidence, **(evidence or {})},
+        reason=reason,
+    )
+    cold = result.evidence.get("cold_ms")
+    if cold is not None and check.status in ("pass", "fail"):
+        # Reported apart, as the first call of an app session pays for a new connection
+        # and the CORS preflight: the samples are the calls after it.
+        check.reason += f"; the first (cold) call took {cold:g} ms and is not a sample"
+    return check
