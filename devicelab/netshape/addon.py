@@ -236,10 +236,8 @@ class NetShape:
             logger.warning("refused client %s: not in the allow-list (%s)", host, allow)
             client.error = f"client {host} is not allowed (netshape_allow)"
             return
-        if self.offline:
-            logger.info("refused client %s: the link is offline", host)
-            client.error = "the link is offline"
-            return
+        # While offline a new connection is still accepted, so that the control endpoint
+        # can bring the link back; any other request on it is cut (``_cut_if_offline``).
         handler = self._handler(client)
         if handler is None:
             logger.warning("cannot shape client %s: mitmproxy's handler was not found", host)
@@ -292,8 +290,24 @@ class NetShape:
                 record.error = "connection closed"
 
     # --- flows --------------------------------------------------------------------------
+    def _cut_if_offline(self, flow: http.HTTPFlow) -> bool:
+        """Cut ``flow`` when the link is offline and it is not for the control endpoint."""
+        if not self.offline or flow.request.pretty_host == CONTROL_HOST:
+            return False
+        host = flow.client_conn.peername[0] if flow.client_conn.peername else "?"
+        logger.info("refused a request of client %s: the link is offline", host)
+        killable: Any = flow  # mitmproxy's Flow.kill is untyped
+        killable.kill()
+        return True
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """Refuse a tunnel while the link is offline."""
+        self._cut_if_offline(flow)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Start the flow's record; stream the body so big uploads are paced, not buffered."""
+        if self._cut_if_offline(flow):
+            return
         conn = self._connections.get(flow.client_conn.id)
         if flow.request.pretty_host == CONTROL_HOST or conn is None:
             if conn is not None:

@@ -148,6 +148,15 @@ class ShapedProxy:
         else:
             self._call(self.addon.go_online)
 
+    def status(self) -> dict[str, Any]:
+        """The addon's state: ``profile`` (as JSON data), ``offline``, ``links`` (client ->
+        open connections). Raises EnvironmentProblem when the proxy is not running."""
+        if self._process is not None:
+            data: dict[str, Any] = json.loads(self._control("GET", "status"))
+            return data
+        result: dict[str, Any] = self._call(self.addon.status)
+        return result
+
     def records(self) -> list[FlowRecord]:
         """The per-flow timing records so far (bytes, start, first byte, end)."""
         if self._process is not None:

@@ -132,3 +132,22 @@ def test_profile_switch_offline_and_records(shaped: Any, upstream: Any, make_pro
         assert (record.bytes_up, record.bytes_down) == (0, 5)
     fastest = min(r.first_byte - r.start for r in last if r.first_byte is not None)
     assert fastest == pytest.approx(0.02, abs=0.015)
+
+
+def test_offline_until_told_then_online_through_the_control_endpoint(
+    shaped: Any, upstream: Any
+) -> None:
+    # In subprocess mode go_online() is itself a request through the proxy: the offline
+    # link must still let the control endpoint answer, and nothing else.
+    async def tiny() -> float:
+        async with aiohttp.ClientSession() as s:
+            return await _get(s, f"{upstream.base}/bytes?n=5", shaped.url)
+
+    shaped.go_offline()
+    try:
+        with pytest.raises(aiohttp.ClientError):
+            asyncio.run(tiny())
+        assert shaped.status()["offline"] is True
+    finally:
+        shaped.go_online()
+    assert asyncio.run(tiny()) >= RTT
