@@ -21,10 +21,13 @@ The shape of the data:
   0 to 2x) of each conversation are unread: a realistic badge, whatever the size of the
   conversation (the expected size of conversation ``c`` follows from the power law).
 
-The whole run is one transaction: schema, data, indexes, ANALYZE and the
-``devicelab_meta`` mark that says the rows are ours; a failure leaves nothing. Indexes and
-keys of the two big tables are dropped inside that transaction and rebuilt after the
-load (rebuilding sorted is several times faster than maintaining them row by row).
+All or nothing: schema, data, indexes, ANALYZE and the ``devicelab_meta`` mark that says
+the rows are ours; a failure leaves nothing. Two paths give the same rows and catalog:
+by default :mod:`backend_checks.datagen_parallel` builds on two connections in a staging
+schema and swaps the tables in with one short transaction; the serial path (here: when
+the parallel one is not available, or with ``parallel=False``) is one transaction on the
+caller's connection. Either way the keys and indexes of the big tables are built after
+the load (building sorted is several times faster than maintaining them row by row).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend_checks.words import WORDS
+from backend_checks.datagen_sql import LoadSql
 from devicelab.errors import BackendUnavailable, UnsafeActionRefused
 
 if TYPE_CHECKING:
@@ -45,8 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "META_TABLE",
+    "STAGE_SCHEMA",
     "DatagenParams",
     "DatagenReport",
+    "LoadSql",
     "foreign_data",
     "generate",
     "install_schema",
@@ -86,8 +91,11 @@ _PLATFORM_SCHEMAS = (
     "pgbouncer",
     "hypopg",
 )
-_POOL_SIZE = 20_000
-_HASH_POOL = 16
+#: Where the parallel path builds the tables before swapping them in.
+STAGE_SCHEMA = "devicelab_stage"
+#: The advisory lock a run holds while it writes: two runs on one database wait in turn
+#: instead of dropping each other's staging.
+LOCK_KEY = 0x646C_6467  # "dldg"
 
 
 class DatagenParams(BaseModel):
@@ -111,12 +119,17 @@ class DatagenParams(BaseModel):
 
 
 class DatagenReport(BaseModel):
-    """What a generation did: row counts, seconds per phase, total seconds."""
+    """What a generation did: row counts, seconds per phase, total seconds, the path.
+
+    Phases of the serial path follow each other; the parallel path's are ``setup``,
+    ``parallel`` (the tasks on two connections), ``swap``, then each task's own time
+    (``task ...``: they overlap)."""
 
     params: DatagenParams
     counts: dict[str, int]
     phases: dict[str, float]
     seconds: float
+    mode: str = Field("serial", description="parallel (two connections) or serial")
 
     def messages_per_s(self) -> float:
         """Messages generated per second of the whole run."""
@@ -152,7 +165,7 @@ def foreign_data(conn: psycopg.Connection[Any]) -> list[str]:
            WHERE c.relkind IN ('r', 'p') AND NOT (n.nspname = ANY(%s))
              AND n.nspname NOT LIKE 'pg\\_%%'
            ORDER BY 1""",
-        (list(_PLATFORM_SCHEMAS),),
+        ([*_PLATFORM_SCHEMAS, STAGE_SCHEMA],),
     ).fetchall()
     candidates = [name for (name,) in rows] + (
         ["auth.users"] if _exists(conn, "auth.users") else []
@@ -176,12 +189,20 @@ def generate(
     *,
     allow_writes: bool,
     force: bool = False,
+    parallel: bool | None = None,
 ) -> DatagenReport:
-    """Generate the data set of ``params`` into ``conn``'s database, in one transaction.
+    """Generate the data set of ``params`` into ``conn``'s database, all or nothing.
+
+    ``parallel`` None or True (the default) builds on two connections when it can (see
+    :mod:`backend_checks.datagen_parallel`: staging schema, one short swap transaction)
+    and in one transaction on ``conn`` otherwise; False forces the one-transaction path.
+    Both give the same rows and catalog for one seed; the report's ``mode`` names the
+    path that ran.
 
     Returns a DatagenReport. Raises UnsafeActionRefused (nothing written) without
     ``allow_writes``, or when the database holds rows we did not generate and ``force`` is
-    not set; BackendUnavailable when the server fails mid-way (everything rolled back).
+    not set; BackendUnavailable when the server fails mid-way (everything rolled back,
+    staging removed).
     """
     if not allow_writes:
         raise UnsafeActionRefused(
@@ -193,35 +214,19 @@ def generate(
     if conn is None:
         raise TypeError("generate() needs a connection")
     started = time.perf_counter()
-    phases: dict[str, float] = {}
     try:
-        with conn.transaction():
-            foreign = foreign_data(conn)
-            if foreign and not force:
-                raise UnsafeActionRefused(
-                    f"the database holds rows devicelab did not generate: {', '.join(foreign)}",
-                    hint="use an empty database, or --force to replace the messaging tables",
-                )
-            _timed(phases, "schema", lambda: _prepare(conn))
-            dropped = _timed(phases, "drop_indexes", lambda: _drop_keys(conn))
-            _timed(phases, "stage", lambda: _stage(conn, params))
-            _timed(phases, "users", lambda: _users(conn, params))
-            _timed(phases, "messages", lambda: _messages(conn, params))
-            _timed(phases, "conversations", lambda: _conversations(conn))
-            _timed(phases, "receipts", lambda: _receipts(conn, params))
-            _timed(phases, "indexes", lambda: _restore_keys(conn, dropped))
-            conn.execute("ALTER TABLE public.messages ENABLE TRIGGER messages_search_vector_trg")
-            _timed(phases, "analyze", lambda: conn.execute(f"ANALYZE {', '.join(TABLES)}"))
-            counts = _counts(conn)
-            _mark(conn, params, counts)
+        if parallel is not False:
+            from backend_checks import datagen_parallel
+
+            report = datagen_parallel.generate(conn, params, force=force, started=started)
+            if report is not None:
+                return report
+        return _generate_serial(conn, params, force=force, started=started)
     except psycopg.Error as exc:
         raise BackendUnavailable(
             f"datagen failed and was rolled back: {str(exc).strip().splitlines()[0]}",
             hint="nothing was written; check the server's log and free disk space",
         ) from exc
-    return DatagenReport(
-        params=params, counts=counts, phases=phases, seconds=time.perf_counter() - started
-    )
 
 
 def run_datagen(
@@ -242,7 +247,67 @@ def run_datagen(
         return generate(conn, params, allow_writes=allow_writes, force=force)
 
 
-# ---------------------------------------------------------------------- phases
+def refuse_foreign(conn: psycopg.Connection[Any], *, force: bool) -> None:
+    """Raise UnsafeActionRefused when the database holds rows we did not generate and
+    ``force`` is not set."""
+    foreign = foreign_data(conn)
+    if foreign and not force:
+        raise UnsafeActionRefused(
+            f"the database holds rows devicelab did not generate: {', '.join(foreign)}",
+            hint="use an empty database, or --force to replace the messaging tables",
+        )
+
+
+def session_settings(conn: psycopg.Connection[Any], *, parallel: bool = True) -> None:
+    """SET LOCAL the settings of a load transaction. ``parallel`` False: no parallel
+    workers (when two connections already keep both cores busy)."""
+    conn.execute("SET LOCAL statement_timeout = '15min'")
+    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+    conn.execute("SET LOCAL work_mem = '256MB'")
+    conn.execute("SET LOCAL synchronous_commit = off")
+    # JIT compiling these one-off statements costs more than it saves (~0.2-0.5 s each).
+    conn.execute("SET LOCAL jit = off")
+    if not parallel:
+        conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+
+
+# ---------------------------------------------------------------------- the serial path
+def _generate_serial(
+    conn: psycopg.Connection[Any], params: DatagenParams, *, force: bool, started: float
+) -> DatagenReport:
+    """Everything in one transaction on ``conn``: schema, data, indexes, ANALYZE, mark."""
+    phases: dict[str, float] = {}
+    sql = LoadSql(params)
+    with conn.transaction():
+        refuse_foreign(conn, force=force)
+        _timed(phases, "schema", lambda: _prepare(conn))
+        dropped = _timed(phases, "drop_indexes", lambda: _drop_keys(conn))
+        _timed(
+            phases,
+            "stage",
+            lambda: _run(
+                conn, [*sql.conversations_stage(), *sql.pool_stage(), sql.passwords_stage()]
+            ),
+        )
+        _timed(phases, "users", lambda: _run(conn, [sql.users(), sql.profiles()]))
+        _timed(phases, "messages", lambda: _run(conn, [sql.messages()]))
+        _timed(phases, "conversations", lambda: _run(conn, [sql.conversations()]))
+        _timed(phases, "receipts", lambda: _run(conn, [sql.receipts()]))
+        _timed(phases, "indexes", lambda: _restore_keys(conn, dropped))
+        conn.execute("ALTER TABLE public.messages ENABLE TRIGGER messages_search_vector_trg")
+        _timed(phases, "analyze", lambda: conn.execute(f"ANALYZE {', '.join(TABLES)}"))
+        counts = _counts(conn)
+        mark(conn, params, counts)
+    return DatagenReport(
+        params=params,
+        counts=counts,
+        phases=phases,
+        seconds=time.perf_counter() - started,
+        mode="serial",
+    )
+
+
 def _timed(phases: dict[str, float], name: str, step: Any) -> Any:
     start = time.perf_counter()
     result = step()
@@ -256,12 +321,10 @@ def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
 
 
 def _prepare(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SET LOCAL statement_timeout = '15min'")
-    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    conn.execute("SET LOCAL work_mem = '256MB'")
-    conn.execute("SET LOCAL synchronous_commit = off")
-    # JIT compiling these one-off statements costs more than it saves (~0.2-0.5 s each).
-    conn.execute("SET LOCAL jit = off")
+    session_settings(conn)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+    # A parallel run that died (killed, server restarted) leaves its staging schema.
+    conn.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
     install_schema(conn)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value jsonb)")
     # TRUNCATE gives the tables new files: on a wal_level=minimal server (the managed
@@ -283,7 +346,9 @@ class _Dropped(BaseModel):
 
 def _drop_keys(conn: psycopg.Connection[Any]) -> _Dropped:
     """Drop the keys and indexes of the three big tables (and the foreign keys pointing at
-    them); returns their definitions for :func:`_restore_keys`."""
+    them); returns their definitions for :func:`_restore_keys`. Partial indexes stay:
+    their predicate (``reply_to_id IS NOT NULL``) matches no generated row, so keeping
+    them costs a test per row, rebuilding them a scan of the table."""
     # conversations too: rebuilt, its GIN index gets real statistics (filled row by row
     # through the pending list, the planner would price it as a full index scan).
     big = (
@@ -299,7 +364,7 @@ def _drop_keys(conn: psycopg.Connection[Any]) -> _Dropped:
     ).fetchall()
     indexes = conn.execute(
         f"""SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index i
-            WHERE indrelid IN {big}
+            WHERE indrelid IN {big} AND indpred IS NULL
               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"""
     ).fetchall()
     for table, name, _definition, _kind in cons:
@@ -322,187 +387,9 @@ def _restore_keys(conn: psycopg.Connection[Any], dropped: _Dropped) -> None:
         conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
 
 
-class _Hash:
-    """SQL expressions of deterministic pseudo-random values for a seed.
-
-    Every constant next to these values is written ``::float8``: a bare ``1.5`` is numeric,
-    and ``power(float8, numeric)`` runs in numeric arithmetic, ~10 us a call.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def h(self, expr: str, salt: int) -> str:
-        return f"hashint8extended(({expr})::int8, {self.seed * 1009 + salt})"
-
-    def u(self, expr: str, salt: int) -> str:
-        """A uniform float in [0, 1)."""
-        return f"(({self.h(expr, salt)} & 2147483647)::float8 / 2147483648.0)"
-
-    def uuid(self, expr: str, salt: int) -> str:
-        return (
-            f"encode(int8send({self.h(expr, salt)}) || int8send({self.h(expr, salt + 1)}),"
-            " 'hex')::uuid"
-        )
-
-
-def _stage(conn: psycopg.Connection[Any], p: DatagenParams) -> None:
-    """Temporary tables the inserts join: conversations (with participants) and the
-    sentence pool (with its tsvector, computed once per sentence, not per message)."""
-    hs = _Hash(p.seed)
-    users = p.users
-    # Members are first_user + j * step (mod users): distinct as long as size * step < users.
-    # Direct chats (90 %) get their two members inline; only groups need a sub-select.
-    member = "mod(first_user + {j} * step, " + str(users) + ")"
-    conn.execute(
-        f"""CREATE TEMP TABLE _dl_conv ON COMMIT DROP AS
-        SELECT c, id, type, created_at, read_point,
-               CASE WHEN type = 'direct'
-                    THEN ARRAY[{hs.uuid(member.format(j=0), 1)}, {hs.uuid(member.format(j=1), 1)}]
-                    ELSE ARRAY(SELECT {hs.uuid(member.format(j="j"), 1)}
-                               FROM generate_series(0, size - 1) j ORDER BY j)
-               END AS participants
-        FROM (
-          SELECT *, 1 + floor(step_u * greatest(({users} - 1) / size, 1))::int AS step
-          FROM (
-            SELECT c, {hs.uuid("c", 100)} AS id, type, first_user, step_u,
-                   CASE WHEN type = 'group' THEN least({users}, 3 + floor(size_u * 6)::int)
-                        ELSE 2 END AS size,
-                   created_at, read_point
-            FROM (
-              SELECT c,
-                CASE WHEN {hs.u("c", 101)} < %(group)s THEN 'group' ELSE 'direct' END AS type,
-                floor({users} * power({hs.u("c", 102)}, 1.5::float8))::int AS first_user,
-                {hs.u("c", 103)} AS step_u, {hs.u("c", 104)} AS size_u,
-                %(anchor)s::timestamptz - make_interval(days => %(days)s)
-                  - make_interval(secs => 30 * 86400 * {hs.u("c", 105)}) AS created_at,
-                %(anchor)s::timestamptz - make_interval(secs => %(days)s * 86400.0 * least(1.0,
-                  2 * %(unread)s * {hs.u("c", 106)} / greatest(1e-9, %(messages)s * (
-                    power((c + 1)::float8 / %(convs)s, 1 / %(skew)s::float8)
-                    - power(c::float8 / %(convs)s, 1 / %(skew)s::float8))))) AS read_point
-              FROM generate_series(0, %(convs)s::int - 1) c
-              OFFSET 0  -- computed once per row, not inlined into every use below
-            ) base
-          ) sized
-          OFFSET 0
-        ) stepped""",
-        {
-            "group": p.group_fraction,
-            "anchor": p.anchor,
-            "days": p.days,
-            "unread": p.unread,
-            "messages": p.messages,
-            "skew": p.skew,
-            "convs": p.conversations,
-        },
-    )
-    conn.execute("CREATE UNIQUE INDEX ON _dl_conv (c); ANALYZE _dl_conv")
-    pool = _pool_size(p)
-    conn.execute(
-        f"""CREATE TEMP TABLE _dl_pool ON COMMIT DROP AS
-        SELECT k, string_agg((%(words)s::text[])[1 + floor({len(WORDS)}
-                 * power({hs.u("k * 64 + j", 201)}, 2.5::float8))::int], ' ' ORDER BY j) AS content
-        FROM generate_series(0, {pool - 1}) k,
-             generate_series(1, 2 + floor(14 * power({hs.u("k", 200)}, 1.5::float8))::int) j
-        GROUP BY k""",
-        {"words": list(WORDS)},
-    )
-    conn.execute(
-        """ALTER TABLE _dl_pool ADD COLUMN search_vector tsvector;
-        UPDATE _dl_pool SET search_vector = to_tsvector('english', content);
-        CREATE UNIQUE INDEX ON _dl_pool (k); ANALYZE _dl_pool"""
-    )
-
-
-def _pool_size(p: DatagenParams) -> int:
-    """Distinct sentences: one per 20 messages, 1,000 to 20,000 (to_tsvector runs once each)."""
-    return max(1_000, min(_POOL_SIZE, p.messages // 20))
-
-
-def _users(conn: psycopg.Connection[Any], p: DatagenParams) -> None:
-    hs = _Hash(p.seed)
-    pool = min(_HASH_POOL, p.users)
-    conn.execute(
-        f"""CREATE TEMP TABLE _dl_pw ON COMMIT DROP AS
-        SELECT k, crypt('password123', gen_salt('bf', 4)) AS hash
-        FROM generate_series(0, {pool - 1}) k"""
-    )
-    conn.execute(
-        f"""INSERT INTO auth.users (id, aud, role, email, encrypted_password,
-                                    email_confirmed_at, created_at, updated_at)
-        SELECT {hs.uuid("i - 1", 1)}, 'authenticated', 'authenticated',
-               'testuser' || i || '@example.com', pw.hash, %(t)s, %(t)s, %(t)s
-        FROM generate_series(1, {p.users}) i JOIN _dl_pw pw ON pw.k = mod(i, {pool})""",
-        {"t": p.anchor},
-    )
-    conn.execute(
-        f"""INSERT INTO public.profiles (id, username, full_name, email, created_at, updated_at)
-        SELECT {hs.uuid("i - 1", 1)}, 'testuser' || i, 'Test User ' || i,
-               'testuser' || i || '@example.com', %(t)s, %(t)s
-        FROM generate_series(1, {p.users}) i""",
-        {"t": p.anchor},
-    )
-
-
-def _messages(conn: psycopg.Connection[Any], p: DatagenParams) -> None:
-    hs = _Hash(p.seed)
-    # The per-row draws are computed once in a sub-select (OFFSET 0 keeps the planner from
-    # inlining them into every expression that uses them).
-    conn.execute(
-        f"""INSERT INTO public.messages (id, conversation_id, sender_id, content, type,
-                                         media_url, created_at, search_vector)
-        SELECT r.id, cv.id,
-               cv.participants[1 + floor(r.u_sender * cardinality(cv.participants))::int],
-               pool.content, r.kind,
-               CASE r.kind WHEN 'image' THEN 'media/' || cv.id || '/' || r.i || '.jpg'
-                           WHEN 'video' THEN 'media/' || cv.id || '/' || r.i || '.mp4' END,
-               %(anchor)s::timestamptz - make_interval(secs => %(days)s * 86400.0 * r.u_time),
-               pool.search_vector
-        FROM (
-          SELECT i, {hs.uuid("i", 310)} AS id,
-                 least({p.conversations} - 1, floor({p.conversations}
-                       * power({hs.u("i", 300)}, {p.skew}::float8))::int) AS c,
-                 {hs.u("i", 302)} AS u_sender, {hs.u("i", 301)} AS u_time,
-                 floor({_pool_size(p)} * {hs.u("i", 303)})::int AS k,
-                 CASE WHEN u_kind < 0.1 THEN 'image' WHEN u_kind < 0.2 THEN 'video'
-                      ELSE 'text' END AS kind
-          FROM generate_series(1, {p.messages}) i,
-               LATERAL (SELECT {hs.u("i", 305)} AS u_kind) kind_draw
-          OFFSET 0
-        ) r
-        JOIN _dl_conv cv ON cv.c = r.c
-        JOIN _dl_pool pool ON pool.k = r.k""",
-        {"anchor": p.anchor, "days": p.days},
-    )
-
-
-def _conversations(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(
-        """INSERT INTO public.conversations (id, type, name, participants, created_by,
-                                            created_at, updated_at, last_message_at)
-        SELECT cv.id, cv.type, CASE WHEN cv.type = 'group' THEN 'Group ' || cv.c END,
-               cv.participants, cv.participants[1], cv.created_at,
-               coalesce(lm.last_at, cv.created_at), lm.last_at
-        FROM _dl_conv cv
-        LEFT JOIN (SELECT conversation_id, max(created_at) AS last_at
-                   FROM public.messages GROUP BY conversation_id) lm
-               ON lm.conversation_id = cv.id"""
-    )
-
-
-def _receipts(conn: psycopg.Connection[Any], p: DatagenParams) -> None:
-    hs = _Hash(p.seed)
-    delay = hs.u(f"uuid_hash_extended(m.id, {p.seed})", 400)
-    conn.execute(
-        f"""INSERT INTO public.message_read_receipts (message_id, user_id, read_at)
-        SELECT m.id, who.user_id,
-               least(%(anchor)s::timestamptz, m.created_at + make_interval(secs => 7200 * {delay}))
-        FROM public.messages m
-        JOIN _dl_conv cv ON cv.id = m.conversation_id
-        CROSS JOIN LATERAL unnest(cv.participants) AS who(user_id)
-        WHERE who.user_id <> m.sender_id AND m.created_at < cv.read_point""",
-        {"anchor": p.anchor},
-    )
+def _run(conn: psycopg.Connection[Any], statements: list[tuple[str, dict[str, Any]]]) -> None:
+    for sql, params in statements:
+        conn.execute(sql, params or None)
 
 
 def _counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -513,7 +400,7 @@ def _counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return counts
 
 
-def _mark(conn: psycopg.Connection[Any], p: DatagenParams, counts: dict[str, int]) -> None:
+def mark(conn: psycopg.Connection[Any], p: DatagenParams, counts: dict[str, int]) -> None:
     value = {
         "generator": "devicelab",
         "params": json.loads(p.model_dump_json()),

@@ -1,6 +1,7 @@
 """Benchmark of the data generator, side by side with its anchors on the same server.
 
     .venv/bin/python bench/datagen.py [--dsn DSN] [--sizes 100000,1000000] [--story 2000]
+                                      [--repeat N] [--serial]
 
 Rows: our generator at each size (messages/s and all rows/s: users, profiles,
 conversations, messages, receipts, indexes built and analyzed), ``pgbench -i -s 10``
@@ -8,7 +9,9 @@ conversations, messages, receipts, indexes built and analyzed), ``pgbench -i -s 
 (Task 1, row by row) timed at a small scale with 10K conversations and extrapolated
 linearly to 100K messages (its cost per message is flat: one ``ORDER BY random()`` over
 the conversations per message). Each runs in its own scratch database on the server of
-``--dsn`` (default: the managed cluster), dropped afterwards.
+``--dsn`` (default: the managed cluster), dropped afterwards. ``--repeat N`` runs our
+generator N times per size and reports the median (and the spread); ``--serial`` forces its
+one-transaction path (the default builds on two connections when it can).
 
 Goals (issue 4): 1M messages in <= 15 s; >= 300x the story's generator at 100K.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -108,13 +112,19 @@ class Server:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def ours(server: Server, messages: int) -> tuple[float, int]:
-    """Seconds and total rows of our generator at ``messages`` (defaults otherwise)."""
+def ours(server: Server, messages: int, *, serial: bool = False) -> tuple[float, int, str]:
+    """Seconds, total rows and path (parallel/serial) of our generator at ``messages``
+    (defaults otherwise)."""
     name = server.create()
     try:
         with psycopg.connect(server.dsn(name)) as conn:
-            report = generate(conn, DatagenParams(messages=messages), allow_writes=True)
-        return report.seconds, sum(report.counts.values())
+            report = generate(
+                conn,
+                DatagenParams(messages=messages),
+                allow_writes=True,
+                parallel=False if serial else None,
+            )
+        return report.seconds, sum(report.counts.values()), report.mode
     finally:
         server.drop(name)
 
@@ -169,20 +179,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", help="server to use (default: the managed cluster)")
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--story", type=int, default=2000, help="messages for the story's run")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of ours per size (median)")
+    parser.add_argument("--serial", action="store_true", help="our one-transaction path only")
     args = parser.parse_args(argv)
     dsn = args.dsn or ManagedPostgres().ensure("postgres")
     server = Server(dsn)
     rows: list[tuple[str, float, int, str]] = []
     results: dict[str, Any] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        seconds, total = ours(server, size)
+        runs = [ours(server, size, serial=args.serial) for _ in range(max(1, args.repeat))]
+        times = sorted(r[0] for r in runs)
+        seconds, total, mode = statistics.median(times), runs[0][1], runs[0][2]
         results[size] = seconds
+        spread = (
+            f", median of {len(times)}: {times[0]:.2f}-{times[-1]:.2f} s" if len(times) > 1 else ""
+        )
         rows.append(
             (
                 f"devicelab datagen {size:,} messages",
                 seconds,
                 total,
-                f"{size / seconds:,.0f} messages/s",
+                f"{size / seconds:,.0f} messages/s ({mode}{spread})",
             )
         )
     seconds, total = pgbench(server)
