@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 __all__ = ["Entry", "Journal", "Undoer", "default_path"]
@@ -158,12 +157,7 @@ class Journal:
         self.recover()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         # Runs on a normal exit, on an exception and on Ctrl-C (KeyboardInterrupt) alike.
         self.undo_mine()
 

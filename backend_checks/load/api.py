@@ -232,12 +232,12 @@ def write_rest_spec(
     Raises as :func:`run_rest_load` (the preflight runs first).
     """
     from backend_checks.load.mix import mix_weights
-    from backend_checks.load.models import WorkerSpec
     from backend_checks.load.runner import (
         DEFAULT_ACCOUNTS,
         fetch_identities,
         generated_identities,
         refuse_writes,
+        spec_file,
     )
 
     weights = mix_weights(options.mix)
@@ -252,16 +252,4 @@ def write_rest_spec(
         with connect(dsn, autocommit=True) as conn:
             identities = fetch_identities(conn, users, emails=True)
         preflight(api, identities[0].email)
-    spec = WorkerSpec(
-        api_url=base,
-        identities=identities,
-        users=users,
-        mix=weights,
-        rate_per_user=options.rate_per_user(users),
-        duration_s=options.duration_s,
-        spawn_rate=options.spawn_rate,
-        seed=options.seed,
-        out="",
-    )
-    path.write_text(spec.model_dump_json())
-    return path
+    return spec_file(path, options, users, weights, identities, api_url=base)

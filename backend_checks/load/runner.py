@@ -150,8 +150,24 @@ def write_spec(dsn: str, options: LoadOptions, users: int, path: Path) -> Path:
     refuse_writes(options, weights)
     with connect(dsn, autocommit=True) as conn:
         identities = fetch_identities(conn, users)
+    return spec_file(path, options, users, weights, identities, dsn=dsn)
+
+
+def spec_file(
+    path: Path,
+    options: LoadOptions,
+    users: int,
+    weights: dict[str, int],
+    identities: list[Identity],
+    *,
+    dsn: str = "",
+    api_url: str = "",
+) -> Path:
+    """Write the WorkerSpec of a step to ``path`` (users speak SQL to ``dsn`` or HTTP to
+    ``api_url``); returns ``path``."""
     spec = WorkerSpec(
         dsn=dsn,
+        api_url=api_url,
         identities=identities,
         users=users,
         mix=weights,

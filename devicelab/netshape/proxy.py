@@ -26,7 +26,6 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 
 from devicelab.errors import BadInput, EnvironmentProblem
@@ -116,12 +115,7 @@ class ShapedProxy:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def set_profile(self, profile: NetworkProfile | None) -> None:

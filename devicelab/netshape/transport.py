@@ -146,7 +146,24 @@ class ShapedReader:
         self._wakeup.set()
 
 
-class ShapedWriter:
+class _WrappedWriter:
+    """What a wrapped writer passes straight to the real one."""
+
+    _real: _Writer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The socket's extra info (peername, sockname, ...)."""
+        return self._real.get_extra_info(name, default)
+
+    async def wait_closed(self) -> None:
+        """Wait until the socket is closed."""
+        wait = getattr(self._real, "wait_closed", None)
+        if wait is not None:
+            with contextlib.suppress(OSError):
+                await wait()
+
+
+class ShapedWriter(_WrappedWriter):
     """Writes to the device through the downlink; closing waits for the bytes in flight."""
 
     def __init__(
@@ -207,17 +224,6 @@ class ShapedWriter:
         else:
             self._real.close()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """The socket's extra info (peername, sockname, ...)."""
-        return self._real.get_extra_info(name, default)
-
-    async def wait_closed(self) -> None:
-        """Wait until the socket is closed."""
-        wait = getattr(self._real, "wait_closed", None)
-        if wait is not None:
-            with contextlib.suppress(OSError):
-                await wait()
-
 
 class ServerReader:
     """The server side's reader, noting when the server last sent bytes."""
@@ -238,7 +244,7 @@ class ServerReader:
 _EARLY_S = 0.0005
 
 
-class HeldWriter:
+class HeldWriter(_WrappedWriter):
     """The server side's writer: bytes wait until the device's bytes they carry would have
     crossed the uplink (``ConnectionClock.up_due`` when written), in order."""
 
@@ -311,14 +317,3 @@ class HeldWriter:
             self._timer = None
         if self._close_after:
             self._real.close()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """The socket's extra info (peername, sockname, ...)."""
-        return self._real.get_extra_info(name, default)
-
-    async def wait_closed(self) -> None:
-        """Wait until the socket is closed."""
-        wait = getattr(self._real, "wait_closed", None)
-        if wait is not None:
-            with contextlib.suppress(OSError):
-                await wait()

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Protocol, Self
 
 from devicelab.errors import DeviceUnreachable
@@ -122,12 +121,7 @@ class AndroidRoute:
     def __enter__(self) -> Self:
         return self.apply()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.undo()
 
 

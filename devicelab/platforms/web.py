@@ -30,7 +30,6 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
@@ -171,12 +170,7 @@ class WebDevice:
     def __enter__(self) -> Self:
         return self.create()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

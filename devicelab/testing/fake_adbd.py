@@ -34,16 +34,14 @@ The dumpsys texts are modelled on a Pixel 6 on Android 13 (the App Summary of An
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import shlex
-import threading
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import NamedTuple, Self
+from typing import NamedTuple
 
 from devicelab.testing import adb_wire as wire
+from devicelab.testing.background import BackgroundServer
 
 __all__ = ["BATTERY", "MEMINFO", "FakeAdbd", "ShellHandler", "ShellResult"]
 
@@ -148,7 +146,7 @@ def _split_commands(line: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-class FakeAdbd:
+class FakeAdbd(BackgroundServer):
     """A fake device's adbd on 127.0.0.1 (see the module docstring for its lifecycle).
 
     Observable state: ``props`` (getprop), ``settings`` (namespace → key → value),
@@ -156,6 +154,8 @@ class FakeAdbd:
     ``packages`` (running apps that ``dumpsys meminfo`` knows) and ``services`` (every
     service string opened, oldest first).
     """
+
+    NAME = "fake-adbd"
 
     def __init__(
         self, props: Mapping[str, str] | None = None, port: int = 0, *, authorized: bool = True
@@ -168,9 +168,7 @@ class FakeAdbd:
         self.services: list[str] = []
         self.port = port
         self._handlers: dict[str, ShellHandler] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
+        super().__init__()
         self._connections: set[wire.DeviceConnection] = set()
         self._numbers = itertools.count(1)
 
@@ -194,23 +192,7 @@ class FakeAdbd:
         """
         self._handlers[prefix] = handler
 
-    # --- lifecycle ----------------------------------------------------------------------
-    def start(self) -> Self:
-        """Listen in a background thread; returns self once listening.
-
-        Raises OSError when the port cannot be bound.
-        """
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="fake-adbd", daemon=True)
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._listen(), loop).result(timeout=10)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
+    # --- lifecycle (BackgroundServer) ------------------------------------------------
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -226,40 +208,8 @@ class FakeAdbd:
         finally:
             self._connections.discard(connection)
 
-    async def _close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for connection in list(self._connections):
-            connection.writer.close()
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
-
-    def stop(self) -> None:
-        """Drop every connection and stop listening; never raises."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=10)
-        except Exception as exc:  # teardown logs and goes on
-            logger.warning("fake adbd did not close cleanly: %s", exc)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        if not thread.is_alive():
-            loop.close()
-        self._loop = self._thread = self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _open_writers(self) -> list[asyncio.StreamWriter]:
+        return [connection.writer for connection in self._connections]
 
     # --- services -----------------------------------------------------------------------
     def answer(self, service: str, transport: str = "host-1") -> bytes | None:

@@ -47,15 +47,14 @@ import itertools
 import logging
 import plistlib
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from devicelab.testing import usbmux_wire as wire
+from devicelab.testing.background import BackgroundServer
 
 __all__ = ["IPHONE_11", "FakeIPhone", "FakeUsbmuxd", "pair_record"]
 
@@ -85,6 +84,8 @@ class FakeIPhone:
     ``connection`` is ``USB`` or ``Network`` (Wi-Fi sync); the same phone attached both
     ways is two FakeIPhones with the same UDID, as usbmuxd lists it twice.
     """
+
+    NAME = "fake-usbmuxd"
 
     udid: str = "00008030-001A2B3C4D5E802E"
     connection: Literal["USB", "Network"] = "USB"
@@ -178,7 +179,7 @@ class _Client:
         self.piped_to: int | None = None  # the DeviceID once Connect made this a pipe
 
 
-class FakeUsbmuxd:
+class FakeUsbmuxd(BackgroundServer):
     """A fake usbmuxd (see the module docstring for what it serves and its lifecycle).
 
     Observable state: ``devices`` (DeviceID -> FakeIPhone, as attached now),
@@ -202,9 +203,7 @@ class FakeUsbmuxd:
         self.requests: list[str] = []
         self._ids = itertools.count(1)
         self._clients: set[_Client] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
+        super().__init__()
         for device in devices:
             self.attach(device)
 
@@ -265,22 +264,6 @@ class FakeUsbmuxd:
         return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=10)
 
     # --- lifecycle ----------------------------------------------------------------------
-    def start(self) -> Self:
-        """Listen in a background thread; returns self once listening.
-
-        Raises OSError when the port or the path cannot be bound.
-        """
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="fake-usbmuxd", daemon=True)
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._listen(), loop).result(timeout=10)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     async def _listen(self) -> None:
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -290,43 +273,13 @@ class FakeUsbmuxd:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for client in list(self._clients):
-            client.writer.close()
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+    def _open_writers(self) -> list[asyncio.StreamWriter]:
+        return [client.writer for client in self._clients]
 
-    def stop(self) -> None:
-        """Drop every client and stop listening (removing the socket file); never raises."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=10)
-        except Exception as exc:  # teardown logs and goes on
-            logger.warning("fake usbmuxd did not close cleanly: %s", exc)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        if not thread.is_alive():
-            loop.close()
+    def _stopped(self) -> None:
         if self.path is not None:
             with contextlib.suppress(OSError):
                 self.path.unlink(missing_ok=True)
-        self._loop = self._thread = self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- the protocol -------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -19,6 +19,7 @@ PUBLIC_MODULES = [
     "devicelab.pytest_plugin",
     "devicelab.platforms.android",
     "devicelab.platforms.ios",
+    "devicelab.testing.background",
     "devicelab.testing.fake_adbd",
     "devicelab.testing.fake_usbmuxd",
     "devicelab.testing.upstream",
