@@ -4,17 +4,33 @@
 after each check, so a run that is interrupted (Ctrl-C, a crash, a device that drops)
 leaves every sample measured so far in a valid results.json (``finished_at`` null).
 :meth:`RunRecord.finish` stamps the end and writes the reports next to it.
+
+The samplers' readings are on disk in ``<out>/samples.jsonl`` as they come
+(devicelab.samplers); a record that follows them (:meth:`RunRecord.follow`) rewrites
+results.json's ``series`` from that file with each check, and at the finish.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from devicelab.errors import BadInput
-from devicelab.models import Check, Results, RunInfo, TargetBook
+from devicelab.models import Check, Results, RunInfo, Series, TargetBook
 
-__all__ = ["RunRecord"]
+__all__ = ["RunRecord", "SeriesSource"]
+
+
+class SeriesSource(Protocol):
+    """Where a run's series come from (devicelab.samplers.RunSampling)."""
+
+    def series(self) -> list[Series]:
+        """Every series so far."""
+        ...
+
+    def stop(self) -> None:
+        """Stop taking samples (idempotent, never raises)."""
 
 
 class RunRecord:
@@ -23,12 +39,18 @@ class RunRecord:
     def __init__(self, run: RunInfo, out_dir: Path) -> None:
         self.results = Results(run=run)
         self.out_dir = out_dir
+        self._sampling: SeriesSource | None = None
+
+    def follow(self, sampling: SeriesSource) -> None:
+        """Take results.json's series from ``sampling`` with each check and at the finish
+        (where it is stopped first, so the series end with the run)."""
+        self._sampling = sampling
 
     def add(self, check: Check) -> None:
         """Record ``check`` and rewrite results.json. Raises BadInput when ``out_dir``
         cannot be written."""
         self.results = Results(
-            run=self.results.run, checks=[*self.results.checks, check], series=self.results.series
+            run=self.results.run, checks=[*self.results.checks, check], series=self._series()
         )
         self._save()
 
@@ -37,10 +59,17 @@ class RunRecord:
         from ``book``); returns the Results."""
         from devicelab.report import write_all
 
+        if self._sampling is not None:
+            self._sampling.stop()
         run = self.results.run.model_copy(update={"finished_at": datetime.now(UTC)})
-        self.results = Results(run=run, checks=self.results.checks, series=self.results.series)
+        self.results = Results(run=run, checks=self.results.checks, series=self._series())
         write_all(self.results, self.out_dir, book)
         return self.results
+
+    def _series(self) -> list[Series]:
+        if self._sampling is None:
+            return self.results.series
+        return self._sampling.series()
 
     def _save(self) -> None:
         from devicelab.report import FILE_NAMES, write_text_atomic

@@ -29,6 +29,14 @@ and ``false``; anything else exits 127 with "not found" on stderr. A command lin
 chain commands with ``;`` and use ``$?`` (adbutils' shell2 appends ``; echo X4EXIT:$?``).
 The dumpsys texts are modelled on a Pixel 6 on Android 13 (the App Summary of Android
 11+, with TOTAL PSS, TOTAL RSS and TOTAL SWAP PSS).
+
+For the samplers (devicelab.samplers.android) it also serves ``dumpsys battery unplug``
+and ``reset`` (the "(UPDATES STOPPED ...)" marker, chargers reported off), ``pidof
+<package>`` and ``cat`` of /proc/stat, /proc/<pid>/stat and ``current_now``, with CPU
+counters that advance on every read (the app 10 %, the device 30 % busy). The variants
+``MEMINFO_ANDROID10`` (App Summary "TOTAL:", no RSS) and ``BATTERY_SAMSUNG`` (vendor
+lines, a second lower-case charge counter, log text after the block) are set through
+``meminfo_text`` and ``battery_text``.
 """
 
 from __future__ import annotations
@@ -43,7 +51,16 @@ from typing import NamedTuple
 from devicelab.testing import adb_wire as wire
 from devicelab.testing.background import BackgroundServer
 
-__all__ = ["BATTERY", "MEMINFO", "FakeAdbd", "ShellHandler", "ShellResult"]
+__all__ = [
+    "BATTERY",
+    "BATTERY_SAMSUNG",
+    "MEMINFO",
+    "MEMINFO_ANDROID10",
+    "UPDATES_STOPPED",
+    "FakeAdbd",
+    "ShellHandler",
+    "ShellResult",
+]
 
 logger = logging.getLogger("devicelab.testing.fake_adbd")
 
@@ -114,6 +131,84 @@ Uptime: 5523112 Realtime: 5523112
          AppContexts:        6           Activities:        1
 """
 
+MEMINFO_ANDROID10 = """\
+Applications Memory Usage (in Kilobytes):
+Uptime: 90817233 Realtime: 90817233
+
+** MEMINFO in pid {pid} [{package}] **
+                   Pss  Private  Private  SwapPss     Heap     Heap     Heap
+                 Total    Dirty    Clean    Dirty     Size    Alloc     Free
+                ------   ------   ------   ------   ------   ------   ------
+  Native Heap    14822    14756        0      310    24576    17103     7472
+  Dalvik Heap     4412     4336        0       98     6790     3395     3395
+ Dalvik Other     1804     1756        0        2
+        Stack     1092     1092        0        4
+       Ashmem        2        0        0        0
+    Other dev       16        0       16        0
+     .so mmap     5203      268     2444       66
+    .apk mmap     2250        0     1180        0
+    .ttf mmap       38        0        0        0
+    .dex mmap     4210       12     3176        0
+    .oat mmap      153        0        0        0
+    .art mmap     5868     5476       44       42
+   Other mmap       75        4        4        0
+    GL mtrack     5652     5652        0        0
+      Unknown      541      532        0       14
+        TOTAL    46672    33844     6864      536    31366    20498    10867
+
+ App Summary
+                       Pss(KB)
+                        ------
+           Java Heap:     9856
+         Native Heap:    14756
+                Code:     7080
+               Stack:     1092
+            Graphics:     5652
+       Private Other:     2272
+              System:     5964
+
+               TOTAL:    46672       TOTAL SWAP PSS:      536
+
+ Objects
+               Views:       41         ViewRootImpl:        1
+         AppContexts:        4           Activities:        1
+"""
+
+BATTERY_SAMSUNG = """\
+Current Battery Service state:
+  AC powered: false
+  USB powered: true
+  Wireless powered: false
+  Max charging current: 475000
+  Max charging voltage: 5000000
+  Charge counter: 2907000
+  status: 2
+  health: 2
+  present: true
+  level: 71
+  scale: 100
+  voltage: 4071
+  temperature: 312
+  technology: Li-ion
+  mSecPlugTypeSummary: 2
+  LED Charging: true
+  LED Low Battery: true
+  current now: 389
+  charge counter: 2907000
+  Adaptive Fast Charging Settings: true
+  Super Fast Charging Settings: false
+FEATURE_WIRELESS_FASTCHARGER_CONTROL: true
+  mWasUsedWirelessFastChargerPreviously: false
+  mWirelessFastChargingSettingsEnable: true
+  LLB CAL: 20190712
+  LLB MAN: 20190614
+  LLB CURRENT: YEAR2024M2D14
+  SEC_BAT battery log: level 71 -> 71, onlines 2
+"""
+
+#: The line ``dumpsys battery`` prints after its header once ``dumpsys battery unplug`` ran.
+UPDATES_STOPPED = "  (UPDATES STOPPED -- use 'reset' to restart)\n"
+
 _PROPS = {
     "ro.product.name": "oriole",
     "ro.product.model": "Pixel 6",
@@ -165,6 +260,11 @@ class FakeAdbd(BackgroundServer):
         self.settings: dict[str, dict[str, str]] = {"global": {}, "secure": {}, "system": {}}
         self.reverses: dict[str, str] = {}
         self.packages: set[str] = {"com.example.app"}
+        self.meminfo_text = MEMINFO  # or MEMINFO_ANDROID10 (formatted with pid, package)
+        self.battery_text = BATTERY  # or BATTERY_SAMSUNG
+        self.battery_unplugged = False  # `dumpsys battery unplug` ran, no `reset` yet
+        self.current_now: str | None = "-512000\n"  # µA; None: Permission denied
+        self._jiffies = 0  # advances on every read of /proc/stat
         self.services: list[str] = []
         self.port = port
         self._handlers: dict[str, ShellHandler] = {}
@@ -287,14 +387,61 @@ class FakeAdbd(BackgroundServer):
             case ["settings", verb, namespace, *rest] if namespace in self.settings:
                 return self._settings(verb, self.settings[namespace], rest)
             case ["dumpsys", "battery"]:
-                return ShellResult(BATTERY)
+                return ShellResult(self._battery())
+            case ["dumpsys", "battery", "unplug" | "reset" as verb]:
+                self.battery_unplugged = verb == "unplug"
+                return ShellResult()
             case ["dumpsys", "meminfo", package]:
                 if package not in self.packages:
                     return ShellResult(f"No process found for: {package}\n")
                 pid = 10000 + sorted(self.packages).index(package)
-                return ShellResult(MEMINFO.format(pid=pid, package=package))
+                return ShellResult(self.meminfo_text.format(pid=pid, package=package))
+            case ["pidof", package]:
+                if package not in self.packages:
+                    return ShellResult(exit_code=1)
+                return ShellResult(f"{10000 + sorted(self.packages).index(package)}\n")
+            case ["cat", *paths]:
+                return self._cat([p for p in paths if not p.startswith("2>")])
         name = argv[0] if argv else command
         return ShellResult("", f"/system/bin/sh: {name}: not found\n", 127)
+
+    def _battery(self) -> str:
+        if not self.battery_unplugged:
+            return self.battery_text
+        header, _, rest = self.battery_text.partition("\n")
+        for charger in ("AC", "USB", "Wireless"):
+            rest = rest.replace(f"{charger} powered: true", f"{charger} powered: false")
+        return f"{header}\n{UPDATES_STOPPED}{rest}"
+
+    def _cat(self, paths: list[str]) -> ShellResult:
+        out, err = "", ""
+        for path in paths:
+            text = self._file(path)
+            if text is None:
+                err += f"cat: {path}: No such file or directory\n"
+            elif text == "":
+                err += f"cat: {path}: Permission denied\n"
+            else:
+                out += text
+        return ShellResult(out, err, 1 if err else 0)
+
+    def _file(self, path: str) -> str | None:
+        pids = {str(10000 + i): p for i, p in enumerate(sorted(self.packages))}
+        if path == "/proc/stat":
+            self._jiffies += 1
+            n = self._jiffies
+            # user nice system idle iowait irq softirq steal guest guest_nice: 400 per read,
+            # 120 of them busy (30 %)
+            return (f"cpu  {80 * n} {4 * n} {32 * n} {272 * n} {8 * n} {2 * n} {2 * n} 0 0 0\n"
+                    "cpu0 1 0 1 1 0 0 0 0 0 0\nctxt 9165\nbtime 1732850000\n")  # fmt: skip
+        parts = path.split("/")
+        if len(parts) == 4 and parts[1] == "proc" and parts[3] == "stat" and parts[2] in pids:
+            n = self._jiffies  # 40 ticks per read of /proc/stat: 10 % of the device
+            head = f"{parts[2]} ({pids[parts[2]][-15:]}) S 612 612 0 0 -1 1077936448 52345 0"
+            return f"{head} 1234 0 {30 * n} {10 * n} 0 0 10 -10 45 0 123456 15987654656 45000\n"
+        if path == "/sys/class/power_supply/battery/current_now":
+            return "" if self.current_now is None else self.current_now
+        return None
 
     @staticmethod
     def _settings(verb: str, table: dict[str, str], rest: list[str]) -> ShellResult:
