@@ -13,8 +13,12 @@ step that fails to stop is logged and the others still stop):
    (``capacitor-harness/app/dist``) served on a free loopback port;
 3. the shaped proxy (a subprocess, so the run's own work never delays the link), then its
    self-check: the achieved RTT and rates recorded as ``run.network.achieved``;
-4. the device (web: Chromium through Playwright, every request through the proxy), the
-   app loaded, users A and B signed in inside it;
+4. the device, the app loaded, users A and B signed in inside it. Web: Chromium through
+   Playwright, every request through the proxy. Android: the phone through the adb
+   server, routed through the proxy (adb reverse + http_proxy, journaled and undone),
+   then an Appium session (the inventory's server, or a local one started when nothing
+   answers on a loopback URL) switched to the app's WebView (or, for a browser session
+   such as the chromium driver standing in for a WebView, the app loaded in it);
 5. the scenarios, each check written to ``<out>/results.json`` as soon as it is measured;
    then the reports (report.md, report.html, junit.xml).
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -33,7 +38,15 @@ from typing import TYPE_CHECKING
 
 from devicelab import __version__
 from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem
-from devicelab.models import BackendInfo, Check, DeviceInfo, NetworkInfo, Results, RunInfo
+from devicelab.models import (
+    BackendInfo,
+    Check,
+    Device,
+    DeviceInfo,
+    NetworkInfo,
+    Results,
+    RunInfo,
+)
 from devicelab.scenarios import (
     Scenario,
     ScenarioContext,
@@ -47,6 +60,7 @@ if TYPE_CHECKING:
     from backend_checks.reference.server import ReferenceServer
     from devicelab.harness import Harness
     from devicelab.netshape.proxy import ShapedProxy
+    from devicelab.platforms.android_device import AndroidDevice
     from devicelab.platforms.web import WebDevice
     from devicelab.scenarios.fixture import RunFixture
 
@@ -117,6 +131,8 @@ class Lab:
         self.say: Say = say or (lambda text: logger.info("%s", text))
         self.platform = self.device.platform
         self.column = column_for(self.platform, self.profile)
+        if self.platform == "android":
+            _check_appium(self.device)
 
     def run(self, out_dir: Path) -> Results:
         """Run the scenarios and write results.json and the reports into ``out_dir``.
@@ -147,15 +163,23 @@ class Lab:
             for scenario in self.scenarios:
                 record.add(scenario.skip(skips[scenario.id]))
             return record.finish(self.book)
-        if self.platform != "web":
+        if self.platform not in ("web", "android"):
             raise EnvironmentProblem(
-                f"device runs on {self.platform} are not built yet (Appium platform modules)",
-                hint="run the same scenarios on the web device: --device web",
+                f"device runs on {self.platform} are not built yet (the XCUITest WebView path)",
+                hint="run the same scenarios on the web device (--device web) or an android one",
             )
+        # A phone that is not there fails the run before the backend starts (read-only).
+        phone = self._attach_android() if self.platform == "android" else None
         fixture, server = self._start_backend(teardown)
         app_url = self._start_app(teardown)
         proxy, network = self._start_proxy(teardown)
-        web, harness = self._start_device(teardown, proxy.url, app_url)
+        heap_mb: Callable[[], float] | None = None
+        if phone is not None:
+            harness = self._start_android(teardown, phone, proxy, app_url, out_dir)
+            device_info = phone.info()
+        else:
+            web, harness = self._start_device(teardown, proxy.url, app_url)
+            device_info, heap_mb = web.info(), web.heap_used_mb
         self.say("signing users A and B in inside the app")
         harness.configure(
             supabase_url=server.url,
@@ -164,7 +188,16 @@ class Lab:
         )
         teardown.push("app session", harness.reset)
         backend = BackendInfo(kind="reference", url=server.url)
-        record = RunRecord(self._run_info(started, web.info(), network, backend), out_dir)
+        record = RunRecord(self._run_info(started, device_info, network, backend), out_dir)
+        # --- samplers (devicelab.samplers, docs/samplers.md): the browser's CPU and memory in
+        # the background; every sample in <out>/samples.jsonl at once, series in results.json.
+        if self.platform == "web":
+            from devicelab.samplers import web_run_sampling
+
+            sampling = web_run_sampling(web, out_dir, started)
+            teardown.push("samplers", sampling.close)
+            record.follow(sampling)
+        # --- end samplers
         ctx = ScenarioContext(
             harness=harness,
             platform=self.platform,
@@ -175,7 +208,7 @@ class Lab:
             big_conversation_id=fixture.big_conversation_id,
             search_terms=fixture.search_terms,
             link=proxy,
-            heap_mb=web.heap_used_mb,
+            heap_mb=heap_mb,
             say=self.say,
         )
         for scenario in self.scenarios:
@@ -279,3 +312,91 @@ class Lab:
         harness = Harness(web.evaluate, timeout_s=self.options.probe_timeout_s)
         harness.wait_ready()
         return web, harness
+
+    def _attach_android(self) -> AndroidDevice:
+        """The inventory's phone through the adb server, online and read (nothing changed
+        yet). Raises DeviceUnreachable with what to do for its adb state."""
+        from devicelab.journal import Journal
+        from devicelab.platforms.android_device import AndroidDevice
+
+        self.say(f"attaching {self.device.id} ({self.device.serial}) through adb")
+        return AndroidDevice(self.device, Journal()).create()
+
+    def _start_android(
+        self,
+        teardown: _Teardown,
+        phone: AndroidDevice,
+        proxy: ShapedProxy,
+        app_url: str,
+        out_dir: Path,
+    ) -> Harness:
+        """The phone routed through the proxy, an Appium session in the app's WebView, and
+        the harness over it. Each step's undo is pushed before the next starts."""
+        from devicelab.harness import Harness
+        from devicelab.platforms.appium import AppiumSession, proxied_capabilities
+
+        endpoint = self.device.appium
+        assert endpoint is not None  # checked at construction
+        teardown.push("android device (route and settings)", phone.close)
+        phone.route(proxy.port)
+        self.say(f"routed {self.device.serial} through the proxy on port {proxy.port}")
+        url = self._appium_url(teardown, endpoint.url, out_dir)
+        session = AppiumSession(url, proxied_capabilities(endpoint.capabilities, proxy.url))
+        self.say(f"starting an Appium session on {session.info()['url']}")
+        session.create()
+        teardown.push("appium session", session.close)
+        if session.is_browser:  # a browser stands in for the WebView: load the app in it
+            session.open(app_url)
+        else:
+            app_id = self.device.app.id if self.device.app else None
+            waited = endpoint.capabilities.get("appium:autoWebviewTimeout")  # ms, Appium's
+            timeout_s = float(waited) / 1000 if waited else _WEBVIEW_TIMEOUT_S
+            name = session.switch_to_webview(app_id, timeout_s=timeout_s)
+            self.say(f"in the app's WebView ({name})")
+        harness = Harness(session.evaluate, timeout_s=self.options.probe_timeout_s)
+        harness.wait_ready()
+        return harness
+
+    def _appium_url(self, teardown: _Teardown, url: str, out_dir: Path) -> str:
+        """``url`` when an Appium server answers there; for a loopback URL with nothing
+        behind it, a local Appium 3 (tools/appium) started on its port, logging to
+        ``<out>/appium.log``."""
+        from devicelab.platforms.appium import AppiumServer
+        from devicelab.platforms.web import answers
+
+        parts = urllib.parse.urlsplit(url)
+        if answers(url.rstrip("/") + "/status") or parts.hostname not in _LOOPBACK:
+            return url
+        out_dir.mkdir(parents=True, exist_ok=True)
+        server = AppiumServer(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 4723,
+            log_file=out_dir / "appium.log",
+        )
+        self.say(f"no Appium server answers at {url}: starting one (log: {server.log_file})")
+        server.start()
+        teardown.push("appium server", server.stop)
+        return server.url
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: How long the app's WebView context may take to appear after the session starts, unless
+#: the capabilities say (appium:autoWebviewTimeout, ms, the same wait in UiAutomator2).
+_WEBVIEW_TIMEOUT_S = 30.0
+
+
+def _check_appium(device: Device) -> None:
+    """Refuse, before anything starts, an android device Appium could not open.
+    Raises BadInput naming the inventory field."""
+    from devicelab.platforms.appium import check_capabilities
+
+    where = f"devices.{device.id}.appium"
+    if device.appium is None:
+        raise BadInput(
+            f"{where} is missing: an android run needs an Appium server and capabilities",
+            hint="add appium: {url: http://127.0.0.1:4723, capabilities: {...}} (see "
+            "docs/appium.md)",
+        )
+    if urllib.parse.urlsplit(device.appium.url).scheme not in ("http", "https"):
+        raise BadInput(f"{where}.url is not an http(s) URL", hint="e.g. http://127.0.0.1:4723")
+    check_capabilities(device.appium.capabilities, where=f"{where}.capabilities")

@@ -88,6 +88,10 @@ class AdbServer:
                 command="adb devices",
             ) from exc
 
+    def device(self, serial: str) -> Any:
+        """adbutils' AdbDevice for ``serial`` on this server (no request is made yet)."""
+        return self._client().device(serial=serial)
+
     def info(self) -> dict[str, str]:
         """Where the server is, for reports and ``doctor``."""
         return {"host": self.host, "port": str(self.port)}

@@ -1,0 +1,150 @@
+"""The Android device of a run: a phone reached through the adb server.
+
+Lifecycle of :class:`AndroidDevice`::
+
+    create()      find the phone by its inventory serial; it must be online (else
+                  DeviceUnreachable with what to do for its state); read its model and
+                  Android version (getprop); undo what a crashed run left on it
+    route(port)   send its traffic through the shaped proxy on ``port`` (adb reverse +
+                  the global http_proxy, devicelab.platforms.routing) and keep its screen
+                  on while plugged in: each change journaled before it is made
+    info()        the device as results.json names it
+    close()       undo every change, newest first (logs failures, never raises)
+
+What a run changes on the phone, and nothing more: the route, and
+``stay_on_while_plugged_in`` (a screen that goes off throttles the WebView's timers and
+suspends its sockets mid-measurement). The app's data is never cleared and the app is
+not force-stopped: the Appium session opens it as the inventory's capabilities say
+(``appium:noReset``). Every change is in the journal (devicelab.journal) before it is
+made, so it is undone on exit, on Ctrl-C, and at the next start after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Self
+
+from devicelab.errors import DeviceUnreachable
+from devicelab.journal import Entry, Journal, Undoer
+from devicelab.models import Device, DeviceInfo
+from devicelab.platforms.android import AdbServer, describe
+from devicelab.platforms.routing import AndroidRoute, android_undoers
+
+__all__ = ["SETTING_KIND", "STAY_ON", "AndroidDevice", "device_undoers"]
+
+logger = logging.getLogger("devicelab.platforms.android_device")
+
+SETTING_KIND = "android.setting"
+#: global stay_on_while_plugged_in: 7 = on AC, USB and wireless power.
+STAY_ON = ("global", "stay_on_while_plugged_in", "7")
+
+
+def _shell(device: Any, command: str) -> str:
+    """One shell command on ``device``; adbutils' errors become DeviceUnreachable."""
+    from adbutils.errors import AdbError
+
+    try:
+        return str(device.shell(command)).strip()
+    except (AdbError, OSError) as exc:
+        raise DeviceUnreachable(
+            f"adb shell {command} failed on {device.serial}: {exc}",
+            hint="is the device connected and authorized (`adb devices`)?",
+            serial=str(device.serial),
+            command=command,
+            stderr=str(exc),
+        ) from exc
+
+
+def device_undoers(device_for: Callable[[str], Any]) -> dict[str, Undoer]:
+    """The journal's undoers for every change an AndroidDevice makes (routing included);
+    ``device_for(serial)`` finds the adbutils device."""
+
+    def undo_setting(entry: Entry) -> None:
+        namespace, key = str(entry.data["namespace"]), str(entry.data["key"])
+        previous = str(entry.data.get("previous", "null"))
+        command = (
+            f"settings delete {namespace} {key}"
+            if previous in ("", "null")
+            else f"settings put {namespace} {key} {previous}"
+        )
+        _shell(device_for(entry.target), command)
+
+    return {**android_undoers(device_for), SETTING_KIND: undo_setting}
+
+
+class AndroidDevice:
+    """The inventory's android ``device`` for one run (see the module docstring)."""
+
+    def __init__(
+        self, device: Device, journal: Journal, *, server: AdbServer | None = None
+    ) -> None:
+        self.device = device
+        self.serial = device.serial or ""
+        self.journal = journal
+        self.server = server or AdbServer()
+        self.adb: Any = None
+        self.props: dict[str, str] = {}
+        self._route: AndroidRoute | None = None
+        self._entries: list[Entry] = []
+
+    def create(self) -> Self:
+        """Find the phone and read what it is. Raises DeviceUnreachable when the adb
+        server does not answer or the phone is not online (the hint says what to do)."""
+        state, detail = describe(self.serial, self.server.states())
+        if state != "online":
+            raise DeviceUnreachable(
+                f"android device {self.device.id} ({self.serial}) is {state}",
+                hint=detail or "check `adb devices -l`",
+                serial=self.serial,
+                command="adb devices",
+            )
+        self.adb = self.server.device(self.serial)
+        self.journal.undoers.update(device_undoers(self._device_for))
+        self.journal.recover()  # what a crashed run left on any phone of this server
+        for key in ("ro.product.manufacturer", "ro.product.model", "ro.build.version.release",
+                    "ro.build.version.sdk"):  # fmt: skip
+            self.props[key] = _shell(self.adb, f"getprop {key}")
+        return self
+
+    def _device_for(self, serial: str) -> Any:
+        return self.adb if serial == self.serial else self.server.device(serial)
+
+    def route(self, port: int) -> None:
+        """Route the phone through the proxy on ``port`` and keep its screen on.
+        Raises DeviceUnreachable (changes made so far stay journaled and are undone)."""
+        namespace, key, value = STAY_ON
+        previous = _shell(self.adb, f"settings get {namespace} {key}")
+        data = {"namespace": namespace, "key": key, "previous": previous}
+        self._entries.append(self.journal.record(SETTING_KIND, self.serial, data))
+        _shell(self.adb, f"settings put {namespace} {key} {value}")
+        self._route = AndroidRoute(self.adb, port, self.journal)
+        self._route.apply()
+
+    def info(self) -> DeviceInfo:
+        """The device for results.json: model and Android version as the phone reports
+        them (the inventory's when it has not been read)."""
+        maker, model = self.props.get("ro.product.manufacturer"), self.props.get("ro.product.model")
+        name = " ".join(p for p in (maker, model) if p) if model else self.device.model
+        release, sdk = (
+            self.props.get("ro.build.version.release"),
+            self.props.get("ro.build.version.sdk"),
+        )
+        os_name = (
+            f"Android {release}" + (f" (API {sdk})" if sdk else "") if release else self.device.os
+        )
+        return DeviceInfo(id=self.device.id, platform="android", model=name, os=os_name)
+
+    def close(self) -> None:
+        """Undo the route and the settings, newest first; logs failures, never raises."""
+        route, self._route = self._route, None
+        if route is not None:
+            route.undo()
+        entries, self._entries = self._entries, []
+        self.journal.undo(entries)
+
+    def __enter__(self) -> Self:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

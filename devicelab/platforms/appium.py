@@ -1,0 +1,500 @@
+"""Appium: a session on a phone (or a stand-in), and a local Appium 3 server.
+
+:class:`AppiumSession` is one W3C WebDriver session on an Appium server. Lifecycle::
+
+    create()            POST /session with the inventory's capabilities merged with ours
+    contexts()          NATIVE_APP, WEBVIEW_<package>, ... (Appium's context API)
+    switch_to_webview() wait until the app's WebView context appears, then switch to it
+    open(url)           load a page (browser sessions: the chromium driver stand-in)
+    evaluate()          run ``async (arg) => ...`` in the page: the channel devicelab.harness
+                        talks over (the same shape as Playwright's page.evaluate)
+    info()              where the session runs, for logs and results (no secrets)
+    close()             DELETE /session (idempotent, never raises)
+
+A session whose capabilities name a ``browserName`` drives a browser, not an app: the
+chromium driver running the desktop Chromium stands in for an Android WebView in tests
+(the same chromedriver protocol Appium uses for a WebView). Such a browser does not see
+the phone's http_proxy, so :func:`proxied_capabilities` gives it the proxy as flags.
+
+:class:`AppiumServer` starts Appium 3 from this checkout's ``tools/appium`` (npm ci there;
+APPIUM_HOME is that folder, so the drivers are the npm packages of its lockfile), on a
+free loopback port with ``--base-path /``, logging to a file. Lifecycle: ``start()`` ->
+``url`` -> ``stop()``.
+
+Selenium's and the Appium client's exceptions are translated here, and only here, into
+devicelab's (``raise ... from``): a server that does not answer or a session that does not
+start is DeviceUnreachable; capabilities Appium refuses as invalid are BadInput; a missing
+context, a script that throws or times out is ProbeFailed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed, ToolMissing
+
+__all__ = [
+    "NATIVE_CONTEXT",
+    "WEBVIEW_HINT",
+    "AppiumServer",
+    "AppiumSession",
+    "appium_home",
+    "check_capabilities",
+    "proxied_capabilities",
+]
+
+logger = logging.getLogger("devicelab.platforms.appium")
+
+#: Appium's name of the app's native UI context.
+NATIVE_CONTEXT = "NATIVE_APP"
+#: Appium names a debuggable WebView ``WEBVIEW_<package>`` (Android) or ``WEBVIEW_<n>``.
+WEBVIEW_PREFIX = "WEBVIEW_"
+WEBVIEW_HINT = (
+    "enable WebView debugging in the app: Capacitor android.webContentsDebuggingEnabled "
+    "(ios.webContentsDebuggingEnabled on iOS 16.4+) in capacitor.config, then rebuild it"
+)
+#: The capabilities W3C defines without a vendor prefix; every other one needs one
+#: (``appium:``, ``goog:``...), or Appium refuses the session.
+W3C_CAPABILITIES = frozenset(
+    {
+        "acceptInsecureCerts",
+        "browserName",
+        "browserVersion",
+        "pageLoadStrategy",
+        "platformName",
+        "proxy",
+        "setWindowRect",
+        "strictFileInteractability",
+        "timeouts",
+        "unhandledPromptBehavior",
+        "userAgent",
+        "webSocketUrl",
+    }
+)
+# Our defaults; the inventory's capabilities win over them.
+_OUR_CAPABILITIES: dict[str, Any] = {"appium:newCommandTimeout": 600}
+# One probe call may take minutes (a 10 MB upload on 3G); the HTTP client must outwait it.
+_HTTP_TIMEOUT_S = 900
+_SCRIPT_TIMEOUT_S = 800
+_NEW_SESSION = "new session"
+
+# execute_async_script's last argument is the callback; the function is awaited and its
+# rejection comes back as data, so a probe's error message survives the WebDriver hop.
+_ASYNC_WRAPPER = """const done = arguments[arguments.length - 1];
+const fn = (%s);
+Promise.resolve().then(() => fn(arguments[0])).then(
+  (value) => done({ok: true, value: value === undefined ? null : value}),
+  (error) => done({ok: false, error: String((error && error.message) || error)}));"""
+
+
+def appium_home() -> Path:
+    """APPIUM_HOME for a local server: $DEVICELAB_APPIUM_HOME, else ``tools/appium`` of the
+    checkout devicelab runs from (its npm packages are the server and the drivers)."""
+    if env := os.environ.get("DEVICELAB_APPIUM_HOME"):
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "tools" / "appium"
+
+
+def check_capabilities(capabilities: Mapping[str, Any], where: str = "capabilities") -> None:
+    """Refuse capabilities Appium would refuse: no platformName, or a non-W3C name
+    without a vendor prefix. Raises BadInput naming the capability and its fix."""
+    if not capabilities.get("platformName"):
+        raise BadInput(
+            f"{where} has no platformName",
+            hint="add platformName: Android (or iOS) to the device's appium capabilities",
+        )
+    for name in capabilities:
+        if ":" not in name and name not in W3C_CAPABILITIES:
+            raise BadInput(
+                f"{where}.{name} is not a W3C capability",
+                hint=f"write it with Appium's vendor prefix: appium:{name}",
+            )
+
+
+def proxied_capabilities(capabilities: Mapping[str, Any], proxy_url: str) -> dict[str, Any]:
+    """``capabilities`` with a browser session sent through ``proxy_url``.
+
+    Only a session with a ``browserName`` changes: its goog:chromeOptions gain
+    ``--proxy-server`` and ``--proxy-bypass-list=<-loopback>`` (Chromium otherwise never
+    proxies loopback, where the app and the backend live). An app session is routed by
+    the phone's own http_proxy (devicelab.platforms.routing) and is returned as is.
+    """
+    merged = copy.deepcopy(dict(capabilities))
+    if not merged.get("browserName"):
+        return merged
+    options = merged.setdefault("goog:chromeOptions", {})
+    args = [
+        a for a in options.get("args", []) if not a.startswith(("--proxy-server", "--proxy-bypass"))
+    ]
+    options["args"] = [*args, f"--proxy-server={proxy_url}", "--proxy-bypass-list=<-loopback>"]
+    return merged
+
+
+def _redacted(url: str) -> str:
+    """``url`` without user:password (cloud Appium URLs carry keys there)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        netloc = f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _message(exc: BaseException) -> str:
+    """The first line of a WebDriver error (selenium appends stack traces)."""
+    text = str(getattr(exc, "msg", None) or exc).strip().removeprefix("Message: ")
+    text = text.split("; For documentation on this error")[0]
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _translated(what: str, url: str) -> Iterator[None]:
+    """Selenium/urllib3 errors of ``what`` -> devicelab errors (the one place they map)."""
+    from appium.common.exceptions import NoSuchContextException
+    from selenium.common.exceptions import (
+        InvalidArgumentException,
+        JavascriptException,
+        SessionNotCreatedException,
+        TimeoutException,
+        WebDriverException,
+    )
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    try:
+        yield
+    except (Urllib3Error, ConnectionError) as exc:
+        raise DeviceUnreachable(
+            f"no Appium server answers at {_redacted(url)} ({what}): {_message(exc)}",
+            hint="start one (docs/appium.md: tools/appium/node_modules/.bin/appium) or fix "
+            "the device's appium.url in the inventory",
+            command=what,
+        ) from exc
+    except InvalidArgumentException as exc:
+        raise BadInput(
+            f"Appium refused the capabilities ({what}): {_message(exc)}",
+            hint="fix the device's appium.capabilities in the inventory",
+        ) from exc
+    except SessionNotCreatedException as exc:
+        raise _not_started(exc, what) from exc
+    except NoSuchContextException as exc:
+        raise ProbeFailed(
+            f"no such Appium context ({what}): {_message(exc)}", hint=WEBVIEW_HINT
+        ) from exc
+    except (JavascriptException, TimeoutException) as exc:
+        raise ProbeFailed(
+            f"the page's script failed ({what}): {_message(exc)}", command=what
+        ) from exc
+    except WebDriverException as exc:
+        if what == _NEW_SESSION:  # Appium answers a driver it cannot find with a 500
+            raise _not_started(exc, what) from exc
+        raise ProbeFailed(f"Appium {what} failed: {_message(exc)}", command=what) from exc
+
+
+def _not_started(exc: BaseException, what: str) -> DeviceUnreachable:
+    return DeviceUnreachable(
+        f"the Appium session did not start: {_message(exc)}",
+        hint="check the device, the capabilities and the driver (appium driver list "
+        "--installed); the server's log says more",
+        command=what,
+    )
+
+
+class AppiumSession:
+    """One session on the Appium server at ``url`` (see the module docstring).
+
+    ``capabilities`` are the inventory's W3C capabilities; ``ours`` are merged under them
+    (the inventory wins), e.g. a browser's proxy flags.
+    """
+
+    NATIVE_CONTEXT = NATIVE_CONTEXT
+    WEBVIEW_PREFIX = WEBVIEW_PREFIX
+
+    def __init__(
+        self,
+        url: str,
+        capabilities: Mapping[str, Any],
+        *,
+        http_timeout_s: float = _HTTP_TIMEOUT_S,
+        script_timeout_s: float = _SCRIPT_TIMEOUT_S,
+    ) -> None:
+        self.url = url
+        self.capabilities: dict[str, Any] = {**_OUR_CAPABILITIES, **capabilities}
+        self.http_timeout_s = http_timeout_s
+        self.script_timeout_s = script_timeout_s
+        self.session_id = ""
+        self._driver: Any = None
+        self._script_timeout_set = False
+
+    @property
+    def is_browser(self) -> bool:
+        """Whether this session drives a browser (``browserName``), not an app."""
+        return bool(self.capabilities.get("browserName"))
+
+    def create(self) -> Self:
+        """Start the session. Raises DeviceUnreachable (no server, the session did not
+        start), BadInput (capabilities refused as invalid)."""
+        from appium import webdriver
+        from appium.options.common.base import AppiumOptions
+        from appium.webdriver.client_config import AppiumClientConfig
+        from selenium.webdriver.common.proxy import Proxy, ProxyType
+
+        check_capabilities(self.capabilities)
+        options = AppiumOptions().load_capabilities(copy.deepcopy(self.capabilities))
+        host = urllib.parse.urlsplit(self.url).hostname or ""
+        direct = host in ("127.0.0.1", "localhost", "::1")
+        config = AppiumClientConfig(
+            self.url,
+            timeout=int(self.http_timeout_s),
+            # A loopback server is reached directly, whatever HTTP_PROXY the shell has.
+            proxy=Proxy({"proxyType": ProxyType.DIRECT}) if direct else None,
+        )
+        with _translated(_NEW_SESSION, self.url):
+            self._driver = webdriver.Remote(self.url, options=options, client_config=config)
+            self.session_id = str(self._driver.session_id)
+        logger.info("appium session %s on %s", self.session_id, _redacted(self.url))
+        return self
+
+    def _require(self) -> Any:
+        if self._driver is None:
+            raise ProbeFailed("the Appium session is not running", hint="call create() first")
+        return self._driver
+
+    def contexts(self) -> list[str]:
+        """The session's contexts (NATIVE_APP, WEBVIEW_...). Raises ProbeFailed."""
+        driver = self._require()
+        with _translated("get contexts", self.url):
+            return [str(c) for c in driver.contexts]
+
+    def current_context(self) -> str:
+        """The context commands go to now. Raises ProbeFailed."""
+        driver = self._require()
+        with _translated("get context", self.url):
+            return str(driver.current_context)
+
+    def switch_to(self, context: str) -> None:
+        """Send the next commands to ``context``. Raises ProbeFailed when it does not exist."""
+        driver = self._require()
+        with _translated(f"switch to {context}", self.url):
+            driver.switch_to.context(context)
+
+    def switch_to_native(self) -> None:
+        """Back to the app's native UI (NATIVE_APP). Raises ProbeFailed."""
+        self.switch_to(NATIVE_CONTEXT)
+
+    def wait_for_webview(self, package: str | None, timeout_s: float = 30.0) -> str:
+        """The name of the app's WebView context once it appears: ``WEBVIEW_<package>``,
+        or (``package`` None) the first ``WEBVIEW_*``.
+
+        Raises ProbeFailed, with the contexts seen and the hint to enable WebView
+        debugging, when none appears within ``timeout_s``.
+        """
+        wanted = f"{WEBVIEW_PREFIX}{package}" if package else None
+        deadline = time.monotonic() + timeout_s
+        seen: list[str] = []
+        while True:
+            seen = self.contexts()
+            for name in seen:
+                if name == wanted or (wanted is None and name.startswith(WEBVIEW_PREFIX)):
+                    return name
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        raise ProbeFailed(
+            f"no {wanted or WEBVIEW_PREFIX + '*'} context appeared within {timeout_s:g} s "
+            f"(contexts: {', '.join(seen) or 'none'})",
+            hint=WEBVIEW_HINT,
+            command="get contexts",
+        )
+
+    def switch_to_webview(self, package: str | None, timeout_s: float = 30.0) -> str:
+        """Wait for the app's WebView context and switch to it; returns its name.
+        Raises ProbeFailed (see :meth:`wait_for_webview`)."""
+        name = self.wait_for_webview(package, timeout_s)
+        self.switch_to(name)
+        return name
+
+    def open(self, url: str) -> None:
+        """Load ``url`` in the browser (or WebView) and wait for it. Raises ProbeFailed."""
+        driver = self._require()
+        with _translated(f"load {url}", self.url):
+            driver.get(url)
+
+    def evaluate(self, source: str, arg: Any = None) -> Any:
+        """Run the JS function ``source`` (``async (arg) => ...``) with the JSON ``arg``
+        in the current web context; returns its awaited JSON result.
+
+        Raises ProbeFailed when the function throws or rejects, or the script times out.
+        """
+        driver = self._require()
+        with _translated("execute_async_script", self.url):
+            if not self._script_timeout_set:  # set on first use: native-only drivers lack it
+                driver.set_script_timeout(self.script_timeout_s)
+                self._script_timeout_set = True
+            answer = driver.execute_async_script(_ASYNC_WRAPPER % source, arg)
+        if not isinstance(answer, dict) or "ok" not in answer:
+            raise ProbeFailed(f"the page's script answered {answer!r}, not {{ok, value}}")
+        if not answer["ok"]:
+            raise ProbeFailed(f"the page's script failed: {answer.get('error')}")
+        return answer.get("value")
+
+    def info(self) -> dict[str, str]:
+        """The server (credentials redacted), the session id and what it drives."""
+        found = {"url": _redacted(self.url), "session": self.session_id}
+        for name in ("platformName", "appium:automationName", "browserName"):
+            if value := self.capabilities.get(name):
+                found[name.removeprefix("appium:")] = str(value)
+        return found
+
+    def close(self) -> None:
+        """End the session; logs what fails and never raises."""
+        driver, self._driver = self._driver, None
+        if driver is None:
+            return
+        try:
+            driver.quit()
+        except Exception as exc:  # teardown goes on whatever happened
+            logger.warning("ending the appium session failed: %s", _message(exc))
+
+    def __enter__(self) -> Self:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class AppiumServer:
+    """A local Appium 3 server (see the module docstring).
+
+    ``home`` is APPIUM_HOME (default :func:`appium_home`): the folder whose npm packages
+    are appium and its drivers. ``port`` 0 picks a free one. The log goes to ``log_file``
+    (default ``<home>/appium.log``).
+    """
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_file: Path | None = None,
+        start_timeout_s: float = 60.0,
+    ) -> None:
+        self.home = home or appium_home()
+        self.host = host
+        self.port = port
+        self.log_file = log_file or self.home / "appium.log"
+        self.start_timeout_s = start_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's URL (base path /)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def executable(self) -> Path:
+        """The appium launcher of ``home``'s npm packages."""
+        return self.home / "node_modules" / ".bin" / "appium"
+
+    def start(self) -> Self:
+        """Start the server and wait until ``/status`` says ready; returns self.
+
+        Raises ToolMissing when appium is not installed in ``home`` (./dev/setup does it),
+        DeviceUnreachable when it exits or never gets ready (the log's last lines say why).
+        """
+        if not self.executable.exists():
+            raise ToolMissing(
+                f"Appium in {self.home}",
+                hint="run ./dev/setup (or: cd tools/appium && npm ci)",
+            )
+        if self.port == 0:
+            self.port = _free_port(self.host)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "APPIUM_HOME": str(self.home)}
+        command = [
+            str(self.executable), "server",
+            "--address", self.host, "--port", str(self.port), "--base-path", "/",
+            "--log", str(self.log_file), "--log-no-colors", "--log-level", "info:debug",
+        ]  # fmt: skip
+        with self.log_file.open("ab") as sink:
+            self._process = subprocess.Popen(
+                command, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        self._wait_ready()
+        logger.info("appium %s listening on %s", self._process.pid, self.url)
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                tail = self.log_tail()
+                self._process = None
+                raise DeviceUnreachable(
+                    f"appium exited at start: {tail}",
+                    hint=f"read {self.log_file}",
+                    command=str(self.executable),
+                )
+            try:
+                with opener.open(f"{self.url}/status", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise DeviceUnreachable(
+            f"appium did not answer on {self.url} within {self.start_timeout_s:g} s",
+            hint=f"read {self.log_file}",
+            command=str(self.executable),
+        )
+
+    def log_tail(self, lines: int = 3) -> str:
+        """The last lines of the server's log, joined (for error messages)."""
+        try:
+            text = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:])
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the server (SIGTERM to its process group, then SIGKILL); never raises."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)  # our own child's group: appium and its drivers
+            try:
+                process.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        logger.warning("appium %s did not stop", process.pid)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

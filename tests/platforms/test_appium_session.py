@@ -1,0 +1,176 @@
+"""devicelab.platforms.appium against a real Appium 3 server on loopback (tools/appium,
+./dev/setup installs it): the fake driver for native contexts and errors, the chromium
+driver (real chromedriver + Chromium, the protocol of an Android WebView) for the JS
+channel the harness talks over.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed
+from devicelab.platforms.appium import (
+    WEBVIEW_HINT,
+    AppiumServer,
+    AppiumSession,
+    appium_home,
+    check_capabilities,
+    proxied_capabilities,
+)
+
+pytestmark = pytest.mark.skipif(
+    not (appium_home() / "node_modules" / ".bin" / "appium").exists(),
+    reason="Appium is not installed in tools/appium: run ./dev/setup",
+)
+
+FAKE_APP = """<app>
+  <MockListView id="conversations"><MockListItem>Run conversation</MockListItem></MockListView>
+  <MockWebView><html><head><title>app.messaging.test</title></head><body/></html></MockWebView>
+</app>
+"""
+NO_WEBVIEW_APP = '<app><MockListView id="conversations"/></app>\n'
+
+
+def chromium_caps(*args: str) -> dict[str, Any]:
+    """A chromium-driver session: desktop Chromium standing in for a WebView."""
+    return {
+        "platformName": "linux",
+        "browserName": "chrome",
+        "appium:automationName": "Chromium",
+        "appium:executable": "/usr/bin/chromedriver",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", *args],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppiumServer]:
+    log = tmp_path_factory.mktemp("appium") / "appium.log"
+    with AppiumServer(log_file=log) as appium:
+        yield appium
+
+
+@pytest.fixture
+def fake_caps(tmp_path: Path) -> dict[str, Any]:
+    app = tmp_path / "app.xml"
+    app.write_text(FAKE_APP)
+    return {"platformName": "Fake", "appium:automationName": "Fake", "appium:app": str(app)}
+
+
+def test_fake_driver_lists_and_switches_contexts(
+    server: AppiumServer, fake_caps: dict[str, Any]
+) -> None:
+    with AppiumSession(server.url, fake_caps) as session:
+        assert session.contexts() == ["NATIVE_APP", "PROXY", "WEBVIEW_1"]
+        assert session.current_context() == "NATIVE_APP"
+        assert session.switch_to_webview(None, timeout_s=2) == "WEBVIEW_1"
+        assert session.current_context() == "WEBVIEW_1"
+        session.switch_to_native()
+        assert session.current_context() == "NATIVE_APP"
+        info = session.info()
+        assert info["automationName"] == "Fake" and info["session"] == session.session_id
+        with pytest.raises(ProbeFailed, match="no such Appium context") as missing:
+            session.switch_to("WEBVIEW_9")
+        assert missing.value.hint == WEBVIEW_HINT
+
+
+def test_a_webview_that_never_appears_names_the_contexts_and_the_hint(
+    server: AppiumServer, tmp_path: Path
+) -> None:
+    app = tmp_path / "native-only.xml"
+    app.write_text(NO_WEBVIEW_APP)
+    caps = {"platformName": "Fake", "appium:automationName": "Fake", "appium:app": str(app)}
+    with AppiumSession(server.url, caps) as session, pytest.raises(ProbeFailed) as error:
+        session.switch_to_webview("app.messaging.test", timeout_s=1)
+    assert "no WEBVIEW_app.messaging.test context appeared within 1 s" in error.value.message
+    assert "contexts: NATIVE_APP, PROXY" in error.value.message
+    assert "android.webContentsDebuggingEnabled" in error.value.hint
+
+
+def test_session_errors_are_translated(server: AppiumServer) -> None:
+    # The fake driver requires appium:app: Appium answers "session not created".
+    with pytest.raises(DeviceUnreachable, match="the Appium session did not start") as error:
+        AppiumSession(
+            server.url, {"platformName": "Fake", "appium:automationName": "Fake"}
+        ).create()
+    assert "'app' is required" in error.value.message
+    assert "selenium.dev" not in error.value.one_line() and "\n" not in error.value.one_line()
+    # No driver for this automationName: Appium's 500 is still "did not start".
+    with pytest.raises(DeviceUnreachable, match="Could not find a driver"):
+        AppiumSession(
+            server.url, {"platformName": "Fake", "appium:automationName": "Nope"}
+        ).create()
+    closed = AppiumServer(port=0)
+    closed.port = _closed_port()
+    with pytest.raises(DeviceUnreachable, match="no Appium server answers"):
+        AppiumSession(closed.url, {"platformName": "Fake"}).create()
+
+
+def test_bad_capabilities_are_refused_before_a_request() -> None:
+    with pytest.raises(BadInput, match="automationName is not a W3C capability") as error:
+        check_capabilities({"platformName": "Android", "automationName": "UiAutomator2"})
+    assert error.value.hint == "write it with Appium's vendor prefix: appium:automationName"
+    with pytest.raises(BadInput, match="has no platformName"):
+        check_capabilities({"appium:automationName": "UiAutomator2"})
+    with pytest.raises(BadInput):  # refused by the session too, before any HTTP
+        AppiumSession("http://127.0.0.1:9", {"platformName": "Android", "app": "x"}).create()
+
+
+def test_proxy_flags_go_to_browser_sessions_only() -> None:
+    caps = chromium_caps("--proxy-server=http://old:1")
+    proxied = proxied_capabilities(caps, "http://127.0.0.1:8080")
+    args = proxied["goog:chromeOptions"]["args"]
+    assert args[-2:] == ["--proxy-server=http://127.0.0.1:8080", "--proxy-bypass-list=<-loopback>"]
+    assert "--proxy-server=http://old:1" not in args
+    assert caps["goog:chromeOptions"]["args"][-1] == "--proxy-server=http://old:1"  # copied
+    app = {"platformName": "Android", "appium:appPackage": "app.messaging.test"}
+    assert proxied_capabilities(app, "http://127.0.0.1:8080") == app
+
+
+@pytest.mark.skipif(
+    not (Path("/usr/bin/chromedriver").exists() and shutil.which("chromium")),
+    reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+)
+def test_the_js_channel_awaits_functions_in_chromium_through_the_chromium_driver(
+    server: AppiumServer,
+) -> None:
+    with AppiumSession(server.url, chromium_caps()) as session:
+        assert session.is_browser
+        session.open("data:text/html,<title>stand-in</title>")
+        value = session.evaluate(
+            "async (arg) => { await new Promise((r) => setTimeout(r, 50));"
+            " return {sum: arg.a + arg.b, title: document.title}; }",
+            {"a": 40, "b": 2},
+        )
+        assert value == {"sum": 42, "title": "stand-in"}
+        assert session.evaluate("() => undefined") is None
+        with pytest.raises(ProbeFailed, match="the page's script failed: boom"):
+            session.evaluate("async () => { throw new Error('boom'); }")
+        with pytest.raises(ProbeFailed, match="unknown command"):
+            session.contexts()  # a browser session has no contexts API
+    session.close()  # idempotent
+
+
+def test_the_server_stops_with_its_drivers(tmp_path: Path) -> None:
+    appium = AppiumServer(log_file=tmp_path / "appium.log").start()
+    process = appium._process
+    assert process is not None and process.poll() is None
+    appium.stop()
+    assert process.poll() is not None
+    assert "Appium REST http interface listener started" in (tmp_path / "appium.log").read_text()
+    appium.stop()  # idempotent
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

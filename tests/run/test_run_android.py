@@ -1,0 +1,339 @@
+"""`devicelab run` on an android device, end to end, with real peers on loopback: the real
+adb server (on a private port, HOME in a temporary folder) connected to
+devicelab.testing.fake_adbd as the phone, a real Appium 3 server (tools/appium), the
+chromium driver with real chromedriver + Chromium standing in for the app's WebView (the
+same chromedriver protocol Appium uses for an Android WebView), a real mitmproxy shaping
+4G, the reference backend on a managed PostgreSQL of its own.
+
+The route is really applied to the fake phone (adb reverse + global http_proxy) and
+undone after, whatever the run's outcome; the fake driver covers the errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devicelab.config import load_networks
+from devicelab.journal import Journal
+from devicelab.lab import Lab, app_build_dir
+from devicelab.platforms.appium import AppiumServer, appium_home
+from devicelab.report import load_results
+from devicelab.testing.fake_adbd import FakeAdbd
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (appium_home() / "node_modules" / ".bin" / "appium").exists(),
+        reason="Appium is not installed in tools/appium: run ./dev/setup",
+    ),
+    pytest.mark.skipif(
+        not (Path("/usr/bin/chromedriver").exists() and shutil.which("chromium")),
+        reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+    ),
+]
+
+NO_WEBVIEW_APP = '<app><MockListView id="conversations"/></app>\n'
+
+
+def _adb_binary() -> str:
+    if Path("/usr/bin/adb").exists():
+        return "/usr/bin/adb"
+    import adbutils
+
+    bundled = Path(adbutils.__file__).parent / "binaries" / "adb"
+    if not bundled.exists():
+        pytest.skip("no adb binary (apt-get install adb)")
+    return str(bundled)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def devicelab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devicelab", *args],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab_env() -> Iterator[dict[str, str]]:
+    """A DEVICELAB_STATE of its own (cluster and journal) and a private adb server on a
+    free port (HOME in the state folder, so no key lands in ~/.android and no stray
+    server starts on 5037). The cluster and the adb server are stopped after."""
+    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
+    state = Path(tempfile.mkdtemp(prefix="dl-run-android-", dir="/tmp"))
+    state.chmod(0o711)
+    (state / "home").mkdir()
+    adb = _adb_binary()
+    env = {
+        **os.environ,
+        "DEVICELAB_STATE": str(state),
+        "ANDROID_ADB_SERVER_PORT": str(_free_port()),
+        "HOME": str(state / "home"),
+        "ADBUTILS_ADB_PATH": adb,
+    }
+    subprocess.run([adb, "start-server"], env=env, check=True, capture_output=True, timeout=30)
+    try:
+        yield env
+    finally:
+        devicelab("backend", "stop", env=env)
+        subprocess.run([adb, "kill-server"], env=env, capture_output=True, timeout=30, check=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def phone(lab_env: dict[str, str]) -> Iterator[FakeAdbd]:
+    """The fake phone, connected to the private adb server (no http_proxy set yet)."""
+    adb, port = lab_env["ADBUTILS_ADB_PATH"], lab_env["ANDROID_ADB_SERVER_PORT"]
+    with FakeAdbd() as fake:
+        subprocess.run([adb, "-P", port, "connect", fake.serial], env=lab_env,
+                       check=True, capture_output=True, timeout=20)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            listing = subprocess.run([adb, "-P", port, "devices"], env=lab_env, check=False,
+                                     capture_output=True, text=True, timeout=20).stdout  # fmt: skip
+            if f"{fake.serial}\tdevice" in listing:
+                break
+            assert time.monotonic() < deadline, f"adb never saw the fake phone online: {listing}"
+            time.sleep(0.1)
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def appium(lab_env: dict[str, str]) -> Iterator[AppiumServer]:
+    with AppiumServer(log_file=Path(lab_env["DEVICELAB_STATE"]) / "appium.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def inventory(lab_env: dict[str, str], phone: FakeAdbd, appium: AppiumServer) -> Path:
+    """Android devices on the fake phone: one whose Appium session is the chromium driver
+    (the WebView stand-in), and fake-driver ones that fail as real setups do."""
+    state = Path(lab_env["DEVICELAB_STATE"])
+    (state / "native-only.xml").write_text(NO_WEBVIEW_APP)
+    chromium = {
+        "platformName": "linux",
+        "browserName": "chrome",
+        "appium:automationName": "Chromium",
+        "appium:executable": "/usr/bin/chromedriver",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        },
+    }
+    fake = {"platformName": "Fake", "appium:automationName": "Fake"}
+
+    def android(
+        caps: dict[str, Any] | None, url: str = appium.url, serial: str = phone.serial
+    ) -> dict[str, Any]:
+        device: dict[str, Any] = {
+            "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
+            "serial": serial, "app": {"id": "app.messaging.test"},
+        }  # fmt: skip
+        if caps is not None:
+            device["appium"] = {"url": url, "capabilities": caps}
+        return device
+
+    devices = {
+        "phone": android(chromium),
+        # Nothing listens at this loopback URL: the lab starts a local Appium there.
+        "phone-native-only": android(
+            {
+                **fake,
+                "appium:app": str(state / "native-only.xml"),
+                "appium:autoWebviewTimeout": 1500,
+            },
+            url=f"http://127.0.0.1:{_free_port()}",
+        ),
+        "phone-no-session": android(fake),  # the fake driver needs appium:app
+        "phone-bad-caps": android({"platformName": "Android", "automationName": "UiAutomator2"}),
+        "phone-no-appium": android(None),
+        "phone-absent": android(chromium, serial="R5CT-NOT-ATTACHED"),
+    }
+    path = state / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
+    return path
+
+
+def _route_is_undone(phone: FakeAdbd) -> None:
+    assert phone.reverses == {}, "adb reverse left behind"
+    assert phone.settings["global"].get("http_proxy") == ":0", "http_proxy left set"
+    assert "stay_on_while_plugged_in" not in phone.settings["global"], "screen setting left"
+
+
+@pytest.mark.slow
+def test_run_on_android_through_4g_measures_in_the_webview_stand_in(
+    lab_env: dict[str, str], phone: FakeAdbd, inventory: Path, tmp_path: Path
+) -> None:
+    assert (app_build_dir() / "index.html").is_file(), "run ./dev/setup: it builds the app"
+    out = tmp_path / "out"
+    done = devicelab(
+        "run", "--device", "phone", "--network", "4g", "--out", str(out),
+        "--inventory", str(inventory),
+        "--scenario", "message_delivery", "--scenario", "reconnect",
+        "--scenario", "memory_100_conversations", "--scenario", "local_cache_query_50",
+        "--scenario", "battery_drain", "--scenario", "background_disconnect",
+        env=lab_env,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+    results = load_results(out / "results.json")
+    device = results.run.device
+    assert device is not None and device.platform == "android" and device.id == "phone"
+    assert (device.model, device.os) == ("Google Pixel 6", "Android 13 (API 33)")  # getprop
+
+    checks = {c.id: c for c in results.checks}
+    profile = load_networks().profiles["4g"]
+    assert profile.rtt_ms is not None
+    delivery = checks["message_delivery"]
+    assert delivery.status in ("pass", "fail"), delivery.reason
+    assert delivery.evidence["lost"] == 0 and len(delivery.samples) == 10
+    # The send and B's websocket frame both cross the shaped link: at least one RTT.
+    assert min(delivery.samples) >= 0.9 * profile.rtt_ms, delivery.samples
+    assert delivery.target is not None and delivery.target.column == "4g"
+    reconnect = checks["reconnect"]
+    assert reconnect.status in ("pass", "fail"), reconnect.reason
+    for cycle in reconnect.evidence["cycles"]:
+        assert "CHANNEL_ERROR" in [s["status"] for s in cycle["channel_statuses"]]
+
+    reasons = {c.id: c.reason for c in results.checks if c.status == "skip"}
+    assert "not built yet" in reasons["local_cache_query_50"]
+    assert "SQLite" in reasons["local_cache_query_50"]
+    assert "not built yet" in reasons["battery_drain"]
+    assert "backgrounding the app through Appium" in reasons["background_disconnect"]
+    assert "memory_100_conversations" in reasons  # no android heap sampler in a WebView yet
+
+    # The route was really applied to the phone during the run...
+    reverse = [s for s in phone.services if s.startswith("reverse:forward:tcp:")]
+    assert reverse, phone.services
+    port = reverse[0].split(";")[-1].removeprefix("tcp:")
+    assert any(f"settings put global http_proxy 127.0.0.1:{port}" in s for s in phone.services)
+    assert any("settings put global stay_on_while_plugged_in 7" in s for s in phone.services)
+    # ...and undone after, with nothing pending in the journal.
+    _route_is_undone(phone)
+    assert Journal(Path(lab_env["DEVICELAB_STATE"]) / "journal.jsonl").pending() == []
+
+    text = (out / "results.json").read_text()
+    assert "eyJ" not in text, "a JWT leaked into results.json"
+    assert "password123" not in text + done.stdout + done.stderr
+    assert json.loads(text)["schema"] == "devicelab.results/1"
+
+
+def test_a_session_that_cannot_start_exits_3_with_one_line_and_restores_the_phone(
+    lab_env: dict[str, str], phone: FakeAdbd, inventory: Path, tmp_path: Path
+) -> None:
+    done = devicelab(
+        "run", "--device", "phone-no-session", "--network", "none", "--out", str(tmp_path),
+        "--inventory", str(inventory), "--scenario", "message_delivery", env=lab_env,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    error = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(error) == 1, done.stderr
+    assert "the Appium session did not start" in error[0] and "'app' is required" in error[0]
+    _route_is_undone(phone)
+
+
+def test_an_absent_phone_exits_3_before_the_backend_starts(
+    lab_env: dict[str, str], inventory: Path, tmp_path: Path
+) -> None:
+    done = devicelab(
+        "run", "--device", "phone-absent", "--network", "4g", "--out", str(tmp_path),
+        "--inventory", str(inventory), "--scenario", "message_delivery", env=lab_env,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (
+        "error: android device phone-absent (R5CT-NOT-ATTACHED) is absent (hint: not attached: "
+        "check the cable, or `adb connect HOST:PORT`)" in done.stderr
+    )
+    assert "starting the backend" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_webview_exits_3_with_the_debugging_hint_from_a_local_appium(
+    lab_env: dict[str, str], phone: FakeAdbd, inventory: Path, tmp_path: Path
+) -> None:
+    done = devicelab(
+        "run", "--device", "phone-native-only", "--network", "none", "--out", str(tmp_path),
+        "--inventory", str(inventory), "--scenario", "message_delivery", env=lab_env,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "no WEBVIEW_app.messaging.test context appeared within 1.5 s" in done.stderr
+    assert "android.webContentsDebuggingEnabled" in done.stderr
+    assert "Traceback" not in done.stderr
+    _route_is_undone(phone)
+    # The lab started Appium itself (nothing answered at the inventory's URL) and stopped it.
+    assert "no Appium server answers at http://127.0.0.1:" in done.stderr, done.stderr
+    assert "Appium REST http interface listener started" in (tmp_path / "appium.log").read_text()
+    url = yaml.safe_load(inventory.read_text())["devices"]["phone-native-only"]["appium"]["url"]
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", int(url.rsplit(":")[-1]))):
+        pass
+
+
+def test_bad_input_exits_2_before_anything_starts(lab_env: dict[str, str], inventory: Path) -> None:
+    for device, wanted in [
+        ("phone-bad-caps", "devices.phone-bad-caps.appium.capabilities.automationName is not "
+                           "a W3C capability (hint: write it with Appium's vendor prefix: "
+                           "appium:automationName)"),
+        ("phone-no-appium", "devices.phone-no-appium.appium is missing"),
+        ("phnoe", "did you mean 'phone'"),
+    ]:  # fmt: skip
+        done = devicelab("run", "--device", device, "--network", "4g",
+                         "--inventory", str(inventory), env=lab_env)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert wanted in done.stderr
+        assert "starting the backend" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_phone_is_judged_in_its_own_column_unshaped_and_the_network_column_shaped(
+    inventory: Path,
+) -> None:
+    assert Lab("phone", "none", inventory=inventory).column == "wifi"
+    assert Lab("phone", "4g", inventory=inventory).column == "4g"
+    assert Lab("phone", "fast-3g", inventory=inventory).column == "3g"
+
+
+def test_a_crashed_run_is_undone_when_the_next_one_attaches(
+    lab_env: dict[str, str], phone: FakeAdbd, inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash = (
+        "import os, sys; from pathlib import Path; from devicelab import config; "
+        "from devicelab.journal import Journal; "
+        "from devicelab.platforms.android_device import AndroidDevice; "
+        "device = config.device('phone', config.load_inventory(Path(sys.argv[1]))); "
+        "AndroidDevice(device, Journal()).create().route(18080); os._exit(9)"
+    )
+    done = subprocess.run([sys.executable, "-c", crash, str(inventory)], env=lab_env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 9, done.stderr
+    assert phone.reverses == {"tcp:18080": "tcp:18080"}
+    assert phone.settings["global"]["http_proxy"] == "127.0.0.1:18080"
+    assert phone.settings["global"]["stay_on_while_plugged_in"] == "7"
+
+    for key in ("DEVICELAB_STATE", "ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
+        monkeypatch.setenv(key, lab_env[key])
+    from devicelab import config
+    from devicelab.platforms.android_device import AndroidDevice
+
+    device = config.device("phone", config.load_inventory(inventory))
+    journal = Journal()
+    attached = AndroidDevice(device, journal).create()  # recovers before anything else
+    _route_is_undone(phone)
+    assert journal.pending() == []
+    assert attached.info().os == "Android 13 (API 33)"
