@@ -20,6 +20,7 @@ PUBLIC_MODULES = [
     "devicelab.platforms.android",
     "devicelab.platforms.ios",
     "devicelab.testing.background",
+    "devicelab.testing.adb_server",
     "devicelab.testing.fake_adbd",
     "devicelab.testing.fake_usbmuxd",
     "devicelab.testing.upstream",

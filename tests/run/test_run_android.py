@@ -12,7 +12,6 @@ undone after, whatever the run's outcome; the fake driver covers the errors.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from devicelab.journal import Journal
 from devicelab.lab import Lab, app_build_dir
 from devicelab.platforms.appium import AppiumServer, appium_home
 from devicelab.report import load_results
+from devicelab.testing.adb_server import PrivateAdbServer, free_port
 from devicelab.testing.fake_adbd import FakeAdbd
 
 pytestmark = [
@@ -45,23 +45,6 @@ pytestmark = [
 ]
 
 NO_WEBVIEW_APP = '<app><MockListView id="conversations"/></app>\n'
-
-
-def _adb_binary() -> str:
-    if Path("/usr/bin/adb").exists():
-        return "/usr/bin/adb"
-    import adbutils
-
-    bundled = Path(adbutils.__file__).parent / "binaries" / "adb"
-    if not bundled.exists():
-        pytest.skip("no adb binary (apt-get install adb)")
-    return str(bundled)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def devicelab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -80,20 +63,16 @@ def lab_env() -> Iterator[dict[str, str]]:
     state = Path(tempfile.mkdtemp(prefix="dl-run-android-", dir="/tmp"))
     state.chmod(0o711)
     (state / "home").mkdir()
-    adb = _adb_binary()
-    env = {
-        **os.environ,
-        "DEVICELAB_STATE": str(state),
-        "ANDROID_ADB_SERVER_PORT": str(_free_port()),
-        "HOME": str(state / "home"),
-        "ADBUTILS_ADB_PATH": adb,
-    }
-    subprocess.run([adb, "start-server"], env=env, check=True, capture_output=True, timeout=30)
     try:
-        yield env
+        adb = PrivateAdbServer(state / "home")
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc}")
+    env = {**adb.env, "DEVICELAB_STATE": str(state)}
+    try:
+        with adb:
+            yield env
     finally:
         devicelab("backend", "stop", env=env)
-        subprocess.run([adb, "kill-server"], env=env, capture_output=True, timeout=30, check=False)
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -159,7 +138,7 @@ def inventory(lab_env: dict[str, str], phone: FakeAdbd, appium: AppiumServer) ->
                 "appium:app": str(state / "native-only.xml"),
                 "appium:autoWebviewTimeout": 1500,
             },
-            url=f"http://127.0.0.1:{_free_port()}",
+            url=f"http://127.0.0.1:{free_port()}",
         ),
         "phone-no-session": android(fake),  # the fake driver needs appium:app
         "phone-bad-caps": android({"platformName": "Android", "automationName": "UiAutomator2"}),

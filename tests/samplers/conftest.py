@@ -4,77 +4,32 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import FakeAdbd
 
 
-def _adb_binary() -> str:
-    if Path("/usr/bin/adb").exists():
-        return "/usr/bin/adb"
-    import adbutils
-
-    bundled = Path(adbutils.__file__).parent / "binaries" / "adb"
-    if not bundled.exists():
-        pytest.skip("no adb binary found")
-    return str(bundled)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class AdbServer:
-    """A real adb server on a private port."""
-
-    def __init__(self, home: Path) -> None:
-        self.binary = _adb_binary()
-        self.port = _free_port()
-        self.env = {**os.environ, "ANDROID_ADB_SERVER_PORT": str(self.port), "HOME": str(home),
-                    "ADBUTILS_ADB_PATH": self.binary}  # fmt: skip
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([self.binary, "-P", str(self.port), *args], env=self.env,
-                              capture_output=True, text=True, timeout=20, check=False)  # fmt: skip
-        if check and done.returncode != 0:
-            raise AssertionError(f"adb {' '.join(args)} failed: {done.stdout}{done.stderr}")
-        return done
-
-    def connect(self, serial: str) -> None:
-        self.run("connect", serial)
-        deadline = time.monotonic() + 10
-        while f"{serial}\tdevice" not in (listing := self.run("devices").stdout):
-            if time.monotonic() > deadline:
-                pytest.fail(f"adb never saw {serial} online: {listing!r}")
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
-def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
+def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateAdbServer]:
     """A private adb server, killed at the end; the env points adbutils at it."""
-    server = AdbServer(tmp_path_factory.mktemp("adb-home"))
+    try:
+        server = PrivateAdbServer(tmp_path_factory.mktemp("adb-home"))
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
     with pytest.MonkeyPatch.context() as patch:
         for key in ("ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
             patch.setenv(key, server.env[key])
-        server.run("start-server")
-        try:
+        with server:
             yield server
-        finally:
-            server.run("kill-server", check=False)
 
 
 @pytest.fixture
-def fake(adb_server: AdbServer) -> Iterator[FakeAdbd]:
+def fake(adb_server: PrivateAdbServer) -> Iterator[FakeAdbd]:
     """A fake phone the adb server is connected to."""
     with FakeAdbd() as device:
         adb_server.connect(device.serial)
@@ -85,7 +40,7 @@ def fake(adb_server: AdbServer) -> Iterator[FakeAdbd]:
 
 
 @pytest.fixture
-def device(adb_server: AdbServer, fake: FakeAdbd) -> Any:
+def device(adb_server: PrivateAdbServer, fake: FakeAdbd) -> Any:
     """adbutils' AdbDevice of the fake, through the private server."""
     import adbutils
 
