@@ -4,6 +4,9 @@ peer in order, runs the scenarios, records the results, and tears down in revers
     lab = Lab("web", "4g", scenarios=["message_delivery"])
     results = lab.run(Path("devicelab-out"))
 
+    with Lab("web", "4g").session(Path("devicelab-out")) as session:  # kept up (pytest)
+        check = session.measure("message_delivery", delivery_count=3)
+
 Start order (teardown is the exact reverse, and runs on success, error and Ctrl-C; a
 step that fails to stop is logged and the others still stop):
 
@@ -19,6 +22,10 @@ step that fails to stop is logged and the others still stop):
    then an Appium session (the inventory's server, or a local one started when nothing
    answers on a loopback URL) switched to the app's WebView (or, for a browser session
    such as the chromium driver standing in for a WebView, the app loaded in it);
+   then the samplers (docs/samplers.md) in the background, every sample into
+   ``<out>/samples.jsonl``: the browser tree's CPU and memory (web), the app package's
+   memory and CPU and the battery over adb (android; the memory checks read the app's
+   PSS through the same sampler);
 5. the scenarios, each check written to ``<out>/results.json`` as soon as it is measured;
    then the reports (report.md, report.html, junit.xml).
 
@@ -27,14 +34,16 @@ Bad input (unknown ids, an offline network) is refused before anything starts.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import urllib.parse
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devicelab import __version__
 from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem
@@ -62,9 +71,10 @@ if TYPE_CHECKING:
     from devicelab.netshape.proxy import ShapedProxy
     from devicelab.platforms.android_device import AndroidDevice
     from devicelab.platforms.web import WebDevice
+    from devicelab.records import RunRecord
     from devicelab.scenarios.fixture import RunFixture
 
-__all__ = ["Lab", "app_build_dir"]
+__all__ = ["Lab", "LabSession", "app_build_dir"]
 
 logger = logging.getLogger("devicelab.lab")
 
@@ -97,6 +107,65 @@ class _Teardown:
             except (Exception, KeyboardInterrupt) as exc:  # teardown goes on regardless
                 logger.warning("stopping the %s failed: %s", what, exc)
                 self._say(f"warning: stopping the {what} failed: {exc}")
+
+
+class LabSession:
+    """A started lab (:meth:`Lab.session`): the backend with the run's data, the app, the
+    shaped proxy, the device with users A and B signed in, kept up until the session ends.
+
+    ``measure(check_id, **options)`` runs one device check (judged, recorded);
+    ``harness`` calls the probes directly; ``proxy`` switches the profile or drops the
+    link (checks stay judged in the session network's column); ``results()`` is every
+    check so far, also on disk in ``<out>/results.json``.
+    """
+
+    def __init__(
+        self,
+        lab: Lab,
+        ctx: ScenarioContext,
+        record: RunRecord,
+        *,
+        proxy: ShapedProxy,
+        fixture: RunFixture,
+    ) -> None:
+        self.lab = lab
+        self.ctx = ctx
+        self.record = record
+        self.proxy = proxy
+        self.fixture = fixture
+        self.harness: Harness = ctx.harness
+        self.out_dir = record.out_dir
+
+    def measure(self, check_id: str, **options: Any) -> Check:
+        """Run the device check ``check_id`` with ScenarioOptions fields overridden by
+        ``options`` (e.g. ``delivery_count=3``); returns its Check, already recorded. A
+        check that does not apply is a "skip" and one that cannot run an "error", with
+        the reason. Raises UnknownId for an unknown check, BadInput for a wrong option."""
+        from pydantic import ValidationError
+
+        (scenario,) = plan([check_id])
+        try:
+            chosen = ScenarioOptions.model_validate({**self.ctx.options.model_dump(), **options})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"])
+            raise BadInput(
+                f"measure({check_id!r}): option {field}: {error['msg']}",
+                hint=f"options are {', '.join(ScenarioOptions.model_fields)}",
+            ) from exc
+        why = self.lab._skip_reason(scenario)
+        ctx = dataclasses.replace(self.ctx, options=chosen)
+        check = scenario.skip(why) if why else self.lab._measure(scenario, ctx)
+        self.record.add(check)
+        return check
+
+    def results(self) -> Results:
+        """The session's Results so far (``finished_at`` set once the session ended)."""
+        return self.record.results
+
+    def finish(self) -> Results:
+        """Stamp the end; write results.json and the reports; returns the Results."""
+        return self.record.finish(self.lab.book)
 
 
 class Lab:
@@ -140,10 +209,32 @@ class Lab:
         Returns the Results. Raises EnvironmentProblem (and its subclasses) when a peer
         cannot start: the backend, the app build, the proxy, the browser.
         """
-        started = datetime.now(UTC)
+        skips = {s.id: self._skip_reason(s) for s in self.scenarios}
+        if all(skips.values()):  # nothing to measure: start nothing
+            from devicelab.records import RunRecord
+
+            record = RunRecord(self._run_info(datetime.now(UTC), None, None, None), out_dir)
+            for scenario in self.scenarios:
+                record.add(scenario.skip(skips[scenario.id]))
+            return record.finish(self.book)
+        with self.session(out_dir) as session:
+            for scenario in self.scenarios:
+                session.measure(scenario.id)
+        return session.results()
+
+    @contextlib.contextmanager
+    def session(self, out_dir: Path) -> Iterator[LabSession]:
+        """Start the lab and keep it up for the ``with`` block; yields the LabSession.
+
+        Checks go to ``<out_dir>/results.json`` as they are measured; when the block ends
+        normally, the reports are written next to it. The teardown runs in reverse either
+        way. Raises EnvironmentProblem (and its subclasses) when a peer cannot start.
+        """
         teardown = _Teardown(self.say)
         try:
-            return self._run(out_dir, started, teardown)
+            session = self._start(out_dir, datetime.now(UTC), teardown)
+            yield session
+            session.finish()
         finally:
             teardown.run()
 
@@ -152,17 +243,14 @@ class Lab:
         why = not_applicable(scenario, self.platform, self.book)
         if not why and scenario.run is None:
             why = f"not built yet: {scenario.not_built}"
+        if not why and (self.platform, scenario.id) in _NOT_BUILT_ON:
+            why = f"not built yet: {_NOT_BUILT_ON[self.platform, scenario.id]}"
         return why
 
-    def _run(self, out_dir: Path, started: datetime, teardown: _Teardown) -> Results:
+    def _start(self, out_dir: Path, started: datetime, teardown: _Teardown) -> LabSession:
+        """Start every peer in order, each stop pushed on ``teardown``; returns the session."""
         from devicelab.records import RunRecord
 
-        skips = {s.id: self._skip_reason(s) for s in self.scenarios}
-        if not any(not why for why in skips.values()):
-            record = RunRecord(self._run_info(started, None, None, None), out_dir)
-            for scenario in self.scenarios:
-                record.add(scenario.skip(skips[scenario.id]))
-            return record.finish(self.book)
         if self.platform not in ("web", "android"):
             raise EnvironmentProblem(
                 f"device runs on {self.platform} are not built yet (the XCUITest WebView path)",
@@ -197,6 +285,19 @@ class Lab:
             sampling = web_run_sampling(web, out_dir, started)
             teardown.push("samplers", sampling.close)
             record.follow(sampling)
+        # The app's memory and CPU and the battery over adb. An app with no process on the
+        # phone gives gap samples with the reason, not an error; the memory checks read
+        # the app's PSS through the same sampler (AppPss).
+        elif phone is not None and self.device.app is not None:
+            from devicelab.samplers import android_run_sampling
+            from devicelab.samplers.android import AndroidSampler, AppPss
+
+            sampling = android_run_sampling(phone.adb, self.device.app.id, out_dir, started)
+            teardown.push("samplers", sampling.close)
+            record.follow(sampling)
+            sampler = sampling.samplers[0]
+            assert isinstance(sampler, AndroidSampler)
+            heap_mb = AppPss(sampler)
         # --- end samplers
         ctx = ScenarioContext(
             harness=harness,
@@ -211,11 +312,7 @@ class Lab:
             heap_mb=heap_mb,
             say=self.say,
         )
-        for scenario in self.scenarios:
-            why = skips[scenario.id]
-            check = scenario.skip(why) if why else self._measure(scenario, ctx)
-            record.add(check)
-        return record.finish(self.book)
+        return LabSession(self, ctx, record, proxy=proxy, fixture=fixture)
 
     def _measure(self, scenario: Scenario, ctx: ScenarioContext) -> Check:
         """The scenario's check; a DeviceLabError becomes an "error" check with its reason
@@ -318,9 +415,12 @@ class Lab:
         yet). Raises DeviceUnreachable with what to do for its adb state."""
         from devicelab.journal import Journal
         from devicelab.platforms.android_device import AndroidDevice
+        from devicelab.samplers.android import UNDOERS
 
         self.say(f"attaching {self.device.id} ({self.device.serial}) through adb")
-        return AndroidDevice(self.device, Journal()).create()
+        # The battery simulation's undoer too: a `dumpsys battery unplug` that a crashed
+        # run left pending is reset when the phone attaches (the run itself never unplugs).
+        return AndroidDevice(self.device, Journal(undoers=UNDOERS)).create()
 
     def _start_android(
         self,
@@ -380,6 +480,13 @@ class Lab:
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Scenarios that run on the web device but not yet on this platform, and what is missing.
+_NOT_BUILT_ON = {
+    # The phone's memory reader is the app's PSS, but memory_leak's trend is the JS heap's
+    # (its series, source and evidence say so); the PSS is in the memory.pss_mb series.
+    ("android", "memory_leak"): "the leak trend of android devices (memory_leak reads the "
+    "JS heap; the app's PSS over the run is the memory.pss_mb series)",
+}
 #: How long the app's WebView context may take to appear after the session starts, unless
 #: the capabilities say (appium:autoWebviewTimeout, ms, the same wait in UiAutomator2).
 _WEBVIEW_TIMEOUT_S = 30.0

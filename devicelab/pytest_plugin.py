@@ -4,10 +4,19 @@ Suites select a device and a network with ``--devicelab-device ID`` and
 ``--devicelab-network NAME`` (or $DEVICELAB_DEVICE / $DEVICELAB_NETWORK). A test that
 uses the ``lab_device`` fixture is marked ``device`` automatically and skipped, with a
 reason, when no device is selected. Heavy imports happen inside the fixtures only.
+
+``devicelab_lab`` is the whole lab started once for the session (devicelab.lab.LabSession:
+backend, app, shaped proxy, device, probes), on the selected device (default ``web``) and
+network (default ``none``). Its tests are marked ``device`` and skipped with the reason
+when that device is not available now; an unknown device or network id is a usage error
+before anything starts. The session's checks go to ``--devicelab-out DIR`` (results.json,
+then the reports when the session ends; a temporary folder without the option), and the
+terminal summary lists them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -16,19 +25,26 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from devicelab.lab import Lab, LabSession
     from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile
     from devicelab.netshape.proxy import ShapedProxy
 
 __all__ = [
+    "devicelab_lab",
     "lab_device",
     "lab_inventory",
     "lab_network",
     "network_catalog",
     "pytest_addoption",
+    "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_terminal_summary",
     "shaped_proxy",
 ]
+
+_LAB = pytest.StashKey["Lab"]()
+_SESSION = pytest.StashKey["LabSession"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,6 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="network profile id for device tests (default: none)")  # fmt: skip
     group.addoption("--devicelab-inventory", default=os.environ.get("DEVICELAB_INVENTORY"),
                     help="inventory.yaml to read")  # fmt: skip
+    group.addoption("--devicelab-out", default=None,
+                    help="folder for the devicelab_lab session's results.json and reports "
+                    "(default: a temporary folder)")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,7 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests that use ``lab_device`` as ``device``; skip them when none is selected."""
+    """Mark tests that use ``lab_device`` or ``devicelab_lab`` as ``device``; skip those
+    using ``lab_device`` when no device is selected (``devicelab_lab`` defaults to web)."""
     selected = config.getoption("--devicelab-device")
     skip = pytest.mark.skip(reason="no device selected (--devicelab-device ID)")
     for item in items:
@@ -56,6 +76,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.device)
             if not selected:
                 item.add_marker(skip)
+        if "devicelab_lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse, before any test runs, a lab that could not start: an unknown device or
+    network id, an offline network, a wrong inventory (raises pytest.UsageError)."""
+    if not any("devicelab_lab" in getattr(i, "fixturenames", ()) for i in session.items):
+        return
+    from devicelab.errors import DeviceLabError
+
+    try:
+        session.config.stash[_LAB] = _lab(session.config)
+    except DeviceLabError as exc:
+        raise pytest.UsageError(f"devicelab: {exc.one_line()}") from exc
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the checks the ``devicelab_lab`` session measured and where they are."""
+    session = terminalreporter.config.stash.get(_SESSION, None)
+    if session is None:
+        return
+    results = session.results()
+    terminalreporter.section("devicelab")
+    for check in results.checks:
+        measured = check.reason
+        if check.value is not None:
+            measured = f"{check.stat} {check.value:.4g} {check.unit}"
+            if (t := check.target) is not None:
+                measured += f" (target {t.op} {t.value:g} {t.unit}"
+                measured += f", column {t.column})" if t.column else ")"
+        terminalreporter.write_line(f"{check.status.upper():5} {check.id:26} {measured}")
+    s = results.summary
+    terminalreporter.write_line(
+        f"{s.pass_} pass, {s.fail} fail, {s.skip} skip, {s.error} error; "
+        f"results: {session.out_dir / 'results.json'}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -101,3 +158,63 @@ def shaped_proxy(lab_network: NetworkProfile) -> Iterator[ShapedProxy]:
 
     with ShapedProxy(lab_network, port=0) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session")
+def devicelab_lab(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabSession]:
+    """The lab started once for the session on the selected device (default web) and
+    network (default none): ``measure(check_id, **options) -> Check``, ``harness``,
+    ``proxy``, ``results()`` (devicelab.lab.LabSession). Stopped at the end of the
+    session, after results.json and the reports are written to --devicelab-out.
+
+    Skips when the device is not available (web: no browser; phones: not online); fails
+    with devicelab's one-line message when a peer cannot start.
+    """
+    from pathlib import Path
+
+    from devicelab.errors import DeviceLabError
+
+    try:
+        lab = pytestconfig.stash.get(_LAB, None) or _lab(pytestconfig)
+    except DeviceLabError as exc:
+        pytest.fail(f"devicelab: {exc.one_line()}", pytrace=False)
+    if why := _unavailable(lab):
+        pytest.skip(why)
+    given = pytestconfig.getoption("--devicelab-out")
+    out = Path(given) if given else tmp_path_factory.mktemp("devicelab")
+    with contextlib.ExitStack() as stack:
+        try:
+            session = stack.enter_context(lab.session(out))
+        except DeviceLabError as exc:
+            pytest.fail(f"devicelab: {exc.one_line()}", pytrace=False)
+        pytestconfig.stash[_SESSION] = session
+        yield session
+
+
+def _lab(config: pytest.Config) -> Lab:
+    """The Lab of the selected device (default web) and network. Raises DeviceLabError
+    (UnknownId, ConfigError, BadInput) for a selection it cannot run."""
+    from pathlib import Path
+
+    from devicelab.lab import Lab
+
+    inventory = config.getoption("--devicelab-inventory")
+    return Lab(
+        config.getoption("--devicelab-device") or "web",
+        config.getoption("--devicelab-network"),
+        inventory=Path(inventory) if inventory else None,
+    )
+
+
+def _unavailable(lab: Lab) -> str:
+    """Why the lab's device cannot run now ("" when it can): web, its browser is not
+    installed; a phone, not online on its server (adb, usbmuxd)."""
+    from devicelab.models import Inventory
+    from devicelab.platforms.state import device_states
+
+    (state,) = device_states(Inventory(devices={lab.device.id: lab.device}))
+    if state.state in ("ready", "online"):
+        return ""
+    return f"device {lab.device.id} is not available ({state.state}): {state.detail}"

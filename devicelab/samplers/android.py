@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Self
 
-from devicelab.errors import DeviceUnreachable
+from devicelab.errors import DeviceUnreachable, ProbeFailed
 from devicelab.journal import Entry, Journal
 from devicelab.samplers.base import Sampler
 from devicelab.samplers.battery import BatteryReading
@@ -37,6 +37,7 @@ __all__ = [
     "UNDOERS",
     "UNPLUG_KIND",
     "AndroidSampler",
+    "AppPss",
     "BatteryUnplugged",
     "CpuTicks",
     "MemInfo",
@@ -278,6 +279,63 @@ class AndroidSampler(Sampler):
             samples.append(Sample(t=t, metric="battery.current_ma", value=current, unit=unit,
                                   source="current_now"))  # fmt: skip
         return samples
+
+
+class AppPss:
+    """The app's TOTAL PSS in MB on demand, for the memory checks (``dumpsys meminfo
+    <package>`` through ``sampler``); each read is also written to the run's sample log.
+
+    Calling it returns the MB; raises ProbeFailed when no process of the package is found,
+    or when, inside a ``with`` block, the app's pid changed since the block's first read
+    (the app restarted: an increase across two processes means nothing), and
+    DeviceUnreachable when adb fails. ``with pss:`` also holds the background readings of
+    ``sampler`` off until the block ends: ``dumpsys meminfo`` runs code inside the app's
+    process, so only the check's own reads fall inside the window it measures.
+    """
+
+    NAME = "pss"
+    HOW = (
+        "dumpsys meminfo <package> TOTAL PSS of the app's process, before and after the "
+        "load, with the data held by the app; the background sampler held off in between"
+    )
+
+    def __init__(self, sampler: AndroidSampler) -> None:
+        self.sampler = sampler
+        self._pid: int | None = None
+        self._held = False
+
+    def __call__(self) -> float:
+        package, source = self.sampler.package, "dumpsys meminfo"
+        info = parse_meminfo(self.sampler.shell(f"dumpsys meminfo {package}"))
+        if info is None:
+            raise ProbeFailed(
+                f"no process found for {package} on {self.sampler.serial}: its memory cannot "
+                "be read",
+                hint="is the inventory's app.id the package of the app in the session, and "
+                "is the app still running?",
+                command=f"adb shell dumpsys meminfo {package}",
+            )
+        if self._held:
+            if self._pid is not None and info.pid != self._pid:
+                raise ProbeFailed(
+                    f"{package} restarted between two memory reads (pid {self._pid} -> "
+                    f"{info.pid}): no increase can be measured",
+                    hint="look for a crash or a low-memory kill in `adb logcat`",
+                )
+            self._pid = info.pid
+        mb = round(info.pss_kb * _KB, 3)
+        log = self.sampler.log
+        log.write([Sample(t=log.now(), metric="memory.pss_mb", value=mb, unit="MB", source=source)])
+        return mb
+
+    def __enter__(self) -> Self:
+        self.sampler._lock.acquire()  # the background thread's readings wait for the release
+        self._held, self._pid = True, None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._held, self._pid = False, None
+        self.sampler._lock.release()
 
 
 # --- the battery simulation (a change to the device) ----------------------------------------

@@ -292,6 +292,10 @@ class FakeAdbd(BackgroundServer):
         """
         self._handlers[prefix] = handler
 
+    def off(self, prefix: str) -> None:
+        """Stop answering ``prefix`` with a handler (the built-in command answers again)."""
+        self._handlers.pop(prefix, None)
+
     # --- lifecycle (BackgroundServer) ------------------------------------------------
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)

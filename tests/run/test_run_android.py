@@ -6,11 +6,14 @@ same chromedriver protocol Appium uses for an Android WebView), a real mitmproxy
 4G, the reference backend on a managed PostgreSQL of its own.
 
 The route is really applied to the fake phone (adb reverse + global http_proxy) and
-undone after, whatever the run's outcome; the fake driver covers the errors.
+undone after, whatever the run's outcome; the fake driver covers the errors. The app's
+samplers read the fake phone over adb: with no app process (the stand-in is none) they
+leave gaps; with one whose PSS grows, the memory checks measure the increase.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import socket
@@ -31,7 +34,7 @@ from devicelab.lab import Lab, app_build_dir
 from devicelab.platforms.appium import AppiumServer, appium_home
 from devicelab.report import load_results
 from devicelab.testing.adb_server import PrivateAdbServer, free_port
-from devicelab.testing.fake_adbd import FakeAdbd
+from devicelab.testing.fake_adbd import MEMINFO, FakeAdbd, ShellResult
 
 pytestmark = [
     pytest.mark.skipif(
@@ -170,7 +173,9 @@ def test_run_on_android_through_4g_measures_in_the_webview_stand_in(
         "--scenario", "battery_drain", "--scenario", "background_disconnect",
         env=lab_env,
     )  # fmt: skip
-    assert done.returncode in (0, 1), done.stdout + done.stderr
+    # 3: the memory check could not run (no app process on the phone), unless a timed
+    # check failed (1 wins).
+    assert done.returncode in (1, 3), done.stdout + done.stderr
     assert "Traceback" not in done.stderr
 
     results = load_results(out / "results.json")
@@ -197,7 +202,19 @@ def test_run_on_android_through_4g_measures_in_the_webview_stand_in(
     assert "SQLite" in reasons["local_cache_query_50"]
     assert "not built yet" in reasons["battery_drain"]
     assert "backgrounding the app through Appium" in reasons["background_disconnect"]
-    assert "memory_100_conversations" in reasons  # no android heap sampler in a WebView yet
+    # The stand-in is no process of the fake phone: the memory check cannot read the app's
+    # PSS (an error naming why), and the background samples of the app are gaps.
+    memory = checks["memory_100_conversations"]
+    assert memory.status == "error", memory
+    assert "no process found for app.messaging.test" in memory.reason
+    assert any("dumpsys meminfo app.messaging.test" in s for s in phone.services)
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    gaps = [s for s in samples if s["metric"] == "memory.pss_mb" and s["value"] is None]
+    assert gaps and gaps[0]["note"] == "no process found for app.messaging.test", samples[:5]
+    series = {s.name for s in results.series}
+    assert {"battery.level_pct", "battery.voltage_mv", "battery.current_ma"} <= series, series
+    assert "memory.pss_mb" not in series  # gaps stay out of the series
+    assert not phone.battery_unplugged  # the run reads the battery, it never unplugs it
 
     # The route was really applied to the phone during the run...
     reverse = [s for s in phone.services if s.startswith("reverse:forward:tcp:")]
@@ -316,3 +333,131 @@ def test_a_crashed_run_is_undone_when_the_next_one_attaches(
     _route_is_undone(phone)
     assert journal.pending() == []
     assert attached.info().os == "Android 13 (API 33)"
+
+
+#: What the fake phone's app gains on every ``dumpsys meminfo`` read: 60 MB (in KiB).
+PSS_STEP_KB = 58_594
+
+
+@pytest.mark.slow
+def test_the_memory_checks_on_android_judge_the_apps_pss_increase_read_through_adb(
+    lab_env: dict[str, str], phone: FakeAdbd, inventory: Path, tmp_path: Path
+) -> None:
+    """The fake phone runs the app, and its TOTAL PSS grows by 60 MB on every read: the
+    check holds the background sampler off between its two reads, so the increase it
+    measures is exactly one step, through the real adb server. 60 MB fails the 100
+    conversations' 50 MB and passes the 1000 messages' 100 MB (the WiFi column)."""
+    package = "app.messaging.test"
+    reads = itertools.count()
+
+    def meminfo(_command: str) -> ShellResult:
+        pid = 10000 + sorted(phone.packages).index(package)
+        kb = 80929 + next(reads) * PSS_STEP_KB
+        text = MEMINFO.format(pid=pid, package=package)
+        return ShellResult(text.replace("TOTAL PSS:    80929", f"TOTAL PSS: {kb:>8}"))
+
+    phone.packages.add(package)
+    phone.on(f"dumpsys meminfo {package}", meminfo)
+    out = tmp_path / "out"
+    try:
+        done = devicelab(
+            "run", "--device", "phone", "--network", "none", "--out", str(out),
+            "--inventory", str(inventory), "--scenario", "memory_100_conversations",
+            "--scenario", "memory_1000_messages", "--scenario", "memory_leak", env=lab_env,
+        )  # fmt: skip
+    finally:
+        phone.off(f"dumpsys meminfo {package}")
+        phone.packages.discard(package)
+    assert done.returncode == 1, done.stdout + done.stderr  # one check fails
+    assert "Traceback" not in done.stderr
+
+    results = load_results(out / "results.json")
+    checks = {c.id: c for c in results.checks}
+    step_mb = round(PSS_STEP_KB * 1024 / 1e6, 3)
+    for check_id, status, limit in [("memory_100_conversations", "fail", 50),
+                                    ("memory_1000_messages", "pass", 100)]:  # fmt: skip
+        check = checks[check_id]
+        assert check.status == status, check
+        assert check.value == step_mb and check.unit == "MB"
+        assert check.target is not None and check.target.value == limit
+        assert check.target.column == "wifi"
+        evidence = check.evidence
+        assert round(evidence["pss_after_mb"] - evidence["pss_before_mb"], 3) == step_mb
+        assert "dumpsys meminfo" in evidence["how"] and evidence["loaded"] > 0
+
+    leak = checks["memory_leak"]
+    assert leak.status == "skip" and "not built yet: the leak trend of android" in leak.reason
+
+    # Every read (the background ones and the checks') is a sample, and a series.
+    series = {s.name: s for s in results.series}
+    assert {"memory.pss_mb", "memory.rss_mb", "battery.level_pct"} <= set(series), set(series)
+    pss = series["memory.pss_mb"].v
+    assert len(pss) >= 5 and pss == sorted(pss), pss  # 2 checks x 2 reads + the sampler's
+    assert not phone.battery_unplugged
+    _route_is_undone(phone)
+    assert Journal(Path(lab_env["DEVICELAB_STATE"]) / "journal.jsonl").pending() == []
+
+
+def test_a_battery_simulation_a_crashed_run_left_is_reset_when_the_lab_attaches(
+    lab_env: dict[str, str], phone: FakeAdbd, inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash = (
+        "import os, sys; from pathlib import Path; from devicelab import config; "
+        "from devicelab.journal import Journal; "
+        "from devicelab.samplers.android import AndroidSampler, BatteryUnplugged; "
+        "from devicelab.samplers.log import SampleLog; "
+        "from devicelab.platforms.android import AdbServer; "
+        "device = config.device('phone', config.load_inventory(Path(sys.argv[1]))); "
+        "adb = AdbServer().device(device.serial); "
+        "sampler = AndroidSampler(SampleLog(Path(sys.argv[2])), adb, 'app.messaging.test'); "
+        "BatteryUnplugged(sampler, Journal()).__enter__(); os._exit(9)"
+    )
+    log = Path(lab_env["DEVICELAB_STATE"]) / "crash-samples.jsonl"
+    done = subprocess.run([sys.executable, "-c", crash, str(inventory), str(log)], env=lab_env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 9, done.stderr
+    assert phone.battery_unplugged
+
+    for key in ("DEVICELAB_STATE", "ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
+        monkeypatch.setenv(key, lab_env[key])
+    Lab("phone", "none", inventory=inventory)._attach_android()  # recovers the journal first
+    assert not phone.battery_unplugged
+    assert Journal(Path(lab_env["DEVICELAB_STATE"]) / "journal.jsonl").pending() == []
+
+
+def test_app_pss_holds_the_sampler_off_and_refuses_a_restarted_or_absent_app(
+    lab_env: dict[str, str], phone: FakeAdbd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devicelab.errors import ProbeFailed
+    from devicelab.platforms.android import AdbServer
+    from devicelab.samplers import SampleLog
+    from devicelab.samplers.android import AndroidSampler, AppPss
+
+    for key in ("ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
+        monkeypatch.setenv(key, lab_env[key])
+    package, pids = "app.messaging.test", itertools.count(4242)
+    phone.on(f"dumpsys meminfo {package}",
+             lambda _c: MEMINFO.format(pid=next(pids), package=package))  # fmt: skip
+    log = SampleLog(tmp_path / "samples.jsonl")
+    sampler = AndroidSampler(log, AdbServer().device(phone.serial), package, battery=False)
+    pss = AppPss(sampler)
+    try:
+        assert pss() == pss() == round(80929 * 1024 / 1e6, 3)  # a new pid each: not held
+        sampler.start(period_s=0.05)
+        with pss:
+            taken = len(sampler.taken)
+            pss()
+            time.sleep(0.3)
+            assert len(sampler.taken) == taken, "the sampler read while the check held it"
+            with pytest.raises(ProbeFailed, match="restarted between two memory reads"):
+                pss()  # the fake's pid is new on every read
+        deadline = time.monotonic() + 5
+        while len(sampler.taken) == taken:  # released: the background readings go on
+            assert time.monotonic() < deadline, "the sampler never read again"
+            time.sleep(0.05)
+    finally:
+        sampler.stop()
+        phone.off(f"dumpsys meminfo {package}")
+    with pytest.raises(ProbeFailed, match=f"no process found for {package}"):
+        pss()
+    assert {s.metric for s in log.read() if s.source == "dumpsys meminfo"} >= {"memory.pss_mb"}

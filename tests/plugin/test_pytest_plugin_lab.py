@@ -1,0 +1,117 @@
+"""``devicelab_lab`` as a user's suite meets it: the whole lab started once for the session
+(a managed PostgreSQL of its own in a temporary DEVICELAB_STATE, the reference server, a
+real mitmproxy shaping 4G, real Chromium loading the built test app), the checks in
+--devicelab-out, the usage error for an unknown device and the skip without a browser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devicelab.lab import app_build_dir
+from devicelab.report import load_results
+
+pytest_plugins = ["pytester"]
+ROOT = Path(__file__).resolve().parents[2]
+
+SUITE = """
+import pytest
+from devicelab.errors import BadInput
+
+def test_delivery_under_4g(devicelab_lab):
+    check = devicelab_lab.measure("message_delivery", delivery_count=3)
+    assert check.status in ("pass", "fail"), check.reason
+    assert check.target.column == "4g" and len(check.samples) == 3
+    # A's send and B's websocket frame each cross half the 170 ms round trip.
+    assert min(check.samples) >= 150, check.samples
+    result = devicelab_lab.harness.run("message_search", {"terms": ["hello"], "count": 3})
+    assert len(result.samples) == 3 and result.unit == "ms"
+
+def test_the_same_lab_and_its_link(devicelab_lab, request):
+    assert len(devicelab_lab.results().checks) == 1  # started once: the first test's check
+    assert devicelab_lab.measure("battery_drain").status == "skip"
+    with pytest.raises(BadInput, match="delivery_cnt"):
+        devicelab_lab.measure("message_delivery", delivery_cnt=3)
+    assert devicelab_lab.proxy.status()["offline"] is False
+    assert request.node.get_closest_marker("device") is not None
+"""
+
+
+@pytest.fixture(scope="module")
+def state() -> Iterator[Path]:
+    """A DEVICELAB_STATE of its own; its cluster is stopped after."""
+    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
+    state = Path(tempfile.mkdtemp(prefix="dl-plugin-lab-", dir="/tmp"))
+    state.chmod(0o711)
+    try:
+        yield state
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "devicelab", "backend", "stop"],
+            env={**os.environ, "DEVICELAB_STATE": str(state)},
+            capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_users_suite_measures_on_the_lab_and_writes_results(
+    pytester: pytest.Pytester, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (app_build_dir() / "index.html").is_file(), "run ./dev/setup: it builds the app"
+    monkeypatch.setenv("DEVICELAB_STATE", str(state))
+    pytester.makepyfile(test_delivery=SUITE)
+    out = pytester.path / "lab-out"
+    result = pytester.runpytest_subprocess(
+        "--devicelab-network", "4g", "--devicelab-out", str(out), "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}", timeout=240,
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["*devicelab*", "* message_delivery *", f"*results: {out / 'results.json'}"]
+    )
+
+    results = load_results(out / "results.json")
+    assert results.run.finished_at is not None  # the session ended: reports written
+    assert results.run.device is not None and results.run.device.platform == "web"
+    network = results.run.network
+    assert network is not None and network.name == "4g"
+    assert network.achieved is not None and network.achieved.rtt_ms is not None
+    assert abs(network.achieved.rtt_ms - 170) < 40, network.achieved
+    assert [c.id for c in results.checks] == ["message_delivery", "battery_drain"]
+    for name in ("report.md", "report.html", "junit.xml"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_an_unknown_device_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_lab="def test_lab(devicelab_lab):\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "--devicelab-device", "chrome", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: devicelab: unknown device 'chrome'*(hint: *"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_no_browser_skips_with_the_reason(pytester: pytest.Pytester) -> None:
+    missing = pytester.path / "no-such" / "chromium"
+    inventory = pytester.path / "inventory.yaml"
+    inventory.write_text(
+        f"devices:\n  web:\n    platform: web\n    model: Chromium\n    os: Debian 12\n"
+        f"    browser: {missing}\n"
+    )
+    pytester.makepyfile(test_lab="def test_lab(devicelab_lab):\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "-rs", "-p", "no:cacheprovider", f"--devicelab-inventory={inventory}"
+    )
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"*device web is not available (missing): {missing} not found*"])
