@@ -60,6 +60,7 @@ from devicelab.scenarios import (
     Scenario,
     ScenarioContext,
     ScenarioOptions,
+    battery_drain,
     not_applicable,
     plan,
 )
@@ -321,6 +322,8 @@ class Lab:
             return scenario.skip(f"not built yet: {scenario.not_built}")
         self.say(f"running {scenario.id}")
         try:
+            if scenario.id == battery_drain.CHECK_ID:  # the one check that needs the power
+                return battery_drain.run(ctx, power=self.device.power)
             return scenario.run(ctx)
         except DeviceLabError as exc:
             logger.warning("%s failed: %s", scenario.id, exc.one_line())
@@ -420,7 +423,9 @@ class Lab:
         self.say(f"attaching {self.device.id} ({self.device.serial}) through adb")
         # The battery simulation's undoer too: a `dumpsys battery unplug` that a crashed
         # run left pending is reset when the phone attaches (the run itself never unplugs).
-        return AndroidDevice(self.device, Journal(undoers=UNDOERS)).create()
+        # So is a hub port that battery_drain switched off (uhubctl): it is switched on.
+        undoers = {**UNDOERS, **battery_drain.UNDOERS}
+        return AndroidDevice(self.device, Journal(undoers=undoers)).create()
 
     def _start_android(
         self,

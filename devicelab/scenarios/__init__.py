@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from devicelab.errors import UnknownId
 from devicelab.models import Check, TargetBook
 from devicelab.scenarios import (
+    battery_drain,
     conversation_list_load,
     media_transfer,
     memory,
@@ -96,8 +97,8 @@ ALL_SCENARIOS: list[Scenario] = [
     Scenario("memory_1000_messages", memory.TITLES["memory_1000_messages"], memory.CATEGORY,
              memory.messages),
     Scenario(memory_leak.CHECK_ID, memory_leak.TITLE, memory_leak.CATEGORY, memory_leak.run),
-    Scenario("battery_drain", "Battery drain over 1 hour of active messaging", "battery",
-             not_built="the 1-hour battery run (power cut, drain measured)"),
+    Scenario(battery_drain.CHECK_ID, battery_drain.TITLE, battery_drain.CATEGORY,
+             battery_drain.run),
     Scenario("background_disconnect", "Realtime disconnects after 1 minute in background",
              "realtime", not_built="backgrounding the app through Appium",
              platforms=_PHONES,

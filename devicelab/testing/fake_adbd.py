@@ -45,6 +45,7 @@ import asyncio
 import itertools
 import logging
 import shlex
+import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -57,6 +58,7 @@ __all__ = [
     "MEMINFO",
     "MEMINFO_ANDROID10",
     "UPDATES_STOPPED",
+    "DrainingBattery",
     "FakeAdbd",
     "ShellHandler",
     "ShellResult",
@@ -205,6 +207,35 @@ FEATURE_WIRELESS_FASTCHARGER_CONTROL: true
   LLB CURRENT: YEAR2024M2D14
   SEC_BAT battery log: level 71 -> 71, onlines 2
 """
+
+
+class DrainingBattery:
+    """A ``dumpsys battery`` handler for ``FakeAdbd.on("dumpsys battery", ...)``: the phone
+    on battery (no charger, ``status: 3`` discharging) whose level falls by
+    ``pct_per_hour`` from ``start_pct``, with time since the handler was made. The level is
+    reported on a scale of 10000 so that a run of seconds still sees it fall; ``dumpsys
+    battery unplug`` and ``reset`` are accepted and change nothing."""
+
+    SCALE = 10000
+
+    def __init__(self, pct_per_hour: float, start_pct: float = 85.0) -> None:
+        self.pct_per_hour = pct_per_hour
+        self.start_pct = start_pct
+        self.started = time.monotonic()
+
+    def level_pct(self) -> float:
+        """The level now, in percent."""
+        hours = (time.monotonic() - self.started) / 3600
+        return max(0.0, self.start_pct - self.pct_per_hour * hours)
+
+    def __call__(self, command: str) -> str:
+        if command.split() != ["dumpsys", "battery"]:
+            return ""
+        level = round(self.level_pct() * self.SCALE / 100)
+        text = BATTERY.replace("USB powered: true", "USB powered: false")
+        text = text.replace("status: 2", "status: 3").replace("level: 85", f"level: {level}")
+        return text.replace("scale: 100", f"scale: {self.SCALE}")
+
 
 #: The line ``dumpsys battery`` prints after its header once ``dumpsys battery unplug`` ran.
 UPDATES_STOPPED = "  (UPDATES STOPPED -- use 'reset' to restart)\n"

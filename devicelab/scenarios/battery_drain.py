@@ -1,0 +1,304 @@
+"""battery_drain: the story's "run app for 1 hour with active messaging, battery drop
+target < 10% per hour".
+
+For ``duration_s`` (default 3600 s, the story's hour) the app's normal messaging workload
+goes on through the probes: A sends B a message, the conversation list loads, one search;
+then a pause, as a user reads (a back-to-back probe loop would overstate the drain).
+Every ``sample_every_s`` the battery is read through the run's android sampler (``dumpsys
+battery`` level, ``current_now`` when readable), each reading into samples.jsonl at once.
+
+The judged value is the drain in % per hour: minus the Theil-Sen slope of the level (the
+median of every pairwise slope, robust to the level's integer steps).
+
+**The power must be cut** (docs/samplers.md): ``dumpsys battery unplug`` is logical only
+and over USB the phone still charges. The inventory's ``power`` decides:
+
+- ``none``: the check skips, with that reason;
+- ``manual``: the user cut it; devicelab still verifies the battery discharges: a first
+  reading that says "charging" ends the check at once, and at the end the level must have
+  fallen or the current flowed out (negative); otherwise the check is an ``error`` with
+  :data:`STILL_CHARGING`;
+- ``uhubctl``: devicelab switches the hub port off (``uhubctl -l HUB -p PORT -a off``),
+  journaled before it is made, and on again on exit, on an exception or Ctrl-C, and at
+  the next start after a crash (:data:`UNDOERS`); then verifies as for ``manual``. adb
+  must reach the phone without that port: over Wi-Fi (a ``host:port`` serial).
+
+Shorter runs: ``DEVICELAB_BATTERY_DURATION_S`` (and ``DEVICELAB_BATTERY_SAMPLE_S``), or
+``measure(ctx, power, DrainOptions(duration_s=20))``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from devicelab.errors import ConfigError, EnvironmentProblem, ToolMissing
+from devicelab.journal import Entry, Journal
+from devicelab.models import Check, PowerControl
+from devicelab.samplers import Sample, least_squares_slope, theil_sen_slope
+from devicelab.samplers.android import AndroidSampler, AppPss
+from devicelab.scenarios.context import ScenarioContext, skipped
+from devicelab.targets import judge, resolve
+
+__all__ = [
+    "CATEGORY",
+    "CHECK_ID",
+    "NEEDS_POWER_CUT",
+    "POWER_KIND",
+    "STILL_CHARGING",
+    "TITLE",
+    "UNDOERS",
+    "DrainOptions",
+    "PowerCut",
+    "measure",
+    "run",
+]
+
+CHECK_ID = "battery_drain"
+TITLE = "Battery drain over 1 hour of active messaging"
+CATEGORY = "battery"
+UNIT = "pct_per_hour"
+STILL_CHARGING = "the phone is still charging: cut the power"
+NEEDS_POWER_CUT = (
+    "real drain needs the power cut: `dumpsys battery unplug` is logical only and over USB "
+    "the phone still charges (set the device's power in inventory.yaml: uhubctl with hub "
+    "and port, or manual)"
+)
+POWER_KIND = "power.uhubctl_off"
+UHUBCTL_HINT = "apt-get install uhubctl (it needs root or its udev rule to switch a port)"
+OVER_USB = (
+    "adb reaches the phone over USB, which the power cut takes away: connect it over Wi-Fi "
+    "(`adb connect HOST:PORT`) and give that host:port as the device's serial"
+)
+
+logger = logging.getLogger("devicelab.scenarios.battery_drain")
+
+
+class DrainOptions(BaseModel):
+    """How long the drain run lasts, how often it reads the battery, how the workload paces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    duration_s: float = Field(3600.0, gt=0, description="workload time (the story: 1 hour)")
+    sample_every_s: float = Field(60.0, gt=0, description="seconds between battery readings")
+    pause_s: float = Field(5.0, ge=0, description="idle seconds after each workload cycle")
+    settle_s: float = Field(3.0, ge=0, description="wait after uhubctl cut the port's power")
+
+    @classmethod
+    def from_env(cls) -> DrainOptions:
+        """Options with ``DEVICELAB_BATTERY_DURATION_S`` / ``DEVICELAB_BATTERY_SAMPLE_S``
+        applied. Raises ConfigError for a value that is not a positive number."""
+        given = {
+            "duration_s": os.environ.get("DEVICELAB_BATTERY_DURATION_S"),
+            "sample_every_s": os.environ.get("DEVICELAB_BATTERY_SAMPLE_S"),
+        }
+        try:
+            return cls.model_validate({k: v for k, v in given.items() if v})
+        except ValidationError as exc:
+            raise ConfigError(
+                f"bad battery run option: {exc.errors()[0]['msg']}",
+                hint="DEVICELAB_BATTERY_DURATION_S and DEVICELAB_BATTERY_SAMPLE_S: seconds > 0",
+                location="environment",
+            ) from exc
+
+
+def _uhubctl(hub: str, port: int, action: str) -> None:
+    """``uhubctl -l HUB -p PORT -a ACTION``. Raises ToolMissing, EnvironmentProblem."""
+    program = shutil.which("uhubctl")
+    if program is None:
+        raise ToolMissing("uhubctl", hint=UHUBCTL_HINT)
+    command = [program, "-l", hub, "-p", str(port), "-a", action]
+    try:
+        subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        stderr = (getattr(exc, "stderr", None) or "").strip()
+        raise EnvironmentProblem(
+            f"uhubctl could not switch hub {hub} port {port} {action}: {stderr or exc}",
+            hint="check the hub location and port with `uhubctl` (no arguments), and that "
+            "this user may switch it (root or uhubctl's udev rule)",
+        ) from exc
+
+
+def _undo_cut(entry: Entry) -> None:
+    _uhubctl(str(entry.data["hub"]), int(entry.data["port"]), "on")
+
+
+#: Journal undoers of this module (register them with the run's Journal for crash recovery).
+UNDOERS = {POWER_KIND: _undo_cut}
+
+
+class PowerCut:
+    """The device's hub port switched off (uhubctl) for the duration of a ``with`` block;
+    on again on exit, on an exception or Ctrl-C, and at the next start after a crash (the
+    change is journaled before it is made). Raises ToolMissing without uhubctl and
+    EnvironmentProblem when it fails."""
+
+    def __init__(self, power: PowerControl, serial: str, journal: Journal) -> None:
+        assert power.hub is not None and power.port is not None  # PowerControl checks it
+        self.hub, self.port = power.hub, power.port
+        self.serial = serial
+        self.journal = journal
+        self._entry: Entry | None = None
+
+    def __enter__(self) -> Self:
+        if shutil.which("uhubctl") is None:  # before the journal: nothing to undo
+            raise ToolMissing("uhubctl", hint=UHUBCTL_HINT)
+        data = {"hub": self.hub, "port": self.port}
+        self._entry = self.journal.record(POWER_KIND, self.serial, data)
+        try:
+            _uhubctl(self.hub, self.port, "off")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        entry, self._entry = self._entry, None
+        if entry is None:
+            return
+        try:
+            _uhubctl(self.hub, self.port, "on")
+        except EnvironmentProblem as err:  # left pending: the next start tries again
+            logger.warning("could not switch hub %s port %s on: %s", self.hub, self.port, err)
+            return
+        self.journal.mark_undone(entry)
+
+
+def run(ctx: ScenarioContext, power: PowerControl | None = None) -> Check:
+    """battery_drain with the options of the environment and the device's ``power``
+    (None: unknown, as none); returns the check. Raises ProbeFailed, DeviceUnreachable."""
+    return measure(ctx, power, DrainOptions.from_env())
+
+
+def _cycle(ctx: ScenarioContext) -> None:
+    timeout = ctx.options.probe_timeout_s
+    ctx.harness.run("message_delivery", {"conversationId": ctx.conversation_id, "count": 1,
+                                         "intervalMs": 250}, timeout_s=timeout)  # fmt: skip
+    ctx.harness.run("conversation_list", {"count": 1, "limit": 50}, timeout_s=timeout)
+    terms = ctx.search_terms[:1] or ["test query"]
+    ctx.harness.run("message_search", {"count": 1, "terms": terms}, timeout_s=timeout)
+
+
+def _battery(sampler: AndroidSampler) -> dict[str, Sample]:
+    """One reading through the sampler (into its log); its battery samples by metric."""
+    return {s.metric: s for s in sampler.read_once() if s.metric.startswith("battery.")}
+
+
+def _not_charging(evidence: dict[str, object]) -> Check:
+    return Check(id=CHECK_ID, title=TITLE, category=CATEGORY, status="error",
+                 reason=STILL_CHARGING, evidence=evidence)  # fmt: skip
+
+
+def measure(
+    ctx: ScenarioContext,
+    power: PowerControl | None,
+    options: DrainOptions,
+    sampler: AndroidSampler | None = None,
+    journal: Journal | None = None,
+) -> Check:
+    """Keep the workload going for ``options.duration_s`` on a phone whose power is cut,
+    reading the battery through ``sampler`` (default: the run's, behind ``ctx.heap_mb``).
+    The uhubctl power cut is journaled in ``journal`` (default: the state folder's).
+    Returns the judged check (value: % per hour), a skip when the power is not cut by
+    the inventory, or an error when the battery does not discharge. Raises ProbeFailed
+    when a probe fails, DeviceUnreachable when adb does, ToolMissing without uhubctl."""
+    if ctx.platform != "android":
+        why = f"not built yet: the battery drain run of {ctx.platform} devices"
+        return skipped(CHECK_ID, TITLE, CATEGORY, why)
+    kind = power.kind if power is not None else "none"
+    if kind == "none":
+        return skipped(CHECK_ID, TITLE, CATEGORY, NEEDS_POWER_CUT)
+    if sampler is None and isinstance(ctx.heap_mb, AppPss):
+        sampler = ctx.heap_mb.sampler
+    if sampler is None:
+        why = "not built yet: a battery reader without the app's package"
+        return skipped(CHECK_ID, TITLE, CATEGORY, why)
+    if power is None or power.kind != "uhubctl":
+        return _drain(ctx, kind, options, sampler)
+    if ":" not in sampler.serial:
+        evidence = {"power": kind, "serial": sampler.serial}
+        return Check(id=CHECK_ID, title=TITLE, category=CATEGORY, status="error",
+                     reason=OVER_USB, evidence=evidence)  # fmt: skip
+    with PowerCut(power, sampler.serial, journal or Journal(undoers=UNDOERS)):
+        ctx.say(f"battery_drain: hub {power.hub} port {power.port} switched off (uhubctl)")
+        time.sleep(options.settle_s)
+        return _drain(ctx, kind, options, sampler)
+
+
+def _drain(
+    ctx: ScenarioContext, kind: str, options: DrainOptions, sampler: AndroidSampler
+) -> Check:
+    first = _battery(sampler)
+    charging = first.get("battery.charging")
+    if charging is not None and charging.value == 1:
+        return _not_charging({"power": kind, "first_reading": "status: charging"})
+    ctx.say(f"battery_drain: messaging for {options.duration_s:g} s on battery ({kind} power cut)")
+    readings = [first]
+    started = time.monotonic()
+    due = started + options.sample_every_s
+    cycles = 0
+    while time.monotonic() - started < options.duration_s:
+        _cycle(ctx)
+        cycles += 1
+        end = min(started + options.duration_s, time.monotonic() + options.pause_s)
+        while (now := time.monotonic()) < end:
+            if now >= due:
+                readings.append(_battery(sampler))
+                due = time.monotonic() + options.sample_every_s
+            time.sleep(min(0.1, max(0.0, end - now)))
+        if time.monotonic() >= due:
+            readings.append(_battery(sampler))
+            due = time.monotonic() + options.sample_every_s
+    readings.append(_battery(sampler))
+    return _judged(ctx, kind, options, readings, cycles)
+
+
+def _judged(
+    ctx: ScenarioContext,
+    kind: str,
+    options: DrainOptions,
+    readings: list[dict[str, Sample]],
+    cycles: int,
+) -> Check:
+    levels = [r["battery.level_pct"] for r in readings if "battery.level_pct" in r]
+    t = [s.t for s in levels if s.value is not None]
+    v = [s.value for s in levels if s.value is not None]
+    currents = [r["battery.current_ma"].value for r in readings if "battery.current_ma" in r]
+    current = [c for c in currents if c is not None]
+    median_ma = statistics.median(current) if current else None
+    evidence: dict[str, object] = {
+        "power": kind,
+        "level_first_pct": v[0] if v else None,
+        "level_last_pct": v[-1] if v else None,
+        "current_median_ma": median_ma,
+        "readings": len(v),
+        "cycles": cycles,
+        "duration_s": round(t[-1] - t[0], 1) if t else 0.0,
+        "series": "battery.level_pct",
+        "workload": "per cycle: A sends B one message, the conversation list (50), one "
+        f"search, then {options.pause_s:g} s idle",
+        "how": f"dumpsys battery level (and current_now) every {options.sample_every_s:g} s "
+        "on battery; % per hour = minus the Theil-Sen slope of the level",
+    }
+    if len(v) < 2:
+        why = "fewer than two battery levels were read"
+        return Check(id=CHECK_ID, title=TITLE, category=CATEGORY, status="error", reason=why,
+                     evidence=evidence)  # fmt: skip
+    fell = v[-1] < v[0]
+    if not fell and not (median_ma is not None and median_ma < 0):
+        return _not_charging(evidence)
+    drain = round(-theil_sen_slope(t, v) * 3600, 3)
+    evidence["least_squares_pct_per_hour"] = round(-least_squares_slope(t, v) * 3600, 3)
+    target = resolve(ctx.book, CHECK_ID, ctx.platform, ctx.column)
+    check = judge(check=CHECK_ID, title=TITLE, category=CATEGORY, target=target, value=drain,
+                  unit=UNIT, stat="value", column=ctx.column, evidence=evidence)  # fmt: skip
+    if options.duration_s < 3600 and check.status in ("pass", "fail"):
+        check.reason += f"; a shortened run ({options.duration_s:g} s, the story's is 3600 s)"
+    return check
