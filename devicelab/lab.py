@@ -65,6 +65,7 @@ from devicelab.scenarios import (
     plan,
 )
 from devicelab.targets import column_for
+from devicelab.teardown import Teardown
 
 if TYPE_CHECKING:
     from backend_checks.reference.server import ReferenceServer
@@ -88,26 +89,6 @@ def app_build_dir() -> Path:
     if env := os.environ.get("DEVICELAB_APP_DIR"):
         return Path(env)
     return Path(__file__).resolve().parent.parent / "capacitor-harness" / "app" / "dist"
-
-
-class _Teardown:
-    """Stop steps, run newest first; each failure is logged and the others still run."""
-
-    def __init__(self, say: Say) -> None:
-        self._steps: list[tuple[str, Callable[[], object]]] = []
-        self._say = say
-
-    def push(self, what: str, step: Callable[[], object]) -> None:
-        self._steps.append((what, step))
-
-    def run(self) -> None:
-        while self._steps:
-            what, step = self._steps.pop()
-            try:
-                step()
-            except (Exception, KeyboardInterrupt) as exc:  # teardown goes on regardless
-                logger.warning("stopping the %s failed: %s", what, exc)
-                self._say(f"warning: stopping the {what} failed: {exc}")
 
 
 class LabSession:
@@ -231,7 +212,7 @@ class Lab:
         normally, the reports are written next to it. The teardown runs in reverse either
         way. Raises EnvironmentProblem (and its subclasses) when a peer cannot start.
         """
-        teardown = _Teardown(self.say)
+        teardown = Teardown(self.say)
         try:
             session = self._start(out_dir, datetime.now(UTC), teardown)
             yield session
@@ -248,7 +229,7 @@ class Lab:
             why = f"not built yet: {_NOT_BUILT_ON[self.platform, scenario.id]}"
         return why
 
-    def _start(self, out_dir: Path, started: datetime, teardown: _Teardown) -> LabSession:
+    def _start(self, out_dir: Path, started: datetime, teardown: Teardown) -> LabSession:
         """Start every peer in order, each stop pushed on ``teardown``; returns the session."""
         from devicelab.records import RunRecord
 
@@ -360,7 +341,7 @@ class Lab:
             backend=backend,
         )
 
-    def _start_backend(self, teardown: _Teardown) -> tuple[RunFixture, ReferenceServer]:
+    def _start_backend(self, teardown: Teardown) -> tuple[RunFixture, ReferenceServer]:
         from backend_checks.managed import ManagedPostgres
         from backend_checks.reference.server import ReferenceServer
         from devicelab.scenarios.fixture import prepare
@@ -372,7 +353,7 @@ class Lab:
         teardown.push("reference server", server.stop)
         return fixture, server
 
-    def _start_app(self, teardown: _Teardown) -> str:
+    def _start_app(self, teardown: Teardown) -> str:
         from devicelab.platforms.web import StaticApp, answers
 
         given = self.device.app.url if self.device.app else None
@@ -384,7 +365,7 @@ class Lab:
         self.say(f"serving the test app build at {app.url}")
         return app.url
 
-    def _start_proxy(self, teardown: _Teardown) -> tuple[ShapedProxy, NetworkInfo]:
+    def _start_proxy(self, teardown: Teardown) -> tuple[ShapedProxy, NetworkInfo]:
         from devicelab.netshape.proxy import ShapedProxy
         from devicelab.netshape.selfcheck import network_info
 
@@ -400,7 +381,7 @@ class Lab:
         return proxy, network
 
     def _start_device(
-        self, teardown: _Teardown, proxy_url: str, app_url: str
+        self, teardown: Teardown, proxy_url: str, app_url: str
     ) -> tuple[WebDevice, Harness]:
         from devicelab.harness import Harness
         from devicelab.platforms.web import WebDevice
@@ -429,7 +410,7 @@ class Lab:
 
     def _start_android(
         self,
-        teardown: _Teardown,
+        teardown: Teardown,
         phone: AndroidDevice,
         proxy: ShapedProxy,
         app_url: str,
@@ -462,7 +443,7 @@ class Lab:
         harness.wait_ready()
         return harness
 
-    def _appium_url(self, teardown: _Teardown, url: str, out_dir: Path) -> str:
+    def _appium_url(self, teardown: Teardown, url: str, out_dir: Path) -> str:
         """``url`` when an Appium server answers there; for a loopback URL with nothing
         behind it, a local Appium 3 (tools/appium) started on its port, logging to
         ``<out>/appium.log``."""

@@ -6,8 +6,9 @@ import pytest
 
 from devicelab.config import load_targets
 from devicelab.errors import BadInput, UnknownId
-from devicelab.lab import Lab, _Teardown
+from devicelab.lab import Lab
 from devicelab.scenarios import ALL_SCENARIOS, check_ids, not_applicable, plan
+from devicelab.teardown import Teardown
 
 DESIGN_DEVICE_IDS = [
     "message_delivery", "subscription_setup", "conversation_list_load", "message_search",
@@ -54,7 +55,7 @@ def test_the_column_follows_the_network() -> None:
 def test_teardown_runs_newest_first_and_goes_on_after_a_failure() -> None:
     said: list[str] = []
     done: list[str] = []
-    teardown = _Teardown(said.append)
+    teardown = Teardown(said.append)
     teardown.push("backend", lambda: done.append("backend"))
 
     def broken() -> None:
