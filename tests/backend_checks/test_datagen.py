@@ -66,6 +66,8 @@ FROM pg_class WHERE relnamespace IN ('public'::regnamespace, 'auth'::regnamespac
   AND relkind IN ('r', 'v', 'i')
 UNION ALL
 SELECT 'schema ' || nspname FROM pg_namespace
+-- pg_temp_N / pg_toast_temp_N belong to whichever backend slot ran a temp table: not schema
+WHERE nspname !~ '^pg_(toast_)?temp_[0-9]+$'
 UNION ALL
 SELECT 'function ' || oid::regprocedure FROM pg_proc
 WHERE pronamespace IN ('public'::regnamespace, 'auth'::regnamespace)
