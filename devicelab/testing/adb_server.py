@@ -5,9 +5,9 @@ in ``$HOME/.android``; left alone they start a server on 5037 and write to the u
 home. ``PrivateAdbServer`` runs one on a free port with a home of its own, and ``env``
 holds what a process (adb, adbutils, devicelab) needs to talk to it:
 
-    with FakeAdbd() as phone, PrivateAdbServer(tmp_path) as adb:
-        adb.connect(phone.serial)
-        subprocess.run([...], env=adb.env)
+    with PrivateAdbServer(tmp_path) as adb, adb.environ(), adb.phone() as phone:
+        ...                                   # adbutils / devicelab in this process
+        subprocess.run([...], env=adb.env)    # or another process
 
 Lifecycle: ``start()`` runs ``adb start-server`` and returns self; ``stop()`` runs
 ``adb kill-server`` and never raises. Also a context manager.
@@ -20,8 +20,11 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
+
+from devicelab.testing.fake_adbd import FakeAdbd
 
 __all__ = ["PrivateAdbServer", "adb_binaries", "free_port"]
 
@@ -96,6 +99,33 @@ class PrivateAdbServer:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"adb never saw {serial} online: {listing!r}")
+
+    @contextlib.contextmanager
+    def environ(self) -> Iterator[None]:
+        """Point this process's adb and adbutils at the server (its port, HOME and adb
+        binary in ``os.environ``); the previous values come back after."""
+        keys = ("ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH")
+        saved = {key: os.environ.get(key) for key in keys}
+        os.environ.update({key: self.env[key] for key in keys})
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    @contextlib.contextmanager
+    def phone(self, **fake: Any) -> Iterator[FakeAdbd]:
+        """A FakeAdbd (``fake``: its constructor's arguments) the server is connected to;
+        disconnected and stopped after. Raises TimeoutError when it never comes online."""
+        with FakeAdbd(**fake) as device:
+            self.connect(device.serial)
+            try:
+                yield device
+            finally:
+                self.run("disconnect", device.serial, check=False)
 
     def start(self) -> Self:
         """Start the server; returns self. Raises RuntimeError when adb fails."""

@@ -31,22 +31,15 @@ def adb_server(
 ) -> Iterator[PrivateAdbServer]:
     """A private adb server, killed at the end; the process env points adbutils at it."""
     server = PrivateAdbServer(tmp_path_factory.mktemp("adb-home"), request.param)
-    with pytest.MonkeyPatch.context() as patch:
-        for key in ("ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
-            patch.setenv(key, server.env[key])
-        with server:
-            yield server
+    with server, server.environ():
+        yield server
 
 
 @pytest.fixture
 def fake(adb_server: PrivateAdbServer) -> Iterator[FakeAdbd]:
     """A fake device the adb server is connected to; disconnected and stopped after."""
-    with FakeAdbd() as device:
-        adb_server.connect(device.serial)
-        try:
-            yield device
-        finally:
-            adb_server.run("disconnect", device.serial, check=False)
+    with adb_server.phone() as device:
+        yield device
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def devicelab(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def lab_env() -> Iterator[dict[str, str]]:
+def adb() -> Iterator[PrivateAdbServer]:
     """A DEVICELAB_STATE of its own (cluster and journal) and a private adb server on a
     free port (HOME in the state folder, so no key lands in ~/.android and no stray
     server starts on 5037). The cluster and the adb server are stopped after."""
@@ -67,33 +67,28 @@ def lab_env() -> Iterator[dict[str, str]]:
     state.chmod(0o711)
     (state / "home").mkdir()
     try:
-        adb = PrivateAdbServer(state / "home")
+        server = PrivateAdbServer(state / "home")
     except FileNotFoundError as exc:
         pytest.skip(f"{exc}")
-    env = {**adb.env, "DEVICELAB_STATE": str(state)}
+    server.env["DEVICELAB_STATE"] = str(state)
     try:
-        with adb:
-            yield env
+        with server:
+            yield server
     finally:
-        devicelab("backend", "stop", env=env)
+        devicelab("backend", "stop", env=server.env)
         shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def phone(lab_env: dict[str, str]) -> Iterator[FakeAdbd]:
+def lab_env(adb: PrivateAdbServer) -> dict[str, str]:
+    """The environment of a devicelab process in this lab (state dir, private adb)."""
+    return adb.env
+
+
+@pytest.fixture(scope="module")
+def phone(adb: PrivateAdbServer) -> Iterator[FakeAdbd]:
     """The fake phone, connected to the private adb server (no http_proxy set yet)."""
-    adb, port = lab_env["ADBUTILS_ADB_PATH"], lab_env["ANDROID_ADB_SERVER_PORT"]
-    with FakeAdbd() as fake:
-        subprocess.run([adb, "-P", port, "connect", fake.serial], env=lab_env,
-                       check=True, capture_output=True, timeout=20)  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            listing = subprocess.run([adb, "-P", port, "devices"], env=lab_env, check=False,
-                                     capture_output=True, text=True, timeout=20).stdout  # fmt: skip
-            if f"{fake.serial}\tdevice" in listing:
-                break
-            assert time.monotonic() < deadline, f"adb never saw the fake phone online: {listing}"
-            time.sleep(0.1)
+    with adb.phone() as fake:
         yield fake
 
 

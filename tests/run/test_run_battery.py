@@ -49,21 +49,14 @@ def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateAdbS
         server = PrivateAdbServer(tmp_path_factory.mktemp("adb-home"))
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    with pytest.MonkeyPatch.context() as patch:
-        for key in ("ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
-            patch.setenv(key, server.env[key])
-        with server:
-            yield server
+    with server, server.environ():
+        yield server
 
 
 @pytest.fixture
 def phone(adb_server: PrivateAdbServer) -> Iterator[FakeAdbd]:
-    with FakeAdbd() as fake:
-        adb_server.connect(fake.serial)
-        try:
-            yield fake
-        finally:
-            adb_server.run("disconnect", fake.serial, check=False)
+    with adb_server.phone() as fake:
+        yield fake
 
 
 class _Link:

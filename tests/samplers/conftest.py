@@ -21,22 +21,15 @@ def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateAdbS
         server = PrivateAdbServer(tmp_path_factory.mktemp("adb-home"))
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    with pytest.MonkeyPatch.context() as patch:
-        for key in ("ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
-            patch.setenv(key, server.env[key])
-        with server:
-            yield server
+    with server, server.environ():
+        yield server
 
 
 @pytest.fixture
 def fake(adb_server: PrivateAdbServer) -> Iterator[FakeAdbd]:
     """A fake phone the adb server is connected to."""
-    with FakeAdbd() as device:
-        adb_server.connect(device.serial)
-        try:
-            yield device
-        finally:
-            adb_server.run("disconnect", device.serial, check=False)
+    with adb_server.phone() as device:
+        yield device
 
 
 @pytest.fixture
