@@ -7,9 +7,13 @@ the end. Tests skip with a reason when no server answers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -107,3 +111,38 @@ def generate_db(make_db: Callable[[], str]) -> Callable[[DatagenParams], str]:
 def small_params() -> DatagenParams:
     """The shared small data set's parameters."""
     return SMALL
+
+
+@contextlib.contextmanager
+def _load_cluster(name: str) -> Iterator[str]:
+    """A cluster of our own (load tests measure its CPU and need pg_stat_statements
+    preloaded) with a small data set in database ``name``; stopped and removed after."""
+    if shutil.which("initdb") is None and not list(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb")
+    ):
+        pytest.skip("PostgreSQL server binaries are not installed")
+    from backend_checks.managed import ManagedPostgres
+
+    state = Path(tempfile.mkdtemp(prefix=f"devicelab-{name}-", dir="/tmp"))
+    state.chmod(0o755)  # the postgres user must traverse it when we are root
+    cluster = ManagedPostgres(state_dir=state)
+    try:
+        url = cluster.ensure(name)
+        with psycopg.connect(url) as conn:
+            generate(
+                conn,
+                DatagenParams(messages=5_000, users=120, conversations=400),
+                allow_writes=True,
+            )
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        yield url
+    finally:
+        cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def load_cluster() -> Callable[[str], contextlib.AbstractContextManager[str]]:
+    """The :func:`_load_cluster` factory, as a fixture."""
+    return _load_cluster

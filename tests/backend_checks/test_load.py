@@ -7,10 +7,9 @@ short (a few users for a few seconds); the 1000-user step lives in bench/load.py
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -24,36 +23,16 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def dsn() -> Iterator[str]:
-    """A scratch database with the schema and a small data set, on a cluster of our own."""
-    if shutil.which("initdb") is None and not list(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb")
-    ):
-        pytest.skip("PostgreSQL server binaries are not installed")
+def dsn(load_cluster: Callable[[str], AbstractContextManager[str]]) -> Iterator[str]:
+    """A scratch database with the schema and a small data set, on a cluster of our own,
+    with a role limited to 5 connections (the exhaustion test)."""
     import psycopg
 
-    from backend_checks.datagen import DatagenParams, generate
-    from backend_checks.managed import ManagedPostgres
-
-    state = Path(tempfile.mkdtemp(prefix="devicelab-loadtest-", dir="/tmp"))
-    state.chmod(0o755)  # the postgres user must traverse it when we are root
-    cluster = ManagedPostgres(state_dir=state)
-    try:
-        url = cluster.ensure("loadtest")
-        with psycopg.connect(url) as conn:
-            generate(
-                conn,
-                DatagenParams(messages=5_000, users=120, conversations=400),
-                allow_writes=True,
-            )
+    with load_cluster("loadtest") as url:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             conn.execute("CREATE ROLE devicelab_load_limited LOGIN BYPASSRLS CONNECTION LIMIT 5")
             conn.execute("GRANT authenticated TO devicelab_load_limited")
         yield url
-    finally:
-        cluster.stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_short_load_measures_real_histograms_and_deltas(dsn: str) -> None:

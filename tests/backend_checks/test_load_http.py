@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -37,34 +36,10 @@ _CLI = [sys.executable, "-m", "devicelab", "backend", "load"]
 
 
 @pytest.fixture(scope="module")
-def dsn() -> Iterator[str]:
+def dsn(load_cluster: Callable[[str], AbstractContextManager[str]]) -> Iterator[str]:
     """A scratch database with the schema and a small data set, on a cluster of our own."""
-    if shutil.which("initdb") is None and not list(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb")
-    ):
-        pytest.skip("PostgreSQL server binaries are not installed")
-    import psycopg
-
-    from backend_checks.datagen import DatagenParams, generate
-    from backend_checks.managed import ManagedPostgres
-
-    state = Path(tempfile.mkdtemp(prefix="devicelab-loadhttp-", dir="/tmp"))
-    state.chmod(0o755)  # the postgres user must traverse it when we are root
-    cluster = ManagedPostgres(state_dir=state)
-    try:
-        url = cluster.ensure("loadhttp")
-        with psycopg.connect(url) as conn:
-            generate(
-                conn,
-                DatagenParams(messages=5_000, users=120, conversations=400),
-                allow_writes=True,
-            )
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    with load_cluster("loadhttp") as url:
         yield url
-    finally:
-        cluster.stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
