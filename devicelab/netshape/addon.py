@@ -66,6 +66,19 @@ def _bad_option(message: str) -> Exception:
     return cast(Exception, error(message))
 
 
+def _parse_aliases(entries: Sequence[str]) -> dict[str, str]:
+    aliases = {}
+    for entry in entries:
+        name, sep, host = entry.partition("=")
+        name, host = name.strip().lower(), host.strip()
+        if not sep or not name or not host or "/" in host or ":" in name:
+            raise _bad_option(f"netshape_aliases: {entry!r} is not NAME=HOST")
+        if name == CONTROL_HOST:
+            raise _bad_option(f"netshape_aliases: {CONTROL_HOST} is the proxy's own")
+        aliases[name] = host
+    return aliases
+
+
 def shapes_of(profile: NetworkProfile | None) -> tuple[Shape, Shape]:
     """The (downlink, uplink) shapes of ``profile``; transparent for None or unshaped.
 
@@ -111,6 +124,7 @@ class NetShape:
         self._ws_records: dict[str, FlowRecord] = {}
         self._offline_until: float | None = None
         self._online_timer: asyncio.TimerHandle | None = None
+        self._aliases: dict[str, str] = {}
 
     # --- options -------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -128,6 +142,14 @@ class NetShape:
             "netshape_ws_history", int, 200, "WebSocket messages kept per flow (older dropped)."
         )
         loader.add_option("netshape_records", int, 10_000, "Flow timing records kept.")
+        loader.add_option(
+            "netshape_aliases",
+            Sequence[str],
+            [],
+            "NAME=HOST: requests for host NAME go to HOST (same port). A lab backend on the"
+            " proxy's loopback gets a name that only the proxy resolves, so a device reaches"
+            " it through the shaped link or not at all.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         """Validate and apply the options; raises mitmproxy's OptionsError when one is wrong."""
@@ -144,6 +166,8 @@ class NetShape:
             self._allow = allow
         if "netshape_ws_history" in updated and opts.netshape_ws_history < 1:
             raise _bad_option("netshape_ws_history must be at least 1")
+        if "netshape_aliases" in updated:
+            self._aliases = _parse_aliases(opts.netshape_aliases)
         if "netshape_records" in updated:
             if opts.netshape_records < 1:
                 raise _bad_option("netshape_records must be at least 1")
@@ -301,13 +325,20 @@ class NetShape:
         return True
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """Refuse a tunnel while the link is offline."""
-        self._cut_if_offline(flow)
+        """Refuse a tunnel while the link is offline; send one to an alias to its host."""
+        if not self._cut_if_offline(flow):
+            self._resolve_alias(flow)
+
+    def _resolve_alias(self, flow: http.HTTPFlow) -> None:
+        target = self._aliases.get(flow.request.host.lower())
+        if target is not None:
+            flow.request.host = target
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Start the flow's record; stream the body so big uploads are paced, not buffered."""
         if self._cut_if_offline(flow):
             return
+        self._resolve_alias(flow)
         conn = self._connections.get(flow.client_conn.id)
         if flow.request.pretty_host == CONTROL_HOST or conn is None:
             if conn is not None:

@@ -16,14 +16,13 @@ control endpoint (any number at once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -54,6 +53,7 @@ class ShapedProxy:
         mode: Literal["thread", "subprocess"] = "thread",
         ws_history: int = 200,
         verify_upstream: bool = True,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         if mode not in ("thread", "subprocess"):
             raise BadInput(f"unknown proxy mode {mode!r}", hint="use 'thread' or 'subprocess'")
@@ -69,6 +69,8 @@ class ShapedProxy:
         # False for lab backends with self-signed certificates (the device still sees
         # mitmproxy's CA); never turn it off for servers on the internet.
         self.verify_upstream = verify_upstream
+        # Names only the proxy resolves (a lab backend on its loopback), name -> host.
+        self.aliases = dict(aliases or {})
         self.addon = NetShape()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -223,6 +225,7 @@ class ShapedProxy:
                 netshape_profile=self.profile.model_dump_json() if self.profile else "",
                 netshape_allow=self.allow,
                 netshape_ws_history=self.ws_history,
+                netshape_aliases=[f"{k}={v}" for k, v in self.aliases.items()],
                 ssl_insecure=not self.verify_upstream,
             )
         except exceptions.OptionsError as exc:
@@ -240,8 +243,13 @@ class ShapedProxy:
                 self._master.shutdown()
 
             # RuntimeError/TimeoutError: the loop already ended, nothing listens any more.
-            with contextlib.suppress(RuntimeError, TimeoutError):
-                asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+            pending = shutdown()
+            try:
+                asyncio.run_coroutine_threadsafe(pending, loop).result(timeout=10)
+            except RuntimeError:
+                pending.close()  # never scheduled: the loop had stopped
+            except TimeoutError:
+                pass
             thread.join(timeout=10)
         self._thread = None
         self._loop = None
@@ -259,6 +267,8 @@ class ShapedProxy:
             argv.append("--no-verify-upstream")
         for cidr in self.allow:
             argv += ["--allow", cidr]
+        for name, host in self.aliases.items():
+            argv += ["--alias", f"{name}={host}"]
         self._process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

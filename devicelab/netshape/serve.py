@@ -73,7 +73,7 @@ def run_foreground(
     }
     try:
         with ShapedProxy(
-            profile, host=listen[0], port=listen[1], allow=allow, confdir=confdir
+            profile, host=listen[0], port=listen[1], allow=allow, confdir=confdir, **proxy_options
         ) as p:
             echo(f"listening on {p.host}:{p.port}")
             if instructions:
@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--confdir", default=DEFAULT_CONFDIR)
     parser.add_argument("--ws-history", type=int, default=200)
     parser.add_argument("--no-verify-upstream", action="store_true")
+    parser.add_argument("--alias", action="append", default=[], help="NAME=HOST")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="netshape: %(message)s")
     logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
@@ -115,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             instructions=False,
             ws_history=args.ws_history,
             verify_upstream=not args.no_verify_upstream,
+            aliases=dict(entry.partition("=")[::2] for entry in args.alias),
         )
     except DeviceLabError as exc:
         print(f"netshape: error: {exc.one_line()}", file=sys.stderr)
