@@ -21,7 +21,11 @@ step that fails to stop is logged and the others still stop):
    server, routed through the proxy (adb reverse + http_proxy, journaled and undone),
    then an Appium session (the inventory's server, or a local one started when nothing
    answers on a loopback URL) switched to the app's WebView (or, for a browser session
-   such as the chromium driver standing in for a WebView, the app loaded in it);
+   such as the chromium driver standing in for a WebView, the app loaded in it). iPhone:
+   found through usbmuxd, its Wi-Fi proxy set by hand to the inventory's ``proxy.listen``
+   (where the proxy listens), then the same Appium session (XCUITest). Phones reach the
+   backend under a name only the proxy resolves, checked from inside the app first
+   (devicelab.lab_phone);
    then the samplers (docs/samplers.md) in the background, every sample into
    ``<out>/samples.jsonl``: the browser tree's CPU and memory (web), the app package's
    memory and CPU and the battery over adb (android; the memory checks read the app's
@@ -38,7 +42,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -46,11 +49,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devicelab import __version__
-from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem
+from devicelab.errors import BadInput, DeviceLabError
 from devicelab.models import (
     BackendInfo,
     Check,
-    Device,
     DeviceInfo,
     NetworkInfo,
     Results,
@@ -182,8 +184,10 @@ class Lab:
         self.say: Say = say or (lambda text: logger.info("%s", text))
         self.platform = self.device.platform
         self.column = column_for(self.platform, self.profile)
-        if self.platform == "android":
-            _check_appium(self.device)
+        if self.platform != "web":
+            from devicelab.lab_phone import check_phone
+
+            check_phone(self.device)
 
     def run(self, out_dir: Path) -> Results:
         """Run the scenarios and write results.json and the reports into ``out_dir``.
@@ -231,28 +235,36 @@ class Lab:
 
     def _start(self, out_dir: Path, started: datetime, teardown: Teardown) -> LabSession:
         """Start every peer in order, each stop pushed on ``teardown``; returns the session."""
+        from devicelab import lab_phone
         from devicelab.records import RunRecord
 
-        if self.platform not in ("web", "android"):
-            raise EnvironmentProblem(
-                f"device runs on {self.platform} are not built yet (the XCUITest WebView path)",
-                hint="run the same scenarios on the web device (--device web) or an android one",
-            )
         # A phone that is not there fails the run before the backend starts (read-only).
-        phone = self._attach_android() if self.platform == "android" else None
+        phone = lab_phone.attach(self.device, self.say) if self.platform != "web" else None
         fixture, server = self._start_backend(teardown)
         app_url = self._start_app(teardown)
         proxy, network = self._start_proxy(teardown)
         heap_mb: Callable[[], float] | None = None
+        backend_url = server.url
         if phone is not None:
-            harness = self._start_android(teardown, phone, proxy, app_url, out_dir)
+            backend_url = lab_phone.backend_url(server.url)
+            harness = lab_phone.start_app(
+                device=self.device,
+                phone=phone,
+                teardown=teardown,
+                proxy=proxy,
+                app_url=app_url,
+                backend=backend_url,
+                out_dir=out_dir,
+                timeout_s=self.options.probe_timeout_s,
+                say=self.say,
+            )
             device_info = phone.info()
         else:
             web, harness = self._start_device(teardown, proxy.url, app_url)
             device_info, heap_mb = web.info(), web.heap_used_mb
         self.say("signing users A and B in inside the app")
         harness.configure(
-            supabase_url=server.url,
+            supabase_url=backend_url,
             anon_key=server.anon_key,
             users=[fixture.user_a, fixture.user_b],
         )
@@ -270,8 +282,11 @@ class Lab:
         # The app's memory and CPU and the battery over adb. An app with no process on the
         # phone gives gap samples with the reason, not an error; the memory checks read
         # the app's PSS through the same sampler (AppPss).
-        elif phone is not None and self.device.app is not None:
+        elif self.platform == "android" and phone is not None and self.device.app is not None:
+            from devicelab.platforms.android_device import AndroidDevice
             from devicelab.samplers import android_run_sampling
+
+            assert isinstance(phone, AndroidDevice)
             from devicelab.samplers.android import AndroidSampler, AppPss
 
             sampling = android_run_sampling(phone.adb, self.device.app.id, out_dir, started)
@@ -370,7 +385,12 @@ class Lab:
         from devicelab.netshape.selfcheck import network_info
 
         self.say(f"starting the shaped proxy ({self.profile.id or self.profile.label})")
-        proxy = ShapedProxy(self.profile, mode="subprocess").start()
+        if self.platform == "web":
+            proxy = ShapedProxy(self.profile, mode="subprocess").start()
+        else:
+            from devicelab.lab_phone import phone_proxy
+
+            proxy = phone_proxy(self.device, self.profile).start()
         teardown.push("shaped proxy", proxy.stop)
         network = network_info(self.profile, proxy)
         if network.achieved is not None:
@@ -395,77 +415,15 @@ class Lab:
         return web, harness
 
     def _attach_android(self) -> AndroidDevice:
-        """The inventory's phone through the adb server, online and read (nothing changed
-        yet). Raises DeviceUnreachable with what to do for its adb state."""
-        from devicelab.journal import Journal
+        """The inventory's android phone attached (devicelab.lab_phone.attach)."""
+        from devicelab.lab_phone import attach
         from devicelab.platforms.android_device import AndroidDevice
-        from devicelab.samplers.android import UNDOERS
 
-        self.say(f"attaching {self.device.id} ({self.device.serial}) through adb")
-        # The battery simulation's undoer too: a `dumpsys battery unplug` that a crashed
-        # run left pending is reset when the phone attaches (the run itself never unplugs).
-        # So is a hub port that battery_drain switched off (uhubctl): it is switched on.
-        undoers = {**UNDOERS, **battery_drain.UNDOERS}
-        return AndroidDevice(self.device, Journal(undoers=undoers)).create()
-
-    def _start_android(
-        self,
-        teardown: Teardown,
-        phone: AndroidDevice,
-        proxy: ShapedProxy,
-        app_url: str,
-        out_dir: Path,
-    ) -> Harness:
-        """The phone routed through the proxy, an Appium session in the app's WebView, and
-        the harness over it. Each step's undo is pushed before the next starts."""
-        from devicelab.harness import Harness
-        from devicelab.platforms.appium import AppiumSession, proxied_capabilities
-
-        endpoint = self.device.appium
-        assert endpoint is not None  # checked at construction
-        teardown.push("android device (route and settings)", phone.close)
-        phone.route(proxy.port)
-        self.say(f"routed {self.device.serial} through the proxy on port {proxy.port}")
-        url = self._appium_url(teardown, endpoint.url, out_dir)
-        session = AppiumSession(url, proxied_capabilities(endpoint.capabilities, proxy.url))
-        self.say(f"starting an Appium session on {session.info()['url']}")
-        session.create()
-        teardown.push("appium session", session.close)
-        if session.is_browser:  # a browser stands in for the WebView: load the app in it
-            session.open(app_url)
-        else:
-            app_id = self.device.app.id if self.device.app else None
-            waited = endpoint.capabilities.get("appium:autoWebviewTimeout")  # ms, Appium's
-            timeout_s = float(waited) / 1000 if waited else _WEBVIEW_TIMEOUT_S
-            name = session.switch_to_webview(app_id, timeout_s=timeout_s)
-            self.say(f"in the app's WebView ({name})")
-        harness = Harness(session.evaluate, timeout_s=self.options.probe_timeout_s)
-        harness.wait_ready()
-        return harness
-
-    def _appium_url(self, teardown: Teardown, url: str, out_dir: Path) -> str:
-        """``url`` when an Appium server answers there; for a loopback URL with nothing
-        behind it, a local Appium 3 (tools/appium) started on its port, logging to
-        ``<out>/appium.log``."""
-        from devicelab.platforms.appium import AppiumServer
-        from devicelab.platforms.web import answers
-
-        parts = urllib.parse.urlsplit(url)
-        if answers(url.rstrip("/") + "/status") or parts.hostname not in _LOOPBACK:
-            return url
-        out_dir.mkdir(parents=True, exist_ok=True)
-        server = AppiumServer(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 4723,
-            log_file=out_dir / "appium.log",
-        )
-        self.say(f"no Appium server answers at {url}: starting one (log: {server.log_file})")
-        server.start()
-        teardown.push("appium server", server.stop)
-        return server.url
+        phone = attach(self.device, self.say)
+        assert isinstance(phone, AndroidDevice)
+        return phone
 
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Scenarios that run on the web device but not yet on this platform, and what is missing.
 _NOT_BUILT_ON = {
     # The phone's memory reader is the app's PSS, but memory_leak's trend is the JS heap's
@@ -473,23 +431,3 @@ _NOT_BUILT_ON = {
     ("android", "memory_leak"): "the leak trend of android devices (memory_leak reads the "
     "JS heap; the app's PSS over the run is the memory.pss_mb series)",
 }
-#: How long the app's WebView context may take to appear after the session starts, unless
-#: the capabilities say (appium:autoWebviewTimeout, ms, the same wait in UiAutomator2).
-_WEBVIEW_TIMEOUT_S = 30.0
-
-
-def _check_appium(device: Device) -> None:
-    """Refuse, before anything starts, an android device Appium could not open.
-    Raises BadInput naming the inventory field."""
-    from devicelab.platforms.appium import check_capabilities
-
-    where = f"devices.{device.id}.appium"
-    if device.appium is None:
-        raise BadInput(
-            f"{where} is missing: an android run needs an Appium server and capabilities",
-            hint="add appium: {url: http://127.0.0.1:4723, capabilities: {...}} (see "
-            "docs/appium.md)",
-        )
-    if urllib.parse.urlsplit(device.appium.url).scheme not in ("http", "https"):
-        raise BadInput(f"{where}.url is not an http(s) URL", hint="e.g. http://127.0.0.1:4723")
-    check_capabilities(device.appium.capabilities, where=f"{where}.capabilities")

@@ -3,7 +3,14 @@
 No I/O here; ``devicelab.config`` reads the YAML files into these models.
 """
 
-from devicelab.models.inventory import AppBuild, AppiumEndpoint, Device, Inventory, PowerControl
+from devicelab.models.inventory import (
+    AppBuild,
+    AppiumEndpoint,
+    Device,
+    DeviceProxy,
+    Inventory,
+    PowerControl,
+)
 from devicelab.models.network import NetworkCatalog, NetworkProfile
 from devicelab.models.results import (
     SCHEMA_ID,
@@ -33,6 +40,7 @@ __all__ = [
     "CheckTarget",
     "Device",
     "DeviceInfo",
+    "DeviceProxy",
     "Inventory",
     "NetworkCatalog",
     "NetworkInfo",

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["AppBuild", "AppiumEndpoint", "Device", "Inventory", "Platform", "PowerControl"]
+__all__ = [
+    "AppBuild",
+    "AppiumEndpoint",
+    "Device",
+    "DeviceProxy",
+    "Inventory",
+    "Platform",
+    "PowerControl",
+]
 
 Platform = Literal["web", "android", "ios"]
 
@@ -48,6 +57,55 @@ class PowerControl(BaseModel):
         return self
 
 
+class DeviceProxy(BaseModel):
+    """Where the run's shaped proxy listens for a phone that reaches it over the network
+    (an iPhone's manual Wi-Fi proxy names this address), and which clients it accepts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = Field(
+        description="HOST:PORT set as the phone's Wi-Fi proxy: this machine's address on "
+        "the phone's network and a fixed port, e.g. 192.168.50.10:8899"
+    )
+    allow: list[str] = Field(
+        min_length=1,
+        description="client networks (CIDR) that may use the proxy: the phone's Wi-Fi "
+        "network, e.g. 192.168.50.0/24 (every other client is refused)",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not IP:PORT (e.g. 192.168.50.10:8899)") from None
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} needs a fixed port 1-65535 (the phone's setting names it)")
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network (e.g. 192.168.50.0/24)") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        """The listening address (brackets of an IPv6 literal removed)."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The listening port."""
+        return int(self.listen.rpartition(":")[2])
+
+
 class Device(BaseModel):
     """One device of the lab.
 
@@ -71,6 +129,9 @@ class Device(BaseModel):
     appium: AppiumEndpoint | None = None
     app: AppBuild | None = None
     power: PowerControl = Field(default_factory=PowerControl)
+    proxy: DeviceProxy | None = Field(
+        default=None, description="ios: the shaped proxy the phone's Wi-Fi proxy points at"
+    )
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

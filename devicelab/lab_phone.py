@@ -1,0 +1,240 @@
+"""The phone steps of a device run (android and ios), for :class:`devicelab.lab.Lab`.
+
+A phone run differs from a web run in three places, all here:
+
+- before anything starts, the inventory entry is checked (an Appium endpoint with valid
+  capabilities; an iPhone also needs ``proxy``: the address its Wi-Fi proxy names) and
+  the phone is attached (android: the adb server; ios: usbmuxd and lockdownd), so an
+  absent phone fails the run before the backend starts;
+- the shaped proxy: the lab backend gets a name that only the proxy resolves
+  (:data:`BACKEND_ALIAS`), since a phone's 127.0.0.1 is
+  the phone; an iPhone's proxy listens where the inventory says, for the networks it
+  allows (plus this machine's loopback, for the self-check);
+- the app: the phone is routed through the proxy (android: adb reverse + http_proxy,
+  journaled and undone; ios: set by hand, proven from inside the app before users sign
+  in), then an Appium session is switched to the app's WebView (or, for a browser
+  session standing in for a WebView, the app is loaded in it) and the harness talks to
+  the probes through it.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devicelab.errors import BadInput, EnvironmentProblem
+from devicelab.models import Device, NetworkProfile
+from devicelab.scenarios import battery_drain
+from devicelab.teardown import Teardown
+
+if TYPE_CHECKING:
+    from devicelab.harness import Harness
+    from devicelab.netshape.proxy import ShapedProxy
+    from devicelab.platforms.android_device import AndroidDevice
+    from devicelab.platforms.ios_device import IosDevice
+
+__all__ = [
+    "BACKEND_ALIAS",
+    "attach",
+    "backend_url",
+    "check_phone",
+    "check_route",
+    "phone_proxy",
+    "start_app",
+]
+
+Say = Callable[[str], None]
+
+#: The name the app on a phone reaches the lab backend by; only the shaped proxy resolves
+#: it (``.test`` is reserved: no DNS answers for it), so it is never reached around the
+#: proxy.
+BACKEND_ALIAS = "backend.devicelab.test"
+
+#: Runs in the app's WebView: any HTTP answer means the request went through the proxy.
+#: (Not ``{error: ...}``: a result with an ``error`` key reads as a WebDriver error.)
+_ROUTE_CHECK = """async (url) => {
+  try {
+    const response = await fetch(url, {cache: 'no-store'});
+    return {status: response.status};
+  } catch (error) {
+    return {failed: String(error && error.message || error)};
+  }
+}"""
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: How long the app's WebView context may take to appear after the session starts, unless
+#: the capabilities say (appium:autoWebviewTimeout, ms, the same wait in UiAutomator2).
+_WEBVIEW_TIMEOUT_S = 30.0
+
+
+def check_phone(device: Device) -> None:
+    """Refuse, before anything starts, a phone the run could not drive. Raises BadInput
+    naming the inventory field."""
+    from devicelab.platforms.appium import check_capabilities
+
+    where = f"devices.{device.id}"
+    if device.appium is None:
+        raise BadInput(
+            f"{where}.appium is missing: a {device.platform} run needs an Appium server and "
+            "capabilities",
+            hint="add appium: {url: http://127.0.0.1:4723, capabilities: {...}} (see "
+            "docs/appium.md)",
+        )
+    if urllib.parse.urlsplit(device.appium.url).scheme not in ("http", "https"):
+        raise BadInput(
+            f"{where}.appium.url is not an http(s) URL", hint="e.g. http://127.0.0.1:4723"
+        )
+    check_capabilities(device.appium.capabilities, where=f"{where}.appium.capabilities")
+    if device.platform == "ios" and device.proxy is None:
+        raise BadInput(
+            f"{where}.proxy is missing: an iPhone reaches the shaped proxy over Wi-Fi",
+            hint="add proxy: {listen: <this machine's Wi-Fi address>:8899, allow: [<the "
+            "phone's network>/24]} and set the same address as the phone's Wi-Fi proxy "
+            "(docs/ios.md)",
+        )
+
+
+def attach(device: Device, say: Say) -> AndroidDevice | IosDevice:
+    """The inventory's phone, online and read (nothing on it changed yet). Raises
+    DeviceUnreachable with what to do for its state; ToolMissing without the ios extra."""
+    if device.platform == "ios":
+        from devicelab.platforms.ios_device import IosDevice
+
+        say(f"attaching {device.id} ({device.udid}) through usbmuxd")
+        return IosDevice(device).create()
+    from devicelab.journal import Journal
+    from devicelab.platforms.android_device import AndroidDevice
+    from devicelab.samplers.android import UNDOERS
+
+    say(f"attaching {device.id} ({device.serial}) through adb")
+    # The battery simulation's undoer too: a `dumpsys battery unplug` that a crashed
+    # run left pending is reset when the phone attaches (the run itself never unplugs).
+    # So is a hub port that battery_drain switched off (uhubctl): it is switched on.
+    undoers = {**UNDOERS, **battery_drain.UNDOERS}
+    return AndroidDevice(device, Journal(undoers=undoers)).create()
+
+
+def phone_proxy(device: Device, profile: NetworkProfile) -> ShapedProxy:
+    """The shaped proxy of a phone run (not started; a subprocess, so the run's own work
+    never delays the link): the backend alias; for an iPhone, listening where the
+    inventory says, for the networks it allows and this machine's loopback (the
+    self-check)."""
+    from devicelab.netshape.addon import DEFAULT_ALLOW
+    from devicelab.netshape.proxy import ShapedProxy
+
+    aliases = {BACKEND_ALIAS: "127.0.0.1"}
+    if device.proxy is None:
+        return ShapedProxy(profile, mode="subprocess", aliases=aliases)
+    return ShapedProxy(
+        profile,
+        mode="subprocess",
+        aliases=aliases,
+        host=device.proxy.host,
+        port=device.proxy.port,
+        allow=[*device.proxy.allow, *DEFAULT_ALLOW],
+    )
+
+
+def backend_url(server_url: str) -> str:
+    """The lab backend's URL as the app on a phone reaches it: under the alias only the
+    shaped proxy resolves, on the server's port."""
+    port = urllib.parse.urlsplit(server_url).port
+    return f"http://{BACKEND_ALIAS}:{port}"
+
+
+def start_app(
+    *,
+    device: Device,
+    phone: AndroidDevice | IosDevice,
+    teardown: Teardown,
+    proxy: ShapedProxy,
+    app_url: str,
+    backend: str,
+    out_dir: Path,
+    timeout_s: float,
+    say: Say,
+) -> Harness:
+    """Route the phone, start the Appium session in the app's WebView, prove the route
+    from inside the app, and return the harness. Each step's undo is pushed on
+    ``teardown`` before the next starts. Raises DeviceUnreachable, EnvironmentProblem."""
+    from devicelab.harness import Harness
+    from devicelab.platforms.android_device import AndroidDevice
+    from devicelab.platforms.appium import AppiumSession, proxied_capabilities
+
+    endpoint = device.appium
+    assert endpoint is not None  # check_phone ran at construction
+    capabilities = dict(endpoint.capabilities)
+    if isinstance(phone, AndroidDevice):
+        teardown.push("android device (route and settings)", phone.close)
+        phone.route(proxy.port)
+        say(f"routed {device.serial} through the proxy on port {proxy.port}")
+        # A browser session standing in for the WebView gets the route as launch flags.
+        capabilities = proxied_capabilities(capabilities, proxy.url)
+    else:
+        say(f"{device.id} must use the Wi-Fi proxy {proxy.host}:{proxy.port} (docs/ios.md)")
+    url = _appium_url(teardown, endpoint.url, out_dir, say)
+    session = AppiumSession(url, capabilities)
+    say(f"starting an Appium session on {session.info()['url']}")
+    session.create()
+    teardown.push("appium session", session.close)
+    if session.is_browser:  # a browser stands in for the WebView: load the app in it
+        session.open(app_url)
+    else:
+        app_id = device.app.id if device.app else None
+        waited = endpoint.capabilities.get("appium:autoWebviewTimeout")  # ms, Appium's
+        webview_s = float(waited) / 1000 if waited else _WEBVIEW_TIMEOUT_S
+        name = session.switch_to_webview(app_id, timeout_s=webview_s)
+        say(f"in the app's WebView ({name})")
+    harness = Harness(session.evaluate, timeout_s=timeout_s)
+    harness.wait_ready()
+    if isinstance(phone, AndroidDevice):
+        hint = (
+            f"check `adb -s {device.serial} reverse --list` (tcp:{proxy.port}) and "
+            "`adb shell settings get global http_proxy`"
+        )
+    else:
+        hint = (
+            f"on the iPhone: Settings > Wi-Fi > (i) > Configure Proxy > Manual, server "
+            f"{proxy.host}, port {proxy.port}; the phone must be on a network the proxy "
+            f"allows ({', '.join(device.proxy.allow) if device.proxy else 'loopback'})"
+        )
+    check_route(session.evaluate, f"{backend}/rest/v1/", hint)
+    say(f"the app reaches the backend through the shaped proxy ({backend})")
+    return harness
+
+
+def check_route(evaluate: Callable[[str, Any], Any], url: str, hint: str) -> None:
+    """Prove from inside the app that the phone goes through the shaped proxy: fetch
+    ``url`` (the backend under :data:`BACKEND_ALIAS`). Raises EnvironmentProblem with
+    ``hint`` when the request does not get through."""
+    answer = evaluate(_ROUTE_CHECK, url)
+    if isinstance(answer, dict) and isinstance(answer.get("status"), int):
+        return
+    why = answer.get("failed") if isinstance(answer, dict) else repr(answer)
+    raise EnvironmentProblem(
+        f"the app cannot reach the lab backend through the shaped proxy ({why})", hint=hint
+    )
+
+
+def _appium_url(teardown: Teardown, url: str, out_dir: Path, say: Say) -> str:
+    """``url`` when an Appium server answers there; for a loopback URL with nothing
+    behind it, a local Appium 3 (tools/appium) started on its port, logging to
+    ``<out>/appium.log``."""
+    from devicelab.platforms.appium import AppiumServer
+    from devicelab.platforms.web import answers
+
+    parts = urllib.parse.urlsplit(url)
+    if answers(url.rstrip("/") + "/status") or parts.hostname not in _LOOPBACK:
+        return url
+    out_dir.mkdir(parents=True, exist_ok=True)
+    server = AppiumServer(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 4723,
+        log_file=out_dir / "appium.log",
+    )
+    say(f"no Appium server answers at {url}: starting one (log: {server.log_file})")
+    server.start()
+    teardown.push("appium server", server.stop)
+    return server.url

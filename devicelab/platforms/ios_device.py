@@ -1,0 +1,66 @@
+"""An iPhone of the lab during one run: found through usbmuxd, read through lockdownd.
+
+A computer cannot set an iPhone's proxy (that takes MDM supervision), so the phone's
+Wi-Fi proxy is set by hand to the address in the inventory (``proxy.listen``, see
+docs/ios.md), and the run proves it from inside the app: the app gets the lab backend
+under a name that only the shaped proxy resolves, so a phone that does not go through the
+proxy cannot reach it, and the run says what to set (devicelab.lab_phone).
+
+Lifecycle: ``create()`` finds the phone (online and paired, or DeviceUnreachable with
+what to do) and reads its model and iOS version; ``info()`` names it for results.json;
+``close()`` has nothing to undo, since devicelab changes nothing on an iPhone (the
+Appium session, closed by the run, ends the app's session).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from devicelab.errors import DeviceUnreachable
+from devicelab.models import Device, DeviceInfo
+from devicelab.platforms.ios import Lockdownd, Usbmuxd, describe
+
+__all__ = ["IosDevice"]
+
+
+class IosDevice:
+    """The inventory's iPhone ``device`` for one run (see the module docstring)."""
+
+    def __init__(self, device: Device, usbmuxd: Usbmuxd | None = None) -> None:
+        self.device = device
+        self.udid = device.udid or ""
+        self.usbmuxd = usbmuxd or Usbmuxd()
+        self.values: dict[str, Any] = {}
+
+    def create(self) -> Self:
+        """Find the phone and read what it is. Raises DeviceUnreachable when usbmuxd does
+        not answer, or the phone is absent or not paired (the hint says what to do);
+        ToolMissing without pymobiledevice3."""
+        state, detail = describe(self.udid, self.usbmuxd.states())
+        if state != "online":
+            raise DeviceUnreachable(
+                f"ios device {self.device.id} ({self.udid}) is {state}",
+                hint=detail or "check `pymobiledevice3 usbmux list`",
+                serial=self.udid,
+                command="pymobiledevice3 usbmux list",
+            )
+        self.values = Lockdownd(self.udid, self.usbmuxd).values()
+        return self
+
+    def info(self) -> DeviceInfo:
+        """The device for results.json: the inventory's model with the phone's product
+        type, and the iOS version the phone reports (the inventory's until read)."""
+        product = self.values.get("ProductType")
+        model = f"{self.device.model} ({product})" if product else self.device.model
+        version = self.values.get("ProductVersion")
+        os_name = f"iOS {version}" if version else self.device.os
+        return DeviceInfo(id=self.device.id, platform="ios", model=model, os=os_name)
+
+    def close(self) -> None:
+        """Nothing to undo: devicelab changes nothing on an iPhone."""
+
+    def __enter__(self) -> Self:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,211 @@
+"""`devicelab run` on an iPhone, end to end, with real peers on loopback: pymobiledevice3
+talking to devicelab.testing.fake_usbmuxd as the phone's usbmuxd and lockdownd, a real
+Appium 3 server (tools/appium) with the chromium driver (real chromedriver + Chromium)
+standing in for the app's WebView, a real mitmproxy shaping 4G on the address the
+inventory names, the reference backend on a managed PostgreSQL of its own.
+
+An iPhone's Wi-Fi proxy is set by hand; here the stand-in's launch flags are that
+setting (``--proxy-server`` = Settings > Wi-Fi > Configure Proxy). Without them the app
+cannot reach the backend, whose name only the proxy resolves, and the run says what to
+set on the phone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devicelab.platforms.appium import AppiumServer, appium_home
+from devicelab.report import load_results
+from devicelab.testing.adb_server import free_port
+from devicelab.testing.fake_usbmuxd import FakeIPhone, FakeUsbmuxd
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (appium_home() / "node_modules" / ".bin" / "appium").exists(),
+        reason="Appium is not installed in tools/appium: run ./dev/setup",
+    ),
+    pytest.mark.skipif(
+        not (Path("/usr/bin/chromedriver").exists() and shutil.which("chromium")),
+        reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+    ),
+]
+
+UDID = "00008030-001A2B3C4D5E802E"
+ABSENT = "00008110-000A1B2C3D4E5F60"
+
+
+def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devicelab", *args],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab_env() -> Iterator[dict[str, str]]:
+    """A DEVICELAB_STATE of its own (cluster) and a fake usbmuxd with the iPhone on it."""
+    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
+    state = Path(tempfile.mkdtemp(prefix="dl-run-ios-", dir="/tmp"))
+    state.chmod(0o711)
+    import os
+
+    env = {**os.environ, "DEVICELAB_STATE": str(state), "HOME": str(state)}
+    try:
+        with FakeUsbmuxd() as mux:
+            mux.attach(FakeIPhone(UDID))
+            yield {**env, **mux.env}
+    finally:
+        devicelab("backend", "stop", env=env)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def appium(lab_env: dict[str, str]) -> Iterator[AppiumServer]:
+    with AppiumServer(log_file=Path(lab_env["DEVICELAB_STATE"]) / "appium.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def inventory(lab_env: dict[str, str], appium: AppiumServer) -> tuple[Path, int]:
+    """iPhones on the fake usbmuxd whose Appium session is the chromium driver: one whose
+    Wi-Fi proxy is set (the launch flags), one whose is not, one absent, one with no
+    ``proxy`` in the inventory. Returns the file and the proxy's port."""
+    state = Path(lab_env["DEVICELAB_STATE"])
+    port = free_port()
+    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    wifi_proxy = [f"--proxy-server=http://127.0.0.1:{port}", "--proxy-bypass-list=<-loopback>"]
+
+    def chromium(extra: list[str]) -> dict[str, Any]:
+        return {
+            "platformName": "linux",
+            "browserName": "chrome",
+            "appium:automationName": "Chromium",
+            "appium:executable": "/usr/bin/chromedriver",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [*args, *extra]},
+        }
+
+    def iphone(udid: str = UDID, proxy_set: bool = True, proxy: bool = True) -> dict[str, Any]:
+        device: dict[str, Any] = {
+            "platform": "ios", "model": "iPhone 11", "os": "iOS 17", "udid": udid,
+            "app": {"id": "app.messaging.test"},
+        }  # fmt: skip
+        device["appium"] = {"url": appium.url, "capabilities": chromium(wifi_proxy * proxy_set)}
+        if proxy:
+            device["proxy"] = {"listen": f"127.0.0.1:{port}", "allow": ["127.0.0.1/32"]}
+        return device
+
+    devices = {
+        "iphone": iphone(),
+        "iphone-proxy-not-set": iphone(proxy_set=False),
+        "iphone-absent": iphone(udid=ABSENT),
+        "iphone-no-proxy": iphone(proxy=False),
+    }
+    path = state / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
+    return path, port
+
+
+@pytest.mark.slow
+def test_run_on_an_iphone_through_4g_measures_in_the_webview_stand_in(
+    lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
+) -> None:
+    path, _port = inventory
+    out = tmp_path / "out"
+    checks = ["message_delivery", "memory_100_conversations"]
+    selection = [arg for check in checks for arg in ("--scenario", check)]
+    result = devicelab(
+        "run", "--device", "iphone", "--network", "4g", "--inventory", str(path),
+        "--out", str(out), *selection, env=lab_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = load_results(out / "results.json")
+    device = results.run.device
+    assert device is not None
+    # Read from the phone's lockdownd through usbmuxd, not copied from the inventory.
+    assert (device.platform, device.model) == ("ios", "iPhone 11 (iPhone12,1)")
+    assert device.os == "iOS 17.5.1"
+    network = results.run.network
+    assert network is not None and network.achieved is not None
+    assert network.achieved.rtt_ms is not None and 150 <= network.achieved.rtt_ms <= 200
+    by_id = {c.id: c for c in results.checks}
+    delivery = by_id["message_delivery"]
+    assert delivery.status == "pass", delivery.reason
+    assert delivery.target is not None and "4G" in delivery.target.source
+    # Over the shaped 4G link: a round of delivery costs at least the one-way delays.
+    assert delivery.summary is not None and delivery.summary.p50 >= 85
+    memory = by_id["memory_100_conversations"]
+    assert memory.status == "skip" and "ios" in memory.reason
+    assert "backend.devicelab.test" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_a_phone_not_using_the_proxy_exits_3_naming_the_wifi_setting(
+    lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
+) -> None:
+    path, port = inventory
+    result = devicelab(
+        "run", "--device", "iphone-proxy-not-set", "--network", "4g", "--inventory", str(path),
+        "--out", str(tmp_path / "out"), "--scenario", "message_delivery", env=lab_env,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "cannot reach the lab backend through the shaped proxy" in result.stderr
+    assert f"Configure Proxy > Manual, server 127.0.0.1, port {port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_absent_iphone_exits_3_before_the_backend_starts(
+    lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
+) -> None:
+    path, _port = inventory
+    result = devicelab(
+        "run", "--device", "iphone-absent", "--network", "4g", "--inventory", str(path),
+        "--out", str(tmp_path / "out"), env=lab_env,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"ios device iphone-absent ({ABSENT}) is absent" in result.stderr
+    assert "plug the iPhone in" in result.stderr
+    assert "starting the backend" not in result.stderr + result.stdout
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_an_iphone_without_a_proxy_address_is_bad_input(
+    lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
+) -> None:
+    path, _port = inventory
+    result = devicelab(
+        "run", "--device", "iphone-no-proxy", "--network", "4g", "--inventory", str(path),
+        "--out", str(tmp_path / "out"), env=lab_env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "devices.iphone-no-proxy.proxy is missing" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_a_proxy_address_without_a_fixed_port_is_a_config_error(tmp_path: Path) -> None:
+    from devicelab.errors import ConfigError
+    from devicelab.models import DeviceProxy
+
+    with pytest.raises(ValueError, match="fixed port"):
+        DeviceProxy(listen="192.168.50.10:0", allow=["192.168.50.0/24"])
+    with pytest.raises(ValueError, match="not a network"):
+        DeviceProxy(listen="192.168.50.10:8899", allow=["192.168.50.0/33"])
+    bad = tmp_path / "inventory.yaml"
+    bad.write_text(
+        json.dumps({"devices": {"p": {"platform": "ios", "model": "x", "os": "iOS 17",
+                                      "udid": UDID, "proxy": {"listen": "wifi:8899",
+                                                              "allow": ["10.0.0.0/8"]}}}})
+    )  # fmt: skip
+    from devicelab import config
+
+    with pytest.raises(ConfigError, match=r"devices\.p\.proxy\.listen"):
+        config.load_inventory(bad)
