@@ -126,6 +126,13 @@ class Device(BaseModel):
     serial: str | None = None
     udid: str | None = None
     browser: str | None = Field(default=None, description="web: browser executable")
+    cpu_throttle: float | None = Field(
+        default=None,
+        ge=1,
+        le=20,
+        description="web: slow Chromium's CPU down this many times (DevTools' CPU "
+        "throttling); the story's typical mobile CPU is 4",
+    )
     appium: AppiumEndpoint | None = None
     app: AppBuild | None = None
     power: PowerControl = Field(default_factory=PowerControl)
@@ -142,6 +149,8 @@ class Device(BaseModel):
             raise ValueError("an ios device needs udid")
         if self.platform == "web" and (self.serial or self.udid):
             raise ValueError("a web device has no serial or udid")
+        if self.platform != "web" and self.cpu_throttle is not None:
+            raise ValueError("cpu_throttle is for web devices (a phone's CPU is its own)")
         return self
 
     def summary(self) -> dict[str, str]:

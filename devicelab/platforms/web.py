@@ -2,7 +2,8 @@
 
 Lifecycle of :class:`WebDevice`::
 
-    create()   start Playwright, launch Chromium (headless, through the shaped proxy), one page
+    create()   start Playwright, launch Chromium (headless, through the shaped proxy), one
+               page, its CPU slowed down when the inventory says (``cpu_throttle``)
     open(url)  load the app
     evaluate() run a JS function in the page: the channel devicelab.harness talks over
     heap_used_mb()  JSHeapUsedSize after a garbage collection (CDP Performance.getMetrics)
@@ -65,7 +66,14 @@ class WebDevice:
         self._browser: Any = None
         self._page: Any = None
         self._cdp: Any = None
+        self._metrics_on = False
         self.browser_version = ""
+
+    def _cdp_session(self) -> Any:
+        """The page's CDP session (opened once)."""
+        if self._cdp is None:
+            self._cdp = self._page.context.new_cdp_session(self._page)
+        return self._cdp
 
     def create(self) -> Self:
         """Launch the browser and open a blank page. Raises ToolMissing when the browser
@@ -89,6 +97,12 @@ class WebDevice:
             )
             self.browser_version = str(self._browser.version)
             self._page = self._browser.new_page()
+            if self.device.cpu_throttle:
+                # The story's "4x CPU slowdown (typical mobile)": DevTools' own throttling of
+                # the renderer's main thread, for this page and its navigations.
+                self._cdp_session().send(
+                    "Emulation.setCPUThrottlingRate", {"rate": self.device.cpu_throttle}
+                )
         except PlaywrightError as exc:
             self.close()
             raise DeviceUnreachable(
@@ -134,11 +148,12 @@ class WebDevice:
         from playwright.sync_api import Error as PlaywrightError
 
         try:
-            if self._cdp is None:
-                self._cdp = self._page.context.new_cdp_session(self._page)
-                self._cdp.send("Performance.enable")
-            self._cdp.send("HeapProfiler.collectGarbage")
-            metrics = self._cdp.send("Performance.getMetrics")["metrics"]
+            cdp = self._cdp_session()
+            if not self._metrics_on:
+                cdp.send("Performance.enable")
+                self._metrics_on = True
+            cdp.send("HeapProfiler.collectGarbage")
+            metrics = cdp.send("Performance.getMetrics")["metrics"]
         except PlaywrightError as exc:
             raise ProbeFailed(f"CDP Performance.getMetrics failed: {_first_line(exc)}") from exc
         used = {m["name"]: m["value"] for m in metrics}.get("JSHeapUsedSize")
@@ -151,12 +166,16 @@ class WebDevice:
         os_name = self.device.os
         if self.browser_version:
             os_name = f"{os_name}, Chromium {self.browser_version}"
-        return DeviceInfo(id=self.device.id, platform="web", model=self.device.model, os=os_name)
+        model = self.device.model
+        if self.device.cpu_throttle:
+            model = f"{model}, CPU {self.device.cpu_throttle:g}x slower (CDP)"
+        return DeviceInfo(id=self.device.id, platform="web", model=model, os=os_name)
 
     def close(self) -> None:
         """Close the browser and stop Playwright; logs what fails and never raises."""
         browser, playwright = self._browser, self._playwright
         self._browser = self._page = self._cdp = self._playwright = None
+        self._metrics_on = False
         steps = [("browser", browser.close if browser else None),
                  ("playwright", playwright.stop if playwright else None)]  # fmt: skip
         for what, step in steps:
