@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from devicelab.cli import backend, devices, doctor, proxy, report, run
+from devicelab.cli import backend, battery, devices, doctor, proxy, report, run
 from devicelab.errors import DeviceLabError
 
 __all__ = ["app", "main"]
@@ -27,7 +27,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (run, devices, doctor, proxy, backend, report):
+for module in (run, battery, devices, doctor, proxy, backend, report):
     module.register(app)
 
 

@@ -1,0 +1,52 @@
+"""``devicelab battery``: battery_drain on every phone of the farm at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``battery`` to ``app``."""
+
+    @app.command("battery")
+    def battery_command(
+        device: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--device",
+                help="phones to run (default: every phone whose power the inventory can cut)",
+            ),
+        ] = None,
+        network: Annotated[str, typer.Option("--network", help="network profile id")] = "wifi",
+        duration: Annotated[
+            str, typer.Option("--duration", help="how long each phone runs, e.g. 1h, 30m")
+        ] = "1h",
+        out: Annotated[Path, typer.Option("--out", help="folder for the farm's results")] = Path(
+            "devicelab-out/battery"
+        ),
+        inventory: Annotated[
+            Path | None, typer.Option("--inventory", help="inventory.yaml to use")
+        ] = None,
+    ) -> None:
+        """The story's battery drain (1 hour of messaging, < 10 % per hour) on every phone of
+        the farm at once, each restored after; farm.json and farm.md sum it up."""
+        from devicelab.cli.load import parse_duration
+        from devicelab.farm import BatteryFarm
+
+        def say(text: str) -> None:
+            typer.echo(f"devicelab: {text}", err=True)
+
+        farm = BatteryFarm(
+            device, network=network, duration_s=parse_duration(duration), inventory=inventory,
+            say=say,
+        )  # fmt: skip
+        result = farm.run(out)
+        for line in result.table():
+            typer.echo(line)
+        typer.echo(f"farm: {out / 'farm.json'}")
+        raise typer.Exit(result.exit_code())

@@ -1,0 +1,291 @@
+"""The battery run across a device farm: ``battery_drain`` on every phone at once.
+
+    farm = BatteryFarm(["android-lowend", "iphone11"], network="wifi", duration_s=3600)
+    result = farm.run(Path("devicelab-out/battery"))   # FarmResult; farm.json, farm.md
+
+Each phone runs in a process of its own (``devicelab run --device ID --scenario
+battery_drain``), all at the same time, so an hour is an hour for the whole farm and one
+phone that fails (unreachable, still charging) does not stop the others. Each process
+restores its own phone (journaled route, power port, battery simulation) as a single run
+does, on success, error and Ctrl-C. Before they start, the farm seeds the embedded
+backend once, so the runs never race to seed it.
+
+Output: ``<out>/<device>/`` holds each run's results.json, reports and ``run.log`` (its
+progress lines); ``<out>/farm.json`` (schema ``devicelab.farm/1``) and ``farm.md`` sum the
+farm up, one row per phone. The exit code is the worst of the runs' (3 > 2 > 1 > 0).
+
+Ctrl-C (SIGINT) or SIGTERM reaches every run, which stops its workload and restores its
+phone; the farm waits for them (up to a minute each) before it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devicelab.errors import BadInput
+
+__all__ = ["BatteryFarm", "FarmDevice", "FarmResult"]
+
+logger = logging.getLogger("devicelab.farm")
+
+Say = Callable[[str], None]
+_CHECK = "battery_drain"
+#: How long a run may take to restore its phone after the farm passes it Ctrl-C.
+_STOP_GRACE_S = 60.0
+
+
+class FarmDevice(BaseModel):
+    """One phone's row of the farm: its run's exit code and its battery_drain check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    platform: str
+    model: str
+    exit_code: int
+    status: Literal["pass", "fail", "skip", "error"]
+    value: float | None = None
+    unit: str = ""
+    reason: str = ""
+    results: str = ""
+
+
+class FarmResult(BaseModel):
+    """The whole farm run (``farm.json``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Literal["devicelab.farm/1"] = Field(default="devicelab.farm/1", alias="schema")
+    started_at: datetime
+    finished_at: datetime
+    network: str
+    duration_s: float
+    devices: list[FarmDevice]
+
+    def exit_code(self) -> int:
+        """The worst of the runs' exit codes (0 when every drain passed)."""
+        return max((d.exit_code for d in self.devices), default=0)
+
+    def table(self) -> list[str]:
+        """The farm as Markdown table lines."""
+        lines = ["| device | model | status | drain | reason |", "|---|---|---|---:|---|"]
+        for d in self.devices:
+            drain = f"{d.value:.2f} {d.unit}" if d.value is not None else ""
+            lines.append(f"| {d.id} | {d.model} | {d.status} | {drain} | {d.reason} |")
+        return lines
+
+
+class BatteryFarm:
+    """``battery_drain`` on ``devices`` (None: every phone of the inventory whose power
+    can be cut) at once, through ``network``, for ``duration_s`` each.
+
+    Raises (at construction, before anything starts) UnknownId for an unknown device or
+    network, BadInput for a web device, an offline network or a farm with no phone, and
+    the same refusals as a single run (Appium, proxy) for each phone.
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[str] | None = None,
+        *,
+        network: str = "wifi",
+        duration_s: float = 3600.0,
+        inventory: Path | None = None,
+        say: Say | None = None,
+    ) -> None:
+        from devicelab import config
+        from devicelab.lab import Lab
+
+        if duration_s <= 0:
+            raise BadInput(f"duration {duration_s:g} s is not positive", hint="e.g. 1h")
+        lab_inventory = config.load_inventory(inventory)
+        if devices:
+            chosen = [config.device(d, lab_inventory) for d in devices]
+        else:
+            chosen = [
+                d
+                for d in lab_inventory.devices.values()
+                if d.platform != "web" and d.power.kind != "none"
+            ]
+            if not chosen:
+                raise BadInput(
+                    "no phone of the inventory can run a battery drain (power: none)",
+                    hint="set power: {kind: uhubctl|manual} on the phones (docs/samplers.md), "
+                    "or name them with --device",
+                )
+        for device in chosen:
+            if device.platform == "web":
+                raise BadInput(
+                    f"{device.id} is a web device: battery drain is N/A on web",
+                    hint="name phones only (android or ios)",
+                )
+        self.devices = chosen
+        self.network = network
+        self.duration_s = duration_s
+        self.inventory = inventory
+        self.say: Say = say or (lambda text: logger.info("%s", text))
+        # Every refusal of a single run, for each phone, before anything starts.
+        for device in chosen:
+            Lab(device.id, network, scenarios=[_CHECK], inventory=inventory)
+
+    def run(self, out_dir: Path) -> FarmResult:
+        """Run the farm; returns the FarmResult, also written to ``<out_dir>/farm.json``
+        and ``farm.md``. Raises EnvironmentProblem when the embedded backend cannot
+        start; KeyboardInterrupt after every run has restored its phone."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        started = datetime.now(UTC)
+        self._seed()
+        self.say(
+            f"battery drain on {len(self.devices)} phone(s) for {self.duration_s:g} s each, "
+            f"network {self.network}: {', '.join(d.id for d in self.devices)}"
+        )
+        runs = {d.id: self._start(d.id, out_dir / d.id) for d in self.devices}
+        previous = signal.signal(signal.SIGTERM, lambda *_: _interrupt(runs))
+        try:
+            codes = _wait(runs)
+        except KeyboardInterrupt:
+            self.say("interrupted: the runs restore their phones")
+            _interrupt(runs)
+            _wait(runs, grace_s=_STOP_GRACE_S)
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        result = FarmResult(
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            network=self.network,
+            duration_s=self.duration_s,
+            devices=[
+                self._row(d.id, d.model, d.platform, codes[d.id], runs[d.id].error, out_dir)
+                for d in self.devices
+            ],
+        )
+        _write(result, out_dir)
+        return result
+
+    # --- steps --------------------------------------------------------------------------
+    def _seed(self) -> None:
+        """Seed the embedded backend once (the runs would otherwise race to seed it)."""
+        from backend_checks.managed import ManagedPostgres
+        from devicelab.scenarios.fixture import prepare
+
+        self.say("preparing the backend (managed PostgreSQL)")
+        prepare(ManagedPostgres().ensure(), say=self.say)
+
+    def _start(self, device: str, out: Path) -> _Run:
+        out.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "devicelab", "run", "--device", device, "--network",
+                self.network, "--scenario", _CHECK, "--out", str(out)]  # fmt: skip
+        if self.inventory is not None:
+            argv += ["--inventory", str(self.inventory)]
+        env = {**os.environ, "DEVICELAB_BATTERY_DURATION_S": f"{self.duration_s:g}"}
+        log = (out / "run.log").open("w", encoding="utf-8")
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        run = _Run(device, process, log)
+        reader = threading.Thread(
+            target=run.pump, args=(self.say,), name=f"farm-{device}", daemon=True
+        )
+        reader.start()
+        run.reader = reader
+        return run
+
+    def _row(
+        self, device: str, model: str, platform: str, code: int, error: str, out: Path
+    ) -> FarmDevice:
+        from devicelab.report import load_results
+
+        path = out / device / "results.json"
+        if not path.exists():  # the run ended before its first check: its error says why
+            why = error or f"the run exited {code} without results (see {path.parent}/run.log)"
+            return FarmDevice(id=device, platform=platform, model=model, exit_code=max(code, 3),
+                              status="error", reason=why)  # fmt: skip
+        results = load_results(path)
+        check = next((c for c in results.checks if c.id == _CHECK), None)
+        info = results.run.device
+        row = FarmDevice(id=device, platform=platform, model=info.model if info else model,
+                         exit_code=code, status="error", results=str(path))  # fmt: skip
+        if check is None:
+            row.reason = "the run recorded no battery_drain check"
+            return row
+        row.status, row.value, row.unit, row.reason = (
+            check.status, check.value, check.unit or "", check.reason or ""
+        )  # fmt: skip
+        return row
+
+
+class _Run:
+    """One phone's process and the thread that copies its output to run.log and say."""
+
+    def __init__(self, device: str, process: subprocess.Popen[str], log: IO[str]) -> None:
+        self.device = device
+        self.process = process
+        self.log = log
+        self.reader: threading.Thread | None = None
+        self.error = ""  # the run's own one-line error, if it printed one
+
+    def pump(self, say: Say) -> None:
+        stream = self.process.stdout
+        if stream is None:
+            return
+        with self.log:
+            for line in stream:
+                self.log.write(line)
+                self.log.flush()
+                if line.startswith("devicelab: error: "):
+                    self.error = line.removeprefix("devicelab: error: ").strip()
+                say(f"[{self.device}] {line.rstrip()}")
+
+
+def _interrupt(runs: dict[str, _Run]) -> None:
+    for run in runs.values():
+        if run.process.poll() is None:
+            run.process.send_signal(signal.SIGINT)
+
+
+def _wait(runs: dict[str, _Run], grace_s: float | None = None) -> dict[str, int]:
+    """Each run's exit code, once all have ended (killed after ``grace_s`` if given)."""
+    deadline = None if grace_s is None else time.monotonic() + grace_s
+    codes = {}
+    for device, run in runs.items():
+        timeout = None if deadline is None else max(0.1, deadline - time.monotonic())
+        try:
+            codes[device] = run.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            codes[device] = run.process.wait()
+        if run.reader is not None:
+            run.reader.join(timeout=5)
+    return codes
+
+
+def _write(result: FarmResult, out_dir: Path) -> None:
+    """farm.json and farm.md, each written whole (a temporary file, then renamed)."""
+    files = {
+        "farm.json": result.model_dump_json(indent=2, by_alias=True),
+        "farm.md": "\n".join(
+            [
+                f"# Battery drain across the farm ({result.network}, {result.duration_s:g} s)",
+                "",
+                *result.table(),
+                "",
+            ]
+        ),
+    }
+    for name, text in files.items():
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out_dir / name)

@@ -1,0 +1,209 @@
+"""`devicelab battery`: battery_drain on a farm of phones at once, end to end. Two fake
+phones (devicelab.testing.fake_adbd) behind the real adb server on a private port, whose
+batteries fall at different rates, each driven by its own `devicelab run` through a real
+Appium 3 (the chromium driver standing in for the WebView) and a shaped proxy of its own,
+plus one phone that is not attached; the backend is a managed cluster of the test's own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devicelab.platforms.appium import AppiumServer, appium_home
+from devicelab.testing.adb_server import PrivateAdbServer
+from devicelab.testing.fake_adbd import DrainingBattery, FakeAdbd
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (appium_home() / "node_modules" / ".bin" / "appium").exists(),
+        reason="Appium is not installed in tools/appium: run ./dev/setup",
+    ),
+    pytest.mark.skipif(
+        not (Path("/usr/bin/chromedriver").exists() and shutil.which("chromium")),
+        reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+    ),
+]
+
+
+def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devicelab", *args],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def adb() -> Iterator[PrivateAdbServer]:
+    """A DEVICELAB_STATE of its own (cluster, journal) and a private adb server."""
+    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
+    state = Path(tempfile.mkdtemp(prefix="dl-run-farm-", dir="/tmp"))
+    state.chmod(0o711)
+    (state / "home").mkdir()
+    try:
+        server = PrivateAdbServer(state / "home")
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc}")
+    server.env["DEVICELAB_STATE"] = str(state)
+    try:
+        with server:
+            yield server
+    finally:
+        devicelab("backend", "stop", env=server.env)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def phones(adb: PrivateAdbServer) -> Iterator[tuple[FakeAdbd, FakeAdbd]]:
+    """Two phones on battery: one drains 4 %/h (passes < 10 %/h), one 360 %/h (fails)."""
+    with adb.phone() as slow, adb.phone() as fast:
+        slow.on("dumpsys battery", DrainingBattery(pct_per_hour=4.0))
+        fast.on("dumpsys battery", DrainingBattery(pct_per_hour=360.0))
+        yield slow, fast
+
+
+@pytest.fixture(scope="module")
+def appium(adb: PrivateAdbServer) -> Iterator[AppiumServer]:
+    with AppiumServer(log_file=Path(adb.env["DEVICELAB_STATE"]) / "appium.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def inventory(
+    adb: PrivateAdbServer, phones: tuple[FakeAdbd, FakeAdbd], appium: AppiumServer
+) -> Path:
+    state = Path(adb.env["DEVICELAB_STATE"])
+    chromium = {
+        "platformName": "linux",
+        "browserName": "chrome",
+        "appium:automationName": "Chromium",
+        "appium:executable": "/usr/bin/chromedriver",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        },
+    }
+
+    def android(serial: str) -> dict[str, Any]:
+        return {
+            "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
+            "serial": serial, "app": {"id": "app.messaging.test"},
+            "appium": {"url": appium.url, "capabilities": chromium},
+            "power": {"kind": "manual"},
+        }  # fmt: skip
+
+    slow, fast = phones
+    devices = {
+        "phone-slow": android(slow.serial),
+        "phone-fast": android(fast.serial),
+        "phone-absent": android("127.0.0.1:9"),
+        "phone-no-power": {**android(slow.serial), "power": {"kind": "none"}},
+        "web": {"platform": "web", "model": "Chromium", "os": "Debian 12"},
+    }
+    path = state / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_the_farm_drains_every_phone_at_once_and_sums_it_up(
+    adb: PrivateAdbServer,
+    phones: tuple[FakeAdbd, FakeAdbd],
+    inventory: Path,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "farm"
+    env = {**adb.env, "DEVICELAB_BATTERY_SAMPLE_S": "2"}
+    start = time.monotonic()
+    result = devicelab(
+        "battery", "--inventory", str(inventory), "--duration", "20s", "--network", "4g",
+        "--out", str(out), env=env,
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    output = result.stdout + result.stderr
+    # The absent phone is an environment problem: the farm's exit code is the worst.
+    assert result.returncode == 3, output
+    farm = json.loads((out / "farm.json").read_text())
+    assert farm["schema"] == "devicelab.farm/1"
+    rows = {row["id"]: row for row in farm["devices"]}
+    # Without --device: every phone whose power can be cut (not phone-no-power, not web).
+    assert list(rows) == ["phone-slow", "phone-fast", "phone-absent"]
+    assert rows["phone-slow"]["status"] == "pass", rows["phone-slow"]
+    assert 0 <= rows["phone-slow"]["value"] < 10
+    assert rows["phone-fast"]["status"] == "fail", rows["phone-fast"]
+    assert rows["phone-fast"]["value"] > 100
+    assert (rows["phone-slow"]["exit_code"], rows["phone-fast"]["exit_code"]) == (0, 1)
+    absent = rows["phone-absent"]
+    assert (absent["status"], absent["exit_code"]) == ("error", 3)
+    assert "phone-absent (127.0.0.1:9) is absent" in absent["reason"]
+    # At once, not one after the other: two 20 s drains (plus start-up) in one window.
+    assert elapsed < 20 * 2 + 60, elapsed
+    for device in ("phone-slow", "phone-fast"):
+        assert (out / device / "results.json").exists()
+        assert "running battery_drain" in (out / device / "run.log").read_text()
+    assert "| phone-fast |" in (out / "farm.md").read_text()
+    assert "[phone-slow]" in result.stderr
+    # Each run restored its phone.
+    for phone in phones:
+        assert phone.reverses == {}, "adb reverse left behind"
+        assert phone.settings["global"].get("http_proxy") == ":0", "http_proxy left set"
+
+
+def test_bad_farms_are_refused_before_anything_starts(
+    adb: PrivateAdbServer, inventory: Path
+) -> None:
+    for args, expected in [
+        (["--device", "web"], "web is a web device: battery drain is N/A on web"),
+        (["--device", "nope"], "unknown device 'nope'"),
+        (["--duration", "soon"], "bad duration 'soon'"),
+        (["--network", "offline"], "network offline is offline"),
+    ]:
+        result = devicelab("battery", "--inventory", str(inventory), *args, env=adb.env)
+        assert result.returncode == 2, (args, result.stderr)
+        assert expected in result.stderr, (args, result.stderr)
+        assert "preparing the backend" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_reaches_every_run_and_each_restores_its_phone(
+    adb: PrivateAdbServer,
+    phones: tuple[FakeAdbd, FakeAdbd],
+    inventory: Path,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "farm"
+    farm = subprocess.Popen(
+        [sys.executable, "-m", "devicelab", "battery", "--inventory", str(inventory),
+         "--device", "phone-slow", "--device", "phone-fast", "--duration", "10m",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=adb.env,
+    )  # fmt: skip
+    try:
+        logs = [out / device / "run.log" for device in ("phone-slow", "phone-fast")]
+        deadline = time.monotonic() + 240
+        while not all(p.exists() and "running battery_drain" in p.read_text() for p in logs):
+            assert farm.poll() is None, farm.communicate()
+            assert time.monotonic() < deadline, "the runs never reached battery_drain"
+            time.sleep(0.5)
+        assert all(phone.reverses for phone in phones), "the phones were not routed"
+        farm.send_signal(signal.SIGINT)  # the farm alone: it passes it on to the runs
+        _stdout, stderr = farm.communicate(timeout=120)
+    finally:
+        if farm.poll() is None:
+            farm.kill()
+    assert farm.returncode == 130, stderr
+    assert "interrupted" in stderr
+    for phone in phones:
+        assert phone.reverses == {}, "adb reverse left behind"
+        assert phone.settings["global"].get("http_proxy") == ":0", "http_proxy left set"
