@@ -16,6 +16,7 @@ from devicelab.models import Check, TargetBook
 from devicelab.scenarios import (
     battery_drain,
     conversation_list_load,
+    local_cache,
     media_transfer,
     memory,
     memory_leak,
@@ -48,7 +49,6 @@ __all__ = [
 
 Runner = Callable[[ScenarioContext], Check]
 _PHONES = ("android", "ios")
-_SQLITE = "the local SQLite cache probe (@capacitor-community/sqlite in the test build)"
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,12 @@ ALL_SCENARIOS: list[Scenario] = [
     Scenario("video_download_10mb", media_transfer.TITLES["video_download_10mb"],
              media_transfer.CATEGORY, media_transfer.video_download),
     Scenario(reconnect.CHECK_ID, reconnect.TITLE, reconnect.CATEGORY, reconnect.run),
-    Scenario("local_cache_query_50", "Local cache: 50 messages from SQLite", "cache",
-             not_built=_SQLITE),
-    Scenario("local_cache_search", "Local cache: search messages in SQLite", "cache",
-             not_built=_SQLITE),
-    Scenario("local_cache_conversations", "Local cache: conversation list (50) from SQLite",
-             "cache", not_built=_SQLITE),
+    Scenario("local_cache_query_50", local_cache.TITLES["local_cache_query_50"],
+             local_cache.CATEGORY, local_cache.query_50),
+    Scenario("local_cache_search", local_cache.TITLES["local_cache_search"],
+             local_cache.CATEGORY, local_cache.search),
+    Scenario("local_cache_conversations", local_cache.TITLES["local_cache_conversations"],
+             local_cache.CATEGORY, local_cache.conversations),
     Scenario("memory_100_conversations", memory.TITLES["memory_100_conversations"],
              memory.CATEGORY, memory.conversations),
     Scenario("memory_1000_messages", memory.TITLES["memory_1000_messages"], memory.CATEGORY,

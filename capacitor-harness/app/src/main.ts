@@ -1,10 +1,12 @@
 // The demo messaging test build (app.messaging.test): the app's supabase-js client setup
-// plus devicelab's probes on window.devicelab. On a phone it runs inside Capacitor's
-// WebView; on the web device it is a plain page. No backend address is built in:
-// devicelab passes it to window.devicelab.configure() at run time.
+// and its local SQLite cache (./sqlite.ts), plus devicelab's probes on window.devicelab.
+// On a phone it runs inside Capacitor's WebView; on the web device it is a plain page. No
+// backend address is built in: devicelab passes it to window.devicelab.configure() at run
+// time.
 import { Capacitor } from '@capacitor/core'
 import { install } from '@devicelab/probe'
 import { createClient, type SupabaseClientOptions } from '@supabase/supabase-js'
+import { localSqlite } from './sqlite'
 
 /**
  * The app's realtime reconnect policy: retry soon after a drop, then every 2 s at most
@@ -22,11 +24,13 @@ const clientOptions: SupabaseClientOptions<'public'> = {
 const api = install(window as unknown as { devicelab?: ReturnType<typeof install> }, {
   createClient,
   clientOptions,
+  sqlite: localSqlite,
   app: {
     id: 'app.messaging.test',
     platform: Capacitor.getPlatform(),
     build: import.meta.env.MODE,
     reconnect_after_ms: RECONNECT_AFTER_MS,
+    local_sqlite: localSqlite.engine,
   },
 })
 

@@ -7,11 +7,19 @@
 // Errors reject with an Error whose message says what failed (devicelab turns it into
 // ProbeFailed). Nothing here logs a password, a key or a token.
 import type { SupabaseClient, SupabaseClientOptions } from '@supabase/supabase-js'
+import {
+  cacheConversations,
+  cachePrepare,
+  cacheQuery50,
+  cacheSearch,
+  closeCache,
+} from './probes/cache'
 import { messageDelivery, subscriptionSetup } from './probes/delivery'
 import { loadConversations, loadMessages, releaseRetained } from './probes/memory'
 import { conversationList, messageSearch } from './probes/queries'
 import { reconnectOnline, reconnectPrepare, reconnectResult } from './probes/reconnect'
 import { storageDownload, storageUpload } from './probes/storage'
+import type { LocalSqlite } from './sqlite'
 import {
   API_VERSION,
   type Params,
@@ -24,6 +32,7 @@ import {
 import { errorText } from './util'
 
 export { API_VERSION } from './types'
+export type { LocalDatabase, LocalSqlite } from './sqlite'
 export type { ProbeConfig, ProbeResult, Unit, UserCredentials } from './types'
 
 /** Every probe by id: the ids devicelab's scenarios call. */
@@ -40,6 +49,10 @@ export const PROBES: Record<string, Probe> = {
   'memory.conversations': loadConversations,
   'memory.messages': loadMessages,
   'memory.release': releaseRetained,
+  'local_cache.prepare': cachePrepare,
+  'local_cache.query_50': cacheQuery50,
+  'local_cache.search': cacheSearch,
+  'local_cache.conversations': cacheConversations,
 }
 
 export type CreateClient = (
@@ -55,6 +68,8 @@ export interface Dependencies {
   clientOptions?: SupabaseClientOptions<'public'>
   now?: () => number
   sleep?: (ms: number) => Promise<void>
+  /** The app's local SQLite (@capacitor-community/sqlite; sql.js in unit tests). */
+  sqlite?: LocalSqlite
   /** What the app reports about itself (build, platform), echoed by info(). */
   app?: Record<string, unknown>
 }
@@ -93,11 +108,13 @@ export function createDevicelab(deps: Dependencies): DevicelabApi {
     sleep: deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
     retained: [],
     state: new Map(),
+    sqlite: deps.sqlite,
   }
 
   async function reset(): Promise<void> {
     const users = ctx.users.splice(0)
     ctx.retained.length = 0
+    await closeCache(ctx)
     ctx.state.clear()
     for (const user of users) {
       await user.client.removeAllChannels()

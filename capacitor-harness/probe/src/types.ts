@@ -1,6 +1,7 @@
 // The contract between devicelab (Python, devicelab/harness.py) and the probes in the app.
 // Everything that crosses the JS channel is plain JSON: no functions, no Dates, no Blobs.
 import type { SupabaseClient } from '@supabase/supabase-js'
+import type { LocalSqlite } from './sqlite'
 
 /** The version of the window.devicelab API; devicelab/harness.py checks it. */
 export const API_VERSION = 1
@@ -40,8 +41,10 @@ export interface ProbeContext {
   sleep: (ms: number) => Promise<void>
   /** The app's own state, where probes that load data keep it (as the UI would). */
   retained: unknown[]
-  /** State a multi-step probe keeps between its steps (e.g. reconnect.*). */
+  /** State a multi-step probe keeps between its steps (e.g. reconnect.*, local_cache.*). */
   state: Map<string, unknown>
+  /** The app's local SQLite (the local_cache.* probes); absent in a build without one. */
+  sqlite?: LocalSqlite
 }
 
 export type Params = Record<string, unknown>
