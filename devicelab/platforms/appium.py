@@ -8,6 +8,10 @@
     open(url)           load a page (browser sessions: the chromium driver stand-in)
     evaluate()          run ``async (arg) => ...`` in the page: the channel devicelab.harness
                         talks over (the same shape as Playwright's page.evaluate)
+    to_background()     the app to the background, kept there (``mobile: backgroundApp``;
+                        a browser session: a new tab in front of the app's, which hides it)
+    to_foreground()     the app back in front (``mobile: activateApp``), commands back to
+                        its page
     info()              where the session runs, for logs and results (no secrets)
     close()             DELETE /session (idempotent, never raises)
 
@@ -16,10 +20,8 @@ chromium driver running the desktop Chromium stands in for an Android WebView in
 (the same chromedriver protocol Appium uses for a WebView). Such a browser does not see
 the phone's http_proxy, so :func:`proxied_capabilities` gives it the proxy as flags.
 
-:class:`AppiumServer` starts Appium 3 from this checkout's ``tools/appium`` (npm ci there;
-APPIUM_HOME is that folder, so the drivers are the npm packages of its lockfile), on a
-free loopback port with ``--base-path /``, logging to a file. Lifecycle: ``start()`` ->
-``url`` -> ``stop()``.
+:class:`AppiumServer` (devicelab.platforms.appium_server, re-exported here) starts a
+local Appium 3 from this checkout's ``tools/appium``.
 
 Selenium's and the Appium client's exceptions are translated here, and only here, into
 devicelab's (``raise ... from``): a server that does not answer or a session that does not
@@ -32,19 +34,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
-import signal
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, Self
 
-from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed, ToolMissing
+from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed
+from devicelab.platforms.appium_server import AppiumServer, appium_home
 
 __all__ = [
     "NATIVE_CONTEXT",
@@ -98,14 +96,6 @@ const fn = (%s);
 Promise.resolve().then(() => fn(arguments[0])).then(
   (value) => done({ok: true, value: value === undefined ? null : value}),
   (error) => done({ok: false, error: String((error && error.message) || error)}));"""
-
-
-def appium_home() -> Path:
-    """APPIUM_HOME for a local server: $DEVICELAB_APPIUM_HOME, else ``tools/appium`` of the
-    checkout devicelab runs from (its npm packages are the server and the drivers)."""
-    if env := os.environ.get("DEVICELAB_APPIUM_HOME"):
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "tools" / "appium"
 
 
 def check_capabilities(capabilities: Mapping[str, Any], where: str = "capabilities") -> None:
@@ -236,6 +226,8 @@ class AppiumSession:
         self.session_id = ""
         self._driver: Any = None
         self._script_timeout_set = False
+        self._app_window = ""  # browser session: the app's tab while another is in front
+        self._app_context = ""  # app session: the WebView to come back to
 
     @property
     def is_browser(self) -> bool:
@@ -349,6 +341,39 @@ class AppiumSession:
             raise ProbeFailed(f"the page's script failed: {answer.get('error')}")
         return answer.get("value")
 
+    def to_background(self) -> None:
+        """Send the app to the background and keep it there: ``mobile: backgroundApp``
+        (seconds -1) from the native context; a browser session opens a new tab in front
+        of the app's, which hides its page (``visibilitychange``). Raises ProbeFailed."""
+        driver = self._require()
+        if self.is_browser:
+            with _translated("open a tab in front of the app", self.url):
+                self._app_window = str(driver.current_window_handle)
+                driver.switch_to.new_window("tab")
+            return
+        self._app_context = self.current_context()
+        self.switch_to_native()
+        with _translated("mobile: backgroundApp", self.url):
+            driver.execute_script("mobile: backgroundApp", {"seconds": -1})
+
+    def to_foreground(self, app_id: str | None) -> None:
+        """Bring the app ``app_id`` (package or bundle id) back in front and commands back
+        to its page (``mobile: activateApp``; a browser session closes the tab in front).
+        Raises ProbeFailed."""
+        driver = self._require()
+        if self.is_browser:
+            with _translated("close the tab in front of the app", self.url):
+                if self._app_window and driver.current_window_handle != self._app_window:
+                    driver.close()
+                if self._app_window:
+                    driver.switch_to.window(self._app_window)
+            return
+        ios = str(self.capabilities.get("platformName", "")).lower() == "ios"
+        with _translated("mobile: activateApp", self.url):
+            driver.execute_script("mobile: activateApp", {"bundleId" if ios else "appId": app_id})
+        if self._app_context:
+            self.switch_to(self._app_context)
+
     def info(self) -> dict[str, str]:
         """The server (credentials redacted), the session id and what it drives."""
         found = {"url": _redacted(self.url), "session": self.session_id}
@@ -372,129 +397,3 @@ class AppiumSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-class AppiumServer:
-    """A local Appium 3 server (see the module docstring).
-
-    ``home`` is APPIUM_HOME (default :func:`appium_home`): the folder whose npm packages
-    are appium and its drivers. ``port`` 0 picks a free one. The log goes to ``log_file``
-    (default ``<home>/appium.log``).
-    """
-
-    def __init__(
-        self,
-        home: Path | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        log_file: Path | None = None,
-        start_timeout_s: float = 60.0,
-    ) -> None:
-        self.home = home or appium_home()
-        self.host = host
-        self.port = port
-        self.log_file = log_file or self.home / "appium.log"
-        self.start_timeout_s = start_timeout_s
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The server's URL (base path /)."""
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def executable(self) -> Path:
-        """The appium launcher of ``home``'s npm packages."""
-        return self.home / "node_modules" / ".bin" / "appium"
-
-    def start(self) -> Self:
-        """Start the server and wait until ``/status`` says ready; returns self.
-
-        Raises ToolMissing when appium is not installed in ``home`` (./dev/setup does it),
-        DeviceUnreachable when it exits or never gets ready (the log's last lines say why).
-        """
-        if not self.executable.exists():
-            raise ToolMissing(
-                f"Appium in {self.home}",
-                hint="run ./dev/setup (or: cd tools/appium && npm ci)",
-            )
-        if self.port == 0:
-            self.port = _free_port(self.host)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "APPIUM_HOME": str(self.home)}
-        command = [
-            str(self.executable), "server",
-            "--address", self.host, "--port", str(self.port), "--base-path", "/",
-            "--log", str(self.log_file), "--log-no-colors", "--log-level", "info:debug",
-        ]  # fmt: skip
-        with self.log_file.open("ab") as sink:
-            self._process = subprocess.Popen(
-                command, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        self._wait_ready()
-        logger.info("appium %s listening on %s", self._process.pid, self.url)
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                tail = self.log_tail()
-                self._process = None
-                raise DeviceUnreachable(
-                    f"appium exited at start: {tail}",
-                    hint=f"read {self.log_file}",
-                    command=str(self.executable),
-                )
-            try:
-                with opener.open(f"{self.url}/status", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise DeviceUnreachable(
-            f"appium did not answer on {self.url} within {self.start_timeout_s:g} s",
-            hint=f"read {self.log_file}",
-            command=str(self.executable),
-        )
-
-    def log_tail(self, lines: int = 3) -> str:
-        """The last lines of the server's log, joined (for error messages)."""
-        try:
-            text = self.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:])
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop the server (SIGTERM to its process group, then SIGKILL); never raises."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)  # our own child's group: appium and its drivers
-            try:
-                process.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        logger.warning("appium %s did not stop", process.pid)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
