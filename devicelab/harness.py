@@ -61,7 +61,7 @@ class ProbeResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     samples: list[float] = Field(default_factory=list)
-    unit: Literal["ms", "MB"]
+    unit: Literal["ms", "MB", "s"]
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -244,10 +244,11 @@ class Lab:
         app_url = self._start_app(teardown)
         proxy, network = self._start_proxy(teardown)
         heap_mb: Callable[[], float] | None = None
+        app_state: lab_phone.PhoneApp | None = None
         backend_url = server.url
         if phone is not None:
             backend_url = lab_phone.backend_url(server.url)
-            harness = lab_phone.start_app(
+            harness, app_state = lab_phone.start_app(
                 device=self.device,
                 phone=phone,
                 teardown=teardown,
@@ -308,6 +309,7 @@ class Lab:
             link=proxy,
             heap_mb=heap_mb,
             say=self.say,
+            app_state=app_state,
         )
         return LabSession(self, ctx, record, proxy=proxy, fixture=fixture)
 

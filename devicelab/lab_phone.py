@@ -34,10 +34,12 @@ if TYPE_CHECKING:
     from devicelab.harness import Harness
     from devicelab.netshape.proxy import ShapedProxy
     from devicelab.platforms.android_device import AndroidDevice
+    from devicelab.platforms.appium import AppiumSession
     from devicelab.platforms.ios_device import IosDevice
 
 __all__ = [
     "BACKEND_ALIAS",
+    "PhoneApp",
     "attach",
     "backend_url",
     "check_phone",
@@ -156,10 +158,11 @@ def start_app(
     out_dir: Path,
     timeout_s: float,
     say: Say,
-) -> Harness:
+) -> tuple[Harness, PhoneApp]:
     """Route the phone, start the Appium session in the app's WebView, prove the route
-    from inside the app, and return the harness. Each step's undo is pushed on
-    ``teardown`` before the next starts. Raises DeviceUnreachable, EnvironmentProblem."""
+    from inside the app; returns the harness and the app (to send it to the background).
+    Each step's undo is pushed on ``teardown`` before the next starts. Raises
+    DeviceUnreachable, EnvironmentProblem."""
     from devicelab.harness import Harness
     from devicelab.platforms.android_device import AndroidDevice
     from devicelab.platforms.appium import AppiumSession, proxied_capabilities
@@ -207,7 +210,24 @@ def start_app(
         )
     check_route(session.evaluate, f"{backend}/rest/v1/", hint)
     say(f"the app reaches the backend through the shaped proxy ({backend})")
-    return harness
+    return harness, PhoneApp(session, device.app.id if device.app else None)
+
+
+class PhoneApp:
+    """The app of a phone's Appium session, sent to the background and brought back
+    (the ScenarioContext's ``app_state``)."""
+
+    def __init__(self, session: AppiumSession, app_id: str | None) -> None:
+        self.session = session
+        self.app_id = app_id
+
+    def to_background(self) -> None:
+        """Send the app to the background and keep it there. Raises ProbeFailed."""
+        self.session.to_background()
+
+    def to_foreground(self) -> None:
+        """Bring the app back in front. Raises ProbeFailed."""
+        self.session.to_foreground(self.app_id)
 
 
 def check_route(evaluate: Callable[[str, Any], Any], url: str, hint: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from devicelab.errors import UnknownId
 from devicelab.models import Check, TargetBook
 from devicelab.scenarios import (
+    background_disconnect,
     battery_drain,
     conversation_list_load,
     local_cache,
@@ -99,9 +100,8 @@ ALL_SCENARIOS: list[Scenario] = [
     Scenario(memory_leak.CHECK_ID, memory_leak.TITLE, memory_leak.CATEGORY, memory_leak.run),
     Scenario(battery_drain.CHECK_ID, battery_drain.TITLE, battery_drain.CATEGORY,
              battery_drain.run),
-    Scenario("background_disconnect", "Realtime disconnects after 1 minute in background",
-             "realtime", not_built="backgrounding the app through Appium",
-             platforms=_PHONES,
+    Scenario(background_disconnect.CHECK_ID, background_disconnect.TITLE,
+             background_disconnect.CATEGORY, background_disconnect.run, platforms=_PHONES,
              only_reason="the app going to the background is a phone behaviour (story 8.1.7, "
              "Background Sync: @capacitor/app background state)"),
 ]  # fmt: skip

@@ -14,7 +14,14 @@ from devicelab.harness import Harness, ProbeResult
 from devicelab.models import Check, TargetBook
 from devicelab.targets import column_for, judge, resolve
 
-__all__ = ["LinkControl", "ScenarioContext", "ScenarioOptions", "judged", "skipped"]
+__all__ = [
+    "AppState",
+    "LinkControl",
+    "ScenarioContext",
+    "ScenarioOptions",
+    "judged",
+    "skipped",
+]
 
 
 class LinkControl(Protocol):
@@ -25,6 +32,16 @@ class LinkControl(Protocol):
 
     def go_online(self) -> None:
         """Accept connections again."""
+
+
+class AppState(Protocol):
+    """The app on a phone: it can be sent to the background and brought back."""
+
+    def to_background(self) -> None:
+        """Send the app to the background and keep it there."""
+
+    def to_foreground(self) -> None:
+        """Bring the app back in front, commands back to its page."""
 
 
 class ScenarioOptions(BaseModel):
@@ -49,7 +66,8 @@ class ScenarioContext:
     ``conversation_id`` is the run's own conversation of users A and B (delivery,
     subscription, reconnect); ``big_conversation_id`` is A's longest conversation
     (memory_1000_messages). ``heap_mb`` reads the app's JS heap (None where no sampler
-    exists yet); ``link`` drops and restores the device's network.
+    exists yet); ``link`` drops and restores the device's network; ``app_state`` sends a
+    phone's app to the background and back (None on the web device).
     """
 
     harness: Harness
@@ -63,6 +81,7 @@ class ScenarioContext:
     link: LinkControl
     heap_mb: Callable[[], float] | None = None
     say: Callable[[str], None] = field(default=lambda _text: None)
+    app_state: AppState | None = None
 
     def own_column(self) -> str:
         """The platform's own story column (web -> "web", phones -> "wifi")."""

@@ -209,3 +209,43 @@ def test_a_proxy_address_without_a_fixed_port_is_a_config_error(tmp_path: Path) 
 
     with pytest.raises(ConfigError, match=r"devices\.p\.proxy\.listen"):
         config.load_inventory(bad)
+
+
+def _background_run(
+    lab_env: dict[str, str], inventory: tuple[Path, int], out: Path, seconds: int
+) -> tuple[subprocess.CompletedProcess[str], Any]:
+    path, _port = inventory
+    env = {**lab_env, "DEVICELAB_BACKGROUND_S": str(seconds)}
+    result = devicelab(
+        "run", "--device", "iphone", "--network", "none", "--inventory", str(path),
+        "--out", str(out), "--scenario", "background_disconnect", env=env,
+    )  # fmt: skip
+    (check,) = load_results(out / "results.json").checks
+    return result, check
+
+
+@pytest.mark.slow
+def test_the_app_drops_realtime_after_a_minute_in_the_background_and_comes_back(
+    lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
+) -> None:
+    result, check = _background_run(lab_env, inventory, tmp_path / "out", 75)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert check.status == "pass", check.reason
+    # The test app's policy: @capacitor/app's appStateChange, then a 60 s timer.
+    assert check.value is not None and 59.5 <= check.value <= 65
+    assert check.evidence["disconnected"] is True
+    assert check.evidence["reconnected_ms"] is not None, "B's channel never came back"
+    events = [e["event"] for e in check.evidence["events"]]
+    assert events.index("hidden") < events.index("disconnected") < events.index("visible")
+
+
+@pytest.mark.slow
+def test_a_short_background_keeps_realtime_and_fails_the_check(
+    lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
+) -> None:
+    result, check = _background_run(lab_env, inventory, tmp_path / "out", 10)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert check.status == "fail"
+    assert "Realtime stayed connected" in check.reason
+    assert check.evidence["disconnected"] is False
+    assert check.value is not None and 9 <= check.value <= 13

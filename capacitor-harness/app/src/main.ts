@@ -6,6 +6,7 @@
 import { Capacitor } from '@capacitor/core'
 import { install } from '@devicelab/probe'
 import { createClient, type SupabaseClientOptions } from '@supabase/supabase-js'
+import { BACKGROUND_DISCONNECT_MS, backgroundPolicy } from './background'
 import { localSqlite } from './sqlite'
 
 /**
@@ -21,8 +22,11 @@ const clientOptions: SupabaseClientOptions<'public'> = {
   },
 }
 
+// Realtime is disconnected after a minute in the background (./background.ts).
+const background = backgroundPolicy()
+
 const api = install(window as unknown as { devicelab?: ReturnType<typeof install> }, {
-  createClient,
+  createClient: (url, key, options) => background.track(createClient(url, key, options)),
   clientOptions,
   sqlite: localSqlite,
   app: {
@@ -30,6 +34,7 @@ const api = install(window as unknown as { devicelab?: ReturnType<typeof install
     platform: Capacitor.getPlatform(),
     build: import.meta.env.MODE,
     reconnect_after_ms: RECONNECT_AFTER_MS,
+    background_disconnect_ms: BACKGROUND_DISCONNECT_MS,
     local_sqlite: localSqlite.engine,
   },
 })

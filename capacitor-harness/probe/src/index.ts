@@ -14,6 +14,7 @@ import {
   cacheSearch,
   closeCache,
 } from './probes/cache'
+import { backgroundPrepare, backgroundResult } from './probes/background'
 import { messageDelivery, subscriptionSetup } from './probes/delivery'
 import { loadConversations, loadMessages, releaseRetained } from './probes/memory'
 import { conversationList, messageSearch } from './probes/queries'
@@ -49,6 +50,8 @@ export const PROBES: Record<string, Probe> = {
   'memory.conversations': loadConversations,
   'memory.messages': loadMessages,
   'memory.release': releaseRetained,
+  'background.prepare': backgroundPrepare,
+  'background.result': backgroundResult,
   'local_cache.prepare': cachePrepare,
   'local_cache.query_50': cacheQuery50,
   'local_cache.search': cacheSearch,

@@ -6,7 +6,7 @@ import type { LocalSqlite } from './sqlite'
 /** The version of the window.devicelab API; devicelab/harness.py checks it. */
 export const API_VERSION = 1
 
-export type Unit = 'ms' | 'MB'
+export type Unit = 'ms' | 'MB' | 's'
 
 /** What every probe returns: the samples it measured, their unit, and how it measured. */
 export interface ProbeResult {
