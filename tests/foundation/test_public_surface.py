@@ -24,6 +24,10 @@ PUBLIC_MODULES = [
     "devicelab.testing.fake_adbd",
     "devicelab.testing.fake_usbmuxd",
     "devicelab.testing.upstream",
+    "devicelab.testing.standins",
+    "devicelab.farm",
+    "devicelab.lab_phone",
+    "devicelab.platforms.ios_device",
 ]
 HEAVY = ["mitmproxy", "playwright", "appium", "selenium", "locust", "gevent", "psycopg", "rich"]
 

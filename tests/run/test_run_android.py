@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,21 +29,14 @@ import yaml
 from devicelab.config import load_networks
 from devicelab.journal import Journal
 from devicelab.lab import Lab, app_build_dir
-from devicelab.platforms.appium import AppiumServer, appium_home
+from devicelab.platforms.appium import AppiumServer
 from devicelab.report import load_results
 from devicelab.testing.adb_server import PrivateAdbServer, free_port
 from devicelab.testing.fake_adbd import MEMINFO, FakeAdbd, ShellResult
+from devicelab.testing.standins import lab_state, standin_missing, webview_capabilities
 
-pytestmark = [
-    pytest.mark.skipif(
-        not (appium_home() / "node_modules" / ".bin" / "appium").exists(),
-        reason="Appium is not installed in tools/appium: run ./dev/setup",
-    ),
-    pytest.mark.skipif(
-        not (Path("/usr/bin/chromedriver").exists() and shutil.which("chromium")),
-        reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
-    ),
-]
+_MISSING = standin_missing()
+pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 
 NO_WEBVIEW_APP = '<app><MockListView id="conversations"/></app>\n'
 
@@ -62,21 +53,14 @@ def adb() -> Iterator[PrivateAdbServer]:
     """A DEVICELAB_STATE of its own (cluster and journal) and a private adb server on a
     free port (HOME in the state folder, so no key lands in ~/.android and no stray
     server starts on 5037). The cluster and the adb server are stopped after."""
-    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
-    state = Path(tempfile.mkdtemp(prefix="dl-run-android-", dir="/tmp"))
-    state.chmod(0o711)
-    (state / "home").mkdir()
-    try:
-        server = PrivateAdbServer(state / "home")
-    except FileNotFoundError as exc:
-        pytest.skip(f"{exc}")
-    server.env["DEVICELAB_STATE"] = str(state)
-    try:
+    with lab_state("dl-run-android-") as env:
+        try:
+            server = PrivateAdbServer(Path(env["HOME"]))
+        except FileNotFoundError as exc:
+            pytest.skip(f"{exc}")
+        server.env["DEVICELAB_STATE"] = env["DEVICELAB_STATE"]
         with server:
             yield server
-    finally:
-        devicelab("backend", "stop", env=server.env)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +88,7 @@ def inventory(lab_env: dict[str, str], phone: FakeAdbd, appium: AppiumServer) ->
     (the WebView stand-in), and fake-driver ones that fail as real setups do."""
     state = Path(lab_env["DEVICELAB_STATE"])
     (state / "native-only.xml").write_text(NO_WEBVIEW_APP)
-    chromium = {
-        "platformName": "linux",
-        "browserName": "chrome",
-        "appium:automationName": "Chromium",
-        "appium:executable": "/usr/bin/chromedriver",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        },
-    }
+    chromium = webview_capabilities()
     fake = {"platformName": "Fake", "appium:automationName": "Fake"}
 
     def android(

@@ -8,11 +8,9 @@ plus one phone that is not attached; the backend is a managed cluster of the tes
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,20 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from devicelab.platforms.appium import AppiumServer, appium_home
+from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import DrainingBattery, FakeAdbd
+from devicelab.testing.standins import lab_state, standin_missing, webview_capabilities
 
-pytestmark = [
-    pytest.mark.skipif(
-        not (appium_home() / "node_modules" / ".bin" / "appium").exists(),
-        reason="Appium is not installed in tools/appium: run ./dev/setup",
-    ),
-    pytest.mark.skipif(
-        not (Path("/usr/bin/chromedriver").exists() and shutil.which("chromium")),
-        reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
-    ),
-]
+_MISSING = standin_missing()
+pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 
 
 def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -47,21 +38,14 @@ def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 @pytest.fixture(scope="module")
 def adb() -> Iterator[PrivateAdbServer]:
     """A DEVICELAB_STATE of its own (cluster, journal) and a private adb server."""
-    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
-    state = Path(tempfile.mkdtemp(prefix="dl-run-farm-", dir="/tmp"))
-    state.chmod(0o711)
-    (state / "home").mkdir()
-    try:
-        server = PrivateAdbServer(state / "home")
-    except FileNotFoundError as exc:
-        pytest.skip(f"{exc}")
-    server.env["DEVICELAB_STATE"] = str(state)
-    try:
+    with lab_state("dl-run-farm-") as env:
+        try:
+            server = PrivateAdbServer(Path(env["HOME"]))
+        except FileNotFoundError as exc:
+            pytest.skip(f"{exc}")
+        server.env["DEVICELAB_STATE"] = env["DEVICELAB_STATE"]
         with server:
             yield server
-    finally:
-        devicelab("backend", "stop", env=server.env)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -84,22 +68,12 @@ def inventory(
     adb: PrivateAdbServer, phones: tuple[FakeAdbd, FakeAdbd], appium: AppiumServer
 ) -> Path:
     state = Path(adb.env["DEVICELAB_STATE"])
-    chromium = {
-        "platformName": "linux",
-        "browserName": "chrome",
-        "appium:automationName": "Chromium",
-        "appium:executable": "/usr/bin/chromedriver",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        },
-    }
 
     def android(serial: str) -> dict[str, Any]:
         return {
             "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
             "serial": serial, "app": {"id": "app.messaging.test"},
-            "appium": {"url": appium.url, "capabilities": chromium},
+            "appium": {"url": appium.url, "capabilities": webview_capabilities()},
             "power": {"kind": "manual"},
         }  # fmt: skip
 

@@ -13,10 +13,8 @@ set on the phone.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,21 +22,14 @@ from typing import Any
 import pytest
 import yaml
 
-from devicelab.platforms.appium import AppiumServer, appium_home
+from devicelab.platforms.appium import AppiumServer
 from devicelab.report import load_results
 from devicelab.testing.adb_server import free_port
 from devicelab.testing.fake_usbmuxd import FakeIPhone, FakeUsbmuxd
+from devicelab.testing.standins import lab_state, standin_missing, webview_capabilities
 
-pytestmark = [
-    pytest.mark.skipif(
-        not (appium_home() / "node_modules" / ".bin" / "appium").exists(),
-        reason="Appium is not installed in tools/appium: run ./dev/setup",
-    ),
-    pytest.mark.skipif(
-        not (Path("/usr/bin/chromedriver").exists() and shutil.which("chromium")),
-        reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)",
-    ),
-]
+_MISSING = standin_missing()
+pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 
 UDID = "00008030-001A2B3C4D5E802E"
 ABSENT = "00008110-000A1B2C3D4E5F60"
@@ -54,19 +45,9 @@ def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 @pytest.fixture(scope="module")
 def lab_env() -> Iterator[dict[str, str]]:
     """A DEVICELAB_STATE of its own (cluster) and a fake usbmuxd with the iPhone on it."""
-    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
-    state = Path(tempfile.mkdtemp(prefix="dl-run-ios-", dir="/tmp"))
-    state.chmod(0o711)
-    import os
-
-    env = {**os.environ, "DEVICELAB_STATE": str(state), "HOME": str(state)}
-    try:
-        with FakeUsbmuxd() as mux:
-            mux.attach(FakeIPhone(UDID))
-            yield {**env, **mux.env}
-    finally:
-        devicelab("backend", "stop", env=env)
-        shutil.rmtree(state, ignore_errors=True)
+    with lab_state("dl-run-ios-") as env, FakeUsbmuxd() as mux:
+        mux.attach(FakeIPhone(UDID))
+        yield {**env, **mux.env}
 
 
 @pytest.fixture(scope="module")
@@ -82,24 +63,17 @@ def inventory(lab_env: dict[str, str], appium: AppiumServer) -> tuple[Path, int]
     ``proxy`` in the inventory. Returns the file and the proxy's port."""
     state = Path(lab_env["DEVICELAB_STATE"])
     port = free_port()
-    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
     wifi_proxy = [f"--proxy-server=http://127.0.0.1:{port}", "--proxy-bypass-list=<-loopback>"]
-
-    def chromium(extra: list[str]) -> dict[str, Any]:
-        return {
-            "platformName": "linux",
-            "browserName": "chrome",
-            "appium:automationName": "Chromium",
-            "appium:executable": "/usr/bin/chromedriver",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [*args, *extra]},
-        }
 
     def iphone(udid: str = UDID, proxy_set: bool = True, proxy: bool = True) -> dict[str, Any]:
         device: dict[str, Any] = {
             "platform": "ios", "model": "iPhone 11", "os": "iOS 17", "udid": udid,
             "app": {"id": "app.messaging.test"},
         }  # fmt: skip
-        device["appium"] = {"url": appium.url, "capabilities": chromium(wifi_proxy * proxy_set)}
+        device["appium"] = {
+            "url": appium.url,
+            "capabilities": webview_capabilities(*(wifi_proxy * proxy_set)),
+        }
         if proxy:
             device["proxy"] = {"listen": f"127.0.0.1:{port}", "allow": ["127.0.0.1/32"]}
         return device
