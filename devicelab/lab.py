@@ -296,6 +296,13 @@ class Lab:
             sampler = sampling.samplers[0]
             assert isinstance(sampler, AndroidSampler)
             heap_mb = AppPss(sampler)
+        # The iPhone's battery through lockdownd's diagnostics relay (IORegistry).
+        elif self.platform == "ios" and self.device.udid:
+            from devicelab.samplers import ios_run_sampling
+
+            sampling = ios_run_sampling(self.device.udid, out_dir, started)
+            teardown.push("samplers", sampling.close)
+            record.follow(sampling)
         # --- end samplers
         ctx = ScenarioContext(
             harness=harness,

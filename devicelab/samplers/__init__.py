@@ -12,7 +12,12 @@ from __future__ import annotations
 from devicelab.samplers.base import Sampler
 from devicelab.samplers.battery import BatteryReading
 from devicelab.samplers.log import SAMPLES_FILE, SampleLog, activate, active_log, deactivate
-from devicelab.samplers.run import RunSampling, android_run_sampling, web_run_sampling
+from devicelab.samplers.run import (
+    RunSampling,
+    android_run_sampling,
+    ios_run_sampling,
+    web_run_sampling,
+)
 from devicelab.samplers.sample import METRICS, Sample, gap, to_series
 from devicelab.samplers.trend import least_squares_slope, theil_sen_slope
 
@@ -29,6 +34,7 @@ __all__ = [
     "android_run_sampling",
     "deactivate",
     "gap",
+    "ios_run_sampling",
     "least_squares_slope",
     "theil_sen_slope",
     "to_series",

@@ -19,7 +19,14 @@ from devicelab.models import Series
 from devicelab.samplers.base import Sampler
 from devicelab.samplers.log import SAMPLES_FILE, SampleLog, activate, deactivate
 
-__all__ = ["DEFAULT_PERIOD_S", "RunSampling", "android_run_sampling", "run_log", "web_run_sampling"]
+__all__ = [
+    "DEFAULT_PERIOD_S",
+    "RunSampling",
+    "android_run_sampling",
+    "ios_run_sampling",
+    "run_log",
+    "web_run_sampling",
+]
 
 logger = logging.getLogger("devicelab.samplers")
 
@@ -92,3 +99,16 @@ def android_run_sampling(
 
     log = run_log(out_dir, started)
     return RunSampling(log, [AndroidSampler(log, device, package).start(period_s)])
+
+
+def ios_run_sampling(
+    udid: str, out_dir: Path, started: datetime, period_s: float = DEFAULT_PERIOD_S
+) -> RunSampling:
+    """Sampling of an iPhone run: the log active, and the battery read every ``period_s``
+    through lockdownd's diagnostics relay (IORegistry; pymobiledevice3). The app's CPU and
+    memory are not sampled (sysmontap needs the developer services and stays silent while
+    XCUITest runs). Raises BadInput when ``out_dir`` cannot be written."""
+    from devicelab.samplers.ios import IosSampler
+
+    log = run_log(out_dir, started)
+    return RunSampling(log, [IosSampler(log, udid).start(period_s)])

@@ -60,6 +60,14 @@ class BackgroundServer:
             self._server.close()
         for writer in self._open_writers():
             writer.close()
+        # Peers still being served (a TLS stream may not see its close at once) end here,
+        # not as tasks destroyed with the loop.
+        current = asyncio.current_task()
+        serving = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        for task in serving:
+            task.cancel()
+        if serving:
+            await asyncio.wait(serving, timeout=2)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=5)

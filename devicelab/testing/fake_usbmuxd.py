@@ -21,17 +21,17 @@ What it serves, as libimobiledevice's usbmuxd does (plist protocol, version 1):
 detaches; the connection takes no more commands), ``ReadBUID``, ``ReadPairRecord``
 (``PairRecordData`` when the host holds a record for the UDID, else result 2, ENOENT, as
 usbmuxd answers), ``SavePairRecord`` and ``DeletePairRecord``, and ``Connect``: to
-lockdownd (port 62078) of a phone with ``lockdown=True`` the result is 0 and the socket
-becomes a pipe to a minimal lockdownd (closed when the phone is detached); any other
-port is refused with result 3 (CONNREFUSED) and an unknown DeviceID with 2 (BADDEV).
-Unknown messages get result 1 (BADCOMMAND). The binary protocol (version 0) is not
-served: its commands get a binary BADCOMMAND.
+lockdownd (port 62078) of a phone with ``lockdown=True``, or to a port its lockdownd
+handed out for a service, the result is 0 and the socket becomes a pipe to it (closed
+when the phone is detached); any other port is refused with result 3 (CONNREFUSED) and
+an unknown DeviceID with 2 (BADDEV). Unknown messages get result 1 (BADCOMMAND). The
+binary protocol (version 0) is not served: its commands get a binary BADCOMMAND.
 
-The lockdownd answers ``QueryType`` (``com.apple.mobile.lockdown``), ``GetValue`` of the
-values a phone gives without a session (``values``: DeviceName, ProductType,
-ProductVersion, BuildVersion...; ``MissingValue`` for others) and ``Goodbye``. It never
-opens a session (it has no TLS): ``StartSession`` is answered ``InvalidHostID``, as by a
-phone that does not know this host, and every other request ``SessionInactive``.
+The phone's lockdownd is devicelab.testing.fake_lockdownd: ``QueryType``, ``GetValue``
+(``values``: DeviceName, ProductType, ProductVersion, BuildVersion...), a pairing session
+in TLS for a host it trusts (one attached ``paired``: its pair record has real
+certificates), and the diagnostics relay (``StartService``, then a ``Connect`` to the
+port it gave) answering the battery entry ``battery()``.
 
 USB records carry the fields usbmuxd on Linux sends (ConnectionSpeed, ConnectionType
 ``USB``, DeviceID, LocationID, ProductID, SerialNumber = the UDID); Network (Wi-Fi sync)
@@ -47,16 +47,16 @@ import itertools
 import logging
 import plistlib
 import socket
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from devicelab.testing import usbmux_wire as wire
 from devicelab.testing.background import BackgroundServer
+from devicelab.testing.fake_lockdownd import IPHONE_BATTERY, Lockdownd, pair_record
 
-__all__ = ["IPHONE_11", "FakeIPhone", "FakeUsbmuxd", "pair_record"]
+__all__ = ["IPHONE_11", "IPHONE_BATTERY", "FakeIPhone", "FakeUsbmuxd", "pair_record"]
 
 logger = logging.getLogger("devicelab.testing.fake_usbmuxd")
 
@@ -95,6 +95,12 @@ class FakeIPhone:
     location_id: int = 0x01120000
     ip: str = "192.168.50.31"
     mac: str = "a4:83:e7:12:34:56"
+    #: The IOPMPowerSource entry the diagnostics relay answers (called per request).
+    battery: Callable[[], Mapping[str, Any]] = field(default=lambda: IPHONE_BATTERY)
+
+    def __post_init__(self) -> None:
+        # Through a lambda: a test may set ``battery`` after the phone is made.
+        self.lockdownd = Lockdownd(self.udid, self.values, lambda: self.battery())  # noqa: PLW0108
 
     def properties(self, device_id: int) -> dict[str, Any]:
         """The ``Properties`` of this phone's ``Attached`` record."""
@@ -118,54 +124,14 @@ class FakeIPhone:
         }
 
     def lockdown_answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        """lockdownd's reply to one request (see the module docstring)."""
-        name = request.get("Request", "")
-        reply: dict[str, Any] = {"Request": name}
-        if name == "QueryType":
-            reply["Type"] = "com.apple.mobile.lockdown"
-        elif name == "GetValue":
-            key, domain = request.get("Key"), request.get("Domain")
-            if key is not None:
-                reply["Key"] = key
-            if domain is not None:
-                reply["Domain"] = domain
-            values = {**self.values, "UniqueDeviceID": self.udid}
-            if domain is None and key is None:
-                reply["Value"] = values
-            elif domain is None and key in values:
-                reply["Value"] = values[key]
-            else:
-                reply["Error"] = "MissingValue"
-        elif name == "Goodbye":
-            reply["Result"] = "Success"
-        elif name == "StartSession":
-            reply["Error"] = "InvalidHostID"
-        else:
-            reply["Error"] = "SessionInactive"
-        return reply
+        """lockdownd's reply to one request outside a session (see the module docstring)."""
+        return self.lockdownd.answer(request, session=False)
 
 
 def _sockaddr_in(ip: str) -> bytes:
     # BSD layout (length byte, family byte), as Apple's usbmuxd sends it, in 128 bytes.
     raw = bytes([16, socket.AF_INET]) + b"\x00\x00" + socket.inet_aton(ip)
     return raw.ljust(128, b"\x00")
-
-
-def pair_record(udid: str, buid: str) -> dict[str, Any]:
-    """A pair record with the keys of a real one (the certificates are placeholders)."""
-    pem = b"-----BEGIN CERTIFICATE-----\nZmFrZQ==\n-----END CERTIFICATE-----\n"
-    key = b"-----BEGIN RSA PRIVATE KEY-----\nZmFrZQ==\n-----END RSA PRIVATE KEY-----\n"
-    return {
-        "DeviceCertificate": pem,
-        "EscrowBag": b"\x00" * 32,
-        "HostCertificate": pem,
-        "HostID": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"host-{udid}")).upper(),
-        "HostPrivateKey": key,
-        "RootCertificate": pem,
-        "RootPrivateKey": key,
-        "SystemBUID": buid,
-        "WiFiMACAddress": "a4:83:e7:12:34:56",
-    }
 
 
 class _Client:
@@ -234,7 +200,8 @@ class FakeUsbmuxd(BackgroundServer):
         device_id = next(self._ids)
         self.devices[device_id] = device
         if paired:
-            self.pair_records.setdefault(device.udid, pair_record(device.udid, self.buid))
+            record = self.pair_records.setdefault(device.udid, pair_record(device.udid, self.buid))
+            device.lockdownd.trusted.add(str(record.get("HostID")))
         self._notify(_attached(device_id, device))
         return device_id
 
@@ -312,15 +279,22 @@ class FakeUsbmuxd(BackgroundServer):
                 )
             else:
                 client.version = 1
-                device = self._command(client, message.tag, message.plist())
-                if device is not None:
+                piped = self._command(client, message.tag, message.plist())
+                if piped is not None:
+                    device, port = piped
                     await client.writer.drain()
-                    await self._lockdownd(client, device)
+                    if port == wire.LOCKDOWN_PORT:
+                        await device.lockdownd.serve(client.reader, client.writer)
+                    else:
+                        await device.lockdownd.serve_service(port, client.reader, client.writer)
                     return
             await client.writer.drain()
 
-    def _command(self, client: _Client, tag: int, request: dict[str, Any]) -> FakeIPhone | None:
-        """Answer one plist command; returns the phone when the socket became its pipe."""
+    def _command(
+        self, client: _Client, tag: int, request: dict[str, Any]
+    ) -> tuple[FakeIPhone, int] | None:
+        """Answer one plist command; returns the phone and port when the socket became a
+        pipe to it."""
         kind = str(request.get("MessageType", ""))
         self.requests.append(kind)
         write = client.writer.write
@@ -366,7 +340,9 @@ class FakeUsbmuxd(BackgroundServer):
             return _EINVAL
         return wire.RESULT_OK
 
-    def _connect(self, client: _Client, tag: int, request: dict[str, Any]) -> FakeIPhone | None:
+    def _connect(
+        self, client: _Client, tag: int, request: dict[str, Any]
+    ) -> tuple[FakeIPhone, int] | None:
         device_id = int(request.get("DeviceID", 0))
         device = self.devices.get(device_id)
         if device is None:
@@ -377,18 +353,13 @@ class FakeUsbmuxd(BackgroundServer):
             return None
         # PortNumber is in network byte order inside the plist, as clients send it.
         port = socket.ntohs(int(request["PortNumber"]) & 0xFFFF)
-        if port != wire.LOCKDOWN_PORT or not device.lockdown:
+        known = port == wire.LOCKDOWN_PORT or port in device.lockdownd.services
+        if not known or not device.lockdown:
             client.writer.write(wire.pack_result(1, tag, wire.RESULT_CONNREFUSED))
             return None
         client.writer.write(wire.pack_result(1, tag, wire.RESULT_OK))
         client.piped_to = device_id
-        return device
-
-    async def _lockdownd(self, client: _Client, device: FakeIPhone) -> None:
-        while True:
-            request = await wire.read_lockdown(client.reader)
-            wire.write_lockdown(client.writer, device.lockdown_answer(request))
-            await client.writer.drain()
+        return device, port
 
 
 def _attached(device_id: int, device: FakeIPhone) -> dict[str, Any]:

@@ -25,6 +25,7 @@ PUBLIC_MODULES = [
     "devicelab.testing.fake_usbmuxd",
     "devicelab.testing.upstream",
     "devicelab.testing.standins",
+    "devicelab.testing.fake_lockdownd",
     "devicelab.farm",
     "devicelab.lab_phone",
     "devicelab.platforms.ios_device",

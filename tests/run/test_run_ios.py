@@ -119,6 +119,11 @@ def test_run_on_an_iphone_through_4g_measures_in_the_webview_stand_in(
     assert delivery.summary is not None and delivery.summary.p50 >= 85
     memory = by_id["memory_100_conversations"]
     assert memory.status == "skip" and "ios" in memory.reason
+    # The battery, read through lockdownd's diagnostics relay in a TLS pairing session.
+    series = {s.name: s for s in results.series}
+    level = series["battery.level_pct"]
+    assert level.v and set(level.v) == {85.0}, level
+    assert set(series["battery.current_ma"].v) == {-312.0}  # the unsigned 64-bit encoding
     assert "backend.devicelab.test" in result.stderr + result.stdout
 
 

@@ -1,0 +1,241 @@
+"""The lockdownd of a fake iPhone, with pairing sessions (TLS) and the diagnostics relay.
+
+devicelab.testing.fake_usbmuxd pipes a client's ``Connect`` to port 62078 here, and a
+``Connect`` to a port this lockdownd handed out with ``StartService`` to that service.
+pymobiledevice3 then runs unchanged: ``create_using_usbmux`` validates the pairing and
+starts a session, ``DiagnosticsService(lockdown).get_battery()`` reads the battery.
+
+What it serves, as a phone does:
+
+- before a session: ``QueryType``, ``GetValue`` of the values a phone gives without one,
+  ``Goodbye``; ``StartSession`` with the HostID of a host the phone trusts (the pair
+  record :func:`pair_record` made for it when usbmuxd attached it paired) answers a
+  SessionID and ``EnableSessionSSL``, then the connection turns into TLS (the phone's
+  certificate on its side); an unknown HostID is ``InvalidHostID``; anything else is
+  ``SessionInactive``;
+- in a session: ``GetValue`` (every value), ``StartService`` of
+  ``com.apple.mobile.diagnostics_relay`` (a port, ``EnableServiceSSL``; other services are
+  ``InvalidService``), ``StopSession``, ``Goodbye``;
+- the diagnostics relay (TLS from the first byte): ``IORegistry`` with ``EntryClass``
+  IOPMPowerSource answers the phone's battery entry (``FakeIPhone.battery``, called per
+  request so a test can make it fall), other classes an empty entry; ``Goodbye``.
+
+The certificates are real (RSA, made once per process with ``cryptography``); nothing
+checks the host's certificate against the root, as a fake need not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import ssl
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from devicelab.testing import usbmux_wire as wire
+
+__all__ = ["DIAGNOSTICS_RELAY", "IPHONE_BATTERY", "Lockdownd", "pair_record"]
+
+DIAGNOSTICS_RELAY = "com.apple.mobile.diagnostics_relay"
+#: What an iPhone 11 on iOS 17 answers for IOPMPowerSource, on battery (InstantAmperage as
+#: the unsigned 64-bit number some versions send for -312 mA).
+IPHONE_BATTERY: dict[str, Any] = {
+    "CurrentCapacity": 85,
+    "MaxCapacity": 100,
+    "InstantAmperage": (1 << 64) - 312,
+    "Voltage": 3871,
+    "Temperature": 3050,
+    "IsCharging": False,
+    "ExternalConnected": False,
+    "FullyCharged": False,
+    "CycleCount": 312,
+}
+
+
+@functools.cache
+def _identity() -> dict[str, bytes]:
+    """Root, host and device certificates and keys (PEM), made once per process."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    def key() -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def cert(name: str, subject_key: rsa.RSAPrivateKey, issuer: x509.Name | None,
+             issuer_key: rsa.RSAPrivateKey) -> x509.Certificate:  # fmt: skip
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer or subject)
+            .public_key(subject_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .sign(issuer_key, hashes.SHA256())
+        )
+
+    def pem_key(k: rsa.RSAPrivateKey) -> bytes:
+        return k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+
+    root_key, host_key, device_key = key(), key(), key()
+    root = cert("devicelab fake root", root_key, None, root_key)
+    host = cert("devicelab fake host", host_key, root.subject, root_key)
+    device = cert("devicelab fake iPhone", device_key, root.subject, root_key)
+    pem = serialization.Encoding.PEM
+    return {
+        "root": root.public_bytes(pem),
+        "root_key": pem_key(root_key),
+        "host": host.public_bytes(pem),
+        "host_key": pem_key(host_key),
+        "device": device.public_bytes(pem),
+        "device_key": pem_key(device_key),
+    }
+
+
+def host_id(udid: str) -> str:
+    """The HostID of this host in the phone ``udid``'s pair record."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"host-{udid}")).upper()
+
+
+def pair_record(udid: str, buid: str) -> dict[str, Any]:
+    """A pair record as usbmuxd stores it for a trusted phone, with real certificates."""
+    ident = _identity()
+    return {
+        "DeviceCertificate": ident["device"],
+        "EscrowBag": b"\x00" * 32,
+        "HostCertificate": ident["host"],
+        "HostID": host_id(udid),
+        "HostPrivateKey": ident["host_key"],
+        "RootCertificate": ident["root"],
+        "RootPrivateKey": ident["root_key"],
+        "SystemBUID": buid,
+        "WiFiMACAddress": "a4:83:e7:12:34:56",
+    }
+
+
+@functools.cache
+def _server_context() -> ssl.SSLContext:
+    """The phone's side of the TLS: its certificate, any client accepted."""
+    ident = _identity()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("ALL:!aNULL:!eNULL:@SECLEVEL=0")
+    context.verify_mode = ssl.CERT_NONE
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "device.pem"
+        path.write_bytes(ident["device"] + ident["device_key"])
+        context.load_cert_chain(path)
+    return context
+
+
+class Lockdownd:
+    """The lockdownd of one fake phone (see the module docstring).
+
+    ``values`` are its GetValue values, ``trusted`` the HostIDs it has paired with,
+    ``battery`` returns its IOPMPowerSource entry. ``services`` maps the ports handed out
+    by StartService to the service names.
+    """
+
+    PORT = wire.LOCKDOWN_PORT
+
+    def __init__(
+        self,
+        udid: str,
+        values: Mapping[str, Any],
+        battery: Callable[[], Mapping[str, Any]],
+    ) -> None:
+        self.udid = udid
+        self.values = values
+        self.battery = battery
+        self.trusted: set[str] = set()
+        self.services: dict[int, str] = {}
+        self._next_port = 49_152
+
+    def answer(self, request: Mapping[str, Any], *, session: bool) -> dict[str, Any]:
+        """The reply to one lockdown request (StartSession and the TLS upgrade are
+        :meth:`serve`'s)."""
+        name = str(request.get("Request", ""))
+        reply: dict[str, Any] = {"Request": name}
+        if name == "QueryType":
+            reply["Type"] = "com.apple.mobile.lockdown"
+        elif name == "GetValue":
+            key, domain = request.get("Key"), request.get("Domain")
+            if key is not None:
+                reply["Key"] = key
+            if domain is not None:
+                reply["Domain"] = domain
+            values = {**self.values, "UniqueDeviceID": self.udid}
+            if domain is None and key is None:
+                reply["Value"] = values
+            elif domain is None and key in values:
+                reply["Value"] = values[key]
+            else:
+                reply["Error"] = "MissingValue"
+        elif name in ("Goodbye", "StopSession") and (session or name == "Goodbye"):
+            reply["Result"] = "Success"
+        elif name == "StartService" and session:
+            service = str(request.get("Service", ""))
+            if service != DIAGNOSTICS_RELAY:
+                reply["Error"] = "InvalidService"
+            else:
+                port = self._next_port
+                self._next_port += 1
+                self.services[port] = service
+                reply.update(Service=service, Port=port, EnableServiceSSL=True)
+        else:
+            reply["Error"] = "SessionInactive"
+        return reply
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve lockdown requests on a piped connection until the client goes."""
+        session = False
+        while True:
+            request = await wire.read_lockdown(reader)
+            if request.get("Request") == "StartSession" and not session:
+                if request.get("HostID") not in self.trusted:
+                    wire.write_lockdown(writer, {"Request": "StartSession",
+                                                 "Error": "InvalidHostID"})  # fmt: skip
+                    await writer.drain()
+                    continue
+                reply = {"Request": "StartSession", "SessionID": str(uuid.uuid4()).upper(),
+                         "EnableSessionSSL": True}  # fmt: skip
+                wire.write_lockdown(writer, reply)
+                await writer.drain()
+                await writer.start_tls(_server_context())
+                session = True
+                continue
+            wire.write_lockdown(writer, self.answer(request, session=session))
+            await writer.drain()
+
+    async def serve_service(
+        self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Serve the service started on ``port`` (TLS first) until the client goes."""
+        await writer.start_tls(_server_context())
+        while True:
+            request = await wire.read_lockdown(reader)
+            name = request.get("Request")
+            if name == "IORegistry":
+                entry = (
+                    dict(self.battery()) if request.get("EntryClass") == "IOPMPowerSource" else {}
+                )
+                reply: dict[str, Any] = {"Status": "Success", "Diagnostics": {"IORegistry": entry}}
+            elif name == "Goodbye":
+                reply = {"Status": "Success"}
+            else:
+                reply = {"Status": "UnknownRequest"}
+            wire.write_lockdown(writer, reply)
+            await writer.drain()
+            if name == "Goodbye":
+                return

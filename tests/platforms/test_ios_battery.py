@@ -1,0 +1,72 @@
+"""The iPhone's battery through pymobiledevice3, end to end over the fake usbmuxd: a real
+pairing session (TLS with the pair record's certificates), the diagnostics relay started
+through lockdownd and reached through usbmuxd (TLS again), its IORegistry answer parsed
+by devicelab's IosSampler into samples."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devicelab.errors import DeviceUnreachable
+from devicelab.samplers.ios import IosSampler
+from devicelab.samplers.log import SampleLog
+from devicelab.testing.fake_lockdownd import DIAGNOSTICS_RELAY, IPHONE_BATTERY
+from devicelab.testing.fake_usbmuxd import FakeIPhone, FakeUsbmuxd
+
+pytest.importorskip("pymobiledevice3")
+
+UDID = "00008030-001A2B3C4D5E802E"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """pymobiledevice3 caches pair records under HOME: a fresh one per test."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def _sampler(mux: FakeUsbmuxd, tmp_path: Path) -> IosSampler:
+    log = SampleLog(tmp_path / "samples.jsonl", t0=time.monotonic())
+    return IosSampler(log, UDID, usbmux_address=mux.address)
+
+
+def test_a_draining_battery_is_read_through_a_paired_session(
+    usbmuxd: FakeUsbmuxd, home: Path
+) -> None:
+    levels = iter([85, 84])
+
+    def draining() -> dict[str, Any]:
+        return {**IPHONE_BATTERY, "CurrentCapacity": next(levels)}
+
+    phone = FakeIPhone(UDID, battery=draining)
+    usbmuxd.attach(phone)
+    sampler = _sampler(usbmuxd, home)
+    first = {s.metric: s.value for s in sampler.read_once()}
+    second = {s.metric: s.value for s in sampler.read_once()}
+    assert (first["battery.level_pct"], second["battery.level_pct"]) == (85.0, 84.0)
+    assert first["battery.current_ma"] == -312.0  # sent as an unsigned 64-bit number
+    assert first["battery.temperature_c"] == 30.5 and first["battery.charging"] == 0.0
+    # The relay was started through lockdownd, one port per read.
+    assert set(phone.lockdownd.services.values()) == {DIAGNOSTICS_RELAY}
+    assert len(phone.lockdownd.services) == 2
+
+
+def test_a_phone_that_does_not_trust_this_host_is_unreachable_with_the_fix(
+    usbmuxd: FakeUsbmuxd, home: Path
+) -> None:
+    usbmuxd.attach(FakeIPhone(UDID), paired=False)
+    with pytest.raises(DeviceUnreachable, match=f"could not read {UDID}") as raised:
+        _sampler(usbmuxd, home).read_once()
+    assert "trust this computer" in raised.value.hint
+    assert raised.value.serial == UDID
+
+
+def test_without_a_session_lockdownd_starts_no_service(usbmuxd: FakeUsbmuxd) -> None:
+    phone = FakeIPhone(UDID)
+    answer = phone.lockdown_answer({"Request": "StartService", "Service": DIAGNOSTICS_RELAY})
+    assert answer["Error"] == "SessionInactive"
+    assert phone.lockdownd.services == {}
