@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from devicelab.platforms.android_device import AndroidDevice
     from devicelab.platforms.web import WebDevice
     from devicelab.records import RunRecord
+    from devicelab.samplers.base import Sampler
     from devicelab.scenarios.fixture import RunFixture
 
 __all__ = ["Lab", "LabSession", "app_build_dir"]
@@ -244,6 +245,7 @@ class Lab:
         app_url = self._start_app(teardown)
         proxy, network = self._start_proxy(teardown)
         heap_mb: Callable[[], float] | None = None
+        battery: Sampler | None = None
         app_state: lab_phone.PhoneApp | None = None
         backend_url = server.url
         if phone is not None:
@@ -295,7 +297,7 @@ class Lab:
             record.follow(sampling)
             sampler = sampling.samplers[0]
             assert isinstance(sampler, AndroidSampler)
-            heap_mb = AppPss(sampler)
+            heap_mb, battery = AppPss(sampler), sampler
         # The iPhone's battery through lockdownd's diagnostics relay (IORegistry).
         elif self.platform == "ios" and self.device.udid:
             from devicelab.samplers import ios_run_sampling
@@ -303,6 +305,7 @@ class Lab:
             sampling = ios_run_sampling(self.device.udid, out_dir, started)
             teardown.push("samplers", sampling.close)
             record.follow(sampling)
+            battery = sampling.samplers[0]
         # --- end samplers
         ctx = ScenarioContext(
             harness=harness,
@@ -317,6 +320,7 @@ class Lab:
             heap_mb=heap_mb,
             say=self.say,
             app_state=app_state,
+            battery=battery,
         )
         return LabSession(self, ctx, record, proxy=proxy, fixture=fixture)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
 
-__all__ = ["IosListing", "Lockdownd", "Usbmuxd", "describe"]
+__all__ = ["IosListing", "Lockdownd", "Usbmuxd", "describe", "listing_of"]
 
 _TIMEOUT = 10.0
 _INSTALL_HINT = "install usbmuxd (apt-get install -y usbmuxd) and plug the iPhone in"
@@ -61,10 +61,15 @@ def _key(udid: str) -> str:
     return udid.replace("-", "").upper()
 
 
+def listing_of(udid: str, listed: dict[str, IosListing]) -> IosListing | None:
+    """The iPhone ``udid`` in usbmuxd's listing (with or without the UDID's dash)."""
+    by_key = {_key(serial): listing for serial, listing in listed.items()}
+    return by_key.get(_key(udid))
+
+
 def describe(udid: str, listed: dict[str, IosListing]) -> tuple[str, str]:
     """(state, detail) of the iPhone ``udid`` given usbmuxd's listing."""
-    by_key = {_key(serial): listing for serial, listing in listed.items()}
-    listing = by_key.get(_key(udid))
+    listing = listing_of(udid, listed)
     if listing is None:
         if "REPLACE-WITH" in udid.upper():
             return (

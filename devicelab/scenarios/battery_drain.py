@@ -44,6 +44,8 @@ from devicelab.journal import Entry, Journal
 from devicelab.models import Check, PowerControl
 from devicelab.samplers import Sample, least_squares_slope, theil_sen_slope
 from devicelab.samplers.android import AndroidSampler, AppPss
+from devicelab.samplers.base import Sampler
+from devicelab.samplers.ios import IosSampler
 from devicelab.scenarios.context import ScenarioContext, skipped
 from devicelab.targets import judge, resolve
 
@@ -77,6 +79,15 @@ OVER_USB = (
     "adb reaches the phone over USB, which the power cut takes away: connect it over Wi-Fi "
     "(`adb connect HOST:PORT`) and give that host:port as the device's serial"
 )
+IOS_OVER_USB = (
+    "usbmuxd reaches the iPhone over USB only, which the power cut takes away: turn on "
+    "Wi-Fi sync (Finder or `pymobiledevice3 lockdown wifi-connections on`) so usbmuxd also "
+    "lists it over the network"
+)
+_HOW = {
+    "android": "dumpsys battery level (and current_now)",
+    "ios": "IORegistry CurrentCapacity (and InstantAmperage) through lockdownd",
+}
 
 logger = logging.getLogger("devicelab.scenarios.battery_drain")
 
@@ -186,7 +197,7 @@ def _cycle(ctx: ScenarioContext) -> None:
     ctx.harness.run("message_search", {"count": 1, "terms": terms}, timeout_s=timeout)
 
 
-def _battery(sampler: AndroidSampler) -> dict[str, Sample]:
+def _battery(sampler: Sampler) -> dict[str, Sample]:
     """One reading through the sampler (into its log); its battery samples by metric."""
     return {s.metric: s for s in sampler.read_once() if s.metric.startswith("battery.")}
 
@@ -200,21 +211,24 @@ def measure(
     ctx: ScenarioContext,
     power: PowerControl | None,
     options: DrainOptions,
-    sampler: AndroidSampler | None = None,
+    sampler: Sampler | None = None,
     journal: Journal | None = None,
 ) -> Check:
     """Keep the workload going for ``options.duration_s`` on a phone whose power is cut,
-    reading the battery through ``sampler`` (default: the run's, behind ``ctx.heap_mb``).
+    reading the battery through ``sampler`` (default: the run's ``ctx.battery``, or on
+    android the one behind ``ctx.heap_mb``).
     The uhubctl power cut is journaled in ``journal`` (default: the state folder's).
     Returns the judged check (value: % per hour), a skip when the power is not cut by
     the inventory, or an error when the battery does not discharge. Raises ProbeFailed
     when a probe fails, DeviceUnreachable when adb does, ToolMissing without uhubctl."""
-    if ctx.platform != "android":
+    if ctx.platform not in _HOW:
         why = f"not built yet: the battery drain run of {ctx.platform} devices"
         return skipped(CHECK_ID, TITLE, CATEGORY, why)
     kind = power.kind if power is not None else "none"
     if kind == "none":
         return skipped(CHECK_ID, TITLE, CATEGORY, NEEDS_POWER_CUT)
+    if sampler is None:
+        sampler = ctx.battery
     if sampler is None and isinstance(ctx.heap_mb, AppPss):
         sampler = ctx.heap_mb.sampler
     if sampler is None:
@@ -222,18 +236,33 @@ def measure(
         return skipped(CHECK_ID, TITLE, CATEGORY, why)
     if power is None or power.kind != "uhubctl":
         return _drain(ctx, kind, options, sampler)
-    if ":" not in sampler.serial:
-        evidence = {"power": kind, "serial": sampler.serial}
+    target, over_usb = _off_usb(sampler)
+    if over_usb:
+        evidence = {"power": kind, "serial": target}
         return Check(id=CHECK_ID, title=TITLE, category=CATEGORY, status="error",
-                     reason=OVER_USB, evidence=evidence)  # fmt: skip
-    with PowerCut(power, sampler.serial, journal or Journal(undoers=UNDOERS)):
+                     reason=over_usb, evidence=evidence)  # fmt: skip
+    with PowerCut(power, target, journal or Journal(undoers=UNDOERS)):
         ctx.say(f"battery_drain: hub {power.hub} port {power.port} switched off (uhubctl)")
         time.sleep(options.settle_s)
         return _drain(ctx, kind, options, sampler)
 
 
+def _off_usb(sampler: Sampler) -> tuple[str, str]:
+    """(the phone's serial or UDID, why it cannot be read once its USB port is off: ""
+    when it can: adb over Wi-Fi, an iPhone usbmuxd also lists over the network)."""
+    if isinstance(sampler, AndroidSampler):
+        return sampler.serial, "" if ":" in sampler.serial else OVER_USB
+    if isinstance(sampler, IosSampler):
+        from devicelab.platforms.ios import Usbmuxd, listing_of
+
+        listing = listing_of(sampler.udid, Usbmuxd(sampler.usbmux_address).states())
+        wifi = listing is not None and "Network" in listing.connections
+        return sampler.udid, "" if wifi else IOS_OVER_USB
+    return "", "not built yet: a power cut for this battery reader"
+
+
 def _drain(
-    ctx: ScenarioContext, kind: str, options: DrainOptions, sampler: AndroidSampler
+    ctx: ScenarioContext, kind: str, options: DrainOptions, sampler: Sampler
 ) -> Check:
     first = _battery(sampler)
     charging = first.get("battery.charging")
@@ -284,8 +313,9 @@ def _judged(
         "series": "battery.level_pct",
         "workload": "per cycle: A sends B one message, the conversation list (50), one "
         f"search, then {options.pause_s:g} s idle",
-        "how": f"dumpsys battery level (and current_now) every {options.sample_every_s:g} s "
-        "on battery; % per hour = minus the Theil-Sen slope of the level",
+        "how": f"{_HOW.get(ctx.platform, 'battery level')} every "
+        f"{options.sample_every_s:g} s on battery; % per hour = minus the Theil-Sen slope "
+        "of the level",
     }
     if len(v) < 2:
         why = "fewer than two battery levels were read"

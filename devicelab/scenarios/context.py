@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devicelab.harness import Harness, ProbeResult
 from devicelab.models import Check, TargetBook
+from devicelab.samplers.base import Sampler
 from devicelab.targets import column_for, judge, resolve
 
 __all__ = [
@@ -67,7 +68,8 @@ class ScenarioContext:
     subscription, reconnect); ``big_conversation_id`` is A's longest conversation
     (memory_1000_messages). ``heap_mb`` reads the app's JS heap (None where no sampler
     exists yet); ``link`` drops and restores the device's network; ``app_state`` sends a
-    phone's app to the background and back (None on the web device).
+    phone's app to the background and back (None on the web device); ``battery`` is the
+    run's battery reader (a phone's sampler; None on the web device).
     """
 
     harness: Harness
@@ -82,6 +84,7 @@ class ScenarioContext:
     heap_mb: Callable[[], float] | None = None
     say: Callable[[str], None] = field(default=lambda _text: None)
     app_state: AppState | None = None
+    battery: Sampler | None = None
 
     def own_column(self) -> str:
         """The platform's own story column (web -> "web", phones -> "wifi")."""

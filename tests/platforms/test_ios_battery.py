@@ -70,3 +70,15 @@ def test_without_a_session_lockdownd_starts_no_service(usbmuxd: FakeUsbmuxd) -> 
     answer = phone.lockdown_answer({"Request": "StartService", "Service": DIAGNOSTICS_RELAY})
     assert answer["Error"] == "SessionInactive"
     assert phone.lockdownd.services == {}
+
+
+def test_a_power_cut_needs_the_iphone_listed_over_wifi_too(
+    usbmuxd: FakeUsbmuxd, home: Path
+) -> None:
+    from devicelab.scenarios.battery_drain import IOS_OVER_USB, _off_usb
+
+    usbmuxd.attach(FakeIPhone(UDID))
+    sampler = _sampler(usbmuxd, home)
+    assert _off_usb(sampler) == (UDID, IOS_OVER_USB)  # uhubctl would cut its only link
+    usbmuxd.attach(FakeIPhone(UDID, connection="Network"))
+    assert _off_usb(sampler) == (UDID, "")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import yaml
 from devicelab.platforms.appium import AppiumServer
 from devicelab.report import load_results
 from devicelab.testing.adb_server import free_port
+from devicelab.testing.fake_lockdownd import IPHONE_BATTERY
 from devicelab.testing.fake_usbmuxd import FakeIPhone, FakeUsbmuxd
 from devicelab.testing.standins import lab_state, standin_missing, webview_capabilities
 
@@ -33,6 +35,18 @@ pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 
 UDID = "00008030-001A2B3C4D5E802E"
 ABSENT = "00008110-000A1B2C3D4E5F60"
+ON_BATTERY = "00008101-000C1D2E3F405162"
+
+
+class DrainingBattery:
+    """An IOPMPowerSource entry whose level falls 360 %/h (0.1 % a second) from 85 %."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self) -> dict[str, Any]:
+        level = 85.0 - 0.1 * (time.monotonic() - self.started)
+        return {**IPHONE_BATTERY, "CurrentCapacity": round(level, 2)}
 
 
 def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -47,6 +61,7 @@ def lab_env() -> Iterator[dict[str, str]]:
     """A DEVICELAB_STATE of its own (cluster) and a fake usbmuxd with the iPhone on it."""
     with lab_state("dl-run-ios-") as env, FakeUsbmuxd() as mux:
         mux.attach(FakeIPhone(UDID))
+        mux.attach(FakeIPhone(ON_BATTERY, battery=DrainingBattery()))
         yield {**env, **mux.env}
 
 
@@ -83,6 +98,7 @@ def inventory(lab_env: dict[str, str], appium: AppiumServer) -> tuple[Path, int]
         "iphone-proxy-not-set": iphone(proxy_set=False),
         "iphone-absent": iphone(udid=ABSENT),
         "iphone-no-proxy": iphone(proxy=False),
+        "iphone-on-battery": {**iphone(udid=ON_BATTERY), "power": {"kind": "manual"}},
     }
     path = state / "inventory.yaml"
     path.write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
@@ -228,3 +244,35 @@ def test_a_short_background_keeps_realtime_and_fails_the_check(
     assert "Realtime stayed connected" in check.reason
     assert check.evidence["disconnected"] is False
     assert check.value is not None and 9 <= check.value <= 13
+
+
+@pytest.mark.slow
+def test_battery_drain_on_an_iphone_reads_the_ioregistry_on_battery(
+    lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
+) -> None:
+    path, _port = inventory
+    env = {**lab_env, "DEVICELAB_BATTERY_DURATION_S": "12", "DEVICELAB_BATTERY_SAMPLE_S": "2"}
+    result = devicelab(
+        "run", "--device", "iphone-on-battery", "--network", "none", "--inventory", str(path),
+        "--out", str(tmp_path / "out"), "--scenario", "battery_drain", env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    (check,) = load_results(tmp_path / "out" / "results.json").checks
+    # 360 %/h, judged against the story's < 10 %/h.
+    assert check.status == "fail" and check.value is not None, check
+    assert 250 <= check.value <= 450, check.value
+    assert check.evidence["power"] == "manual" and check.evidence["readings"] >= 5
+    assert "IORegistry" in str(check.evidence["how"])
+
+
+def test_battery_drain_on_an_iphone_without_a_power_cut_skips(
+    lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
+) -> None:
+    path, _port = inventory
+    result = devicelab(
+        "run", "--device", "iphone", "--network", "none", "--inventory", str(path),
+        "--out", str(tmp_path / "out"), "--scenario", "battery_drain", env=lab_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (check,) = load_results(tmp_path / "out" / "results.json").checks
+    assert check.status == "skip" and "real drain needs the power cut" in check.reason
