@@ -261,9 +261,7 @@ def _off_usb(sampler: Sampler) -> tuple[str, str]:
     return "", "not built yet: a power cut for this battery reader"
 
 
-def _drain(
-    ctx: ScenarioContext, kind: str, options: DrainOptions, sampler: Sampler
-) -> Check:
+def _drain(ctx: ScenarioContext, kind: str, options: DrainOptions, sampler: Sampler) -> Check:
     first = _battery(sampler)
     charging = first.get("battery.charging")
     if charging is not None and charging.value == 1:
