@@ -33,7 +33,7 @@ from devicelab.platforms.appium import AppiumServer
 from devicelab.report import load_results
 from devicelab.testing.adb_server import PrivateAdbServer, free_port
 from devicelab.testing.fake_adbd import MEMINFO, FakeAdbd, ShellResult
-from devicelab.testing.standins import lab_state, standin_missing, webview_capabilities
+from devicelab.testing.standins import standin_missing, webview_capabilities
 
 _MISSING = standin_missing()
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
@@ -46,21 +46,6 @@ def devicelab(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         [sys.executable, "-m", "devicelab", *args],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def adb() -> Iterator[PrivateAdbServer]:
-    """A DEVICELAB_STATE of its own (cluster and journal) and a private adb server on a
-    free port (HOME in the state folder, so no key lands in ~/.android and no stray
-    server starts on 5037). The cluster and the adb server are stopped after."""
-    with lab_state("dl-run-android-") as env:
-        try:
-            server = PrivateAdbServer(Path(env["HOME"]))
-        except FileNotFoundError as exc:
-            pytest.skip(f"{exc}")
-        server.env["DEVICELAB_STATE"] = env["DEVICELAB_STATE"]
-        with server:
-            yield server
 
 
 @pytest.fixture(scope="module")

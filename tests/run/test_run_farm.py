@@ -22,7 +22,7 @@ import yaml
 from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import DrainingBattery, FakeAdbd
-from devicelab.testing.standins import lab_state, standin_missing, webview_capabilities
+from devicelab.testing.standins import standin_missing, webview_capabilities
 
 _MISSING = standin_missing()
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
@@ -33,19 +33,6 @@ def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
         [sys.executable, "-m", "devicelab", *args],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def adb() -> Iterator[PrivateAdbServer]:
-    """A DEVICELAB_STATE of its own (cluster, journal) and a private adb server."""
-    with lab_state("dl-run-farm-") as env:
-        try:
-            server = PrivateAdbServer(Path(env["HOME"]))
-        except FileNotFoundError as exc:
-            pytest.skip(f"{exc}")
-        server.env["DEVICELAB_STATE"] = env["DEVICELAB_STATE"]
-        with server:
-            yield server
 
 
 @pytest.fixture(scope="module")
