@@ -67,23 +67,42 @@ def _module(name: str, package: str, needed_for: str, required: bool = True) -> 
     return Finding(f"python: {package}", found, detail, "" if found else fix, required, needed_for)
 
 
-def _appium() -> Finding:
-    home = Path.home() / ".appium"
-    candidates = ["appium", str(Path("node_modules/.bin/appium").resolve())]
-    finding = _program(
-        "appium",
-        candidates,
-        "--version",
-        "npm install -g appium && appium driver install uiautomator2 (xcuitest on macOS)",
-        "android and ios devices",
-        required=False,
-    )
-    if finding.found:
-        return finding
-    return Finding(
-        finding.name, False, f"not found (APPIUM_HOME default {home})", finding.fix, False,
-        finding.needed_for,
-    )  # fmt: skip
+#: The Appium drivers devicelab's phones need: automationName -> (npm package, for what).
+APPIUM_DRIVERS = {
+    "uiautomator2": ("appium-uiautomator2-driver", "android devices"),
+    "xcuitest": ("appium-xcuitest-driver", "ios devices, with Appium on macOS"),
+}
+
+
+def _appium() -> list[Finding]:
+    """The Appium devicelab starts (tools/appium, APPIUM_HOME) and the phone drivers in it;
+    else an ``appium`` on PATH (its drivers are its own: not listed)."""
+    from devicelab.platforms.appium_server import appium_home, installed, installed_drivers
+
+    home = appium_home()
+    version = installed(home)
+    if not version:
+        found = _program("appium", ["appium"], "--version", "./dev/setup (installs tools/appium)",
+                         "android and ios devices", required=False)  # fmt: skip
+        if not found.found:
+            found = Finding("appium", False, f"not installed in {home} nor on PATH",
+                            found.fix, False, found.needed_for)  # fmt: skip
+        return [found]
+    drivers = installed_drivers(home)
+    listed = ", ".join(sorted(drivers)) or "none"
+    findings = [Finding("appium", True, f"{home}: appium {version}; drivers: {listed}", "",
+                        False, "android and ios devices")]  # fmt: skip
+    for name, (package, needed_for) in APPIUM_DRIVERS.items():
+        fix = (
+            f"cd {home} && npm install --save-exact {package} && cd - && ./dev/setup"
+            if name not in drivers
+            else ""
+        )
+        detail = drivers.get(name, f"not installed in {home}")
+        findings.append(
+            Finding(f"appium driver: {name}", name in drivers, detail, fix, False, needed_for)
+        )
+    return findings
 
 
 def diagnose() -> list[Finding]:
@@ -128,7 +147,7 @@ def diagnose() -> list[Finding]:
             "android devices",
             False,
         ),
-        _appium(),
+        *_appium(),
         Finding(
             "postgresql",
             pg_bin is not None,

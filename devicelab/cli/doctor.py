@@ -26,9 +26,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([asdict(f) for f in findings], indent=2))
         else:
+            width = max(len(f.name) for f in findings) + 2
             for f in findings:
                 mark = "ok " if f.found else ("MISSING" if f.required else "missing")
-                line = f"{mark:8}{f.name:26}{f.detail}"
-                typer.echo(line if f.found else f"{line}\n{'':34}fix: {f.fix}  ({f.needed_for})")
+                line = f"{mark:8}{f.name:{width}}{f.detail}"
+                fix = f"\n{'':{8 + width}}fix: {f.fix}  ({f.needed_for})"
+                typer.echo(line if f.found else line + fix)
         if any(f.required and not f.found for f in findings):
             raise typer.Exit(3)

@@ -9,6 +9,7 @@ port with ``--base-path /``, logging to a file. Lifecycle: ``start()`` -> ``url`
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Self
 
 from devicelab.errors import DeviceUnreachable, ToolMissing
 
-__all__ = ["AppiumServer", "appium_home"]
+__all__ = ["AppiumServer", "appium_home", "installed", "installed_drivers"]
 
 logger = logging.getLogger("devicelab.platforms.appium")
 
@@ -39,6 +40,39 @@ def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def installed(home: Path) -> str:
+    """The version of the appium package installed in APPIUM_HOME ``home`` ("" if none)."""
+    try:
+        manifest = json.loads((home / "node_modules" / "appium" / "package.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not (home / "node_modules" / ".bin" / "appium").exists():
+        return ""
+    return str(manifest.get("version", "?"))
+
+
+def installed_drivers(home: Path) -> dict[str, str]:
+    """The drivers installed in APPIUM_HOME ``home``: automationName (lower case) ->
+    ``package version``. Appium 3 counts every dependency of ``home``'s package.json whose
+    own package.json has an ``appium.driverName`` (devicelab's tools/appium is such a
+    home: npm ci installs the server and its drivers)."""
+    try:
+        wanted = json.loads((home / "package.json").read_text()).get("dependencies", {})
+    except (OSError, ValueError):
+        return {}
+    drivers = {}
+    for package in wanted:
+        try:
+            manifest = json.loads((home / "node_modules" / package / "package.json").read_text())
+        except (OSError, ValueError):
+            continue
+        meta = manifest.get("appium")
+        if isinstance(meta, dict) and meta.get("driverName"):
+            name = str(meta.get("automationName") or meta["driverName"]).lower()
+            drivers[name] = f"{package} {manifest.get('version', '?')}"
+    return drivers
 
 
 class AppiumServer:
