@@ -73,7 +73,6 @@ if TYPE_CHECKING:
     from backend_checks.reference.server import ReferenceServer
     from devicelab.harness import Harness
     from devicelab.netshape.proxy import ShapedProxy
-    from devicelab.platforms.android_device import AndroidDevice
     from devicelab.platforms.web import WebDevice
     from devicelab.records import RunRecord
     from devicelab.samplers.base import Sampler
@@ -426,15 +425,6 @@ class Lab:
         harness = Harness(web.evaluate, timeout_s=self.options.probe_timeout_s)
         harness.wait_ready()
         return web, harness
-
-    def _attach_android(self) -> AndroidDevice:
-        """The inventory's android phone attached (devicelab.lab_phone.attach)."""
-        from devicelab.lab_phone import attach
-        from devicelab.platforms.android_device import AndroidDevice
-
-        phone = attach(self.device, self.say)
-        assert isinstance(phone, AndroidDevice)
-        return phone
 
 
 #: Scenarios that run on the web device but not yet on this platform, and what is missing.

@@ -19,7 +19,6 @@ A phone run differs from a web run in three places, all here:
 
 from __future__ import annotations
 
-import socket
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -166,6 +165,7 @@ def start_app(
     from devicelab.harness import Harness
     from devicelab.platforms.android_device import AndroidDevice
     from devicelab.platforms.appium import AppiumSession, proxied_capabilities
+    from devicelab.platforms.appium_server import free_port
 
     endpoint = device.appium
     assert endpoint is not None  # check_phone ran at construction
@@ -181,7 +181,7 @@ def start_app(
     if capabilities.get("browserName") and "appium:chromedriverPort" not in capabilities:
         # Appium's chromium driver starts chromedriver on 9515 unless told, so two
         # stand-in sessions at once (a battery farm) would take each other's.
-        capabilities["appium:chromedriverPort"] = _free_port()
+        capabilities["appium:chromedriverPort"] = free_port()
     url = _appium_url(teardown, endpoint.url, out_dir, say)
     session = AppiumSession(url, capabilities)
     say(f"starting an Appium session on {session.info()['url']}")
@@ -241,12 +241,6 @@ def check_route(evaluate: Callable[[str, Any], Any], url: str, hint: str) -> Non
     raise EnvironmentProblem(
         f"the app cannot reach the lab backend through the shaped proxy ({why})", hint=hint
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _appium_url(teardown: Teardown, url: str, out_dir: Path, say: Say) -> str:

@@ -23,7 +23,7 @@ from typing import Self
 
 from devicelab.errors import DeviceUnreachable, ToolMissing
 
-__all__ = ["AppiumServer", "appium_home", "installed", "installed_drivers"]
+__all__ = ["AppiumServer", "appium_home", "free_port", "installed", "installed_drivers"]
 
 logger = logging.getLogger("devicelab.platforms.appium")
 
@@ -36,7 +36,8 @@ def appium_home() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "tools" / "appium"
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -121,7 +122,7 @@ class AppiumServer:
                 hint="run ./dev/setup (or: cd tools/appium && npm ci)",
             )
         if self.port == 0:
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "APPIUM_HOME": str(self.home)}
         command = [

@@ -182,7 +182,7 @@ class Lockdownd:
                 reply["Value"] = values[key]
             else:
                 reply["Error"] = "MissingValue"
-        elif name in ("Goodbye", "StopSession") and (session or name == "Goodbye"):
+        elif name == "Goodbye" or (name == "StopSession" and session):
             reply["Result"] = "Success"
         elif name == "StartService" and session:
             service = str(request.get("Service", ""))

@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from devicelab.platforms.web import DEFAULT_BROWSER
+
 __all__ = ["CHROMEDRIVER", "CHROMIUM", "lab_state", "standin_missing", "webview_capabilities"]
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = DEFAULT_BROWSER
 CHROMEDRIVER = "/usr/bin/chromedriver"
 _HEADLESS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage")
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from devicelab.testing.adb_server import PrivateAdbServer, adb_binaries, free_port
-from devicelab.testing.fake_adbd import FakeAdbd
 from devicelab.testing.fake_usbmuxd import FakeUsbmuxd
 
 
@@ -33,21 +32,6 @@ def adb_server(
     server = PrivateAdbServer(tmp_path_factory.mktemp("adb-home"), request.param)
     with server, server.environ():
         yield server
-
-
-@pytest.fixture
-def fake(adb_server: PrivateAdbServer) -> Iterator[FakeAdbd]:
-    """A fake device the adb server is connected to; disconnected and stopped after."""
-    with adb_server.phone() as device:
-        yield device
-
-
-@pytest.fixture
-def device(adb_server: PrivateAdbServer, fake: FakeAdbd) -> Any:
-    """adbutils' AdbDevice for the fake, through the private adb server."""
-    import adbutils
-
-    return adbutils.AdbClient(host="127.0.0.1", port=adb_server.port).device(fake.serial)
 
 
 @pytest.fixture

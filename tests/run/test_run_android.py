@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devicelab import lab_phone
 from devicelab.config import load_networks
 from devicelab.journal import Journal
 from devicelab.lab import Lab, app_build_dir
@@ -387,7 +388,8 @@ def test_a_battery_simulation_a_crashed_run_left_is_reset_when_the_lab_attaches(
 
     for key in ("DEVICELAB_STATE", "ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
         monkeypatch.setenv(key, lab_env[key])
-    Lab("phone", "none", inventory=inventory)._attach_android()  # recovers the journal first
+    lab = Lab("phone", "none", inventory=inventory)
+    lab_phone.attach(lab.device, lab.say)  # recovers the journal first
     assert not phone.battery_unplugged
     assert Journal(Path(lab_env["DEVICELAB_STATE"]) / "journal.jsonl").pending() == []
 

@@ -43,16 +43,6 @@ MANUAL = PowerControl(kind="manual")
 SHORT = DrainOptions(duration_s=3, sample_every_s=0.4, pause_s=0.2)
 
 
-@pytest.fixture(scope="module")
-def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateAdbServer]:
-    try:
-        server = PrivateAdbServer(tmp_path_factory.mktemp("adb-home"))
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    with server, server.environ():
-        yield server
-
-
 @pytest.fixture
 def phone(adb_server: PrivateAdbServer) -> Iterator[FakeAdbd]:
     with adb_server.phone() as fake:

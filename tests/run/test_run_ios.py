@@ -56,6 +56,17 @@ def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
+def run(
+    env: dict[str, str], inventory: Path, device: str, network: str, out: Path, *checks: str
+) -> subprocess.CompletedProcess[str]:
+    """``devicelab run`` of ``device`` in this lab, only ``checks`` (all when none)."""
+    selection = [arg for check in checks for arg in ("--scenario", check)]
+    return devicelab(
+        "run", "--device", device, "--network", network, "--inventory", str(inventory),
+        "--out", str(out), *selection, env=env,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def lab_env() -> Iterator[dict[str, str]]:
     """A DEVICELAB_STATE of its own (cluster) and a fake usbmuxd with the iPhone on it."""
@@ -112,11 +123,7 @@ def test_run_on_an_iphone_through_4g_measures_in_the_webview_stand_in(
     path, _port = inventory
     out = tmp_path / "out"
     checks = ["message_delivery", "memory_100_conversations"]
-    selection = [arg for check in checks for arg in ("--scenario", check)]
-    result = devicelab(
-        "run", "--device", "iphone", "--network", "4g", "--inventory", str(path),
-        "--out", str(out), *selection, env=lab_env,
-    )  # fmt: skip
+    result = run(lab_env, path, "iphone", "4g", out, *checks)
     assert result.returncode == 0, result.stdout + result.stderr
     results = load_results(out / "results.json")
     device = results.run.device
@@ -148,10 +155,7 @@ def test_a_phone_not_using_the_proxy_exits_3_naming_the_wifi_setting(
     lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
 ) -> None:
     path, port = inventory
-    result = devicelab(
-        "run", "--device", "iphone-proxy-not-set", "--network", "4g", "--inventory", str(path),
-        "--out", str(tmp_path / "out"), "--scenario", "message_delivery", env=lab_env,
-    )  # fmt: skip
+    result = run(lab_env, path, "iphone-proxy-not-set", "4g", tmp_path / "out", "message_delivery")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "cannot reach the lab backend through the shaped proxy" in result.stderr
     assert f"Configure Proxy > Manual, server 127.0.0.1, port {port}" in result.stderr
@@ -162,10 +166,7 @@ def test_an_absent_iphone_exits_3_before_the_backend_starts(
     lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
 ) -> None:
     path, _port = inventory
-    result = devicelab(
-        "run", "--device", "iphone-absent", "--network", "4g", "--inventory", str(path),
-        "--out", str(tmp_path / "out"), env=lab_env,
-    )  # fmt: skip
+    result = run(lab_env, path, "iphone-absent", "4g", tmp_path / "out")
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"ios device iphone-absent ({ABSENT}) is absent" in result.stderr
     assert "plug the iPhone in" in result.stderr
@@ -177,10 +178,7 @@ def test_an_iphone_without_a_proxy_address_is_bad_input(
     lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
 ) -> None:
     path, _port = inventory
-    result = devicelab(
-        "run", "--device", "iphone-no-proxy", "--network", "4g", "--inventory", str(path),
-        "--out", str(tmp_path / "out"), env=lab_env,
-    )  # fmt: skip
+    result = run(lab_env, path, "iphone-no-proxy", "4g", tmp_path / "out")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "devices.iphone-no-proxy.proxy is missing" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
@@ -211,10 +209,7 @@ def _background_run(
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
     path, _port = inventory
     env = {**lab_env, "DEVICELAB_BACKGROUND_S": str(seconds)}
-    result = devicelab(
-        "run", "--device", "iphone", "--network", "none", "--inventory", str(path),
-        "--out", str(out), "--scenario", "background_disconnect", env=env,
-    )  # fmt: skip
+    result = run(env, path, "iphone", "none", out, "background_disconnect")
     (check,) = load_results(out / "results.json").checks
     return result, check
 
@@ -252,10 +247,7 @@ def test_battery_drain_on_an_iphone_reads_the_ioregistry_on_battery(
 ) -> None:
     path, _port = inventory
     env = {**lab_env, "DEVICELAB_BATTERY_DURATION_S": "12", "DEVICELAB_BATTERY_SAMPLE_S": "2"}
-    result = devicelab(
-        "run", "--device", "iphone-on-battery", "--network", "none", "--inventory", str(path),
-        "--out", str(tmp_path / "out"), "--scenario", "battery_drain", env=env,
-    )  # fmt: skip
+    result = run(env, path, "iphone-on-battery", "none", tmp_path / "out", "battery_drain")
     assert result.returncode == 1, result.stdout + result.stderr
     (check,) = load_results(tmp_path / "out" / "results.json").checks
     # 360 %/h, judged against the story's < 10 %/h.
@@ -269,10 +261,7 @@ def test_battery_drain_on_an_iphone_without_a_power_cut_skips(
     lab_env: dict[str, str], inventory: tuple[Path, int], tmp_path: Path
 ) -> None:
     path, _port = inventory
-    result = devicelab(
-        "run", "--device", "iphone", "--network", "none", "--inventory", str(path),
-        "--out", str(tmp_path / "out"), "--scenario", "battery_drain", env=lab_env,
-    )  # fmt: skip
+    result = run(lab_env, path, "iphone", "none", tmp_path / "out", "battery_drain")
     assert result.returncode == 0, result.stdout + result.stderr
     (check,) = load_results(tmp_path / "out" / "results.json").checks
     assert check.status == "skip" and "real drain needs the power cut" in check.reason

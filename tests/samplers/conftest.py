@@ -1,6 +1,5 @@
-"""Fixtures of the sampler tests: a private real adb server with the fake phone behind it
-(ANDROID_ADB_SERVER_PORT and HOME set, never 5037), and a real headless Chromium.
-"""
+"""Fixtures of the sampler tests: a real headless Chromium (the fake phone behind a
+private adb server is tests/conftest.py's ``device``)."""
 
 from __future__ import annotations
 
@@ -9,35 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from devicelab.testing.adb_server import PrivateAdbServer
-from devicelab.testing.fake_adbd import FakeAdbd
-
-
-@pytest.fixture(scope="module")
-def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateAdbServer]:
-    """A private adb server, killed at the end; the env points adbutils at it."""
-    try:
-        server = PrivateAdbServer(tmp_path_factory.mktemp("adb-home"))
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    with server, server.environ():
-        yield server
-
-
-@pytest.fixture
-def fake(adb_server: PrivateAdbServer) -> Iterator[FakeAdbd]:
-    """A fake phone the adb server is connected to."""
-    with adb_server.phone() as device:
-        yield device
-
-
-@pytest.fixture
-def device(adb_server: PrivateAdbServer, fake: FakeAdbd) -> Any:
-    """adbutils' AdbDevice of the fake, through the private server."""
-    import adbutils
-
-    return adbutils.AdbClient(host="127.0.0.1", port=adb_server.port).device(fake.serial)
 
 
 @pytest.fixture(scope="module")
