@@ -14,15 +14,15 @@ subscribed again in the foreground ("re-connect") and the recorded events.
 
 from __future__ import annotations
 
-import os
 import time
 
-from devicelab.errors import BadInput
+from pydantic import BaseModel, ConfigDict, Field
+
 from devicelab.harness import ProbeResult
 from devicelab.models import Check
-from devicelab.scenarios.context import ScenarioContext, judged, skipped
+from devicelab.scenarios.context import ScenarioContext, env_options, judged, skipped
 
-__all__ = ["BACKGROUND_S", "CATEGORY", "CHECK_ID", "TITLE", "run"]
+__all__ = ["BACKGROUND_S", "CATEGORY", "CHECK_ID", "TITLE", "BackgroundOptions", "run"]
 
 CHECK_ID = "background_disconnect"
 TITLE = "Realtime disconnects after 1 minute in background"
@@ -32,30 +32,30 @@ BACKGROUND_S = 75.0
 _RECONNECT_TIMEOUT_MS = 15_000
 
 
-def _background_s() -> float:
-    text = os.environ.get("DEVICELAB_BACKGROUND_S", "")
-    if not text:
-        return BACKGROUND_S
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if seconds <= 0:
-        raise BadInput(
-            f"DEVICELAB_BACKGROUND_S={text!r} is not a positive number of seconds",
-            hint="e.g. DEVICELAB_BACKGROUND_S=75",
-        )
-    return seconds
+class BackgroundOptions(BaseModel):
+    """How long the app stays in the background."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    background_s: float = Field(
+        BACKGROUND_S, gt=0, description="seconds in the background (the story's minute + 15 s)"
+    )
+
+    @classmethod
+    def from_env(cls) -> BackgroundOptions:
+        """Options with ``DEVICELAB_BACKGROUND_S`` applied. Raises ConfigError for a value
+        that is not a positive number."""
+        return env_options(cls, {"background_s": "DEVICELAB_BACKGROUND_S"}, "background")
 
 
 def run(ctx: ScenarioContext) -> Check:
     """Background the app, bring it back, judge the seconds to the disconnect; returns the
-    check. Raises ProbeFailed (a probe or Appium failed), BadInput (a bad
+    check. Raises ProbeFailed (a probe or Appium failed), ConfigError (a bad
     DEVICELAB_BACKGROUND_S)."""
     if ctx.app_state is None:
         why = f"not built yet: sending the app to the background on {ctx.platform}"
         return skipped(CHECK_ID, TITLE, CATEGORY, why)
-    seconds = _background_s()
+    seconds = BackgroundOptions.from_env().background_s
     timeout_s = ctx.options.probe_timeout_s
     ctx.harness.run("background.prepare", {"conversationId": ctx.conversation_id},
                     timeout_s=timeout_s)  # fmt: skip

@@ -30,23 +30,22 @@ Shorter runs: ``DEVICELAB_BATTERY_DURATION_S`` (and ``DEVICELAB_BATTERY_SAMPLE_S
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import statistics
 import subprocess
 import time
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from devicelab.errors import ConfigError, EnvironmentProblem, ToolMissing
+from devicelab.errors import EnvironmentProblem, ToolMissing
 from devicelab.journal import Entry, Journal
 from devicelab.models import Check, PowerControl
 from devicelab.samplers import Sample, least_squares_slope, theil_sen_slope
 from devicelab.samplers.android import AndroidSampler, AppPss
 from devicelab.samplers.base import Sampler
 from devicelab.samplers.ios import IosSampler
-from devicelab.scenarios.context import ScenarioContext, skipped
+from devicelab.scenarios.context import ScenarioContext, env_options, skipped
 from devicelab.targets import judge, resolve
 
 __all__ = [
@@ -106,18 +105,11 @@ class DrainOptions(BaseModel):
     def from_env(cls) -> DrainOptions:
         """Options with ``DEVICELAB_BATTERY_DURATION_S`` / ``DEVICELAB_BATTERY_SAMPLE_S``
         applied. Raises ConfigError for a value that is not a positive number."""
-        given = {
-            "duration_s": os.environ.get("DEVICELAB_BATTERY_DURATION_S"),
-            "sample_every_s": os.environ.get("DEVICELAB_BATTERY_SAMPLE_S"),
+        variables = {
+            "duration_s": "DEVICELAB_BATTERY_DURATION_S",
+            "sample_every_s": "DEVICELAB_BATTERY_SAMPLE_S",
         }
-        try:
-            return cls.model_validate({k: v for k, v in given.items() if v})
-        except ValidationError as exc:
-            raise ConfigError(
-                f"bad battery run option: {exc.errors()[0]['msg']}",
-                hint="DEVICELAB_BATTERY_DURATION_S and DEVICELAB_BATTERY_SAMPLE_S: seconds > 0",
-                location="environment",
-            ) from exc
+        return env_options(cls, variables, "battery run")
 
 
 def _uhubctl(hub: str, port: int, action: str) -> None:

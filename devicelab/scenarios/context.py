@@ -4,12 +4,14 @@ without a measurement of its own: judged from a probe's samples, or skipped with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from devicelab.errors import ConfigError
 from devicelab.harness import Harness, ProbeResult
 from devicelab.models import Check, TargetBook
 from devicelab.samplers.base import Sampler
@@ -20,6 +22,7 @@ __all__ = [
     "LinkControl",
     "ScenarioContext",
     "ScenarioOptions",
+    "env_options",
     "judged",
     "skipped",
 ]
@@ -89,6 +92,21 @@ class ScenarioContext:
     def own_column(self) -> str:
         """The platform's own story column (web -> "web", phones -> "wifi")."""
         return column_for(self.platform, None)
+
+
+def env_options[M: BaseModel](model: type[M], variables: Mapping[str, str], what: str) -> M:
+    """``model`` with its fields named in ``variables`` (field -> environment variable)
+    taken from the environment where set. Raises ConfigError (location "environment")
+    naming the variables for a value the model refuses."""
+    given = {field: os.environ.get(name) for field, name in variables.items()}
+    try:
+        return model.model_validate({k: v for k, v in given.items() if v})
+    except ValidationError as exc:
+        raise ConfigError(
+            f"bad {what} option: {exc.errors()[0]['msg']}",
+            hint=f"{' and '.join(variables.values())} take seconds > 0",
+            location="environment",
+        ) from exc
 
 
 def skipped(check_id: str, title: str, category: str, reason: str) -> Check:

@@ -24,14 +24,12 @@ LeakOptions(duration_s=20))``.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from devicelab.errors import ConfigError
 from devicelab.models import Check, Target
 from devicelab.samplers import (
     SAMPLES_FILE,
@@ -41,7 +39,7 @@ from devicelab.samplers import (
     least_squares_slope,
     theil_sen_slope,
 )
-from devicelab.scenarios.context import ScenarioContext, skipped
+from devicelab.scenarios.context import ScenarioContext, env_options, skipped
 from devicelab.targets import judge, resolve
 
 __all__ = ["CATEGORY", "CHECK_ID", "FALLBACK_TARGET", "TITLE", "LeakOptions", "measure", "run"]
@@ -77,18 +75,11 @@ class LeakOptions(BaseModel):
     def from_env(cls) -> LeakOptions:
         """Options with ``DEVICELAB_LEAK_DURATION_S`` / ``DEVICELAB_LEAK_SAMPLE_S`` applied.
         Raises ConfigError for a value that is not a positive number."""
-        given = {
-            "duration_s": os.environ.get("DEVICELAB_LEAK_DURATION_S"),
-            "sample_every_s": os.environ.get("DEVICELAB_LEAK_SAMPLE_S"),
+        variables = {
+            "duration_s": "DEVICELAB_LEAK_DURATION_S",
+            "sample_every_s": "DEVICELAB_LEAK_SAMPLE_S",
         }
-        try:
-            return cls.model_validate({k: v for k, v in given.items() if v})
-        except ValidationError as exc:
-            raise ConfigError(
-                f"bad leak run option: {exc.errors()[0]['msg']}",
-                hint="DEVICELAB_LEAK_DURATION_S and DEVICELAB_LEAK_SAMPLE_S take seconds > 0",
-                location="environment",
-            ) from exc
+        return env_options(cls, variables, "leak run")
 
 
 def run(ctx: ScenarioContext) -> Check:

@@ -66,3 +66,16 @@ def test_teardown_runs_newest_first_and_goes_on_after_a_failure() -> None:
     teardown.run()
     assert done == ["browser", "backend"]
     assert said == ["warning: stopping the proxy failed: stuck"]
+
+
+def test_the_background_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devicelab.errors import ConfigError
+    from devicelab.scenarios.background_disconnect import BACKGROUND_S, BackgroundOptions
+
+    assert BackgroundOptions.from_env().background_s == BACKGROUND_S
+    monkeypatch.setenv("DEVICELAB_BACKGROUND_S", "12.5")
+    assert BackgroundOptions.from_env().background_s == 12.5
+    monkeypatch.setenv("DEVICELAB_BACKGROUND_S", "-1")
+    with pytest.raises(ConfigError, match="bad background option") as raised:
+        BackgroundOptions.from_env()
+    assert "DEVICELAB_BACKGROUND_S" in raised.value.hint
