@@ -1,9 +1,11 @@
-"""The lockdownd of a fake iPhone, with pairing sessions (TLS) and the diagnostics relay.
+"""The lockdownd of a fake iPhone, with pairing sessions (TLS), the diagnostics relay and
+the DVT instruments server.
 
 devicelab.testing.fake_usbmuxd pipes a client's ``Connect`` to port 62078 here, and a
 ``Connect`` to a port this lockdownd handed out with ``StartService`` to that service.
 pymobiledevice3 then runs unchanged: ``create_using_usbmux`` validates the pairing and
-starts a session, ``DiagnosticsService(lockdown).get_battery()`` reads the battery.
+starts a session, ``DiagnosticsService(lockdown).get_battery()`` reads the battery,
+``DvtProvider(lockdown)`` reaches the instruments server.
 
 What it serves, as a phone does:
 
@@ -13,12 +15,18 @@ What it serves, as a phone does:
   SessionID and ``EnableSessionSSL``, then the connection turns into TLS (the phone's
   certificate on its side); an unknown HostID is ``InvalidHostID``; anything else is
   ``SessionInactive``;
-- in a session: ``GetValue`` (every value), ``StartService`` of
-  ``com.apple.mobile.diagnostics_relay`` (a port, ``EnableServiceSSL``; other services are
-  ``InvalidService``), ``StopSession``, ``Goodbye``;
+- in a session: ``GetValue`` (every value), ``StartService`` (a port, ``EnableServiceSSL``)
+  of ``com.apple.mobile.diagnostics_relay`` and, while the developer disk image is
+  mounted, of the instruments server: :data:`DVT_SECURE_PROXY` on iOS 14 to 16,
+  :data:`DVT_LEGACY` before iOS 14; iOS 17 and later serve instruments over RemoteXPC
+  only, so lockdownd answers ``InvalidService`` for both, as for any other service;
+  ``StopSession``, ``Goodbye``;
 - the diagnostics relay (TLS from the first byte): ``IORegistry`` with ``EntryClass``
   IOPMPowerSource answers the phone's battery entry (``FakeIPhone.battery``, called per
-  request so a test can make it fall), other classes an empty entry; ``Goodbye``.
+  request so a test can make it fall), other classes an empty entry; ``Goodbye``;
+- the instruments server (devicelab.testing.fake_dtx, one per connection, recorded in
+  ``instruments``): TLS from the first byte on the secure proxy; on the legacy service a
+  TLS handshake, then DTX in plaintext, as pymobiledevice3's ``strip_ssl`` expects.
 
 The certificates are real (RSA, made once per process with ``cryptography``); nothing
 checks the host's certificate against the root, as a fake need not.
@@ -30,6 +38,7 @@ import asyncio
 import datetime
 import functools
 import ssl
+import struct
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
@@ -37,10 +46,23 @@ from pathlib import Path
 from typing import Any
 
 from devicelab.testing import usbmux_wire as wire
+from devicelab.testing.fake_dtx import InstrumentsServer
 
-__all__ = ["DIAGNOSTICS_RELAY", "IPHONE_BATTERY", "Lockdownd", "pair_record"]
+__all__ = [
+    "DIAGNOSTICS_RELAY",
+    "DVT_LEGACY",
+    "DVT_SECURE_PROXY",
+    "IPHONE_BATTERY",
+    "Lockdownd",
+    "pair_record",
+]
 
 DIAGNOSTICS_RELAY = "com.apple.mobile.diagnostics_relay"
+#: The instruments server over lockdown on iOS 14 to 16 (TLS throughout).
+DVT_SECURE_PROXY = "com.apple.instruments.remoteserver.DVTSecureSocketProxy"
+#: The instruments server over lockdown before iOS 14 (a TLS handshake, then plaintext).
+DVT_LEGACY = "com.apple.instruments.remoteserver"
+_TLS_RECORD = struct.Struct(">BHH")  # content type, version, length
 #: What an iPhone 11 on iOS 17 answers for IOPMPowerSource, on battery (InstantAmperage as
 #: the unsigned 64-bit number some versions send for -312 mA).
 IPHONE_BATTERY: dict[str, Any] = {
@@ -139,12 +161,62 @@ def _server_context() -> ssl.SSLContext:
     return context
 
 
+@functools.cache
+def _legacy_context() -> ssl.SSLContext:
+    """The TLS of a pre-iOS 14 instruments handshake: TLS 1.2 at most, so no record (a
+    TLS 1.3 session ticket) follows the handshake into what is plaintext afterwards."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("ALL:!aNULL:!eNULL:@SECLEVEL=0")
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_NONE
+    ident = _identity()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "device.pem"
+        path.write_bytes(ident["device"] + ident["device_key"])
+        context.load_cert_chain(path)
+    return context
+
+
+async def _handshake_then_plaintext(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Complete a TLS handshake as the server, then leave the streams in plaintext.
+
+    The handshake runs in memory, fed one TLS record at a time, so no byte the client
+    sends after it is taken from ``reader``. Raises ssl.SSLError or IncompleteReadError
+    when the client does not complete it.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = _legacy_context().wrap_bio(incoming, outgoing, server_side=True)
+    while True:
+        try:
+            tls.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        if pending := outgoing.read():
+            writer.write(pending)
+            await writer.drain()
+        if done:
+            return
+        header = await reader.readexactly(_TLS_RECORD.size)
+        incoming.write(header + await reader.readexactly(_TLS_RECORD.unpack(header)[2]))
+
+
+def _major(version: object) -> int:
+    """The major number of a ProductVersion ("16.7.8" -> 16; 0 when unreadable)."""
+    head = str(version).split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 class Lockdownd:
     """The lockdownd of one fake phone (see the module docstring).
 
     ``values`` are its GetValue values, ``trusted`` the HostIDs it has paired with,
-    ``battery`` returns its IOPMPowerSource entry. ``services`` maps the ports handed out
-    by StartService to the service names.
+    ``battery`` returns its IOPMPowerSource entry, ``developer_image`` whether the
+    developer disk image is mounted, ``instruments`` makes the instruments server of one
+    connection. ``services`` maps the ports handed out by StartService to the service
+    names; ``instruments_servers`` lists the instruments servers made, oldest first.
     """
 
     PORT = wire.LOCKDOWN_PORT
@@ -154,13 +226,30 @@ class Lockdownd:
         udid: str,
         values: Mapping[str, Any],
         battery: Callable[[], Mapping[str, Any]],
+        *,
+        developer_image: Callable[[], bool] = lambda: True,
+        instruments: Callable[[], InstrumentsServer] = InstrumentsServer,
     ) -> None:
         self.udid = udid
         self.values = values
         self.battery = battery
+        self.developer_image = developer_image
+        self.instruments = instruments
         self.trusted: set[str] = set()
         self.services: dict[int, str] = {}
+        self.instruments_servers: list[InstrumentsServer] = []
         self._next_port = 49_152
+
+    def offers(self, service: str) -> bool:
+        """Whether StartService of ``service`` succeeds (see the module docstring)."""
+        if service == DIAGNOSTICS_RELAY:
+            return True
+        major = _major(self.values.get("ProductVersion"))
+        if service == DVT_SECURE_PROXY:
+            return 14 <= major < 17 and self.developer_image()
+        if service == DVT_LEGACY:
+            return major < 14 and self.developer_image()
+        return False
 
     def answer(self, request: Mapping[str, Any], *, session: bool) -> dict[str, Any]:
         """The reply to one lockdown request (StartSession and the TLS upgrade are
@@ -186,7 +275,7 @@ class Lockdownd:
             reply["Result"] = "Success"
         elif name == "StartService" and session:
             service = str(request.get("Service", ""))
-            if service != DIAGNOSTICS_RELAY:
+            if not self.offers(service):
                 reply["Error"] = "InvalidService"
             else:
                 port = self._next_port
@@ -221,8 +310,20 @@ class Lockdownd:
     async def serve_service(
         self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Serve the service started on ``port`` (TLS first) until the client goes."""
-        await writer.start_tls(_server_context())
+        """Serve the service started on ``port`` until the client goes."""
+        service = self.services[port]
+        if service == DVT_LEGACY:
+            try:
+                await _handshake_then_plaintext(reader, writer)
+            except ssl.SSLError:
+                return  # a client that fails the handshake is dropped, as a phone drops it
+        else:
+            await writer.start_tls(_server_context())
+        if service in (DVT_SECURE_PROXY, DVT_LEGACY):
+            server = self.instruments()
+            self.instruments_servers.append(server)
+            await server.serve(reader, writer)
+            return
         while True:
             request = await wire.read_lockdown(reader)
             name = request.get("Request")

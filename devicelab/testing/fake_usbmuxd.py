@@ -30,8 +30,12 @@ binary protocol (version 0) is not served: its commands get a binary BADCOMMAND.
 The phone's lockdownd is devicelab.testing.fake_lockdownd: ``QueryType``, ``GetValue``
 (``values``: DeviceName, ProductType, ProductVersion, BuildVersion...), a pairing session
 in TLS for a host it trusts (one attached ``paired``: its pair record has real
-certificates), and the diagnostics relay (``StartService``, then a ``Connect`` to the
-port it gave) answering the battery entry ``battery()``.
+certificates), the diagnostics relay (``StartService``, then a ``Connect`` to the port it
+gave) answering the battery entry ``battery()``, and, on iOS < 17 with
+``developer_image`` mounted, the DVT instruments server (devicelab.testing.fake_dtx:
+deviceinfo and sysmontap, whose process rows come from ``processes()`` unless
+``sysmontap_silent``). :data:`IPHONE_11` is on iOS 17.5.1, where lockdownd refuses the
+instruments services as real phones do; :data:`IPHONE_11_IOS16` serves them.
 
 USB records carry the fields usbmuxd on Linux sends (ConnectionSpeed, ConnectionType
 ``USB``, DeviceID, LocationID, ProductID, SerialNumber = the UDID); Network (Wi-Fi sync)
@@ -54,9 +58,17 @@ from typing import Any, Literal
 
 from devicelab.testing import usbmux_wire as wire
 from devicelab.testing.background import BackgroundServer
+from devicelab.testing.fake_dtx import InstrumentsServer, iphone_processes
 from devicelab.testing.fake_lockdownd import IPHONE_BATTERY, Lockdownd, pair_record
 
-__all__ = ["IPHONE_11", "IPHONE_BATTERY", "FakeIPhone", "FakeUsbmuxd", "pair_record"]
+__all__ = [
+    "IPHONE_11",
+    "IPHONE_11_IOS16",
+    "IPHONE_BATTERY",
+    "FakeIPhone",
+    "FakeUsbmuxd",
+    "pair_record",
+]
 
 logger = logging.getLogger("devicelab.testing.fake_usbmuxd")
 
@@ -70,6 +82,12 @@ IPHONE_11: dict[str, Any] = {
     "ProductVersion": "17.5.1",
     "BuildVersion": "21F90",
     "CPUArchitecture": "arm64e",
+}
+#: The same iPhone 11 on iOS 16.7.8, whose lockdownd still serves the instruments server.
+IPHONE_11_IOS16: dict[str, Any] = {
+    **IPHONE_11,
+    "ProductVersion": "16.7.8",
+    "BuildVersion": "20H343",
 }
 _ENOENT = 2
 _EINVAL = 22
@@ -97,10 +115,25 @@ class FakeIPhone:
     mac: str = "a4:83:e7:12:34:56"
     #: The IOPMPowerSource entry the diagnostics relay answers (called per request).
     battery: Callable[[], Mapping[str, Any]] = field(default=lambda: IPHONE_BATTERY)
+    #: Whether the developer disk image is mounted (lockdownd serves instruments only then).
+    developer_image: bool = True
+    #: The process table sysmontap reports (called per sample: a test can make it grow).
+    processes: Callable[[], list[Mapping[str, Any]]] = field(default=iphone_processes)
+    #: sysmontap sends no process rows, as while XCUITest runs.
+    sysmontap_silent: bool = False
 
     def __post_init__(self) -> None:
-        # Through a lambda: a test may set ``battery`` after the phone is made.
-        self.lockdownd = Lockdownd(self.udid, self.values, lambda: self.battery())  # noqa: PLW0108
+        # Through lambdas: a test may set these fields after the phone is made.
+        self.lockdownd = Lockdownd(
+            self.udid,
+            self.values,
+            lambda: self.battery(),  # noqa: PLW0108
+            developer_image=lambda: self.developer_image,
+            instruments=lambda: InstrumentsServer(
+                lambda: self.processes(),  # noqa: PLW0108
+                silent=lambda: self.sysmontap_silent,
+            ),
+        )
 
     def properties(self, device_id: int) -> dict[str, Any]:
         """The ``Properties`` of this phone's ``Attached`` record."""
