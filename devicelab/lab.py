@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from devicelab.netshape.proxy import ShapedProxy
     from devicelab.platforms.web import WebDevice
     from devicelab.records import RunRecord
+    from devicelab.samplers import RunSampling
     from devicelab.samplers.base import Sampler
     from devicelab.scenarios.fixture import RunFixture
 
@@ -275,36 +276,18 @@ class Lab:
         record = RunRecord(self._run_info(started, device_info, network, backend), out_dir)
         # --- samplers (devicelab.samplers, docs/samplers.md): the browser's CPU and memory in
         # the background; every sample in <out>/samples.jsonl at once, series in results.json.
+        sampling: RunSampling | None = None
         if self.platform == "web":
             from devicelab.samplers import web_run_sampling
 
             sampling = web_run_sampling(web, out_dir, started)
+        # The app's memory and CPU and the battery (adb; sysmontap and lockdownd's
+        # IORegistry); the memory checks read the app's memory through the same sampler.
+        elif phone is not None:
+            sampling, heap_mb, battery = lab_phone.sampling(self.device, phone, out_dir, started)
+        if sampling is not None:
             teardown.push("samplers", sampling.close)
             record.follow(sampling)
-        # The app's memory and CPU and the battery over adb. An app with no process on the
-        # phone gives gap samples with the reason, not an error; the memory checks read
-        # the app's PSS through the same sampler (AppPss).
-        elif self.platform == "android" and phone is not None and self.device.app is not None:
-            from devicelab.platforms.android_device import AndroidDevice
-            from devicelab.samplers import android_run_sampling
-
-            assert isinstance(phone, AndroidDevice)
-            from devicelab.samplers.android import AndroidSampler, AppPss
-
-            sampling = android_run_sampling(phone.adb, self.device.app.id, out_dir, started)
-            teardown.push("samplers", sampling.close)
-            record.follow(sampling)
-            sampler = sampling.samplers[0]
-            assert isinstance(sampler, AndroidSampler)
-            heap_mb, battery = AppPss(sampler), sampler
-        # The iPhone's battery through lockdownd's diagnostics relay (IORegistry).
-        elif self.platform == "ios" and self.device.udid:
-            from devicelab.samplers import ios_run_sampling
-
-            sampling = ios_run_sampling(self.device.udid, out_dir, started)
-            teardown.push("samplers", sampling.close)
-            record.follow(sampling)
-            battery = sampling.samplers[0]
         # --- end samplers
         ctx = ScenarioContext(
             harness=harness,
@@ -433,4 +416,6 @@ _NOT_BUILT_ON = {
     # (its series, source and evidence say so); the PSS is in the memory.pss_mb series.
     ("android", "memory_leak"): "the leak trend of android devices (memory_leak reads the "
     "JS heap; the app's PSS over the run is the memory.pss_mb series)",
+    ("ios", "memory_leak"): "the leak trend of iOS devices (memory_leak reads the JS heap; "
+    "the app's footprint over the run is the memory.footprint_mb series)",
 }

@@ -1,6 +1,6 @@
 """The phone steps of a device run (android and ios), for :class:`devicelab.lab.Lab`.
 
-A phone run differs from a web run in three places, all here:
+A phone run differs from a web run in four places, all here:
 
 - before anything starts, the inventory entry is checked (an Appium endpoint with valid
   capabilities; an iPhone also needs ``proxy``: the address its Wi-Fi proxy names) and
@@ -14,13 +14,17 @@ A phone run differs from a web run in three places, all here:
   journaled and undone; ios: set by hand, proven from inside the app before users sign
   in), then an Appium session is switched to the app's WebView (or, for a browser
   session standing in for a WebView, the app is loaded in it) and the harness talks to
-  the probes through it.
+  the probes through it;
+- the samplers: the app's memory and CPU and the battery, over adb (android) or through
+  pymobiledevice3 (ios: lockdownd's IORegistry and the instruments' sysmontap), with the
+  reader the memory checks use.
 """
 
 from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     from devicelab.platforms.android_device import AndroidDevice
     from devicelab.platforms.appium import AppiumSession
     from devicelab.platforms.ios_device import IosDevice
+    from devicelab.samplers import RunSampling, Sampler
 
 __all__ = [
     "BACKEND_ALIAS",
@@ -44,6 +49,7 @@ __all__ = [
     "check_phone",
     "check_route",
     "phone_proxy",
+    "sampling",
     "start_app",
 ]
 
@@ -263,3 +269,35 @@ def _appium_url(teardown: Teardown, url: str, out_dir: Path, say: Say) -> str:
     server.start()
     teardown.push("appium server", server.stop)
     return server.url
+
+
+def sampling(
+    device: Device, phone: AndroidDevice | IosDevice, out_dir: Path, started: datetime
+) -> tuple[RunSampling | None, Callable[[], float] | None, Sampler | None]:
+    """The run's samplers of ``phone``, started: (the sampling, the memory checks' reader,
+    the battery sampler); (None, None, None) when the device names no app (android: the
+    package is what is sampled). Raises BadInput when ``out_dir`` cannot be written."""
+    from devicelab.samplers import android_run_sampling, ios_run_sampling
+
+    app = device.app
+    if device.platform == "android":
+        from devicelab.platforms.android_device import AndroidDevice
+        from devicelab.samplers.android import AndroidSampler, AppPss
+
+        if app is None or not isinstance(phone, AndroidDevice):
+            return None, None, None
+        run = android_run_sampling(phone.adb, app.id, out_dir, started)
+        android = run.samplers[0]
+        assert isinstance(android, AndroidSampler)
+        return run, AppPss(android), android
+    from devicelab.samplers.ios import AppFootprint, IosSampler
+    from devicelab.samplers.ios_sysmon import DEFAULT_PROCESS
+
+    if not device.udid:
+        return None, None, None
+    # Without an app only the battery is sampled.
+    process = None if app is None else app.process or DEFAULT_PROCESS
+    run = ios_run_sampling(device.udid, out_dir, started, process)
+    ios = run.samplers[0]
+    assert isinstance(ios, IosSampler)
+    return run, AppFootprint(ios) if process is not None else None, ios

@@ -38,6 +38,11 @@ class AppBuild(BaseModel):
     path: str | None = Field(default=None, description="the .apk/.ipa/.app to install")
     version: str | None = None
     url: str | None = Field(default=None, description="web only: the app's URL")
+    process: str | None = Field(
+        default=None,
+        description="ios: the app's executable as sysmontap names its process "
+        "(CFBundleExecutable; default App, the executable of a Capacitor iOS project)",
+    )
 
 
 class PowerControl(BaseModel):

@@ -1,45 +1,42 @@
-"""iOS: battery from the IORegistry and the app's CPU and memory from sysmontap, through
-pymobiledevice3 (the ``ios`` extra, imported inside the calls).
+"""iOS: the battery from the IORegistry and the app's CPU and memory from sysmontap,
+through pymobiledevice3 (the ``ios`` extra, imported inside the calls).
 
 - Battery: the diagnostics relay's IORegistry entry of class IOPMPowerSource
   (``DiagnosticsService.get_battery``): CurrentCapacity (percent on recent iOS; with
   MaxCapacity in mAh on old ones), InstantAmperage (mA, negative when discharging; some
   versions send it as an unsigned 64-bit number), Voltage (mV), Temperature (hundredths
   of °C), IsCharging, ExternalConnected.
-- CPU and memory: one sysmontap window (DVT instruments) per reading, the app's row
-  picked by process name. sysmontap can stay silent while XCUITest runs: a window with no
-  process rows is a gap with that reason, not a hang and not a zero.
+- CPU and memory: one sysmontap window (DVT instruments) per reading, the app's row and
+  its WebKit processes' rows (:mod:`devicelab.samplers.ios_sysmon`). When the
+  instruments cannot be reached (no developer image, no iOS 17 tunnel) or sysmontap
+  stays silent, the app's metrics are gaps that say why, and the battery is still read.
 
-:func:`parse_battery` and :func:`parse_sysmontap` are pure and tested against recorded
-dicts; the live calls need an iPhone (and, for sysmontap, the developer disk image or an
-iOS 17+ tunnel), which the test machine does not have (docs/samplers.md).
+Tested end to end against devicelab.testing.fake_usbmuxd's phones (pairing session,
+diagnostics relay, DTX instruments server); docs/samplers.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from devicelab.errors import DeviceUnreachable, ToolMissing
+from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
 from devicelab.samplers.base import Sampler
 from devicelab.samplers.battery import BatteryReading
+from devicelab.samplers.ios_sysmon import SYSMONTAP_SILENT, AppUsage, app_usage, read_processes
 from devicelab.samplers.log import SampleLog
-from devicelab.samplers.sample import Sample, gap
+from devicelab.samplers.sample import METRICS, Sample, gap
 
 __all__ = [
     "SYSMONTAP_SILENT",
+    "AppFootprint",
     "IosSampler",
     "parse_battery",
-    "parse_sysmontap",
     "signed_milliamps",
 ]
 
-SYSMONTAP_SILENT = (
-    "sysmontap sent no process data (it stays silent while XCUITest runs: sample CPU and "
-    "memory outside the UI test, or rely on the battery readings)"
-)
 _U64 = 1 << 64
 _SYSMON_METRICS = ("cpu.app_pct", "memory.footprint_mb")
 
@@ -82,27 +79,23 @@ def parse_battery(entry: Mapping[str, Any]) -> BatteryReading:
     )
 
 
-def parse_sysmontap(
-    rows: Iterable[Mapping[str, Any]], process: str, cpu_count: int = 1
-) -> tuple[float | None, float | None] | None:
-    """(cpu %, footprint MB) of ``process`` over sysmontap's per-process rows (dicts with
-    ``name``, ``cpuUsage`` in percent of one core, ``physFootprint`` in bytes, as
-    ``Sysmontap.iter_processes`` yields them). CPU is divided by ``cpu_count`` (device
-    share). Returns None when no row names ``process``."""
-    for row in rows:
-        if row.get("name") != process:
-            continue
-        cpu, footprint = row.get("cpuUsage"), row.get("physFootprint")
-        return (
-            round(float(cpu) / max(cpu_count, 1), 2) if isinstance(cpu, int | float) else None,
-            round(float(footprint) / 1e6, 3) if isinstance(footprint, int | float) else None,
-        )
-    return None
+@dataclass
+class _Reading:
+    """What one visit to the phone brought: the battery entry (None when not asked), the
+    sysmontap rows and core count, or why the app's rows could not be read."""
+
+    battery: dict[str, Any] | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    cpu_count: int = 1
+    unavailable: str | None = None
 
 
 class IosSampler(Sampler):
-    """Battery (IORegistry) and, when ``process`` is given, that process's CPU and memory
-    (sysmontap) of the iPhone ``udid``."""
+    """Battery (IORegistry) and, when ``process`` is given, that app's CPU and memory
+    (sysmontap, with the WebKit processes working for it) of the iPhone ``udid``.
+
+    ``usage`` is the app's usage at the last reading that found it (None before).
+    """
 
     SOURCE = "pymobiledevice3"
     METRICS = ("battery.level_pct", "cpu.app_pct", "memory.footprint_mb")
@@ -121,32 +114,60 @@ class IosSampler(Sampler):
         self.process = process
         self.window_s = sysmontap_window_s
         self.usbmux_address = usbmux_address
+        self.usage: AppUsage | None = None
 
     def _read(self, t: float) -> list[Sample]:
-        battery, rows, cpu_count = _run(self._ask())
-        samples = parse_battery(battery).samples(t, "ioregistry")
+        reading = _run(self._ask())
+        assert reading.battery is not None
+        samples = parse_battery(reading.battery).samples(t, "ioregistry")
         if self.process is not None:
-            samples += self._app(t, rows, cpu_count)
+            samples += self._app(t, reading)[0]
         return samples
 
-    def _app(self, t: float, rows: list[dict[str, Any]], cpu_count: int) -> list[Sample]:
-        """The app's CPU and memory samples, or gaps that say why there are none."""
+    def _app(self, t: float, reading: _Reading) -> tuple[list[Sample], str | None]:
+        """The app's CPU and memory samples, or gaps and the reason why there are none."""
         assert self.process is not None
-        if not rows:
-            return [gap(t, m, "sysmontap", SYSMONTAP_SILENT) for m in _SYSMON_METRICS]
-        found = parse_sysmontap(rows, self.process, cpu_count)
-        if found is None:
-            note = f"{self.process} is not running"
-            return [gap(t, m, "sysmontap", note) for m in _SYSMON_METRICS]
-        units = {"cpu.app_pct": "%", "memory.footprint_mb": "MB"}
-        return [
-            Sample(t=t, metric=m, value=v, unit=units[m], source="sysmontap")
-            for m, v in zip(_SYSMON_METRICS, found, strict=True)
+        why = reading.unavailable
+        if why is None and not reading.rows:
+            why = SYSMONTAP_SILENT
+        usage = None
+        if why is None:
+            usage = app_usage(reading.rows, self.process, reading.cpu_count)
+            if usage is None:
+                why = (
+                    f"no process named {self.process} on {self.udid} (is the app running, and "
+                    "is the inventory's app.process its executable?)"
+                )
+        if usage is None:
+            return [gap(t, m, "sysmontap", why or "") for m in _SYSMON_METRICS], why
+        self.usage = usage
+        values = {"cpu.app_pct": usage.cpu_pct, "memory.footprint_mb": usage.footprint_mb}
+        samples = [
+            Sample(t=t, metric=m, value=v, unit=METRICS[m], source="sysmontap")
+            for m, v in values.items()
             if v is not None
         ]
+        return samples, None
 
-    async def _ask(self) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    def read_app(self) -> AppUsage:
+        """Read the app's usage now (no battery), write its samples to the log; returns it.
+        Raises DeviceUnreachable (the phone, or its instruments, cannot be reached: the
+        hint says what to do) or ProbeFailed (sysmontap silent, or the app not running)."""
+        assert self.process is not None, "read_app needs the app's process name"
+        reading = _run(self._ask(battery=False))
+        t = self.log.now()
+        samples, why = self._app(t, reading)
+        self.log.write(samples)
+        if why is not None:
+            if reading.unavailable is not None:
+                raise DeviceUnreachable(why, serial=self.udid)
+            raise ProbeFailed(why, hint="see docs/ios.md, 'CPU and memory'")
+        assert self.usage is not None
+        return self.usage
+
+    async def _ask(self, *, battery: bool = True) -> _Reading:
         try:
+            from pymobiledevice3.dtx import DTXNsError
             from pymobiledevice3.exceptions import PyMobileDevice3Exception
             from pymobiledevice3.lockdown import create_using_usbmux
             from pymobiledevice3.services.diagnostics import DiagnosticsService
@@ -155,47 +176,86 @@ class IosSampler(Sampler):
         try:
             lockdown = await create_using_usbmux(serial=self.udid,
                                                  usbmux_address=self.usbmux_address)  # fmt: skip
-            async with DiagnosticsService(lockdown) as diagnostics:
-                battery = await diagnostics.get_battery() or {}
-            rows: list[dict[str, Any]] = []
-            cpu_count = 1
-            if self.process is not None:
-                rows, cpu_count = await self._sysmontap(lockdown)
+            reading = _Reading(battery=None)
+            if battery:
+                async with DiagnosticsService(lockdown) as diagnostics:
+                    reading.battery = dict(await diagnostics.get_battery() or {})
         except (PyMobileDevice3Exception, OSError) as exc:
             raise DeviceUnreachable(
                 f"pymobiledevice3 could not read {self.udid}: {str(exc) or type(exc).__name__}",
-                hint="unlock the iPhone, trust this computer; for CPU/memory mount the "
-                "developer image (iOS 17+: start a tunnel)",
+                hint="unlock the iPhone and trust this computer",
                 serial=self.udid,
                 command="pymobiledevice3 diagnostics battery single",
             ) from exc
-        return dict(battery), rows, cpu_count
-
-    async def _sysmontap(self, lockdown: Any) -> tuple[list[dict[str, Any]], int]:
-        from pymobiledevice3.services.dvt.instruments.device_info import DeviceInfo
-        from pymobiledevice3.services.dvt.instruments.dvt_provider import DvtProvider
-        from pymobiledevice3.services.dvt.instruments.sysmontap import Sysmontap
-
-        async with DvtProvider(lockdown) as dvt:
-            async with DeviceInfo(dvt) as info:
-                hardware = await info.hardware_information()  # type: ignore[no-untyped-call]
-            cpu_count = int((hardware or {}).get("numberOfCpus", 1) or 1)
-            tap = await Sysmontap.create(dvt, interval=500)
-            rows: list[dict[str, Any]] = []
-
-            async def first_rows() -> None:
-                async with tap:
-                    async for entries in tap.iter_processes():
-                        rows.extend(entries)
-                        if any(r.get("name") == self.process for r in entries):
-                            return
-
-            # Silent, or no row of ours within the window: the caller says which.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(first_rows(), timeout=self.window_s)
-        return rows, cpu_count
+        if self.process is None:
+            return reading
+        # The battery stays read when the instruments cannot be: their part is a gap.
+        try:
+            reading.rows, reading.cpu_count = await read_processes(
+                lockdown, self.udid, self.process, self.window_s
+            )
+        except DeviceUnreachable as exc:
+            reading.unavailable = f"{exc}: {exc.hint}" if exc.hint else str(exc)
+        except (PyMobileDevice3Exception, DTXNsError, OSError, TypeError, ValueError) as exc:
+            # DTXNsError: the server's own error; TypeError / ValueError: rows that do not
+            # match the attributes asked for.
+            why = str(exc) or type(exc).__name__
+            reading.unavailable = f"the instruments server of {self.udid} failed: {why}"
+        return reading
 
 
 def _run(work: Any) -> Any:
     """Run a coroutine to completion in a private event loop (the sampler's thread has none)."""
     return asyncio.run(asyncio.wait_for(work, timeout=60))
+
+
+class AppFootprint:
+    """The app's footprint in MB on demand, for the memory checks (sysmontap through
+    ``sampler``, whose ``process`` must be set); each read is also written to the run's
+    sample log.
+
+    Calling it returns the MB; raises as :meth:`IosSampler.read_app`, and ProbeFailed
+    when, inside a ``with`` block, the app's pid changed since the block's first read (the
+    app restarted: an increase across two processes means nothing). ``with footprint:``
+    holds the background readings of ``sampler`` off until the block ends, so only the
+    check's own reads fall inside the window it measures.
+    """
+
+    NAME = "footprint"
+    HOW = (
+        "sysmontap physFootprint of the app's process and the WebKit processes it is "
+        "responsible for (WebContent, Networking, GPU), before and after the load, with the "
+        "data held by the app; the background sampler held off in between"
+    )
+
+    def __init__(self, sampler: IosSampler) -> None:
+        self.sampler = sampler
+        self._pid: int | None = None
+        self._held = False
+
+    def __call__(self) -> float:
+        usage = self.sampler.read_app()
+        if usage.footprint_mb is None:
+            raise ProbeFailed(
+                f"sysmontap gave no physFootprint for {self.sampler.process}",
+                hint="see docs/ios.md, 'CPU and memory'",
+            )
+        if self._held:
+            if self._pid is not None and usage.pid != self._pid:
+                raise ProbeFailed(
+                    f"{self.sampler.process} restarted between two memory reads (pid "
+                    f"{self._pid} -> {usage.pid}): no increase can be measured",
+                    hint="look for a crash or a jetsam kill in the device's logs "
+                    "(pymobiledevice3 crash ls)",
+                )
+            self._pid = usage.pid
+        return usage.footprint_mb
+
+    def __enter__(self) -> AppFootprint:
+        self.sampler._lock.acquire()  # the background thread's readings wait for the release
+        self._held, self._pid = True, None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._held, self._pid = False, None
+        self.sampler._lock.release()

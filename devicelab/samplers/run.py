@@ -102,13 +102,15 @@ def android_run_sampling(
 
 
 def ios_run_sampling(
-    udid: str, out_dir: Path, started: datetime, period_s: float = DEFAULT_PERIOD_S
-) -> RunSampling:
-    """Sampling of an iPhone run: the log active, and the battery read every ``period_s``
-    through lockdownd's diagnostics relay (IORegistry; pymobiledevice3). The app's CPU and
-    memory are not sampled (sysmontap needs the developer services and stays silent while
-    XCUITest runs). Raises BadInput when ``out_dir`` cannot be written."""
+    udid: str, out_dir: Path, started: datetime, process: str | None = None,
+    period_s: float = DEFAULT_PERIOD_S,
+) -> RunSampling:  # fmt: skip
+    """Sampling of an iPhone run: the log active, and every ``period_s`` the battery
+    (lockdownd's diagnostics relay, IORegistry) and, when ``process`` is given, that app's
+    CPU and memory (sysmontap; gaps with the reason where the instruments cannot be
+    reached), through pymobiledevice3. Raises BadInput when ``out_dir`` cannot be
+    written."""
     from devicelab.samplers.ios import IosSampler
 
     log = run_log(out_dir, started)
-    return RunSampling(log, [IosSampler(log, udid).start(period_s)])
+    return RunSampling(log, [IosSampler(log, udid, process=process).start(period_s)])

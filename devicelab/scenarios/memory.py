@@ -10,8 +10,13 @@ The increase is read before and after the load, with the data still held:
   is the app's main process: a WebView's out-of-process renderer (Android 8+, always on
   11+) is a process of its own and is not counted (docs/device_run.md).
 
+- ios: the app's footprint (sysmontap physFootprint of the app's process and the WebKit
+  processes it is responsible for, where WKWebView keeps the page: the run's AppFootprint
+  reader of devicelab.samplers.ios). Where the instruments cannot be reached, or
+  sysmontap stays silent while XCUITest runs, the check is an error that says why.
+
 The reader is the context's ``heap_mb``; a reader that is also a context manager is held
-around the two reads (AppPss). iOS has no reader yet.
+around the two reads (AppPss, AppFootprint).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def _increase(
     if read_mb is None:
         return skipped(check_id, TITLES[check_id], CATEGORY,
                        f"not built yet: the memory sampler of {ctx.platform} devices")  # fmt: skip
-    name = str(getattr(read_mb, "NAME", "heap"))  # "heap" (web) or "pss" (android)
+    name = str(getattr(read_mb, "NAME", "heap"))  # "heap" (web), "pss" (android), "footprint"
     held = read_mb if isinstance(read_mb, AbstractContextManager) else contextlib.nullcontext()
     ctx.harness.run("memory.release", {})
     with held:

@@ -6,6 +6,9 @@
   entry's ``appium.capabilities`` and the run loads the app in that browser.
 - :func:`standin_missing`: why that stand-in cannot run here ("" when it can): Appium in
   ``tools/appium`` (./dev/setup), chromium and chromedriver.
+- :func:`standin_processes`: the process table of a fake iPhone (sysmontap's rows) whose
+  app is that stand-in: its browser as the app, its renderers as WKWebView's WebContent
+  processes, with their real memory and CPU.
 - :func:`lab_state`: a DEVICELAB_STATE of its own for a suite (its managed cluster, its
   journal), which the postgres user can reach when we are root, stopped and removed after.
 """
@@ -18,13 +21,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from devicelab.platforms.web import DEFAULT_BROWSER
 
-__all__ = ["CHROMEDRIVER", "CHROMIUM", "lab_state", "standin_missing", "webview_capabilities"]
+__all__ = [
+    "CHROMEDRIVER",
+    "CHROMIUM",
+    "lab_state",
+    "standin_missing",
+    "standin_processes",
+    "webview_capabilities",
+]
 
 CHROMIUM = DEFAULT_BROWSER
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -52,6 +62,52 @@ def standin_missing() -> str:
     if not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()):
         return "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
     return ""
+
+
+def standin_processes(flag: str, app: str = "App") -> Callable[[], list[dict[str, Any]]]:
+    """A fake iPhone's process table (``FakeIPhone.processes``) whose app is the Chromium
+    stand-in launched with ``flag`` among its arguments.
+
+    Each call returns SpringBoard, then, while such a browser runs, its main process as
+    ``app`` and each of its renderers as ``com.apple.WebKit.WebContent`` with
+    ``responsiblePID`` = the browser (as WKWebView's content processes are the app's),
+    with real figures: USS (psutil) as ``physFootprint`` in bytes, CPU percent of one core
+    since the previous call as ``cpuUsage``.
+    """
+    import psutil
+
+    seen: dict[int, psutil.Process] = {}  # cpu_percent() measures since the previous call
+
+    def usage(proc: psutil.Process) -> tuple[int, float]:
+        if proc.pid not in seen:
+            seen[proc.pid] = proc
+        return proc.memory_full_info().uss, seen[proc.pid].cpu_percent(interval=None)
+
+    def table() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [
+            {"name": "SpringBoard", "pid": 34, "ppid": 1, "responsiblePID": 34,
+             "physFootprint": 58_000_000, "cpuUsage": 0.4},
+        ]  # fmt: skip
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                args = proc.info["cmdline"] or []
+                if flag not in args or any(a.startswith("--type=") for a in args):
+                    continue
+                footprint, cpu = usage(proc)
+                rows.append({"name": app, "pid": proc.pid, "ppid": 1, "responsiblePID": proc.pid,
+                             "physFootprint": footprint, "cpuUsage": cpu})  # fmt: skip
+                for child in proc.children(recursive=True):
+                    if "--type=renderer" not in child.cmdline():
+                        continue
+                    footprint, cpu = usage(child)
+                    rows.append({"name": "com.apple.WebKit.WebContent", "pid": child.pid,
+                                 "ppid": 1, "responsiblePID": proc.pid,
+                                 "physFootprint": footprint, "cpuUsage": cpu})  # fmt: skip
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return rows
+
+    return table
 
 
 @contextlib.contextmanager

@@ -13,10 +13,11 @@ from devicelab.samplers import SampleLog
 from devicelab.samplers.ios import (
     SYSMONTAP_SILENT,
     IosSampler,
+    _Reading,
     parse_battery,
-    parse_sysmontap,
     signed_milliamps,
 )
+from devicelab.samplers.ios_sysmon import app_usage
 
 # IOPMPowerSource as `pymobiledevice3 diagnostics battery single` prints it (iOS 16/17),
 # trimmed to the keys that matter; CurrentCapacity is a percent with MaxCapacity 100.
@@ -32,9 +33,16 @@ CHARGING = {**DISCHARGING, "InstantAmperage": 1180, "IsCharging": True, "Externa
 OLD_MAH = {"CurrentCapacity": 1520, "MaxCapacity": 1810, "InstantAmperage": -230,
            "Voltage": 3801, "Temperature": 2750, "IsCharging": False}  # fmt: skip
 ROWS = [
-    {"name": "SpringBoard", "pid": 64, "cpuUsage": 1.5, "physFootprint": 61_000_000},
-    {"name": "App", "pid": 812, "cpuUsage": 48.0, "physFootprint": 152_400_000},
-]
+    {"name": "SpringBoard", "pid": 64, "responsiblePID": 64, "cpuUsage": 1.5,
+     "physFootprint": 61_000_000},
+    {"name": "App", "pid": 812, "responsiblePID": 812, "cpuUsage": 30.0,
+     "physFootprint": 52_400_000},
+    # The app's WKWebView content, and Safari's (another app's): only the first counts.
+    {"name": "com.apple.WebKit.WebContent", "pid": 815, "responsiblePID": 812,
+     "cpuUsage": 18.0, "physFootprint": 100_000_000},
+    {"name": "com.apple.WebKit.WebContent", "pid": 902, "responsiblePID": 901,
+     "cpuUsage": 5.0, "physFootprint": 80_000_000},
+]  # fmt: skip
 
 
 def test_unsigned_64_bit_amperage_is_a_negative_current() -> None:
@@ -54,16 +62,23 @@ def test_battery_dicts() -> None:
         parse_battery({"Voltage": 3900})
 
 
-def test_sysmontap_rows() -> None:
-    assert parse_sysmontap(ROWS, "App", cpu_count=6) == (8.0, 152.4)
-    assert parse_sysmontap(ROWS, "Other") is None
+def test_the_app_counts_with_the_webkit_processes_it_is_responsible_for() -> None:
+    usage = app_usage(ROWS, "App", cpu_count=6)
+    assert usage is not None
+    assert (usage.pid, usage.cpu_pct, usage.footprint_mb) == (812, 8.0, 152.4)
+    assert [p[1] for p in usage.processes] == [812, 815]
+    assert app_usage(ROWS, "Other") is None
+    # A missing value makes the sum unknown, not smaller.
+    partial = [{**ROWS[1]}, {**ROWS[2], "physFootprint": None}]
+    usage = app_usage(partial, "App")
+    assert usage is not None and usage.footprint_mb is None and usage.cpu_pct == 48.0
 
 
 def _sampler(tmp_path: Path, rows: list[dict[str, Any]]) -> IosSampler:
     sampler = IosSampler(SampleLog(tmp_path / "s.jsonl"), "00008101-000A", process="App")
 
-    async def recorded() -> tuple[dict[str, Any], list[dict[str, Any]], int]:
-        return dict(DISCHARGING), rows, 6
+    async def recorded(*, battery: bool = True) -> _Reading:
+        return _Reading(dict(DISCHARGING) if battery else None, rows, 6)
 
     sampler._ask = recorded  # type: ignore[method-assign]
     return sampler
