@@ -171,8 +171,39 @@ def diagnose() -> list[Finding]:
         _module("pymobiledevice3", "devicelab[ios]", "ios devices", required=False),
         _module("locust", "locust", "backend load", required=False),
         _usbmuxd(),
+        _tunneld(),
     ]
     return findings
+
+
+def _tunneld() -> Finding:
+    """pymobiledevice3's tunneld, through which iOS 17+ iPhones give sysmontap (the app's
+    CPU and memory): whether something listens where devicelab asks it."""
+    import socket
+
+    from devicelab.errors import ProbeFailed
+    from devicelab.samplers.ios_sysmon import TUNNELD_ENV, tunneld_address
+
+    needed_for = "CPU and memory of iOS 17+ iPhones"
+    try:
+        host, port = tunneld_address()
+    except ProbeFailed as exc:
+        return Finding("tunneld", False, str(exc), exc.hint, False, needed_for)
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            found = True
+    except OSError:
+        found = False
+    detail = f"{host}:{port} " + ("answers" if found else "does not answer")
+    fix = (
+        ""
+        if found
+        else (
+            f"sudo pymobiledevice3 remote tunneld (or set {TUNNELD_ENV}=HOST:PORT); "
+            "iOS 14-16: pymobiledevice3 mounter auto-mount instead"
+        )
+    )
+    return Finding("tunneld", found, detail, fix, False, needed_for)
 
 
 def _usbmuxd() -> Finding:

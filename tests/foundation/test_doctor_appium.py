@@ -1,5 +1,6 @@
 """`devicelab doctor` looks at the Appium devicelab starts (APPIUM_HOME: tools/appium) and
-says which phone drivers are in it, with the command that adds a missing one."""
+says which phone drivers are in it, with the command that adds a missing one; and at the
+tunneld through which iOS 17+ iPhones give their CPU and memory."""
 
 from __future__ import annotations
 
@@ -56,3 +57,23 @@ def test_no_appium_anywhere_says_how_to_get_devicelabs(
     assert list(found) == ["appium"]
     assert not found["appium"].found and found["appium"].fix.startswith("./dev/setup")
     assert "nothing-here" in found["appium"].detail
+
+
+def test_tunneld_is_found_where_devicelab_asks_it_and_missing_with_its_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        monkeypatch.setenv("DEVICELAB_TUNNELD", f"127.0.0.1:{port}")
+        (tunneld,) = [f for f in diagnose() if f.name == "tunneld"]
+        assert tunneld.found and tunneld.detail == f"127.0.0.1:{port} answers"
+    (tunneld,) = [f for f in diagnose() if f.name == "tunneld"]  # now nothing listens
+    assert not tunneld.found and not tunneld.required
+    assert "sudo pymobiledevice3 remote tunneld" in tunneld.fix
+    monkeypatch.setenv("DEVICELAB_TUNNELD", "nonsense")
+    (tunneld,) = [f for f in diagnose() if f.name == "tunneld"]
+    assert not tunneld.found and "HOST:PORT" in tunneld.detail

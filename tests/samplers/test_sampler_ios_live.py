@@ -94,6 +94,38 @@ def test_an_ios17_phone_without_tunneld_is_a_gap_naming_the_tunnel(
         AppFootprint(sampler)()
 
 
+def test_a_tunneld_without_a_tunnel_to_the_phone_says_so(
+    usbmuxd: FakeUsbmuxd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import http.server
+    import threading
+
+    class NoTunnels(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # tunneld's listing: UDID -> tunnels; none open
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoTunnels)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(TUNNELD_ENV, f"127.0.0.1:{server.server_address[1]}")
+        usbmuxd.attach(FakeIPhone(UDID))  # iOS 17.5.1
+        samples = _by_metric(_sampler(tmp_path, usbmuxd).read_once())
+    finally:
+        server.shutdown()
+        server.server_close()
+    note = samples["memory.footprint_mb"].note
+    assert f"has no tunnel to {UDID}" in note and "Developer Mode" in note
+    assert samples["battery.level_pct"].value == 85.0
+
+
 def test_a_silent_sysmontap_is_a_gap_not_a_zero(usbmuxd: FakeUsbmuxd, tmp_path: Path) -> None:
     phone = FakeIPhone(UDID, values=dict(IPHONE_11_IOS16), sysmontap_silent=True)
     usbmuxd.attach(phone)
