@@ -29,7 +29,9 @@ PROBES = """(leak) => {
     run: async (op, params) => {
       await new Promise((r) => setTimeout(r, 20));
       if (op === 'memory.messages') {
-        const row = (i) => ({id: i, content: 'x'.repeat(20000) + i});  // ~1 MB a load
+        // ~1 MB a load, in the JS heap: 5000 small integers a row (a repeated string may
+        // be shared by the engine, and typed arrays live outside the heap).
+        const row = (i) => ({id: i, content: Array.from({length: 5000}, (_, k) => k + i)});
         const rows = Array.from({length: params.count}, (_, i) => row(i));
         (leak ? window.leaked : retained).push(rows);
       }
