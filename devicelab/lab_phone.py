@@ -272,24 +272,32 @@ def _appium_url(teardown: Teardown, url: str, out_dir: Path, say: Say) -> str:
 
 
 def sampling(
-    device: Device, phone: AndroidDevice | IosDevice, out_dir: Path, started: datetime
+    device: Device,
+    phone: AndroidDevice | IosDevice,
+    app_state: PhoneApp,
+    out_dir: Path,
+    started: datetime,
 ) -> tuple[RunSampling | None, Callable[[], float] | None, Sampler | None]:
     """The run's samplers of ``phone``, started: (the sampling, the memory checks' reader,
     the battery sampler); (None, None, None) when the device names no app (android: the
-    package is what is sampled). Raises BadInput when ``out_dir`` cannot be written."""
+    package is what is sampled). The android reader is the WebView's JS heap through the
+    app's Appium session (``app_state``), with the app's PSS beside it; the iPhone's the
+    app's footprint through sysmontap. Raises BadInput when ``out_dir`` cannot be
+    written."""
     from devicelab.samplers import android_run_sampling, ios_run_sampling
 
     app = device.app
     if device.platform == "android":
         from devicelab.platforms.android_device import AndroidDevice
         from devicelab.samplers.android import AndroidSampler, AppPss
+        from devicelab.samplers.webview import WebViewHeap
 
         if app is None or not isinstance(phone, AndroidDevice):
             return None, None, None
         run = android_run_sampling(phone.adb, app.id, out_dir, started)
         android = run.samplers[0]
         assert isinstance(android, AndroidSampler)
-        return run, AppPss(android), android
+        return run, WebViewHeap(app_state.session, pss=AppPss(android)), android
     from devicelab.samplers.ios import AppFootprint, IosSampler
     from devicelab.samplers.ios_sysmon import DEFAULT_PROCESS
 

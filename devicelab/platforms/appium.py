@@ -201,6 +201,10 @@ def _not_started(exc: BaseException, what: str) -> DeviceUnreachable:
     )
 
 
+#: The client's name of Appium's DevTools passthrough command.
+_CDP_COMMAND = "executeCdpCommand"
+
+
 class AppiumSession:
     """One session on the Appium server at ``url`` (see the module docstring).
 
@@ -340,6 +344,23 @@ class AppiumSession:
         if not answer["ok"]:
             raise ProbeFailed(f"the page's script failed: {answer.get('error')}")
         return answer.get("value")
+
+    def cdp(self, command: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run the DevTools command ``command`` in the current web context through
+        Appium's DevTools passthrough to chromedriver (``/goog/cdp/execute``: an Android
+        WebView, or a Chromium stand-in); returns its result.
+
+        Raises ProbeFailed when the context has no DevTools behind it (a native context,
+        an iOS WKWebView) or the command fails.
+        """
+        driver = self._require()
+        driver.command_executor.add_command(
+            _CDP_COMMAND, "POST", "/session/$sessionId/goog/cdp/execute"
+        )
+        with _translated(f"DevTools {command}", self.url):
+            answer = driver.execute(_CDP_COMMAND, {"cmd": command, "params": dict(params or {})})
+        value = answer.get("value") if isinstance(answer, dict) else None
+        return dict(value) if isinstance(value, dict) else {}
 
     def to_background(self) -> None:
         """Send the app to the background and keep it there: ``mobile: backgroundApp``

@@ -5,10 +5,11 @@ The increase is read before and after the load, with the data still held:
 
 - web: the page's JS heap in use (CDP Performance.getMetrics JSHeapUsedSize) after a
   forced garbage collection. DOM and renderer memory outside the JS heap is not counted.
-- android: the app's TOTAL PSS (``dumpsys meminfo <package>``, the run's AppPss reader of
-  devicelab.samplers.android), the background sampler held off between the two reads. It
-  is the app's main process: a WebView's out-of-process renderer (Android 8+, always on
-  11+) is a process of its own and is not counted (docs/device_run.md).
+- android: the same JS heap, of the app's WebView, through Appium's DevTools passthrough
+  to chromedriver (devicelab.samplers.webview). The WebView renders in a process of its
+  own (Android 8+, always on 11+), out of the app's PSS, so the app's TOTAL PSS
+  (``dumpsys meminfo``) is read beside it into the evidence, and the background sampler
+  is held off between the two reads (docs/device_run.md).
 
 - ios: the app's footprint (sysmontap physFootprint of the app's process and the WebKit
   processes it is responsible for, where WKWebView keeps the page: the run's AppFootprint
@@ -50,10 +51,14 @@ def _increase(
     name = str(getattr(read_mb, "NAME", "heap"))  # "heap" (web), "pss" (android), "footprint"
     held = read_mb if isinstance(read_mb, AbstractContextManager) else contextlib.nullcontext()
     ctx.harness.run("memory.release", {})
+    # Readings taken beside the judged one (android: the app's PSS), into the evidence.
+    side: Callable[[], dict[str, float | None]] = getattr(read_mb, "side_readings", dict)
     with held:
         before = read_mb()
+        side_before = side()
         loaded = ctx.harness.run(probe, params, timeout_s=ctx.options.probe_timeout_s)
         after = read_mb()
+        side_after = side()
     ctx.harness.run("memory.release", {})
     count = int(loaded.evidence.get("loaded") or 0)
     evidence = {
@@ -62,6 +67,12 @@ def _increase(
         "wanted": wanted,
         "how": str(getattr(read_mb, "HOW", _HEAP_HOW)),
     }
+    for key in side_before.keys() | side_after.keys():
+        evidence[f"{key}_before_mb"] = side_before.get(key)
+        evidence[f"{key}_after_mb"] = side_after.get(key)
+    notes = getattr(read_mb, "side_notes", {})
+    if notes:
+        evidence["side_notes"] = dict(notes)
     reason = ""
     if count < wanted:
         reason = f"only {count} of {wanted} could be loaded for user A: judged on what loaded"

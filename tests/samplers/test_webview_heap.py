@@ -1,0 +1,72 @@
+"""WebViewHeap's decisions over a recorded DevTools peer: a forced GC before every
+reading, Performance enabled once, the app's PSS read beside it (and why not, when it
+cannot be), the PSS reader held as a context manager. The real passthrough is tested end
+to end in tests/run/test_run_android.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from devicelab.errors import ProbeFailed
+from devicelab.samplers.webview import WebViewHeap
+
+
+class RecordedDevTools:
+    def __init__(self, heaps: list[float | None]) -> None:
+        self.heaps = iter(heaps)
+        self.calls: list[str] = []
+
+    def cdp(self, command: str, params: Any = None) -> dict[str, Any]:
+        self.calls.append(command)
+        if command != "Performance.getMetrics":
+            return {}
+        used = next(self.heaps)
+        metrics = [{"name": "JSHeapTotalSize", "value": 9_000_000}]
+        if used is not None:
+            metrics.append({"name": "JSHeapUsedSize", "value": used})
+        return {"metrics": metrics}
+
+
+class Pss:
+    def __init__(self, values: list[float | Exception]) -> None:
+        self.values = iter(values)
+        self.held = 0
+
+    def __call__(self) -> float:
+        value = next(self.values)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def __enter__(self) -> Pss:
+        self.held += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.held -= 1
+
+
+def test_each_reading_collects_garbage_first_and_reads_the_pss_beside() -> None:
+    devtools = RecordedDevTools([4_200_000, 5_750_000])
+    pss = Pss([140.5, ProbeFailed("no process found for app.messaging.test")])
+    heap = WebViewHeap(devtools, pss=pss)
+    with heap:
+        assert pss.held == 1
+        assert heap() == 4.2
+        assert heap.side_readings() == {"pss": 140.5}
+        assert heap() == 5.75
+    assert pss.held == 0
+    assert heap.side_readings() == {"pss": None}
+    assert "no process found" in heap.side_notes["pss"]
+    assert devtools.calls == [
+        "HeapProfiler.collectGarbage", "Performance.enable", "Performance.getMetrics",
+        "HeapProfiler.collectGarbage", "Performance.getMetrics",
+    ]  # fmt: skip
+
+
+def test_no_js_heap_in_the_metrics_is_a_probe_failure_naming_webview_debugging() -> None:
+    with pytest.raises(ProbeFailed, match="no JSHeapUsedSize") as raised:
+        WebViewHeap(RecordedDevTools([None]))()
+    assert "webContentsDebuggingEnabled" in raised.value.hint
