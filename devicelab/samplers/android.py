@@ -27,7 +27,7 @@ from typing import Any, Self
 
 from devicelab.errors import DeviceUnreachable, ProbeFailed
 from devicelab.journal import Entry, Journal
-from devicelab.samplers.base import Sampler
+from devicelab.samplers.base import HeldReader, Sampler
 from devicelab.samplers.battery import BatteryReading
 from devicelab.samplers.log import SampleLog
 from devicelab.samplers.sample import METRICS, Sample, gap
@@ -281,7 +281,7 @@ class AndroidSampler(Sampler):
         return samples
 
 
-class AppPss:
+class AppPss(HeldReader):
     """The app's TOTAL PSS in MB on demand, for the memory checks (``dumpsys meminfo
     <package>`` through ``sampler``); each read is also written to the run's sample log.
 
@@ -299,10 +299,11 @@ class AppPss:
         "load, with the data held by the app; the background sampler held off in between"
     )
 
+    RESTART_HINT = "look for a crash or a low-memory kill in `adb logcat`"
+
     def __init__(self, sampler: AndroidSampler) -> None:
-        self.sampler = sampler
-        self._pid: int | None = None
-        self._held = False
+        super().__init__(sampler)
+        self.sampler: AndroidSampler = sampler
 
     def __call__(self) -> float:
         package, source = self.sampler.package, "dumpsys meminfo"
@@ -315,27 +316,11 @@ class AppPss:
                 "is the app still running?",
                 command=f"adb shell dumpsys meminfo {package}",
             )
-        if self._held:
-            if self._pid is not None and info.pid != self._pid:
-                raise ProbeFailed(
-                    f"{package} restarted between two memory reads (pid {self._pid} -> "
-                    f"{info.pid}): no increase can be measured",
-                    hint="look for a crash or a low-memory kill in `adb logcat`",
-                )
-            self._pid = info.pid
+        self._same_app(package, info.pid)
         mb = round(info.pss_kb * _KB, 3)
         log = self.sampler.log
         log.write([Sample(t=log.now(), metric="memory.pss_mb", value=mb, unit="MB", source=source)])
         return mb
-
-    def __enter__(self) -> Self:
-        self.sampler._lock.acquire()  # the background thread's readings wait for the release
-        self._held, self._pid = True, None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._held, self._pid = False, None
-        self.sampler._lock.release()
 
 
 # --- the battery simulation (a change to the device) ----------------------------------------

@@ -17,10 +17,11 @@ import logging
 import threading
 from typing import Self
 
+from devicelab.errors import ProbeFailed
 from devicelab.samplers.log import SampleLog
 from devicelab.samplers.sample import Sample, gap
 
-__all__ = ["Sampler"]
+__all__ = ["HeldReader", "Sampler"]
 
 logger = logging.getLogger("devicelab.samplers")
 
@@ -95,3 +96,43 @@ class Sampler:
                 except Exception as err:
                     logger.warning("cannot record the gap: %s", err)
             self._stop.wait(period_s)
+
+
+class HeldReader:
+    """Base of the phones' app-memory readers of the memory checks (AppPss, AppFootprint).
+
+    ``with reader:`` holds the background readings of ``sampler`` off until the block
+    ends, so only the check's own reads fall inside the window it measures; inside the
+    block, :meth:`_same_app` refuses a read of another pid than the block's first (the
+    app restarted: an increase across two processes means nothing).
+    """
+
+    #: What to look at when the app restarted between two reads.
+    RESTART_HINT = "look for a crash in the device's logs"
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self._pid: int | None = None
+        self._held = False
+
+    def _same_app(self, app: str, pid: int | None) -> None:
+        """Inside a ``with`` block: raise ProbeFailed when ``pid`` is not the block's first
+        read's (``app`` names the app in the message)."""
+        if not self._held:
+            return
+        if self._pid is not None and pid != self._pid:
+            raise ProbeFailed(
+                f"{app} restarted between two memory reads (pid {self._pid} -> {pid}): no "
+                "increase can be measured",
+                hint=self.RESTART_HINT,
+            )
+        self._pid = pid
+
+    def __enter__(self) -> Self:
+        self.sampler._lock.acquire()  # the background thread's readings wait for the release
+        self._held, self._pid = True, None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._held, self._pid = False, None
+        self.sampler._lock.release()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
-from devicelab.samplers.base import Sampler
+from devicelab.samplers.base import HeldReader, Sampler
 from devicelab.samplers.battery import BatteryReading
 from devicelab.samplers.ios_sysmon import SYSMONTAP_SILENT, AppUsage, app_usage, read_processes
 from devicelab.samplers.log import SampleLog
@@ -209,7 +209,7 @@ def _run(work: Any) -> Any:
     return asyncio.run(asyncio.wait_for(work, timeout=60))
 
 
-class AppFootprint:
+class AppFootprint(HeldReader):
     """The app's footprint in MB on demand, for the memory checks (sysmontap through
     ``sampler``, whose ``process`` must be set); each read is also written to the run's
     sample log.
@@ -228,10 +228,13 @@ class AppFootprint:
         "data held by the app; the background sampler held off in between"
     )
 
+    RESTART_HINT = (
+        "look for a crash or a jetsam kill in the device's logs (pymobiledevice3 crash ls)"
+    )
+
     def __init__(self, sampler: IosSampler) -> None:
-        self.sampler = sampler
-        self._pid: int | None = None
-        self._held = False
+        super().__init__(sampler)
+        self.sampler: IosSampler = sampler
 
     def __call__(self) -> float:
         usage = self.sampler.read_app()
@@ -240,22 +243,5 @@ class AppFootprint:
                 f"sysmontap gave no physFootprint for {self.sampler.process}",
                 hint="see docs/ios.md, 'CPU and memory'",
             )
-        if self._held:
-            if self._pid is not None and usage.pid != self._pid:
-                raise ProbeFailed(
-                    f"{self.sampler.process} restarted between two memory reads (pid "
-                    f"{self._pid} -> {usage.pid}): no increase can be measured",
-                    hint="look for a crash or a jetsam kill in the device's logs "
-                    "(pymobiledevice3 crash ls)",
-                )
-            self._pid = usage.pid
+        self._same_app(str(self.sampler.process), usage.pid)
         return usage.footprint_mb
-
-    def __enter__(self) -> AppFootprint:
-        self.sampler._lock.acquire()  # the background thread's readings wait for the release
-        self._held, self._pid = True, None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._held, self._pid = False, None
-        self.sampler._lock.release()
