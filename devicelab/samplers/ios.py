@@ -176,32 +176,39 @@ class IosSampler(Sampler):
         try:
             lockdown = await create_using_usbmux(serial=self.udid,
                                                  usbmux_address=self.usbmux_address)  # fmt: skip
+        except (PyMobileDevice3Exception, OSError) as exc:
+            raise self._unreachable(exc) from exc
+        async with lockdown:  # the session's connection is closed after each visit
             reading = _Reading(battery=None)
             if battery:
-                async with DiagnosticsService(lockdown) as diagnostics:
-                    reading.battery = dict(await diagnostics.get_battery() or {})
-        except (PyMobileDevice3Exception, OSError) as exc:
-            raise DeviceUnreachable(
-                f"pymobiledevice3 could not read {self.udid}: {str(exc) or type(exc).__name__}",
-                hint="unlock the iPhone and trust this computer",
-                serial=self.udid,
-                command="pymobiledevice3 diagnostics battery single",
-            ) from exc
-        if self.process is None:
+                try:
+                    async with DiagnosticsService(lockdown) as diagnostics:
+                        reading.battery = dict(await diagnostics.get_battery() or {})
+                except (PyMobileDevice3Exception, OSError) as exc:
+                    raise self._unreachable(exc) from exc
+            if self.process is None:
+                return reading
+            # The battery stays read when the instruments cannot be: their part is a gap.
+            try:
+                reading.rows, reading.cpu_count = await read_processes(
+                    lockdown, self.udid, self.process, self.window_s
+                )
+            except DeviceUnreachable as exc:
+                reading.unavailable = f"{exc}: {exc.hint}" if exc.hint else str(exc)
+            except (PyMobileDevice3Exception, DTXNsError, OSError, TypeError, ValueError) as exc:
+                # DTXNsError: the server's own error; TypeError / ValueError: rows that do
+                # not match the attributes asked for.
+                why = str(exc) or type(exc).__name__
+                reading.unavailable = f"the instruments server of {self.udid} failed: {why}"
             return reading
-        # The battery stays read when the instruments cannot be: their part is a gap.
-        try:
-            reading.rows, reading.cpu_count = await read_processes(
-                lockdown, self.udid, self.process, self.window_s
-            )
-        except DeviceUnreachable as exc:
-            reading.unavailable = f"{exc}: {exc.hint}" if exc.hint else str(exc)
-        except (PyMobileDevice3Exception, DTXNsError, OSError, TypeError, ValueError) as exc:
-            # DTXNsError: the server's own error; TypeError / ValueError: rows that do not
-            # match the attributes asked for.
-            why = str(exc) or type(exc).__name__
-            reading.unavailable = f"the instruments server of {self.udid} failed: {why}"
-        return reading
+
+    def _unreachable(self, exc: BaseException) -> DeviceUnreachable:
+        return DeviceUnreachable(
+            f"pymobiledevice3 could not read {self.udid}: {str(exc) or type(exc).__name__}",
+            hint="unlock the iPhone and trust this computer",
+            serial=self.udid,
+            command="pymobiledevice3 diagnostics battery single",
+        )
 
 
 def _run(work: Any) -> Any:
