@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,8 +213,15 @@ class IosSampler(Sampler):
 
 
 def _run(work: Any) -> Any:
-    """Run a coroutine to completion in a private event loop (the sampler's thread has none)."""
-    return asyncio.run(asyncio.wait_for(work, timeout=60))
+    """Run a coroutine to completion in a private event loop: in this thread when it has
+    none (the sampler's), else in a worker thread (a memory check called from async code)."""
+    bounded = asyncio.wait_for(work, timeout=60)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(bounded)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="devicelab-ios") as pool:
+        return pool.submit(asyncio.run, bounded).result()
 
 
 class AppFootprint(HeldReader):

@@ -165,3 +165,16 @@ def test_the_memory_reader_follows_the_app_and_refuses_a_restart(
     # Outside the block a new pid is just the app now.
     assert reader() == pytest.approx(142.0 + 24.0 + 187.6)
     assert sampler.usage is not None and sampler.usage.pid == 990
+
+
+def test_the_memory_reader_works_from_async_code_too(usbmuxd: FakeUsbmuxd, tmp_path: Path) -> None:
+    import asyncio
+
+    usbmuxd.attach(FakeIPhone(UDID, values=dict(IPHONE_11_IOS16)))
+    reader = AppFootprint(_sampler(tmp_path, usbmuxd))
+
+    async def suite() -> float:
+        # A running event loop in this thread: the reading runs in a loop of its own.
+        return reader()
+
+    assert asyncio.run(suite()) == pytest.approx(329.6)
