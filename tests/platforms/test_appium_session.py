@@ -155,7 +155,24 @@ def test_the_js_channel_awaits_functions_in_chromium_through_the_chromium_driver
             session.evaluate("async () => { throw new Error('boom'); }")
         with pytest.raises(ProbeFailed, match="unknown command"):
             session.contexts()  # a browser session has no contexts API
+        # DevTools through Appium's passthrough to chromedriver (as in an Android WebView).
+        session.evaluate("() => { window.kept = Array.from({length: 200000}, (_, i) => i); }")
+        session.cdp("HeapProfiler.collectGarbage")
+        session.cdp("Performance.enable")
+        metrics = {m["name"]: m["value"] for m in session.cdp("Performance.getMetrics")["metrics"]}
+        assert metrics["JSHeapUsedSize"] > 800_000  # the 200,000 integers kept
+        with pytest.raises(ProbeFailed, match=r"DevTools No\.Such\.Domain"):
+            session.cdp("No.Such.Domain")
     session.close()  # idempotent
+
+
+def test_a_context_without_devtools_is_a_probe_failure(
+    server: AppiumServer, fake_caps: dict[str, Any]
+) -> None:
+    # The fake driver, like XCUITest in an iOS WKWebView, has no DevTools passthrough.
+    with AppiumSession(server.url, fake_caps) as session, pytest.raises(ProbeFailed) as error:
+        session.cdp("Performance.getMetrics")
+    assert "DevTools Performance.getMetrics" in error.value.message
 
 
 def test_the_server_stops_with_its_drivers(tmp_path: Path) -> None:
