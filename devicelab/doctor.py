@@ -194,16 +194,13 @@ def _tunneld() -> Finding:
             found = True
     except OSError:
         found = False
-    detail = f"{host}:{port} " + ("answers" if found else "does not answer")
+    if found:
+        return Finding("tunneld", True, f"{host}:{port} answers", "", False, needed_for)
     fix = (
-        ""
-        if found
-        else (
-            f"sudo pymobiledevice3 remote tunneld (or set {TUNNELD_ENV}=HOST:PORT); "
-            "iOS 14-16: pymobiledevice3 mounter auto-mount instead"
-        )
+        f"sudo pymobiledevice3 remote tunneld (or set {TUNNELD_ENV}=HOST:PORT); "
+        "iOS 14-16: pymobiledevice3 mounter auto-mount instead"
     )
-    return Finding("tunneld", found, detail, fix, False, needed_for)
+    return Finding("tunneld", False, f"{host}:{port} does not answer", fix, False, needed_for)
 
 
 def _usbmuxd() -> Finding:

@@ -297,7 +297,7 @@ def sampling(
         run = android_run_sampling(phone.adb, app.id, out_dir, started)
         android = run.samplers[0]
         assert isinstance(android, AndroidSampler)
-        return run, WebViewHeap(app_state.session, pss=AppPss(android)), android
+        return run, WebViewHeap(app_state.session.cdp, pss=AppPss(android)), android
     from devicelab.samplers.ios import AppFootprint, IosSampler
     from devicelab.samplers.ios_sysmon import DEFAULT_PROCESS
 

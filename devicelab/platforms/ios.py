@@ -24,7 +24,7 @@ from typing import Any
 
 from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
 
-__all__ = ["IosListing", "Lockdownd", "Usbmuxd", "describe", "listing_of"]
+__all__ = ["IosListing", "Lockdownd", "Usbmuxd", "describe", "listing_of", "run_private"]
 
 _TIMEOUT = 10.0
 _INSTALL_HINT = "install usbmuxd (apt-get install -y usbmuxd) and plug the iPhone in"
@@ -84,11 +84,13 @@ def describe(udid: str, listed: dict[str, IosListing]) -> tuple[str, str]:
     return "online", listing.over
 
 
-def _run[T](work: Callable[[], Awaitable[T]]) -> T:
-    """Run ``work()`` to completion in a private event loop, even under a running one."""
+def run_private[T](work: Callable[[], Awaitable[T]], timeout_s: float = _TIMEOUT) -> T:
+    """Run ``work()`` to completion within ``timeout_s`` in a private event loop: in this
+    thread when it has none, else in a worker thread (a caller inside async code).
+    Raises TimeoutError, or what ``work`` raises."""
 
     async def bounded() -> T:
-        return await asyncio.wait_for(work(), timeout=_TIMEOUT)
+        return await asyncio.wait_for(work(), timeout=timeout_s)
 
     try:
         asyncio.get_running_loop()
@@ -159,7 +161,7 @@ class Usbmuxd:
                 await mux.close()
 
         try:
-            return _run(ask)
+            return run_private(ask)
         except ConnectionFailedToUsbmuxdError as exc:
             raise _usbmuxd_unreachable(
                 f"no usbmuxd answers on {self.address}: nothing listens there"
@@ -234,7 +236,7 @@ class Lockdownd:
                 await service.close()
 
         try:
-            return _run(ask)
+            return run_private(ask)
         except ConnectionFailedToUsbmuxdError as exc:
             raise _usbmuxd_unreachable(
                 f"no usbmuxd answers on {self.usbmuxd.address}: nothing listens there"

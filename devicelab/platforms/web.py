@@ -35,6 +35,7 @@ from typing import Any, Self
 
 from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
 from devicelab.models import Device, DeviceInfo
+from devicelab.platforms.devtools import JsHeap
 
 __all__ = ["CHROMIUM_FLAGS", "DEFAULT_BROWSER", "StaticApp", "WebDevice", "answers"]
 
@@ -66,7 +67,7 @@ class WebDevice:
         self._browser: Any = None
         self._page: Any = None
         self._cdp: Any = None
-        self._metrics_on = False
+        self._heap: JsHeap | None = None
         self.browser_version = ""
 
     def _cdp_session(self) -> Any:
@@ -141,25 +142,23 @@ class WebDevice:
         except PlaywrightError as exc:
             raise ProbeFailed(f"the page's script failed: {_first_line(exc)}") from exc
 
+    def cdp(self, command: str) -> dict[str, Any]:
+        """Run the DevTools ``command`` in the page; returns its result. Raises
+        ProbeFailed when CDP does not answer."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            return dict(self._cdp_session().send(command))
+        except PlaywrightError as exc:
+            raise ProbeFailed(f"CDP {command} failed: {_first_line(exc)}") from exc
+
     def heap_used_mb(self) -> float:
         """The page's JS heap in use (MB, 10^6 bytes) after a forced garbage collection.
 
         Raises ProbeFailed when CDP does not answer."""
-        from playwright.sync_api import Error as PlaywrightError
-
-        try:
-            cdp = self._cdp_session()
-            if not self._metrics_on:
-                cdp.send("Performance.enable")
-                self._metrics_on = True
-            cdp.send("HeapProfiler.collectGarbage")
-            metrics = cdp.send("Performance.getMetrics")["metrics"]
-        except PlaywrightError as exc:
-            raise ProbeFailed(f"CDP Performance.getMetrics failed: {_first_line(exc)}") from exc
-        used = {m["name"]: m["value"] for m in metrics}.get("JSHeapUsedSize")
-        if used is None:
-            raise ProbeFailed("CDP Performance.getMetrics has no JSHeapUsedSize")
-        return float(used) / 1e6
+        if self._heap is None:
+            self._heap = JsHeap(self.cdp)
+        return self._heap.read()["used"] / 1e6
 
     def info(self) -> DeviceInfo:
         """The device for results.json (the OS names the browser version once started)."""
@@ -175,7 +174,7 @@ class WebDevice:
         """Close the browser and stop Playwright; logs what fails and never raises."""
         browser, playwright = self._browser, self._playwright
         self._browser = self._page = self._cdp = self._playwright = None
-        self._metrics_on = False
+        self._heap = None
         steps = [("browser", browser.close if browser else None),
                  ("playwright", playwright.stop if playwright else None)]  # fmt: skip
         for what, step in steps:

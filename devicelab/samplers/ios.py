@@ -17,13 +17,12 @@ diagnostics relay, DTX instruments server); docs/samplers.md.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
+from devicelab.platforms.ios import run_private
 from devicelab.samplers.base import HeldReader, Sampler
 from devicelab.samplers.battery import BatteryReading
 from devicelab.samplers.ios_sysmon import SYSMONTAP_SILENT, AppUsage, app_usage, read_processes
@@ -39,6 +38,8 @@ __all__ = [
 ]
 
 _U64 = 1 << 64
+#: One visit to the phone: a pairing session, the battery, a sysmontap window.
+_VISIT_TIMEOUT_S = 60.0
 _SYSMON_METRICS = ("cpu.app_pct", "memory.footprint_mb")
 
 
@@ -118,7 +119,7 @@ class IosSampler(Sampler):
         self.usage: AppUsage | None = None
 
     def _read(self, t: float) -> list[Sample]:
-        reading = _run(self._ask())
+        reading = run_private(self._ask, _VISIT_TIMEOUT_S)
         assert reading.battery is not None
         samples = parse_battery(reading.battery).samples(t, "ioregistry")
         if self.process is not None:
@@ -155,7 +156,7 @@ class IosSampler(Sampler):
         Raises DeviceUnreachable (the phone, or its instruments, cannot be reached: the
         hint says what to do) or ProbeFailed (sysmontap silent, or the app not running)."""
         assert self.process is not None, "read_app needs the app's process name"
-        reading = _run(self._ask(battery=False))
+        reading = run_private(lambda: self._ask(battery=False), _VISIT_TIMEOUT_S)
         t = self.log.now()
         samples, why = self._app(t, reading)
         self.log.write(samples)
@@ -210,18 +211,6 @@ class IosSampler(Sampler):
             serial=self.udid,
             command="pymobiledevice3 diagnostics battery single",
         )
-
-
-def _run(work: Any) -> Any:
-    """Run a coroutine to completion in a private event loop: in this thread when it has
-    none (the sampler's), else in a worker thread (a memory check called from async code)."""
-    bounded = asyncio.wait_for(work, timeout=60)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(bounded)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="devicelab-ios") as pool:
-        return pool.submit(asyncio.run, bounded).result()
 
 
 class AppFootprint(HeldReader):

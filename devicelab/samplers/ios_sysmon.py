@@ -62,14 +62,12 @@ _MB = 1e6
 
 @dataclass(frozen=True)
 class AppUsage:
-    """The app's share of one sysmontap sample: its pid, footprint (MB) and CPU (% of the
-    device) with the WebKit processes working for it, and each process counted
-    (name, pid, footprint MB)."""
+    """The app's share of one sysmontap sample: its pid, and its footprint (MB) and CPU
+    (% of the device) with the WebKit processes working for it."""
 
     pid: int
     footprint_mb: float | None
     cpu_pct: float | None
-    processes: tuple[tuple[str, int, float | None], ...]
 
 
 def _number(value: Any) -> float | None:
@@ -100,10 +98,6 @@ def app_usage(
         pid=pid,
         footprint_mb=_mb(footprint),
         cpu_pct=round(cpu / max(cpu_count, 1), 2) if cpu is not None else None,
-        processes=tuple(
-            (str(r.get("name")), int(r.get("pid") or 0), _mb(f))
-            for r, f in zip(counted, footprints, strict=True)
-        ),
     )
 
 

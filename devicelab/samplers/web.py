@@ -58,27 +58,25 @@ def cdp_heap_reader(page: Any, *, collect_garbage: bool = True) -> HeapReader:
     """A heap reader over a Playwright ``page``: JSHeapUsedSize and JSHeapTotalSize
     (CDP Performance.getMetrics), after HeapProfiler.collectGarbage unless told not to.
     The reader raises ProbeFailed when CDP does not answer; call it on Playwright's thread."""
+    from devicelab.platforms.devtools import JsHeap
+
     session: list[Any] = []
 
-    def read() -> dict[str, float]:
+    def send(command: str) -> dict[str, Any]:
         from playwright.sync_api import Error as PlaywrightError
 
         try:
             if not session:
                 session.append(page.context.new_cdp_session(page))
-                session[0].send("Performance.enable")
-            if collect_garbage:
-                session[0].send("HeapProfiler.collectGarbage")
-            metrics = session[0].send("Performance.getMetrics")["metrics"]
+            return dict(session[0].send(command))
         except PlaywrightError as exc:
-            raise ProbeFailed(f"CDP Performance.getMetrics failed: {exc}") from exc
-        named = {m["name"]: float(m["value"]) for m in metrics}
-        if "JSHeapUsedSize" not in named:
-            raise ProbeFailed("CDP Performance.getMetrics has no JSHeapUsedSize")
-        out = {"memory.js_heap_mb": named["JSHeapUsedSize"] / 1e6}
-        if "JSHeapTotalSize" in named:
-            out["memory.js_heap_total_mb"] = named["JSHeapTotalSize"] / 1e6
-        return out
+            raise ProbeFailed(f"CDP {command} failed: {exc}") from exc
+
+    heap = JsHeap(send, collect_garbage=collect_garbage)
+
+    def read() -> dict[str, float]:
+        names = {"used": "memory.js_heap_mb", "total": "memory.js_heap_total_mb"}
+        return {names[key]: value / 1e6 for key, value in heap.read().items()}
 
     return read
 

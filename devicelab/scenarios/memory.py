@@ -10,7 +10,6 @@ The increase is read before and after the load, with the data still held:
   own (Android 8+, always on 11+), out of the app's PSS, so the app's TOTAL PSS
   (``dumpsys meminfo``) is read beside it into the evidence, and the background sampler
   is held off between the two reads (docs/device_run.md).
-
 - ios: the app's footprint (sysmontap physFootprint of the app's process and the WebKit
   processes it is responsible for, where WKWebView keeps the page: the run's AppFootprint
   reader of devicelab.samplers.ios). Where the instruments cannot be reached, or

@@ -1,7 +1,8 @@
-"""WebViewHeap's decisions over a recorded DevTools peer: a forced GC before every
-reading, Performance enabled once, the app's PSS read beside it (and why not, when it
-cannot be), the PSS reader held as a context manager. The real passthrough is tested end
-to end in tests/run/test_run_android.py."""
+"""The DevTools heap reading (devicelab.platforms.devtools) and WebViewHeap over a
+recorded DevTools peer: Performance enabled once, a forced GC before every reading, the
+app's PSS read only when the memory checks ask for it (and why not, when it cannot be),
+the PSS reader held as a context manager. The real passthrough is tested end to end in
+tests/platforms/test_appium_session.py and tests/run/test_run_android.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from devicelab.errors import ProbeFailed
+from devicelab.platforms.devtools import JsHeap
 from devicelab.samplers.webview import WebViewHeap
 
 
@@ -18,12 +20,12 @@ class RecordedDevTools:
         self.heaps = iter(heaps)
         self.calls: list[str] = []
 
-    def cdp(self, command: str, params: Any = None) -> dict[str, Any]:
+    def __call__(self, command: str) -> dict[str, Any]:
         self.calls.append(command)
         if command != "Performance.getMetrics":
             return {}
         used = next(self.heaps)
-        metrics = [{"name": "JSHeapTotalSize", "value": 9_000_000}]
+        metrics: list[dict[str, Any]] = [{"name": "JSHeapTotalSize", "value": 9_000_000}]
         if used is not None:
             metrics.append({"name": "JSHeapUsedSize", "value": used})
         return {"metrics": metrics}
@@ -32,9 +34,11 @@ class RecordedDevTools:
 class Pss:
     def __init__(self, values: list[float | Exception]) -> None:
         self.values = iter(values)
+        self.reads = 0
         self.held = 0
 
     def __call__(self) -> float:
+        self.reads += 1
         value = next(self.values)
         if isinstance(value, Exception):
             raise value
@@ -48,7 +52,7 @@ class Pss:
         self.held -= 1
 
 
-def test_each_reading_collects_garbage_first_and_reads_the_pss_beside() -> None:
+def test_each_reading_collects_garbage_and_the_pss_is_read_only_when_asked() -> None:
     devtools = RecordedDevTools([4_200_000, 5_750_000])
     pss = Pss([140.5, ProbeFailed("no process found for app.messaging.test")])
     heap = WebViewHeap(devtools, pss=pss)
@@ -57,16 +61,19 @@ def test_each_reading_collects_garbage_first_and_reads_the_pss_beside() -> None:
         assert heap() == 4.2
         assert heap.side_readings() == {"pss": 140.5}
         assert heap() == 5.75
+        assert pss.reads == 1  # memory_leak's readings cost no dumpsys
+        assert heap.side_readings() == {"pss": None}
     assert pss.held == 0
-    assert heap.side_readings() == {"pss": None}
     assert "no process found" in heap.side_notes["pss"]
     assert devtools.calls == [
-        "HeapProfiler.collectGarbage", "Performance.enable", "Performance.getMetrics",
+        "Performance.enable", "HeapProfiler.collectGarbage", "Performance.getMetrics",
         "HeapProfiler.collectGarbage", "Performance.getMetrics",
     ]  # fmt: skip
+    assert WebViewHeap(devtools).side_readings() == {}
 
 
-def test_no_js_heap_in_the_metrics_is_a_probe_failure_naming_webview_debugging() -> None:
-    with pytest.raises(ProbeFailed, match="no JSHeapUsedSize") as raised:
+def test_no_js_heap_in_the_metrics_is_a_probe_failure() -> None:
+    with pytest.raises(ProbeFailed, match="no JSHeapUsedSize"):
         WebViewHeap(RecordedDevTools([None]))()
-    assert "webContentsDebuggingEnabled" in raised.value.hint
+    heap = JsHeap(RecordedDevTools([3_000_000]), collect_garbage=False)
+    assert heap.read() == {"used": 3_000_000.0, "total": 9_000_000.0}
