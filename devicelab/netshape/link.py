@@ -112,16 +112,21 @@ class Pipe:
         """Bytes handed in but not delivered yet."""
         return self.pending_bytes + self.in_flight_bytes
 
-    def send(self, data: bytes, not_before: float | None = None) -> None:
+    def send(
+        self, data: bytes, not_before: float | None = None, since: float | None = None
+    ) -> None:
         """Hand ``data`` to the link; it is delivered later, in order.
 
         ``not_before`` (loop time) keeps it off the link until then: an answer the proxy
         makes itself to bytes still on the air leaves when they would have arrived.
+        ``since`` (loop time, not later than now) says the bytes entered the link earlier
+        than they were handed in: the server sent them then, and the proxy's own handling
+        since is not the link's (it takes a link turn no earlier than the link was free).
         """
         if self.aborted or not data:
             return
         self.queued_total += len(data)
-        self.channel.submit(self, data, not_before)
+        self.channel.submit(self, data, not_before, since)
         if self.backlog > self.channel.shape().backlog_limit():
             self._space.clear()
 
@@ -229,9 +234,16 @@ class Channel:
         """A new pipe on this channel delivering to ``deliver`` (see ``Pipe.early``)."""
         return Pipe(self, deliver, early=early)
 
-    def submit(self, pipe: Pipe, data: bytes, not_before: float | None = None) -> None:
+    def submit(
+        self,
+        pipe: Pipe,
+        data: bytes,
+        not_before: float | None = None,
+        since: float | None = None,
+    ) -> None:
         """Queue ``data`` of ``pipe`` for serialization (or deliver it now on a clear link),
-        not before ``not_before`` (loop time) when given."""
+        not before ``not_before`` (loop time) when given, as if it arrived at ``since``
+        (loop time, not later than now) when given (see ``Pipe.send``)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         shape = self.shape()
@@ -240,7 +252,12 @@ class Channel:
             pipe.in_flight_bytes += len(data)
             pipe._deliver(data, now, now)
             return
-        arrival = now if not_before is None else max(now, not_before)
+        if not_before is not None:
+            arrival = max(now, not_before)
+        elif since is not None:
+            arrival = min(now, since)
+        else:
+            arrival = now
         pipe.pending.append((data, arrival))
         pipe.pending_bytes += len(data)
         if pipe.pending_bytes == len(data):
@@ -283,7 +300,10 @@ class Channel:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._busy_until = max(self._busy_until, loop.time())  # the link was idle
+        # The link was idle: it takes up the bytes from when they arrived (a backdated
+        # arrival, see ``Pipe.send``, may be a little in the past), never before it was free.
+        heads = [p.pending[0][1] for p in self._active if p.pending]
+        self._busy_until = max(self._busy_until, min([loop.time(), *heads]))
         while self._active:
             now = loop.time()
             shape = self.shape()

@@ -18,6 +18,9 @@ from devicelab.netshape.link import Channel, Pipe
 __all__ = ["ConnectionClock", "HeldWriter", "ServerReader", "ShapedReader", "ShapedWriter"]
 
 _READ_SIZE = 65535
+# mitmproxy handles a response in about a millisecond (a few after an idle spell); the
+# downlink takes bytes from the server's time of sending up to this far back.
+_BACKDATE_MAX_S = 0.005
 
 
 class _Reader(Protocol):
@@ -54,6 +57,18 @@ class ConnectionClock:
     up_due: float = 0.0  # the last bytes handed to mitmproxy arrive then
     up_release: float = 0.0  # ... and were handed over then
     server_rx: float = 0.0  # the server last sent bytes then
+
+    def server_sent(self, now: float) -> float | None:
+        """When the bytes written to the device now left the server, or None.
+
+        When the server sent something since the device's last bytes were handed over,
+        what is written now is (or answers) what the server sent: its journey down the
+        link starts then, and mitmproxy's handling since is not part of the link. Capped
+        at ``_BACKDATE_MAX_S`` ago, so a stalled proxy is not hidden.
+        """
+        if self.server_rx > self.up_release and self.server_rx > 0:
+            return max(self.server_rx, now - _BACKDATE_MAX_S)
+        return None
 
     def answer_floor(self, now: float) -> float | None:
         """The earliest time an answer written now may enter the downlink, or None.
@@ -180,11 +195,15 @@ class ShapedWriter(_WrappedWriter):
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` on the downlink (an answer to bytes still on the air waits for
-        them to arrive, see ``ConnectionClock``)."""
-        floor = None
+        them to arrive; bytes from the server enter the link when the server sent them;
+        see ``ConnectionClock``)."""
+        floor = since = None
         if self._clock is not None:
-            floor = self._clock.answer_floor(asyncio.get_running_loop().time())
-        self.pipe.send(data, floor)
+            now = asyncio.get_running_loop().time()
+            floor = self._clock.answer_floor(now)
+            if floor is None:
+                since = self._clock.server_sent(now)
+        self.pipe.send(data, floor, since)
 
     async def drain(self) -> None:
         """Wait until the downlink backlog is under its limit and the socket has room.

@@ -136,3 +136,49 @@ def test_not_before_keeps_bytes_off_the_link_until_then() -> None:
         return await got - t0
 
     assert asyncio.run(main()) == pytest.approx(0.08, abs=0.006)
+
+
+def test_since_starts_bytes_when_the_server_sent_them_not_before_the_link_was_free() -> None:
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        channel = Channel(lambda: Shape(delay_s=0.05, rate=100_000))
+        got: list[float] = []
+        idle = channel.pipe(lambda data: got.append(loop.time()))
+        t0 = loop.time()
+        # The proxy took 10 ms to pass on 1 KB the server sent: the link carries it from
+        # then (10 ms of serialization, 50 ms on the air): it arrives 50 ms after hand-over.
+        idle.send(b"r" * 1000, since=t0 - 0.010)
+        while not got:
+            await asyncio.sleep(0.001)
+        first = got[0] - t0
+        # A busy link: 10 KB take it for 100 ms; bytes dated before that cannot jump ahead.
+        got.clear()
+        t1 = loop.time()
+        busy = channel.pipe(lambda data: None)
+        busy.send(b"b" * 10_000)
+        await asyncio.sleep(0.02)
+        idle.send(b"r" * 1000, since=t1)
+        while not got:
+            await asyncio.sleep(0.001)
+        return first, got[0] - t1
+
+    first, second = asyncio.run(main())
+    assert first == pytest.approx(0.050, abs=0.004)
+    # Round robin from 20 ms on: it shares the link, it never starts before t1 + 20 ms.
+    assert second >= 0.02 + 0.01 + 0.05 - 0.002
+
+
+def test_bytes_are_dated_from_the_server_only_after_it_answered_and_not_far_back() -> None:
+    from devicelab.netshape.transport import ConnectionClock
+
+    clock = ConnectionClock(up_due=10.0, up_release=9.9, server_rx=0.0)
+    # The device's request is still on the air and the server said nothing since: no date
+    # from the server (mitmproxy's own answer waits for the request instead).
+    assert clock.server_sent(9.95) is None
+    assert clock.answer_floor(9.95) == 10.0
+    # The server answered at 10.001: bytes written at 10.003 entered the link then.
+    clock.server_rx = 10.001
+    assert clock.server_sent(10.003) == 10.001
+    assert clock.answer_floor(10.003) is None
+    # A proxy that stalled for a second is not hidden: 5 ms back at most.
+    assert clock.server_sent(11.0) == pytest.approx(10.995)
