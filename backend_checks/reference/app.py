@@ -1,9 +1,10 @@
 """The aiohttp application of the reference server: Auth, REST, Storage and Realtime.
 
 ``build_app(ctx)`` mounts every service under Supabase's paths and adds what the
-Kong gateway of a real project does: CORS for browsers and WebViews, and the ``apikey``
-check (header or query parameter). Startup opens the psycopg pool, installs the storage
-schema and loads the catalog; cleanup closes the pool after Realtime's own cleanup.
+gateway of a real project does: CORS for browsers and WebViews, the ``apikey`` check
+(header or query parameter), and gzip of JSON and text responses. Startup opens the
+psycopg pool, installs the storage schema and loads the catalog; cleanup closes the pool
+after Realtime's own cleanup.
 Realtime (``backend_checks.reference.realtime``) is mounted when that module exists.
 """
 
@@ -30,7 +31,7 @@ from backend_checks.reference.errors import ApiError
 from backend_checks.reference.identity import CTX_KEY
 from backend_checks.reference.storage_files import install_storage_schema
 
-__all__ = ["MAX_BODY_BYTES", "build_app"]
+__all__ = ["COMPRESS_MIN_BYTES", "MAX_BODY_BYTES", "build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ _ALLOW_HEADERS = (
 )
 _EXPOSE_HEADERS = "Content-Range, Range, Content-Location, Location, X-Total-Count, ETag"
 _ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+#: Response bodies from this size on are compressed (Envoy's compressor default minimum).
+COMPRESS_MIN_BYTES = 30
 
 _NO_KEY = "No `apikey` request header or url param was found."
 _BAD_KEY = "Double check your Supabase `anon` or `service_role` API key."
@@ -70,6 +74,40 @@ def _cors(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Vary"] = "Origin"
         response.headers["Access-Control-Allow-Credentials"] = "true"
     response.headers["Access-Control-Expose-Headers"] = _EXPOSE_HEADERS
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    """Whether the client takes gzip (``Accept-Encoding``, ``q=0`` refuses it)."""
+    for item in request.headers.get("Accept-Encoding", "").lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            try:
+                return not params.strip().startswith("q=") or float(q) > 0
+            except ValueError:
+                return True
+    return False
+
+
+def _compress(request: web.Request, response: web.StreamResponse) -> None:
+    """Gzip a JSON or text body the client accepts, as Supabase's gateway does: hosted
+    projects compress API responses at Cloudflare, self-hosted ones with Envoy's compressor
+    (JSON types, from 30 bytes on). Binary objects (images, video) and ranges pass as they
+    are; their content types are not compressible."""
+    if not isinstance(response, web.Response) or response.prepared:
+        return
+    body = response.body
+    if not isinstance(body, bytes) or len(body) < COMPRESS_MIN_BYTES:
+        return
+    content_type = response.content_type
+    textual = content_type.startswith("text/") or content_type.endswith("json")
+    if not textual or response.status == 206 or "Content-Encoding" in response.headers:
+        return
+    if not _accepts_gzip(request):
+        return
+    response.enable_compression(web.ContentCoding.gzip)
+    vary = response.headers.get("Vary")
+    response.headers["Vary"] = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
 
 
 @web.middleware
@@ -108,6 +146,7 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
         )  # fmt: skip
     if not response.prepared:
         _cors(request, response)
+        _compress(request, response)
     return response
 
 
