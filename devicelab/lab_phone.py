@@ -22,13 +22,14 @@ A phone run differs from a web run in four places, all here:
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devicelab.errors import BadInput, EnvironmentProblem
+from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem, ProbeFailed
 from devicelab.models import Device, NetworkProfile
 from devicelab.scenarios import battery_drain
 from devicelab.teardown import Teardown
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 Say = Callable[[str], None]
+
+logger = logging.getLogger(__name__)
 
 #: The name the app on a phone reaches the lab backend by; only the shaped proxy resolves
 #: it (``.test`` is reserved: no DNS answers for it), so it is never reached around the
@@ -199,7 +202,12 @@ def start_app(
         app_id = device.app.id if device.app else None
         waited = endpoint.capabilities.get("appium:autoWebviewTimeout")  # ms, Appium's
         webview_s = float(waited) / 1000 if waited else _WEBVIEW_TIMEOUT_S
-        name = session.switch_to_webview(app_id, timeout_s=webview_s)
+        try:
+            name = session.switch_to_webview(app_id, timeout_s=webview_s)
+        except ProbeFailed as exc:
+            if isinstance(phone, AndroidDevice):
+                raise
+            raise _why_no_webview(device, app_id, exc) from exc
         say(f"in the app's WebView ({name})")
     harness = Harness(session.evaluate, timeout_s=timeout_s)
     harness.wait_ready()
@@ -217,6 +225,23 @@ def start_app(
     check_route(session.evaluate, f"{backend}/rest/v1/", hint)
     say(f"the app reaches the backend through the shaped proxy ({backend})")
     return harness, PhoneApp(session, device.app.id if device.app else None)
+
+
+def _why_no_webview(device: Device, app_id: str | None, failed: ProbeFailed) -> ProbeFailed:
+    """Appium saw no WebView in the iPhone app: webinspectord's reason, or Appium's error
+    with why webinspectord could not be asked."""
+    from devicelab.platforms.ios_webinspector import diagnose_webview
+
+    try:
+        found = diagnose_webview(device.udid or "", app_id)
+    except DeviceLabError as exc:
+        logger.info("webinspectord could not be asked about the WebView: %s", exc.one_line())
+        return failed
+    return ProbeFailed(
+        f"{failed.message} - webinspectord: {found.cause}",
+        hint=found.hint,
+        command=failed.command,
+    )
 
 
 class PhoneApp:
