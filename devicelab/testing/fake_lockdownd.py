@@ -1,11 +1,12 @@
-"""The lockdownd of a fake iPhone, with pairing sessions (TLS), the diagnostics relay and
-the DVT instruments server.
+"""The lockdownd of a fake iPhone, with pairing sessions (TLS), the diagnostics relay, the
+notification proxy, the Web Inspector service and the DVT instruments server.
 
 devicelab.testing.fake_usbmuxd pipes a client's ``Connect`` to port 62078 here, and a
 ``Connect`` to a port this lockdownd handed out with ``StartService`` to that service.
 pymobiledevice3 then runs unchanged: ``create_using_usbmux`` validates the pairing and
 starts a session, ``DiagnosticsService(lockdown).get_battery()`` reads the battery,
-``DvtProvider(lockdown)`` reaches the instruments server.
+``DvtProvider(lockdown)`` reaches the instruments server, ``WebinspectorService(lockdown)``
+lists the web views and inspects them.
 
 What it serves, as a phone does:
 
@@ -16,7 +17,8 @@ What it serves, as a phone does:
   certificate on its side); an unknown HostID is ``InvalidHostID``; anything else is
   ``SessionInactive``;
 - in a session: ``GetValue`` (every value), ``StartService`` (a port, ``EnableServiceSSL``)
-  of ``com.apple.mobile.diagnostics_relay`` and, while the developer disk image is
+  of ``com.apple.mobile.diagnostics_relay``, :data:`NOTIFICATION_PROXY` and
+  :data:`WEBINSPECTOR` on every iOS version, and, while the developer disk image is
   mounted, of the instruments server: :data:`DVT_SECURE_PROXY` on iOS 14 to 16,
   :data:`DVT_LEGACY` before iOS 14; iOS 17 and later serve instruments over RemoteXPC
   only, so lockdownd answers ``InvalidService`` for both, as for any other service;
@@ -24,6 +26,16 @@ What it serves, as a phone does:
 - the diagnostics relay (TLS from the first byte): ``IORegistry`` with ``EntryClass``
   IOPMPowerSource answers the phone's battery entry (``FakeIPhone.battery``, called per
   request so a test can make it fall), other classes an empty entry; ``Goodbye``;
+- the notification proxy (TLS from the first byte): ``ObserveNotification`` (relayed as
+  ``RelayNotification`` {Name} whenever the name is posted, by any connection or by
+  webinspectord), ``PostNotification``, ``Shutdown`` (answered ``ProxyDeath``); every
+  posted name is recorded in ``notifications``;
+- the Web Inspector service (devicelab.testing.fake_webinspector, one per connection,
+  recorded in ``webinspector_servers``; TLS from the first byte) over the phone's
+  ``webviews()``. With ``web_inspector()`` false (Settings > Safari > Advanced > Web
+  Inspector off) it refuses as a phone does: it posts
+  ``com.apple.webinspectord.disabled``, then holds the connection without a TLS handshake
+  for a second and drops it;
 - the instruments server (devicelab.testing.fake_dtx, one per connection, recorded in
   ``instruments``): TLS from the first byte on the secure proxy; on the legacy service a
   TLS handshake, then DTX in plaintext, as pymobiledevice3's ``strip_ssl`` expects.
@@ -35,34 +47,47 @@ checks the host's certificate against the root, as a fake need not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import ssl
 import struct
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from devicelab.testing import usbmux_wire as wire
 from devicelab.testing.fake_dtx import InstrumentsServer
+from devicelab.testing.fake_webinspector import (
+    WEBINSPECTOR,
+    WEBINSPECTORD_DISABLED,
+    FakeWebView,
+    WebInspectorServer,
+)
 
 __all__ = [
     "DIAGNOSTICS_RELAY",
     "DVT_LEGACY",
     "DVT_SECURE_PROXY",
     "IPHONE_BATTERY",
+    "NOTIFICATION_PROXY",
+    "WEBINSPECTOR",
     "Lockdownd",
     "pair_record",
 ]
 
 DIAGNOSTICS_RELAY = "com.apple.mobile.diagnostics_relay"
+NOTIFICATION_PROXY = "com.apple.mobile.notification_proxy"
 #: The instruments server over lockdown on iOS 14 to 16 (TLS throughout).
 DVT_SECURE_PROXY = "com.apple.instruments.remoteserver.DVTSecureSocketProxy"
 #: The instruments server over lockdown before iOS 14 (a TLS handshake, then plaintext).
 DVT_LEGACY = "com.apple.instruments.remoteserver"
 _TLS_RECORD = struct.Struct(">BHH")  # content type, version, length
+# How long a refused Web Inspector connection is held before it is dropped: the client
+# reads the disabled notification meanwhile, and retries when it missed it.
+_REFUSAL_HOLD = 1.0
 #: What an iPhone 11 on iOS 17 answers for IOPMPowerSource, on battery (InstantAmperage as
 #: the unsigned 64-bit number some versions send for -312 mA).
 IPHONE_BATTERY: dict[str, Any] = {
@@ -215,8 +240,11 @@ class Lockdownd:
     ``values`` are its GetValue values, ``trusted`` the HostIDs it has paired with,
     ``battery`` returns its IOPMPowerSource entry, ``developer_image`` whether the
     developer disk image is mounted, ``instruments`` makes the instruments server of one
-    connection. ``services`` maps the ports handed out by StartService to the service
-    names; ``instruments_servers`` lists the instruments servers made, oldest first.
+    connection, ``webviews`` returns the web views Web Inspector lists and
+    ``web_inspector`` whether Web Inspector is on. ``services`` maps the ports handed out
+    by StartService to the service names; ``instruments_servers`` and
+    ``webinspector_servers`` list the servers made, oldest first; ``notifications`` the
+    names posted through the notification proxy (or by webinspectord), oldest first.
     """
 
     PORT = wire.LOCKDOWN_PORT
@@ -229,6 +257,8 @@ class Lockdownd:
         *,
         developer_image: Callable[[], bool] = lambda: True,
         instruments: Callable[[], InstrumentsServer] = InstrumentsServer,
+        webviews: Callable[[], Sequence[FakeWebView]] = lambda: (),
+        web_inspector: Callable[[], bool] = lambda: True,
     ) -> None:
         self.udid = udid
         self.values = values
@@ -238,11 +268,17 @@ class Lockdownd:
         self.trusted: set[str] = set()
         self.services: dict[int, str] = {}
         self.instruments_servers: list[InstrumentsServer] = []
+        self.webviews = webviews
+        self.web_inspector = web_inspector
+        self.webinspector_servers: list[WebInspectorServer] = []
+        self.notifications: list[str] = []
+        # The notification proxy connections: the names each observes, and its writer.
+        self._observers: list[tuple[set[str], asyncio.StreamWriter]] = []
         self._next_port = 49_152
 
     def offers(self, service: str) -> bool:
         """Whether StartService of ``service`` succeeds (see the module docstring)."""
-        if service == DIAGNOSTICS_RELAY:
+        if service in (DIAGNOSTICS_RELAY, NOTIFICATION_PROXY, WEBINSPECTOR):
             return True
         major = _major(self.values.get("ProductVersion"))
         if service == DVT_SECURE_PROXY:
@@ -312,6 +348,11 @@ class Lockdownd:
     ) -> None:
         """Serve the service started on ``port`` until the client goes."""
         service = self.services[port]
+        if service == WEBINSPECTOR and not self.web_inspector():
+            self.post(WEBINSPECTORD_DISABLED)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(), _REFUSAL_HOLD)
+            return
         if service == DVT_LEGACY:
             try:
                 await _handshake_then_plaintext(reader, writer)
@@ -323,6 +364,14 @@ class Lockdownd:
             server = self.instruments()
             self.instruments_servers.append(server)
             await server.serve(reader, writer)
+            return
+        if service == WEBINSPECTOR:
+            inspector = WebInspectorServer(self.webviews)
+            self.webinspector_servers.append(inspector)
+            await inspector.serve(reader, writer)
+            return
+        if service == NOTIFICATION_PROXY:
+            await self._serve_notification_proxy(reader, writer)
             return
         while True:
             request = await wire.read_lockdown(reader)
@@ -340,3 +389,32 @@ class Lockdownd:
             await writer.drain()
             if name == "Goodbye":
                 return
+
+    def post(self, name: str) -> None:
+        """Post the notification ``name``: every notification proxy connection observing it
+        gets a ``RelayNotification``. Runs on the fake usbmuxd's loop, as the services do."""
+        self.notifications.append(name)
+        for observed, writer in self._observers:
+            if name in observed and not writer.is_closing():
+                wire.write_lockdown(writer, {"Command": "RelayNotification", "Name": name})
+
+    async def _serve_notification_proxy(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        observed: set[str] = set()
+        self._observers.append((observed, writer))
+        try:
+            while True:
+                request = await wire.read_lockdown(reader)
+                command, name = request.get("Command"), str(request.get("Name", ""))
+                if command == "ObserveNotification":
+                    observed.add(name)
+                elif command == "PostNotification":
+                    self.post(name)
+                elif command == "Shutdown":
+                    wire.write_lockdown(writer, {"Command": "ProxyDeath"})
+                    await writer.drain()
+                    return
+                await writer.drain()  # relays that PostNotification queued, ours included
+        finally:
+            self._observers = [o for o in self._observers if o[1] is not writer]

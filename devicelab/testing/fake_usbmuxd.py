@@ -35,7 +35,11 @@ gave) answering the battery entry ``battery()``, and, on iOS < 17 with
 ``developer_image`` mounted, the DVT instruments server (devicelab.testing.fake_dtx:
 deviceinfo and sysmontap, whose process rows come from ``processes()`` unless
 ``sysmontap_silent``). :data:`IPHONE_11` is on iOS 17.5.1, where lockdownd refuses the
-instruments services as real phones do; :data:`IPHONE_11_IOS16` serves them.
+instruments services as real phones do; :data:`IPHONE_11_IOS16` serves them. On every
+version it serves the notification proxy and Web Inspector
+(devicelab.testing.fake_webinspector: the apps and pages of ``webviews``, their heap
+snapshots), which refuses with the ``com.apple.webinspectord.disabled`` notification
+unless ``web_inspector``.
 
 USB records carry the fields usbmuxd on Linux sends (ConnectionSpeed, ConnectionType
 ``USB``, DeviceID, LocationID, ProductID, SerialNumber = the UDID); Network (Wi-Fi sync)
@@ -60,6 +64,7 @@ from devicelab.testing import usbmux_wire as wire
 from devicelab.testing.background import BackgroundServer
 from devicelab.testing.fake_dtx import InstrumentsServer, iphone_processes
 from devicelab.testing.fake_lockdownd import IPHONE_BATTERY, Lockdownd, pair_record
+from devicelab.testing.fake_webinspector import FakeWebView
 
 __all__ = [
     "IPHONE_11",
@@ -67,6 +72,7 @@ __all__ = [
     "IPHONE_BATTERY",
     "FakeIPhone",
     "FakeUsbmuxd",
+    "FakeWebView",
     "pair_record",
 ]
 
@@ -121,6 +127,10 @@ class FakeIPhone:
     processes: Callable[[], list[Mapping[str, Any]]] = field(default=iphone_processes)
     #: sysmontap sends no process rows, as while XCUITest runs.
     sysmontap_silent: bool = False
+    #: The web views Web Inspector lists (one app, "App", with one page by default).
+    webviews: list[FakeWebView] = field(default_factory=lambda: [FakeWebView()])
+    #: Whether Web Inspector is on (Settings > Safari > Advanced); off, webinspectord refuses.
+    web_inspector: bool = True
 
     def __post_init__(self) -> None:
         # Through lambdas: a test may set these fields after the phone is made.
@@ -133,6 +143,8 @@ class FakeIPhone:
                 lambda: self.processes(),  # noqa: PLW0108
                 silent=lambda: self.sysmontap_silent,
             ),
+            webviews=lambda: self.webviews,
+            web_inspector=lambda: self.web_inspector,
         )
 
     def properties(self, device_id: int) -> dict[str, Any]:

@@ -26,6 +26,7 @@ PUBLIC_MODULES = [
     "devicelab.testing.upstream",
     "devicelab.testing.standins",
     "devicelab.testing.fake_lockdownd",
+    "devicelab.testing.fake_webinspector",
     "devicelab.farm",
     "devicelab.lab_phone",
     "devicelab.platforms.ios_device",

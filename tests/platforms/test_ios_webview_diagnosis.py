@@ -1,13 +1,22 @@
 """What webinspectord's listing says when Appium finds no WebView in an iPhone app: the
-decision alone (the listing through pymobiledevice3 and the fake phone is in
-tests/run/test_run_ios.py)."""
+decision alone, then end to end through pymobiledevice3's WebinspectorService and the
+fake phone's webinspectord (devicelab.testing.fake_webinspector), and the run's error."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from devicelab.platforms.ios_webinspector import judge
+import pytest
+
+from devicelab.errors import ProbeFailed
+from devicelab.lab_phone import _why_no_webview
+from devicelab.models import Device
+from devicelab.platforms.ios_webinspector import diagnose_webview, judge
+from devicelab.testing.fake_usbmuxd import FakeIPhone, FakeUsbmuxd
+from devicelab.testing.fake_webinspector import FakeWebView
 
 APP = "app.messaging.test"
 OWN = "OUR-CONNECTION"
@@ -54,3 +63,64 @@ def test_a_free_page_on_older_ios_points_at_appium() -> None:
     found = judge(APP, [app], [_page(app, "WIRTypePage")], OWN)
     assert found.state == "free"
     assert "webviewConnectTimeout" in found.hint
+
+
+# --- through pymobiledevice3 and the fake phone -------------------------------------------
+FREE = "00008030-0000000000000001"
+HIDDEN = "00008030-0000000000000002"
+OFF = "00008030-0000000000000003"
+TAKEN = "00008030-0000000000000004"
+
+
+@pytest.fixture(scope="module")
+def usbmuxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeUsbmuxd]:
+    pytest.importorskip("pymobiledevice3")
+    home = tmp_path_factory.mktemp("home")  # pymobiledevice3 caches pair records there
+    with pytest.MonkeyPatch.context() as env, FakeUsbmuxd() as mux:
+        env.setenv("HOME", str(home))
+        env.setenv("USBMUXD_SOCKET_ADDRESS", mux.address)
+        view = FakeWebView(bundle_id=APP)
+        mux.attach(FakeIPhone(FREE, webviews=[view]))
+        hidden = FakeWebView(bundle_id=APP, inspectable=False)
+        mux.attach(FakeIPhone(HIDDEN, webviews=[hidden]))
+        mux.attach(FakeIPhone(OFF, webviews=[view], web_inspector=False))
+        held = FakeWebView(bundle_id=APP, inspected_by="SAFARI-ON-A-MAC")
+        mux.attach(FakeIPhone(TAKEN, webviews=[held]))
+        yield mux
+
+
+@pytest.mark.parametrize(
+    ("udid", "bundle", "state"),
+    [
+        (FREE, APP, "free"),
+        (FREE, "com.other.app", "app_absent"),
+        (HIDDEN, APP, "not_inspectable"),
+        (OFF, APP, "inspector_off"),
+        (TAKEN, APP, "taken"),
+    ],
+)
+def test_webinspectord_of_the_phone_tells_why(
+    usbmuxd: FakeUsbmuxd, udid: str, bundle: str, state: str
+) -> None:
+    found = diagnose_webview(udid, bundle)
+    assert found.state == state, found
+    if state == "app_absent":
+        assert APP in found.cause  # what it does report
+    if state == "free":
+        assert found.pages == ("WIRTypeWebPage capacitor://localhost/",)
+
+
+def test_the_run_error_keeps_appiums_words_and_adds_the_cause(
+    usbmuxd: FakeUsbmuxd, tmp_path: Path
+) -> None:
+    device = Device(id="iphone", platform="ios", model="iPhone 11", os="iOS 17", udid=HIDDEN)
+    appium = ProbeFailed("no WEBVIEW_* context appeared within 1 s (contexts: NATIVE_APP)",
+                         hint="enable WebView debugging", command="get contexts")  # fmt: skip
+    error = _why_no_webview(device, APP, appium)
+    assert error.message.startswith("no WEBVIEW_* context appeared within 1 s")
+    assert "lists no inspectable web page" in error.message
+    assert "ios.webContentsDebuggingEnabled" in error.hint
+    assert error.command == "get contexts"
+    # A phone that cannot be asked leaves Appium's error as it was.
+    gone = device.model_copy(update={"udid": "00008030-00000000000000FF"})
+    assert _why_no_webview(gone, APP, appium) is appium
