@@ -311,13 +311,17 @@ async def run_realtime_checks(
         try:
             if timings:
                 await _drive_inserts(http, project, session, load, deliveries, len(timings))
+            # The story's "connection stability (no disconnects)": a subscriber whose socket
+            # closed, or whose channel the server closed or errored, before we closed it.
+            dropped = [sub.closed_reason or "socket closed" for sub in subs
+                       if sub.ws.closed or sub.closed_reason]  # fmt: skip
         finally:
             await asyncio.gather(*(sub.close() for sub in subs))
     evidence = {"subscribers": load.subscribers, "joined": len(timings), "plan": plan and plan.name,
                 "backend": project.kind, "join_errors": errors[:5]}  # fmt: skip
     return [
         _setup_check(timings, errors, evidence),
-        _broadcast_check(deliveries, load, timings, evidence),
+        _broadcast_check(deliveries, load, timings, evidence, dropped),
     ]
 
 
@@ -358,7 +362,11 @@ def _setup_check(timings: list[JoinTiming], errors: list[str], evidence: dict[st
 
 
 def _broadcast_check(
-    deliveries: _Deliveries, load: RealtimeLoad, timings: list[JoinTiming], evidence: dict[str, Any]
+    deliveries: _Deliveries,
+    load: RealtimeLoad,
+    timings: list[JoinTiming],
+    evidence: dict[str, Any],
+    dropped: list[str],
 ) -> Check:
     broadcast_target = backend_target("realtime_broadcast")
     expected = len(timings) * (load.inserts + load.cold_inserts)
@@ -385,6 +393,8 @@ def _broadcast_check(
             "deliveries_expected": expected,
             "deliveries_received": received,
             "samples_are": "per insert: the slowest subscriber's latency",
+            "disconnects": len(dropped),
+            "disconnect_reasons": sorted(set(dropped))[:5],
         },
     )
     if not timings or warm.get("count", 0) == 0:
@@ -396,6 +406,10 @@ def _broadcast_check(
     reason = f"warm p95 {value:.1f} ms, cold p95 {cold.get('p95_ms', 'n/a')} ms"
     if received < expected:
         status, reason = "fail", f"{expected - received} of {expected} deliveries missing; {reason}"
+    if dropped:
+        status = "fail"
+        reason = (f"{len(dropped)} of {len(timings)} subscribers disconnected during the window "
+                  f"({', '.join(sorted(set(dropped))[:3])}); {reason}")  # fmt: skip
     return check.model_copy(
         update={"status": status, "value": value, "summary": summary, "reason": reason}
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from backend_checks.realtime_checks import (
@@ -12,6 +14,7 @@ from backend_checks.realtime_checks import (
     preflight,
     realtime_checks,
 )
+from backend_checks.reference.realtime_client import Subscriber
 from backend_checks.reference.server import ReferenceServer
 from devicelab.errors import UnsafeActionRefused
 
@@ -42,6 +45,30 @@ def test_realtime_checks_measure_setup_and_delivery(server: ReferenceServer) -> 
     assert (broadcast.status == "pass") == (broadcast.value < 300)
     assert ev["warm"]["p50_ms"] <= ev["warm"]["p95_ms"] <= ev["warm"]["p99_ms"]
     assert len(broadcast.samples) == 10 + 1
+    assert ev["disconnects"] == 0 and ev["disconnect_reasons"] == []
+
+
+def test_subscribers_that_drop_during_the_window_fail_the_broadcast(
+    server: ReferenceServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three subscribers lose their socket right after joining, as a flaky network would
+    # drop them: the story's "connection stability (no disconnects)" must fail.
+    started = Subscriber.start
+    lost: list[int] = []
+
+    def start_then_drop(sub: Subscriber) -> None:
+        started(sub)
+        if len(lost) < 3:
+            lost.append(1)
+            asyncio.get_running_loop().create_task(sub.ws.close())
+
+    monkeypatch.setattr(Subscriber, "start", start_then_drop)
+    load = RealtimeLoad(subscribers=10, inserts=3, rate_per_s=20, cold_inserts=0, idle_s=0.1,
+                        timeout_s=3)  # fmt: skip
+    _setup, broadcast = realtime_checks(project(server), load, PLANS["pro"])
+    assert broadcast.status == "fail"
+    assert broadcast.evidence["disconnects"] == 3
+    assert broadcast.reason.startswith("3 of 10 subscribers disconnected during the window")
 
 
 def test_preflight_refuses_what_the_plan_forbids() -> None:
