@@ -232,12 +232,14 @@ async def _open_subscribers(
     session: Session,
     load: RealtimeLoad,
     deliveries: _Deliveries,
-) -> tuple[list[Subscriber], list[JoinTiming], list[str]]:
+) -> tuple[list[Subscriber], list[Subscriber], list[JoinTiming], list[str]]:
+    """(every subscriber connected, those that joined, their join timings, join errors)."""
     url = websocket_url(project.url, project.anon_key)
     binding = {"event": "INSERT", "schema": "public", "table": "messages",
                "filter": f"conversation_id=eq.{session.conversation_id}"}  # fmt: skip
     gate = asyncio.Semaphore(load.join_concurrency)
     subs: list[Subscriber] = []
+    joined: list[Subscriber] = []
     timings: list[JoinTiming] = []
     errors: list[str] = []
 
@@ -253,10 +255,11 @@ async def _open_subscribers(
                 errors.append(f"{type(exc).__name__}: {exc}")
                 return
             timings.append(timing)
+            joined.append(sub)
             sub.start()
 
     await asyncio.gather(*(one(i) for i in range(load.subscribers)))
-    return subs, timings, errors
+    return subs, joined, timings, errors
 
 
 async def _drive_inserts(
@@ -307,13 +310,14 @@ async def run_realtime_checks(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         session = await sign_in(http, project)
-        subs, timings, errors = await _open_subscribers(http, project, session, load, deliveries)
+        opened = await _open_subscribers(http, project, session, load, deliveries)
+        subs, joined, timings, errors = opened
         try:
             if timings:
                 await _drive_inserts(http, project, session, load, deliveries, len(timings))
             # The story's "connection stability (no disconnects)": a subscriber whose socket
             # closed, or whose channel the server closed or errored, before we closed it.
-            dropped = [sub.closed_reason or "socket closed" for sub in subs
+            dropped = [sub.closed_reason or "socket closed" for sub in joined
                        if sub.ws.closed or sub.closed_reason]  # fmt: skip
         finally:
             await asyncio.gather(*(sub.close() for sub in subs))
