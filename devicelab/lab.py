@@ -230,8 +230,6 @@ class Lab:
         why = not_applicable(scenario, self.platform, self.book)
         if not why and scenario.run is None:
             why = f"not built yet: {scenario.not_built}"
-        if not why and (self.platform, scenario.id) in _NOT_BUILT_ON:
-            why = f"not built yet: {_NOT_BUILT_ON[self.platform, scenario.id]}"
         return why
 
     def _start(self, out_dir: Path, started: datetime, teardown: Teardown) -> LabSession:
@@ -411,14 +409,3 @@ class Lab:
         harness = Harness(web.evaluate, timeout_s=self.options.probe_timeout_s)
         harness.wait_ready()
         return web, harness
-
-
-#: Scenarios that run on the web device but not yet on this platform, and what is missing.
-_NOT_BUILT_ON = {
-    # memory_leak's trend is the JS heap's after a forced GC: Web Inspector has both, but
-    # WebKit serves one inspector per page and Appium's XCUITest driver holds it (docs/ios.md).
-    ("ios", "memory_leak"): "the leak trend of iOS devices (memory_leak reads the JS heap "
-    "after a forced GC, which only Web Inspector gives, and Appium holds the page's one "
-    "inspector connection; the app's footprint over the run is the memory.footprint_mb "
-    "series)",
-}

@@ -44,11 +44,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKEND_ALIAS",
+    "GC_CAPABILITY",
     "PhoneApp",
     "attach",
     "backend_url",
     "check_phone",
     "check_route",
+    "iphone_capabilities",
     "phone_proxy",
     "sampling",
     "start_app",
@@ -57,6 +59,9 @@ __all__ = [
 Say = Callable[[str], None]
 
 logger = logging.getLogger(__name__)
+
+#: XCUITest: Web Inspector's full garbage collection before every script Appium runs.
+GC_CAPABILITY = "appium:safariGarbageCollect"
 
 #: The name the app on a phone reaches the lab backend by; only the shaped proxy resolves
 #: it (``.test`` is reserved: no DNS answers for it), so it is never reached around the
@@ -187,6 +192,7 @@ def start_app(
         capabilities = proxied_capabilities(capabilities, proxy.url)
     else:
         say(f"{device.id} must use the Wi-Fi proxy {proxy.host}:{proxy.port} (docs/ios.md)")
+        capabilities = iphone_capabilities(capabilities)
     if capabilities.get("browserName") and "appium:chromedriverPort" not in capabilities:
         # Appium's chromium driver starts chromedriver on 9515 unless told, so two
         # stand-in sessions at once (a battery farm) would take each other's.
@@ -225,6 +231,20 @@ def start_app(
     check_route(session.evaluate, f"{backend}/rest/v1/", hint)
     say(f"the app reaches the backend through the shaped proxy ({backend})")
     return harness, PhoneApp(session, device.app.id if device.app else None)
+
+
+def iphone_capabilities(capabilities: dict[str, Any]) -> dict[str, Any]:
+    """An iPhone app session's capabilities with Appium's garbage collection before every
+    script (:data:`GC_CAPABILITY`) unless the inventory sets it; a browser standing in for
+    the WebView is left as it is.
+
+    Why: the app's JS heap cannot be read on iOS while Appium holds the page's one Web
+    Inspector connection, so the memory checks read the app's footprint, and Appium's
+    Heap.gc before each script call keeps uncollected garbage out of it.
+    """
+    if capabilities.get("browserName"):
+        return capabilities
+    return {GC_CAPABILITY: True, **capabilities}
 
 
 def _why_no_webview(device: Device, app_id: str | None, failed: ProbeFailed) -> ProbeFailed:

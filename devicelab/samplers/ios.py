@@ -235,6 +235,19 @@ class AppFootprint(HeldReader):
     RESTART_HINT = (
         "look for a crash or a jetsam kill in the device's logs (pymobiledevice3 crash ls)"
     )
+    # How memory_leak uses it (devicelab.scenarios.memory_leak): its readings are the
+    # footprint series the sampler writes; the background sampler waits for the whole run;
+    # the garbage is collected by Appium before each script call (safariGarbageCollect).
+    SOURCE = "sysmontap"
+    LEAK_SERIES = "memory.footprint_mb"
+    LEAK_HOW = (
+        "sysmontap physFootprint of the app and the WebKit processes it is responsible for, "
+        "each reading right after a script call that Appium precedes with Web Inspector's "
+        "full garbage collection (appium:safariGarbageCollect)"
+    )
+    LOGS_READINGS = True
+    LEAK_HOLD = True
+    GC_BY_SCRIPT = True
 
     def __init__(self, sampler: IosSampler) -> None:
         super().__init__(sampler)

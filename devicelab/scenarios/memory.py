@@ -12,8 +12,10 @@ The increase is read before and after the load, with the data still held:
   is held off between the two reads (docs/device_run.md).
 - ios: the app's footprint (sysmontap physFootprint of the app's process and the WebKit
   processes it is responsible for, where WKWebView keeps the page: the run's AppFootprint
-  reader of devicelab.samplers.ios). Where the instruments cannot be reached, or
-  sysmontap stays silent while XCUITest runs, the check is an error that says why.
+  reader of devicelab.samplers.ios), each reading right after a script call that Appium
+  precedes with Web Inspector's full garbage collection (``appium:safariGarbageCollect``,
+  set on iPhone sessions). Where the instruments cannot be reached, or sysmontap stays
+  silent while XCUITest runs, the check is an error that says why.
 
 The reader is the context's ``heap_mb``; a reader that is also a context manager is held
 around the two reads (AppPss, AppFootprint).
@@ -52,10 +54,17 @@ def _increase(
     ctx.harness.run("memory.release", {})
     # Readings taken beside the judged one (android: the app's PSS), into the evidence.
     side: Callable[[], dict[str, float | None]] = getattr(read_mb, "side_readings", dict)
+    # iPhone: Appium collects the garbage before each script call (safariGarbageCollect),
+    # so one script call right before each reading collects what came before it.
+    collect = ctx.harness.wait_ready if getattr(read_mb, "GC_BY_SCRIPT", False) else None
     with held:
+        if collect is not None:
+            collect()
         before = read_mb()
         side_before = side()
         loaded = ctx.harness.run(probe, params, timeout_s=ctx.options.probe_timeout_s)
+        if collect is not None:
+            collect()
         after = read_mb()
         side_after = side()
     ctx.harness.run("memory.release", {})

@@ -9,6 +9,13 @@ is read after a forced garbage collection (CDP HeapProfiler.collectGarbage, then
 Performance.getMetrics JSHeapUsedSize), between workload steps. Each reading goes to the
 run's samples.jsonl at once, and the heap series into results.json.
 
+On an iPhone the WKWebView's JS heap cannot be read while Appium holds the page's one
+Web Inspector connection; the reading is the app's footprint instead (sysmontap
+physFootprint of the app and its WebKit processes, devicelab.samplers.ios.AppFootprint),
+and the forced collection is Appium's: the iPhone session runs with
+``appium:safariGarbageCollect``, so Web Inspector's full GC (Heap.gc) precedes every script
+call, and a script call (the harness's readiness check) precedes each reading.
+
 The judged value is the heap's trend in MB per minute: the Theil-Sen slope (the median of
 every pairwise slope), which one late GC or a mid-load reading barely moves; the least
 squares slope is in the evidence for comparison. A warm-up cycle runs first and is not
@@ -24,8 +31,10 @@ LeakOptions(duration_s=20))``.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +58,7 @@ TITLE = "Memory leak over a 5-minute session"
 CATEGORY = "memory"
 UNIT = "MB_per_min"
 SERIES = "memory.js_heap_mb"
+_HOW = "JSHeapUsedSize (CDP Performance.getMetrics) after HeapProfiler.collectGarbage"
 
 #: Used only while targets.yaml has no memory_leak row (the story says "no leaks", no number).
 FALLBACK_TARGET = Target(
@@ -100,41 +110,68 @@ def _cycle(ctx: ScenarioContext, options: LeakOptions) -> None:
 
 
 def measure(ctx: ScenarioContext, options: LeakOptions, log: SampleLog | None = None) -> Check:
-    """Run the workload for ``options.duration_s``, reading the heap into ``log`` (default
-    the run's active log; outside a run a new one in a temporary folder). Returns the
-    judged check (value: MB/min). Raises ProbeFailed when a probe or CDP fails."""
+    """Run the workload for ``options.duration_s``, reading the app's memory into ``log``
+    (default the run's active log; outside a run a new one in a temporary folder). Returns
+    the judged check (value: MB/min). Raises ProbeFailed when a probe or a reading fails.
+
+    The reading is the context's ``heap_mb``: the JS heap on web and android; on an iPhone
+    the app's footprint (``LEAK_SERIES`` / ``LEAK_HOW`` / ``SOURCE`` of the reader say what
+    it is; a reader that logs its own readings, ``LOGS_READINGS``, is not logged twice; one
+    with ``LEAK_HOLD`` is held for the whole run: the background sampler waits; one with
+    ``GC_BY_SCRIPT`` gets a script call right before each reading).
+    """
     heap_mb = ctx.heap_mb
     if heap_mb is None:
         return skipped(CHECK_ID, TITLE, CATEGORY,
                        f"not built yet: the memory sampler of {ctx.platform} devices")  # fmt: skip
     if log is None:
         log = active_log() or SampleLog(Path(tempfile.mkdtemp(prefix="dl-leak-")) / SAMPLES_FILE)
+    series = str(getattr(heap_mb, "LEAK_SERIES", SERIES))
+    logs_itself = bool(getattr(heap_mb, "LOGS_READINGS", False))
+    held: AbstractContextManager[object] = contextlib.nullcontext()
+    if getattr(heap_mb, "LEAK_HOLD", False) and isinstance(heap_mb, AbstractContextManager):
+        held = heap_mb
     ctx.say(f"memory_leak: repeating the workload for {options.duration_s:g} s")
     _cycle(ctx, options)  # warm-up, not sampled
     heap: list[Sample] = []
 
+    # A reader whose garbage collection is Appium's (Heap.gc before each script call):
+    # one script call right before each reading collects what the cycle left.
+    collect_first = bool(getattr(heap_mb, "GC_BY_SCRIPT", False))
+
     def read() -> None:
-        sample = Sample(t=log.now(), metric=SERIES, value=round(heap_mb(), 3), unit="MB",
-                        source="cdp")  # fmt: skip
-        log.write([sample])
+        if collect_first:
+            ctx.harness.wait_ready()
+        sample = Sample(t=log.now(), metric=series, value=round(heap_mb(), 3), unit="MB",
+                        source=str(getattr(heap_mb, "SOURCE", "cdp")))  # fmt: skip
+        if not logs_itself:
+            log.write([sample])
         heap.append(sample)
 
-    read()
-    started = time.monotonic()
-    due = started + options.sample_every_s
     cycles = 0
-    while time.monotonic() - started < options.duration_s:
-        _cycle(ctx, options)
-        cycles += 1
-        if time.monotonic() >= due:
-            read()
-            due = time.monotonic() + options.sample_every_s
-    read()
-    return _judged(ctx, options, heap, cycles, log)
+    with held:
+        read()
+        started = time.monotonic()
+        due = started + options.sample_every_s
+        while time.monotonic() - started < options.duration_s:
+            _cycle(ctx, options)
+            cycles += 1
+            if time.monotonic() >= due:
+                read()
+                due = time.monotonic() + options.sample_every_s
+        read()
+    how = str(getattr(heap_mb, "LEAK_HOW", _HOW))
+    return _judged(ctx, options, heap, cycles, log, series, how)
 
 
 def _judged(
-    ctx: ScenarioContext, options: LeakOptions, heap: list[Sample], cycles: int, log: SampleLog
+    ctx: ScenarioContext,
+    options: LeakOptions,
+    heap: list[Sample],
+    cycles: int,
+    log: SampleLog,
+    series: str,
+    how: str,
 ) -> Check:
     t = [s.t for s in heap if s.value is not None]
     v = [s.value for s in heap if s.value is not None]
@@ -149,12 +186,11 @@ def _judged(
         "cycles": cycles,
         "duration_s": round(t[-1] - t[0], 1),
         "least_squares_mb_per_min": round(least_squares_slope(t, v) * 60, 4),
-        "series": SERIES,
+        "series": series,
         "samples_file": str(log.path),
         "workload": "per cycle: conversation list (50), open a conversation "
         f"({options.messages} messages kept and rendered), one search, leave it (released)",
-        "how": "JSHeapUsedSize (CDP Performance.getMetrics) after HeapProfiler.collectGarbage, "
-        f"every {options.sample_every_s:g} s between cycles; Theil-Sen slope",
+        "how": f"{how}, every {options.sample_every_s:g} s between cycles; Theil-Sen slope",
     }
     check = judge(check=CHECK_ID, title=TITLE, category=CATEGORY, target=target, value=slope,
                   unit=UNIT, stat="value", column=ctx.column, evidence=evidence)  # fmt: skip

@@ -124,3 +124,13 @@ def test_the_run_error_keeps_appiums_words_and_adds_the_cause(
     # A phone that cannot be asked leaves Appium's error as it was.
     gone = device.model_copy(update={"udid": "00008030-00000000000000FF"})
     assert _why_no_webview(gone, APP, appium) is appium
+
+
+def test_iphone_sessions_collect_garbage_before_each_script_unless_told_otherwise() -> None:
+    from devicelab.lab_phone import GC_CAPABILITY, iphone_capabilities
+
+    xcuitest = {"platformName": "iOS", "appium:automationName": "XCUITest"}
+    assert iphone_capabilities(xcuitest)[GC_CAPABILITY] is True
+    assert iphone_capabilities({**xcuitest, GC_CAPABILITY: False})[GC_CAPABILITY] is False
+    # A browser standing in for the WebView is not an XCUITest session.
+    assert GC_CAPABILITY not in iphone_capabilities({"browserName": "chrome"})

@@ -84,3 +84,56 @@ def test_registered_and_options_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("DEVICELAB_LEAK_DURATION_S", "-1")
     with pytest.raises(ConfigError, match="leak run option"):
         LeakOptions.from_env()
+
+
+class _FootprintLike:
+    """A reader shaped like the iPhone's AppFootprint: it logs its own readings, is held
+    for the whole run, and its garbage is collected by the next script call."""
+
+    SOURCE = "sysmontap"
+    LEAK_SERIES = "memory.footprint_mb"
+    LEAK_HOW = "footprint of the test"
+    LOGS_READINGS = True
+    LEAK_HOLD = True
+    GC_BY_SCRIPT = True
+
+    def __init__(self, read: Any, events: list[str]) -> None:
+        self.read, self.events, self.held = read, events, False
+
+    def __call__(self) -> float:
+        self.events.append("read" if self.held else "read outside the hold")
+        return float(self.read())
+
+    def __enter__(self) -> _FootprintLike:
+        self.held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.held = False
+
+
+def test_a_footprint_reader_is_held_read_after_a_script_call_and_not_logged_twice(
+    chromium: Any, tmp_path: Path
+) -> None:
+    ctx = _ctx(chromium, leak=False)
+    events: list[str] = []
+    ready = ctx.harness.wait_ready
+
+    def counted_ready(timeout_s: float = 30.0) -> list[str]:
+        events.append("script")
+        return ready(timeout_s)
+
+    ctx.harness.wait_ready = counted_ready  # type: ignore[method-assign]
+    heap = ctx.heap_mb
+    assert heap is not None
+    ctx.heap_mb = _FootprintLike(heap, events)
+    log = SampleLog(tmp_path / "samples.jsonl")
+    check = measure(ctx, LeakOptions(duration_s=2, sample_every_s=0.4), log)
+    assert check.status in ("pass", "fail"), check.reason
+    reads = [i for i, e in enumerate(events) if e.startswith("read")]
+    assert len(reads) == check.evidence["readings"] >= 3
+    assert all(events[i] == "read" and events[i - 1] == "script" for i in reads), events
+    assert check.evidence["series"] == "memory.footprint_mb"
+    assert str(check.evidence["how"]).startswith("footprint of the test, every 0.4 s")
+    # The reader logs its own readings (the sampler's footprint series): none written here.
+    assert not log.path.exists() or log.path.read_text() == ""
