@@ -9,6 +9,7 @@ adb key is written to the user's ~/.android.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,13 @@ def adb_server(
     server = PrivateAdbServer(tmp_path_factory.mktemp("adb-home"), request.param)
     with server, server.environ():
         yield server
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """pymobiledevice3 caches pair records under HOME: a fresh one per test."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
 
 
 @pytest.fixture

@@ -29,13 +29,6 @@ REQUIRED = ["pid", "name", "ppid", "responsiblePID", "cpuUsage", "physFootprint"
             "memResidentSize", "memVirtualSize", "threadCount"]  # fmt: skip
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """pymobiledevice3 caches pair records under HOME: a fresh one per test."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return tmp_path
-
-
 def _phone(usbmuxd: FakeUsbmuxd, version: str = "16.7.8", **fields: Any) -> FakeIPhone:
     phone = FakeIPhone(UDID, values={**IPHONE_11_IOS16, "ProductVersion": version}, **fields)
     usbmuxd.attach(phone)

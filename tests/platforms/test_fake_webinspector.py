@@ -34,13 +34,6 @@ pytest.importorskip("pymobiledevice3")
 UDID = "00008030-001A2B3C4D5E802E"
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """pymobiledevice3 caches pair records under HOME: a fresh one per test."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return tmp_path
-
-
 def _phone(usbmuxd: FakeUsbmuxd, version: str = "17.5.1", **fields: Any) -> FakeIPhone:
     phone = FakeIPhone(UDID, values={**IPHONE_11, "ProductVersion": version}, **fields)
     usbmuxd.attach(phone)

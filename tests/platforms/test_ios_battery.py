@@ -22,13 +22,6 @@ pytest.importorskip("pymobiledevice3")
 UDID = "00008030-001A2B3C4D5E802E"
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """pymobiledevice3 caches pair records under HOME: a fresh one per test."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return tmp_path
-
-
 def _sampler(mux: FakeUsbmuxd, tmp_path: Path) -> IosSampler:
     log = SampleLog(tmp_path / "samples.jsonl", t0=time.monotonic())
     return IosSampler(log, UDID, usbmux_address=mux.address)
