@@ -66,7 +66,7 @@ class ConnectionClock:
         link starts then, and mitmproxy's handling since is not part of the link. Capped
         at ``_BACKDATE_MAX_S`` ago, so a stalled proxy is not hidden.
         """
-        if self.server_rx > self.up_release and self.server_rx > 0:
+        if self.server_rx > self.up_release:
             return max(self.server_rx, now - _BACKDATE_MAX_S)
         return None
 

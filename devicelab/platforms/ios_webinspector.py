@@ -100,17 +100,14 @@ async def _diagnose(
         inspector = WebinspectorService(lockdown)
         try:
             await inspector.connect()
+            listed = await inspector.get_open_application_pages(timeout=_LISTING_WAIT_S)
+            apps = list(inspector.connected_application.values())
         except WebInspectorNotEnabledError:
             return WebViewDiagnosis(
                 "inspector_off",
                 f"Web Inspector is off on {udid}: Appium cannot reach any WebView",
                 f"turn it on: {_SETTINGS_PATH}",
             )
-        except (PyMobileDevice3Exception, OSError, EOFError) as exc:
-            raise unreachable(exc, "webinspectord") from exc
-        try:
-            listed = await inspector.get_open_application_pages(timeout=_LISTING_WAIT_S)
-            apps = list(inspector.connected_application.values())
         except (PyMobileDevice3Exception, OSError, EOFError) as exc:
             raise unreachable(exc, "webinspectord") from exc
         finally:

@@ -245,8 +245,7 @@ class AppFootprint(HeldReader):
         "each reading right after a script call that Appium precedes with Web Inspector's "
         "full garbage collection (appium:safariGarbageCollect)"
     )
-    LOGS_READINGS = True
-    LEAK_HOLD = True
+    VIA_SAMPLER = True
     GC_BY_SCRIPT = True
 
     def __init__(self, sampler: IosSampler) -> None:

@@ -116,9 +116,9 @@ def measure(ctx: ScenarioContext, options: LeakOptions, log: SampleLog | None = 
 
     The reading is the context's ``heap_mb``: the JS heap on web and android; on an iPhone
     the app's footprint (``LEAK_SERIES`` / ``LEAK_HOW`` / ``SOURCE`` of the reader say what
-    it is; a reader that logs its own readings, ``LOGS_READINGS``, is not logged twice; one
-    with ``LEAK_HOLD`` is held for the whole run: the background sampler waits; one with
-    ``GC_BY_SCRIPT`` gets a script call right before each reading).
+    it is; one with ``VIA_SAMPLER`` reads through the run's sampler, which logs the readings
+    and waits for the whole run; one with ``GC_BY_SCRIPT`` gets a script call right before
+    each reading).
     """
     heap_mb = ctx.heap_mb
     if heap_mb is None:
@@ -127,9 +127,11 @@ def measure(ctx: ScenarioContext, options: LeakOptions, log: SampleLog | None = 
     if log is None:
         log = active_log() or SampleLog(Path(tempfile.mkdtemp(prefix="dl-leak-")) / SAMPLES_FILE)
     series = str(getattr(heap_mb, "LEAK_SERIES", SERIES))
-    logs_itself = bool(getattr(heap_mb, "LOGS_READINGS", False))
+    # A reader that reads through the run's sampler: the sampler logs the readings, and it
+    # is held off for the whole run (its own background readings would interleave).
+    via_sampler = bool(getattr(heap_mb, "VIA_SAMPLER", False))
     held: AbstractContextManager[object] = contextlib.nullcontext()
-    if getattr(heap_mb, "LEAK_HOLD", False) and isinstance(heap_mb, AbstractContextManager):
+    if via_sampler and isinstance(heap_mb, AbstractContextManager):
         held = heap_mb
     ctx.say(f"memory_leak: repeating the workload for {options.duration_s:g} s")
     _cycle(ctx, options)  # warm-up, not sampled
@@ -144,7 +146,7 @@ def measure(ctx: ScenarioContext, options: LeakOptions, log: SampleLog | None = 
             ctx.harness.wait_ready()
         sample = Sample(t=log.now(), metric=series, value=round(heap_mb(), 3), unit="MB",
                         source=str(getattr(heap_mb, "SOURCE", "cdp")))  # fmt: skip
-        if not logs_itself:
+        if not via_sampler:
             log.write([sample])
         heap.append(sample)
 

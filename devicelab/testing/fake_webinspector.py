@@ -26,9 +26,8 @@ What it serves, as webinspectord and WebKit do:
   back as ``Target.dispatchMessageFromTarget``; the target answers ``Heap.enable`` /
   ``Heap.disable`` ``{}``, ``Heap.gc`` ``{}`` then a ``Heap.garbageCollected`` event
   (after awaiting the web view's ``gc``), ``Heap.snapshot`` a version 2 Inspector heap
-  snapshot (:func:`heap_snapshot`) of ``heap()`` bytes, ``Runtime.evaluate`` the value of
-  an arithmetic or string literal expression (anything else is an error); any other
-  method gets WebKit's ``'<method>' was not found`` error (-32601).
+  snapshot (:func:`heap_snapshot`) of ``heap()`` bytes; any other method gets WebKit's
+  ``'<method>' was not found`` error (-32601).
 
 Every command a page's target (or the page itself) received is recorded, oldest first, in
 its web view's ``commands``.
@@ -36,11 +35,9 @@ its web view's ``commands``.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
 import logging
-import operator
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,17 +77,6 @@ _OBJECTS: list[tuple[str, int, int, str, str | int]] = [
     ("Object", 15, 3, "Index", 0),
     ("string", 0, 5, "Property", "name"),
 ]
-_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.Mod: operator.mod,
-}
-_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
-}
 
 
 async def _constant_heap() -> int:
@@ -167,41 +153,6 @@ def heap_snapshot(total: int) -> dict[str, Any]:
         "edgeTypes": list(_EDGE_TYPES),
         "edgeNames": edge_names,
     }
-
-
-def _evaluate(expression: str) -> Any:
-    """The value of an arithmetic or string literal expression; raises ValueError for
-    anything else (names, calls, division by zero)."""
-
-    def value(node: ast.expr) -> Any:
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float, str):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            try:
-                return _BINARY[type(node.op)](value(node.left), value(node.right))
-            except (TypeError, ZeroDivisionError) as exc:
-                raise ValueError(str(exc)) from exc
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-            try:
-                return _UNARY[type(node.op)](value(node.operand))
-            except TypeError as exc:
-                raise ValueError(str(exc)) from exc
-        raise ValueError(f"cannot evaluate {ast.dump(node)}")
-
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ValueError(str(exc)) from exc
-    return value(tree.body)
-
-
-def _remote_object(result: Any) -> dict[str, Any]:
-    """The Runtime.RemoteObject of a string or a number, as WebKit describes it."""
-    if isinstance(result, str):
-        return {"type": "string", "value": result}
-    if isinstance(result, float) and result.is_integer():
-        result = int(result)  # JS prints 4/2 as 2
-    return {"type": "number", "value": result, "description": str(result)}
 
 
 class _Session:
@@ -383,7 +334,6 @@ class WebInspectorServer:
         if not isinstance(message, dict):
             return []
         method, message_id = str(message.get("method", "")), message.get("id")
-        params = _params(message)
         view.commands.append(method)
         if method in ("Heap.enable", "Heap.disable"):
             return [{"id": message_id, "result": {}}]
@@ -398,14 +348,6 @@ class WebInspectorServer:
         if method == "Heap.snapshot":
             snapshot = json.dumps(heap_snapshot(await view.heap()), separators=(",", ":"))
             result = {"timestamp": time.monotonic(), "snapshotData": snapshot}
-            return [{"id": message_id, "result": result}]
-        if method == "Runtime.evaluate":
-            try:
-                value = _evaluate(str(params.get("expression", "")))
-            except ValueError as exc:
-                error = {"code": _SERVER_ERROR, "message": f"fake page cannot evaluate: {exc}"}
-                return [{"id": message_id, "error": error}]
-            result = {"result": _remote_object(value), "wasThrown": False}
             return [{"id": message_id, "result": result}]
         return [_not_found(message_id, method)]
 

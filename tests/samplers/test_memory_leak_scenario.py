@@ -87,14 +87,14 @@ def test_registered_and_options_from_the_environment(monkeypatch: pytest.MonkeyP
 
 
 class _FootprintLike:
-    """A reader shaped like the iPhone's AppFootprint: it logs its own readings, is held
-    for the whole run, and its garbage is collected by the next script call."""
+    """A reader shaped like the iPhone's AppFootprint: it reads through a sampler (which
+    logs the readings and is held for the whole run), and its garbage is collected by the
+    next script call."""
 
     SOURCE = "sysmontap"
     LEAK_SERIES = "memory.footprint_mb"
     LEAK_HOW = "footprint of the test"
-    LOGS_READINGS = True
-    LEAK_HOLD = True
+    VIA_SAMPLER = True
     GC_BY_SCRIPT = True
 
     def __init__(self, read: Any, events: list[str]) -> None:
