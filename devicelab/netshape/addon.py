@@ -41,6 +41,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from pydantic import ValidationError
 
 from devicelab.models.network import NetworkProfile
+from devicelab.netshape import wsscheme
 from devicelab.netshape.link import Channel, Shape
 from devicelab.netshape.records import FlowRecord
 from devicelab.netshape.transport import (
@@ -128,7 +129,8 @@ class NetShape:
 
     # --- options -------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
-        """Declare the addon's options."""
+        """Declare the addon's options (and let mitmproxy take ``GET ws://`` requests)."""
+        wsscheme.install()
         loader.add_option(
             "netshape_profile", str, "", "The network profile to emulate, as NetworkProfile JSON."
         )

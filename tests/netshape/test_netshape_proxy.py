@@ -151,3 +151,21 @@ def test_offline_until_told_then_online_through_the_control_endpoint(
     finally:
         shaped.go_online()
     assert asyncio.run(tiny()) >= RTT
+
+
+def test_a_websocket_url_in_the_request_line_is_taken(shaped: Any, upstream: Any) -> None:
+    # aiohttp, like WebKit on iOS behind a manual Wi-Fi proxy, sends "GET ws://host/ws";
+    # plain mitmproxy answers 400 and the app's realtime socket never opens.
+    url = f"{upstream.base}/ws".replace("http://", "ws://")
+
+    async def main() -> float:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(url, proxy=shaped.url) as ws,
+        ):
+            await ws.send_str("burst 1")
+            msg = await ws.receive(timeout=5)
+            return time.time() - float(msg.data.split()[1]) / 1000
+
+    lag = asyncio.run(main())
+    assert RTT / 2 - 0.002 <= lag < RTT / 2 + 0.02  # shaped like any WebSocket message
