@@ -130,6 +130,7 @@ class DatagenReport(BaseModel):
     phases: dict[str, float]
     seconds: float
     mode: str = Field("serial", description="parallel (two connections) or serial")
+    created_database: str | None = Field(None, description="the database, when we created it")
 
     def messages_per_s(self) -> float:
         """Messages generated per second of the whole run."""
@@ -232,19 +233,24 @@ def generate(
 def run_datagen(
     dsn: str | None, params: DatagenParams, *, allow_writes: bool, force: bool = False
 ) -> DatagenReport:
-    """Connect to ``dsn`` (None: the managed cluster, created if needed) and
-    :func:`generate`. Refuses before connecting, or creating anything, without
-    ``allow_writes``. Raises UnsafeActionRefused, BackendUnavailable, ToolMissing."""
+    """Connect to ``dsn`` (None: the managed cluster, created if needed; a database the
+    server lacks is created) and :func:`generate`. Refuses before connecting, or creating
+    anything, without ``allow_writes``. Raises UnsafeActionRefused, BackendUnavailable,
+    ToolMissing."""
     if not allow_writes:
         generate(None, params, allow_writes=False)  # raises UnsafeActionRefused
-    from backend_checks.db import connect
+    from backend_checks.db import connect, ensure_database
 
+    created = None
     if dsn is None:
         from backend_checks.managed import ManagedPostgres
 
         dsn = ManagedPostgres().ensure()
+    else:
+        created = ensure_database(dsn)  # --allow-writes covers creating the database
     with connect(dsn) as conn:
-        return generate(conn, params, allow_writes=allow_writes, force=force)
+        report = generate(conn, params, allow_writes=allow_writes, force=force)
+    return report.model_copy(update={"created_database": created}) if created else report
 
 
 def refuse_foreign(conn: psycopg.Connection[Any], *, force: bool) -> None:

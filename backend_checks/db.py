@@ -16,7 +16,7 @@ from devicelab.errors import BackendUnavailable
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["DEFAULT_TIMEOUT_MS", "connect", "password_of", "redact"]
+__all__ = ["DEFAULT_TIMEOUT_MS", "connect", "ensure_database", "password_of", "redact"]
 
 DEFAULT_TIMEOUT_MS = 30_000
 
@@ -88,3 +88,46 @@ def connect(
             f"cannot connect to {redact(dsn, dsn)}: {detail}",
             hint="check that the server runs and the DSN (host, port, user, password, dbname)",
         ) from None
+
+
+def ensure_database(dsn: str) -> str | None:
+    """Create the database ``dsn`` names when the server lacks it; return its name when
+    created, None when it was there (or the DSN names none).
+
+    Asks the server's ``postgres`` database (``template1`` when that one is closed to us)
+    whether the database exists; when neither answers, returns None and leaves the error
+    to the connection that follows. Raises BackendUnavailable when the database is missing
+    and we may not create it.
+    """
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return None  # connect() gives the one-line error for a bad DSN
+    name = params.get("dbname")
+    if not name:
+        return None
+    for maintenance in ("postgres", "template1"):
+        if maintenance == name:
+            return None
+        try:
+            conn = connect(make_conninfo(dsn, dbname=maintenance), autocommit=True)
+        except BackendUnavailable:
+            continue
+        with conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if found.fetchone():
+                return None
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
+            except psycopg.Error as exc:
+                raise BackendUnavailable(
+                    f"database {name!r} does not exist and cannot be created: "
+                    + redact(str(exc).strip().splitlines()[0], dsn),
+                    hint=f"create it (createdb {name}) or name an existing database in the DSN",
+                ) from None
+            return str(name)
+    return None

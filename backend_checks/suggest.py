@@ -29,7 +29,7 @@ from backend_checks.suite import QueryRun, QuerySpec, app_transaction
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["Suggestion", "candidate", "prove", "suggest"]
+__all__ = ["Suggestion", "candidate", "conjuncts", "prove", "suggest"]
 
 _IDENT = r"(?:[a-z_][a-z0-9_]*\.)?([a-z_][a-z0-9_]*)"
 _EQ = re.compile(rf"\(?{_IDENT} = ")
@@ -63,10 +63,67 @@ def _columns_of(conn: psycopg.Connection[Any], table: str) -> set[str]:
     return set(row[0] or []) if row else set()
 
 
+def _unwrap(text: str) -> str:
+    """``text`` without the parentheses that enclose all of it."""
+    text = text.strip()
+    while text.startswith("(") and _close_of(text, 0) == len(text) - 1:
+        text = text[1:-1].strip()
+    return text
+
+
+def _close_of(text: str, start: int) -> int:
+    """The index of the parenthesis closing the one at ``start`` (-1 when unbalanced);
+    parentheses inside quoted literals and names do not count."""
+    depth, quote = 0, ""
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _split_top(text: str, word: str) -> list[str]:
+    """``text`` split at ``word`` (`` AND ``, `` OR ``) outside parentheses and quotes."""
+    parts, depth, quote, last, i = [], 0, "", 0, 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and text.startswith(word, i):
+            parts.append(text[last:i])
+            last = i = i + len(word)
+            continue
+        i += 1
+    parts.append(text[last:])
+    return parts
+
+
+def conjuncts(text: str) -> list[str]:
+    """The top-level AND terms of a plan's filter that an index can serve: a term that is
+    itself an OR (``($2 IS NULL) OR (conversation_id = $2)``) is left out, since an
+    index on its columns does not remove the scan."""
+    terms = [_unwrap(t) for t in _split_top(_unwrap(text), " AND ")]
+    return [t for t in terms if t and len(_split_top(t, " OR ")) == 1]
+
+
 def candidate(scan: SeqScan, columns: set[str]) -> tuple[list[str], str] | None:
     """The index columns (with DESC where the sort wants it) and method for ``scan``, or
-    None when its filter names no column of the table."""
-    text = scan.filter or ""
+    None when its filter names no column of the table an index could use."""
+    text = " AND ".join(f"({t})" for t in conjuncts(scan.filter or ""))
     gin = [m.group(1) for m in _GIN.finditer(text) if m.group(1) in columns]
     eq = [c for c in dict.fromkeys(m.group(1) for m in _EQ.finditer(text)) if c in columns]
     if not eq and gin:
@@ -75,7 +132,9 @@ def candidate(scan: SeqScan, columns: set[str]) -> tuple[list[str], str] | None:
     for key in scan.sort_key:
         parts = key.split()
         name = parts[0].split(".")[-1].strip('"')
-        if name in columns and name not in eq:
+        if name not in columns:
+            break  # an expression (ts_rank(...)): no index delivers this order from here on
+        if name not in eq:
             ordered.append(f"{name} DESC" if "DESC" in parts[1:] else name)
     if not ordered:
         ranged = [m.group(1) for m in _RANGE.finditer(text) if m.group(1) in columns]
@@ -136,7 +195,9 @@ def suggest(
         item.because.append(f"{query_id}: needs an index on {table} ({', '.join(columns)})")
         if query_id not in item.queries:
             item.queries.append(query_id)
-    merged = _merge(list(found.values()))
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        merged = [item for item in _merge(list(found.values())) if not _covered(conn, item)]
     for item in merged:
         if not item.queries:  # only inside functions: try a query scanning the same table
             item.queries = [
@@ -158,6 +219,24 @@ def suggest(
             run = next(r for r in runs if r.id == query_id)
             prove(conn, by_id[run.id], run.params, item, build=item.method == "gin")
     return merged
+
+
+def _covered(conn: psycopg.Connection[Any], item: Suggestion) -> bool:
+    """True when a valid, non-partial index of the same method already leads with the
+    suggestion's columns (direction aside: a B-tree is read backwards as well): the scan
+    has another cause, and suggesting the index again would mislead."""
+    wanted = [_bare(c) for c in item.columns]
+    rows = conn.execute(
+        """SELECT ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
+                        FROM generate_series(1, i.indnkeyatts) k ORDER BY k)
+           FROM pg_index i
+           JOIN pg_class c ON c.oid = i.indexrelid
+           JOIN pg_am am ON am.oid = c.relam
+           WHERE i.indrelid = to_regclass(%s) AND i.indisvalid AND i.indpred IS NULL
+             AND am.amname = %s""",
+        (item.table, item.method),
+    ).fetchall()
+    return any([k.strip('"') for k in keys][: len(wanted)] == wanted for (keys,) in rows)
 
 
 def _bare(column: str) -> str:

@@ -113,6 +113,8 @@ def register(app: typer.Typer) -> None:
             messages=messages, users=users, conversations=conversations, seed=seed
         )
         report = run_datagen(dsn, params, allow_writes=allow_writes, force=force)
+        if report.created_database:
+            typer.echo(f"created database {report.created_database}")
         counts = ", ".join(f"{k} {v:,}" for k, v in report.counts.items())
         typer.echo(
             f"generated {counts} in {report.seconds:.2f} s "

@@ -140,3 +140,19 @@ def test_a_missing_index_fails_even_where_the_table_is_too_small_to_scan_slowly(
     assert [s["columns"] for s in usage.evidence["suggestions"]] == [
         ["conversation_id", "created_at DESC"]
     ]
+
+
+def test_without_its_gin_index_search_gets_that_index_suggested_and_nothing_else(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # search_messages' scan filters "($2 IS NULL) OR (conversation_id = $2)" and sorts by
+    # ts_rank(...) first: an index on conversation_id (which exists) would remove nothing.
+    dsn = generate_db(DatagenParams(messages=20_000, users=200, conversations=1_000, seed=6))
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DROP INDEX messages_search_vector_idx")
+    results = run_check(dsn, CheckOptions(runs=3, only=["message_search"]))
+    seq = {c.id: c for c in results.checks}["seq_scans"]
+    assert seq.status == "fail"
+    assert [(s["table"], s["columns"], s["method"]) for s in seq.evidence["suggestions"]] == [
+        ("public.messages", ["search_vector"], "gin")
+    ]

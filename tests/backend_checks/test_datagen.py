@@ -129,6 +129,35 @@ def test_cli_refuses_without_allow_writes(
         assert schemas.fetchone() == (0,)
 
 
+def test_cli_creates_a_missing_database_only_with_allow_writes(
+    make_db: Callable[[], str], list_tables: Callable[[str], list[str]]
+) -> None:
+    dsn = make_db()  # a name of ours (dropped at the end), the database itself dropped now
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    admin_dsn = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}"')  # type: ignore[arg-type]
+
+    def datagen(*extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "devicelab", "backend", "datagen", "--dsn", dsn]
+        argv += ["--messages", "1000", "--users", "20", "--conversations", "50", *extra]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+    def exists() -> bool:
+        with psycopg.connect(admin_dsn) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return found.fetchone() is not None
+
+    refused = datagen()
+    assert refused.returncode == 2 and not exists()
+    made = datagen("--allow-writes")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"created database {name}\n")
+    assert "public.messages" in list_tables(dsn)
+    again = datagen("--allow-writes")
+    assert again.returncode == 0 and "created database" not in again.stdout
+
+
 def test_counts_skew_users_and_search_text(healthy_db: str, small_params: DatagenParams) -> None:
     dsn, params = healthy_db, small_params
     with psycopg.connect(dsn) as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from backend_checks.plans import analyze_plan, nested_plans
-from backend_checks.suggest import candidate
+from backend_checks.suggest import candidate, conjuncts
 
 SEQ = {
     "Plan": {
@@ -112,6 +112,31 @@ def test_gin_and_range_candidates() -> None:
         "btree",
     )
     assert candidate(scan.model_copy(update={"filter": "(x = 1)", "sort_key": []}), {"y"}) is None
+
+
+def test_no_candidate_from_an_or_term_or_after_a_computed_sort_key() -> None:
+    # search_messages without its GIN: "conversation_id = $2" sits under an OR with
+    # "$2 IS NULL", and the sort starts with ts_rank(...): a B-tree on (conversation_id,
+    # created_at DESC), which already exists, would remove nothing.
+    scan = (
+        analyze_plan(SEQ, ROWS)
+        .flagged()[0]
+        .model_copy(
+            update={
+                "filter": "((deleted_at IS NULL) AND (($2 IS NULL) OR (conversation_id = $2)))",
+                "sort_key": ["(ts_rank(m.search_vector, q.q)) DESC", "m.created_at DESC"],
+            }
+        )
+    )
+    assert candidate(scan, {"conversation_id", "created_at", "deleted_at"}) is None
+    mixed = scan.model_copy(
+        update={"filter": "((sender_id = $1) AND ((type = 'image') OR (type = 'video')))"}
+    )
+    assert candidate(mixed, {"sender_id", "type"}) == (["sender_id"], "btree")
+    assert conjuncts("((content = 'a (b) OR c') AND (x = 1))") == [
+        "content = 'a (b) OR c'",
+        "x = 1",
+    ]
 
 
 def test_nested_plans_from_auto_explain_notices() -> None:
