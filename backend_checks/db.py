@@ -115,8 +115,10 @@ def ensure_database(dsn: str) -> str | None:
             return None
         try:
             conn = connect(make_conninfo(dsn, dbname=maintenance), autocommit=True)
-        except BackendUnavailable:
-            continue
+        except BackendUnavailable as exc:
+            if "does not exist" in exc.message or "permission denied" in exc.message:
+                continue  # this server has no (open) postgres database: try template1
+            return None  # unreachable: the connection that follows says so, once
         with conn:
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if found.fetchone():
