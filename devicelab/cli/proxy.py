@@ -32,6 +32,13 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--allow", help="client network allowed (CIDR); repeat; default loopback"),
         ] = None,
+        no_verify_upstream: Annotated[
+            bool,
+            typer.Option(
+                "--no-verify-upstream",
+                help="accept any certificate from HTTPS servers (a test backend's self-signed one)",
+            ),
+        ] = False,
     ) -> None:
         """Run a shaping proxy in the foreground until Ctrl-C; prints 'listening on HOST:PORT'."""
         if ctx.invoked_subcommand is not None:
@@ -45,7 +52,11 @@ def register(app: typer.Typer) -> None:
         logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
         profile = network_profile(network)
         code = run_foreground(
-            profile, listen=parse_listen(listen), allow=allow or _ALLOW_DEFAULT, echo=typer.echo
+            profile,
+            listen=parse_listen(listen),
+            allow=allow or _ALLOW_DEFAULT,
+            echo=typer.echo,
+            verify_upstream=not no_verify_upstream,
         )
         raise typer.Exit(code)
 

@@ -415,6 +415,17 @@ class NetShape:
         if record is not None and flow.error is not None:
             record.error = flow.error.msg
 
+    def tls_failed_server(self, data: Any) -> None:
+        """Say how to reach a test server whose certificate the proxy does not trust."""
+        error = str(getattr(data.conn, "error", "") or "")
+        if "verify failed" in error.lower() and ctx.options.ssl_insecure is False:
+            logger.warning(
+                "HTTPS server %s: %s; for a test server with its own certificate, start the"
+                " proxy with --no-verify-upstream (ShapedProxy(verify_upstream=False))",
+                data.conn.sni or data.conn.address,
+                error,
+            )
+
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         """Count the message and keep the flow's message history bounded."""
         assert flow.websocket is not None

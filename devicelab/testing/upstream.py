@@ -10,6 +10,7 @@ is kept in ``Upstream.seen`` (the last 1,000).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections import deque
@@ -78,14 +79,16 @@ def upstream_app(max_body: int = 64 * 1024 * 1024) -> web.Application:
 
 
 class Upstream:
-    """:func:`upstream_app` served on 127.0.0.1 from a thread of its own (a free port).
+    """:func:`upstream_app` served on 127.0.0.1 from a thread of its own (a free port),
+    over TLS when given an ``ssl_context`` (server side, its certificate loaded).
 
     Lifecycle: ``start()`` returns once it listens (``base`` is its URL); ``stop()``
     closes it. Also a context manager.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.port = 0
+        self._ssl = ssl_context
         self._app = upstream_app()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,7 +100,7 @@ class Upstream:
         self._stop = asyncio.Event()
         runner = web.AppRunner(self._app)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self._ssl).start()
         self.port = runner.addresses[0][1]
         self._ready.set()
         await self._stop.wait()
@@ -111,8 +114,8 @@ class Upstream:
 
     @property
     def base(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https://`` when serving TLS)."""
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
         """Serve; returns self once listening. Raises TimeoutError after 10 s."""

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from devicelab.testing.upstream import Upstream
 
 DEVICELAB = [sys.executable, "-c", "from devicelab.cli import main; main()"]
 
@@ -80,3 +87,78 @@ def test_importing_netshape_and_the_cli_does_not_load_mitmproxy() -> None:
         "[getattr(n, name) for name in n.__all__]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no one trusts, and its key."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test backend")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.slow
+def test_an_https_test_server_with_its_own_certificate_needs_no_verify_upstream(
+    tmp_path: Path,
+) -> None:
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(*_self_signed(tmp_path))
+    with Upstream(ssl_context=server_tls) as server:
+        for flags, expected in (([], 502), (["--no-verify-upstream"], 200)):
+            argv = [*DEVICELAB, "proxy", "--network", "none", "--listen", "127.0.0.1:0", *flags]
+            process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            try:
+                assert process.stdout is not None
+                port = int(process.stdout.readline().rsplit(":", 1)[1])
+                while "CA certificate" not in (line := process.stdout.readline()):
+                    assert line, "the proxy did not name its CA certificate"
+                match = re.search(r"CA certificate (\S+)", line)
+                assert match is not None
+                client_tls = ssl.create_default_context(cafile=match[1])  # trusts the proxy
+                opener = urllib.request.build_opener(
+                    urllib.request.ProxyHandler({"https": f"http://127.0.0.1:{port}"}),
+                    urllib.request.HTTPSHandler(context=client_tls),
+                )
+                try:
+                    with opener.open(f"{server.base}/bytes?n=10", timeout=10) as response:
+                        status = response.status
+                except urllib.error.HTTPError as exc:
+                    status = exc.code
+                assert status == expected
+            finally:
+                process.send_signal(signal.SIGTERM)
+                _, err = process.communicate(timeout=15)
+            if expected == 502:  # the log says how to trust a test server
+                assert "start the proxy with --no-verify-upstream" in err
