@@ -19,6 +19,7 @@ proven with another suite query that scans the same table, when there is one.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -63,53 +64,40 @@ def _columns_of(conn: psycopg.Connection[Any], table: str) -> set[str]:
     return set(row[0] or []) if row else set()
 
 
+def _depths(text: str) -> Iterator[tuple[int, int]]:
+    """(index, parenthesis depth before it) of each character of ``text`` outside quoted
+    literals and names."""
+    depth, quote = 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+            continue
+        if ch in "'\"":
+            quote = ch
+            continue
+        yield i, depth
+        depth += (ch == "(") - (ch == ")")
+
+
 def _unwrap(text: str) -> str:
     """``text`` without the parentheses that enclose all of it."""
     text = text.strip()
-    while text.startswith("(") and _close_of(text, 0) == len(text) - 1:
+    while text.startswith("("):
+        close = next((i for i, d in _depths(text) if text[i] == ")" and d == 1), -1)
+        if close != len(text) - 1:
+            break
         text = text[1:-1].strip()
     return text
 
 
-def _close_of(text: str, start: int) -> int:
-    """The index of the parenthesis closing the one at ``start`` (-1 when unbalanced);
-    parentheses inside quoted literals and names do not count."""
-    depth, quote = 0, ""
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-    return -1
-
-
 def _split_top(text: str, word: str) -> list[str]:
     """``text`` split at ``word`` (`` AND ``, `` OR ``) outside parentheses and quotes."""
-    parts, depth, quote, last, i = [], 0, "", 0, 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif depth == 0 and text.startswith(word, i):
+    parts, last = [], 0
+    for i, depth in _depths(text):
+        if depth == 0 and i >= last and text.startswith(word, i):
             parts.append(text[last:i])
-            last = i = i + len(word)
-            continue
-        i += 1
-    parts.append(text[last:])
-    return parts
+            last = i + len(word)
+    return [*parts, text[last:]]
 
 
 def conjuncts(text: str) -> list[str]:

@@ -32,6 +32,14 @@ def _by_id(results: Results) -> dict[str, object]:
     return {check.id: check for check in results.checks}
 
 
+def _without(generate_db: Callable[[DatagenParams], str], params: DatagenParams, index: str) -> str:
+    """A generated database (its DSN) with ``index`` dropped."""
+    dsn = generate_db(params)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"DROP INDEX {index}")  # type: ignore[arg-type]
+    return dsn
+
+
 def test_healthy_database_passes(healthy_db: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
@@ -73,9 +81,7 @@ def test_healthy_database_passes(healthy_db: str, tmp_path: Path) -> None:
 def test_missing_index_is_found_and_a_proven_suggestion_names_its_columns(
     generate_db: Callable[[DatagenParams], str], small_params: DatagenParams
 ) -> None:
-    dsn = generate_db(small_params)
-    with psycopg.connect(dsn) as conn:
-        conn.execute("DROP INDEX messages_conversation_created_idx")
+    dsn = _without(generate_db, small_params, "messages_conversation_created_idx")
     results = run_check(dsn, CheckOptions(runs=5))
     assert results.exit_code() == 1
     checks = {c.id: c for c in results.checks}
@@ -107,9 +113,11 @@ def test_missing_gin_index_is_proven_by_a_rolled_back_build_only_when_allowed(
     generate_db: Callable[[DatagenParams], str],
 ) -> None:
     # 10K conversations (188 pages): reading them all per request is worth an index.
-    dsn = generate_db(DatagenParams(messages=20_000, users=200, conversations=10_000, seed=5))
-    with psycopg.connect(dsn) as conn:
-        conn.execute("DROP INDEX conversations_participants_idx")
+    dsn = _without(
+        generate_db,
+        DatagenParams(messages=20_000, users=200, conversations=10_000, seed=5),
+        "conversations_participants_idx",
+    )
     options = CheckOptions(runs=3, only=["message_fetch", "conversation_list"])
     for allowed in (False, True):
         results = run_check(dsn, options.model_copy(update={"allow_writes": allowed}))
@@ -128,9 +136,11 @@ def test_a_missing_index_fails_even_where_the_table_is_too_small_to_scan_slowly(
 ) -> None:
     # 1,500 messages fit in a few dozen pages: no scan is flagged, but the schema still
     # lacks what the story's queries need, and says which index.
-    dsn = generate_db(DatagenParams(messages=1_500, users=50, conversations=100, seed=2))
-    with psycopg.connect(dsn) as conn:
-        conn.execute("DROP INDEX messages_conversation_created_idx")
+    dsn = _without(
+        generate_db,
+        DatagenParams(messages=1_500, users=50, conversations=100, seed=2),
+        "messages_conversation_created_idx",
+    )
     results = run_check(dsn, CheckOptions(runs=3))
     checks = {c.id: c for c in results.checks}
     assert results.exit_code() == 1
@@ -147,9 +157,11 @@ def test_without_its_gin_index_search_gets_that_index_suggested_and_nothing_else
 ) -> None:
     # search_messages' scan filters "($2 IS NULL) OR (conversation_id = $2)" and sorts by
     # ts_rank(...) first: an index on conversation_id (which exists) would remove nothing.
-    dsn = generate_db(DatagenParams(messages=20_000, users=200, conversations=1_000, seed=6))
-    with psycopg.connect(dsn) as conn:
-        conn.execute("DROP INDEX messages_search_vector_idx")
+    dsn = _without(
+        generate_db,
+        DatagenParams(messages=20_000, users=200, conversations=1_000, seed=6),
+        "messages_search_vector_idx",
+    )
     results = run_check(dsn, CheckOptions(runs=3, only=["message_search"]))
     seq = {c.id: c for c in results.checks}["seq_scans"]
     assert seq.status == "fail"

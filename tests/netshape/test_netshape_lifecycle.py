@@ -6,7 +6,6 @@ import asyncio
 import logging
 import ssl
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -86,48 +85,8 @@ def test_subprocess_mode_is_controlled_through_its_endpoint(
         assert asyncio.run(tiny(proxy.url)) >= 0.15
 
 
-def _self_signed(tmp: Path) -> ssl.SSLContext:
-    """A server TLS context with a fresh self-signed certificate for 127.0.0.1."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
-    return context
-
-
 def test_https_is_intercepted_and_shaped_with_the_proxy_ca(
-    tmp_path: Path, make_profile: Any
+    self_signed_tls: ssl.SSLContext, make_profile: Any
 ) -> None:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="secret")
@@ -137,7 +96,7 @@ def test_https_is_intercepted_and_shaped_with_the_proxy_ca(
         app.router.add_get("/", hello)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=_self_signed(tmp_path))
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self_signed_tls)
         await site.start()
         url = f"https://127.0.0.1:{runner.addresses[0][1]}/"
         trust = ssl.create_default_context(cafile=str(proxy.ca_cert_path))
