@@ -16,7 +16,9 @@ control endpoint (any number at once).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -37,6 +39,17 @@ __all__ = ["DEFAULT_CONFDIR", "ShapedProxy"]
 DEFAULT_CONFDIR = "~/.mitmproxy"
 _START_TIMEOUT_S = 15.0
 _in_process_lock = threading.Lock()
+
+
+class _ListenErrorFilter(logging.Filter):
+    """Drops mitmproxy's own log line about a port it cannot bind: ``start()`` raises the
+    same failure as one line of ours (mitmproxy's adds advice about its own CLI)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to listen" not in record.getMessage()
+
+
+_LISTEN_ERRORS = _ListenErrorFilter()
 
 
 class ShapedProxy:
@@ -199,6 +212,7 @@ class ShapedProxy:
         from mitmproxy.addons import core, next_layer, onboarding, proxyserver, tlsconfig
 
         self._loop = asyncio.get_running_loop()
+        logging.getLogger("mitmproxy.addons.proxyserver").addFilter(_LISTEN_ERRORS)  # once
         opts = options.Options()
         self._master = master.Master(opts)
         # A lean set of mitmproxy's addons: the proxy server, TLS interception (so HTTPS is
@@ -242,14 +256,20 @@ class ShapedProxy:
                 self.addon.cut_all()
                 self._master.shutdown()
 
-            # RuntimeError/TimeoutError: the loop already ended, nothing listens any more.
+            # RuntimeError / CancelledError: the loop ended before running it (nothing
+            # listens any more); TimeoutError: it hangs in the loop, which the join ends.
             pending = shutdown()
+            future: concurrent.futures.Future[None] | None = None
             try:
-                asyncio.run_coroutine_threadsafe(pending, loop).result(timeout=10)
-            except RuntimeError:
-                pending.close()  # never scheduled: the loop had stopped
-            except TimeoutError:
+                future = asyncio.run_coroutine_threadsafe(pending, loop)
+                future.result(timeout=10)
+            except (RuntimeError, concurrent.futures.CancelledError):
                 pass
+            except TimeoutError:
+                future = None  # may be running in the loop's thread: not ours to close
+            finally:
+                if future is None or future.done():
+                    pending.close()  # a no-op when it ran; else no "never awaited" warning
             thread.join(timeout=10)
         self._thread = None
         self._loop = None
@@ -326,7 +346,7 @@ class _Ready:
         if addrs:
             self._ready.set_result((self._host, int(addrs[0][1])))
             return
-        errors = [str(s.last_exception) for s in proxyserver.servers if s.last_exception]
+        errors = [_why(s.last_exception) for s in proxyserver.servers if s.last_exception]
         self._ready.set_exception(
             EnvironmentProblem(
                 f"cannot listen on {self._host}:{self._port}: {'; '.join(errors) or 'unknown'}",
@@ -334,6 +354,15 @@ class _Ready:
             )
         )
         master.shutdown()
+
+
+def _why(exc: BaseException) -> str:
+    """The reason a server could not listen, in a few words ("address already in use")."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    if isinstance(exc.__cause__, OSError):  # mitmproxy's wrapper around asyncio's error
+        return _why(exc.__cause__)
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -120,3 +121,26 @@ def test_an_https_test_server_with_its_own_certificate_needs_no_verify_upstream(
                 _, err = process.communicate(timeout=15)
             if expected == 502:  # the log says how to trust a test server
                 assert "start the proxy with --no-verify-upstream" in err
+
+
+def test_a_taken_port_is_one_line_and_exit_3() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*DEVICELAB, "proxy", "--network", "4g", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 3
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        f"devicelab: error: cannot listen on 127.0.0.1:{port}: address already in use"
+        " (hint: pick a free port (0 picks one) and a local address)"
+    ]
+    # Nothing of mitmproxy's own advice (its --mode flag), no warnings, no traceback.
+    assert "--mode" not in result.stderr and "Warning" not in result.stderr
+    assert "Traceback" not in result.stderr
