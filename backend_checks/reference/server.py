@@ -76,10 +76,10 @@ class ReferenceServer:
     async def astart(self) -> None:
         """Serve on the running event loop. Raises BackendUnavailable when it cannot start."""
         app = build_app(self.ctx)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         try:
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=1.0)
+            site = web.TCPSite(runner, self.host, self.port)
             await site.start()
         except Exception as exc:
             await runner.cleanup()
