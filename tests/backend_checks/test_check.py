@@ -168,3 +168,19 @@ def test_without_its_gin_index_search_gets_that_index_suggested_and_nothing_else
     assert [(s["table"], s["columns"], s["method"]) for s in seq.evidence["suggestions"]] == [
         ("public.messages", ["search_vector"], "gin")
     ]
+
+
+def test_an_index_that_removes_one_part_of_a_plan_is_proven(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # unread_count joins the caller's receipts to a conversation's messages; without the
+    # receipts' user index it scans every receipt, about a quarter of the plan's cost.
+    params = DatagenParams(messages=60_000, users=200, conversations=1_000, seed=8)
+    dsn = _without(generate_db, params, "message_read_receipts_user_idx")
+    results = run_check(dsn, CheckOptions(runs=3, only=["unread_count"]))
+    seq = {c.id: c for c in results.checks}["seq_scans"]
+    assert seq.status == "fail"
+    [item] = [s for s in seq.evidence["suggestions"] if "receipts" in s["table"]]
+    assert item["columns"] == ["user_id"] and item["method"] == "btree"
+    assert item["proven"], item["proofs"]
+    assert item["cost_after"] <= item["cost_before"] * 0.9
