@@ -234,12 +234,12 @@ def run_datagen(
     dsn: str | None, params: DatagenParams, *, allow_writes: bool, force: bool = False
 ) -> DatagenReport:
     """Connect to ``dsn`` (None: the managed cluster, created if needed; a database the
-    server lacks is created) and :func:`generate`. Refuses before connecting, or creating
-    anything, without ``allow_writes``. Raises UnsafeActionRefused, BackendUnavailable,
-    ToolMissing."""
+    server lacks is created, and dropped again if the run fails) and :func:`generate`.
+    Refuses before connecting, or creating anything, without ``allow_writes``. Raises
+    UnsafeActionRefused, BackendUnavailable, ToolMissing."""
     if not allow_writes:
         generate(None, params, allow_writes=False)  # raises UnsafeActionRefused
-    from backend_checks.db import connect, ensure_database
+    from backend_checks.db import connect, drop_database, ensure_database
 
     created = None
     if dsn is None:
@@ -248,8 +248,13 @@ def run_datagen(
         dsn = ManagedPostgres().ensure()
     else:
         created = ensure_database(dsn)  # --allow-writes covers creating the database
-    with connect(dsn) as conn:
-        report = generate(conn, params, allow_writes=allow_writes, force=force)
+    try:
+        with connect(dsn) as conn:
+            report = generate(conn, params, allow_writes=allow_writes, force=force)
+    except BaseException:
+        if created:  # a failed run leaves no database of ours behind either
+            drop_database(dsn)
+        raise
     return report.model_copy(update={"created_database": created}) if created else report
 
 

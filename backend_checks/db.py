@@ -16,7 +16,14 @@ from devicelab.errors import BackendUnavailable
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["DEFAULT_TIMEOUT_MS", "connect", "ensure_database", "password_of", "redact"]
+__all__ = [
+    "DEFAULT_TIMEOUT_MS",
+    "connect",
+    "drop_database",
+    "ensure_database",
+    "password_of",
+    "redact",
+]
 
 DEFAULT_TIMEOUT_MS = 30_000
 
@@ -133,3 +140,24 @@ def ensure_database(dsn: str) -> str | None:
                 ) from None
             return str(name)
     return None
+
+
+def drop_database(dsn: str) -> None:
+    """Drop the database ``dsn`` names (one :func:`ensure_database` created for a run that
+    then failed), from the server's ``postgres`` database. Best effort: never raises."""
+    import logging
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        name = conninfo_to_dict(dsn).get("dbname")
+        if not name or name in ("postgres", "template1"):
+            return
+        with connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
+            )
+    except (BackendUnavailable, psycopg.Error) as exc:
+        logging.getLogger(__name__).warning("could not drop database: %s", redact(str(exc), dsn))

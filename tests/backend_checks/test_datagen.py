@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from backend_checks import datagen_parallel
+from backend_checks import datagen, datagen_parallel
 from backend_checks.datagen import STAGE_SCHEMA, DatagenParams, LoadSql, foreign_data, generate
 from backend_checks.datagen_tasks import Task
 from devicelab.errors import BackendUnavailable, ToolMissing, UnsafeActionRefused
@@ -156,6 +156,26 @@ def test_cli_creates_a_missing_database_only_with_allow_writes(
     assert "public.messages" in list_tables(dsn)
     again = datagen("--allow-writes")
     assert again.returncode == 0 and "created database" not in again.stdout
+
+
+def test_a_database_created_for_a_run_that_fails_is_dropped(
+    make_db: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dsn = make_db()
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    admin_dsn = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}"')  # type: ignore[arg-type]
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the generator failed half-way")
+
+    monkeypatch.setattr(datagen, "generate", broken)
+    with pytest.raises(RuntimeError, match="half-way"):
+        datagen.run_datagen(dsn, TINY, allow_writes=True)
+    with psycopg.connect(admin_dsn) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        assert found.fetchone() is None
 
 
 def test_counts_skew_users_and_search_text(healthy_db: str, small_params: DatagenParams) -> None:
