@@ -182,6 +182,20 @@ def load_checks(
             continue
         step, criteria = candidates[0]
         failed = [c for c in criteria if c.ok is False]
+        if failed and step.users > need:
+            # A bigger step that failed says nothing about ``need`` users.
+            checks.append(
+                Check(
+                    id=check_id,
+                    title=title,
+                    category="load",
+                    status="skip",
+                    unit="users",
+                    reason=f"no step with {need} users ran, and the {step.users}-user step did"
+                    f" not pass (steps: {run.options.users}); add {need} to --users",
+                )
+            )
+            continue
         below = [u for u in passed if u <= step.users]
         value = float(max(below)) if below else 0.0
         evidence = step_evidence(step, criteria) | {"identities": run.identities}

@@ -65,6 +65,16 @@ def test_cpu_over_80_fails_1000_but_100_still_counts() -> None:
     assert "database CPU 91.0" in by_id["load_1000"].reason
 
 
+def test_a_failed_bigger_step_says_nothing_about_fewer_users() -> None:
+    failed, _ = load_checks(_run(_step(1000, cpu=91.0)), load_targets())
+    by_id = {c.id: c for c in failed}
+    assert by_id["load_1000"].status == "fail"
+    assert by_id["load_100"].status == "skip"
+    assert "no step with 100 users ran" in by_id["load_100"].reason
+    passed, _ = load_checks(_run(_step(1000)), load_targets())
+    assert {c.id: c.status for c in passed} == {"load_100": "pass", "load_1000": "pass"}
+
+
 @pytest.mark.parametrize(
     ("step", "failed"),
     [
