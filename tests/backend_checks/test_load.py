@@ -81,8 +81,8 @@ def test_connection_exhaustion_is_a_failing_verdict(dsn: str) -> None:
     assert any("too many connections" in key for key in step.errors)
     book = TargetBook(
         targets=[
-            Target(check="load_100", platform="backend", op=">=", value=10, unit="users",
-                   stat="value", source="test: 10 users")
+            Target(check="load_100", platform="backend", op=">=", value=12, unit="users",
+                   stat="value", source="test: 12 users")
         ]
     )  # fmt: skip
     checks, _ = load_checks(run, book)
