@@ -156,46 +156,39 @@ def step_evidence(step: StepResult, criteria: list[Criterion]) -> dict[str, Any]
     }
 
 
+def _passed(criteria: list[Criterion]) -> bool:
+    return all(c.ok is not False for c in criteria)
+
+
 def load_checks(
     run: LoadRun, book: TargetBook, rules: SupportRules | None = None
 ) -> tuple[list[Check], list[Series]]:
     """The load_100 and load_1000 checks of ``run`` and its series (throughput, p95, CPU)."""
     rules = rules or SupportRules()
     verdicts = [(step, judge_step(step, book, rules)) for step in run.steps]
-    passed = {step.users for step, crit in verdicts if all(c.ok is not False for c in crit)}
+    passed = {step.users for step, crit in verdicts if _passed(crit)}
     checks = []
     for check_id, title in LOAD_CHECKS:
         target = resolve(book, check_id, "backend", "any")
         need = int(target.value) if target is not None and target.value is not None else 0
         candidates = sorted((v for v in verdicts if v[0].users >= need), key=lambda v: v[0].users)
-        if not candidates:
+        skip = "" if candidates else f"no step with {need} users ran (steps: {run.options.users})"
+        if candidates and candidates[0][0].users > need and not _passed(candidates[0][1]):
+            # A bigger step that failed says nothing about ``need`` users.
+            skip = (
+                f"no step with {need} users ran, and the {candidates[0][0].users}-user step did"
+                f" not pass (steps: {run.options.users}); add {need} to --users"
+            )
+        if skip:
             checks.append(
                 Check(
-                    id=check_id,
-                    title=title,
-                    category="load",
-                    status="skip",
-                    unit="users",
-                    reason=f"no step with {need} users ran (steps: {run.options.users})",
+                    id=check_id, title=title, category="load", status="skip", unit="users",
+                    reason=skip,
                 )
-            )
+            )  # fmt: skip
             continue
         step, criteria = candidates[0]
         failed = [c for c in criteria if c.ok is False]
-        if failed and step.users > need:
-            # A bigger step that failed says nothing about ``need`` users.
-            checks.append(
-                Check(
-                    id=check_id,
-                    title=title,
-                    category="load",
-                    status="skip",
-                    unit="users",
-                    reason=f"no step with {need} users ran, and the {step.users}-user step did"
-                    f" not pass (steps: {run.options.users}); add {need} to --users",
-                )
-            )
-            continue
         below = [u for u in passed if u <= step.users]
         value = float(max(below)) if below else 0.0
         evidence = step_evidence(step, criteria) | {"identities": run.identities}
