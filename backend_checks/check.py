@@ -262,7 +262,12 @@ def _run_suite(
         if not c["indexes"]
     ]
     suggestions = suggest(
-        conn, specs, runs, build_allowed=managed or options.allow_writes, missing=missing
+        conn,
+        specs,
+        runs,
+        build_allowed=managed or options.allow_writes,
+        missing=missing,
+        existing=after_i.values(),
     )
     usage.evidence["suggestions"] = [s.model_dump() for s in suggestions]
     if missing and suggestions:

@@ -97,67 +97,78 @@ def connect(
         ) from None
 
 
-def ensure_database(dsn: str) -> str | None:
-    """Create the database ``dsn`` names when the server lacks it; return its name when
-    created, None when it was there (or the DSN names none).
+def _maintenance(dsn: str) -> psycopg.Connection[Any] | None:
+    """An autocommit connection to the server of ``dsn``, in its ``postgres`` database
+    (``template1`` when that one is missing or closed to us); None when neither answers
+    (the caller's own connection then says why, once)."""
+    from psycopg.conninfo import make_conninfo
 
-    Asks the server's ``postgres`` database (``template1`` when that one is closed to us)
-    whether the database exists; when neither answers, returns None and leaves the error
-    to the connection that follows. Raises BackendUnavailable when the database is missing
-    and we may not create it.
-    """
+    for name in ("postgres", "template1"):
+        try:
+            return connect(make_conninfo(dsn, dbname=name), autocommit=True)
+        except BackendUnavailable as exc:
+            if "does not exist" not in exc.message and "permission denied" not in exc.message:
+                return None  # unreachable, or refused for another reason
+    return None
+
+
+def _dbname(dsn: str) -> str | None:
     import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import conninfo_to_dict
 
     try:
-        params = conninfo_to_dict(dsn)
+        name = conninfo_to_dict(dsn).get("dbname")
     except psycopg.ProgrammingError:
         return None  # connect() gives the one-line error for a bad DSN
-    name = params.get("dbname")
-    if not name:
+    return str(name) if name else None
+
+
+def ensure_database(dsn: str) -> str | None:
+    """Create the database ``dsn`` names when the server lacks it; return its name when
+    created, None when it was there, the DSN names none, or the server does not answer
+    (the connection that follows reports that). Raises BackendUnavailable when the
+    database is missing and we may not create it."""
+    import psycopg
+    from psycopg import sql
+
+    name = _dbname(dsn)
+    conn = _maintenance(dsn) if name else None
+    if name is None or conn is None:
         return None
-    for maintenance in ("postgres", "template1"):
-        if maintenance == name:
+    with conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return None
         try:
-            conn = connect(make_conninfo(dsn, dbname=maintenance), autocommit=True)
-        except BackendUnavailable as exc:
-            if "does not exist" in exc.message or "permission denied" in exc.message:
-                continue  # this server has no (open) postgres database: try template1
-            return None  # unreachable: the connection that follows says so, once
-        with conn:
-            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if found.fetchone():
-                return None
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
-            except psycopg.Error as exc:
-                raise BackendUnavailable(
-                    f"database {name!r} does not exist and cannot be created: "
-                    + redact(str(exc).strip().splitlines()[0], dsn),
-                    hint=f"create it (createdb {name}) or name an existing database in the DSN",
-                ) from None
-            return str(name)
-    return None
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise BackendUnavailable(
+                f"database {name!r} does not exist and cannot be created: "
+                + redact(str(exc).strip().splitlines()[0], dsn),
+                hint=f"create it (createdb {name}) or name an existing database in the DSN",
+            ) from None
+    return name
 
 
 def drop_database(dsn: str) -> None:
     """Drop the database ``dsn`` names (one :func:`ensure_database` created for a run that
-    then failed), from the server's ``postgres`` database. Best effort: never raises."""
+    then failed). Best effort: logs and never raises."""
     import logging
 
     import psycopg
     from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    name = _dbname(dsn)
+    if name is None or name in ("postgres", "template1"):
+        return
+    conn = _maintenance(dsn)
     try:
-        name = conninfo_to_dict(dsn).get("dbname")
-        if not name or name in ("postgres", "template1"):
-            return
-        with connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
+        if conn is None:
+            raise BackendUnavailable("the server does not answer")
+        with conn:
             conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
     except (BackendUnavailable, psycopg.Error) as exc:
-        logging.getLogger(__name__).warning("could not drop database: %s", redact(str(exc), dsn))
+        logging.getLogger(__name__).warning(
+            "could not drop database %s: %s", name, redact(str(exc), dsn)
+        )

@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from devicelab.models import Check
 from devicelab.targets import backend_target
@@ -240,6 +240,8 @@ class IndexStats(BaseModel):
     index: str
     columns: list[str]
     idx_scan: int
+    method: str = Field("btree", description="access method: btree, gin, ...")
+    partial: bool = Field(False, description="a WHERE clause limits the rows it holds")
 
 
 def index_snapshot(conn: psycopg.Connection[Any]) -> dict[str, IndexStats]:
@@ -254,12 +256,17 @@ def index_snapshot(conn: psycopg.Connection[Any]) -> dict[str, IndexStats]:
                              FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
                              LEFT JOIN pg_attribute a
                                ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                             ORDER BY k.n)
+                             ORDER BY k.n),
+                       am.amname, i.indpred IS NOT NULL
                 FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
+                JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
                 WHERE s.schemaname NOT IN {_SYSTEM}"""
         ).fetchall()
     return {
-        r[1]: IndexStats(table=r[0], index=r[1], idx_scan=r[2], columns=list(r[3])) for r in rows
+        r[1]: IndexStats(
+            table=r[0], index=r[1], idx_scan=r[2], columns=list(r[3]), method=r[4], partial=r[5]
+        )
+        for r in rows
     }
 
 

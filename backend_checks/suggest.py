@@ -21,11 +21,12 @@ proven with another suite query that scans the same table, when there is one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from backend_checks.health import IndexStats
 from backend_checks.plans import SeqScan, analyze_plan
 from backend_checks.suite import QueryRun, QuerySpec, app_transaction
 
@@ -149,12 +150,15 @@ def suggest(
     *,
     build_allowed: bool = False,
     missing: list[tuple[str, str, list[str], str]] | None = None,
+    existing: Iterable[IndexStats] = (),
 ) -> list[Suggestion]:
     """Suggestions for every flagged sequential scan of ``runs``, deduplicated by table and
     columns, each proven with HypoPG where it can be; GIN candidates are proven by
     building them inside a rolled-back transaction when ``build_allowed`` (it locks the
     table against writes while it builds). ``missing`` adds the critical indexes a query
-    file names that the database lacks: (query id, table, columns, method). Raises psycopg
+    file names that the database lacks: (query id, table, columns, method). A candidate
+    that an index of ``existing`` (the database's, :func:`health.index_snapshot`) already
+    leads with is left out. Raises psycopg
     errors only for catalog reads; a failed proof is recorded in the suggestion."""
     by_id = {spec.id: spec for spec in specs}
     found: dict[tuple[str, tuple[str, ...], str], Suggestion] = {}
@@ -189,9 +193,7 @@ def suggest(
         item.because.append(f"{query_id}: needs an index on {table} ({', '.join(columns)})")
         if query_id not in item.queries:
             item.queries.append(query_id)
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET TRANSACTION READ ONLY")
-        merged = [item for item in _merge(list(found.values())) if not _covered(conn, item)]
+    merged = [item for item in _merge(list(found.values())) if not _covered(item, existing)]
     for item in merged:
         if not item.queries:  # only inside functions: try a query scanning the same table
             item.queries = [
@@ -215,22 +217,18 @@ def suggest(
     return merged
 
 
-def _covered(conn: psycopg.Connection[Any], item: Suggestion) -> bool:
-    """True when a valid, non-partial index of the same method already leads with the
+def _covered(item: Suggestion, existing: Iterable[IndexStats]) -> bool:
+    """True when a non-partial index of the same method already leads with the
     suggestion's columns (direction aside: a B-tree is read backwards as well): the scan
     has another cause, and suggesting the index again would mislead."""
     wanted = [_bare(c) for c in item.columns]
-    rows = conn.execute(
-        """SELECT ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
-                        FROM generate_series(1, i.indnkeyatts) k ORDER BY k)
-           FROM pg_index i
-           JOIN pg_class c ON c.oid = i.indexrelid
-           JOIN pg_am am ON am.oid = c.relam
-           WHERE i.indrelid = to_regclass(%s) AND i.indisvalid AND i.indpred IS NULL
-             AND am.amname = %s""",
-        (item.table, item.method),
-    ).fetchall()
-    return any([k.strip('"') for k in keys][: len(wanted)] == wanted for (keys,) in rows)
+    return any(
+        ix.table == item.table
+        and ix.method == item.method
+        and not ix.partial
+        and ix.columns[: len(wanted)] == wanted
+        for ix in existing
+    )
 
 
 def _bare(column: str) -> str:

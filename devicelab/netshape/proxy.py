@@ -259,17 +259,15 @@ class ShapedProxy:
             # RuntimeError / CancelledError: the loop ended before running it (nothing
             # listens any more); TimeoutError: it hangs in the loop, which the join ends.
             pending = shutdown()
-            future: concurrent.futures.Future[None] | None = None
+            ours = True
             try:
-                future = asyncio.run_coroutine_threadsafe(pending, loop)
-                future.result(timeout=10)
+                asyncio.run_coroutine_threadsafe(pending, loop).result(timeout=10)
             except (RuntimeError, concurrent.futures.CancelledError):
                 pass
             except TimeoutError:
-                future = None  # may be running in the loop's thread: not ours to close
-            finally:
-                if future is None or future.done():
-                    pending.close()  # a no-op when it ran; else no "never awaited" warning
+                ours = False  # may be running in the loop's thread: not ours to close
+            if ours:
+                pending.close()  # a no-op when it ran; else no "never awaited" warning
             thread.join(timeout=10)
         self._thread = None
         self._loop = None

@@ -168,3 +168,25 @@ def test_a_table_of_few_pages_is_rightly_scanned_whole() -> None:
     }
     assert analyze_plan(whole, ROWS, table_pages=PAGES).flagged() == []
     assert analyze_plan(SEQ, ROWS, table_pages=PAGES).flagged() != []
+
+
+def test_a_candidate_an_existing_index_leads_with_is_not_suggested() -> None:
+    from backend_checks.health import IndexStats
+    from backend_checks.suggest import Suggestion, _covered
+
+    item = Suggestion(
+        table="public.messages",
+        columns=["conversation_id", "created_at DESC"],
+        ddl="CREATE INDEX ON public.messages (conversation_id, created_at DESC)",
+    )
+
+    def index(table: str = "public.messages", **kw: object) -> IndexStats:
+        fields: dict[str, object] = {"columns": ["conversation_id", "created_at"]} | kw
+        return IndexStats(table=table, index="public.ix", idx_scan=0, **fields)  # type: ignore[arg-type]
+
+    assert _covered(item, [index()])  # read backwards, it serves DESC too
+    assert _covered(item, [index(columns=["conversation_id", "created_at", "id"])])
+    assert not _covered(item, [index(columns=["conversation_id"])])
+    assert not _covered(item, [index(method="gin")])
+    assert not _covered(item, [index(partial=True)])
+    assert not _covered(item, [index(table="public.conversations")])
