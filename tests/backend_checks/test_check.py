@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -109,8 +110,8 @@ def test_empty_database_needs_allow_writes(
     assert list_tables(empty_db) == []
 
 
-def test_missing_gin_index_is_proven_by_a_rolled_back_build_only_when_allowed(
-    generate_db: Callable[[DatagenParams], str],
+def test_missing_gin_index_is_proven_on_the_table_when_allowed_else_on_a_scratch_copy(
+    generate_db: Callable[[DatagenParams], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 10K conversations (188 pages): reading them all per request is worth an index.
     dsn = _without(
@@ -119,16 +120,28 @@ def test_missing_gin_index_is_proven_by_a_rolled_back_build_only_when_allowed(
         "conversations_participants_idx",
     )
     options = CheckOptions(runs=3, only=["message_fetch", "conversation_list"])
-    for allowed in (False, True):
+
+    def gin_suggestion(allowed: bool) -> dict[str, Any]:
         results = run_check(dsn, options.model_copy(update={"allow_writes": allowed}))
         seq = {c.id: c for c in results.checks}["seq_scans"]
         assert seq.status == "fail"
         [gin] = [s for s in seq.evidence["suggestions"] if s["method"] == "gin"]
         assert gin["table"] == "public.conversations" and gin["columns"] == ["participants"]
-        assert gin["proven"] is allowed, gin["proof"]
-    with psycopg.connect(dsn) as conn:  # the proof left nothing behind
+        return dict(gin)
+
+    on_table, on_copy = gin_suggestion(True), gin_suggestion(False)
+    assert on_table["proven"] and "rolled-back transaction on" in on_table["proof"]
+    assert on_copy["proven"] and "scratch copy" in on_copy["proof"], on_copy["proof"]
+    assert "participants @>" in on_copy["proof"]
+    assert on_copy["cost_after"] <= on_copy["cost_before"] * 0.9
+    # A table too big to copy during a check is not copied: unproven, and says why.
+    monkeypatch.setattr("backend_checks.suggest.SCRATCH_MAX_ROWS", 1_000)
+    too_big = gin_suggestion(False)
+    assert not too_big["proven"] and "too many to copy" in too_big["proof"]
+    assert "--allow-writes" in too_big["proof"]
+    with psycopg.connect(dsn) as conn:  # the proofs left nothing behind
         names = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'conversations'")
-        assert not [n for (n,) in names if n.startswith("devicelab_probe")]
+        assert not [n for (n,) in names if n.startswith("devicelab_")]
 
 
 def test_a_missing_index_fails_even_where_the_table_is_too_small_to_scan_slowly(
@@ -165,9 +178,14 @@ def test_without_its_gin_index_search_gets_that_index_suggested_and_nothing_else
     results = run_check(dsn, CheckOptions(runs=3, only=["message_search"]))
     seq = {c.id: c for c in results.checks}["seq_scans"]
     assert seq.status == "fail"
-    assert [(s["table"], s["columns"], s["method"]) for s in seq.evidence["suggestions"]] == [
-        ("public.messages", ["search_vector"], "gin")
-    ]
+    [item] = seq.evidence["suggestions"]
+    assert (item["table"], item["columns"], item["method"]) == (
+        "public.messages",
+        ["search_vector"],
+        "gin",
+    )
+    # No writes allowed: proven on a scratch copy, by a search for one word.
+    assert item["proven"] and "scratch copy" in item["proof"] and "@@" in item["proof"]
 
 
 def test_an_index_that_removes_one_part_of_a_plan_is_proven(
