@@ -52,6 +52,7 @@ __all__ = [
     "DatagenParams",
     "DatagenReport",
     "LoadSql",
+    "auth_user_triggers",
     "foreign_data",
     "generate",
     "install_schema",
@@ -224,8 +225,11 @@ def generate(
                 return report
         return _generate_serial(conn, params, force=force, started=started)
     except psycopg.Error as exc:
+        # A trigger or function of the database's own that failed names itself here.
+        where = (exc.diag.context or "").strip().splitlines()
         raise BackendUnavailable(
-            f"datagen failed and was rolled back: {str(exc).strip().splitlines()[0]}",
+            f"datagen failed and was rolled back: {str(exc).strip().splitlines()[0]}"
+            + (f" (in {where[0]})" if where else ""),
             hint="nothing was written; check the server's log and free disk space",
         ) from exc
 
@@ -301,7 +305,7 @@ def _generate_serial(
                 conn, [*sql.conversations_stage(), *sql.pool_stage(), sql.passwords_stage()]
             ),
         )
-        _timed(phases, "users", lambda: _run(conn, [sql.users(), sql.profiles()]))
+        _timed(phases, "users", lambda: _insert_users(conn, sql))
         _timed(phases, "messages", lambda: _run(conn, [sql.messages()]))
         _timed(phases, "conversations", lambda: _run(conn, [sql.conversations()]))
         _timed(phases, "receipts", lambda: _run(conn, [sql.receipts()]))
@@ -317,6 +321,34 @@ def _generate_serial(
         seconds=time.perf_counter() - started,
         mode="serial",
     )
+
+
+#: The users the generator makes (and may delete): testuser<i>@example.com.
+_OURS = "email ~ '^testuser[0-9]+@example\\.com$'"
+
+
+def auth_user_triggers(conn: psycopg.Connection[Any]) -> list[str]:
+    """The enabled user triggers on auth.users (a Supabase project's ``handle_new_user``,
+    which makes each new user's profile), by name."""
+    rows = conn.execute(
+        """SELECT tgname FROM pg_trigger
+           WHERE tgrelid = to_regclass('auth.users') AND NOT tgisinternal AND tgenabled <> 'D'
+           ORDER BY tgname"""
+    ).fetchall()
+    return [str(name) for (name,) in rows]
+
+
+def _insert_users(conn: psycopg.Connection[Any], sql: LoadSql) -> None:
+    """Insert the users, then their profiles. Supabase's guides have apps make each new
+    user's profile in an AFTER INSERT trigger on auth.users: the rows it made for our
+    users give way to the generated ones (the tables that reference profiles are still
+    empty here, so nothing cascades)."""
+    _run(conn, [sql.users()])
+    if auth_user_triggers(conn):
+        conn.execute(
+            f"DELETE FROM public.profiles WHERE id IN (SELECT id FROM auth.users WHERE {_OURS})"
+        )
+    _run(conn, [sql.profiles()])
 
 
 def _timed(phases: dict[str, float], name: str, step: Any) -> Any:
@@ -344,7 +376,7 @@ def _prepare(conn: psycopg.Connection[Any]) -> None:
         "TRUNCATE public.message_read_receipts, public.messages, public.conversations,"
         " public.profiles"
     )
-    conn.execute("DELETE FROM auth.users WHERE email ~ '^testuser[0-9]+@example\\.com$'")
+    conn.execute(f"DELETE FROM auth.users WHERE {_OURS}")
     conn.execute(f"DELETE FROM {META_TABLE} WHERE key = 'datagen'")
     conn.execute("ALTER TABLE public.messages DISABLE TRIGGER messages_search_vector_trg")
 

@@ -47,6 +47,7 @@ from backend_checks.datagen import (
     DatagenParams,
     DatagenReport,
     LoadSql,
+    auth_user_triggers,
     install_schema,
     mark,
     refuse_foreign,
@@ -87,6 +88,12 @@ def generate(
         return None  # our commits would commit the caller's transaction
     with conn.transaction():
         refuse_foreign(conn, force=force)
+        triggers = auth_user_triggers(conn)
+    if triggers:
+        # The swap inserts the users after the generated profiles are in place: a trigger
+        # making profiles of its own would collide with them (see _generate_serial).
+        log.info("datagen: auth.users has triggers (%s); one transaction", ", ".join(triggers))
+        return None
     other = _second_connection(conn)
     if other is None:
         return None

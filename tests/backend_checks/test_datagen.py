@@ -266,6 +266,42 @@ def test_refuses_foreign_rows_unless_forced_and_regenerates_its_own(
             generate(conn, TINY, allow_writes=True)
 
 
+#: Supabase's guide to user data: each new auth.users row gets its profile from a trigger.
+_HANDLE_NEW_USER = """
+CREATE FUNCTION public.handle_new_user() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = '' AS $$
+BEGIN
+  INSERT INTO public.profiles (id, email, username)
+  VALUES (new.id, new.email, split_part(new.email, '@', 1));
+  RETURN new;
+END $$;
+CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
+FOR EACH ROW EXECUTE FUNCTION public.handle_new_user();
+"""
+
+
+def test_a_trigger_making_profiles_on_auth_users_gives_way_to_the_generated_ones(
+    empty_db: str,
+) -> None:
+    with psycopg.connect(empty_db) as conn:
+        generate(conn, TINY, allow_writes=True)
+        conn.execute(_HANDLE_NEW_USER)  # type: ignore[arg-type]
+        conn.commit()
+        # Without care, the trigger's profile of each user collides with the generated one.
+        for seed in (4, 5):
+            report = generate(conn, TINY.model_copy(update={"seed": seed}), allow_writes=True)
+            assert report.counts["profiles"] == TINY.users
+        row = conn.execute(
+            """SELECT count(*) FILTER (WHERE full_name LIKE 'Test User %'), count(*)
+               FROM public.profiles"""
+        ).fetchone()
+        assert row == (TINY.users, TINY.users)  # ours, not the trigger's (no full_name)
+        enabled = conn.execute(
+            "SELECT tgenabled FROM pg_trigger WHERE tgname = 'on_auth_user_created'"
+        ).fetchone()
+        assert enabled == ("O",)  # left as it was
+
+
 def test_failure_leaves_nothing_half_written(
     empty_db: str, list_tables: Callable[[str], list[str]]
 ) -> None:
