@@ -16,8 +16,9 @@ cannot model GIN for ``@>`` or full text: when writes are allowed (the managed c
 transaction that is rolled back (the build locks the table against writes while it runs);
 otherwise it is proven on a scratch copy (:func:`prove_on_copy`: the column copied into a
 temporary table, the table itself only read), or reported as unproven when even that cannot
-run. Candidates found only inside functions are proven with another suite query that scans
-the same table, when there is one.
+run. A server without HypoPG gets the same two routes for a B-tree candidate. Candidates
+found only inside functions are proven with another suite query that scans the same table,
+when there is one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from backend_checks import scratch
 from backend_checks.health import IndexStats
 from backend_checks.plans import SeqScan, analyze_plan
 from backend_checks.suite import QueryRun, QuerySpec, app_transaction
@@ -56,6 +58,9 @@ _GIN = re.compile(rf"\(?{_IDENT} (@>|@@|<@|&&) ")
 PROOF_MIN_GAIN = 0.10
 #: The most rows a scratch copy takes: beyond, copying and indexing outlast a check.
 SCRATCH_MAX_ROWS = 5_000_000
+#: The extension of hypothetical indexes (a name, so tests can stand in a missing one).
+_HYPOPG = "hypopg"
+_NO_HYPOPG = "unproven: HypoPG unavailable"
 
 
 class Suggestion(BaseModel):
@@ -224,6 +229,13 @@ def suggest(
         for query_id in item.queries:
             run = next(r for r in runs if r.id == query_id)
             prove(conn, by_id[run.id], run.params, item, build=item.method == "gin")
+        if item.proof.startswith(_NO_HYPOPG):  # a B-tree, on a server without HypoPG
+            if not build_allowed:
+                prove_on_copy(conn, item)
+                continue
+            for query_id in item.queries:
+                run = next(r for r in runs if r.id == query_id)
+                prove(conn, by_id[run.id], run.params, item, build=True)
     return merged
 
 
@@ -302,15 +314,20 @@ def prove(
     the real index built inside a transaction that is rolled back. The outcome is written
     into ``item``; never raises for a failed proof."""
     import psycopg
+    from psycopg import sql
 
     try:
         with conn.transaction(force_rollback=True):
             if not build:
                 try:
                     with conn.transaction():
-                        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+                        conn.execute(
+                            sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(
+                                sql.Identifier(_HYPOPG)
+                            )
+                        )
                 except psycopg.Error as exc:
-                    item.proof = f"unproven: HypoPG unavailable ({_line(exc)})"
+                    item.proof = f"{_NO_HYPOPG} ({_line(exc)})"
                     return
                 conn.execute("SELECT hypopg_reset()")
             app_transaction(conn, params.get("user_id"), read_only=False)
@@ -347,37 +364,31 @@ def prove(
 
 
 def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
-    """Prove GIN ``item`` on a scratch copy, without writing to its table or blocking its
-    writers: inside a transaction that is rolled back, its column is copied into a
-    temporary table and a probe of the operator a GIN index serves (``@>`` the first
-    element of a real row; ``@@`` the rarest lexeme of a sample: a search for one word) is
-    explained before and after building the index on the copy. It proves that the index
-    replaces the full scan for that predicate at this table's size, not what it saves of
-    the whole query (the query's views and functions name the real table). The outcome is
-    written into ``item``; never raises for a failed proof."""
+    """Prove ``item`` on a scratch copy, without writing to its table or blocking its
+    writers: inside a transaction that is rolled back, the index's columns are copied into
+    a temporary table, and a probe of what the index serves is explained before and after
+    building the index on the copy. The probes: GIN, ``@>`` the first element of a real
+    row, or ``@@`` the rarest lexeme of a sample (a search for one word); B-tree (a server
+    without HypoPG), the leading column ``=`` a real row's value, in the order of the
+    other columns, ``LIMIT 50``. It proves that the index replaces the full scan for that
+    predicate at this table's size, not what it saves of the whole query (the query's
+    views and functions name the real table). The outcome is written into ``item``;
+    never raises for a failed proof."""
     import psycopg
     from psycopg import sql
 
-    column = _bare(item.columns[0])
-    how = (
-        "rerun with --allow-writes to build it inside a rolled-back transaction on the table itself"
-    )
+    names = [_bare(c) for c in item.columns]
+    how = "rerun with --allow-writes to build it inside a rolled-back transaction on the table"
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ WRITE")
-            info = conn.execute(
-                """SELECT c.reltuples, format_type(a.atttypid, a.atttypmod), t.typcategory
-                   FROM pg_class c
-                   JOIN pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped
-                   JOIN pg_type t ON t.oid = a.atttypid
-                   WHERE c.oid = to_regclass(%s) AND a.attname = %s""",
-                (item.table, column),
-            ).fetchone()
-            if info is None:
-                item.proof = f"unproven: {item.table} has no column {column}"
+            kinds = scratch.column_kinds(conn, item.table, names)
+            rows = scratch.row_estimate(conn, item.table)
+            if missing := [n for n in names if n not in kinds]:
+                item.proof = f"unproven: {item.table} has no column {', '.join(missing)}"
                 return
-            rows, kind, category = float(info[0]), str(info[1]), str(info[2])
-            if kind != "tsvector" and category != "A":
+            kind, category = kinds[names[0]]
+            if item.method == "gin" and kind != "tsvector" and category != "A":
                 item.proof = f"unproven: no GIN probe for a {kind} column; {how}"
                 return
             if rows > SCRATCH_MAX_ROWS:
@@ -386,74 +397,50 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
                     f" during a check (at most {SCRATCH_MAX_ROWS:,}); {how}"
                 )
                 return
-            col = sql.Identifier(column)
             copy = sql.Identifier("pg_temp", "devicelab_scratch")
             conn.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE devicelab_scratch ON COMMIT DROP AS SELECT {} FROM {}"
-                ).format(col, sql.Identifier(*item.table.split(".")))
+                ).format(
+                    sql.SQL(", ").join(map(sql.Identifier, names)),
+                    sql.Identifier(*item.table.split(".")),
+                )
             )
             conn.execute(sql.SQL("ANALYZE {}").format(copy))
-            probe = _probe(conn, column, copy, kind)
+            if item.method == "gin":
+                probe = scratch.gin_probe(conn, names[0], copy, kind)
+            else:
+                probe = scratch.btree_probe(conn, item.columns, copy)
             if probe is None:
-                item.proof = f"unproven: {item.table}.{column} holds no value to search for"
+                item.proof = f"unproven: {item.table}.{names[0]} holds no value to probe with"
                 return
-            where, value, shown = probe
-            explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(copy, where)
-            before = analyze_plan(_scalar(conn, explain, value)).total_cost or 0.0
-            conn.execute(
-                sql.SQL("CREATE INDEX devicelab_scratch_gin ON {} USING gin ({})").format(copy, col)
+            tail, value, shown = probe
+            explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} ").format(copy) + tail
+            before = analyze_plan(scratch.scalar(conn, explain, value)).total_cost or 0.0
+            keys = sql.SQL(", ").join(
+                sql.Identifier(_bare(c)) + sql.SQL(" DESC" if c.endswith(" DESC") else "")
+                for c in item.columns
             )
-            summary = analyze_plan(_scalar(conn, explain, value))
+            conn.execute(
+                sql.SQL("CREATE INDEX devicelab_scratch_idx ON {} USING {} ({})").format(
+                    copy, sql.SQL("gin" if item.method == "gin" else "btree"), keys
+                )
+            )
+            summary = analyze_plan(scratch.scalar(conn, explain, value))
     except psycopg.Error as exc:
         item.proof = f"unproven: the scratch copy failed ({_line(exc)}); {how}"
         return
     after = summary.total_cost or 0.0
-    used = "devicelab_scratch_gin" in summary.indexes
+    used = "devicelab_scratch_idx" in summary.indexes
     proven = used and after <= before * (1 - PROOF_MIN_GAIN)
     line = (
-        f"built on a scratch copy (a temporary table of {item.table}.{column}, {rows:,.0f}"
-        f" rows, in a rolled-back transaction): {shown} planner cost {before:.0f} -> "
-        f"{after:.0f}" + ("" if used else " (the planner did not pick the index)")
+        f"built on a scratch copy (a temporary table of {item.table} ({', '.join(names)}),"
+        f" {rows:,.0f} rows, in a rolled-back transaction): {shown} planner cost"
+        f" {before:.0f} -> {after:.0f}" + ("" if used else " (the planner did not pick the index)")
     )
     item.proofs.append(line)
     item.cost_before, item.cost_after, item.hypothetical_index = before, after, None
     item.proof, item.proven = line, proven
-
-
-def _scalar(conn: psycopg.Connection[Any], query: Any, value: object) -> Any:
-    row = conn.execute(query, (value,)).fetchone()
-    return row[0] if row else None
-
-
-def _probe(
-    conn: psycopg.Connection[Any], name: str, copy: Any, kind: str
-) -> tuple[Any, object, str] | None:
-    """The predicate a GIN index on column ``name`` of ``copy`` serves, its parameter and
-    how it reads: for a tsvector, a search for the rarest lexeme of 2,000 rows; for an
-    array, containment of the first element of the first non-empty row. None when the
-    column holds nothing."""
-    from psycopg import sql
-
-    col = sql.Identifier(name)
-    if kind == "tsvector":
-        sample = sql.SQL("SELECT {} FROM {} LIMIT 2000").format(col, copy).as_string(conn)
-        row = conn.execute(
-            "SELECT quote_literal(word) FROM ts_stat(%s) ORDER BY ndoc, word LIMIT 1", (sample,)
-        ).fetchone()
-        if row is None:
-            return None
-        where = sql.SQL("{} @@ %s::tsquery").format(col)
-        return where, row[0], f"{name} @@ {row[0]}"
-    found = conn.execute(
-        sql.SQL(
-            "SELECT ARRAY[{c}[array_lower({c}, 1)]] FROM {t} WHERE cardinality({c}) > 0 LIMIT 1"
-        ).format(c=col, t=copy)
-    ).fetchone()
-    if found is None:
-        return None
-    where = sql.SQL("{} @> %s").format(col)
-    return where, found[0], f"{name} @> ARRAY[<an element of a real row>]"
 
 
 def _line(exc: BaseException) -> str:

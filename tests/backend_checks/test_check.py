@@ -144,6 +144,26 @@ def test_missing_gin_index_is_proven_on_the_table_when_allowed_else_on_a_scratch
         assert not [n for (n,) in names if n.startswith("devicelab_")]
 
 
+def test_without_hypopg_a_btree_is_proven_on_a_scratch_copy_or_built_when_allowed(
+    generate_db: Callable[[DatagenParams], str],
+    small_params: DatagenParams,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dsn = _without(generate_db, small_params, "messages_conversation_created_idx")
+    monkeypatch.setattr("backend_checks.suggest._HYPOPG", "devicelab_no_such_extension")
+    proofs = {}
+    for allowed in (False, True):
+        options = CheckOptions(runs=3, only=["message_fetch"], allow_writes=allowed)
+        seq = {c.id: c for c in run_check(dsn, options).checks}["seq_scans"]
+        [item] = seq.evidence["suggestions"]
+        assert item["columns"] == ["conversation_id", "created_at DESC"]
+        assert item["proven"], item["proof"]
+        assert item["cost_after"] <= item["cost_before"] * 0.9
+        proofs[allowed] = item["proof"]
+    assert "scratch copy" in proofs[False] and "ORDER BY created_at DESC" in proofs[False]
+    assert "rolled-back transaction on message_fetch" in proofs[True]
+
+
 def test_a_missing_index_fails_even_where_the_table_is_too_small_to_scan_slowly(
     generate_db: Callable[[DatagenParams], str],
 ) -> None:
