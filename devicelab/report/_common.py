@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from devicelab.models import Check, CheckTarget, RunInfo
+from devicelab.models import Check, CheckTarget, Results, RunInfo
 
 __all__ = [
     "MASK",
@@ -30,6 +30,7 @@ __all__ = [
     "is_secret_key",
     "list_text",
     "mask_secrets",
+    "recommendations",
     "run_subtitle",
     "scalar_text",
     "target_label",
@@ -249,3 +250,18 @@ def clip_lists(value: Any, limit: int = MAX_ITEMS) -> Any:
     if isinstance(value, str):
         return truncate(value, 2000)
     return value
+
+
+def recommendations(results: Results) -> list[dict[str, Any]]:
+    """The index suggestions of every check (a backend run's ``evidence.suggestions``),
+    once each by DDL, proven ones first; each with ``checks``, the ids that reported it.
+    Reports put them near the top: they are what a reader acts on."""
+    found: dict[str, dict[str, Any]] = {}
+    for check in results.checks:
+        items = check.evidence.get("suggestions") if check.evidence else None
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or not isinstance(item.get("ddl"), str):
+                continue
+            entry = found.setdefault(item["ddl"], {**item, "checks": []})
+            entry["checks"].append(check.id)
+    return sorted(found.values(), key=lambda e: not e.get("proven"))

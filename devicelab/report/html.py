@@ -30,6 +30,7 @@ from devicelab.report._common import (
     is_scalar_list,
     list_text,
     mask_secrets,
+    recommendations,
     run_subtitle,
     scalar_text,
     truncate,
@@ -200,6 +201,29 @@ def _summary(results: Results) -> str:
         f'<section class="summary"><div class="tiles">{tiles}</div>'
         f'<p class="verdict">{len(results.checks)} checks — {verdict} (exit code {code}).</p>'
         "</section>"
+    )
+
+
+def _recommendations(results: Results) -> str:
+    found = recommendations(results)
+    if not found:
+        return ""
+    rows = []
+    for item in found:
+        badge = (
+            '<span class="badge b-pass">PROVEN</span>'
+            if item.get("proven")
+            else '<span class="badge b-skip">UNPROVEN</span>'
+        )
+        proof = str(item.get("proof", "")).removeprefix("unproven: ")
+        rows.append(
+            f"<tr><td><code>{_e(item['ddl'])}</code></td><td>{badge} {_e(proof)}</td>"
+            f"<td>{_e(', '.join(item.get('queries') or []) or '—')}</td>"
+            f"<td>{_e(', '.join(item['checks']))}</td></tr>"
+        )
+    return (
+        "<section><h2>Recommended indexes</h2><table><tr><th>index</th><th>proof</th>"
+        f"<th>queries</th><th>reported by</th></tr>{''.join(rows)}</table></section>"
     )
 
 
@@ -375,6 +399,7 @@ def render_html(results: Results, book: TargetBook | None = None) -> str:
             "<header><h1>devicelab report</h1>",
             f'<p class="sub">{_e(run_subtitle(results.run))}</p></header>',
             _summary(results),
+            _recommendations(results),
             _run(results),
             _matrix(results, book),
             _plots(results),

@@ -24,6 +24,7 @@ from devicelab.report._common import (
     is_scalar_list,
     list_text,
     mask_secrets,
+    recommendations,
     run_subtitle,
     scalar_text,
     truncate,
@@ -111,6 +112,28 @@ def _summary_section(results: Results) -> list[str]:
         f"**{total} checks: {s.pass_} ✅ pass · {s.fail} ❌ fail · {s.skip} ⏭ skip · "
         f"{s.error} ⚠ error** — {verdict[results.exit_code()]} "
         f"(exit code {results.exit_code()}).",
+        "",
+    ]
+
+
+def _recommendations_section(results: Results) -> list[str]:
+    found = recommendations(results)
+    if not found:
+        return []
+    rows = [
+        [
+            _code(item["ddl"]),
+            ("✅ proven: " if item.get("proven") else "unproven: ")
+            + scalar_text(str(item.get("proof", "")).removeprefix("unproven: "), 300),
+            ", ".join(item.get("queries") or []) or "—",
+            ", ".join(item["checks"]),
+        ]
+        for item in found
+    ]
+    return [
+        "## Recommended indexes",
+        "",
+        *_table(["index", "proof", "queries", "reported by"], rows),
         "",
     ]
 
@@ -216,6 +239,7 @@ def render_markdown(results: Results, book: TargetBook | None = None) -> str:
         f"# devicelab report — {run_subtitle(results.run)}",
         "",
         *_summary_section(results),
+        *_recommendations_section(results),
         *_run_section(results),
         *_matrix_section(results, book),
         "## Checks",

@@ -147,3 +147,24 @@ def test_chromium_draws_the_plots_and_fetches_nothing(
         else:
             assert plot["bars"] >= 4, plot
     assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_recommended_indexes_are_shown_with_their_proof(raw: dict[str, Any]) -> None:
+    raw["run"].update(kind="backend", device=None, network=None)
+    raw["checks"][0]["evidence"] = {
+        "suggestions": [
+            {
+                "ddl": "CREATE INDEX ON public.messages (conversation_id, created_at DESC)",
+                "proven": True,
+                "proof": "HypoPG on message_fetch: planner cost 975 -> 345",
+                "queries": ["message_fetch"],
+            }
+        ]
+    }
+    page = render_html(Results.model_validate(raw))
+    section = page.split("<h2>Recommended indexes</h2>", 1)[1].split("</section>", 1)[0]
+    assert "PROVEN</span> HypoPG on message_fetch: planner cost 975 -&gt; 345" in section
+    assert "<code>CREATE INDEX ON public.messages (conversation_id, created_at DESC)</code>" in (
+        section
+    )
+    assert page.index("Recommended indexes") < page.index("<h2>Run</h2>")

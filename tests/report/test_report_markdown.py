@@ -132,3 +132,41 @@ def test_series_table_and_empty_run(results: Results, raw: dict[str, Any]) -> No
     raw["checks"], raw["series"] = [], []
     empty = render_markdown(Results.model_validate(raw))
     assert "*This run recorded no checks.*" in empty and "## Series" not in empty
+
+
+def _with_suggestions(raw: dict[str, Any]) -> Results:
+    """A backend run whose seq_scans and index_usage checks report index suggestions."""
+    raw["run"].update(kind="backend", device=None, network=None)
+    btree = {
+        "ddl": "CREATE INDEX ON public.messages (conversation_id, created_at DESC)",
+        "proven": True,
+        "proof": "HypoPG on message_fetch: planner cost 975 -> 345",
+        "queries": ["message_fetch", "unread_count"],
+    }
+    gin = {
+        "ddl": "CREATE INDEX ON public.conversations USING gin (participants)",
+        "proven": False,
+        "proof": "unproven: the scratch copy failed (permission denied)",
+        "queries": [],
+    }
+    raw["checks"][0]["evidence"] = {"suggestions": [gin, btree]}
+    raw["checks"][1]["evidence"] = {"suggestions": [btree]}
+    return Results.model_validate(raw)
+
+
+def test_recommended_indexes_come_first_once_each_proven_first(raw: dict[str, Any]) -> None:
+    first, second = raw["checks"][0]["id"], raw["checks"][1]["id"]
+    md = render_markdown(_with_suggestions(raw))
+    section = md.split("## Recommended indexes", 1)[1].split("\n## ", 1)[0]
+    assert md.index("## Recommended indexes") < md.index("## Run")
+    rows = [line for line in section.splitlines() if line.startswith("| `CREATE")]
+    assert len(rows) == 2
+    assert "(conversation_id, created_at DESC)" in rows[0]
+    assert "✅ proven: HypoPG on message_fetch" in rows[0]
+    assert "message_fetch, unread_count" in rows[0] and f"{first}, {second}" in rows[0]
+    assert "gin (participants)" in rows[1] and "unproven: the scratch copy failed" in rows[1]
+    assert "unproven: unproven" not in rows[1]
+
+
+def test_no_recommendations_section_without_suggestions(results: Results) -> None:
+    assert "Recommended indexes" not in render_markdown(results)
