@@ -27,8 +27,14 @@ def column_kinds(
 
 
 def row_estimate(conn: psycopg.Connection[Any], table: str) -> float:
-    """The planner's row count of ``table`` (pg_class.reltuples; 0 when unknown)."""
-    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (table,))
+    """The planner's row count of ``table`` (pg_class.reltuples). A table never vacuumed
+    nor analyzed has none: its size at 100 bytes a row stands in (0 when absent)."""
+    row = conn.execute(
+        """SELECT CASE WHEN reltuples >= 0 THEN reltuples
+                       ELSE pg_relation_size(oid) / 100.0 END
+           FROM pg_class WHERE oid = to_regclass(%s)""",
+        (table,),
+    )
     found = row.fetchone()
     return float(found[0]) if found else 0.0
 
