@@ -67,15 +67,22 @@ def connect(
     or refuses us; the message never holds the password. The psycopg error is not chained
     (``from None``): its text may quote the password back.
     """
+    import os
+
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
     try:
+        given = conninfo_to_dict(dsn)
+        # Keyword arguments replace the DSN's own values: keep its options (PGOPTIONS when
+        # it has none, as libpq would) and its connect_timeout, and add ours.
+        theirs = str(given.get("options") or os.environ.get("PGOPTIONS", ""))
         return psycopg.connect(
             dsn,
             autocommit=autocommit,
-            connect_timeout=connect_timeout,
+            connect_timeout=given.get("connect_timeout", connect_timeout),
             application_name="devicelab",
-            options=f"-c statement_timeout={int(timeout_ms)}",
+            options=f"{theirs} -c statement_timeout={int(timeout_ms)}".strip(),
         )
     except psycopg.ProgrammingError as exc:
         detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "", dsn)

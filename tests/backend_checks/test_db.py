@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from backend_checks.db import connect, password_of, redact
 from devicelab.errors import BackendUnavailable
+from tests.backend_checks.conftest import dsn_of
 
 
 @pytest.mark.parametrize(
@@ -67,3 +68,11 @@ def test_cli_bad_dsn_one_line_exit_3(dsn: str) -> None:
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("devicelab: error:")
+
+
+def test_the_dsns_own_options_and_connect_timeout_are_kept(pg_server: None) -> None:
+    dsn = dsn_of("postgres") + " connect_timeout=7 options='-c search_path=pg_catalog'"
+    with connect(dsn, timeout_ms=12_345) as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ("pg_catalog",)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("12345ms",)
+        assert conn.info.get_parameters()["connect_timeout"] == "7"
