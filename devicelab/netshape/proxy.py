@@ -95,9 +95,10 @@ class ShapedProxy:
     # --- public surface -----------------------------------------------------------------
     @property
     def url(self) -> str:
-        """The proxy URL clients use, e.g. ``http://127.0.0.1:8080``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        """The proxy URL clients on this machine use, e.g. ``http://127.0.0.1:8080`` (a
+        proxy listening on every address, ``0.0.0.0`` or ``::``, is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def ca_cert_path(self) -> Path:

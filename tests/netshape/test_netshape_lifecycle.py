@@ -57,6 +57,19 @@ def test_port_zero_then_a_restart_on_the_same_port(upstream: Any) -> None:
             ShapedProxy(None, port=port).start()
 
 
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8080"),
+        ("0.0.0.0", "http://127.0.0.1:8080"),
+        ("::", "http://[::1]:8080"),
+        ("::1", "http://[::1]:8080"),
+    ],
+)
+def test_the_url_is_one_a_local_client_can_use(host: str, url: str) -> None:
+    assert ShapedProxy(None, host=host, port=8080).url == url
+
+
 def test_bad_options_are_bad_input() -> None:
     with pytest.raises(BadInput, match="netshape_allow"):
         ShapedProxy(None, allow=["not-a-network"]).start()
