@@ -16,13 +16,14 @@ control endpoint (any number at once).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -198,7 +199,10 @@ class ShapedProxy:
         try:
             self.host, self.port = self._ready.result(timeout=_START_TIMEOUT_S)
         except BaseException:
-            self._stop_thread()
+            # A proxy that reported its failure (it could not listen) is shutting down
+            # already: asking it again would race its loop's end.
+            failed = self._ready.done() and self._ready.exception() is not None
+            self._stop_thread(ask=not failed)
             raise
 
     def _thread_main(self) -> None:
@@ -247,8 +251,12 @@ class ShapedProxy:
             raise BadInput(f"bad proxy option: {exc}", hint="check --listen and --allow") from exc
         await self._master.run()
 
-    def _stop_thread(self) -> None:
+    def _stop_thread(self, *, ask: bool = True) -> None:
+        """Stop the proxy's thread: ask its loop to shut down (``ask``; else it is ending
+        on its own) and wait for it; release the in-process lock."""
         loop, thread = self._loop, self._thread
+        if not ask and thread is not None:
+            thread.join(timeout=10)
         if loop is not None and thread is not None and thread.is_alive():
 
             async def shutdown() -> None:
@@ -257,18 +265,13 @@ class ShapedProxy:
                 self.addon.cut_all()
                 self._master.shutdown()
 
-            # RuntimeError / CancelledError: the loop ended before running it (nothing
-            # listens any more); TimeoutError: it hangs in the loop, which the join ends.
             pending = shutdown()
-            ours = True
-            try:
-                asyncio.run_coroutine_threadsafe(pending, loop).result(timeout=10)
-            except (RuntimeError, concurrent.futures.CancelledError):
-                pass
-            except TimeoutError:
-                ours = False  # may be running in the loop's thread: not ours to close
-            if ours:
-                pending.close()  # a no-op when it ran; else no "never awaited" warning
+            if not _run_in(loop, thread, pending, timeout=10):
+                # It ran, or the loop ended without running it (it was shutting down on its
+                # own, e.g. after failing to listen): nothing runs it now. Closing it is a
+                # no-op in the first case, and spares the "never awaited" warning in the
+                # second. (Still running after the timeout: it is the loop's, not ours.)
+                pending.close()
             thread.join(timeout=10)
         self._thread = None
         self._loop = None
@@ -328,6 +331,27 @@ class ShapedProxy:
             raise EnvironmentProblem(
                 f"the proxy's control endpoint failed: {exc}", hint="is the proxy running?"
             ) from exc
+
+
+def _run_in(
+    loop: asyncio.AbstractEventLoop, thread: threading.Thread, coro: Any, *, timeout: float
+) -> bool:
+    """Run ``coro`` in ``loop`` (served by ``thread``) and wait for it, but no longer than
+    the loop lives. Returns True only when it may still be running in the loop after
+    ``timeout`` seconds; its own errors are not raised."""
+    try:
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+    except RuntimeError:  # the loop is closed
+        return False
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if not thread.is_alive():
+            return False  # the loop ended with it still queued
+        if time.monotonic() > deadline:
+            return True
+        with contextlib.suppress(Exception):  # a timeout, or its own error: done either way
+            future.result(timeout=0.05)
+    return False
 
 
 class _Ready:

@@ -136,11 +136,11 @@ def test_a_taken_port_is_one_line_and_exit_3() -> None:
             check=False,
         )
     assert result.returncode == 3
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert errors == [
+    # Nothing else: not mitmproxy's own advice (its --mode flag), no warning, no traceback,
+    # and no "Task was destroyed" from a shutdown racing the loop's end (that race also
+    # made the error wait 10 s).
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "devicelab proxy: network profile: 4g",
         f"devicelab: error: cannot listen on 127.0.0.1:{port}: address already in use"
-        " (hint: pick a free port (0 picks one) and a local address)"
+        " (hint: pick a free port (0 picks one) and a local address)",
     ]
-    # Nothing of mitmproxy's own advice (its --mode flag), no warnings, no traceback.
-    assert "--mode" not in result.stderr and "Warning" not in result.stderr
-    assert "Traceback" not in result.stderr
