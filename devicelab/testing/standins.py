@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -43,7 +44,15 @@ _HEADLESS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-s
 
 def webview_capabilities(*args: str) -> dict[str, Any]:
     """W3C capabilities of the Chromium stand-in for a WebView; ``args`` are more launch
-    flags (e.g. ``--proxy-server=...``, the Wi-Fi proxy an iPhone would have)."""
+    flags (e.g. ``--proxy-server=...``, the Wi-Fi proxy an iPhone would have).
+
+    Each call gets a profile directory of its own (``--user-data-dir``, unless ``args``
+    name one), removed when this process exits: the one chromedriver makes when none is
+    given stays in /tmp after Appium ends the session (~4 MB a session). Sessions made
+    from one call's capabilities share it, one after the other."""
+    if not any(a.startswith("--user-data-dir=") for a in args):
+        profile = tempfile.mkdtemp(prefix="profile-", dir=_profiles().name)
+        args = (f"--user-data-dir={profile}", *args)
     return {
         "platformName": "linux",
         "browserName": "chrome",
@@ -51,6 +60,12 @@ def webview_capabilities(*args: str) -> dict[str, Any]:
         "appium:executable": CHROMEDRIVER,
         "goog:chromeOptions": {"binary": CHROMIUM, "args": [*_HEADLESS, *args]},
     }
+
+
+@functools.cache
+def _profiles() -> tempfile.TemporaryDirectory[str]:
+    """The folder of this process's stand-in profiles (removed at exit)."""
+    return tempfile.TemporaryDirectory(prefix="devicelab-webview-")
 
 
 def standin_missing() -> str:

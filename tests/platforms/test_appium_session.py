@@ -7,6 +7,7 @@ channel the harness talks over.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from devicelab.platforms.appium import (
     check_capabilities,
     proxied_capabilities,
 )
+from devicelab.testing.standins import webview_capabilities
 
 pytestmark = pytest.mark.skipif(
     not (appium_home() / "node_modules" / ".bin" / "appium").exists(),
@@ -38,16 +40,7 @@ NO_WEBVIEW_APP = '<app><MockListView id="conversations"/></app>\n'
 
 def chromium_caps(*args: str) -> dict[str, Any]:
     """A chromium-driver session: desktop Chromium standing in for a WebView."""
-    return {
-        "platformName": "linux",
-        "browserName": "chrome",
-        "appium:automationName": "Chromium",
-        "appium:executable": "/usr/bin/chromedriver",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", *args],
-        },
-    }
+    return webview_capabilities(*args)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +134,7 @@ def test_proxy_flags_go_to_browser_sessions_only() -> None:
 def test_the_js_channel_awaits_functions_in_chromium_through_the_chromium_driver(
     server: AppiumServer,
 ) -> None:
+    leftovers = set(Path(tempfile.gettempdir()).glob("org.chromium.Chromium.*"))
     with AppiumSession(server.url, chromium_caps()) as session:
         assert session.is_browser
         session.open("data:text/html,<title>stand-in</title>")
@@ -164,6 +158,16 @@ def test_the_js_channel_awaits_functions_in_chromium_through_the_chromium_driver
         with pytest.raises(ProbeFailed, match=r"DevTools No\.Such\.Domain"):
             session.cdp("No.Such.Domain")
     session.close()  # idempotent
+    # The stand-in's profile is its own: chromedriver's would stay in /tmp (~4 MB a session).
+    assert set(Path(tempfile.gettempdir()).glob("org.chromium.Chromium.*")) <= leftovers
+
+
+def test_each_stand_in_gets_a_profile_of_its_own() -> None:
+    first, second = (webview_capabilities()["goog:chromeOptions"]["args"] for _ in range(2))
+    dirs = [next(a for a in args if a.startswith("--user-data-dir=")) for args in (first, second)]
+    assert dirs[0] != dirs[1] and all(Path(d.split("=", 1)[1]).is_dir() for d in dirs)
+    given = webview_capabilities("--user-data-dir=/tmp/mine")["goog:chromeOptions"]["args"]
+    assert [a for a in given if a.startswith("--user-data-dir=")] == ["--user-data-dir=/tmp/mine"]
 
 
 def test_a_context_without_devtools_is_a_probe_failure(
