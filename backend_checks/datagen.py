@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "META_TABLE",
+    "OUR_USERS",
     "STAGE_SCHEMA",
     "DatagenParams",
     "DatagenReport",
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 META_TABLE = "public.devicelab_meta"
+#: The auth.users rows the generator makes (and may delete): testuser<i>@example.com.
+OUR_USERS = "email ~ '^testuser[0-9]+@example\\.com$'"
 #: Tables the generator fills, in dependency order.
 TABLES = (
     "auth.users",
@@ -177,7 +180,7 @@ def foreign_data(conn: psycopg.Connection[Any]) -> list[str]:
             continue
         if name == "auth.users":
             # Users other than the ones we generate (testuser<i>@example.com) are foreign.
-            query = f"SELECT 1 FROM {name} WHERE email !~ '^testuser[0-9]+@example\\.com$' LIMIT 1"
+            query = f"SELECT 1 FROM {name} WHERE NOT ({OUR_USERS}) LIMIT 1"
         else:
             query = f"SELECT 1 FROM {name} LIMIT 1"
         if conn.execute(query).fetchone():
@@ -323,10 +326,6 @@ def _generate_serial(
     )
 
 
-#: The users the generator makes (and may delete): testuser<i>@example.com.
-_OURS = "email ~ '^testuser[0-9]+@example\\.com$'"
-
-
 def auth_user_triggers(conn: psycopg.Connection[Any]) -> list[str]:
     """The enabled user triggers on auth.users (a Supabase project's ``handle_new_user``,
     which makes each new user's profile), by name."""
@@ -346,7 +345,7 @@ def _insert_users(conn: psycopg.Connection[Any], sql: LoadSql) -> None:
     _run(conn, [sql.users()])
     if auth_user_triggers(conn):
         conn.execute(
-            f"DELETE FROM public.profiles WHERE id IN (SELECT id FROM auth.users WHERE {_OURS})"
+            f"DELETE FROM public.profiles WHERE id IN (SELECT id FROM auth.users WHERE {OUR_USERS})"
         )
     _run(conn, [sql.profiles()])
 
@@ -376,7 +375,7 @@ def _prepare(conn: psycopg.Connection[Any]) -> None:
         "TRUNCATE public.message_read_receipts, public.messages, public.conversations,"
         " public.profiles"
     )
-    conn.execute(f"DELETE FROM auth.users WHERE {_OURS}")
+    conn.execute(f"DELETE FROM auth.users WHERE {OUR_USERS}")
     conn.execute(f"DELETE FROM {META_TABLE} WHERE key = 'datagen'")
     conn.execute("ALTER TABLE public.messages DISABLE TRIGGER messages_search_vector_trg")
 

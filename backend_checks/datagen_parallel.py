@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from backend_checks.datagen import (
     LOCK_KEY,
     META_TABLE,
+    OUR_USERS,
     STAGE_SCHEMA,
     TABLES,
     DatagenParams,
@@ -487,7 +488,7 @@ def _swap(
         install_schema(conn)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value jsonb)")
         conn.execute(f"DELETE FROM {META_TABLE} WHERE key = 'datagen'")
-        conn.execute("DELETE FROM auth.users WHERE email ~ '^testuser[0-9]+@example\\.com$'")
+        conn.execute(f"DELETE FROM auth.users WHERE {OUR_USERS}")
         for statement, values in (sql.passwords_stage(), sql.users()):
             conn.execute(statement, values or None)
         for table, definition in dropped.external:

@@ -242,6 +242,7 @@ class IndexStats(BaseModel):
     idx_scan: int
     method: str = Field("btree", description="access method: btree, gin, ...")
     partial: bool = Field(False, description="a WHERE clause limits the rows it holds")
+    valid: bool = Field(True, description="usable (a failed CREATE INDEX CONCURRENTLY is not)")
 
 
 def index_snapshot(conn: psycopg.Connection[Any]) -> dict[str, IndexStats]:
@@ -257,14 +258,20 @@ def index_snapshot(conn: psycopg.Connection[Any]) -> dict[str, IndexStats]:
                              LEFT JOIN pg_attribute a
                                ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                              ORDER BY k.n),
-                       am.amname, i.indpred IS NOT NULL
+                       am.amname, i.indpred IS NOT NULL, i.indisvalid
                 FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
                 JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
                 WHERE s.schemaname NOT IN {_SYSTEM}"""
         ).fetchall()
     return {
         r[1]: IndexStats(
-            table=r[0], index=r[1], idx_scan=r[2], columns=list(r[3]), method=r[4], partial=r[5]
+            table=r[0],
+            index=r[1],
+            idx_scan=r[2],
+            columns=list(r[3]),
+            method=r[4],
+            partial=r[5],
+            valid=r[6],
         )
         for r in rows
     }

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["btree_probe", "column_kinds", "gin_probe", "row_estimate", "scalar"]
+__all__ = ["btree_probe", "column_kinds", "gin_probe", "index_keys", "row_estimate", "scalar"]
 
 
 def column_kinds(
@@ -74,6 +74,17 @@ def gin_probe(
     return where, found[0], f"{name} @> ARRAY[<an element of a real row>]"
 
 
+def index_keys(columns: list[str]) -> Any:
+    """``columns`` (``name`` or ``name DESC``) as the key list of a CREATE INDEX or an
+    ORDER BY, identifiers quoted."""
+    from psycopg import sql
+
+    return sql.SQL(", ").join(
+        sql.Identifier(c.split()[0]) + sql.SQL(" DESC" if c.endswith(" DESC") else "")
+        for c in columns
+    )
+
+
 def btree_probe(
     conn: psycopg.Connection[Any], columns: list[str], copy: Any
 ) -> tuple[Any, object, str] | None:
@@ -91,11 +102,6 @@ def btree_probe(
     tail = sql.SQL("WHERE {} = %s").format(lead)
     shown = f"{columns[0].split()[0]} = <a real row's value>"
     if rest := columns[1:]:
-        tail += sql.SQL(" ORDER BY {} LIMIT 50").format(
-            sql.SQL(", ").join(
-                sql.Identifier(c.split()[0]) + sql.SQL(" DESC" if c.endswith(" DESC") else "")
-                for c in rest
-            )
-        )
+        tail += sql.SQL(" ORDER BY {} LIMIT 50").format(index_keys(rest))
         shown += f" ORDER BY {', '.join(rest)} LIMIT 50"
     return tail, found[0], shown

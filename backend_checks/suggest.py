@@ -240,13 +240,14 @@ def suggest(
 
 
 def _covered(item: Suggestion, existing: Iterable[IndexStats]) -> bool:
-    """True when a non-partial index of the same method already leads with the
+    """True when a valid, non-partial index of the same method already leads with the
     suggestion's columns (direction aside: a B-tree is read backwards as well): the scan
     has another cause, and suggesting the index again would mislead."""
     wanted = [_bare(c) for c in item.columns]
     return any(
         ix.table == item.table
         and ix.method == item.method
+        and ix.valid
         and not ix.partial
         and ix.columns[: len(wanted)] == wanted
         for ix in existing
@@ -351,7 +352,7 @@ def prove(
         item.proof = f"unproven: {_line(exc)}"
         return
     used = hypo in indexes
-    proven = used and after <= before * (1 - PROOF_MIN_GAIN)
+    proven = _is_proof(used, before, after)
     how = "built in a rolled-back transaction" if build else "HypoPG"
     line = f"{how} on {spec.id}: planner cost {before:.0f} -> {after:.0f}" + (
         "" if used else " (the planner did not pick the index)"
@@ -417,13 +418,11 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
             tail, value, shown = probe
             explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} ").format(copy) + tail
             before = analyze_plan(scratch.scalar(conn, explain, value)).total_cost or 0.0
-            keys = sql.SQL(", ").join(
-                sql.Identifier(_bare(c)) + sql.SQL(" DESC" if c.endswith(" DESC") else "")
-                for c in item.columns
-            )
             conn.execute(
                 sql.SQL("CREATE INDEX devicelab_scratch_idx ON {} USING {} ({})").format(
-                    copy, sql.SQL("gin" if item.method == "gin" else "btree"), keys
+                    copy,
+                    sql.SQL("gin" if item.method == "gin" else "btree"),
+                    scratch.index_keys(item.columns),
                 )
             )
             summary = analyze_plan(scratch.scalar(conn, explain, value))
@@ -432,7 +431,7 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
         return
     after = summary.total_cost or 0.0
     used = "devicelab_scratch_idx" in summary.indexes
-    proven = used and after <= before * (1 - PROOF_MIN_GAIN)
+    proven = _is_proof(used, before, after)
     line = (
         f"built on a scratch copy (a temporary table of {item.table} ({', '.join(names)}),"
         f" {rows:,.0f} rows, in a rolled-back transaction): {shown} planner cost"
@@ -441,6 +440,11 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
     item.proofs.append(line)
     item.cost_before, item.cost_after, item.hypothetical_index = before, after, None
     item.proof, item.proven = line, proven
+
+
+def _is_proof(used: bool, before: float, after: float) -> bool:
+    """The planner picked the index and the cost dropped by PROOF_MIN_GAIN at least."""
+    return used and after <= before * (1 - PROOF_MIN_GAIN)
 
 
 def _line(exc: BaseException) -> str:

@@ -254,14 +254,16 @@ def clip_lists(value: Any, limit: int = MAX_ITEMS) -> Any:
 
 def recommendations(results: Results) -> list[dict[str, Any]]:
     """The index suggestions of every check (a backend run's ``evidence.suggestions``),
-    once each by DDL, proven ones first; each with ``checks``, the ids that reported it.
-    Reports put them near the top: they are what a reader acts on."""
+    once each by DDL, proven ones first; each with ``checks``, the ids that reported it,
+    and ``why``, its proof without the "unproven: " its verdict already says. Reports put
+    them near the top: they are what a reader acts on."""
     found: dict[str, dict[str, Any]] = {}
     for check in results.checks:
         items = check.evidence.get("suggestions") if check.evidence else None
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict) or not isinstance(item.get("ddl"), str):
                 continue
-            entry = found.setdefault(item["ddl"], {**item, "checks": []})
+            why = str(item.get("proof", "")).removeprefix("unproven: ")
+            entry = found.setdefault(item["ddl"], {**item, "why": why, "checks": []})
             entry["checks"].append(check.id)
     return sorted(found.values(), key=lambda e: not e.get("proven"))

@@ -215,9 +215,8 @@ def _recommendations(results: Results) -> str:
             if item.get("proven")
             else '<span class="badge b-skip">UNPROVEN</span>'
         )
-        proof = str(item.get("proof", "")).removeprefix("unproven: ")
         rows.append(
-            f"<tr><td><code>{_e(item['ddl'])}</code></td><td>{badge} {_e(proof)}</td>"
+            f"<tr><td><code>{_e(item['ddl'])}</code></td><td>{badge} {_e(item['why'])}</td>"
             f"<td>{_e(', '.join(item.get('queries') or []) or '—')}</td>"
             f"<td>{_e(', '.join(item['checks']))}</td></tr>"
         )

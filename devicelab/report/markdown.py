@@ -123,8 +123,7 @@ def _recommendations_section(results: Results) -> list[str]:
     rows = [
         [
             _code(item["ddl"]),
-            ("✅ proven: " if item.get("proven") else "unproven: ")
-            + scalar_text(str(item.get("proof", "")).removeprefix("unproven: "), 300),
+            ("✅ proven: " if item.get("proven") else "unproven: ") + scalar_text(item["why"], 300),
             ", ".join(item.get("queries") or []) or "—",
             ", ".join(item["checks"]),
         ]

@@ -189,4 +189,5 @@ def test_a_candidate_an_existing_index_leads_with_is_not_suggested() -> None:
     assert not _covered(item, [index(columns=["conversation_id"])])
     assert not _covered(item, [index(method="gin")])
     assert not _covered(item, [index(partial=True)])
+    assert not _covered(item, [index(valid=False)])  # a failed CREATE INDEX CONCURRENTLY
     assert not _covered(item, [index(table="public.conversations")])
