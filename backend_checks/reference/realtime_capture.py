@@ -129,11 +129,26 @@ class ChangeFeed:
         self._rows = await self._connect()
         self._listen = await self._connect()
         await self._listen.execute(f"listen {CHANNEL}")
+        await self._register()
         self._reader = asyncio.create_task(self._read_notifies(), name="realtime-listen")
         for schema, name in DEFAULT_TABLES:
             table = await self.table(schema, name)
             if table is not None:
                 await self.watch(table)
+
+    async def _register(self) -> None:
+        """Record the LISTEN connection's backend (the capture trigger notifies only while
+        a server is recorded) and forget the backends of servers that are gone."""
+        assert self._listen is not None and self._catalog is not None
+        async with self._catalog_lock:
+            await self._catalog.execute(
+                "delete from devicelab_realtime.listeners l"
+                " where not exists (select from pg_stat_activity a where a.pid = l.pid)"
+            )
+            await self._catalog.execute(
+                "insert into devicelab_realtime.listeners (pid) values (%s) on conflict do nothing",
+                (self._listen.info.backend_pid,),
+            )
 
     async def close(self) -> None:
         """Stop listening and close the connections; never raises."""
@@ -141,6 +156,12 @@ class ChangeFeed:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
+        if self._listen is not None and self._catalog is not None:
+            with contextlib.suppress(Exception):
+                await self._catalog.execute(
+                    "delete from devicelab_realtime.listeners where pid = %s",
+                    (self._listen.info.backend_pid,),
+                )
         for conn in (self._listen, self._catalog, self._rows):
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -165,6 +186,7 @@ class ChangeFeed:
             try:
                 self._listen = await self._connect()
                 await self._listen.execute(f"listen {CHANNEL}")
+                await self._register()
             except (BackendUnavailable, psycopg.Error) as exc:
                 log.error("realtime: cannot LISTEN again yet: %s", exc)
 
