@@ -127,12 +127,16 @@ class QueryRun(BaseModel):
     plan_estimated_only: bool = False
     owner_error: str | None = None
 
+    def seq_scans(self) -> list[Any]:
+        """The sequential scans of the app plan and of the nested statements."""
+        scans = list(self.app_plan.seq_scans) if self.app_plan else []
+        for nested in self.nested:
+            scans.extend(nested.summary.seq_scans)
+        return scans
+
     def flagged(self) -> list[Any]:
         """The flagged sequential scans of the app plan and of the nested statements."""
-        scans = list(self.app_plan.flagged()) if self.app_plan else []
-        for nested in self.nested:
-            scans.extend(nested.summary.flagged())
-        return scans
+        return [scan for scan in self.seq_scans() if scan.flagged]
 
 
 def load_suite(directory: Path | None = None, ids: list[str] | None = None) -> list[QuerySpec]:

@@ -164,11 +164,11 @@ def test_without_hypopg_a_btree_is_proven_on_a_scratch_copy_or_built_when_allowe
     assert "rolled-back transaction on message_fetch" in proofs[True]
 
 
-def test_a_missing_index_fails_even_where_the_table_is_too_small_to_scan_slowly(
+def test_a_missing_index_fails_even_where_the_table_is_small_enough_to_read_whole(
     generate_db: Callable[[DatagenParams], str],
 ) -> None:
-    # 1,500 messages fit in a few dozen pages: no scan is flagged, but the schema still
-    # lacks what the story's queries need, and says which index.
+    # 1,500 messages fit in a few dozen pages, below the size threshold: a scan of them is
+    # flagged only because the index the queries need is missing and proven to help.
     dsn = _without(
         generate_db,
         DatagenParams(messages=1_500, users=50, conversations=100, seed=2),
@@ -177,12 +177,18 @@ def test_a_missing_index_fails_even_where_the_table_is_too_small_to_scan_slowly(
     results = run_check(dsn, CheckOptions(runs=3))
     checks = {c.id: c for c in results.checks}
     assert results.exit_code() == 1
-    assert checks["seq_scans"].status == "pass"
     usage = checks["index_usage"]
     assert usage.status == "fail"
-    assert [s["columns"] for s in usage.evidence["suggestions"]] == [
-        ["conversation_id", "created_at DESC"]
+    suggestions = usage.evidence["suggestions"]
+    assert [(s["columns"], s["proven"]) for s in suggestions] == [
+        (["conversation_id", "created_at DESC"], True)
     ]
+    scans = checks["seq_scans"]
+    assert scans.status == "fail"
+    flagged = scans.evidence["flagged"]
+    assert {(f["table"], f["below_size_threshold"]) for f in flagged} == {("messages", True)}
+    assert {f["query"] for f in flagged} <= set(suggestions[0]["queries"])
+    assert "conversation_list" in {f["query"] for f in flagged}
 
 
 def test_without_its_gin_index_search_gets_that_index_suggested_and_nothing_else(
