@@ -17,6 +17,7 @@ statements, long-running ones) are in :mod:`backend_checks.server_health`.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "buffer_hit_ratio",
     "index_snapshot",
     "index_usage",
+    "indexes_for",
     "snapshot",
     "stats_window_start",
     "unused_indexes",
@@ -277,6 +279,13 @@ def index_snapshot(conn: psycopg.Connection[Any]) -> dict[str, IndexStats]:
     }
 
 
+def indexes_for(need: Any, indexes: Iterable[IndexStats]) -> list[IndexStats]:
+    """The indexes that serve a query file's ``indexes:`` entry: same table, same leading
+    columns (any name, any direction)."""
+    wanted = [c.split()[0] for c in need.columns]
+    return [ix for ix in indexes if ix.table == need.table and ix.columns[: len(wanted)] == wanted]
+
+
 def index_usage(
     before: dict[str, TableStats],
     after: dict[str, TableStats],
@@ -287,22 +296,20 @@ def index_usage(
     min_table_rows: int,
     min_table_pages: int = 100,
     min_index_pct: float = 95.0,
+    planner_choice: Collection[str] = (),
 ) -> Check:
     """Index usage over the timed runs. The value counts problems: each critical index
     (a query file's ``indexes:``, matched by table and leading columns, any name) that is
     missing or was not scanned, and each table of at least ``min_table_rows`` rows and
     ``min_table_pages`` pages whose scans used an index less than ``min_index_pct`` % of
-    the time (smaller tables are rightly read whole)."""
+    the time (smaller tables are rightly read whole, and so are the ``planner_choice``
+    tables: every big scan of them in the suite's plans read what its query needs, with
+    the index there)."""
     problems: list[str] = []
     critical = []
     for spec in specs:
         for need in spec.indexes:
-            wanted = [c.split()[0] for c in need.columns]
-            matches = [
-                ix
-                for ix in after_idx.values()
-                if ix.table == need.table and ix.columns[: len(wanted)] == wanted
-            ]
+            matches = indexes_for(need, after_idx.values())
             scans = sum(
                 ix.idx_scan - (before_idx[ix.index].idx_scan if ix.index in before_idx else 0)
                 for ix in matches
@@ -333,7 +340,8 @@ def index_usage(
         if scans_total == 0:
             continue
         share = 100.0 * t.idx_scan / scans_total
-        judged = t.rows >= min_table_rows and t.pages >= min_table_pages
+        chosen = name in planner_choice
+        judged = t.rows >= min_table_rows and t.pages >= min_table_pages and not chosen
         tables.append(
             {
                 "table": name,
@@ -345,6 +353,7 @@ def index_usage(
                 "index_pct": round(share, 2),
                 "judged": judged,
             }
+            | ({"planner_choice": True} if chosen else {})
         )
         if judged and share < min_index_pct:
             problems.append(

@@ -47,10 +47,14 @@ class SeqScan(BaseModel):
     alias: str | None = None
     filter: str | None = None
     rows_examined: float = Field(description="rows returned + removed by filter, all loops")
+    rows_returned: float = Field(0, description="rows its filter kept, all loops")
     loops: float = 1
     table_rows: float = Field(0, description="the table's row estimate (pg_class.reltuples)")
     table_pages: float | None = Field(None, description="the table's pages (pg_class.relpages)")
     flagged: bool = False
+    planner_choice: bool = Field(
+        False, description="not flagged: the planner had the index and rightly read it all"
+    )
     sort_key: list[str] = Field(default_factory=list, description="Sort Key above it, if any")
     where: str = Field("", description="which plan it is in: the query, or a nested statement")
 
@@ -149,11 +153,10 @@ def analyze_plan(
             loops = float(node.get("Actual Loops", 1) or 1)
             size = rows.get(qualified, rows.get(table, 0.0))
             if "Actual Rows" in node:
-                examined = (
-                    float(node["Actual Rows"]) + float(node.get("Rows Removed by Filter", 0))
-                ) * loops
+                returned = float(node["Actual Rows"]) * loops
+                examined = returned + float(node.get("Rows Removed by Filter", 0)) * loops
             else:  # a plan without ANALYZE: a sequential scan reads the whole table
-                examined = size
+                examined = returned = size
             pages_map = table_pages or {}
             pages = pages_map.get(qualified, pages_map.get(table))
             big = size >= min_table_rows and (pages is None or pages >= min_table_pages)
@@ -163,6 +166,7 @@ def analyze_plan(
                     alias=node.get("Alias"),
                     filter=node.get("Filter"),
                     rows_examined=examined,
+                    rows_returned=returned,
                     loops=loops,
                     table_rows=size,
                     table_pages=pages,

@@ -228,3 +228,28 @@ def test_an_index_that_removes_one_part_of_a_plan_is_proven(
     assert item["columns"] == ["user_id"] and item["method"] == "btree"
     assert item["proven"], item["proofs"]
     assert item["cost_after"] <= item["cost_before"] * 0.9
+
+
+def test_few_conversations_pass_where_the_planner_rightly_reads_the_table(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # 10 conversations: unread_count's conversation holds about half of the 20K messages,
+    # and counting them reads half the table. The planner has the index and scans instead,
+    # rightly; without its index the same database still fails.
+    params = DatagenParams(messages=20_000, users=100, conversations=10, seed=4)
+    results = run_check(generate_db(params), CheckOptions(runs=3))
+    checks = {c.id: c for c in results.checks}
+    assert checks["seq_scans"].status == "pass", checks["seq_scans"].reason
+    assert checks["index_usage"].status == "pass", checks["index_usage"].reason
+    chosen = [t["table"] for t in checks["index_usage"].evidence["tables"] if "planner_choice" in t]
+    assert chosen == ["public.messages"]
+    plan = checks["unread_count"].evidence["plan"]
+    assert [s["table"] for s in plan["seq_scans"] if s["planner_choice"]] == ["messages"]
+    assert all(s["rows_returned"] >= 0.1 * s["rows_examined"] for s in plan["seq_scans"])
+
+    broken = run_check(
+        _without(generate_db, params, "messages_conversation_created_idx"), CheckOptions(runs=3)
+    )
+    checks = {c.id: c for c in broken.checks}
+    assert checks["seq_scans"].status == "fail" and checks["index_usage"].status == "fail"
+    assert not any(f.get("planner_choice") for f in checks["seq_scans"].evidence["flagged"])
