@@ -47,7 +47,7 @@ class SeqScan(BaseModel):
     alias: str | None = None
     filter: str | None = None
     rows_examined: float = Field(description="rows returned + removed by filter, all loops")
-    rows_returned: float = Field(0, description="rows its filter kept, all loops")
+    rows_returned: float = Field(0, description="rows its filter kept, all loops (0: no ANALYZE)")
     loops: float = 1
     table_rows: float = Field(0, description="the table's row estimate (pg_class.reltuples)")
     table_pages: float | None = Field(None, description="the table's pages (pg_class.relpages)")
@@ -156,7 +156,7 @@ def analyze_plan(
                 returned = float(node["Actual Rows"]) * loops
                 examined = returned + float(node.get("Rows Removed by Filter", 0)) * loops
             else:  # a plan without ANALYZE: a sequential scan reads the whole table
-                examined = returned = size
+                examined, returned = size, 0.0  # what it keeps is unknown
             pages_map = table_pages or {}
             pages = pages_map.get(qualified, pages_map.get(table))
             big = size >= min_table_rows and (pages is None or pages >= min_table_pages)

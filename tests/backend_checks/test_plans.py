@@ -80,6 +80,7 @@ def test_seq_scan_on_a_big_table_is_flagged_with_filter_and_sort() -> None:
     assert (summary.shared_hit, summary.shared_read) == (180, 20)
     [scan] = summary.flagged()
     assert scan.table == "messages" and scan.rows_examined == 20000
+    assert scan.rows_returned == 4000  # what the filter kept: the planner_choice rule
     assert scan.sort_key == ["messages.created_at DESC"]
     assert candidate(scan, {"conversation_id", "created_at", "id"}) == (
         ["conversation_id", "created_at DESC"],
@@ -92,6 +93,10 @@ def test_seq_scan_stopped_by_a_limit_or_on_a_small_table_is_not_flagged() -> Non
     assert len(summary.seq_scans) == 1 and summary.flagged() == []
     small = analyze_plan(SEQ, {"messages": 500.0})
     assert small.flagged() == []
+    # Without ANALYZE a scan reads the whole table, and what it keeps is unknown.
+    estimated = json.loads(json.dumps(SEQ).replace('"Actual', '"Plan'))
+    [scan] = analyze_plan(estimated, ROWS).seq_scans
+    assert (scan.rows_examined, scan.rows_returned) == (20000, 0)
 
 
 def test_indexes_are_listed_and_nothing_flagged() -> None:
