@@ -385,7 +385,10 @@ def _mark_planner_choices(
     chosen: set[str] = set()
     still: set[str] = set()
     for spec, run in zip(specs, runs, strict=True):
-        served = {_bare(n.table): n.table for n in spec.indexes if health.indexes_for(n, usable)}
+        # Tables where every index the query needs is there (one missing: not excused).
+        needed = {_bare(n.table): n.table for n in spec.indexes}
+        missing = {_bare(n.table) for n in spec.indexes if not health.indexes_for(n, usable)}
+        served = {bare: table for bare, table in needed.items() if bare not in missing}
         for scan in run.seq_scans():
             if not scan.flagged:
                 continue
