@@ -359,7 +359,7 @@ def _query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
     return check
 
 
-def _bare(table: str) -> str:
+def _unqualified(table: str) -> str:
     """``messages`` of ``public.messages`` (plans name a table without its schema)."""
     return table.rsplit(".", maxsplit=1)[-1]
 
@@ -386,19 +386,19 @@ def _mark_planner_choices(
     still: set[str] = set()
     for spec, run in zip(specs, runs, strict=True):
         # Tables where every index the query needs is there (one missing: not excused).
-        needed = {_bare(n.table): n.table for n in spec.indexes}
-        missing = {_bare(n.table) for n in spec.indexes if not health.indexes_for(n, usable)}
+        needed = {_unqualified(n.table): n.table for n in spec.indexes}
+        missing = {_unqualified(n.table) for n in spec.indexes if not health.indexes_for(n, usable)}
         served = {bare: table for bare, table in needed.items() if bare not in missing}
         for scan in run.seq_scans():
             if not scan.flagged:
                 continue
-            table = served.get(_bare(scan.table))
+            table = served.get(_unqualified(scan.table))
             if table and scan.rows_returned >= UNSELECTIVE_SHARE * scan.rows_examined > 0:
                 scan.flagged, scan.planner_choice = False, True
                 chosen.add(table)
             else:
-                still.add(_bare(scan.table))
-    return {table for table in chosen if _bare(table) not in still}
+                still.add(_unqualified(scan.table))
+    return {table for table in chosen if _unqualified(table) not in still}
 
 
 def _seq_scans_check(
@@ -412,14 +412,16 @@ def _seq_scans_check(
     # unless an index the query needs is missing and proven to help: then the scan is the
     # one that index removes (at 1,000 messages a dropped message index was suggested and
     # proven, but its scans passed as small).
-    proven = {(query, _bare(s.table)) for s in suggestions if s.proven for query in s.queries}
+    proven = {
+        (query, _unqualified(s.table)) for s in suggestions if s.proven for query in s.queries
+    }
     flagged = []
     for run in runs:
         for scan in run.seq_scans():
             small = (
                 not scan.flagged
                 and scan.rows_examined >= options.min_table_rows
-                and (run.id, _bare(scan.table)) in proven
+                and (run.id, _unqualified(scan.table)) in proven
             )
             if scan.flagged or small:
                 flagged.append(

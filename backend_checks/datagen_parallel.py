@@ -461,17 +461,6 @@ def _attached(conn: psycopg.Connection[Any]) -> set[str]:
 _CAPTURE_TRIGGER = "devicelab_realtime_capture"
 
 
-def _captured(conn: psycopg.Connection[Any]) -> list[str]:
-    """The live tables that carry the reference server's capture trigger."""
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid"
-        " WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)"
-        " AND g.tgname = %s",
-        (list(_STAGED), _CAPTURE_TRIGGER),
-    ).fetchall()
-    return [str(r[0]) for r in rows]
-
-
 def _swap(
     conn: psycopg.Connection[Any],
     params: DatagenParams,
@@ -489,7 +478,7 @@ def _swap(
         session_settings(conn)
         refuse_foreign(conn, force=force)
         before = _attached(conn)
-        captured = _captured(conn)
+        captured = [t for t in _STAGED if f"trigger {t} {_CAPTURE_TRIGGER}" in before]
         conn.execute("DROP VIEW IF EXISTS public.conversation_list")
         conn.execute(
             "DROP FUNCTION IF EXISTS public.send_message(uuid, text, text, text, uuid, jsonb)"
