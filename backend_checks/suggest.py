@@ -43,6 +43,7 @@ __all__ = [
     "Suggestion",
     "candidate",
     "conjuncts",
+    "covering_index",
     "prove",
     "prove_on_copy",
     "suggest",
@@ -239,18 +240,42 @@ def suggest(
     return merged
 
 
+def covering_index(
+    conn: psycopg.Connection[Any], scan: SeqScan, existing: Iterable[IndexStats]
+) -> IndexStats | None:
+    """The valid, whole index of ``existing`` that already leads with the index we would
+    suggest for ``scan`` (see :func:`candidate`), or None (no candidate, or none there).
+    When there is one, the planner had that index and read the table instead. Raises
+    psycopg errors of the catalog read."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        picked = candidate(scan, _columns_of(conn, _qualified(scan.table)))
+    if picked is None:
+        return None
+    item = Suggestion(
+        table=_qualified(scan.table),
+        columns=picked[0],
+        method=picked[1],
+        ddl=_ddl(_qualified(scan.table), picked[0], picked[1]),
+    )
+    return next((ix for ix in existing if _covers(ix, item)), None)
+
+
 def _covered(item: Suggestion, existing: Iterable[IndexStats]) -> bool:
     """True when a valid, non-partial index of the same method already leads with the
     suggestion's columns (direction aside: a B-tree is read backwards as well): the scan
     has another cause, and suggesting the index again would mislead."""
+    return any(_covers(ix, item) for ix in existing)
+
+
+def _covers(ix: IndexStats, item: Suggestion) -> bool:
     wanted = [_bare(c) for c in item.columns]
-    return any(
+    return (
         ix.table == item.table
         and ix.method == item.method
         and ix.valid
         and not ix.partial
         and ix.columns[: len(wanted)] == wanted
-        for ix in existing
     )
 
 

@@ -253,3 +253,32 @@ def test_few_conversations_pass_where_the_planner_rightly_reads_the_table(
     checks = {c.id: c for c in broken.checks}
     assert checks["seq_scans"].status == "fail" and checks["index_usage"].status == "fail"
     assert not any(f.get("planner_choice") for f in checks["seq_scans"].evidence["flagged"])
+
+
+def test_one_conversation_passes_where_the_index_we_would_suggest_is_there(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # Every message in one conversation: unread_count joins them all to half of all
+    # receipts (the caller's), read whole. The receipts index on user_id, the one we would
+    # suggest, is there and the planner rightly read the table; the query file names no
+    # index on receipts, so only the suggestion tells. Without the message index the same
+    # database still fails.
+    # Seed 1: the planner reads the receipts whole (with seed 5 it picks the index).
+    params = DatagenParams(messages=20_000, users=10, conversations=1, seed=1)
+    results = run_check(generate_db(params), CheckOptions(runs=3))
+    checks = {c.id: c for c in results.checks}
+    assert checks["seq_scans"].status == "pass", checks["seq_scans"].reason
+    assert checks["index_usage"].status == "pass", checks["index_usage"].reason
+    scans = checks["unread_count"].evidence["plan"]["seq_scans"]
+    receipts = [s for s in scans if s["table"] == "message_read_receipts"]
+    assert receipts, "the plan no longer reads the receipts whole: pick another seed"
+    assert all(s["planner_choice"] and not s["flagged"] for s in receipts)
+    assert all(s["rows_examined"] >= 1_000 for s in receipts)  # big enough to be judged
+
+    broken = run_check(
+        _without(generate_db, params, "messages_conversation_created_idx"), CheckOptions(runs=3)
+    )
+    checks = {c.id: c for c in broken.checks}
+    assert checks["seq_scans"].status == "fail" and checks["index_usage"].status == "fail"
+    flagged = checks["seq_scans"].evidence["flagged"]
+    assert any(f["table"] == "messages" for f in flagged)
