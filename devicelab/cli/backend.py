@@ -99,6 +99,25 @@ def register(app: typer.Typer) -> None:
         users: Annotated[int, typer.Option("--users", min=2)] = 1000,
         conversations: Annotated[int, typer.Option("--conversations", min=1)] = 10000,
         seed: Annotated[int, typer.Option("--seed", min=0, help="same seed, same data")] = 1,
+        unread: Annotated[
+            float,
+            typer.Option(
+                "--unread",
+                min=0,
+                help="read receipts: mean unread messages per conversation and participant"
+                " (every older message has its receipt; 0: all read)",
+            ),
+        ] = 10,
+        group_fraction: Annotated[
+            float, typer.Option("--group-fraction", min=0, max=1, help="share of group chats")
+        ] = 0.10,
+        skew: Annotated[
+            float,
+            typer.Option("--skew", min=1, help="messages per conversation ~ u**skew (1: even)"),
+        ] = 3.0,
+        days: Annotated[
+            int, typer.Option("--days", min=1, help="the span of message timestamps")
+        ] = 90,
         allow_writes: Annotated[
             bool, typer.Option("--allow-writes", help="required: it writes")
         ] = False,
@@ -110,7 +129,14 @@ def register(app: typer.Typer) -> None:
         from backend_checks.datagen import DatagenParams, run_datagen
 
         params = DatagenParams(
-            messages=messages, users=users, conversations=conversations, seed=seed
+            messages=messages,
+            users=users,
+            conversations=conversations,
+            seed=seed,
+            unread=unread,
+            group_fraction=group_fraction,
+            skew=skew,
+            days=days,
         )
         report = run_datagen(dsn, params, allow_writes=allow_writes, force=force)
         if report.created_database:

@@ -83,6 +83,48 @@ def test_cli_creates_a_missing_database_only_with_allow_writes(
     assert again.returncode == 0 and "created database" not in again.stdout
 
 
+def test_cli_shapes_the_read_receipts_and_the_chats(make_db: Callable[[], str]) -> None:
+    dsn = make_db()
+
+    def datagen(*extra: str) -> dict[str, int]:
+        argv = [sys.executable, "-m", "devicelab", "backend", "datagen", "--dsn", dsn]
+        argv += ["--messages", "500", "--users", "30", "--conversations", "40", *extra]
+        argv += ["--allow-writes", "--force"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                """SELECT (SELECT count(*) FROM message_read_receipts),
+                          (SELECT sum(cardinality(c.participants) - 1) FROM messages m
+                           JOIN conversations c ON c.id = m.conversation_id),
+                          (SELECT count(*) FROM conversations WHERE type = 'group'),
+                          (SELECT max(n) FROM (SELECT count(*) AS n FROM messages
+                                               GROUP BY conversation_id) s),
+                          (SELECT extract(day FROM max(created_at) - min(created_at))::int
+                           FROM messages)"""
+            ).fetchone()
+        assert row is not None
+        return dict(zip(("receipts", "readers", "groups", "biggest", "days"), row, strict=True))
+
+    all_read = datagen("--unread", "0")
+    assert all_read["receipts"] == all_read["readers"] > 0
+    none_read = datagen("--unread", "100000")
+    assert none_read["receipts"] == 0
+    shaped = datagen("--group-fraction", "1", "--skew", "1", "--days", "3")
+    assert shaped["groups"] == 40
+    assert shaped["biggest"] < all_read["biggest"], "skew 1 spreads the messages evenly"
+    assert shaped["days"] <= 3 < all_read["days"]
+    argv = [sys.executable, "-m", "devicelab", "backend", "datagen", "--dsn", dsn]
+    bad = subprocess.run(
+        [*argv, "--messages", "10", "--skew", "0.5", "--allow-writes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2 and "--skew" in bad.stderr
+
+
 def test_a_database_created_for_a_run_that_fails_is_dropped(
     make_db: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
