@@ -8,6 +8,8 @@ few times count: a one-off (a data load, an index build) is not an outlier.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from devicelab.models import Check, CheckTarget
@@ -15,7 +17,9 @@ from devicelab.models import Check, CheckTarget
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["bloat", "long_running", "slow_queries", "table_sizes"]
+__all__ = ["bloat", "long_running", "slow_queries", "table_sizes", "vacuum"]
+
+log = logging.getLogger(__name__)
 
 _SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
 
@@ -99,6 +103,38 @@ def bloat(
         evidence={"tables": tables},
         reason=("; ".join(failing) + ": VACUUM") if failing else "",
     )
+
+
+def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
+    """VACUUM ``tables`` (``schema.name``) on ``conn``, which must be idle (VACUUM runs
+    outside transactions; nothing is done inside one); returns those done. A table we may
+    not vacuum (not its owner: PostgreSQL warns and skips it) or a failure (the statement
+    timeout on a huge table) is logged and left to autovacuum."""
+    import psycopg
+    from psycopg import sql
+
+    done: list[str] = []
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        log.info("VACUUM %s skipped: the connection is inside a transaction", tables)
+        return done
+    was = conn.autocommit
+    conn.autocommit = True
+    try:
+        # Counts of this session not yet reported (the rows a datagen just deleted) would
+        # land after VACUUM's own report and show as dead tuples it had removed.
+        with contextlib.suppress(psycopg.Error):  # before PostgreSQL 15: no such call
+            conn.execute("SELECT pg_stat_force_next_flush()")
+        for name in tables:
+            schema, _, table = name.partition(".")
+            try:
+                conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(schema, table)))
+            except psycopg.Error as exc:
+                log.warning("backend check: VACUUM %s failed: %s", name, exc)
+                continue
+            done.append(name)
+    finally:
+        conn.autocommit = was
+    return done
 
 
 def slow_queries(

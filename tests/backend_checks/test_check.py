@@ -282,3 +282,22 @@ def test_one_conversation_passes_where_the_index_we_would_suggest_is_there(
     assert checks["seq_scans"].status == "fail" and checks["index_usage"].status == "fail"
     flagged = checks["seq_scans"].evidence["flagged"]
     assert any(f["table"] == "messages" for f in flagged)
+
+
+def test_the_check_leaves_no_dead_tuples_of_its_own(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # Nobody has read anything: every timed run of mark_as_read marks a whole conversation
+    # and is rolled back, leaving one dead receipt per message. Judged at the end, the
+    # check failed its own bloat; left, the next check failed it too.
+    params = DatagenParams(messages=20_000, users=20, conversations=5, unread=100_000)
+    dsn = generate_db(params)
+    for _ in range(2):
+        bloat = {c.id: c for c in run_check(dsn, CheckOptions(runs=3)).checks}["bloat"]
+        assert bloat.status == "pass", bloat.reason
+        assert "public.message_read_receipts" in bloat.evidence["vacuumed_after"]
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'message_read_receipts'"
+        ).fetchone()
+    assert row == (0,)
