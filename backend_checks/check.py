@@ -120,7 +120,8 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
 def _load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Check]:
     """load_100 and load_1000: run when ``options.load_s`` is set, else skipped with a reason.
 
-    On a given DSN without allow_writes only the read mix runs (the full mix writes).
+    On a given DSN without allow_writes only the read mix runs (the full mix writes),
+    unless the database holds only a data set of ``backend datagen``.
     """
     from backend_checks.load.verdict import LOAD_CHECKS
 
@@ -132,11 +133,12 @@ def _load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Chec
             Check(id=cid, title=title, category="load", status="skip", reason=reason)
             for cid, title in LOAD_CHECKS
         ]
+    from backend_checks.datagen import generated_only
     from backend_checks.load import LoadOptions, run_load
     from backend_checks.load.verdict import load_checks
     from devicelab.config import load_targets
 
-    writes = managed or options.allow_writes
+    writes = managed or options.allow_writes or generated_only(dsn)
     load = LoadOptions(duration_s=options.load_s, mix="full" if writes else "read",
                        allow_writes=writes)  # fmt: skip
     found, _ = load_checks(run_load(dsn, load), load_targets())

@@ -56,6 +56,7 @@ __all__ = [
     "auth_user_triggers",
     "foreign_data",
     "generate",
+    "generated_only",
     "install_schema",
     "run_datagen",
     "schema_sql",
@@ -186,6 +187,22 @@ def foreign_data(conn: psycopg.Connection[Any]) -> list[str]:
         if conn.execute(query).fetchone():
             found.append(name)
     return found
+
+
+def generated_only(dsn: str) -> bool:
+    """True when the database of ``dsn`` holds a data set of ``backend datagen`` and no
+    rows of anyone else: a scratch database someone built for us, where the load's
+    writing mix needs no --allow-writes (what it adds stays ours). Read-only. Raises
+    BackendUnavailable (cannot connect)."""
+    from backend_checks.db import connect
+
+    with connect(dsn) as conn, conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        marked = (
+            _exists(conn, META_TABLE)
+            and conn.execute(f"SELECT 1 FROM {META_TABLE} WHERE key = 'datagen'").fetchone()
+        )
+        return bool(marked) and not foreign_data(conn)
 
 
 def generate(

@@ -186,7 +186,8 @@ def refuse_writes(options: LoadOptions, weights: dict[str, int]) -> None:
     if any(operation(n).writes for n in weights) and not options.allow_writes:
         raise UnsafeActionRefused(
             "the full mix sends messages and marks them read: refused without --allow-writes",
-            hint="add --allow-writes (a scratch database), or --mix read",
+            hint="add --allow-writes (a scratch database; one holding only a `backend datagen`"
+            " data set needs none), or --mix read",
         )
 
 

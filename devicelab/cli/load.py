@@ -242,9 +242,12 @@ def _http(
 
 def _target(dsn: str | None, allow_writes: bool) -> tuple[str, bool]:
     """The DSN to load and whether writes are allowed: the managed cluster is devicelab's
-    own scratch database, so the full mix may write there without the flag."""
+    own scratch database, and so is one holding only a `backend datagen` data set, so the
+    full mix may write there without the flag."""
     if dsn is not None:
-        return dsn, allow_writes
+        from backend_checks.datagen import generated_only
+
+        return dsn, allow_writes or generated_only(dsn)
     from backend_checks.managed import ManagedPostgres
 
     return ManagedPostgres().ensure(), True

@@ -7,6 +7,7 @@ short (a few users for a few seconds); the 1000-user step lives in bench/load.py
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from backend_checks.datagen import DatagenParams
 from backend_checks.load import LoadOptions, judge_step, load_checks, run_load
 from devicelab.config import load_targets
 from devicelab.errors import BackendUnavailable, UnsafeActionRefused
@@ -96,6 +98,37 @@ def test_connection_exhaustion_is_a_failing_verdict(dsn: str) -> None:
 def test_full_mix_refuses_to_write_without_the_flag(dsn: str) -> None:
     with pytest.raises(UnsafeActionRefused):
         run_load(dsn, LoadOptions(users=[5], duration_s=1))
+
+
+def test_cli_full_mix_writes_only_to_a_database_of_datagen_without_the_flag(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # DESIGN's `backend load --dsn DSN --users N` has no --allow-writes: a database
+    # `backend datagen` built is a scratch one, and the full mix may write there.
+    import psycopg
+
+    dsn = generate_db(DatagenParams(messages=2_000, users=20, conversations=50))
+
+    def load() -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "devicelab", "backend", "load", "--dsn", dsn]
+        argv += ["--users", "5", "--duration", "2s", "--rate", "40"]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+
+    def messages() -> int:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SELECT count(*) FROM messages").fetchone()
+        return int(row[0]) if row else 0
+
+    ran = load()
+    assert ran.returncode == 0, ran.stderr
+    assert messages() > 2_000, "the full mix sent messages"
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE public.their_notes (note text)")
+        conn.execute("INSERT INTO public.their_notes VALUES ('theirs')")
+    before = messages()
+    refused = load()
+    assert refused.returncode == 2 and "--allow-writes" in refused.stderr
+    assert messages() == before
 
 
 def test_bad_dsn_is_one_line_without_the_password() -> None:
