@@ -394,9 +394,9 @@ def _mark_planner_choices(
     (valid, whole) and the scan keeps UNSELECTIVE_SHARE or more of what it reads (a
     conversation holding half of all messages: counting its messages reads half the
     table); or when the index we would suggest for it is there already (the planner had
-    it: a conversation holding every message makes unread_count read a tenth of all
-    receipts, one user's, to join them to every message). A missing index is never
-    excused (it is not there).
+    it: with every message in one conversation, unread_count joins them all to the
+    caller's receipts, half of that table, read whole). A missing index is never excused
+    (it is not there).
 
     Without this a healthy database of few conversations (``datagen --messages 20000
     --conversations 10``, or one conversation) failed seq_scans on unread_count."""

@@ -129,7 +129,7 @@ def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
             try:
                 conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(schema, table)))
             except psycopg.Error as exc:
-                log.warning("backend check: VACUUM %s failed: %s", name, exc)
+                log.warning("VACUUM %s failed: %s", name, exc)
                 continue
             done.append(name)
     finally:
