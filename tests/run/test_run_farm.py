@@ -149,6 +149,9 @@ def test_ctrl_c_reaches_every_run_and_each_restores_its_phone(
          "--device", "phone-slow", "--device", "phone-fast", "--duration", "10m",
          "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=adb.env,
+        # A suite started in the background (`dev/test &`) ignores SIGINT, and so would
+        # the farm (Python keeps an inherited SIG_IGN): give it the default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (no locks)
     )  # fmt: skip
     try:
         logs = [out / device / "run.log" for device in ("phone-slow", "phone-fast")]
