@@ -230,6 +230,20 @@ def test_an_index_that_removes_one_part_of_a_plan_is_proven(
     assert item["cost_after"] <= item["cost_before"] * 0.9
 
 
+def _passes_then_fails_without_its_message_index(
+    generate_db: Callable[[DatagenParams], str], params: DatagenParams
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checks of a database of ``params``, which must pass seq_scans and index_usage,
+    and of the same database without its messages index, which must fail both."""
+    healthy = {c.id: c for c in run_check(generate_db(params), CheckOptions(runs=3)).checks}
+    assert healthy["seq_scans"].status == "pass", healthy["seq_scans"].reason
+    assert healthy["index_usage"].status == "pass", healthy["index_usage"].reason
+    dsn = _without(generate_db, params, "messages_conversation_created_idx")
+    broken = {c.id: c for c in run_check(dsn, CheckOptions(runs=3)).checks}
+    assert broken["seq_scans"].status == "fail" and broken["index_usage"].status == "fail"
+    return healthy, broken
+
+
 def test_few_conversations_pass_where_the_planner_rightly_reads_the_table(
     generate_db: Callable[[DatagenParams], str],
 ) -> None:
@@ -237,22 +251,13 @@ def test_few_conversations_pass_where_the_planner_rightly_reads_the_table(
     # and counting them reads half the table. The planner has the index and scans instead,
     # rightly; without its index the same database still fails.
     params = DatagenParams(messages=20_000, users=100, conversations=10, seed=4)
-    results = run_check(generate_db(params), CheckOptions(runs=3))
-    checks = {c.id: c for c in results.checks}
-    assert checks["seq_scans"].status == "pass", checks["seq_scans"].reason
-    assert checks["index_usage"].status == "pass", checks["index_usage"].reason
+    checks, broken = _passes_then_fails_without_its_message_index(generate_db, params)
     chosen = [t["table"] for t in checks["index_usage"].evidence["tables"] if "planner_choice" in t]
     assert chosen == ["public.messages"]
     plan = checks["unread_count"].evidence["plan"]
     assert [s["table"] for s in plan["seq_scans"] if s["planner_choice"]] == ["messages"]
     assert all(s["rows_returned"] >= 0.1 * s["rows_examined"] for s in plan["seq_scans"])
-
-    broken = run_check(
-        _without(generate_db, params, "messages_conversation_created_idx"), CheckOptions(runs=3)
-    )
-    checks = {c.id: c for c in broken.checks}
-    assert checks["seq_scans"].status == "fail" and checks["index_usage"].status == "fail"
-    assert not any(f.get("planner_choice") for f in checks["seq_scans"].evidence["flagged"])
+    assert not any(f.get("planner_choice") for f in broken["seq_scans"].evidence["flagged"])
 
 
 def test_one_conversation_passes_where_the_index_we_would_suggest_is_there(
@@ -265,23 +270,13 @@ def test_one_conversation_passes_where_the_index_we_would_suggest_is_there(
     # database still fails.
     # Seed 1: the planner reads the receipts whole (with seed 5 it picks the index).
     params = DatagenParams(messages=20_000, users=10, conversations=1, seed=1)
-    results = run_check(generate_db(params), CheckOptions(runs=3))
-    checks = {c.id: c for c in results.checks}
-    assert checks["seq_scans"].status == "pass", checks["seq_scans"].reason
-    assert checks["index_usage"].status == "pass", checks["index_usage"].reason
+    checks, broken = _passes_then_fails_without_its_message_index(generate_db, params)
     scans = checks["unread_count"].evidence["plan"]["seq_scans"]
     receipts = [s for s in scans if s["table"] == "message_read_receipts"]
     assert receipts, "the plan no longer reads the receipts whole: pick another seed"
     assert all(s["planner_choice"] and not s["flagged"] for s in receipts)
     assert all(s["rows_examined"] >= 1_000 for s in receipts)  # big enough to be judged
-
-    broken = run_check(
-        _without(generate_db, params, "messages_conversation_created_idx"), CheckOptions(runs=3)
-    )
-    checks = {c.id: c for c in broken.checks}
-    assert checks["seq_scans"].status == "fail" and checks["index_usage"].status == "fail"
-    flagged = checks["seq_scans"].evidence["flagged"]
-    assert any(f["table"] == "messages" for f in flagged)
+    assert any(f["table"] == "messages" for f in broken["seq_scans"].evidence["flagged"])
 
 
 def test_the_check_leaves_no_dead_tuples_of_its_own(
