@@ -154,10 +154,14 @@ class NetShape:
         )
 
     def configure(self, updated: set[str]) -> None:
-        """Validate and apply the options; raises mitmproxy's OptionsError when one is wrong."""
+        """Validate the options, then apply them: one wrong option changes nothing (a
+        profile given beside a bad allow-list is not applied and then rolled back).
+        Raises mitmproxy's OptionsError when one is wrong."""
         opts: Any = ctx.options
+        profile = self.profile
         if "netshape_profile" in updated:
-            self._apply_profile(self._parse_profile(opts.netshape_profile))
+            profile = self._parse_profile(opts.netshape_profile)
+        allow = self._allow
         if "netshape_allow" in updated:
             try:
                 allow = [ipaddress.ip_network(c, strict=False) for c in opts.netshape_allow]
@@ -165,15 +169,18 @@ class NetShape:
                 raise _bad_option(f"netshape_allow: {exc}") from exc
             if not allow:
                 raise _bad_option("netshape_allow is empty: no client could connect")
-            self._allow = allow
         if "netshape_ws_history" in updated and opts.netshape_ws_history < 1:
             raise _bad_option("netshape_ws_history must be at least 1")
+        aliases = self._aliases
         if "netshape_aliases" in updated:
-            self._aliases = _parse_aliases(opts.netshape_aliases)
+            aliases = _parse_aliases(opts.netshape_aliases)
+        if "netshape_records" in updated and opts.netshape_records < 1:
+            raise _bad_option("netshape_records must be at least 1")
+        self._allow, self._aliases = allow, aliases
         if "netshape_records" in updated:
-            if opts.netshape_records < 1:
-                raise _bad_option("netshape_records must be at least 1")
             self._records = deque(self._records, maxlen=opts.netshape_records)
+        if "netshape_profile" in updated:
+            self._apply_profile(profile)
 
     @staticmethod
     def _parse_profile(text: str) -> NetworkProfile | None:
@@ -185,10 +192,11 @@ class NetShape:
             raise _bad_option(f"netshape_profile: {exc}") from exc
 
     def _apply_profile(self, profile: NetworkProfile | None) -> None:
+        changed = profile != self.profile
         self.profile = profile
         self._down, self._up = shapes_of(profile)
-        name = profile.id or profile.label if profile else "none"
-        logger.info("network profile: %s", name)
+        if changed:  # mitmproxy's rollback of a failed update re-applies the same one
+            logger.info("network profile: %s", profile.id or profile.label if profile else "none")
         if profile is not None and profile.offline:
             self.cut_all()
 

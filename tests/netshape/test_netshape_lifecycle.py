@@ -70,9 +70,13 @@ def test_the_url_is_one_a_local_client_can_use(host: str, url: str) -> None:
     assert ShapedProxy(None, host=host, port=8080).url == url
 
 
-def test_bad_options_are_bad_input() -> None:
+def test_bad_options_are_bad_input(make_profile: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="devicelab.netshape")
     with pytest.raises(BadInput, match="netshape_allow"):
-        ShapedProxy(None, allow=["not-a-network"]).start()
+        ShapedProxy(make_profile(60, None, None), allow=["not-a-network"]).start()
+    # Nothing was applied: the profile given beside the bad allow-list neither took effect
+    # nor was reported as switched on and then off again.
+    assert "network profile" not in caplog.text
     with pytest.raises(BadInput):
         ShapedProxy(None, port=70000)
 
