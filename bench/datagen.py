@@ -89,6 +89,10 @@ END; $$ LANGUAGE plpgsql SECURITY DEFINER;
 """  # noqa: E501 - the story's text, kept as written
 
 
+#: Issue 4: "it takes about 3.3 ms per message with 10K conversations".
+ISSUE_MS_PER_MESSAGE = 3.3
+
+
 class Server:
     """Scratch databases on one server."""
 
@@ -224,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"story generator, its whole Phase 1 at 100K (users + conversations + messages): "
             f"{setup + extrapolated:,.1f} s -> {(setup + extrapolated) / ours_100k:,.0f}x"
+        )
+        # The issue's own figure for the anchor, measured elsewhere; the same-run ratio
+        # above is the one that counts (this machine's speed cancels out of it).
+        print(
+            f"against the issue's stated anchor ({ISSUE_MS_PER_MESSAGE:g} ms/message, "
+            f"{ISSUE_MS_PER_MESSAGE * 100:,.0f} s at 100K): "
+            f"{ISSUE_MS_PER_MESSAGE * 100 / ours_100k:,.0f}x (not measured in this run)"
         )
     if 1_000_000 in results:
         print(f"1M messages: {results[1_000_000]:.2f} s (goal <= 15 s)")
