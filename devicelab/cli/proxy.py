@@ -45,18 +45,20 @@ def register(app: typer.Typer) -> None:
             return
         import logging
 
-        from devicelab.config import network_profile
+        from devicelab.config import load_networks, network_profile
         from devicelab.netshape.serve import parse_listen, run_foreground
 
         logging.basicConfig(level=logging.WARNING, format="devicelab proxy: %(message)s")
         logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
-        profile = network_profile(network)
+        catalog = load_networks()
+        profile = network_profile(network, catalog)
         code = run_foreground(
             profile,
             listen=parse_listen(listen),
             allow=allow or _ALLOW_DEFAULT,
             echo=typer.echo,
             verify_upstream=not no_verify_upstream,
+            networks=catalog.profiles,
         )
         raise typer.Exit(code)
 

@@ -9,11 +9,13 @@ fairly by the same model. Options are declared in ``load`` and validated in ``co
     netshape_allow       client networks allowed to use the proxy (CIDR); others are refused
     netshape_ws_history  WebSocket messages kept per flow (older ones are dropped)
     netshape_records     flow timing records kept (oldest dropped first)
+    netshape_networks    named profiles (a JSON object name -> NetworkProfile) that
+                         ``POST profile`` switches to by name
 
 Runtime control (no restart): change ``netshape_profile``, call ``go_offline`` /
 ``go_online``, or, from any allowed client, the control endpoint ``http://netshape.devicelab/``
-(``GET status``, ``GET records``, ``POST profile`` with a profile JSON body,
-``POST offline?seconds=N``, ``POST online``).
+(``GET status``, ``GET records``, ``POST profile`` with a profile JSON body or the name of
+one of ``netshape_networks``, ``POST offline?seconds=N``, ``POST online``).
 
 Why below the protocol layers: mitmproxy's hooks see whole messages and cannot pause a
 streamed body, so pacing there would either buffer bodies or stack WebSocket messages.
@@ -38,11 +40,18 @@ from typing import Any, cast
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import Client
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
-from pydantic import ValidationError
 
 from devicelab.models.network import NetworkProfile
 from devicelab.netshape import wsscheme
 from devicelab.netshape.link import Channel, Shape
+from devicelab.netshape.options import (
+    CONTROL_HOST,
+    bad_option,
+    parse_aliases,
+    parse_allow,
+    parse_networks,
+    parse_profile,
+)
 from devicelab.netshape.records import FlowRecord
 from devicelab.netshape.transport import (
     ConnectionClock,
@@ -56,28 +65,8 @@ __all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "shapes_of"]
 
 logger = logging.getLogger("devicelab.netshape")
 
-CONTROL_HOST = "netshape.devicelab"
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _bad_option(message: str) -> Exception:
-    """mitmproxy's OptionsError (untyped in mitmproxy) carrying ``message``."""
-    error: Any = exceptions.OptionsError
-    return cast(Exception, error(message))
-
-
-def _parse_aliases(entries: Sequence[str]) -> dict[str, str]:
-    aliases = {}
-    for entry in entries:
-        name, sep, host = entry.partition("=")
-        name, host = name.strip().lower(), host.strip()
-        if not sep or not name or not host or "/" in host or ":" in name:
-            raise _bad_option(f"netshape_aliases: {entry!r} is not NAME=HOST")
-        if name == CONTROL_HOST:
-            raise _bad_option(f"netshape_aliases: {CONTROL_HOST} is the proxy's own")
-        aliases[name] = host
-    return aliases
 
 
 def shapes_of(profile: NetworkProfile | None) -> tuple[Shape, Shape]:
@@ -126,6 +115,7 @@ class NetShape:
         self._offline_until: float | None = None
         self._online_timer: asyncio.TimerHandle | None = None
         self._aliases: dict[str, str] = {}
+        self._networks: dict[str, NetworkProfile] = {}
 
     # --- options -------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -145,6 +135,13 @@ class NetShape:
         )
         loader.add_option("netshape_records", int, 10_000, "Flow timing records kept.")
         loader.add_option(
+            "netshape_networks",
+            str,
+            "",
+            "Named network profiles, a JSON object of NetworkProfile by name: the control"
+            " endpoint's POST profile takes one of these names as well as a profile.",
+        )
+        loader.add_option(
             "netshape_aliases",
             Sequence[str],
             [],
@@ -160,36 +157,25 @@ class NetShape:
         opts: Any = ctx.options
         profile = self.profile
         if "netshape_profile" in updated:
-            profile = self._parse_profile(opts.netshape_profile)
+            profile = parse_profile(opts.netshape_profile)
         allow = self._allow
         if "netshape_allow" in updated:
-            try:
-                allow = [ipaddress.ip_network(c, strict=False) for c in opts.netshape_allow]
-            except ValueError as exc:
-                raise _bad_option(f"netshape_allow: {exc}") from exc
-            if not allow:
-                raise _bad_option("netshape_allow is empty: no client could connect")
+            allow = parse_allow(opts.netshape_allow)
         if "netshape_ws_history" in updated and opts.netshape_ws_history < 1:
-            raise _bad_option("netshape_ws_history must be at least 1")
+            raise bad_option("netshape_ws_history must be at least 1")
         aliases = self._aliases
         if "netshape_aliases" in updated:
-            aliases = _parse_aliases(opts.netshape_aliases)
+            aliases = parse_aliases(opts.netshape_aliases)
         if "netshape_records" in updated and opts.netshape_records < 1:
-            raise _bad_option("netshape_records must be at least 1")
-        self._allow, self._aliases = allow, aliases
+            raise bad_option("netshape_records must be at least 1")
+        networks = self._networks
+        if "netshape_networks" in updated:
+            networks = parse_networks(opts.netshape_networks)
+        self._allow, self._aliases, self._networks = allow, aliases, networks
         if "netshape_records" in updated:
             self._records = deque(self._records, maxlen=opts.netshape_records)
         if "netshape_profile" in updated:
             self._apply_profile(profile)
-
-    @staticmethod
-    def _parse_profile(text: str) -> NetworkProfile | None:
-        if not text.strip():
-            return None
-        try:
-            return NetworkProfile.model_validate_json(text)
-        except ValidationError as exc:
-            raise _bad_option(f"netshape_profile: {exc}") from exc
 
     def _apply_profile(self, profile: NetworkProfile | None) -> None:
         changed = profile != self.profile
@@ -460,7 +446,7 @@ class NetShape:
                 body = {"records": [r.to_dict() for r in self._records]}
             elif action == "profile" and req.method == "POST":
                 options: Any = ctx.options
-                options.update(netshape_profile=req.get_text() or "")
+                options.update(netshape_profile=self._profile_text(req.get_text() or ""))
             elif action == "offline" and req.method == "POST":
                 seconds = req.query.get("seconds")
                 self.go_offline(float(seconds) if seconds else None)
@@ -473,6 +459,17 @@ class NetShape:
         flow.response = http.Response.make(
             status, json.dumps(body), {"content-type": "application/json"}
         )
+
+    def _profile_text(self, body: str) -> str:
+        """The profile JSON a ``POST profile`` body asks for: the body itself (a profile,
+        or empty for none), or the profile of that name. Raises ValueError (unknown name)."""
+        name = body.strip()
+        if not name or name.startswith("{"):
+            return body
+        if name not in self._networks:
+            known = ", ".join(sorted(self._networks)) or "none (give a profile as JSON)"
+            raise ValueError(f"unknown network {name!r}; known: {known}")
+        return self._networks[name].model_dump_json()
 
     def status(self) -> dict[str, Any]:
         """The addon's state as a JSON-ready dict (profile, offline, links)."""

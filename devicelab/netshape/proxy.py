@@ -68,6 +68,7 @@ class ShapedProxy:
         ws_history: int = 200,
         verify_upstream: bool = True,
         aliases: Mapping[str, str] | None = None,
+        networks: Mapping[str, NetworkProfile] | None = None,
     ) -> None:
         if mode not in ("thread", "subprocess"):
             raise BadInput(f"unknown proxy mode {mode!r}", hint="use 'thread' or 'subprocess'")
@@ -85,6 +86,8 @@ class ShapedProxy:
         self.verify_upstream = verify_upstream
         # Names only the proxy resolves (a lab backend on its loopback), name -> host.
         self.aliases = dict(aliases or {})
+        # Profiles the control endpoint's POST profile switches to by name.
+        self.networks = dict(networks or {})
         self.addon = NetShape()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -245,6 +248,7 @@ class ShapedProxy:
                 netshape_allow=self.allow,
                 netshape_ws_history=self.ws_history,
                 netshape_aliases=[f"{k}={v}" for k, v in self.aliases.items()],
+                netshape_networks=self._networks_json(),
                 ssl_insecure=not self.verify_upstream,
             )
         except exceptions.OptionsError as exc:
@@ -279,6 +283,11 @@ class ShapedProxy:
             self._holds_lock = False
             _in_process_lock.release()
 
+    def _networks_json(self) -> str:
+        if not self.networks:
+            return ""
+        return json.dumps({k: v.model_dump(mode="json") for k, v in self.networks.items()})
+
     # --- subprocess mode ----------------------------------------------------------------
     def _start_subprocess(self) -> None:
         argv = [sys.executable, "-m", "devicelab.netshape.serve"]
@@ -291,6 +300,8 @@ class ShapedProxy:
             argv += ["--allow", cidr]
         for name, host in self.aliases.items():
             argv += ["--alias", f"{name}={host}"]
+        if self.networks:
+            argv += ["--networks-json", self._networks_json()]
         self._process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

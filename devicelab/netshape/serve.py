@@ -8,6 +8,7 @@ The first line printed is ``listening on HOST:PORT``, once the port accepts conn
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 from devicelab.errors import BadInput, DeviceLabError
 from devicelab.models.network import NetworkProfile
-from devicelab.netshape.addon import DEFAULT_ALLOW
+from devicelab.netshape.addon import CONTROL_HOST, DEFAULT_ALLOW
 from devicelab.netshape.proxy import DEFAULT_CONFDIR, ShapedProxy
 
 __all__ = ["device_instructions", "main", "parse_listen", "run_foreground"]
@@ -46,6 +47,11 @@ def device_instructions(proxy: ShapedProxy) -> list[str]:
         " (or browse to http://mitm.it through the proxy)",
         f"  allowed clients: {', '.join(proxy.allow)}",
     ]
+    if proxy.networks:
+        lines.append(
+            f"  switch without a restart: curl -x {proxy.url} -d slow-3g"
+            f" http://{CONTROL_HOST}/profile (or POST .../offline?seconds=N, .../online)"
+        )
     if lan and set(proxy.allow) <= set(DEFAULT_ALLOW):
         lines.append("  (only loopback may connect: add --allow <your LAN's CIDR> for devices)")
     return lines
@@ -100,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ws-history", type=int, default=200)
     parser.add_argument("--no-verify-upstream", action="store_true")
     parser.add_argument("--alias", action="append", default=[], help="NAME=HOST")
+    parser.add_argument("--networks-json", default="", help="named profiles (JSON object)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="netshape: %(message)s")
     logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
@@ -117,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ws_history=args.ws_history,
             verify_upstream=not args.no_verify_upstream,
             aliases=dict(entry.partition("=")[::2] for entry in args.alias),
+            networks={
+                name: NetworkProfile.model_validate(value)
+                for name, value in json.loads(args.networks_json or "{}").items()
+            },
         )
     except DeviceLabError as exc:
         print(f"netshape: error: {exc.one_line()}", file=sys.stderr)

@@ -42,6 +42,16 @@ def test_foreground_proxy_prints_its_address_shapes_and_stops_cleanly(upstream: 
         with opener.open(f"{upstream.base}/bytes?n=10", timeout=10) as response:
             assert response.read() == b"x" * 10
         assert time.perf_counter() - start >= 0.010  # the 5G round trip was applied
+        # Switched by name through the control endpoint, without a restart.
+        switch = urllib.request.Request(
+            "http://netshape.devicelab/profile", data=b"slow-3g", method="POST"
+        )
+        with opener.open(switch, timeout=10) as response:
+            assert json.load(response) == {"ok": True}
+        start = time.perf_counter()
+        with opener.open(f"{upstream.base}/bytes?n=10", timeout=10) as response:
+            assert response.read() == b"x" * 10
+        assert time.perf_counter() - start >= 0.400  # slow-3g's round trip
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0

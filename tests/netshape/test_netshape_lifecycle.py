@@ -81,6 +81,30 @@ def test_bad_options_are_bad_input(make_profile: Any, caplog: pytest.LogCaptureF
         ShapedProxy(None, port=70000)
 
 
+def test_the_control_endpoint_switches_to_a_named_network(upstream: Any, make_profile: Any) -> None:
+    slow = make_profile(150, None, None)
+
+    async def switch(session: aiohttp.ClientSession, proxy: str, name: str) -> tuple[int, Any]:
+        async with session.post(
+            "http://netshape.devicelab/profile", data=name, proxy=proxy
+        ) as response:
+            return response.status, await response.json()
+
+    async def go(proxy: str) -> tuple[float, float, tuple[int, Any]]:
+        async with aiohttp.ClientSession() as s:
+            tiny = f"{upstream.base}/bytes?n=1"
+            before = min([await _get(s, tiny, proxy) for _ in range(3)])
+            assert await switch(s, proxy, "slow") == (200, {"ok": True})
+            after = min([await _get(s, tiny, proxy) for _ in range(3)])
+            return before, after, await switch(s, proxy, "warp")
+
+    with ShapedProxy(make_profile(30, None, None), networks={"slow": slow}) as proxy:
+        before, after, unknown = asyncio.run(go(proxy.url))
+        assert proxy.addon.profile == slow
+    assert 0.03 <= before < 0.09 and 0.15 <= after < 0.21
+    assert unknown[0] == 400 and "known: slow" in unknown[1]["error"]
+
+
 @pytest.mark.slow
 def test_subprocess_mode_is_controlled_through_its_endpoint(
     upstream: Any, make_profile: Any

@@ -1,0 +1,82 @@
+"""Parsing and validating the NetShape addon's option values (see ``addon``): each parser
+returns the value ready to use or raises mitmproxy's OptionsError with the option's name."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any, cast
+
+from mitmproxy import exceptions
+from pydantic import ValidationError
+
+from devicelab.models.network import NetworkProfile
+
+__all__ = [
+    "CONTROL_HOST",
+    "bad_option",
+    "parse_aliases",
+    "parse_allow",
+    "parse_networks",
+    "parse_profile",
+]
+
+#: The host of the proxy's own control endpoint.
+CONTROL_HOST = "netshape.devicelab"
+
+
+def bad_option(message: str) -> Exception:
+    """mitmproxy's OptionsError (untyped in mitmproxy) carrying ``message``."""
+    error: Any = exceptions.OptionsError
+    return cast(Exception, error(message))
+
+
+def parse_profile(text: str) -> NetworkProfile | None:
+    """``netshape_profile``: a NetworkProfile as JSON, or None for "" (no shaping)."""
+    if not text.strip():
+        return None
+    try:
+        return NetworkProfile.model_validate_json(text)
+    except ValidationError as exc:
+        raise bad_option(f"netshape_profile: {exc}") from exc
+
+
+def parse_allow(
+    cidrs: Sequence[str],
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``netshape_allow``: the client networks, at least one."""
+    try:
+        allow = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    except ValueError as exc:
+        raise bad_option(f"netshape_allow: {exc}") from exc
+    if not allow:
+        raise bad_option("netshape_allow is empty: no client could connect")
+    return allow
+
+
+def parse_networks(text: str) -> dict[str, NetworkProfile]:
+    """``netshape_networks``: a JSON object of NetworkProfile by name ("" = none)."""
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        return {str(k): NetworkProfile.model_validate(v) for k, v in raw.items()}
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise bad_option(f"netshape_networks: {exc}") from exc
+
+
+def parse_aliases(entries: Sequence[str]) -> dict[str, str]:
+    """``netshape_aliases``: NAME=HOST entries as name -> host (names lower-cased)."""
+    aliases = {}
+    for entry in entries:
+        name, sep, host = entry.partition("=")
+        name, host = name.strip().lower(), host.strip()
+        if not sep or not name or not host or "/" in host or ":" in name:
+            raise bad_option(f"netshape_aliases: {entry!r} is not NAME=HOST")
+        if name == CONTROL_HOST:
+            raise bad_option(f"netshape_aliases: {CONTROL_HOST} is the proxy's own")
+        aliases[name] = host
+    return aliases
