@@ -267,7 +267,8 @@ def _database(
     except psycopg.Error as exc:
         raise BadInput(
             f"cannot read the messaging schema: {redact(str(exc).splitlines()[0], target.dsn)}",
-            hint="install it: devicelab backend datagen --messages 100000 --allow-writes",
+            hint="install it: devicelab backend datagen --dsn DSN --messages 100000"
+            " --allow-writes (a scratch database)",
         ) from None
     return identities, _Database(conn, schema, note, local_server(conn))
 
