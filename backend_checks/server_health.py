@@ -124,6 +124,8 @@ def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
         # land after VACUUM's own report and show as dead tuples it had removed.
         with contextlib.suppress(psycopg.Error):  # before PostgreSQL 15: no such call
             conn.execute("SELECT pg_stat_force_next_flush()")
+        # Behind another VACUUM or an index build, give up soon: autovacuum will come.
+        conn.execute("SET lock_timeout = '2s'")
         for name in tables:
             schema, _, table = name.partition(".")
             try:
@@ -133,6 +135,8 @@ def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
                 continue
             done.append(name)
     finally:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("RESET lock_timeout")
         conn.autocommit = was
     return done
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,20 @@ def test_the_check_leaves_no_dead_tuples_of_its_own(
             "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'message_read_receipts'"
         ).fetchone()
     assert row == (0,)
+
+
+def test_vacuum_gives_up_soon_behind_a_lock_and_does_the_rest(make_db: Callable[[], str]) -> None:
+    # The check's closing VACUUM must not hang on a production server where an index is
+    # being built (or autovacuum runs) on one of the tables.
+    from backend_checks.server_health import vacuum
+
+    dsn = make_db()
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        setup.execute("CREATE TABLE busy (x int); CREATE TABLE quiet (x int)")
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn) as conn:
+        holder.execute("LOCK TABLE busy IN SHARE UPDATE EXCLUSIVE MODE")
+        start = time.monotonic()
+        assert vacuum(conn, ["public.busy", "public.quiet"]) == ["public.quiet"]
+        assert time.monotonic() - start < 10
+        assert not conn.autocommit
+        assert conn.execute("SHOW lock_timeout").fetchone() == ("0",)
