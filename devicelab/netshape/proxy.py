@@ -293,7 +293,7 @@ class ShapedProxy:
         argv = [sys.executable, "-m", "devicelab.netshape.serve"]
         argv += ["--listen", f"{self.host}:{self.port}", "--confdir", str(self.confdir)]
         argv += ["--profile-json", self.profile.model_dump_json() if self.profile else ""]
-        argv += ["--ws-history", str(self.ws_history)]
+        argv += ["--ws-history", str(self.ws_history), "--parent-pid", str(os.getpid())]
         if not self.verify_upstream:
             argv.append("--no-verify-upstream")
         for cidr in self.allow:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -96,6 +98,19 @@ def run_foreground(
     return 0
 
 
+def _exit_with_parent(pid: int, interval_s: float = 0.5) -> None:
+    """Stop this proxy (SIGTERM to itself: a clean stop) once process ``pid``, the one
+    that started it, is gone: a parent killed outright (SIGKILL, a crash) cannot stop us,
+    and an orphaned proxy would keep its port and its devices' route."""
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="devicelab-parent-watch", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m devicelab.netshape.serve``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m devicelab.netshape.serve")
@@ -107,7 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-verify-upstream", action="store_true")
     parser.add_argument("--alias", action="append", default=[], help="NAME=HOST")
     parser.add_argument("--networks-json", default="", help="named profiles (JSON object)")
+    parser.add_argument("--parent-pid", type=int, default=0, help="stop when it is gone")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.WARNING, format="netshape: %(message)s")
     logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
     try:

@@ -105,6 +105,47 @@ def test_the_control_endpoint_switches_to_a_named_network(upstream: Any, make_pr
     assert unknown[0] == 400 and "known: slow" in unknown[1]["error"]
 
 
+_PARENT = """
+import sys, time
+from devicelab.netshape.proxy import ShapedProxy
+proxy = ShapedProxy(None, mode="subprocess").start()
+print(proxy._process.pid, proxy.port, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_subprocess_proxy_stops_when_its_parent_is_killed() -> None:
+    # SIGKILL (or a crash) runs no teardown: the proxy itself notices and stops, so no
+    # orphan keeps its port (two did, after a farm killed in a test).
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid, port = (int(v) for v in parent.stdout.readline().split())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        try:
+            psutil.Process(pid).wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass  # already gone
+        except psutil.TimeoutExpired:
+            psutil.Process(pid).kill()
+            pytest.fail("the proxy outlived its parent")
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))  # its port is free again
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
 @pytest.mark.slow
 def test_subprocess_mode_is_controlled_through_its_endpoint(
     upstream: Any, make_profile: Any
