@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Self
 
 from devicelab.errors import DeviceUnreachable, ToolMissing
+from devicelab.platforms.orphan_guard import guarded
 
 __all__ = ["AppiumServer", "appium_home", "free_port", "installed", "installed_drivers"]
 
@@ -125,11 +126,12 @@ class AppiumServer:
             self.port = free_port(self.host)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "APPIUM_HOME": str(self.home)}
-        command = [
+        # Guarded: a run killed outright (no teardown) takes its Appium server with it.
+        command = guarded([
             str(self.executable), "server",
             "--address", self.host, "--port", str(self.port), "--base-path", "/",
             "--log", str(self.log_file), "--log-no-colors", "--log-level", "info:debug",
-        ]  # fmt: skip
+        ])  # fmt: skip
         with self.log_file.open("ab") as sink:
             self._process = subprocess.Popen(
                 command, env=env, stdout=sink, stderr=subprocess.STDOUT,

@@ -217,3 +217,47 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_RUN_WITH_APPIUM = """
+import sys, time
+from pathlib import Path
+from devicelab.platforms.appium import AppiumServer
+server = AppiumServer(log_file=Path(sys.argv[1])).start()
+print(server._process.pid, server.port, flush=True)
+time.sleep(120)
+"""
+
+
+def test_appium_ends_with_a_run_killed_outright(tmp_path: Path) -> None:
+    # SIGKILL runs no teardown: the guard sees its parent gone and ends Appium's process
+    # group, so no node server keeps its port after a crashed run.
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    run = subprocess.Popen(
+        [sys.executable, "-c", _RUN_WITH_APPIUM, str(tmp_path / "appium.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        guard_pid, port = (int(v) for v in run.stdout.readline().split())
+        group = psutil.Process(guard_pid).children(recursive=True)
+        assert any("node" in p.name() or "appium" in " ".join(p.cmdline()) for p in group)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=10)
+        _gone, alive = psutil.wait_procs([psutil.Process(guard_pid), *group], timeout=20)
+        for proc in alive:
+            proc.kill()
+        assert not alive, f"outlived the run: {[p.cmdline()[:2] for p in alive]}"
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))  # Appium's port is free again
+    finally:
+        if run.poll() is None:
+            run.kill()
