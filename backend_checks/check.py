@@ -222,7 +222,7 @@ def _run_suite(
     if options.runs:
         specs = [spec.model_copy(update={"runs": options.runs}) for spec in specs]
     bloat = server_health.bloat(conn, min_table_rows=10 * options.min_table_rows)
-    found = health.snapshot(conn)
+    dead_found = {t["table"]: t["dead"] for t in bloat.evidence["tables"]}
     rows = table_rows(conn)
     conn.rollback()
     cache: dict[str, dict[str, str]] = {}
@@ -299,13 +299,19 @@ def _run_suite(
     checks.append(bloat)
     checks.append(server_health.slow_queries(conn))
     checks.append(server_health.long_running(conn))
-    # The rolled-back runs of send_message and mark_as_read left dead tuples (one per
-    # receipt of a conversation nobody has read): VACUUM what grew, so the database is
-    # left as we found it and the next check's bloat is not our own.
-    grown = [name for name, t in health.snapshot(conn).items() if t.dead > found.get(name, t).dead]
-    conn.rollback()  # ends the read of the last snapshot; nothing of ours is pending
-    bloat.evidence["vacuumed_after"] = server_health.vacuum(conn, grown)
+    bloat.evidence["vacuumed_after"] = _vacuum_what_grew(conn, dead_found)
     return checks
+
+
+def _vacuum_what_grew(conn: psycopg.Connection[Any], dead_found: dict[str, int]) -> list[str]:
+    """VACUUM the tables with more dead tuples than ``dead_found`` (table -> dead tuples
+    before the suite); returns those done. The rolled-back runs of send_message and
+    mark_as_read leave dead tuples (one per receipt of a conversation nobody has read):
+    the database is left as we found it, and the next check's bloat is not our own."""
+    now = health.snapshot(conn).items()
+    grown = [name for name, t in now if t.dead > dead_found.get(name, t.dead)]
+    conn.rollback()  # ends the read of the snapshot; nothing of ours is pending
+    return server_health.vacuum(conn, grown)
 
 
 def _query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:

@@ -157,13 +157,7 @@ def install_schema(conn: psycopg.Connection[Any]) -> None:
 def foreign_data(conn: psycopg.Connection[Any]) -> list[str]:
     """Tables holding rows devicelab did not generate (empty when the database is empty or
     holds only our data). Raises psycopg errors."""
-    if (
-        _exists(conn, META_TABLE)
-        and conn.execute(f"SELECT 1 FROM {META_TABLE} WHERE key = 'datagen'").fetchone()
-    ):
-        ours = set(TABLES)
-    else:
-        ours = set()
+    ours = set(TABLES) if _marked(conn) else set()
     found: list[str] = []
     rows = conn.execute(
         """SELECT format('%%I.%%I', n.nspname, c.relname)
@@ -189,6 +183,13 @@ def foreign_data(conn: psycopg.Connection[Any]) -> list[str]:
     return found
 
 
+def _marked(conn: psycopg.Connection[Any]) -> bool:
+    """True when a run of ours left its mark (the data set is ours)."""
+    return _exists(conn, META_TABLE) and bool(
+        conn.execute(f"SELECT 1 FROM {META_TABLE} WHERE key = 'datagen'").fetchone()
+    )
+
+
 def generated_only(dsn: str) -> bool:
     """True when the database of ``dsn`` holds a data set of ``backend datagen`` and no
     rows of anyone else: a scratch database someone built for us, where the load's
@@ -198,11 +199,7 @@ def generated_only(dsn: str) -> bool:
 
     with connect(dsn) as conn, conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
-        marked = (
-            _exists(conn, META_TABLE)
-            and conn.execute(f"SELECT 1 FROM {META_TABLE} WHERE key = 'datagen'").fetchone()
-        )
-        return bool(marked) and not foreign_data(conn)
+        return _marked(conn) and not foreign_data(conn)
 
 
 def generate(

@@ -252,27 +252,22 @@ def covering_index(
         picked = candidate(scan, _columns_of(conn, _qualified(scan.table)))
     if picked is None:
         return None
-    item = Suggestion(
-        table=_qualified(scan.table),
-        columns=picked[0],
-        method=picked[1],
-        ddl=_ddl(_qualified(scan.table), picked[0], picked[1]),
-    )
-    return next((ix for ix in existing if _covers(ix, item)), None)
+    table, (columns, method) = _qualified(scan.table), picked
+    return next((ix for ix in existing if _covers(ix, table, columns, method)), None)
 
 
 def _covered(item: Suggestion, existing: Iterable[IndexStats]) -> bool:
     """True when a valid, non-partial index of the same method already leads with the
     suggestion's columns (direction aside: a B-tree is read backwards as well): the scan
     has another cause, and suggesting the index again would mislead."""
-    return any(_covers(ix, item) for ix in existing)
+    return any(_covers(ix, item.table, item.columns, item.method) for ix in existing)
 
 
-def _covers(ix: IndexStats, item: Suggestion) -> bool:
-    wanted = [_bare(c) for c in item.columns]
+def _covers(ix: IndexStats, table: str, columns: list[str], method: str) -> bool:
+    wanted = [_bare(c) for c in columns]
     return (
-        ix.table == item.table
-        and ix.method == item.method
+        ix.table == table
+        and ix.method == method
         and ix.valid
         and not ix.partial
         and ix.columns[: len(wanted)] == wanted

@@ -8,7 +8,6 @@ The first line printed is ``listening on HOST:PORT``, once the port accepts conn
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -18,9 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mitmproxy import exceptions
+
 from devicelab.errors import BadInput, DeviceLabError
 from devicelab.models.network import NetworkProfile
 from devicelab.netshape.addon import CONTROL_HOST, DEFAULT_ALLOW
+from devicelab.netshape.options import parse_networks
 from devicelab.netshape.proxy import DEFAULT_CONFDIR, ShapedProxy
 
 __all__ = ["device_instructions", "main", "parse_listen", "run_foreground"]
@@ -142,15 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ws_history=args.ws_history,
             verify_upstream=not args.no_verify_upstream,
             aliases=dict(entry.partition("=")[::2] for entry in args.alias),
-            networks={
-                name: NetworkProfile.model_validate(value)
-                for name, value in json.loads(args.networks_json or "{}").items()
-            },
+            networks=parse_networks(args.networks_json),
         )
     except DeviceLabError as exc:
         print(f"netshape: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
-    except ValueError as exc:
+    except (ValueError, exceptions.OptionsError) as exc:
         print(f"netshape: error: bad profile: {exc}", file=sys.stderr)
         return 2
 
