@@ -210,7 +210,8 @@ def generated_identities(accounts: int) -> list[Identity]:
 def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None = None) -> LoadRun:
     """Run every step of ``options`` against ``target`` (see :func:`run_load`)."""
     weights = mix_weights(options.mix)
-    refuse_writes(options, weights)
+    if not target.dsn:
+        refuse_writes(options, weights)
     started_at = datetime.now(UTC)
     run_start = time.monotonic()
     own_dir = workdir is None
@@ -226,7 +227,10 @@ def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None
                      for users in options.users]  # fmt: skip
         else:
             with connect(target.dsn, autocommit=True) as conn:
+                # The schema is read first (read only): on a database without one, the
+                # refusal would only send the user to --allow-writes and a second error.
                 identities, db = _database(conn, target, options, emails=http)
+                refuse_writes(options, weights)
                 steps = [_step(db, target, options, weights, identities, users, work, run_start)
                          for users in options.users]  # fmt: skip
     finally:

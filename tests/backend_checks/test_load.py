@@ -18,7 +18,7 @@ import pytest
 from backend_checks.datagen import DatagenParams
 from backend_checks.load import LoadOptions, judge_step, load_checks, run_load
 from devicelab.config import load_targets
-from devicelab.errors import BackendUnavailable, UnsafeActionRefused
+from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
 from devicelab.models import Target, TargetBook
 
 pytestmark = pytest.mark.timeout(120)
@@ -98,6 +98,13 @@ def test_connection_exhaustion_is_a_failing_verdict(dsn: str) -> None:
 def test_full_mix_refuses_to_write_without_the_flag(dsn: str) -> None:
     with pytest.raises(UnsafeActionRefused):
         run_load(dsn, LoadOptions(users=[5], duration_s=1))
+
+
+def test_a_database_without_the_schema_says_so_before_asking_for_writes(empty_db: str) -> None:
+    # --allow-writes would not help there: the user must be sent to datagen at once.
+    with pytest.raises(BadInput, match="messaging schema") as info:
+        run_load(empty_db, LoadOptions(users=[5], duration_s=1))
+    assert "datagen" in info.value.hint
 
 
 def test_cli_full_mix_writes_only_to_a_database_of_datagen_without_the_flag(
