@@ -13,13 +13,16 @@
 --   public.send_message(p_conversation_id, p_content, p_type, p_media_url, p_reply_to,
 --                       p_metadata) -> messages,
 --   public.mark_as_read(p_conversation_id, p_up_to) -> integer (receipts written),
---   public.messages_search_vector_update() (trigger keeping messages.search_vector).
+--   public.messages_search_vector_update() (trigger keeping messages.search_vector),
+--   public.messages_bump_conversation() (trigger keeping conversations.last_message_at).
 --
 -- The full-text column is a plain column kept by a trigger rather than a GENERATED
 -- column: to_tsvector costs ~6 us a row, so the data generator fills it from a pool of
 -- precomputed vectors (with the trigger disabled inside its transaction) to load 1M rows
 -- in seconds. The trigger makes every other write path (send_message, REST inserts and
--- edits) keep it right.
+-- edits) keep it right. last_message_at is kept by a trigger for the same reason: the
+-- INSERT policy lets a participant insert a message directly (supabase-js
+-- `.from('messages').insert(...)`), and the conversation list must move that chat up too.
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
@@ -175,6 +178,26 @@ CREATE TRIGGER messages_search_vector_trg
   BEFORE INSERT OR UPDATE OF content ON public.messages
   FOR EACH ROW EXECUTE FUNCTION public.messages_search_vector_update();
 
+-- ---------------------------------------------------------------- conversation order
+-- A new message moves its conversation up the list, whichever way it was inserted; an
+-- older one (an import, a late delivery) never moves it back. As the inserting user: the
+-- conversations_update policy lets participants, who alone may insert, update it.
+CREATE OR REPLACE FUNCTION public.messages_bump_conversation()
+RETURNS trigger LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+BEGIN
+  UPDATE public.conversations
+    SET last_message_at = NEW.created_at, updated_at = now()
+    WHERE id = NEW.conversation_id
+      AND (last_message_at IS NULL OR last_message_at < NEW.created_at);
+  RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS messages_bump_conversation_trg ON public.messages;
+CREATE TRIGGER messages_bump_conversation_trg
+  AFTER INSERT ON public.messages
+  FOR EACH ROW EXECUTE FUNCTION public.messages_bump_conversation();
+
 -- ---------------------------------------------------------------- RLS (8.1.2)
 ALTER TABLE public.profiles ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.conversations ENABLE ROW LEVEL SECURITY;
@@ -312,8 +335,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION public.search_messages(text, uuid, integer, integer) FROM PUBLIC;
 
--- Send a message as the calling user (auth.uid()); bumps the conversation's
--- last_message_at. Raises 42501 when the caller is not a participant.
+-- Send a message as the calling user (auth.uid()); the conversation's last_message_at
+-- moves with it (messages_bump_conversation_trg). Raises 42501 when the caller is not a
+-- participant.
 CREATE OR REPLACE FUNCTION public.send_message(
   p_conversation_id uuid,
   p_content text,
@@ -344,9 +368,6 @@ BEGIN
     (p_conversation_id, v_uid, p_content, coalesce(p_type, 'text'), p_media_url,
      p_reply_to, coalesce(p_metadata, '{}'::jsonb))
   RETURNING * INTO v_message;
-  UPDATE public.conversations
-    SET last_message_at = v_message.created_at, updated_at = now()
-    WHERE id = p_conversation_id;
   RETURN v_message;
 END
 $$;

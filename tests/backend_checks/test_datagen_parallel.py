@@ -216,7 +216,7 @@ def test_the_swap_puts_back_the_reference_realtimes_capture_triggers(
             conn.execute("SELECT devicelab_realtime.watch(%s::regclass)", (f"public.{table}",))
         conn.commit()
         triggers = [line for line in catalog(dsn) if line.startswith("trigger ")]
-        assert len(triggers) == 4  # the schema's search_vector trigger and the three
+        assert len(triggers) == 5  # the schema's two on messages and the three
         report = generate(conn, TINY.model_copy(update={"seed": 5}), allow_writes=True)
         assert report.mode == "parallel"
         assert [line for line in catalog(dsn) if line.startswith("trigger ")] == triggers

@@ -105,3 +105,37 @@ def test_send_message_and_mark_as_read(conn: psycopg.Connection[Any]) -> None:
         conn.execute(
             "SELECT send_message(%s::uuid, 'x', 'text', NULL, NULL, NULL)", (conversation,)
         )
+
+
+def test_any_new_message_moves_its_conversation_up_never_an_older_one(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # The RLS insert policy lets a participant insert directly (supabase-js
+    # `.from('messages').insert(...)`); the list's order must follow that too.
+    conversation, member, _outsider = _pick(conn)
+
+    def last_at() -> Any:
+        row = conn.execute(
+            "SELECT last_message_at FROM conversations WHERE id = %s", (conversation,)
+        ).fetchone()
+        return row[0] if row else None
+
+    before = last_at()
+    _as(conn, member)
+    inserted = conn.execute(
+        "INSERT INTO messages (conversation_id, sender_id, content, created_at)"
+        " VALUES (%s, %s, 'hi', now() - interval '1 minute') RETURNING created_at",
+        (conversation, member),
+    ).fetchone()
+    assert inserted is not None and last_at() == inserted[0] > before
+    conn.execute(
+        "INSERT INTO messages (conversation_id, sender_id, content, created_at)"
+        " VALUES (%s, %s, 'an old one, imported', now() - interval '1 year')",
+        (conversation, member),
+    )
+    assert last_at() == inserted[0]
+    sent = conn.execute(
+        "SELECT (send_message(%s::uuid, 'and one more', 'text', NULL, NULL, NULL)).created_at",
+        (conversation,),
+    ).fetchone()
+    assert sent is not None and last_at() == sent[0] > inserted[0]
