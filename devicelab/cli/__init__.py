@@ -27,6 +27,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+#: The exit code after Ctrl-C (128 + SIGINT, as shells report it).
+_INTERRUPTED = 130
+
 for module in (run, battery, devices, doctor, proxy, backend, report):
     module.register(app)
 
@@ -37,12 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="devicelab", standalone_mode=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if code == _INTERRUPTED:  # Typer's silent exit for a KeyboardInterrupt
+            typer.echo("devicelab: interrupted", err=True)
         # click reports usage errors with exit 2 already; keep its code.
         sys.exit(code)
     except DeviceLabError as exc:
         typer.echo(f"devicelab: error: {exc.one_line()}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before Typer took over
         typer.echo("devicelab: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(_INTERRUPTED)
     return 0

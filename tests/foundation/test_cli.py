@@ -109,3 +109,38 @@ def test_doctor_json_names_a_fix_for_each_missing_tool() -> None:
         assert f["found"] or f["fix"], f
     required_missing = [f for f in findings if f["required"] and not f["found"]]
     assert done.returncode == (3 if required_missing else 0)
+
+
+def test_ctrl_c_is_one_line_and_exit_130() -> None:
+    # Typer turns KeyboardInterrupt into a silent exit 130; the user must still be told.
+    import signal
+    import time
+
+    with socket.socket() as silent:  # a "server" that accepts and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        dsn = f"postgresql://app@127.0.0.1:{port}/none?connect_timeout=30"
+        proc = subprocess.Popen(
+            [*DEVICELAB, "backend", "check", "--dsn", dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            # A background shell hands its children SIGINT ignored; a user's terminal does not.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (no locks)
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until it is blocked on our socket
+            silent.settimeout(0.5)
+            try:
+                peer, _ = silent.accept()
+                break
+            except TimeoutError:
+                continue
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        peer.close()
+    assert proc.returncode == 130, (out, err)
+    assert err.strip().splitlines() == ["devicelab: interrupted"]
