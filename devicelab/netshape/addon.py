@@ -59,6 +59,7 @@ from devicelab.netshape.transport import (
     ServerReader,
     ShapedReader,
     ShapedWriter,
+    bytes_waiting,
 )
 
 __all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "shapes_of"]
@@ -66,6 +67,10 @@ __all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "shapes_of"]
 logger = logging.getLogger("devicelab.netshape")
 
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+# mitmproxy hands a new connection over a few milliseconds after accepting it; bytes the
+# device sent at once are taken from the accept, up to this long before (a bound on a
+# clock step, not on mitmproxy).
+_ACCEPT_LAG_MAX_S = 0.05
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -269,7 +274,10 @@ class NetShape:
             self._links[host] = link
         link.connections += 1
         clock = ConnectionClock()
-        reader = ShapedReader(io.reader, link.up, clock)
+        loop = asyncio.get_running_loop()
+        accepted = loop.time() - min(time.time() - client.timestamp_start, _ACCEPT_LAG_MAX_S)
+        first_since = accepted if bytes_waiting(io.reader, io.writer) else None
+        reader = ShapedReader(io.reader, link.up, clock, first_since)
         writer = ShapedWriter(io.writer, link.down, clock)
         io.reader, io.writer = reader, writer
         self._connections[client.id] = _Connection(host, reader, writer, clock)

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SEGMENT_BYTES", "Channel", "Pipe", "Shape"]
+__all__ = ["SEGMENT_BYTES", "Channel", "Pipe", "PreciseTimer", "Shape"]
 
 SEGMENT_BYTES = 1460
 # The scheduler commits bytes this far ahead of the clock: fewer wake-ups, and a newcomer
@@ -42,7 +42,32 @@ _TURN_S = 0.001
 _CATCH_UP_S = 0.25
 # asyncio rounds a timer's wait up to the next millisecond (epoll), so deliveries wake this
 # much before they are due and hand over what is due within it: on time on average.
-_EARLY_S = 0.0005
+EARLY_S = 0.0005
+# A timer due after an idle spell fires about a millisecond late (the CPU slept: several
+# on a busy VM), one set right after a wake-up within ~0.2 ms: a long wait wakes this much
+# before its time and then sets the exact timer.
+_PREWAKE_S = 0.003
+
+
+class PreciseTimer:
+    """Calls ``callback`` at loop time ``when`` (at most ``EARLY_S`` early), in two steps
+    when the wait is long (see ``_PREWAKE_S``); ``cancel`` stops whichever step is pending."""
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._callback = callback
+        self._target = when - EARLY_S
+        if self._target - self._loop.time() > 2 * _PREWAKE_S:
+            self._handle = self._loop.call_at(self._target - _PREWAKE_S, self._exact)
+        else:
+            self._handle = self._loop.call_at(self._target, callback)
+
+    def _exact(self) -> None:
+        self._handle = self._loop.call_at(self._target, self._callback)
+
+    def cancel(self) -> None:
+        """Do not call back."""
+        self._handle.cancel()
 
 
 @dataclass(frozen=True)
@@ -187,18 +212,18 @@ class Pipe:
         self.in_flight_bytes += len(chunk)
         self._flight.append((at, chunk, arrival, due))
         if len(self._flight) == 1:
-            asyncio.get_running_loop().call_at(at - _EARLY_S, self._flush)
+            PreciseTimer(at, self._flush)
 
     def _flush(self) -> None:
         loop = asyncio.get_running_loop()
-        now = loop.time() + _EARLY_S
+        now = loop.time() + EARLY_S
         while self._flight and self._flight[0][0] <= now and not self.aborted:
             _, chunk, arrival, due = self._flight.popleft()
             self._deliver(chunk, arrival, due)
         if self.aborted:
             self._flight.clear()
         elif self._flight:
-            loop.call_at(self._flight[0][0] - _EARLY_S, self._flush)
+            PreciseTimer(self._flight[0][0], self._flush)
 
     def _deliver(self, chunk: bytes, arrival: float, due: float) -> None:
         self.in_flight_bytes -= len(chunk)

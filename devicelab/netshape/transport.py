@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import sys
+import termios
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from devicelab.netshape.link import Channel, Pipe
+from devicelab.netshape.link import EARLY_S, Channel, Pipe, PreciseTimer
 
-__all__ = ["ConnectionClock", "HeldWriter", "ServerReader", "ShapedReader", "ShapedWriter"]
+__all__ = [
+    "ConnectionClock",
+    "HeldWriter",
+    "ServerReader",
+    "ShapedReader",
+    "ShapedWriter",
+    "bytes_waiting",
+]
 
 _READ_SIZE = 65535
-# mitmproxy handles a response in about a millisecond (a few after an idle spell); the
-# downlink takes bytes from the server's time of sending up to this far back.
-_BACKDATE_MAX_S = 0.005
+# mitmproxy handles a response in about a millisecond (five or more after an idle spell);
+# the downlink takes bytes from the server's time of sending up to this far back.
+_BACKDATE_MAX_S = 0.02
 
 
 class _Reader(Protocol):
@@ -81,6 +91,24 @@ class ConnectionClock:
         return None
 
 
+def bytes_waiting(reader: object, writer: _Writer) -> bool:
+    """Whether the device has sent bytes that nobody read yet: in asyncio's buffer (the
+    StreamReader's, private: best effort) or in the socket's.
+
+    A client sends its request the moment it connects, but mitmproxy hands the connection
+    to the addon a few milliseconds later (ten after an idle spell): bytes already waiting
+    then arrived when the connection was accepted, and enter the link at that time.
+    """
+    if getattr(reader, "_buffer", None):
+        return True
+    sock = writer.get_extra_info("socket")
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (AttributeError, OSError, ValueError):
+        return False
+    return int.from_bytes(queued, sys.byteorder) > 0
+
+
 class ShapedReader:
     """Reads the device's bytes after they have crossed the uplink.
 
@@ -91,9 +119,15 @@ class ShapedReader:
     """
 
     def __init__(
-        self, real: _Reader, uplink: Channel, clock: ConnectionClock | None = None
+        self,
+        real: _Reader,
+        uplink: Channel,
+        clock: ConnectionClock | None = None,
+        first_since: float | None = None,
     ) -> None:
         self._real = real
+        # The first bytes entered the link then (loop time; see ``bytes_waiting``).
+        self._first_since = first_since
         self._ready: deque[bytes] = deque()
         self._eof = False
         self._error: OSError | None = None
@@ -120,7 +154,8 @@ class ShapedReader:
                 data = await self._real.read(_READ_SIZE)
                 if not data:
                     break
-                self.pipe.send(data)
+                since, self._first_since = self._first_since, None
+                self.pipe.send(data, since=since)
         except OSError as exc:
             self._error = exc
         except asyncio.CancelledError:
@@ -258,11 +293,6 @@ class ServerReader:
         return data
 
 
-# asyncio rounds a timer up to the next millisecond: wake this much early, write what is
-# due within it.
-_EARLY_S = 0.0005
-
-
 class HeldWriter(_WrappedWriter):
     """The server side's writer: bytes wait until the device's bytes they carry would have
     crossed the uplink (``ConnectionClock.up_due`` when written), in order."""
@@ -272,7 +302,7 @@ class HeldWriter(_WrappedWriter):
         self._clock = clock
         self._held: deque[tuple[float, bytes | None]] = deque()  # None: end of stream
         self._close_after = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: PreciseTimer | None = None
 
     def write(self, data: bytes) -> None:
         """Write ``data`` now, or once the uplink bytes before it have arrived."""
@@ -286,12 +316,12 @@ class HeldWriter(_WrappedWriter):
     def _hold(self, due: float, data: bytes | None) -> None:
         self._held.append((due, data))
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(due - _EARLY_S, self._release)
+            self._timer = PreciseTimer(due, self._release)
 
     def _release(self) -> None:
         self._timer = None
         loop = asyncio.get_running_loop()
-        now = loop.time() + _EARLY_S
+        now = loop.time() + EARLY_S
         while self._held and self._held[0][0] <= now:
             _, data = self._held.popleft()
             if self._real.is_closing():
@@ -302,7 +332,7 @@ class HeldWriter(_WrappedWriter):
             else:
                 self._real.write(data)
         if self._held:
-            self._timer = loop.call_at(self._held[0][0] - _EARLY_S, self._release)
+            self._timer = PreciseTimer(self._held[0][0], self._release)
         elif self._close_after:
             self._real.close()
 

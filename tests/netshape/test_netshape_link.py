@@ -180,5 +180,26 @@ def test_bytes_are_dated_from_the_server_only_after_it_answered_and_not_far_back
     clock.server_rx = 10.001
     assert clock.server_sent(10.003) == 10.001
     assert clock.answer_floor(10.003) is None
-    # A proxy that stalled for a second is not hidden: 5 ms back at most.
-    assert clock.server_sent(11.0) == pytest.approx(10.995)
+    # mitmproxy's handling after an idle spell (5-10 ms) is not the link's either ...
+    assert clock.server_sent(10.013) == 10.001
+    # ... but a proxy that stalled for a second is not hidden: 20 ms back at most.
+    assert clock.server_sent(11.0) == pytest.approx(10.98)
+
+
+def test_a_precise_timer_cancelled_between_its_two_steps_never_calls_back() -> None:
+    from devicelab.netshape.link import PreciseTimer
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        called: list[str] = []
+        kept = PreciseTimer(loop.time() + 0.03, lambda: called.append("kept"))
+        cancelled = PreciseTimer(loop.time() + 0.03, lambda: called.append("cancelled"))
+        first_step = cancelled._handle
+        while cancelled._handle is first_step:  # until its first step ran (3 ms early)
+            await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0.02)
+        assert kept is not None
+        return called
+
+    assert asyncio.run(main()) == ["kept"]

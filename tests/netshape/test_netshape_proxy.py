@@ -169,3 +169,36 @@ def test_a_websocket_url_in_the_request_line_is_taken(shaped: Any, upstream: Any
 
     lag = asyncio.run(main())
     assert RTT / 2 - 0.002 <= lag < RTT / 2 + 0.02  # shaped like any WebSocket message
+
+
+def test_a_request_sent_on_connect_is_timed_from_the_accept_not_from_the_handover(
+    upstream: Any, make_profile: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After an idle spell mitmproxy hands a new connection to the addon ~10 ms after it
+    # accepted it; the request the client sent at once was waiting all along, and that wait
+    # is not the link's. Here the handover takes 60 ms.
+    import socket
+
+    from devicelab.netshape.addon import NetShape
+
+    handover = NetShape.client_connected
+
+    def slow_handover(self: NetShape, client: Any) -> None:
+        time.sleep(0.06)
+        handover(self, client)
+
+    monkeypatch.setattr(NetShape, "client_connected", slow_handover)
+    host_port = upstream.base.removeprefix("http://")
+    request = (
+        f"GET {upstream.base}/bytes?n=1 HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with ShapedProxy(make_profile(RTT * 1000, None, None)) as proxy:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            with socket.create_connection((proxy.host, proxy.port)) as client:
+                client.sendall(request)
+                while client.recv(65536):
+                    pass
+            times.append(time.perf_counter() - start)
+    assert RTT <= min(times) < RTT + 0.03, times
