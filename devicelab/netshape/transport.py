@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import sys
-import termios
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -101,10 +99,13 @@ def bytes_waiting(reader: object, writer: _Writer) -> bool:
     """
     if getattr(reader, "_buffer", None):
         return True
-    sock = writer.get_extra_info("socket")
     try:
+        import fcntl  # POSIX only: elsewhere only asyncio's buffer is looked at
+        import termios
+
+        sock = writer.get_extra_info("socket")
         queued = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except (AttributeError, OSError, ValueError):
+    except (ImportError, AttributeError, OSError, ValueError):
         return False
     return int.from_bytes(queued, sys.byteorder) > 0
 

@@ -171,20 +171,25 @@ def test_a_websocket_url_in_the_request_line_is_taken(shaped: Any, upstream: Any
     assert RTT / 2 - 0.002 <= lag < RTT / 2 + 0.02  # shaped like any WebSocket message
 
 
+@pytest.mark.parametrize("busy", ["blocked", "awaiting"])
 def test_a_request_sent_on_connect_is_timed_from_the_accept_not_from_the_handover(
-    upstream: Any, make_profile: Any, monkeypatch: pytest.MonkeyPatch
+    upstream: Any, make_profile: Any, monkeypatch: pytest.MonkeyPatch, busy: str
 ) -> None:
     # After an idle spell mitmproxy hands a new connection to the addon ~10 ms after it
     # accepted it; the request the client sent at once was waiting all along, and that wait
-    # is not the link's. Here the handover takes 60 ms.
+    # is not the link's. Here the handover takes 60 ms, with mitmproxy's loop blocked (the
+    # request stays in the socket) or running (asyncio reads it into its buffer).
     import socket
 
     from devicelab.netshape.addon import NetShape
 
     handover = NetShape.client_connected
 
-    def slow_handover(self: NetShape, client: Any) -> None:
-        time.sleep(0.06)
+    async def slow_handover(self: NetShape, client: Any) -> None:
+        if busy == "blocked":
+            time.sleep(0.06)
+        else:
+            await asyncio.sleep(0.06)
         handover(self, client)
 
     monkeypatch.setattr(NetShape, "client_connected", slow_handover)
