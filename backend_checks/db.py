@@ -27,9 +27,11 @@ __all__ = [
 
 DEFAULT_TIMEOUT_MS = 30_000
 
-# A URL password cannot hold '@' or '/' unescaped; anything else up to the '@' is the
-# secret (spaces included: over-redacting a malformed DSN is fine, leaking it is not).
-_URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@/\n]*)(?=@)", re.I)
+# A URL password may not hold '@' or '/' unescaped, but users write them: the secret runs
+# to the *last* '@' before a '/' (greedy), so a password like p@ss is hidden whole
+# (over-redacting a malformed DSN is fine, leaking a piece of it is not).
+_URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^/\n]*)(?=@)", re.I)
+_URL_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://", re.I)
 _KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]*)", re.I)
 
@@ -41,6 +43,52 @@ def password_of(dsn: str) -> str | None:
         if match and match.group("pw"):
             return match.group("pw").strip("'")
     return None
+
+
+def _misread_userinfo(dsn: str) -> str | None:
+    """The DSN as shown (user kept, password hidden) when a URL DSN's user or password
+    holds an unescaped '@' or '/', else None. libpq ends the user info at the first '@'
+    before the first '/', so it would take a piece of the password for the host or the
+    port, and quote that piece back in its error."""
+    scheme = _URL_SCHEME.match(dsn)
+    if scheme is None:
+        return None
+    rest = dsn[scheme.end() :]
+    authority, _, path = rest.partition("/")
+    if authority.count("@") <= 1 and ("@" in authority or "@" not in path.partition("?")[0]):
+        return None
+    userinfo, _, host = rest.partition("?")[0].rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else "***"
+    shown = rest[len(userinfo) + 1 :] if host else rest
+    return f"{dsn[: scheme.end()]}{user}:***@{shown}"
+
+
+def _unparsed_shown(dsn: str) -> str:
+    """A DSN libpq could not parse, as shown: a key=value DSN is cut at its password
+    (a quote libpq did not read as one would spill the rest of it)."""
+    match = _KV_PASSWORD.search(dsn)
+    if match is None or _URL_SCHEME.match(dsn):
+        return redact(dsn, dsn)
+    return redact(dsn[: match.start("pw")], dsn) + "*** ..."
+
+
+def _scrub_quoted(detail: str, dsn: str) -> str:
+    """libpq's parse error with every quoted piece of the DSN's text from its password on
+    hidden (it quotes the token it stumbled on, which may be part of the password)."""
+    match = _KV_PASSWORD.search(dsn) or _URL_PASSWORD.search(dsn)
+    if match is None:
+        return detail
+    tail = dsn[match.start("pw") :]
+
+    def hide(quoted: re.Match[str]) -> str:
+        piece = quoted.group(2)
+        return (
+            quoted.group(0)
+            if len(piece) < 2 or piece not in tail
+            else "***".join(quoted.group(1) * 2)
+        )
+
+    return re.sub(r"([\"'])(.*?)\1", hide, detail)
 
 
 def redact(text: str, dsn: str | None = None) -> str:
@@ -72,6 +120,14 @@ def connect(
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
+    misread = _misread_userinfo(dsn)
+    if misread is not None:
+        raise BackendUnavailable(
+            f"invalid DSN {misread!r}: an '@' or '/' in its user, password or database name "
+            "is not percent-encoded, so libpq would read a piece of the password as the host",
+            hint="percent-encode them in the URL ('@' is %40, '/' is %2F), or use the "
+            "key=value form: 'host=... user=... password=...'",
+        )
     try:
         given = conninfo_to_dict(dsn)
         # Keyword arguments replace the DSN's own values: keep its options (PGOPTIONS when
@@ -85,10 +141,11 @@ def connect(
             options=f"{theirs} -c statement_timeout={int(timeout_ms)}".strip(),
         )
     except psycopg.ProgrammingError as exc:
-        detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "", dsn)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = redact(_scrub_quoted(detail, dsn), dsn)
         # Exit 3 like an unreachable server: for the caller, either way there is no backend.
         raise BackendUnavailable(
-            f"invalid DSN {redact(dsn, dsn)!r}: {detail}",
+            f"invalid DSN {_unparsed_shown(dsn)!r}: {detail}",
             hint="use postgresql://user:password@host:port/dbname or 'host=... dbname=...'",
         ) from None
     except psycopg.Error as exc:

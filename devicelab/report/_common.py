@@ -68,8 +68,9 @@ _SECRET_WORDS = frozenset(
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 #: A JWT (header.payload.signature, base64url) anywhere in a string: Supabase keys are JWTs.
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
-#: The password part of scheme://user:password@host.
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+#: The password part of scheme://user:password@host, to the last '@' before a '/' (a
+#: password with an unescaped '@' is hidden whole).
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s]+@")
 #: Control characters: shown as U+FFFD so a terminal or a viewer never acts on them.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 #: Characters XML 1.0 does not allow, even escaped.

@@ -30,7 +30,7 @@ def test_redact_every_dsn_form(dsn: str, secret: str) -> None:
     assert "***" in redact(dsn, dsn)
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="@ '\\/:?&#\n\r\t"), min_size=3))
+@given(st.text(alphabet=st.characters(blacklist_characters=" '\\/:?&#\n\r\t"), min_size=3))
 def test_redact_never_leaks_a_url_password(secret: str) -> None:
     dsn = f"postgresql://user:{secret}@host:5432/db"
     text = f"could not connect to {dsn}: failed near {secret!r}"
@@ -68,6 +68,36 @@ def test_cli_bad_dsn_one_line_exit_3(dsn: str) -> None:
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("devicelab: error:")
+
+
+@pytest.mark.parametrize(
+    ("dsn", "pieces"),
+    [
+        # libpq ends the user info at the first '@' before the first '/': it would take
+        # "zv9:k7" for the host and port, "xq" for the port, and quote them back.
+        ("postgresql://postgres:xq@zv9:k7@127.0.0.1:5432/x", ["zv9", "k7", "xq"]),
+        ("postgresql://postgres:xq/zv9@127.0.0.1:5432/x", ["zv9", "xq"]),
+        # '' is not libpq's escape for a quote: the value ends early and the parse error
+        # quotes the token it stumbled on, a piece of the password.
+        ("host=127.0.0.1 password='xq''zv9 k7' sslmode=bogus", ["zv9", "k7", "xq"]),
+    ],
+)
+def test_a_password_libpq_would_misread_never_shows_a_piece(dsn: str, pieces: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "devicelab", "backend", "check", "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert [piece for piece in pieces if piece in out] == [], out
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("devicelab: error: invalid DSN"), out
+    if dsn.startswith("postgresql://"):
+        assert "postgresql://postgres:***@127.0.0.1:5432/x" in lines[0]
+        assert "percent-encode" in lines[0]
 
 
 def test_the_dsns_own_options_and_connect_timeout_are_kept(pg_server: None) -> None:

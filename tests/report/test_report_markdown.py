@@ -126,6 +126,14 @@ def test_secrets_are_masked(results: Results) -> None:
     assert "postgresql://postgres:***@127.0.0.1:54322/postgres" in md
 
 
+def test_a_url_password_with_an_unescaped_at_is_masked_whole(
+    results: Results, raw: dict[str, Any]
+) -> None:
+    raw["checks"][0]["evidence"] = {"dsn": "see postgresql://bob:xq@zv9@db.example:5432/app"}
+    md = render_markdown(Results.model_validate(raw))
+    assert "zv9" not in md and "postgresql://bob:***@db.example:5432/app" in md
+
+
 def test_series_table_and_empty_run(results: Results, raw: dict[str, Any]) -> None:
     md = render_markdown(results)
     assert "| `memory` | MB | 121 | 37.4 MB | 45 MB | 3600 s |" in md
