@@ -95,6 +95,9 @@ _PLATFORM_SCHEMAS = (
     "_analytics",
     "pgbouncer",
     "hypopg",
+    # The reference server's change capture (its listeners while a `backend serve` runs,
+    # the spill of big changes): ours, like Supabase's realtime schema is the platform's.
+    "devicelab_realtime",
 )
 #: Where the parallel path builds the tables before swapping them in.
 STAGE_SCHEMA = "devicelab_stage"

@@ -252,6 +252,21 @@ def test_refuses_foreign_rows_unless_forced_and_regenerates_its_own(
             generate(conn, TINY, allow_writes=True)
 
 
+def test_a_running_reference_servers_listeners_are_not_foreign(empty_db: str) -> None:
+    from backend_checks.reference.realtime_capture import _install_sql
+
+    with psycopg.connect(empty_db) as conn:
+        generate(conn, TINY, allow_writes=True)
+        # What a `backend serve` on this database holds while it runs: its change capture
+        # installed and its LISTEN backend registered.
+        conn.execute(_install_sql())
+        conn.execute("INSERT INTO devicelab_realtime.listeners (pid) VALUES (pg_backend_pid())")
+        conn.commit()
+        assert foreign_data(conn) == []
+        report = generate(conn, TINY.model_copy(update={"messages": 1_000}), allow_writes=True)
+        assert report.counts["messages"] == 1_000
+
+
 #: Supabase's guide to user data: each new auth.users row gets its profile from a trigger.
 _HANDLE_NEW_USER = """
 CREATE FUNCTION public.handle_new_user() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
