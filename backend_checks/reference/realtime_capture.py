@@ -75,6 +75,7 @@ class Change:
     record: dict[str, Any] | None
     old_record: dict[str, Any] | None
     size: int  # bytes of the change's JSON text
+    relid: int | None = None  # the table's oid when the change was written
 
 
 def _install_sql() -> str:
@@ -209,6 +210,7 @@ class ChangeFeed:
                     record=body.get("record"),
                     old_record=body.get("old_record"),
                     size=len(text),
+                    relid=body.get("relid"),
                 )
             except psycopg.OperationalError as exc:
                 log.error("realtime: dropped a spilled change, reconnecting: %s", exc)

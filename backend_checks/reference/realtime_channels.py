@@ -276,7 +276,10 @@ class Hub:
             return 0
         row = change.record if change.type != "DELETE" else change.old_record
         row = row or {}
-        if any(col not in table.column_types for col in row):  # columns changed: reread
+        # Columns changed, or the table was rebuilt under its name (a new oid: its
+        # visibility function and privileges are the new table's): read it again.
+        rebuilt = change.relid is not None and change.relid != table.oid
+        if rebuilt or any(col not in table.column_types for col in row):
             self.feed.forget(change.schema, change.table)
             table = await self.feed.table(change.schema, change.table)
             if table is None:

@@ -84,3 +84,72 @@ def test_a_feed_records_its_listener_while_open_and_forgets_the_dead(
     assert len(recorded) == 1 and recorded[0] != dead_pid
     assert heard == ["conversations"]
     assert after == []
+
+
+def test_changes_still_arrive_after_datagen_rebuilds_the_tables_under_a_running_server(
+    make_db: Callable[[], str],
+) -> None:
+    """`backend datagen` swaps new tables in under the old names (new oids) while a
+    `backend serve` may run; its subscribers must go on getting changes, RLS-checked."""
+    import time
+
+    import aiohttp
+
+    from backend_checks.reference.realtime_client import Subscriber, websocket_url
+    from backend_checks.reference.server import ReferenceServer
+
+    dsn = make_db()
+    params = DatagenParams(messages=300, users=10, conversations=20)
+    with psycopg.connect(dsn) as conn:
+        generate(conn, params, allow_writes=True)
+        row = conn.execute(
+            "SELECT id::text, participants[1]::text FROM conversations ORDER BY id LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    conv, user = row
+
+    def oid() -> int:
+        with psycopg.connect(dsn) as conn:
+            found = conn.execute("SELECT 'public.messages'::regclass::oid::int").fetchone()
+        assert found is not None
+        return int(found[0])
+
+    async def scenario(server: ReferenceServer) -> tuple[list[str], list[int]]:
+        async with aiohttp.ClientSession() as session:
+            sub = await Subscriber.connect(session, websocket_url(server.url, server.anon_key))
+            sub.keep_frames = True
+            claims = {"sub": user, "role": "authenticated", "aud": "authenticated"}
+            claims["exp"] = int(time.time()) + 600
+            binding = {"event": "INSERT", "schema": "public", "table": "messages",
+                       "filter": f"conversation_id=eq.{conv}"}  # fmt: skip
+            await sub.join("rebuilt", postgres_changes=[binding],
+                           access_token=server.ctx.sign(claims))  # fmt: skip
+            sub.start()
+            oids, seen = [], []
+            for label in ("before the rebuild", "after the rebuild"):
+                if label.startswith("after"):
+                    with psycopg.connect(dsn) as conn:  # same seed: same users, new tables
+                        generate(conn, params, allow_writes=True)
+                oids.append(oid())
+                with psycopg.connect(dsn, autocommit=True) as db:
+                    db.execute(
+                        "INSERT INTO messages (conversation_id, sender_id, content)"
+                        " VALUES (%s, %s, %s)",
+                        (conv, user, label),
+                    )
+                deadline = time.monotonic() + 5
+                while len(seen) < len(oids) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    frames = [json.loads(text) for _, text in sub.frames]
+                    seen = [
+                        f["payload"]["data"]["record"]["content"]
+                        for f in frames
+                        if f["event"] == "postgres_changes"
+                    ]
+            await sub.close()
+            return seen, oids
+
+    with ReferenceServer(dsn) as server:
+        seen, oids = asyncio.run(scenario(server))
+    assert oids[0] != oids[1], "datagen did not rebuild the table: the test proves nothing"
+    assert seen == ["before the rebuild", "after the rebuild"]

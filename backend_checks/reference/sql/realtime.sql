@@ -49,6 +49,9 @@ begin
     body := jsonb_build_object(
         'schema', tg_table_schema,
         'table', tg_table_name,
+        -- The table's oid: a table rebuilt under the same name (datagen swaps new tables
+        -- in) has a new one, and the server must not go on with the old one's facts.
+        'relid', tg_relid,
         'type', tg_op,
         -- Supabase sends the WAL commit time; a trigger cannot know it, so this is the
         -- time the row was written, in the same ISO-8601 UTC millisecond format.
