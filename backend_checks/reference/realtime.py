@@ -1,7 +1,8 @@
 """Realtime of the reference server: Supabase's Phoenix websocket at /realtime/v1/websocket.
 
 ``add_routes(app, ctx)`` mounts ``GET /realtime/v1/websocket`` (``?apikey=...&vsn=1.0.0``
-or ``2.0.0``) and ``POST /realtime/v1/api/broadcast``, and hooks the service's lifecycle
+or ``2.0.0``), ``POST /realtime/v1/api/broadcast`` and its per-event form
+``POST /realtime/v1/api/broadcast/{topic}/events/{event}``, and hooks the service's lifecycle
 into the app: startup installs change capture and starts the fan-out task; cleanup closes
 every socket, then the database connections.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any, Final
 
@@ -25,7 +27,13 @@ from aiohttp import web
 from backend_checks.reference.context import AuthRejected, ServerContext
 from backend_checks.reference.realtime_capture import ChangeFeed
 from backend_checks.reference.realtime_channels import Hub
-from backend_checks.reference.realtime_protocol import VSN_1, VSN_2, Vsn
+from backend_checks.reference.realtime_protocol import (
+    BINARY_PAYLOAD,
+    VSN_1,
+    VSN_2,
+    UserBroadcast,
+    Vsn,
+)
 from backend_checks.reference.realtime_socket import IDLE_TIMEOUT_S, Connection
 
 __all__ = ["SERVICE_KEY", "RealtimeService", "add_routes"]
@@ -131,6 +139,34 @@ class RealtimeService:
             return web.json_response({"message": "expected {messages: [...]}"}, status=400)
         return web.Response(status=202)
 
+    async def api_broadcast_event(self, request: web.Request) -> web.Response:
+        """POST /realtime/v1/api/broadcast/{topic}/events/{event} (realtime-js's httpSend):
+        the body is the payload, JSON, or bytes (application/octet-stream) that only 2.0.0
+        sockets receive -> 202."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        try:
+            self.token_claims(token or request.headers.get("apikey", ""))
+        except AuthRejected as exc:
+            return web.json_response({"message": exc.message}, status=401)
+        topic, event = request.match_info["topic"], request.match_info["event"]
+        if request.query.get("private") == "true":
+            reason = (
+                f"Unauthorized: {topic} is private (the reference server has no private channels)"
+            )
+            return web.json_response({"message": reason}, status=403)
+        body = await request.read()
+        if request.content_type == "application/octet-stream":
+            message = UserBroadcast(f"realtime:{topic}", event, body, BINARY_PAYLOAD)
+            self.hub.broadcast_binary(message.topic, message, None)
+            return web.Response(status=202)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return web.json_response({"message": "the body must be JSON"}, status=400)
+        envelope = {"type": "broadcast", "event": event, "payload": payload}
+        self.hub.broadcast(f"realtime:{topic}", envelope, None)
+        return web.Response(status=202)
+
 
 def add_routes(app: web.Application, ctx: ServerContext) -> None:
     """Mount Realtime on ``app`` and hook its startup and cleanup (see module docstring)."""
@@ -138,5 +174,8 @@ def add_routes(app: web.Application, ctx: ServerContext) -> None:
     ctx.extras[SERVICE_KEY] = service
     app.router.add_get("/realtime/v1/websocket", service.websocket)
     app.router.add_post("/realtime/v1/api/broadcast", service.api_broadcast)
+    app.router.add_post(
+        "/realtime/v1/api/broadcast/{topic}/events/{event}", service.api_broadcast_event
+    )
     app.on_startup.append(service.start)
     app.on_cleanup.append(service.stop)

@@ -187,8 +187,11 @@ class Hub:
             join.socket.write(frames[vsn])
         return len(audience)
 
-    def broadcast_binary(self, sender: ChannelJoin, message: UserBroadcast) -> None:
-        """Deliver a 2.0.0 binary broadcast: as bytes to 2.0.0 sockets, as JSON to 1.0.0.
+    def broadcast_binary(
+        self, topic: str, message: UserBroadcast, sender: ChannelJoin | None
+    ) -> None:
+        """Deliver a 2.0.0 binary broadcast to ``topic``: as bytes to 2.0.0 sockets, as
+        JSON to 1.0.0 (to the sender only with ``self``).
 
         Binary user payloads cannot reach 1.0.0 sockets (Supabase drops them too).
         """
@@ -202,7 +205,7 @@ class Hub:
             if user is not None:
                 body = compact({"type": "broadcast", "event": message.event, "payload": user})
                 v1 = websocket_frame(encode_text(VSN_1, message.topic, "broadcast", body))
-        for join in self._audience(sender.topic, sender):
+        for join in self._audience(topic, sender):
             if join.socket.vsn == VSN_2:
                 join.socket.write(v2)
             elif v1 is not None:

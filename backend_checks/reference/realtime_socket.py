@@ -163,7 +163,7 @@ class Connection:
         join = self.joins.get(message.topic)
         if join is None:
             return
-        self.service.hub.broadcast_binary(join, message)
+        self.service.hub.broadcast_binary(join.topic, message, join)
         if join.broadcast_ack:
             join.reply(message.ref, "ok", {})
 
@@ -225,6 +225,12 @@ class Connection:
         problem = await self._prepare(join, bindings) if bindings else None
         if self.joins.get(topic) is not join:
             return  # replaced or dropped meanwhile
+        if problem is not None and _mapping(config.get("postgres_changes_options")).get("wait"):
+            # realtime-js's postgres_changes_options.wait: the join itself fails when its
+            # bindings cannot be made (CHANNEL_ERROR), instead of SUBSCRIBED + a system error.
+            self.drop(topic)
+            refuse(problem)
+            return
         join.reply(frame.ref, "ok", {"postgres_changes": bindings})
         if bindings:
             if problem is None:

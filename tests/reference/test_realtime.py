@@ -307,6 +307,73 @@ def test_rest_broadcast_reaches_the_channel(server: ReferenceServer) -> None:
     assert frames[0]["payload"] == {"type": "broadcast", "event": "flash", "payload": {"x": 1}}
 
 
+def test_rest_broadcast_of_one_event_reaches_the_channel(server: ReferenceServer) -> None:
+    """realtime-js's httpSend: POST /api/broadcast/<topic>/events/<event>, body = payload."""
+
+    async def scenario() -> tuple[list[int], list[dict[str, Any]]]:
+        url = websocket_url(server.url, server.anon_key)
+        async with aiohttp.ClientSession() as session:
+            sub = await Subscriber.connect(session, url)
+            sub.keep_frames = True
+            await sub.join("room 7")
+            sub.start()
+            base = f"{server.url}/realtime/v1/api/broadcast/room%207/events"
+            key = {"apikey": server.anon_key, "Authorization": f"Bearer {token(server, 1)}"}
+            statuses = []
+            for path, headers, body in (
+                ("/cursor", key, {"x": 1}),
+                ("/cursor?private=true", key, {"x": 2}),
+                ("/cursor", {"apikey": "not-a-key"}, {"x": 3}),
+            ):
+                async with session.post(base + path, json=body, headers=headers) as resp:
+                    statuses.append(resp.status)
+            bad = {**key, "Content-Type": "application/json"}
+            async with session.post(base + "/cursor", data=b"{not json", headers=bad) as resp:
+                statuses.append(resp.status)
+            await until(lambda: bool(sub.frames))
+            await asyncio.sleep(0.2)  # nothing else may follow
+            frames = [json.loads(t) for _, t in sub.frames]
+            await sub.close()
+            return statuses, frames
+
+    statuses, frames = asyncio.run(scenario())
+    assert statuses == [202, 403, 401, 400]
+    assert [f["payload"] for f in frames] == [
+        {"type": "broadcast", "event": "cursor", "payload": {"x": 1}}
+    ]
+
+
+def test_a_join_that_waits_for_its_bindings_fails_when_they_cannot_be_made(
+    server: ReferenceServer,
+) -> None:
+    """realtime-js's postgres_changes_options.wait: the join reply itself is the error."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        url = websocket_url(server.url, server.anon_key)
+        async with aiohttp.ClientSession() as session:
+            sub = await Subscriber.connect(session, url)
+            replies = []
+            for table in ("no_such_table", "messages"):
+                config = {
+                    "postgres_changes": [{"event": "*", "schema": "public", "table": table}],
+                    "postgres_changes_options": {"wait": True},
+                }
+                payload = {"config": config, "access_token": token(server, 1)}
+                ref = await sub.send(f"realtime:w-{table}", "phx_join", payload, join_ref=None)
+                async with asyncio.timeout(5):
+                    while True:
+                        frame = json.loads((await sub.ws.receive()).data)
+                        if frame["event"] == "phx_reply" and frame["ref"] == ref:
+                            replies.append(frame["payload"])
+                            break
+            await sub.close()
+            return replies
+
+    missing, ok = asyncio.run(scenario())
+    assert missing["status"] == "error" and "no table public.no_such_table" in str(missing)
+    assert ok["status"] == "ok" and ok["response"]["postgres_changes"][0]["table"] == "messages"
+
+
 def test_listen_link_comes_back_after_a_break(
     server: ReferenceServer, db: psycopg.Connection[Any]
 ) -> None:

@@ -74,6 +74,8 @@ await systemSeen
 await subscribed(chat)
 await subscribed(lobby)
 out({ kind: 'ack', result: await chat.send({ type: 'broadcast', event: 'ping', payload: { n: 1 } }) })
+// realtime-js's REST broadcast (POST /api/broadcast/<topic>/events/<event>).
+out({ kind: 'http_send', result: await chat.httpSend('ping', { n: 2 }).catch((e) => String(e)) })
 out({ kind: 'track', result: await lobby.track({ online: true }) })
 out({ kind: 'ready' })
 
