@@ -122,6 +122,22 @@ def _content_range(offset: int | None, n_rows: int, total: int | None) -> str:
     return f"{start}-{start + n_rows - 1}/{total_text}"
 
 
+def _range_status(offset: int | None, n_rows: int, total: int | None) -> int:
+    """PostgREST's status for a counted read: 200, 206 when the rows returned are a part
+    of the total, and an error (416, PGRST103) for an offset past the end."""
+    if total is None:
+        return 200
+    start = offset or 0
+    if start > total:
+        raise rest_error(
+            416,
+            "PGRST103",
+            "Requested range not satisfiable",
+            details=f"An offset of {start} was requested, but there are only {total} rows.",
+        )
+    return 206 if n_rows < total else 200
+
+
 def _answer(
     status: int,
     rows_json: str | None,
@@ -173,7 +189,8 @@ async def read(request: web.Request) -> web.Response:
             total = int(count_row[0]) if count_row else 0
     rows_json, first_json, n_rows = row if row else ("[]", None, 0)
     return _answer(
-        200, rows_json, first_json, int(n_rows), single=url.single,
+        _range_status(url.offset, int(n_rows), total), rows_json, first_json, int(n_rows),
+        single=url.single,
         content_range=_content_range(url.offset, int(n_rows), total),
         head=request.method == "HEAD",
     )  # fmt: skip
@@ -313,8 +330,8 @@ async def rpc(request: web.Request) -> web.Response:
         value = rows_json if not fn.returns_rows else first_json
         return web.Response(text=value or "null", content_type="application/json")
     return _answer(
-        200, rows_json, first_json, int(n_rows), single=url.single,
-        content_range=_content_range(url.offset, int(n_rows), total),
+        _range_status(url.offset, int(n_rows), total), rows_json, first_json, int(n_rows),
+        single=url.single, content_range=_content_range(url.offset, int(n_rows), total),
     )  # fmt: skip
 
 
