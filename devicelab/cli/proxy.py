@@ -39,6 +39,14 @@ def register(app: typer.Typer) -> None:
                 help="accept any certificate from HTTPS servers (a test backend's self-signed one)",
             ),
         ] = False,
+        no_http2: Annotated[
+            bool,
+            typer.Option(
+                "--no-http2",
+                help="HTTP/1.1 only: each request of a device on its own connection, shared "
+                "fairly (over HTTP/2 they queue behind each other in one connection)",
+            ),
+        ] = False,
     ) -> None:
         """Run a shaping proxy in the foreground until Ctrl-C; prints 'listening on HOST:PORT'."""
         if ctx.invoked_subcommand is not None:
@@ -58,6 +66,7 @@ def register(app: typer.Typer) -> None:
             allow=allow or _ALLOW_DEFAULT,
             echo=typer.echo,
             verify_upstream=not no_verify_upstream,
+            http2=not no_http2,
             networks=catalog.profiles,
         )
         raise typer.Exit(code)

@@ -69,6 +69,7 @@ class ShapedProxy:
         verify_upstream: bool = True,
         aliases: Mapping[str, str] | None = None,
         networks: Mapping[str, NetworkProfile] | None = None,
+        http2: bool = True,
     ) -> None:
         if mode not in ("thread", "subprocess"):
             raise BadInput(f"unknown proxy mode {mode!r}", hint="use 'thread' or 'subprocess'")
@@ -88,6 +89,10 @@ class ShapedProxy:
         self.aliases = dict(aliases or {})
         # Profiles the control endpoint's POST profile switches to by name.
         self.networks = dict(networks or {})
+        # False: devices and servers speak HTTP/1.1 through the proxy. Over HTTP/2 the
+        # streams of one connection share its place in the link, and a server may push
+        # megabytes into the loopback socket buffers ahead of it (docs/netshape.md).
+        self.http2 = http2
         self.addon = NetShape()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -250,6 +255,7 @@ class ShapedProxy:
                 netshape_aliases=[f"{k}={v}" for k, v in self.aliases.items()],
                 netshape_networks=self._networks_json(),
                 ssl_insecure=not self.verify_upstream,
+                http2=self.http2,
             )
         except exceptions.OptionsError as exc:
             raise BadInput(f"bad proxy option: {exc}", hint="check --listen and --allow") from exc
@@ -296,6 +302,8 @@ class ShapedProxy:
         argv += ["--ws-history", str(self.ws_history), "--parent-pid", str(os.getpid())]
         if not self.verify_upstream:
             argv.append("--no-verify-upstream")
+        if not self.http2:
+            argv.append("--no-http2")
         for cidr in self.allow:
             argv += ["--allow", cidr]
         for name, host in self.aliases.items():

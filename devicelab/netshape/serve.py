@@ -73,7 +73,7 @@ def run_foreground(
 ) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit code (0 after a clean stop).
 
-    ``proxy_options`` go to ShapedProxy (``ws_history``, ``verify_upstream``).
+    ``proxy_options`` go to ShapedProxy (``ws_history``, ``verify_upstream``, ``http2``).
 
     Raises EnvironmentProblem when the proxy cannot listen; BadInput on a bad option.
     """
@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--confdir", default=DEFAULT_CONFDIR)
     parser.add_argument("--ws-history", type=int, default=200)
     parser.add_argument("--no-verify-upstream", action="store_true")
+    parser.add_argument("--no-http2", action="store_true", help="HTTP/1.1 only")
     parser.add_argument("--alias", action="append", default=[], help="NAME=HOST")
     parser.add_argument("--networks-json", default="", help="named profiles (JSON object)")
     parser.add_argument("--parent-pid", type=int, default=0, help="stop when it is gone")
@@ -143,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             instructions=False,
             ws_history=args.ws_history,
             verify_upstream=not args.no_verify_upstream,
+            http2=not args.no_http2,
             aliases=dict(entry.partition("=")[::2] for entry in args.alias),
             networks=parse_networks(args.networks_json),
         )
