@@ -71,10 +71,39 @@ def tiny_start_s(profile: NetworkProfile) -> float:
     return min(0.3, profile.rtt / 1000 + 0.4 * 2 * MB / rate)
 
 
+async def _head_bytes(s: aiohttp.ClientSession, url: str, proxy: str) -> tuple[int, int]:
+    """Bytes of the request head (absolute form, as sent to a proxy) and of the response
+    head of one GET of ``url``: what the link carries besides the body."""
+    async with s.get(url, proxy=proxy) as r:
+        await r.read()
+        sent = r.request_info.headers
+        up = len(f"GET {url} HTTP/1.1\r\n") + sum(len(k) + len(v) + 4 for k, v in sent.items())
+        down = len(f"HTTP/1.1 {r.status} {r.reason}\r\n") + sum(
+            len(k) + len(v) + 4 for k, v in r.raw_headers
+        )
+    return up + 2, down + 2
+
+
+async def machine_wake_s(base: str, idle_s: float) -> tuple[float, float]:
+    """(median direct tiny request after ``idle_s`` of idle, back to back): what this
+    machine adds to a request that follows an idle spell, with no proxy involved. Through
+    the proxy every tiny request follows one (the link holds it for the one-way delay)."""
+    async with aiohttp.ClientSession() as s:
+        await _get(s, f"{base}/bytes?n=1", None)
+        hot = statistics.median([await _get(s, f"{base}/bytes?n=1", None) for _ in range(9)])
+        cold = []
+        for _ in range(5):
+            await asyncio.sleep(idle_s)
+            cold.append(await _get(s, f"{base}/bytes?n=1", None))
+    return statistics.median(cold), hot
+
+
 async def ours(base: str, proxy: str, sizes: list[int], later_s: float) -> dict[str, float]:
     out: dict[str, float] = {}
     async with aiohttp.ClientSession() as s:
-        await _get(s, f"{base}/bytes?n=1", proxy)
+        out["tiny head bytes up"], out["tiny head bytes down"] = await _head_bytes(
+            s, f"{base}/bytes?n=1", proxy
+        )
         out["tiny"] = statistics.median(
             [await _get(s, f"{base}/bytes?n=1", proxy) for _ in range(5)]
         )
@@ -186,12 +215,14 @@ def goal(profile: NetworkProfile, row: str, value: float) -> str:
 
 def table(
     name: str, profile: NetworkProfile, mine: dict[str, float], theirs: dict[str, float]
-) -> dict[str, dict[str, float | None]]:
-    """Print one network's markdown table; returns its rows for the JSON report."""
+) -> tuple[dict[str, dict[str, float | None]], tuple[float, float]]:
+    """Print one network's markdown table; returns its rows for the JSON report and the
+    tiny request's head bytes (up, down), which ``mine`` carries under their own keys."""
     print(f"\n## {name}: RTT {profile.rtt:g} ms, {profile.down_kbps:g}/{profile.up_kbps:g} kbps")
     print("| row | ideal s | devicelab s | err | CDP s | CDP err | closer | goal |")
     print("|---|---:|---:|---:|---:|---:|---|---|")
     rows: dict[str, dict[str, float | None]] = {}
+    heads = (mine.pop("tiny head bytes up"), mine.pop("tiny head bytes down"))
     for row, value in mine.items():
         want = ideal(profile, row)
         other = theirs.get(row)
@@ -210,7 +241,27 @@ def table(
         ]
         print("| " + " | ".join(cells) + " |")
         rows[row] = {"ideal_s": want, "devicelab_s": value, "cdp_s": other}
-    return rows
+    return rows, heads
+
+
+def tiny_breakdown(
+    profile: NetworkProfile, tiny_s: float, heads: tuple[float, float], wake: tuple[float, float]
+) -> str:
+    """Where a tiny request's time over the RTT goes: its head bytes at the profile's
+    rates (a real link carries them; the ideal counts the body only), this machine's
+    wake-up after an idle spell (measured with no proxy), and the rest (the proxy)."""
+    up, down = heads
+    up_rate, down_rate = profile.up_bytes_per_s, profile.down_bytes_per_s
+    head_s = (up / up_rate if up_rate else 0) + (down / down_rate if down_rate else 0)
+    over = tiny_s - profile.rtt / 1000
+    cold, hot = wake
+    rest = over - head_s - (cold - hot)
+    return (
+        f"tiny, over the RTT: {over * 1000:+.1f} ms = head bytes {up:.0f} B up + {down:.0f} B "
+        f"down at the profile's rates {head_s * 1000:.1f} ms + this machine's wake-up after "
+        f"{profile.rtt:g} ms idle {(cold - hot) * 1000:.1f} ms (a direct request: {hot * 1000:.2f}"
+        f" ms back to back, {cold * 1000:.2f} ms after the idle) + the rest {rest * 1000:+.1f} ms"
+    )
 
 
 async def overhead(base: str) -> dict[str, float]:
@@ -249,7 +300,9 @@ async def main() -> None:
             with ShapedProxy(profile, mode="subprocess") as proxy:
                 mine = await ours(base, proxy.url, sizes, tiny_start_s(profile))
             theirs = {} if args.no_cdp else await cdp(base, profile, sizes)
-            rows = table(name, profile, mine, theirs)
+            rows, heads = table(name, profile, mine, theirs)
+            wake = await machine_wake_s(base, profile.rtt / 1000)
+            print("\n" + tiny_breakdown(profile, mine["tiny"], heads, wake))
             report["networks"][name] = rows
         figures = await overhead(base)
         report["unshaped"] = figures
