@@ -8,8 +8,11 @@ with ``Network.emulateNetworkConditions`` set to the same profile.
 Rows per network: downloads of 100 KB, 1 MB and 5 MB, a 1 MB upload, a tiny request, a
 tiny request during two concurrent 1 MB downloads, and the worst message of a 10-message
 WebSocket burst (server to device). ``ideal`` is RTT + size / bandwidth (one-way delay for
-a WebSocket message). Then the unshaped overhead: added latency p50/p95 and throughput
-through the proxy against direct.
+a WebSocket message); ``closer`` names which of devicelab and CDP is nearer to it, ``on
+the wire`` which is nearer to it plus the HTTP heads' bytes at the profile's rates (a real
+link carries them; CDP's throttling does not charge them, devicelab's link does). Under each
+table: where the tiny request's time over the RTT goes. Then the unshaped overhead: added
+latency p50/p95 and throughput through the proxy against direct.
 
     .venv/bin/python bench/shaping.py [--networks 4g,5g] [--no-cdp] [--json out.json]
 """
@@ -213,22 +216,38 @@ def goal(profile: NetworkProfile, row: str, value: float) -> str:
     return ""
 
 
+def head_s(profile: NetworkProfile, heads: tuple[float, float]) -> float:
+    """Seconds the request and response heads (bytes up, down) take at the profile's
+    rates: a real link carries them, the ideal (body only) does not count them."""
+    up, down = heads
+    up_rate, down_rate = profile.up_bytes_per_s, profile.down_bytes_per_s
+    return (up / up_rate if up_rate else 0) + (down / down_rate if down_rate else 0)
+
+
 def table(
     name: str, profile: NetworkProfile, mine: dict[str, float], theirs: dict[str, float]
 ) -> tuple[dict[str, dict[str, float | None]], tuple[float, float]]:
     """Print one network's markdown table; returns its rows for the JSON report and the
-    tiny request's head bytes (up, down), which ``mine`` carries under their own keys."""
+    tiny request's head bytes (up, down), which ``mine`` carries under their own keys.
+
+    ``closer`` judges against the issue's ideal (RTT + body / bandwidth); ``on the wire``
+    against the same plus the HTTP heads' bytes (WebSocket rows: the same ideal), which a
+    real link, and devicelab's, carries and CDP's throttling does not charge."""
     print(f"\n## {name}: RTT {profile.rtt:g} ms, {profile.down_kbps:g}/{profile.up_kbps:g} kbps")
-    print("| row | ideal s | devicelab s | err | CDP s | CDP err | closer | goal |")
-    print("|---|---:|---:|---:|---:|---:|---|---|")
+    print("| row | ideal s | devicelab s | err | CDP s | CDP err | closer | on the wire | goal |")
+    print("|---|---:|---:|---:|---:|---:|---|---|---|")
     rows: dict[str, dict[str, float | None]] = {}
     heads = (mine.pop("tiny head bytes up"), mine.pop("tiny head bytes down"))
     for row, value in mine.items():
         want = ideal(profile, row)
+        wire = want if row.startswith("ws") else want + head_s(profile, heads)
         other = theirs.get(row)
         err = (value - want) / want * 100
         cerr = (other - want) / want * 100 if other is not None else None
-        closer = "-" if cerr is None else ("devicelab" if abs(err) <= abs(cerr) else "CDP")
+        closer = wire_closer = "-"
+        if other is not None:
+            closer = "devicelab" if abs(value - want) <= abs(other - want) else "CDP"
+            wire_closer = "devicelab" if abs(value - wire) <= abs(other - wire) else "CDP"
         cells = [
             row,
             f"{want:.3f}",
@@ -237,10 +256,11 @@ def table(
             "-" if other is None else f"{other:.3f}",
             "-" if cerr is None else f"{cerr:+.1f} %",
             closer,
+            wire_closer,
             goal(profile, row, value),
         ]
         print("| " + " | ".join(cells) + " |")
-        rows[row] = {"ideal_s": want, "devicelab_s": value, "cdp_s": other}
+        rows[row] = {"ideal_s": want, "wire_ideal_s": wire, "devicelab_s": value, "cdp_s": other}
     return rows, heads
 
 
@@ -251,14 +271,13 @@ def tiny_breakdown(
     rates (a real link carries them; the ideal counts the body only), this machine's
     wake-up after an idle spell (measured with no proxy), and the rest (the proxy)."""
     up, down = heads
-    up_rate, down_rate = profile.up_bytes_per_s, profile.down_bytes_per_s
-    head_s = (up / up_rate if up_rate else 0) + (down / down_rate if down_rate else 0)
+    heads_s = head_s(profile, heads)
     over = tiny_s - profile.rtt / 1000
     cold, hot = wake
-    rest = over - head_s - (cold - hot)
+    rest = over - heads_s - (cold - hot)
     return (
         f"tiny, over the RTT: {over * 1000:+.1f} ms = head bytes {up:.0f} B up + {down:.0f} B "
-        f"down at the profile's rates {head_s * 1000:.1f} ms + this machine's wake-up after "
+        f"down at the profile's rates {heads_s * 1000:.1f} ms + this machine's wake-up after "
         f"{profile.rtt:g} ms idle {(cold - hot) * 1000:.1f} ms (a direct request: {hot * 1000:.2f}"
         f" ms back to back, {cold * 1000:.2f} ms after the idle) + the rest {rest * 1000:+.1f} ms"
     )
