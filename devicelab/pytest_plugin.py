@@ -80,15 +80,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.device)
 
 
+#: Fixtures that read --devicelab-network, and those that read --devicelab-device.
+_NETWORK_FIXTURES = frozenset({"lab_network", "shaped_proxy", "devicelab_lab"})
+_DEVICE_FIXTURES = frozenset({"lab_device", "devicelab_lab"})
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Refuse, before any test runs, a lab that could not start: an unknown device or
-    network id, an offline network, a wrong inventory (raises pytest.UsageError)."""
-    if not any("devicelab_lab" in getattr(i, "fixturenames", ()) for i in session.items):
-        return
+    """Refuse, before any test runs, what a collected test would fail on: an unknown
+    device or network id, a wrong inventory, and for ``devicelab_lab`` an offline network
+    or a lab that could not start (raises pytest.UsageError)."""
+    used: set[str] = set()
+    for item in session.items:
+        used.update(getattr(item, "fixturenames", ()))
     from devicelab.errors import DeviceLabError
 
+    config = session.config
     try:
-        session.config.stash[_LAB] = _lab(session.config)
+        if "devicelab_lab" in used:
+            config.stash[_LAB] = _lab(config)
+            return
+        if used & _NETWORK_FIXTURES:
+            from devicelab.config import network_profile
+
+            network_profile(config.getoption("--devicelab-network"))
+        selected = config.getoption("--devicelab-device")
+        if used & _DEVICE_FIXTURES and selected:
+            from devicelab.config import device, load_inventory
+
+            device(selected, load_inventory(config.getoption("--devicelab-inventory")))
     except DeviceLabError as exc:
         raise pytest.UsageError(f"devicelab: {exc.one_line()}") from exc
 

@@ -54,5 +54,19 @@ def test_a_selected_device_is_not_skipped(pytester: pytest.Pytester) -> None:
         "--devicelab-device", "android-lowent", "-p", "no:cacheprovider",
         f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
     )  # fmt: skip
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*did you mean 'android-lowend'*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: devicelab: *did you mean 'android-lowend'*"])
+
+
+def test_an_unknown_network_is_a_usage_error_before_any_test_runs(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(
+        "--devicelab-network", "6g", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: devicelab: unknown network '6g'; did you mean '5g'?*"])
+    assert "Traceback" not in result.stderr.str()
+    result.assert_outcomes()  # nothing ran
