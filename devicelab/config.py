@@ -33,8 +33,10 @@ __all__ = [
 Path_ = tuple[str | int, ...]
 
 #: Where the files are looked for, in order, when no path is given: $DEVICELAB_HOME,
-#: the working directory, then the checkout devicelab runs from.
+#: the working directory, the checkout devicelab runs from, then the package's own copy.
 _PACKAGE_DATA = Path(__file__).resolve().parent.parent
+#: The lab files inside the package (links to the checkout's; real files in a wheel).
+_SHIPPED = Path(__file__).resolve().parent / "data"
 
 
 @dataclass
@@ -195,8 +197,9 @@ def _explain(error: Any, loc: Path_, model: type[BaseModel]) -> str:
 
 
 def find_file(name: str, given: str | os.PathLike[str] | None = None) -> Path:
-    """The path of a lab file: ``given`` if set, else $DEVICELAB_HOME/name, ./name, or the
-    copy shipped with devicelab. Raises ConfigError when ``given`` does not exist."""
+    """The path of a lab file: ``given`` if set, else $DEVICELAB_HOME/name, ./name, the
+    checkout devicelab runs from, or the copy shipped in the package (``devicelab/data``,
+    which a wheel carries). Raises ConfigError when ``given`` does not exist."""
     if given is not None:
         path = Path(given)
         if not path.exists():
@@ -207,6 +210,7 @@ def find_file(name: str, given: str | os.PathLike[str] | None = None) -> Path:
         candidates.append(Path(home) / name)
     candidates.append(Path.cwd() / name)
     candidates.append(_PACKAGE_DATA / name)
+    candidates.append(_SHIPPED / name)
     for path in candidates:
         if path.exists():
             return path

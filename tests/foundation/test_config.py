@@ -126,3 +126,55 @@ def test_unknown_key_suggests_the_field_meant(tmp_path: Path) -> None:
         config.load_inventory(path)
     assert err.value.field == "devices.a.power.prot"
     assert err.value.location == f"{path}:7:36"
+
+
+def test_a_wheel_carries_the_lab_files_and_finds_them_without_a_checkout(
+    tmp_path: Path,
+) -> None:
+    """A user who pip-installs devicelab has no checkout: the profiles and the sample
+    inventory come in the package (devicelab/data), and the lookup falls back to them."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "inventory.yaml", "profiles", "devicelab",
+                 "backend_checks"):  # fmt: skip
+        path = ROOT / name
+        if path.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "node_modules")
+            shutil.copytree(path, source / name, symlinks=True, ignore=ignore)
+        else:
+            shutil.copy2(path, source / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("devicelab-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    for name in ("inventory.yaml", "profiles/networks.yaml", "profiles/targets.yaml"):
+        shipped = site / "devicelab" / "data" / name
+        assert not shipped.is_symlink() and shipped.read_bytes() == (ROOT / name).read_bytes()
+    # Installed like that, away from any checkout: the files are found in the package.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = (
+        "from devicelab import config; "
+        "print(config.network_profile('4g').rtt, len(config.load_targets().targets), "
+        "'web' in config.load_inventory().ids(), config.__file__)"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)}
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], cwd=elsewhere, env=env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    rtt, rows, has_web, where = ran.stdout.split()
+    assert (rtt, has_web) == ("170.0", "True") and int(rows) > 50
+    assert where.startswith(str(site))
