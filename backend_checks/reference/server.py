@@ -9,6 +9,7 @@ serves on ``host:port``; port 0 picks a free one) -> ``url`` / ``anon_key`` /
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 import tempfile
 import threading
@@ -83,6 +84,14 @@ class ReferenceServer:
             await site.start()
         except Exception as exc:
             await runner.cleanup()
+            if self._own_root:
+                shutil.rmtree(self.ctx.storage_root, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                raise BackendUnavailable(
+                    f"the reference server cannot listen on {self.host}:{self.port}: "
+                    "the port is in use",
+                    hint="stop what uses it, or pick another port (--port 0: any free one)",
+                ) from exc
             raise BackendUnavailable(
                 f"the reference server could not start: {type(exc).__name__}: {exc}",
                 hint="check that PostgreSQL is running and the DSN is right",

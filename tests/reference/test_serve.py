@@ -120,3 +120,21 @@ def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
+
+
+def test_a_port_in_use_says_so_and_leaves_no_storage_folder(scratch_dsn: str) -> None:
+    import socket
+
+    from backend_checks.reference.server import ReferenceServer
+    from devicelab.errors import BackendUnavailable
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = ReferenceServer(scratch_dsn, port=port)
+        root = server.ctx.storage_root
+        with pytest.raises(BackendUnavailable, match="port is in use") as caught:
+            server.start()
+    assert "--port" in (caught.value.hint or "")
+    assert not Path(root).exists()
