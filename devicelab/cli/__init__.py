@@ -7,6 +7,7 @@ nothing here imports mitmproxy, playwright, appium, locust or psycopg at module 
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -27,8 +28,21 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-#: The exit code after Ctrl-C (128 + SIGINT, as shells report it).
+#: The exit code after Ctrl-C (128 + SIGINT, as shells report it), and after SIGTERM.
 _INTERRUPTED = 130
+_TERMINATED = 143
+#: The signals that stopped this command (SIGTERM, see ``_terminate``).
+_received: list[int] = []
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a CI job cancelled, ``timeout``, a service stopped) stops a command the
+    way Ctrl-C does: the KeyboardInterrupt unwinds it, and every device, proxy and server
+    it touched is restored on the way out. Further SIGTERMs are ignored while it does."""
+    _received.append(signum)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
 
 for module in (run, battery, devices, doctor, proxy, backend, report):
     module.register(app)
@@ -36,18 +50,28 @@ for module in (run, battery, devices, doctor, proxy, backend, report):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the process exit code."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, prog_name="devicelab", standalone_mode=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         if code == _INTERRUPTED:  # Typer's silent exit for a KeyboardInterrupt
-            typer.echo("devicelab: interrupted", err=True)
+            _stopped()
         # click reports usage errors with exit 2 already; keep its code.
         sys.exit(code)
     except DeviceLabError as exc:
         typer.echo(f"devicelab: error: {exc.one_line()}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:  # before Typer took over
-        typer.echo("devicelab: interrupted", err=True)
-        sys.exit(_INTERRUPTED)
+        _stopped()
     return 0
+
+
+def _stopped() -> None:
+    """Say why the command stopped early and exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    if _received:
+        typer.echo("devicelab: terminated", err=True)
+        sys.exit(_TERMINATED)
+    typer.echo("devicelab: interrupted", err=True)
+    sys.exit(_INTERRUPTED)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import adbutils
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICELAB = [sys.executable, "-m", "devicelab"]
@@ -111,8 +112,16 @@ def test_doctor_json_names_a_fix_for_each_missing_tool() -> None:
     assert done.returncode == (3 if required_missing else 0)
 
 
-def test_ctrl_c_is_one_line_and_exit_130() -> None:
+@pytest.mark.parametrize(
+    ("sent", "code", "said"),
+    [("SIGINT", 130, "devicelab: interrupted"), ("SIGTERM", 143, "devicelab: terminated")],
+)
+def test_ctrl_c_and_sigterm_are_one_line_and_their_exit_code(
+    sent: str, code: int, said: str
+) -> None:
     # Typer turns KeyboardInterrupt into a silent exit 130; the user must still be told.
+    # SIGTERM (a cancelled CI job) stops a command the same way, so it restores what it
+    # touched, instead of killing it on the spot.
     import signal
     import time
 
@@ -139,8 +148,8 @@ def test_ctrl_c_is_one_line_and_exit_130() -> None:
             except TimeoutError:
                 continue
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sent))
         out, err = proc.communicate(timeout=30)
         peer.close()
-    assert proc.returncode == 130, (out, err)
-    assert err.strip().splitlines() == ["devicelab: interrupted"]
+    assert proc.returncode == code, (out, err)
+    assert err.strip().splitlines() == [said]

@@ -115,3 +115,54 @@ def test_no_browser_skips_with_the_reason(pytester: pytest.Pytester) -> None:
     )
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([f"*device web is not available (missing): {missing} not found*"])
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_session_like_ctrl_c_and_the_lab_is_torn_down(
+    pytester: pytest.Pytester, state: Path
+) -> None:
+    """A cancelled CI job sends SIGTERM: pytest unwinds, the lab stops, reports are
+    written, and nothing of it (Chromium, the proxy) is left running."""
+    import signal
+    import time
+
+    marker = pytester.path / "lab-is-up"
+    pytester.makepyfile(
+        test_long=f"""
+import pathlib, time
+def test_long(devicelab_lab):
+    pathlib.Path({str(marker)!r}).write_text("up")
+    time.sleep(120)
+"""
+    )
+    out = pytester.path / "lab-out"
+
+    def chromiums() -> set[str]:
+        found = subprocess.run(
+            ["pgrep", "-f", "chromium"], capture_output=True, text=True, check=False
+        )
+        return set(found.stdout.split())
+
+    before = chromiums()
+    suite = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--devicelab-out", str(out),
+         f"--devicelab-inventory={ROOT / 'inventory.yaml'}"],
+        cwd=pytester.path, env={**os.environ, "DEVICELAB_STATE": str(state)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert suite.poll() is None, suite.communicate()
+            assert time.monotonic() < deadline, "the lab never came up"
+            time.sleep(0.3)
+        suite.send_signal(signal.SIGTERM)
+        output, _ = suite.communicate(timeout=120)
+    finally:
+        if suite.poll() is None:
+            suite.kill()
+    assert suite.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "KeyboardInterrupt" in output
+    assert load_results(out / "results.json").run.finished_at is not None
+    time.sleep(1)  # Chromium's helpers go a moment after the browser
+    assert chromiums() - before == set(), "Chromium left running"

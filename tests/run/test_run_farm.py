@@ -171,3 +171,42 @@ def test_ctrl_c_reaches_every_run_and_each_restores_its_phone(
     for phone in phones:
         assert phone.reverses == {}, "adb reverse left behind"
         assert phone.settings["global"].get("http_proxy") == ":0", "http_proxy left set"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_like_ctrl_c_and_it_restores_its_phone(
+    adb: PrivateAdbServer,
+    phones: tuple[FakeAdbd, FakeAdbd],
+    inventory: Path,
+    tmp_path: Path,
+) -> None:
+    """A cancelled CI job sends SIGTERM: the run restores the phone at once, as for Ctrl-C
+    (not only at the next start, from the journal)."""
+    slow, _fast = phones
+    out = tmp_path / "run"
+    env = {**adb.env, "DEVICELAB_BATTERY_DURATION_S": "600"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "devicelab", "run", "--inventory", str(inventory),
+         "--device", "phone-slow", "--network", "wifi", "--scenario", "battery_drain",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert run.stderr is not None
+        deadline = time.monotonic() + 240
+        seen = ""
+        while "running battery_drain" not in seen:
+            assert time.monotonic() < deadline, seen
+            line = run.stderr.readline()
+            assert line, (seen, run.communicate())
+            seen += line
+        assert slow.reverses, "the phone was not routed"
+        run.send_signal(signal.SIGTERM)
+        _stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 143, seen + stderr
+    assert "devicelab: terminated" in stderr
+    assert slow.reverses == {}, "adb reverse left behind"
+    assert slow.settings["global"].get("http_proxy") == ":0", "http_proxy left set"
