@@ -51,18 +51,23 @@ def test_malformed_dsn_echoing_the_password_is_redacted() -> None:
     assert "hunter2pw" not in caught.value.one_line()
 
 
-@pytest.mark.parametrize(
-    "dsn",
-    ["postgresql://postgres:hunter2pw@127.0.0.1:1/x", "host=127.0.0.1 password=hunter2pw junk"],
-)
-def test_cli_bad_dsn_one_line_exit_3(dsn: str) -> None:
-    proc = subprocess.run(
+def _check_with(dsn: str) -> subprocess.CompletedProcess[str]:
+    """``devicelab backend check --dsn DSN`` in a process of its own."""
+    return subprocess.run(
         [sys.executable, "-m", "devicelab", "backend", "check", "--dsn", dsn],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["postgresql://postgres:hunter2pw@127.0.0.1:1/x", "host=127.0.0.1 password=hunter2pw junk"],
+)
+def test_cli_bad_dsn_one_line_exit_3(dsn: str) -> None:
+    proc = _check_with(dsn)
     assert proc.returncode == 3, proc.stderr
     assert "hunter2pw" not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
@@ -83,13 +88,7 @@ def test_cli_bad_dsn_one_line_exit_3(dsn: str) -> None:
     ],
 )
 def test_a_password_libpq_would_misread_never_shows_a_piece(dsn: str, pieces: list[str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "devicelab", "backend", "check", "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _check_with(dsn)
     assert proc.returncode == 3, proc.stderr
     out = proc.stdout + proc.stderr
     assert [piece for piece in pieces if piece in out] == [], out
