@@ -202,6 +202,7 @@ class ShapedProxy:
             )
         self._holds_lock = True
         self._ready = Future()
+        _import_mitmproxy_addons()
         self._thread = threading.Thread(target=self._thread_main, name="netshape", daemon=True)
         self._thread.start()
         try:
@@ -350,6 +351,22 @@ class ShapedProxy:
             raise EnvironmentProblem(
                 f"the proxy's control endpoint failed: {exc}", hint="is the proxy running?"
             ) from exc
+
+
+def _import_mitmproxy_addons() -> None:
+    """Import mitmproxy's addons here, in the caller's thread, with ldap3's warnings off.
+
+    They import ldap3 (for proxy auth, which we do not use), and ldap3 warns about pyasn1
+    names as it loads: in a suite run with ``-W error`` (``filterwarnings = error``) the
+    warning became an exception in the proxy's thread and the proxy never started, and
+    otherwise it is noise in the user's warnings summary. Warning filters are process-wide,
+    so they are changed here, before the proxy's thread exists.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ldap3(\.|$)")
+        import mitmproxy.addons  # noqa: F401
 
 
 def _run_in(

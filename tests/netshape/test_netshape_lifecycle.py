@@ -254,3 +254,22 @@ def test_the_server_sees_a_request_one_uplink_delay_later_and_never_if_cut_on_th
     arrivals = {path.rsplit("=", 1)[1]: when for path, when in upstream.seen if "tag=" in path}
     assert arrivals["kept"] - sent >= 0.195
     assert "cut" not in arrivals
+
+
+def test_a_proxy_starts_in_a_suite_that_turns_warnings_into_errors() -> None:
+    """``-W error`` (``filterwarnings = error`` in a user's suite): mitmproxy's addons import
+    ldap3, which warns as it loads; that must not stop the proxy from starting."""
+    import subprocess
+    import sys
+
+    script = (
+        "from devicelab.netshape.proxy import ShapedProxy\n"
+        "with ShapedProxy(None) as proxy:\n"
+        "    print(proxy.url)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", script],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("http://127.0.0.1:"), proc.stdout
