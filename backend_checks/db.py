@@ -55,6 +55,8 @@ def _misread_userinfo(dsn: str) -> str | None:
         return None
     rest = dsn[scheme.end() :]
     authority, _, path = rest.partition("/")
+    if (first_at := authority.find("@")) >= 0 and (query := authority.find("?", first_at)) >= 0:
+        authority = authority[:query]  # no path: an '@' in the query is not the user info's
     if authority.count("@") <= 1 and ("@" in authority or "@" not in path.partition("?")[0]):
         return None
     userinfo, _, host = rest.partition("?")[0].rpartition("@")

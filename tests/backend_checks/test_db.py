@@ -37,6 +37,27 @@ def test_redact_never_leaks_a_url_password(secret: str) -> None:
     assert secret not in redact(text, dsn)
 
 
+@pytest.mark.parametrize(
+    ("dsn", "misread"),
+    [
+        ("postgresql://u:p@zq@db/app", True),
+        ("postgresql://u:pa/zq@db/app", True),
+        ("postgresql://u:p@zq@db?sslmode=require", True),
+        ("postgresql://u:secret@db/app", False),
+        ("postgresql://u:p?ss@db/app", False),  # libpq reads this one right
+        ("postgresql://u:secret@db?application_name=me@lab", False),
+        ("postgresql://u:secret@db/app?application_name=me@lab", False),
+        ("host=db password=p@ss/word", False),
+    ],
+)
+def test_only_a_url_libpq_would_misread_is_refused_early(dsn: str, misread: bool) -> None:
+    from backend_checks.db import _misread_userinfo
+
+    shown = _misread_userinfo(dsn)
+    assert (shown is not None) == misread, shown
+    assert shown is None or ("zq" not in shown and shown.startswith("postgresql://u:***@db"))
+
+
 def test_unreachable_server_is_backend_unavailable_without_password() -> None:
     with pytest.raises(BackendUnavailable) as caught:
         connect("postgresql://postgres:hunter2pw@127.0.0.1:1/x", connect_timeout=2)
