@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devicelab.errors import ProbeFailed
 
-__all__ = ["API_VERSION", "Channel", "Harness", "ProbeResult", "UserLogin"]
+__all__ = ["API_VERSION", "Channel", "Harness", "ProbeResult", "ProbeTimedOut", "UserLogin"]
 
 #: The window.devicelab API version this client speaks (capacitor-harness/probe/src/types.ts).
 API_VERSION = 1
@@ -37,13 +37,15 @@ _CALL = """async ({op, args, timeoutMs}) => {
   const api = window.devicelab;
   if (!api) return {ok: false, error: 'window.devicelab is not loaded in this page'};
   let timer;
+  const tooLate = new Error(`no answer within ${timeoutMs} ms`);
   const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    timer = setTimeout(() => reject(tooLate), timeoutMs);
   });
   try {
     return {ok: true, value: await Promise.race([api[op](...args), late])};
   } catch (error) {
-    return {ok: false, error: String((error && error.message) || error)};
+    return {ok: false, error: String((error && error.message) || error),
+            timedOut: error === tooLate};
   } finally {
     clearTimeout(timer);
   }
@@ -53,6 +55,14 @@ _READY = """() => {
   const api = window.devicelab;
   return api ? {version: api.version, probes: api.probes(), info: api.info()} : null;
 }"""
+
+
+class ProbeTimedOut(ProbeFailed):
+    """A probe gave no answer within ``timeout_s`` (what it started may still run)."""
+
+    def __init__(self, message: str, timeout_s: float) -> None:
+        super().__init__(message, hint="a slower link needs a longer probe timeout")
+        self.timeout_s = timeout_s
 
 
 class ProbeResult(BaseModel):
@@ -151,5 +161,7 @@ class Harness:
             raise ProbeFailed(f"window.devicelab.{op} answered {answer!r}")
         if not answer.get("ok"):
             what = args[0] if op == "run" and args else op
+            if answer.get("timedOut"):
+                raise ProbeTimedOut(f"probe {what} failed: {answer.get('error')}", timeout_s)
             raise ProbeFailed(f"probe {what} failed: {answer.get('error')}")
         return answer.get("value")

@@ -7,8 +7,10 @@ distinct object, so no cache answers.
 
 from __future__ import annotations
 
+from devicelab.harness import ProbeResult, ProbeTimedOut
 from devicelab.models import Check
 from devicelab.scenarios.context import ScenarioContext, judged
+from devicelab.targets import resolve
 
 __all__ = ["CATEGORY", "TITLES", "image_download", "image_upload", "video_download",
            "video_upload"]  # fmt: skip
@@ -26,12 +28,41 @@ TITLES = {
 def _transfer(
     ctx: ScenarioContext, check_id: str, probe: str, size: int, content_type: str, count: int
 ) -> Check:
-    result = ctx.harness.run(
-        probe,
-        {"bytes": size, "count": count, "contentType": content_type},
-        timeout_s=ctx.options.probe_timeout_s,
-    )
+    try:
+        result = ctx.harness.run(
+            probe,
+            {"bytes": size, "count": count, "contentType": content_type},
+            timeout_s=ctx.options.probe_timeout_s,
+        )
+    except ProbeTimedOut as exc:
+        too_slow = _too_slow(ctx, check_id, count, exc.timeout_s)
+        if too_slow is None:
+            raise
+        return too_slow
     return judged(ctx, check_id, TITLES[check_id], CATEGORY, result)
+
+
+def _too_slow(ctx: ScenarioContext, check_id: str, count: int, timeout_s: float) -> Check | None:
+    """The verdict when ``count`` transfers did not finish within ``timeout_s``: at least one
+    of them took ``timeout_s / count`` or more. When that alone misses an upper-bound target
+    (a 10 MB upload at slow-3g takes 200 s against < 30 s), the check fails with that lower
+    bound as its value; None when the timeout says nothing certain about the target."""
+    target = resolve(ctx.book, check_id, ctx.platform, ctx.column)
+    at_least_ms = timeout_s * 1000 / count
+    if target is None or target.value is None or target.op not in ("<", "<="):
+        return None
+    reason = (
+        f"not done within {timeout_s:g} s ({count} transfer(s)): one took >= "
+        f"{at_least_ms / 1000:g} s, missing {target.label()} (a transfer may still be "
+        "running in the app)"
+    )
+    probe_result = ProbeResult(samples=[], unit="ms")
+    evidence = {"timed_out_s": timeout_s, "count": count, "censored": True}
+    check = judged(
+        ctx, check_id, TITLES[check_id], CATEGORY, probe_result,
+        value=at_least_ms, evidence=evidence, reason=reason,
+    )  # fmt: skip
+    return check if check.status == "fail" else None  # a lower bound that meets it: unsure
 
 
 def image_upload(ctx: ScenarioContext) -> Check:

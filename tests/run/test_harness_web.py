@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devicelab.errors import ProbeFailed
-from devicelab.harness import Harness, UserLogin
+from devicelab.harness import Harness, ProbeTimedOut, UserLogin
 from devicelab.models import Device
 from devicelab.platforms.web import StaticApp, WebDevice, answers
 
@@ -23,7 +23,7 @@ window.devicelab = {
   run: async (id, params) => {
     if (id === 'ok') return {samples: [1.5, 2.5], unit: 'ms', evidence: {echo: params}};
     if (id === 'boom') throw new Error('the backend said no');
-    if (id === 'hang') return new Promise(() => {});
+    if (id === 'hang' || id === 'storage_upload') return new Promise(() => {});
     return {samples: 'nope'};
   },
 };
@@ -79,8 +79,50 @@ def test_a_rejection_is_probe_failed_with_the_js_message(harness: Harness) -> No
 
 
 def test_a_hanging_probe_times_out(harness: Harness) -> None:
-    with pytest.raises(ProbeFailed, match="no answer within 300 ms"):
+    with pytest.raises(ProbeTimedOut, match="no answer within 300 ms") as caught:
         harness.run("hang", timeout_s=0.3)
+    assert caught.value.timeout_s == 0.3
+    with pytest.raises(ProbeFailed) as rejected:  # a rejection is not a timeout
+        harness.run("boom")
+    assert not isinstance(rejected.value, ProbeTimedOut)
+
+
+class _NoLink:
+    def go_offline(self, seconds: float | None = None) -> None:
+        raise AssertionError("a transfer never drops the link")
+
+    def go_online(self) -> None:
+        raise AssertionError("a transfer never drops the link")
+
+
+def test_a_transfer_that_outlasts_its_target_fails_with_a_lower_bound(harness: Harness) -> None:
+    """A 10 MB upload at slow-3g takes 200 s against < 30 s: when the probe gives up, the
+    check fails (the target is missed for certain), it is not an error. Here with a 0.2 s
+    target and a 0.5 s timeout."""
+    from devicelab.models import TargetBook
+    from devicelab.models.targets import Target
+    from devicelab.scenarios import media_transfer
+    from devicelab.scenarios.context import ScenarioContext, ScenarioOptions
+
+    book = TargetBook(
+        targets=[
+            Target(check=check, op="<", value=0.2, unit="s", source="test")
+            for check in ("video_upload_10mb", "image_upload_1mb")
+        ]
+    )
+    ctx = ScenarioContext(
+        harness=harness, platform="android", column="4g", book=book,
+        options=ScenarioOptions(probe_timeout_s=0.5, image_count=3, video_count=1),
+        conversation_id="c", big_conversation_id="c", search_terms=["x"], link=_NoLink(),
+    )  # fmt: skip
+    check = media_transfer.video_upload(ctx)
+    assert check.status == "fail", check
+    assert check.value == pytest.approx(0.5) and check.unit == "s"
+    assert check.evidence["censored"] is True
+    assert "not done within 0.5 s" in check.reason and "< 0.2 s" in check.reason
+    # Three images in 0.5 s: one may have taken only 0.17 s, within the target: no verdict.
+    with pytest.raises(ProbeTimedOut):
+        media_transfer.image_upload(ctx)
 
 
 def test_an_answer_outside_the_contract_is_refused(harness: Harness) -> None:
