@@ -137,6 +137,12 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
             response = exc
         else:
             response = web.json_response({"message": exc.reason}, status=exc.status)
+    except ConnectionResetError:
+        # The client went away mid-request (a link cut, an upload given up): nothing is
+        # wrong here. The answer goes nowhere, and aiohttp drops it quietly (re-raised,
+        # aiohttp would log a traceback).
+        log.info("client went away during %s %s", request.method, request.path)
+        response = web.json_response({"message": "the request was cut short"}, status=400)
     except Exception:
         # Never a traceback to the client; the log has it.
         log.exception("unhandled error serving %s %s", request.method, request.path)

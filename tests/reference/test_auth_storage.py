@@ -201,3 +201,33 @@ def test_names_with_spaces_and_unicode(http: httpx.Client, server: ReferenceServ
     listed = http.post("/storage/v1/object/list/media", json={"prefix": "uni code"},
                        headers=headers).json()  # fmt: skip
     assert [f["name"] for f in listed] == ["a b é 😀.txt"]
+
+
+def test_an_upload_cut_midway_stores_nothing_and_logs_no_traceback(
+    http: httpx.Client, server: ReferenceServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that gives up an upload (a timed-out probe, a link cut by the proxy) is
+    not a server error: no traceback in the log, no object left half-written."""
+    import logging
+    import socket
+    import time
+
+    session = _sign_in(http, server, 1)
+    headers = _auth(server, session["access_token"])
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        "POST /storage/v1/object/media/cut/half.bin HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\napikey: {headers['apikey']}\r\n"
+        f"Authorization: {headers['Authorization']}\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n"
+    )
+    with caplog.at_level(logging.INFO, logger="backend_checks.reference"):
+        with socket.create_connection((host, int(port))) as client:
+            client.sendall(head.encode() + b"x" * 100_000)
+            time.sleep(0.3)  # the server is reading the body
+        deadline = time.monotonic() + 5
+        while "client went away" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "client went away during POST /storage/v1/object/media/cut/half.bin" in caplog.text
+    assert "Traceback" not in caplog.text and "unhandled error" not in caplog.text
+    assert http.get("/storage/v1/object/media/cut/half.bin", headers=headers).status_code == 404
