@@ -122,7 +122,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for check in results.checks:
         measured = check.reason
         if check.value is not None:
-            measured = f"{check.stat} {check.value:.4g} {check.unit}"
+            at_least = ">= " if check.evidence.get("censored") else ""  # a lower bound
+            measured = f"{check.stat} {at_least}{check.value:.4g} {check.unit}"
             if (t := check.target) is not None:
                 measured += f" (target {t.op} {t.value:g} {t.unit}"
                 measured += f", column {t.column})" if t.column else ")"

@@ -27,7 +27,9 @@ def summary_lines(results: Results) -> list[str]:
         lines.append(link)
     for check in results.checks:
         if check.value is not None:
-            measured = f"{check.stat} {check.value:.4g} {check.unit}"
+            # A censored value (the probe gave up: evidence.censored) is a lower bound.
+            at_least = ">= " if check.evidence.get("censored") else ""
+            measured = f"{check.stat} {at_least}{check.value:.4g} {check.unit}"
             if check.target is not None:
                 measured += f" (target {check.target.op} {check.target.value:g} {check.target.unit}"
                 measured += f", column {check.target.column})" if check.target.column else ")"

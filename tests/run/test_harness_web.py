@@ -120,6 +120,16 @@ def test_a_transfer_that_outlasts_its_target_fails_with_a_lower_bound(harness: H
     assert check.value == pytest.approx(0.5) and check.unit == "s"
     assert check.evidence["censored"] is True
     assert "not done within 0.5 s" in check.reason and "< 0.2 s" in check.reason
+    from devicelab.cli.run import summary_lines
+    from devicelab.models import Results
+
+    results = Results.model_validate(
+        {"run": {"id": "r", "kind": "device", "started_at": "2026-11-30T00:00:00Z",
+                 "devicelab_version": "0"}, "checks": [check.model_dump(mode="json")]}
+    )  # fmt: skip
+    assert "FAIL  video_upload_10mb          value >= 0.5 s (target < 0.2 s" in "\n".join(
+        summary_lines(results)
+    )
     # Three images in 0.5 s: one may have taken only 0.17 s, within the target: no verdict.
     with pytest.raises(ProbeTimedOut):
         media_transfer.image_upload(ctx)
