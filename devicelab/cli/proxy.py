@@ -78,10 +78,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure achieved RTT, downlink and uplink through the proxy vs the profile."""
         from devicelab.config import network_profile
-        from devicelab.netshape.selfcheck import measure
+        from devicelab.netshape.selfcheck import loss_bound_kbps, measure
 
         profile = network_profile(network)
         achieved = measure(profile)
+        bound = loss_bound_kbps(profile)
         rows = [
             ("rtt_ms", profile.rtt if profile.shaped else None, achieved.rtt_ms),
             ("down_kbps", profile.down_kbps, achieved.down_kbps),
@@ -89,6 +90,8 @@ def register(app: typer.Typer) -> None:
         ]
         if as_json:
             out = {"network": network, "profile": {k: p for k, p, _ in rows}}
+            if bound is not None:
+                out["loss_bound"] = {"down_kbps": bound[0], "up_kbps": bound[1]}
             typer.echo(json.dumps(out | {"achieved": achieved.model_dump()}, indent=2))
             return
         typer.echo(f"network {network} ({profile.label}); source: {profile.source}")
@@ -96,6 +99,12 @@ def register(app: typer.Typer) -> None:
         for name, want, got in rows:
             error = f"{(got - want) / want * 100:+.1f}%" if want and got is not None else "-"
             typer.echo(f"{name:10} {_fmt(want):>12} {_fmt(got):>12} {error:>8}")
+        if bound is not None:
+            typer.echo(
+                f"loss {profile.loss_pct:g} %: each lost segment is sent again a round trip "
+                f"later, so a transfer moves about {_fmt(bound[0])} kbps down and "
+                f"{_fmt(bound[1])} kbps up on this link (docs/netshape.md, Loss)"
+            )
 
 
 def _fmt(value: float | None) -> str:

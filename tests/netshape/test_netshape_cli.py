@@ -154,3 +154,21 @@ def test_a_taken_port_is_one_line_and_exit_3() -> None:
         f"devicelab: error: cannot listen on 127.0.0.1:{port}: address already in use"
         " (hint: pick a free port (0 picks one) and a local address)",
     ]
+
+
+def test_with_loss_the_check_measures_what_the_loss_model_predicts(make_profile: Any) -> None:
+    """docs/netshape.md's loss model (a lost segment is sent again and costs a round trip)
+    predicts the rate a lossy link leaves; `proxy check` prints it beside the achieved one,
+    so -90 % at 10 % loss reads as the model working, not as a broken proxy."""
+    from devicelab.netshape.selfcheck import loss_bound_kbps, measure
+
+    profile = make_profile(50, 2000, 2000).model_copy(update={"loss_pct": 5.0})
+    bound = loss_bound_kbps(profile)
+    assert bound is not None and bound[0] == pytest.approx(1353, rel=0.01)
+    assert loss_bound_kbps(make_profile(50, 2000, 2000)) is None
+    achieved = measure(profile)
+    assert achieved.down_kbps is not None and achieved.up_kbps is not None
+    # Losses are random (about 9 in each 1-second transfer here, so each rate varies by
+    # ~15 %): the mean of the two directions is near the bound, far from 2000 kbps.
+    assert (achieved.down_kbps + achieved.up_kbps) / 2 == pytest.approx(bound[0], rel=0.3)
+    assert max(achieved.down_kbps, achieved.up_kbps) < 1900
