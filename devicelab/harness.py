@@ -61,7 +61,11 @@ class ProbeTimedOut(ProbeFailed):
     """A probe gave no answer within ``timeout_s`` (what it started may still run)."""
 
     def __init__(self, message: str, timeout_s: float) -> None:
-        super().__init__(message, hint="a slower link needs a longer probe timeout")
+        super().__init__(
+            message,
+            hint="a slower link needs a longer probe timeout: "
+            "Lab(..., options=ScenarioOptions(probe_timeout_s=...)) (180 s by default)",
+        )
         self.timeout_s = timeout_s
 
 

@@ -195,6 +195,7 @@ def devicelab_lab(
     from pathlib import Path
 
     from devicelab.errors import DeviceLabError
+    from devicelab.interrupts import sigterm_as_interrupt
 
     try:
         lab = pytestconfig.stash.get(_LAB, None) or _lab(pytestconfig)
@@ -205,40 +206,15 @@ def devicelab_lab(
     given = pytestconfig.getoption("--devicelab-out")
     out = Path(given) if given else tmp_path_factory.mktemp("devicelab")
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_sigterm_as_interrupt())
+        # SIGTERM (a cancelled CI job) ends the session like Ctrl-C: pytest tears the lab
+        # down and the device is restored, instead of the process dying on the spot.
+        stack.enter_context(sigterm_as_interrupt())
         try:
             session = stack.enter_context(lab.session(out))
         except DeviceLabError as exc:
             pytest.fail(f"devicelab: {exc.one_line()}", pytrace=False)
         pytestconfig.stash[_SESSION] = session
         yield session
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the lab runs, SIGTERM (a cancelled CI job) stops the session like Ctrl-C, so
-    pytest tears the lab down and the device is restored, instead of dying on the spot.
-    Left alone when the suite has its own SIGTERM handler or this is not the main thread."""
-    import signal
-    import threading
-
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the teardown must finish
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGTERM) is interrupt:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _lab(config: pytest.Config) -> Lab:

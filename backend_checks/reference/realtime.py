@@ -121,11 +121,18 @@ class RealtimeService:
             conn.drop_all()
         return ws
 
+    def _authorize(self, request: web.Request) -> None:
+        """Check a REST broadcast's token (``Authorization: Bearer``, else ``apikey``).
+
+        Raises AuthRejected.
+        """
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        self.token_claims(token or request.headers.get("apikey", ""))
+
     async def api_broadcast(self, request: web.Request) -> web.Response:
         """POST /realtime/v1/api/broadcast: ``{messages: [{topic, event, payload}]}`` -> 202."""
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         try:
-            self.token_claims(token or request.headers.get("apikey", ""))
+            self._authorize(request)
             body = await request.json()
             messages = body["messages"]
             if not isinstance(messages, list):
@@ -143,9 +150,8 @@ class RealtimeService:
         """POST /realtime/v1/api/broadcast/{topic}/events/{event} (realtime-js's httpSend):
         the body is the payload, JSON, or bytes (application/octet-stream) that only 2.0.0
         sockets receive -> 202."""
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         try:
-            self.token_claims(token or request.headers.get("apikey", ""))
+            self._authorize(request)
         except AuthRejected as exc:
             return web.json_response({"message": exc.message}, status=401)
         topic, event = request.match_info["topic"], request.match_info["event"]

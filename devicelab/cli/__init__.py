@@ -7,13 +7,13 @@ nothing here imports mitmproxy, playwright, appium, locust or psycopg at module 
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import typer
 
 from devicelab.cli import backend, battery, devices, doctor, proxy, report, run
 from devicelab.errors import DeviceLabError
+from devicelab.interrupts import sigterm_as_interrupt
 
 __all__ = ["app", "main"]
 
@@ -31,46 +31,34 @@ app = typer.Typer(
 #: The exit code after Ctrl-C (128 + SIGINT, as shells report it), and after SIGTERM.
 _INTERRUPTED = 130
 _TERMINATED = 143
-#: The signals that stopped this command (SIGTERM, see ``_terminate``).
-_received: list[int] = []
-
-
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (a CI job cancelled, ``timeout``, a service stopped) stops a command the
-    way Ctrl-C does: the KeyboardInterrupt unwinds it, and every device, proxy and server
-    it touched is restored on the way out. Further SIGTERMs are ignored while it does."""
-    _received.append(signum)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
 
 for module in (run, battery, devices, doctor, proxy, backend, report):
     module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns (and exits with) the process exit code."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
-    try:
-        app(args=argv, prog_name="devicelab", standalone_mode=True)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-        if code == _INTERRUPTED:  # Typer's silent exit for a KeyboardInterrupt
-            _stopped()
-        # click reports usage errors with exit 2 already; keep its code.
-        sys.exit(code)
-    except DeviceLabError as exc:
-        typer.echo(f"devicelab: error: {exc.one_line()}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # before Typer took over
-        _stopped()
+    """Run the CLI; returns (and exits with) the process exit code. SIGTERM stops a
+    command the way Ctrl-C does (devicelab.interrupts), with exit 143."""
+    with sigterm_as_interrupt() as terminated:
+        try:
+            app(args=argv, prog_name="devicelab", standalone_mode=True)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+            if code == _INTERRUPTED:  # Typer's silent exit for a KeyboardInterrupt
+                _stopped(terminated)
+            # click reports usage errors with exit 2 already; keep its code.
+            sys.exit(code)
+        except DeviceLabError as exc:
+            typer.echo(f"devicelab: error: {exc.one_line()}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # before Typer took over
+            _stopped(terminated)
     return 0
 
 
-def _stopped() -> None:
+def _stopped(terminated: list[int]) -> None:
     """Say why the command stopped early and exit 130 (Ctrl-C) or 143 (SIGTERM)."""
-    if _received:
+    if terminated:
         typer.echo("devicelab: terminated", err=True)
         sys.exit(_TERMINATED)
     typer.echo("devicelab: interrupted", err=True)
