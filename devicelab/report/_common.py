@@ -48,6 +48,7 @@ _UNIT_TEXT = {"pct_per_hour": "%/h", "pct": "%", "percent": "%"}
 #: Key words that mark a secret. Producers redact already; this is the second fence.
 #: Matched against the words of a key (split on _ - . and camelCase), so "anon_key",
 #: "apiKey", "Authorization" and "db_password" are masked but "keyboard" is not.
+#: "key" alone is a secret unless a word of _NOT_A_SECRET_KEY says what kind of key it is.
 _SECRET_WORDS = frozenset(
     {
         "password",
@@ -65,6 +66,29 @@ _SECRET_WORDS = frozenset(
         "bearer",
     }
 )
+#: Keys of a plan or a table, never secrets: "sort_key" (a Sort node's columns, which the
+#: index suggestions rest on), "Hash Key", "primary_key", "partition key".
+_NOT_A_SECRET_KEY = frozenset(
+    {
+        "sort",
+        "presorted",
+        "hash",
+        "group",
+        "merge",
+        "join",
+        "primary",
+        "foreign",
+        "partition",
+        "index",
+        "unique",
+        "cache",
+        "distinct",
+        "order",
+        "row",
+        "column",
+        "columns",
+    }
+)
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 #: A JWT (header.payload.signature, base64url) anywhere in a string: Supabase keys are JWTs.
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -80,6 +104,8 @@ XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]"
 def is_secret_key(key: str) -> bool:
     """Whether an evidence key names a secret (its value is then never printed)."""
     words = {word.lower() for word in _WORD_SPLIT.split(key) if word}
+    if words & _NOT_A_SECRET_KEY and words & _SECRET_WORDS == {"key"}:
+        words.discard("key")
     return bool(words & _SECRET_WORDS) or "password" in key.lower() or "token" in key.lower()
 
 

@@ -126,6 +126,22 @@ def test_secrets_are_masked(results: Results) -> None:
     assert "postgresql://postgres:***@127.0.0.1:54322/postgres" in md
 
 
+def test_keys_of_a_plan_are_shown_and_keys_of_an_api_are_masked(
+    results: Results, raw: dict[str, Any]
+) -> None:
+    # A flagged scan's sort_key is why a suggestion ends in DESC: it was printed as ***.
+    raw["checks"][0]["evidence"] = {
+        "flagged": [{"table": "messages", "sort_key": ["m.created_at DESC"]}],
+        "plan": {"Node Type": "Sort", "Sort Key": ["created_at DESC"], "Hash Key": "x"},
+        "service_role_key": "s3cr3t-a",
+        "key": "s3cr3t-b",
+        "primary_key_secret": "s3cr3t-c",
+    }
+    md = render_markdown(Results.model_validate(raw))
+    assert "m.created_at DESC" in md and '"Sort Key": [' in md and '"Hash Key": "x"' in md
+    assert "s3cr3t" not in md
+
+
 def test_a_url_password_with_an_unescaped_at_is_masked_whole(
     results: Results, raw: dict[str, Any]
 ) -> None:
