@@ -374,12 +374,17 @@ $$;
 
 -- Mark the caller's unread messages of a conversation (sent by others after their read
 -- point, up to p_up_to) as read. Returns the number of receipts written.
+-- Planned for each call's conversation: from the sixth call in a session PL/pgSQL may keep
+-- a generic plan, which takes every conversation for one of average size and then reads
+-- the whole of a big one (half of a 4,600-message conversation at 100K messages: 38 ms
+-- instead of 0.2 ms). Chats are skewed; replanning costs ~0.1 ms.
 CREATE OR REPLACE FUNCTION public.mark_as_read(
   p_conversation_id uuid,
   p_up_to timestamptz DEFAULT NULL
 )
 RETURNS integer
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   v_uid uuid := auth.uid();
   v_count integer;
