@@ -262,6 +262,7 @@ def _run_suite(
         min_table_rows=options.min_table_rows,
         min_table_pages=options.min_table_pages,
         planner_choice=_mark_planner_choices(conn, specs, runs, list(after_i.values())),
+        served=_served_by_other_indexes(runs, list(after_i.values())),
     )
     missing = [
         (c["query"], c["table"], c["columns"], c["method"])
@@ -380,6 +381,28 @@ def _query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
 def _unqualified(table: str) -> str:
     """``messages`` of ``public.messages`` (plans name a table without its schema)."""
     return table.rsplit(".", maxsplit=1)[-1]
+
+
+def _served_by_other_indexes(
+    runs: list[QueryRun], indexes: list[health.IndexStats]
+) -> dict[tuple[str, str], list[str]]:
+    """(query id, schema.table) -> the indexes through which the query's plans (the app
+    role's, and the statements inside its function) read the table, for each table they
+    read through an index and never sequentially. No plans (an error, a function whose
+    statements auto_explain could not show): nothing."""
+    table_of = {ix.index.rsplit(".", maxsplit=1)[-1]: ix.table for ix in indexes}
+    served: dict[tuple[str, str], list[str]] = {}
+    for run in runs:
+        plans = [run.app_plan] if run.app_plan else []
+        plans += [nested.summary for nested in run.nested]
+        read_whole = {_unqualified(scan.table) for plan in plans for scan in plan.seq_scans}
+        for plan in plans:
+            for name in plan.indexes:
+                table = table_of.get(name)
+                if table and _unqualified(table) not in read_whole:
+                    used = served.setdefault((run.id, table), [])
+                    used += [name] if name not in used else []
+    return served
 
 
 #: A scan whose filter keeps at least this share of the rows it reads gains little from an

@@ -17,7 +17,7 @@ statements, long-running ones) are in :mod:`backend_checks.server_health`.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -297,6 +297,7 @@ def index_usage(
     min_table_pages: int = 100,
     min_index_pct: float = 95.0,
     planner_choice: Collection[str] = (),
+    served: Mapping[tuple[str, str], list[str]] | None = None,
 ) -> Check:
     """Index usage over the timed runs. The value counts problems: each critical index
     (a query file's ``indexes:``, matched by table and leading columns, any name) that is
@@ -304,7 +305,12 @@ def index_usage(
     ``min_table_pages`` pages whose scans used an index less than ``min_index_pct`` % of
     the time (smaller tables are rightly read whole, and so are the ``planner_choice``
     tables: every big scan of them in the suite's plans read what its query needs, with
-    the index there)."""
+    the index there). A critical index that is there but was not scanned is no problem
+    where ``served`` ((query id, schema.table) -> index names) says the query's plans read
+    that table through other indexes only: the planner had it and found a better one (a
+    search by a user in few conversations reads their conversations' messages by the
+    conversation index, not the whole text index)."""
+    served = served or {}
     problems: list[str] = []
     critical = []
     for spec in specs:
@@ -331,6 +337,8 @@ def index_usage(
             critical[-1]["table_judged"] = big
             if not matches:  # the schema lacks what the story's queries need, at any size
                 problems.append(f"{spec.id}: no index on {label}")
+            elif scans == 0 and big and (spec.id, need.table) in served:
+                critical[-1]["served_by"] = served[(spec.id, need.table)]
             elif scans == 0 and big:  # a small table is rightly read whole
                 problems.append(f"{spec.id}: {', '.join(ix.index for ix in matches)} not scanned")
     delta = _delta(before, after)
