@@ -16,13 +16,21 @@ cannot model GIN for ``@>`` or full text: when writes are allowed (the managed c
 transaction that is rolled back (the build locks the table against writes while it runs);
 otherwise it is proven on a scratch copy (:func:`prove_on_copy`: the column copied into a
 temporary table, the table itself only read), or reported as unproven when even that cannot
-run. A server without HypoPG gets the same two routes for a B-tree candidate. Candidates
-found only inside functions are proven with another suite query that scans the same table,
-when there is one.
+run. A server without HypoPG gets the same two routes for a B-tree candidate.
+
+HypoPG sees only the plan of the statement it explains: a function's plan is one Result
+node, and the statements inside are planned only when it runs. So a candidate of a
+function's query (search_messages, mark_as_read, send_message) is proven by building the
+real index in a rolled-back transaction and running the call twice under auto_explain,
+comparing the planner's cost of its statements that read the table (each planned for the
+call: ``plan_cache_mode = force_custom_plan``); without writes, on the scratch copy. A
+candidate found only inside functions is also tried on a suite query outside them that
+scans the same table, when there is one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -31,8 +39,8 @@ from pydantic import BaseModel, Field
 
 from backend_checks import scratch
 from backend_checks.health import IndexStats
-from backend_checks.plans import SeqScan, analyze_plan
-from backend_checks.suite import QueryRun, QuerySpec, app_transaction
+from backend_checks.plans import SeqScan, analyze_plan, nested_plans, walk
+from backend_checks.suite import QueryRun, QuerySpec, app_transaction, plans_inside, timeout_ms
 
 if TYPE_CHECKING:
     import psycopg
@@ -214,30 +222,62 @@ def suggest(
             item.queries.append(query_id)
     merged = [item for item in _merge(list(found.values())) if not _covered(item, existing)]
     for item in merged:
-        if not item.queries:  # only inside functions: try a query scanning the same table
-            item.queries = [
-                run.id
-                for run in runs
-                if run.app_plan
-                and any(_qualified(s.table) == item.table for s in run.app_plan.seq_scans)
-            ][:1]
-        if not item.queries:
-            item.proof = "unproven: no suite query outside a function scans this table"
-            continue
-        if item.method == "gin" and not build_allowed:
-            prove_on_copy(conn, item)  # HypoPG cannot model GIN (array @>, full text)
-            continue
-        for query_id in item.queries:
-            run = next(r for r in runs if r.id == query_id)
-            prove(conn, by_id[run.id], run.params, item, build=item.method == "gin")
-        if item.proof.startswith(_NO_HYPOPG):  # a B-tree, on a server without HypoPG
-            if not build_allowed:
-                prove_on_copy(conn, item)
-                continue
-            for query_id in item.queries:
-                run = next(r for r in runs if r.id == query_id)
-                prove(conn, by_id[run.id], run.params, item, build=True)
+        _prove_any_way(conn, item, by_id, runs, build_allowed=build_allowed)
     return merged
+
+
+def _prove_any_way(
+    conn: psycopg.Connection[Any],
+    item: Suggestion,
+    by_id: dict[str, QuerySpec],
+    runs: list[QueryRun],
+    *,
+    build_allowed: bool,
+) -> None:
+    """Prove ``item`` the best way there is. HypoPG sees only the plans of the statement
+    it explains, never those inside a function, and cannot model GIN: it proves a B-tree
+    on the queries outside functions. Otherwise, with writes allowed, the real index is
+    built in a rolled-back transaction and the queries are planned again (a function's
+    statements through auto_explain); without, the scratch copy proves the predicate."""
+    run_of = {run.id: run for run in runs}
+    direct = [q for q in item.queries if not by_id[q].function]
+    inside = [q for q in item.queries if by_id[q].function]
+    if not item.queries:  # found only inside functions: a query scanning the same table
+        direct = [
+            run.id
+            for run in runs
+            if run.app_plan
+            and not by_id[run.id].function
+            and any(_qualified(s.table) == item.table for s in run.app_plan.seq_scans)
+        ][:1]
+        if not direct and not build_allowed:
+            prove_on_copy(conn, item)
+            return
+        inside = [run.id for run in runs if by_id[run.id].function and _reads(run, item.table)]
+        if not direct and not inside:
+            item.proof = "unproven: no suite query scans this table"
+            return
+    hypopg = False
+    if item.method == "btree" and direct:
+        for query_id in direct:
+            prove(conn, by_id[query_id], run_of[query_id].params, item)
+        hypopg = not item.proof.startswith(_NO_HYPOPG)
+    if item.proven:
+        return
+    if build_allowed:
+        for query_id in inside + ([] if hypopg else direct):
+            prove(conn, by_id[query_id], run_of[query_id].params, item, build=True)
+    elif inside or not hypopg:
+        prove_on_copy(conn, item)
+
+
+def _reads(run: QueryRun, table: str) -> bool:
+    """Whether a function's statements (as auto_explain logged them) scan ``table``."""
+    return any(
+        _qualified(scan.table) == table
+        for nested in run.nested
+        for scan in nested.summary.seq_scans
+    )
 
 
 def covering_index(
@@ -315,12 +355,34 @@ def _qualified(table: str) -> str:
 
 
 def _cost(
-    conn: psycopg.Connection[Any], spec: QuerySpec, params: dict[str, str]
+    conn: psycopg.Connection[Any],
+    spec: QuerySpec,
+    params: dict[str, str],
+    table: str,
+    notices: list[str],
 ) -> tuple[float, list[str]]:
-    sql: Any = "EXPLAIN (FORMAT JSON) " + spec.sql
-    row = conn.execute(sql, params).fetchone()
-    summary = analyze_plan(row[0] if row else None)
-    return float(summary.total_cost or 0.0), summary.indexes
+    """The planner's total cost of ``spec`` and the indexes its plan uses. For a function,
+    whose own plan is one Result node, the statements inside it that read ``table``: the
+    call runs and auto_explain logs their plans into ``notices`` (:func:`plans_inside`,
+    set up by the caller), each planned for this call (no cached generic plan)."""
+    if not spec.function:
+        sql: Any = "EXPLAIN (FORMAT JSON) " + spec.sql
+        row = conn.execute(sql, params).fetchone()
+        summary = analyze_plan(row[0] if row else None)
+        return float(summary.total_cost or 0.0), summary.indexes
+    conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    call: Any = spec.sql
+    conn.execute(f"SET LOCAL statement_timeout = {timeout_ms(spec)}")
+    start = len(notices)
+    conn.execute(call, params).fetchall()
+    bare = table.rsplit(".", maxsplit=1)[-1]
+    cost, indexes = 0.0, []
+    for nested in nested_plans(notices[start:]):
+        relations = {node.get("Relation Name") for node in walk(nested.plan["Plan"])}
+        if bare in relations:
+            cost += float(nested.summary.total_cost or 0.0)
+            indexes += [name for name in nested.summary.indexes if name not in indexes]
+    return cost, indexes
 
 
 def prove(
@@ -332,13 +394,17 @@ def prove(
     build: bool = False,
 ) -> None:
     """Prove ``item`` on ``spec``: with a HypoPG hypothetical index, or (``build``) with
-    the real index built inside a transaction that is rolled back. The outcome is written
-    into ``item``; never raises for a failed proof."""
+    the real index built inside a transaction that is rolled back (for a function, the
+    only way: it runs, and the plans of its statements are compared). The outcome is
+    written into ``item``; never raises for a failed proof."""
     import psycopg
     from psycopg import sql
 
     try:
-        with conn.transaction(force_rollback=True):
+        with conn.transaction(force_rollback=True), contextlib.ExitStack() as stack:
+            notices = (
+                stack.enter_context(plans_inside(conn, analyze=False)) if spec.function else []
+            )
             if not build:
                 try:
                     with conn.transaction():
@@ -352,7 +418,7 @@ def prove(
                     return
                 conn.execute("SELECT hypopg_reset()")
             app_transaction(conn, params.get("user_id"), read_only=False)
-            before, _ = _cost(conn, spec, params)
+            before, _ = _cost(conn, spec, params, item.table, notices)
             conn.execute("RESET ROLE")
             ddl: Any = item.ddl
             if build:
@@ -364,7 +430,7 @@ def prove(
                 found = row.fetchone()
                 hypo = str(found[0]) if found else ""
             conn.execute("SET LOCAL ROLE authenticated")
-            after, indexes = _cost(conn, spec, params)
+            after, indexes = _cost(conn, spec, params, item.table, notices)
             conn.execute("RESET ROLE")
             if not build:
                 conn.execute("SELECT hypopg_reset()")

@@ -21,9 +21,11 @@ run once, read-only). Then:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +55,7 @@ __all__ = [
     "explain_as_owner",
     "explain_query",
     "load_suite",
+    "plans_inside",
     "resolve_params",
     "round_trip_ms",
     "table_rows",
@@ -349,6 +352,39 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def plans_inside(conn: psycopg.Connection[Any], *, analyze: bool) -> Iterator[list[str]]:
+    """Inside an open transaction, before becoming the app role (loading auto_explain and
+    setting its log level need a superuser): log the plan of every statement run in the
+    block, those inside functions included, as a NOTICE (JSON; with ``analyze``, actual
+    rows and buffers too). Yields the list the NOTICE texts are collected into (read it
+    with :func:`nested_plans`). The settings are LOCAL: they end with the transaction.
+    Raises psycopg errors when auto_explain cannot be loaded or set."""
+    notices: list[str] = []
+
+    def keep(diag: psycopg.errors.Diagnostic) -> None:
+        if diag.message_primary and "plan:" in diag.message_primary:
+            notices.append(diag.message_primary)
+
+    with conn.transaction():
+        conn.execute("LOAD 'auto_explain'")
+        for setting, value in (
+            ("log_min_duration", "0"),
+            ("log_analyze", "on" if analyze else "off"),
+            ("log_buffers", "on" if analyze else "off"),
+            ("log_nested_statements", "on"),
+            ("log_format", "json"),
+            ("log_level", "notice"),
+        ):
+            conn.execute(f"SET LOCAL auto_explain.{setting} = {value}")
+        conn.execute("SET LOCAL client_min_messages = notice")
+    conn.add_notice_handler(keep)
+    try:
+        yield notices
+    finally:
+        conn.remove_notice_handler(keep)
+
+
 def _nested(
     conn: psycopg.Connection[Any],
     spec: QuerySpec,
@@ -361,39 +397,19 @@ def _nested(
     their pg_stat_statements rows when auto_explain cannot be switched on."""
     import psycopg
 
-    notices: list[str] = []
-
-    def keep(diag: psycopg.errors.Diagnostic) -> None:
-        if diag.message_primary and "plan:" in diag.message_primary:
-            notices.append(diag.message_primary)
-
     sql: Any = spec.sql
-    conn.add_notice_handler(keep)
-    try:
-        with conn.transaction(force_rollback=True):
-            try:
-                with conn.transaction():
-                    conn.execute("LOAD 'auto_explain'")
-                    for setting, value in (
-                        ("log_min_duration", "0"),
-                        ("log_analyze", "on"),
-                        ("log_buffers", "on"),
-                        ("log_nested_statements", "on"),
-                        ("log_format", "json"),
-                        ("log_level", "notice"),
-                    ):
-                        conn.execute(f"SET LOCAL auto_explain.{setting} = {value}")
-                    conn.execute("SET LOCAL client_min_messages = notice")
-            except psycopg.Error as exc:
-                reason = str(exc).strip().splitlines()[0]
-                run.nested_source = f"pg_stat_statements (auto_explain unavailable: {reason})"
-            else:
-                run.nested_source = "auto_explain (log_nested_statements)"
-            app_transaction(conn, params.get("user_id"), read_only=not spec.writes)
-            conn.execute(f"SET LOCAL statement_timeout = {timeout_ms(spec)}")
-            conn.execute(sql, params).fetchall()
-    finally:
-        conn.remove_notice_handler(keep)
+    notices: list[str] = []
+    with conn.transaction(force_rollback=True), contextlib.ExitStack() as stack:
+        try:
+            notices = stack.enter_context(plans_inside(conn, analyze=True))
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0]
+            run.nested_source = f"pg_stat_statements (auto_explain unavailable: {reason})"
+        else:
+            run.nested_source = "auto_explain (log_nested_statements)"
+        app_transaction(conn, params.get("user_id"), read_only=not spec.writes)
+        conn.execute(f"SET LOCAL statement_timeout = {timeout_ms(spec)}")
+        conn.execute(sql, params).fetchall()
     if notices:
         run.nested = [
             plan

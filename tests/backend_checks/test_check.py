@@ -98,6 +98,11 @@ def test_missing_index_is_found_and_a_proven_suggestion_names_its_columns(
     assert best and best[0]["columns"][:2] == ["conversation_id", "created_at DESC"]
     assert best[0]["proven"] and best[0]["cost_after"] < best[0]["cost_before"]
     assert "HypoPG" in best[0]["proof"]
+    # HypoPG cannot see inside functions: no "cost 0 -> 0" line for mark_as_read's call.
+    functions = ("mark_as_read", "send_message", "message_search")
+    assert not [
+        p for p in best[0]["proofs"] if p.startswith(tuple(f"HypoPG on {f}" for f in functions))
+    ]
     assert checks["index_usage"].status == "fail"
     assert "conversation_id, created_at" in checks["index_usage"].reason
     assert json.dumps(results.model_dump(mode="json"))  # serializable
@@ -202,17 +207,26 @@ def test_without_its_gin_index_search_gets_that_index_suggested_and_nothing_else
         DatagenParams(messages=20_000, users=200, conversations=1_000, seed=6),
         "messages_search_vector_idx",
     )
-    results = run_check(dsn, CheckOptions(runs=3, only=["message_search"]))
-    seq = {c.id: c for c in results.checks}["seq_scans"]
-    assert seq.status == "fail"
-    [item] = seq.evidence["suggestions"]
-    assert (item["table"], item["columns"], item["method"]) == (
-        "public.messages",
-        ["search_vector"],
-        "gin",
-    )
+    items = {}
+    for allowed in (False, True):
+        options = CheckOptions(runs=3, only=["message_search"], allow_writes=allowed)
+        seq = {c.id: c for c in run_check(dsn, options).checks}["seq_scans"]
+        assert seq.status == "fail"
+        [items[allowed]] = seq.evidence["suggestions"]
+        assert (items[allowed]["table"], items[allowed]["columns"], items[allowed]["method"]) == (
+            "public.messages",
+            ["search_vector"],
+            "gin",
+        )
     # No writes allowed: proven on a scratch copy, by a search for one word.
+    item = items[False]
     assert item["proven"] and "scratch copy" in item["proof"] and "@@" in item["proof"]
+    # Allowed: built on the table, and the statement inside search_messages planned again
+    # (EXPLAIN of the call itself is one Result node: it read "cost 10 -> 10", unproven).
+    item = items[True]
+    assert item["proven"], item["proofs"]
+    assert "rolled-back transaction on message_search" in item["proof"]
+    assert item["cost_after"] <= item["cost_before"] * 0.9
 
 
 def test_an_index_that_removes_one_part_of_a_plan_is_proven(
