@@ -57,7 +57,9 @@ def _misread_userinfo(dsn: str) -> str | None:
     authority, _, path = rest.partition("/")
     if (first_at := authority.find("@")) >= 0 and (query := authority.find("?", first_at)) >= 0:
         authority = authority[:query]  # no path: an '@' in the query is not the user info's
-    if authority.count("@") <= 1 and ("@" in authority or "@" not in path.partition("?")[0]):
+    # An '@' after the first '/' (a database name never holds one unencoded) means the
+    # password held a '/': libpq would read the piece before it as the host.
+    if authority.count("@") <= 1 and "@" not in path.partition("?")[0]:
         return None
     userinfo, _, host = rest.partition("?")[0].rpartition("@")
     user = userinfo.split(":", 1)[0] if ":" in userinfo else "***"

@@ -103,6 +103,8 @@ def test_cli_bad_dsn_one_line_exit_3(dsn: str) -> None:
         # "zv9:k7" for the host and port, "xq" for the port, and quote them back.
         ("postgresql://postgres:xq@zv9:k7@127.0.0.1:5432/x", ["zv9", "k7", "xq"]),
         ("postgresql://postgres:xq/zv9@127.0.0.1:5432/x", ["zv9", "xq"]),
+        # Both: libpq takes "zv9" for the host and "k7@127..." for the database name.
+        ("postgresql://postgres:xq@zv9/k7@127.0.0.1:5432/x", ["zv9", "k7", "xq"]),
         # '' is not libpq's escape for a quote: the value ends early and the parse error
         # quotes the token it stumbled on, a piece of the password.
         ("host=127.0.0.1 password='xq''zv9 k7' sslmode=bogus", ["zv9", "k7", "xq"]),
