@@ -58,7 +58,10 @@ def _jwt_secret(path: Path) -> str:
 
 def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
     """The DSN to serve: the given one or the managed cluster's, with the schema installed
-    and seeded when empty. Raises BackendUnavailable / ToolMissing (exit 3).
+    and seeded when empty: the managed cluster with the story's data set, the one
+    ``backend check`` and ``run`` seed (they judge whatever they find there, so a small
+    seed here would have them judge 5,000 messages), a given database with SEED. Raises
+    BackendUnavailable / ToolMissing (exit 3).
 
     A refusal to seed (the database holds other data) is reported through ``say`` and the
     server still starts.
@@ -68,10 +71,13 @@ def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
     from backend_checks import datagen
     from backend_checks.db import connect, redact
 
+    params = datagen.DatagenParams(**SEED)
     if dsn is None:
+        from backend_checks.check import DEFAULT_SEED_MESSAGES
         from backend_checks.managed import ManagedPostgres
 
         dsn = ManagedPostgres().ensure()
+        params = datagen.DatagenParams(messages=DEFAULT_SEED_MESSAGES)
     conn = connect(dsn)
     try:
         with conn.transaction():
@@ -79,8 +85,7 @@ def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
         row = conn.execute("SELECT count(*) FROM auth.users").fetchone()
         conn.commit()
         if row is not None and int(row[0]) == 0:
-            say("seeding an empty database with a small generated data set")
-            params = datagen.DatagenParams(**SEED)
+            say(f"seeding the empty database ({params.messages:,} generated messages)")
             try:
                 datagen.generate(conn, params, allow_writes=True)
             except DeviceLabError as exc:

@@ -138,3 +138,21 @@ def test_a_port_in_use_says_so_and_leaves_no_storage_folder(scratch_dsn: str) ->
             server.start()
     assert "--port" in (caught.value.hint or "")
     assert not Path(root).exists()
+
+
+def test_the_managed_cluster_is_seeded_with_the_story_data_set_a_given_database_small(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # backend check and run judge whatever the managed cluster holds: seeded by a serve
+    # that ran first, it held 5,000 messages and every check passed on those, silently.
+    from backend_checks.managed import ManagedPostgres
+    from backend_checks.reference.serve import SEED, prepare_database
+
+    monkeypatch.setattr(ManagedPostgres, "ensure", lambda self: empty_dsn)
+    monkeypatch.setattr("backend_checks.check.DEFAULT_SEED_MESSAGES", 3_000)
+    said: list[str] = []
+    assert prepare_database(None, say=said.append) == empty_dsn
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (3_000,)
+    assert said == ["seeding the empty database (3,000 generated messages)"]
+    assert SEED["messages"] != 3_000  # a given database gets the small set (the test above)
