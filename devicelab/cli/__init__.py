@@ -8,6 +8,7 @@ nothing here imports mitmproxy, playwright, appium, locust or psycopg at module 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -32,27 +33,57 @@ app = typer.Typer(
 _INTERRUPTED = 130
 _TERMINATED = 143
 
+
+def _click_error(name: str) -> type[Any]:
+    """Click's exception class ``name`` as Typer vendors it. Typer exports only
+    BadParameter, a subclass of UsageError and ClickException: found through it."""
+    return next(
+        (cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name), typer.BadParameter
+    )
+
+
+#: A usage error (unknown option, missing or bad value), and any other Click error.
+_USAGE_ERROR = _click_error("UsageError")
+_CLICK_ERROR = _click_error("ClickException")
+
 for module in (run, battery, devices, doctor, proxy, backend, report):
     module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the process exit code. SIGTERM stops a
-    command the way Ctrl-C does (devicelab.interrupts), with exit 143."""
+    command the way Ctrl-C does (devicelab.interrupts), with exit 143. A usage error (an
+    unknown option, a missing or bad value) is one line naming the command's --help, exit
+    2, like every other bad input."""
     with sigterm_as_interrupt() as terminated:
         try:
-            app(args=argv, prog_name="devicelab", standalone_mode=True)
+            code = app(args=argv, prog_name="devicelab", standalone_mode=False)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-            if code == _INTERRUPTED:  # Typer's silent exit for a KeyboardInterrupt
-                _stopped(terminated)
-            # click reports usage errors with exit 2 already; keep its code.
-            sys.exit(code)
+        except _USAGE_ERROR as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help
+                exc.show()
+            else:
+                ctx = getattr(exc, "ctx", None)
+                where = ctx.command_path if ctx else "devicelab"
+                typer.echo(
+                    f"devicelab: error: {exc.format_message()} (hint: see '{where} --help')",
+                    err=True,
+                )
+            code = exc.exit_code
+        except _CLICK_ERROR as exc:
+            typer.echo(f"devicelab: error: {exc.format_message()}", err=True)
+            code = exc.exit_code
+        except typer.Abort:  # end of input at a prompt
+            code = 1
         except DeviceLabError as exc:
             typer.echo(f"devicelab: error: {exc.one_line()}", err=True)
-            sys.exit(exc.exit_code)
+            code = exc.exit_code
         except KeyboardInterrupt:  # before Typer took over
+            code = _INTERRUPTED
+        if code == _INTERRUPTED:  # Typer's silent exit for a KeyboardInterrupt
             _stopped(terminated)
+        sys.exit(code if isinstance(code, int) else 0)
     return 0
 
 

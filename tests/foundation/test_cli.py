@@ -56,10 +56,29 @@ def test_unknown_network_suggests_the_closest() -> None:
     assert "did you mean 'iphone11'" in line
 
 
-def test_usage_error_exits_2() -> None:
-    done = run("run", "--no-such-flag")
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
+@pytest.mark.parametrize(
+    ("args", "said", "where"),
+    [
+        (["run", "--device", "web", "--no-such-flag"], "No such option: --no-such-flag", "run"),
+        (["run"], "Missing option '--device'", "run"),
+        (["report", "r.json", "--format", "pdf"], "'pdf' is not one of", "report"),
+        (["backend", "serve", "--port", "70000"], "less than or equal to 65535", "backend serve"),
+        (["proxy", "check"], "Missing option '--network'", "proxy check"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_commands_help(
+    args: list[str], said: str, where: str
+) -> None:
+    # Click printed three lines (usage, "Try ... for help", "Error: ...") and no hint.
+    line = assert_one_line_error(run(*args), 2)
+    assert said in line and line.endswith(f"(hint: see 'devicelab {where} --help')")
+
+
+def test_a_bare_group_shows_its_help() -> None:
+    done = run()
+    assert (
+        done.returncode == 2 and "Usage: devicelab [OPTIONS] COMMAND" in done.stdout + done.stderr
+    )
 
 
 def test_devices_json_reports_each_platform_state(tmp_path: Path) -> None:
