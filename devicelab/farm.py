@@ -143,8 +143,11 @@ class BatteryFarm:
     def run(self, out_dir: Path) -> FarmResult:
         """Run the farm; returns the FarmResult, also written to ``<out_dir>/farm.json``
         and ``farm.md``. Raises EnvironmentProblem when the embedded backend cannot
-        start; KeyboardInterrupt after every run has restored its phone."""
-        out_dir.mkdir(parents=True, exist_ok=True)
+        start; BadInput when ``out_dir`` cannot be written; KeyboardInterrupt after every
+        run has restored its phone."""
+        from devicelab.records import check_writable
+
+        check_writable(out_dir)
         started = datetime.now(UTC)
         self._seed()
         self.say(

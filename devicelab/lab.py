@@ -196,10 +196,11 @@ class Lab:
         Returns the Results. Raises EnvironmentProblem (and its subclasses) when a peer
         cannot start: the backend, the app build, the proxy, the browser.
         """
+        from devicelab.records import RunRecord, check_writable
+
+        check_writable(out_dir)
         skips = {s.id: self._skip_reason(s) for s in self.scenarios}
         if all(skips.values()):  # nothing to measure: start nothing
-            from devicelab.records import RunRecord
-
             record = RunRecord(self._run_info(datetime.now(UTC), None, None, None), out_dir)
             for scenario in self.scenarios:
                 record.add(scenario.skip(skips[scenario.id]))
@@ -217,6 +218,9 @@ class Lab:
         normally, the reports are written next to it. The teardown runs in reverse either
         way. Raises EnvironmentProblem (and its subclasses) when a peer cannot start.
         """
+        from devicelab.records import check_writable
+
+        check_writable(out_dir)
         teardown = Teardown(self.say)
         try:
             session = self._start(out_dir, datetime.now(UTC), teardown)

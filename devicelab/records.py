@@ -19,7 +19,23 @@ from typing import Protocol
 from devicelab.errors import BadInput
 from devicelab.models import Check, Results, RunInfo, Series, TargetBook
 
-__all__ = ["RunRecord", "SeriesSource"]
+__all__ = ["RunRecord", "SeriesSource", "check_writable"]
+
+
+def check_writable(out_dir: Path) -> None:
+    """Make ``out_dir`` (and its parents) and prove a file can be written in it, before a
+    run starts anything: a bad --out is bad input, not a failure after minutes of setup.
+    Raises BadInput (exit 2)."""
+    probe = out_dir / ".devicelab-write-check"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BadInput(
+            f"{out_dir}: cannot write results there ({exc.strerror})",
+            hint="give --out a folder you may write to",
+        ) from exc
 
 
 class SeriesSource(Protocol):

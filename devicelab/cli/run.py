@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option("--device", help="device id from the inventory")],
         network: Annotated[str, typer.Option("--network", help="network profile id")] = "none",
         scenario: Annotated[
-            list[str] | None, typer.Option("--scenario", help="run only these checks")
+            list[str] | None,
+            typer.Option("--scenario", help="run only these checks (repeat it, or a, b, ...)"),
         ] = None,
         out: Annotated[Path, typer.Option("--out", help="folder for results and reports")] = Path(
             "devicelab-out"
@@ -64,7 +65,9 @@ def register(app: typer.Typer) -> None:
         def say(text: str) -> None:
             typer.echo(f"devicelab: {text}", err=True)
 
-        lab = Lab(device, network, scenarios=scenario, inventory=inventory, say=say)
+        # --scenario a --scenario b, or --scenario a,b (as --users 100,1000 reads).
+        picked = [s.strip() for item in scenario or [] for s in item.split(",") if s.strip()]
+        lab = Lab(device, network, scenarios=picked or None, inventory=inventory, say=say)
         results = lab.run(out)
         for line in summary_lines(results):
             typer.echo(line)

@@ -74,6 +74,19 @@ def test_a_usage_error_is_one_line_naming_the_commands_help(
     assert said in line and line.endswith(f"(hint: see 'devicelab {where} --help')")
 
 
+def test_an_unwritable_out_is_refused_before_anything_starts() -> None:
+    # It was found only after the backend was seeded, the proxy and Chromium started and
+    # users signed in; the one line (no progress lines) shows nothing started.
+    line = assert_one_line_error(run("run", "--device", "web", "--out", "/dev/null/x"), 2)
+    assert "/dev/null/x: cannot write results there" in line
+
+
+def test_scenarios_may_be_given_comma_separated() -> None:
+    args = ("run", "--device", "web", "--scenario", "message_delivery,reconect")
+    line = assert_one_line_error(run(*args), 2)
+    assert "unknown scenario 'reconect'; did you mean 'reconnect'?" in line
+
+
 def test_a_bare_group_shows_its_help() -> None:
     done = run()
     assert (
