@@ -93,11 +93,7 @@ def _appium() -> list[Finding]:
     findings = [Finding("appium", True, f"{home}: appium {version}; drivers: {listed}", "",
                         False, "android and ios devices")]  # fmt: skip
     for name, (package, needed_for) in APPIUM_DRIVERS.items():
-        fix = (
-            f"cd {home} && npm install --save-exact {package} && cd - && ./dev/setup"
-            if name not in drivers
-            else ""
-        )
+        fix = f"cd {home} && npm install --save-exact {package}" if name not in drivers else ""
         detail = drivers.get(name, f"not installed in {home}")
         findings.append(
             Finding(f"appium driver: {name}", name in drivers, detail, fix, False, needed_for)

@@ -258,10 +258,12 @@ def _print(run: LoadRun, results: Results) -> None:
     for step in run.steps:
         via = "HTTP" if step.transport == "rest" else "SQL"
         api = f", API server CPU {step.cpu.api_mean_pct} %" if step.cpu.api_mean_pct else ""
+        # None: the database is not on this machine (an HTTP target, a remote DSN).
+        db_cpu = "n/a" if step.cpu.mean_pct is None else f"{step.cpu.mean_pct} %"
         typer.echo(
             f"{step.users} users ({via}, {step.mode}, {step.processes} process(es)): "
             f"{step.total.throughput_per_s:g} ops/s, {step.total.errors} errors, "
-            f"exhaustion {step.exhaustion}, DB CPU {step.cpu.mean_pct} %{api}"
+            f"exhaustion {step.exhaustion}, DB CPU {db_cpu}{api}"
         )
         for name, op in step.ops.items():
             typer.echo(
