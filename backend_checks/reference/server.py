@@ -92,6 +92,12 @@ class ReferenceServer:
                     "the port is in use",
                     hint="stop what uses it, or pick another port (--port 0: any free one)",
                 ) from exc
+            if isinstance(exc, OSError):  # an address not on this machine, no permission
+                raise BackendUnavailable(
+                    f"the reference server cannot listen on {self.host}:{self.port}: {exc}",
+                    hint="listen on an address of this machine (127.0.0.1, 0.0.0.0), on a "
+                    "port you may bind",
+                ) from exc
             raise BackendUnavailable(
                 f"the reference server could not start: {type(exc).__name__}: {exc}",
                 hint="check that PostgreSQL is running and the DSN is right",

@@ -140,6 +140,17 @@ def test_a_port_in_use_says_so_and_leaves_no_storage_folder(scratch_dsn: str) ->
     assert not Path(root).exists()
 
 
+def test_an_address_not_of_this_machine_says_so(scratch_dsn: str) -> None:
+    # It said "check that PostgreSQL is running and the DSN is right".
+    from backend_checks.reference.server import ReferenceServer
+    from devicelab.errors import BackendUnavailable
+
+    server = ReferenceServer(scratch_dsn, host="192.0.2.1", port=0)  # TEST-NET-1
+    with pytest.raises(BackendUnavailable, match=r"cannot listen on 192\.0\.2\.1") as caught:
+        server.start()
+    assert "an address of this machine" in (caught.value.hint or "")
+
+
 def test_the_managed_cluster_is_seeded_with_the_story_data_set_a_given_database_small(
     empty_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
