@@ -35,7 +35,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from devicelab.errors import BackendUnavailable, ToolMissing
+from devicelab.errors import BackendUnavailable, BadInput, ToolMissing
 
 __all__ = ["INSTALL_HINT", "ManagedPostgres", "find_bindir", "state_root"]
 
@@ -55,10 +55,19 @@ def state_root() -> Path:
 
 def find_bindir() -> Path:
     """The directory holding initdb and pg_ctl: $DEVICELAB_PG_BINDIR, the newest
-    /usr/lib/postgresql/*/bin, or the PATH. Raises ToolMissing with the install command."""
+    /usr/lib/postgresql/*/bin, or the PATH. Raises BadInput when $DEVICELAB_PG_BINDIR is
+    set but holds neither (the user asked for those binaries: another server would be a
+    surprise), ToolMissing with the install command when none is found."""
     candidates: list[Path] = []
     if env := os.environ.get("DEVICELAB_PG_BINDIR"):
-        candidates.append(Path(env))
+        chosen = Path(env)
+        if not ((chosen / "initdb").is_file() and (chosen / "pg_ctl").is_file()):
+            raise BadInput(
+                f"DEVICELAB_PG_BINDIR={env}: no initdb and pg_ctl there",
+                hint="point it at a PostgreSQL bin folder, e.g. /usr/lib/postgresql/15/bin, "
+                "or unset it to use the newest one installed",
+            )
+        return chosen
 
     def version(path: str) -> float:
         match = re.search(r"/postgresql/([\d.]+)/bin", path)
@@ -164,6 +173,8 @@ class ManagedPostgres:
 
     def stop(self) -> bool:
         """Stop the server (fast shutdown). Returns True if it was running."""
+        if not self.data.is_dir():  # never made here: nothing to stop, nothing to create
+            return False
         with self._lock():
             if not self.running():
                 return False

@@ -13,7 +13,7 @@ import pytest
 
 from backend_checks import managed
 from backend_checks.managed import ManagedPostgres, find_bindir
-from devicelab.errors import ToolMissing
+from devicelab.errors import BadInput, ToolMissing
 
 
 @pytest.fixture
@@ -80,6 +80,25 @@ def test_cli_stop_when_not_running(state_dir: Path, monkeypatch: pytest.MonkeyPa
     result = CliRunner().invoke(app, ["backend", "stop"])
     assert result.exit_code == 0
     assert "not running" in result.output
+
+
+def test_stop_where_no_cluster_was_made_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "never-used"
+    monkeypatch.setenv("DEVICELAB_STATE", str(state))
+    assert ManagedPostgres().stop() is False
+    assert not state.exists()  # it made the folder and a pg15.lock in it
+
+
+def test_a_pg_bindir_without_the_binaries_is_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was ignored: the newest installed PostgreSQL was used instead, silently.
+    monkeypatch.setenv("DEVICELAB_PG_BINDIR", str(tmp_path / "nowhere"))
+    with pytest.raises(BadInput, match="no initdb and pg_ctl there") as caught:
+        ManagedPostgres()
+    assert caught.value.exit_code == 2
 
 
 def test_no_postgresql_is_tool_missing_with_install_command(
