@@ -100,7 +100,8 @@ def load_results(path: str | os.PathLike[str]) -> Results:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(
             f"{path}: {field}: {_problem(first)}{more}",
-            hint="the file must follow the devicelab.results/1 contract (DESIGN.md)",
+            hint="the file must follow the devicelab.results/1 contract "
+            "(devicelab/schemas/results.schema.json)",
             location=str(path),
             field=field,
         ) from None
