@@ -23,6 +23,7 @@ __all__ = [
     "ensure_database",
     "password_of",
     "redact",
+    "redact_sql",
 ]
 
 DEFAULT_TIMEOUT_MS = 30_000
@@ -93,6 +94,17 @@ def _scrub_quoted(detail: str, dsn: str) -> str:
         )
 
     return re.sub(r"([\"'])(.*?)\1", hide, detail)
+
+
+#: A string literal a statement sets or hashes a password with: ``PASSWORD '...'`` (CREATE
+#: or ALTER ROLE) and ``crypt('...', ...)``. pg_stat_statements and pg_stat_activity keep
+#: utility statements' text as it was sent, literals and all.
+_SQL_PASSWORD = re.compile(r"(?i)(?P<pre>\bpassword\s+|\bcrypt\s*\(\s*)'(?:[^']|'')*'")
+
+
+def redact_sql(text: str) -> str:
+    """A statement's text as reports may show it: password literals replaced by '***'."""
+    return _SQL_PASSWORD.sub(lambda m: m.group("pre") + "'***'", text)
 
 
 def redact(text: str, dsn: str | None = None) -> str:

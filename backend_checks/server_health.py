@@ -12,6 +12,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from backend_checks.db import redact_sql
 from devicelab.models import Check, CheckTarget
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ def slow_queries(
             "mean_ms": round(r[2], 3),
             "max_ms": round(r[3], 3),
             "total_ms": round(r[4], 1),
-            "query": r[5],
+            "query": redact_sql(r[5] or ""),
         }
         for r in rows
     ]
@@ -214,7 +215,13 @@ def long_running(conn: psycopg.Connection[Any], *, max_seconds: float = 300.0) -
             (max_seconds,),
         ).fetchall()
     found = [
-        {"pid": r[0], "user": r[1], "state": r[2], "seconds": round(r[3], 1), "query": r[4]}
+        {
+            "pid": r[0],
+            "user": r[1],
+            "state": r[2],
+            "seconds": round(r[3], 1),
+            "query": redact_sql(r[4] or ""),
+        }
         for r in rows
     ]
     return Check(

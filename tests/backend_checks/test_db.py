@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backend_checks.db import connect, password_of, redact
+from backend_checks.db import connect, password_of, redact, redact_sql
 from devicelab.errors import BackendUnavailable
 from tests.backend_checks.conftest import dsn_of
 
@@ -128,3 +130,39 @@ def test_the_dsns_own_options_and_connect_timeout_are_kept(pg_server: None) -> N
         assert conn.execute("SHOW search_path").fetchone() == ("pg_catalog",)
         assert conn.execute("SHOW statement_timeout").fetchone() == ("12345ms",)
         assert conn.info.get_parameters()["connect_timeout"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("sql", "shown"),
+    [
+        ("ALTER ROLE app PASSWORD 'hunter2pw'", "ALTER ROLE app PASSWORD '***'"),
+        ("create role x login password 'a''b'", "create role x login password '***'"),
+        ("SELECT crypt('hunter2pw', gen_salt('bf'))", "SELECT crypt('***', gen_salt('bf'))"),
+        ("SELECT 'password' AS kind, $1", "SELECT 'password' AS kind, $1"),
+    ],
+)
+def test_statement_texts_lose_their_password_literals(sql: str, shown: str) -> None:
+    assert redact_sql(sql) == shown
+
+
+def test_a_long_running_statement_is_shown_without_its_password(healthy_db: str) -> None:
+    # pg_stat_activity (and pg_stat_statements, for utility statements) keep a statement's
+    # text as sent: datagen's crypt('password123', ...) reached results.json.
+    import threading
+
+    from backend_checks.server_health import long_running
+
+    def slow() -> None:
+        with psycopg.connect(healthy_db) as other:
+            other.execute("SELECT pg_sleep(2) /* crypt('hunter2pw', s) */")
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    try:
+        time.sleep(1.0)
+        with psycopg.connect(healthy_db) as conn:
+            check = long_running(conn, max_seconds=0.5)
+    finally:
+        worker.join()
+    [found] = check.evidence["running"]
+    assert "pg_sleep(2)" in found["query"] and "hunter2pw" not in found["query"]
