@@ -241,8 +241,12 @@ class Lab:
         from devicelab import lab_phone
         from devicelab.records import RunRecord
 
-        # A phone that is not there fails the run before the backend starts (read-only).
+        # A phone or a browser that is not there fails the run before the backend starts.
         phone = lab_phone.attach(self.device, self.say) if self.platform != "web" else None
+        if phone is None:
+            from devicelab.platforms.web import check_browser
+
+            check_browser(self.device)
         fixture, server = self._start_backend(teardown)
         app_url = self._start_app(teardown)
         proxy, network = self._start_proxy(teardown)

@@ -37,7 +37,14 @@ from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
 from devicelab.models import Device, DeviceInfo
 from devicelab.platforms.devtools import JsHeap
 
-__all__ = ["CHROMIUM_FLAGS", "DEFAULT_BROWSER", "StaticApp", "WebDevice", "answers"]
+__all__ = [
+    "CHROMIUM_FLAGS",
+    "DEFAULT_BROWSER",
+    "StaticApp",
+    "WebDevice",
+    "answers",
+    "check_browser",
+]
 
 logger = logging.getLogger("devicelab.platforms.web")
 
@@ -53,6 +60,18 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
 )
 _LOAD_TIMEOUT_MS = 60_000
+
+
+def check_browser(device: Device) -> None:
+    """Raise ToolMissing when the device's browser (``browser:`` in the inventory, else
+    DEFAULT_BROWSER) is not there: before a run starts anything else, and on create()."""
+    executable = device.browser or DEFAULT_BROWSER
+    if not Path(executable).is_file():
+        raise ToolMissing(
+            f"the browser {executable}",
+            hint="apt-get install chromium (./dev/setup does it), or set browser: "
+            "in inventory.yaml",
+        )
 
 
 class WebDevice:
@@ -79,12 +98,7 @@ class WebDevice:
     def create(self) -> Self:
         """Launch the browser and open a blank page. Raises ToolMissing when the browser
         is not installed, DeviceUnreachable when it does not start."""
-        if not Path(self.executable).is_file():
-            raise ToolMissing(
-                f"the browser {self.executable}",
-                hint="apt-get install chromium (./dev/setup does it), or set browser: "
-                "in inventory.yaml",
-            )
+        check_browser(self.device)
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
 

@@ -81,6 +81,18 @@ def test_an_unwritable_out_is_refused_before_anything_starts() -> None:
     assert "/dev/null/x: cannot write results there" in line
 
 
+def test_a_missing_browser_is_found_before_anything_starts(tmp_path: Path) -> None:
+    # It was found after the backend, the app and the proxy had started (~10 s).
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "devices:\n  w:\n    platform: web\n    model: C\n    os: D\n"
+        "    browser: /nonexistent/chromium\n"
+    )
+    args = ("run", "--device", "w", "--inventory", str(inventory), "--out", str(tmp_path / "o"))
+    line = assert_one_line_error(run(*args), 3)
+    assert "/nonexistent/chromium" in line
+
+
 def test_scenarios_may_be_given_comma_separated() -> None:
     args = ("run", "--device", "web", "--scenario", "message_delivery,reconect")
     line = assert_one_line_error(run(*args), 2)
