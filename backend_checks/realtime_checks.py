@@ -288,12 +288,20 @@ async def _drive_inserts(
     first = load.cold_inserts
     start = time.perf_counter()
     tasks = []
-    for i in range(load.inserts):
-        delay = start + i / load.rate_per_s - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(fire(first + i, cold=False)))
-    await asyncio.gather(*tasks)
+    try:
+        for i in range(load.inserts):
+            delay = start + i / load.rate_per_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(fire(first + i, cold=False)))
+        await asyncio.gather(*tasks)
+    finally:
+        # Stopped midway (Ctrl-C, a failed insert): the inserts still in flight are
+        # cancelled and awaited, or each failing one later prints "Task exception was
+        # never retrieved" with a traceback.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     await all_arrived(range(first, first + load.inserts), load.timeout_s)
 
 

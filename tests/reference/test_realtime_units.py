@@ -142,3 +142,39 @@ def test_any_filter_text_is_refused_or_evaluated_never_crashes(text: str, value:
 def test_any_binary_frame_is_refused_or_decoded(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         decode_binary(data)
+
+
+def test_inserts_cut_short_leave_no_unretrieved_task_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ctrl-C during backend check's realtime phase stops the server: the inserts still in
+    # flight fail, and each printed "Task exception was never retrieved" with a traceback.
+    import asyncio
+    import gc
+
+    import aiohttp
+
+    from backend_checks import realtime_checks as rc
+
+    async def failing_insert(*_args: Any) -> None:
+        await asyncio.sleep(0.05)
+        raise aiohttp.ServerDisconnectedError()
+
+    monkeypatch.setattr(rc, "_insert", failing_insert)
+    unretrieved: list[str] = []
+
+    async def drive() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx["message"]))
+        load = rc.RealtimeLoad(inserts=20, rate_per_s=100, cold_inserts=0)
+        args = (None, None, None, load, rc._Deliveries("t"), 1)
+        driving = asyncio.create_task(rc._drive_inserts(*args))  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)  # half of the inserts are in flight
+        driving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await driving
+        await asyncio.sleep(0.2)  # what was in flight ends meanwhile
+        gc.collect()
+
+    asyncio.run(drive())
+    assert unretrieved == []
