@@ -265,7 +265,7 @@ def _run_suite(
         served=_served_by_other_indexes(runs, list(after_i.values())),
     )
     missing = [
-        (c["query"], c["table"], c["columns"], c["method"])
+        (c["query"], c["table"], c["columns"], c["method"], c["unique"])
         for c in usage.evidence["critical"]
         if not c["indexes"]
     ]

@@ -326,6 +326,7 @@ def index_usage(
                     "table": need.table,
                     "columns": need.columns,
                     "method": need.method,
+                    "unique": need.unique,
                     "query": spec.id,
                     "needs": label,
                     "indexes": [ix.index for ix in matches],

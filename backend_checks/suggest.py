@@ -78,6 +78,7 @@ class Suggestion(BaseModel):
     table: str
     columns: list[str]
     method: str = "btree"
+    unique: bool = False
     ddl: str
     because: list[str] = Field(default_factory=list, description="query id: seq scan filter")
     queries: list[str] = Field(default_factory=list)
@@ -165,9 +166,10 @@ def candidate(scan: SeqScan, columns: set[str]) -> tuple[list[str], str] | None:
     return (picked, "btree") if picked else None
 
 
-def _ddl(table: str, cols: list[str], method: str) -> str:
+def _ddl(table: str, cols: list[str], method: str, unique: bool = False) -> str:
     using = " USING gin" if method == "gin" else ""
-    return f"CREATE INDEX ON {table}{using} ({', '.join(cols)})"
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    return f"CREATE {kind} ON {table}{using} ({', '.join(cols)})"
 
 
 def suggest(
@@ -176,14 +178,15 @@ def suggest(
     runs: list[QueryRun],
     *,
     build_allowed: bool = False,
-    missing: list[tuple[str, str, list[str], str]] | None = None,
+    missing: list[tuple[str, str, list[str], str, bool]] | None = None,
     existing: Iterable[IndexStats] = (),
 ) -> list[Suggestion]:
     """Suggestions for every flagged sequential scan of ``runs``, deduplicated by table and
     columns, each proven with HypoPG where it can be; GIN candidates are proven by
     building them inside a rolled-back transaction when ``build_allowed`` (it locks the
     table against writes while it builds). ``missing`` adds the critical indexes a query
-    file names that the database lacks: (query id, table, columns, method). A candidate
+    file names that the database lacks: (query id, table, columns, method, unique). A
+    candidate
     that an index of ``existing`` (the database's, :func:`health.index_snapshot`) already
     leads with is left out. Raises psycopg
     errors only for catalog reads; a failed proof is recorded in the suggestion."""
@@ -211,13 +214,16 @@ def suggest(
                 )
                 if scan.where == "query" and run.id not in item.queries:
                     item.queries.append(run.id)
-    for query_id, table, columns, method in missing or []:
+    for query_id, table, columns, method, unique in missing or []:
         key = (table, tuple(columns), method)
         item = found.get(key) or Suggestion(
             table=table, columns=columns, method=method, ddl=_ddl(table, columns, method)
         )
         found[key] = item
-        item.because.append(f"{query_id}: needs an index on {table} ({', '.join(columns)})")
+        if unique:  # ON CONFLICT on these columns: a plain index would not do
+            item.unique, item.ddl = True, _ddl(table, columns, method, unique=True)
+        kind = "a unique index" if unique else "an index"
+        item.because.append(f"{query_id}: needs {kind} on {table} ({', '.join(columns)})")
         if query_id not in item.queries:
             item.queries.append(query_id)
     merged = [item for item in _merge(list(found.values())) if not _covered(item, existing)]
@@ -332,6 +338,8 @@ def _merge(items: list[Suggestion]) -> list[Suggestion]:
                 if k.table == item.table
                 and k.method == item.method == "btree"
                 and [_bare(c) for c in k.columns][: len(bare)] == bare
+                # Unique on fewer columns is another constraint: kept apart.
+                and (not item.unique or len(k.columns) == len(item.columns))
             ),
             None,
         )
@@ -344,7 +352,8 @@ def _merge(items: list[Suggestion]) -> list[Suggestion]:
             else item.columns[i]
             for i, c in enumerate(home.columns)
         ]
-        home.ddl = _ddl(home.table, home.columns, home.method)
+        home.unique = home.unique or item.unique
+        home.ddl = _ddl(home.table, home.columns, home.method, home.unique)
         home.because += [b for b in item.because if b not in home.because]
         home.queries += [q for q in item.queries if q not in home.queries]
     return kept
@@ -423,10 +432,12 @@ def prove(
             ddl: Any = item.ddl
             if build:
                 name = f"devicelab_probe_{len(item.proofs)}"
-                conn.execute(ddl.replace("CREATE INDEX ON", f"CREATE INDEX {name} ON", 1))
+                conn.execute(ddl.replace("INDEX ON", f"INDEX {name} ON", 1))
                 hypo = name
             else:
-                row = conn.execute("SELECT indexname FROM hypopg_create_index(%s)", (ddl,))
+                # The planner costs a unique index as a plain one.
+                plain = ddl.replace("CREATE UNIQUE INDEX", "CREATE INDEX", 1)
+                row = conn.execute("SELECT indexname FROM hypopg_create_index(%s)", (plain,))
                 found = row.fetchone()
                 hypo = str(found[0]) if found else ""
             conn.execute("SET LOCAL ROLE authenticated")

@@ -87,6 +87,7 @@ class CriticalIndex(BaseModel):
     table: str
     columns: list[str] = Field(description="leading columns, e.g. created_at DESC")
     method: Literal["btree", "gin"] = "btree"
+    unique: bool = Field(False, description="unique (ON CONFLICT on these columns needs it)")
 
 
 class QuerySpec(BaseModel):

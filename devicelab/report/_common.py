@@ -285,12 +285,18 @@ def recommendations(results: Results) -> list[dict[str, Any]]:
     and ``why``, its proof without the "unproven: " its verdict already says. Reports put
     them near the top: they are what a reader acts on."""
     found: dict[str, dict[str, Any]] = {}
+    carriers: dict[str, list[Any]] = {}
     for check in results.checks:
         items = check.evidence.get("suggestions") if check.evidence else None
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict) or not isinstance(item.get("ddl"), str):
                 continue
             why = str(item.get("proof", "")).removeprefix("unproven: ")
-            entry = found.setdefault(item["ddl"], {**item, "why": why, "checks": []})
-            entry["checks"].append(check.id)
+            found.setdefault(item["ddl"], {**item, "why": why, "checks": []})
+            carriers.setdefault(item["ddl"], []).append(check)
+    for ddl, checks in carriers.items():
+        # Every backend check's evidence carries all suggestions: the ones that reported
+        # it are those that did not pass (a passing seq_scans did not).
+        failing = [c.id for c in checks if c.status != "pass"]
+        found[ddl]["checks"] = failing or [c.id for c in checks]
     return sorted(found.values(), key=lambda e: not e.get("proven"))

@@ -310,6 +310,27 @@ def test_a_search_the_planner_serves_with_another_index_passes(
     assert usage.status == "pass", usage.reason
 
 
+def test_a_dropped_receipts_key_gets_a_unique_index_suggested(
+    generate_db: Callable[[DatagenParams], str], small_params: DatagenParams
+) -> None:
+    # mark_as_read's INSERT ... ON CONFLICT (message_id, user_id) fails without a unique
+    # index there; the suggestion was a plain CREATE INDEX, which would not fix it.
+    dsn = generate_db(small_params)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("ALTER TABLE message_read_receipts DROP CONSTRAINT message_read_receipts_pkey")
+    results = run_check(dsn, CheckOptions(runs=3, only=["mark_as_read"]))
+    checks = {c.id: c for c in results.checks}
+    assert checks["mark_as_read"].status == "error"
+    assert "ON CONFLICT" in (checks["mark_as_read"].reason or "")
+    usage = checks["index_usage"]
+    assert usage.status == "fail"
+    [item] = [s for s in usage.evidence["suggestions"] if "receipts" in s["table"]]
+    assert (
+        item["ddl"] == "CREATE UNIQUE INDEX ON public.message_read_receipts (message_id, user_id)"
+    )
+    assert "mark_as_read: needs a unique index" in item["because"][0]
+
+
 def test_the_check_leaves_no_dead_tuples_of_its_own(
     generate_db: Callable[[DatagenParams], str],
 ) -> None:

@@ -179,6 +179,7 @@ def _with_suggestions(raw: dict[str, Any]) -> Results:
 
 
 def test_recommended_indexes_come_first_once_each_proven_first(raw: dict[str, Any]) -> None:
+    raw["checks"][0]["status"] = raw["checks"][1]["status"] = "fail"
     first, second = raw["checks"][0]["id"], raw["checks"][1]["id"]
     md = render_markdown(_with_suggestions(raw))
     section = md.split("## Recommended indexes", 1)[1].split("\n## ", 1)[0]
@@ -190,6 +191,17 @@ def test_recommended_indexes_come_first_once_each_proven_first(raw: dict[str, An
     assert "message_fetch, unread_count" in rows[0] and f"{first}, {second}" in rows[0]
     assert "gin (participants)" in rows[1] and "unproven: the scratch copy failed" in rows[1]
     assert "unproven: unproven" not in rows[1]
+
+
+def test_a_suggestion_is_reported_by_the_checks_that_did_not_pass(raw: dict[str, Any]) -> None:
+    # Every backend check's evidence carries all suggestions: a passing seq_scans was
+    # named among those that "reported" a missing unique index.
+    raw["checks"][0]["status"], raw["checks"][1]["status"] = "pass", "fail"
+    first, second = raw["checks"][0]["id"], raw["checks"][1]["id"]
+    md = render_markdown(_with_suggestions(raw))
+    section = md.split("## Recommended indexes", 1)[1].split("\n## ", 1)[0]
+    [btree] = [line for line in section.splitlines() if "created_at DESC" in line]
+    assert btree.rstrip(" |").endswith(second) and first not in btree.split("|")[-2]
 
 
 def test_no_recommendations_section_without_suggestions(results: Results) -> None:
