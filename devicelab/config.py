@@ -207,6 +207,11 @@ def find_file(name: str, given: str | os.PathLike[str] | None = None) -> Path:
         return path
     candidates = []
     if home := os.environ.get("DEVICELAB_HOME"):
+        if not Path(home).is_dir():  # a typo would fall back to other files, silently
+            raise ConfigError(
+                f"DEVICELAB_HOME={home}: no such folder",
+                hint="point it at the folder holding inventory.yaml and profiles/, or unset it",
+            )
         candidates.append(Path(home) / name)
     candidates.append(Path.cwd() / name)
     candidates.append(_PACKAGE_DATA / name)

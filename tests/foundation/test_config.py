@@ -100,6 +100,17 @@ def test_missing_file(tmp_path: Path) -> None:
         config.load_inventory(tmp_path / "nope.yaml")
 
 
+def test_a_devicelab_home_that_is_not_there_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A typo fell back to ./inventory.yaml or the shipped files, silently.
+    monkeypatch.setenv("DEVICELAB_HOME", str(tmp_path / "lab-typo"))
+    with pytest.raises(ConfigError, match="lab-typo: no such folder"):
+        config.find_file("inventory.yaml")
+    monkeypatch.setenv("DEVICELAB_HOME", str(tmp_path))  # there, without the file: next one
+    assert config.find_file("inventory.yaml").name == "inventory.yaml"
+
+
 def test_unknown_ids_suggest_the_closest() -> None:
     networks = config.load_networks(ROOT / "profiles/networks.yaml")
     with pytest.raises(UnknownId) as err:
