@@ -308,6 +308,8 @@ class NetShape:
         if conn is None:
             return
         conn.reader.abort()
+        if conn.writer.device_gone():  # else a close waits for the bytes still queued
+            conn.writer.pipe.abort()
         link = self._links.get(conn.link_key)
         if link is not None:
             link.connections -= 1

@@ -226,8 +226,12 @@ class ShapedWriter(_WrappedWriter):
         self.pipe: Pipe = downlink.pipe(self._deliver)
 
     def _deliver(self, data: bytes) -> None:
-        if not self._real.is_closing():
-            self._real.write(data)
+        if self._real.is_closing():
+            # The device is gone (it reset or closed the connection): what is still queued
+            # would only take its link's time from the device's other connections.
+            self.pipe.abort()
+            return
+        self._real.write(data)
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` on the downlink (an answer to bytes still on the air waits for
@@ -252,6 +256,10 @@ class ShapedWriter(_WrappedWriter):
     def is_closing(self) -> bool:
         """True once ``close`` was called or the socket is closing."""
         return self._closing or self._real.is_closing()
+
+    def device_gone(self) -> bool:
+        """True when the socket itself is closing: nothing more can reach the device."""
+        return self._real.is_closing()
 
     def close(self) -> None:
         """Close the socket once every queued byte has crossed the link."""

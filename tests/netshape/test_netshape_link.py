@@ -203,3 +203,38 @@ def test_a_precise_timer_cancelled_between_its_two_steps_never_calls_back() -> N
         return called
 
     assert asyncio.run(main()) == ["kept"]
+
+
+def test_a_device_that_is_gone_stops_taking_its_links_time() -> None:
+    # A download the device reset kept crossing its link: the same device's next
+    # download on another connection took +20 % at 4g (found by an outside tester).
+    from devicelab.netshape.transport import ShapedWriter
+
+    class Socket:
+        def __init__(self) -> None:
+            self.closing = False
+            self.received = 0
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+        def write(self, data: bytes) -> None:
+            self.received += len(data)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        channel = Channel(lambda: Shape(rate=100_000))
+        gone, other = Socket(), Socket()
+        bulk = ShapedWriter(gone, channel)  # type: ignore[arg-type]
+        small = ShapedWriter(other, channel)  # type: ignore[arg-type]
+        bulk.write(b"x" * 200_000)  # 2 s of the link
+        await asyncio.sleep(0.1)
+        gone.closing = True  # the device reset that connection
+        start = loop.time()
+        small.write(b"y" * 20_000)  # 0.2 s alone, 0.4 s sharing the link with the bulk
+        while other.received < 20_000:
+            await asyncio.sleep(0.002)
+        assert bulk.pipe.aborted and bulk.pipe.pending_bytes == 0
+        return loop.time() - start
+
+    assert asyncio.run(main()) == pytest.approx(0.2, abs=0.06)
