@@ -88,6 +88,11 @@ def shapes_of(profile: NetworkProfile | None) -> tuple[Shape, Shape]:
     return down, up
 
 
+#: Bytes of WebSocket history kept per flow, beside the message count (the newest message
+#: is always kept).
+WS_HISTORY_BYTES = 1 << 20
+
+
 @dataclass
 class _Link:
     down: Channel
@@ -431,18 +436,28 @@ class NetShape:
             )
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
-        """Count the message and keep the flow's message history bounded."""
+        """Count the message and keep the flow's message history bounded, in messages and
+        in bytes (200 messages of 1 MB each would keep 200 MB per flow)."""
         assert flow.websocket is not None
         keep = ctx.options.netshape_ws_history
         messages = flow.websocket.messages
         if len(messages) > keep:
             del messages[:-keep]
+        size = 0
+        for kept, message in enumerate(reversed(messages)):
+            size += len(message.content)
+            if size > WS_HISTORY_BYTES and kept:
+                del messages[: len(messages) - kept]
+                break
         if (record := self._ws_records.get(flow.id)) is not None:
             record.ws_messages += 1
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
-        """Forget the WebSocket flow's live record."""
+        """Forget the WebSocket flow's live record and its messages (a closed flow is freed
+        only by a full garbage collection: 100 sessions of big messages held 600 MB)."""
         self._ws_records.pop(flow.id, None)
+        if flow.websocket is not None:
+            flow.websocket.messages.clear()
 
     # --- control endpoint ---------------------------------------------------------------
     def _control(self, flow: http.HTTPFlow) -> None:

@@ -216,12 +216,26 @@ def test_websocket_history_stays_bounded(upstream: Any) -> None:
             for i in range(40):
                 await ws.send_str(f"echo {i}")
                 assert (await ws.receive(timeout=5)).data == f"echo {i}"
+            counts.append(proxy._call(lambda: len(flows[0].websocket.messages)))
+            # Big messages: bounded in bytes too (~1 MB), the newest always kept.
+            for i in range(4):
+                big = f"echo {i} " + "x" * 600_000
+                await ws.send_str(big)
+                assert (await ws.receive(timeout=5)).data == big
+            history = proxy._call(lambda: list(flows[0].websocket.messages))
+            counts.append(len(history))
+            sizes.append(sum(len(m.content) for m in history))
+        await asyncio.sleep(0.3)  # the close reaches the proxy
 
+    counts: list[int] = []
+    sizes: list[int] = []
     with ShapedProxy(None, ws_history=10) as proxy:
         proxy._call(lambda: proxy._master.addons.add(Keep()))
         asyncio.run(main(proxy.url))
-        history = proxy._call(lambda: len(flows[0].websocket.messages))
-    assert history <= 10  # 80 messages went through
+        left = proxy._call(lambda: len(flows[0].websocket.messages))
+    assert counts[0] <= 10  # 80 messages went through
+    assert 1 <= counts[1] <= 2 and sizes[0] <= (1 << 20) + 600_010
+    assert left == 0  # a closed flow keeps no messages (freed without waiting for the GC)
 
 
 def test_the_server_sees_a_request_one_uplink_delay_later_and_never_if_cut_on_the_air(
