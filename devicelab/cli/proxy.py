@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -39,6 +40,14 @@ def register(app: typer.Typer) -> None:
                 help="accept any certificate from HTTPS servers (a test backend's self-signed one)",
             ),
         ] = False,
+        upstream_ca: Annotated[
+            Path | None,
+            typer.Option(
+                "--upstream-ca",
+                help="PEM file of the CA that signed your HTTPS test servers' certificates "
+                "(default: $SSL_CERT_FILE, else the public CAs)",
+            ),
+        ] = None,
         no_http2: Annotated[
             bool,
             typer.Option(
@@ -66,6 +75,7 @@ def register(app: typer.Typer) -> None:
             allow=allow or _ALLOW_DEFAULT,
             echo=typer.echo,
             verify_upstream=not no_verify_upstream,
+            upstream_ca=upstream_ca,
             http2=not no_http2,
             networks=catalog.profiles,
         )

@@ -430,7 +430,8 @@ class NetShape:
         if "verify failed" in error.lower() and ctx.options.ssl_insecure is False:
             logger.warning(
                 "HTTPS server %s: %s; for a test server with its own certificate, start the"
-                " proxy with --no-verify-upstream (ShapedProxy(verify_upstream=False))",
+                " proxy with --upstream-ca FILE (its CA) or --no-verify-upstream"
+                " (ShapedProxy(upstream_ca=...) or verify_upstream=False)",
                 data.conn.sni or data.conn.address,
                 error,
             )

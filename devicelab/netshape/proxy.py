@@ -53,6 +53,21 @@ class _ListenErrorFilter(logging.Filter):
 _LISTEN_ERRORS = _ListenErrorFilter()
 
 
+def _upstream_ca(given: str | os.PathLike[str] | None) -> str | None:
+    """The PEM file servers are verified against: ``given`` (BadInput when it is not a
+    file), else $SSL_CERT_FILE when it names a file, else None (certifi's bundle)."""
+    if given is not None:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise BadInput(
+                f"upstream CA {path}: no such file",
+                hint="give the PEM file of the CA that signed your test server's certificate",
+            )
+        return str(path)
+    env = os.environ.get("SSL_CERT_FILE")
+    return env if env and Path(env).is_file() else None
+
+
 class ShapedProxy:
     """A shaping HTTP(S)/WebSocket proxy on ``host:port`` for the clients in ``allow``."""
 
@@ -67,6 +82,7 @@ class ShapedProxy:
         mode: Literal["thread", "subprocess"] = "thread",
         ws_history: int = 200,
         verify_upstream: bool = True,
+        upstream_ca: str | os.PathLike[str] | None = None,
         aliases: Mapping[str, str] | None = None,
         networks: Mapping[str, NetworkProfile] | None = None,
         http2: bool = True,
@@ -85,6 +101,10 @@ class ShapedProxy:
         # False for lab backends with self-signed certificates (the device still sees
         # mitmproxy's CA); never turn it off for servers on the internet.
         self.verify_upstream = verify_upstream
+        # The CAs servers are verified against (a PEM bundle): a test server's own CA.
+        # Default: $SSL_CERT_FILE when it names a file (as OpenSSL reads it), else
+        # mitmproxy's certifi bundle.
+        self.upstream_ca = _upstream_ca(upstream_ca)
         # Names only the proxy resolves (a lab backend on its loopback), name -> host.
         self.aliases = dict(aliases or {})
         # Profiles the control endpoint's POST profile switches to by name.
@@ -258,6 +278,8 @@ class ShapedProxy:
                 ssl_insecure=not self.verify_upstream,
                 http2=self.http2,
             )
+            if self.upstream_ca:
+                settings.update(ssl_verify_upstream_trusted_ca=self.upstream_ca)
         except exceptions.OptionsError as exc:
             raise BadInput(f"bad proxy option: {exc}", hint="check --listen and --allow") from exc
         await self._master.run()
@@ -303,6 +325,8 @@ class ShapedProxy:
         argv += ["--ws-history", str(self.ws_history), "--parent-pid", str(os.getpid())]
         if not self.verify_upstream:
             argv.append("--no-verify-upstream")
+        if self.upstream_ca:
+            argv += ["--upstream-ca", self.upstream_ca]
         if not self.http2:
             argv.append("--no-http2")
         for cidr in self.allow:

@@ -73,7 +73,8 @@ def run_foreground(
 ) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit code (0 after a clean stop).
 
-    ``proxy_options`` go to ShapedProxy (``ws_history``, ``verify_upstream``, ``http2``).
+    ``proxy_options`` go to ShapedProxy (``ws_history``, ``verify_upstream``,
+    ``upstream_ca``, ``http2``).
 
     Raises EnvironmentProblem when the proxy cannot listen; BadInput on a bad option.
     """
@@ -85,7 +86,8 @@ def run_foreground(
         with ShapedProxy(
             profile, host=listen[0], port=listen[1], allow=allow, confdir=confdir, **proxy_options
         ) as p:
-            echo(f"listening on {p.host}:{p.port}")
+            host = f"[{p.host}]" if ":" in p.host else p.host  # an IPv6 address
+            echo(f"listening on {host}:{p.port}")
             if instructions:
                 name = profile.id or profile.label if profile else "none"
                 echo(f"network {name}; point a device at it:")
@@ -122,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--confdir", default=DEFAULT_CONFDIR)
     parser.add_argument("--ws-history", type=int, default=200)
     parser.add_argument("--no-verify-upstream", action="store_true")
+    parser.add_argument("--upstream-ca", default=None, help="PEM file of the servers' CA")
     parser.add_argument("--no-http2", action="store_true", help="HTTP/1.1 only")
     parser.add_argument("--alias", action="append", default=[], help="NAME=HOST")
     parser.add_argument("--networks-json", default="", help="named profiles (JSON object)")
@@ -144,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             instructions=False,
             ws_history=args.ws_history,
             verify_upstream=not args.no_verify_upstream,
+            upstream_ca=args.upstream_ca,
             http2=not args.no_http2,
             aliases=dict(entry.partition("=")[::2] for entry in args.alias),
             networks=parse_networks(args.networks_json),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,14 +101,27 @@ def test_importing_netshape_and_the_cli_does_not_load_mitmproxy() -> None:
 
 
 @pytest.mark.slow
-def test_an_https_test_server_with_its_own_certificate_needs_no_verify_upstream(
-    self_signed_tls: ssl.SSLContext,
+def test_an_https_test_server_with_its_own_certificate_needs_its_ca_or_no_verify_upstream(
+    self_signed_tls: ssl.SSLContext, tmp_path: Path
 ) -> None:
+    # The fixture's certificate is its own CA. --upstream-ca and $SSL_CERT_FILE were not
+    # there: only turning verification off reached such a server.
+    ca = str(tmp_path / "cert.pem")
+    cases: list[tuple[list[str], dict[str, str], int]] = [
+        ([], {}, 502),
+        (["--no-verify-upstream"], {}, 200),
+        (["--upstream-ca", ca], {}, 200),
+        ([], {"SSL_CERT_FILE": ca}, 200),
+    ]
     with Upstream(ssl_context=self_signed_tls) as server:
-        for flags, expected in (([], 502), (["--no-verify-upstream"], 200)):
+        for flags, env, expected in cases:
             argv = [*DEVICELAB, "proxy", "--network", "none", "--listen", "127.0.0.1:0", *flags]
             process = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, **env},
             )
             try:
                 assert process.stdout is not None
@@ -130,7 +145,7 @@ def test_an_https_test_server_with_its_own_certificate_needs_no_verify_upstream(
                 process.send_signal(signal.SIGTERM)
                 _, err = process.communicate(timeout=15)
             if expected == 502:  # the log says how to trust a test server
-                assert "start the proxy with --no-verify-upstream" in err
+                assert "--upstream-ca FILE (its CA) or --no-verify-upstream" in err
 
 
 def test_a_taken_port_is_one_line_and_exit_3() -> None:
