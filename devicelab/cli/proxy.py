@@ -108,7 +108,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{'':10} {'profile':>12} {'achieved':>12} {'error':>8}")
         for name, want, got in rows:
             error = f"{(got - want) / want * 100:+.1f}%" if want and got is not None else "-"
-            typer.echo(f"{name:10} {_fmt(want):>12} {_fmt(got):>12} {error:>8}")
+            # No figure in the profile: no delay added (rtt) or no limit (bandwidth).
+            none = "none added" if name == "rtt_ms" else "unlimited"
+            wanted = none if want is None else _fmt(want)
+            typer.echo(f"{name:10} {wanted:>12} {_fmt(got):>12} {error:>8}")
         if bound is not None:
             typer.echo(
                 f"loss {profile.loss_pct:g} %: each lost segment is sent again a round trip "
