@@ -1,5 +1,5 @@
 """Probes for proving an index on a scratch copy of its table (see
-:func:`backend_checks.suggest.prove_on_copy`): the copy's column types and size, and the
+:func:`backend_checks.proofs.prove_on_copy`): the copy's column types and size, and the
 query each kind of index serves, with a real value of the data to probe with."""
 
 from __future__ import annotations

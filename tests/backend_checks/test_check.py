@@ -141,7 +141,7 @@ def test_missing_gin_index_is_proven_on_the_table_when_allowed_else_on_a_scratch
     assert "participants @>" in on_copy["proof"]
     assert on_copy["cost_after"] <= on_copy["cost_before"] * 0.9
     # A table too big to copy during a check is not copied: unproven, and says why.
-    monkeypatch.setattr("backend_checks.suggest.SCRATCH_MAX_ROWS", 1_000)
+    monkeypatch.setattr("backend_checks.proofs.SCRATCH_MAX_ROWS", 1_000)
     too_big = gin_suggestion(False)
     assert not too_big["proven"] and "too many to copy" in too_big["proof"]
     assert "--allow-writes" in too_big["proof"]
@@ -156,7 +156,7 @@ def test_without_hypopg_a_btree_is_proven_on_a_scratch_copy_or_built_when_allowe
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dsn = _without(generate_db, small_params, "messages_conversation_created_idx")
-    monkeypatch.setattr("backend_checks.suggest._HYPOPG", "devicelab_no_such_extension")
+    monkeypatch.setattr("backend_checks.proofs._HYPOPG", "devicelab_no_such_extension")
     proofs = {}
     for allowed in (False, True):
         options = CheckOptions(runs=3, only=["message_fetch"], allow_writes=allowed)
