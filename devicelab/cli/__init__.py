@@ -7,6 +7,7 @@ nothing here imports mitmproxy, playwright, appium, locust or psycopg at module 
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     command the way Ctrl-C does (devicelab.interrupts), with exit 143. A usage error (an
     unknown option, a missing or bad value) is one line naming the command's --help, exit
     2, like every other bad input."""
+    # psycopg's cleanup warnings ("error ignored in rollback of ...") after Ctrl-C or
+    # SIGTERM cut a query are noise beside the one line that says the command stopped.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     with sigterm_as_interrupt() as terminated:
         try:
             code = app(args=argv, prog_name="devicelab", standalone_mode=False)

@@ -99,6 +99,19 @@ def test_scenarios_may_be_given_comma_separated() -> None:
     assert "unknown scenario 'reconect'; did you mean 'reconnect'?" in line
 
 
+def test_psycopgs_cleanup_warnings_stay_out_of_a_stopped_command() -> None:
+    # SIGTERM during backend check printed "error ignored in rollback of <Transaction>".
+    code = (
+        "import logging\nfrom devicelab.cli import main\n"
+        "try:\n    main(['devices', '--help'])\nexcept SystemExit:\n    pass\n"
+        "logging.getLogger('psycopg').warning('error ignored in rollback of <Transaction>')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and "error ignored" not in done.stderr
+
+
 def test_a_bare_group_shows_its_help() -> None:
     done = run()
     assert (
