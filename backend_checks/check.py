@@ -153,16 +153,17 @@ def _ensure_data(conn: psycopg.Connection[Any], *, managed: bool, options: Check
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
         row = conn.execute("SELECT to_regclass('public.messages') IS NOT NULL").fetchone()
-        has_data = bool(row and row[0])
-        if has_data:
+        has_schema = has_data = bool(row and row[0])
+        if has_schema:
             has_data = conn.execute("SELECT 1 FROM public.messages LIMIT 1").fetchone() is not None
     if has_data:
         if managed:
             _ensure_extension(conn, "pg_stat_statements")
         return
     if not (managed or options.allow_writes):
+        what = "holds no messages" if has_schema else "has no messaging schema or data"
         raise UnsafeActionRefused(
-            "the database has no messaging schema or data to check; seeding it writes",
+            f"the database {what} to check; seeding it writes",
             hint="add --allow-writes to create the schema and 100K messages, or run "
             "devicelab backend datagen first",
         )

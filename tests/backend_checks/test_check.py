@@ -111,7 +111,7 @@ def test_missing_index_is_found_and_a_proven_suggestion_names_its_columns(
 def test_empty_database_needs_allow_writes(
     empty_db: str, list_tables: Callable[[str], list[str]]
 ) -> None:
-    with pytest.raises(UnsafeActionRefused):
+    with pytest.raises(UnsafeActionRefused, match="has no messaging schema or data"):
         run_check(empty_db)
     assert list_tables(empty_db) == []
 
@@ -329,6 +329,16 @@ def test_a_dropped_receipts_key_gets_a_unique_index_suggested(
         item["ddl"] == "CREATE UNIQUE INDEX ON public.message_read_receipts (message_id, user_id)"
     )
     assert "mark_as_read: needs a unique index" in item["because"][0]
+
+
+def test_a_schema_without_messages_is_named_as_such(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # datagen --messages 0 made the schema, users and conversations; the refusal said the
+    # database had "no messaging schema".
+    dsn = generate_db(DatagenParams(messages=0, users=100, conversations=50))
+    with pytest.raises(UnsafeActionRefused, match="holds no messages to check"):
+        run_check(dsn)
 
 
 def test_the_check_leaves_no_dead_tuples_of_its_own(
