@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from backend_checks import scratch
 from backend_checks.plans import analyze_plan, nested_plans, walk
 from backend_checks.suite import QueryRun, QuerySpec, app_transaction, plans_inside, timeout_ms
+from devicelab.errors import first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -176,7 +177,7 @@ def prove(
                             )
                         )
                 except psycopg.Error as exc:
-                    item.proof = f"{_NO_HYPOPG} ({_line(exc)})"
+                    item.proof = f"{_NO_HYPOPG} ({first_line(exc)})"
                     return
                 conn.execute("SELECT hypopg_reset()")
             app_transaction(conn, params.get("user_id"), read_only=False)
@@ -199,7 +200,7 @@ def prove(
             if not build:
                 conn.execute("SELECT hypopg_reset()")
     except psycopg.Error as exc:
-        item.proof = f"unproven: {_line(exc)}"
+        item.proof = f"unproven: {first_line(exc)}"
         return
     used = hypo in indexes
     proven = _is_proof(used, before, after)
@@ -277,7 +278,7 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
             )
             summary = analyze_plan(scratch.scalar(conn, explain, value))
     except psycopg.Error as exc:
-        item.proof = f"unproven: the scratch copy failed ({_line(exc)}); {how}"
+        item.proof = f"unproven: the scratch copy failed ({first_line(exc)}); {how}"
         return
     after = summary.total_cost or 0.0
     used = "devicelab_scratch_idx" in summary.indexes
@@ -295,8 +296,3 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
 def _is_proof(used: bool, before: float, after: float) -> bool:
     """The planner picked the index and the cost dropped by PROOF_MIN_GAIN at least."""
     return used and after <= before * (1 - PROOF_MIN_GAIN)
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

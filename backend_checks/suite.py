@@ -40,7 +40,7 @@ from backend_checks.plans import (
     nested_plans,
 )
 from devicelab.config import load_yaml_model
-from devicelab.errors import BadInput
+from devicelab.errors import BadInput, first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -276,7 +276,7 @@ def time_query(
         run.timed_out = True
         run.error = f"canceled by statement_timeout after {timeout_ms(spec)} ms"
     except psycopg.Error as exc:
-        run.error = _first_line(exc)
+        run.error = first_line(exc)
     return run
 
 
@@ -314,7 +314,7 @@ def explain_query(
         if spec.function:
             _nested(conn, spec, run.params, run, sizes, min_table_rows)
     except psycopg.Error as exc:
-        run.error = run.error or _first_line(exc)
+        run.error = run.error or first_line(exc)
 
 
 def explain_as_owner(
@@ -345,12 +345,7 @@ def explain_as_owner(
                 table_pages=sizes.pages,
             )
     except psycopg.Error as exc:
-        run.owner_error = _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        run.owner_error = first_line(exc)
 
 
 @contextlib.contextmanager

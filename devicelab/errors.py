@@ -28,6 +28,7 @@ __all__ = [
     "ToolMissing",
     "UnknownId",
     "UnsafeActionRefused",
+    "first_line",
 ]
 
 
@@ -135,3 +136,10 @@ class ProbeFailed(EnvironmentProblem):
         super().__init__(message, hint=hint)
         self.command = command
         self.stderr = stderr
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a foreign exception's text (its class name when it has none), for
+    the one-line messages devicelab prints and records."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
-from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
+from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing, first_line
 from devicelab.models import Device, DeviceInfo
 from devicelab.platforms.devtools import JsHeap
 
@@ -121,7 +121,7 @@ class WebDevice:
         except PlaywrightError as exc:
             self.close()
             raise DeviceUnreachable(
-                f"Chromium did not start: {_first_line(exc)}",
+                f"Chromium did not start: {first_line(exc)}",
                 hint=f"run {self.executable} --headless --no-sandbox --version by hand",
                 command=self.executable,
             ) from exc
@@ -135,7 +135,7 @@ class WebDevice:
             response = self._page.goto(url, wait_until="load", timeout=_LOAD_TIMEOUT_MS)
         except PlaywrightError as exc:
             raise ProbeFailed(
-                f"the app did not load from {url}: {_first_line(exc)}",
+                f"the app did not load from {url}: {first_line(exc)}",
                 hint="is the app served there, and does the proxy reach it?",
             ) from exc
         if response is not None and not response.ok:
@@ -154,7 +154,7 @@ class WebDevice:
         try:
             return self._page.evaluate(source, arg)
         except PlaywrightError as exc:
-            raise ProbeFailed(f"the page's script failed: {_first_line(exc)}") from exc
+            raise ProbeFailed(f"the page's script failed: {first_line(exc)}") from exc
 
     def cdp(self, command: str) -> dict[str, Any]:
         """Run the DevTools ``command`` in the page; returns its result. Raises
@@ -164,7 +164,7 @@ class WebDevice:
         try:
             return dict(self._cdp_session().send(command))
         except PlaywrightError as exc:
-            raise ProbeFailed(f"CDP {command} failed: {_first_line(exc)}") from exc
+            raise ProbeFailed(f"CDP {command} failed: {first_line(exc)}") from exc
 
     def heap_used_mb(self) -> float:
         """The page's JS heap in use (MB, 10^6 bytes) after a forced garbage collection.
@@ -197,7 +197,7 @@ class WebDevice:
             try:
                 step()
             except Exception as exc:  # teardown goes on whatever happened
-                logger.warning("closing the %s failed: %s", what, _first_line(exc))
+                logger.warning("closing the %s failed: %s", what, first_line(exc))
 
     def __enter__(self) -> Self:
         return self.create()
@@ -265,8 +265,3 @@ def answers(url: str, timeout_s: float = 1.0) -> bool:
             return 200 <= int(response.status) < 300
     except (OSError, urllib.error.URLError, ValueError):
         return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
