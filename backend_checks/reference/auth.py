@@ -111,11 +111,23 @@ async def _crypt_function(ctx: ServerContext, name: str = "crypt") -> sql.Identi
 
 
 async def user_by(
-    ctx: ServerContext, where: sql.Composable, params: list[Any]
+    ctx: ServerContext,
+    where: sql.Composable,
+    params: list[Any],
+    *,
+    among: sql.Composable | None = None,
 ) -> dict[str, Any] | None:
-    """The ``auth.users`` row matching ``where`` (fixed SQL with bound ``params``)."""
+    """The ``auth.users`` row matching ``where`` (fixed SQL with bound ``params``).
+
+    ``among`` (its parameters first in ``params``) selects the candidate rows, evaluated
+    before ``where`` is tested on them (a materialized CTE): a bcrypt comparison then runs
+    on the one row of an email, never on every row a generic plan would test it on first.
+    """
+    rows: sql.Composable = sql.SQL("auth.users")
+    if among is not None:
+        rows = sql.SQL("(WITH c AS MATERIALIZED ({}) SELECT * FROM c)").format(among)
     async with privileged(ctx) as conn:
-        stmt = sql.SQL("SELECT to_jsonb(u)::text FROM auth.users u WHERE {} LIMIT 1").format(where)
+        stmt = sql.SQL("SELECT to_jsonb(u)::text FROM {} u WHERE {} LIMIT 1").format(rows, where)
         row = await (await conn.execute(stmt, params)).fetchone()
     if row is None:
         return None
@@ -138,11 +150,11 @@ async def _password_grant(request: web.Request, ctx: ServerContext) -> dict[str,
     if "\x00" in email or "\x00" in password:
         raise auth_error(400, "invalid_credentials", "Invalid login credentials")
     crypt = await _crypt_function(ctx)
-    where = sql.SQL(
-        "lower(u.email) = lower(%s) AND u.encrypted_password IS NOT NULL"
-        " AND u.encrypted_password = {}(%s, u.encrypted_password)"
-    ).format(crypt)
-    row = await user_by(ctx, where, [email, password])
+    among = sql.SQL(
+        "SELECT * FROM auth.users WHERE lower(email) = lower(%s) AND encrypted_password IS NOT NULL"
+    )
+    where = sql.SQL("u.encrypted_password = {}(%s, u.encrypted_password)").format(crypt)
+    row = await user_by(ctx, where, [email, password], among=among)
     if row is None:
         raise auth_error(400, "invalid_credentials", "Invalid login credentials")
     user = user_json(row, signed_in_at=datetime.now(UTC).isoformat())

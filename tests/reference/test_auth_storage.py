@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 from conftest import PASSWORD, user_id
 
@@ -231,3 +233,58 @@ def test_an_upload_cut_midway_stores_nothing_and_logs_no_traceback(
     assert "client went away during POST /storage/v1/object/media/cut/half.bin" in caplog.text
     assert "Traceback" not in caplog.text and "unhandled error" not in caplog.text
     assert http.get("/storage/v1/object/media/cut/half.bin", headers=headers).status_code == 404
+
+
+def test_a_sign_in_checks_one_password_hash_whatever_plan_the_server_picks() -> None:
+    """bcrypt runs on the signing-in email's row only. Under a generic plan (the server's
+    choice for a statement prepared and run many times) the old single WHERE ran crypt()
+    on every row it scanned before the email test: 1,000 users made a sign-in take
+    0.1-0.8 s and `backend load --reference --users 1000` fail."""
+    from conftest import ADMIN_DSN, _admin
+
+    from backend_checks.datagen import install_schema
+
+    name = f"dl_ref_crypt_{uuid.uuid4().hex[:8]}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        # Every prepared statement on a generic plan, and crypt()'s calls counted.
+        admin.execute(f'ALTER DATABASE "{name}" SET plan_cache_mode = force_generic_plan')
+        admin.execute(f"ALTER DATABASE \"{name}\" SET track_functions = 'all'")
+    dsn = f"{ADMIN_DSN} dbname={name}"
+    users, sign_ins = 60, 30
+    try:
+        with psycopg.connect(dsn) as conn:
+            install_schema(conn)
+            conn.execute("SET track_functions = 'none'")  # count the server's calls only
+            conn.execute(
+                "INSERT INTO auth.users (id, email, encrypted_password, email_confirmed_at)"
+                " SELECT gen_random_uuid(), 'testuser' || i || '@example.com',"
+                " crypt(%s, gen_salt('bf', 4)), now() FROM generate_series(1, %s) i",
+                (PASSWORD, users),
+            )
+        with (
+            ReferenceServer(dsn, pool_max_size=1) as srv,
+            httpx.Client(base_url=srv.url, timeout=15) as client,
+        ):
+            for _ in range(sign_ins):
+                resp = client.post(
+                    "/auth/v1/token",
+                    params={"grant_type": "password"},
+                    json={"email": f"testuser{users}@example.com", "password": PASSWORD},
+                    headers={"apikey": srv.anon_key},
+                )
+                assert resp.status_code == 200, resp.text
+        calls = 0
+        deadline = time.monotonic() + 5  # a closed backend flushes its counters as it exits
+        while calls == 0 and time.monotonic() < deadline:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions"
+                    " WHERE funcname = 'crypt'"
+                ).fetchone()
+            calls = int(row[0]) if row else 0
+            time.sleep(0.1)
+        assert 0 < calls <= sign_ins, calls
+    finally:
+        with _admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
