@@ -34,7 +34,7 @@ from backend_checks.load.cpu import CpuSampler, local_server
 from backend_checks.load.merge import cpu_report, merge_step
 from backend_checks.load.mix import MixName, mix_weights, operation
 from backend_checks.load.models import Identity, StatsDelta, StepResult, WorkerResult, WorkerSpec
-from devicelab.errors import BadInput, UnsafeActionRefused
+from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused, first_line
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
@@ -231,8 +231,12 @@ def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None
                 # refusal would only send the user to --allow-writes and a second error.
                 identities, db = _database(conn, target, options, emails=http)
                 refuse_writes(options, weights)
-                steps = [_step(db, target, options, weights, identities, users, work, run_start)
-                         for users in options.users]  # fmt: skip
+                try:
+                    steps = [_step(db, target, options, weights, identities, users, work,
+                                   run_start) for users in options.users]  # fmt: skip
+                finally:
+                    if db.conn is not conn:
+                        db.conn.close()
     finally:
         if own_dir:
             for path in work.iterdir():
@@ -275,6 +279,27 @@ def _database(
             " --allow-writes (a scratch database)",
         ) from None
     return identities, _Database(conn, schema, note, local_server(conn))
+
+
+def _snapshot(db: _Database, dsn: str) -> dbstats.Snapshot:
+    """The statistics now. Our connection sits idle through the window, so the server may
+    have closed it (idle_session_timeout, a restart, pg_terminate_backend): then once more
+    on a new one. Raises BackendUnavailable when the server is gone."""
+    import psycopg
+
+    try:
+        return dbstats.snapshot(db.conn, db.schema)
+    except psycopg.OperationalError:
+        if not (db.conn.closed or db.conn.broken):
+            raise
+    db.conn = connect(dsn, autocommit=True)
+    try:
+        return dbstats.snapshot(db.conn, db.schema)
+    except psycopg.OperationalError as exc:
+        raise BackendUnavailable(
+            f"the database went away during the load: {redact(first_line(exc), dsn)}",
+            hint="check that the server runs (and its idle_session_timeout), then run again",
+        ) from None
 
 
 def _processes(options: LoadOptions, users: int) -> int:
@@ -323,7 +348,7 @@ def _step(
         for proc, log, _ in workers:
             procs.event(proc, log, ready_timeout)
         if db.conn is not None:
-            before = dbstats.snapshot(db.conn, db.schema)
+            before = _snapshot(db, target.dsn)
         sampler = CpuSampler(db.server)
         sampler.extra = [psutil.Process(p.pid) for p, _, _ in workers]
         sampler.api = [target.api_process] if target.api_process else []
@@ -343,7 +368,7 @@ def _step(
             # connections stay open, and an idle backend that flushed less than 1 s ago
             # keeps the rest for PGSTAT_IDLE_INTERVAL (10 s, PostgreSQL 15+).
             time.sleep(_API_FLUSH_S if target.api_url else 0.5)
-            after = dbstats.snapshot(db.conn, db.schema)
+            after = _snapshot(db, target.dsn)
     finally:
         for proc, _, _ in workers:
             if proc.poll() is None:
