@@ -8,6 +8,7 @@ libpq echoes a piece of the DSN back.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "connect",
     "drop_database",
     "ensure_database",
+    "options_with_timeout",
     "password_of",
     "redact",
     "redact_sql",
@@ -118,6 +120,14 @@ def redact(text: str, dsn: str | None = None) -> str:
     return _QUERY_PASSWORD.sub(lambda m: m.group("pre") + "***", text)
 
 
+def options_with_timeout(given: dict[str, Any], timeout_ms: int) -> str:
+    """The ``options`` to connect with, given the DSN's parameters: its own options
+    (``PGOPTIONS`` when it has none, as libpq would: the keyword argument replaces both)
+    with our statement_timeout after them."""
+    theirs = str(given.get("options") or os.environ.get("PGOPTIONS", ""))
+    return f"{theirs} -c statement_timeout={int(timeout_ms)}".strip()
+
+
 def connect(
     dsn: str,
     *,
@@ -131,8 +141,6 @@ def connect(
     or refuses us; the message never holds the password. The psycopg error is not chained
     (``from None``): its text may quote the password back.
     """
-    import os
-
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
@@ -146,15 +154,13 @@ def connect(
         )
     try:
         given = conninfo_to_dict(dsn)
-        # Keyword arguments replace the DSN's own values: keep its options (PGOPTIONS when
-        # it has none, as libpq would) and its connect_timeout, and add ours.
-        theirs = str(given.get("options") or os.environ.get("PGOPTIONS", ""))
+        # Keyword arguments replace the DSN's own values: keep its connect_timeout.
         return psycopg.connect(
             dsn,
             autocommit=autocommit,
             connect_timeout=given.get("connect_timeout", connect_timeout),
             application_name="devicelab",
-            options=f"{theirs} -c statement_timeout={int(timeout_ms)}".strip(),
+            options=options_with_timeout(given, timeout_ms),
         )
     except psycopg.ProgrammingError as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
+from backend_checks.db import options_with_timeout
 from backend_checks.load.mix import IDENTITY_SQL, Operation
 from backend_checks.load.models import Identity, WorkerSpec
 from backend_checks.load.session import SessionError, is_exhaustion
@@ -66,12 +68,13 @@ class SqlSession:
         """Open the connection. Raises SessionError (exhaustion is one of its kinds)."""
         spec = self.spec
         try:
+            given = conninfo_to_dict(spec.dsn)
             self.conn = _Connection.connect(
                 spec.dsn,
                 autocommit=True,
-                connect_timeout=spec.connect_timeout_s,
+                connect_timeout=given.get("connect_timeout", spec.connect_timeout_s),
                 application_name="devicelab-load",
-                options=f"-c statement_timeout={spec.statement_timeout_ms}",
+                options=options_with_timeout(given, spec.statement_timeout_ms),
             )
         except psycopg.Error as exc:
             raise SessionError(classify(exc), str(exc)) from None

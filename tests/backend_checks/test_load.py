@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,6 +95,88 @@ def test_connection_exhaustion_is_a_failing_verdict(dsn: str) -> None:
     assert "no connection exhaustion" in check.reason
     failed = {c["name"] for c in check.evidence["criteria"] if c["ok"] is False}
     assert {"no connection exhaustion", "all users connected", "error rate"} <= failed
+
+
+def test_our_statistics_connection_closed_by_the_server_is_opened_again(dsn: str) -> None:
+    """The runner's own connection idles through the window: a server that closes it
+    (idle_session_timeout, pg_terminate_backend) cost the whole run a traceback."""
+    import threading
+
+    import psycopg
+
+    done = threading.Event()
+    killed: list[int] = []
+
+    def kill_ours_once_the_users_are_in() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not done.is_set() and not killed:
+                rows = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = 'devicelab'"
+                    " AND EXISTS (SELECT 1 FROM pg_stat_activity"
+                    "             WHERE application_name = 'devicelab-load')"
+                ).fetchall()
+                killed.extend(1 for (ok,) in rows if ok)
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=kill_ours_once_the_users_are_in)
+    thread.start()
+    try:
+        run = run_load(dsn, LoadOptions(users=[5], duration_s=2, per_user_rate=5, mix="read"))
+    finally:
+        done.set()
+        thread.join()
+    assert killed
+    (step,) = run.steps
+    assert step.deltas.statements_available, step.deltas.statements_note
+    listed = [s for s in step.deltas.statements if "conversation_list" in s["query"]]
+    assert sum(s["calls"] for s in listed if s["toplevel"]) == step.ops["conversation_list"].count
+
+
+def test_a_server_gone_during_the_load_is_one_line_not_a_traceback(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from backend_checks.load import dbstats, runner
+
+    real = dbstats.snapshot
+    calls: list[int] = []
+
+    def snapshot_then_the_server_stops(conn: psycopg.Connection[Any], schema: str) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            return real(conn, schema)
+        conn.close()  # as after a shutdown: ours is gone, and no new one is accepted
+        raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    real_connect = runner.connect
+
+    def connect_until_it_stops(*args: Any, **kwargs: Any) -> Any:
+        if calls:
+            raise BackendUnavailable("cannot connect to the server: connection refused")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(dbstats, "snapshot", snapshot_then_the_server_stops)
+    monkeypatch.setattr(runner, "connect", connect_until_it_stops)
+    with pytest.raises(BackendUnavailable, match="connection refused"):
+        runner.run_target(
+            runner.LoadTarget(label="x", dsn=dsn),
+            LoadOptions(users=[3], duration_s=1, per_user_rate=2, mix="read"),
+        )
+
+
+def test_the_users_connect_with_the_dsns_own_options(dsn: str) -> None:
+    """The users' connections add their statement_timeout to the DSN's options instead of
+    replacing them: a read-only session setting reached only our own connection."""
+    read_only = f"{dsn} options='-c default_transaction_read_only=on'"
+    run = run_load(
+        read_only, LoadOptions(users=[3], duration_s=1.5, per_user_rate=8, allow_writes=True)
+    )
+    (step,) = run.steps
+    assert step.ops["send_message"].count > 0
+    assert step.ops["send_message"].errors == step.ops["send_message"].count
+    assert any("25006" in kind for kind in step.errors), step.errors  # read_only_sql_transaction
 
 
 def test_full_mix_refuses_to_write_without_the_flag(dsn: str) -> None:
