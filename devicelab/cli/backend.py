@@ -17,12 +17,13 @@ from typing import Annotated
 
 import typer
 
-from devicelab.cli.load import register_load
+from devicelab.cli.load import nonblank_dsn, register_load
 from devicelab.cli.serve import register_serve
 
 __all__ = ["register"]
 
 _DSN_HELP = "PostgreSQL DSN (URL or key=value); default: the managed local cluster"
+_DSN_OPTION = typer.Option("--dsn", help=_DSN_HELP, callback=nonblank_dsn)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
     @backend_app.command("check")
     def check(
-        dsn: Annotated[str | None, typer.Option("--dsn", help=_DSN_HELP)] = None,
+        dsn: Annotated[str | None, _DSN_OPTION] = None,
         out: Annotated[
             Path, typer.Option("--out", help="folder for results.json and reports")
         ] = Path("devicelab-backend"),
@@ -95,7 +96,7 @@ def register(app: typer.Typer) -> None:
     @backend_app.command("datagen")
     def datagen(
         messages: Annotated[int, typer.Option("--messages", min=0, help="messages to generate")],
-        dsn: Annotated[str | None, typer.Option("--dsn", help=_DSN_HELP)] = None,
+        dsn: Annotated[str | None, _DSN_OPTION] = None,
         users: Annotated[int, typer.Option("--users", min=2)] = 1000,
         conversations: Annotated[int, typer.Option("--conversations", min=1)] = 10000,
         seed: Annotated[int, typer.Option("--seed", min=0, help="same seed, same data")] = 1,

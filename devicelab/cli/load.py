@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from backend_checks.load import LoadOptions, LoadRun
     from devicelab.models import Results
 
-__all__ = ["parse_duration", "parse_users", "register_load"]
+__all__ = ["nonblank_dsn", "parse_duration", "parse_users", "register_load"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _HELP = """Run 100 then 1000 concurrent app users (Locust) and judge "supported".
@@ -42,6 +42,18 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise BadInput(f"bad duration {text!r}: must be positive", hint="use e.g. 60s")
     return seconds
+
+
+def nonblank_dsn(value: str | None) -> str | None:
+    """The ``--dsn`` callback of every backend command: an empty DSN is refused rather than
+    read as libpq's defaults (or, by the load, as "no database")."""
+    if value is not None and not value.strip():
+        raise BadInput(
+            "--dsn is empty",
+            hint="give a DSN such as postgresql://user@host:5432/db, or leave --dsn out"
+            " for the managed cluster",
+        )
+    return value
 
 
 def parse_users(text: str) -> list[int]:
@@ -66,7 +78,8 @@ def register_load(backend_app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 help="PostgreSQL DSN (default: the managed cluster); with --url: "
-                "the API's database, for identities, statistics and CPU"
+                "the API's database, for identities, statistics and CPU",
+                callback=nonblank_dsn,
             ),
         ] = None,
         url: Annotated[
@@ -149,6 +162,13 @@ def register_load(backend_app: typer.Typer) -> None:
         options = _options(
             users, duration, mix, closed, rate, per_user_rate, processes, allow_writes
         )
+        # Bad input found now, not after minutes of load: the targets (DEVICELAB_HOME and
+        # its files) and the output folder.
+        targets = config.load_targets()
+        if out is not None:
+            from devicelab.records import check_writable
+
+            check_writable(out)
         kind: Literal["reference", "supabase", "postgres"] = "postgres"
         if imports:
             if url is not None or reference or dsn is not None:
@@ -168,12 +188,12 @@ def register_load(backend_app: typer.Typer) -> None:
 
             target, writes_ok = _target(dsn, allow_writes)
             run = run_load(target, options.model_copy(update={"allow_writes": writes_ok}))
-        results = to_results(run, config.load_targets(), backend_kind=kind)
+        results = to_results(run, targets, backend_kind=kind)
         _print(run, results)
         if out is not None:
             from devicelab import report
 
-            report.write_all(results, out, config.load_targets())
+            report.write_all(results, out, targets)
             typer.echo(f"wrote {out}/results.json")
         raise typer.Exit(results.exit_code())
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typer
 
+from devicelab.cli.load import nonblank_dsn
+
 __all__ = ["register_serve"]
 
 
@@ -28,6 +30,7 @@ def register_serve(backend_app: typer.Typer) -> None:
             None,
             "--dsn",
             help="serve over this PostgreSQL instead of the managed one",
+            callback=nonblank_dsn,
         ),
     ) -> None:
         """Serve Auth, REST, Storage and Realtime like Supabase; prints SUPABASE_URL,

@@ -81,6 +81,34 @@ def test_an_unwritable_out_is_refused_before_anything_starts() -> None:
     assert "/dev/null/x: cannot write results there" in line
 
 
+def test_the_load_refuses_bad_input_before_it_connects(tmp_path: Path) -> None:
+    # Port 1 refuses: exit 3 would mean the input was checked only after the connection
+    # (it was checked after the whole load, minutes of it).
+    unreachable = "postgresql://postgres@127.0.0.1:1/x"
+    done = run("backend", "load", "--dsn", unreachable, "--users", "3", "--out", "/dev/null/x")
+    assert "/dev/null/x: cannot write results there" in assert_one_line_error(done, 2)
+    done = subprocess.run(
+        [*DEVICELAB, "backend", "load", "--dsn", unreachable, "--users", "3"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env={**os.environ, "DEVICELAB_HOME": str(tmp_path / "missing")},
+    )
+    assert "DEVICELAB_HOME" in assert_one_line_error(done, 2)
+
+
+@pytest.mark.parametrize(
+    "command", [["check"], ["datagen", "--messages", "5", "--allow-writes"], ["load"], ["serve"]]
+)
+def test_an_empty_dsn_is_refused_not_read_as_no_database(command: list[str]) -> None:
+    # libpq would read "" as its defaults, and the load took it for "no database": its
+    # users then ran half the mix, and the verdict judged zeros.
+    line = assert_one_line_error(run("backend", *command, "--dsn", " "), 2)
+    assert "--dsn is empty" in line and "managed cluster" in line
+
+
 def test_a_missing_browser_is_found_before_anything_starts(tmp_path: Path) -> None:
     # It was found after the backend, the app and the proxy had started (~10 s).
     inventory = tmp_path / "inventory.yaml"
