@@ -211,7 +211,12 @@ def run_reference_load(
         options = options.model_copy(update={"allow_writes": True})
         where = "the managed cluster"
     else:
+        from backend_checks.datagen import generated_only
+
         where = redact(dsn, dsn)
+        # As over SQL: a database holding only a `backend datagen` data set is a scratch one.
+        if generated_only(dsn):
+            options = options.model_copy(update={"allow_writes": True})
     refuse_writes(options, mix_weights(options.mix))
     with ReferenceServer(dsn, pool_max_size=pool_max_size) as server:
         api = RestApi(url=server.url, anon_key=server.anon_key)

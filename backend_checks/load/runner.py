@@ -127,7 +127,8 @@ def fetch_identities(conn: Any, count: int, *, emails: bool = False) -> list[Ide
     if not rows:
         raise BadInput(
             "the database has no conversations to load",
-            hint="generate data first: devicelab backend datagen --messages 100000 --allow-writes",
+            hint="generate data first: devicelab backend datagen --dsn DSN --messages 100000"
+            " --allow-writes",
         )
     return [
         Identity(

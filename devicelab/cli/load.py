@@ -268,9 +268,10 @@ def _target(dsn: str | None, allow_writes: bool) -> tuple[str, bool]:
         from backend_checks.datagen import generated_only
 
         return dsn, allow_writes or generated_only(dsn)
-    from backend_checks.managed import ManagedPostgres
+    from backend_checks.reference.serve import prepare_database
 
-    return ManagedPostgres().ensure(), True
+    # Seeded with the story's data set when empty, as `backend check` and `run` seed it.
+    return prepare_database(None, say=lambda line: typer.echo(line, err=True)), True
 
 
 def _print(run: LoadRun, results: Results) -> None:

@@ -222,6 +222,30 @@ def test_cli_full_mix_writes_only_to_a_database_of_datagen_without_the_flag(
     assert messages() == before
 
 
+def test_the_load_seeds_a_fresh_managed_cluster_as_check_does() -> None:
+    # `backend load` with no --dsn first on a new machine said "relation
+    # public.conversations does not exist" and sent the user to datagen --dsn DSN.
+    import os
+    import shutil
+    import tempfile
+
+    state = Path(tempfile.mkdtemp(prefix="devicelab-loadseed-", dir="/tmp"))
+    state.chmod(0o755)  # the postgres user must traverse it when we are root
+    env = {**os.environ, "DEVICELAB_STATE": str(state)}
+    cli = [sys.executable, "-m", "devicelab", "backend"]
+    try:
+        argv = [*cli, "load", "--users", "3", "--duration", "1s", "--rate", "10"]
+        ran = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=300, check=False
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert "seeding the empty database (100,000 generated messages)" in ran.stderr
+        assert "3 users (SQL" in ran.stdout
+    finally:
+        subprocess.run([*cli, "stop"], capture_output=True, env=env, timeout=120, check=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def test_bad_dsn_is_one_line_without_the_password() -> None:
     with pytest.raises(BackendUnavailable) as info:
         run_load(

@@ -82,6 +82,14 @@ def test_http_load_on_the_reference_server_measures_as_the_sql_users(dsn: str) -
     assert {s.name for s in series} >= {"load_20.throughput", "load_20.p95", "load_20.db_cpu"}
 
 
+def test_http_load_over_a_database_of_datagen_writes_without_the_flag(dsn: str) -> None:
+    # As over SQL (and as the refusal's own hint says): a database holding only a
+    # `backend datagen` data set is a scratch one; the reference path refused it.
+    run = run_reference_load(LoadOptions(users=[3], duration_s=1.5, per_user_rate=6), dsn=dsn)
+    (step,) = run.steps
+    assert step.ops["send_message"].count > 0 and step.total.errors == 0, step.errors
+
+
 def test_http_load_without_a_dsn_signs_in_generated_users(reference: Any) -> None:
     """A remote API: users testuser1..N sign in and find their own conversations."""
     api = RestApi(url=reference.url, anon_key=reference.anon_key, accounts=6)
