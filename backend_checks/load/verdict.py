@@ -227,8 +227,18 @@ def _series(run: LoadRun) -> list[Series]:
                 v=step.timeline_throughput,
             )
         )
+        # A second in which nothing completed has no p95 (a stalled server): no point, not
+        # a 0 ms one that plots as the best latency of the run.
+        measured = [
+            (t, v) for t, v in zip(step.timeline_t, step.timeline_p95_ms, strict=True) if v > 0
+        ]
         series.append(
-            Series(name=f"{prefix}.p95", unit="ms", t=step.timeline_t, v=step.timeline_p95_ms)
+            Series(
+                name=f"{prefix}.p95",
+                unit="ms",
+                t=[t for t, _ in measured],
+                v=[v for _, v in measured],
+            )
         )
         if step.cpu.t:
             t = [round(step.started_s + x, 3) for x in step.cpu.t]

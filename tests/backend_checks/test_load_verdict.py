@@ -57,6 +57,22 @@ def test_both_steps_supported() -> None:
     }  # fmt: skip
 
 
+def test_a_second_without_completions_has_no_p95_point() -> None:
+    # A 3 s table lock: nothing completed in seconds 2 and 3, then everything at once.
+    step = _step(100).model_copy(
+        update={
+            "timeline_t": [1.0, 2.0, 3.0, 4.0],
+            "timeline_throughput": [20.0, 0.0, 0.0, 60.0],
+            "timeline_p95_ms": [8.9, 0.0, 0.0, 2859.0],
+        }
+    )
+    _, series = load_checks(_run(step), load_targets())
+    p95 = next(s for s in series if s.name == "load_100.p95")
+    assert (p95.t, p95.v) == ([1.0, 4.0], [8.9, 2859.0])
+    throughput = next(s for s in series if s.name == "load_100.throughput")
+    assert throughput.v == [20.0, 0.0, 0.0, 60.0]  # no completions is a measured 0 ops/s
+
+
 def test_cpu_over_80_fails_1000_but_100_still_counts() -> None:
     checks, _ = load_checks(_run(_step(100), _step(1000, cpu=91.0)), load_targets())
     by_id = {c.id: c for c in checks}
