@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backend_checks.db import redact
 from backend_checks.load.models import WorkerSpec
 from devicelab.errors import ProbeFailed
 
@@ -68,9 +69,10 @@ def event(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> dict[st
         pending += chunk
     proc.kill()
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    last = f": {redact(tail[-1].strip())}" if tail else ""
     raise ProbeFailed(
-        "a load process stopped or did not answer in time",
-        hint=f"see {log}",
+        f"a load process stopped or did not answer in time{last}",
+        hint=f"its log is kept: {log}",
         command=" ".join(str(a) for a in proc.args),  # type: ignore[union-attr]
         stderr="\n".join(tail),
     )

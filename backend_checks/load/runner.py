@@ -18,6 +18,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,13 @@ from backend_checks.load.cpu import CpuSampler, local_server
 from backend_checks.load.merge import cpu_report, merge_step
 from backend_checks.load.mix import MixName, mix_weights, operation
 from backend_checks.load.models import Identity, StatsDelta, StepResult, WorkerResult, WorkerSpec
-from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused, first_line
+from devicelab.errors import (
+    BackendUnavailable,
+    BadInput,
+    ProbeFailed,
+    UnsafeActionRefused,
+    first_line,
+)
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
@@ -240,9 +247,14 @@ def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None
                         db.conn.close()
     finally:
         if own_dir:
+            # A load process that failed keeps its log (the error's hint names it); the
+            # specs (a DSN may carry a password) and the results go.
+            keep = sys.exc_info()[0] is ProbeFailed
             for path in work.iterdir():
-                path.unlink()
-            work.rmdir()
+                if not (keep and path.suffix == ".log"):
+                    path.unlink()
+            if not keep:
+                work.rmdir()
     notes = [target.no_dsn_note] if not target.dsn and target.no_dsn_note else []
     return LoadRun(
         target=target.label,

@@ -179,6 +179,44 @@ def test_the_users_connect_with_the_dsns_own_options(dsn: str) -> None:
     assert any("25006" in kind for kind in step.errors), step.errors  # read_only_sql_transaction
 
 
+def test_a_load_process_that_dies_leaves_its_log_where_the_hint_says(dsn: str) -> None:
+    # The hint named a log in a folder already removed.
+    import threading
+
+    import psutil
+
+    from devicelab.errors import ProbeFailed
+
+    done = threading.Event()
+
+    def kill_a_worker() -> None:
+        while not done.is_set():
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if "backend_checks.load.worker" in " ".join(child.cmdline()):
+                        time.sleep(0.5)
+                        child.kill()
+                        return
+                except psutil.Error:
+                    pass
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill_a_worker)
+    thread.start()
+    try:
+        with pytest.raises(ProbeFailed, match="a load process stopped") as info:
+            run_load(dsn, LoadOptions(users=[3], duration_s=3, per_user_rate=2, mix="read"))
+    finally:
+        done.set()
+        thread.join()
+    log = Path(info.value.hint.removeprefix("its log is kept: "))
+    assert log.is_file()
+    assert not list(log.parent.glob("*.spec.json"))  # the DSN does not stay behind
+    for path in log.parent.iterdir():
+        path.unlink()
+    log.parent.rmdir()
+
+
 def test_full_mix_refuses_to_write_without_the_flag(dsn: str) -> None:
     with pytest.raises(UnsafeActionRefused):
         run_load(dsn, LoadOptions(users=[5], duration_s=1))
