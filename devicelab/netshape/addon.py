@@ -62,7 +62,7 @@ from devicelab.netshape.transport import (
     bytes_waiting,
 )
 
-__all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "shapes_of"]
+__all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "check_offline_seconds", "shapes_of"]
 
 logger = logging.getLogger("devicelab.netshape")
 
@@ -109,6 +109,13 @@ class _Connection:
     control: bool = False
     records: dict[str, FlowRecord] = field(default_factory=dict)
     servers: dict[str, HeldWriter] = field(default_factory=dict)
+
+
+def check_offline_seconds(seconds: float | None) -> None:
+    """Raise ValueError unless ``seconds`` is None (until told) or a positive number: -3,
+    NaN or infinity would cut every connection and come back at once, or never."""
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"offline seconds must be a positive number, not {seconds:g}")
 
 
 class NetShape:
@@ -205,7 +212,9 @@ class NetShape:
         return self._offline_until is not None
 
     def go_offline(self, seconds: float | None = None) -> None:
-        """Cut every connection and refuse new ones, for ``seconds`` (None: until online)."""
+        """Cut every connection and refuse new ones, for ``seconds`` (None: until online).
+        Raises ValueError when ``seconds`` is not a positive number."""
+        check_offline_seconds(seconds)
         if self._online_timer is not None:
             self._online_timer.cancel()
             self._online_timer = None

@@ -9,8 +9,8 @@ start on the same port at once.
 Two modes: ``thread`` (default) runs mitmproxy in-process on its own event loop in a
 thread (starts in ~0.1 s once mitmproxy is imported; mitmproxy keeps one global context,
 so one in-process proxy at a time, and a busy main thread delays it through the GIL);
-``subprocess`` runs ``python -m devicelab.netshape.serve`` and drives it through the
-control endpoint (any number at once).
+``subprocess`` runs ``python -m devicelab.netshape.serve`` and drives it over its stdin and
+stdout (any number at once; its log lines go on to the ``devicelab.netshape`` logger).
 """
 
 from __future__ import annotations
@@ -24,21 +24,22 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from devicelab.errors import BadInput, EnvironmentProblem
+from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem
 from devicelab.models.network import NetworkProfile
-from devicelab.netshape.addon import CONTROL_HOST, DEFAULT_ALLOW, NetShape
+from devicelab.netshape.addon import DEFAULT_ALLOW, NetShape, check_offline_seconds
 from devicelab.netshape.records import FlowRecord
 
 __all__ = ["DEFAULT_CONFDIR", "ShapedProxy"]
 
 DEFAULT_CONFDIR = "~/.mitmproxy"
 _START_TIMEOUT_S = 15.0
+_CONTROL_TIMEOUT_S = 30.0
+_log = logging.getLogger("devicelab.netshape")
 _in_process_lock = threading.Lock()
 
 
@@ -119,6 +120,7 @@ class ShapedProxy:
         self._master: Any = None
         self._ready: Future[tuple[str, int]] = Future()
         self._process: subprocess.Popen[str] | None = None
+        self._control_lock = threading.Lock()
         self._holds_lock = False
 
     # --- public surface -----------------------------------------------------------------
@@ -168,22 +170,28 @@ class ShapedProxy:
         self.profile = profile
         text = profile.model_dump_json() if profile else ""
         if self._process is not None:
-            self._control("POST", "profile", text.encode())
+            self._command("profile", profile=text)
         else:
             self._call(lambda: self._master.options.update(netshape_profile=text))
 
     def go_offline(self, seconds: float | None = None) -> None:
-        """Cut every connection and refuse new ones for ``seconds`` (None: until online)."""
+        """Cut every connection and refuse new ones for ``seconds`` (None: until online).
+        Raises BadInput when ``seconds`` is not a positive number."""
+        try:
+            check_offline_seconds(seconds)
+        except ValueError as exc:
+            raise BadInput(
+                str(exc), hint="e.g. go_offline(5), or go_offline() until online"
+            ) from None
         if self._process is not None:
-            query = "" if seconds is None else f"?seconds={seconds}"
-            self._control("POST", f"offline{query}")
+            self._command("offline", seconds=seconds)
         else:
             self._call(lambda: self.addon.go_offline(seconds))
 
     def go_online(self) -> None:
         """Accept connections again."""
         if self._process is not None:
-            self._control("POST", "online")
+            self._command("online")
         else:
             self._call(self.addon.go_online)
 
@@ -191,7 +199,7 @@ class ShapedProxy:
         """The addon's state: ``profile`` (as JSON data), ``offline``, ``links`` (client ->
         open connections). Raises EnvironmentProblem when the proxy is not running."""
         if self._process is not None:
-            data: dict[str, Any] = json.loads(self._control("GET", "status"))
+            data: dict[str, Any] = self._command("status")
             return data
         result: dict[str, Any] = self._call(self.addon.status)
         return result
@@ -199,8 +207,7 @@ class ShapedProxy:
     def records(self) -> list[FlowRecord]:
         """The per-flow timing records so far (bytes, start, first byte, end)."""
         if self._process is not None:
-            data = json.loads(self._control("GET", "records"))
-            return [FlowRecord(**r) for r in data["records"]]
+            return [FlowRecord(**r) for r in self._command("records")]
         result: list[FlowRecord] = self._call(self.addon.records)
         return result
 
@@ -335,20 +342,28 @@ class ShapedProxy:
             argv += ["--alias", f"{name}={host}"]
         if self.networks:
             argv += ["--networks-json", self._networks_json()]
+        argv.append("--control-stdio")
         self._process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         line = _read_line(self._process, _START_TIMEOUT_S)
         if not line.startswith("listening on "):
             stderr = self._process.stderr
             err = stderr.read() if stderr and self._process.poll() is not None else ""
             self._stop_subprocess()
-            raise EnvironmentProblem(
-                f"the proxy subprocess did not start: {(err or line).strip()[-400:]}",
-                hint="is the port free and the address local?",
-            )
+            raise _start_error(err or line)
         host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
+        # Its log goes on to ours as it comes: a pipe nobody reads fills at 64 KB (some
+        # 900 "refused client" lines), and then the proxy blocks on its next log line.
+        threading.Thread(
+            target=_forward_log, args=(self._process,), name="netshape-log", daemon=True
+        ).start()
 
     def _stop_subprocess(self) -> None:
         process, self._process = self._process, None
@@ -361,20 +376,37 @@ class ShapedProxy:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for stream in (process.stdout, process.stderr):
+        for stream in (process.stdin, process.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
 
-    def _control(self, method: str, action: str, body: bytes | None = None) -> str:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": self.url}))
-        req = urllib.request.Request(f"http://{CONTROL_HOST}/{action}", body, method=method)
+    def _command(self, op: str, **fields: Any) -> Any:
+        """Run ``op`` in the subprocess over its stdin/stdout (not through the proxy: its
+        allow-list may exclude loopback, and its link would shape the control's bytes and
+        theirs would compete with the device's). Returns the result; raises BadInput (the
+        proxy refused the value) or EnvironmentProblem (it does not answer)."""
+        process = self._process
+        assert process is not None and process.stdin is not None
+        with self._control_lock:
+            try:
+                process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+                process.stdin.flush()
+            except OSError as exc:
+                raise EnvironmentProblem(
+                    f"the proxy subprocess does not answer: {exc}", hint="is it running?"
+                ) from None
+            line = _read_line(process, _CONTROL_TIMEOUT_S)
         try:
-            with opener.open(req, timeout=30) as response:
-                return str(response.read().decode())
-        except OSError as exc:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError:
             raise EnvironmentProblem(
-                f"the proxy's control endpoint failed: {exc}", hint="is the proxy running?"
-            ) from exc
+                f"the proxy subprocess did not answer {op!r} in {_CONTROL_TIMEOUT_S:g} s",
+                hint="is it running?",
+            ) from None
+        if not reply.get("ok"):
+            raise BadInput(f"the proxy refused {op!r}: {reply.get('error')}", hint="see --help")
+        return reply.get("result")
 
 
 def _import_mitmproxy_addons() -> None:
@@ -446,6 +478,32 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc.__cause__, OSError):  # mitmproxy's wrapper around asyncio's error
         return _why(exc.__cause__)
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _start_error(text: str) -> DeviceLabError:
+    """The subprocess's own error line as ours: its exit class kept (a bad option is
+    BadInput, as in thread mode), its info lines left out."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("netshape: error: ")]
+    last = (errors or lines or ["no output"])[-1].removeprefix("netshape: error: ")
+    if "bad proxy option" in last or "bad profile" in last:
+        return BadInput(last[-400:], hint="see the option's help")
+    return EnvironmentProblem(
+        f"the proxy subprocess did not start: {last[-400:]}",
+        hint="is the port free and the address local?",
+    )
+
+
+def _forward_log(process: subprocess.Popen[str]) -> None:
+    """The subprocess's log lines to our ``devicelab.netshape`` logger, until it ends."""
+    stream = process.stderr
+    if stream is None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # closed as the proxy stops
+        for line in stream:
+            text = line.rstrip().removeprefix("netshape: ")
+            if text:
+                _log.info("%s", text)
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:

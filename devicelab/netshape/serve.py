@@ -8,6 +8,8 @@ The first line printed is ``listening on HOST:PORT``, once the port accepts conn
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import logging
 import os
 import signal
@@ -52,8 +54,11 @@ def device_instructions(proxy: ShapedProxy) -> list[str]:
         f"  allowed clients: {', '.join(proxy.allow)}",
     ]
     if proxy.networks:
+        # The control endpoint is reached through the proxy, so from an allowed address.
+        via = proxy.url if _allows_loopback(proxy.allow) else f"http://{host}:{port}"
+        where = "" if _allows_loopback(proxy.allow) else " (from an allowed address)"
         lines.append(
-            f"  switch without a restart: curl -x {proxy.url} -d slow-3g"
+            f"  switch without a restart{where}: curl -x {via} -d slow-3g"
             f" http://{CONTROL_HOST}/profile (or POST .../offline?seconds=N, .../online)"
         )
     if lan and set(proxy.allow) <= set(DEFAULT_ALLOW):
@@ -69,12 +74,14 @@ def run_foreground(
     confdir: str = DEFAULT_CONFDIR,
     echo: Callable[[str], None] = print,
     instructions: bool = True,
+    control_stdio: bool = False,
     **proxy_options: Any,
 ) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit code (0 after a clean stop).
 
     ``proxy_options`` go to ShapedProxy (``ws_history``, ``verify_upstream``,
-    ``upstream_ca``, ``http2``).
+    ``upstream_ca``, ``http2``). ``control_stdio``: take commands on stdin, one JSON
+    object a line, and answer each on stdout (ShapedProxy's subprocess mode).
 
     Raises EnvironmentProblem when the proxy cannot listen; BadInput on a bad option.
     """
@@ -94,12 +101,52 @@ def run_foreground(
                 for line in device_instructions(p):
                     echo(line)
             sys.stdout.flush()
+            if control_stdio:
+                threading.Thread(
+                    target=_serve_commands, args=(p,), name="netshape-control", daemon=True
+                ).start()
             while not stop.wait(0.5):
                 pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _allows_loopback(allow: Sequence[str]) -> bool:
+    """Whether a client on this machine (127.0.0.1 or ::1) may use the proxy."""
+    loopback = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in allow]
+    return any(address in network for address in loopback for network in networks)
+
+
+def _serve_commands(proxy: ShapedProxy) -> None:
+    """Answer the commands of the process that started us, one JSON line each way:
+    ``{"op": "profile", "profile": JSON or ""}``, ``{"op": "offline", "seconds": N or
+    null}``, ``{"op": "online"}``, ``{"op": "status"}``, ``{"op": "records"}`` ->
+    ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``."""
+    for line in sys.stdin:
+        try:
+            command = json.loads(line)
+            op = command.get("op")
+            result: Any = None
+            if op == "profile":
+                text = command.get("profile") or ""
+                proxy.set_profile(NetworkProfile.model_validate_json(text) if text else None)
+            elif op == "offline":
+                proxy.go_offline(command.get("seconds"))
+            elif op == "online":
+                proxy.go_online()
+            elif op == "status":
+                result = proxy.status()
+            elif op == "records":
+                result = [record.to_dict() for record in proxy.records()]
+            else:
+                raise ValueError(f"no command {op!r}")
+            reply = {"ok": True, "result": result}
+        except (DeviceLabError, ValueError) as exc:  # pydantic's errors are ValueErrors
+            reply = {"ok": False, "error": str(exc).strip().splitlines()[0]}
+        print(json.dumps(reply), flush=True)
 
 
 def _exit_with_parent(pid: int, interval_s: float = 0.5) -> None:
@@ -129,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--alias", action="append", default=[], help="NAME=HOST")
     parser.add_argument("--networks-json", default="", help="named profiles (JSON object)")
     parser.add_argument("--parent-pid", type=int, default=0, help="stop when it is gone")
+    parser.add_argument("--control-stdio", action="store_true", help="commands on stdin")
     args = parser.parse_args(argv)
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
@@ -145,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             confdir=args.confdir,
             echo=lambda line: print(line, flush=True),
             instructions=False,
+            control_stdio=args.control_stdio,
             ws_history=args.ws_history,
             verify_upstream=not args.no_verify_upstream,
             upstream_ca=args.upstream_ca,
