@@ -499,10 +499,14 @@ def _forward_log(process: subprocess.Popen[str]) -> None:
     stream = process.stderr
     if stream is None:
         return
+    levels = logging.getLevelNamesMapping()
     with contextlib.suppress(OSError, ValueError):  # closed as the proxy stops
         for line in stream:
             text = line.rstrip().removeprefix("netshape: ")
-            if text:
+            name, _, message = text.partition(" ")
+            if name in levels and message:
+                _log.log(levels[name], "%s", message)
+            elif text:
                 _log.info("%s", text)
 
 

@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
-    logging.basicConfig(level=logging.WARNING, format="netshape: %(message)s")
+    # "netshape: LEVEL message": ShapedProxy logs each line again at its level.
+    logging.basicConfig(level=logging.WARNING, format="netshape: %(levelname)s %(message)s")
     logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
     try:
         profile = (
