@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -473,6 +474,10 @@ class _Ready:
 
 def _why(exc: BaseException) -> str:
     """The reason a server could not listen, in a few words ("address already in use")."""
+    if isinstance(exc, socket.gaierror):  # its errno is getaddrinfo's, not the OS's
+        return f"no such address ({exc.strerror or exc})".lower()
+    if isinstance(exc.__cause__, socket.gaierror):  # mitmproxy's OSError copies that errno
+        return _why(exc.__cause__)
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno).lower()
     if isinstance(exc.__cause__, OSError):  # mitmproxy's wrapper around asyncio's error

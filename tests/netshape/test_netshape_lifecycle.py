@@ -287,3 +287,9 @@ def test_a_proxy_starts_in_a_suite_that_turns_warnings_into_errors() -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("http://127.0.0.1:"), proc.stdout
+
+
+def test_an_address_that_does_not_resolve_is_named_as_such() -> None:
+    # It read "unknown error -2": getaddrinfo's code taken for the OS's errno.
+    with pytest.raises(EnvironmentProblem, match=r"no such address \(name or service not"):
+        ShapedProxy(None, host="999.1.1.1", port=0).start()
