@@ -109,6 +109,8 @@ class _Connection:
     control: bool = False
     records: dict[str, FlowRecord] = field(default_factory=dict)
     servers: dict[str, HeldWriter] = field(default_factory=dict)
+    # Flow id -> the writer's offset where its response head starts.
+    heads: dict[str, int] = field(default_factory=dict)
 
 
 def check_offline_seconds(seconds: float | None) -> None:
@@ -396,7 +398,7 @@ class NetShape:
             return
         record.status = flow.response.status_code
         pipe = conn.writer.pipe
-        offset = pipe.queued_total
+        offset = conn.heads[flow.id] = pipe.queued_total
 
         def count_down(data: bytes) -> bytes:
             record.bytes_down += len(data)
@@ -417,7 +419,9 @@ class NetShape:
         if conn is None or record is None:
             return
         pipe = conn.writer.pipe
-        offset = pipe.queued_total
+        # A response without a body (a WebSocket's 101) may reach this hook before its
+        # head is on the link: its end is its first byte's delivery at the earliest.
+        offset = max(pipe.queued_total, conn.heads.pop(flow.id, -1) + 1)
         if flow.websocket is not None:
             self._ws_records[flow.id] = record
 
@@ -430,6 +434,8 @@ class NetShape:
         """Mark the flow's record as failed."""
         conn = self._connections.get(flow.client_conn.id)
         record = conn.records.pop(flow.id, None) if conn else None
+        if conn is not None:
+            conn.heads.pop(flow.id, None)
         if record is not None and flow.error is not None:
             record.error = flow.error.msg
 

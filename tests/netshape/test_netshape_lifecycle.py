@@ -293,3 +293,22 @@ def test_an_address_that_does_not_resolve_is_named_as_such() -> None:
     # It read "unknown error -2": getaddrinfo's code taken for the OS's errno.
     with pytest.raises(EnvironmentProblem, match=r"no such address \(name or service not"):
         ShapedProxy(None, host="999.1.1.1", port=0).start()
+
+
+def test_a_websocket_handshake_record_ends_when_its_101_arrives(
+    upstream: Any, make_profile: Any
+) -> None:
+    # Its end was taken before the 101's head was on the link: one one-way delay after
+    # the start, before its own first byte (0.21 s against 0.41 s at slow-3g).
+    async def main(url: str) -> float:
+        start = time.time()
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"{upstream.base}/ws", proxy=url):
+            return time.time() - start
+
+    with ShapedProxy(make_profile(200, None, None)) as proxy:
+        opened = asyncio.run(main(proxy.url))
+        (record,) = [r for r in proxy.records() if r.status == 101]
+    assert record.first_byte is not None and record.end is not None
+    assert record.start < record.first_byte <= record.end
+    assert record.end - record.start >= 0.19  # the whole RTT: request up, 101 down
+    assert record.end - record.start <= opened + 0.01
