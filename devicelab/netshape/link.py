@@ -299,12 +299,15 @@ class Channel:
         if shape.jitter_s:
             due += self._rng.gauss(0.0, shape.jitter_s)
         if shape.loss:
+            # Each segment of the chunk is drawn (a turn moves many on a fast link, a whole
+            # megabyte on an unlimited one): every loss is resent and costs one round trip.
             segments = math.ceil(len(chunk) / SEGMENT_BYTES)
-            if self._rng.random() < 1 - (1 - shape.loss) ** segments:
+            lost = sum(1 for _ in range(segments) if self._rng.random() < shape.loss)
+            if lost:
                 if shape.rate is not None:
-                    self._busy_until += min(len(chunk), SEGMENT_BYTES) / shape.rate
-                due += max(shape.rtt_s, 0.001)
-                pipe._hold_until = self._busy_until + max(shape.rtt_s, 0.001)
+                    self._busy_until += lost * min(len(chunk), SEGMENT_BYTES) / shape.rate
+                due += lost * max(shape.rtt_s, 0.001)
+                pipe._hold_until = self._busy_until + lost * max(shape.rtt_s, 0.001)
         # In-order delivery per connection, whatever the jitter drew.
         due = max(due, pipe._last_due, now)
         pipe._last_due = due

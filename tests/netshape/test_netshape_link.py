@@ -92,6 +92,14 @@ def test_loss_costs_a_round_trip_per_lost_segment() -> None:
     assert lossy["p"][-1] > clean["p"][-1] + 0.2
 
 
+def test_every_segment_may_be_lost_however_fast_the_link() -> None:
+    # A turn moves a whole megabyte on an unlimited link (12.5 KB at 100 Mbps), and only
+    # one loss was drawn per turn: 10 % loss cost a 500 KB transfer one round trip at most.
+    lossy = _run_link(Shape(delay_s=0.0, rate=None, loss=0.1, rtt_s=0.05), [(0.0, "p", 500_000)])
+    # 343 segments, ~34 lost (sd ~5.6), 50 ms each: ~1.7 s.
+    assert 1.0 < lossy["p"][-1] < 2.6
+
+
 def test_writers_wait_when_the_backlog_is_full() -> None:
     shape = Shape(delay_s=0.0, rate=100_000)
 
