@@ -256,6 +256,12 @@ def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None
             if not keep:
                 work.rmdir()
     notes = [target.no_dsn_note] if not target.dsn and target.no_dsn_note else []
+    if target.dsn and len(identities) < max(options.users):
+        notes.append(
+            f"the database has {len(identities)} users in conversations: the "
+            f"{max(options.users)} simulated users share them (generate more with datagen"
+            " --users for one app user each)"
+        )
     return LoadRun(
         target=target.label,
         started_at=started_at,

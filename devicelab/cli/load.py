@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["nonblank_dsn", "parse_duration", "parse_users", "register_load"]
 
+#: The shortest measurement window a step may have (a 1 ms window judged 0 requests).
+MIN_WINDOW_S = 1.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _HELP = """Run 100 then 1000 concurrent app users (Locust) and judge "supported".
 
@@ -64,6 +66,8 @@ def parse_users(text: str) -> list[int]:
         steps = []
     if not steps or any(n < 1 for n in steps):
         raise BadInput(f"bad --users {text!r}", hint="a comma-separated list, e.g. 100,1000")
+    if len(set(steps)) < len(steps):
+        raise BadInput(f"bad --users {text!r}: a step given twice", hint="e.g. 100,1000")
     return steps
 
 
@@ -171,9 +175,12 @@ def register_load(backend_app: typer.Typer) -> None:
             check_writable(out)
         kind: Literal["reference", "supabase", "postgres"] = "postgres"
         if imports:
-            if url is not None or reference or dsn is not None:
+            given = ctx.get_parameter_source("users")
+            users_given = given is not None and given.name == "COMMANDLINE"
+            if url is not None or reference or dsn is not None or users_given:
                 raise BadInput(
-                    "--import judges runs that are over: drop --url, --reference and --dsn",
+                    "--import judges runs that are over: drop --url, --reference, --dsn"
+                    " and --users (the files say how many users ran)",
                     hint="devicelab backend load --import merged.json --out DIR",
                 )
             from backend_checks.load.imported import import_results
@@ -213,7 +220,15 @@ def _options(
 
     from backend_checks.load import LoadOptions
 
-    steps, seconds = parse_users(users), parse_duration(duration or "60s")
+    steps = parse_users(users)
+    seconds = parse_duration("60s" if duration is None else duration)
+    if seconds < MIN_WINDOW_S:
+        raise BadInput(
+            f"--duration {duration}: a step's window is {MIN_WINDOW_S:g} s at least",
+            hint="the verdict needs requests to judge: e.g. --duration 30s",
+        )
+    if closed and rate is not None:
+        raise BadInput("--closed sends back to back: --rate does not apply", hint="drop one")
     try:
         return LoadOptions(
             users=steps,

@@ -284,6 +284,17 @@ def test_the_load_seeds_a_fresh_managed_cluster_as_check_does() -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def test_more_users_than_the_database_has_is_said(
+    generate_db: Callable[[DatagenParams], str],
+) -> None:
+    # 100 simulated users on 19 identities ran without a word; the docs promise one real
+    # app user per simulated one.
+    dsn = generate_db(DatagenParams(messages=300, users=4, conversations=6))
+    run = run_load(dsn, LoadOptions(users=[6], duration_s=1, per_user_rate=2, mix="read"))
+    assert run.identities <= 4
+    assert any("the 6 simulated users share them" in note for note in run.notes), run.notes
+
+
 def test_bad_dsn_is_one_line_without_the_password() -> None:
     with pytest.raises(BackendUnavailable) as info:
         run_load(

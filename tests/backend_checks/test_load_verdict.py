@@ -143,3 +143,27 @@ def test_load_command_registers_on_the_backend_group() -> None:
     assert shown.exit_code == 0 and "--users" in shown.output and "--closed" in shown.output
     bad = runner.invoke(app, ["backend", "load", "--dsn", "x", "--duration", "soon"])
     assert isinstance(bad.exception, BadInput)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--users", "100,100"], "a step given twice"),
+        (["--duration", ""], "bad duration ''"),  # it ran the default 60 s
+        (["--duration", "1ms"], "1 s at least"),  # judged 0 requests
+        (["--closed", "--rate", "50"], "--rate does not apply"),  # the rate was ignored
+        (["--import", "merged.json", "--users", "5"], "the files say how many users ran"),
+    ],
+)
+def test_contradictory_or_degenerate_load_options_are_refused(args: list[str], says: str) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from devicelab.cli.load import register_load
+
+    app, backend = typer.Typer(), typer.Typer()
+    app.add_typer(backend, name="backend")
+    register_load(backend)
+    done = CliRunner().invoke(app, ["backend", "load", "--dsn", "host=127.0.0.1 port=1", *args])
+    assert isinstance(done.exception, BadInput), done.output
+    assert says in done.exception.message
