@@ -15,6 +15,7 @@ worker processes: this module imports neither.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -53,6 +54,8 @@ __all__ = [
     "run_load",
     "write_spec",
 ]
+
+_log = logging.getLogger(__name__)
 
 _IDENTITIES_SQL = """
 SELECT u.id::text, (array_agg(c.id::text ORDER BY c.last_message_at DESC NULLS LAST))[1:20]
@@ -339,6 +342,8 @@ def _step(
     run_start: float,
 ) -> StepResult:
     count = _processes(options, users)
+    _log.info("%d users: starting (%d process(es)), then a %g s window", users, count,
+             options.duration_s)  # fmt: skip
     shares = [users // count + (1 if i < users % count else 0) for i in range(count)]
     workers: list[tuple[subprocess.Popen[bytes], Path, WorkerSpec]] = []
     offset = 0
@@ -399,7 +404,7 @@ def _step(
     else:
         deltas = StatsDelta(statements_available=False, statements_note=db.note)
     secs = options.duration_s
-    return merge_step(
+    step = merge_step(
         results,
         users=users,
         processes=count,
@@ -412,3 +417,11 @@ def _step(
         deltas=deltas,
         transport="rest" if target.api_url else "sql",
     )
+    _log.info(
+        "%d users done: %g ops/s, %d errors, exhaustion %d",
+        users,
+        step.total.throughput_per_s,
+        step.total.errors,
+        step.exhaustion,
+    )
+    return step

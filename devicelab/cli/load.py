@@ -173,6 +173,7 @@ def register_load(backend_app: typer.Typer) -> None:
             from devicelab.records import check_writable
 
             check_writable(out)
+        _show_progress()
         kind: Literal["reference", "supabase", "postgres"] = "postgres"
         if imports:
             given = ctx.get_parameter_source("users")
@@ -287,6 +288,20 @@ def _target(dsn: str | None, allow_writes: bool) -> tuple[str, bool]:
 
     # Seeded with the story's data set when empty, as `backend check` and `run` seed it.
     return prepare_database(None, say=lambda line: typer.echo(line, err=True)), True
+
+
+def _show_progress() -> None:
+    """Each step's start and end on stderr as they happen: a run is minutes long, and a
+    Ctrl-C in its last step should not leave the finished ones unseen."""
+    import logging
+    import sys
+
+    progress = logging.getLogger("backend_checks.load.runner")
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("load: %(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
 
 
 def _print(run: LoadRun, results: Results) -> None:

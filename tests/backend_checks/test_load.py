@@ -279,6 +279,8 @@ def test_the_load_seeds_a_fresh_managed_cluster_as_check_does() -> None:
         assert ran.returncode == 0, ran.stderr
         assert "seeding the empty database (100,000 generated messages)" in ran.stderr
         assert "3 users (SQL" in ran.stdout
+        # Each step says when it ends, as it ends (a Ctrl-C later keeps it on the screen).
+        assert "load: 3 users done: " in ran.stderr
     finally:
         subprocess.run([*cli, "stop"], capture_output=True, env=env, timeout=120, check=False)
         shutil.rmtree(state, ignore_errors=True)
