@@ -135,6 +135,18 @@ def fetch_identities(conn: Any, count: int, *, emails: bool = False) -> list[Ide
         found = dict(conn.execute(_EMAILS_SQL, ([r[0] for r in rows],)).fetchall())
         rows = [r for r in rows if found.get(r[0])]
     if not rows:
+        sees_all = conn.execute(
+            "SELECT rolsuper OR rolbypassrls OR pg_has_role(current_user,"
+            " (SELECT relowner FROM pg_class WHERE oid = 'public.conversations'::regclass),"
+            " 'USAGE') FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if sees_all is not None and not sees_all[0]:
+            # Row-level security shows this role none of the conversations there may be.
+            raise BadInput(
+                "no conversations are visible to the DSN's user (row-level security applies to it)",
+                hint="connect as the tables' owner or a role with BYPASSRLS (e.g. postgres):"
+                " the users' identities are read before they act as themselves",
+            )
         raise BadInput(
             "the database has no conversations to load",
             hint="generate data first: devicelab backend datagen --dsn DSN --messages 100000"

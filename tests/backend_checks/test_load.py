@@ -217,6 +217,22 @@ def test_a_load_process_that_dies_leaves_its_log_where_the_hint_says(dsn: str) -
     log.parent.rmdir()
 
 
+def test_a_user_row_level_security_hides_the_data_from_is_told_so(dsn: str) -> None:
+    # It was sent to generate data into a database of 10,000 conversations.
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE ROLE devicelab_load_reader LOGIN IN ROLE pg_read_all_data")
+    try:
+        reader = dsn.replace("user=postgres", "user=devicelab_load_reader")
+        with pytest.raises(BadInput, match="row-level security") as info:
+            run_load(reader, LoadOptions(users=[2], duration_s=1, mix="read"))
+        assert "BYPASSRLS" in info.value.hint
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP ROLE devicelab_load_reader")
+
+
 def test_full_mix_refuses_to_write_without_the_flag(dsn: str) -> None:
     with pytest.raises(UnsafeActionRefused):
         run_load(dsn, LoadOptions(users=[5], duration_s=1))
