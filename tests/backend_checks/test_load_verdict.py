@@ -167,3 +167,25 @@ def test_contradictory_or_degenerate_load_options_are_refused(args: list[str], s
     done = CliRunner().invoke(app, ["backend", "load", "--dsn", "host=127.0.0.1 port=1", *args])
     assert isinstance(done.exception, BadInput), done.output
     assert says in done.exception.message
+
+
+def test_a_step_the_story_does_not_name_is_judged_as_its_own_check() -> None:
+    # --users 30,60 wrote no verdict at all, and a 30-user step with exhaustion exited 0.
+    checks, _ = load_checks(_run(_step(30, exhaustion=38), _step(60)), load_targets())
+    by_id = {c.id: c for c in checks}
+    assert by_id["load_100"].status == by_id["load_1000"].status == "skip"
+    assert (
+        by_id["load_30"].status == "fail" and "no connection exhaustion" in by_id["load_30"].reason
+    )
+    assert by_id["load_60"].status == "pass" and by_id["load_60"].value == 60
+    assert by_id["load_60"].evidence["criteria"]
+
+
+def test_an_operation_that_did_not_run_in_the_window_is_not_judged() -> None:
+    # 5 users for 2 s sent no search: its p95 "0.0" failed the step.
+    step = _step(5)
+    step.ops["search_messages"] = _op(0.0, count=0)
+    criteria = {c.name: c for c in judge_step(step, load_targets())}
+    assert criteria["p95 search_messages"].ok is None
+    assert "none ran" in criteria["p95 search_messages"].detail
+    assert criteria["p95 fetch_messages"].ok is True
