@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 import pytest
-from conftest import PASSWORD, user_id
+from conftest import ADMIN_DSN, PASSWORD, _admin, user_id
 
 from backend_checks.reference.errors import ApiError
 from backend_checks.reference.server import ReferenceServer
@@ -240,8 +240,6 @@ def test_a_sign_in_checks_one_password_hash_whatever_plan_the_server_picks() -> 
     choice for a statement prepared and run many times) the old single WHERE ran crypt()
     on every row it scanned before the email test: 1,000 users made a sign-in take
     0.1-0.8 s and `backend load --reference --users 1000` fail."""
-    from conftest import ADMIN_DSN, _admin
-
     from backend_checks.datagen import install_schema
 
     name = f"dl_ref_crypt_{uuid.uuid4().hex[:8]}"
