@@ -197,11 +197,12 @@ def register_load(backend_app: typer.Typer) -> None:
             target, writes_ok = _target(dsn, allow_writes)
             run = run_load(target, options.model_copy(update={"allow_writes": writes_ok}))
         results = to_results(run, targets, backend_kind=kind)
-        _print(run, results)
-        if out is not None:
+        if out is not None:  # written first: a closed stdout must not lose minutes of load
             from devicelab import report
 
             report.write_all(results, out, targets)
+        _print(run, results)
+        if out is not None:
             typer.echo(f"wrote {out}/results.json")
         raise typer.Exit(results.exit_code())
 

@@ -318,6 +318,26 @@ def test_more_users_than_the_database_has_is_said(
     assert any("the 6 simulated users share them" in note for note in run.notes), run.notes
 
 
+def test_results_are_written_even_when_stdout_is_gone(
+    generate_db: Callable[[DatagenParams], str], tmp_path: Path
+) -> None:
+    # `backend load --out DIR | head -1`: the table's print failed first, and the results
+    # of the whole load were never written.
+    import os
+
+    dsn = generate_db(DatagenParams(messages=300, users=4, conversations=6))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first print fails
+    try:
+        argv = [sys.executable, "-m", "devicelab", "backend", "load", "--dsn", dsn]
+        argv += ["--users", "2", "--duration", "1s", "--mix", "read"]
+        argv += ["--out", str(tmp_path / "out")]
+        subprocess.run(argv, stdout=write_end, stderr=subprocess.DEVNULL, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert (tmp_path / "out" / "results.json").is_file()
+
+
 def test_bad_dsn_is_one_line_without_the_password() -> None:
     with pytest.raises(BackendUnavailable) as info:
         run_load(
