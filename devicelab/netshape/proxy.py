@@ -122,6 +122,7 @@ class ShapedProxy:
         self._ready: Future[tuple[str, int]] = Future()
         self._process: subprocess.Popen[str] | None = None
         self._control_lock = threading.Lock()
+        self._forwarder: threading.Thread | None = None
         self._holds_lock = False
 
     # --- public surface -----------------------------------------------------------------
@@ -176,8 +177,8 @@ class ShapedProxy:
             self._call(lambda: self._master.options.update(netshape_profile=text))
 
     def go_offline(self, seconds: float | None = None) -> None:
-        """Cut every connection and refuse new ones for ``seconds`` (None: until online).
-        Raises BadInput when ``seconds`` is not a positive number."""
+        """Cut every connection, and every request of a new one, for ``seconds`` (None:
+        until online). Raises BadInput when ``seconds`` is not a positive number."""
         try:
             check_offline_seconds(seconds)
         except ValueError as exc:
@@ -354,6 +355,10 @@ class ShapedProxy:
         )
         line = _read_line(self._process, _START_TIMEOUT_S)
         if not line.startswith("listening on "):
+            # Its stdout ended (it failed and is exiting) or it stayed silent: its error is
+            # on stderr once it has exited.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
             stderr = self._process.stderr
             err = stderr.read() if stderr and self._process.poll() is not None else ""
             self._stop_subprocess()
@@ -362,9 +367,10 @@ class ShapedProxy:
         self.host, self.port = host.strip("[]"), int(port)
         # Its log goes on to ours as it comes: a pipe nobody reads fills at 64 KB (some
         # 900 "refused client" lines), and then the proxy blocks on its next log line.
-        threading.Thread(
+        self._forwarder = threading.Thread(
             target=_forward_log, args=(self._process,), name="netshape-log", daemon=True
-        ).start()
+        )
+        self._forwarder.start()
 
     def _stop_subprocess(self) -> None:
         process, self._process = self._process, None
@@ -377,7 +383,11 @@ class ShapedProxy:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for stream in (process.stdin, process.stdout):
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.join(timeout=5)  # it reads the log to its end, then closes it
+        streams = (process.stdin, process.stdout, None if forwarder else process.stderr)
+        for stream in streams:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
@@ -505,7 +515,7 @@ def _forward_log(process: subprocess.Popen[str]) -> None:
     if stream is None:
         return
     levels = logging.getLevelNamesMapping()
-    with contextlib.suppress(OSError, ValueError):  # closed as the proxy stops
+    with stream, contextlib.suppress(OSError, ValueError):  # ends as the proxy stops
         for line in stream:
             text = line.rstrip().removeprefix("netshape: ")
             name, _, message = text.partition(" ")
