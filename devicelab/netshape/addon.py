@@ -214,8 +214,8 @@ class NetShape:
         return self._offline_until is not None
 
     def go_offline(self, seconds: float | None = None) -> None:
-        """Cut every connection and refuse new ones, for ``seconds`` (None: until online).
-        Raises ValueError when ``seconds`` is not a positive number."""
+        """Cut every connection, and every request of a new one, for ``seconds`` (None:
+        until online). Raises ValueError when ``seconds`` is not a positive number."""
         check_offline_seconds(seconds)
         if self._online_timer is not None:
             self._online_timer.cancel()

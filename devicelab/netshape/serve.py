@@ -55,8 +55,9 @@ def device_instructions(proxy: ShapedProxy) -> list[str]:
     ]
     if proxy.networks:
         # The control endpoint is reached through the proxy, so from an allowed address.
-        via = proxy.url if _allows_loopback(proxy.allow) else f"http://{host}:{port}"
-        where = "" if _allows_loopback(proxy.allow) else " (from an allowed address)"
+        local = _allows_loopback(proxy.allow)
+        via = proxy.url if local else f"http://{host}:{port}"
+        where = "" if local else " (from an allowed address)"
         lines.append(
             f"  switch without a restart{where}: curl -x {via} -d slow-3g"
             f" http://{CONTROL_HOST}/profile (or POST .../offline?seconds=N, .../online)"
