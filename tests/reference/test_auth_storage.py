@@ -243,14 +243,15 @@ def test_a_sign_in_checks_one_password_hash_whatever_plan_the_server_picks() -> 
     from backend_checks.datagen import install_schema
 
     name = f"dl_ref_crypt_{uuid.uuid4().hex[:8]}"
-    with _admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        # Every prepared statement on a generic plan, and crypt()'s calls counted.
-        admin.execute(f'ALTER DATABASE "{name}" SET plan_cache_mode = force_generic_plan')
-        admin.execute(f"ALTER DATABASE \"{name}\" SET track_functions = 'all'")
     dsn = f"{ADMIN_DSN} dbname={name}"
     users, sign_ins = 60, 30
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
     try:
+        with _admin() as admin:
+            # Every prepared statement on a generic plan, and crypt()'s calls counted.
+            admin.execute(f'ALTER DATABASE "{name}" SET plan_cache_mode = force_generic_plan')
+            admin.execute(f"ALTER DATABASE \"{name}\" SET track_functions = 'all'")
         with psycopg.connect(dsn) as conn:
             install_schema(conn)
             conn.execute("SET track_functions = 'none'")  # count the server's calls only
