@@ -1,5 +1,5 @@
 """``python -m devicelab`` runs the CLI."""
 
-from devicelab.cli import main
+from devicelab.console import main
 
 main()

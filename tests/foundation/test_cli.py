@@ -238,3 +238,30 @@ def test_ctrl_c_and_sigterm_are_one_line_and_their_exit_code(
         peer.close()
     assert proc.returncode == code, (out, err)
     assert err.strip().splitlines() == [said]
+
+
+_INTERRUPTED_WHILE_LOADING = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "devicelab.cli":
+            raise KeyboardInterrupt  # as Ctrl-C lands while the CLI is still importing
+sys.meta_path.insert(0, Interrupt())
+from devicelab.console import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line_and_130() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="devicelab")
+    assert script.value == "devicelab.console:main"  # the script goes through the guard
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_WHILE_LOADING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (130, "devicelab: interrupted\n")

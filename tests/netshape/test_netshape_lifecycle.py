@@ -144,6 +144,9 @@ def test_a_subprocess_proxy_stops_when_its_parent_is_killed() -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+            parent.wait(timeout=10)
+        if parent.stdout is not None:
+            parent.stdout.close()
 
 
 @pytest.mark.slow
