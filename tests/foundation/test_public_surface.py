@@ -30,6 +30,7 @@ PUBLIC_MODULES = [
     "devicelab.farm",
     "devicelab.lab_phone",
     "devicelab.platforms.ios_device",
+    "devicelab.console",
 ]
 HEAVY = ["mitmproxy", "playwright", "appium", "selenium", "locust", "gevent", "psycopg", "rich"]
 
