@@ -12,6 +12,7 @@ results.json's ``series`` from that file with each check, and at the finish.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -22,20 +23,42 @@ from devicelab.models import Check, Results, RunInfo, Series, TargetBook
 __all__ = ["RunRecord", "SeriesSource", "check_writable"]
 
 
-def check_writable(out_dir: Path) -> None:
-    """Make ``out_dir`` (and its parents) and prove a file can be written in it, before a
-    run starts anything: a bad --out is bad input, not a failure after minutes of setup.
-    Raises BadInput (exit 2)."""
-    probe = out_dir / ".devicelab-write-check"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise BadInput(
-            f"{out_dir}: cannot write results there ({exc.strerror})",
+def check_writable(out_dir: Path, *, make: bool = True) -> None:
+    """Prove results can be written in ``out_dir`` before a run starts anything: a bad
+    --out is bad input, not a failure after minutes of work. With ``make`` the folder
+    (and its parents) is made and a file written in it; without, nothing is created
+    (the nearest existing folder must be writable). Either way none of the report names
+    may be a folder. Raises BadInput (exit 2)."""
+    from devicelab.report import FILE_NAMES
+
+    def refuse(reason: str) -> BadInput:
+        return BadInput(
+            f"{out_dir}: cannot write results there ({reason})",
             hint="give --out a folder you may write to",
-        ) from exc
+        )
+
+    if make:
+        probe = out_dir / ".devicelab-write-check"
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise refuse(exc.strerror or str(exc)) from exc
+    else:
+        existing = out_dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise refuse(f"{existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise refuse(f"no permission to write in {existing}")
+    for name in FILE_NAMES.values():
+        if (out_dir / name).is_dir():
+            raise BadInput(
+                f"{out_dir / name}: is a folder where the run writes its {name}",
+                hint="move it away, or give --out another folder",
+            )
 
 
 class SeriesSource(Protocol):

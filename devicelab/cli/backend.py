@@ -82,7 +82,9 @@ def register(app: typer.Typer) -> None:
         from backend_checks.api_checks import api_options
         from backend_checks.check import CheckOptions, run_check
         from devicelab.cli.load import parse_duration
+        from devicelab.records import check_writable
 
+        check_writable(out, make=False)  # a bad --out is known before the run, not after
         api = api_options(supabase_url, anon_key, email, password, plan, subscribers)
         load_s = parse_duration(load) if load else None
         options = CheckOptions(allow_writes=allow_writes, runs=runs, api=api, load_s=load_s)

@@ -5,7 +5,8 @@
     write_all(results, "out/")                          # results.json + the three reports
 
 Every file is written atomically (a temporary file in the same folder, then renamed), so
-a reader never sees half a report. Renderers are pure: they read no file and import
+a reader never sees half a report, and write_all's four files are replaced together
+(devicelab/report/files.py). Renderers are pure: they read no file and import
 nothing heavy.
 """
 
@@ -13,14 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from devicelab.errors import BadInput, ConfigError, EnvironmentProblem
+from devicelab.errors import BadInput, ConfigError
 from devicelab.models import Results, TargetBook
+from devicelab.report.files import write_text_atomic, write_texts
 from devicelab.report.html import render_html
 from devicelab.report.junit import render_junit
 from devicelab.report.markdown import render_markdown
@@ -107,59 +108,16 @@ def load_results(path: str | os.PathLike[str]) -> Results:
         ) from None
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and
-    a rename, so ``path`` is either the old file or the whole new one.
-
-    Returns the path. Raises BadInput when the folder is missing, ``path`` is a folder or
-    permission is denied; EnvironmentProblem for other failures (a full disk). Either way
-    no temporary file is left behind.
-    """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise BadInput(
-            f"{folder}: no such folder", hint=f"create it, or write {path.name} elsewhere"
-        )
-    if path.is_dir():
-        raise BadInput(f"{path}: is a folder", hint="give a file name to -o")
-    temp: Path | None = None
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        temp = Path(name)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file 0600; a report is as readable as any file the user makes.
-        umask = os.umask(0)
-        os.umask(umask)
-        temp.chmod(0o666 & ~umask)
-        temp.replace(path)
-    except OSError as exc:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, PermissionError | IsADirectoryError | NotADirectoryError):
-            raise BadInput(f"{path}: cannot write ({reason})", hint="check the path") from exc
-        raise EnvironmentProblem(
-            f"{path}: cannot write ({reason})", hint="free some space or check the disk"
-        ) from exc
-    except BaseException:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_all(
     results: Results, out_dir: str | os.PathLike[str], book: TargetBook | None = None
 ) -> dict[str, Path]:
     """Write results.json, report.md, report.html and junit.xml into ``out_dir`` (made
-    if missing), each atomically; every text is rendered before the first write.
+    if missing), the four together: every text is rendered and staged before the first
+    rename, so a failure leaves the old set whole.
 
     Returns {"json": path, "md": path, "html": path, "junit": path}. Raises BadInput when
-    the folder cannot be made or written.
+    the folder cannot be made or written (or one of the names is a folder),
+    EnvironmentProblem on a full disk.
     """
     folder = Path(out_dir)
     try:
@@ -174,6 +132,6 @@ def write_all(
         "html": render_html(results, book),
         "junit": render_junit(results),
     }
-    return {
-        kind: write_text_atomic(folder / FILE_NAMES[kind], text) for kind, text in texts.items()
-    }
+    paths = {kind: folder / FILE_NAMES[kind] for kind in texts}
+    write_texts({paths[kind]: text for kind, text in texts.items()})
+    return paths

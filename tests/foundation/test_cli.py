@@ -265,3 +265,19 @@ def test_ctrl_c_while_the_cli_loads_is_one_line_and_130() -> None:
         check=False,
     )
     assert (done.returncode, done.stderr) == (130, "devicelab: interrupted\n")
+
+
+def test_a_bad_backend_out_is_refused_before_the_check_runs(tmp_path: Path) -> None:
+    # It ran the whole suite (with --load: minutes) and then threw the results away.
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    nobody = "postgresql://postgres@127.0.0.1:1/none"  # never reached: exit 3 if it were
+    line = assert_one_line_error(run("backend", "check", "--dsn", nobody, "--out", str(afile)), 2)
+    assert "afile is not a folder" in line and afile.read_text() == "keep"
+    out = tmp_path / "out"
+    (out / "junit.xml").mkdir(parents=True)
+    line = assert_one_line_error(run("backend", "check", "--dsn", nobody, "--out", str(out)), 2)
+    assert "junit.xml: is a folder" in line
+    new = tmp_path / "new" / "deeper"
+    assert_one_line_error(run("backend", "check", "--dsn", nobody, "--out", str(new)), 3)
+    assert not (tmp_path / "new").exists()  # nothing made for a run that never ran

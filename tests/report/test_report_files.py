@@ -167,3 +167,51 @@ def test_cli_module_imports_no_renderer() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_link_a_fifo_and_a_private_file_stay_what_they_are(tmp_path: Path) -> None:
+    # -o through a symlink replaced the link with a file (its target kept the old text),
+    # a FIFO was unlinked (its reader waited for ever), /dev/stdout became a regular file.
+    import stat
+    import threading
+
+    real = tmp_path / "real.md"
+    real.write_text("old")
+    real.chmod(0o600)
+    link = tmp_path / "link.md"
+    link.symlink_to(real)
+    write_text_atomic(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600  # a private report stays private
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    write_text_atomic(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert got == ["through the pipe"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    write_text_atomic("/dev/null", "x")  # a device is written to, never replaced
+    assert stat.S_ISCHR(Path("/dev/null").stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.md", "pipe", "real.md"]
+
+
+def test_write_all_replaces_the_four_files_together_or_none(
+    results: Results, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("results.json", "report.md", "report.html"):
+        (out / name).write_text("old run")
+    (out / "junit.xml").mkdir()  # the last one cannot be written
+    with pytest.raises(BadInput, match=r"junit\.xml: is a folder"):
+        write_all(results, out)
+    assert [(out / n).read_text() for n in ("results.json", "report.md", "report.html")] == [
+        "old run"
+    ] * 3
+    assert sorted(p.name for p in out.iterdir()) == [
+        "junit.xml",
+        "report.html",
+        "report.md",
+        "results.json",
+    ]
