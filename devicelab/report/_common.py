@@ -21,6 +21,7 @@ __all__ = [
     "check_line",
     "check_target_label",
     "clip_lists",
+    "defang",
     "duration_s",
     "fmt_number",
     "fmt_value",
@@ -95,8 +96,13 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}
 #: The password part of scheme://user:password@host, to the last '@' before a '/' (a
 #: password with an unescaped '@' is hidden whole).
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s]+@")
+#: A password in a key=value DSN (``password=... `` or quoted) and in a URL's query.
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&\s]*", re.I)
 #: Control characters: shown as U+FFFD so a terminal or a viewer never acts on them.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+#: What run text may not carry into any report: control characters and non-characters.
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffe\uffff]")
 #: Characters XML 1.0 does not allow, even escaped.
 XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -109,14 +115,27 @@ def is_secret_key(key: str) -> bool:
     return bool(words & _SECRET_WORDS) or "password" in key.lower() or "token" in key.lower()
 
 
+#: A URL scheme's colon, where ``defang`` breaks it.
+_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)")
+
+
+def defang(text: str) -> str:
+    """``text`` with every ``scheme://`` written ``scheme[:]//``: readable, never a link,
+    and never an ``http://`` or ``https://`` substring."""
+    return _SCHEME.sub(r"\1[:]", text)
+
+
 def _mask_text(text: str) -> str:
-    text = _JWT.sub(MASK, text)
+    text = _UNSHOWABLE.sub("\ufffd", _JWT.sub(MASK, text))
+    text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
 
 
 def mask_secrets(value: Any) -> Any:
-    """A copy of ``value`` with the values of secret-looking keys, JWTs and URL passwords
-    replaced by ``***``. Lists, dicts and scalars are walked; other objects become text."""
+    """A copy of ``value`` with the values of secret-looking keys, JWTs and DSN passwords
+    (URL, key=value, ``?password=``) replaced by ``***``, and control characters by
+    U+FFFD. Lists, dicts and scalars are walked; other objects become text."""
     if isinstance(value, dict):
         return {
             str(k): (MASK if is_secret_key(str(k)) and v not in (None, "") else mask_secrets(v))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from html import escape
 from typing import Any
 
@@ -22,6 +21,7 @@ from devicelab.report._common import (
     check_line,
     check_target_label,
     clip_lists,
+    defang,
     duration_s,
     fmt_number,
     fmt_value,
@@ -40,7 +40,6 @@ from devicelab.report.plots import Guide, histogram, line_chart
 
 __all__ = ["defang", "render_html"]
 
-_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)")
 
 _CSS = """
 :root{--fg:#1d2433;--muted:#5b6475;--bg:#fff;--card:#f6f7f9;--line:#d9dde3;
@@ -91,12 +90,6 @@ details.check{border:1px solid var(--line);border-radius:8px;margin:8px 0;paddin
 details.check summary{cursor:pointer;font-weight:600}
 footer{color:var(--muted);margin-top:32px;font-size:12px}
 """
-
-
-def defang(text: str) -> str:
-    """``text`` with every ``scheme://`` written ``scheme[:]//``: readable, never a link,
-    and never an ``http://`` or ``https://`` substring."""
-    return _SCHEME.sub(r"\1[:]", text)
 
 
 def _e(text: Any) -> str:
@@ -316,7 +309,7 @@ def _plots(results: Results) -> str:
     sampled = [c for c in results.checks if any(math.isfinite(x) for x in c.samples)]
     if sampled:
         figures = "".join(
-            f"<figure><figcaption>{_e(c.id)} — {_e(c.title)}</figcaption>"
+            f"<figure><figcaption>{_e(c.id)} — {_e(mask_secrets(c.title))}</figcaption>"
             + histogram(
                 c.id,
                 c.unit,
@@ -334,7 +327,7 @@ def _plots(results: Results) -> str:
 
 def _checks(results: Results) -> str:
     overview = "".join(
-        f"<tr><td>{_status(c.status)}</td><td><code>{_e(c.id)}</code></td><td>{_e(c.title)}</td>"
+        f"<tr><td>{_status(c.status)}</td><td><code>{_e(c.id)}</code></td><td>{_e(mask_secrets(c.title))}</td>"
         f"<td>{_e(fmt_value(c.value, c.unit))}</td><td>{_e(c.stat)}</td>"
         f"<td>{_e(check_target_label(c.target))}</td></tr>"
         for c in results.checks
@@ -368,7 +361,7 @@ def _checks(results: Results) -> str:
         opened = " open" if c.status in ("fail", "error") else ""
         details.append(
             f'<details class="check" id="check-{_e(c.id)}"{opened}><summary>{_status(c.status)} '
-            f"<code>{_e(c.id)}</code> — {_e(c.title)}</summary><table>{rows}</table>"
+            f"<code>{_e(c.id)}</code> — {_e(mask_secrets(c.title))}</summary><table>{rows}</table>"
             f"<h4>Evidence</h4>{_evidence(c.evidence)}</details>"
         )
     table = (

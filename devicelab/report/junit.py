@@ -151,11 +151,11 @@ def _testcase(results: Results, check: Check) -> ET.Element:
     if check.status == "fail":
         message = reason or f"{check_line(check)}: target missed"
         child = ET.SubElement(case, "failure", {"message": message, "type": "TargetMissed"})
-        child.text = _x(f"{check.title}: {check_line(check)}")
+        child.text = _x(f"{mask_secrets(check.title)}: {check_line(check)}")
     elif check.status == "error":
         message = reason or "the check could not run"
         child = ET.SubElement(case, "error", {"message": message, "type": "CheckError"})
-        child.text = _x(f"{check.title}: {message}")
+        child.text = _x(f"{mask_secrets(check.title)}: {message}")
     elif check.status == "skip":
         ET.SubElement(case, "skipped", {"message": reason or "skipped"})
     out = ET.SubElement(case, "system-out")

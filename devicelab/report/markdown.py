@@ -1,13 +1,15 @@
 """The Markdown report: run, summary, the story's target matrix, then every check.
 
-Text that comes from a run (evidence, reasons, titles) is shown inside code spans or
-fenced blocks, so Markdown renderers neither format it nor turn its URLs into links, and
-table cells escape ``|``. Secret-looking evidence keys are masked (see ``_common``).
+Text that comes from a run (evidence, reasons) is shown inside code spans or fenced
+blocks, a title in its heading with every active character escaped (``_plain``), so
+Markdown renderers neither format it nor turn its URLs into links, and table cells escape
+``|``. Secret-looking evidence keys are masked (see ``_common``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from devicelab.models import Check, Results, TargetBook
@@ -16,6 +18,7 @@ from devicelab.report._common import (
     check_line,
     check_target_label,
     clip_lists,
+    defang,
     duration_s,
     fmt_number,
     fmt_value,
@@ -46,6 +49,19 @@ def _code(text: str) -> str:
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+#: ASCII punctuation a Markdown renderer may act on (HTML, links, images, emphasis,
+#: entities, tables): escaped with a backslash, which CommonMark shows as the character.
+#: An underscore inside a word formats nothing (check ids keep theirs bare).
+_MD_ACTIVE = re.compile(r"[\\`*\[\]<>&!|#~]|(?<!\w)_|_(?!\w)")
+
+
+def _plain(text: str) -> str:
+    """Run text (a title, an id) as plain Markdown text on one line: secrets masked, every
+    character a renderer could act on escaped, and no ``scheme://`` it could link."""
+    shown = str(mask_secrets(text)).replace("\n", " ").replace("\r", " ")
+    return _MD_ACTIVE.sub(lambda m: "\\" + m.group(0), defang(shown))
 
 
 def _cell(text: str) -> str:
@@ -198,7 +214,7 @@ def _records(key: str, items: list[dict[str, Any]]) -> list[str]:
 
 def _check_section(check: Check) -> list[str]:
     icon = STATUS_ICON[check.status]
-    lines = [f"### {icon} {check.id} — {check.title}", ""]
+    lines = [f"### {icon} {_plain(check.id)} — {_plain(check.title)}", ""]
     rows = [
         ["status", f"{icon} {check.status}"],
         ["category", check.category],

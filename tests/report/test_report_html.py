@@ -168,3 +168,11 @@ def test_recommended_indexes_are_shown_with_their_proof(raw: dict[str, Any]) -> 
         section
     )
     assert page.index("Recommended indexes") < page.index("<h2>Run</h2>")
+
+
+def test_control_characters_of_a_reason_never_reach_the_html(raw: dict[str, Any]) -> None:
+    # Evidence was sanitised, a reason was not: NUL and ESC are parse errors in HTML.
+    raw["checks"][0]["reason"] = "bad \x00\x01\x1b[31m red \uffff end"
+    html = render_html(Results.model_validate(raw))
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\uffff]", html)
+    assert "bad \ufffd\ufffd\ufffd[31m red \ufffd end" in html

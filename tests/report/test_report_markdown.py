@@ -206,3 +206,32 @@ def test_a_suggestion_is_reported_by_the_checks_that_did_not_pass(raw: dict[str,
 
 def test_no_recommendations_section_without_suggestions(results: Results) -> None:
     assert "Recommended indexes" not in render_markdown(results)
+
+
+def test_every_dsn_form_and_a_titles_secret_stay_out_of_every_report(
+    raw: dict[str, Any],
+) -> None:
+    # key=value and ?password= DSNs were printed in clear, and titles were never masked.
+    from devicelab.report import render_html, render_junit
+
+    check = raw["checks"][0]
+    check["status"] = "fail"
+    check["title"] = "list via postgres://u:Hunter2SecretC@h/d"
+    check["reason"] = "host=db user=u password=Hunter2SecretB dbname=x"
+    check["evidence"] = {
+        "conninfo": "host=h password='Hunter2 SecretE' port=5432",
+        "uri_q": "postgresql://u@h/d?sslmode=require&password=Hunter2SecretJ",
+    }
+    results = Results.model_validate(raw)
+    for text in (render_markdown(results), render_html(results), render_junit(results)):
+        assert "Hunter2" not in text and "SecretE" not in text
+    assert "password=***" in render_markdown(results)
+
+
+def test_a_title_is_plain_text_in_its_heading(raw: dict[str, Any]) -> None:
+    # A title was raw Markdown in the heading: an <img> a viewer would fetch, a link.
+    raw["checks"][0]["title"] = "<img src=https://evil.example/x.png> [see](http://e.example)"
+    md = render_markdown(Results.model_validate(raw))
+    heading = next(line for line in md.splitlines() if line.startswith("### "))
+    assert not re.search(r"(?<!\\)[<\[\]]", heading) and "://" not in heading
+    assert r"\<img src=https\[:\]//evil.example/x.png\>" in heading
