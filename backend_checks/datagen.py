@@ -38,10 +38,10 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend_checks.datagen_sql import LoadSql
-from devicelab.errors import BackendUnavailable, UnsafeActionRefused
+from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
 
 if TYPE_CHECKING:
     import psycopg
@@ -107,23 +107,42 @@ LOCK_KEY = 0x646C_6467  # "dldg"
 
 
 class DatagenParams(BaseModel):
-    """The scale and shape of a generated data set."""
+    """The scale and shape of a generated data set. The upper bounds keep a typo (an extra
+    digit or two) from filling a shared server's disk: 100M messages is ~50 GB."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    messages: int = Field(100_000, ge=0, description="messages to generate")
-    users: int = Field(1_000, ge=2, description="users (auth.users + profiles)")
-    conversations: int = Field(10_000, ge=1, description="conversations")
+    messages: int = Field(100_000, ge=0, le=100_000_000, description="messages to generate")
+    users: int = Field(1_000, ge=2, le=10_000_000, description="users (auth.users + profiles)")
+    conversations: int = Field(10_000, ge=1, le=10_000_000, description="conversations")
     unread: float = Field(
-        10, ge=0, description="mean unread messages per conversation and participant"
+        10, ge=0, le=1_000_000, description="mean unread messages per conversation and participant"
     )
     group_fraction: float = Field(0.10, ge=0, le=1, description="share of group chats")
-    skew: float = Field(3.0, ge=1, description="messages per conversation ~ u**skew")
-    days: int = Field(90, ge=1, description="the span of message timestamps")
+    skew: float = Field(3.0, ge=1, le=100, description="messages per conversation ~ u**skew")
+    days: int = Field(90, ge=1, le=36_500, description="the span of message timestamps")
     seed: int = Field(1, ge=0, lt=1_000_000, description="same seed, same data")
     anchor: datetime = Field(
         datetime(2026, 1, 1, tzinfo=UTC), description="the newest possible timestamp"
     )
+
+    @classmethod
+    def from_options(cls, **options: Any) -> DatagenParams:
+        """The parameters from command-line options (named as the fields).
+
+        Returns them. Raises BadInput naming the option and its bound (one line, exit 2)
+        before anything connects."""
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]
+            field = str(problem["loc"][0]).replace("_", "-")
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            given = options.get(str(problem["loc"][0]))
+            raise BadInput(
+                f"--{field} {given}: {message[0].lower()}{message[1:]}",
+                hint=f"see 'devicelab backend datagen --help' for --{field}",
+            ) from None
 
 
 class DatagenReport(BaseModel):

@@ -146,11 +146,17 @@ class LoadSql:
         ]
 
     def passwords_stage(self) -> tuple[str, dict[str, Any]]:
-        """The pool of bcrypt hashes of the story's password (``_dl_pw``)."""
+        """The pool of bcrypt hashes of the story's password (``_dl_pw``). Each salt is
+        drawn from the seed, not gen_salt's randomness, so the same seed gives the same
+        encrypted_password too (a test user's known password: nothing to protect)."""
         pool = min(_HASH_POOL, self.p.users)
+        salt = (
+            "'$2a$04$' || translate(left(encode(sha256(convert_to("
+            f"'devicelab {int(self.p.seed)} ' || k, 'UTF8')), 'base64'), 22), '+', '.')"
+        )
         return (
             f"""{self._create} {self.helper}._dl_pw{self._on_commit} AS
-            SELECT k, crypt('password123', gen_salt('bf', 4)) AS hash
+            SELECT k, crypt('password123', {salt}) AS hash
             FROM generate_series(0, {pool - 1}) k""",
             {},
         )

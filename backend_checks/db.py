@@ -12,7 +12,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from devicelab.errors import BackendUnavailable
+from devicelab.errors import BackendUnavailable, BadInput
 
 if TYPE_CHECKING:
     import psycopg
@@ -209,11 +209,16 @@ def _dbname(dsn: str) -> str | None:
     return str(name) if name else None
 
 
+#: NAMEDATALEN - 1: the longest identifier PostgreSQL keeps whole.
+_MAX_NAME_BYTES = 63
+
+
 def ensure_database(dsn: str) -> str | None:
     """Create the database ``dsn`` names when the server lacks it; return its name when
     created, None when it was there, the DSN names none, or the server does not answer
     (the connection that follows reports that). Raises BackendUnavailable when the
-    database is missing and we may not create it."""
+    database is missing and we may not create it, BadInput when its name is longer than
+    PostgreSQL keeps."""
     import psycopg
     from psycopg import sql
 
@@ -224,6 +229,13 @@ def ensure_database(dsn: str) -> str | None:
     with conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return None
+        if len(name.encode()) > _MAX_NAME_BYTES:
+            # The server would cut it to 63 bytes, silently: a database of another name.
+            raise BadInput(
+                f"database name {name[:20]!r}... is {len(name.encode())} bytes: PostgreSQL "
+                f"names hold {_MAX_NAME_BYTES} at most",
+                hint="name the database in the DSN with 63 bytes or fewer",
+            )
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.Error as exc:

@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
         """Create the reference schema and a deterministic, skewed data set (one transaction)."""
         from backend_checks.datagen import DatagenParams, run_datagen
 
-        params = DatagenParams(
+        params = DatagenParams.from_options(
             messages=messages,
             users=users,
             conversations=conversations,

@@ -13,7 +13,8 @@ TINY = DatagenParams(messages=3_000, users=50, conversations=200, seed=3)
 
 
 def fingerprint(dsn: str) -> tuple[object, ...]:
-    """A digest of every generated row (bcrypt hashes aside: their salts are random)."""
+    """A digest of every generated row, the users' bcrypt hashes included (their salts
+    come from the seed)."""
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
             """SELECT md5(string_agg(id::text || conversation_id || sender_id || content
@@ -24,7 +25,8 @@ def fingerprint(dsn: str) -> tuple[object, ...]:
                        FROM message_read_receipts),
                       (SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM conversations c),
                       (SELECT md5(string_agg(p::text, ',' ORDER BY id)) FROM profiles p),
-                      (SELECT md5(string_agg(id::text || email, ',' ORDER BY id))
+                      (SELECT md5(string_agg(id::text || email || encrypted_password, ','
+                                             ORDER BY id))
                        FROM auth.users)
                FROM messages"""
         ).fetchone()

@@ -166,3 +166,19 @@ def test_a_long_running_statement_is_shown_without_its_password(healthy_db: str)
         worker.join()
     [found] = check.evidence["running"]
     assert "pg_sleep(2)" in found["query"] and "hunter2pw" not in found["query"]
+
+
+def test_a_database_name_postgresql_would_cut_is_refused(pg_server: None) -> None:
+    # 70 characters: the server made a database of the first 63 and datagen said it made
+    # the 70-character one.
+    from backend_checks.db import ensure_database
+    from devicelab.errors import BadInput
+
+    long_name = "dl_test_" + "x" * 62
+    with pytest.raises(BadInput, match="is 70 bytes: PostgreSQL names hold 63 at most"):
+        ensure_database(dsn_of(long_name))
+    with psycopg.connect(dsn_of("postgres")) as conn:
+        made = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'dl\\_test\\_xxxxxxxx%'"
+        ).fetchone()
+    assert made == (0,)

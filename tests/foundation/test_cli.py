@@ -281,3 +281,23 @@ def test_a_bad_backend_out_is_refused_before_the_check_runs(tmp_path: Path) -> N
     new = tmp_path / "new" / "deeper"
     assert_one_line_error(run("backend", "check", "--dsn", nobody, "--out", str(new)), 3)
     assert not (tmp_path / "new").exists()  # nothing made for a run that never ran
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--messages", "9999999999999999999"),  # ran until the server's disk was full
+        ("--users", "99999999999999"),
+        ("--days", "100000000"),
+        ("--skew", "inf"),  # reached the SQL as the column "inf"
+        ("--unread", "1e308"),
+        ("--seed", "1000000"),  # a pydantic traceback, exit 1
+    ],
+)
+def test_datagen_scales_out_of_bounds_are_refused_before_connecting(
+    option: tuple[str, str],
+) -> None:
+    nobody = "postgresql://postgres@127.0.0.1:1/none"  # never reached: exit 3 if it were
+    args = ("backend", "datagen", "--dsn", nobody, "--messages", "10", *option, "--allow-writes")
+    line = assert_one_line_error(run(*args), 2)
+    assert line.startswith(f"devicelab: error: {option[0]} ")
