@@ -37,12 +37,15 @@ class _Target:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # A symlink's target is replaced, not the link (a report linked from elsewhere).
-        self.real = Path(os.path.realpath(path))
         try:
-            st: os.stat_result | None = self.real.stat()
+            st: os.stat_result | None = path.stat()  # through symlinks and /proc's fd links
         except OSError:
             st = None
+        # A symlink's target is replaced, not the link (a report linked from elsewhere). A
+        # special file is opened by the path given: /dev/stdout's chain ends in
+        # /proc/self/fd/1, whose link text ("pipe:[...]") is no path.
+        special = st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode)
+        self.real = path if special else Path(os.path.realpath(path))
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise BadInput(f"{path}: is a folder", hint="name a file, or move the folder away")
         if not self.real.parent.is_dir():
@@ -51,7 +54,7 @@ class _Target:
                 hint=f"create it, or write {path.name} elsewhere",
             )
         #: A FIFO, a terminal or a device: written through, not replaced.
-        self.special = st is not None and not stat.S_ISREG(st.st_mode)
+        self.special = special
         self.mode = stat.S_IMODE(st.st_mode) if st is not None else None
         self.temp: Path | None = None
 

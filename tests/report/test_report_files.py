@@ -215,3 +215,10 @@ def test_write_all_replaces_the_four_files_together_or_none(
         "report.md",
         "results.json",
     ]
+
+
+def test_o_dev_stdout_writes_to_the_pipe(results_path: Path) -> None:
+    # /dev/stdout -> /proc/self/fd/1 -> "pipe:[...]": resolved, it named no file (exit 2).
+    done = cli("report", str(results_path), "--format", "md", "-o", "/dev/stdout")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# devicelab report")
