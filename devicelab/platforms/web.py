@@ -49,8 +49,9 @@ __all__ = [
 logger = logging.getLogger("devicelab.platforms.web")
 
 DEFAULT_BROWSER = "/usr/bin/chromium"
-#: Flags for a quiet, reproducible browser: no sandbox (labs run as root), no GPU, and no
-#: background traffic of its own on the shaped link (updates, sync, safe browsing).
+#: Flags for a quiet, reproducible browser: no sandbox (labs run as root), no GPU, and as
+#: little background traffic of its own on the shaped link as flags allow (updates, sync;
+#: Chromium 156 still sends an update check and sign-in probes: docs/netshape.md).
 CHROMIUM_FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
