@@ -35,7 +35,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from devicelab.errors import BackendUnavailable, BadInput, ToolMissing
+from devicelab.errors import BackendUnavailable, BadInput, EnvironmentProblem, ToolMissing
 
 __all__ = ["INSTALL_HINT", "ManagedPostgres", "find_bindir", "state_root"]
 
@@ -335,10 +335,18 @@ max_connections = 1100
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         root = self.base.parent
-        root.mkdir(parents=True, exist_ok=True)
-        if self.as_root:
-            root.chmod(root.stat().st_mode | 0o011)  # postgres must traverse it
-        with (root / f"pg{self.major}.lock").open("w") as handle:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if self.as_root:
+                root.chmod(root.stat().st_mode | 0o011)  # postgres must traverse it
+            handle = (root / f"pg{self.major}.lock").open("w")
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot use the devicelab state folder {root}: {exc.strerror or exc}",
+                hint="set DEVICELAB_STATE to a folder you can write "
+                "(default ~/.local/state/devicelab)",
+            ) from exc
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -11,32 +11,68 @@ others still run; the entry stays pending so the next start tries again.
         make_the_change()
         ...                                         # undone on exit, Ctrl-C or next start
 
+A run is known by its pid *and* its process start time (``started``), so a pid that a
+crashed run had and a new process reuses (after a reboot, in a container) does not keep
+the crashed run's changes from being undone.
+
+``journal.claim(target, "routed")`` takes a device for one run alone (a lock file under
+the state folder, released by the kernel when the process dies): a second run would read
+the first run's change as the device's own setting and later restore it.
+
 The file is JSON lines, by default ``$DEVICELAB_STATE/journal.jsonl`` (``DEVICELAB_STATE``
 defaults to ``~/.local/state/devicelab``); an advisory lock keeps concurrent writers apart.
+A line that cannot be read (a torn write, a hand edit) is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
-__all__ = ["Entry", "Journal", "Undoer", "default_path"]
+from devicelab.errors import EnvironmentProblem, first_line
+
+__all__ = ["Claim", "Entry", "Journal", "Undoer", "default_path"]
 
 logger = logging.getLogger("devicelab.journal")
+
+_HINT = "set DEVICELAB_STATE to a folder you can write (default ~/.local/state/devicelab)"
+# Process start times are whole clock ticks after a whole-second boot time: equal for the
+# same process however often read; a reused pid starts at least this much later.
+_SAME_START_S = 0.5
+
+
+@functools.cache
+def _started(pid: int) -> float | None:
+    """When process ``pid`` (this one) started, as psutil's create_time (None if unknown)."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _this_process_started() -> float | None:
+    return _started(os.getpid())  # keyed by pid: a forked child is a process of its own
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One change: ``kind`` names its undoer, ``target`` the device, ``data`` what undoes it."""
+    """One change: ``kind`` names its undoer, ``target`` the device, ``data`` what undoes it.
+
+    ``pid`` and ``started`` (its start time; None on lines written before it was kept)
+    identify the process that made it."""
 
     kind: str
     target: str
@@ -44,6 +80,7 @@ class Entry:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
+    started: float | None = field(default_factory=_this_process_started)
 
 
 Undoer = Callable[[Entry], None]
@@ -53,6 +90,26 @@ def default_path() -> Path:
     """The journal file: ``$DEVICELAB_STATE/journal.jsonl`` (~/.local/state/devicelab)."""
     root = os.environ.get("DEVICELAB_STATE") or "~/.local/state/devicelab"
     return Path(root).expanduser() / "journal.jsonl"
+
+
+# Open claim files: a claim whose object is dropped (a route applied and not kept) must
+# still hold its device until released or until the process ends.
+_HELD: set[IO[bytes]] = set()
+
+
+class Claim:
+    """One run's hold on a device (see ``Journal.claim``); ``release()`` lets it go."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle: IO[bytes] | None = handle
+        _HELD.add(handle)
+
+    def release(self) -> None:
+        """Let the device go (a second call does nothing); returns None, never raises."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            _HELD.discard(handle)
+            handle.close()  # closing the file drops its flock
 
 
 class Journal:
@@ -66,12 +123,22 @@ class Journal:
         self.path = Path(path) if path is not None else default_path()
         self.undoers: dict[str, Undoer] = dict(undoers or {})
         self._mine: list[str] = []  # ids recorded by this process, oldest first
+        self._warned = False
 
     # --- writing ------------------------------------------------------------------------
+    def _open(self, path: Path) -> IO[bytes]:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("a+b")
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot use the devicelab state folder {path.parent}: {first_line(exc)}",
+                hint=_HINT,
+            ) from exc
+
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+", encoding="utf-8") as handle:
+    def _locked(self) -> Iterator[IO[bytes]]:
+        with self._open(self.path) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield handle
@@ -79,15 +146,27 @@ class Journal:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _append(self, line: dict[str, Any]) -> None:
+        payload = (json.dumps(line, sort_keys=True) + "\n").encode()
         with self._locked() as handle:
-            handle.write(json.dumps(line, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+            end = handle.seek(0, os.SEEK_END)
+            if end:
+                handle.seek(end - 1)
+                if handle.read(1) != b"\n":
+                    # A write torn by a crash: appended to it, this line would be unreadable.
+                    payload = b"\n" + payload
+            try:
+                handle.write(payload)  # "a" mode: written at the end wherever we read
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                raise EnvironmentProblem(
+                    f"cannot write the journal {self.path}: {first_line(exc)}", hint=_HINT
+                ) from exc
 
     def record(self, kind: str, target: str, data: Mapping[str, Any] | None = None) -> Entry:
         """Write a change down before it is made; returns its entry.
 
-        Raises OSError when the journal cannot be written (then make no change).
+        Raises EnvironmentProblem when the journal cannot be written (then make no change).
         """
         entry = Entry(kind=kind, target=target, data=dict(data or {}))
         self._append({"op": "change", **entry.__dict__})
@@ -95,29 +174,66 @@ class Journal:
         return entry
 
     def mark_undone(self, entry: Entry) -> None:
-        """Note that ``entry`` has been undone (or needs no undo any more)."""
+        """Note that ``entry`` has been undone (or needs no undo any more); returns None.
+
+        Raises EnvironmentProblem when the journal cannot be written."""
         self._append({"op": "undone", "id": entry.id, "at": time.time()})
         with contextlib.suppress(ValueError):
             self._mine.remove(entry.id)
 
+    def claim(self, target: str, doing: str) -> Claim:
+        """Take ``target`` for this run alone while it is ``doing`` (e.g. "routed"); returns
+        the claim, held until ``release()`` or the end of the process.
+
+        Raises EnvironmentProblem when another live run holds it (naming its pid) or the
+        state folder cannot be used."""
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", target)
+        handle = self._open(self.path.parent / "claims" / f"{name}.lock")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read(200).decode(errors="replace").strip() or "unknown"
+            handle.close()
+            raise EnvironmentProblem(
+                f"{target} is already {doing} by another devicelab run (pid {holder})",
+                hint=f"wait for that run to end (or stop it: kill {holder}), then run again",
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()).encode())
+        handle.flush()
+        return Claim(handle)
+
     # --- reading and undoing ------------------------------------------------------------
     def pending(self) -> list[Entry]:
-        """Changes recorded and not undone, oldest first (every process's)."""
+        """Changes recorded and not undone, oldest first (every process's).
+
+        Unreadable lines are skipped (logged once). Raises EnvironmentProblem when the
+        journal exists but cannot be opened."""
         if not self.path.exists():
             return []
         changes: dict[str, Entry] = {}
+        bad: list[int] = []
         with self._locked() as handle:
             handle.seek(0)
-            for line in handle:
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line after a crash: the change was not made
-                if item.get("op") == "change":
-                    fields = {k: item[k] for k in ("kind", "target", "data", "id", "at", "pid")}
-                    changes[item["id"]] = Entry(**fields)
-                elif item.get("op") == "undone":
-                    changes.pop(item.get("id"), None)
+            for number, raw in enumerate(handle, start=1):
+                item = _parse(raw)
+                if item is None:
+                    bad.append(number)
+                elif item.get("op") == "change":
+                    entry = _entry(item)
+                    if entry is None:
+                        bad.append(number)
+                    else:
+                        changes[entry.id] = entry
+                elif item.get("op") == "undone" and isinstance(item.get("id"), str):
+                    changes.pop(item["id"], None)
+                else:
+                    bad.append(number)
+        if bad and not self._warned:
+            # A torn last line is a change never made (it is written before the change).
+            self._warned = True
+            logger.warning("skipped unreadable line(s) %s of %s", bad[:10], self.path)
         return list(changes.values())
 
     def undo(self, entries: list[Entry]) -> list[tuple[Entry, Exception]]:
@@ -135,6 +251,13 @@ class Journal:
                 failures.append((entry, exc))
             else:
                 self.mark_undone(entry)
+        for target in sorted({entry.target for entry, _ in failures}):
+            logger.warning(
+                "changes on %s stay pending in %s: the next devicelab run on that device "
+                "undoes them",
+                target,
+                self.path,
+            )
         return failures
 
     def undo_mine(self) -> list[tuple[Entry, Exception]]:
@@ -147,7 +270,7 @@ class Journal:
 
         Returns the failures. Entries of live processes (a run going on in parallel) stay.
         """
-        stale = [e for e in self.pending() if e.id not in self._mine and not _alive(e.pid)]
+        stale = [e for e in self.pending() if e.id not in self._mine and not _alive(e)]
         if stale:
             logger.info("undoing %d change(s) left by an earlier run", len(stale))
         return self.undo(stale)
@@ -162,13 +285,39 @@ class Journal:
         self.undo_mine()
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def _parse(raw: bytes) -> dict[str, Any] | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        item = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return item if isinstance(item, dict) else None
+
+
+def _entry(item: dict[str, Any]) -> Entry | None:
+    """The entry of a ``change`` line, None when a field is missing or of the wrong type."""
+    kind, target, data, id_ = item.get("kind"), item.get("target"), item.get("data"), item.get("id")
+    at, pid, started = item.get("at"), item.get("pid"), item.get("started")
+    if not (isinstance(kind, str) and isinstance(target, str) and isinstance(id_, str)):
+        return None
+    if not (isinstance(data, dict) and isinstance(pid, int) and isinstance(at, int | float)):
+        return None
+    if started is not None and not isinstance(started, int | float):
+        return None
+    return Entry(kind=kind, target=target, data=data, id=id_, at=at, pid=pid, started=started)
+
+
+def _alive(entry: Entry) -> bool:
+    """Whether the process that recorded ``entry`` still runs (not another one on its pid)."""
+    import psutil
+
+    try:
+        created = psutil.Process(entry.pid).create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
+    except psutil.Error:
+        return True  # cannot tell: leaving a live run's change alone is the safe side
+    if entry.started is not None:
+        return abs(created - entry.started) < _SAME_START_S
+    # A line from before start times were kept: a process younger than the change did not
+    # make it.
+    return created <= entry.at + _SAME_START_S

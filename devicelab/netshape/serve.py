@@ -38,17 +38,33 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
 def device_instructions(proxy: ShapedProxy) -> list[str]:
     """Lines telling a user how to point each kind of device at ``proxy``."""
     port = proxy.port
     lan = proxy.host in ("0.0.0.0", "::")
     host = "<this machine's LAN address>" if lan else proxy.host
+    if _is_loopback(proxy.host):  # a phone on Wi-Fi cannot reach this machine's loopback
+        ios = (
+            f"a phone cannot reach {proxy.host}: listen on a LAN address (--listen "
+            f"0.0.0.0:{port} --allow <the phone's network CIDR>), then Wi-Fi > (i) > "
+            f"Configure Proxy > Manual: <this machine's LAN address> port {port}"
+        )
+    else:
+        ios = f"Wi-Fi > (i) > Configure Proxy > Manual: {host} port {port}"
     lines = [
         f"  web (Playwright): proxy={{'server': '{proxy.url}'}}",
         f"  android (USB):    adb reverse tcp:{port} tcp:{port} && "
         f"adb shell settings put global http_proxy 127.0.0.1:{port}",
-        "                    undo: adb shell settings put global http_proxy :0",
-        f"  ios:              Wi-Fi > (i) > Configure Proxy > Manual: {host} port {port}",
+        "                    undo: adb shell settings put global http_proxy :0 && "
+        f"adb reverse --remove tcp:{port}",
+        f"  ios:              {ios}",
         f"  HTTPS: install the CA certificate {proxy.ca_cert_path}"
         " (or browse to http://mitm.it through the proxy)",
         f"  allowed clients: {', '.join(proxy.allow)}",

@@ -112,14 +112,17 @@ class AndroidDevice:
 
     def route(self, port: int) -> None:
         """Route the phone through the proxy on ``port`` and keep its screen on.
-        Raises DeviceUnreachable (changes made so far stay journaled and are undone)."""
+        Raises EnvironmentProblem when another run holds the phone, DeviceUnreachable
+        (changes made so far stay journaled and are undone)."""
+        # The route first: it claims the phone, so a second run on it stops before reading
+        # a setting this run changed (and restoring it later as the phone's own).
+        self._route = AndroidRoute(self.adb, port, self.journal)
+        self._route.apply()
         namespace, key, value = STAY_ON
         previous = _shell(self.adb, f"settings get {namespace} {key}")
         data = {"namespace": namespace, "key": key, "previous": previous}
         self._entries.append(self.journal.record(SETTING_KIND, self.serial, data))
         _shell(self.adb, f"settings put {namespace} {key} {value}")
-        self._route = AndroidRoute(self.adb, port, self.journal)
-        self._route.apply()
 
     def info(self) -> DeviceInfo:
         """The device for results.json: model and Android version as the phone reports

@@ -301,3 +301,20 @@ def test_datagen_scales_out_of_bounds_are_refused_before_connecting(
     args = ("backend", "datagen", "--dsn", nobody, "--messages", "10", *option, "--allow-writes")
     line = assert_one_line_error(run(*args), 2)
     assert line.startswith(f"devicelab: error: {option[0]} ")
+
+
+def test_a_state_folder_that_cannot_be_made_is_one_line_and_3(tmp_path: Path) -> None:
+    # DEVICELAB_STATE under a regular file: a FileExistsError traceback, exit 1.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    env = {**os.environ, "DEVICELAB_STATE": str(afile / "state")}
+    done = subprocess.run(
+        [*DEVICELAB, "backend", "check", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    line = assert_one_line_error(done, 3)
+    assert "cannot use the devicelab state folder" in line and "DEVICELAB_STATE" in line

@@ -187,3 +187,46 @@ def test_with_loss_the_check_measures_what_the_loss_model_predicts(make_profile:
     # ~15 %): the mean of the two directions is near the bound, far from 2000 kbps.
     assert (achieved.down_kbps + achieved.up_kbps) / 2 == pytest.approx(bound[0], rel=0.3)
     assert max(achieved.down_kbps, achieved.up_kbps) < 1900
+
+
+def test_the_printed_android_steps_route_and_unroute_a_phone_and_ios_is_told_of_loopback(
+    adb_server: Any, fake: Any, tmp_path: Path
+) -> None:
+    """What the printout tells a user to type, typed into the real adb against the fake
+    phone: the undo leaves the phone as it was (the reverse too)."""
+    import shlex
+
+    env = {**adb_server.env, "DEVICELAB_STATE": str(tmp_path / "state")}
+    process = subprocess.Popen(
+        [*DEVICELAB, "proxy", "--network", "none", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(6)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    port = lines[0].strip().rsplit(":", 1)[1]
+    route = next(line for line in lines if "android (USB):" in line).split(":", 1)[1]
+    undo = next(line for line in lines if "undo:" in line).split(":", 1)[1]
+    ios = next(line for line in lines if "ios:" in line)
+
+    def type_in(steps: str) -> None:
+        for step in steps.split("&&"):
+            argv = shlex.split(step)
+            assert argv[0] == "adb"
+            adb_server.run("-s", fake.serial, *argv[1:])
+
+    fake.settings["global"]["http_proxy"] = ":0"
+    type_in(route)
+    assert fake.reverses == {f"tcp:{port}": f"tcp:{port}"}
+    assert fake.settings["global"]["http_proxy"] == f"127.0.0.1:{port}"
+    type_in(undo)
+    assert fake.reverses == {} and fake.settings["global"]["http_proxy"] == ":0"
+    # A phone cannot reach this machine's loopback over Wi-Fi.
+    assert "Manual: 127.0.0.1" not in ios
+    assert f"--listen 0.0.0.0:{port}" in ios and "--allow" in ios
