@@ -8,6 +8,13 @@ last report to every stats report (``report_to_master``); the master merges the 
 quits, with the run's shape (transport, target, mix, pace, window, workers) so
 ``devicelab backend load --import`` can judge it elsewhere. Our own local runner
 (``backend_checks.load.worker``) does not set the variable, so these hooks stay idle there.
+
+Each user's window opens when the user starts (the ramp is not latency) and ends at the
+spec's window or when the master stops it, whichever is first; the result's window is
+the users' mean, so a master's ``-t`` shorter than the spec's window is judged on the
+time it ran. A worker flags its last report (sent once the test stopped); a worker that
+connected or reported but never sent its last one was lost (killed, crashed, cut off) and
+is named in the result (``shape.lost_workers``): the step cannot pass.
 """
 
 from __future__ import annotations
@@ -46,11 +53,21 @@ class Merged:
         self.users = self.connected = self.connect_failures = self.exhaustion = 0
         self.missed = 0
         self.workers: set[str] = set()
+        self.finished: set[str] = set()
+        self.peaks: dict[str, int] = {}
+        self.window_s = 0.0
+        self.windows = 0
         self.started_at = datetime.now(UTC).isoformat()
 
     def add(self, report: dict[str, Any], worker: str = "") -> None:
         """Merge one worker report (a ``Recorder.drain()``) from ``worker`` (its id)."""
         self.workers.add(worker)
+        if report.get("final"):
+            self.finished.add(worker)
+        # Each report carries its worker's peak so far; workers peak apart (summed: at most).
+        self.peaks[worker] = max(self.peaks.get(worker, 0), int(report.get("peak_connected", 0)))
+        self.window_s += float(report.get("user_window_s", 0.0))
+        self.windows += int(report.get("user_windows", 0))
         self.connected += int(report["connected"])
         self.connect_failures += int(report["connect_failures"])
         self.exhaustion += int(report["exhaustion"])
@@ -77,6 +94,7 @@ class Merged:
         return WorkerResult(
             users=users,
             connected=self.connected,
+            peak_connected=sum(self.peaks.values()),
             connect_failures=self.connect_failures,
             exhaustion=self.exhaustion,
             missed=self.missed,
@@ -99,6 +117,13 @@ class Merged:
             shape=self.shape(),
         )
 
+    def window(self) -> float:
+        """The window the users were in, as a mean over users (the spec's window when no
+        user reported one)."""
+        if not self.windows or self.window_s <= 0:
+            return self.spec.duration_s
+        return round(min(self.spec.duration_s, self.window_s / self.windows), 3)
+
     def shape(self) -> RunShape:
         """How the run was paced and where it went (no secret: the DSN redacted)."""
         from backend_checks.db import redact
@@ -109,9 +134,11 @@ class Merged:
             target=spec.api_url or redact(spec.dsn, spec.dsn),
             mix=spec.mix,
             rate_per_user=spec.rate_per_user,
-            duration_s=spec.duration_s,
+            duration_s=self.window(),
+            spec_duration_s=spec.duration_s,
             identities=len(spec.identities),
             workers=len(self.workers),
+            lost_workers=sorted(self.workers - self.finished),
             started_at=self.started_at,
             finished_at=datetime.now(UTC).isoformat(),
         )
@@ -134,7 +161,16 @@ def install(configure: Callable[[WorkerSpec], Any]) -> None:
 
     def _start(**_: Any) -> None:
         if recorder := state.get("recorder"):
+            recorder.final = False
             recorder.open(time.perf_counter())
+
+    def _stop(**_: Any) -> None:
+        if recorder := state.get("recorder"):
+            recorder.final = True
+
+    def _connect(client_id: str, **_: Any) -> None:
+        if merged := state.get("merged"):
+            merged.workers.add(str(client_id))
 
     def _report(data: dict[str, Any], **_: Any) -> None:
         if recorder := state.get("recorder"):
@@ -154,6 +190,8 @@ def install(configure: Callable[[WorkerSpec], Any]) -> None:
     hooks: list[tuple[Any, Any]] = [
         (events.init, _init),
         (events.test_start, _start),
+        (events.test_stop, _stop),
+        (events.worker_connect, _connect),
         (events.report_to_master, _report),
         (events.worker_report, _worker_report),
         (events.quitting, _quit),

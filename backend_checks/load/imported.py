@@ -128,6 +128,7 @@ def import_results(
                 cpu=CpuReport(method="none", note=CPU_NOTE),
                 deltas=StatsDelta(statements_available=False, statements_note=DELTAS_NOTE),
                 transport=result.transport,
+                lost_workers=shape.lost_workers if shape else None,
             )
         )
         offset += window

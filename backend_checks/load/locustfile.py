@@ -16,7 +16,12 @@ Lifecycle of an :class:`AppUser`::
 
 Latency is recorded from the intended start of each request (coordinated omission
 corrected: a late request carries the time it waited to be sent), the service time from
-its actual start; both in HDR histograms of microseconds.
+its actual start; both in HDR histograms of microseconds, of successful requests only (a
+failure is counted, not timed: a refused connection is fast and would flatter the p95).
+
+A user's schedule starts when both the window is open and the user has started: under
+Locust's master the window opens at the test's start and users arrive over the ramp, and
+a user spawned 9 s late must not carry 9 s of latency it never waited.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import gevent
 from gevent.event import Event
 from locust import User, constant, events, task
 from locust.exception import StopUser
+from locust.runners import WorkerRunner
 
 from backend_checks.load import hdr
 from backend_checks.load.mix import SEARCH_TERMS, operation
@@ -49,7 +55,12 @@ class Recorder:
         self.t0 = 0.0
         self.deadline = 0.0
         self.started_users = 0
-        self.connected = 0
+        self.connected = 0  # distinct users that connected at least once
+        self.live = 0
+        self.peak_connected = 0
+        self.window_s = 0.0  # the users' own windows, summed (see AppUser.on_stop)
+        self.windows = 0
+        self.final = False  # set when the test stopped: the next report is the last
         self.connect_failures = 0
         self.exhaustion = 0
         self.missed = 0
@@ -75,11 +86,11 @@ class Recorder:
         self.errors[key] = self.errors.get(key, 0) + 1
 
     def record(self, op: str, intended: float, start: float, end: float, ok: bool) -> None:
-        """Record one request of ``op`` (perf_counter times)."""
-        latency_us = max(1, int((end - intended) * 1e6))
-        self.latency[op].record_value(min(latency_us, hdr.HIGHEST_US))
-        self.service[op].record_value(min(max(1, int((end - start) * 1e6)), hdr.HIGHEST_US))
+        """Record one request of ``op`` (perf_counter times); only a success is timed."""
+        latency_us = min(max(1, int((end - intended) * 1e6)), hdr.HIGHEST_US)
         if ok:
+            self.latency[op].record_value(latency_us)
+            self.service[op].record_value(min(max(1, int((end - start) * 1e6)), hdr.HIGHEST_US))
             self.ok[op] += 1
             if end > self.deadline:
                 self.late[op] += 1
@@ -89,12 +100,19 @@ class Recorder:
         if second is None:
             second = self.seconds[int(end - self.t0)] = [0, 0, hdr.new()]
         second[0 if ok else 1] += 1
-        second[2].record_value(min(latency_us, hdr.HIGHEST_US))
+        if ok:
+            second[2].record_value(latency_us)
+
+    def user_connected(self) -> None:
+        """Count a session that is now connected (for the peak connected at once)."""
+        self.live += 1
+        self.peak_connected = max(self.peak_connected, self.live)
 
     def drain(self) -> dict[str, Any]:
         """What was recorded since the last drain (JSON-able, histograms encoded), then
         reset: the report a Locust worker sends its master."""
         report = self.result(0.0).model_dump(exclude={"users", "elapsed_s"})
+        report["final"] = self.final
         for histogram in (*self.latency.values(), *self.service.values()):
             histogram.reset()
         for counts in (self.ok, self.failed, self.late):
@@ -103,6 +121,8 @@ class Recorder:
         self.seconds.clear()
         self.errors = {}
         self.connected = self.connect_failures = self.exhaustion = self.missed = 0
+        # The peak is not reset: a maximum, each report carries the worker's peak so far.
+        self.window_s, self.windows = 0.0, 0
         return report
 
     def result(self, elapsed_s: float) -> WorkerResult:
@@ -125,6 +145,7 @@ class Recorder:
         return WorkerResult(
             users=self.spec.users,
             connected=self.connected,
+            peak_connected=self.peak_connected,
             connect_failures=self.connect_failures,
             exhaustion=self.exhaustion,
             missed=self.missed,
@@ -132,6 +153,8 @@ class Recorder:
             seconds=seconds,
             errors=self.errors,
             elapsed_s=elapsed_s,
+            user_window_s=round(self.window_s, 3),
+            user_windows=self.windows,
         )
 
 
@@ -145,7 +168,11 @@ class AppUser(User):
     def on_start(self) -> None:
         rec = self._rec()
         spec = rec.spec
-        self.index = AppUser._next_index
+        # Under Locust's master every worker process counts its users from 0: interleave
+        # them by the worker's index, or all workers would be the same users with the
+        # same random requests (one identity each, every message sent twice).
+        worker, workers = self._slot()
+        self.index = AppUser._next_index * workers + worker
         AppUser._next_index += 1
         identity = spec.identities[self.index % len(spec.identities)]
         self.rng = random.Random(spec.seed * 1_000_003 + self.index)
@@ -158,12 +185,27 @@ class AppUser(User):
         self.interval = 1.0 / spec.rate_per_user if spec.rate_per_user else 0.0
         # A random phase spreads the users' schedules evenly over one interval.
         self.next_at: float | None = None
+        self.began: float | None = None  # when this user's own window opened
+        self.live = False
         self.phase = self.rng.random() * self.interval
         self.session: Session = self._session(spec, identity)
         self.last_attempt = 0.0
         self.sent = 0
+        self.ever_connected = False
+        self.last_error: tuple[str, str] | None = None
         self._connect()
         rec.started_users += 1
+
+    def _slot(self) -> tuple[int, int]:
+        """This process's index among Locust's workers and their number ((0, 1) when
+        not a worker). The number is the master's ``--expect-workers`` (the master passes
+        it to its workers), raised when a worker's index shows there are more."""
+        runner = self.environment.runner
+        index = int(getattr(runner, "worker_index", 0))
+        if not isinstance(runner, WorkerRunner) or index < 0:
+            return 0, 1
+        expected = getattr(self.environment.parsed_options, "expect_workers", 1)
+        return index, max(int(expected or 1), index + 1)
 
     @staticmethod
     def _session(spec: WorkerSpec, identity: Any) -> Session:
@@ -174,7 +216,20 @@ class AppUser(User):
         return SqlSession(spec, identity)
 
     def on_stop(self) -> None:
+        rec = self._rec()
+        if self.began is not None:
+            # Stopped at the window's end, or earlier by Locust's master (-t shorter than
+            # the spec's window): the time this user was in the window, for throughput.
+            rec.window_s += max(0.0, min(time.perf_counter(), rec.deadline) - self.began)
+            rec.windows += 1
+        self._gone(rec)
         self.session.close()
+
+    def _gone(self, rec: Recorder) -> None:
+        """Count this user's session as no longer connected (once)."""
+        if self.live:
+            self.live = False
+            rec.live -= 1
 
     def _rec(self) -> Recorder:
         if AppUser.recorder is None:
@@ -189,8 +244,16 @@ class AppUser(User):
         except SessionError as exc:
             rec.connect_failures += 1
             rec.error(exc.kind, exc.message)
+            self.last_error = (exc.kind, exc.message)
             return False
-        rec.connected += 1
+        self.last_error = None
+        if not self.live:
+            if not self.ever_connected:
+                # Users, not attempts: a reconnect is the same user again.
+                rec.connected += 1
+                self.ever_connected = True
+            self.live = True
+            rec.user_connected()
         return True
 
     @task
@@ -210,9 +273,11 @@ class AppUser(User):
     def _one(self, rec: Recorder) -> bool:
         """One request at its intended time; False when the window has closed."""
         now = time.perf_counter()
+        if self.began is None:
+            self.began = max(rec.t0, now)
         if self.interval:
             if self.next_at is None:
-                self.next_at = rec.t0 + self.phase
+                self.next_at = self.began + self.phase
             intended = self.next_at
             self.next_at += self.interval
             if intended >= rec.deadline:
@@ -231,10 +296,16 @@ class AppUser(User):
             if now >= rec.deadline:
                 return False
         name = self._pick()
+        if not self.session.connected:
+            self._gone(rec)
         # Reconnect at most once a second, as a client would; the missed request counts.
-        if not self.session.connected and (
-            time.perf_counter() - self.last_attempt < 1.0 or not self._connect()
-        ):
+        waiting = time.perf_counter() - self.last_attempt < 1.0
+        if not self.session.connected and (waiting or not self._connect()):
+            if waiting:
+                # No attempt made: counted under the last attempt's cause all the same, so
+                # the errors by cause add up to the failed requests (an attempt that failed
+                # now counted its own).
+                rec.error(*(self.last_error or ("connection", "not connected (reconnecting)")))
             rec.record(name, intended, intended, time.perf_counter(), ok=False)
             if not self.interval:
                 gevent.sleep(1.0)

@@ -49,9 +49,10 @@ def merge_step(
     cpu: CpuReport,
     deltas: StatsDelta,
     transport: Transport = "sql",
+    lost_workers: list[str] | None = None,
 ) -> StepResult:
     """One step from its processes' results (operations of ``mix`` missing in a result
-    count as nothing recorded)."""
+    count as nothing recorded); ``lost_workers`` names load processes that were lost."""
     secs = duration_s
     empty: dict[str, str | int] = {
         "latency_hdr": "",
@@ -106,6 +107,11 @@ def merge_step(
         duration_s=secs,
         started_s=round(window_start, 3),
         connected=sum(r.connected for r in results),
+        # Older results carry no peak: unknown, not 0.
+        peak_connected=sum(r.peak_connected for r in results)
+        if any(r.peak_connected for r in results)
+        else None,
+        lost_workers=list(lost_workers or []),
         connect_failures=sum(r.connect_failures for r in results),
         exhaustion=sum(r.exhaustion for r in results),
         missed=sum(r.missed for r in results),

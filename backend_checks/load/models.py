@@ -105,9 +105,15 @@ class RunShape(_Model):
     target: str = Field("", description="redacted DSN or API URL")
     mix: dict[str, int]
     rate_per_user: float | None = None
-    duration_s: float = Field(gt=0)
+    duration_s: float = Field(
+        gt=0, description="the window the users were in (mean over users; <= the spec's)"
+    )
+    spec_duration_s: float | None = Field(None, description="the spec's window")
     identities: int = 0
     workers: int = 0
+    lost_workers: list[str] = Field(
+        default_factory=list, description="workers that stopped reporting before the end"
+    )
     started_at: str = ""
     finished_at: str = ""
 
@@ -116,7 +122,8 @@ class WorkerResult(_Model):
     """What a worker measured during the window."""
 
     users: int
-    connected: int
+    connected: int = Field(description="distinct users that connected at least once")
+    peak_connected: int = Field(0, description="the most users connected at once")
     connect_failures: int
     exhaustion: int
     missed: int = Field(0, description="scheduled requests not sent before the window closed")
@@ -127,6 +134,8 @@ class WorkerResult(_Model):
     shape: RunShape | None = Field(
         None, description="how the run was paced (written by a Locust master)"
     )
+    user_window_s: float = Field(0.0, description="the users' time in the window, summed")
+    user_windows: int = Field(0, description="the users that window time is of")
 
     @property
     def transport(self) -> Transport:
@@ -138,7 +147,9 @@ class OpStats(_Model):
     """One operation over a step, merged over workers; times in milliseconds.
 
     ``throughput_per_s`` counts successes completed inside the window (as pgbench -T
-    does); the latencies include the requests that were in flight when it closed.
+    does); the latencies include the requests that were in flight when it closed, and
+    only successful requests (``errors`` are counted, not timed: all zeros when none
+    succeeded).
     """
 
     count: int
@@ -182,6 +193,8 @@ class StatsDelta(_Model):
     statements: list[dict[str, Any]] = Field(default_factory=list)
     statements_exec_ms: float = 0.0
     statements_calls: int = 0
+    tables_available: bool = True
+    tables_note: str = ""
     tables: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -207,9 +220,15 @@ class StepResult(_Model):
     duration_s: float
     started_s: float = Field(description="seconds from the run's start to the window")
     connected: int
+    peak_connected: int | None = Field(
+        None, description="most users connected at once (summed over processes: at most)"
+    )
     connect_failures: int
     exhaustion: int
     missed: int = 0
+    lost_workers: list[str] = Field(
+        default_factory=list, description="load processes lost before the step ended"
+    )
     ops: dict[str, OpStats]
     total: OpStats
     errors: dict[str, int]

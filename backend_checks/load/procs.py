@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -68,14 +69,34 @@ def event(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> dict[st
             break
         pending += chunk
     proc.kill()
-    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-    last = f": {redact(tail[-1].strip())}" if tail else ""
+    lines = log.read_text(errors="replace").strip().splitlines()
+    tail = lines[-3:]
+    cause = _cause(lines[-40:])
+    last = f": {redact(cause)}" if cause else ""
     raise ProbeFailed(
         f"a load process stopped or did not answer in time{last}",
         hint=f"its log is kept: {log}",
         command=" ".join(str(a) for a in proc.args),  # type: ignore[union-attr]
         stderr="\n".join(tail),
     )
+
+
+#: A line that states a failure: an exception's last line ("psycopg.OperationalError: ...",
+#: "MemoryError") or a log line at level ERROR/CRITICAL.
+_ERROR_LINE = re.compile(
+    r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b|.*\b(ERROR|CRITICAL|FATAL)\b)"
+)
+
+
+def _cause(lines: list[str]) -> str:
+    """The line of a load process's log that says why it stopped: the last one that
+    looks like an error, else the last line (Locust logs warnings and progress after the
+    cause, e.g. "Your selected spawn rate is very high")."""
+    stripped = [line.strip() for line in lines if line.strip()]
+    for line in reversed(stripped):
+        if _ERROR_LINE.match(line):
+            return line
+    return stripped[-1] if stripped else ""
 
 
 #: Bytes read from each worker's stdout past its last protocol line, by pid.

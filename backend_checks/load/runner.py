@@ -35,7 +35,14 @@ from backend_checks.load import dbstats, procs
 from backend_checks.load.cpu import CpuSampler, local_server
 from backend_checks.load.merge import cpu_report, merge_step
 from backend_checks.load.mix import MixName, mix_weights, operation
-from backend_checks.load.models import Identity, StatsDelta, StepResult, WorkerResult, WorkerSpec
+from backend_checks.load.models import (
+    CpuReport,
+    Identity,
+    StatsDelta,
+    StepResult,
+    WorkerResult,
+    WorkerSpec,
+)
 from devicelab.errors import (
     BackendUnavailable,
     BadInput,
@@ -80,8 +87,13 @@ class LoadOptions(BaseModel):
     duration_s: float = Field(60.0, gt=0)
     mix: MixName = "full"
     closed: bool = Field(False, description="closed loop: each user sends back to back")
-    rate: float | None = Field(None, gt=0, description="total ops/s (fixed-rate mode)")
-    per_user_rate: float = Field(0.2, gt=0, description="ops/s per user when rate is unset")
+    # Finite: an infinite rate has no schedule (every interval is 0).
+    rate: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="total ops/s (fixed-rate mode)"
+    )
+    per_user_rate: float = Field(
+        0.2, gt=0, allow_inf_nan=False, description="ops/s per user when rate is unset"
+    )
     processes: int | None = Field(None, ge=1, description="load processes (default: by users)")
     spawn_rate: float = Field(250.0, gt=0, description="users connected per second")
     allow_writes: bool = False
@@ -305,13 +317,18 @@ def _database(
 
     try:
         identities = fetch_identities(conn, max(options.users), emails=emails)
-        schema, note = dbstats.ensure_statements(conn, allow_writes=options.allow_writes)
     except psycopg.Error as exc:
         raise BadInput(
             f"cannot read the messaging schema: {redact(str(exc).splitlines()[0], target.dsn)}",
             hint="install it: devicelab backend datagen --dsn DSN --messages 100000"
             " --allow-writes (a scratch database)",
         ) from None
+    try:
+        schema, note = dbstats.ensure_statements(conn, allow_writes=options.allow_writes)
+    except psycopg.Error as exc:
+        # The statement statistics are evidence, not the load: the run goes on without.
+        reason = redact(first_line(exc), target.dsn)
+        schema, note = "", f"statement statistics are not available ({reason})"
     return identities, _Database(conn, schema, note, local_server(conn))
 
 
@@ -411,11 +428,19 @@ def _step(
                 proc.kill()
             procs.forget(proc)
     results = [WorkerResult.model_validate_json(Path(s.out).read_text()) for _, _, s in workers]
+    restart = ""
     if before is not None and after is not None:
         deltas = dbstats.delta(before, after, db.note)
+        if restart := dbstats.restarted(before, after):
+            # The sampler watched the old postmaster's processes, gone since: its CPU is
+            # not the server's. The next step watches the new one.
+            db.server = local_server(db.conn)
     else:
         deltas = StatsDelta(statements_available=False, statements_note=db.note)
     secs = options.duration_s
+    cpu = cpu_report(sampler, db.server is not None, deltas, secs, note=db.note)
+    if restart:
+        cpu = CpuReport(method="none", client_mean_pct=cpu.client_mean_pct, note=restart)
     step = merge_step(
         results,
         users=users,
@@ -425,7 +450,7 @@ def _step(
         rate_per_s=None if options.closed else (options.rate_per_user(users) or 0) * users,
         duration_s=secs,
         window_start=window_start,
-        cpu=cpu_report(sampler, db.server is not None, deltas, secs, note=db.note),
+        cpu=cpu,
         deltas=deltas,
         transport="rest" if target.api_url else "sql",
     )

@@ -3,12 +3,16 @@
 A step of N users *supports* N when every criterion holds (the story's Load Testing
 checklist and its query targets):
 
-1. all users connected and ran the mix;
-2. the error rate is below ``max_error_rate`` (1 %);
+1. all users connected and ran the mix (distinct users, not attempts: a reconnect is the
+   same user; and, where known, all of them connected at once), and no load process
+   was lost (a Locust worker killed or cut off mid-run);
+2. the error rate is below ``max_error_rate`` (1 %) (a window without any request fails
+   with that said);
 3. no connection exhaustion ("too many clients", a role's connection limit, pool
    timeouts): the story's "No connection pool exhaustion";
-4. per operation, p95 latency (from the intended start) within the story's query target
-   of that operation (message fetch < 50 ms, conversation list < 100 ms, search < 200 ms,
+4. per operation, p95 latency of its successful requests (from the intended start) within
+   the story's query target of that operation (one none of whose requests succeeded
+   fails on its errors) (message fetch < 50 ms, conversation list < 100 ms, search < 200 ms,
    send_message < 100 ms, mark_as_read < 50 ms);
 5. database CPU (mean over the window, share of the machine) below 80 %: "Database CPU <
    80% under load" (not judged on a remote server without a CPU metric);
@@ -61,23 +65,39 @@ def judge_step(
 ) -> list[Criterion]:
     """The criteria of "supported" for one step, each with its verdict and value."""
     rules = rules or SupportRules()
+    peak = step.peak_connected
+    at_once = "" if peak is None else f"; at most {peak} connected at once"
     out = [
         Criterion(
             name="all users connected",
-            ok=step.connected >= step.users,
+            ok=step.connected >= step.users and (peak is None or peak >= step.users),
             value=step.connected,
             limit=f">= {step.users}",
-            detail=f"{step.connect_failures} failed connection attempts",
+            detail=f"{step.connect_failures} failed connection attempts{at_once}",
         )
     ]
-    rate = step.total.errors / step.total.count if step.total.count else 1.0
+    if step.lost_workers:
+        out.append(
+            Criterion(
+                name="no load process lost",
+                ok=False,
+                value=len(step.lost_workers),
+                limit="== 0",
+                detail="stopped reporting before the end (their users' requests stopped"
+                " with them): " + ", ".join(step.lost_workers)[:300],
+            )
+        )
+    count = step.total.count
+    rate = step.total.errors / count if count else 0.0
     out.append(
         Criterion(
             name="error rate",
-            ok=step.total.count > 0 and rate < rules.max_error_rate,
-            value=round(100 * rate, 3),
+            ok=count > 0 and rate < rules.max_error_rate,
+            value=round(100 * rate, 3) if count else None,
             limit=f"< {100 * rules.max_error_rate:g} %",
-            detail=f"{step.total.errors} of {step.total.count} requests failed",
+            detail=f"{step.total.errors} of {count} requests failed"
+            if count
+            else "no request was made in the window",
         )
     )
     out.append(
@@ -94,13 +114,19 @@ def judge_step(
         if target is None or target.value is None:
             continue
         ran = stats.count > 0  # a short window may hold none of a rare operation
+        timed = stats.count > stats.errors  # the histograms hold successes only
+        detail = target.source
+        if not ran:
+            detail = "not judged: none ran in the window"
+        elif not timed:
+            detail = f"all {stats.errors} requests failed: no latency to judge"
         out.append(
             Criterion(
                 name=f"p95 {name}",
-                ok=(stats.count > stats.errors and target.holds(stats.p95_ms)) if ran else None,
-                value=stats.p95_ms if ran else None,
+                ok=(timed and target.holds(stats.p95_ms)) if ran else None,
+                value=stats.p95_ms if timed else None,
                 limit=f"{target.op} {target.value:g} {target.unit}",
-                detail=target.source if ran else "not judged: none ran in the window",
+                detail=detail,
             )
         )
     cpu = step.cpu
@@ -146,6 +172,8 @@ def step_evidence(step: StepResult, criteria: list[Criterion]) -> dict[str, Any]
         "operations": {name: op.model_dump() for name, op in step.ops.items()},
         "total": step.total.model_dump(),
         "connected": step.connected,
+        "peak_connected": step.peak_connected,
+        "lost_workers": step.lost_workers,
         "connect_failures": step.connect_failures,
         "exhaustion": step.exhaustion,
         "missed": step.missed,
@@ -216,7 +244,10 @@ def load_checks(
         reason = ""
         if failed:
             reason = f"{step.users} users not supported: " + "; ".join(
-                f"{c.name} {c.value} (needs {c.limit})" for c in failed
+                f"{c.name} {c.value} (needs {c.limit})"
+                if c.value is not None
+                else f"{c.name}: {c.detail} (needs {c.limit})"
+                for c in failed
             )
         checks.append(
             judge(

@@ -152,6 +152,8 @@ def test_load_command_registers_on_the_backend_group() -> None:
         (["--duration", ""], "bad duration ''"),  # it ran the default 60 s
         (["--duration", "1ms"], "1 s at least"),  # judged 0 requests
         (["--closed", "--rate", "50"], "--rate does not apply"),  # the rate was ignored
+        (["--rate", "inf"], "bad --rate"),  # nan was refused, inf ran with no schedule
+        (["--per-user-rate", "inf"], "bad --per-user-rate"),
         (["--import", "merged.json", "--users", "5"], "the files say how many users ran"),
     ],
 )
@@ -189,3 +191,24 @@ def test_an_operation_that_did_not_run_in_the_window_is_not_judged() -> None:
     assert criteria["p95 search_messages"].ok is None
     assert "none ran" in criteria["p95 search_messages"].detail
     assert criteria["p95 fetch_messages"].ok is True
+
+
+def test_a_window_without_any_request_says_so() -> None:
+    # --per-user-rate 1e-9: "error rate 100.0 (needs < 1 %)" for 0 of 0 requests.
+    step = _step(5)
+    step.total = _op(0.0, count=0)
+    for name in step.ops:
+        step.ops[name] = _op(0.0, count=0)
+    rate = {c.name: c for c in judge_step(step, load_targets())}["error rate"]
+    assert rate.ok is False and rate.value is None
+    assert rate.detail == "no request was made in the window"
+    (check,) = [c for c in load_checks(_run(step), load_targets())[0] if c.id == "load_5"]
+    assert "error rate: no request was made in the window" in check.reason
+
+
+def test_a_lost_load_process_fails_the_step() -> None:
+    step = _step(100)
+    step.lost_workers = ["worker-2"]
+    criteria = {c.name: c for c in judge_step(step, load_targets())}
+    assert criteria["no load process lost"].ok is False
+    assert "worker-2" in criteria["no load process lost"].detail
