@@ -141,6 +141,17 @@ class LabSession:
         why = self.lab._skip_reason(scenario)
         ctx = dataclasses.replace(self.ctx, options=chosen)
         check = scenario.skip(why) if why else self.lab._measure(scenario, ctx)
+        if not why and self.proxy.profile != self.lab.profile:
+            # A test switched the link: the check is still judged in the session network's
+            # column, so the evidence says what it really ran on.
+            on = self.proxy.profile.id if self.proxy.profile else "none"
+            note = f"measured with the link switched to {on}"
+            check = check.model_copy(
+                update={
+                    "evidence": {**check.evidence, "link_profile": on},
+                    "reason": f"{check.reason}; {note}" if check.reason else note,
+                }
+            )
         self.record.add(check)
         return check
 

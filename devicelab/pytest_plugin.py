@@ -45,6 +45,7 @@ __all__ = [
 
 _LAB = pytest.StashKey["Lab"]()
 _SESSION = pytest.StashKey["LabSession"]()
+_PROXY = pytest.StashKey["ShapedProxy"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,7 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers devicelab uses."""
-    config.addinivalue_line("markers", "device: needs a device of the lab (auto-skipped)")
+    config.addinivalue_line(
+        "markers",
+        "device: needs a device of the lab (set on tests using lab_device or devicelab_lab,"
+        " which skip when it is not there; deselect with -m 'not device')",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -168,15 +173,20 @@ def lab_device(pytestconfig: pytest.Config, lab_inventory: Inventory) -> Device:
 
 
 @pytest.fixture(scope="session")
-def shaped_proxy(lab_network: NetworkProfile) -> Iterator[ShapedProxy]:
+def shaped_proxy(
+    pytestconfig: pytest.Config, lab_network: NetworkProfile
+) -> Iterator[ShapedProxy]:
     """A shaping proxy for the selected network, on a free loopback port, for the session.
 
     Point clients at ``shaped_proxy.url`` (Playwright: ``proxy={"server": ...url}``);
-    ``shaped_proxy.go_offline(seconds)`` cuts the link. Stopped (port released) at the end.
+    ``shaped_proxy.go_offline(seconds)`` cuts the link, ``set_profile`` switches it; after
+    each test the selected network is put back and the link brought online. Stopped (port
+    released) at the end.
     """
     from devicelab.netshape.proxy import ShapedProxy
 
     with ShapedProxy(lab_network, port=0) as proxy:
+        pytestconfig.stash[_PROXY] = proxy
         yield proxy
 
 
@@ -192,19 +202,25 @@ def devicelab_lab(
     Skips when the device is not available (web: no browser; phones: not online); fails
     with devicelab's one-line message when a peer cannot start.
     """
-    from pathlib import Path
 
     from devicelab.errors import DeviceLabError
     from devicelab.interrupts import sigterm_as_interrupt
 
+    # pytest.fail outside the except blocks: inside, pytest prints the error it handles
+    # too ("During handling of the above exception, another exception occurred").
+    failed = ""
     try:
         lab = pytestconfig.stash.get(_LAB, None) or _lab(pytestconfig)
     except DeviceLabError as exc:
-        pytest.fail(f"devicelab: {exc.one_line()}", pytrace=False)
+        failed = exc.one_line()
+    if failed:
+        pytest.fail(f"devicelab: {failed}", pytrace=False)
     if why := _unavailable(lab):
         pytest.skip(why)
     given = pytestconfig.getoption("--devicelab-out")
-    out = Path(given) if given else tmp_path_factory.mktemp("devicelab")
+    # Relative to where pytest was started, not to a test's working folder at write time.
+    out = pytestconfig.invocation_params.dir / given if given else None
+    out = out or tmp_path_factory.mktemp("devicelab")
     with contextlib.ExitStack() as stack:
         # SIGTERM (a cancelled CI job) ends the session like Ctrl-C: pytest tears the lab
         # down and the device is restored, instead of the process dying on the spot.
@@ -212,9 +228,31 @@ def devicelab_lab(
         try:
             session = stack.enter_context(lab.session(out))
         except DeviceLabError as exc:
-            pytest.fail(f"devicelab: {exc.one_line()}", pytrace=False)
+            failed = exc.one_line()
+        if failed:
+            pytest.fail(f"devicelab: {failed}", pytrace=False)
         pytestconfig.stash[_SESSION] = session
         yield session
+
+
+@pytest.fixture(autouse=True)
+def _devicelab_link_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the session's proxy (``shaped_proxy``, ``devicelab_lab``),
+    put the session's network back and bring the link online: a test that switched it
+    to slow-3g, or cut it, must not leave the next test measuring on that link (its check
+    would be judged in the session network's column)."""
+    yield
+    stash = request.config.stash
+    links: list[tuple[ShapedProxy, NetworkProfile | None]] = []
+    if "shaped_proxy" in request.fixturenames and (proxy := stash.get(_PROXY, None)):
+        links.append((proxy, request.getfixturevalue("lab_network")))
+    if "devicelab_lab" in request.fixturenames and (session := stash.get(_SESSION, None)):
+        links.append((session.proxy, session.lab.profile))
+    for proxy, profile in links:
+        if proxy.profile != profile:
+            proxy.set_profile(profile)
+        if proxy.status().get("offline"):
+            proxy.go_online()
 
 
 def _lab(config: pytest.Config) -> Lab:

@@ -70,3 +70,51 @@ def test_an_unknown_network_is_a_usage_error_before_any_test_runs(
     result.stderr.fnmatch_lines(["ERROR: devicelab: unknown network '6g'; did you mean '5g'?*"])
     assert "Traceback" not in result.stderr.str()
     result.assert_outcomes()  # nothing ran
+
+
+LINK_SUITE = """
+import time, urllib.request
+from devicelab.config import network_profile
+from devicelab.testing.upstream import Upstream
+
+def test_switches_and_cuts_the_link_then_fails(shaped_proxy):
+    shaped_proxy.set_profile(network_profile("slow-3g"))
+    shaped_proxy.go_offline()
+    assert False, "a failing test leaves the link as it made it"
+
+def test_finds_the_sessions_network_again(shaped_proxy):
+    assert shaped_proxy.profile.id == "4g" and not shaped_proxy.status()["offline"]
+    with Upstream() as upstream:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": shaped_proxy.url})
+        )
+        start = time.perf_counter()
+        opener.open(upstream.base + "/bytes?n=10", timeout=10).read()
+        elapsed = time.perf_counter() - start
+    assert 0.17 <= elapsed < 0.4, elapsed  # 4G's round trip, not slow-3g's 400 ms
+"""
+
+
+def test_the_next_test_gets_the_sessions_network_back(pytester: pytest.Pytester) -> None:
+    # The session's proxy kept slow-3g and offline into the next test (and devicelab_lab's
+    # results judged a slow-3g measurement in the 4G column).
+    pytester.makepyfile(test_link=LINK_SUITE)
+    result = pytester.runpytest_subprocess(
+        "--devicelab-network", "4g", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, failed=1)
+
+
+def test_a_lab_that_cannot_start_errors_with_one_line(pytester: pytest.Pytester) -> None:
+    # pytest.fail inside the except block printed the handled error too ("During handling
+    # of the above exception, another exception occurred").
+    pytester.makepyfile(test_lab="def test_lab(devicelab_lab):\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "--devicelab-out", "/dev/null/out", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    assert "devicelab: /dev/null/out: cannot write results there" in output
+    assert "During handling" not in output and "Traceback" not in output

@@ -26,7 +26,8 @@ SUITE = """
 import pytest
 from devicelab.errors import BadInput
 
-def test_delivery_under_4g(devicelab_lab):
+def test_delivery_under_4g(devicelab_lab, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --devicelab-out stays where pytest started
     check = devicelab_lab.measure("message_delivery", delivery_count=3)
     assert check.status in ("pass", "fail"), check.reason
     assert check.target.column == "4g" and len(check.samples) == 3
@@ -42,6 +43,17 @@ def test_the_same_lab_and_its_link(devicelab_lab, request):
         devicelab_lab.measure("message_delivery", delivery_cnt=3)
     assert devicelab_lab.proxy.status()["offline"] is False
     assert request.node.get_closest_marker("device") is not None
+
+def test_a_switched_link_is_said_in_the_check(devicelab_lab):
+    from devicelab.config import network_profile
+
+    devicelab_lab.proxy.set_profile(network_profile("fast-3g"))
+    check = devicelab_lab.measure("message_delivery", delivery_count=1)
+    assert check.evidence["link_profile"] == "fast-3g", check.evidence
+    assert "measured with the link switched to fast-3g" in check.reason
+
+def test_and_the_next_test_has_the_sessions_network(devicelab_lab):
+    assert devicelab_lab.proxy.profile.id == "4g"
 """
 
 
@@ -71,10 +83,10 @@ def test_a_users_suite_measures_on_the_lab_and_writes_results(
     pytester.makepyfile(test_delivery=SUITE)
     out = pytester.path / "lab-out"
     result = pytester.runpytest_subprocess(
-        "--devicelab-network", "4g", "--devicelab-out", str(out), "-p", "no:cacheprovider",
+        "--devicelab-network", "4g", "--devicelab-out", "lab-out", "-p", "no:cacheprovider",
         f"--devicelab-inventory={ROOT / 'inventory.yaml'}", timeout=240,
     )  # fmt: skip
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
         ["*devicelab*", "* message_delivery *", f"*results: {out / 'results.json'}"]
     )
@@ -86,7 +98,11 @@ def test_a_users_suite_measures_on_the_lab_and_writes_results(
     assert network is not None and network.name == "4g"
     assert network.achieved is not None and network.achieved.rtt_ms is not None
     assert abs(network.achieved.rtt_ms - 170) < 40, network.achieved
-    assert [c.id for c in results.checks] == ["message_delivery", "battery_drain"]
+    assert [c.id for c in results.checks] == [
+        "message_delivery",
+        "battery_drain",
+        "message_delivery",
+    ]
     for name in ("report.md", "report.html", "junit.xml"):
         assert (out / name).stat().st_size > 0
 
