@@ -173,9 +173,7 @@ def lab_device(pytestconfig: pytest.Config, lab_inventory: Inventory) -> Device:
 
 
 @pytest.fixture(scope="session")
-def shaped_proxy(
-    pytestconfig: pytest.Config, lab_network: NetworkProfile
-) -> Iterator[ShapedProxy]:
+def shaped_proxy(pytestconfig: pytest.Config, lab_network: NetworkProfile) -> Iterator[ShapedProxy]:
     """A shaping proxy for the selected network, on a free loopback port, for the session.
 
     Point clients at ``shaped_proxy.url`` (Playwright: ``proxy={"server": ...url}``);
