@@ -138,7 +138,7 @@ def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) 
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        first = errors[0]
+        first = _first(errors)
         loc = tuple(first["loc"])
         where = marks.locate(loc, at_key=first["type"] in ("extra_forbidden", "missing"))
         field_path = _dotted(loc)
@@ -150,6 +150,15 @@ def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) 
             location=where,
             field=field_path,
         ) from exc
+
+
+def _first(errors: list[Any]) -> Any:
+    """The error to report: pydantic lists a missing field before an unknown one, but an
+    unknown key beside a missing field is most likely its typo (``modle:``), and saying so
+    names the line to fix and the right spelling."""
+    missing = {tuple(e["loc"][:-1]) for e in errors if e["type"] == "missing"}
+    typo = (e for e in errors if e["type"] == "extra_forbidden" and tuple(e["loc"][:-1]) in missing)
+    return next(typo, errors[0])
 
 
 def _model_at(model: type[BaseModel], path: Path_) -> type[BaseModel] | None:

@@ -139,6 +139,15 @@ def test_unknown_key_suggests_the_field_meant(tmp_path: Path) -> None:
     assert err.value.location == f"{path}:7:36"
 
 
+def test_a_misspelled_required_field_is_named_as_the_typo_it_is(tmp_path: Path) -> None:
+    # Reported as "missing required field 'model'" at the device's line, without a word
+    # about the misspelled key two lines below.
+    path = write(tmp_path, "devices:\n  web:\n    platform: web\n    modle: Chromium\n    os: D\n")
+    with pytest.raises(ConfigError, match="unknown field 'modle'; did you mean 'model'") as err:
+        config.load_inventory(path)
+    assert err.value.location == f"{path}:4:5"
+
+
 def test_a_wheel_carries_the_lab_files_and_finds_them_without_a_checkout(
     tmp_path: Path,
 ) -> None:
