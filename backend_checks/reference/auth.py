@@ -5,7 +5,9 @@ as a local Supabase with ``enable_confirmations = false``), ``GET /user``, ``POS
 ``GET /settings``, ``GET /health``. Users are the rows of ``auth.users``; passwords are
 checked by pgcrypto's ``crypt`` in the database (bcrypt hashes, as GoTrue stores them).
 Access tokens are HS256 JWTs with GoTrue's claims; refresh tokens are random, single use
-(rotated on refresh) and kept in memory, so sessions end when the server stops.
+(rotated on refresh, with GoTrue's reuse interval) and kept in memory, so sessions end when
+the server stops. A logged-out session's access tokens are refused by ``/user`` and
+``/logout`` (403 ``session_not_found``), as GoTrue refuses them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from backend_checks.reference.identity import bearer_token, context_of
 __all__ = ["add_routes", "create_user", "issue_session", "read_body", "user_by", "user_json"]
 
 _CRYPT_SCHEMA = "auth.crypt_schema"
+#: GoTrue's REFRESH_TOKEN_REUSE_INTERVAL default: a rotated refresh token presented again
+#: this soon (two tabs refreshing at once, a reply lost) gets the current session.
+REFRESH_TOKEN_REUSE_INTERVAL_S = 10.0
 
 
 def _iso(value: Any) -> str | None:
@@ -59,8 +64,13 @@ def user_json(row: dict[str, Any], *, signed_in_at: str | None = None) -> dict[s
     }
 
 
-def issue_session(ctx: ServerContext, user: dict[str, Any], session_id: str) -> dict[str, Any]:
-    """A GoTrue session for ``user``: access token, refresh token, expiry, user."""
+def issue_session(
+    ctx: ServerContext, user: dict[str, Any], session_id: str, *, refresh: str | None = None
+) -> dict[str, Any]:
+    """A GoTrue session for ``user``: access token, refresh token, expiry, user.
+
+    ``refresh`` is a live refresh token of the session to hand out again; None makes one.
+    """
     now = int(time.time())
     expires_at = now + ctx.jwt_expiry_s
     claims = {
@@ -79,8 +89,9 @@ def issue_session(ctx: ServerContext, user: dict[str, Any], session_id: str) -> 
         "session_id": session_id,
         "is_anonymous": False,
     }
-    refresh = secrets.token_urlsafe(18)
-    ctx.refresh_tokens[refresh] = (user["id"], session_id)
+    if refresh is None:
+        refresh = secrets.token_urlsafe(18)
+        ctx.refresh_tokens[refresh] = (user["id"], session_id)
     return {
         "access_token": ctx.sign(claims),
         "token_type": "bearer",
@@ -214,19 +225,58 @@ async def signup(request: web.Request) -> web.Response:
     return web.json_response(issue_session(ctx, user, str(uuid.uuid4())))
 
 
+def _forget_old_rotations(ctx: ServerContext) -> None:
+    """Drop rotations older than the reuse interval (called on every refresh, so the map
+    holds only the last interval's rotations)."""
+    now = time.monotonic()
+    rotated = ctx.rotated_refresh_tokens
+    for old, (_, at) in list(rotated.items()):
+        if now - at > REFRESH_TOKEN_REUSE_INTERVAL_S:
+            del rotated[old]
+
+
+def _reusable(ctx: ServerContext, token: str) -> str | None:
+    """The live refresh token that replaced ``token``, if ``token`` was rotated within the
+    reuse interval; None otherwise."""
+    rotated = ctx.rotated_refresh_tokens
+    if token not in rotated:
+        return None
+    current = token
+    # Follow the chain: the replacement may itself have been rotated since.
+    for _ in range(len(rotated) + 1):
+        if current not in rotated:
+            break
+        current = rotated[current][0]
+    return current if current in ctx.refresh_tokens else None
+
+
 async def _refresh_grant(request: web.Request, ctx: ServerContext) -> dict[str, Any]:
     body = await read_body(request)
     token = body.get("refresh_token")
-    found = ctx.refresh_tokens.pop(token, None) if isinstance(token, str) else None
-    if found is None:
-        raise auth_error(
-            400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
-        )
+    if not isinstance(token, str):
+        token = ""
+    _forget_old_rotations(ctx)
+    found = ctx.refresh_tokens.pop(token, None)
+    if found is not None:
+        # Rotate before any await, so a concurrent refresh of the same token finds the
+        # rotation and shares its result.
+        refresh = secrets.token_urlsafe(18)
+        ctx.refresh_tokens[refresh] = found
+        ctx.rotated_refresh_tokens[token] = (refresh, time.monotonic())
+    else:
+        # As GoTrue: a token reused within the interval gets the session's current
+        # refresh token (no new rotation), so concurrent refreshes end with one live token.
+        reused = _reusable(ctx, token)
+        if reused is None:
+            raise auth_error(
+                400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
+            )
+        refresh, found = reused, ctx.refresh_tokens[reused]
     user_id, session_id = found
     row = await user_by(ctx, sql.SQL("u.id::text = %s"), [user_id])
     if row is None:
         raise auth_error(404, "user_not_found", "User not found")
-    return issue_session(ctx, user_json(row), session_id)
+    return issue_session(ctx, user_json(row), session_id, refresh=refresh)
 
 
 async def token(request: web.Request) -> web.Response:
@@ -253,6 +303,10 @@ def _user_claims(request: web.Request) -> dict[str, Any]:
         raise auth_error(403, "bad_jwt", f"invalid JWT: {exc.message}") from exc
     if not claims.get("sub"):
         raise auth_error(403, "bad_jwt", "invalid claim: missing sub claim")
+    if claims.get("session_id") in ctx.ended_sessions:
+        raise auth_error(
+            403, "session_not_found", "Session from session_id claim in JWT does not exist"
+        )
     return claims
 
 
@@ -266,15 +320,24 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    """``POST /auth/v1/logout?scope=``: drop refresh tokens of the session or the user."""
+    """``POST /auth/v1/logout?scope=``: end the session, the user's other sessions, or all
+    of them (their refresh tokens go and their access tokens stop working here).
+
+    Returns 204. Raises ApiError 401/403 for a missing, bad or already ended token.
+    """
     claims = _user_claims(request)
     ctx = context_of(request)
     scope = request.query.get("scope", "global")
     user_id, session_id = str(claims["sub"]), claims.get("session_id")
+    ended: set[str] = set()
+    if scope != "others" and isinstance(session_id, str):
+        ended.add(session_id)
     for refresh, (uid, sid) in list(ctx.refresh_tokens.items()):
         same_session = sid == session_id
         if uid == user_id and (scope == "global" or (scope == "local") == same_session):
             del ctx.refresh_tokens[refresh]
+            ended.add(sid)
+    ctx.ended_sessions |= ended
     return web.Response(status=204)
 
 

@@ -84,6 +84,11 @@ class ServerContext:
     catalog: Catalog | None = None
     #: Refresh token -> (user id, session id); in memory: sessions end with the server.
     refresh_tokens: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    #: Rotated refresh token -> (the token that replaced it, monotonic time of rotation),
+    #: kept for GoTrue's reuse interval only (see auth.py).
+    rotated_refresh_tokens: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
+    #: Session ids logged out: their access tokens no longer reach ``/auth/v1/user``.
+    ended_sessions: set[str] = field(default_factory=set, repr=False)
     #: Free-form slots for other parts (the realtime engine keeps its state here).
     extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -101,9 +106,11 @@ class ServerContext:
             storage_root=storage_root,
         )
 
-    def verify_jwt(self, token: str) -> dict[str, Any]:
+    def verify_jwt(self, token: str, *, leeway: float = 5) -> dict[str, Any]:
         """The claims of ``token`` if it is ours, unexpired and names an API role.
 
+        ``leeway`` is the clock skew (seconds) forgiven past ``exp``: HTTP requests allow
+        a little; Realtime joins allow none, as their expiry timer fires at ``exp``.
         Raises AuthRejected otherwise (bad signature, malformed, expired, no or unknown role).
         """
         if not token:
@@ -114,7 +121,7 @@ class ServerContext:
                 self.jwt_secret,
                 algorithms=["HS256"],
                 options={"verify_aud": False, "require": ["exp"]},
-                leeway=5,
+                leeway=leeway,
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthRejected("JWT expired", code="jwt_expired") from exc

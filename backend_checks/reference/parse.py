@@ -56,6 +56,11 @@ _EMBED_ITEM = re.compile(
     rf"(?:!(?P<join>inner|left))?\((?P<inner>.*)\)$",
     re.S,
 )
+#: PostgREST's aggregates: ``count()`` and ``col.sum()`` (count, sum, avg, max, min), each
+#: with an optional alias and cast.
+_AGGREGATE_ITEM = re.compile(
+    rf"^(?:{_IDENT}:)?(?:{_IDENT}\.)?(?:count|sum|avg|max|min)\(\s*\)(?:::\w+)?$", re.I
+)
 _FTS_OP = re.compile(r"^(fts|plfts|phfts|wfts)(?:\((?P<lang>[A-Za-z_]+)\))?$")
 
 
@@ -162,7 +167,9 @@ def _unquote(value: str) -> str:
 
 
 def parse_select(text: str | None, *, depth: int = 0) -> list[SelectItem]:
-    """The items of ``select=`` (``*`` when absent). Raises ApiError 400 on bad syntax.
+    """The items of ``select=`` (``*`` when absent).
+
+    Raises ApiError 400 on bad syntax (PGRST100) and on aggregates (PGRST123).
 
     Embedded relations (``alias:rel!hint(cols)``) nest; JSON paths are refused.
     """
@@ -173,6 +180,9 @@ def parse_select(text: str | None, *, depth: int = 0) -> list[SelectItem]:
     items: list[SelectItem] = []
     for raw in split_top_level(text):
         part = raw.strip()
+        if _AGGREGATE_ITEM.match(part):
+            # Supabase runs PostgREST with db-aggregates-enabled off (its default).
+            raise rest_error(400, "PGRST123", "Use of aggregate functions is not allowed")
         if "(" in part:
             embed = _EMBED_ITEM.match(part)
             if not embed:

@@ -352,16 +352,29 @@ def insert_sql(
         if not keys:
             raise rest_error(400, "PGRST100", "upsert needs on_conflict or a primary key")
         key_sql = sql.SQL(", ").join(column_check(rel, k, "on_conflict") for k in keys)
-        updates = [c for c in columns if c not in keys]
-        if resolution == "ignore-duplicates" or not updates:
+        # As PostgREST: merge sets every body column, keys included, so a body of only
+        # the keys still returns its row (and the UPDATE policy applies); DO NOTHING is
+        # for ignore-duplicates, or a body with no column at all (nothing to set).
+        if resolution == "ignore-duplicates" or not columns:
             insert += sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(key_sql)
         else:
             sets = sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns
             )
             insert += sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(key_sql, sets)
     cte = sql.SQL("WITH _w AS ({} RETURNING *)").format(insert)
     return _returning(items, rel, cte, catalog), params
+
+
+def _require_filter(verb: str, filters: list[Condition | Logic]) -> None:
+    """Refuse a write on every row, as Supabase does for API roles.
+
+    Supabase loads pg-safeupdate, which fails an UPDATE or DELETE without a WHERE clause
+    (PostgREST writes none when the request has no filter); a filter that matches every
+    row (``id=not.is.null``) is a WHERE clause and passes. Raises ApiError 400 (21000).
+    """
+    if not filters:
+        raise rest_error(400, "21000", f"{verb} requires a WHERE clause")
 
 
 def update_sql(
@@ -372,9 +385,14 @@ def update_sql(
     filters: list[Condition | Logic],
     catalog: Catalog | None = None,
 ) -> Built:
-    """UPDATE of ``columns`` of ``rel`` from the JSON object ``row_json`` where ``filters``."""
+    """UPDATE of ``columns`` of ``rel`` from the JSON object ``row_json`` where ``filters``.
+
+    Returns (statement, params). Raises ApiError 400: no column (PGRST100), no filter
+    (21000, as pg-safeupdate), unknown names (42703).
+    """
     if not columns:
         raise rest_error(400, "PGRST100", "an update needs at least one column")
+    _require_filter("UPDATE", filters)
     target = _qualified(rel)
     cols = sql.SQL(", ").join(column_check(rel, c, "update") for c in columns)
     params: list[Any] = [row_json]
@@ -399,7 +417,12 @@ def delete_sql(
     filters: list[Condition | Logic],
     catalog: Catalog | None = None,
 ) -> Built:
-    """DELETE from ``rel`` where ``filters``, with RETURNING."""
+    """DELETE from ``rel`` where ``filters``, with RETURNING.
+
+    Returns (statement, params). Raises ApiError 400: no filter (21000, as
+    pg-safeupdate), unknown names (42703).
+    """
+    _require_filter("DELETE", filters)
     where, params = where_sql(rel, filters)
     cte = sql.SQL("WITH _w AS (DELETE FROM {}{} RETURNING *)").format(_qualified(rel), where)
     return _returning(items, rel, cte, catalog), params

@@ -7,13 +7,16 @@ Values may be double-quoted PostgREST-style (``name=eq."a,b"``); a comma may be 
 ``\\,``; commas inside ``in.(...)`` do not split.
 
 Values are compared as the column's PostgreSQL type (numbers as decimals, uuids case-blind,
-timestamps as instants, booleans as booleans, the rest as text). A comparison with NULL is
+timestamps as instants, booleans as booleans, the rest as text); a value the type cannot
+take (``conversation_id=eq.notauuid``, ``id=eq.1.5`` on an integer) is refused when the
+filter is parsed, as Supabase's ``subscription_check_filters`` refuses it. A comparison with NULL is
 false, as in SQL (Supabase's ``is_visible_through_filters`` does the same).
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -26,6 +29,8 @@ _OPERATORS: Final = frozenset(
     | {"isdistinct"}
 )
 _NUMERIC: Final = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric", "oid"})
+_INTEGERS: Final = frozenset({"int2", "int4", "int8", "oid"})
+_INTEGER: Final = re.compile(r"^\s*[+-]?\d+\s*$")
 _TIMES: Final = frozenset({"timestamptz", "timestamp", "date"})
 
 
@@ -132,6 +137,8 @@ def _coerce(kind: str, value: Any) -> Any:
     if value is None:
         return None
     try:
+        if kind in _INTEGERS and isinstance(value, str) and not _INTEGER.match(value):
+            return None  # PostgreSQL's int input refuses "1.5" and "1e3" too
         if kind in _NUMERIC:
             return Decimal(str(value)) if not isinstance(value, bool) else None
         if kind == "bool":
@@ -144,7 +151,9 @@ def _coerce(kind: str, value: Any) -> Any:
                 return False
             return None
         if kind == "uuid":
-            return str(value).strip().lower()
+            # Canonical text, so "ABCDEF00..." and a hyphen-less form compare equal; a
+            # value that is no uuid is refused at subscribe time (Supabase casts it).
+            return str(uuid.UUID(str(value).strip()))
         if kind in _TIMES:
             parsed: date = datetime.fromisoformat(str(value).strip().replace(" ", "T"))
             return parsed

@@ -293,7 +293,14 @@ class Connection:
             if found is None:
                 raise FilterError(f"no table {schema}.{table}")
             tables = [found]
-            conditions = parse_filter(raw_filter, found.column_types)
+            # A filter may name only columns the role can SELECT (as Supabase's
+            # subscription check): an event never reveals, by matching or not, a value
+            # the subscriber may not read.
+            readable = found.column_types
+            if raw_filter:
+                allowed = await feed.selectable(join.principal.role, found)
+                readable = {c: t for c, t in readable.items() if c in allowed}
+            conditions = parse_filter(raw_filter, readable)
             if isinstance(select, list):
                 unknown = [c for c in select if c not in found.column_types]
                 if unknown:

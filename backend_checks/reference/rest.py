@@ -24,6 +24,29 @@ from backend_checks.reference.identity import context_of, resolve_claims
 __all__ = ["add_routes"]
 
 _OBJECT_MEDIA = "application/vnd.pgrst.object+json"
+#: The media types answered (``Accept``); PostgREST's CSV and plan types are not.
+_SERVED_MEDIA = frozenset(
+    {"*/*", "application/*", "application/json", _OBJECT_MEDIA, "application/vnd.pgrst.object"}
+)
+
+
+def _check_accept(request: web.Request) -> None:
+    """Refuse an ``Accept`` that names none of the media types served, as PostgREST does
+    (a client asking for CSV must not get JSON labelled as something else).
+
+    Raises ApiError 406 (PGRST107).
+    """
+    header = request.headers.get("Accept", "").strip()
+    if not header:
+        return
+    wanted = [item.split(";", 1)[0].strip().lower() for item in header.split(",")]
+    wanted = [media for media in wanted if media]
+    if wanted and not any(media in _SERVED_MEDIA for media in wanted):
+        raise rest_error(
+            406,
+            "PGRST107",
+            f"None of these media types are available: {', '.join(wanted)[:200]}",
+        )
 
 
 def _claims(request: web.Request) -> dict[str, Any]:
@@ -86,6 +109,7 @@ class _Url:
     """The query string of a request split into PostgREST parts (raises ApiError 400)."""
 
     def __init__(self, request: web.Request, *, arg_names: frozenset[str] = frozenset()) -> None:
+        _check_accept(request)
         self.filters: list[parse.Condition | parse.Logic] = []
         self.args: dict[str, str] = {}
         for key, value in request.query.items():

@@ -24,6 +24,7 @@ from backend_checks.reference.errors import read_json_object, storage_error
 from backend_checks.reference.identity import context_of, resolve_claims
 from backend_checks.reference.storage_files import (
     DEFAULT_FILE_SIZE_LIMIT,
+    ObjectFileResponse,
     check_bucket_id,
     check_object_name,
     object_file,
@@ -265,14 +266,12 @@ async def _serve(request: web.Request, bucket_id: str, name: str) -> web.StreamR
     if obj is None or path is None or not path.is_file():
         raise storage_error(404, "not_found", "Object not found")
     headers = {"Content-Type": obj["mimetype"] or "application/octet-stream"}
-    if obj["etag"]:
-        headers["ETag"] = obj["etag"]
     headers["Cache-Control"] = obj["cache_control"] or "no-cache"
     if "download" in request.query:
         filename = request.query["download"] or name.rsplit("/", 1)[-1]
         safe = "".join(c for c in filename if c.isprintable() and c not in '"\\')
         headers["Content-Disposition"] = f'attachment; filename="{safe}"'
-    return web.FileResponse(path, headers=headers)
+    return ObjectFileResponse(path, obj["etag"], headers)
 
 
 async def download(request: web.Request) -> web.StreamResponse:

@@ -17,6 +17,8 @@ from typing import Any
 
 import jwt
 import psycopg
+from aiohttp import web
+from aiohttp.helpers import ETag
 
 from backend_checks.reference.errors import storage_error
 
@@ -24,6 +26,7 @@ __all__ = [
     "DEFAULT_BUCKET",
     "DEFAULT_FILE_SIZE_LIMIT",
     "STORAGE_SCHEMA_SQL",
+    "ObjectFileResponse",
     "check_bucket_id",
     "check_object_name",
     "install_storage_schema",
@@ -168,3 +171,25 @@ def verify_token(
     if claims.get("url") != f"{bucket}/{name}" or claims.get("kind", "download") != kind:
         raise storage_error(400, "InvalidSignature", "the token is for another object")
     return claims
+
+
+class ObjectFileResponse(web.FileResponse):
+    """A stored object's file (Range and conditional requests as aiohttp serves them),
+    sent with the object's own ETag: the MD5 that upload stored and ``/object/info``
+    reports, as Supabase Storage sends. aiohttp would put a tag of mtime and size.
+    """
+
+    def __init__(self, path: Path, etag: str | None, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._object_etag = (etag or "").strip('"') or None
+
+    @property
+    def etag(self) -> ETag | None:
+        """The ETag header's value (None when unset)."""
+        # mypy sees the base property as an overloaded function, hence the ignores.
+        return web.FileResponse.etag.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    @etag.setter
+    def etag(self, value: ETag | str | None) -> None:
+        # aiohttp assigns its own tag while preparing the file: keep the stored one.
+        web.FileResponse.etag.fset(self, self._object_etag or value)  # type: ignore[attr-defined]

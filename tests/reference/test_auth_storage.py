@@ -3,6 +3,8 @@ rules, path traversal, signed-URL expiry and tampering, CORS."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 import urllib.parse
 import uuid
@@ -13,6 +15,7 @@ import psycopg
 import pytest
 from conftest import ADMIN_DSN, PASSWORD, _admin, user_id
 
+from backend_checks.reference import auth
 from backend_checks.reference.errors import ApiError
 from backend_checks.reference.server import ReferenceServer
 from backend_checks.reference.storage_files import check_object_name, sign_token
@@ -56,8 +59,9 @@ def test_session_shape_refresh_and_logout(http: httpx.Client, server: ReferenceS
     reused = http.post("/auth/v1/token", params={"grant_type": "refresh_token"},
                        json={"refresh_token": session["refresh_token"]},
                        headers={"apikey": server.anon_key})  # fmt: skip
-    assert reused.status_code == 400 and reused.json()["error_code"] == "refresh_token_not_found"
+    # Within GoTrue's reuse interval the rotated token gets the current session back.
     new = refreshed.json()
+    assert reused.status_code == 200 and reused.json()["refresh_token"] == new["refresh_token"]
     out = http.post("/auth/v1/logout", headers=_auth(server, new["access_token"]))
     assert out.status_code == 204
     after = http.post("/auth/v1/token", params={"grant_type": "refresh_token"},
@@ -136,6 +140,12 @@ def test_storage_rules(http: httpx.Client, server: ReferenceServer) -> None:
         assert resp.status_code in (400, 404), (bad, resp.status_code)
     info = http.get(f"{base}/info/media/rules/a.txt", headers=h1).json()
     assert info["size"] == 5
+    # One ETag everywhere: the stored MD5, quoted (aiohttp would send its own mtime tag).
+    assert info["etag"] == f'"{hashlib.md5(b"three", usedforsecurity=False).hexdigest()}"'
+    assert http.get(f"{base}/media/rules/a.txt", headers=h1).headers["ETag"] == info["etag"]
+    part = http.get(f"{base}/media/rules/a.txt", headers={**h1, "Range": "bytes=1-2"})
+    assert part.status_code == 206 and part.content == b"hr"
+    assert part.headers["ETag"] == info["etag"]
     # Signed URLs: good, expired, for another object, tampered.
     secret = server.ctx.jwt_secret
     good = http.post(f"{base}/sign/media/rules/a.txt", json={"expiresIn": 30}, headers=h1).json()
@@ -281,3 +291,64 @@ def test_a_sign_in_checks_one_password_hash_whatever_plan_the_server_picks() -> 
     finally:
         with _admin() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _refresh(http: httpx.Client, server: ReferenceServer, token: object) -> httpx.Response:
+    return http.post(
+        "/auth/v1/token",
+        params={"grant_type": "refresh_token"},
+        json={"refresh_token": token},
+        headers={"apikey": server.anon_key},
+    )
+
+
+def test_concurrent_refreshes_of_one_token_share_the_new_session(
+    http: httpx.Client, server: ReferenceServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _sign_in(http, server, 2)["refresh_token"]
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+            calls = [
+                client.post(
+                    "/auth/v1/token",
+                    params={"grant_type": "refresh_token"},
+                    json={"refresh_token": first},
+                    headers={"apikey": server.anon_key},
+                )
+                for _ in range(2)
+            ]
+            return list(await asyncio.gather(*calls))
+
+    answers = asyncio.run(both())
+    assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+    assert answers[0].json()["refresh_token"] == answers[1].json()["refresh_token"]
+    current = answers[0].json()["refresh_token"]
+    # The chain is followed: after one more rotation the first token still leads to the
+    # live one, and that one is never rotated by a reuse.
+    second = _refresh(http, server, current).json()["refresh_token"]
+    assert _refresh(http, server, first).json()["refresh_token"] == second
+    assert _refresh(http, server, second).status_code == 200
+    # Past the interval a rotated token is refused again.
+    monkeypatch.setattr(auth, "REFRESH_TOKEN_REUSE_INTERVAL_S", 0.0)
+    stale = _refresh(http, server, current)
+    assert stale.status_code == 400 and stale.json()["error_code"] == "refresh_token_not_found"
+
+
+def test_an_ended_session_s_access_token_is_refused_by_user(
+    http: httpx.Client, server: ReferenceServer
+) -> None:
+    kept, ended = _sign_in(http, server, 1), _sign_in(http, server, 1)
+    old = ended["access_token"]
+    assert http.get("/auth/v1/user", headers=_auth(server, old)).status_code == 200
+    out = http.post("/auth/v1/logout", params={"scope": "local"}, headers=_auth(server, old))
+    assert out.status_code == 204
+    gone = http.get("/auth/v1/user", headers=_auth(server, old))
+    assert gone.status_code == 403, gone.text
+    assert gone.json()["error_code"] == "session_not_found"
+    assert _refresh(http, server, ended["refresh_token"]).status_code == 400
+    # scope=local ends only that session; global ends the rest.
+    other = kept["access_token"]
+    assert http.get("/auth/v1/user", headers=_auth(server, other)).status_code == 200
+    http.post("/auth/v1/logout", headers=_auth(server, other))
+    assert http.get("/auth/v1/user", headers=_auth(server, other)).status_code == 403

@@ -245,6 +245,42 @@ def test_bad_filter_gets_a_system_error(server: ReferenceServer) -> None:
     asyncio.run(scenario())
 
 
+def test_filters_are_checked_against_the_column_type_and_the_role(
+    server: ReferenceServer,
+) -> None:
+    async def scenario() -> None:
+        url = websocket_url(server.url, server.anon_key)
+        async with aiohttp.ClientSession() as session:
+            sub = await Subscriber.connect(session, url)
+            for n, flt in enumerate(["conversation_id=eq.notauuid", "conversation_id=in.(x,y)"]):
+                binding = {"event": "*", "schema": "public", "table": "messages", "filter": flt}
+                with pytest.raises(RealtimeRefused, match="invalid input value"):
+                    await sub.join(f"u{n}", postgres_changes=[binding],
+                                   access_token=token(server, 1))  # fmt: skip
+            # anon may not SELECT messages: it may not filter on their columns either.
+            flt = f"conversation_id=eq.{CONV['12']}"
+            binding = {"event": "*", "schema": "public", "table": "messages", "filter": flt}
+            with pytest.raises(RealtimeRefused, match="invalid column for filter conversation_id"):
+                await sub.join("anon", postgres_changes=[binding])
+            await sub.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_token_expired_seconds_ago_is_refused_at_the_join(server: ReferenceServer) -> None:
+    async def scenario() -> None:
+        url = websocket_url(server.url, server.anon_key)
+        async with aiohttp.ClientSession() as session:
+            sub = await Subscriber.connect(session, url)
+            # Within the HTTP APIs' 5 s leeway, but the join's expiry timer would end it at
+            # once: refused with the documented reply instead.
+            with pytest.raises(RealtimeRefused, match="InvalidJWTToken"):
+                await sub.join("stale", access_token=token(server, 1, ttl=-2))
+            await sub.close()
+
+    asyncio.run(scenario())
+
+
 def test_refreshed_token_that_is_bad_closes_the_channel(server: ReferenceServer) -> None:
     async def scenario() -> None:
         url = websocket_url(server.url, server.anon_key)

@@ -45,6 +45,7 @@ ROW = {"id": 5, "name": "a,b", "owner": "ABCDEF00-0000-4000-8000-000000000001",
         ("name=like.a%", True),
         ("name=ilike.A%", True),
         ("owner=eq.abcdef00-0000-4000-8000-000000000001", True),
+        ("owner=in.(00000000000040008000000000000000,ABCDEF00000040008000000000000001)", True),
         ("at=gt.2026-01-01T09:59:59Z", True),
         ("at=lt.2026-01-01T11:00:00+01:00", False),
         ("ok=is.true", True),
@@ -62,8 +63,11 @@ def test_null_never_matches_a_comparison() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["nope=eq.1", "id=eq", "id=between.1", "id=in.1,2", "id=eq.abc", "ok=is.maybe"]
-)
+    "text",
+    ["nope=eq.1", "id=eq", "id=between.1", "id=in.1,2", "id=eq.abc", "ok=is.maybe",
+     "owner=eq.notauuid", "owner=in.(x,y)", "owner=neq.abcdef00-0000", "id=eq.1.5",
+     "at=gt.yesterday"],
+)  # fmt: skip
 def test_bad_filters_are_refused(text: str) -> None:
     with pytest.raises(FilterError):
         parse_filter(text, TYPES)

@@ -262,3 +262,67 @@ def test_json_is_gzipped_for_clients_that_take_it(
     # Below Envoy's 30-byte minimum the body goes as it is.
     tiny = http.get(f"/{items}?select=id&id=eq.1", headers={**h1, "Accept-Encoding": "gzip"})
     assert tiny.text == '[{"id":1}]' and "content-encoding" not in tiny.headers
+
+
+@pytest.fixture
+def guarded(scratch_dsn: str) -> str:
+    """A small table these tests may rewrite whole: the shared ``rest_items`` stays as is."""
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.rest_guarded (id integer PRIMARY KEY,"
+                     " n integer)")  # fmt: skip
+        conn.execute("GRANT ALL ON public.rest_guarded TO authenticated, service_role")
+        conn.execute("TRUNCATE public.rest_guarded")
+        conn.execute("INSERT INTO public.rest_guarded SELECT i, i FROM generate_series(1, 5) i")
+    return "rest_guarded"
+
+
+def test_writes_without_a_filter_are_refused_as_pg_safeupdate_does(
+    http: httpx.Client, h1: dict[str, str], service: dict[str, str], guarded: str
+) -> None:
+    for headers in (h1, service):
+        patch = http.patch(f"/{guarded}", json={"n": 0}, headers=headers)
+        assert patch.status_code == 400, patch.text
+        assert patch.json() == {"code": "21000", "message": "UPDATE requires a WHERE clause",
+                                "details": None, "hint": None}  # fmt: skip
+        delete = http.delete(f"/{guarded}", headers=headers)
+        assert delete.status_code == 400 and delete.json()["code"] == "21000", delete.text
+        assert delete.json()["message"] == "DELETE requires a WHERE clause"
+    assert len(http.get(f"/{guarded}", params={"n": "gt.0"}, headers=h1).json()) == 5
+    # A filter that matches every row is a WHERE clause: allowed, as on Supabase.
+    every = {"id": "not.is.null"}
+    rep = {**h1, "Prefer": "return=representation"}
+    assert len(http.patch(f"/{guarded}", params=every, json={"n": 0}, headers=rep).json()) == 5
+    assert len(http.delete(f"/{guarded}", params=every, headers=rep).json()) == 5
+
+
+def test_an_upsert_of_only_the_key_returns_its_row(
+    http: httpx.Client, h1: dict[str, str], guarded: str
+) -> None:
+    merge = {**h1, "Prefer": "return=representation,resolution=merge-duplicates"}
+    again = http.post(f"/{guarded}", params={"on_conflict": "id"}, json={"id": 2}, headers=merge)
+    assert again.status_code == 201 and again.json() == [{"id": 2, "n": 2}], again.text
+    fresh = http.post(f"/{guarded}", json=[{"id": 9}], headers=merge)
+    assert fresh.json() == [{"id": 9, "n": None}], fresh.text
+    ignore = {**h1, "Prefer": "return=representation,resolution=ignore-duplicates"}
+    assert http.post(f"/{guarded}", json={"id": 2}, headers=ignore).json() == []
+
+
+def test_unserved_media_types_are_refused(
+    http: httpx.Client, h1: dict[str, str], guarded: str
+) -> None:
+    csv = http.get(f"/{guarded}", headers={**h1, "Accept": "text/csv"})
+    assert csv.status_code == 406, csv.text
+    assert csv.json()["code"] == "PGRST107" and csv.json()["details"] is None
+    assert csv.json()["message"] == "None of these media types are available: text/csv"
+    for accept in ("application/json, text/plain, */*", "application/json;q=0.9", "*/*"):
+        assert http.get(f"/{guarded}", headers={**h1, "Accept": accept}).status_code == 200
+
+
+def test_aggregates_are_refused_as_on_supabase(
+    http: httpx.Client, h1: dict[str, str], guarded: str
+) -> None:
+    for select in ("count()", "id,n.sum()", "total:n.max()::int", "id,count()"):
+        agg = http.get(f"/{guarded}", params={"select": select}, headers=h1)
+        assert agg.status_code == 400, (select, agg.text)
+        assert agg.json()["code"] == "PGRST123", agg.text
+        assert agg.json()["message"] == "Use of aggregate functions is not allowed"
