@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,8 @@ Say = Callable[[str], None]
 _CHECK = "battery_drain"
 #: How long a run may take to restore its phone after the farm passes it Ctrl-C.
 _STOP_GRACE_S = 60.0
+#: Exit codes of a run stopped by Ctrl-C (SIGINT) and by SIGTERM.
+_INTERRUPTED, _TERMINATED = 130, 143
 
 
 class FarmDevice(BaseModel):
@@ -111,6 +113,12 @@ class BatteryFarm:
         if duration_s <= 0:
             raise BadInput(f"duration {duration_s:g} s is not positive", hint="e.g. 1h")
         lab_inventory = config.load_inventory(inventory)
+        if devices and (twice := sorted({d for d in devices if list(devices).count(d) > 1})):
+            raise BadInput(
+                f"--device {twice[0]} is given twice: two runs would cut the same phone's "
+                "power and write the same folder",
+                hint="name each phone once",
+            )
         if devices:
             chosen = [config.device(d, lab_inventory) for d in devices]
         else:
@@ -155,17 +163,37 @@ class BatteryFarm:
             f"network {self.network}: {', '.join(d.id for d in self.devices)}"
         )
         runs = {d.id: self._start(d.id, out_dir / d.id) for d in self.devices}
-        previous = signal.signal(signal.SIGTERM, lambda *_: _interrupt(runs))
+
+        def terminated(signum: int, frame: Any) -> None:
+            # Stop the runs, then whatever SIGTERM did before (the CLI's: a
+            # KeyboardInterrupt that exits 143), so the farm unwinds as on Ctrl-C.
+            _interrupt(runs)
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, terminated)
         try:
             codes = _wait(runs)
         except KeyboardInterrupt:
             self.say("interrupted: the runs restore their phones")
             _interrupt(runs)
-            _wait(runs, grace_s=_STOP_GRACE_S)
+            codes = _wait(runs, grace_s=_STOP_GRACE_S)
+            # What each run wrote (and why the others have nothing) is kept: an overnight
+            # farm stopped at 6 a.m. still says where every phone got to.
+            _write(self._result(started, codes, runs, out_dir), out_dir)
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
-        result = FarmResult(
+        result = self._result(started, codes, runs, out_dir)
+        _write(result, out_dir)
+        return result
+
+    def _result(
+        self, started: datetime, codes: dict[str, int], runs: dict[str, _Run], out_dir: Path
+    ) -> FarmResult:
+        return FarmResult(
             started_at=started,
             finished_at=datetime.now(UTC),
             network=self.network,
@@ -175,8 +203,6 @@ class BatteryFarm:
                 for d in self.devices
             ],
         )
-        _write(result, out_dir)
-        return result
 
     # --- steps --------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -195,8 +221,16 @@ class BatteryFarm:
             argv += ["--inventory", str(self.inventory)]
         env = {**os.environ, "DEVICELAB_BATTERY_DURATION_S": f"{self.duration_s:g}"}
         log = (out / "run.log").open("w", encoding="utf-8")
+        # A session of its own: a terminal's Ctrl-C reaches the farm alone, which passes it
+        # on once. Both at once interrupted a run again while it switched its hub port
+        # back on, and the phone stayed unpowered.
         process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
         run = _Run(device, process, log)
         reader = threading.Thread(
@@ -214,6 +248,11 @@ class BatteryFarm:
         path = out / device / "results.json"
         if not path.exists():  # the run ended before its first check: its error says why
             why = error or f"the run exited {code} without results (see {path.parent}/run.log)"
+            if code in (_INTERRUPTED, _TERMINATED) and not error:
+                why = (
+                    f"interrupted before its check ended (readings so far in "
+                    f"{path.parent}/samples.jsonl)"
+                )
             return FarmDevice(id=device, platform=platform, model=model, exit_code=max(code, 3),
                               status="error", reason=why)  # fmt: skip
         results = load_results(path)
@@ -239,6 +278,7 @@ class _Run:
         self.log = log
         self.reader: threading.Thread | None = None
         self.error = ""  # the run's own one-line error, if it printed one
+        self.interrupted = False  # SIGINT sent: once, a second one would cut its restore
 
     def pump(self, say: Say) -> None:
         stream = self.process.stdout
@@ -254,8 +294,10 @@ class _Run:
 
 
 def _interrupt(runs: dict[str, _Run]) -> None:
+    """Ask each run still going to stop (SIGINT, once: it restores its phone then)."""
     for run in runs.values():
-        if run.process.poll() is None:
+        if run.process.poll() is None and not run.interrupted:
+            run.interrupted = True
             run.process.send_signal(signal.SIGINT)
 
 

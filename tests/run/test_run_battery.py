@@ -128,12 +128,40 @@ def test_a_phone_that_still_charges_is_an_error_with_the_reason(
     assert (check.status, check.reason) == ("error", STILL_CHARGING)
     assert app.probes == []  # no hour of workload on a charging phone
 
-    # Not reported as charging, but the level holds and the current flows in: still an error.
-    phone.on("dumpsys battery", lambda _c: BATTERY.replace("status: 2", "status: 3"))
+    # Not reported as charging (a full phone on a charger: status 5), but the current flows
+    # in: refused at the first reading too (it ran the whole hour, then said "charging").
+    phone.on("dumpsys battery", lambda _c: BATTERY.replace("status: 2", "status: 5"))
     phone.current_now = "480000\n"
     check = battery_drain.measure(ctx, MANUAL, DrainOptions(duration_s=1, sample_every_s=0.3))
     assert (check.status, check.reason) == ("error", STILL_CHARGING)
-    assert check.evidence["current_median_ma"] == 480
+    assert check.evidence["first_reading"] == "current +480 mA into the battery"
+    assert app.probes == []
+
+
+def test_a_level_that_falls_while_current_flows_in_is_no_drain(
+    ctx: ScenarioContext, phone: FakeAdbd
+) -> None:
+    # A charger too weak for the load: the level falls, the current flows in. It passed
+    # or failed as a drain (REFERENCE: real drain needs current flowing out).
+    import threading
+
+    phone.on("dumpsys battery", DrainingBattery(pct_per_hour=360.0))
+    threading.Timer(0.5, lambda: setattr(phone, "current_now", "450000\n")).start()
+    check = battery_drain.measure(ctx, MANUAL, SHORT)
+    assert (check.status, check.reason) == ("error", STILL_CHARGING)
+    assert check.evidence["current_median_ma"] == 450
+
+
+def test_a_drain_whose_current_cannot_be_read_says_it_is_not_verified(
+    ctx: ScenarioContext, phone: FakeAdbd
+) -> None:
+    phone.on("dumpsys battery", DrainingBattery(pct_per_hour=360.0))
+    phone.current_now = None  # Permission denied
+    check = battery_drain.measure(ctx, MANUAL, SHORT)
+    assert check.status == "fail" and check.evidence["current_median_ma"] is None
+    assert "current flows out of the battery (the power really cut) is not verified" in (
+        check.reason
+    )
 
 
 def test_no_power_cut_skips_with_the_reason(
@@ -243,3 +271,49 @@ def test_no_uhubctl_is_tool_missing_and_a_usb_serial_an_error(
     monkeypatch.setattr(type(sampler), "serial", property(lambda _self: "R5CT1234"))
     check = battery_drain.measure(ctx, hub, SHORT, journal=journal)
     assert check.status == "error" and "adb reaches the phone over USB" in check.reason
+
+
+_SLOW_ON = """#!/bin/sh
+case "$*" in *"-a on"*) touch "{marker}"; sleep 1;; esac
+echo "$@" >> "{log}"
+"""
+
+
+def test_a_second_ctrl_c_does_not_stop_the_port_coming_back_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A terminal's Ctrl-C reached a farm's run twice (from the terminal and from the farm):
+    # the second one killed `uhubctl ... -a on` and the phone stayed unpowered.
+    import signal
+    import time
+
+    bin_dir, log, marker = tmp_path / "bin", tmp_path / "uhubctl.log", tmp_path / "on"
+    bin_dir.mkdir()
+    (bin_dir / "uhubctl").write_text(_SLOW_ON.format(log=log, marker=marker))
+    (bin_dir / "uhubctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    first_ctrl_c = (
+        "import sys; from devicelab.journal import Journal; "
+        "from devicelab.models import PowerControl; "
+        "from devicelab.scenarios.battery_drain import PowerCut\n"
+        "power = PowerControl(kind='uhubctl', hub='2-1', port=3)\n"
+        "with PowerCut(power, '10.0.0.7:5555', Journal(sys.argv[1])):\n"
+        "    raise KeyboardInterrupt\n"
+    )
+    path = tmp_path / "journal.jsonl"
+    run = subprocess.Popen(
+        [sys.executable, "-c", first_ctrl_c, str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.02)
+        os.killpg(run.pid, signal.SIGINT)  # the second one, to the whole process group
+        run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert log.read_text().splitlines() == ["-l 2-1 -p 3 -a off", "-l 2-1 -p 3 -a on"]
+    assert Journal(path).pending() == []

@@ -8,6 +8,7 @@ plus one phone that is not attached; the backend is a managed cluster of the tes
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def test_bad_farms_are_refused_before_anything_starts(
         (["--device", "nope"], "unknown device 'nope'"),
         (["--duration", "soon"], "bad duration 'soon'"),
         (["--network", "offline"], "network offline is offline"),
+        (["--device", "phone-slow", "--device", "phone-slow"], "phone-slow is given twice"),
     ]:
         result = devicelab("battery", "--inventory", str(inventory), *args, env=adb.env)
         assert result.returncode == 2, (args, result.stderr)
@@ -137,11 +139,18 @@ def test_bad_farms_are_refused_before_anything_starts(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [("ctrl-c", 130, "interrupted"), ("sigterm", 143, "terminated")],
+)
 def test_ctrl_c_reaches_every_run_and_each_restores_its_phone(
     adb: PrivateAdbServer,
     phones: tuple[FakeAdbd, FakeAdbd],
     inventory: Path,
     tmp_path: Path,
+    stop: str,
+    code: int,
+    said: str,
 ) -> None:
     out = tmp_path / "farm"
     farm = subprocess.Popen(
@@ -152,6 +161,7 @@ def test_ctrl_c_reaches_every_run_and_each_restores_its_phone(
         # A suite started in the background (`dev/test &`) ignores SIGINT, and so would
         # the farm (Python keeps an inherited SIG_IGN): give it the default back.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (no locks)
+        start_new_session=True,  # a group of its own, as a terminal's job is
     )  # fmt: skip
     try:
         logs = [out / device / "run.log" for device in ("phone-slow", "phone-fast")]
@@ -161,13 +171,26 @@ def test_ctrl_c_reaches_every_run_and_each_restores_its_phone(
             assert time.monotonic() < deadline, "the runs never reached battery_drain"
             time.sleep(0.5)
         assert all(phone.reverses for phone in phones), "the phones were not routed"
-        farm.send_signal(signal.SIGINT)  # the farm alone: it passes it on to the runs
+        # As a terminal's Ctrl-C: to the whole process group (each run got it twice, from
+        # the terminal and from the farm, and a second one can cut a restore short).
+        # A cancelled CI job's SIGTERM goes to the farm: 143, not the runs' 130.
+        if stop == "ctrl-c":
+            os.killpg(farm.pid, signal.SIGINT)
+        else:
+            farm.send_signal(signal.SIGTERM)
         _stdout, stderr = farm.communicate(timeout=120)
     finally:
         if farm.poll() is None:
             farm.kill()
-    assert farm.returncode == 130, stderr
-    assert "interrupted" in stderr
+    assert farm.returncode == code, stderr
+    assert f"devicelab: {said}" in stderr
+    # Where every phone got to is written, as at the end of a farm that finished.
+    rows = json.loads((out / "farm.json").read_text())["devices"]
+    assert [(r["id"], r["status"]) for r in rows] == [
+        ("phone-slow", "error"),
+        ("phone-fast", "error"),
+    ]
+    assert all("interrupted before its check ended" in r["reason"] for r in rows), rows
     for phone in phones:
         assert phone.reverses == {}, "adb reverse left behind"
         assert phone.settings["global"].get("http_proxy") == ":0", "http_proxy left set"
