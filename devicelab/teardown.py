@@ -2,7 +2,8 @@
 
 Lifecycle: ``push(what, step)`` as each peer starts; ``run()`` calls the steps newest
 first. A step that fails (or is interrupted) is logged and reported through ``say``, and
-the others still run: teardown never raises past the others.
+the others still run: teardown never raises past the others (a Ctrl-C is raised again
+once all of them ran).
 """
 
 from __future__ import annotations
@@ -27,11 +28,22 @@ class Teardown:
         self._steps.append((what, step))
 
     def run(self) -> None:
-        """Run every step, newest first; never raises."""
+        """Run every step, newest first. A failing step is logged and the others run;
+        raises nothing but KeyboardInterrupt, after every step ran, when a Ctrl-C (or a
+        SIGTERM) came during teardown: the command still ends as interrupted (130/143),
+        not as if it had finished."""
+        interrupted: KeyboardInterrupt | None = None
         while self._steps:
             what, step = self._steps.pop()
             try:
                 step()
-            except (Exception, KeyboardInterrupt) as exc:  # teardown goes on regardless
-                logger.warning("stopping the %s failed: %s", what, exc)
-                self._say(f"warning: stopping the {what} failed: {exc}")
+            except KeyboardInterrupt as exc:  # the others still run; raised after them
+                interrupted = interrupted or exc
+                logger.warning("stopping the %s was interrupted", what)
+                self._say(f"warning: stopping the {what} was interrupted")
+            except Exception as exc:  # teardown goes on regardless
+                why = str(exc) or type(exc).__name__
+                logger.warning("stopping the %s failed: %s", what, why)
+                self._say(f"warning: stopping the {what} failed: {why}")
+        if interrupted is not None:
+            raise interrupted

@@ -68,6 +68,24 @@ def test_teardown_runs_newest_first_and_goes_on_after_a_failure() -> None:
     assert said == ["warning: stopping the proxy failed: stuck"]
 
 
+def test_a_ctrl_c_during_teardown_lets_the_rest_stop_then_ends_the_command_as_interrupted() -> None:
+    # It was swallowed: the run exited 0 with its normal summary, after a Ctrl-C.
+    done: list[str] = []
+    said: list[str] = []
+    teardown = Teardown(said.append)
+    teardown.push("backend", lambda: done.append("backend"))
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    teardown.push("app session", interrupted)
+    teardown.push("browser", lambda: done.append("browser"))
+    with pytest.raises(KeyboardInterrupt):
+        teardown.run()
+    assert done == ["browser", "backend"]
+    assert said == ["warning: stopping the app session was interrupted"]
+
+
 def test_the_background_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from devicelab.errors import ConfigError
     from devicelab.scenarios.background_disconnect import BACKGROUND_S, BackgroundOptions
