@@ -122,13 +122,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     session = terminalreporter.config.stash.get(_SESSION, None)
     if session is None:
         return
+    from devicelab.report._common import fmt_number
+
     results = session.results()
     terminalreporter.section("devicelab")
     for check in results.checks:
         measured = check.reason
         if check.value is not None:
             at_least = ">= " if check.evidence.get("censored") else ""  # a lower bound
-            measured = f"{check.stat} {at_least}{check.value:.4g} {check.unit}"
+            measured = f"{check.stat} {at_least}{fmt_number(check.value)} {check.unit}"
             if (t := check.target) is not None:
                 measured += f" (target {t.op} {t.value:g} {t.unit}"
                 measured += f", column {t.column})" if t.column else ")"

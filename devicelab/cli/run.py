@@ -15,6 +15,8 @@ __all__ = ["register", "summary_lines"]
 
 def summary_lines(results: Results) -> list[str]:
     """The printed summary of a run: the device and link, one line per check, the counts."""
+    from devicelab.report._common import fmt_number  # as the reports print them: no 2.2e+04
+
     run = results.run
     lines = []
     if run.device is not None:
@@ -29,7 +31,7 @@ def summary_lines(results: Results) -> list[str]:
         if check.value is not None:
             # A censored value (the probe gave up: evidence.censored) is a lower bound.
             at_least = ">= " if check.evidence.get("censored") else ""
-            measured = f"{check.stat} {at_least}{check.value:.4g} {check.unit}"
+            measured = f"{check.stat} {at_least}{fmt_number(check.value)} {check.unit}"
             if check.target is not None:
                 measured += f" (target {check.target.op} {check.target.value:g} {check.target.unit}"
                 measured += f", column {check.target.column})" if check.target.column else ")"
@@ -52,14 +54,15 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--scenario", help="run only these checks (repeat it, or a, b, ...)"),
         ] = None,
-        out: Annotated[Path, typer.Option("--out", help="folder for results and reports")] = Path(
-            "devicelab-out"
-        ),
+        out_text: Annotated[
+            str, typer.Option("--out", help="folder for results and reports")
+        ] = "devicelab-out",
         inventory: Annotated[
             Path | None, typer.Option("--inventory", help="inventory.yaml to use")
         ] = None,
     ) -> None:
         """Run the device checks of the story on one device through one network profile."""
+        from devicelab.errors import BadInput
         from devicelab.lab import Lab
 
         def say(text: str) -> None:
@@ -67,6 +70,13 @@ def register(app: typer.Typer) -> None:
 
         # --scenario a --scenario b, or --scenario a,b (as --users 100,1000 reads).
         picked = [s.strip() for item in scenario or [] for s in item.split(",") if s.strip()]
+        if scenario is not None and not picked:  # `--scenario ''` ran all 17 (7 minutes)
+            raise BadInput(
+                "--scenario names no check", hint="name checks (e.g. message_delivery), or drop it"
+            )
+        if not out_text.strip():  # `--out ''` wrote the reports into the current folder
+            raise BadInput("--out is empty", hint="name a folder, e.g. --out devicelab-out")
+        out = Path(out_text)
         lab = Lab(device, network, scenarios=picked or None, inventory=inventory, say=say)
         results = lab.run(out)
         for line in summary_lines(results):

@@ -318,3 +318,30 @@ def test_a_state_folder_that_cannot_be_made_is_one_line_and_3(tmp_path: Path) ->
     )
     line = assert_one_line_error(done, 3)
     assert "cannot use the devicelab state folder" in line and "DEVICELAB_STATE" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--scenario", ""), "--scenario names no check"),  # it ran all 17 (7 minutes)
+        (("--scenario", " , "), "--scenario names no check"),
+        (("--out", ""), "--out is empty"),  # it wrote the reports into the current folder
+    ],
+)
+def test_an_empty_selection_or_out_is_bad_input(args: tuple[str, str], said: str) -> None:
+    line = assert_one_line_error(run("run", "--device", "web", "--network", "4g", *args), 2)
+    assert said in line
+
+
+def test_the_run_summary_prints_numbers_as_the_reports_do() -> None:
+    # p95 2.189e+04 ms beside 21.43 s.
+    import json
+
+    from devicelab.cli.run import summary_lines
+    from devicelab.models import Results
+
+    raw = json.loads((ROOT / "tests" / "report" / "data" / "results.json").read_text())
+    raw["checks"][0]["value"] = 21890.4
+    lines = summary_lines(Results.model_validate(raw))
+    assert any(" 21890 ms" in line for line in lines), lines
+    assert not any("e+0" in line for line in lines)
