@@ -137,9 +137,9 @@ def judge(
     """A judged Check from measured ``samples`` (or one ``value``) in ``unit``.
 
     Samples are converted to the target's unit (ms <-> s); the stat the target names
-    (p50, p95, max, mean) is taken from them. No target: status "pass" with a reason that
-    says the value is reported without a verdict. An N/A target: "skip". Nothing
-    measured: "error". Raises ValueError when the units cannot be compared.
+    (p50, p95, max, mean) is taken from them. No target: status "skip" (not judged) with
+    the value and a reason that says it is reported without a verdict. An N/A target:
+    "skip". Nothing measured: "error". Raises ValueError when the units cannot be compared.
     """
     evidence = dict(evidence or {})
     if target is not None and not target.applies:
@@ -167,7 +167,9 @@ def judge(
     if measured is None:
         status, text = "error", reason or "nothing was measured"
     elif target is None or target.value is None:
-        status = "pass"
+        # Not judged: a "pass" here counted in the summary, the exit code and JUnit as a
+        # verdict the story never gave. The value is kept.
+        status = "skip"
         text = reason or "the story sets no target here: value reported without a verdict"
     else:
         held = target.holds(measured)
