@@ -249,10 +249,7 @@ class BatteryFarm:
         if not path.exists():  # the run ended before its first check: its error says why
             why = error or f"the run exited {code} without results (see {path.parent}/run.log)"
             if code in (_INTERRUPTED, _TERMINATED) and not error:
-                why = (
-                    f"interrupted before its check ended (readings so far in "
-                    f"{path.parent}/samples.jsonl)"
-                )
+                why = _stopped_early(path.parent)
             return FarmDevice(id=device, platform=platform, model=model, exit_code=max(code, 3),
                               status="error", reason=why)  # fmt: skip
         results = load_results(path)
@@ -261,12 +258,20 @@ class BatteryFarm:
         row = FarmDevice(id=device, platform=platform, model=info.model if info else model,
                          exit_code=code, status="error", results=str(path))  # fmt: skip
         if check is None:
-            row.reason = "the run recorded no battery_drain check"
+            row.reason = (
+                _stopped_early(path.parent)
+                if code in (_INTERRUPTED, _TERMINATED)
+                else "the run recorded no battery_drain check"
+            )
             return row
         row.status, row.value, row.unit, row.reason = (
             check.status, check.value, check.unit or "", check.reason or ""
         )  # fmt: skip
         return row
+
+
+def _stopped_early(folder: Path) -> str:
+    return f"interrupted before its check ended (readings so far in {folder}/samples.jsonl)"
 
 
 class _Run:

@@ -225,8 +225,9 @@ class Lab:
     def session(self, out_dir: Path) -> Iterator[LabSession]:
         """Start the lab and keep it up for the ``with`` block; yields the LabSession.
 
-        Checks go to ``<out_dir>/results.json`` as they are measured; when the block ends
-        normally, the reports are written next to it. The teardown runs in reverse either
+        Checks go to ``<out_dir>/results.json`` as they are measured; when the block ends,
+        the reports are written next to it (``finished_at`` null when it ended by an
+        exception or Ctrl-C: the checks it got to). The teardown runs in reverse either
         way. Raises EnvironmentProblem (and its subclasses) when a peer cannot start.
         """
         from devicelab.records import check_writable
@@ -235,7 +236,11 @@ class Lab:
         teardown = Teardown(self.say)
         try:
             session = self._start(out_dir, datetime.now(UTC), teardown)
-            yield session
+            try:
+                yield session
+            except BaseException:
+                session.record.stopped(self.book)  # what it got to, as one set of files
+                raise
             session.finish()
         finally:
             teardown.run()

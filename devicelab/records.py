@@ -12,6 +12,7 @@ results.json's ``series`` from that file with each check, and at the finish.
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,8 @@ from devicelab.errors import BadInput
 from devicelab.models import Check, Results, RunInfo, Series, TargetBook
 
 __all__ = ["RunRecord", "SeriesSource", "check_writable"]
+
+logger = logging.getLogger("devicelab.records")
 
 
 def check_writable(out_dir: Path, *, make: bool = True) -> None:
@@ -104,6 +107,23 @@ class RunRecord:
         self.results = Results(run=run, checks=self.results.checks, series=self._series())
         write_all(self.results, self.out_dir, book)
         return self.results
+
+    def stopped(self, book: TargetBook | None = None) -> None:
+        """The run stopped before its end (Ctrl-C, an error): write the reports of what it
+        measured next to its results.json (``finished_at`` stays null), so the folder is
+        one run's, never this run's results.json beside the previous run's reports.
+        Logs and never raises: the reason the run stopped is the error that counts."""
+        from devicelab.report import write_all
+
+        try:
+            if self._sampling is not None:
+                self._sampling.stop()
+            self.results = Results(
+                run=self.results.run, checks=self.results.checks, series=self._series()
+            )
+            write_all(self.results, self.out_dir, book)
+        except Exception as exc:  # the run's own error is the one to report
+            logger.warning("could not write the reports of the stopped run: %s", exc)
 
     def _series(self) -> list[Series]:
         if self._sampling is None:

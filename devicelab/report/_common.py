@@ -17,6 +17,7 @@ __all__ = [
     "MAX_ITEMS",
     "STATUS_ICON",
     "STATUS_WORD",
+    "UNFINISHED",
     "XML_ILLEGAL",
     "check_line",
     "check_target_label",
@@ -105,6 +106,11 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 _UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffe\uffff]")
 #: Characters XML 1.0 does not allow, even escaped.
 XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+#: Where a run's end would be, when it has none: stopped (Ctrl-C, an error) before its
+#: plan was through; the checks listed are the ones it got to.
+UNFINISHED = "no: the run stopped before its plan was through (these are the checks it got to)"
 
 
 def is_secret_key(key: str) -> bool:

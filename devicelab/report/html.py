@@ -18,6 +18,7 @@ from typing import Any
 from devicelab.models import Check, Results, Series, TargetBook
 from devicelab.report._common import (
     STATUS_WORD,
+    UNFINISHED,
     check_line,
     check_target_label,
     clip_lists,
@@ -148,6 +149,8 @@ def _run(results: Results) -> str:
         items.append(
             ("finished", f"{run.finished_at.isoformat()} ({fmt_number(duration_s(run) or 0)} s)")
         )
+    else:
+        items.append(("finished", UNFINISHED))
     items.append(("devicelab", run.devicelab_version))
     if run.device is not None:
         d = run.device

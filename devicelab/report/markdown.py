@@ -15,6 +15,7 @@ from typing import Any
 from devicelab.models import Check, Results, TargetBook
 from devicelab.report._common import (
     STATUS_ICON,
+    UNFINISHED,
     check_line,
     check_target_label,
     clip_lists,
@@ -83,6 +84,8 @@ def _run_section(results: Results) -> list[str]:
     if run.finished_at is not None:
         took = duration_s(run)
         rows.append(["finished", f"{run.finished_at.isoformat()} ({fmt_number(took or 0)} s)"])
+    else:
+        rows.append(["finished", UNFINISHED])
     rows.append(["devicelab", run.devicelab_version])
     if run.device is not None:
         d = run.device

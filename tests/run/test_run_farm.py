@@ -207,6 +207,8 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_it_restores_its_phone(
     (not only at the next start, from the journal)."""
     slow, _fast = phones
     out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.md").write_text("the previous run's report")
     env = {**adb.env, "DEVICELAB_BATTERY_DURATION_S": "600"}
     run = subprocess.Popen(
         [sys.executable, "-m", "devicelab", "run", "--inventory", str(inventory),
@@ -231,5 +233,13 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_it_restores_its_phone(
             run.kill()
     assert run.returncode == 143, seen + stderr
     assert "devicelab: terminated" in stderr
+    # One run's files: its results.json (not finished) and its reports, not the previous
+    # run's reports beside this run's results.json.
+    from devicelab.report import load_results
+    from devicelab.report._common import UNFINISHED
+
+    assert load_results(out / "results.json").run.finished_at is None
+    assert UNFINISHED in (out / "report.md").read_text()
+    assert (out / "junit.xml").exists() and (out / "report.html").exists()
     assert slow.reverses == {}, "adb reverse left behind"
     assert slow.settings["global"].get("http_proxy") == ":0", "http_proxy left set"
