@@ -147,7 +147,11 @@ def build_matrix(results: Results, book: TargetBook | None = None) -> Matrix:
         for column, _ in columns:
             is_judged = column == judged
             check = by_id.get(check_id) if is_judged else None
-            if book is not None:
+            if check is not None and check.value is not None and check.target is None:
+                # Measured and judged against nothing: the book's row for the column can be
+                # another platform's (3G's are the phones'), a target this check never had.
+                label = "—"
+            elif book is not None:
                 row = cell(book, check_id, column, _platform_of(column, results))
                 label = "—" if row is None else target_label(row.op, row.value, row.unit)
                 if row is not None and not row.applies:

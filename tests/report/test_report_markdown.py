@@ -235,3 +235,15 @@ def test_a_title_is_plain_text_in_its_heading(raw: dict[str, Any]) -> None:
     heading = next(line for line in md.splitlines() if line.startswith("### "))
     assert not re.search(r"(?<!\\)[<\[\]]", heading) and "://" not in heading
     assert r"\<img src=https\[:\]//evil.example/x.png\>" in heading
+
+
+def test_a_check_judged_against_nothing_shows_no_target_in_the_matrix(
+    raw: dict[str, Any], book: TargetBook
+) -> None:
+    # The judged cell showed the column's row (another platform's) beside a check whose
+    # results.json says target null: "< 50 MB · ✅ 0.065 MB" on a web run at 3G.
+    check = next(c for c in raw["checks"] if c["id"] == "message_delivery")
+    check.update(target=None, status="skip", reason="the story sets no target here")
+    table = matrix_table(render_markdown(Results.model_validate(raw), book))
+    row = next(r for r in table if "`message_delivery`" in r[0])
+    assert row[3].startswith("— · ")
