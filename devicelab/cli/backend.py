@@ -37,9 +37,9 @@ def register(app: typer.Typer) -> None:
     @backend_app.command("check")
     def check(
         dsn: Annotated[str | None, _DSN_OPTION] = None,
-        out: Annotated[
-            Path, typer.Option("--out", help="folder for results.json and reports")
-        ] = Path("devicelab-backend"),
+        out_text: Annotated[
+            str, typer.Option("--out", help="folder for results.json and reports")
+        ] = "devicelab-backend",
         allow_writes: Annotated[
             bool,
             typer.Option(
@@ -81,9 +81,10 @@ def register(app: typer.Typer) -> None:
         """Run the query suite, plans, health, realtime and storage checks; exit 1 on a fail."""
         from backend_checks.api_checks import api_options
         from backend_checks.check import CheckOptions, run_check
-        from devicelab.cli.load import parse_duration
+        from devicelab.cli.load import out_folder, parse_duration
         from devicelab.records import check_writable
 
+        out = out_folder(out_text)
         check_writable(out, make=False)  # a bad --out is known before the run, not after
         api = api_options(supabase_url, anon_key, email, password, plan, subscribers)
         load_s = parse_duration(load) if load else None

@@ -26,17 +26,19 @@ def register(app: typer.Typer) -> None:
         duration: Annotated[
             str, typer.Option("--duration", help="how long each phone runs, e.g. 1h, 30m")
         ] = "1h",
-        out: Annotated[Path, typer.Option("--out", help="folder for the farm's results")] = Path(
-            "devicelab-out/battery"
-        ),
+        out_text: Annotated[
+            str, typer.Option("--out", help="folder for the farm's results")
+        ] = "devicelab-out/battery",
         inventory: Annotated[
             Path | None, typer.Option("--inventory", help="inventory.yaml to use")
         ] = None,
     ) -> None:
         """The story's battery drain (1 hour of messaging, < 10 % per hour) on every phone of
         the farm at once, each restored after; farm.json and farm.md sum it up."""
-        from devicelab.cli.load import parse_duration
+        from devicelab.cli.load import out_folder, parse_duration
         from devicelab.farm import BatteryFarm
+
+        out = out_folder(out_text)
 
         def say(text: str) -> None:
             typer.echo(f"devicelab: {text}", err=True)

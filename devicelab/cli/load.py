@@ -58,6 +58,14 @@ def nonblank_dsn(value: str | None) -> str | None:
     return value
 
 
+def out_folder(text: str) -> Path:
+    """The ``--out`` folder of a command. Raises BadInput for an empty one (it read as the
+    current folder, and the reports landed among the user's files)."""
+    if not text.strip():
+        raise BadInput("--out is empty", hint="name a folder, e.g. --out devicelab-out")
+    return Path(text)
+
+
 def parse_users(text: str) -> list[int]:
     """The user counts of the steps in ``text`` ("100,1000"). Raises BadInput."""
     try:
@@ -149,13 +157,14 @@ def register_load(backend_app: typer.Typer) -> None:
         allow_writes: Annotated[
             bool, typer.Option("--allow-writes", help="let the full mix write to --dsn / --url")
         ] = False,
-        out: Annotated[
-            Path | None, typer.Option(help="write results.json and the reports here")
+        out_text: Annotated[
+            str | None, typer.Option("--out", help="write results.json and the reports here")
         ] = None,
     ) -> None:
         from backend_checks.load.verdict import to_results
         from devicelab import config
 
+        out = None if out_text is None else out_folder(out_text)
         if mix not in ("full", "read"):
             raise BadInput(f"bad --mix {mix!r}", hint="full or read")
         # SUPABASE_URL from the environment applies only when no other target is named.

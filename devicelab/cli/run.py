@@ -62,6 +62,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run the device checks of the story on one device through one network profile."""
+        from devicelab.cli.load import out_folder
         from devicelab.errors import BadInput
         from devicelab.lab import Lab
 
@@ -74,9 +75,7 @@ def register(app: typer.Typer) -> None:
             raise BadInput(
                 "--scenario names no check", hint="name checks (e.g. message_delivery), or drop it"
             )
-        if not out_text.strip():  # `--out ''` wrote the reports into the current folder
-            raise BadInput("--out is empty", hint="name a folder, e.g. --out devicelab-out")
-        out = Path(out_text)
+        out = out_folder(out_text)  # `--out ''` wrote the reports into the current folder
         lab = Lab(device, network, scenarios=picked or None, inventory=inventory, say=say)
         results = lab.run(out)
         for line in summary_lines(results):

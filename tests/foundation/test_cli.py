@@ -333,6 +333,19 @@ def test_an_empty_selection_or_out_is_bad_input(args: tuple[str, str], said: str
     assert said in line
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("backend", "check", "--dsn", "postgresql://postgres@127.0.0.1:1/none"),
+        ("backend", "load", "--dsn", "postgresql://postgres@127.0.0.1:1/none"),
+        ("battery", "--device", "web"),
+    ],
+)
+def test_every_empty_out_is_bad_input(command: tuple[str, ...]) -> None:
+    line = assert_one_line_error(run(*command, "--out", ""), 2)
+    assert "--out is empty" in line
+
+
 def test_the_run_summary_prints_numbers_as_the_reports_do() -> None:
     # p95 2.189e+04 ms beside 21.43 s.
     import json
