@@ -42,7 +42,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devicelab.errors import EnvironmentProblem, ToolMissing
+from devicelab.errors import DeviceLabError, EnvironmentProblem, ToolMissing
 from devicelab.journal import Entry, Journal
 from devicelab.models import Check, PowerControl
 from devicelab.samplers import Sample, least_squares_slope, theil_sen_slope
@@ -298,19 +298,32 @@ def _drain(ctx: ScenarioContext, kind: str, options: DrainOptions, sampler: Samp
     started = time.monotonic()
     due = started + options.sample_every_s
     cycles = 0
-    while time.monotonic() - started < options.duration_s:
-        _cycle(ctx)
-        cycles += 1
-        end = min(started + options.duration_s, time.monotonic() + options.pause_s)
-        while (now := time.monotonic()) < end:
-            if now >= due:
+    try:
+        while time.monotonic() - started < options.duration_s:
+            _cycle(ctx)
+            cycles += 1
+            end = min(started + options.duration_s, time.monotonic() + options.pause_s)
+            while (now := time.monotonic()) < end:
+                if now >= due:
+                    readings.append(_battery(sampler))
+                    due = time.monotonic() + options.sample_every_s
+                time.sleep(min(0.1, max(0.0, end - now)))
+            if time.monotonic() >= due:
                 readings.append(_battery(sampler))
                 due = time.monotonic() + options.sample_every_s
-            time.sleep(min(0.1, max(0.0, end - now)))
-        if time.monotonic() >= due:
-            readings.append(_battery(sampler))
-            due = time.monotonic() + options.sample_every_s
-    readings.append(_battery(sampler))
+        readings.append(_battery(sampler))
+    except DeviceLabError as exc:
+        # The phone gone (or a probe failing) an hour in: the error, with what was read
+        # before it, not an empty check.
+        check = _judged(ctx, kind, options, readings, cycles)
+        so_far = f" (drain so far {check.value:g} %/h)" if check.value is not None else ""
+        return check.model_copy(
+            update={
+                "status": "error",
+                "target": None,
+                "reason": f"{exc.one_line()}; {len(readings)} battery readings before it{so_far}",
+            }
+        )
     return _judged(ctx, kind, options, readings, cycles)
 
 

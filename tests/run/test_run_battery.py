@@ -317,3 +317,23 @@ def test_a_second_ctrl_c_does_not_stop_the_port_coming_back_on(
             run.kill()
     assert log.read_text().splitlines() == ["-l 2-1 -p 3 -a off", "-l 2-1 -p 3 -a on"]
     assert Journal(path).pending() == []
+
+
+def test_a_phone_lost_mid_run_keeps_what_was_read_before(
+    ctx: ScenarioContext, phone: FakeAdbd, app: _App
+) -> None:
+    # The check was an error with evidence {}: an hour of readings gone with the phone.
+    phone.on("dumpsys battery", DrainingBattery(pct_per_hour=360.0))
+    answer = app.__call__
+
+    def vanishing(source: str, arg: Any) -> Any:
+        if len(app.probes) >= 9:  # three workload cycles, then the WebView is gone
+            return {"ok": False, "error": "the page has been closed"}
+        return answer(source, arg)
+
+    ctx.harness = Harness(vanishing)
+    options = DrainOptions(duration_s=30, sample_every_s=0.2, pause_s=0.3)
+    check = battery_drain.measure(ctx, MANUAL, options)
+    assert check.status == "error" and "battery readings before it" in check.reason, check
+    assert check.evidence["readings"] >= 2 and check.evidence["level_first_pct"] is not None
+    assert "drain so far" in check.reason
