@@ -64,15 +64,22 @@ class RealtimeService:
         self.hub.feed = self.feed
         self._pump = asyncio.create_task(self._fan_out(), name="realtime-fan-out")
 
-    async def stop(self, app: web.Application) -> None:
-        """Close every socket, stop the fan-out, close the feed (cleanup hook; never raises)."""
+    async def close_sockets(self, app: web.Application) -> None:
+        """Close every socket with 1001 "going away" (never raises). Called by the server
+        before aiohttp's cleanup, which cuts the connections first: clients saw 1006
+        (abnormal closure) where a server stopping says it is going away."""
         # All at once and bounded: a client that never answers the close frame must not
         # hold the shutdown (aiohttp waits for the answer per socket).
-        closing = [asyncio.create_task(conn.close()) for conn in list(self.sockets)]
+        closing = [asyncio.create_task(conn.close(going_away=True)) for conn in self.sockets]
         if closing:
             await asyncio.wait(closing, timeout=2.0)
             for task in closing:
                 task.cancel()
+
+    async def stop(self, app: web.Application) -> None:
+        """Close any socket left, stop the fan-out, close the feed (cleanup hook; never
+        raises)."""
+        await self.close_sockets(app)
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from backend_checks.reference.context import AuthRejected
 from backend_checks.reference.realtime_capture import TableInfo
@@ -94,10 +94,11 @@ class Connection:
         text = encode_text(self.vsn, topic, event, compact(payload), ref, join_ref)
         self.write(websocket_frame(text))
 
-    async def close(self) -> None:
-        """Close the socket (server shutdown)."""
+    async def close(self, *, going_away: bool = False) -> None:
+        """Close the socket (1001 "going away" when the server stops; never raises)."""
+        code = WSCloseCode.GOING_AWAY if going_away else WSCloseCode.OK
         with contextlib.suppress(Exception):
-            await self.ws.close()
+            await self.ws.close(code=code, message=b"server stopping" if going_away else b"")
 
     # -- reading ------------------------------------------------------------------------
     async def serve(self) -> None:

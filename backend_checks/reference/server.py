@@ -21,6 +21,7 @@ from aiohttp import web
 
 from backend_checks.reference.app import build_app
 from backend_checks.reference.context import ServerContext
+from backend_checks.reference.realtime import SERVICE_KEY, RealtimeService
 from devicelab.errors import BackendUnavailable
 
 __all__ = ["ReferenceServer"]
@@ -112,6 +113,11 @@ class ReferenceServer:
         """Stop serving and close the pool (idempotent)."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            # Before aiohttp's cleanup, which cuts every connection first: the sockets get
+            # a close frame (1001 going away), not a dropped connection (1006).
+            service = self.ctx.extras.get(SERVICE_KEY)
+            if isinstance(service, RealtimeService):
+                await service.close_sockets(runner.app)
             await runner.cleanup()
         if self._own_root:
             shutil.rmtree(self.ctx.storage_root, ignore_errors=True)

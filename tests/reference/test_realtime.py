@@ -465,3 +465,18 @@ def test_a_write_right_after_the_reply_is_not_missed(
 
     events = asyncio.run(scenario())
     assert events == ["phx_reply", "system", "postgres_changes"]
+
+
+def test_a_stopping_server_says_it_is_going_away(scratch_dsn: str) -> None:
+    # Ctrl-C of `backend serve` dropped the sockets: clients saw 1006 (abnormal closure).
+    with ReferenceServer(scratch_dsn) as own:
+
+        async def scenario() -> int | None:
+            async with aiohttp.ClientSession() as session:
+                sub = await Subscriber.connect(session, websocket_url(own.url, own.anon_key))
+                await asyncio.get_running_loop().run_in_executor(None, own.stop)
+                message = await sub.ws.receive(timeout=10)
+                assert message.type == aiohttp.WSMsgType.CLOSE, message  # a close frame
+                return int(message.data)
+
+        assert asyncio.run(scenario()) == aiohttp.WSCloseCode.GOING_AWAY
