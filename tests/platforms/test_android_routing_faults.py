@@ -21,19 +21,9 @@ from devicelab.errors import BadInput, EnvironmentProblem, ProbeFailed
 from devicelab.journal import Journal
 from devicelab.platforms.routing import HTTP_PROXY_KIND, REVERSE_KIND, AndroidRoute, android_undoers
 from devicelab.testing.fake_adbd import FakeAdbd, ShellResult
+from tests.platforms.test_android_routing_adb import _ROUTE_AND_HANG
 
 CORPORATE = "proxy.corp.example:3128"
-
-_ROUTE_AND_HANG = """
-import sys, time, adbutils
-from devicelab.journal import Journal
-from devicelab.platforms.routing import AndroidRoute
-port, serial, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-device = adbutils.AdbClient(host="127.0.0.1", port=port).device(serial)
-AndroidRoute(device, 8082, Journal(path)).apply()
-print("applied", flush=True)
-time.sleep(60)
-"""
 
 
 def _journal_lines(path: Path) -> list[dict[str, Any]]:
