@@ -122,7 +122,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     session = terminalreporter.config.stash.get(_SESSION, None)
     if session is None:
         return
-    from devicelab.report._common import fmt_number
+    from devicelab.report import fmt_number
 
     results = session.results()
     terminalreporter.section("devicelab")

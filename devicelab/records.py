@@ -99,13 +99,7 @@ class RunRecord:
     def finish(self, book: TargetBook | None = None) -> Results:
         """Stamp ``finished_at``; write results.json and the reports (their target matrix
         from ``book``); returns the Results."""
-        from devicelab.report import write_all
-
-        if self._sampling is not None:
-            self._sampling.stop()
-        run = self.results.run.model_copy(update={"finished_at": datetime.now(UTC)})
-        self.results = Results(run=run, checks=self.results.checks, series=self._series())
-        write_all(self.results, self.out_dir, book)
+        self._write_set(book, finished_at=datetime.now(UTC))
         return self.results
 
     def stopped(self, book: TargetBook | None = None) -> None:
@@ -113,17 +107,20 @@ class RunRecord:
         measured next to its results.json (``finished_at`` stays null), so the folder is
         one run's, never this run's results.json beside the previous run's reports.
         Logs and never raises: the reason the run stopped is the error that counts."""
-        from devicelab.report import write_all
-
         try:
-            if self._sampling is not None:
-                self._sampling.stop()
-            self.results = Results(
-                run=self.results.run, checks=self.results.checks, series=self._series()
-            )
-            write_all(self.results, self.out_dir, book)
+            self._write_set(book, finished_at=None)
         except Exception as exc:  # the run's own error is the one to report
             logger.warning("could not write the reports of the stopped run: %s", exc)
+
+    def _write_set(self, book: TargetBook | None, finished_at: datetime | None) -> None:
+        """Stop the sampling, take its series, write results.json and the reports."""
+        from devicelab.report import write_all
+
+        if self._sampling is not None:
+            self._sampling.stop()
+        run = self.results.run.model_copy(update={"finished_at": finished_at})
+        self.results = Results(run=run, checks=self.results.checks, series=self._series())
+        write_all(self.results, self.out_dir, book)
 
     def _series(self) -> list[Series]:
         if self._sampling is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from devicelab.errors import first_line
+
 __all__ = ["Teardown"]
 
 logger = logging.getLogger("devicelab.lab")
@@ -42,7 +44,7 @@ class Teardown:
                 logger.warning("stopping the %s was interrupted", what)
                 self._say(f"warning: stopping the {what} was interrupted")
             except Exception as exc:  # teardown goes on regardless
-                why = str(exc) or type(exc).__name__
+                why = first_line(exc)
                 logger.warning("stopping the %s failed: %s", what, why)
                 self._say(f"warning: stopping the {what} failed: {why}")
         if interrupted is not None:

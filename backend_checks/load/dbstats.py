@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from backend_checks.load.models import StatsDelta
+from devicelab.errors import first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,7 +61,7 @@ def ensure_statements(conn: psycopg.Connection[Any], *, allow_writes: bool) -> t
     try:
         return _ensure_statements(conn, allow_writes=allow_writes)
     except psycopg.errors.InsufficientPrivilege as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "permission denied"
+        reason = first_line(exc)
         return "", f"statement statistics are not available to this role ({reason})"
 
 

@@ -15,7 +15,7 @@ __all__ = ["register", "summary_lines"]
 
 def summary_lines(results: Results) -> list[str]:
     """The printed summary of a run: the device and link, one line per check, the counts."""
-    from devicelab.report._common import fmt_number  # as the reports print them: no 2.2e+04
+    from devicelab.report import fmt_number  # as the reports print them: no 2.2e+04
 
     run = results.run
     lines = []

@@ -22,6 +22,7 @@ made, so it is undone on exit, on Ctrl-C, and at the next start after a crash.
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -29,7 +30,7 @@ from devicelab.errors import DeviceUnreachable
 from devicelab.journal import Entry, Journal, Undoer
 from devicelab.models import Device, DeviceInfo
 from devicelab.platforms.android import AdbServer, describe
-from devicelab.platforms.routing import AndroidRoute, android_undoers
+from devicelab.platforms.routing import AndroidRoute, adb_shell, android_undoers
 
 __all__ = ["SETTING_KIND", "STAY_ON", "AndroidDevice", "device_undoers"]
 
@@ -38,22 +39,6 @@ logger = logging.getLogger("devicelab.platforms.android_device")
 SETTING_KIND = "android.setting"
 #: global stay_on_while_plugged_in: 7 = on AC, USB and wireless power.
 STAY_ON = ("global", "stay_on_while_plugged_in", "7")
-
-
-def _shell(device: Any, command: str) -> str:
-    """One shell command on ``device``; adbutils' errors become DeviceUnreachable."""
-    from adbutils.errors import AdbError
-
-    try:
-        return str(device.shell(command)).strip()
-    except (AdbError, OSError) as exc:
-        raise DeviceUnreachable(
-            f"adb shell {command} failed on {device.serial}: {exc}",
-            hint="is the device connected and authorized (`adb devices`)?",
-            serial=str(device.serial),
-            command=command,
-            stderr=str(exc),
-        ) from exc
 
 
 def device_undoers(device_for: Callable[[str], Any]) -> dict[str, Undoer]:
@@ -66,9 +51,9 @@ def device_undoers(device_for: Callable[[str], Any]) -> dict[str, Undoer]:
         command = (
             f"settings delete {namespace} {key}"
             if previous in ("", "null")
-            else f"settings put {namespace} {key} {previous}"
+            else f"settings put {namespace} {key} {shlex.quote(previous)}"
         )
-        _shell(device_for(entry.target), command)
+        adb_shell(device_for(entry.target), command)
 
     return {**android_undoers(device_for), SETTING_KIND: undo_setting}
 
@@ -104,7 +89,7 @@ class AndroidDevice:
         self.journal.recover()  # what a crashed run left on any phone of this server
         for key in ("ro.product.manufacturer", "ro.product.model", "ro.build.version.release",
                     "ro.build.version.sdk"):  # fmt: skip
-            self.props[key] = _shell(self.adb, f"getprop {key}")
+            self.props[key] = adb_shell(self.adb, f"getprop {key}")
         return self
 
     def _device_for(self, serial: str) -> Any:
@@ -119,10 +104,10 @@ class AndroidDevice:
         self._route = AndroidRoute(self.adb, port, self.journal)
         self._route.apply()
         namespace, key, value = STAY_ON
-        previous = _shell(self.adb, f"settings get {namespace} {key}")
+        previous = adb_shell(self.adb, f"settings get {namespace} {key}")
         data = {"namespace": namespace, "key": key, "previous": previous}
         self._entries.append(self.journal.record(SETTING_KIND, self.serial, data))
-        _shell(self.adb, f"settings put {namespace} {key} {value}")
+        adb_shell(self.adb, f"settings put {namespace} {key} {value}")
 
     def info(self) -> DeviceInfo:
         """The device for results.json: model and Android version as the phone reports

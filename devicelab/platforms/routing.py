@@ -32,6 +32,7 @@ __all__ = [
     "HTTP_PROXY_KIND",
     "REVERSE_KIND",
     "AndroidRoute",
+    "adb_shell",
     "android_undoers",
     "playwright_proxy",
 ]
@@ -97,7 +98,7 @@ def _adb_call(device: _Adb, command: str, call: Callable[[], Any]) -> Any:
         ) from exc
 
 
-def _shell(device: _Adb, command: str) -> str:
+def adb_shell(device: _Adb, command: str) -> str:
     """Run ``command`` in the device's shell; returns its output, stripped.
 
     Raises DeviceUnreachable when adb fails, ProbeFailed when the command fails on the
@@ -121,7 +122,7 @@ def _shell(device: _Adb, command: str) -> str:
 
 def _clear_or_restore(device: _Adb, previous: str) -> None:
     value = ":0" if previous in _NO_PROXY else previous
-    _shell(device, f"settings put global http_proxy {shlex.quote(value)}")
+    adb_shell(device, f"settings put global http_proxy {shlex.quote(value)}")
 
 
 def _valid_port(port: object) -> int:
@@ -167,7 +168,7 @@ class AndroidRoute:
 
     def _apply(self) -> None:
         device, remote = self.device, f"tcp:{self.port}"
-        previous = _shell(device, "settings get global http_proxy")
+        previous = adb_shell(device, "settings get global http_proxy")
         if len(previous.splitlines()) > 1:
             raise ProbeFailed(
                 f"settings get global http_proxy on {device.serial} answered {previous!r}",
@@ -183,7 +184,7 @@ class AndroidRoute:
         self._entries.append(
             self.journal.record(HTTP_PROXY_KIND, device.serial, {"previous": previous})
         )
-        _shell(device, f"settings put global http_proxy 127.0.0.1:{self.port}")
+        adb_shell(device, f"settings put global http_proxy 127.0.0.1:{self.port}")
 
     def undo(self) -> None:
         """Restore the previous http_proxy and the reverse; logs failures, never raises.

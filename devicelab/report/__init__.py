@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from devicelab.errors import BadInput, ConfigError
 from devicelab.models import Results, TargetBook
+from devicelab.report._common import fmt_number
 from devicelab.report.files import write_text_atomic, write_texts
 from devicelab.report.html import render_html
 from devicelab.report.junit import render_junit
@@ -28,6 +29,7 @@ from devicelab.report.markdown import render_markdown
 
 __all__ = [
     "FILE_NAMES",
+    "fmt_number",
     "load_results",
     "render_html",
     "render_junit",

@@ -238,3 +238,37 @@ def test_a_failed_undo_says_the_changes_stay_pending_and_keeps_the_phone(
     route.undo()  # a second try undoes what is left and lets the phone go
     assert Journal(path).pending() == [] and fake.settings["global"]["http_proxy"] == ":0"
     AndroidRoute(device, 8081, Journal(path)).apply().undo()
+
+
+class _Shell:
+    """A phone's shell that records commands and answers with ``returncode``."""
+
+    serial = "R5CT1"
+
+    def __init__(self, returncode: int = 0, output: str = "") -> None:
+        self.commands: list[str] = []
+        self.returncode, self.output = returncode, output
+
+    def shell2(self, cmd: str, *, v2: bool = False) -> Any:
+        from types import SimpleNamespace
+
+        self.commands.append(cmd)
+        return SimpleNamespace(returncode=self.returncode, output=self.output)
+
+
+def test_the_screen_setting_is_restored_through_the_same_checked_shell(tmp_path: Path) -> None:
+    # AndroidDevice had a shell of its own: a failed `settings get` was kept as the value to
+    # restore, and the restore went to the device shell unquoted.
+    from devicelab.journal import Entry
+    from devicelab.platforms.android_device import SETTING_KIND, device_undoers
+
+    phone = _Shell()
+    undo = device_undoers(lambda _serial: phone)[SETTING_KIND]
+    data = {"namespace": "global", "key": "stay_on_while_plugged_in", "previous": "3; reboot"}
+    undo(Entry(kind=SETTING_KIND, target=phone.serial, data=data))
+    assert phone.commands == ["settings put global stay_on_while_plugged_in '3; reboot'"]
+    broken = _Shell(returncode=255, output="cmd: Failure calling service settings")
+    with pytest.raises(ProbeFailed, match="exit 255"):
+        device_undoers(lambda _serial: broken)[SETTING_KIND](
+            Entry(kind=SETTING_KIND, target=phone.serial, data=data)
+        )
