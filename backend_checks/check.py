@@ -148,7 +148,8 @@ def _load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Chec
 def _ensure_data(conn: psycopg.Connection[Any], *, managed: bool, options: CheckOptions) -> None:
     """Seed an empty database: always for the managed cluster (it is ours), for a given
     DSN only with allow_writes."""
-    from backend_checks.datagen import DatagenParams, generate
+    from backend_checks.datagen import DatagenParams
+    from backend_checks.seed import seed_if_empty
 
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
@@ -167,7 +168,9 @@ def _ensure_data(conn: psycopg.Connection[Any], *, managed: bool, options: Check
             hint="add --allow-writes to create the schema and 100K messages, or run "
             "devicelab backend datagen first",
         )
-    generate(conn, DatagenParams(messages=options.seed_messages), allow_writes=True)
+    # Under the generator's lock: a run seeding the same database this moment is waited
+    # for, and its data used, instead of being replaced under it.
+    seed_if_empty(conn, DatagenParams(messages=options.seed_messages))
     if managed:
         _ensure_extension(conn, "pg_stat_statements")
 

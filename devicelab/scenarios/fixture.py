@@ -80,16 +80,15 @@ def prepare(dsn: str, *, say: Callable[[str], None]) -> RunFixture:
 
 def _seed_if_empty(conn: psycopg.Connection[Any], say: Callable[[str], None]) -> bool:
     from backend_checks.check import DEFAULT_SEED_MESSAGES
-    from backend_checks.datagen import DatagenParams, generate
+    from backend_checks.datagen import DatagenParams
+    from backend_checks.seed import has_messages, seed_if_empty
 
-    row = conn.execute("SELECT to_regclass('public.messages') IS NOT NULL").fetchone()
-    has_table = bool(row and row[0])
-    if has_table and conn.execute("SELECT 1 FROM public.messages LIMIT 1").fetchone():
+    if has_messages(conn):
         return False
     say(f"seeding the empty database ({DEFAULT_SEED_MESSAGES:,} generated messages)")
+    # Another run may be seeding it this moment: then this one waits and uses its data.
     params = DatagenParams(messages=DEFAULT_SEED_MESSAGES)
-    generate(conn, params, allow_writes=True)
-    return True
+    return seed_if_empty(conn, params) is not None
 
 
 def _pick(conn: psycopg.Connection[Any], seeded: bool) -> RunFixture:
