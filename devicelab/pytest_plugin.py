@@ -11,7 +11,9 @@ network (default ``none``). Its tests are marked ``device`` and skipped with the
 when that device is not available now; an unknown device or network id is a usage error
 before anything starts. The session's checks go to ``--devicelab-out DIR`` (results.json,
 then the reports when the session ends; a temporary folder without the option), and the
-terminal summary lists them.
+terminal summary lists them. Under pytest-xdist each worker that uses ``devicelab_lab``
+starts a lab of its own and writes into ``--devicelab-out DIR/<worker id>`` (gw0, gw1,
+...); the controller's summary lists every worker's results.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from devicelab.lab import Lab, LabSession
-    from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile
+    from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile, Results
     from devicelab.netshape.proxy import ShapedProxy
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_sessionstart",
     "pytest_terminal_summary",
     "shaped_proxy",
 ]
@@ -46,6 +50,7 @@ __all__ = [
 _LAB = pytest.StashKey["Lab"]()
 _SESSION = pytest.StashKey["LabSession"]()
 _PROXY = pytest.StashKey["ShapedProxy"]()
+_STARTED = pytest.StashKey[float]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +74,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "device: needs a device of the lab (set on tests using lab_device or devicelab_lab,"
         " which skip when it is not there; deselect with -m 'not device')",
     )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note when the session started: the controller of an xdist session lists only the
+    workers' results written since."""
+    import time
+
+    session.config.stash[_STARTED] = time.time()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -118,14 +131,36 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """List the checks the ``devicelab_lab`` session measured and where they are."""
+    """List the checks the ``devicelab_lab`` session measured and where they are (under
+    xdist, on the controller: those of every worker)."""
     session = terminalreporter.config.stash.get(_SESSION, None)
-    if session is None:
+    if session is not None:
+        terminalreporter.section("devicelab")
+        _write_checks(terminalreporter, session.results(), session.out_dir / "results.json")
         return
+    out = _given_out(terminalreporter.config)
+    if out is None or _worker_id(terminalreporter.config):
+        return
+    since = terminalreporter.config.stash.get(_STARTED, 0.0)
+    found = sorted(p for p in out.glob("gw*/results.json") if p.stat().st_mtime >= since)
+    if not found:
+        return
+    from devicelab.report import load_results
+
+    terminalreporter.section("devicelab")
+    for path in found:
+        terminalreporter.write_line(f"{path.parent.name}:")
+        try:
+            results = load_results(path)
+        except Exception as exc:  # a worker killed mid-write: say so, list the others
+            terminalreporter.write_line(f"  unreadable: {exc}")
+            continue
+        _write_checks(terminalreporter, results, path)
+
+
+def _write_checks(reporter: pytest.TerminalReporter, results: Results, path: Path) -> None:
     from devicelab.report import fmt_number
 
-    results = session.results()
-    terminalreporter.section("devicelab")
     for check in results.checks:
         measured = check.reason
         if check.value is not None:
@@ -134,12 +169,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             if (t := check.target) is not None:
                 measured += f" (target {t.op} {t.value:g} {t.unit}"
                 measured += f", column {t.column})" if t.column else ")"
-        terminalreporter.write_line(f"{check.status.upper():5} {check.id:26} {measured}")
+        reporter.write_line(f"{check.status.upper():5} {check.id:26} {measured}")
     s = results.summary
-    terminalreporter.write_line(
-        f"{s.pass_} pass, {s.fail} fail, {s.skip} skip, {s.error} error; "
-        f"results: {session.out_dir / 'results.json'}"
+    reporter.write_line(
+        f"{s.pass_} pass, {s.fail} fail, {s.skip} skip, {s.error} error; results: {path}"
     )
+
+
+def _worker_id(config: pytest.Config) -> str:
+    """The pytest-xdist worker id (gw0, ...) of this process, "" when it is no worker."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput.get("workerid", "")) if isinstance(workerinput, dict) else ""
+
+
+def _given_out(config: pytest.Config) -> Path | None:
+    """--devicelab-out, relative to where pytest was started (not to a test's working
+    folder at write time); None without the option."""
+    given = config.getoption("--devicelab-out")
+    return config.invocation_params.dir / given if given else None
 
 
 @pytest.fixture(scope="session")
@@ -217,9 +264,9 @@ def devicelab_lab(
         pytest.fail(f"devicelab: {failed}", pytrace=False)
     if why := _unavailable(lab):
         pytest.skip(why)
-    given = pytestconfig.getoption("--devicelab-out")
-    # Relative to where pytest was started, not to a test's working folder at write time.
-    out = pytestconfig.invocation_params.dir / given if given else None
+    out = _given_out(pytestconfig)
+    if out is not None and (worker := _worker_id(pytestconfig)):
+        out = out / worker  # each xdist worker runs a lab of its own: its own results
     out = out or tmp_path_factory.mktemp("devicelab")
     with contextlib.ExitStack() as stack:
         # SIGTERM (a cancelled CI job) ends the session like Ctrl-C: pytest tears the lab

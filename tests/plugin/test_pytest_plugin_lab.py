@@ -6,6 +6,7 @@ real mitmproxy shaping 4G, real Chromium loading the built test app), the checks
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -57,8 +58,8 @@ def test_and_the_next_test_has_the_sessions_network(devicelab_lab):
 """
 
 
-@pytest.fixture(scope="module")
-def state() -> Iterator[Path]:
+@contextlib.contextmanager
+def _state_dir() -> Iterator[Path]:
     """A DEVICELAB_STATE of its own; its cluster is stopped after."""
     # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
     state = Path(tempfile.mkdtemp(prefix="dl-plugin-lab-", dir="/tmp"))
@@ -72,6 +73,13 @@ def state() -> Iterator[Path]:
             capture_output=True, timeout=120, check=False,
         )  # fmt: skip
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def state() -> Iterator[Path]:
+    """A DEVICELAB_STATE shared by the module's tests (seeded by the first)."""
+    with _state_dir() as path:
+        yield path
 
 
 @pytest.mark.slow
@@ -182,3 +190,37 @@ def test_long(devicelab_lab):
     assert load_results(out / "results.json").run.finished_at is not None
     time.sleep(1)  # Chromium's helpers go a moment after the browser
     assert chromiums() - before == set(), "Chromium left running"
+
+
+XDIST_SUITE = """
+import pytest
+
+@pytest.mark.parametrize("i", [1, 2])
+def test_delivery(devicelab_lab, i):
+    check = devicelab_lab.measure("message_delivery", delivery_count=2)
+    assert check.status in ("pass", "fail"), check.reason
+"""
+
+
+@pytest.mark.slow
+def test_xdist_workers_each_run_a_lab_with_results_of_their_own(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers, one empty embedded database: both seeded it at once (the second
+    replaced the tables under the first: its Realtime filter refused, an error) and both
+    wrote the same results.json (one worker's checks lost)."""
+    pytester.makepyfile(test_two=XDIST_SUITE)
+    with _state_dir() as fresh:
+        monkeypatch.setenv("DEVICELAB_STATE", str(fresh))
+        result = pytester.runpytest_subprocess(
+            "-n", "2", "--dist", "load", "--devicelab-out", "lab-out", "-p", "no:cacheprovider",
+            f"--devicelab-inventory={ROOT / 'inventory.yaml'}", timeout=300,
+        )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    out = pytester.path / "lab-out"
+    for worker in ("gw0", "gw1"):
+        results = load_results(out / worker / "results.json")
+        assert [c.id for c in results.checks] == ["message_delivery"], worker
+        assert results.run.finished_at is not None
+        result.stdout.fnmatch_lines([f"{worker}:", f"*results: {out / worker / 'results.json'}"])
+    assert not (out / "results.json").exists()
