@@ -2,32 +2,56 @@
 
 Three cases, in this order:
 
-- a Supabase project is given (URL, anon key, a test user): the checks run against it,
-  after the plan preflight (a load the stated plan forbids is refused, exit 2);
+- a Supabase project is given (URL, anon key, a test user): :func:`api_preflight` checks
+  the stated plan against the load (a load the plan forbids is refused, exit 2) and signs
+  the user in (a wrong URL or password is known before anything else runs, exit 3); then
+  the checks run against it;
 - the embedded default (no DSN): a reference server is started over the managed
   cluster for the length of the checks, with a generated user who is in a conversation;
 - a bare PostgreSQL DSN: there is no API to talk to, so the checks are skipped with a
   reason that says how to run them.
+
+This module also holds what both check modules share: the project and its test user's
+session, the loads, the plans, and the redaction of the project's secrets. The check
+modules import it; it imports them inside the functions that run them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import urllib.parse
+from typing import Any, Final, Literal
+
+import aiohttp
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend_checks.realtime_checks import (
-    PLANS,
-    PlanLimits,
-    RealtimeLoad,
-    SupabaseProject,
-    preflight,
-    realtime_checks,
-)
-from backend_checks.storage_checks import StorageLoad, storage_checks
-from devicelab.errors import BackendUnavailable, BadInput
+from backend_checks.db import redact
+from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
 from devicelab.models import Check
 
-__all__ = ["API_CHECKS", "ApiOptions", "api_options", "run_api_checks"]
+__all__ = [
+    "API_CHECKS",
+    "MAX_SUBSCRIBERS",
+    "PLANS",
+    "ApiOptions",
+    "PlanLimits",
+    "RealtimeLoad",
+    "Session",
+    "StorageLoad",
+    "SupabaseProject",
+    "answer",
+    "api_options",
+    "api_preflight",
+    "most_subscribers",
+    "preflight",
+    "public_url",
+    "redact_secrets",
+    "run_api_checks",
+    "sign_in",
+]
 
 #: The check ids this module produces, in report order.
 API_CHECKS = (
@@ -39,6 +63,206 @@ API_CHECKS = (
 )
 #: The generated users' password (the story's generator uses the same).
 TEST_PASSWORD = "password123"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SupabaseProject(_Model):
+    """Where the checks run: a Supabase API (real or reference) and a test user."""
+
+    url: str = Field(description="API base URL, e.g. https://abc.supabase.co")
+    anon_key: str = Field(repr=False)
+    email: str = Field(description="a test user who is in at least one conversation")
+    password: str = Field(repr=False)
+    kind: Literal["reference", "supabase"] = "supabase"
+
+
+class PlanLimits(_Model):
+    """Realtime quotas of a plan, as the user states them."""
+
+    name: str
+    max_connections: int = Field(gt=0)
+    max_messages_per_s: float = Field(gt=0)
+    source: str = "stated by the user"
+
+
+#: Supabase's published Realtime quotas (docs "Realtime Limits"; see shared REFERENCE.md).
+PLANS: Final = {
+    "free": PlanLimits(name="free", max_connections=200, max_messages_per_s=100,
+                       source="Supabase Realtime limits: Free"),
+    "pro-spend-cap": PlanLimits(name="pro-spend-cap", max_connections=500,
+                                max_messages_per_s=500,
+                                source="Supabase Realtime limits: Pro (spend cap on)"),
+    "pro": PlanLimits(name="pro", max_connections=10_000, max_messages_per_s=2_500,
+                      source="Supabase Realtime limits: Pro (spend cap off)"),
+}  # fmt: skip
+
+
+#: The most subscribers one run opens (and Supabase's largest published connection quota).
+MAX_SUBSCRIBERS: Final = 10_000
+
+
+class RealtimeLoad(_Model):
+    """How hard the realtime checks push: subscribers, inserts, rate and cold spells."""
+
+    subscribers: int = Field(default=100, ge=1, le=MAX_SUBSCRIBERS)
+    inserts: int = Field(default=30, ge=1, description="warm inserts, at `rate_per_s`")
+    rate_per_s: float = Field(default=10.0, gt=0, le=1000)
+    cold_inserts: int = Field(default=3, ge=0, description="inserts after `idle_s` quiet")
+    idle_s: float = Field(default=2.0, ge=0)
+    join_concurrency: int = Field(default=50, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0, description="join and delivery timeout")
+
+
+def preflight(load: RealtimeLoad, plan: PlanLimits | None) -> None:
+    """Refuse a run that would exceed the plan's quotas (exit 2, nothing sent).
+
+    Raises UnsafeActionRefused naming the limit, the planned load and what the plan allows.
+    """
+    if plan is None:
+        return
+    if load.subscribers > plan.max_connections:
+        raise UnsafeActionRefused(
+            f"{load.subscribers} subscribers exceed the {plan.name} plan's "
+            f"{plan.max_connections} concurrent Realtime connections ({plan.source})",
+            hint=f"use --subscribers {most_subscribers(plan, load.rate_per_s)} or less"
+            + _larger_plan(load),
+        )
+    per_second = load.subscribers * load.rate_per_s
+    if per_second > plan.max_messages_per_s:
+        most = most_subscribers(plan, load.rate_per_s)
+        raise UnsafeActionRefused(
+            f"{load.subscribers} subscribers x {load.rate_per_s:g} inserts/s = "
+            f"{per_second:g} messages/s exceed the {plan.name} plan's "
+            f"{plan.max_messages_per_s:g} messages/s ({plan.source}); the quota would be "
+            f"measured as latency. At {load.rate_per_s:g} inserts/s this plan allows at most "
+            f"{most} subscribers"
+            + ("" if most >= STORY_SUBSCRIBERS else
+               f", fewer than the story's {STORY_SUBSCRIBERS}-1000"),
+            hint=f"use --subscribers {most}" + _larger_plan(load),
+        )  # fmt: skip
+
+
+#: The story's realtime load: "100-1000 concurrent subscribers".
+STORY_SUBSCRIBERS: Final = 100
+
+
+def most_subscribers(plan: PlanLimits, rate_per_s: float) -> int:
+    """The most subscribers ``plan`` allows at ``rate_per_s`` inserts a second (each insert
+    is one message per subscriber)."""
+    return max(0, min(plan.max_connections, int(plan.max_messages_per_s // rate_per_s)))
+
+
+def _larger_plan(load: RealtimeLoad) -> str:
+    """', or --plan X' naming the smallest published plan that allows ``load``, or what no
+    plan allows."""
+    for plan in PLANS.values():
+        if most_subscribers(plan, load.rate_per_s) >= load.subscribers:
+            return f", or --plan {plan.name} if that is your plan"
+    return (f"; no published plan allows {load.subscribers} subscribers at "
+            f"{load.rate_per_s:g} inserts/s")  # fmt: skip
+
+
+#: Secrets that may appear in an error's text: JWTs (Supabase keys and access tokens are
+#: JWTs) and the ``apikey`` query parameter of the websocket URL.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_APIKEY = re.compile(r"(?P<pre>[?&](?:apikey|access_token|token)=)[^&\s'\"]*", re.I)
+
+
+def redact_secrets(text: str, project: SupabaseProject, *more: str) -> str:
+    """``text`` without the project's anon key, the test user's password, ``more`` (tokens),
+    any JWT, ``apikey=`` value or URL password: results.json and stdout carry error texts,
+    and aiohttp's carry the websocket URL with its ``?apikey=``."""
+    for secret in (project.anon_key, project.password, *more):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    text = _APIKEY.sub(lambda m: m.group("pre") + "***", _JWT.sub("***", text))
+    return redact(text)
+
+
+def public_url(url: str) -> str:
+    """``url`` as results may show it: no user, no password, no query."""
+    return redact(url.split("?", 1)[0])
+
+
+class Session(_Model):
+    """A signed-in test user: the JWT and the ids the checks write with."""
+
+    access_token: str = Field(repr=False)
+    user_id: str
+    conversation_id: str
+
+
+async def answer(resp: aiohttp.ClientResponse) -> tuple[int, Any]:
+    """(status, parsed JSON or None when the body is not JSON) of a response."""
+    text = await resp.text(errors="replace")
+    try:
+        return resp.status, json.loads(text)
+    except ValueError:  # an HTML error page of a proxy or a wrong URL
+        return resp.status, None
+
+
+def _not_api(method: str, url: str, status: int, resp: aiohttp.ClientResponse) -> str:
+    kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
+    return f"{method} {public_url(url)} answered {status} ({kind}), not a Supabase API reply"
+
+
+async def sign_in(http: aiohttp.ClientSession, project: SupabaseProject) -> Session:
+    """Sign the test user in (password grant) and pick one of their conversations.
+
+    Raises BackendUnavailable when the API cannot be reached or answers what no Supabase
+    API would (HTML, a proxy's error page), the sign-in is refused or the user is in no
+    conversation. No message holds a secret.
+    """
+    base = project.url.rstrip("/")
+    headers = {"apikey": project.anon_key}
+    hint = "check --supabase-url: the project's API URL, e.g. https://<ref>.supabase.co"
+    try:
+        url = f"{base}/auth/v1/token?grant_type=password"
+        credentials = {"email": project.email, "password": project.password}
+        async with http.post(url, json=credentials, headers=headers) as resp:
+            status, body = await answer(resp)
+            if not isinstance(body, dict):
+                raise BackendUnavailable(_not_api("POST", url, status, resp), hint=hint)
+        if status != 200 or "access_token" not in body:
+            said = body.get("msg") or body.get("error_description") or body.get("message")
+            raise BackendUnavailable(
+                redact_secrets(f"sign-in of {project.email} refused ({status}): {said}", project),
+                hint="check the test user's email and password, and the anon key",
+            )
+        token, user_id = str(body["access_token"]), str((body.get("user") or {}).get("id"))
+        headers["Authorization"] = f"Bearer {token}"
+        url = f"{base}/rest/v1/conversations?select=id&limit=1"
+        async with http.get(url, headers=headers) as resp:
+            status, rows = await answer(resp)
+            if status != 200 or not isinstance(rows, list):
+                said = _not_api("GET", url, status, resp) if rows is None else f"{status}: {rows}"
+                raise BackendUnavailable(
+                    redact_secrets(f"reading the test user's conversations failed: {said}",
+                                   project, token),
+                    hint="the reference schema's tables and policies must be on the project",
+                )  # fmt: skip
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        what = redact_secrets(f"{type(exc).__name__}: {exc}", project)
+        raise BackendUnavailable(f"cannot reach {public_url(base)}: {what}", hint=hint) from None
+    if not rows:
+        raise BackendUnavailable(
+            f"{project.email} is in no conversation",
+            hint="seed data with `devicelab backend datagen`",
+        )
+    return Session(access_token=token, user_id=user_id, conversation_id=str(rows[0]["id"]))
+
+
+class StorageLoad(_Model):
+    """How many transfers, of what size, into which bucket."""
+
+    size_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    repeats: int = Field(default=5, ge=1, le=100)
+    bucket: str = "media"
+    signed_urls: int = Field(default=20, ge=1, le=1000)
+    expires_in_s: int = Field(default=60, gt=0)
 
 
 class ApiOptions(BaseModel):
@@ -83,22 +307,49 @@ def _test_user(dsn: str) -> str:
     return str(row[0])
 
 
-def _run(project: SupabaseProject, options: ApiOptions) -> list[Check]:
+def _run(project: SupabaseProject, options: ApiOptions, sql_dsn: str | None) -> list[Check]:
+    from backend_checks.realtime_checks import realtime_checks
+    from backend_checks.storage_checks import storage_checks
+
     plan = options.plan_limits()
     preflight(options.realtime, plan)
-    checks = realtime_checks(project, options.realtime, plan)
+    checks = realtime_checks(project, options.realtime, plan, sql_dsn=sql_dsn)
     checks += storage_checks(project, options.storage)
     return checks
 
 
-def run_api_checks(managed_dsn: str | None, options: ApiOptions) -> list[Check]:
+def api_preflight(options: ApiOptions) -> None:
+    """What can be known before anything runs: the stated plan allows the load, and the
+    project answers and lets the test user sign in. Nothing for the embedded default.
+
+    Raises UnsafeActionRefused (the plan forbids the load), BackendUnavailable (the API
+    cannot be reached, is not a Supabase API, or refuses the sign-in).
+    """
+    if options.project is None:
+        return
+    preflight(options.realtime, options.plan_limits())
+    project = options.project
+
+    async def signed_in() -> None:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            await sign_in(http, project)
+
+    asyncio.run(signed_in())
+
+
+def run_api_checks(
+    managed_dsn: str | None, options: ApiOptions, *, sql_dsn: str | None = None
+) -> list[Check]:
     """The realtime and storage checks for this run (see the module docstring).
+    ``sql_dsn``: the project's database, if given, where the realtime check deletes the
+    test messages the test user may not.
 
     Raises UnsafeActionRefused when the stated plan forbids the load, BackendUnavailable
     when the API cannot be reached or the test user cannot sign in.
     """
     if options.project is not None:
-        return _run(options.project, options)
+        return _run(options.project, options, sql_dsn)
     if managed_dsn is None:
         return _skipped(
             "needs a Supabase API: give --supabase-url, --anon-key and a test user, "
@@ -112,7 +363,27 @@ def run_api_checks(managed_dsn: str | None, options: ApiOptions) -> list[Check]:
             url=server.url, anon_key=server.anon_key, email=email, password=TEST_PASSWORD,
             kind="reference",
         )  # fmt: skip
-        return _run(project, options)
+        return _run(project, options, managed_dsn)
+
+
+def _checked_url(url: str) -> str:
+    """``url`` if it is an API base URL (http or https, a host, no user or password).
+
+    Raises BadInput naming what is wrong; the message never holds the password.
+    """
+    parts = urllib.parse.urlsplit(url.strip())
+    shown = public_url(url)
+    if parts.username is not None or parts.password is not None:
+        raise BadInput(
+            f"--supabase-url {shown} holds a user or password; the API takes none there",
+            hint="give the project's API URL (https://<ref>.supabase.co) and the anon key",
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadInput(
+            f"--supabase-url {shown!r} is not an http(s) URL",
+            hint="give the project's API URL with its scheme, e.g. https://<ref>.supabase.co",
+        )
+    return url.strip()
 
 
 def api_options(
@@ -125,10 +396,16 @@ def api_options(
 ) -> ApiOptions:
     """ApiOptions from the command line: all four of url, key, email and password, or none.
 
-    Raises BadInput naming what is missing, or an unknown plan.
+    Raises BadInput naming what is missing, a URL that is no API base URL, an unknown plan
+    or a subscriber count out of range.
     """
     if plan is not None and plan not in PLANS:
         raise BadInput(f"unknown plan {plan!r}", hint=f"use one of: {', '.join(PLANS)}")
+    if not 1 <= subscribers <= MAX_SUBSCRIBERS:
+        raise BadInput(
+            f"--subscribers {subscribers} is out of range",
+            hint=f"use 1 to {MAX_SUBSCRIBERS:,} (the story asks 100 to 1,000)",
+        )
     given = {"--supabase-url": url, "--anon-key": anon_key, "--test-email": email,
              "--test-password": password}  # fmt: skip
     missing = [flag for flag, value in given.items() if not value]
@@ -141,5 +418,7 @@ def api_options(
                 "DEVICELAB_TEST_PASSWORD), or none for the embedded default",
             )
         assert url and anon_key and email and password
-        project = SupabaseProject(url=url, anon_key=anon_key, email=email, password=password)
+        project = SupabaseProject(
+            url=_checked_url(url), anon_key=anon_key, email=email, password=password
+        )
     return ApiOptions(project=project, plan=plan, realtime=RealtimeLoad(subscribers=subscribers))

@@ -27,9 +27,16 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from backend_checks import health, server_health
-from backend_checks.api_checks import API_CHECKS, ApiOptions, run_api_checks
+from backend_checks.api_checks import (
+    API_CHECKS,
+    ApiOptions,
+    api_preflight,
+    public_url,
+    run_api_checks,
+)
 from backend_checks.db import DEFAULT_TIMEOUT_MS, connect, redact
 from backend_checks.plans import DEFAULT_MIN_TABLE_PAGES, DEFAULT_MIN_TABLE_ROWS
+from backend_checks.seed import ensure_data
 from backend_checks.suggest import Suggestion, covering_index, suggest
 from backend_checks.suite import (
     QueryRun,
@@ -45,7 +52,6 @@ from backend_checks.suite import (
     warm,
 )
 from devicelab import __version__
-from devicelab.errors import UnsafeActionRefused
 from devicelab.models import BackendInfo, Check, CheckTarget, Results, RunInfo, Target
 from devicelab.targets import backend_target
 
@@ -77,12 +83,28 @@ class CheckOptions(BaseModel):
 def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Results:
     """Run the whole backend suite against ``dsn`` (None: the managed cluster).
 
-    Returns Results (kind "backend"). Raises BackendUnavailable (unreachable server),
-    UnsafeActionRefused (an empty given database without allow_writes), ToolMissing (no
-    PostgreSQL for the managed default).
+    With a Supabase project in ``options.api`` its preflight runs first; without a DSN the
+    SQL checks are then skipped (the managed cluster is not the project's database).
+
+    Returns Results (kind "backend"). Raises BackendUnavailable (unreachable server or
+    API, a refused sign-in), UnsafeActionRefused (an empty given database without
+    allow_writes, a load the stated plan forbids), ToolMissing (no PostgreSQL for the
+    managed default).
     """
     options = options or CheckOptions()
     started = datetime.now(UTC)
+    project = options.api.project
+    wants_api = options.only is None or any(cid in options.only for cid, _, _ in API_CHECKS)
+    if wants_api:
+        # A refused plan, a wrong URL or password is known in seconds, not after the suite.
+        api_preflight(options.api)
+    if dsn is None and project is not None:
+        # The project's database is not the managed cluster: without its DSN the SQL
+        # checks have nothing truthful to run on.
+        checks = _sql_skipped(options)
+        checks += run_api_checks(None, options.api) if wants_api else []
+        backend = BackendInfo(kind="supabase", url=public_url(project.url))
+        return _results(started, backend, checks)
     managed = dsn is None
     if dsn is None:
         from backend_checks.managed import ManagedPostgres
@@ -94,16 +116,22 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
         url = redact(dsn, dsn)
     conn = connect(dsn, timeout_ms=options.timeout_ms)
     try:
-        _ensure_data(conn, managed=managed, options=options)
+        ensure_data(conn, managed=managed, allow_writes=options.allow_writes,
+                    seed_messages=options.seed_messages)  # fmt: skip
         checks = _run_suite(conn, options, managed=managed)
     finally:
         conn.close()
-    if options.only is None or any(cid in options.only for cid, _, _ in API_CHECKS):
-        checks += run_api_checks(dsn if managed else None, options.api)
+    if wants_api:
+        checks += run_api_checks(dsn if managed else None, options.api, sql_dsn=dsn)
     checks += _load_checks(dsn, options, managed=managed)
     backend = BackendInfo(kind="reference" if managed else "postgres", url=url)
-    if options.api.project is not None:
-        backend = BackendInfo(kind="supabase", url=options.api.project.url)
+    if project is not None:
+        # The SQL checks ran on --dsn, which the user gave as this project's database.
+        backend = BackendInfo(kind="supabase", url=public_url(project.url))
+    return _results(started, backend, checks)
+
+
+def _results(started: datetime, backend: BackendInfo, checks: list[Check]) -> Results:
     return Results(
         run=RunInfo(
             id=uuid.uuid4().hex[:12],
@@ -115,6 +143,33 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
         ),
         checks=checks,
     )
+
+
+#: The checks of the SQL suite other than the query files': (id, title, category).
+_SERVER_CHECKS = (
+    ("seq_scans", "Sequential scans that hurt in the suite's plans", "index"),
+    ("index_usage", "Index usage (critical indexes scanned, index share per table)", "index"),
+    ("unused_indexes", "Unused indexes", "index"),
+    ("buffer_hit_ratio", "Buffer cache hit ratio (tables and indexes)", "health"),
+    ("table_sizes", "Table and index sizes", "health"),
+    ("bloat", "Table bloat (dead tuples)", "health"),
+    ("slow_queries", "Slow statements (pg_stat_statements, all roles)", "health"),
+    ("long_running", "Long-running statements", "health"),
+)
+
+
+def _sql_skipped(options: CheckOptions) -> list[Check]:
+    """The SQL suite's and the load's checks, skipped: a Supabase project without --dsn."""
+    from backend_checks.load.verdict import LOAD_CHECKS
+
+    reason = ("needs the project's database: give --dsn with its connection string "
+              "(Supabase: Project Settings > Database)")  # fmt: skip
+    found = [(spec.id, spec.title, spec.category) for spec in load_suite()]
+    found += _SERVER_CHECKS
+    found += [(cid, title, "load") for cid, title in LOAD_CHECKS]
+    return [Check(id=cid, title=title, category=category, status="skip", reason=reason)
+            for cid, title, category in found
+            if options.only is None or cid in options.only]  # fmt: skip
 
 
 def _load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Check]:
@@ -143,46 +198,6 @@ def _load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Chec
                        allow_writes=writes)  # fmt: skip
     found, _ = load_checks(run_load(dsn, load), load_targets())
     return found
-
-
-def _ensure_data(conn: psycopg.Connection[Any], *, managed: bool, options: CheckOptions) -> None:
-    """Seed an empty database: always for the managed cluster (it is ours), for a given
-    DSN only with allow_writes."""
-    from backend_checks.datagen import DatagenParams
-    from backend_checks.seed import seed_if_empty
-
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET TRANSACTION READ ONLY")
-        row = conn.execute("SELECT to_regclass('public.messages') IS NOT NULL").fetchone()
-        has_schema = has_data = bool(row and row[0])
-        if has_schema:
-            has_data = conn.execute("SELECT 1 FROM public.messages LIMIT 1").fetchone() is not None
-    if has_data:
-        if managed:
-            _ensure_extension(conn, "pg_stat_statements")
-        return
-    if not (managed or options.allow_writes):
-        what = "holds no messages" if has_schema else "has no messaging schema or data"
-        raise UnsafeActionRefused(
-            f"the database {what} to check; seeding it writes",
-            hint="add --allow-writes to create the schema and 100K messages, or run "
-            "devicelab backend datagen first",
-        )
-    # Under the generator's lock: a run seeding the same database this moment is waited
-    # for, and its data used, instead of being replaced under it.
-    seed_if_empty(conn, DatagenParams(messages=options.seed_messages))
-    if managed:
-        _ensure_extension(conn, "pg_stat_statements")
-
-
-def _ensure_extension(conn: psycopg.Connection[Any], name: str) -> None:
-    import psycopg
-
-    try:
-        with conn.transaction():
-            conn.execute(f"CREATE EXTENSION IF NOT EXISTS {name}")
-    except psycopg.Error:
-        pass  # the checks that need it report it as unavailable
 
 
 def _target(spec: QuerySpec) -> Target:

@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from backend_checks.datagen import LOCK_KEY, DatagenParams, DatagenReport, generate
+from devicelab.errors import UnsafeActionRefused
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["has_messages", "seed_if_empty"]
+__all__ = ["ensure_data", "has_messages", "seed_if_empty"]
 
 
 def has_messages(conn: psycopg.Connection[Any]) -> bool:
@@ -59,3 +60,42 @@ def _unlock(conn: psycopg.Connection[Any]) -> None:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     except psycopg.Error:  # a broken connection: its locks went with it
         pass
+
+
+def ensure_data(
+    conn: psycopg.Connection[Any], *, managed: bool, allow_writes: bool, seed_messages: int
+) -> None:
+    """Make sure ``backend check`` has data to check: seed an empty database with
+    ``seed_messages`` generated messages, always on the managed cluster (it is ours), on a
+    given database only with ``allow_writes``; on the managed cluster also create
+    pg_stat_statements (preloaded there).
+
+    Raises UnsafeActionRefused for an empty given database without ``allow_writes``, and
+    what :func:`seed_if_empty` raises.
+    """
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        row = conn.execute("SELECT to_regclass('public.messages') IS NOT NULL").fetchone()
+        has_schema = bool(row and row[0])
+        has_data = has_messages(conn)
+    if not has_data:
+        if not (managed or allow_writes):
+            what = "holds no messages" if has_schema else "has no messaging schema or data"
+            raise UnsafeActionRefused(
+                f"the database {what} to check; seeding it writes",
+                hint="add --allow-writes to create the schema and 100K messages, or run "
+                "devicelab backend datagen first",
+            )
+        seed_if_empty(conn, DatagenParams(messages=seed_messages))
+    if managed:
+        _ensure_extension(conn, "pg_stat_statements")
+
+
+def _ensure_extension(conn: psycopg.Connection[Any], name: str) -> None:
+    import psycopg
+
+    try:
+        with conn.transaction():
+            conn.execute(f"CREATE EXTENSION IF NOT EXISTS {name}")
+    except psycopg.Error:
+        pass  # the checks that need it report it as unavailable

@@ -4,7 +4,10 @@ Against the reference server or a real project alike: the test user uploads a 5 
 of random bytes R times to ``<bucket>/<user id>/devicelab-checks/<run>/`` (the folder
 layout Supabase's usual storage policies allow), downloads each back (checking the bytes),
 and asks for signed URLs (one of them is fetched to prove it works). Every transfer is
-timed from request start to the last byte; the objects are deleted afterwards.
+timed from request start to the last byte; the objects are deleted afterwards, also when
+the run stops early. Every request is made even after one fails: a check with any failed
+request fails, saying how many of how many and why; it is an error only when none
+succeeded (nothing was measured).
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ import time
 from typing import Any, Literal
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
 
-from backend_checks.realtime_checks import Session, SupabaseProject, sign_in
-from devicelab.errors import BackendUnavailable
+from backend_checks.api_checks import (
+    Session,
+    StorageLoad,
+    SupabaseProject,
+    redact_secrets,
+    sign_in,
+)
 from devicelab.models import Check, summarize
 from devicelab.targets import backend_target
 
@@ -32,89 +39,103 @@ __all__ = [
 ]
 
 
-class StorageLoad(BaseModel):
-    """How many transfers, of what size, into which bucket."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    size_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
-    repeats: int = Field(default=5, ge=1, le=100)
-    bucket: str = "media"
-    signed_urls: int = Field(default=20, ge=1, le=1000)
-    expires_in_s: int = Field(default=60, gt=0)
-
-
 def _headers(project: SupabaseProject, session: Session, **extra: str) -> dict[str, str]:
     return {"apikey": project.anon_key, "Authorization": f"Bearer {session.access_token}", **extra}
 
 
+class _Outcome:
+    """One kind of request (uploads, downloads, signings): the timed successes and the
+    failures, each failure's text redacted."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.samples: list[float] = []
+        self.failures: list[str] = []
+
+    @property
+    def tried(self) -> int:
+        return len(self.samples) + len(self.failures)
+
+    def failed_reason(self) -> str:
+        """'2 of 5 uploads failed (HTTP 500: boom; ...)', or '' when none failed."""
+        if not self.failures:
+            return ""
+        seen = list(dict.fromkeys(self.failures))[:3]
+        return f"{len(self.failures)} of {self.tried} {self.what} failed ({'; '.join(seen)})"
+
+
 async def _timed(
-    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
-) -> tuple[float, int, bytes]:
-    """(milliseconds to the last byte, status, body) of one request."""
+    http: aiohttp.ClientSession,
+    outcome: _Outcome,
+    project: SupabaseProject,
+    method: str,
+    url: str,
+    **kwargs: Any,
+) -> bytes | None:
+    """Time one request to the last byte into ``outcome``; returns the body, or None when
+    it failed (HTTP status >= 300, a connection error, a timeout: recorded as a failure)."""
     started = time.perf_counter()
-    async with http.request(method, url, **kwargs) as resp:
-        body = await resp.read()
-    return (time.perf_counter() - started) * 1000, resp.status, body
+    try:
+        async with http.request(method, url, **kwargs) as resp:
+            body = await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        outcome.failures.append(redact_secrets(f"{type(exc).__name__}: {exc}", project))
+        return None
+    ms = (time.perf_counter() - started) * 1000
+    if resp.status >= 300:
+        said = body[:200].decode("utf-8", "replace")
+        outcome.failures.append(redact_secrets(f"HTTP {resp.status}: {said}", project))
+        return None
+    outcome.samples.append(ms)
+    return body
 
 
 async def run_storage_checks(project: SupabaseProject, load: StorageLoad) -> list[Check]:
-    """Run the three storage checks; returns [upload, download, signed_url].
+    """Run the three storage checks; returns [upload, download, signed_url]. Every
+    request is made; any failed one fails its check (an error when none succeeded).
 
     Raises BackendUnavailable when the API cannot be reached or the user cannot sign in.
     """
     base = f"{project.url.rstrip('/')}/storage/v1"
+    up, down, sign = _Outcome("uploads"), _Outcome("downloads"), _Outcome("signed URLs")
+    signed_ok: str | None = None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
         session = await sign_in(http, project)
         folder = f"{session.user_id}/devicelab-checks/{secrets.token_hex(4)}"
         payload = os.urandom(load.size_bytes)
         digest = hashlib.sha256(payload).hexdigest()
         names = [f"{folder}/file-{i}.bin" for i in range(load.repeats)]
-        up: list[float] = []
-        down: list[float] = []
-        sign: list[float] = []
-        problems: list[str] = []
-        signed_ok: bool | None = None
+        uploaded: list[str] = []
         try:
             for name in names:
                 headers = _headers(project, session, **{"Content-Type": "application/octet-stream",
                                                         "x-upsert": "true"})  # fmt: skip
-                ms, status, body = await _timed(http, "POST", f"{base}/object/{load.bucket}/{name}",
-                                                data=payload, headers=headers)  # fmt: skip
-                if status >= 300:
-                    problems.append(f"upload {status}: {body[:200]!r}")
-                    break
-                up.append(ms)
-            for name in names[: len(up)]:
+                url = f"{base}/object/{load.bucket}/{name}"
+                sent = await _timed(http, up, project, "POST", url, data=payload, headers=headers)
+                if sent is not None:  # an empty 200 body is still an upload
+                    uploaded.append(name)
+            for name in uploaded:
                 url = f"{base}/object/authenticated/{load.bucket}/{name}"
-                ms, status, body = await _timed(
-                    http, "GET", url, headers=_headers(project, session)
-                )
-                if status != 200 or hashlib.sha256(body).hexdigest() != digest:
-                    problems.append(f"download {status}: {len(body)} bytes, not the uploaded file")
-                    continue
-                down.append(ms)
-            if up:
-                signed_ok = await _sign(
-                    http, base, project, session, load, names[0], sign, problems
-                )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendUnavailable(f"storage at {base} failed: {exc}") from exc
+                body = await _timed(http, down, project, "GET", url,
+                                    headers=_headers(project, session))  # fmt: skip
+                if body is not None and hashlib.sha256(body).hexdigest() != digest:
+                    down.samples.pop()  # timed, but not the file: a failure, not a sample
+                    down.failures.append(f"{len(body)} bytes that are not the uploaded file")
+            if uploaded:
+                signed_ok = await _sign(http, base, project, session, load, uploaded[0], sign)
         finally:
             await _remove(http, base, project, session, load.bucket, names)
     evidence = {"bytes": load.size_bytes, "repeats": load.repeats, "bucket": load.bucket,
-                "backend": project.kind, "problems": problems[:5]}  # fmt: skip
+                "backend": project.kind}  # fmt: skip
+    not_uploaded = "" if uploaded else "nothing was uploaded to download"
     return [
-        _check("storage_upload_5mb", "Upload a 5 MB file", up, evidence, load),
-        _check("storage_download_5mb", "Download a 5 MB file", down, evidence, load),
-        _check(
-            "signed_url",
-            "Create a signed URL",
-            sign,
-            {**evidence, "signed_url_fetch_ok": signed_ok},
-            load,
-        ),
-    ]
+        _check("storage_upload_5mb", "Upload a 5 MB file", up, evidence),
+        _check("storage_download_5mb", "Download a 5 MB file", down, evidence, not_uploaded),
+        _check("signed_url", "Create a signed URL", sign,
+               {**evidence, "signed_url_fetch": signed_ok or "not tried"},
+               not_uploaded or ("" if signed_ok in (None, "ok") else
+                                f"the signed URL did not return the file ({signed_ok})")),
+    ]  # fmt: skip
 
 
 async def _sign(
@@ -124,25 +145,29 @@ async def _sign(
     session: Session,
     load: StorageLoad,
     name: str,
-    samples: list[float],
-    problems: list[str],
-) -> bool:
-    """Time ``load.signed_urls`` signings; fetch the last URL. Returns whether it worked."""
+    outcome: _Outcome,
+) -> str | None:
+    """Time ``load.signed_urls`` signings into ``outcome``; fetch the last URL made.
+    Returns "ok", what went wrong with the fetch, or None when no URL was made."""
     signed = ""
     for _ in range(load.signed_urls):
-        ms, status, body = await _timed(
-            http, "POST", f"{base}/object/sign/{load.bucket}/{name}",
+        body = await _timed(
+            http, outcome, project, "POST", f"{base}/object/sign/{load.bucket}/{name}",
             json={"expiresIn": load.expires_in_s}, headers=_headers(project, session),
         )  # fmt: skip
-        if status != 200:
-            problems.append(f"sign {status}: {body[:200]!r}")
-            return False
-        samples.append(ms)
-        signed = str(json.loads(body)["signedURL"])
+        try:
+            signed = str(json.loads(body)["signedURL"]) if body is not None else signed
+        except (ValueError, KeyError, TypeError):
+            outcome.samples.pop()
+            outcome.failures.append("answer without a signedURL")
+    if not signed:
+        return None
     url = signed if signed.startswith("http") else f"{base}{signed}"
-    async with http.get(url) as resp:
-        fetched = await resp.read()
-    return resp.status == 200 and len(fetched) == load.size_bytes
+    fetched = _Outcome("fetches")
+    got = await _timed(http, fetched, project, "GET", url)
+    if got is None:
+        return fetched.failures[0]
+    return "ok" if len(got) == load.size_bytes else f"{len(got)} bytes, not the file"
 
 
 async def _remove(
@@ -166,23 +191,27 @@ async def _remove(
 def _check(
     check_id: str,
     title: str,
-    samples: list[float],
+    outcome: _Outcome,
     evidence: dict[str, Any],
-    load: StorageLoad,
+    unmeasured: str = "",
 ) -> Check:
+    """The check of one kind of request: its p95 against the target; failed when any
+    request failed or ``unmeasured`` says why it could not be checked at all; an error
+    when nothing could be measured."""
     target = backend_target(check_id)
-    summary = summarize(samples)
+    summary = summarize(outcome.samples)
+    reason = "; ".join(r for r in (outcome.failed_reason(), unmeasured) if r)
+    evidence = {**evidence, "requests": outcome.tried, "failed": len(outcome.failures),
+                "failures": outcome.failures[:5]}  # fmt: skip
     status: Literal["pass", "fail", "error"] = "error"
-    reason = "; ".join(evidence.get("problems") or []) or "no sample"
     value = None
     if summary is not None:
         value = summary.p95
-        status = "pass" if value < target.value else "fail"
-        reason = "" if len(samples) == load.repeats or check_id == "signed_url" else reason
-        if evidence.get("signed_url_fetch_ok") is False:
-            status, reason = "fail", "the signed URL did not return the file"
+        status = "pass" if value < target.value and not reason else "fail"
+    elif not reason:
+        reason = "no request was made"
     return Check(id=check_id, title=title, category="storage", status=status, value=value,
-                 unit="ms", stat="p95", target=target, samples=samples, summary=summary,
+                 unit="ms", stat="p95", target=target, samples=outcome.samples, summary=summary,
                  reason=reason, evidence=evidence)  # fmt: skip
 
 

@@ -64,6 +64,7 @@ class Subscriber:
     _refs: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _reader: asyncio.Task[None] | None = None
     _beat: asyncio.Task[None] | None = None
+    _reply_s: float | None = None
     closed_reason: str = ""
 
     @classmethod
@@ -99,7 +100,8 @@ class Subscriber:
         for the system "Subscribed to PostgreSQL" message.
 
         Raises RealtimeRefused on an error reply or system error, TimeoutError after
-        ``timeout`` seconds (supabase-js gives up after 10 s too).
+        ``timeout`` seconds (supabase-js gives up after 10 s too) saying what was still
+        missing: the reply, or the "Subscribed" message after an ok reply.
         """
         self.topic = f"realtime:{channel}"
         config = {
@@ -114,29 +116,42 @@ class Subscriber:
         started = time.perf_counter()
         ref = await self.send(self.topic, "phx_join", payload, join_ref=None)
         self.join_ref = ref
-        reply_s: float | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._await_join(ref, started, bool(postgres_changes))
+        except TimeoutError:
+            # A bare TimeoutError says nothing; which step never came is the finding.
+            raise TimeoutError(self._missing(timeout)) from None
+
+    def _missing(self, timeout: float) -> str:
+        if self._reply_s is None:
+            return f"no phx_reply to the join within {timeout:g} s"
+        return f"phx_reply ok but no 'Subscribed to PostgreSQL' system message within {timeout:g} s"
+
+    async def _await_join(self, ref: str, started: float, changes: bool) -> JoinTiming:
+        """Read frames until the join is complete (see :meth:`join`)."""
+        self._reply_s = None
         ids: tuple[int, ...] = ()
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await self.ws.receive()
-                now = time.perf_counter()
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    raise RealtimeRefused(f"socket closed while joining ({msg.type.name})")
-                frame = json.loads(msg.data)
-                event, body = frame.get("event"), frame.get("payload") or {}
-                if event == "phx_reply" and frame.get("ref") == ref:
-                    if body.get("status") != "ok":
-                        raise RealtimeRefused(str(body.get("response")))
-                    reply_s = now - started
-                    bindings = (body.get("response") or {}).get("postgres_changes") or []
-                    ids = tuple(int(b["id"]) for b in bindings)
-                    if not postgres_changes:
-                        return JoinTiming(reply_s, None, ids)
-                elif event == "system" and frame.get("topic") == self.topic:
-                    if body.get("status") != "ok":
-                        raise RealtimeRefused(str(body.get("message")))
-                    if reply_s is not None:
-                        return JoinTiming(reply_s, now - started, ids)
+        while True:
+            msg = await self.ws.receive()
+            now = time.perf_counter()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise RealtimeRefused(f"socket closed while joining ({msg.type.name})")
+            frame = json.loads(msg.data)
+            event, body = frame.get("event"), frame.get("payload") or {}
+            if event == "phx_reply" and frame.get("ref") == ref:
+                if body.get("status") != "ok":
+                    raise RealtimeRefused(str(body.get("response")))
+                self._reply_s = now - started
+                bindings = (body.get("response") or {}).get("postgres_changes") or []
+                ids = tuple(int(b["id"]) for b in bindings)
+                if not changes:
+                    return JoinTiming(self._reply_s, None, ids)
+            elif event == "system" and frame.get("topic") == self.topic:
+                if body.get("status") != "ok":
+                    raise RealtimeRefused(str(body.get("message")))
+                if self._reply_s is not None:
+                    return JoinTiming(self._reply_s, now - started, ids)
 
     def start(self) -> None:
         """Start reading frames and sending heartbeats in the background."""
@@ -152,14 +167,20 @@ class Subscriber:
             text: str = msg.data
             if self.keep_frames:
                 self.frames.append((arrived, text))
-            # Cheap test before any parsing: the event name is in every change frame.
+            # Cheap tests before any parsing. System frames first: a postgres_changes
+            # error arrives as `system` with extension "postgres_changes", which the
+            # change test below would otherwise take for a change. Inside a record's
+            # string values quotes are escaped, so '"system"' is a frame's own word.
+            if '"phx_close"' in text or '"system"' in text:
+                frame = json.loads(text)
+                event = frame.get("event")
+                if event in ("phx_close", "system"):
+                    payload = frame.get("payload") or {}
+                    if event == "phx_close" or payload.get("status") == "error":
+                        self.closed_reason = str(payload.get("message") or event)
+                    continue
             if on_change is not None and '"postgres_changes"' in text:
                 on_change(text, arrived)
-            elif '"phx_close"' in text or '"system"' in text:
-                frame = json.loads(text)
-                payload = frame.get("payload") or {}
-                if frame.get("event") == "phx_close" or payload.get("status") == "error":
-                    self.closed_reason = str(payload.get("message") or frame.get("event"))
 
     async def _heartbeat(self) -> None:
         while not self.ws.closed:

@@ -22,6 +22,9 @@ from devicelab.cli.serve import register_serve
 
 __all__ = ["register"]
 
+#: The realtime check's ceiling (backend_checks.api_checks.MAX_SUBSCRIBERS); not imported
+#: from there: this module loads without backend_checks (psycopg, aiohttp) at import.
+MAX_SUBSCRIBERS = 10_000
 _DSN_HELP = "PostgreSQL DSN (URL or key=value); default: the managed local cluster"
 _DSN_OPTION = typer.Option("--dsn", help=_DSN_HELP, callback=nonblank_dsn)
 
@@ -52,7 +55,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         supabase_url: Annotated[
             str | None,
-            typer.Option("--supabase-url", envvar="SUPABASE_URL", help="a Supabase project"),
+            typer.Option(
+                "--supabase-url",
+                envvar="SUPABASE_URL",
+                help="a Supabase project's API URL (https://<ref>.supabase.co); the SQL checks"
+                " run on --dsn, skipped without it",
+            ),
         ] = None,
         anon_key: Annotated[
             str | None,
@@ -71,7 +79,14 @@ def register(app: typer.Typer) -> None:
             typer.Option("--plan", help="your Realtime plan: free, pro-spend-cap or pro"),
         ] = None,
         subscribers: Annotated[
-            int, typer.Option("--subscribers", min=1, help="realtime subscribers")
+            int,
+            typer.Option(
+                "--subscribers",
+                min=1,
+                max=MAX_SUBSCRIBERS,
+                help=f"realtime subscribers, 1 to {MAX_SUBSCRIBERS:,} (the story: 100 to 1,000;"
+                " --plan may allow fewer)",
+            ),
         ] = 100,
         load: Annotated[
             str | None,
@@ -176,7 +191,10 @@ def _write(results: object, out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(results.to_json())
         return out / "results.json"
-    return write_all(results, out)["json"]
+    from devicelab.config import load_targets
+
+    # With the target book, as `devicelab report` would: the matrix shows each target.
+    return write_all(results, out, load_targets())["json"]
 
 
 def _value(check: object) -> str:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from backend_checks.api_checks import API_CHECKS, ApiOptions, api_options, run_api_checks
-from backend_checks.realtime_checks import RealtimeLoad, SupabaseProject
-from devicelab.errors import BadInput, UnsafeActionRefused
+from backend_checks.api_checks import (
+    API_CHECKS,
+    ApiOptions,
+    RealtimeLoad,
+    SupabaseProject,
+    api_options,
+    run_api_checks,
+    sign_in,
+)
+from backend_checks.check import CheckOptions, run_check
+from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
 
 
 def test_a_project_needs_all_four_settings() -> None:
@@ -49,3 +60,87 @@ def test_cli_refuses_half_a_project_with_exit_2() -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "needs --anon-key" in done.stderr
+
+
+def test_subscribers_out_of_range_are_bad_input_with_the_limit() -> None:
+    with pytest.raises(BadInput, match="--subscribers 10001 is out of range") as refused:
+        api_options(None, None, None, None, None, 10_001)
+    assert "10,000" in refused.value.hint
+    done = subprocess.run(
+        [sys.executable, "-m", "devicelab", "backend", "check", "--subscribers", "10001"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "10000" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_url_with_a_password_or_no_scheme_is_bad_input_that_hides_the_password() -> None:
+    with pytest.raises(BadInput, match="holds a user or password") as userinfo:
+        api_options("http://admin:S3cret@127.0.0.1:9", "k", "a@b.c", "pw", None, 100)
+    assert "S3cret" not in userinfo.value.one_line()
+    with pytest.raises(BadInput, match="not an http"):
+        api_options("abc.supabase.co", "k", "a@b.c", "pw", None, 100)
+
+
+def _html_502() -> web.Application:
+    async def bad_gateway(_: web.Request) -> web.Response:
+        return web.Response(status=502, text="<html>502 Bad Gateway</html>",
+                            content_type="text/html")  # fmt: skip
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", bad_gateway)
+    return app
+
+
+def test_an_html_answer_is_one_line_naming_the_url_and_status() -> None:
+    async def main() -> str:
+        runner = web.AppRunner(_html_502())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        project = SupabaseProject(url=f"http://127.0.0.1:{port}", anon_key="k", email="a@b.c",
+                                  password="pw")  # fmt: skip
+        try:
+            async with aiohttp.ClientSession() as http:
+                with pytest.raises(BackendUnavailable) as refused:
+                    await sign_in(http, project)
+        finally:
+            await runner.cleanup()
+        return refused.value.one_line()
+
+    line = asyncio.run(main())
+    assert "\n" not in line
+    assert "/auth/v1/token answered 502 (text/html), not a Supabase API reply" in line
+
+
+def _no_local_postgres(_: object) -> str:
+    raise AssertionError("the managed cluster must not be started for a Supabase project")
+
+
+def test_a_project_without_dsn_skips_the_sql_checks_and_needs_no_local_postgres(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from backend_checks.managed import ManagedPostgres
+
+    monkeypatch.setattr(ManagedPostgres, "ensure", _no_local_postgres)
+    project = SupabaseProject(url="http://127.0.0.1:9", anon_key="k", email="a@b.c", password="p")
+    options = CheckOptions(only=["message_fetch", "bloat"], api=ApiOptions(project=project))
+    results = run_check(None, options)
+    assert results.run.backend is not None and results.run.backend.kind == "supabase"
+    assert [(c.id, c.status) for c in results.checks] == [
+        ("message_fetch", "skip"),
+        ("bloat", "skip"),
+    ]
+    assert all("give --dsn" in c.reason for c in results.checks)
+
+
+def test_the_api_preflight_runs_before_the_sql_suite() -> None:
+    # The --dsn answers nothing either: the API's problem must be the one reported, at once.
+    dead_db = "host=127.0.0.1 port=9 user=postgres dbname=x connect_timeout=2"
+    project = SupabaseProject(url="http://127.0.0.1:9", anon_key="k", email="a@b.c", password="p")
+    refused = CheckOptions(api=ApiOptions(project=project, plan="free"))
+    with pytest.raises(UnsafeActionRefused, match="free plan"):
+        run_check(dead_db, refused)
+    with pytest.raises(BackendUnavailable, match=r"cannot reach http://127\.0\.0\.1:9"):
+        run_check(dead_db, CheckOptions(api=ApiOptions(project=project)))

@@ -78,6 +78,8 @@ def test_healthy_database_passes(healthy_db: str, tmp_path: Path) -> None:
     # A fresh database's index statistics prove nothing: skipped, not failed.
     assert checks["unused_indexes"].status in ("skip", "pass")
     assert checks["buffer_hit_ratio"].value is not None and checks["buffer_hit_ratio"].value > 95
+    # The reports were made with the story's targets, as `devicelab report` makes them.
+    assert "No targets.yaml was given" not in (tmp_path / "report.md").read_text()
 
 
 def test_missing_index_is_found_and_a_proven_suggestion_names_its_columns(

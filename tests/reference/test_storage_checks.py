@@ -25,7 +25,7 @@ def test_storage_checks_time_real_transfers(
         assert (check.status == "pass") == (check.value < 2000)
         assert len(check.samples) == 2 and check.evidence["bytes"] == 5 * 1024 * 1024
     assert signed.status in ("pass", "fail") and len(signed.samples) == 5
-    assert signed.evidence["signed_url_fetch_ok"] is True
+    assert signed.evidence["signed_url_fetch"] == "ok"
     assert signed.target is not None and signed.target.value == 100
     left = db.execute(
         "SELECT count(*) FROM storage.objects WHERE name LIKE %s", ("%devicelab-checks%",)
