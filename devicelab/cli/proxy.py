@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure achieved RTT, downlink and uplink through the proxy vs the profile."""
         from devicelab.config import network_profile
-        from devicelab.netshape.selfcheck import loss_bound_kbps, measure
+        from devicelab.netshape.selfcheck import RTT_METHOD, loss_bound_kbps, measure
 
         profile = network_profile(network)
         achieved = measure(profile)
@@ -99,7 +99,9 @@ def register(app: typer.Typer) -> None:
             ("up_kbps", profile.up_kbps, achieved.up_kbps),
         ]
         if as_json:
-            out = {"network": network, "profile": {k: p for k, p, _ in rows}}
+            figures = {k: p for k, p, _ in rows}
+            figures |= {"loss_pct": profile.loss_pct, "jitter_ms": profile.jitter_ms}
+            out = {"network": network, "profile": figures, "rtt_method": RTT_METHOD}
             if bound is not None:
                 out["loss_bound"] = {"down_kbps": bound[0], "up_kbps": bound[1]}
             typer.echo(json.dumps(out | {"achieved": achieved.model_dump()}, indent=2))
@@ -112,6 +114,7 @@ def register(app: typer.Typer) -> None:
             none = "none added" if name == "rtt_ms" else "unlimited"
             wanted = none if want is None else _fmt(want)
             typer.echo(f"{name:10} {wanted:>12} {_fmt(got):>12} {error:>8}")
+        typer.echo(f"rtt: {RTT_METHOD}")
         if bound is not None:
             typer.echo(
                 f"loss {profile.loss_pct:g} %: each lost segment is sent again a round trip "

@@ -27,7 +27,9 @@ from devicelab.netshape.addon import CONTROL_HOST, DEFAULT_ALLOW
 from devicelab.netshape.options import parse_networks
 from devicelab.netshape.proxy import DEFAULT_CONFDIR, ShapedProxy
 
-__all__ = ["device_instructions", "main", "parse_listen", "run_foreground"]
+__all__ = ["device_instructions", "main", "parse_listen", "run_foreground", "unreachable"]
+
+logger = logging.getLogger("devicelab.netshape")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -45,9 +47,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def unreachable(host: str, allow: Sequence[str]) -> str | None:
+    """Why no allowed client can reach a proxy listening on ``host``, or None: a loopback
+    address takes only this machine's clients, and ``allow`` leaves loopback out."""
+    if not _is_loopback(host) or _allows_loopback(allow):
+        return None
+    return (
+        f"no allowed client can reach this proxy: it listens on {host} (loopback) and"
+        f" --allow {' '.join(allow)} leaves loopback out; listen on a LAN address"
+        " (--listen 0.0.0.0:PORT) or allow 127.0.0.0/8"
+    )
+
+
 def device_instructions(proxy: ShapedProxy) -> list[str]:
-    """Lines telling a user how to point each kind of device at ``proxy``."""
+    """Lines telling a user how to point each kind of device at ``proxy`` (only the
+    allow-list when no allowed client can reach it, see ``unreachable``)."""
     port = proxy.port
+    if unreachable(proxy.host, proxy.allow) is not None:
+        return [f"  allowed clients: {', '.join(proxy.allow)} (none can reach {proxy.host})"]
     lan = proxy.host in ("0.0.0.0", "::")
     host = "<this machine's LAN address>" if lan else proxy.host
     if _is_loopback(proxy.host):  # a phone on Wi-Fi cannot reach this machine's loopback
@@ -112,6 +129,8 @@ def run_foreground(
         ) as p:
             host = f"[{p.host}]" if ":" in p.host else p.host  # an IPv6 address
             echo(f"listening on {host}:{p.port}")
+            if (why := unreachable(p.host, p.allow)) is not None:
+                logger.warning("%s", why)
             if instructions:
                 name = profile.id or profile.label if profile else "none"
                 echo(f"network {name}; point a device at it:")

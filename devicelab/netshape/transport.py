@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -288,6 +290,19 @@ class ShapedWriter(_WrappedWriter):
             self._real.close()
 
 
+def _reset(writer: _Writer) -> None:
+    """Close ``writer``'s socket with a reset (RST): an abort alone sends a FIN, a clean
+    end of stream to the peer."""
+    sock = writer.get_extra_info("socket")
+    with contextlib.suppress(AttributeError, OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport = writer.get_extra_info("transport") or getattr(writer, "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
+    else:
+        writer.close()
+
+
 class ServerReader:
     """The server side's reader, noting when the server last sent bytes."""
 
@@ -311,10 +326,13 @@ class HeldWriter(_WrappedWriter):
         self._clock = clock
         self._held: deque[tuple[float, bytes | None]] = deque()  # None: end of stream
         self._close_after = False
+        self._cut = False  # reset by ``abort``: nothing more goes out
         self._timer: PreciseTimer | None = None
 
     def write(self, data: bytes) -> None:
         """Write ``data`` now, or once the uplink bytes before it have arrived."""
+        if self._cut:
+            return
         loop = asyncio.get_running_loop()
         due = self._clock.up_due
         if not self._held and due <= loop.time():
@@ -362,16 +380,24 @@ class HeldWriter(_WrappedWriter):
 
     def write_eof(self) -> None:
         """Half-close the socket once the held bytes are written."""
+        if self._cut:
+            return
         if self._held:
             self._hold(self._held[-1][0], None)
         else:
             self._real.write_eof()
 
     def abort(self) -> None:
-        """Drop the held bytes (the link went offline); the connection closes as usual."""
+        """Drop the held bytes and reset the connection (the link went offline).
+
+        A radio drop gives the server no clean end: mitmproxy, seeing the device side cut,
+        would close this side politely (a WebSocket CLOSE 1000, a FIN), which a server
+        takes for the device's own goodbye. A reset (RST) is what it gets instead, and
+        whatever mitmproxy writes after the cut is dropped.
+        """
         self._held.clear()
+        self._cut = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._close_after:
-            self._real.close()
+        _reset(self._real)
