@@ -81,11 +81,18 @@ class FarmResult(BaseModel):
         return max((d.exit_code for d in self.devices), default=0)
 
     def table(self) -> list[str]:
-        """The farm as Markdown table lines."""
+        """The farm as Markdown table lines. Ids, models (a phone names its own) and
+        reasons are code spans, so no renderer acts on them; units as people write them."""
+        from devicelab.report._common import fmt_value
+        from devicelab.report.markdown import code_span
+
         lines = ["| device | model | status | drain | reason |", "|---|---|---|---:|---|"]
         for d in self.devices:
-            drain = f"{d.value:.2f} {d.unit}" if d.value is not None else ""
-            lines.append(f"| {d.id} | {d.model} | {d.status} | {drain} | {d.reason} |")
+            drain = code_span(fmt_value(d.value, d.unit)) if d.value is not None else ""
+            reason = code_span(d.reason) if d.reason else ""
+            lines.append(
+                f"| {code_span(d.id)} | {code_span(d.model)} | {d.status} | {drain} | {reason} |"
+            )
         return lines
 
 
@@ -324,11 +331,14 @@ def _wait(runs: dict[str, _Run], grace_s: float | None = None) -> dict[str, int]
 
 def _write(result: FarmResult, out_dir: Path) -> None:
     """farm.json and farm.md, each written whole (a temporary file, then renamed)."""
+    from devicelab.report.markdown import code_span
+
     files = {
         "farm.json": result.model_dump_json(indent=2, by_alias=True),
         "farm.md": "\n".join(
             [
-                f"# Battery drain across the farm ({result.network}, {result.duration_s:g} s)",
+                f"# Battery drain across the farm ({code_span(result.network)}, "
+                f"{result.duration_s:g} s)",
                 "",
                 *result.table(),
                 "",

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         """Write the report of RESULTS.json to stdout, or to FILE with -o."""
         from devicelab import report
 
-        loaded = report.load_results(results)
+        loaded = report.load_results(results, warn=_warn)
         book = _targets(targets)
         render = {"md": report.render_markdown, "html": report.render_html}
         text = (
@@ -59,15 +59,31 @@ def register(app: typer.Typer) -> None:
 
 def _emit(text: str) -> None:
     """``text`` to stdout as UTF-8 whatever the locale (reports hold ✅ and µ); a reader
-    that closed the pipe early (``| head``) is not an error."""
+    that closed the pipe early (``| head``) is not an error.
+
+    Raises EnvironmentProblem (exit 3) when stdout cannot take it (``> /dev/full``, a
+    full disk), as ``-o`` does."""
+    import os
+
+    from devicelab.errors import EnvironmentProblem
+
     try:
-        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.buffer.write(text.encode("utf-8", errors="replace"))
         sys.stdout.flush()
     except BrokenPipeError:
         # Point stdout at devnull so the interpreter's final flush does not complain.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as exc:
+        # The unwritten bytes stay buffered: drop them, or the exit's flush fails again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise EnvironmentProblem(
+            f"stdout: cannot write the report ({exc.strerror or exc})",
+            hint="free some space, or write it elsewhere with -o FILE",
+        ) from exc
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"devicelab: warning: {message}", err=True)
 
 
 def _targets(path: Path | None) -> TargetBook | None:

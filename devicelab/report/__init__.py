@@ -13,7 +13,9 @@ nothing heavy.
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +71,57 @@ def _problem(error: Any) -> str:
     return message
 
 
-def load_results(path: str | os.PathLike[str]) -> Results:
+def _no_number(token: str) -> float:
+    # json reads NaN, Infinity and 1e999 as floats; the contract has no such values, and a
+    # report would show a check "✅ NaN ms".
+    raise _NotANumber(token)
+
+
+class _NotANumber(ValueError):
+    """A JSON number the contract does not allow (NaN, ±Infinity, out of float range)."""
+
+
+def _float(token: str) -> float:
+    value = float(token)
+    return value if math.isfinite(value) else _no_number(token)
+
+
+def _int(token: str) -> int:
+    if len(token.lstrip("-")) > _MAX_DIGITS:
+        raise _NotANumber(f"an integer of {len(token.lstrip('-'))} digits")
+    return int(token)
+
+
+#: Python writes no integer of more digits as text (sys.get_int_max_str_digits).
+_MAX_DIGITS = 4300
+
+
+def _summary_problem(data: Any, results: Results) -> str | None:
+    """What a file's own summary says that its checks do not, or None."""
+    given = data.get("summary") if isinstance(data, dict) else None
+    if not isinstance(given, dict):
+        return None
+    counted = results.summary.model_dump(by_alias=True)
+    wrong = [
+        f"{k} {given[k]} (the checks: {counted[k]})"
+        for k in counted
+        if k in given and given[k] != counted[k]
+    ]
+    return ", ".join(wrong) if wrong else None
+
+
+def load_results(
+    path: str | os.PathLike[str], *, warn: Callable[[str], None] | None = None
+) -> Results:
     """Read and validate a results.json.
 
     Returns the Results. Raises ConfigError (a BadInput, exit 2) whose one-line message
     names the file and, for JSON errors, line:column, for contract errors, the dotted
-    field (``checks[2].status``); ``.field`` holds that path.
+    field (``checks[2].status``); ``.field`` holds that path. Also refused: NaN,
+    Infinity and numbers beyond the float range, integers of more than 4,300 digits,
+    nesting too deep to read and a file without ``schema``. A ``summary`` that does not
+    count the checks' statuses is recounted (the reports always count the checks), and
+    ``warn`` is called with one line saying what it claimed.
     """
     path = Path(path)
     try:
@@ -88,14 +135,31 @@ def load_results(path: str | os.PathLike[str]) -> Results:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})", hint="check the file") from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_number, parse_float=_float, parse_int=_int)
     except json.JSONDecodeError as exc:
         where = f"{path}:{exc.lineno}:{exc.colno}"
         raise ConfigError(
             f"{where}: not valid JSON: {exc.msg}", hint="fix the JSON there", location=where
         ) from None
+    except _NotANumber as exc:
+        raise ConfigError(
+            f"{path}: not a number the contract allows: {exc}",
+            hint="a measured value is a finite number; write null where nothing was measured",
+            location=str(path),
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: nested too deeply to read", hint="no results.json nests this deep"
+        ) from None
+    if isinstance(data, dict) and "schema" not in data:
+        raise ConfigError(
+            f"{path}: schema: missing required field 'schema'",
+            hint='a results.json starts with "schema": "devicelab.results/1"',
+            location=str(path),
+            field="schema",
+        )
     try:
-        return Results.model_validate(data)
+        results = Results.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
@@ -108,6 +172,14 @@ def load_results(path: str | os.PathLike[str]) -> Results:
             location=str(path),
             field=field,
         ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: nested too deeply to read", hint="no results.json nests this deep"
+        ) from None
+    wrong = _summary_problem(data, results)
+    if wrong is not None and warn is not None:
+        warn(f"{path}: summary: does not count the checks, recounted: {wrong}")
+    return results
 
 
 def write_all(

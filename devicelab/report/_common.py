@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
+from collections.abc import Callable
 from typing import Any
 
 from devicelab.models import Check, CheckTarget, Results, RunInfo
@@ -22,8 +24,10 @@ __all__ = [
     "check_line",
     "check_target_label",
     "clip_lists",
+    "count_text",
     "defang",
     "duration_s",
+    "fmt_judged",
     "fmt_number",
     "fmt_value",
     "is_flat_dict",
@@ -35,17 +39,20 @@ __all__ = [
     "recommendations",
     "run_subtitle",
     "scalar_text",
+    "showable",
     "target_label",
     "truncate",
     "unit_text",
+    "verdict_text",
 ]
 
 STATUS_ICON = {"pass": "✅", "fail": "❌", "skip": "⏭", "error": "⚠"}
 STATUS_WORD = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
 MASK = "***"
 
-#: Units as targets.yaml spells them -> as a reader expects them.
-_UNIT_TEXT = {"pct_per_hour": "%/h", "pct": "%", "percent": "%"}
+#: Units as targets.yaml spells them -> as a reader expects them; a compound unit
+#: ("MB_per_min", "pct_per_hour") is written with "/" and these parts ("MB/min", "%/h").
+_UNIT_TEXT = {"pct": "%", "percent": "%", "hour": "h", "hours": "h", "minute": "min"}
 
 #: Key words that mark a secret. Producers redact already; this is the second fence.
 #: Matched against the words of a key (split on _ - . and camelCase), so "anon_key",
@@ -95,17 +102,30 @@ _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 #: A JWT (header.payload.signature, base64url) anywhere in a string: Supabase keys are JWTs.
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 #: The password part of scheme://user:password@host, to the last '@' before a '/' (a
-#: password with an unescaped '@' is hidden whole).
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s]+@")
+#: password with an unescaped '@' is hidden whole). A scheme starts only where no scheme
+#: character precedes it: without that look-behind every position of a long hex string
+#: started a scan to its end (quadratic: 100 KB of evidence took seconds).
+_URL_PASSWORD = re.compile(
+    r"(?<![A-Za-z0-9+.-])(?P<head>[A-Za-z][A-Za-z0-9+.-]*+://[^/\s:@]*+:)[^/\s]+@"
+)
 #: A password in a key=value DSN (``password=... `` or quoted) and in a URL's query.
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&\s]*", re.I)
-#: Control characters: shown as U+FFFD so a terminal or a viewer never acts on them.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
-#: What run text may not carry into any report: control characters and non-characters.
-_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffe\uffff]")
-#: Characters XML 1.0 does not allow, even escaped.
-XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: What no report may carry, shown as U+FFFD: C0 controls but tab and newline, DEL, the
+#: C1 block (\x9b is a terminal's CSI: ``devicelab report`` prints to terminals), lone
+#: surrogates (no UTF-8 encoder takes them) and the non-characters.
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+#: The same and tab and newline: for text that must stay on one line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+#: Characters XML 1.0 does not allow, even escaped (and the C1 block, which it does
+#: allow but a terminal acts on).
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+#: How deep evidence is walked; deeper parts are named, not shown (a 2,000-deep list
+#: would exhaust the interpreter's stack, and no reader follows 40 levels anyway).
+_MAX_DEPTH = 40
+#: Integers beyond this many bits are shown by their size: Python refuses to write
+#: one of more than 4,300 digits as text.
+_MAX_INT_BITS = 4000
 
 
 #: Where a run's end would be, when it has none: stopped (Ctrl-C, an error) before its
@@ -121,48 +141,72 @@ def is_secret_key(key: str) -> bool:
     return bool(words & _SECRET_WORDS) or "password" in key.lower() or "token" in key.lower()
 
 
-#: A URL scheme's colon, where ``defang`` breaks it.
-_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)")
-
-
 def defang(text: str) -> str:
     """``text`` with every ``scheme://`` written ``scheme[:]//``: readable, never a link,
     and never an ``http://`` or ``https://`` substring."""
-    return _SCHEME.sub(r"\1[:]", text)
+    # Every "://", whatever precedes it: linear, and nothing a linker could take is left.
+    return text.replace("://", "[:]//")
+
+
+def showable(text: str) -> str:
+    """``text`` with every control character, lone surrogate and non-character replaced
+    by U+FFFD (tab and newline kept): safe to print, encode and parse."""
+    return _UNSHOWABLE.sub("\ufffd", text)
 
 
 def _mask_text(text: str) -> str:
-    text = _UNSHOWABLE.sub("\ufffd", _JWT.sub(MASK, text))
+    text = showable(_JWT.sub(MASK, text))
     text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
 
 
-def mask_secrets(value: Any) -> Any:
+def mask_secrets(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` with the values of secret-looking keys, JWTs and DSN passwords
     (URL, key=value, ``?password=``) replaced by ``***``, and control characters by
-    U+FFFD. Lists, dicts and scalars are walked; other objects become text."""
+    U+FFFD (in keys too). Lists, dicts and scalars are walked, 40 levels deep (deeper
+    parts become a note); other objects, and integers too long to write, become text."""
+    if isinstance(value, dict | list | tuple) and _depth >= _MAX_DEPTH:
+        return f"… (nested deeper than {_MAX_DEPTH} levels)"
     if isinstance(value, dict):
         return {
-            str(k): (MASK if is_secret_key(str(k)) and v not in (None, "") else mask_secrets(v))
+            _mask_text(str(k)): (
+                MASK
+                if is_secret_key(str(k)) and v not in (None, "")
+                else mask_secrets(v, _depth + 1)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [mask_secrets(item) for item in value]
+        return [mask_secrets(item, _depth + 1) for item in value]
     if isinstance(value, str):
         return _mask_text(value)
-    if value is None or isinstance(value, bool | int | float):
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > _MAX_INT_BITS:
+            return f"(an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits)"
+        return value
+    if value is None or isinstance(value, bool | float):
         return value
     return _mask_text(str(value))
 
 
-def fmt_number(value: float) -> str:
-    """A measured number for people: 312, 45.7, 1.25, 0.0123 (no exponent below 1e9)."""
+def fmt_number(value: float, digits: int | None = None) -> str:
+    """A measured number for people: 312, 45.7, 1.25, 0.0123; an exponent from 1e15 up
+    (1.7e+308, never 309 digits); "NaN", "∞" or "-∞" when it is no number. ``digits``
+    asks for that many significant digits instead (``fmt_judged`` needs them)."""
     if math.isnan(value):
         return "NaN"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
     magnitude = abs(value)
+    if magnitude >= 1e15:
+        return f"{value:.{digits or 4}g}"
+    if digits is not None:
+        places = max(0, digits - 1 - math.floor(math.log10(magnitude))) if magnitude else 0
+        text = f"{value:.{places}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    if float(value).is_integer():
+        return str(int(value))
     if magnitude >= 1000:
         text = f"{value:.0f}"
     elif magnitude >= 10:
@@ -177,18 +221,53 @@ def fmt_number(value: float) -> str:
 
 
 def unit_text(unit: str) -> str:
-    """A unit as people write it ("pct_per_hour" -> "%/h")."""
-    return _UNIT_TEXT.get(unit, unit)
+    """A unit as people write it ("pct_per_hour" -> "%/h", "MB_per_min" -> "MB/min")."""
+    return "/".join(_UNIT_TEXT.get(part, part) for part in unit.split("_per_"))
+
+
+def count_text(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless there is one: "1 check", "3 samples"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _with_unit(number: str, unit: str) -> str:
+    shown = unit_text(unit)
+    if not shown:
+        return number
+    return f"{number}{'' if shown == '%' else ' '}{shown}"
 
 
 def fmt_value(value: float | None, unit: str) -> str:
     """``value`` with its unit ("312 ms", "8.5 %/h"), or "—" when nothing was measured."""
     if value is None:
         return "—"
-    shown = unit_text(unit)
-    if not shown:
-        return fmt_number(value)
-    return f"{fmt_number(value)}{'' if shown == '%' else ' '}{shown}"
+    return _with_unit(fmt_number(value), unit)
+
+
+_HOLDS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+}
+
+
+def fmt_judged(value: float | None, unit: str, target: CheckTarget | None) -> str:
+    """``value`` with its unit, as ``fmt_value``, but with as many digits as it takes for
+    the shown number to stand on the same side of ``target`` as the value itself: a
+    passing 199.96 ms against "< 200 ms" shows "199.96 ms", never "200 ms"."""
+    if value is None or target is None or not math.isfinite(value) or target.unit != unit:
+        return fmt_value(value, unit)
+    holds = _HOLDS[target.op]
+    verdict = holds(value, target.value)
+    text = fmt_number(value)
+    for digits in range(2, 18):
+        shown = float(text)
+        if holds(shown, target.value) == verdict and (shown != target.value or value == shown):
+            break
+        text = fmt_number(value, digits)
+    return _with_unit(text, unit)
 
 
 def target_label(op: str, value: float | None, unit: str) -> str:
@@ -206,8 +285,12 @@ def check_target_label(target: CheckTarget | None) -> str:
 
 
 def check_line(check: Check) -> str:
-    """One line saying what was measured against what: "p95 612 ms vs target < 500 ms"."""
-    measured = fmt_value(check.value, check.unit)
+    """One line saying what was measured against what: "p95 612 ms vs target < 500 ms";
+    a value that is no number (NaN, infinity) says it was not measured."""
+    if check.value is not None and not math.isfinite(check.value):
+        measured = f"not measured ({fmt_number(check.value)})"
+    else:
+        measured = fmt_judged(check.value, check.unit, check.target)
     stat = f"{check.stat} " if check.value is not None and check.stat != "value" else ""
     text = f"{stat}{measured}"
     if check.target is not None:
@@ -215,17 +298,40 @@ def check_line(check: Check) -> str:
     return text
 
 
-def run_subtitle(run: RunInfo) -> str:
-    """What ran where, on one line: kind, device, network and backend of the run."""
+def run_subtitle(run: RunInfo, quote: Callable[[str], str] | None = None) -> str:
+    """What ran where, on one line: kind, device, network and backend of the run. The
+    run's own text (device id, model, OS, network name: the device reports some of it
+    itself) is on one line, secrets masked, and passed through ``quote`` when given (the
+    Markdown report escapes it)."""
+
+    def text(value: str) -> str:
+        shown = str(mask_secrets(value)).replace("\n", " ").replace("\r", " ").replace("\t", " ")
+        return quote(shown) if quote is not None else shown
+
     parts = [f"{run.kind} run"]
     if run.device is not None:
         d = run.device
-        parts.append(f"device {d.id} ({d.platform}, {d.model}, {d.os})")
+        parts.append(f"device {text(d.id)} ({d.platform}, {text(d.model)}, {text(d.os)})")
     if run.network is not None:
-        parts.append(f"network {run.network.name}")
+        parts.append(f"network {text(run.network.name)}")
     if run.backend is not None:
         parts.append(f"backend {run.backend.kind}")
     return " · ".join(parts)
+
+
+def verdict_text(results: Results) -> str:
+    """What the run's checks add up to, without a final period: "all checks passed (exit
+    code 0)"; for a run stopped before its end (no ``finished_at``), that it is
+    unfinished first, since a stopped run never exits 0 however its checks went."""
+    code = results.exit_code()
+    if results.run.finished_at is None:
+        among = {0: "all passed", 1: "a check failed", 3: "a check could not run"}[code]
+        return (
+            "unfinished: the run was stopped before its plan was through (a stopped run "
+            f"exits 130 or 143, not 0); of the checks it got to, {among}"
+        )
+    verdict = {0: "all checks passed", 1: "a check failed", 3: "a check could not run"}[code]
+    return f"{verdict} (exit code {code})"
 
 
 def duration_s(run: RunInfo) -> float | None:
@@ -256,7 +362,7 @@ def scalar_text(value: Any, limit: int = 300) -> str:
         text = str(value)
     else:
         text = json.dumps(value, default=str, ensure_ascii=False)
-    text = _CONTROL.sub("\ufffd", text.replace("\r", " ").replace("\n", " ⏎ "))
+    text = _CONTROL.sub("\ufffd", text.replace("\r", " ").replace("\n", " ⏎ ").replace("\t", " "))
     return truncate(text, limit)
 
 
@@ -312,12 +418,15 @@ def recommendations(results: Results) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     carriers: dict[str, list[Any]] = {}
     for check in results.checks:
-        items = check.evidence.get("suggestions") if check.evidence else None
+        # Masked first: the reports print these fields, and any of them may hold anything.
+        items = mask_secrets(check.evidence.get("suggestions")) if check.evidence else None
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict) or not isinstance(item.get("ddl"), str):
                 continue
-            why = str(item.get("proof", "")).removeprefix("unproven: ")
-            found.setdefault(item["ddl"], {**item, "why": why, "checks": []})
+            why = scalar_text(item.get("proof") or "", 300).removeprefix("unproven: ")
+            queries = item.get("queries")
+            shown = [scalar_text(q, 80) for q in (queries if isinstance(queries, list) else [])]
+            found.setdefault(item["ddl"], {**item, "why": why, "queries": shown, "checks": []})
             carriers.setdefault(item["ddl"], []).append(check)
     for ddl, checks in carriers.items():
         # Every backend check's evidence carries all suggestions: the ones that reported

@@ -22,8 +22,10 @@ from devicelab.report._common import (
     check_line,
     check_target_label,
     clip_lists,
+    count_text,
     defang,
     duration_s,
+    fmt_judged,
     fmt_number,
     fmt_value,
     is_flat_dict,
@@ -34,7 +36,9 @@ from devicelab.report._common import (
     recommendations,
     run_subtitle,
     scalar_text,
+    showable,
     truncate,
+    verdict_text,
 )
 from devicelab.report.matrix import build_matrix
 from devicelab.report.plots import Guide, histogram, line_chart
@@ -90,6 +94,9 @@ svg .guide-label.budget{fill:var(--error)}svg .empty{fill:var(--muted)}
 details.check{border:1px solid var(--line);border-radius:8px;margin:8px 0;padding:6px 10px}
 details.check summary{cursor:pointer;font-weight:600}
 footer{color:var(--muted);margin-top:32px;font-size:12px}
+h1,h2,h4,p,td,th,dt,dd,summary,figcaption,code{overflow-wrap:anywhere;word-break:break-word}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}
+table{max-width:100%}
 """
 
 
@@ -191,12 +198,11 @@ def _summary(results: Results) -> str:
         f'<div class="tile {cls}"><b>{n}</b>{cls}</div>'
         for cls, n in (("pass", s.pass_), ("fail", s.fail), ("skip", s.skip), ("error", s.error))
     )
-    code = results.exit_code()
-    verdict = {0: "All checks passed", 1: "A check failed", 3: "A check could not run"}[code]
+    verdict = verdict_text(results)
     return (
         f'<section class="summary"><div class="tiles">{tiles}</div>'
-        f'<p class="verdict">{len(results.checks)} checks — {verdict} (exit code {code}).</p>'
-        "</section>"
+        f'<p class="verdict">{count_text(len(results.checks), "check")} — '
+        f"{_e(verdict[0].upper() + verdict[1:])}.</p></section>"
     )
 
 
@@ -213,7 +219,7 @@ def _recommendations(results: Results) -> str:
         )
         rows.append(
             f"<tr><td><code>{_e(item['ddl'])}</code></td><td>{badge} {_e(item['why'])}</td>"
-            f"<td>{_e(', '.join(item.get('queries') or []) or '—')}</td>"
+            f"<td>{_e(', '.join(item['queries']) or '—')}</td>"
             f"<td>{_e(', '.join(item['checks']))}</td></tr>"
         )
     return (
@@ -255,9 +261,15 @@ def _matrix(results: Results, book: TargetBook | None) -> str:
     )
 
 
+#: Checks whose value is an increase (after minus before a load), not a level: their
+#: target bounds a difference, so it is no line on a series of absolute levels.
+_INCREASES = frozenset({"memory_100_conversations", "memory_1000_messages"})
+
+
 def _guides(series: Series, checks: list[Check]) -> list[Guide]:
-    """Reference lines for a series: the target of a check measured on it (same unit),
-    and for battery level the drain budget of battery_drain as a slope from the start."""
+    """Reference lines for a series: the target of a check measured on it (same unit,
+    and a level, not an increase), and for battery level the drain budget of
+    battery_drain as a slope from the start."""
     if not series.t:
         return []
     t0, t1 = series.t[0], series.t[-1]
@@ -268,7 +280,13 @@ def _guides(series: Series, checks: list[Check]) -> list[Guide]:
             continue
         named = check.evidence.get("series") == series.name
         same_family = check.id.split("_")[0] == series.name.split("_")[0].split(".")[0]
-        if (named or same_family) and target.unit == series.unit and check.id != "battery_drain":
+        increase = check.id in _INCREASES or "increase" in check.title.lower()
+        if (
+            (named or same_family)
+            and not increase
+            and target.unit == series.unit
+            and check.id != "battery_drain"
+        ):
             guides.append(
                 Guide(
                     f"{check.id} {check_target_label(target)}", t0, target.value, t1, target.value
@@ -331,7 +349,7 @@ def _plots(results: Results) -> str:
 def _checks(results: Results) -> str:
     overview = "".join(
         f"<tr><td>{_status(c.status)}</td><td><code>{_e(c.id)}</code></td><td>{_e(mask_secrets(c.title))}</td>"
-        f"<td>{_e(fmt_value(c.value, c.unit))}</td><td>{_e(c.stat)}</td>"
+        f"<td>{_e(fmt_judged(c.value, c.unit, c.target))}</td><td>{_e(c.stat)}</td>"
         f"<td>{_e(check_target_label(c.target))}</td></tr>"
         for c in results.checks
     )
@@ -353,7 +371,7 @@ def _checks(results: Results) -> str:
                     "samples",
                     f"{len(c.samples)}: "
                     + ", ".join(
-                        f"{k} {fmt_value(getattr(st, k), c.unit)}"
+                        f"{k} {fmt_judged(getattr(st, k), c.unit, c.target)}"
                         for k in ("min", "p50", "p95", "max", "mean")
                     ),
                 )
@@ -405,5 +423,6 @@ def render_html(results: Results, book: TargetBook | None = None) -> str:
             "</main></body></html>",
         ]
     )
-    # The second fence: whatever the parts above let through, no scheme:// survives.
-    return defang(page) + "\n"
+    # The second fence: whatever the parts above let through, no scheme:// and no
+    # control character or lone surrogate (which no encoder takes) survives.
+    return showable(defang(page)) + "\n"

@@ -3,7 +3,7 @@
 The layout is the common denominator of Jenkins (junit plugin), GitLab, junitparser and
 pytest's own ``xunit2`` output::
 
-    <testsuites name tests failures errors skipped time>
+    <testsuites name tests failures errors time>
       <testsuite name tests failures errors skipped time timestamp hostname>
         <properties><property name value/>...</properties>     run info
         <testcase classname name time>
@@ -14,14 +14,18 @@ pytest's own ``xunit2`` output::
         </testcase>
 
 One suite per run, so a parser that reads only the first ``<testsuite>`` still gets every
-count. ``classname`` is ``devicelab.<kind>.<category>`` so Jenkins groups the checks by
+count (``skipped`` is on the suite only: Jenkins xUnit's junit-10.xsd allows it nowhere
+else). A run stopped before its end says so in the suite's ``<system-out>``.
+``classname`` is ``devicelab.<kind>.<category>`` so Jenkins groups the checks by
 category. A check has no duration of its own: ``time`` is its evidence's ``duration_s``
-when present, else 0; the suite's ``time`` is the run's wall time.
+when present, else 0; the suite's ``time`` is the run's wall time (a stopped run: as far
+as its series and checks got). Times are clamped to 0..1e9 s, three decimals.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from datetime import UTC
 from typing import Any
@@ -32,12 +36,14 @@ from devicelab.report._common import (
     check_line,
     check_target_label,
     clip_lists,
+    count_text,
     duration_s,
-    fmt_value,
+    fmt_judged,
     mask_secrets,
     run_subtitle,
     scalar_text,
     truncate,
+    verdict_text,
 )
 
 __all__ = ["render_junit"]
@@ -46,11 +52,20 @@ __all__ = ["render_junit"]
 def _x(text: str) -> str:
     """``text`` without the characters XML 1.0 forbids (a control byte in evidence would
     make the whole file unreadable to every parser)."""
-    return XML_ILLEGAL.sub("\ufffd", text)
+    # A carriage return is legal XML but every parser turns it into a newline anyway.
+    return XML_ILLEGAL.sub("\ufffd", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+#: The longest time written (about 31 years): a bigger one is a broken clock, and 1e308
+#: written out would be 309 digits.
+_MAX_SECONDS = 1e9
 
 
 def _seconds(value: float | None) -> str:
-    return f"{max(0.0, value or 0.0):.3f}"
+    value = value or 0.0
+    if not math.isfinite(value):
+        value = _MAX_SECONDS if value > 0 else 0.0
+    return f"{min(_MAX_SECONDS, max(0.0, value)):.3f}"
 
 
 def _timestamp(results: Results) -> str:
@@ -64,8 +79,23 @@ def _timestamp(results: Results) -> str:
 def _check_time(check: Check) -> float:
     duration = check.evidence.get("duration_s")
     if isinstance(duration, int | float) and not isinstance(duration, bool):
-        return float(duration)
+        # An integer beyond the float range is no duration; _seconds clamps the rest.
+        return (
+            _MAX_SECONDS
+            if isinstance(duration, int) and duration > _MAX_SECONDS
+            else float(duration)
+        )
     return 0.0
+
+
+def _run_time(results: Results) -> float:
+    """The run's wall time; a run stopped before its end has none, so as far as it got:
+    its last series point or the checks' own durations, whichever is longer."""
+    took = duration_s(results.run)
+    if took is not None:
+        return took
+    reached = [s.t[-1] for s in results.series if s.t and math.isfinite(s.t[-1])]
+    return max([sum(map(_check_time, results.checks)), *reached])
 
 
 def _num(value: float) -> str:
@@ -84,6 +114,8 @@ def _properties(results: Results) -> list[tuple[str, str]]:
     ]
     if run.finished_at is not None:
         props.append(("run.finished_at", run.finished_at.isoformat()))
+    else:
+        props.append(("run.finished", "no: stopped before its plan was through"))
     if run.device is not None:
         for name in ("id", "platform", "model", "os"):
             props.append((f"device.{name}", str(getattr(run.device, name))))
@@ -127,10 +159,10 @@ def _system_out(check: Check) -> str:
     if check.summary is not None:
         st = check.summary
         stats = ", ".join(
-            f"{name} {fmt_value(getattr(st, name), check.unit)}"
+            f"{name} {fmt_judged(getattr(st, name), check.unit, check.target)}"
             for name in ("min", "p50", "p95", "max", "mean")
         )
-        lines.append(f"samples: {len(check.samples)} ({stats})")
+        lines.append(f"samples: {count_text(len(check.samples), 'sample')} ({stats})")
     if check.reason:
         lines.append(f"reason: {mask_secrets(check.reason)}")
     if check.evidence:
@@ -174,8 +206,7 @@ def render_junit(results: Results) -> str:
         "tests": str(len(results.checks)),
         "failures": str(s.fail),
         "errors": str(s.error),
-        "skipped": str(s.skip),
-        "time": _seconds(duration_s(results.run) or sum(map(_check_time, results.checks))),
+        "time": _seconds(_run_time(results)),
     }
     root = ET.Element("testsuites", {"name": "devicelab", **counts})
     device = results.run.device
@@ -187,6 +218,7 @@ def render_junit(results: Results) -> str:
         {
             "name": _x(f"devicelab.{results.run.kind}{where}{network}"),
             **counts,
+            "skipped": str(s.skip),
             "timestamp": _timestamp(results),
             "hostname": _x(device.id if device is not None else "backend"),
             "id": "0",
@@ -200,6 +232,10 @@ def render_junit(results: Results) -> str:
     props_run.set("value", _x(run_subtitle(results.run)))
     for check in results.checks:
         suite.append(_testcase(results, check))
+    if results.run.finished_at is None:
+        # Counts alone would read as a clean run; the schema's place for words is here.
+        verdict = ET.SubElement(suite, "system-out")
+        verdict.text = _x(f"devicelab: {verdict_text(results)}.\n")
     ET.indent(root, space="  ")
     body = ET.tostring(root, encoding="unicode")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"

@@ -19,8 +19,10 @@ from devicelab.report._common import (
     check_line,
     check_target_label,
     clip_lists,
+    count_text,
     defang,
     duration_s,
+    fmt_judged,
     fmt_number,
     fmt_value,
     is_flat_dict,
@@ -31,18 +33,21 @@ from devicelab.report._common import (
     recommendations,
     run_subtitle,
     scalar_text,
+    showable,
     truncate,
+    unit_text,
+    verdict_text,
 )
 from devicelab.report.matrix import build_matrix
 
-__all__ = ["render_markdown"]
+__all__ = ["code_span", "render_markdown"]
 
 _MAX_JSON = 4000
 
 
 def _code(text: str) -> str:
     """``text`` as a code span, fenced with more backticks than it contains."""
-    text = text.replace("\n", " ")
+    text = text.replace("\r", " ").replace("\n", " ")
     longest = run = 0
     for char in text:
         run = run + 1 if char == "`" else 0
@@ -53,16 +58,42 @@ def _code(text: str) -> str:
 
 
 #: ASCII punctuation a Markdown renderer may act on (HTML, links, images, emphasis,
-#: entities, tables): escaped with a backslash, which CommonMark shows as the character.
+#: entities, tables, e-mail autolinks): escaped with a backslash, which CommonMark shows
+#: as the character.
 #: An underscore inside a word formats nothing (check ids keep theirs bare).
-_MD_ACTIVE = re.compile(r"[\\`*\[\]<>&!|#~]|(?<!\w)_|_(?!\w)")
+_MD_ACTIVE = re.compile(r"[\\`*\[\]<>&!|#~@]|(?<!\w)_|_(?!\w)")
+#: GFM links a bare "www." in text; "www\." shows the same and links nothing.
+_WWW = re.compile(r"(?i)\b(www)\.")
+
+
+#: Text a renderer leaves alone in running text and table cells: letters, digits and a
+#: few signs, no ``_ * ` [ ] ! & | # ~ @`` (emphasis, links, entities, e-mail links),
+#: no ``://`` or ``www.`` (autolinks), and ``<`` only before a space, a digit or ``=``
+#: (never a tag). Our own lines ("p95 290.5 ms
+#: vs target < 200 ms") stay plain; anything else from a run goes into a code span.
+_INERT = re.compile(r"(?:[^\W_]|[ µ%/.,:;()·=+\-—–≤≥>✅❌⏭⚠]|<(?=[\s=\d]))*")
+
+
+def _text(text: str) -> str:
+    """``text`` plain when a renderer cannot act on it (``_INERT``), else a code span."""
+    lowered = text.lower()
+    if _INERT.fullmatch(text) and "://" not in lowered and "www." not in lowered:
+        return text
+    return _code(text)
 
 
 def _plain(text: str) -> str:
     """Run text (a title, an id) as plain Markdown text on one line: secrets masked, every
     character a renderer could act on escaped, and no ``scheme://`` it could link."""
     shown = str(mask_secrets(text)).replace("\n", " ").replace("\r", " ")
-    return _MD_ACTIVE.sub(lambda m: "\\" + m.group(0), defang(shown))
+    escaped = _MD_ACTIVE.sub(lambda m: "\\" + m.group(0), defang(shown))
+    return _WWW.sub(r"\1\\.", escaped)
+
+
+def code_span(text: str) -> str:
+    """Run text as a code span that is safe in a table cell too (one line, ``|`` escaped,
+    control characters as U+FFFD): for other Markdown files made from runs (farm.md)."""
+    return _cell(_code(showable(text)))
 
 
 def _cell(text: str) -> str:
@@ -80,16 +111,18 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _run_section(results: Results) -> list[str]:
     run = results.run
     rows = [["run id", _code(run.id)], ["kind", run.kind]]
+    # Every field below but the times comes from the run (the device names its own model
+    # and OS): code spans, so a renderer shows it as it is.
     rows.append(["started", run.started_at.isoformat()])
     if run.finished_at is not None:
         took = duration_s(run)
         rows.append(["finished", f"{run.finished_at.isoformat()} ({fmt_number(took or 0)} s)"])
     else:
         rows.append(["finished", UNFINISHED])
-    rows.append(["devicelab", run.devicelab_version])
+    rows.append(["devicelab", _code(run.devicelab_version)])
     if run.device is not None:
         d = run.device
-        rows.append(["device", f"{_code(d.id)} — {d.platform}, {d.model}, {d.os}"])
+        rows.append(["device", f"{_code(d.id)} — {d.platform}, {_code(d.model)}, {_code(d.os)}"])
     if run.network is not None:
         n = run.network
         shape = ", ".join(
@@ -123,14 +156,12 @@ def _run_section(results: Results) -> list[str]:
 
 def _summary_section(results: Results) -> list[str]:
     s = results.summary
-    verdict = {0: "all checks passed", 1: "a check failed", 3: "a check could not run"}
-    total = len(results.checks)
+    total = count_text(len(results.checks), "check")
     return [
         "## Summary",
         "",
-        f"**{total} checks: {s.pass_} ✅ pass · {s.fail} ❌ fail · {s.skip} ⏭ skip · "
-        f"{s.error} ⚠ error** — {verdict[results.exit_code()]} "
-        f"(exit code {results.exit_code()}).",
+        f"**{total}: {s.pass_} ✅ pass · {s.fail} ❌ fail · {s.skip} ⏭ skip · "
+        f"{s.error} ⚠ error** — {verdict_text(results)}.",
         "",
     ]
 
@@ -142,8 +173,8 @@ def _recommendations_section(results: Results) -> list[str]:
     rows = [
         [
             _code(item["ddl"]),
-            ("✅ proven: " if item.get("proven") else "unproven: ") + scalar_text(item["why"], 300),
-            ", ".join(item.get("queries") or []) or "—",
+            ("✅ proven: " if item.get("proven") else "unproven: ") + _code(item["why"]),
+            ", ".join(_code(q) for q in item["queries"]) or "—",
             ", ".join(item["checks"]),
         ]
         for item in found
@@ -166,7 +197,7 @@ def _matrix_section(results: Results, book: TargetBook | None) -> list[str]:
         cells = [f"{row.title} ({_code(row.check_id)})"]
         for c in row.cells:
             verdict = c.verdict()
-            cells.append(f"{c.target} · {verdict}" if verdict else c.target)
+            cells.append(_text(f"{c.target} · {verdict}" if verdict else c.target))
         rows.append(cells)
     lines = ["## Story targets (Performance Targets by Platform)", ""]
     lines += [f"> {note}" for note in matrix.notes]
@@ -190,20 +221,27 @@ def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
     blocks: list[str] = []
     for key, value in shown.items():
         if isinstance(value, list) and is_scalar_list(value):
-            lines.append(f"- {key}: {_code(list_text(value))}")
+            lines.append(f"- {_code(key)}: {_code(list_text(value))}")
         elif is_flat_dict(value) and value:
-            blocks += [f"*{key}*", ""]
+            blocks += [_code(key), ""]
             rows = [[_code(str(k)), _code(scalar_text(v))] for k, v in value.items()]
             blocks += [*_table(["key", "value"], rows), ""]
         elif is_record_list(value):
             blocks += _records(key, value)
         elif isinstance(value, dict | list):
             text = truncate(json.dumps(clip_lists(value), indent=2, default=str), _MAX_JSON)
-            fence = "````" if "```" in text else "```"
-            blocks += [f"*{key}*", "", f"{fence}json", text, fence, ""]
+            blocks += [_code(key), "", *_fenced(text, "json"), ""]
         else:
-            lines.append(f"- {key}: {_code(scalar_text(value))}")
+            lines.append(f"- {_code(key)}: {_code(scalar_text(value))}")
     return [*lines, "", *blocks] if len(lines) > 2 else ["**Evidence**", "", *blocks]
+
+
+def _fenced(text: str, info: str) -> list[str]:
+    """``text`` as a fenced block whose fence is longer than any backtick run in it, so
+    no line of the text can close it early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{info}", text, fence]
 
 
 def _records(key: str, items: list[dict[str, Any]]) -> list[str]:
@@ -212,7 +250,8 @@ def _records(key: str, items: list[dict[str, Any]]) -> list[str]:
         columns += [k for k in item if k not in columns]
     rows = [[_code(scalar_text(item.get(c), 80)) for c in columns] for item in items[:20]]
     more = [f"… {len(items) - 20} more rows", ""] if len(items) > 20 else []
-    return [f"*{key}*", "", *_table(columns, rows), "", *more]
+    header = [_code(scalar_text(c, 80)) for c in columns]
+    return [_code(key), "", *_table(header, rows), "", *more]
 
 
 def _check_section(check: Check) -> list[str]:
@@ -220,26 +259,21 @@ def _check_section(check: Check) -> list[str]:
     lines = [f"### {icon} {_plain(check.id)} — {_plain(check.title)}", ""]
     rows = [
         ["status", f"{icon} {check.status}"],
-        ["category", check.category],
-        ["value", check_line(check) if check.value is not None else "—"],
+        ["category", _code(check.category)],
+        ["value", _text(check_line(check)) if check.value is not None else "—"],
         ["stat", check.stat],
-        ["target", check_target_label(check.target)],
+        ["target", _text(check_target_label(check.target))],
     ]
     if check.target is not None:
-        column = f" (column {check.target.column})" if check.target.column else ""
-        rows.append(["target row", f"{check.target.source}{column}"])
+        column = f" (column {_code(check.target.column)})" if check.target.column else ""
+        rows.append(["target row", f"{_code(check.target.source)}{column}"])
     if check.summary is not None:
         st = check.summary
-        rows.append(
-            [
-                "samples",
-                f"{len(check.samples)}: "
-                + ", ".join(
-                    f"{name} {fmt_value(getattr(st, name), check.unit)}"
-                    for name in ("min", "p50", "p95", "max", "mean")
-                ),
-            ]
+        stats = ", ".join(
+            f"{name} {fmt_judged(getattr(st, name), check.unit, check.target)}"
+            for name in ("min", "p50", "p95", "max", "mean")
         )
+        rows.append(["samples", _text(f"{len(check.samples)}: {stats}")])
     elif check.samples:
         rows.append(["samples", str(len(check.samples))])
     if check.reason:
@@ -254,7 +288,7 @@ def render_markdown(results: Results, book: TargetBook | None = None) -> str:
     targets the checks carry are shown. Raises nothing for valid Results.
     """
     lines = [
-        f"# devicelab report — {run_subtitle(results.run)}",
+        f"# devicelab report — {run_subtitle(results.run, quote=_plain)}",
         "",
         *_summary_section(results),
         *_recommendations_section(results),
@@ -271,10 +305,10 @@ def render_markdown(results: Results, book: TargetBook | None = None) -> str:
         rows = [
             [
                 _code(s.name),
-                s.unit,
+                _text(unit_text(s.unit)),
                 str(len(s.v)),
-                fmt_value(min(s.v), s.unit) if s.v else "—",
-                fmt_value(max(s.v), s.unit) if s.v else "—",
+                _text(fmt_value(min(s.v), s.unit)) if s.v else "—",
+                _text(fmt_value(max(s.v), s.unit)) if s.v else "—",
                 f"{fmt_number(s.t[-1] - s.t[0])} s" if s.t else "—",
             ]
             for s in results.series
@@ -285,4 +319,5 @@ def render_markdown(results: Results, book: TargetBook | None = None) -> str:
             *_table(["series", "unit", "points", "min", "max", "span"], rows),
         ]
         lines.append("")
-    return "\n".join(lines).rstrip("\n") + "\n"
+    # The last fence: no control character or lone surrogate reaches a file or terminal.
+    return showable("\n".join(lines).rstrip("\n")) + "\n"

@@ -8,6 +8,7 @@ run" when the run has no such check. A run judged in the 3G column gets that col
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,7 +17,8 @@ from devicelab.models import Check, Results, TargetBook
 from devicelab.report._common import (
     STATUS_ICON,
     check_target_label,
-    fmt_value,
+    fmt_judged,
+    fmt_number,
     target_label,
 )
 from devicelab.targets import MATRIX_COLUMNS, STORY_MATRIX, cell, column_for
@@ -44,14 +46,18 @@ class MatrixCell:
         return self.check.status if self.check is not None else "not run"
 
     def measured(self) -> str:
-        """The measured value ("312 ms"), "skipped", the status without a value, or ""."""
+        """The measured value ("312 ms", with the digits that keep it on its side of the
+        target: "199.96 ms" against "< 200 ms"), "skipped", the status without a value,
+        "not measured (NaN)" for a value that is no number, or ""."""
         if self.check is None:
             return ""
         if self.check.status == "skip":
             return "skipped"
         if self.check.value is None:
             return self.check.status
-        return fmt_value(self.check.value, self.check.unit)
+        if not math.isfinite(self.check.value):
+            return f"not measured ({fmt_number(self.check.value)})"
+        return fmt_judged(self.check.value, self.check.unit, self.check.target)
 
     def verdict(self) -> str:
         """The verdict text: "✅ 312 ms", "⏭ skipped", "not run", or "" (not judged)."""
@@ -59,7 +65,12 @@ class MatrixCell:
             return ""
         if self.check is None:
             return "not run"
-        return f"{STATUS_ICON[self.check.status]} {self.measured()}"
+        value = self.check.value
+        # A pass mark beside "NaN" would read as a measured pass.
+        icon = STATUS_ICON[
+            "error" if value is not None and not math.isfinite(value) else self.check.status
+        ]
+        return f"{icon} {self.measured()}"
 
 
 @dataclass(frozen=True)

@@ -96,14 +96,14 @@ def test_every_check_shows_value_target_row_reason_and_evidence(
         section = check_section(md, check.id)
         assert f"| reason | `{check.reason}` |" in section or check.reason in section
         if check.target is not None:
-            assert f"| target row | {check.target.source} (column 4g) |" in section
+            assert f"| target row | `{check.target.source}` (column `4g`) |" in section
     failed = check_section(md, "conversation_list_load")
     assert "| value | p95 290.5 ms vs target < 200 ms |" in failed
     assert "| samples | 30: min 122.7 ms, p50 237.3 ms, p95 290.5 ms" in failed
     # Evidence: key: value lines, a record list as a table, deep data as fenced JSON,
     # long lists cut with a count.
-    assert "- conversations: `50`" in failed
-    assert "| run | ms |" in failed and "| `26` | `339.8` |" in failed
+    assert "- `conversations`: `50`" in failed
+    assert "| `run` | `ms` |" in failed and "| `26` | `339.8` |" in failed
     assert '```json\n{\n  "nodes": [' in failed
     assert "tr-019] … (+25 more)" in failed and "tr-020" not in failed
     assert "| `offset_ms` | `3.2` |" in check_section(md, "message_delivery")
@@ -112,9 +112,9 @@ def test_every_check_shows_value_target_row_reason_and_evidence(
 
 def test_run_text_stays_inert(results: Results) -> None:
     md = render_markdown(results)
-    note = next(line for line in md.splitlines() if line.startswith("- note:"))
+    note = next(line for line in md.splitlines() if line.startswith("- `note`:"))
     # A code span fenced by more backticks than the text holds: no HTML, no formatting.
-    assert note == "- note: ``<script>alert('x')</script> | pipe ` backtick \ufffd control``"
+    assert note == "- `note`: ``<script>alert('x')</script> | pipe ` backtick \ufffd control``"
     assert "\x01" not in md
 
 
@@ -122,7 +122,7 @@ def test_secrets_are_masked(results: Results) -> None:
     md = render_markdown(results)
     for secret in ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9", "hunter2", "Bearer"):
         assert secret not in md
-    assert "- anon_key: `***`" in md and "- authorization: `***`" in md
+    assert "- `anon_key`: `***`" in md and "- `authorization`: `***`" in md
     assert "postgresql://postgres:***@127.0.0.1:54322/postgres" in md
 
 
@@ -187,9 +187,9 @@ def test_recommended_indexes_come_first_once_each_proven_first(raw: dict[str, An
     rows = [line for line in section.splitlines() if line.startswith("| `CREATE")]
     assert len(rows) == 2
     assert "(conversation_id, created_at DESC)" in rows[0]
-    assert "✅ proven: HypoPG on message_fetch" in rows[0]
-    assert "message_fetch, unread_count" in rows[0] and f"{first}, {second}" in rows[0]
-    assert "gin (participants)" in rows[1] and "unproven: the scratch copy failed" in rows[1]
+    assert "✅ proven: `HypoPG on message_fetch" in rows[0]
+    assert "`message_fetch`, `unread_count`" in rows[0] and f"{first}, {second}" in rows[0]
+    assert "gin (participants)" in rows[1] and "unproven: `the scratch copy failed" in rows[1]
     assert "unproven: unproven" not in rows[1]
 
 

@@ -49,7 +49,9 @@ def test_empty_series_and_guides() -> None:
 def test_histogram_markers_and_far_targets() -> None:
     samples = [10.0 + i % 7 for i in range(100)]
     svg = histogram("search", "ms", samples, ("< 500 ms", 500.0))
-    assert "target &lt; 500 ms (off scale)" in svg and '<line class="guide target"' not in svg
+    assert (
+        "target &lt; 500 ms (off scale, above)" in svg and '<line class="guide target"' not in svg
+    )
     assert ">p50 13</text>" in svg and ">p95 16</text>" in svg
     svg = histogram("search", "ms", samples, ("< 15 ms", 15.0))
     assert '<line class="guide target"' in svg

@@ -114,7 +114,7 @@ def test_the_farm_drains_every_phone_at_once_and_sums_it_up(
     for device in ("phone-slow", "phone-fast"):
         assert (out / device / "results.json").exists()
         assert "running battery_drain" in (out / device / "run.log").read_text()
-    assert "| phone-fast |" in (out / "farm.md").read_text()
+    assert "| `phone-fast` |" in (out / "farm.md").read_text()
     assert "[phone-slow]" in result.stderr
     # Each run restored its phone.
     for phone in phones:
