@@ -9,7 +9,9 @@
         ├── ToolMissing             a program or package is not installed
         ├── DeviceUnreachable       a device is offline, unauthorized or gone
         ├── BackendUnavailable      a database or API server cannot be reached
-        └── ProbeFailed             a tool or server answered, but not as it should
+        ├── ProbeFailed             a tool or server answered, but not as it should
+        └── DeviceLeftChanged       a run could not put a device back (devicelab.teardown:
+                                    it carries the run's results)
 
 Foreign exceptions (adbutils, pymobiledevice3, selenium/appium, psycopg, mitmproxy) are
 translated inside the module that calls the library, with ``raise ... from``.

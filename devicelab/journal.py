@@ -15,6 +15,14 @@ A run is known by its pid *and* its process start time (``started``), so a pid t
 crashed run had and a new process reuses (after a reboot, in a container) does not keep
 the crashed run's changes from being undone.
 
+Undoing is shielded (``held_interrupts()``): a Ctrl-C or SIGTERM that lands while a device
+is being put back is held until every step of it is done, then raised (``HeldInterrupt``),
+so a second Ctrl-C never leaves a phone half restored.
+
+Each entry may say in ``data["what"]`` what the change is in the user's words (e.g.
+"http_proxy 127.0.0.1:8080 (was unset)"); ``describe()`` joins them for the lines that
+tell the user what a run left changed (at exit, at recovery, in ``devicelab devices``).
+
 ``journal.claim(target, "routed")`` takes a device for one run alone (a lock file under
 the state folder, released by the kernel when the process dies): a second run would read
 the first run's change as the device's own setting and later restore it.
@@ -33,6 +41,8 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -42,7 +52,16 @@ from typing import IO, Any, Self
 
 from devicelab.errors import EnvironmentProblem, first_line
 
-__all__ = ["Claim", "Entry", "Journal", "Undoer", "default_path"]
+__all__ = [
+    "Claim",
+    "Entry",
+    "HeldInterrupt",
+    "Journal",
+    "Undoer",
+    "default_path",
+    "describe",
+    "held_interrupts",
+]
 
 logger = logging.getLogger("devicelab.journal")
 
@@ -84,6 +103,64 @@ class Entry:
 
 
 Undoer = Callable[[Entry], None]
+
+
+def describe(entries: list[Entry]) -> str:
+    """What ``entries`` changed, in the user's words, oldest first, joined by ", " (an
+    entry without ``data["what"]`` is named by its kind)."""
+    return ", ".join(str(e.data.get("what") or e.kind) for e in entries)
+
+
+class HeldInterrupt(KeyboardInterrupt):
+    """A Ctrl-C (or SIGTERM) that came while a device was being put back, raised once it
+    was back: what it interrupted had finished."""
+
+
+# Not empty while a held_interrupts() block runs in the main thread: a nested one leaves
+# the handlers and the delivery to it.
+_HOLDING: list[bool] = []
+_HELD_NOTE = b"devicelab: putting the device back first; the interrupt follows once it is done\n"
+
+
+@contextlib.contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM are held, not delivered; after it, each held
+    signal is delivered to the handler that was there before (Ctrl-C: KeyboardInterrupt,
+    raised as HeldInterrupt). Nested blocks hold until the outermost ends. Outside the
+    main thread (no signal reaches it) it holds nothing. Raises HeldInterrupt (or what
+    the previous SIGTERM handler does) after the block when a signal came."""
+    if threading.current_thread() is not threading.main_thread() or _HOLDING:
+        yield  # the outermost block holds (and delivers) for this one too
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if not received:
+            os.write(2, _HELD_NOTE)  # async-signal-safe, unlike logging
+        received.append(signum)
+
+    # A handler installed outside Python (getsignal: None) cannot be put back: left alone.
+    before = {
+        signum: handler
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        if (handler := signal.getsignal(signum)) is not None
+    }
+    for signum in before:
+        signal.signal(signum, hold)
+    _HOLDING.append(True)
+    try:
+        yield
+    finally:
+        _HOLDING.clear()
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    try:
+        for held in dict.fromkeys(received):  # each kind once, in the order they came
+            signal.raise_signal(held)  # the handler of before runs right here
+    except HeldInterrupt:
+        raise
+    except KeyboardInterrupt as exc:
+        raise HeldInterrupt(*exc.args) from None
 
 
 def default_path() -> Path:
@@ -237,7 +314,13 @@ class Journal:
         return list(changes.values())
 
     def undo(self, entries: list[Entry]) -> list[tuple[Entry, Exception]]:
-        """Undo ``entries``, newest first; returns the failures (each logged, none raised)."""
+        """Undo ``entries``, newest first; returns the failures (each logged). Every step
+        runs even through Ctrl-C (``held_interrupts``): raises nothing but HeldInterrupt,
+        after the last step, when one came."""
+        with held_interrupts():
+            return self._undo(entries)
+
+    def _undo(self, entries: list[Entry]) -> list[tuple[Entry, Exception]]:
         failures: list[tuple[Entry, Exception]] = []
         for entry in reversed(entries):
             undoer = self.undoers.get(entry.kind)
@@ -271,9 +354,29 @@ class Journal:
         Returns the failures. Entries of live processes (a run going on in parallel) stay.
         """
         stale = [e for e in self.pending() if e.id not in self._mine and not _alive(e)]
-        if stale:
-            logger.info("undoing %d change(s) left by an earlier run", len(stale))
+        for target in dict.fromkeys(e.target for e in stale):
+            # Said, not only logged: the user may have lived with a routed phone since.
+            left = [e for e in stale if e.target == target]
+            pids = ", ".join(str(pid) for pid in dict.fromkeys(e.pid for e in left))
+            logger.warning(
+                "putting back what a devicelab run that died (pid %s) left on %s: %s",
+                pids,
+                target,
+                describe(left),
+            )
         return self.undo(stale)
+
+    def left_by_this_process(self, since: float = 0.0) -> list[Entry]:
+        """The changes this process recorded at or after ``since`` (time.time()) that are
+        still pending, oldest first, whichever Journal object recorded them. Raises
+        EnvironmentProblem when the journal cannot be read."""
+        me, started = os.getpid(), _this_process_started()
+        return [e for e in self.pending() if e.pid == me and e.started == started and e.at >= since]
+
+    def dead_runs_left(self) -> list[Entry]:
+        """Pending changes whose run is no longer alive (what the next run puts back),
+        oldest first. Raises EnvironmentProblem when the journal cannot be read."""
+        return [e for e in self.pending() if not _alive(e)]
 
     # --- session ------------------------------------------------------------------------
     def __enter__(self) -> Self:

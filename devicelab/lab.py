@@ -33,6 +33,10 @@ step that fails to stop is logged and the others still stop):
 5. the scenarios, each check written to ``<out>/results.json`` as soon as it is measured;
    then the reports (report.md, report.html, junit.xml).
 
+A device the teardown could not put back (a phone gone offline) is said at the end, in
+one line naming what is left; a run that got through its plan then raises
+DeviceLeftChanged (exit 3), its results and reports already written.
+
 Bad input (unknown ids, an offline network) is refused before anything starts.
 """
 
@@ -42,6 +46,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -67,7 +72,7 @@ from devicelab.scenarios import (
     plan,
 )
 from devicelab.targets import column_for
-from devicelab.teardown import Teardown
+from devicelab.teardown import Teardown, left_changed
 
 if TYPE_CHECKING:
     from backend_checks.reference.server import ReferenceServer
@@ -228,12 +233,14 @@ class Lab:
         Checks go to ``<out_dir>/results.json`` as they are measured; when the block ends,
         the reports are written next to it (``finished_at`` null when it ended by an
         exception or Ctrl-C: the checks it got to). The teardown runs in reverse either
-        way. Raises EnvironmentProblem (and its subclasses) when a peer cannot start.
+        way. Raises EnvironmentProblem (and its subclasses) when a peer cannot start;
+        DeviceLeftChanged after a session that ended well but left a device changed.
         """
         from devicelab.records import check_writable
 
         check_writable(out_dir)
         teardown = Teardown(self.say)
+        since, finished, torn_down = time.time(), False, False
         try:
             session = self._start(out_dir, datetime.now(UTC), teardown)
             try:
@@ -242,8 +249,19 @@ class Lab:
                 session.record.stopped(self.book)  # what it got to, as one set of files
                 raise
             session.finish()
+            finished = True
         finally:
-            teardown.run()
+            try:
+                teardown.run()
+                torn_down = True
+            finally:
+                left = left_changed(since) if self.platform != "web" else None
+                if left is not None and not (finished and torn_down):
+                    # An error or Ctrl-C goes on: its line must not hide the phone's state.
+                    self.say(f"warning: {left.one_line()}")
+        if left is not None:
+            left.results = session.results()
+            raise left
 
     # --- steps ------------------------------------------------------------------------
     def _skip_reason(self, scenario: Scenario) -> str:
@@ -259,7 +277,11 @@ class Lab:
 
         # A phone or a browser that is not there fails the run before the backend starts.
         phone = lab_phone.attach(self.device, self.say) if self.platform != "web" else None
-        if phone is None:
+        if phone is not None:
+            if self.platform == "android":  # attached is claimed: put back and let go at the end
+                teardown.push("android device (route and settings)", phone.close)
+            lab_phone.check_appium(self.device)  # before anything starts or the phone changes
+        else:
             from devicelab.platforms.web import check_browser
 
             check_browser(self.device)

@@ -29,7 +29,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem, ProbeFailed
+from devicelab.errors import (
+    BadInput,
+    DeviceLabError,
+    DeviceUnreachable,
+    EnvironmentProblem,
+    ProbeFailed,
+    ToolMissing,
+)
 from devicelab.models import Device, NetworkProfile
 from devicelab.scenarios import battery_drain
 from devicelab.teardown import Teardown
@@ -48,6 +55,7 @@ __all__ = [
     "PhoneApp",
     "attach",
     "backend_url",
+    "check_appium",
     "check_phone",
     "check_route",
     "iphone_capabilities",
@@ -112,6 +120,51 @@ def check_phone(device: Device) -> None:
         )
 
 
+def check_appium(device: Device) -> None:
+    """Before anything starts or changes: an Appium server answers at the device's
+    ``appium.url``, or nothing does at a loopback URL and the run can start the local
+    Appium (tools/appium) with the driver of the capabilities' automationName. Raises
+    DeviceUnreachable (nothing answers at a remote URL; something that is not Appium
+    answers), ToolMissing (no local Appium, or not that driver)."""
+    from devicelab.platforms.appium import AppiumServer
+    from devicelab.platforms.appium_server import installed_drivers, server_status
+
+    endpoint = device.appium
+    assert endpoint is not None  # check_phone ran at construction
+    url, host = endpoint.url, urllib.parse.urlsplit(endpoint.url).hostname
+    found = server_status(url)
+    if found == "appium":
+        return  # its drivers cannot be listed over HTTP: the session start says
+    where = f"devices.{device.id}.appium.url"
+    if found != "nothing":
+        raise DeviceUnreachable(
+            f"something that is not an Appium server answers at {url} ({found} on /status)",
+            hint=f"point {where} at the Appium server, or stop what listens there",
+            command="GET /status",
+        )
+    if host not in _LOOPBACK:
+        raise DeviceUnreachable(
+            f"no Appium server answers at {url}",
+            hint=f"start it on that machine, or fix {where} (docs/appium.md)",
+            command="GET /status",
+        )
+    server = AppiumServer()
+    if not server.executable.exists():
+        raise ToolMissing(
+            f"Appium in {server.home} (nothing answers at {url}, so the run starts one)",
+            hint="run ./dev/setup (or: cd tools/appium && npm ci)",
+        )
+    wanted = str(endpoint.capabilities.get("appium:automationName") or "")
+    drivers = installed_drivers(server.home)
+    if wanted and wanted.lower() not in drivers:
+        raise ToolMissing(
+            f"the Appium driver for automationName {wanted} in {server.home} (installed: "
+            f"{', '.join(sorted(drivers)) or 'none'})",
+            hint=f"cd {server.home} && npm install --save-exact <its npm package>, e.g. "
+            "appium-uiautomator2-driver (docs/appium.md)",
+        )
+
+
 def attach(device: Device, say: Say) -> AndroidDevice | IosDevice:
     """The inventory's phone, online and read (nothing on it changed yet). Raises
     DeviceUnreachable with what to do for its state; ToolMissing without the ios extra."""
@@ -172,8 +225,9 @@ def start_app(
     timeout_s: float,
     say: Say,
 ) -> tuple[Harness, PhoneApp]:
-    """Route the phone, start the Appium session in the app's WebView, prove the route
-    from inside the app; returns the harness and the app (to send it to the background).
+    """Start the local Appium when one is needed, route the phone, start the Appium session
+    in the app's WebView, prove the route from inside the app; returns the harness and
+    the app (to send it to the background).
     Each step's undo is pushed on ``teardown`` before the next starts. Raises
     DeviceUnreachable, EnvironmentProblem."""
     from devicelab.harness import Harness
@@ -184,9 +238,10 @@ def start_app(
     endpoint = device.appium
     assert endpoint is not None  # check_phone ran at construction
     capabilities = dict(endpoint.capabilities)
+    # Appium first: a server that cannot start never costs the phone a route.
+    url = _appium_url(teardown, endpoint.url, out_dir, say)
     if isinstance(phone, AndroidDevice):
-        teardown.push("android device (route and settings)", phone.close)
-        phone.route(proxy.port)
+        phone.route(proxy.port)  # its undo is on the teardown since it attached
         say(f"routed {device.serial} through the proxy on port {proxy.port}")
         # A browser session standing in for the WebView gets the route as launch flags.
         capabilities = proxied_capabilities(capabilities, proxy.url)
@@ -197,7 +252,6 @@ def start_app(
         # Appium's chromium driver starts chromedriver on 9515 unless told, so two
         # stand-in sessions at once (a battery farm) would take each other's.
         capabilities["appium:chromedriverPort"] = free_port()
-    url = _appium_url(teardown, endpoint.url, out_dir, say)
     session = AppiumSession(url, capabilities)
     say(f"starting an Appium session on {session.info()['url']}")
     session.create()

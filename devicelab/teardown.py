@@ -3,7 +3,9 @@
 Lifecycle: ``push(what, step)`` as each peer starts; ``run()`` calls the steps newest
 first. A step that fails (or is interrupted) is logged and reported through ``say``, and
 the others still run: teardown never raises past the others (a Ctrl-C is raised again
-once all of them ran).
+once all of them ran). A step that puts a device back holds a Ctrl-C until it is done
+(devicelab.journal.held_interrupts): that step finished, and is not reported as
+interrupted.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from devicelab.errors import first_line
+from devicelab.errors import EnvironmentProblem, first_line
+from devicelab.journal import HeldInterrupt, Journal, describe
+from devicelab.models import Results
 
-__all__ = ["Teardown"]
+__all__ = ["DeviceLeftChanged", "Teardown", "left_changed"]
 
 logger = logging.getLogger("devicelab.lab")
 
@@ -37,15 +41,53 @@ class Teardown:
         interrupted: KeyboardInterrupt | None = None
         while self._steps:
             what, step = self._steps.pop()
+            # Said once, through ``say`` (which logs when there is no console); a warning
+            # logged as well printed every line twice on the console.
             try:
                 step()
+            except HeldInterrupt as exc:  # the step finished first
+                interrupted = interrupted or exc
+                logger.debug("a Ctrl-C came while stopping the %s; it finished first", what)
             except KeyboardInterrupt as exc:  # the others still run; raised after them
                 interrupted = interrupted or exc
-                logger.warning("stopping the %s was interrupted", what)
                 self._say(f"warning: stopping the {what} was interrupted")
             except Exception as exc:  # teardown goes on regardless
                 why = first_line(exc)
-                logger.warning("stopping the %s failed: %s", what, why)
+                logger.debug("stopping the %s failed", what, exc_info=True)
                 self._say(f"warning: stopping the {what} failed: {why}")
         if interrupted is not None:
             raise interrupted
+
+
+class DeviceLeftChanged(EnvironmentProblem):
+    """A run ended with a device it could not put back (a phone that went offline
+    mid-run): the changes stay pending in the journal. ``results`` holds the run's checks
+    (already written, reports included); exit 3."""
+
+    def __init__(self, message: str, *, hint: str, results: Results | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.results = results
+
+
+def left_changed(since: float) -> DeviceLeftChanged | None:
+    """What this process changed on devices since ``since`` (time.time()) and could not
+    undo, as the error that says so (devices, changes, how they will be undone); None
+    when nothing is left. Never raises: a journal that cannot be read is logged."""
+    journal = Journal()
+    try:
+        left = journal.left_by_this_process(since)
+    except EnvironmentProblem as exc:
+        logger.warning("could not read the journal to check what is left: %s", exc.one_line())
+        return None
+    if not left:
+        return None
+    targets = dict.fromkeys(entry.target for entry in left)
+    changed = "; ".join(
+        f"{target} was left changed: {describe([e for e in left if e.target == target])}"
+        for target in targets
+    )
+    return DeviceLeftChanged(
+        changed,
+        hint=f"the next devicelab run on it puts that back (pending in {journal.path}); "
+        "`devicelab devices` lists it meanwhile",
+    )

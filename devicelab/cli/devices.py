@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from devicelab.platforms.state import DeviceState
 
 __all__ = ["register"]
 
@@ -28,8 +31,20 @@ def register(app: typer.Typer) -> None:
         states = device_states(load_inventory(inventory))
         if as_json:
             typer.echo(json.dumps([s.as_dict() for s in states], indent=2))
-            return
-        typer.echo(f"{'ID':18}{'PLATFORM':10}{'MODEL':26}{'OS':14}STATE")
-        for s in states:
-            d = s.device
-            typer.echo(f"{d.id:18}{d.platform:10}{d.model:26}{d.os:14}{s.state}  {s.detail}")
+        else:
+            _print_table(states)
+        if states and all(s.state == "unknown" for s in states):
+            # Nothing could be asked: an environment problem, as for every command (exit
+            # 3). One unknown platform beside known ones is a state in the list (exit 0).
+            typer.echo(f"devicelab: error: no device's state could be read: {states[0].detail}",
+                       err=True)  # fmt: skip
+            raise typer.Exit(3)
+
+
+def _print_table(states: list[DeviceState]) -> None:
+    typer.echo(f"{'ID':18}{'PLATFORM':10}{'MODEL':26}{'OS':14}STATE")
+    for s in states:
+        d = s.device
+        typer.echo(f"{d.id:18}{d.platform:10}{d.model:26}{d.os:14}{s.state}  {s.detail}")
+        if left := s.left_line():
+            typer.echo(f"{'':18}{left}")

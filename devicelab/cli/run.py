@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         from devicelab.cli.load import out_folder
         from devicelab.errors import BadInput
         from devicelab.lab import Lab
+        from devicelab.teardown import DeviceLeftChanged
 
         def say(text: str) -> None:
             typer.echo(f"devicelab: {text}", err=True)
@@ -77,8 +78,17 @@ def register(app: typer.Typer) -> None:
             )
         out = out_folder(out_text)  # `--out ''` wrote the reports into the current folder
         lab = Lab(device, network, scenarios=picked or None, inventory=inventory, say=say)
-        results = lab.run(out)
-        for line in summary_lines(results):
-            typer.echo(line)
-        typer.echo(f"results: {out / 'results.json'}")
+        try:
+            results = lab.run(out)
+        except DeviceLeftChanged as exc:  # the checks ran: shown, then the phone's state
+            if exc.results is not None:
+                _print_summary(exc.results, out)
+            raise
+        _print_summary(results, out)
         raise typer.Exit(results.exit_code())
+
+
+def _print_summary(results: Results, out: Path) -> None:
+    for line in summary_lines(results):
+        typer.echo(line)
+    typer.echo(f"results: {out / 'results.json'}")

@@ -10,6 +10,7 @@ translated here, and only here, into devicelab's (``raise ... from``).
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +83,28 @@ class AdbServer:
         try:
             return {info.serial: info.state for info in self._client().list()}
         except (adbutils.AdbError, OSError) as exc:
+            if self._something_listens():
+                # Something took the port and answered, but not as an adb server does (or
+                # not at all): installing or starting adb would not help.
+                raise DeviceUnreachable(
+                    f"something that is not an adb server answers on {self.host}:{self.port}"
+                    f": {exc}",
+                    hint="stop what listens on that port, or set ANDROID_ADB_SERVER_PORT to "
+                    "your adb server's port (`adb start-server` starts one on 5037)",
+                    command="adb devices",
+                ) from exc
             raise DeviceUnreachable(
                 f"no adb server answers on {self.host}:{self.port}: {exc}",
                 hint="install adb (apt-get install -y adb) and run `adb start-server`",
                 command="adb devices",
             ) from exc
+
+    def _something_listens(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
 
     def device(self, serial: str) -> Any:
         """adbutils' AdbDevice for ``serial`` on this server (no request is made yet)."""

@@ -3,13 +3,16 @@
 Lifecycle of :class:`AndroidDevice`::
 
     create()      find the phone by its inventory serial; it must be online (else
-                  DeviceUnreachable with what to do for its state); read its model and
-                  Android version (getprop); undo what a crashed run left on it
+                  DeviceUnreachable with what to do for its state); claim it for this
+                  run (a second run on it stops here, before anything starts); undo what
+                  a crashed run left on it; read its model and Android version (getprop)
     route(port)   send its traffic through the shaped proxy on ``port`` (adb reverse +
                   the global http_proxy, devicelab.platforms.routing) and keep its screen
                   on while plugged in: each change journaled before it is made
     info()        the device as results.json names it
-    close()       undo every change, newest first (logs failures, never raises)
+    close()       undo every change, newest first, every step even through Ctrl-C
+                  (logs failures; ``left`` names what could not be undone); let the
+                  phone go once nothing is left
 
 What a run changes on the phone, and nothing more: the route, and
 ``stay_on_while_plugged_in`` (a screen that goes off throttles the WebView's timers and
@@ -27,10 +30,10 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from devicelab.errors import DeviceUnreachable
-from devicelab.journal import Entry, Journal, Undoer
+from devicelab.journal import Claim, Entry, Journal, Undoer, held_interrupts
 from devicelab.models import Device, DeviceInfo
 from devicelab.platforms.android import AdbServer, describe
-from devicelab.platforms.routing import AndroidRoute, adb_shell, android_undoers
+from devicelab.platforms.routing import AndroidRoute, adb_shell, android_undoers, changed_since
 
 __all__ = ["SETTING_KIND", "STAY_ON", "AndroidDevice", "device_undoers"]
 
@@ -47,13 +50,16 @@ def device_undoers(device_for: Callable[[str], Any]) -> dict[str, Undoer]:
 
     def undo_setting(entry: Entry) -> None:
         namespace, key = str(entry.data["namespace"]), str(entry.data["key"])
+        device = device_for(entry.target)
+        if changed_since(device, entry, f"{namespace} {key}"):
+            return  # the user's own value since: theirs to keep
         previous = str(entry.data.get("previous", "null"))
         command = (
             f"settings delete {namespace} {key}"
             if previous in ("", "null")
             else f"settings put {namespace} {key} {shlex.quote(previous)}"
         )
-        adb_shell(device_for(entry.target), command)
+        adb_shell(device, command)
 
     return {**android_undoers(device_for), SETTING_KIND: undo_setting}
 
@@ -72,10 +78,12 @@ class AndroidDevice:
         self.props: dict[str, str] = {}
         self._route: AndroidRoute | None = None
         self._entries: list[Entry] = []
+        self._claim: Claim | None = None
 
     def create(self) -> Self:
-        """Find the phone and read what it is. Raises DeviceUnreachable when the adb
-        server does not answer or the phone is not online (the hint says what to do)."""
+        """Find the phone, claim it for this run and read what it is. Raises
+        DeviceUnreachable when the adb server does not answer or the phone is not online
+        (the hint says what to do); EnvironmentProblem when another live run holds it."""
         state, detail = describe(self.serial, self.server.states())
         if state != "online":
             raise DeviceUnreachable(
@@ -85,6 +93,9 @@ class AndroidDevice:
                 command="adb devices",
             )
         self.adb = self.server.device(self.serial)
+        # Claimed before anything else starts: a second run stops here, not after its
+        # backend and proxy came up (nor after it read this run's proxy as the phone's).
+        self._claim = self.journal.claim(self.serial, "in use")
         self.journal.undoers.update(device_undoers(self._device_for))
         self.journal.recover()  # what a crashed run left on any phone of this server
         for key in ("ro.product.manufacturer", "ro.product.model", "ro.build.version.release",
@@ -101,11 +112,13 @@ class AndroidDevice:
         (changes made so far stay journaled and are undone)."""
         # The route first: it claims the phone, so a second run on it stops before reading
         # a setting this run changed (and restoring it later as the phone's own).
-        self._route = AndroidRoute(self.adb, port, self.journal)
+        self._route = AndroidRoute(self.adb, port, self.journal, claimed=self._claim is not None)
         self._route.apply()
         namespace, key, value = STAY_ON
         previous = adb_shell(self.adb, f"settings get {namespace} {key}")
-        data = {"namespace": namespace, "key": key, "previous": previous}
+        was = "unset" if previous in ("", "null") else previous
+        data = {"namespace": namespace, "key": key, "previous": previous, "set": value,
+                "what": f"{key} {value} (was {was})"}  # fmt: skip
         self._entries.append(self.journal.record(SETTING_KIND, self.serial, data))
         adb_shell(self.adb, f"settings put {namespace} {key} {value}")
 
@@ -123,13 +136,26 @@ class AndroidDevice:
         )
         return DeviceInfo(id=self.device.id, platform="android", model=name, os=os_name)
 
+    @property
+    def left(self) -> list[Entry]:
+        """What ``close()`` could not undo (still pending in the journal), oldest first."""
+        return list(self._entries)
+
     def close(self) -> None:
-        """Undo the route and the settings, newest first; logs failures, never raises."""
-        route, self._route = self._route, None
-        if route is not None:
-            route.undo()
-        entries, self._entries = self._entries, []
-        self.journal.undo(entries)
+        """Undo the route and the settings, newest first; logs failures. Every step runs
+        even through Ctrl-C: raises nothing but HeldInterrupt, after them, when one came.
+        The phone is let go once nothing is left (else a second ``close()`` retries)."""
+        # Held around the bookkeeping too: the Ctrl-C comes once the phone's state is known.
+        with held_interrupts():
+            route, self._route = self._route, None
+            if route is not None:  # its changes are older than the settings: undone last
+                self._entries = [*route.left, *self._entries]
+            # One undo for all: one "stay pending" line.
+            failed = {entry.id for entry, _ in self.journal.undo(self._entries)}
+            self._entries = [e for e in self._entries if e.id in failed]
+            if not self._entries and self._claim is not None:
+                self._claim.release()
+                self._claim = None
 
     def __enter__(self) -> Self:
         return self.create()

@@ -24,7 +24,14 @@ from typing import Self
 from devicelab.errors import DeviceUnreachable, ToolMissing
 from devicelab.platforms.orphan_guard import guarded
 
-__all__ = ["AppiumServer", "appium_home", "free_port", "installed", "installed_drivers"]
+__all__ = [
+    "AppiumServer",
+    "appium_home",
+    "free_port",
+    "installed",
+    "installed_drivers",
+    "server_status",
+]
 
 logger = logging.getLogger("devicelab.platforms.appium")
 
@@ -77,6 +84,27 @@ def installed_drivers(home: Path) -> dict[str, str]:
     return drivers
 
 
+def server_status(url: str, timeout_s: float = 3.0) -> str:
+    """What answers at the Appium server ``url`` (its ``/status``, directly, no proxy):
+    "appium" (HTTP 200 with a JSON ``value``), "nothing" (refused, unreachable, timed
+    out), or what else answered (e.g. "HTTP 404", "HTTP 200 that is not Appium's JSON")."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url.rstrip("/") + "/status", timeout=timeout_s) as response:
+            body = response.read(65536)
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (OSError, urllib.error.URLError, ValueError):
+        return "nothing"
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and "value" in answer:
+        return "appium"
+    return "HTTP 200 that is not Appium's JSON"
+
+
 class AppiumServer:
     """A local Appium 3 server (see the module docstring).
 
@@ -100,6 +128,7 @@ class AppiumServer:
         self.log_file = log_file or self.home / "appium.log"
         self.start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     @property
     def url(self) -> str:
@@ -127,12 +156,16 @@ class AppiumServer:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "APPIUM_HOME": str(self.home)}
         # Guarded: a run killed outright (no teardown) takes its Appium server with it.
+        # No --log: Appium's file log loses its last lines when it exits at start (the
+        # EADDRINUSE that says why) and wrote over the console in the same file; the
+        # console, with timestamps, is the one log.
         command = guarded([
             str(self.executable), "server",
             "--address", self.host, "--port", str(self.port), "--base-path", "/",
-            "--log", str(self.log_file), "--log-no-colors", "--log-level", "info:debug",
+            "--log-no-colors", "--log-timestamp", "--log-level", "debug",
         ])  # fmt: skip
         with self.log_file.open("ab") as sink:
+            self._log_start = sink.tell()  # this start's lines, not an earlier run's
             self._process = subprocess.Popen(
                 command, env=env, stdout=sink, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
@@ -147,11 +180,18 @@ class AppiumServer:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
-                tail = self.log_tail()
+                why = self._why_exited()
                 self._process = None
+                taken = "EADDRINUSE" in why
                 raise DeviceUnreachable(
-                    f"appium exited at start: {tail}",
-                    hint=f"read {self.log_file}",
+                    f"appium exited at start: {why}",
+                    hint=(
+                        f"another program listens on {self.host}:{self.port}: stop it, or "
+                        "point appium.url at a free port; "
+                        if taken
+                        else ""
+                    )
+                    + f"read {self.log_file}",
                     command=str(self.executable),
                 )
             try:
@@ -167,6 +207,23 @@ class AppiumServer:
             hint=f"read {self.log_file}",
             command=str(self.executable),
         )
+
+    def _why_exited(self) -> str:
+        """The line of this start's log that says why Appium exited (its error), else
+        the last lines."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self._log_start)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        for mark in ("Original error:", "EADDRINUSE", "Error:", "Could not"):
+            hit = next((line for line in lines if mark in line), None)
+            if hit is not None:
+                # "... Could not configure Appium server. ... Original error: listen ..."
+                return hit.split("Original error:", 1)[-1].strip()
+        return " | ".join(lines[-3:]) or "(no log)"
 
     def log_tail(self, lines: int = 3) -> str:
         """The last lines of the server's log, joined (for error messages)."""

@@ -9,7 +9,9 @@
   Ctrl-C, when ``apply()`` itself fails half-way, and at the next start after a crash
   (``android_undoers()`` gives the journal what it needs). One run at a time routes a
   phone (``Journal.claim``): a second one would save the first one's proxy as the phone's
-  own and restore it after both.
+  own and restore it after both. Each entry also holds the value devicelab set, and an
+  undo puts the previous value back only while the phone still holds devicelab's: a
+  proxy or reverse the user set by hand since (after a crash, say) is left alone.
 - Web (Playwright): ``playwright_proxy(url)`` is the ``proxy=`` launch setting. Chromium
   alone never proxies loopback; ``<-loopback>`` lifts that so a local backend is shaped
   too (Playwright adds it for Chromium itself; it is kept explicit for other launchers).
@@ -26,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, Self
 
 from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed, first_line
-from devicelab.journal import Claim, Entry, Journal, Undoer
+from devicelab.journal import Claim, Entry, Journal, Undoer, held_interrupts
 
 __all__ = [
     "HTTP_PROXY_KIND",
@@ -34,6 +36,7 @@ __all__ = [
     "AndroidRoute",
     "adb_shell",
     "android_undoers",
+    "changed_since",
     "playwright_proxy",
 ]
 
@@ -125,6 +128,31 @@ def _clear_or_restore(device: _Adb, previous: str) -> None:
     adb_shell(device, f"settings put global http_proxy {shlex.quote(value)}")
 
 
+def changed_since(device: _Adb, entry: Entry, setting: str) -> bool:
+    """Whether ``setting`` (e.g. "global http_proxy") no longer holds the value ``entry``
+    says devicelab set (``data["set"]``), i.e. someone changed it since; then it is logged
+    that the user's value is left alone. False for entries without ``set`` (older lines).
+    Raises DeviceUnreachable, ProbeFailed when the phone cannot be read."""
+    ours = entry.data.get("set")
+    if ours is None:
+        return False
+    now = adb_shell(device, f"settings get {setting}")
+    if now == str(ours):
+        return False
+    logger.warning(
+        "left %s on %s as it is (%s): it was changed after devicelab set %s",
+        setting.rsplit(maxsplit=1)[-1],
+        entry.target,
+        now,
+        ours,
+    )
+    return True
+
+
+def _unset(value: str) -> str:
+    return "unset" if value in (*_NO_PROXY, "null") else value
+
+
 def _valid_port(port: object) -> int:
     # bool is an int to Python, never a port; a str would reach the device shell.
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -143,12 +171,15 @@ class AndroidRoute:
     go. Raises BadInput for a port outside 1..65535.
     """
 
-    def __init__(self, device: _Adb, port: int, journal: Journal) -> None:
+    def __init__(self, device: _Adb, port: int, journal: Journal, *, claimed: bool = False) -> None:
         self.device = device
         self.port = _valid_port(port)
         self.journal = journal
         self._entries: list[Entry] = []
         self._claim: Claim | None = None
+        # The caller already holds the device's claim (AndroidDevice takes it when it
+        # attaches) and lets it go itself.
+        self._claimed = claimed
 
     def apply(self) -> Self:
         """Reverse the port and set the global http_proxy; returns self.
@@ -156,7 +187,8 @@ class AndroidRoute:
         Raises EnvironmentProblem when another run routes this device; DeviceUnreachable
         when adb fails and ProbeFailed when the phone refuses a setting (then what was
         already changed is undone before the error goes on)."""
-        self._claim = self.journal.claim(self.device.serial, "routed")
+        if not self._claimed:
+            self._claim = self.journal.claim(self.device.serial, "routed")
         try:
             self._apply()
         except BaseException:
@@ -178,26 +210,38 @@ class AndroidRoute:
             )
         listed = _adb_call(device, "reverse --list", device.reverse_list)
         own = next((item.local for item in listed if item.remote == remote), None)
-        data = {"remote": remote} if own is None else {"remote": remote, "previous": own}
+        data = {"remote": remote, "local": remote, "what": f"adb reverse {remote}"}
+        if own is not None:
+            data["previous"] = own
         self._entries.append(self.journal.record(REVERSE_KIND, device.serial, data))
         _adb_call(device, f"reverse {remote}", lambda: device.reverse(remote, remote))
-        self._entries.append(
-            self.journal.record(HTTP_PROXY_KIND, device.serial, {"previous": previous})
-        )
-        adb_shell(device, f"settings put global http_proxy 127.0.0.1:{self.port}")
+        ours = f"127.0.0.1:{self.port}"
+        what = f"http_proxy {ours} (was {_unset(previous)})"
+        proxy = {"previous": previous, "set": ours, "what": what}
+        self._entries.append(self.journal.record(HTTP_PROXY_KIND, device.serial, proxy))
+        adb_shell(device, f"settings put global http_proxy {ours}")
+
+    @property
+    def left(self) -> list[Entry]:
+        """This route's changes not undone yet (after ``undo()``: those it could not
+        undo), oldest first."""
+        return list(self._entries)
 
     def undo(self) -> None:
-        """Restore the previous http_proxy and the reverse; logs failures, never raises.
+        """Restore the previous http_proxy and the reverse; logs failures. Raises nothing
+        but HeldInterrupt, once every step ran, when a Ctrl-C came during them.
 
         The device is let go once nothing is left to undo; a failed change stays pending
         (retried by a second ``undo()`` or the next run) and the device stays claimed."""
-        entries, self._entries = self._entries, []
-        self.journal.undoers.update(android_undoers(lambda serial: self.device))
-        failed = {entry.id for entry, _ in self.journal.undo(entries)}
-        self._entries = [entry for entry in entries if entry.id in failed]
-        if not self._entries and self._claim is not None:
-            self._claim.release()
-            self._claim = None
+        # Held around the bookkeeping too: the Ctrl-C comes once the phone's state is known.
+        with held_interrupts():
+            entries, self._entries = self._entries, []
+            self.journal.undoers.update(android_undoers(lambda serial: self.device))
+            failed = {entry.id for entry, _ in self.journal.undo(entries)}
+            self._entries = [entry for entry in entries if entry.id in failed]
+            if not self._entries and self._claim is not None:
+                self._claim.release()
+                self._claim = None
 
     def __enter__(self) -> Self:
         return self.apply()
@@ -217,10 +261,25 @@ def android_undoers(device_for: Callable[[str], _Adb] = _adbutils_device) -> dic
     """The journal's undoers for Android routing changes; ``device_for(serial)`` finds one."""
 
     def undo_proxy(entry: Entry) -> None:
-        _clear_or_restore(device_for(entry.target), str(entry.data.get("previous", "")))
+        device = device_for(entry.target)
+        if not changed_since(device, entry, "global http_proxy"):
+            _clear_or_restore(device, str(entry.data.get("previous", "")))
 
     def undo_reverse(entry: Entry) -> None:
         device, remote = device_for(entry.target), str(entry.data["remote"])
+        ours = entry.data.get("local")
+        if ours is not None:
+            listed = _adb_call(device, "reverse --list", device.reverse_list)
+            now = next((item.local for item in listed if item.remote == remote), None)
+            if now is not None and now != ours:
+                logger.warning(
+                    "left adb reverse %s on %s as it is (to %s): it was changed after "
+                    "devicelab set it",
+                    remote,
+                    entry.target,
+                    now,
+                )
+                return
         own = entry.data.get("previous")
         if own:  # the user's own reverse of that port, which ours replaced
             local = str(own)

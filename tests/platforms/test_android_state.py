@@ -6,6 +6,7 @@ The fakes speak the adb wire protocol; the states come from the adb server's own
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -93,3 +94,50 @@ def test_an_unreachable_server_is_device_unreachable_with_the_fix(
     assert "adb start-server" in err.value.hint
     [state] = device_states(_inventory(phone="ABC"))
     assert state.state == "unknown" and "adb start-server" in state.detail
+
+
+def test_something_else_on_the_adb_port_is_named_and_devices_exits_3(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+    import threading
+
+    def answer_http(listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            with client:
+                client.recv(100)
+                client.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        threading.Thread(target=answer_http, args=(listener,), daemon=True).start()
+        port = str(listener.getsockname()[1])
+        monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", port)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        with pytest.raises(DeviceUnreachable) as caught:
+            AdbServer().states()
+        assert f"something that is not an adb server answers on 127.0.0.1:{port}" in str(
+            caught.value
+        )
+        assert "ANDROID_ADB_SERVER_PORT" in caught.value.hint
+        assert "install adb" not in caught.value.hint
+
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(
+            "devices:\n  phone:\n    platform: android\n    model: Pixel 6\n"
+            "    os: Android 13\n    serial: ABC\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "devicelab", "devices", "--inventory", str(inventory)],
+            capture_output=True, text=True, env={**os.environ, "DEVICELAB_STATE": str(tmp_path)},
+            timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "unknown  something that is not an adb server answers" in done.stdout
+    [error] = done.stderr.splitlines()
+    assert error.startswith("devicelab: error: no device's state could be read: something")

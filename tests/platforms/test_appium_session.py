@@ -261,3 +261,21 @@ def test_appium_ends_with_a_run_killed_outright(tmp_path: Path) -> None:
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def test_appium_that_cannot_listen_says_why_and_keeps_its_words_in_the_log(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    log = tmp_path / "appium.log"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DeviceUnreachable) as caught:
+            AppiumServer(port=port, log_file=log).start()
+    message = caught.value.one_line()
+    assert f"EADDRINUSE: address already in use 127.0.0.1:{port}" in message, message
+    assert "another program listens on" in caught.value.hint
+    assert "EADDRINUSE" in log.read_text()  # Appium's own words, not overwritten

@@ -304,6 +304,7 @@ def test_a_crashed_run_is_undone_when_the_next_one_attaches(
     _route_is_undone(phone)
     assert journal.pending() == []
     assert attached.info().os == "Android 13 (API 33)"
+    attached.close()  # lets the phone go (attached, it is claimed)
 
 
 #: What the fake phone's app gains on every ``dumpsys meminfo`` read: 60 MB (in KiB).
@@ -398,7 +399,7 @@ def test_a_battery_simulation_a_crashed_run_left_is_reset_when_the_lab_attaches(
     for key in ("DEVICELAB_STATE", "ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
         monkeypatch.setenv(key, lab_env[key])
     lab = Lab("phone", "none", inventory=inventory)
-    lab_phone.attach(lab.device, lab.say)  # recovers the journal first
+    lab_phone.attach(lab.device, lab.say).close()  # recovers the journal first
     assert not phone.battery_unplugged
     assert Journal(Path(lab_env["DEVICELAB_STATE"]) / "journal.jsonl").pending() == []
 
@@ -439,3 +440,104 @@ def test_app_pss_holds_the_sampler_off_and_refuses_a_restarted_or_absent_app(
     with pytest.raises(ProbeFailed, match=f"no process found for {package}"):
         pss()
     assert {s.metric for s in log.read() if s.source == "dumpsys meminfo"} >= {"memory.pss_mb"}
+
+
+def test_a_phone_that_cannot_be_put_back_exits_3_naming_what_is_left(
+    lab_env: dict[str, str], phone: FakeAdbd, inventory: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The restore fails (the phone's settings service broke, as when it goes offline):
+    the checks still pass, but the run exits 3 with one line saying what the phone was
+    left with, after the summary and with the reports written; the next start puts it
+    back."""
+    broken = ShellResult("", "cmd: Failure calling service settings: Broken pipe (32)\n", 255)
+    restores = ("settings put global http_proxy :0", "settings delete global stay_on")
+    for prefix in restores:
+        phone.on(prefix, lambda _command: broken)
+    out = tmp_path / "out"
+    try:
+        done = devicelab(
+            "run", "--device", "phone", "--network", "none", "--out", str(out),
+            "--inventory", str(inventory), "--scenario", "message_search", env=lab_env,
+        )  # fmt: skip
+    finally:
+        for prefix in restores:
+            phone.off(prefix)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    [error] = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert "adb reverse" not in error  # that one was undone
+    assert f"error: {phone.serial} was left changed: http_proxy 127.0.0.1:" in error, error
+    assert "stay_on_while_plugged_in 7 (was unset)" in error
+    assert "the next devicelab run on it puts that back" in error
+    assert "results:" in done.stdout and "message_search" in done.stdout
+    assert (out / "results.json").is_file() and (out / "report.md").is_file()
+    assert load_results(out / "results.json").run.finished_at is not None
+
+    for key in ("DEVICELAB_STATE", "ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
+        monkeypatch.setenv(key, lab_env[key])
+    lab = Lab("phone", "none", inventory=inventory)
+    lab_phone.attach(lab.device, lab.say).close()  # the next start puts the phone back
+    _route_is_undone(phone)
+    assert Journal(Path(lab_env["DEVICELAB_STATE"]) / "journal.jsonl").pending() == []
+
+
+def test_appium_is_checked_and_the_phone_claimed_before_anything_starts(
+    lab_env: dict[str, str], phone: FakeAdbd, inventory: Path, tmp_path: Path
+) -> None:
+    """Something that is not Appium at the URL, no Appium at a remote URL, a phone another
+    run holds: each exits 3 before the backend starts, and the phone is never routed."""
+    import http.server
+    import threading
+
+    class NotAppium(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotAppium)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    devices = yaml.safe_load(inventory.read_text())["devices"]
+    caps = devices["phone"]["appium"]["capabilities"]
+    devices["phone-not-appium"] = {
+        **devices["phone"],
+        "appium": {"url": f"http://127.0.0.1:{web.server_address[1]}", "capabilities": caps},
+    }
+    closed = f"http://127.0.0.2:{free_port()}"  # not loopback to devicelab: never started
+    devices["phone-remote-appium"] = {
+        **devices["phone"], "appium": {"url": closed, "capabilities": caps}
+    }  # fmt: skip
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
+    state = Path(lab_env["DEVICELAB_STATE"])
+
+    def run(device: str) -> subprocess.CompletedProcess[str]:
+        return devicelab(
+            "run", "--device", device, "--network", "none", "--out", str(tmp_path / device),
+            "--inventory", str(path), "--scenario", "message_delivery", env=lab_env,
+        )  # fmt: skip
+
+    before = len(phone.services)
+    try:
+        not_appium, remote = run("phone-not-appium"), run("phone-remote-appium")
+        held = Journal(state / "journal.jsonl").claim(phone.serial, "in use")
+        try:
+            second = run("phone")
+        finally:
+            held.release()
+    finally:
+        web.shutdown()
+        web.server_close()
+    for done, wanted in [
+        (not_appium, "something that is not an Appium server answers at http://127.0.0.1:"),
+        (remote, f"no Appium server answers at {closed}"),
+        (second, f"{phone.serial} is already in use by another devicelab run"),
+    ]:
+        assert done.returncode == 3, done.stderr
+        assert wanted in done.stderr, done.stderr
+        assert "starting the backend" not in done.stderr and "Traceback" not in done.stderr
+    changed = [s for s in phone.services[before:] if "reverse:forward" in s or " put " in s]
+    assert changed == [], changed
+    assert phone.reverses == {}
