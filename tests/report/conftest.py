@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +41,17 @@ def raw(results_path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def book() -> TargetBook:
     return load_targets(ROOT / "profiles" / "targets.yaml")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devicelab", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli("report", path, ...)``: the devicelab command in a subprocess, from the
+    checkout; its CompletedProcess."""
+    return _cli

@@ -27,17 +27,6 @@ from devicelab.report.plots import histogram, line_chart, nice_ticks
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "devicelab", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
 #: What no report may hold: C0 controls but tab and newline, DEL, C1, lone surrogates.
 UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 NUMBER = r"-?\d+(?:\.\d+)?"
@@ -193,7 +182,7 @@ def test_extreme_samples_and_text_render_in_every_format(raw: dict[str, Any]) ->
     assert "`1`, `2.5`, `null`" in reports["md"]
 
 
-def test_stdout_that_cannot_be_written_is_one_line_exit_3(results_path: Path) -> None:
+def test_stdout_that_cannot_be_written_is_one_line_exit_3(results_path: Path, cli: Any) -> None:
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full here")
     done = cli("report", str(results_path), "--format", "md", "-o", "/dev/stdout")
@@ -259,7 +248,7 @@ def test_run_text_is_inert_in_markdown(raw: dict[str, Any]) -> None:
 
 
 def test_control_characters_never_reach_junit_or_the_terminal(
-    raw: dict[str, Any], results_path: Path, tmp_path: Path
+    raw: dict[str, Any], results_path: Path, tmp_path: Path, cli: Any
 ) -> None:
     raw["checks"][0]["reason"] = "DEL\x7f C1\x85\x9b[2J ESC\x1b]0;x\x07"
     raw["run"]["device"]["model"] = "Pixel\x9b31m"

@@ -20,17 +20,6 @@ from devicelab.report import load_results, write_all, write_text_atomic
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "devicelab", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and done.stdout == ""
@@ -118,7 +107,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
 
 
-def test_cli_writes_each_format(results_path: Path, tmp_path: Path) -> None:
+def test_cli_writes_each_format(results_path: Path, tmp_path: Path, cli: Any) -> None:
     done = cli("report", str(results_path), "--format", "md")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("# devicelab report — device run")
@@ -135,7 +124,7 @@ def test_cli_writes_each_format(results_path: Path, tmp_path: Path) -> None:
 
 
 def test_cli_bad_input_exits_2_and_keeps_the_old_output(
-    raw: dict[str, Any], tmp_path: Path
+    raw: dict[str, Any], tmp_path: Path, cli: Any
 ) -> None:
     out = tmp_path / "report.md"
     out.write_text("previous report")
@@ -217,7 +206,7 @@ def test_write_all_replaces_the_four_files_together_or_none(
     ]
 
 
-def test_o_dev_stdout_writes_to_the_pipe(results_path: Path) -> None:
+def test_o_dev_stdout_writes_to_the_pipe(results_path: Path, cli: Any) -> None:
     # /dev/stdout -> /proc/self/fd/1 -> "pipe:[...]": resolved, it named no file (exit 2).
     done = cli("report", str(results_path), "--format", "md", "-o", "/dev/stdout")
     assert done.returncode == 0, done.stderr
