@@ -24,9 +24,6 @@ from devicelab.report import load_results, render_html, render_junit, render_mar
 from devicelab.report._common import fmt_number, mask_secrets
 from devicelab.report.plots import histogram, line_chart, nice_ticks
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 #: What no report may hold: C0 controls but tab and newline, DEL, C1, lone surrogates.
 UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 NUMBER = r"-?\d+(?:\.\d+)?"

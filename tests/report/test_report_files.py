@@ -17,8 +17,6 @@ from devicelab.errors import BadInput, ConfigError, EnvironmentProblem
 from devicelab.models import Results
 from devicelab.report import load_results, write_all, write_text_atomic
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
