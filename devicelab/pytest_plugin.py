@@ -159,16 +159,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def _write_checks(reporter: pytest.TerminalReporter, results: Results, path: Path) -> None:
-    from devicelab.report import fmt_number
+    from devicelab.report import measured_text
 
     for check in results.checks:
-        measured = check.reason
-        if check.value is not None:
-            at_least = ">= " if check.evidence.get("censored") else ""  # a lower bound
-            measured = f"{check.stat} {at_least}{fmt_number(check.value)} {check.unit}"
-            if (t := check.target) is not None:
-                measured += f" (target {t.op} {t.value:g} {t.unit}"
-                measured += f", column {t.column})" if t.column else ")"
+        measured = measured_text(check)
         reporter.write_line(f"{check.status.upper():5} {check.id:26} {measured}")
     s = results.summary
     reporter.write_line(

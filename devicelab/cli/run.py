@@ -15,7 +15,7 @@ __all__ = ["register", "summary_lines"]
 
 def summary_lines(results: Results) -> list[str]:
     """The printed summary of a run: the device and link, one line per check, the counts."""
-    from devicelab.report import fmt_number  # as the reports print them: no 2.2e+04
+    from devicelab.report import measured_text  # as the reports print them
 
     run = results.run
     lines = []
@@ -28,15 +28,7 @@ def summary_lines(results: Results) -> list[str]:
             link += f" (achieved RTT {a.rtt_ms} ms, down {a.down_kbps} kbps, up {a.up_kbps} kbps)"
         lines.append(link)
     for check in results.checks:
-        if check.value is not None:
-            # A censored value (the probe gave up: evidence.censored) is a lower bound.
-            at_least = ">= " if check.evidence.get("censored") else ""
-            measured = f"{check.stat} {at_least}{fmt_number(check.value)} {check.unit}"
-            if check.target is not None:
-                measured += f" (target {check.target.op} {check.target.value:g} {check.target.unit}"
-                measured += f", column {check.target.column})" if check.target.column else ")"
-        else:
-            measured = check.reason
+        measured = measured_text(check)
         lines.append(f"{check.status.upper():5} {check.id:26} {measured}")
     s = results.summary
     lines.append(f"{s.pass_} pass, {s.fail} fail, {s.skip} skip, {s.error} error")

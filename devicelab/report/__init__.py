@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from devicelab.errors import BadInput, ConfigError
 from devicelab.models import Results, TargetBook
-from devicelab.report._common import fmt_number
+from devicelab.report._common import fmt_number, measured_text
 from devicelab.report.files import write_text_atomic, write_texts
 from devicelab.report.html import render_html
 from devicelab.report.junit import render_junit
@@ -33,6 +33,7 @@ __all__ = [
     "FILE_NAMES",
     "fmt_number",
     "load_results",
+    "measured_text",
     "render_html",
     "render_junit",
     "render_markdown",

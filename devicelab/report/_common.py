@@ -298,6 +298,19 @@ def check_line(check: Check) -> str:
     return text
 
 
+def measured_text(check: Check) -> str:
+    """What a check measured, for a terminal line: "p95 612 ms (target < 500 ms, column
+    4g)", ">= " before a lower bound (evidence.censored), the units and digits of the
+    reports; its reason when nothing was measured. Control characters are replaced."""
+    if check.value is None:
+        return showable(check.reason)
+    at_least = ">= " if check.evidence.get("censored") else ""
+    text = f"{check.stat} {at_least}{fmt_judged(check.value, check.unit, check.target)}"
+    if (t := check.target) is not None:
+        text += f" (target {check_target_label(t)}" + (f", column {t.column})" if t.column else ")")
+    return showable(text)
+
+
 def run_subtitle(run: RunInfo, quote: Callable[[str], str] | None = None) -> str:
     """What ran where, on one line: kind, device, network and backend of the run. The
     run's own text (device id, model, OS, network name: the device reports some of it

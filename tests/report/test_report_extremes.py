@@ -213,6 +213,12 @@ def test_shown_values_never_contradict_the_verdict(raw: dict[str, Any]) -> None:
         assert "199.96 ms vs target < 200 ms" in text, name
         assert "0.9996 MB/min vs target < 1 MB/min" in text, name
         assert "MB_per_min" not in text.replace("`", ""), name
+    # The terminal summaries of `devicelab run` and the pytest plugin say it the same way.
+    from devicelab.cli.run import summary_lines
+
+    printed = "\n".join(summary_lines(Results.model_validate(raw)))
+    assert "p95 199.96 ms (target < 200 ms" in printed, printed
+    assert "value 0.9996 MB/min (target < 1 MB/min" in printed, printed
 
 
 def test_counts_are_singular_for_one(raw: dict[str, Any]) -> None:
