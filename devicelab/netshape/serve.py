@@ -8,6 +8,7 @@ The first line printed is ``listening on HOST:PORT``, once the port accepts conn
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import ipaddress
 import json
 import logging
@@ -30,6 +31,9 @@ from devicelab.netshape.proxy import DEFAULT_CONFDIR, ShapedProxy
 __all__ = ["device_instructions", "main", "parse_listen", "run_foreground", "unreachable"]
 
 logger = logging.getLogger("devicelab.netshape")
+
+# How long a clean stop may take once SIGINT/SIGTERM came; it takes well under a second.
+_STOP_GRACE_S = 10.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -119,10 +123,15 @@ def run_foreground(
 
     Raises EnvironmentProblem when the proxy cannot listen; BadInput on a bad option.
     """
-    stop = threading.Event()
+    # The handler takes no lock: it runs in the main thread between two of its steps,
+    # perhaps while that thread holds the very lock (an Event's, as it begins to wait),
+    # and the process would then wait for itself forever.
+    received: list[int] = []
     previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
     }
+    stopped = threading.Event()
     try:
         with ShapedProxy(
             profile, host=listen[0], port=listen[1], allow=allow, confdir=confdir, **proxy_options
@@ -141,12 +150,33 @@ def run_foreground(
                 threading.Thread(
                     target=_serve_commands, args=(p,), name="netshape-control", daemon=True
                 ).start()
-            while not stop.wait(0.5):
-                pass
+            while not received:
+                time.sleep(0.1)
+            _exit_if_stop_hangs(_STOP_GRACE_S, stopped)
     finally:
+        stopped.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _exit_if_stop_hangs(grace_s: float, stopped: threading.Event) -> None:
+    """Exit with 3 when the clean stop that begins now has not ``stopped`` within
+    ``grace_s`` seconds (a proxy asked to stop must stop, or a script waiting for it, or
+    the port, waits forever); the threads' stacks go to stderr first, to say what held it."""
+
+    def watch() -> None:
+        if stopped.wait(grace_s):
+            return
+        logger.error(
+            "the proxy did not stop within %g s of the signal: exiting now (the stacks of "
+            "its threads follow)",
+            grace_s,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="netshape-stop-watch", daemon=True).start()
 
 
 def _allows_loopback(allow: Sequence[str]) -> bool:

@@ -250,19 +250,24 @@ def test_the_printed_android_steps_route_and_unroute_a_phone_and_ios_is_told_of_
     import shlex
 
     env = {**adb_server.env, "DEVICELAB_STATE": str(tmp_path / "state")}
-    process = subprocess.Popen(
-        [*DEVICELAB, "proxy", "--network", "none", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    with (tmp_path / "stderr").open("w") as stderr:
+        process = subprocess.Popen(
+            [*DEVICELAB, "proxy", "--network", "none", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
     try:
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(6)]
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("no stop after SIGTERM: " + (tmp_path / "stderr").read_text()[-4000:])
     port = lines[0].strip().rsplit(":", 1)[1]
     route = next(line for line in lines if "android (USB):" in line).split(":", 1)[1]
     undo = next(line for line in lines if "undo:" in line).split(":", 1)[1]
@@ -283,3 +288,30 @@ def test_the_printed_android_steps_route_and_unroute_a_phone_and_ios_is_told_of_
     # A phone cannot reach this machine's loopback over Wi-Fi.
     assert "Manual: 127.0.0.1" not in ios
     assert f"--listen 0.0.0.0:{port}" in ios and "--allow" in ios
+
+
+def test_a_proxy_whose_clean_stop_hangs_still_exits_and_says_where_it_hung() -> None:
+    """SIGTERM must end the foreground proxy: when its clean stop hangs, it exits with 3
+    after the grace and prints its threads' stacks, rather than holding the port forever."""
+    script = (
+        "import logging, time, devicelab.netshape.serve as serve\n"
+        "logging.basicConfig()\n"
+        "serve._STOP_GRACE_S = 0.5\n"
+        "def hang(self):\n"
+        "    time.sleep(60)\n"
+        "serve.ShapedProxy.stop = hang\n"
+        "serve.run_foreground(None, listen=('127.0.0.1', 0), instructions=False)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("listening on 127.0.0.1:")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 3
+    assert "did not stop within 0.5 s of the signal" in err
+    assert "in hang" in err and "in run_foreground" in err  # where it hung
