@@ -4,6 +4,7 @@ adb server (ANDROID_ADB_SERVER_PORT and HOME set, never 5037). tests/platforms o
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,13 @@ import pytest
 
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import FakeAdbd
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A suite started in the background (``nohup``, ``cmd &`` in a script) inherits SIGINT
+    ignored; the Ctrl-C tests are about a terminal's Ctrl-C, so it is given back."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
