@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from devicelab.models import Check, CheckTarget, NetworkProfile, Target, TargetBook, summarize
+from devicelab.numbers import check_target_label, fmt_judged
 
 __all__ = [
     "MATRIX_COLUMNS",
@@ -175,10 +176,13 @@ def judge(
         held = target.holds(measured)
         status = "pass" if held else "fail"
         verdict = "meets" if held else "misses"
-        text = reason or f"{chosen} {measured:g} {unit} {verdict} {target.label()}"
         check_target = CheckTarget(
             op=target.op, value=target.value, unit=target.unit, source=target.source, column=column
         )
+        # In the reports' units and digits: "p95 210.7 ms misses < 200 ms", "0.8 MB/min".
+        shown = fmt_judged(measured, unit, check_target)
+        bound = check_target_label(check_target)
+        text = reason or f"{chosen} {shown} {verdict} {bound}"
     return Check.model_validate(
         {
             "id": check,

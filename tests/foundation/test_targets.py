@@ -116,3 +116,26 @@ def test_judge_na_missing_and_untargeted() -> None:
     assert low.status == "fail"
     with pytest.raises(ValueError, match="cannot compare"):
         judge(check="x", title="X", category="c", target=ratio, value=1.0, unit="ms")
+
+
+def test_a_reason_reads_as_the_reports_write_the_number_and_its_unit() -> None:
+    """The reason is what a failing run prints: the reports' units and digits, and as
+    many digits as it takes to stand on the right side of the bound."""
+    leak = resolve(BOOK, "memory_leak", "android", "wifi")
+    check = judge(
+        check="memory_leak", title="Leak", category="memory", target=leak, value=0.8333333,
+        unit="MB_per_min",
+    )  # fmt: skip
+    assert check.reason == "value 0.833 MB/min meets < 1 MB/min"
+    upload = resolve(BOOK, "image_upload_1mb", "android", "4g")
+    near = judge(
+        check="image_upload_1mb", title="Upload", category="storage", target=upload,
+        samples=[2999.6], unit="ms",
+    )  # fmt: skip
+    assert near.reason == "p95 2.9996 s meets < 3 s"
+    drain = resolve(BOOK, "battery_drain", "android", "wifi")
+    check = judge(
+        check="battery_drain", title="Drain", category="battery", target=drain, value=12.3456,
+        unit="pct_per_hour",
+    )  # fmt: skip
+    assert check.reason == "value 12.3 %/h misses < 10 %/h"
