@@ -36,11 +36,16 @@ from backend_checks.api_checks import (
 )
 from backend_checks.db import DEFAULT_TIMEOUT_MS, connect, redact
 from backend_checks.plans import DEFAULT_MIN_TABLE_PAGES, DEFAULT_MIN_TABLE_ROWS
+from backend_checks.query_checks import (
+    mark_planner_choices,
+    query_check,
+    seq_scans_check,
+    served_by_other_indexes,
+)
 from backend_checks.seed import ensure_data
-from backend_checks.suggest import Suggestion, covering_index, suggest
+from backend_checks.suggest import suggest
 from backend_checks.suite import (
     QueryRun,
-    QuerySpec,
     explain_as_owner,
     explain_query,
     load_suite,
@@ -48,12 +53,10 @@ from backend_checks.suite import (
     round_trip_ms,
     table_rows,
     time_query,
-    timeout_ms,
     warm,
 )
 from devicelab import __version__
-from devicelab.models import BackendInfo, Check, CheckTarget, Results, RunInfo, Target
-from devicelab.targets import backend_target
+from devicelab.models import BackendInfo, Check, Results, RunInfo
 
 if TYPE_CHECKING:
     import psycopg
@@ -200,35 +203,6 @@ def _load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Chec
     return found
 
 
-def _target(spec: QuerySpec) -> Target:
-    """The story's target for a query: profiles/targets.yaml's backend row when there is
-    one, else the target written in the query file."""
-    try:
-        from devicelab.config import load_targets
-        from devicelab.targets import resolve
-
-        found = resolve(load_targets(), spec.id, "backend", "any")
-        if found is not None:
-            return found
-    except Exception:  # no targets file here: the query file's own target holds
-        pass
-    t = spec.target
-    return Target(
-        check=spec.id,
-        platform="backend",
-        op=t.op,
-        value=t.value,
-        unit=t.unit,
-        stat=t.stat,
-        source=t.source,
-    )
-
-
-def _check_target(spec: QuerySpec) -> CheckTarget:
-    t = _target(spec)
-    return CheckTarget(op=t.op, value=float(t.value or 0), unit=t.unit, source=t.source)
-
-
 def _run_suite(
     conn: psycopg.Connection[Any], options: CheckOptions, *, managed: bool
 ) -> list[Check]:
@@ -280,8 +254,8 @@ def _run_suite(
         specs=specs,
         min_table_rows=options.min_table_rows,
         min_table_pages=options.min_table_pages,
-        planner_choice=_mark_planner_choices(conn, specs, runs, list(after_i.values())),
-        served=_served_by_other_indexes(runs, list(after_i.values())),
+        planner_choice=mark_planner_choices(conn, specs, runs, list(after_i.values())),
+        served=served_by_other_indexes(runs, list(after_i.values())),
     )
     missing = [
         (c["query"], c["table"], c["columns"], c["method"], c["unique"])
@@ -304,8 +278,17 @@ def _run_suite(
 
     checks: list[Check] = []
     for spec, run in zip(specs, runs, strict=True):
-        checks.append(_query_check(spec, run, judge))
-    checks.append(_seq_scans_check(runs, suggestions, before_t, after_t, options))
+        checks.append(query_check(spec, run, judge))
+    checks.append(
+        seq_scans_check(
+            runs,
+            suggestions,
+            before_t,
+            after_t,
+            min_table_rows=options.min_table_rows,
+            min_table_pages=options.min_table_pages,
+        )
+    )
     checks.append(usage)
     checks.append(
         health.unused_indexes(
@@ -332,204 +315,3 @@ def _vacuum_what_grew(conn: psycopg.Connection[Any], dead_found: dict[str, int])
     grown = [name for name, t in now if t.dead > dead_found.get(name, t.dead)]
     conn.rollback()  # ends the read of the snapshot; nothing of ours is pending
     return server_health.vacuum(conn, grown)
-
-
-def _query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
-    evidence: dict[str, Any] = {
-        "sql": spec.sql.strip(),
-        "source": spec.source,
-        "params": run.params,
-        "role": "authenticated (request.jwt.claims sub = params.user_id)",
-        "rows": run.rows,
-        "round_trip_ms": run.round_trip_ms,
-        "wall_ms": run.wall_ms,
-        "sample": "wall time minus the median SELECT 1 round trip",
-    }
-    if run.app_plan:
-        evidence["plan"] = run.app_plan.model_dump()
-        evidence["plan_estimated_only"] = run.plan_estimated_only
-        evidence["plan_json"] = run.app_plan_json
-    if run.owner_plan:
-        evidence["plan_as_owner"] = run.owner_plan.model_dump()
-    if spec.function:
-        evidence["nested_source"] = run.nested_source
-        evidence["nested"] = [
-            {"query": n.query, "duration_ms": n.duration_ms, "plan": n.summary.model_dump()}
-            for n in run.nested
-        ]
-        if run.nested_stats:
-            evidence["nested_stats"] = run.nested_stats
-    if run.timed_out:
-        return Check(
-            id=spec.id,
-            title=spec.title,
-            category=spec.category,
-            status="fail",
-            value=float(timeout_ms(spec)),
-            unit="ms",
-            target=_check_target(spec),
-            reason=f"{run.error}: far beyond the target",
-            evidence=evidence,
-        )
-    if run.error:
-        return Check(
-            id=spec.id,
-            title=spec.title,
-            category=spec.category,
-            status="error",
-            unit="ms",
-            reason=f"query failed: {run.error}",
-            evidence=evidence,
-        )
-    check: Check = judge(
-        check=spec.id,
-        title=spec.title,
-        category=spec.category,
-        target=_target(spec),
-        samples=run.samples_ms,
-        unit="ms",
-        column="any",
-        evidence=evidence,
-    )
-    flagged = run.flagged()
-    if flagged and check.status == "pass":
-        check.reason += f"; but {len(flagged)} sequential scan(s) flagged (see seq_scans)"
-    return check
-
-
-def _unqualified(table: str) -> str:
-    """``messages`` of ``public.messages`` (plans name a table without its schema)."""
-    return table.rsplit(".", maxsplit=1)[-1]
-
-
-def _served_by_other_indexes(
-    runs: list[QueryRun], indexes: list[health.IndexStats]
-) -> dict[tuple[str, str], list[str]]:
-    """(query id, schema.table) -> the indexes through which the query's plans (the app
-    role's, and the statements inside its function) read the table, for each table they
-    read through an index and never sequentially. No plans (an error, a function whose
-    statements auto_explain could not show): nothing."""
-    table_of = {ix.index.rsplit(".", maxsplit=1)[-1]: ix.table for ix in indexes}
-    served: dict[tuple[str, str], list[str]] = {}
-    for run in runs:
-        plans = [run.app_plan] if run.app_plan else []
-        plans += [nested.summary for nested in run.nested]
-        read_whole = {_unqualified(scan.table) for plan in plans for scan in plan.seq_scans}
-        for plan in plans:
-            for name in plan.indexes:
-                table = table_of.get(name)
-                if table and _unqualified(table) not in read_whole:
-                    used = served.setdefault((run.id, table), [])
-                    used += [name] if name not in used else []
-    return served
-
-
-#: A scan whose filter keeps at least this share of the rows it reads gains little from an
-#: index, which would fetch most of the table anyway.
-UNSELECTIVE_SHARE = 0.10
-
-
-def _mark_planner_choices(
-    conn: psycopg.Connection[Any],
-    specs: list[QuerySpec],
-    runs: list[QueryRun],
-    indexes: list[health.IndexStats],
-) -> set[str]:
-    """Unflag the big sequential scans the planner chose knowingly, and return the tables
-    (schema.name) whose every big scan in the suite was such a choice, for index_usage.
-
-    A scan is the planner's choice when the index its query needs on that table is there
-    (valid, whole) and the scan keeps UNSELECTIVE_SHARE or more of what it reads (a
-    conversation holding half of all messages: counting its messages reads half the
-    table); or when the index we would suggest for it is there already (the planner had
-    it: with every message in one conversation, unread_count joins them all to the
-    caller's receipts, half of that table, read whole). A missing index is never excused
-    (it is not there).
-
-    Without this a healthy database of few conversations (``datagen --messages 20000
-    --conversations 10``, or one conversation) failed seq_scans on unread_count."""
-    usable = [ix for ix in indexes if ix.valid and not ix.partial]
-    chosen: set[str] = set()
-    still: set[str] = set()
-    for spec, run in zip(specs, runs, strict=True):
-        # Tables where every index the query needs is there (one missing: not excused).
-        needed = {_unqualified(n.table): n.table for n in spec.indexes}
-        missing = {_unqualified(n.table) for n in spec.indexes if not health.indexes_for(n, usable)}
-        served = {bare: table for bare, table in needed.items() if bare not in missing}
-        for scan in run.seq_scans():
-            if not scan.flagged:
-                continue
-            table = served.get(_unqualified(scan.table))
-            unselective = scan.rows_returned >= UNSELECTIVE_SHARE * scan.rows_examined > 0
-            if table and unselective:
-                scan.flagged, scan.planner_choice = False, True
-                chosen.add(table)
-            elif (ix := covering_index(conn, scan, usable)) is not None:
-                scan.flagged, scan.planner_choice = False, True
-                chosen.add(ix.table)
-            else:
-                still.add(_unqualified(scan.table))
-    return {table for table in chosen if _unqualified(table) not in still}
-
-
-def _seq_scans_check(
-    runs: list[QueryRun],
-    suggestions: list[Suggestion],
-    before: dict[str, health.TableStats],
-    after: dict[str, health.TableStats],
-    options: CheckOptions,
-) -> Check:
-    # A table below the size threshold is read faster whole, so its scans are not flagged,
-    # unless an index the query needs is missing and proven to help: then the scan is the
-    # one that index removes (at 1,000 messages a dropped message index was suggested and
-    # proven, but its scans passed as small).
-    proven = {
-        (query, _unqualified(s.table)) for s in suggestions if s.proven for query in s.queries
-    }
-    flagged = []
-    for run in runs:
-        for scan in run.seq_scans():
-            small = (
-                not scan.flagged
-                and scan.rows_examined >= options.min_table_rows
-                and (run.id, _unqualified(scan.table)) in proven
-            )
-            if scan.flagged or small:
-                flagged.append(
-                    {"query": run.id, **scan.model_dump(), "flagged": True}
-                    | ({"below_size_threshold": True} if small else {})
-                )
-    deltas = {
-        name: {
-            "seq_scan": t.seq_scan - before[name].seq_scan,
-            "seq_tup_read": t.seq_tup_read - before[name].seq_tup_read,
-        }
-        for name, t in after.items()
-        if name in before
-    }
-    deltas = {k: v for k, v in deltas.items() if v["seq_scan"]}
-    reason = ""
-    if flagged:
-        where = sorted({f"{f['query']} ({f['table']})" for f in flagged})
-        reason = f"{len(flagged)} sequential scan(s) where they hurt: {', '.join(where)}"
-        if suggestions:
-            reason += "; suggested: " + "; ".join(
-                f"{s.ddl} [{'proven' if s.proven else 'unproven'}]" for s in suggestions
-            )
-    return Check(
-        id="seq_scans",
-        title="Sequential scans that hurt in the suite's plans",
-        category="index",
-        status="fail" if flagged else "pass",
-        value=len(flagged),
-        unit="count",
-        target=backend_target("seq_scans"),
-        reason=reason,
-        evidence={
-            "flagged": flagged,
-            "min_table_rows": options.min_table_rows,
-            "min_table_pages": options.min_table_pages,
-            "table_seq_scans_in_window": deltas,
-            "suggestions": [s.model_dump() for s in suggestions],
-        },
-    )
