@@ -71,6 +71,8 @@ DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 # device sent at once are taken from the accept, up to this long before (a bound on a
 # clock step, not on mitmproxy).
 _ACCEPT_LAG_MAX_S = 0.05
+#: Refused clients counted (for their log lines) before the count starts again.
+_REFUSED_KEPT = 4096
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -113,10 +115,15 @@ class _Connection:
     heads: dict[str, int] = field(default_factory=dict)
 
 
-def check_offline_seconds(seconds: float | None) -> None:
+def check_offline_seconds(seconds: object) -> None:
     """Raise ValueError unless ``seconds`` is None (until told) or a positive number: -3,
-    NaN or infinity would cut every connection and come back at once, or never."""
-    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+    NaN or infinity would cut every connection and come back at once, or never; "5" (a
+    TypeError further on) and True (taken as 1 s) are not numbers here."""
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ValueError(f"offline seconds must be a positive number, not {seconds!r}")
+    if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"offline seconds must be a positive number, not {seconds:g}")
 
 
@@ -135,6 +142,7 @@ class NetShape:
         self._online_timer: asyncio.TimerHandle | None = None
         self._aliases: dict[str, str] = {}
         self._networks: dict[str, NetworkProfile] = {}
+        self._refused: dict[str, int] = {}  # client -> connections refused
 
     # --- options -------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -273,8 +281,17 @@ class NetShape:
         """Refuse clients outside the allow-list or while offline; wrap the rest."""
         host = str(client.peername[0]) if client.peername else "?"
         if not self._allowed(host):
-            allow = ", ".join(str(n) for n in self._allow)
-            logger.warning("refused client %s: not in the allow-list (%s)", host, allow)
+            # Said once per client, then every 100th time: a phone retrying all night must
+            # not fill the log (or a stderr pipe nobody reads, which stops the proxy).
+            if len(self._refused) >= _REFUSED_KEPT:
+                self._refused.clear()
+            count = self._refused[host] = self._refused.get(host, 0) + 1
+            if count == 1 or count % 100 == 0:
+                allow = ", ".join(str(n) for n in self._allow)
+                times = f" ({count} times)" if count > 1 else ""
+                logger.warning(
+                    "refused client %s: not in the allow-list (%s)%s", host, allow, times
+                )
             client.error = f"client {host} is not allowed (netshape_allow)"
             return
         # While offline a new connection is still accepted, so that the control endpoint
@@ -502,13 +519,21 @@ class NetShape:
         )
 
     def _profile_text(self, body: str) -> str:
-        """The profile JSON a ``POST profile`` body asks for: the body itself (a profile,
-        or empty for none), or the profile of that name. Raises ValueError (unknown name)."""
+        """The profile JSON a ``POST profile`` body asks for: the body itself (a profile),
+        the profile of that name, or "" for "none" (no shaping). Raises ValueError (an
+        unknown name, or no body: a bare ``curl -X POST`` must not switch shaping off)."""
         name = body.strip()
-        if not name or name.startswith("{"):
+        if name.startswith("{"):
             return body
+        if name == "none" and name not in self._networks:
+            return ""
         if name not in self._networks:
             known = ", ".join(sorted(self._networks)) or "none (give a profile as JSON)"
+            if not name:
+                raise ValueError(
+                    f"say which network: a name (known: {known}), 'none' for no shaping, "
+                    "or a profile as JSON"
+                )
             raise ValueError(f"unknown network {name!r}; known: {known}")
         return self._networks[name].model_dump_json()
 

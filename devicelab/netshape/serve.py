@@ -8,6 +8,7 @@ The first line printed is ``listening on HOST:PORT``, once the port accepts conn
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import ipaddress
 import json
@@ -28,7 +29,14 @@ from devicelab.netshape.addon import CONTROL_HOST, DEFAULT_ALLOW
 from devicelab.netshape.options import parse_networks
 from devicelab.netshape.proxy import DEFAULT_CONFDIR, ShapedProxy
 
-__all__ = ["device_instructions", "main", "parse_listen", "run_foreground", "unreachable"]
+__all__ = [
+    "device_instructions",
+    "main",
+    "parse_listen",
+    "public_allowed",
+    "run_foreground",
+    "unreachable",
+]
 
 logger = logging.getLogger("devicelab.netshape")
 
@@ -61,6 +69,23 @@ def unreachable(host: str, allow: Sequence[str]) -> str | None:
         f" --allow {' '.join(allow)} leaves loopback out; listen on a LAN address"
         " (--listen 0.0.0.0:PORT) or allow 127.0.0.0/8"
     )
+
+
+#: Addresses of the internet: an allowed network holding one lets the internet in.
+_PUBLIC_SAMPLES = tuple(
+    ipaddress.ip_address(a) for a in ("1.1.1.1", "8.8.8.8", "2606:4700:4700::1111")
+)
+
+
+def public_allowed(allow: Sequence[str]) -> list[str]:
+    """The networks of ``allow`` that hold public (internet) addresses."""
+    wide = []
+    for cidr in allow:
+        network = ipaddress.ip_network(cidr, strict=False)
+        ends = (network.network_address, network.broadcast_address)
+        if any(a.is_global for a in ends) or any(a in network for a in _PUBLIC_SAMPLES):
+            wide.append(cidr)
+    return wide
 
 
 def device_instructions(proxy: ShapedProxy) -> list[str]:
@@ -140,12 +165,20 @@ def run_foreground(
             echo(f"listening on {host}:{p.port}")
             if (why := unreachable(p.host, p.allow)) is not None:
                 logger.warning("%s", why)
+            if (wide := public_allowed(p.allow)) and not _is_loopback(p.host):
+                logger.warning(
+                    "--allow %s lets addresses of the internet use this proxy (an open "
+                    "proxy, if this machine is reachable): allow your lab's network only, "
+                    "e.g. --allow 192.168.1.0/24",
+                    " ".join(wide),
+                )
             if instructions:
                 name = profile.id or profile.label if profile else "none"
                 echo(f"network {name}; point a device at it:")
                 for line in device_instructions(p):
                     echo(line)
-            sys.stdout.flush()
+            with contextlib.suppress(BrokenPipeError):  # a reader gone: serve on
+                sys.stdout.flush()
             if control_stdio:
                 threading.Thread(
                     target=_serve_commands, args=(p,), name="netshape-control", daemon=True
@@ -165,15 +198,21 @@ def _exit_if_stop_hangs(grace_s: float, stopped: threading.Event) -> None:
     ``grace_s`` seconds (a proxy asked to stop must stop, or a script waiting for it, or
     the port, waits forever); the threads' stacks go to stderr first, to say what held it."""
 
-    def watch() -> None:
-        if stopped.wait(grace_s):
-            return
+    def say() -> None:
         logger.error(
             "the proxy did not stop within %g s of the signal: exiting now (the stacks of "
             "its threads follow)",
             grace_s,
         )
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+
+    def watch() -> None:
+        if stopped.wait(grace_s):
+            return
+        # A stderr pipe nobody reads would block the telling, and the exit with it.
+        teller = threading.Thread(target=say, name="netshape-stop-tell", daemon=True)
+        teller.start()
+        teller.join(2.0)
         os._exit(3)
 
     threading.Thread(target=watch, name="netshape-stop-watch", daemon=True).start()

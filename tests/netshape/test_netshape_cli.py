@@ -242,6 +242,52 @@ def test_a_loopback_listen_address_that_no_allowed_client_can_reach_is_said_at_s
     assert "allowed clients: 10.0.0.0/8 (none can reach 127.0.0.1)" in printed
 
 
+@pytest.mark.slow
+def test_a_reader_that_closes_stdout_after_the_address_leaves_the_proxy_serving(
+    upstream: Any,
+) -> None:
+    process = subprocess.Popen(
+        [*DEVICELAB, "proxy", "--network", "5g", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline().rsplit(":", 1)[1])
+        process.stdout.close()  # the script had what it wanted
+        time.sleep(0.5)  # the rest of the printout meets the closed pipe
+        assert process.poll() is None, "it ended when its reader left"
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"})
+        )
+        with opener.open(f"{upstream.base}/bytes?n=10", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_allowing_the_internet_on_a_lan_address_is_warned_of_as_an_open_proxy() -> None:
+    process = subprocess.Popen(
+        [*DEVICELAB, "proxy", "--listen", "0.0.0.0:0", "--allow", "10.0.0.0/8",
+         "--allow", "0.0.0.0/0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("listening on 0.0.0.0:")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    (warning,) = [line for line in err.splitlines() if "open proxy" in line]
+    assert "--allow 0.0.0.0/0 lets addresses of the internet use this proxy" in warning
+
+
 def test_the_printed_android_steps_route_and_unroute_a_phone_and_ios_is_told_of_loopback(
     adb_server: Any, fake: Any, tmp_path: Path
 ) -> None:
@@ -315,3 +361,19 @@ def test_a_proxy_whose_clean_stop_hangs_still_exits_and_says_where_it_hung() -> 
     assert process.returncode == 3
     assert "did not stop within 0.5 s of the signal" in err
     assert "in hang" in err and "in run_foreground" in err  # where it hung
+    # Its stderr a full pipe nobody reads: the telling blocks, the exit does not.
+    full = script.replace("logging.basicConfig()\n", "logging.basicConfig()\n"
+                          "import sys, threading\n"
+                          "threading.Thread(target=lambda: sys.stderr.write('x' * 200_000),"
+                          " daemon=True).start()\n")  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", full], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("listening on 127.0.0.1:")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 3
+    finally:
+        process.kill()
+        process.communicate()

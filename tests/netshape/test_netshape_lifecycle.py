@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from typing import Any
@@ -33,9 +34,18 @@ def test_a_client_outside_the_allow_list_is_refused(
         async with aiohttp.ClientSession() as s:
             await _get(s, f"{upstream.base}/bytes?n=1", url)
 
-    with ShapedProxy(None, allow=["10.0.0.0/8"]) as proxy, pytest.raises(aiohttp.ClientError):
-        asyncio.run(main(proxy.url))
-    assert "refused client 127.0.0.1: not in the allow-list (10.0.0.0/8)" in caplog.text
+    with ShapedProxy(None, allow=["10.0.0.0/8"]) as proxy:
+        with pytest.raises(aiohttp.ClientError):
+            asyncio.run(main(proxy.url))
+        for _ in range(199):  # a client that retries all night is said once a hundred times
+            with socket.create_connection((proxy.host, proxy.port)) as retry:
+                retry.recv(1)
+    refused = [r.getMessage() for r in caplog.records if "refused client" in r.getMessage()]
+    assert refused == [
+        "refused client 127.0.0.1: not in the allow-list (10.0.0.0/8)",
+        "refused client 127.0.0.1: not in the allow-list (10.0.0.0/8) (100 times)",
+        "refused client 127.0.0.1: not in the allow-list (10.0.0.0/8) (200 times)",
+    ]
 
 
 def test_port_zero_then_a_restart_on_the_same_port(upstream: Any) -> None:
@@ -96,13 +106,25 @@ def test_the_control_endpoint_switches_to_a_named_network(upstream: Any, make_pr
             before = min([await _get(s, tiny, proxy) for _ in range(3)])
             assert await switch(s, proxy, "slow") == (200, {"ok": True})
             after = min([await _get(s, tiny, proxy) for _ in range(3)])
-            return before, after, await switch(s, proxy, "warp")
+            return before, after, await switch(s, proxy, "warp"), await switch(s, proxy, "")
 
     with ShapedProxy(make_profile(30, None, None), networks={"slow": slow}) as proxy:
-        before, after, unknown = asyncio.run(go(proxy.url))
+        before, after, unknown, empty = asyncio.run(go(proxy.url))
+        # A POST with no body (curl -X POST) is refused, not taken as "no shaping".
         assert proxy.addon.profile == slow
+        assert asyncio.run(_post_profile(proxy.url, "none")) == 200
+        assert proxy.addon.profile is None
     assert 0.03 <= before < 0.09 and 0.15 <= after < 0.21
     assert unknown[0] == 400 and "known: slow" in unknown[1]["error"]
+    assert empty[0] == 400 and "'none' for no shaping" in empty[1]["error"]
+
+
+async def _post_profile(proxy: str, body: str) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post("http://netshape.devicelab/profile", data=body, proxy=proxy) as response,
+    ):
+        return response.status
 
 
 _PARENT = """

@@ -35,14 +35,15 @@ def test_a_subprocess_proxy_keeps_serving_past_64_kb_of_log_lines(
     # proxy then blocked on its next log line, its devices' traffic with it.
     caplog.set_level(logging.INFO, logger="devicelab.netshape")
     with ShapedProxy(None, allow=["127.0.0.1/32"], mode="subprocess") as proxy:
-        for _ in range(1200):  # ~80 bytes of log each
+        for i in range(1200):  # ~80 bytes of log each: one line per refused client
             with socket.socket() as stranger:
-                stranger.bind(("127.0.0.3", 0))
+                stranger.bind((f"127.0.{3 + i // 250}.{1 + i % 250}", 0))
                 stranger.connect((proxy.host, proxy.port))
         assert asyncio.run(_status_of_tiny(upstream, proxy.url)) == 200
         assert proxy.status()["offline"] is False
     # Its log reached ours, as the thread mode's does.
-    assert "refused client 127.0.0.3: not in the allow-list (127.0.0.1/32)" in caplog.text
+    assert "refused client 127.0.3.1: not in the allow-list (127.0.0.1/32)" in caplog.text
+    assert "refused client 127.0.7.200: not in the allow-list" in caplog.text
 
 
 @pytest.mark.slow
