@@ -78,7 +78,9 @@ class UnknownId(BadInput):
     def __init__(self, kind: str, given: str, known: list[str], *, source: str = "") -> None:
         import difflib
 
-        close = difflib.get_close_matches(given, known, n=1, cutoff=0.4)
+        # Case first: "WIFI" is "wifi", though difflib sees four letters that differ.
+        same = [k for k in known if k.casefold() == given.casefold()]
+        close = same or difflib.get_close_matches(given, known, n=1, cutoff=0.4)
         where = f" in {source}" if source else ""
         message = f"unknown {kind} {given!r}{where}"
         if close:

@@ -120,6 +120,10 @@ def test_unknown_ids_suggest_the_closest() -> None:
     with pytest.raises(UnknownId) as err:
         config.network_profile("slow3g", networks)
     assert err.value.suggestion == "slow-3g"
+    for shouted, meant in [("WIFI", "wifi"), ("NONE", "none"), ("FAST-3G", "fast-3g")]:
+        with pytest.raises(UnknownId) as err:
+            config.network_profile(shouted, networks)
+        assert err.value.suggestion == meant, shouted
     inventory = config.load_inventory(ROOT / "inventory.yaml")
     with pytest.raises(UnknownId) as err:
         config.device("iphone-11", inventory)
