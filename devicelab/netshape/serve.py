@@ -46,8 +46,9 @@ _STOP_GRACE_S = 10.0
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port); raises BadInput."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    host, sep, port = text.strip().rpartition(":")
+    bad_host = any(c.isspace() for c in host)
+    if not sep or bad_host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise BadInput(f"--listen {text!r} is not HOST:PORT", hint="e.g. 127.0.0.1:8080")
     return host.strip("[]") or "127.0.0.1", int(port)
 

@@ -377,3 +377,16 @@ def test_a_proxy_whose_clean_stop_hangs_still_exits_and_says_where_it_hung() -> 
     finally:
         process.kill()
         process.communicate()
+
+
+def test_listen_addresses_are_read_or_refused_as_bad_input() -> None:
+    from devicelab.errors import BadInput
+    from devicelab.netshape.serve import parse_listen
+
+    assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_listen(" 127.0.0.1:0 ") == ("127.0.0.1", 0)  # pasted with a space
+    assert parse_listen("[::1]:8080") == ("::1", 8080)
+    assert parse_listen(":8080") == ("127.0.0.1", 8080)
+    for bad in ["8080", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:70000", "127. 0.0.1:80"]:
+        with pytest.raises(BadInput, match="is not HOST:PORT"):
+            parse_listen(bad)
