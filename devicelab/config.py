@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from devicelab.errors import ConfigError, UnknownId
 from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile, TargetBook
+from devicelab.models.inventory import LOCATED
 
 __all__ = [
     "find_file",
@@ -62,29 +63,137 @@ class _Marks:
         return f"{self.file}{line}"
 
 
-def _construct(node: yaml.Node, path: Path_, marks: _Marks) -> Any:
-    """Turn a composed YAML node into plain Python data, recording marks by path."""
-    marks.nodes[path] = node.start_mark
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
+_MERGE = "tag:yaml.org,2002:merge"
+#: Stands for a ``<<`` key among a mapping's keys (None is a key: ``~: x``).
+_MERGED = object()
+
+
+class _Builder:
+    """Turns a composed YAML node into plain Python data, recording marks by path.
+
+    Scalars are built by PyYAML's safe constructor (an empty value is None). A merge key
+    (``<<: *anchor``, or a list of anchors) brings in the anchored mappings' entries that
+    the mapping does not set itself, the first anchor of a list winning: they count as the
+    mapping's own, their keys marked at the ``<<`` (the line of this entry that brought them
+    in), their values where the anchor writes them.
+    """
+
+    def __init__(self, marks: _Marks) -> None:
+        self.marks = marks
+        self.scalars = yaml.constructor.SafeConstructor()
+        #: Nodes being built or merged: an alias to one of them is a loop, not data.
+        self.building: set[int] = set()
+        self.merging: set[int] = set()
+
+    def where(self, node: yaml.Node) -> str:
+        return f"{self.marks.file}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+    def refuse(self, node: yaml.Node, path: Path_, problem: str, hint: str) -> ConfigError:
+        where = self.where(node)
+        return ConfigError(f"{where}: {problem}", hint=hint, location=where, field=_dotted(path))
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        """The data of ``node``. Raises ConfigError at the node that cannot be read."""
+        self.marks.nodes[path] = node.start_mark
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        if id(node) in self.building:
+            raise self.refuse(
+                node, path, "an alias (*name) inside what it names", "point it at another entry"
+            )
+        self.building.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            assert isinstance(node, yaml.MappingNode)  # the composer makes no other kind
+            result: dict[Any, Any] = {}
+            for key, key_node, value_node in self.entries(node, path):
+                self.marks.keys[(*path, key)] = key_node.start_mark
+                result[key] = self.build(value_node, (*path, key))
+            return result
+        finally:
+            self.building.discard(id(node))
+
+    def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        if node.tag == _MERGE:  # a plain `<<` as a value is only text
+            return node.value
+        try:
+            return self.scalars.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            # `2019-02-30` (a date that is none), `!!int x`, an unknown `!tag`.
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise self.refuse(
+                node,
+                path,
+                f"cannot read {_describe(node.value)}: {problem}",
+                "quote the value to keep it as text, or fix it",
+            ) from exc
+
+    def key(self, node: yaml.Node, path: Path_) -> Any:
+        if not isinstance(node, yaml.ScalarNode):  # `? [a, b]`: a key Python cannot hash
+            raise self.refuse(node, path, "a key must be a plain name", "write it as a name")
+        return self.scalar(node, path)
+
+    def entries(
+        self, node: yaml.MappingNode, path: Path_
+    ) -> list[tuple[Any, yaml.Node, yaml.Node]]:
+        """``(key, node marking the key, value node)`` of a mapping, merges resolved, in file
+        order. Raises ConfigError for a key written twice, or a merge of something else than
+        mappings or of itself."""
+        pairs: list[tuple[Any, yaml.Node, yaml.Node]] = []
+        own: set[Any] = set()
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
-            if key in result:
-                where = (
-                    f"{marks.file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}"
+            if key_node.tag == _MERGE:
+                pairs.append((_MERGED, key_node, value_node))
+                continue
+            key = self.key(key_node, path)
+            if key in own:
+                raise self.refuse(
+                    key_node,
+                    (*path, key),
+                    f"duplicate key {key!r}",
+                    "remove one of the two entries",
                 )
-                raise ConfigError(
-                    f"{where}: duplicate key {key!r}",
-                    hint="remove one of the two entries",
-                    location=where,
-                    field=_dotted((*path, key)),
+            own.add(key)
+            pairs.append((key, key_node, value_node))
+        self.merging.add(id(node))
+        try:
+            result: list[tuple[Any, yaml.Node, yaml.Node]] = []
+            taken = set(own)
+            for key, key_node, value_node in pairs:
+                if key is not _MERGED:
+                    result.append((key, key_node, value_node))
+                    continue
+                for source in self.merged(key_node, value_node, (*path, "<<")):
+                    for merged_key, _, merged_value in self.entries(source, path):
+                        if merged_key not in taken:
+                            result.append((merged_key, key_node, merged_value))
+                            taken.add(merged_key)
+            return result
+        finally:
+            self.merging.discard(id(node))
+
+    def merged(self, key: yaml.Node, node: yaml.Node, path: Path_) -> list[yaml.MappingNode]:
+        """The mappings the ``<<`` whose value is ``node`` brings in. Raises ConfigError for
+        anything else, or for a mapping that merges itself."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                found = "a list"
+                if isinstance(source, yaml.ScalarNode):  # `<<:` left empty reads as ''
+                    found = _describe(source.value or None)
+                raise self.refuse(
+                    source,
+                    path,
+                    f"`<<` merges a mapping (`<<: *name`) or a list of them (`<<: [*a, *b]`), "
+                    f"found {found}",
+                    "point `<<` at an anchored mapping (`name: &name {...}`)",
                 )
-            marks.keys[(*path, key)] = key_node.start_mark
-            result[key] = _construct(value_node, (*path, key), marks)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, i), marks) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+            if id(source) in self.merging:
+                raise self.refuse(
+                    key, path, "`<<` merges the mapping it is in", "point it at another entry"
+                )
+        return list(sources)
 
 
 def _dotted(path: Path_) -> str:
@@ -95,6 +204,8 @@ def _dotted(path: Path_) -> str:
 
 
 def _describe(value: Any) -> str:
+    if value is None:  # `serial:` with nothing after it reads as null
+        return "an empty value"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -102,7 +213,7 @@ def _describe(value: Any) -> str:
 def _read(path: Path) -> tuple[Any, _Marks]:
     marks = _Marks(file=str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(
             f"{path}: no such file", hint="check the path, or run from the lab's folder"
@@ -110,6 +221,18 @@ def _read(path: Path) -> tuple[Any, _Marks]:
     except OSError as exc:
         raise ConfigError(
             f"{path}: cannot read ({exc.strerror})", hint="check its permissions"
+        ) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # An editor that saved latin-1 or UTF-16: name the first byte that is not UTF-8.
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        where = f"{path}:{line}:{column}"
+        raise ConfigError(
+            f"{where}: not UTF-8 (byte 0x{data[exc.start]:02x})",
+            hint="save the file as UTF-8",
+            location=where,
         ) from exc
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -121,9 +244,18 @@ def _read(path: Path) -> tuple[Any, _Marks]:
             hint="fix the indentation or quoting there",
             location=where,
         ) from exc
+    except yaml.reader.ReaderError as exc:  # a control character: marked by offset only
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        where = f"{path}:{line}:{column}"
+        raise ConfigError(
+            f"{where}: not valid YAML: character #x{exc.character:04x} is not allowed",
+            hint="remove it, or write it as an escape in a double-quoted string",
+            location=where,
+        ) from exc
     if node is None:
         return {}, marks
-    return _construct(node, (), marks), marks
+    return _Builder(marks).build(node, ()), marks
 
 
 def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) -> M:
@@ -139,14 +271,22 @@ def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) 
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = _first(errors)
-        loc = tuple(first["loc"])
-        where = marks.locate(loc, at_key=first["type"] in ("extra_forbidden", "missing"))
+        # A rule of a model over several fields names the field it refuses (ctx "at", from
+        # the model's own place) and may name the entry it clashes with (ctx "other").
+        ctx = first.get("ctx") or {}
+        at, other = ctx.get("at"), ctx.get("other")
+        loc = tuple(first["loc"]) + (tuple(at) if isinstance(at, tuple) else ())
+        at_key = isinstance(at, tuple) or first["type"] in ("extra_forbidden", "missing")
+        where = marks.locate(loc, at_key=at_key)
         field_path = _dotted(loc)
         message = _explain(first, loc, model)
+        if isinstance(other, tuple):
+            message += f" (other entry: {marks.locate(tuple(first['loc']) + other)})"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        hint = ctx.get("hint")
         raise ConfigError(
             f"{where}: {field_path}: {message}{more}",
-            hint=f"fix {field_path} in {path}",
+            hint=hint if isinstance(hint, str) else f"fix {field_path} in {path}",
             location=where,
             field=field_path,
         ) from exc
@@ -200,7 +340,7 @@ def _explain(error: Any, loc: Path_, model: type[BaseModel]) -> str:
         message = message[len("Value error, ") :]
     if message.startswith("Input should be "):
         message = "expected " + message[len("Input should be ") :]
-    if "input" in error and kind not in ("value_error", "assertion_error"):
+    if "input" in error and kind not in ("value_error", "assertion_error", LOCATED):
         return f"{message}, found {_describe(error['input'])}"
     return message
 

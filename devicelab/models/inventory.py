@@ -6,8 +6,10 @@ import ipaddress
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "LOCATED",
     "AppBuild",
     "AppiumEndpoint",
     "Device",
@@ -18,6 +20,21 @@ __all__ = [
 ]
 
 Platform = Literal["web", "android", "ios"]
+
+#: The error type of a rule that names the field it refuses: its context holds that field's
+#: path from the model (``at``), the entry it clashes with (``other``) and a ``hint``;
+#: devicelab.config reports it at that field's line.
+LOCATED = "located"
+
+
+def _refuse(
+    message: str, at: tuple[str, ...], hint: str, other: tuple[str, ...] | None = None
+) -> PydanticCustomError:
+    """The error of a rule that names the field it refuses (see LOCATED)."""
+    context: dict[str, Any] = {"message": message, "at": at, "hint": hint}
+    if other is not None:
+        context["other"] = other
+    return PydanticCustomError(LOCATED, "{message}", context)
 
 
 class AppiumEndpoint(BaseModel):
@@ -148,10 +165,19 @@ class Device(BaseModel):
 
     @model_validator(mode="after")
     def _identity(self) -> Self:
+        # Said at the serial/udid line when there is one (`serial:` left empty).
         if self.platform == "android" and not self.serial:
-            raise ValueError("an android device needs serial (as `adb devices` prints it)")
+            raise _refuse(
+                "an android device needs serial (as `adb devices` prints it)",
+                ("serial",),
+                "set the phone's serial, as `adb devices -l` lists it",
+            )
         if self.platform == "ios" and not self.udid:
-            raise ValueError("an ios device needs udid")
+            raise _refuse(
+                "an ios device needs udid",
+                ("udid",),
+                "set the phone's udid, as `pymobiledevice3 usbmux list` lists it",
+            )
         if self.platform == "web" and (self.serial or self.udid):
             raise ValueError("a web device has no serial or udid")
         if self.platform != "web" and self.cpu_throttle is not None:
@@ -164,20 +190,76 @@ class Device(BaseModel):
 
 
 class Inventory(BaseModel):
-    """The whole of inventory.yaml: devices keyed by id."""
+    """The whole of inventory.yaml: devices keyed by id.
+
+    Each phone has one entry: two entries with one serial (android) or one UDID (ios), or
+    one uhubctl hub port, would have two runs drive one phone or cut one port.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    templates: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="anchored mappings (`pixel: &pixel {...}`) that devices merge in with "
+        "`<<: *pixel`; not devices themselves",
+    )
     devices: dict[str, Device]
 
     @model_validator(mode="after")
     def _ids(self) -> Self:
         for key, device in self.devices.items():
             if device.id and device.id != key:
-                raise ValueError(f"device {key!r} has id {device.id!r}; leave id out")
+                raise _refuse(
+                    f"device {key!r} has id {device.id!r}; leave id out",
+                    ("devices", key, "id"),
+                    "remove the id line: the key is the device's id",
+                )
             object.__setattr__(device, "id", key)
+        return self
+
+    @model_validator(mode="after")
+    def _one_entry_per_phone(self) -> Self:
+        seen: dict[tuple[str, ...], str] = {}
+        for key, device in self.devices.items():
+            for what, field, same in _identities(device):
+                first = seen.setdefault(same, key)
+                if first == key:
+                    continue
+                if field[0] == "power":
+                    why, hint = (
+                        "cutting one's power cuts the other's",
+                        "give each device its own hub port",
+                    )
+                else:
+                    why, hint = (
+                        "both would drive one phone",
+                        "give each phone one entry in the inventory",
+                    )
+                raise _refuse(
+                    f"{key!r} has the same {what} as {first!r}: {why}",
+                    ("devices", key, *field),
+                    hint,
+                    other=("devices", first, *field),
+                )
         return self
 
     def ids(self) -> list[str]:
         """Every device id, in file order."""
         return list(self.devices)
+
+
+def _identities(device: Device) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """What makes ``device`` one phone or one port: ``(said, field path, key)`` for its
+    serial or UDID and its uhubctl port. A UDID is the same with or without its dash and
+    in any case, as usbmuxd may list it either way."""
+    found: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+    if device.platform == "android" and device.serial:
+        found.append((f"serial {device.serial!r}", ("serial",), ("serial", device.serial)))
+    if device.platform == "ios" and device.udid:
+        udid = device.udid.replace("-", "").casefold()
+        found.append((f"udid {device.udid!r}", ("udid",), ("udid", udid)))
+    power = device.power
+    if power.kind == "uhubctl" and power.hub is not None and power.port is not None:
+        said = f"hub {power.hub} port {power.port}"
+        found.append((said, ("power", "port"), ("hub", power.hub.strip(), str(power.port))))
+    return found

@@ -70,7 +70,7 @@ def inventory(
         "phone-slow": android(slow.serial),
         "phone-fast": android(fast.serial),
         "phone-absent": android("127.0.0.1:9"),
-        "phone-no-power": {**android(slow.serial), "power": {"kind": "none"}},
+        "phone-no-power": {**android("127.0.0.1:8"), "power": {"kind": "none"}},
         "web": {"platform": "web", "model": "Chromium", "os": "Debian 12"},
     }
     path = state / "inventory.yaml"
