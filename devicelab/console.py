@@ -23,6 +23,23 @@ def main() -> None:
     try:
         from devicelab.cli import main as run
     except KeyboardInterrupt:
-        sys.stderr.write("devicelab: interrupted\n")
+        # A closed pipe or a hung-up terminal (EPIPE, EIO) must not make it a traceback.
+        try:
+            sys.stderr.write("devicelab: interrupted\n")
+            sys.stderr.flush()
+        except OSError:  # what it holds goes nowhere: the exit flush would fail (exit 120)
+            _to_devnull(sys.stderr.fileno())
         sys.exit(_INTERRUPTED)
     run()
+
+
+def _to_devnull(fd: int) -> None:
+    """Point ``fd`` at /dev/null. Raises nothing (an fd that cannot be is left alone)."""
+    import os  # loaded at interpreter start: free
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass

@@ -124,8 +124,8 @@ _HELD_NOTE = b"devicelab: putting the device back first; the interrupt follows o
 
 @contextlib.contextmanager
 def held_interrupts() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM are held, not delivered; after it, each held
-    signal is delivered to the handler that was there before (Ctrl-C: KeyboardInterrupt,
+    """Within the block, SIGINT, SIGTERM and SIGHUP are held, not delivered; after it, each
+    held signal is delivered to the handler that was there before (Ctrl-C: KeyboardInterrupt,
     raised as HeldInterrupt). Nested blocks hold until the outermost ends. Outside the
     main thread (no signal reaches it) it holds nothing. Raises HeldInterrupt (or what
     the previous SIGTERM handler does) after the block when a signal came."""
@@ -135,15 +135,19 @@ def held_interrupts() -> Iterator[None]:
     received: list[int] = []
 
     def hold(signum: int, frame: object) -> None:
-        if not received:
-            os.write(2, _HELD_NOTE)  # async-signal-safe, unlike logging
         received.append(signum)
+        if len(received) == 1:
+            # A hung-up terminal or a closed pipe fails this write (EIO, EPIPE): raised
+            # here, it would cut the restore it is meant to shield.
+            with contextlib.suppress(OSError):
+                os.write(2, _HELD_NOTE)  # async-signal-safe, unlike logging
 
-    # A handler installed outside Python (getsignal: None) cannot be put back: left alone.
+    # A handler installed outside Python (getsignal: None) cannot be put back: left alone;
+    # an ignored signal (SIGHUP under nohup) stays ignored: there is nothing to hold.
     before = {
         signum: handler
-        for signum in (signal.SIGINT, signal.SIGTERM)
-        if (handler := signal.getsignal(signum)) is not None
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        if (handler := signal.getsignal(signum)) is not None and handler is not signal.SIG_IGN
     }
     for signum in before:
         signal.signal(signum, hold)

@@ -5,7 +5,8 @@ first. A step that fails (or is interrupted) is logged and reported through ``sa
 the others still run: teardown never raises past the others (a Ctrl-C is raised again
 once all of them ran). A step that puts a device back holds a Ctrl-C until it is done
 (devicelab.journal.held_interrupts): that step finished, and is not reported as
-interrupted.
+interrupted. A ``say`` that fails (stderr a closed pipe or a hung-up terminal: EPIPE,
+EIO) is logged and passed over: telling is never a reason to leave a phone routed.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class Teardown:
     def run(self) -> None:
         """Run every step, newest first. A failing step is logged and the others run;
         raises nothing but KeyboardInterrupt, after every step ran, when a Ctrl-C (or a
-        SIGTERM) came during teardown: the command still ends as interrupted (130/143),
-        not as if it had finished."""
+        SIGTERM, SIGHUP) came during teardown: the command still ends as interrupted
+        (130/143/129), not as if it had finished. A failing ``say`` is passed over."""
         interrupted: KeyboardInterrupt | None = None
         while self._steps:
             what, step = self._steps.pop()
@@ -50,13 +51,20 @@ class Teardown:
                 logger.debug("a Ctrl-C came while stopping the %s; it finished first", what)
             except KeyboardInterrupt as exc:  # the others still run; raised after them
                 interrupted = interrupted or exc
-                self._say(f"warning: stopping the {what} was interrupted")
+                self._tell(f"warning: stopping the {what} was interrupted")
             except Exception as exc:  # teardown goes on regardless
                 why = first_line(exc)
                 logger.debug("stopping the %s failed", what, exc_info=True)
-                self._say(f"warning: stopping the {what} failed: {why}")
+                self._tell(f"warning: stopping the {what} failed: {why}")
         if interrupted is not None:
             raise interrupted
+
+    def _tell(self, text: str) -> None:
+        """``say`` ``text``; never raises: telling must not stop the restoring."""
+        try:
+            self._say(text)
+        except Exception:  # a reader that went away (EPIPE), a closed terminal (EIO)
+            logger.debug("could not say %r", text, exc_info=True)
 
 
 class DeviceLeftChanged(EnvironmentProblem):

@@ -3,13 +3,22 @@
 Every command builds an object, calls it and prints. Errors of the DeviceLabError tree
 become one line on stderr and the exit code of DESIGN.md (2 bad input, 3 environment);
 nothing here imports mitmproxy, playwright, appium, locust or psycopg at module scope.
+
+stdout and stderr may go away mid-command: the reader of ``devicelab run ... | tee`` dies,
+a farm is killed, the terminal is closed (EPIPE, EIO). What is printed then is dropped:
+a print never stops a command from restoring what it changed, nor changes its exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import signal
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import typer
 
@@ -30,9 +39,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-#: The exit code after Ctrl-C (128 + SIGINT, as shells report it), and after SIGTERM.
+#: The exit code after Ctrl-C (128 + SIGINT, as shells report it), after SIGTERM and SIGHUP,
+#: and the line that says so.
 _INTERRUPTED = 130
-_TERMINATED = 143
+_STOPPED_BY: dict[int, tuple[int, str]] = {
+    signal.SIGTERM: (143, "devicelab: terminated"),
+    signal.SIGHUP: (129, "devicelab: hung up (SIGHUP)"),
+}
+#: What writing to a reader that went away (EPIPE) or a hung-up terminal (EIO) raises.
+_GONE = (errno.EPIPE, errno.EIO)
 
 
 def _click_error(name: str) -> type[Any]:
@@ -52,14 +67,15 @@ for module in (run, battery, devices, doctor, proxy, backend, report):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns (and exits with) the process exit code. SIGTERM stops a
-    command the way Ctrl-C does (devicelab.interrupts), with exit 143. A usage error (an
-    unknown option, a missing or bad value) is one line naming the command's --help, exit
-    2, like every other bad input."""
+    """Run the CLI; returns (and exits with) the process exit code. SIGTERM and SIGHUP
+    stop a command the way Ctrl-C does (devicelab.interrupts), with exit 143 and 129. A
+    usage error (an unknown option, a missing or bad value) is one line naming the
+    command's --help, exit 2, like every other bad input. A stdout or stderr that went away
+    (EPIPE, EIO) drops what is printed to it; the exit code stays the command's."""
     # psycopg's cleanup warnings ("error ignored in rollback of ...") after Ctrl-C or
     # SIGTERM cut a query are noise beside the one line that says the command stopped.
     logging.getLogger("psycopg").setLevel(logging.ERROR)
-    with sigterm_as_interrupt() as terminated:
+    with _outliving_readers(), sigterm_as_interrupt() as terminated:
         try:
             code = app(args=argv, prog_name="devicelab", standalone_mode=False)
         except SystemExit as exc:
@@ -92,9 +108,71 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stopped(terminated: list[int]) -> None:
-    """Say why the command stopped early and exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    """Say why the command stopped early and exit 130 (Ctrl-C), 143 (SIGTERM) or 129
+    (SIGHUP)."""
     if terminated:
-        typer.echo("devicelab: terminated", err=True)
-        sys.exit(_TERMINATED)
+        code, said = _STOPPED_BY[terminated[0]]
+        typer.echo(said, err=True)
+        sys.exit(code)
     typer.echo("devicelab: interrupted", err=True)
     sys.exit(_INTERRUPTED)
+
+
+class _Outliving:
+    """A text stream that forwards to ``stream`` until writing to it fails with EPIPE or
+    EIO, then drops what it is given: the reader is gone, nobody can read it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        """Write ``text`` (or drop it once the reader is gone); returns its length.
+        Raises what the stream raises but EPIPE and EIO."""
+        if not self.gone:
+            try:
+                return self.stream.write(text)
+            except OSError as exc:
+                self._went(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush, unless the reader is gone. Raises what the stream raises but EPIPE, EIO."""
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                self._went(exc)
+
+    def _went(self, exc: OSError) -> None:
+        if exc.errno not in _GONE:
+            raise exc
+        self.gone = True
+
+    def __getattr__(self, name: str) -> Any:  # encoding, errors, fileno, isatty, ...
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _outliving_readers() -> Iterator[None]:
+    """Within the block, sys.stdout and sys.stderr drop what is written once their reader
+    is gone (_Outliving). After it, the real ones are back; one that went away is pointed
+    at /dev/null first, so the interpreter's last flush of what it still holds neither
+    prints "Exception ignored" nor turns the exit code into 120."""
+    guards = {  # None (no stdout at all): click's echo already prints nothing
+        name: _Outliving(stream)
+        for name in ("stdout", "stderr")
+        if (stream := getattr(sys, name)) is not None
+    }
+    for name, guard in guards.items():
+        setattr(sys, name, guard)  # a TextIO where it counts: write, flush, encoding
+    try:
+        yield
+    finally:
+        for name, guard in guards.items():
+            setattr(sys, name, guard.stream)
+            if guard.gone:
+                with contextlib.suppress(OSError, ValueError):  # no fd: nothing to flush
+                    fd = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(fd, guard.stream.fileno())
+                    os.close(fd)
