@@ -12,14 +12,19 @@ backend once, so the runs never race to seed it.
 
 Output: ``<out>/<device>/`` holds each run's results.json, reports and ``run.log`` (its
 progress lines); ``<out>/farm.json`` (schema ``devicelab.farm/1``) and ``farm.md`` sum the
-farm up, one row per phone. The exit code is the worst of the runs' (3 > 2 > 1 > 0).
+farm up, one row per phone. The exit code is the worst of the rows' (3 > 2 > 1 > 0); a run
+that ended by a signal the farm did not send it (someone's kill, the OOM killer) did not
+finish: its row is an error, exit 3, naming the signal.
 
-Ctrl-C (SIGINT) or SIGTERM reaches every run, which stops its workload and restores its
-phone; the farm waits for them (up to a minute each) before it exits.
+Ctrl-C (SIGINT), SIGTERM or SIGHUP reaches every run once, which stops its workload and
+restores its phone; the farm waits for them (up to a minute each), writes farm.json and
+farm.md, then stops as that signal asks (130, 143, 129 from the CLI). Any further signal
+of the three is ignored until then: it would cut that wait short.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -27,9 +32,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,8 +50,17 @@ Say = Callable[[str], None]
 _CHECK = "battery_drain"
 #: How long a run may take to restore its phone after the farm passes it Ctrl-C.
 _STOP_GRACE_S = 60.0
-#: Exit codes of a run stopped by Ctrl-C (SIGINT) and by SIGTERM.
-_INTERRUPTED, _TERMINATED = 130, 143
+#: The signals that stop the farm, each passed on to the runs as one Ctrl-C.
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Exit codes of a run stopped by Ctrl-C (SIGINT), SIGTERM or SIGHUP (128 + the signal):
+#: it stopped its workload and restored its phone.
+_STOPPED = {128 + s: s for s in _STOPS}
+#: A row's exit code when its run did not finish (killed, stopped from outside the farm).
+_UNFINISHED = 3
+_HELD_NOTE = (
+    b"devicelab: the runs are restoring their phones; the farm writes farm.json once they "
+    b"are done (a run stuck past a minute is killed)\n"
+)
 
 
 class FarmDevice(BaseModel):
@@ -77,8 +92,11 @@ class FarmResult(BaseModel):
     devices: list[FarmDevice]
 
     def exit_code(self) -> int:
-        """The worst of the runs' exit codes (0 when every drain passed)."""
-        return max((d.exit_code for d in self.devices), default=0)
+        """The farm's exit code: the worst of its rows' (0 every drain passed, 1 one failed,
+        2 bad input, 3 one could not be measured); a row outside 0-3 (a run the farm
+        stopped) counts as 3."""
+        return max((d.exit_code if 0 <= d.exit_code <= 3 else 3 for d in self.devices),
+                   default=0)  # fmt: skip
 
     def table(self) -> list[str]:
         """The farm as Markdown table lines. Ids, models (a phone names its own) and
@@ -101,8 +119,9 @@ class BatteryFarm:
     can be cut) at once, through ``network``, for ``duration_s`` each.
 
     Raises (at construction, before anything starts) UnknownId for an unknown device or
-    network, BadInput for a web device, an offline network or a farm with no phone, and
-    the same refusals as a single run (Appium, proxy) for each phone.
+    network, BadInput for a web device, an offline network, a farm with no phone or none
+    whose power the inventory can cut (it would measure nothing), and the same refusals
+    as a single run (Appium, proxy) for each phone.
     """
 
     def __init__(
@@ -146,6 +165,16 @@ class BatteryFarm:
                     f"{device.id} is a web device: battery drain is N/A on web",
                     hint="name phones only (android or ios)",
                 )
+        # Every run would skip its drain ("real drain needs the power cut") and the farm
+        # would exit 0 having measured nothing.
+        if all(d.power.kind == "none" for d in chosen):
+            names = ", ".join(d.id for d in chosen)
+            raise BadInput(
+                f"{names}: power is none in the inventory, so the farm would measure nothing "
+                "(battery drain needs the power cut)",
+                hint="set power: {kind: uhubctl, hub, port} or {kind: manual} on the phone in "
+                'inventory.yaml (docs/device_run.md, "Battery drain")',
+            )
         self.devices = chosen
         self.network = network
         self.duration_s = duration_s
@@ -158,8 +187,10 @@ class BatteryFarm:
     def run(self, out_dir: Path) -> FarmResult:
         """Run the farm; returns the FarmResult, also written to ``<out_dir>/farm.json``
         and ``farm.md``. Raises EnvironmentProblem when the embedded backend cannot
-        start; BadInput when ``out_dir`` cannot be written; KeyboardInterrupt after every
-        run has restored its phone."""
+        start; BadInput when ``out_dir`` cannot be written; after SIGINT, SIGTERM or
+        SIGHUP, what the handler before did (the CLI's: KeyboardInterrupt, exit 130, 143,
+        129) or KeyboardInterrupt, once every run has restored its phone (or was killed
+        after the grace) and farm.json is written."""
         from devicelab.records import check_writable
 
         check_writable(out_dir)
@@ -169,30 +200,21 @@ class BatteryFarm:
             f"battery drain on {len(self.devices)} phone(s) for {self.duration_s:g} s each, "
             f"network {self.network}: {', '.join(d.id for d in self.devices)}"
         )
-        runs = {d.id: self._start(d.id, out_dir / d.id) for d in self.devices}
-
-        def terminated(signum: int, frame: Any) -> None:
-            # Stop the runs, then whatever SIGTERM did before (the CLI's: a
-            # KeyboardInterrupt that exits 143), so the farm unwinds as on Ctrl-C.
-            _interrupt(runs)
-            if callable(previous):
-                previous(signum, frame)
-            else:
-                raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, terminated)
-        try:
-            codes = _wait(runs)
-        except KeyboardInterrupt:
-            self.say("interrupted: the runs restore their phones")
-            _interrupt(runs)
-            codes = _wait(runs, grace_s=_STOP_GRACE_S)
-            # What each run wrote (and why the others have nothing) is kept: an overnight
-            # farm stopped at 6 a.m. still says where every phone got to.
-            _write(self._result(started, codes, runs, out_dir), out_dir)
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        runs: dict[str, _Run] = {}
+        with _stopping(runs) as hold:
+            try:
+                for device in self.devices:
+                    runs[device.id] = self._start(device.id, out_dir / device.id)
+                codes = _wait(runs)
+            except KeyboardInterrupt:
+                hold()
+                self.say("interrupted: the runs restore their phones")
+                _interrupt(runs)
+                codes = _wait(runs, grace_s=_STOP_GRACE_S)
+                # What each run wrote (and why the others have nothing) is kept: an
+                # overnight farm stopped at 6 a.m. still says where every phone got to.
+                _write(self._result(started, codes, runs, out_dir), out_dir)
+                raise
         result = self._result(started, codes, runs, out_dir)
         _write(result, out_dir)
         return result
@@ -206,7 +228,7 @@ class BatteryFarm:
             network=self.network,
             duration_s=self.duration_s,
             devices=[
-                self._row(d.id, d.model, d.platform, codes[d.id], runs[d.id].error, out_dir)
+                self._row(d.id, d.model, d.platform, runs.get(d.id), codes.get(d.id), out_dir)
                 for d in self.devices
             ],
         )
@@ -248,37 +270,111 @@ class BatteryFarm:
         return run
 
     def _row(
-        self, device: str, model: str, platform: str, code: int, error: str, out: Path
-    ) -> FarmDevice:
+        self, device: str, model: str, platform: str, run: _Run | None, code: int | None,
+        out: Path,
+    ) -> FarmDevice:  # fmt: skip
         from devicelab.report import load_results
 
+        if run is None or code is None:
+            return FarmDevice(id=device, platform=platform, model=model,
+                              exit_code=_UNFINISHED, status="error",
+                              reason="not started: the farm was stopped first")  # fmt: skip
         path = out / device / "results.json"
+        ended = _ended(code, run, path.parent)
+        # The farm's contract (0-3), unless the farm itself stopped the run (its 130).
+        exit_code = code if 0 <= code <= 3 or (run.interrupted and code in _STOPPED) else 3
         if not path.exists():  # the run ended before its first check: its error says why
-            why = error or f"the run exited {code} without results (see {path.parent}/run.log)"
-            if code in (_INTERRUPTED, _TERMINATED) and not error:
-                why = _stopped_early(path.parent)
-            return FarmDevice(id=device, platform=platform, model=model, exit_code=max(code, 3),
-                              status="error", reason=why)  # fmt: skip
+            why = ended or run.error
+            why = why or f"the run exited {code} without results (see {path.parent}/run.log)"
+            return FarmDevice(id=device, platform=platform, model=model,
+                              exit_code=max(exit_code, 3), status="error",
+                              reason=why)  # fmt: skip
         results = load_results(path)
         check = next((c for c in results.checks if c.id == _CHECK), None)
         info = results.run.device
         row = FarmDevice(id=device, platform=platform, model=info.model if info else model,
-                         exit_code=code, status="error", results=str(path))  # fmt: skip
+                         exit_code=exit_code, status="error", results=str(path))  # fmt: skip
         if check is None:
-            row.reason = (
-                _stopped_early(path.parent)
-                if code in (_INTERRUPTED, _TERMINATED)
-                else "the run recorded no battery_drain check"
-            )
+            row.reason = ended or "the run recorded no battery_drain check"
             return row
-        row.status, row.value, row.unit, row.reason = (
-            check.status, check.value, check.unit or "", check.reason or ""
-        )  # fmt: skip
+        row.status, row.value, row.unit = check.status, check.value, check.unit or ""
+        # A check judged before a kill still stands; the phone may not have been restored.
+        row.reason = "; ".join(r for r in (check.reason or "", ended if code < 0 else "") if r)
         return row
 
 
-def _stopped_early(folder: Path) -> str:
-    return f"interrupted before its check ended (readings so far in {folder}/samples.jsonl)"
+def _ended(code: int, run: _Run, folder: Path) -> str:
+    """Why a run that ended by a signal ended early, or "" when it exited by itself."""
+    readings = f"readings so far in {folder}/samples.jsonl"
+    if code < 0:  # no handler ran: nothing was put back
+        name = _signal_name(-code)
+        by = " by the farm, its restore not done within the grace" if run.killed else ""
+        return (
+            f"the run was killed by {name}{by} before it finished ({readings}): the phone may "
+            "be left changed until its next run (devicelab's journal puts it back then; "
+            "`devicelab devices` shows it)"
+        )
+    if code not in _STOPPED or run.error:
+        return ""
+    if run.interrupted:
+        return f"interrupted before its check ended ({readings})"
+    # Not the farm's doing: someone stopped this run alone; the farm did not finish it.
+    return (
+        f"the run was stopped by {_signal_name(_STOPPED[code])}, not sent by the farm, before "
+        f"its check ended; it restored its phone ({readings})"
+    )
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+@contextlib.contextmanager
+def _stopping(runs: dict[str, _Run]) -> Iterator[Callable[[], None]]:
+    """Within the block, the first SIGINT, SIGTERM or SIGHUP passes a Ctrl-C on to every
+    run in ``runs`` (once), then does what the handler before it did (the CLI's: a
+    KeyboardInterrupt it exits 130, 143 or 129 for) or raises KeyboardInterrupt; every
+    later one is ignored with a note, so the wait for the runs and farm.json are not cut
+    short (a second KeyboardInterrupt did that). A signal ignored before (``nohup``: SIGHUP)
+    stays ignored. Yields ``hold``, which ignores the three again (the handler before may
+    have put its own back). The handlers before are back after the block."""
+    noted: list[bool] = []
+
+    def later(signum: int, frame: Any) -> None:
+        if not noted:
+            noted.append(True)
+            # Async-signal-safe, unlike logging; a terminal that is gone must not raise here.
+            with contextlib.suppress(OSError):
+                os.write(2, _HELD_NOTE)
+
+    def hold() -> None:
+        for signum in before:
+            signal.signal(signum, later)
+
+    def first(signum: int, frame: Any) -> None:
+        hold()
+        _interrupt(runs)
+        previous = before[signum]
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    # A handler installed outside Python (getsignal: None) cannot be put back: left alone.
+    before: dict[int, Callable[[int, FrameType | None], Any] | int] = {
+        signum: handler
+        for signum in _STOPS
+        if (handler := signal.getsignal(signum)) is not None and handler is not signal.SIG_IGN
+    }
+    for signum in before:
+        signal.signal(signum, first)
+    try:
+        yield hold
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 class _Run:
@@ -291,6 +387,7 @@ class _Run:
         self.reader: threading.Thread | None = None
         self.error = ""  # the run's own one-line error, if it printed one
         self.interrupted = False  # SIGINT sent: once, a second one would cut its restore
+        self.killed = False  # SIGKILL sent: it outlived the grace after the farm stopped it
 
     def pump(self, say: Say) -> None:
         stream = self.process.stdout
@@ -322,6 +419,7 @@ def _wait(runs: dict[str, _Run], grace_s: float | None = None) -> dict[str, int]
         try:
             codes[device] = run.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            run.killed = True
             run.process.kill()
             codes[device] = run.process.wait()
         if run.reader is not None:
