@@ -165,6 +165,13 @@ class BatteryFarm:
                     f"{device.id} is a web device: battery drain is N/A on web",
                     hint="name phones only (android or ios)",
                 )
+        if (same := lab_inventory.same_phone([d.id for d in chosen])) is not None:
+            first, second, what = same
+            raise BadInput(
+                f"{first} and {second} are one phone ({what}): two runs would drive it and "
+                "cut its power at once",
+                hint="name one of them with --device (each phone once)",
+            )
         # Every run would skip its drain ("real drain needs the power cut") and the farm
         # would exit 0 having measured nothing.
         if all(d.power.kind == "none" for d in chosen):

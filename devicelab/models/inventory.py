@@ -190,11 +190,8 @@ class Device(BaseModel):
 
 
 class Inventory(BaseModel):
-    """The whole of inventory.yaml: devices keyed by id.
-
-    Each phone has one entry: two entries with one serial (android) or one UDID (ios), or
-    one uhubctl hub port, would have two runs drive one phone or cut one port.
-    """
+    """The whole of inventory.yaml: devices keyed by id (two may be one phone: see
+    ``same_phone``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -217,35 +214,22 @@ class Inventory(BaseModel):
             object.__setattr__(device, "id", key)
         return self
 
-    @model_validator(mode="after")
-    def _one_entry_per_phone(self) -> Self:
-        seen: dict[tuple[str, ...], str] = {}
-        for key, device in self.devices.items():
-            for what, field, same in _identities(device):
-                first = seen.setdefault(same, key)
-                if first == key:
-                    continue
-                if field[0] == "power":
-                    why, hint = (
-                        "cutting one's power cuts the other's",
-                        "give each device its own hub port",
-                    )
-                else:
-                    why, hint = (
-                        "both would drive one phone",
-                        "give each phone one entry in the inventory",
-                    )
-                raise _refuse(
-                    f"{key!r} has the same {what} as {first!r}: {why}",
-                    ("devices", key, *field),
-                    hint,
-                    other=("devices", first, *field),
-                )
-        return self
-
     def ids(self) -> list[str]:
         """Every device id, in file order."""
         return list(self.devices)
+
+    def same_phone(self, ids: list[str]) -> tuple[str, str, str] | None:
+        """The first two of ``ids`` that are one phone or one hub port, as ``(first,
+        second, what they share)`` ("serial 'ABC'", "hub 1-1 port 2"), or None. Two
+        entries may name one phone (another app build, another proxy): one run at a time
+        can use it, so a farm must not run both."""
+        seen: dict[tuple[str, ...], str] = {}
+        for key in ids:
+            for what, _field, same in _identities(self.devices[key]):
+                first = seen.setdefault(same, key)
+                if first != key:
+                    return first, key, what
+        return None
 
 
 def _identities(device: Device) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:

@@ -193,34 +193,23 @@ def phone(key: str, platform: str, ident: str, port: int | None = None, line: st
 
 
 @pytest.mark.parametrize(
-    ("second", "field", "said", "where", "other"),
+    ("second", "said"),
     [
-        (phone("b", "android", "ABC"), "serial", "same serial 'ABC' as 'a'", "17:5", "6:5"),
-        (phone("c", "ios", "00008030-001a"), "udid", "same udid", "17:5", "12:5"),
-        (
-            phone("c", "android", "S", port=2),
-            "power.port",
-            "hub 1-1 port 2 as 'a'",
-            "18:40",
-            "7:40",
-        ),
+        (phone("b", "android", "ABC"), ("a", "b", "serial 'ABC'")),
+        (phone("c", "ios", "00008030-001a"), ("i", "c", "udid '00008030-001a'")),
+        (phone("c", "android", "S", port=2), ("a", "c", "hub 1-1 port 2")),
     ],
     ids=["android-serial", "ios-udid-any-case-and-dash", "hub-port"],
 )
-def test_two_entries_for_one_phone_are_refused(
-    tmp_path: Path, second: str, field: str, said: str, where: str, other: str
+def test_two_entries_for_one_phone_load_and_are_found_as_one(
+    tmp_path: Path, second: str, said: tuple[str, str, str]
 ) -> None:
-    # Both runs would drive one phone (an iPhone's hub port cut and restored by both).
+    # Variants of one phone (another build, another proxy) are allowed; a farm asks
+    # same_phone() so that it never runs two of them at once.
     first = phone("a", "android", "ABC", port=2) + phone("i", "ios", "00008030001A")
-    path = write(tmp_path, "devices:\n" + first + second)
-    err = refused(config.load_inventory, path)
-    key = second.split(":", maxsplit=1)[0].strip()
-    assert err.field == f"devices.{key}.{field}" and err.location == f"{path}:{where}"
-    assert said in str(err) and f"(other entry: {path}:{other})" in str(err)
-    assert err.hint in (
-        "give each phone one entry in the inventory",
-        "give each device its own hub port",
-    )
+    inventory = config.load_inventory(write(tmp_path, "devices:\n" + first + second))
+    assert inventory.same_phone(inventory.ids()) == said
+    assert inventory.same_phone([said[0]]) is None
 
 
 def test_what_is_not_one_phone_stays_allowed(tmp_path: Path) -> None:
@@ -235,7 +224,8 @@ def test_what_is_not_one_phone_stays_allowed(tmp_path: Path) -> None:
         + phone("c", "android", "Z", line="    power: {kind: manual}\n")
         + phone("d", "android", "W", line="    power: {kind: manual}\n"),
     )  # fmt: skip
-    assert len(config.load_inventory(path).ids()) == 7
+    inventory = config.load_inventory(path)
+    assert len(inventory.ids()) == 7 and inventory.same_phone(inventory.ids()) is None
 
 
 def test_an_id_that_is_not_its_key_is_named_at_the_id_line(tmp_path: Path) -> None:

@@ -71,6 +71,8 @@ def inventory(
         "phone-fast": android(fast.serial),
         "phone-absent": android("127.0.0.1:9"),
         "phone-no-power": {**android("127.0.0.1:8"), "power": {"kind": "none"}},
+        # The slow phone again (another build, say): never in one farm with phone-slow.
+        "phone-slow-again": {**android(slow.serial), "power": {"kind": "none"}},
         "web": {"platform": "web", "model": "Chromium", "os": "Debian 12"},
     }
     path = state / "inventory.yaml"
@@ -125,12 +127,17 @@ def test_the_farm_drains_every_phone_at_once_and_sums_it_up(
 def test_bad_farms_are_refused_before_anything_starts(
     adb: PrivateAdbServer, inventory: Path
 ) -> None:
+    slow_serial = yaml.safe_load(inventory.read_text())["devices"]["phone-slow"]["serial"]
     for args, expected in [
         (["--device", "web"], "web is a web device: battery drain is N/A on web"),
         (["--device", "nope"], "unknown device 'nope'"),
         (["--duration", "soon"], "bad duration 'soon'"),
         (["--network", "offline"], "network offline is offline"),
         (["--device", "phone-slow", "--device", "phone-slow"], "phone-slow is given twice"),
+        (
+            ["--device", "phone-slow", "--device", "phone-slow-again"],
+            f"phone-slow and phone-slow-again are one phone (serial '{slow_serial}')",
+        ),
     ]:
         result = devicelab("battery", "--inventory", str(inventory), *args, env=adb.env)
         assert result.returncode == 2, (args, result.stderr)
