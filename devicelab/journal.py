@@ -45,7 +45,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
@@ -268,8 +268,7 @@ class Journal:
 
         Raises EnvironmentProblem when another live run holds it (naming its pid) or the
         state folder cannot be used."""
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", target)
-        handle = self._open(self.path.parent / "claims" / f"{name}.lock")
+        handle = self._open(self.path.parent / "claims" / f"{_claim_name(target)}.lock")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -284,6 +283,23 @@ class Journal:
         handle.write(str(os.getpid()).encode())
         handle.flush()
         return Claim(handle)
+
+    def _claimed_by_another(self, target: str) -> bool:
+        """Whether another live process holds ``target``'s claim (``claim``)."""
+        path = self.path.parent / "claims" / f"{_claim_name(target)}.lock"
+        try:
+            handle = path.open("rb")
+        except OSError:
+            return False  # never claimed, or unreadable: as before claims existed
+        with handle:
+            if handle.read(200).decode(errors="replace").strip() == str(os.getpid()):
+                return False  # ours (a lock taken through another handle looks held)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
 
     # --- reading and undoing ------------------------------------------------------------
     def pending(self) -> list[Entry]:
@@ -352,12 +368,22 @@ class Journal:
         mine = set(self._mine)
         return self.undo([e for e in self.pending() if e.id in mine])
 
-    def recover(self) -> list[tuple[Entry, Exception]]:
-        """Undo what a crashed run left behind (entries of processes no longer alive).
+    def recover(self, targets: Collection[str] | None = None) -> list[tuple[Entry, Exception]]:
+        """Undo what a crashed run left behind (entries of processes no longer alive) on
+        ``targets`` (None: every device).
 
-        Returns the failures. Entries of live processes (a run going on in parallel) stay.
+        Returns the failures. Entries of live processes (a run going on in parallel) stay,
+        and so do those of a device another live run has claimed: that run put them back
+        when it took the device, or is working on them (a hub port it cut again).
         """
-        stale = [e for e in self.pending() if e.id not in self._mine and not _alive(e)]
+        stale = [
+            e
+            for e in self.pending()
+            if e.id not in self._mine
+            and not _alive(e)
+            and (targets is None or e.target in targets)
+            and not self._claimed_by_another(e.target)
+        ]
         for target in dict.fromkeys(e.target for e in stale):
             # Said, not only logged: the user may have lived with a routed phone since.
             left = [e for e in stale if e.target == target]
@@ -390,6 +416,10 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         # Runs on a normal exit, on an exception and on Ctrl-C (KeyboardInterrupt) alike.
         self.undo_mine()
+
+
+def _claim_name(target: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", target)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:

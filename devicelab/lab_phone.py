@@ -168,12 +168,14 @@ def check_appium(device: Device) -> None:
 def attach(device: Device, say: Say) -> AndroidDevice | IosDevice:
     """The inventory's phone, online and read (nothing on it changed yet). Raises
     DeviceUnreachable with what to do for its state; ToolMissing without the ios extra."""
+    from devicelab.journal import Journal
+
     if device.platform == "ios":
         from devicelab.platforms.ios_device import IosDevice
 
         say(f"attaching {device.id} ({device.udid}) through usbmuxd")
-        return IosDevice(device).create()
-    from devicelab.journal import Journal
+        # A hub port that battery_drain switched off for a run that died goes back on.
+        return IosDevice(device, journal=Journal(undoers=dict(battery_drain.UNDOERS))).create()
     from devicelab.platforms.android_device import AndroidDevice
     from devicelab.samplers.android import UNDOERS
 

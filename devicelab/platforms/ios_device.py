@@ -7,9 +7,11 @@ under a name that only the shaped proxy resolves, so a phone that does not go th
 proxy cannot reach it, and the run says what to set (devicelab.lab_phone).
 
 Lifecycle: ``create()`` finds the phone (online and paired, or DeviceUnreachable with
-what to do) and reads its model and iOS version; ``info()`` names it for results.json;
-``close()`` has nothing to undo, since devicelab changes nothing on an iPhone (the
-Appium session, closed by the run, ends the app's session).
+what to do), takes it for this run alone (a claim in the journal's folder), puts back
+what a run that died left on it (a hub port battery_drain switched off) and reads its
+model and iOS version; ``info()`` names it for results.json; ``close()`` lets the phone
+go. devicelab changes nothing on the iPhone itself (the Appium session, closed by the
+run, ends the app's session).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from devicelab.errors import DeviceUnreachable
+from devicelab.journal import Claim, Journal
 from devicelab.models import Device, DeviceInfo
 from devicelab.platforms.ios import Lockdownd, Usbmuxd, describe
 
@@ -26,15 +29,20 @@ __all__ = ["IosDevice"]
 class IosDevice:
     """The inventory's iPhone ``device`` for one run (see the module docstring)."""
 
-    def __init__(self, device: Device, usbmuxd: Usbmuxd | None = None) -> None:
+    def __init__(
+        self, device: Device, usbmuxd: Usbmuxd | None = None, journal: Journal | None = None
+    ) -> None:
         self.device = device
         self.udid = device.udid or ""
         self.usbmuxd = usbmuxd or Usbmuxd()
+        self.journal = journal
         self.values: dict[str, Any] = {}
+        self._claim: Claim | None = None
 
     def create(self) -> Self:
-        """Find the phone and read what it is. Raises DeviceUnreachable when usbmuxd does
-        not answer, or the phone is absent or not paired (the hint says what to do);
+        """Find the phone, take it (with a ``journal``) and read what it is. Raises
+        DeviceUnreachable when usbmuxd does not answer, or the phone is absent or not
+        paired (the hint says what to do); EnvironmentProblem when another run has it;
         ToolMissing without pymobiledevice3."""
         state, detail = describe(self.udid, self.usbmuxd.states())
         if state != "online":
@@ -44,6 +52,11 @@ class IosDevice:
                 serial=self.udid,
                 command="pymobiledevice3 usbmux list",
             )
+        if self.journal is not None:
+            # Claimed first: a second run on this phone stops here; then what a run that
+            # died left (its hub port off) goes back before this run changes anything.
+            self._claim = self.journal.claim(self.udid, "in use")
+            self.journal.recover([self.udid])
         self.values = Lockdownd(self.udid, self.usbmuxd).values()
         return self
 
@@ -57,7 +70,10 @@ class IosDevice:
         return DeviceInfo(id=self.device.id, platform="ios", model=model, os=os_name)
 
     def close(self) -> None:
-        """Nothing to undo: devicelab changes nothing on an iPhone."""
+        """Let the phone go (nothing on it to undo); safe to call twice."""
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            claim.release()
 
     def __enter__(self) -> Self:
         return self.create()

@@ -106,12 +106,17 @@ def device_states(inventory: Inventory) -> list[DeviceState]:
         state.device.id: replace(state, left_changed=left.get(state.device.serial or "", []))
         for state in android
     }
-    by_id.update({state.device.id: state for state in ios})
+    by_id.update(
+        {
+            state.device.id: replace(state, left_changed=left.get(state.device.udid or "", []))
+            for state in ios
+        }
+    )
     return [_web_state(d) if d.platform == "web" else by_id[d.id] for d in devices]
 
 
 def _left_by_dead_runs() -> dict[str, list[Entry]]:
-    """Pending journal changes of runs no longer alive, by device serial ({} when the
+    """Pending journal changes of runs no longer alive, by device serial or udid ({} when the
     journal cannot be read: the listing still shows the states)."""
     from devicelab.errors import EnvironmentProblem
     from devicelab.journal import Journal

@@ -166,7 +166,8 @@ class PowerCut:
     def __enter__(self) -> Self:
         if shutil.which("uhubctl") is None:  # before the journal: nothing to undo
             raise ToolMissing("uhubctl", hint=UHUBCTL_HINT)
-        data = {"hub": self.hub, "port": self.port}
+        what = f"hub {self.hub} port {self.port} switched off (uhubctl)"
+        data = {"hub": self.hub, "port": self.port, "what": what}
         self._entry = self.journal.record(POWER_KIND, self.serial, data)
         try:
             _uhubctl(self.hub, self.port, "off")
