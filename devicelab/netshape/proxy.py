@@ -32,6 +32,7 @@ from typing import Any, Literal, Self
 
 from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem
 from devicelab.models.network import NetworkProfile
+from devicelab.netshape import ca
 from devicelab.netshape.addon import DEFAULT_ALLOW, NetShape, check_offline_seconds
 from devicelab.netshape.records import FlowRecord
 
@@ -53,21 +54,6 @@ class _ListenErrorFilter(logging.Filter):
 
 
 _LISTEN_ERRORS = _ListenErrorFilter()
-
-
-def _upstream_ca(given: str | os.PathLike[str] | None) -> str | None:
-    """The PEM file servers are verified against: ``given`` (BadInput when it is not a
-    file), else $SSL_CERT_FILE when it names a file, else None (certifi's bundle)."""
-    if given is not None:
-        path = Path(given).expanduser()
-        if not path.is_file():
-            raise BadInput(
-                f"upstream CA {path}: no such file",
-                hint="give the PEM file of the CA that signed your test server's certificate",
-            )
-        return str(path)
-    env = os.environ.get("SSL_CERT_FILE")
-    return env if env and Path(env).is_file() else None
 
 
 class ShapedProxy:
@@ -106,7 +92,7 @@ class ShapedProxy:
         # The CAs servers are verified against (a PEM bundle): a test server's own CA.
         # Default: $SSL_CERT_FILE when it names a file (as OpenSSL reads it), else
         # mitmproxy's certifi bundle.
-        self.upstream_ca = _upstream_ca(upstream_ca)
+        self.upstream_ca = ca.upstream_ca(upstream_ca)
         # Names only the proxy resolves (a lab backend on its loopback), name -> host.
         self.aliases = dict(aliases or {})
         # Profiles the control endpoint's POST profile switches to by name.
@@ -140,25 +126,36 @@ class ShapedProxy:
         mitmproxy creates it in ``confdir`` on first start; ``.cer`` and ``.p12`` forms sit
         next to it (iOS takes the ``.pem`` through a profile, Android the ``.cer``).
         """
-        return self.confdir / "mitmproxy-ca-cert.pem"
+        return self.confdir / ca.CA_CERT_NAME
 
     def start(self) -> Self:
         """Start the proxy and return once it listens.
 
-        Raises EnvironmentProblem when it cannot listen (port taken, address not local) or
-        another in-process proxy runs; BadInput when an option is wrong.
+        Raises EnvironmentProblem when it cannot listen (port taken, address not local),
+        has no usable confdir, runs already, or another in-process proxy runs; BadInput
+        when an option is wrong. Interrupted (Ctrl-C), it stops what it began.
         """
-        if self.mode == "subprocess":
-            self._start_subprocess()
-        else:
-            self._start_thread()
+        if self._process is not None or self._thread is not None:
+            # A second proxy in its place would leave the first one serving, unstoppable.
+            raise EnvironmentProblem(
+                f"this shaped proxy is already running on {self.url}", hint="call stop() first"
+            )
+        try:
+            ca.check_confdir(self.confdir)
+            if self.mode == "subprocess":
+                self._start_subprocess()
+            else:
+                self._start_thread()
+        except BaseException:
+            self.stop()  # a child still starting would keep its port while we live
+            raise
         return self
 
     def stop(self) -> None:
         """Release the port, cut the connections and stop; safe to call twice."""
         if self._process is not None:
             self._stop_subprocess()
-        if self._thread is not None:
+        if self._thread is not None or self._holds_lock:
             self._stop_thread()
 
     def __enter__(self) -> Self:
@@ -224,17 +221,18 @@ class ShapedProxy:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
 
     def _start_thread(self) -> None:
-        if not _in_process_lock.acquire(blocking=False):
+        self._holds_lock = _in_process_lock.acquire(blocking=False)
+        if not self._holds_lock:
             raise EnvironmentProblem(
                 "another in-process shaped proxy is running",
                 hint="stop it first, or use ShapedProxy(..., mode='subprocess')",
             )
-        self._holds_lock = True
         self._ready = Future()
-        _import_mitmproxy_addons()
-        self._thread = threading.Thread(target=self._thread_main, name="netshape", daemon=True)
-        self._thread.start()
         try:
+            # In the try: a Ctrl-C during the import held the lock for the process's life.
+            _import_mitmproxy_addons()
+            self._thread = threading.Thread(target=self._thread_main, name="netshape", daemon=True)
+            self._thread.start()
             self.host, self.port = self._ready.result(timeout=_START_TIMEOUT_S)
         except BaseException:
             # A proxy that reported its failure (it could not listen) is shutting down
@@ -273,6 +271,8 @@ class ShapedProxy:
             _Ready(self._ready, self.host, self.port),
         )
         settings: Any = opts
+        addon_log, held = logging.getLogger("mitmproxy.addonmanager"), ca.HeldErrors()
+        addon_log.addFilter(held)
         try:
             settings.update(
                 mode=["regular"],
@@ -291,12 +291,25 @@ class ShapedProxy:
                 settings.update(ssl_verify_upstream_trusted_ca=self.upstream_ca)
         except exceptions.OptionsError as exc:
             raise BadInput(f"bad proxy option: {exc}", hint="check --listen and --allow") from exc
+        finally:
+            addon_log.removeFilter(held)
+        # mitmproxy makes or loads its CA as the options are applied, and only logs a
+        # failure: it would listen and close every HTTPS connection.
+        if problem := ca.missing_ca(self._master.addons.get("tlsconfig"), self.confdir, held):
+            raise problem
+        held.release(addon_log)
         await self._master.run()
 
     def _stop_thread(self, *, ask: bool = True) -> None:
         """Stop the proxy's thread: ask its loop to shut down (``ask``; else it is ending
         on its own) and wait for it; release the in-process lock."""
-        loop, thread = self._loop, self._thread
+        thread = self._thread
+        if ask and thread is not None and thread.is_alive():
+            # A start interrupted before it listened: let it listen (or fail) first, as a
+            # shutdown would race its servers coming up (and its loop may not exist yet).
+            with contextlib.suppress(Exception):
+                self._ready.exception(timeout=_START_TIMEOUT_S)
+        loop = self._loop
         if not ask and thread is not None:
             thread.join(timeout=10)
         if loop is not None and thread is not None and thread.is_alive():
@@ -496,16 +509,19 @@ def _why(exc: BaseException) -> str:
 
 
 def _start_error(text: str) -> DeviceLabError:
-    """The subprocess's own error line as ours: its exit class kept (a bad option is
-    BadInput, as in thread mode), its info lines left out."""
+    """The subprocess's own error line as ours: its exit class and its hint kept (a bad
+    option is BadInput, as in thread mode), its info lines left out."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("netshape: error: ")]
     last = (errors or lines or ["no output"])[-1].removeprefix("netshape: error: ")
-    if "bad proxy option" in last or "bad profile" in last:
-        return BadInput(last[-400:], hint="see the option's help")
+    # Its one_line(): "message (hint: hint)"; ours would add a second hint to it.
+    message, has_hint, hint = last.partition(" (hint: ")
+    hint = hint.removesuffix(")") if has_hint else ""
+    if "bad proxy option" in message or "bad profile" in message:
+        return BadInput(message[-400:], hint=hint or "see the option's help")
     return EnvironmentProblem(
-        f"the proxy subprocess did not start: {last[-400:]}",
-        hint="is the port free and the address local?",
+        f"the proxy subprocess did not start: {message[-400:]}",
+        hint=hint or "is the port free and the address local?",
     )
 
 
