@@ -16,9 +16,12 @@ from devicelab.testing.fake_adbd import FakeAdbd
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """A suite started in the background (``nohup``, ``cmd &`` in a script) inherits SIGINT
-    ignored; the Ctrl-C tests are about a terminal's Ctrl-C, so it is given back."""
+    (and under nohup SIGHUP) ignored, and so do the commands it starts; the Ctrl-C and
+    hang-up tests are about a terminal's, so both are given back their default."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
