@@ -43,6 +43,7 @@ from devicelab.teardown import Teardown
 
 if TYPE_CHECKING:
     from devicelab.harness import Harness
+    from devicelab.journal import Journal
     from devicelab.netshape.proxy import ShapedProxy
     from devicelab.platforms.android_device import AndroidDevice
     from devicelab.platforms.appium import AppiumSession
@@ -169,13 +170,16 @@ def attach(device: Device, say: Say) -> AndroidDevice | IosDevice:
     """The inventory's phone, online and read (nothing on it changed yet). Raises
     DeviceUnreachable with what to do for its state; ToolMissing without the ios extra."""
     from devicelab.journal import Journal
+    from devicelab.platforms import appium
 
     if device.platform == "ios":
         from devicelab.platforms.ios_device import IosDevice
 
         say(f"attaching {device.id} ({device.udid}) through usbmuxd")
-        # A hub port that battery_drain switched off for a run that died goes back on.
-        return IosDevice(device, journal=Journal(undoers=dict(battery_drain.UNDOERS))).create()
+        # What a run that died left: a hub port battery_drain switched off goes back on,
+        # an Appium session it left open is ended.
+        journal = Journal(undoers={**battery_drain.UNDOERS, **appium.UNDOERS})
+        return IosDevice(device, journal=journal).create()
     from devicelab.platforms.android_device import AndroidDevice
     from devicelab.samplers.android import UNDOERS
 
@@ -183,7 +187,8 @@ def attach(device: Device, say: Say) -> AndroidDevice | IosDevice:
     # The battery simulation's undoer too: a `dumpsys battery unplug` that a crashed
     # run left pending is reset when the phone attaches (the run itself never unplugs).
     # So is a hub port that battery_drain switched off (uhubctl): it is switched on.
-    undoers = {**UNDOERS, **battery_drain.UNDOERS}
+    # And an Appium session it left open is ended.
+    undoers = {**UNDOERS, **battery_drain.UNDOERS, **appium.UNDOERS}
     return AndroidDevice(device, Journal(undoers=undoers)).create()
 
 
@@ -256,8 +261,7 @@ def start_app(
         capabilities["appium:chromedriverPort"] = free_port()
     session = AppiumSession(url, capabilities)
     say(f"starting an Appium session on {session.info()['url']}")
-    session.create()
-    teardown.push("appium session", session.close)
+    _start_session(teardown, session, phone.journal, device.serial or device.udid or device.id)
     if session.is_browser:  # a browser stands in for the WebView: load the app in it
         session.open(app_url)
     else:
@@ -287,6 +291,30 @@ def start_app(
     check_route(session.evaluate, f"{backend}/rest/v1/", hint)
     say(f"the app reaches the backend through the shaped proxy ({backend})")
     return harness, PhoneApp(session, device.app.id if device.app else None)
+
+
+def _start_session(
+    teardown: Teardown, session: AppiumSession, journal: Journal | None, target: str
+) -> None:
+    """Create ``session``, journaled as a change to ``target`` (a run killed outright
+    leaves it open on the lab's Appium server for 10 minutes, the phone busy; the next
+    run on the phone ends it), its end pushed on ``teardown``. Raises DeviceUnreachable,
+    BadInput (see AppiumSession.create)."""
+    session.create()
+    if journal is None:
+        teardown.push("appium session", session.close)
+        return
+    try:
+        entry = session.journaled(journal, target)
+    except BaseException:
+        session.close()
+        raise
+
+    def end_session() -> None:
+        session.close()
+        journal.mark_undone(entry)
+
+    teardown.push("appium session", end_session)
 
 
 def iphone_capabilities(capabilities: dict[str, Any]) -> dict[str, Any]:

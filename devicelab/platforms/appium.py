@@ -42,10 +42,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Self
 
 from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed
+from devicelab.journal import Entry, Journal
 from devicelab.platforms.appium_server import AppiumServer, appium_home
 
 __all__ = [
     "NATIVE_CONTEXT",
+    "SESSION_KIND",
+    "UNDOERS",
     "WEBVIEW_HINT",
     "AppiumServer",
     "AppiumSession",
@@ -55,6 +58,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("devicelab.platforms.appium")
+
+#: The journal's kind of an Appium session a run started (its undo: DELETE /session/ID).
+SESSION_KIND = "appium.session"
 
 #: Appium's name of the app's native UI context.
 NATIVE_CONTEXT = "NATIVE_APP"
@@ -413,8 +419,43 @@ class AppiumSession:
         except Exception as exc:  # teardown goes on whatever happened
             logger.warning("ending the appium session failed: %s", _message(exc))
 
+    def journaled(self, journal: Journal, target: str) -> Entry:
+        """Record the running session in ``journal`` as a change to device ``target``: a
+        run killed outright (kill -9, a crash) leaves it open on the server for
+        newCommandTimeout (10 min), the phone busy, and the next run on that phone ends
+        it (``UNDOERS``). Returns the entry, to mark undone once ``close()`` ran. Raises
+        EnvironmentProblem when the journal cannot be written."""
+        what = f"Appium session {self.session_id} on {_redacted(self.url)}"
+        data = {"url": self.url, "session": self.session_id, "what": what}
+        return journal.record(SESSION_KIND, target, data)
+
     def __enter__(self) -> Self:
         return self.create()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _end_left_session(entry: Entry) -> None:
+    """End the session a run that died left open (``AppiumSession.journaled``). Done
+    when the server ended it or is gone (its sessions with it); raises OSError when the
+    server answers otherwise (the entry stays pending)."""
+    url = str(entry.data["url"]).rstrip("/")
+    session = urllib.parse.quote(str(entry.data["session"]), safe="")
+    request = urllib.request.Request(f"{url}/session/{session}", method="DELETE")
+    # A loopback server is reached directly, whatever HTTP_PROXY the shell has.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:  # 404: "invalid session id", it ended already
+            raise
+    except urllib.error.URLError as exc:
+        if not isinstance(exc.reason, ConnectionRefusedError):
+            raise
+    logger.info("ended %s", entry.data.get("what") or "an Appium session")
+
+
+#: Journal undoers of this module (register them with the run's Journal for crash recovery).
+UNDOERS = {SESSION_KIND: _end_left_session}

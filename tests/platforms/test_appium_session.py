@@ -6,9 +6,14 @@ channel the harness talks over.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,10 @@ from typing import Any
 import pytest
 
 from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed
+from devicelab.journal import Entry, Journal
 from devicelab.platforms.appium import (
+    SESSION_KIND,
+    UNDOERS,
     WEBVIEW_HINT,
     AppiumServer,
     AppiumSession,
@@ -279,3 +287,42 @@ def test_appium_that_cannot_listen_says_why_and_keeps_its_words_in_the_log(
     assert f"EADDRINUSE: address already in use 127.0.0.1:{port}" in message, message
     assert "another program listens on" in caught.value.hint
     assert "EADDRINUSE" in log.read_text()  # Appium's own words, not overwritten
+
+
+_START_AND_DIE = """
+import json, os, sys
+from devicelab.journal import Journal
+from devicelab.platforms.appium import AppiumSession
+session = AppiumSession(sys.argv[1], json.loads(sys.argv[2])).create()
+session.journaled(Journal(sys.argv[3]), "SERIAL1")
+print(session.session_id, flush=True)
+os._exit(9)  # killed outright: no close()
+"""
+
+
+def _session_alive(url: str, session: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/session/{session}/contexts", timeout=10):
+            return True
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404, exc
+        return False
+
+
+def test_a_session_left_by_a_run_killed_outright_is_ended_by_the_next(
+    server: AppiumServer, fake_caps: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    args = [sys.executable, "-c", _START_AND_DIE, server.url, json.dumps(fake_caps), str(path)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 9, done.stderr
+    session = done.stdout.strip()
+    assert _session_alive(server.url, session)  # open on the server, the phone busy
+    [left] = Journal(path).pending()
+    assert left.data["what"] == f"Appium session {session} on {server.url}"
+    assert Journal(path, undoers=UNDOERS).recover() == []
+    assert not _session_alive(server.url, session)
+    assert Journal(path).pending() == []
+    # A server that is gone took its sessions with it: nothing is left to end.
+    gone = Entry(SESSION_KIND, "SERIAL1", {"url": "http://127.0.0.1:9", "session": "x"})
+    UNDOERS[SESSION_KIND](gone)
