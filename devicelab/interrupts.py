@@ -46,6 +46,10 @@ def sigterm_as_interrupt() -> Iterator[list[int]]:
     try:
         yield received
     finally:
+        # Back to the default, also when a signal came and ours are ignored now: a process
+        # that goes on (a test session, a notebook) and every command it starts would
+        # otherwise ignore SIGTERM for good.
         for signum in ours:
-            if signal.getsignal(signum) is interrupt:
+            now = signal.getsignal(signum)
+            if now is interrupt or (received and now is signal.SIG_IGN):
                 signal.signal(signum, signal.SIG_DFL)

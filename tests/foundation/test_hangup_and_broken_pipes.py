@@ -189,6 +189,9 @@ def test_sighup_is_held_while_a_device_is_put_back_then_stops_once() -> None:
         signal.signal(signal.SIGHUP, hangup)
     assert steps == ["route", "settings", "after"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # After the block SIGTERM is the default again: left ignored, every later command of
+    # this process (the farm and plugin tests' too) ignored it and never stopped.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_sighup_left_ignored_under_nohup() -> None:
