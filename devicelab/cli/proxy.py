@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -75,7 +73,7 @@ def register(app: typer.Typer) -> None:
             profile,
             listen=parse_listen(listen),
             allow=allow or _ALLOW_DEFAULT,
-            echo=_echo,
+            echo=typer.echo,
             verify_upstream=not no_verify_upstream,
             upstream_ca=upstream_ca,
             http2=not no_http2,
@@ -123,17 +121,6 @@ def register(app: typer.Typer) -> None:
                 f"later, so a transfer moves about {_fmt(bound[0])} kbps down and "
                 f"{_fmt(bound[1])} kbps up on this link (docs/netshape.md, Loss)"
             )
-
-
-def _echo(line: str) -> None:
-    """``typer.echo``, but a reader that closed our stdout (it had the port it wanted)
-    leaves the proxy serving, its further lines dropped, not ended with exit 1."""
-    try:
-        typer.echo(line)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def _fmt(value: float | None) -> str:

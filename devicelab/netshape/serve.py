@@ -8,7 +8,6 @@ The first line printed is ``listening on HOST:PORT``, once the port accepts conn
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
 import ipaddress
 import json
@@ -178,8 +177,7 @@ def run_foreground(
                 echo(f"network {name}; point a device at it:")
                 for line in device_instructions(p):
                     echo(line)
-            with contextlib.suppress(BrokenPipeError):  # a reader gone: serve on
-                sys.stdout.flush()
+            sys.stdout.flush()
             if control_stdio:
                 threading.Thread(
                     target=_serve_commands, args=(p,), name="netshape-control", daemon=True
