@@ -440,6 +440,8 @@ class Lab:
             self.say(
                 f"link achieved: RTT {a.rtt_ms} ms, down {a.down_kbps} kbps, up {a.up_kbps} kbps"
             )
+        for line in network.off_profile():
+            self.say(f"warning: the link is off its profile, the checks run on it: {line}")
         return proxy, network
 
     def _start_device(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from devicelab.models.network import NetworkProfile
+    from devicelab.models.results import AchievedNetwork, NetworkInfo
 
 __all__ = ["register"]
 
@@ -86,41 +90,90 @@ def register(app: typer.Typer) -> None:
         network: Annotated[str, typer.Option("--network", help="network profile id")],
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
-        """Measure achieved RTT, downlink and uplink through the proxy vs the profile."""
+        """Measure achieved RTT, downlink and uplink through the proxy vs the profile.
+
+        Exit 1 when the link is off its profile beyond the self-check's tolerance.
+        """
         from devicelab.config import network_profile
-        from devicelab.netshape.selfcheck import RTT_METHOD, loss_bound_kbps, measure
+        from devicelab.models.results import NetworkInfo
+        from devicelab.netshape.selfcheck import measure
 
         profile = network_profile(network)
         achieved = measure(profile)
-        bound = loss_bound_kbps(profile)
-        rows = [
-            ("rtt_ms", profile.rtt if profile.shaped else None, achieved.rtt_ms),
-            ("down_kbps", profile.down_kbps, achieved.down_kbps),
-            ("up_kbps", profile.up_kbps, achieved.up_kbps),
-        ]
+        info = NetworkInfo(
+            name=network,
+            rtt_ms=profile.rtt if profile.shaped else None,
+            down_kbps=profile.down_kbps,
+            up_kbps=profile.up_kbps,
+            loss_pct=profile.loss_pct,
+            achieved=achieved if profile.shaped else None,
+        )
+        off = info.off_profile()
+        verdict = ("fail" if off else "pass") if profile.shaped else "skip"
         if as_json:
-            figures = {k: p for k, p, _ in rows}
-            figures |= {"loss_pct": profile.loss_pct, "jitter_ms": profile.jitter_ms}
-            out = {"network": network, "profile": figures, "rtt_method": RTT_METHOD}
-            if bound is not None:
-                out["loss_bound"] = {"down_kbps": bound[0], "up_kbps": bound[1]}
-            typer.echo(json.dumps(out | {"achieved": achieved.model_dump()}, indent=2))
-            return
-        typer.echo(f"network {network} ({profile.label}); source: {profile.source}")
-        typer.echo(f"{'':10} {'profile':>12} {'achieved':>12} {'error':>8}")
-        for name, want, got in rows:
-            error = f"{(got - want) / want * 100:+.1f}%" if want and got is not None else "-"
-            # No figure in the profile: no delay added (rtt) or no limit (bandwidth).
-            none = "none added" if name == "rtt_ms" else "unlimited"
-            wanted = none if want is None else _fmt(want)
-            typer.echo(f"{name:10} {wanted:>12} {_fmt(got):>12} {error:>8}")
-        typer.echo(f"rtt: {RTT_METHOD}")
-        if bound is not None:
-            typer.echo(
-                f"loss {profile.loss_pct:g} %: each lost segment is sent again a round trip "
-                f"later, so a transfer moves about {_fmt(bound[0])} kbps down and "
-                f"{_fmt(bound[1])} kbps up on this link (docs/netshape.md, Loss)"
-            )
+            _print_check_json(profile, info, achieved, verdict, off)
+        else:
+            _print_check(profile, info, achieved, verdict, off)
+        raise typer.Exit(1 if off else 0)
+
+
+def _print_check_json(
+    profile: NetworkProfile,
+    info: NetworkInfo,
+    achieved: AchievedNetwork,
+    verdict: str,
+    off: list[str],
+) -> None:
+    from devicelab.netshape.selfcheck import RTT_METHOD, loss_bound_kbps
+
+    figures = {"rtt_ms": info.rtt_ms, "down_kbps": info.down_kbps, "up_kbps": info.up_kbps}
+    figures |= {"loss_pct": profile.loss_pct, "jitter_ms": profile.jitter_ms}
+    out = {"network": info.name, "profile": figures, "rtt_method": RTT_METHOD}
+    bound = loss_bound_kbps(profile)
+    if bound is not None:
+        out["loss_bound"] = {"down_kbps": bound[0], "up_kbps": bound[1]}
+    out |= {"achieved": achieved.model_dump(), "verdict": verdict, "off": off}
+    typer.echo(json.dumps(out, indent=2))
+
+
+def _print_check(
+    profile: NetworkProfile,
+    info: NetworkInfo,
+    achieved: AchievedNetwork,
+    verdict: str,
+    off: list[str],
+) -> None:
+    from devicelab.netshape.selfcheck import RTT_METHOD, loss_bound_kbps
+
+    typer.echo(f"network {info.name} ({profile.label}); source: {profile.source}")
+    typer.echo(f"{'':10} {'profile':>12} {'achieved':>12} {'error':>8}")
+    for name, want, got in (
+        ("rtt_ms", info.rtt_ms, achieved.rtt_ms),
+        ("down_kbps", info.down_kbps, achieved.down_kbps),
+        ("up_kbps", info.up_kbps, achieved.up_kbps),
+    ):
+        error = f"{(got - want) / want * 100:+.1f}%" if want and got is not None else "-"
+        # No figure in the profile: no delay added (rtt) or no limit (bandwidth).
+        none = "none added" if name == "rtt_ms" else "unlimited"
+        wanted = none if want is None else _fmt(want)
+        typer.echo(f"{name:10} {wanted:>12} {_fmt(got):>12} {error:>8}")
+    typer.echo(f"rtt: {RTT_METHOD}")
+    bound = loss_bound_kbps(profile)
+    if bound is not None:
+        typer.echo(
+            f"loss {profile.loss_pct:g} %: each lost segment is sent again a round trip "
+            f"later, so a transfer moves about {_fmt(bound[0])} kbps down and "
+            f"{_fmt(bound[1])} kbps up on this link (docs/netshape.md, Loss); "
+            "rates are not judged"
+        )
+    if verdict == "skip":
+        typer.echo("verdict: skip (no shaping: nothing to hold the link to)")
+    elif off:
+        typer.echo("verdict: FAIL, the link is off its profile:")
+        for line in off:
+            typer.echo(f"  {line}")
+    else:
+        typer.echo("verdict: pass (within tolerance: docs/netshape.md, Self-check)")
 
 
 def _fmt(value: float | None) -> str:

@@ -93,6 +93,17 @@ class AchievedNetwork(_Model):
     up_kbps: float | None = None
 
 
+# How far the self-check's figures may stray from the profile before a link is "off".
+# RTT: the issue's goal for a tiny request (+10 ms) or 10 % on long links; below the
+# profile means the delay was not applied. Rates: the self-check's transfers last about a
+# second, so 10 % (the bench holds 1 MB and 5 MB transfers to 5 %).
+RTT_SLACK_MS = 10.0
+RTT_SLACK_PCT = 10.0
+RTT_SHORT_MS = 2.0
+RTT_SHORT_PCT = 5.0
+RATE_SLACK_PCT = 10.0
+
+
 class NetworkInfo(_Model):
     """The network profile of a run and what it achieved."""
 
@@ -102,6 +113,42 @@ class NetworkInfo(_Model):
     up_kbps: float | None = None
     loss_pct: float = 0.0
     achieved: AchievedNetwork | None = None
+
+    def off_profile(self) -> list[str]:
+        """Where ``achieved`` strays from the profile beyond the self-check's tolerance.
+
+        Returns one line per figure that is off (empty when the link is within tolerance
+        or nothing was measured). Rates are not judged on a lossy link: where its losses
+        fall moves a short transfer's rate too much (docs/netshape.md, Loss).
+        """
+        got = self.achieved
+        if got is None:
+            return []
+        off = []
+        if self.rtt_ms is not None and got.rtt_ms is not None:
+            want = self.rtt_ms
+            over = max(RTT_SLACK_MS, want * RTT_SLACK_PCT / 100)
+            under = max(RTT_SHORT_MS, want * RTT_SHORT_PCT / 100)
+            if not want - under <= got.rtt_ms <= want + over:
+                off.append(
+                    f"rtt {got.rtt_ms:,.1f} ms vs the profile's {want:,.1f} ms "
+                    f"(allowed {want - under:,.1f} to {want + over:,.1f} ms)"
+                )
+        if self.loss_pct > 0:
+            return off
+        for name, want_rate, got_rate in (
+            ("down", self.down_kbps, got.down_kbps),
+            ("up", self.up_kbps, got.up_kbps),
+        ):
+            if want_rate is None or got_rate is None:
+                continue
+            error = (got_rate - want_rate) / want_rate * 100
+            if abs(error) > RATE_SLACK_PCT:
+                off.append(
+                    f"{name} {got_rate:,.1f} kbps is {error:+.1f} % off the profile's "
+                    f"{want_rate:,.1f} kbps (allowed ±{RATE_SLACK_PCT:g} %)"
+                )
+        return off
 
 
 class BackendInfo(_Model):

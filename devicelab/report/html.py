@@ -186,6 +186,7 @@ def _run(results: Results) -> str:
                 if v is not None
             ]
             items.append(("network achieved", ", ".join(got) or "—"))
+            items.extend(("link off its profile", line) for line in n.off_profile())
     if run.backend is not None:
         items.append(("backend", f"{run.backend.kind} {mask_secrets(run.backend.url)}"))
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)

@@ -130,6 +130,7 @@ def _properties(results: Results) -> list[tuple[str, str]]:
             for name, value in net.achieved.model_dump().items():
                 if value is not None:
                     props.append((f"network.achieved.{name}", _num(value)))
+        props.extend(("network.off_profile", line) for line in net.off_profile())
     if run.backend is not None:
         props.append(("backend.kind", run.backend.kind))
         props.append(("backend.url", str(mask_secrets(run.backend.url))))

@@ -148,6 +148,8 @@ def _run_section(results: Results) -> list[str]:
                 if v is not None
             )
             rows.append(["network achieved", got or "—"])
+            for line in n.off_profile():
+                rows.append(["**link off its profile**", _plain(line)])
     if run.backend is not None:
         url = mask_secrets(run.backend.url)
         rows.append(["backend", f"{run.backend.kind} {_code(url)}"])

@@ -82,6 +82,7 @@ def test_check_prints_achieved_vs_profile_as_json() -> None:
     assert 170 <= achieved["rtt_ms"] < 190
     assert achieved["down_kbps"] == pytest.approx(10_000, rel=0.05)
     assert achieved["up_kbps"] == pytest.approx(5_000, rel=0.05)
+    assert (report["verdict"], report["off"]) == ("pass", [])
 
 
 def test_unknown_network_is_bad_input() -> None:
