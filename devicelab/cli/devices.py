@@ -42,9 +42,16 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_table(states: list[DeviceState]) -> None:
-    typer.echo(f"{'ID':18}{'PLATFORM':10}{'MODEL':26}{'OS':14}STATE")
-    for s in states:
-        d = s.device
-        typer.echo(f"{d.id:18}{d.platform:10}{d.model:26}{d.os:14}{s.state}  {s.detail}")
+    # Columns as wide as their longest entry: a fixed width ran long ids into the next.
+    header = ("ID", "PLATFORM", "MODEL", "OS")
+    rows = [(s.device.id, s.device.platform, s.device.model, s.device.os) for s in states]
+    widths = [max(len(cell) for cell in column) + 2 for column in zip(header, *rows, strict=True)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "".join(f"{cell:{width}}" for cell, width in zip(cells, widths, strict=True))
+
+    typer.echo(f"{line(header)}STATE")
+    for s, row in zip(states, rows, strict=True):
+        typer.echo(f"{line(row)}{s.state}  {s.detail}".rstrip())
         if left := s.left_line():
-            typer.echo(f"{'':18}{left}")
+            typer.echo(f"{'':{widths[0]}}{left}")

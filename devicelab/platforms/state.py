@@ -42,7 +42,7 @@ class DeviceState:
 
         pids = ", ".join(str(p) for p in dict.fromkeys(e.pid for e in self.left_changed))
         return (
-            f"left changed by a devicelab run that died (pid {pids}): "
+            f"left changed by a devicelab run that ended without putting it back (pid {pids}): "
             f"{describe(self.left_changed)}; the next devicelab run on it puts that back"
         )
 

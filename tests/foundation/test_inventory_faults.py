@@ -234,3 +234,20 @@ def test_an_id_that_is_not_its_key_is_named_at_the_id_line(tmp_path: Path) -> No
     err = refused(config.load_inventory, path)
     assert (err.location, err.field) == (f"{path}:3:5", "devices.pixel.id")
     assert "device 'pixel' has id 'pixel6'" in str(err)
+
+
+def test_the_devices_table_keeps_long_ids_apart_from_their_platform(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Fixed 18-character columns printed "chromium-desktop-1080pweb" for an id of 22.
+    from devicelab.cli.devices import _print_table
+    from devicelab.models import Device
+    from devicelab.platforms.state import DeviceState
+
+    long_id = Device(id="chromium-desktop-1080p", platform="web", model="Chromium", os="Linux")
+    short = Device(id="web", platform="web", model="Chromium 156 with a long model", os="-")
+    _print_table([DeviceState(long_id, "ready", ""), DeviceState(short, "ready", "")])
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert first.split() == ["chromium-desktop-1080p", "web", "Chromium", "Linux", "ready"]
+    assert header.index("PLATFORM") == first.index("web  ") == second.index("web  ", 3)
+    assert header.index("STATE") == first.index("ready") == second.index("ready")

@@ -131,7 +131,7 @@ def test_recovery_says_what_it_puts_back_and_devices_shows_it_before(
     [state] = device_states(inventory)
     assert state.state == "online"
     line = state.left_line()
-    assert "left changed by a devicelab run that died (pid" in line
+    assert "left changed by a devicelab run that ended without putting it back (pid" in line
     for what in ("adb reverse tcp:18080", f"http_proxy 127.0.0.1:18080 (was {CORPORATE})",
                  "stay_on_while_plugged_in 7 (was 1)", "the next devicelab run on it"):  # fmt: skip
         assert what in line, line
