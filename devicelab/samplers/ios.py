@@ -205,9 +205,26 @@ class IosSampler(Sampler):
             return reading
 
     def _unreachable(self, exc: BaseException) -> DeviceUnreachable:
+        from pymobiledevice3 import exceptions as pmd3
+
+        why = str(exc) or type(exc).__name__
+        if isinstance(exc, pmd3.DeviceNotFoundError | pmd3.NoDeviceConnectedError):
+            # A phone unplugged mid-run: "trust this computer" sent people to the wrong fix.
+            message = f"usbmuxd no longer lists {self.udid}: it was unplugged or left Wi-Fi"
+            hint = "plug the iPhone back in (or onto the Wi-Fi); see `pymobiledevice3 usbmux list`"
+        elif isinstance(exc, pmd3.PairingError | pmd3.NotPairedError | pmd3.MissingValueError):
+            # MissingValueError: usbmuxd holds no pair record for it ("No such value.").
+            message = f"{self.udid} does not trust this computer ({why})"
+            hint = "unlock the iPhone and trust this computer (`pymobiledevice3 lockdown pair`)"
+        elif isinstance(exc, ConnectionError | pmd3.ConnectionTerminatedError):
+            message = f"the connection to {self.udid} dropped: {why}"
+            hint = "check its cable (or Wi-Fi sync) and `pymobiledevice3 usbmux list`"
+        else:
+            message = f"pymobiledevice3 could not read {self.udid}: {why}"
+            hint = "unlock the iPhone and check `pymobiledevice3 usbmux list`"
         return DeviceUnreachable(
-            f"pymobiledevice3 could not read {self.udid}: {str(exc) or type(exc).__name__}",
-            hint="unlock the iPhone and trust this computer",
+            message,
+            hint=hint,
             serial=self.udid,
             command="pymobiledevice3 diagnostics battery single",
         )

@@ -52,10 +52,25 @@ def test_a_phone_that_does_not_trust_this_host_is_unreachable_with_the_fix(
     usbmuxd: FakeUsbmuxd, home: Path
 ) -> None:
     usbmuxd.attach(FakeIPhone(UDID), paired=False)
-    with pytest.raises(DeviceUnreachable, match=f"could not read {UDID}") as raised:
+    with pytest.raises(DeviceUnreachable, match=f"{UDID} does not trust") as raised:
         _sampler(usbmuxd, home).read_once()
     assert "trust this computer" in raised.value.hint
     assert raised.value.serial == UDID
+
+
+def test_a_phone_unplugged_mid_run_is_said_so_not_sent_to_trust_this_computer(
+    usbmuxd: FakeUsbmuxd, home: Path
+) -> None:
+    usbmuxd.attach(FakeIPhone(UDID))
+    sampler = _sampler(usbmuxd, home)
+    sampler.read_once()
+    usbmuxd.detach(UDID)
+    with pytest.raises(DeviceUnreachable, match=f"no longer lists {UDID}: it was unplugged"):
+        sampler.read_once()
+    usbmuxd.attach(FakeIPhone(UDID), paired=False)  # back, but its pair record is gone
+    with pytest.raises(DeviceUnreachable, match="does not trust this computer") as raised:
+        sampler.read_once()
+    assert "trust this computer" in raised.value.hint
 
 
 def test_without_a_session_lockdownd_starts_no_service(usbmuxd: FakeUsbmuxd) -> None:
