@@ -214,6 +214,9 @@ def test_on_a_lossy_link_the_rtt_leaves_out_round_trips_that_met_a_loss(
         return next(scripted)
 
     assert asyncio.run(link_rtt(round_trip, lossy)) == pytest.approx(0.11)
+    # All of the first five met a loss: alike, but a whole RTT over the profile's.
+    scripted = iter([0.21, 0.20, 0.21, 0.22, 0.21, 0.10, 0.21, 0.11, 0.10, 0.12, 0.11])
+    assert asyncio.run(link_rtt(round_trip, lossy)) == pytest.approx(0.11)
     # Without loss the median of five is kept as it was.
     scripted = iter([0.21, 0.20, 0.11, 0.21, 0.10])
     assert asyncio.run(link_rtt(round_trip, make_profile(100, 256, 256))) == 0.2
