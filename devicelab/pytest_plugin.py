@@ -98,9 +98,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.device)
 
 
-#: Fixtures that read --devicelab-network, and those that read --devicelab-device.
+#: Fixtures that read --devicelab-network, --devicelab-device and the inventory.
 _NETWORK_FIXTURES = frozenset({"lab_network", "shaped_proxy", "devicelab_lab"})
 _DEVICE_FIXTURES = frozenset({"lab_device", "devicelab_lab"})
+_INVENTORY_FIXTURES = frozenset({"lab_inventory", *_DEVICE_FIXTURES})
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -121,11 +122,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             from devicelab.config import network_profile
 
             network_profile(config.getoption("--devicelab-network"))
-        selected = config.getoption("--devicelab-device")
-        if used & _DEVICE_FIXTURES and selected:
+        # A wrong inventory given by name is refused whether or not a device is selected:
+        # lab_inventory alone met it as a traceback in the test.
+        given = config.getoption("--devicelab-inventory")
+        if used & _INVENTORY_FIXTURES or given:
             from devicelab.config import device, load_inventory
 
-            device(selected, load_inventory(config.getoption("--devicelab-inventory")))
+            inventory = load_inventory(given)
+            selected = config.getoption("--devicelab-device")
+            if used & _DEVICE_FIXTURES and selected:
+                device(selected, inventory)
     except DeviceLabError as exc:
         raise pytest.UsageError(f"devicelab: {exc.one_line()}") from exc
 

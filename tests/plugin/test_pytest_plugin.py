@@ -72,6 +72,22 @@ def test_an_unknown_network_is_a_usage_error_before_any_test_runs(
     result.assert_outcomes()  # nothing ran
 
 
+@pytest.mark.parametrize("fixture", ["lab_inventory", "shaped_proxy"])
+def test_a_wrong_inventory_is_a_usage_error_without_a_device_selected(
+    pytester: pytest.Pytester, fixture: str
+) -> None:
+    # lab_inventory met it as a traceback in the test; shaped_proxy never said a word.
+    pytester.makepyfile(test_inv=f"def test_inv({fixture}):\n    assert {fixture}\n")
+    pytester.makefile(".yaml", broken="devices:\n  p:\n    prot: 1\n")
+    for inventory, said in (("nonexist.yaml", "no such file"), ("broken.yaml", "prot")):
+        result = pytester.runpytest_subprocess(
+            f"--devicelab-inventory={inventory}", "-p", "no:cacheprovider"
+        )
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+        result.stderr.fnmatch_lines([f"ERROR: devicelab: {inventory}*{said}*"])
+        assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
 LINK_SUITE = """
 import time, urllib.request
 from devicelab.config import network_profile
