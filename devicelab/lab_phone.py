@@ -158,12 +158,26 @@ def check_appium(device: Device) -> None:
     wanted = str(endpoint.capabilities.get("appium:automationName") or "")
     drivers = installed_drivers(server.home)
     if wanted and wanted.lower() not in drivers:
+        package = DRIVER_PACKAGES.get(wanted.lower())
+        # An iPhone was told to install the Android driver: name the one it needs.
+        install = f"cd {server.home} && npm install --save-exact {package or '<its npm package>'}"
+        if wanted.lower() == "xcuitest":
+            install += " on a Mac (XCUITest runs on macOS only; or set appium.url to a Mac's)"
         raise ToolMissing(
             f"the Appium driver for automationName {wanted} in {server.home} (installed: "
             f"{', '.join(sorted(drivers)) or 'none'})",
-            hint=f"cd {server.home} && npm install --save-exact <its npm package>, e.g. "
-            "appium-uiautomator2-driver (docs/appium.md)",
+            hint=f"{install} (docs/appium.md)",
         )
+
+
+#: automationName (lower case) -> the npm package of its Appium driver.
+DRIVER_PACKAGES = {
+    "uiautomator2": "appium-uiautomator2-driver",
+    "xcuitest": "appium-xcuitest-driver",
+    "espresso": "appium-espresso-driver",
+    "chromium": "appium-chromium-driver",
+    "fake": "@appium/fake-driver",
+}
 
 
 def attach(device: Device, say: Say) -> AndroidDevice | IosDevice:
