@@ -193,7 +193,8 @@ class Lab:
         if self.profile.offline:
             raise BadInput(
                 f"network {network} is offline: the app could not reach anything",
-                hint="pick a shaped network (e.g. 4g); the reconnect check drops the link itself",
+                hint="pick a shaped network (e.g. 4g) or none; where a check needs the link down "
+                "(reconnect), it takes it down itself",
             )
         self.book = config.load_targets()
         self.scenarios = plan(scenarios)

@@ -102,7 +102,7 @@ def check_phone(device: Device) -> None:
     where = f"devices.{device.id}"
     if device.appium is None:
         raise BadInput(
-            f"{where}.appium is missing: a {device.platform} run needs an Appium server and "
+            f"{where}.appium is missing: runs on {device.platform} need an Appium server and "
             "capabilities",
             hint="add appium: {url: http://127.0.0.1:4723, capabilities: {...}} (see "
             "docs/appium.md)",
