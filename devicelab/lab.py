@@ -145,7 +145,12 @@ class LabSession:
             ) from exc
         why = self.lab._skip_reason(scenario)
         ctx = dataclasses.replace(self.ctx, options=chosen)
+        began = time.monotonic()
         check = scenario.skip(why) if why else self.lab._measure(scenario, ctx)
+        if not why and "duration_s" not in check.evidence:
+            # How long the check took: junit's <testcase time> (it read 0.000 for all).
+            took = round(time.monotonic() - began, 3)
+            check = check.model_copy(update={"evidence": {**check.evidence, "duration_s": took}})
         if not why and self.proxy.profile != self.lab.profile:
             # A test switched the link: the check is still judged in the session network's
             # column, so the evidence says what it really ran on.

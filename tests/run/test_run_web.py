@@ -114,6 +114,9 @@ def test_run_on_web_through_4g_measures_in_the_browser(
     assert "message_delivery" in done.stdout and "achieved RTT" in done.stdout
     for name in ("report.md", "report.html", "junit.xml"):
         assert (out / name).stat().st_size > 0
+    # Each measured check says how long it took: junit's <testcase time> read 0.000.
+    assert reconnect.evidence["duration_s"] >= 5  # it stays offline 5 s per cycle
+    assert 'name="reconnect" time="0.000"' not in (out / "junit.xml").read_text()
     text = (out / "results.json").read_text()
     assert "eyJ" not in text, "a JWT leaked into results.json"
     assert "password123" not in text + done.stdout + done.stderr
