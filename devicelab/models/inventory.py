@@ -225,25 +225,25 @@ class Inventory(BaseModel):
         can use it, so a farm must not run both."""
         seen: dict[tuple[str, ...], str] = {}
         for key in ids:
-            for what, _field, same in _identities(self.devices[key]):
+            for what, same in _identities(self.devices[key]):
                 first = seen.setdefault(same, key)
                 if first != key:
                     return first, key, what
         return None
 
 
-def _identities(device: Device) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    """What makes ``device`` one phone or one port: ``(said, field path, key)`` for its
-    serial or UDID and its uhubctl port. A UDID is the same with or without its dash and
-    in any case, as usbmuxd may list it either way."""
-    found: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+def _identities(device: Device) -> list[tuple[str, tuple[str, ...]]]:
+    """What makes ``device`` one phone or one port: ``(said, key)`` for its serial or UDID
+    and its uhubctl port. A UDID is the same with or without its dash and in any case, as
+    usbmuxd may list it either way."""
+    found: list[tuple[str, tuple[str, ...]]] = []
     if device.platform == "android" and device.serial:
-        found.append((f"serial {device.serial!r}", ("serial",), ("serial", device.serial)))
+        found.append((f"serial {device.serial!r}", ("serial", device.serial)))
     if device.platform == "ios" and device.udid:
         udid = device.udid.replace("-", "").casefold()
-        found.append((f"udid {device.udid!r}", ("udid",), ("udid", udid)))
+        found.append((f"udid {device.udid!r}", ("udid", udid)))
     power = device.power
     if power.kind == "uhubctl" and power.hub is not None and power.port is not None:
         said = f"hub {power.hub} port {power.port}"
-        found.append((said, ("power", "port"), ("hub", power.hub.strip(), str(power.port))))
+        found.append((said, ("hub", power.hub.strip(), str(power.port))))
     return found
