@@ -8,10 +8,10 @@ Every run writes one of these; reports are made from it alone. The JSON Schema i
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "SCHEMA_ID",
@@ -169,6 +169,15 @@ class RunInfo(_Model):
     device: DeviceInfo | None = None
     network: NetworkInfo | None = None
     backend: BackendInfo | None = None
+
+    @field_validator("started_at", "finished_at")
+    @classmethod
+    def _utc_when_naive(cls, value: datetime | None) -> datetime | None:
+        # devicelab writes UTC with its offset; a hand-edited time without one is read as
+        # UTC, so a run's duration never mixes naive and aware times (a TypeError).
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class CheckTarget(_Model):

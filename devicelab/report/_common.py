@@ -252,11 +252,15 @@ def verdict_text(results: Results) -> str:
     unfinished first, since a stopped run never exits 0 however its checks went."""
     code = results.exit_code()
     if results.run.finished_at is None:
-        among = {0: "all passed", 1: "a check failed", 3: "a check could not run"}[code]
+        among = {0: "none failed", 1: "a check failed", 3: "a check could not run"}[code]
         return (
             "unfinished: the run was stopped before its plan was through (a stopped run "
-            f"exits 130 or 143, not 0); of the checks it got to, {among}"
+            f"exits 130, 143 or 129, not 0); of the checks it got to, {among}"
         )
+    if code == 0 and results.summary.skip:
+        # "All checks passed" said so of a run whose checks were all skipped.
+        passed = "every check that ran passed" if results.summary.pass_ else "no check ran"
+        return f"{passed}, {results.summary.skip} skipped (exit code 0)"
     verdict = {0: "all checks passed", 1: "a check failed", 3: "a check could not run"}[code]
     return f"{verdict} (exit code {code})"
 
