@@ -394,9 +394,12 @@ class Lab:
                 up_kbps=self.profile.up_kbps,
                 loss_pct=self.profile.loss_pct,
             )
+        # A run of battery_drain alone (what `devicelab battery` starts on each phone) is the
+        # contract's "battery" kind; any other plan is a device run.
+        battery = [s.id for s in self.scenarios] == ["battery_drain"]
         return RunInfo(
             id=uuid.uuid4().hex[:12],
-            kind="device",
+            kind="battery" if battery else "device",
             started_at=started,
             devicelab_version=__version__,
             device=device or DeviceInfo.model_validate(self.device.summary()),

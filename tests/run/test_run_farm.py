@@ -114,7 +114,7 @@ def test_the_farm_drains_every_phone_at_once_and_sums_it_up(
     # At once, not one after the other: two 20 s drains (plus start-up) in one window.
     assert elapsed < 20 * 2 + 60, elapsed
     for device in ("phone-slow", "phone-fast"):
-        assert (out / device / "results.json").exists()
+        assert json.loads((out / device / "results.json").read_text())["run"]["kind"] == "battery"
         assert "running battery_drain" in (out / device / "run.log").read_text()
     assert "| `phone-fast` |" in (out / "farm.md").read_text()
     assert "[phone-slow]" in result.stderr
