@@ -12,7 +12,8 @@ backend once, so the runs never race to seed it.
 
 Output: ``<out>/<device>/`` holds each run's results.json, reports and ``run.log`` (its
 progress lines); ``<out>/farm.json`` (schema ``devicelab.farm/1``) and ``farm.md`` sum the
-farm up, one row per phone. The exit code is the worst of the rows' (3 > 2 > 1 > 0); a run
+farm up, one row per phone. The exit code is 1 when a row failed its target, else the worst
+of the rows' (3 > 2 > 0), as a single run's failed check wins over one that could not run; a run
 that ended by a signal the farm did not send it (someone's kill, the OOM killer) did not
 finish: its row is an error, exit 3, naming the signal.
 
@@ -92,11 +93,12 @@ class FarmResult(BaseModel):
     devices: list[FarmDevice]
 
     def exit_code(self) -> int:
-        """The farm's exit code: the worst of its rows' (0 every drain passed, 1 one failed,
-        2 bad input, 3 one could not be measured); a row outside 0-3 (a run the farm
-        stopped) counts as 3."""
-        return max((d.exit_code if 0 <= d.exit_code <= 3 else 3 for d in self.devices),
-                   default=0)  # fmt: skip
+        """The farm's exit code: 1 when a drain failed its target (a regression is never
+        hidden behind a phone that could not be measured, as in a single run), else the
+        worst of its rows' (0 every drain passed, 2 bad input, 3 one could not be
+        measured); a row outside 0-3 (a run the farm stopped) counts as 3."""
+        codes = [d.exit_code if 0 <= d.exit_code <= 3 else 3 for d in self.devices]
+        return 1 if 1 in codes else max(codes, default=0)
 
     def table(self) -> list[str]:
         """The farm as Markdown table lines. Ids, models (a phone names its own) and

@@ -128,3 +128,24 @@ def test_committed_json_schema_is_generated_from_the_model() -> None:
     )
     assert committed["$id"] == "devicelab.results/1"
     assert set(committed["required"]) >= {"run"}
+
+
+def test_a_failed_check_wins_over_one_that_could_not_run_in_a_run_and_a_farm() -> None:
+    from datetime import UTC, datetime
+
+    from devicelab.farm import FarmDevice, FarmResult
+
+    both = [
+        Check(id=i, title=i, category="c", status=s) for i, s in (("f", "fail"), ("e", "error"))
+    ]
+    assert Results(run=run_info(), checks=both).exit_code() == 1
+
+    def farm(*codes: int) -> int:
+        rows = [FarmDevice(id=f"p{i}", platform="android", model="m", exit_code=code,
+                           status="error") for i, code in enumerate(codes)]  # fmt: skip
+        now = datetime.now(UTC)
+        return FarmResult(started_at=now, finished_at=now, network="4g", duration_s=1.0,
+                          devices=rows).exit_code()  # fmt: skip
+
+    # The farm said 3 for a phone that failed its drain beside one that was absent.
+    assert (farm(0, 1, 3), farm(0, 3, 130), farm(0, 2), farm(0, 0), farm()) == (1, 3, 2, 0, 0)

@@ -97,7 +97,8 @@ def test_the_farm_drains_every_phone_at_once_and_sums_it_up(
     elapsed = time.monotonic() - start
     output = result.stdout + result.stderr
     # The absent phone is an environment problem: the farm's exit code is the worst.
-    assert result.returncode == 3, output
+    # A drain that failed wins over the phone that could not be measured, as in one run.
+    assert result.returncode == 1, output
     farm = json.loads((out / "farm.json").read_text())
     assert farm["schema"] == "devicelab.farm/1"
     rows = {row["id"]: row for row in farm["devices"]}
