@@ -106,8 +106,9 @@ class WebDevice:
         args = list(CHROMIUM_FLAGS)
         if self.proxy_url:
             args += [f"--proxy-server={self.proxy_url}", "--proxy-bypass-list=<-loopback>"]
+        manager = sync_playwright()
         try:
-            self._playwright = sync_playwright().start()
+            self._playwright = manager.start()
             self._browser = self._playwright.chromium.launch(
                 executable_path=self.executable, headless=self.headless, args=args
             )
@@ -119,13 +120,18 @@ class WebDevice:
                 self._cdp_session().send(
                     "Emulation.setCPUThrottlingRate", {"rate": self.device.cpu_throttle}
                 )
-        except PlaywrightError as exc:
+        except BaseException as exc:
+            # A Ctrl-C in launch() left Chromium running and Playwright's event loop set
+            # in this thread, so every later asyncio.run() of the process failed.
             self.close()
-            raise DeviceUnreachable(
-                f"Chromium did not start: {first_line(exc)}",
-                hint=f"run {self.executable} --headless --no-sandbox --version by hand",
-                command=self.executable,
-            ) from exc
+            manager.__exit__()  # idempotent; stops what start() got to when it was cut
+            if isinstance(exc, PlaywrightError):
+                raise DeviceUnreachable(
+                    f"Chromium did not start: {first_line(exc)}",
+                    hint=f"run {self.executable} --headless --no-sandbox --version by hand",
+                    command=self.executable,
+                ) from exc
+            raise
         return self
 
     def open(self, url: str) -> None:
