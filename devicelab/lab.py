@@ -247,8 +247,13 @@ class Lab:
         check_writable(out_dir)
         teardown = Teardown(self.say)
         since, finished, torn_down = time.time(), False, False
+        started = datetime.now(UTC)
         try:
-            session = self._start(out_dir, datetime.now(UTC), teardown)
+            try:
+                session = self._start(out_dir, started, teardown)
+            except BaseException:
+                self._replace_previous_set(out_dir, started)
+                raise
             try:
                 yield session
             except BaseException:
@@ -268,6 +273,16 @@ class Lab:
         if left is not None:
             left.results = session.results()
             raise left
+
+    def _replace_previous_set(self, out_dir: Path, started: datetime) -> None:
+        """A session that stopped while starting measured nothing; a previous run's set in
+        ``out_dir`` would read as this run's, so it is replaced by this run's (no checks,
+        ``finished_at`` null). An empty ``out_dir`` stays empty."""
+        from devicelab.records import RunRecord
+
+        if (out_dir / "results.json").exists():
+            record = RunRecord(self._run_info(started, None, None, None), out_dir)
+            record.stopped(self.book)
 
     # --- steps ------------------------------------------------------------------------
     def _skip_reason(self, scenario: Scenario) -> str:
