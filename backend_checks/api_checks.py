@@ -307,7 +307,13 @@ def _test_user(dsn: str) -> str:
     return str(row[0])
 
 
-def _run(project: SupabaseProject, options: ApiOptions, sql_dsn: str | None) -> list[Check]:
+def _run(
+    project: SupabaseProject, options: ApiOptions, sql_dsn: str | None, *, over: str | None = None
+) -> list[Check]:
+    """The realtime and storage checks against ``project``; each one's evidence names
+    the API it talked to (``api``), and for our reference server the database it served
+    (``over``, a DSN): run.backend names the database or the project, not this server."""
+    from backend_checks.backend_info import api_url, database_url
     from backend_checks.realtime_checks import realtime_checks
     from backend_checks.storage_checks import storage_checks
 
@@ -315,6 +321,13 @@ def _run(project: SupabaseProject, options: ApiOptions, sql_dsn: str | None) -> 
     preflight(options.realtime, plan)
     checks = realtime_checks(project, options.realtime, plan, sql_dsn=sql_dsn)
     checks += storage_checks(project, options.storage)
+    api: dict[str, Any] = {"kind": project.kind, "url": api_url(project.url)}
+    if project.kind == "reference":
+        api["server"] = "devicelab reference server, started by this run"
+    if over is not None:
+        api["database"] = database_url(over)
+    for check in checks:
+        check.evidence["api"] = api
     return checks
 
 
@@ -363,7 +376,7 @@ def run_api_checks(
             url=server.url, anon_key=server.anon_key, email=email, password=TEST_PASSWORD,
             kind="reference",
         )  # fmt: skip
-        return _run(project, options, managed_dsn)
+        return _run(project, options, managed_dsn, over=managed_dsn)
 
 
 def _checked_url(url: str) -> str:

@@ -27,13 +27,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from backend_checks import health, server_health
-from backend_checks.api_checks import (
-    API_CHECKS,
-    ApiOptions,
-    api_preflight,
-    public_url,
-    run_api_checks,
-)
+from backend_checks.api_checks import API_CHECKS, ApiOptions, api_preflight, run_api_checks
+from backend_checks.backend_info import BackendKind, backend_info
 from backend_checks.db import DEFAULT_TIMEOUT_MS, connect, redact
 from backend_checks.plans import DEFAULT_MIN_TABLE_PAGES, DEFAULT_MIN_TABLE_ROWS
 from backend_checks.query_checks import (
@@ -106,17 +101,12 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
         # checks have nothing truthful to run on.
         checks = _sql_skipped(options)
         checks += run_api_checks(None, options.api) if wants_api else []
-        backend = BackendInfo(kind="supabase", url=public_url(project.url))
-        return _results(started, backend, checks)
+        return _results(started, _backend("supabase", project.url), checks)
     managed = dsn is None
     if dsn is None:
         from backend_checks.managed import ManagedPostgres
 
-        cluster = ManagedPostgres()
-        dsn = cluster.ensure()
-        url = cluster.url()
-    else:
-        url = redact(dsn, dsn)
+        dsn = ManagedPostgres().ensure()
     conn = connect(dsn, timeout_ms=options.timeout_ms)
     try:
         ensure_data(conn, managed=managed, allow_writes=options.allow_writes,
@@ -127,11 +117,19 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     if wants_api:
         checks += run_api_checks(dsn if managed else None, options.api, sql_dsn=dsn)
     checks += _load_checks(dsn, options, managed=managed)
-    backend = BackendInfo(kind="reference" if managed else "postgres", url=url)
+    # The SQL suite talked to a plain database (the managed cluster is one too: the
+    # reference server its API checks ran on says so in their evidence). With a project,
+    # --dsn is that project's database and the API checks talked to the project.
     if project is not None:
-        # The SQL checks ran on --dsn, which the user gave as this project's database.
-        backend = BackendInfo(kind="supabase", url=public_url(project.url))
-    return _results(started, backend, checks)
+        return _results(started, _backend("supabase", project.url), checks)
+    return _results(started, _backend("postgres", dsn), checks)
+
+
+def _backend(kind: BackendKind, where: str) -> BackendInfo:
+    """``run.backend``: ``where`` (an API URL or a DSN we connected with) as a URL without
+    secrets. Raises nothing: a DSN libpq parsed to connect always gives one."""
+    found = backend_info(kind, where)
+    return found if found is not None else BackendInfo(kind=kind, url=redact(where, where))
 
 
 def _results(started: datetime, backend: BackendInfo, checks: list[Check]) -> Results:

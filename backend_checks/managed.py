@@ -147,8 +147,12 @@ class ManagedPostgres:
         return f"host={self.data} port={self.port()} user=postgres dbname={dbname}"
 
     def url(self, dbname: str = DATABASE) -> str:
-        """A printable URL of the cluster (no secret)."""
-        return f"postgresql://postgres@127.0.0.1:{self.port()}/{dbname} (managed, {self.data})"
+        """The URL of :meth:`dsn` (the unix socket devicelab uses; no secret), as results
+        write it: ``postgresql://postgres@/devicelab?host=<data>&port=<port>``."""
+        from backend_checks.backend_info import database_url
+
+        dsn = self.dsn(dbname)
+        return database_url(dsn) or dsn  # our own DSN always parses; it holds no password
 
     def running(self) -> bool:
         """Whether the server of this cluster is up."""

@@ -25,14 +25,15 @@ largest smaller step that passed (0 if none), judged against the target (>= 100,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from backend_checks.backend_info import BackendKind, backend_info
 from backend_checks.load.mix import operation
 from backend_checks.load.models import Criterion, StepResult
 from backend_checks.load.runner import LoadRun
-from devicelab.models import BackendInfo, Check, Results, RunInfo, Series, Target, TargetBook
+from devicelab.models import Check, Results, RunInfo, Series, Target, TargetBook
 from devicelab.targets import judge, resolve
 
 __all__ = [
@@ -300,10 +301,13 @@ def to_results(
     run: LoadRun,
     book: TargetBook,
     *,
-    backend_kind: Literal["reference", "supabase", "postgres"] = "postgres",
+    backend_kind: BackendKind = "postgres",
     rules: SupportRules | None = None,
 ) -> Results:
-    """A whole ``results.json`` (kind "backend") holding the load checks and series."""
+    """A whole ``results.json`` (kind "backend") holding the load checks and series.
+
+    ``run.backend`` is ``backend_kind`` with the run's target as a URL without secrets
+    (null when an import's files name no target)."""
     from devicelab import __version__
 
     checks, series = load_checks(run, book, rules)
@@ -314,7 +318,7 @@ def to_results(
             started_at=run.started_at,
             finished_at=run.finished_at,
             devicelab_version=__version__,
-            backend=BackendInfo(kind=backend_kind, url=run.target),
+            backend=backend_info(backend_kind, run.target),
         ),
         checks=checks,
         series=series,

@@ -49,7 +49,16 @@ def test_backend_check_on_the_embedded_default(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["schema"] == "devicelab.results/1"
     assert results["run"]["kind"] == "backend"
-    assert results["run"]["backend"]["kind"] == "reference"
+    # The SQL suite talked to a plain database: the managed cluster, by its unix socket.
+    backend = results["run"]["backend"]
+    assert backend["kind"] == "postgres", backend
+    assert backend["url"].startswith(f"postgresql://postgres@/devicelab?host={state}/"), backend
+    assert "(" not in backend["url"] and " " not in backend["url"]
+    # The API checks talked to the reference server this run started: their evidence says so.
+    by_id = {c["id"]: c for c in results["checks"]}
+    api = by_id["realtime_broadcast"]["evidence"]["api"]
+    assert api["kind"] == "reference" and api["url"].startswith("http://127.0.0.1:"), api
+    assert api["database"] == backend["url"]
     statuses = {c["id"]: c["status"] for c in results["checks"]}
     assert set(statuses) >= STORY_BACKEND_IDS
     judged = {cid: s for cid, s in statuses.items() if cid in STORY_BACKEND_IDS}
