@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from backend_checks.reasons import holds, judged_reason
 from devicelab.models import Check
 from devicelab.targets import backend_target
 
@@ -193,7 +194,6 @@ def buffer_hit_ratio(before: dict[str, TableStats], after: dict[str, TableStats]
     cumulative_all = cumulative_hit + sum(t.heap_read + t.idx_read for t in after.values())
     ratios = [r for r in (table_pct, index_pct) if r is not None]
     target = backend_target("buffer_hit_ratio")
-    target_pct = target.value
     evidence = {
         "window": "each query's timed runs, right after its warm-up (summed)",
         "tables_pct": table_pct,
@@ -217,21 +217,21 @@ def buffer_hit_ratio(before: dict[str, TableStats], after: dict[str, TableStats]
             evidence=evidence,
             reason="no table or index blocks were read in the window",
         )
-    value = min(ratios)
-    ok = value > target_pct
+    value = round(min(ratios), 3)
+    ok = holds(value, target)
+    said = "hit ratio {value} (the lower of tables' and indexes')"
+    why = "" if ok else ("the working set does not fit in shared_buffers, or a query reads "
+                         "far more than it returns")  # fmt: skip
     return Check(
         id="buffer_hit_ratio",
         title="Buffer cache hit ratio (tables and indexes)",
         category="health",
         status="pass" if ok else "fail",
-        value=round(value, 3),
+        value=value,
         unit="%",
         target=target,
         evidence=evidence,
-        reason=""
-        if ok
-        else f"hit ratio {value:.1f} % <= {target_pct} %: the working set "
-        "does not fit in shared_buffers, or a query reads far more than it returns",
+        reason=judged_reason(said, value, "%", target, why),
     )
 
 
@@ -370,14 +370,17 @@ def index_usage(
                 f"({t.seq_scan} seq scans read {t.seq_tup_read} rows)"
             )
     problems = list(dict.fromkeys(problems))
+    target = backend_target("index_usage")
+    said = (f"{{value}} (critical indexes missing or unscanned, tables >= {min_table_rows:,} "
+            f"rows scanned through an index < {min_index_pct:g} % of the time)")  # fmt: skip
     return Check(
         id="index_usage",
         title="Index usage (critical indexes scanned, index share per table)",
         category="index",
         status="fail" if problems else "pass",
         value=len(problems),
-        unit="count",
-        target=backend_target("index_usage"),
+        unit="problems",
+        target=target,
         evidence={
             "window": "each query's timed runs (summed)",
             "critical": critical,
@@ -387,7 +390,7 @@ def index_usage(
             "min_table_pages": min_table_pages,
             "min_index_pct": min_index_pct,
         },
-        reason="; ".join(problems),
+        reason=judged_reason(said, len(problems), "problems", target, "; ".join(problems)),
     )
 
 
@@ -480,19 +483,21 @@ def unused_indexes(
         "target": target,
         "evidence": evidence,
     }
+    said = ("{value} never scanned (primary, unique, replica-identity and foreign-key "
+            "indexes excluded)")  # fmt: skip
     if age_days is not None and age_days < min_stats_days:
         return Check(
             **base,
             status="skip",
             value=len(candidates),
-            reason=f"statistics cover {age_days * 24:.1f} h, not the {min_stats_days:g} "
-            "days of real traffic needed to call an index unused; candidates listed",
+            reason=said.replace("{value}", f"{len(candidates)} indexes")
+            + f", not judged: statistics cover {age_days * 24:.1f} h, not the "
+            f"{min_stats_days:g} days of real traffic needed to call an index unused",
         )
+    why = ", ".join(c["index"] for c in candidates)
     return Check(
         **base,
         status="fail" if candidates else "pass",
         value=len(candidates),
-        reason=("never scanned: " + ", ".join(c["index"] for c in candidates))
-        if candidates
-        else "",
+        reason=judged_reason(said, len(candidates), "indexes", target, why),
     )

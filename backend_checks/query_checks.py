@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from backend_checks import health
+from backend_checks.reasons import judged_reason
 from backend_checks.suggest import Suggestion, covering_index
 from backend_checks.suite import QueryRun, QuerySpec, timeout_ms
 from devicelab.models import Check, CheckTarget, Target
@@ -229,23 +230,25 @@ def seq_scans_check(
         if name in before
     }
     deltas = {k: v for k, v in deltas.items() if v["seq_scan"]}
-    reason = ""
+    why = ""
     if flagged:
-        where = sorted({f"{f['query']} ({f['table']})" for f in flagged})
-        reason = f"{len(flagged)} sequential scan(s) where they hurt: {', '.join(where)}"
+        why = ", ".join(sorted({f"{f['query']} ({f['table']})" for f in flagged}))
         if suggestions:
-            reason += "; suggested: " + "; ".join(
+            why += "; suggested: " + "; ".join(
                 f"{s.ddl} [{'proven' if s.proven else 'unproven'}]" for s in suggestions
             )
+    target = backend_target("seq_scans")
+    said = (f"{{value}} where they hurt in the suite's plans (tables >= {min_table_rows:,} "
+            f"rows in >= {min_table_pages:,} pages, or a proven missing index)")  # fmt: skip
     return Check(
         id="seq_scans",
         title="Sequential scans that hurt in the suite's plans",
         category="index",
         status="fail" if flagged else "pass",
         value=len(flagged),
-        unit="count",
-        target=backend_target("seq_scans"),
-        reason=reason,
+        unit="scans",
+        target=target,
+        reason=judged_reason(said, len(flagged), "scans", target, why),
         evidence={
             "flagged": flagged,
             "min_table_rows": min_table_rows,

@@ -38,6 +38,7 @@ from backend_checks.api_checks import (
     redact_secrets,
     sign_in,
 )
+from backend_checks.reasons import judged_reason
 from backend_checks.reference.realtime_client import (
     JoinTiming,
     RealtimeRefused,
@@ -383,9 +384,11 @@ def _setup_check(
             }
         )
     status = "pass" if summary.p95 < setup_target.value and not errors else "fail"
+    said = judged_reason("p95 {value}", summary.p95, "ms", setup_target)
     return check.model_copy(
-        update={"status": status, "value": summary.p95, "reason": failed if errors else ""}
-    )
+        update={"status": status, "value": summary.p95,
+                "reason": f"{failed}; {said}" if errors else said}
+    )  # fmt: skip
 
 
 def _broadcast_check(
@@ -452,7 +455,8 @@ def _broadcast_check(
     status: Literal["pass", "fail"] = "pass" if value < broadcast_target.value else "fail"
     cold = check.evidence["cold"]
     cold_p95 = f"{cold['p95_ms']:.1f} ms" if cold["count"] else "n/a"
-    reason = f"warm p95 {value:.1f} ms, cold p95 {cold_p95}"
+    reason = judged_reason("warm p95 {value}", value, "ms", broadcast_target)
+    reason += f" (cold p95 {cold_p95})"
     if received < expected:
         status, reason = "fail", f"{expected - received} of {expected} deliveries missing; {reason}"
     if dropped:

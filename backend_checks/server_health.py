@@ -13,7 +13,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from backend_checks.db import redact_sql
+from backend_checks.reasons import holds, judged_reason
 from devicelab.models import Check, CheckTarget
+from devicelab.targets import backend_target
 
 if TYPE_CHECKING:
     import psycopg
@@ -26,7 +28,12 @@ _SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
 
 
 def table_sizes(conn: psycopg.Connection[Any]) -> Check:
-    """Table, index and TOAST sizes of the user tables (evidence; always passes)."""
+    """Table, index and TOAST sizes of the user tables, judged by the table_sizes row of
+    targets.yaml: their sum, as a share of the server's ``effective_cache_size`` (the
+    memory it says caches data: shared_buffers and the OS page cache), must be <= 100 %.
+    Data beyond it cannot all be in memory at once: as traffic reaches it, reads go to
+    disk and the buffer hit ratio falls. Returns the Check; raises psycopg.Error."""
+    target = backend_target("table_sizes")
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
         rows = conn.execute(
@@ -35,21 +42,45 @@ def table_sizes(conn: psycopg.Connection[Any]) -> Check:
                        pg_total_relation_size(c.oid)
                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {_SYSTEM}
-                ORDER BY pg_total_relation_size(c.oid) DESC LIMIT 30"""
+                ORDER BY pg_total_relation_size(c.oid) DESC"""
         ).fetchall()
+        settings = dict(
+            conn.execute(
+                """SELECT name, setting::int8 * pg_size_bytes(coalesce(unit, '1'))
+                   FROM pg_settings WHERE name IN ('effective_cache_size', 'shared_buffers')"""
+            ).fetchall()
+        )
     tables = [
         {"table": r[0], "rows": r[1], "table_bytes": r[2], "index_bytes": r[3], "total_bytes": r[4]}
         for r in rows
     ]
     total = sum(t["total_bytes"] for t in tables)
+    cache, buffers = settings["effective_cache_size"], settings["shared_buffers"]
+    value = round(100.0 * total / cache, 3)
+    ok = holds(value, target)
+    said = (f"tables and indexes {total / 1e6:,.1f} MB = {{value}} of effective_cache_size "
+            f"{cache / 1e6:,.0f} MB")  # fmt: skip
+    why = "" if ok else ("the data outgrows the server's cache: more memory (and "
+                         "effective_cache_size with it), or archive old messages")  # fmt: skip
     return Check(
         id="table_sizes",
         title="Table and index sizes",
         category="health",
-        status="pass",
-        value=round(total / 1e6, 2),
-        unit="MB",
-        evidence={"tables": tables},
+        status="pass" if ok else "fail",
+        value=value,
+        unit="%",
+        target=target,
+        evidence={
+            "total_bytes": total,
+            "table_bytes": sum(t["table_bytes"] for t in tables),
+            "index_bytes": sum(t["index_bytes"] for t in tables),
+            "effective_cache_size_bytes": cache,
+            "shared_buffers_bytes": buffers,
+            "shared_buffers_pct": round(100.0 * total / buffers, 1),
+            "tables_counted": len(tables),
+            "tables": tables[:30],  # the biggest: the rest add little to read
+        },
+        reason=judged_reason(said, value, "%", target, why),
     )
 
 
@@ -71,7 +102,7 @@ def bloat(
         ).fetchall()
     tables, failing = [], []
     for name, live, dead, pages, reltuples, width in rows:
-        dead_pct = 100.0 * dead / (live + dead) if live + dead else 0.0
+        dead_pct = round(100.0 * dead / (live + dead), 2) if live + dead else 0.0
         expected = (float(reltuples) * (float(width or 0) + 28)) / 8192 if width else None
         extra = 100.0 * (pages - expected) / pages if expected and pages else None
         tables.append(
@@ -79,7 +110,7 @@ def bloat(
                 "table": name,
                 "live": live,
                 "dead": dead,
-                "dead_pct": round(dead_pct, 2),
+                "dead_pct": dead_pct,
                 "pages": pages,
                 "est_bloat_pct": None if extra is None else round(extra, 1),
             }
@@ -88,6 +119,14 @@ def bloat(
             failing.append(f"{name} {dead_pct:.0f} % dead")
     judged = [t for t in tables if t["live"] + t["dead"] >= min_table_rows]
     worst = max((t["dead_pct"] for t in judged), default=0.0)
+    target = CheckTarget(
+        op="<=",
+        value=max_dead_pct,
+        unit="%",
+        source="Performance Optimization Checklist: Check table bloat",
+    )
+    why = ("; ".join(failing) + ": VACUUM") if failing else ""
+    said = f"worst dead tuples {{value}} (tables >= {min_table_rows:,} rows)"
     return Check(
         id="bloat",
         title="Table bloat (dead tuples)",
@@ -95,14 +134,9 @@ def bloat(
         status="fail" if failing else "pass",
         value=worst,
         unit="%",
-        target=CheckTarget(
-            op="<=",
-            value=max_dead_pct,
-            unit="%",
-            source="Performance Optimization Checklist: Check table bloat",
-        ),
+        target=target,
         evidence={"tables": tables},
-        reason=("; ".join(failing) + ": VACUUM") if failing else "",
+        reason=judged_reason(said, worst, "%", target, why),
     )
 
 
@@ -149,18 +183,20 @@ def slow_queries(
     ``min_calls`` times with a mean above ``mean_ms`` (the story's 100 ms) fail."""
     import psycopg
 
+    # <=: the story's query lists mean_exec_time > 100 as slow, not 100 itself.
+    target = CheckTarget(
+        op="<=",
+        value=mean_ms,
+        unit="ms",
+        source="Performance Optimization Checklist: "
+        "mean_exec_time > 100 -- queries slower than 100ms",
+    )
     base = {
         "id": "slow_queries",
         "title": "Slow statements (pg_stat_statements, all roles)",
         "category": "health",
         "unit": "ms",
-        "target": CheckTarget(
-            op="<",
-            value=mean_ms,
-            unit="ms",
-            source="Performance Optimization Checklist: "
-            "mean_exec_time > 100 -- queries slower than 100ms",
-        ),
+        "target": target,
     }
     try:
         with conn.transaction(force_rollback=True):
@@ -190,12 +226,15 @@ def slow_queries(
         for r in rows
     ]
     outliers = [q for q in top if q["calls"] >= min_calls and q["mean_ms"] > mean_ms]
+    value = max((q["mean_ms"] for q in top if q["calls"] >= min_calls), default=0.0)
+    why = f"{len(outliers)} statement(s) with mean > {mean_ms:g} ms" if outliers else ""
+    said = f"slowest mean {{value}} (statements called >= {min_calls} times, all roles)"
     return Check(
         **base,
         status="fail" if outliers else "pass",
-        value=max((q["mean_ms"] for q in top if q["calls"] >= min_calls), default=0.0),
+        value=value,
         evidence={"outliers": outliers, "top": top[:15], "min_calls": min_calls},
-        reason=f"{len(outliers)} statement(s) with mean > {mean_ms:g} ms" if outliers else "",
+        reason=judged_reason(said, value, "ms", target, why),
     )
 
 
@@ -224,6 +263,13 @@ def long_running(conn: psycopg.Connection[Any], *, max_seconds: float = 300.0) -
         }
         for r in rows
     ]
+    target = CheckTarget(
+        op="==",
+        value=0,
+        unit="statements",
+        source=f"devicelab: nothing running longer than {max_seconds:g} s",
+    )
+    said = f"{{value}} of other sessions busy > {max_seconds:g} s"
     return Check(
         id="long_running",
         title="Long-running statements",
@@ -231,12 +277,7 @@ def long_running(conn: psycopg.Connection[Any], *, max_seconds: float = 300.0) -
         status="fail" if found else "pass",
         value=len(found),
         unit="statements",
-        target=CheckTarget(
-            op="==",
-            value=0,
-            unit="statements",
-            source=f"devicelab: nothing running longer than {max_seconds:g} s",
-        ),
+        target=target,
         evidence={"running": found},
-        reason=f"{len(found)} statement(s) running > {max_seconds:g} s" if found else "",
+        reason=judged_reason(said, len(found), "statements", target),
     )

@@ -29,6 +29,7 @@ from backend_checks.api_checks import (
     redact_secrets,
     sign_in,
 )
+from backend_checks.reasons import judged_reason
 from devicelab.models import Check, summarize
 from devicelab.targets import backend_target
 
@@ -208,6 +209,8 @@ def _check(
     if summary is not None:
         value = summary.p95
         status = "pass" if value < target.value and not reason else "fail"
+        said = judged_reason("p95 {value}", value, "ms", target)
+        reason = f"{reason}; {said}" if reason else said
     elif not reason:
         reason = "no request was made"
     return Check(id=check_id, title=title, category="storage", status=status, value=value,
