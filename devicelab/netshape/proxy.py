@@ -228,6 +228,9 @@ class ShapedProxy:
                 hint="stop it first, or use ShapedProxy(..., mode='subprocess')",
             )
         self._ready = Future()
+        # A restart begins online with no records, as a new subprocess does: the old addon
+        # kept its offline state (every request dropped) and the last start's flows.
+        self.addon = NetShape()
         try:
             # In the try: a Ctrl-C during the import held the lock for the process's life.
             _import_mitmproxy_addons()

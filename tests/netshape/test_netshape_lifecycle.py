@@ -67,6 +67,25 @@ def test_port_zero_then_a_restart_on_the_same_port(upstream: Any) -> None:
             ShapedProxy(None, port=port).start()
 
 
+def test_a_restarted_proxy_is_online_with_no_records_of_its_last_start(upstream: Any) -> None:
+    # In thread mode it stayed offline (every request dropped) and kept the old flows.
+    async def main(url: str) -> None:
+        async with aiohttp.ClientSession() as s:
+            await _get(s, f"{upstream.base}/bytes?n=1", url)
+
+    proxy = ShapedProxy(None, port=0, mode="thread").start()
+    try:
+        asyncio.run(main(proxy.url))
+        proxy.go_offline()
+        proxy.stop()
+        proxy.start()
+        assert (proxy.status()["offline"], proxy.records()) == (False, [])
+        asyncio.run(main(proxy.url))
+        assert len(proxy.records()) == 1
+    finally:
+        proxy.stop()
+
+
 @pytest.mark.parametrize(
     ("host", "url"),
     [
