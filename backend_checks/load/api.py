@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend_checks.db import redact
 from backend_checks.load.models import ANON_KEY_ENV, PASSWORD_ENV
-from backend_checks.load.runner import LoadOptions, LoadRun, LoadTarget, run_target
+from backend_checks.load.runner import LoadOptions, LoadProgress, LoadRun, LoadTarget, run_target
 from devicelab.errors import BackendUnavailable, BadInput
 
 __all__ = [
     "DEFAULT_PASSWORD",
     "RestApi",
+    "check_url",
     "preflight",
     "run_reference_load",
     "run_rest_load",
@@ -66,15 +68,54 @@ class RestApi(BaseModel):
     )
 
     def base(self) -> str:
-        """The URL without a trailing slash. Raises BadInput when it is not http(s)."""
-        if not self.url.startswith(("http://", "https://")):
-            raise BadInput(f"bad --url {self.url[:80]!r}", hint="give e.g. https://abc.supabase.co")
-        return self.url.rstrip("/")
+        """The URL without a trailing slash. Raises BadInput when it is not an http(s)
+        URL with a host and a numeric port (``http://::1:80`` needs brackets), or when it
+        names the REST or Auth endpoint instead of the project's base URL."""
+        return check_url(self.url)
+
+
+#: What a project's base URL is, for the hints of a bad one.
+_BASE_HINT = "give the project's base URL, e.g. https://abc.supabase.co, without /rest/v1"
+
+
+def check_url(url: str) -> str:
+    """``url`` without a trailing slash, once it is usable as an API base URL.
+
+    Raises BadInput (exit 2, before any user starts): not http(s), no host, a port that
+    is not a number (an IPv6 address without brackets), a query or a fragment, or a path
+    that ends in a service's own path (``/rest/v1``, ``/auth/v1``): the users add those.
+    """
+    shown = redact(url[:80])
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BadInput(f"bad --url {shown!r}: not an http(s) URL", hint=_BASE_HINT)
+    try:
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if not host or (":" in host and "[" not in parts.netloc):
+        raise BadInput(
+            f"bad --url {shown!r}: no host and port can be read from it",
+            hint="an IPv6 address goes in brackets, e.g. http://[::1]:54321",
+        )
+    if parts.query or parts.fragment:
+        raise BadInput(f"bad --url {shown!r}: a base URL has no query", hint=_BASE_HINT)
+    path = parts.path.rstrip("/")
+    for service in ("/rest/v1", "/auth/v1", "/storage/v1", "/realtime/v1"):
+        if path.endswith(service):
+            raise BadInput(
+                f"bad --url {shown!r}: that is the {service} endpoint, not the API's base URL",
+                hint=_BASE_HINT,
+            )
+    return url.rstrip("/")
 
 
 def _call(
     url: str, key: str, *, token: str | None = None, body: dict[str, Any] | None = None
 ) -> tuple[int, Any]:
+    """The status and the JSON answer (None when not JSON) of one request. Raises
+    BackendUnavailable when the API cannot be reached."""
     headers = {"apikey": key, "Authorization": f"Bearer {token or key}"}
     data = None
     if body is not None:
@@ -82,56 +123,89 @@ def _call(
         data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=_PREFLIGHT_TIMEOUT_S) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
         try:
-            return exc.code, json.loads(exc.read() or b"null")
-        except ValueError:
-            return exc.code, None
+            with urllib.request.urlopen(request, timeout=_PREFLIGHT_TIMEOUT_S) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+    except (OSError, ValueError) as exc:  # refused, reset, timed out; an unreadable URL
+        reason = getattr(exc, "reason", None) or exc
+        base = url.split("/auth/v1", 1)[0].split("/rest/v1", 1)[0]
+        raise BackendUnavailable(
+            f"cannot reach the API at {redact(base)}: {reason}",
+            hint="check --url, and that the server is running",
+        ) from None
+    try:
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        return status, None
+
+
+#: Auth's answers to a wrong email or password (GoTrue: 400 invalid_grant /
+#: invalid_credentials, "Invalid login credentials").
+_BAD_LOGIN = ("invalid_credentials", "invalid_grant", "invalid login credentials")
 
 
 def preflight(api: RestApi, email: str) -> None:
     """Sign ``email`` in and read ``conversation_list`` once, before any load process
     starts, so a wrong URL, key, password or schema is one line, not 1000 errors.
 
-    Raises BackendUnavailable (unreachable, rate-limited: exit 3) or BadInput (the key
-    refused, the user cannot sign in, no messaging schema: exit 2).
+    Raises BackendUnavailable (exit 3: unreachable, rate-limited, or an API that answers
+    5xx: broken, or its database down) or BadInput (exit 2: a URL that is not the base
+    URL (404), the key refused, the user cannot sign in, no messaging schema).
     """
     base = api.base()
-    try:
-        status, answer = _call(
-            f"{base}/auth/v1/token?grant_type=password",
-            api.anon_key,
-            body={"email": email, "password": api.password},
-        )
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise BackendUnavailable(
-            f"cannot reach the API at {redact(base)}: {reason}",
-            hint="check --url, and that the server is running",
-        ) from None
+    shown = redact(base)
+    status, answer = _call(
+        f"{base}/auth/v1/token?grant_type=password",
+        api.anon_key,
+        body={"email": email, "password": api.password},
+    )
     message = _text(answer)
+    said = f"HTTP {status} {message}".strip()
     if status == 429:
         raise BackendUnavailable(
             f"the API rate-limits sign-ins: {message}",
             hint="raise Authentication > Rate Limits > sign-ins for the test, or wait",
         )
-    if status == 401 or "api key" in message.lower():
+    if status >= 500:
+        raise BackendUnavailable(
+            f"the API at {shown} cannot sign users in: {said}",
+            hint="the server answers but is broken, or its database is down: check the"
+            " server and its database, then run again",
+        )
+    if status == 404:
+        raise BadInput(
+            f"the API at {shown} has no Auth endpoint (/auth/v1/token: HTTP 404)",
+            hint=_BASE_HINT,
+        )
+    bad_login = any(marker in (message + str(answer)).lower() for marker in _BAD_LOGIN)
+    if not bad_login and (status == 401 or "api key" in message.lower()):
         raise BadInput(
             f"the API refused the anon key: {message}",
             hint="give the project's anon key (--anon-key or SUPABASE_ANON_KEY)",
         )
+    if bad_login or status in (400, 401, 422):
+        raise BadInput(
+            f"{email} cannot sign in: {said}",
+            hint="generate the test users (devicelab backend datagen), or give --test-password",
+        )
     if status >= 400 or not isinstance(answer, dict) or "access_token" not in answer:
         raise BadInput(
-            f"{email} cannot sign in: HTTP {status} {message}",
-            hint="generate the test users (devicelab backend datagen), or give --test-password",
+            f"the API at {shown} did not answer the sign-in as Supabase Auth does: {said}",
+            hint=_BASE_HINT,
         )
     status, listed = _call(
         f"{base}/rest/v1/conversation_list?select=*&limit=1",
         api.anon_key,
         token=str(answer["access_token"]),
     )
+    if status >= 500:
+        raise BackendUnavailable(
+            f"the API at {shown} cannot read conversation_list: HTTP {status} {_text(listed)}",
+            hint="the server answers but is broken, or its database is down: check the"
+            " server and its database, then run again",
+        )
     if status >= 400:
         raise BadInput(
             f"the API does not serve the messaging schema: HTTP {status} {_text(listed)}",
@@ -147,14 +221,20 @@ def _text(answer: Any) -> str:
 
 
 def run_rest_load(
-    api: RestApi, options: LoadOptions, *, dsn: str | None = None, workdir: Path | None = None
+    api: RestApi,
+    options: LoadOptions,
+    *,
+    dsn: str | None = None,
+    workdir: Path | None = None,
+    progress: LoadProgress | None = None,
 ) -> LoadRun:
     """Load ``api`` over HTTP with the steps of ``options``; returns the LoadRun.
 
     With ``dsn`` (the API's database) the identities come from it and the statistics
     deltas are taken (and the CPU, when that server is local). Raises as
     :func:`preflight`, UnsafeActionRefused (a writing mix without ``allow_writes``),
-    ProbeFailed (a load process failed).
+    ProbeFailed (a load process failed), BackendUnavailable (the API went away during a
+    step: ``progress`` holds what was measured).
     """
     from backend_checks.load.mix import mix_weights
     from backend_checks.load.runner import refuse_writes
@@ -162,7 +242,8 @@ def run_rest_load(
     refuse_writes(options, mix_weights(options.mix))
     base = api.base()
     preflight(api, "testuser1@example.com" if dsn is None else _first_email(dsn))
-    return run_target(_target(api, base, dsn, label=redact(base)), options, workdir=workdir)
+    target = _target(api, base, dsn, label=redact(base))
+    return run_target(target, options, workdir=workdir, progress=progress)
 
 
 def _target(api: RestApi, base: str, dsn: str | None, *, label: str) -> LoadTarget:
@@ -192,6 +273,7 @@ def run_reference_load(
     dsn: str | None = None,
     workdir: Path | None = None,
     pool_max_size: int = 20,
+    progress: LoadProgress | None = None,
 ) -> LoadRun:
     """Start our reference server over ``dsn`` (default: the managed cluster, schema
     installed and seeded when empty), load it over HTTP, stop it; returns the LoadRun.
@@ -199,7 +281,8 @@ def run_reference_load(
     The managed cluster is devicelab's own scratch database: the full mix may write
     there; over a given ``dsn`` it needs ``options.allow_writes``. Raises
     BackendUnavailable / ToolMissing (no cluster, the server does not start), BadInput
-    (no data), UnsafeActionRefused, ProbeFailed.
+    (no data), UnsafeActionRefused, ProbeFailed; BackendUnavailable also when the
+    database went away during a step (``progress`` holds what was measured).
     """
     from backend_checks.load.mix import mix_weights
     from backend_checks.load.runner import refuse_writes
@@ -224,7 +307,7 @@ def run_reference_load(
         label = f"{server.url} (reference server over {where})"
         target = _target(api, api.base(), dsn, label=label)
         target.api_process = psutil.Process(os.getpid())
-        return run_target(target, options, workdir=workdir)
+        return run_target(target, options, workdir=workdir, progress=progress)
 
 
 def write_rest_spec(

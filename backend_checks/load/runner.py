@@ -1,24 +1,15 @@
-"""The parent side of a load run: identities, worker processes, snapshots, CPU, merging.
+"""The parent side of a load run: identities, the steps one after the other, the run.
 
-Lifecycle of one step (N users), driven by :func:`run_load` (SQL) or
-``backend_checks.load.api.run_rest_load`` (HTTP)::
-
-    spawn P worker processes (python -m backend_checks.load.worker), N/P users each
-    wait until every user has tried to connect or sign in ("ready")
-    snapshot the statistics, start CPU sampling, send "go <t0>" to every worker
-    wait for "done"; snapshot again; merge the HDR histograms of the workers
-
-Steps run one after the other (100 then 1000 users). Locust and gevent live only in the
-worker processes: this module imports neither.
+Driven by :func:`run_load` (SQL) or ``backend_checks.load.api.run_rest_load`` (HTTP);
+each step (N users) is ``backend_checks.load.step.run_step``. Steps run one after the
+other (100 then 1000 users); each is put in the run's :class:`LoadProgress` as soon as it
+is measured. Locust and gevent live only in the worker processes: this module imports
+neither.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,29 +22,17 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend_checks.db import connect, redact
-from backend_checks.load import dbstats, procs
-from backend_checks.load.cpu import CpuSampler, local_server
-from backend_checks.load.merge import cpu_report, merge_step
+from backend_checks.load import dbstats
+from backend_checks.load.cpu import local_server
 from backend_checks.load.mix import MixName, mix_weights, operation
-from backend_checks.load.models import (
-    CpuReport,
-    Identity,
-    StatsDelta,
-    StepResult,
-    WorkerResult,
-    WorkerSpec,
-)
-from devicelab.errors import (
-    BackendUnavailable,
-    BadInput,
-    ProbeFailed,
-    UnsafeActionRefused,
-    first_line,
-)
+from backend_checks.load.models import Identity, StepResult, WorkerSpec
+from backend_checks.load.step import Database, run_step
+from devicelab.errors import BadInput, ProbeFailed, UnsafeActionRefused, first_line
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
     "LoadOptions",
+    "LoadProgress",
     "LoadRun",
     "LoadTarget",
     "fetch_identities",
@@ -61,8 +40,6 @@ __all__ = [
     "run_load",
     "write_spec",
 ]
-
-_log = logging.getLogger(__name__)
 
 _IDENTITIES_SQL = """
 SELECT u.id::text, (array_agg(c.id::text ORDER BY c.last_message_at DESC NULLS LAST))[1:20]
@@ -73,9 +50,6 @@ _EMAILS_SQL = "SELECT id::text, email FROM auth.users WHERE id::text = ANY(%s)"
 #: Generated users signed in over HTTP without a DSN, unless told: the reference server
 #: seeds 100, datagen makes 1000 by default; users beyond share their sessions.
 DEFAULT_ACCOUNTS = 100
-#: Wait before the last snapshot of an HTTP step: an API's idle pooled backends flush
-#: their table counters within 10 s (measured: after 1.5 s one insert of 17 was still missing).
-_API_FLUSH_S = 10.5
 
 
 class LoadOptions(BaseModel):
@@ -117,6 +91,35 @@ class LoadRun(BaseModel):
     identities: int
     steps: list[StepResult]
     notes: list[str] = Field(default_factory=list, description="what was not measured, and why")
+
+
+@dataclass
+class LoadProgress:
+    """What a run has measured so far, filled in as it goes (each step once it is
+    measured), so a run that stops early (its server went away, Ctrl-C) still leaves its
+    finished steps, and the step the server went away in, to be written out."""
+
+    target: str = ""
+    started_at: datetime | None = None
+    options: LoadOptions | None = None
+    identities: int = 0
+    steps: list[StepResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def run(self) -> LoadRun | None:
+        """The run so far (``finished_at`` is now: mark it unfinished where it is
+        written), or None when it had not started."""
+        if self.started_at is None or self.options is None:
+            return None
+        return LoadRun(
+            target=self.target,
+            started_at=self.started_at,
+            finished_at=datetime.now(UTC),
+            options=self.options,
+            identities=self.identities,
+            steps=list(self.steps),
+            notes=list(self.notes),
+        )
 
 
 @dataclass
@@ -226,15 +229,23 @@ def refuse_writes(options: LoadOptions, weights: dict[str, int]) -> None:
         )
 
 
-def run_load(dsn: str, options: LoadOptions, *, workdir: Path | None = None) -> LoadRun:
+def run_load(
+    dsn: str,
+    options: LoadOptions,
+    *,
+    workdir: Path | None = None,
+    progress: LoadProgress | None = None,
+) -> LoadRun:
     """Run every step of ``options`` against ``dsn`` (the users speak SQL); returns the
     LoadRun.
 
     Raises UnsafeActionRefused (a writing mix without ``allow_writes``), BadInput (no data),
     BackendUnavailable (the server cannot be reached by us), ProbeFailed (a load process
     failed). Connection exhaustion of the simulated users is measured, not raised.
+    ``progress`` is filled with each step as it is measured (see LoadProgress).
     """
-    return run_target(LoadTarget(label=redact(dsn, dsn), dsn=dsn), options, workdir=workdir)
+    target = LoadTarget(label=redact(dsn, dsn), dsn=dsn)
+    return run_target(target, options, workdir=workdir, progress=progress)
 
 
 def generated_identities(accounts: int) -> list[Identity]:
@@ -242,11 +253,21 @@ def generated_identities(accounts: int) -> list[Identity]:
     return [Identity(email=f"testuser{i}@example.com") for i in range(1, accounts + 1)]
 
 
-def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None = None) -> LoadRun:
-    """Run every step of ``options`` against ``target`` (see :func:`run_load`)."""
+def run_target(
+    target: LoadTarget,
+    options: LoadOptions,
+    *,
+    workdir: Path | None = None,
+    progress: LoadProgress | None = None,
+) -> LoadRun:
+    """Run every step of ``options`` against ``target`` (see :func:`run_load`).
+
+    Raises as :func:`run_load`, and BackendUnavailable when the API or the database went
+    away during a step (that step, measured, is in ``progress`` first)."""
     weights = mix_weights(options.mix)
     if not target.dsn:
         refuse_writes(options, weights)
+    progress = progress if progress is not None else LoadProgress()
     started_at = datetime.now(UTC)
     run_start = time.monotonic()
     own_dir = workdir is None
@@ -257,18 +278,22 @@ def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None
         if not target.dsn:
             accounts = target.accounts or min(max(options.users), DEFAULT_ACCOUNTS)
             identities = generated_identities(accounts)
-            db = _Database(None, "", target.no_dsn_note, None)
-            steps = [_step(db, target, options, weights, identities, users, work, run_start)
-                     for users in options.users]  # fmt: skip
+            db = Database(None, "", target.no_dsn_note, None)
+            _started(progress, target, options, started_at, identities)
+            for users in options.users:
+                run_step(db, target, options, weights, identities, users, work, run_start,
+                         progress)  # fmt: skip
         else:
             with connect(target.dsn, autocommit=True) as conn:
                 # The schema is read first (read only): on a database without one, the
                 # refusal would only send the user to --allow-writes and a second error.
                 identities, db = _database(conn, target, options, emails=http)
                 refuse_writes(options, weights)
+                _started(progress, target, options, started_at, identities)
                 try:
-                    steps = [_step(db, target, options, weights, identities, users, work,
-                                   run_start) for users in options.users]  # fmt: skip
+                    for users in options.users:
+                        run_step(db, target, options, weights, identities, users, work,
+                                 run_start, progress)  # fmt: skip
                 finally:
                     if db.conn is not conn:
                         db.conn.close()
@@ -282,13 +307,7 @@ def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None
                     path.unlink()
             if not keep:
                 work.rmdir()
-    notes = [target.no_dsn_note] if not target.dsn and target.no_dsn_note else []
-    if target.dsn and len(identities) < max(options.users):
-        notes.append(
-            f"the database has {len(identities)} users in conversations: the "
-            f"{max(options.users)} simulated users share them (generate more with datagen"
-            " --users for one app user each)"
-        )
+    steps = list(progress.steps)
     return LoadRun(
         target=target.label,
         started_at=started_at,
@@ -296,23 +315,33 @@ def run_target(target: LoadTarget, options: LoadOptions, *, workdir: Path | None
         options=options,
         identities=len(identities),
         steps=steps,
-        notes=notes,
+        notes=progress.notes,
     )
 
 
-@dataclass
-class _Database:
-    """Our own connection to the loaded database, when we have one."""
-
-    conn: Any
-    schema: str
-    note: str
-    server: psutil.Process | None
+def _started(
+    progress: LoadProgress,
+    target: LoadTarget,
+    options: LoadOptions,
+    started_at: datetime,
+    identities: list[Identity],
+) -> None:
+    """Fill ``progress`` with what the run is, once its users are known (the notes too:
+    a run that stops early says them as well)."""
+    notes = [target.no_dsn_note] if not target.dsn and target.no_dsn_note else []
+    if target.dsn and len(identities) < max(options.users):
+        notes.append(
+            f"the database has {len(identities)} users in conversations: the "
+            f"{max(options.users)} simulated users share them (generate more with datagen"
+            " --users for one app user each)"
+        )
+    progress.target, progress.started_at, progress.options = target.label, started_at, options
+    progress.identities, progress.notes, progress.steps = len(identities), notes, []
 
 
 def _database(
     conn: Any, target: LoadTarget, options: LoadOptions, *, emails: bool
-) -> tuple[list[Identity], _Database]:
+) -> tuple[list[Identity], Database]:
     import psycopg
 
     try:
@@ -329,136 +358,4 @@ def _database(
         # The statement statistics are evidence, not the load: the run goes on without.
         reason = redact(first_line(exc), target.dsn)
         schema, note = "", f"statement statistics are not available ({reason})"
-    return identities, _Database(conn, schema, note, local_server(conn))
-
-
-def _snapshot(db: _Database, dsn: str) -> dbstats.Snapshot:
-    """The statistics now. Our connection sits idle through the window, so the server may
-    have closed it (idle_session_timeout, a restart, pg_terminate_backend): then once more
-    on a new one. Raises BackendUnavailable when the server is gone."""
-    import psycopg
-
-    try:
-        return dbstats.snapshot(db.conn, db.schema)
-    except psycopg.OperationalError:
-        if not (db.conn.closed or db.conn.broken):
-            raise
-    db.conn = connect(dsn, autocommit=True)
-    try:
-        return dbstats.snapshot(db.conn, db.schema)
-    except psycopg.OperationalError as exc:
-        raise BackendUnavailable(
-            f"the database went away during the load: {redact(first_line(exc), dsn)}",
-            hint="check that the server runs (and its idle_session_timeout), then run again",
-        ) from None
-
-
-def _processes(options: LoadOptions, users: int) -> int:
-    if options.processes:
-        return min(options.processes, users)
-    # One gevent process drives ~500 users at human pace; above that, use the cores.
-    return max(1, min(os.cpu_count() or 1, math.ceil(users / 500)))
-
-
-def _step(
-    db: _Database,
-    target: LoadTarget,
-    options: LoadOptions,
-    weights: dict[str, int],
-    identities: list[Identity],
-    users: int,
-    work: Path,
-    run_start: float,
-) -> StepResult:
-    count = _processes(options, users)
-    _log.info("%d users: starting (%d process(es)), then a %g s window", users, count,
-             options.duration_s)  # fmt: skip
-    shares = [users // count + (1 if i < users % count else 0) for i in range(count)]
-    workers: list[tuple[subprocess.Popen[bytes], Path, WorkerSpec]] = []
-    offset = 0
-    before = after = None
-    try:
-        for i, share in enumerate(shares):
-            ids = [identities[(offset + k) % len(identities)] for k in range(share)]
-            offset += share
-            spec = WorkerSpec(
-                dsn="" if target.api_url else target.dsn,
-                api_url=target.api_url,
-                identities=ids,
-                users=share,
-                mix=weights,
-                rate_per_user=options.rate_per_user(users),
-                duration_s=options.duration_s,
-                spawn_rate=options.spawn_rate / count,
-                seed=options.seed * 1000 + i,
-                out=str(work / f"step{users}-w{i}.result.json"),
-                locust_stats=options.locust_stats,
-            )
-            log = work / f"step{users}-w{i}.log"
-            spec_path = work / f"step{users}-w{i}.spec.json"
-            workers.append((procs.spawn(spec, spec_path, log, target.env), log, spec))
-        ready_timeout = 60 + users / options.spawn_rate * 3
-        for proc, log, _ in workers:
-            procs.event(proc, log, ready_timeout)
-        if db.conn is not None:
-            before = _snapshot(db, target.dsn)
-        sampler = CpuSampler(db.server)
-        sampler.extra = [psutil.Process(p.pid) for p, _, _ in workers]
-        sampler.api = [target.api_process] if target.api_process else []
-        sampler.start()
-        t0 = time.time() + 0.2
-        window_start = time.monotonic() + 0.2 - run_start
-        for proc, _, _ in workers:
-            assert proc.stdin is not None
-            proc.stdin.write(f"go {t0}\n".encode())
-        for proc, log, _ in workers:
-            procs.event(proc, log, options.duration_s + 60)
-        sampler.stop()
-        for proc, _, _ in workers:
-            proc.wait(timeout=30)
-        if db.conn is not None:
-            # Backends of closed connections flush their counters on exit; an API's pooled
-            # connections stay open, and an idle backend that flushed less than 1 s ago
-            # keeps the rest for PGSTAT_IDLE_INTERVAL (10 s, PostgreSQL 15+).
-            time.sleep(_API_FLUSH_S if target.api_url else 0.5)
-            after = _snapshot(db, target.dsn)
-    finally:
-        for proc, _, _ in workers:
-            if proc.poll() is None:
-                proc.kill()
-            procs.forget(proc)
-    results = [WorkerResult.model_validate_json(Path(s.out).read_text()) for _, _, s in workers]
-    restart = ""
-    if before is not None and after is not None:
-        deltas = dbstats.delta(before, after, db.note)
-        if restart := dbstats.restarted(before, after):
-            # The sampler watched the old postmaster's processes, gone since: its CPU is
-            # not the server's. The next step watches the new one.
-            db.server = local_server(db.conn)
-    else:
-        deltas = StatsDelta(statements_available=False, statements_note=db.note)
-    secs = options.duration_s
-    cpu = cpu_report(sampler, db.server is not None, deltas, secs, note=db.note)
-    if restart:
-        cpu = CpuReport(method="none", client_mean_pct=cpu.client_mean_pct, note=restart)
-    step = merge_step(
-        results,
-        users=users,
-        processes=count,
-        mix=weights,
-        mode="closed" if options.closed else "fixed-rate",
-        rate_per_s=None if options.closed else (options.rate_per_user(users) or 0) * users,
-        duration_s=secs,
-        window_start=window_start,
-        cpu=cpu,
-        deltas=deltas,
-        transport="rest" if target.api_url else "sql",
-    )
-    _log.info(
-        "%d users done: %g ops/s, %d errors, exhaustion %d",
-        users,
-        step.total.throughput_per_s,
-        step.total.errors,
-        step.exhaustion,
-    )
-    return step
+    return identities, Database(conn, schema, note, local_server(conn))

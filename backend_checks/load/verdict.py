@@ -245,7 +245,7 @@ def load_checks(
         reason = ""
         if failed:
             reason = f"{step.users} users not supported: " + "; ".join(
-                f"{c.name} {c.value} (needs {c.limit})"
+                f"{c.name} {_with_unit(c)} (needs {c.limit})"
                 if c.value is not None
                 else f"{c.name}: {c.detail} (needs {c.limit})"
                 for c in failed
@@ -264,6 +264,14 @@ def load_checks(
             )
         )
     return checks, _series(run)
+
+
+def _with_unit(criterion: Criterion) -> str:
+    """A criterion's value with the unit of its limit ("65.0 %" beside "< 1 %"; "12 ms"
+    beside "< 50 ms"), bare when the limit has none ("3" beside "== 0")."""
+    parts = criterion.limit.split()
+    unit = parts[-1] if len(parts) >= 3 and not parts[-1][0].isdigit() else ""
+    return f"{criterion.value:g} {unit}".strip() if unit else f"{criterion.value:g}"
 
 
 def _series(run: LoadRun) -> list[Series]:

@@ -94,15 +94,22 @@ class ServerContext:
 
     @classmethod
     def create(
-        cls, dsn: str, storage_root: Path, *, jwt_secret: str | None = None
+        cls,
+        dsn: str,
+        storage_root: Path,
+        *,
+        jwt_secret: str | None = None,
+        keys_issued_at: int | None = None,
     ) -> ServerContext:
-        """A context with keys minted from ``jwt_secret`` (a new random one when None)."""
+        """A context with keys minted from ``jwt_secret`` (a new random one when None),
+        issued at ``keys_issued_at`` (epoch seconds; now when None): the same secret and
+        time give the same keys, so a restarted server prints the keys it printed before."""
         secret = jwt_secret or new_jwt_secret()
         return cls(
             dsn=dsn,
             jwt_secret=secret,
-            anon_key=mint_api_key(secret, "anon"),
-            service_role_key=mint_api_key(secret, "service_role"),
+            anon_key=mint_api_key(secret, "anon", now=keys_issued_at),
+            service_role_key=mint_api_key(secret, "service_role", now=keys_issued_at),
             storage_root=storage_root,
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -47,6 +47,68 @@ def _pool(ctx: ServerContext) -> psycopg_pool.AsyncConnectionPool:
     return ctx.pool
 
 
+#: SQLSTATE classes of a connection the server ended (57P01 admin shutdown, 57P02 crash
+#: shutdown, 57P03 cannot connect now; class 08: connection exceptions).
+_DEAD_STATES = ("57P", "08")
+
+
+#: How long the retry on a fresh connection waits for one: a restarted database takes
+#: connections again at once; a stopped one is answered 503 without the pool's full wait.
+_RETRY_WAIT_S = 2.0
+
+
+def _dead(exc: psycopg.Error, conn: psycopg.AsyncConnection[Any] | None) -> bool:
+    """Whether ``exc`` says the connection itself is gone, not the request's SQL."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    return exc.sqlstate is None or exc.sqlstate.startswith(_DEAD_STATES)
+
+
+def _gone_error() -> ApiError:
+    return rest_error(503, "PGRST000", "database connection failed")
+
+
+@asynccontextmanager
+async def _transaction(ctx: ServerContext) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection inside a transaction. A pooled connection the server ended
+    while it sat idle (a restart, ``pg_terminate_backend``, ``backend stop``) fails its
+    BEGIN: it is dropped (the pool discards a broken connection), the idle ones are
+    checked, and a fresh one is tried, once. Raises ApiError 503 when that fails too or
+    the connection dies during the request (no traceback: a database going away is not
+    the server's bug), 503 after the pool's wait when no connection can be had, and
+    psycopg.Error of the request's SQL.
+    """
+    pool = _pool(ctx)
+    for attempt in (1, 2):
+        stack = AsyncExitStack()
+        got: psycopg.AsyncConnection[Any] | None = None
+        wait = 10.0 if attempt == 1 else _RETRY_WAIT_S
+        try:
+            got = conn = await stack.enter_async_context(pool.connection(timeout=wait))
+            await stack.enter_async_context(conn.transaction())
+        except psycopg_pool.PoolTimeout as exc:
+            await stack.aclose()
+            raise rest_error(503, "PGRST000", "no database connection available") from exc
+        except psycopg.Error as exc:
+            await stack.aclose()  # returns the connection: the pool drops a broken one
+            if attempt == 1 and _dead(exc, got):
+                # One ended connection says the database ended them all (a restart, a
+                # stop): the idle ones are checked and the dead dropped before the retry.
+                await pool.check()
+                continue
+            raise _gone_error() from exc
+        async with stack:
+            try:
+                yield conn
+            except psycopg.Error as exc:
+                if _dead(exc, conn):
+                    raise _gone_error() from exc
+                raise
+        return
+
+
 @asynccontextmanager
 async def as_caller(
     ctx: ServerContext, claims: dict[str, Any], *, read_only: bool = False
@@ -54,14 +116,15 @@ async def as_caller(
     """A connection inside a transaction running as ``claims['role']``.
 
     The transaction commits when the block ends normally and rolls back on any exception.
-    Raises ApiError: 503 when no connection is available, and the PostgREST translation
-    of any PostgreSQL error raised inside the block (translated here, in one place).
+    Raises ApiError: 503 when no connection is available (or the database went away),
+    and the PostgREST translation of any PostgreSQL error raised inside the block
+    (translated here, in one place).
     """
     role = str(claims.get("role", ""))
     if role not in API_ROLES:
         raise rest_error(401, "PGRST301", "JWT role is not allowed")
     try:
-        async with _pool(ctx).connection(timeout=10) as conn, conn.transaction():
+        async with _transaction(ctx) as conn:
             if read_only:
                 await conn.execute("SET TRANSACTION READ ONLY")
             await conn.execute(
@@ -73,11 +136,7 @@ async def as_caller(
                 (role, json.dumps(claims), str(claims.get("sub", "")), role, STATEMENT_TIMEOUT),
             )
             yield conn
-    except psycopg_pool.PoolTimeout as exc:
-        raise rest_error(503, "PGRST000", "no database connection available") from exc
     except psycopg.Error as exc:
-        if exc.sqlstate is None and isinstance(exc, psycopg.OperationalError):
-            raise rest_error(503, "PGRST000", "database connection failed") from exc
         if exc.sqlstate is None:
             # Refused by the driver before reaching the server (e.g. a NUL in a value).
             raise rest_error(400, "22P05", "value not accepted by the database") from exc
@@ -89,17 +148,10 @@ async def privileged(ctx: ServerContext) -> AsyncIterator[psycopg.AsyncConnectio
     """A connection as the server's own (privileged) user, in a transaction.
 
     Used by Auth and Storage for their own bookkeeping, never with request SQL.
-    Raises ApiError 503 when the database cannot be reached.
+    Raises ApiError 503 when the database cannot be reached or went away.
     """
-    try:
-        async with _pool(ctx).connection(timeout=10) as conn, conn.transaction():
-            yield conn
-    except psycopg_pool.PoolTimeout as exc:
-        raise rest_error(503, "PGRST000", "no database connection available") from exc
-    except psycopg.OperationalError as exc:
-        if exc.sqlstate is None:
-            raise rest_error(503, "PGRST000", "database connection failed") from exc
-        raise
+    async with _transaction(ctx) as conn:
+        yield conn
 
 
 async def current_catalog(ctx: ServerContext, *, reload: bool = False) -> Catalog:

@@ -174,6 +174,7 @@ class ChangeFeed:
         Changes committed while the link is down are lost, as with any LISTEN client.
         """
         backoff = 0.1
+        down = False  # said once per outage: a database gone for a minute is one line
         while True:
             try:
                 assert self._listen is not None
@@ -181,7 +182,10 @@ class ChangeFeed:
                     self._queue.put_nowait(note.payload)
                     backoff = 0.1
             except psycopg.Error as exc:
-                log.error("realtime: the LISTEN connection failed, reconnecting: %s", exc)
+                if not down:  # psycopg's text runs over lines: the first says it
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    log.error("realtime: the LISTEN connection failed, reconnecting: %s", reason)
+                down = True
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
             try:
@@ -189,7 +193,11 @@ class ChangeFeed:
                 await self._listen.execute(f"listen {CHANNEL}")
                 await self._register()
             except (BackendUnavailable, psycopg.Error) as exc:
-                log.error("realtime: cannot LISTEN again yet: %s", exc)
+                log.debug("realtime: cannot LISTEN again yet: %s", exc)
+                continue
+            if down:
+                log.warning("realtime: listening again (changes committed meanwhile are lost)")
+                down = False
 
     async def changes(self) -> AsyncIterator[Change]:
         """Every captured change in commit order (spilled ones fetched back whole)."""

@@ -4,7 +4,8 @@ Steps: the managed PostgreSQL (``backend_checks.managed``) unless a DSN is given
 messaging schema installed (idempotent); a small generated data set when ``auth.users``
 is empty; the JWT secret read from (or created once in) devicelab's state directory; the
 server started; the ``SUPABASE_*`` lines printed once it answers; then it runs until
-SIGINT or SIGTERM. The secret itself is never printed or logged.
+SIGINT, SIGTERM or SIGHUP, each a graceful stop (websockets get their close frame). The
+secret itself is never printed or logged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Any
 from backend_checks.reference.context import new_jwt_secret
 from devicelab.errors import BackendUnavailable, DeviceLabError
 
-__all__ = ["DEFAULT_PORT", "SEED", "jwt_secret_file", "prepare_database", "serve_forever"]
+__all__ = [
+    "DEFAULT_PORT",
+    "SEED",
+    "jwt_secret_file",
+    "keys_issued_at",
+    "prepare_database",
+    "serve_forever",
+]
 
 #: The port of ``supabase start``'s API gateway, so app configs carry over.
 DEFAULT_PORT = 54321
@@ -54,6 +62,13 @@ def _jwt_secret(path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")
     return secret
+
+
+def keys_issued_at(path: Path) -> int:
+    """The ``iat`` of the printed keys: when the secret file was written (it is written
+    once), so every start over the same secret prints the same keys, which users paste
+    into .env files."""
+    return int(path.stat().st_mtime)
 
 
 def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
@@ -101,10 +116,12 @@ def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
 
 
 def _port_or_free(host: str, port: int | None) -> int:
-    """``port`` if given; else DEFAULT_PORT when free, else 0 (any free port)."""
+    """``port`` if given; else DEFAULT_PORT when free, else 0 (any free port). Another
+    server may still take DEFAULT_PORT before we bind it: see :func:`_serve`."""
     if port is not None:
         return port
-    with socket.socket() as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
         try:
             probe.bind((host, DEFAULT_PORT))
         except OSError:
@@ -126,10 +143,12 @@ def serve_forever(
     dsn: str | None = None,
     out: Any = None,
     say: Callable[[str], None] | None = None,
-) -> None:
-    """Prepare the database, serve, print the ``SUPABASE_*`` lines, run until a signal.
+) -> int:
+    """Prepare the database, serve, print the ``SUPABASE_*`` lines, run until a signal;
+    returns the signal that stopped it (SIGINT, SIGTERM or SIGHUP).
 
-    Raises BackendUnavailable when the database or the port is not available.
+    Raises BackendUnavailable when the database or the port is not available (only a port
+    that was asked for: the default one, taken, gives way to any free port).
     """
     stream = out or sys.stdout
 
@@ -139,22 +158,69 @@ def serve_forever(
     speak = say or note
     managed = dsn is None
     ready_dsn = prepare_database(dsn, say=speak)
-    secret = _jwt_secret(jwt_secret_file())
-    root = _storage_root(ready_dsn, managed)
-    asyncio.run(_serve(ready_dsn, host, _port_or_free(host, port), secret, root, stream))
+    secret_file = jwt_secret_file()
+    secret = _jwt_secret(secret_file)
+    server = _Server(ready_dsn, host, secret, keys_issued_at(secret_file),
+                     _storage_root(ready_dsn, managed))  # fmt: skip
+    return asyncio.run(_serve(server, _port_or_free(host, port), port is None, stream))
 
 
-async def _serve(dsn: str, host: str, port: int, secret: str, root: Path, stream: Any) -> None:
-    from backend_checks.reference.server import ReferenceServer
+class _Server:
+    """What a server is started with (a new ReferenceServer per try of a port)."""
 
+    def __init__(self, dsn: str, host: str, secret: str, issued_at: int, root: Path) -> None:
+        self.dsn, self.host, self.secret, self.issued_at, self.root = (
+            dsn, host, secret, issued_at, root,
+        )  # fmt: skip
+
+    def make(self, port: int) -> Any:
+        from backend_checks.reference.server import ReferenceServer
+
+        return ReferenceServer(self.dsn, host=self.host, port=port, storage_root=self.root,
+                               jwt_secret=self.secret, keys_issued_at=self.issued_at)  # fmt: skip
+
+
+#: The signals that stop the server, each gracefully (close frames, pool closed).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+async def _start(spec: _Server, port: int, default_port: bool) -> Any:
+    """The server started on ``port``; on any free port instead when ``port`` is the
+    default one (not asked for) and it was taken by the time we bound it. Raises
+    BackendUnavailable (PortInUse for a port that was asked for)."""
+    from backend_checks.reference.server import PortInUse
+
+    server = spec.make(port)
+    try:
+        await server.astart()
+    except PortInUse:
+        if not (default_port and port == DEFAULT_PORT):
+            raise
+        # Free when probed, taken when bound: another server started at the same moment.
+        # The default port was ours to choose, so any free one will do.
+        server = spec.make(0)
+        await server.astart()
+    return server
+
+
+async def _serve(spec: _Server, port: int, default_port: bool, stream: Any) -> int:
     stop = asyncio.Event()
+    came: list[int] = []
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+
+    def stopping(sig: int) -> None:
+        came.append(sig)
+        stop.set()
+
+    for sig in _STOP_SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    server = ReferenceServer(dsn, host=host, port=port, storage_root=root, jwt_secret=secret)
-    async with server:
+            loop.add_signal_handler(sig, stopping, sig)
+    server = await _start(spec, port, default_port)
+    try:
         print(f"SUPABASE_URL={server.url}", file=stream)
         print(f"SUPABASE_ANON_KEY={server.anon_key}", file=stream)
         print(f"SUPABASE_SERVICE_ROLE_KEY={server.service_role_key}", file=stream, flush=True)
         await stop.wait()
+    finally:
+        await server.astop()
+    return came[0] if came else int(signal.SIGTERM)

@@ -24,16 +24,22 @@ from backend_checks.reference.context import ServerContext
 from backend_checks.reference.realtime import SERVICE_KEY, RealtimeService
 from devicelab.errors import BackendUnavailable
 
-__all__ = ["ReferenceServer"]
+__all__ = ["PortInUse", "ReferenceServer"]
 
 _START_TIMEOUT_S = 30.0
+
+
+class PortInUse(BackendUnavailable):
+    """The port to listen on is taken (by another server, or one that bound it first)."""
 
 
 class ReferenceServer:
     """A Supabase-compatible server over the PostgreSQL at ``dsn``.
 
     ``storage_root`` defaults to a temporary directory removed on stop; ``jwt_secret``
-    defaults to a new random one (so keys differ per server unless one is given);
+    defaults to a new random one (so keys differ per server unless one is given), and
+    ``keys_issued_at`` is the ``iat`` of the anon and service-role keys (now when None;
+    a fixed one with a kept secret gives the same keys at every start);
     ``pool_max_size`` caps the database connections of REST, Auth and Storage.
     """
 
@@ -46,10 +52,13 @@ class ReferenceServer:
         storage_root: Path | None = None,
         jwt_secret: str | None = None,
         pool_max_size: int = 20,
+        keys_issued_at: int | None = None,
     ) -> None:
         self._own_root = storage_root is None
         root = storage_root or Path(tempfile.mkdtemp(prefix="devicelab-storage-"))
-        self.ctx = ServerContext.create(dsn, root, jwt_secret=jwt_secret)
+        self.ctx = ServerContext.create(
+            dsn, root, jwt_secret=jwt_secret, keys_issued_at=keys_issued_at
+        )
         self.ctx.pool_max_size = pool_max_size
         self.host = host
         self.port = port
@@ -59,8 +68,9 @@ class ReferenceServer:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` once started."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port`` once started (an IPv6 host in brackets: ``http://[::1]:P``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def anon_key(self) -> str:
@@ -88,7 +98,7 @@ class ReferenceServer:
             if self._own_root:
                 shutil.rmtree(self.ctx.storage_root, ignore_errors=True)
             if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-                raise BackendUnavailable(
+                raise PortInUse(
                     f"the reference server cannot listen on {self.host}:{self.port}: "
                     "the port is in use",
                     hint="stop what uses it, or pick another port (--port 0: any free one)",

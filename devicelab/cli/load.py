@@ -8,17 +8,21 @@ at module scope. The API key and the users' password are never printed.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from devicelab.errors import BadInput
+from devicelab.errors import BadInput, DeviceLabError
 
 if TYPE_CHECKING:
+    from backend_checks.backend_info import BackendKind
     from backend_checks.load import LoadOptions, LoadRun
-    from devicelab.models import Results
+    from backend_checks.load.runner import LoadProgress
+    from devicelab.models import Results, TargetBook
 
 __all__ = ["nonblank_dsn", "parse_duration", "parse_users", "register_load"]
 
@@ -175,6 +179,10 @@ def register_load(backend_app: typer.Typer) -> None:
         options = _options(
             users, duration, mix, closed, rate, per_user_rate, processes, allow_writes
         )
+        if url is not None and not (reference or imports):
+            from backend_checks.load.api import check_url
+
+            check_url(url)  # malformed: bad input before anything is made or asked
         # Bad input found now, not after minutes of load: the targets (DEVICELAB_HOME and
         # its files) and the output folder.
         targets = config.load_targets()
@@ -183,28 +191,24 @@ def register_load(backend_app: typer.Typer) -> None:
 
             check_writable(out)
         _show_progress()
-        kind: Literal["reference", "supabase", "postgres"] = "postgres"
-        if imports:
-            given = ctx.get_parameter_source("users")
-            users_given = given is not None and given.name == "COMMANDLINE"
-            if url is not None or reference or dsn is not None or users_given:
-                raise BadInput(
-                    "--import judges runs that are over: drop --url, --reference, --dsn"
-                    " and --users (the files say how many users ran)",
-                    hint="devicelab backend load --import merged.json --out DIR",
-                )
-            from backend_checks.load.imported import import_results
+        from backend_checks.load.runner import LoadProgress
 
-            seconds = parse_duration(duration) if duration else None
-            run = import_results(list(imports), duration_s=seconds, options=options)
-            kind = "supabase" if run.steps[0].transport == "rest" else "postgres"
+        progress = LoadProgress()
+        kind: BackendKind = "reference" if reference else "postgres"
+        if imports:
+            run, kind = _imported(ctx, imports, duration, options, url, reference, dsn)
         elif reference or url is not None:
-            run, kind = _http(url, anon_key, test_password, accounts, reference, dsn, options)
+            kind = "reference" if reference else "supabase"
+            with _unfinished_written(progress, out, targets, kind):
+                run = _http(url, anon_key, test_password, accounts, reference, dsn, options,
+                            progress)  # fmt: skip
         else:
             from backend_checks.load import run_load
 
-            target, writes_ok = _target(dsn, allow_writes)
-            run = run_load(target, options.model_copy(update={"allow_writes": writes_ok}))
+            with _unfinished_written(progress, out, targets, kind):
+                target, writes_ok = _target(dsn, allow_writes)
+                writes = options.model_copy(update={"allow_writes": writes_ok})
+                run = run_load(target, writes, progress=progress)
         results = to_results(run, targets, backend_kind=kind)
         if out is not None:  # written first: a closed stdout must not lose minutes of load
             from devicelab import report
@@ -257,6 +261,46 @@ def _options(
         raise BadInput(f"bad --{field}: {problem['msg']}", hint="see --help") from None
 
 
+def _imported(
+    ctx: typer.Context,
+    imports: list[Path],
+    duration: str | None,
+    options: LoadOptions,
+    url: str | None,
+    reference: bool,
+    dsn: str | None,
+) -> tuple[LoadRun, BackendKind]:
+    """The run of Locust masters' files, and what it talked to. Raises BadInput."""
+    from backend_checks.load.imported import import_results
+
+    given = ctx.get_parameter_source("users")
+    users_given = given is not None and given.name == "COMMANDLINE"
+    if url is not None or reference or dsn is not None or users_given:
+        raise BadInput(
+            "--import judges runs that are over: drop --url, --reference, --dsn"
+            " and --users (the files say how many users ran)",
+            hint="devicelab backend load --import merged.json --out DIR",
+        )
+    seconds = parse_duration(duration) if duration else None
+    run = import_results(list(imports), duration_s=seconds, options=options)
+    return run, "supabase" if run.steps[0].transport == "rest" else "postgres"
+
+
+@contextlib.contextmanager
+def _unfinished_written(
+    progress: LoadProgress, out: Path | None, targets: TargetBook, kind: BackendKind
+) -> Iterator[None]:
+    """When the run stops early (its server went away, Ctrl-C, SIGTERM), what it measured
+    until then goes to ``out``, marked unfinished; the error stays the command's outcome
+    (exit 3, 130, 143)."""
+    try:
+        yield
+    except (DeviceLabError, KeyboardInterrupt):
+        if out is not None:
+            _write_unfinished(progress, out, targets, kind)
+        raise
+
+
 def _http(
     url: str | None,
     anon_key: str | None,
@@ -265,25 +309,59 @@ def _http(
     reference: bool,
     dsn: str | None,
     options: LoadOptions,
-) -> tuple[LoadRun, Literal["reference", "supabase"]]:
+    progress: LoadProgress,
+) -> LoadRun:
     """The HTTP load: on the reference server, or on the API at ``url``."""
-    from backend_checks.load.api import DEFAULT_PASSWORD, RestApi, run_reference_load, run_rest_load
+    from backend_checks.load.api import (
+        DEFAULT_PASSWORD,
+        RestApi,
+        run_reference_load,
+        run_rest_load,
+    )
 
     if reference:
         if url is not None:
             raise BadInput("--reference serves its own API: drop --url", hint="one target")
-        return run_reference_load(options, dsn=dsn), "reference"
+        return run_reference_load(options, dsn=dsn, progress=progress)
+    assert url is not None
     if accounts is not None and dsn is not None:
         raise BadInput("--accounts is for --url without --dsn", hint="drop one of them")
     if not anon_key:
         raise BadInput(
             "--url needs the API's anon key", hint="give --anon-key or SUPABASE_ANON_KEY"
         )
-    assert url is not None
     api = RestApi(
         url=url, anon_key=anon_key, password=password or DEFAULT_PASSWORD, accounts=accounts
     )
-    return run_rest_load(api, options, dsn=dsn), "supabase"
+    return run_rest_load(api, options, dsn=dsn, progress=progress)
+
+
+def _write_unfinished(
+    progress: LoadProgress, out: Path, targets: TargetBook, kind: BackendKind
+) -> None:
+    """Write what a run that stopped early measured to ``out`` (results.json with
+    ``finished_at`` null, and the reports), as ``devicelab run`` does for a stopped run.
+    Nothing when the run had not started; never raises (the stop is what counts)."""
+    from backend_checks.load.verdict import to_results
+    from devicelab import report
+    from devicelab.models import Results
+
+    run = progress.run()
+    if run is None:
+        return
+    try:
+        results = to_results(run, targets, backend_kind=kind)
+        if not run.steps:  # no step measured: no verdict, not "skipped: no step ran"
+            results = Results(run=results.run)
+        results = Results(
+            run=results.run.model_copy(update={"finished_at": None}),
+            checks=results.checks,
+            series=results.series,
+        )
+        report.write_all(results, out, targets)
+        typer.echo(f"wrote {out}/results.json (unfinished)", err=True)
+    except Exception as exc:  # the reason the run stopped is the error to report
+        typer.echo(f"devicelab: could not write {out}: {exc}", err=True)
 
 
 def _target(dsn: str | None, allow_writes: bool) -> tuple[str, bool]:
@@ -327,9 +405,11 @@ def _print(run: LoadRun, results: Results) -> None:
             f"exhaustion {step.exhaustion}, DB CPU {db_cpu}{api}"
         )
         for name, op in step.ops.items():
+            # The latencies are of the successful requests only: say how many they are.
+            counts = f"n={op.count - op.errors} ok, {op.errors} failed"
             typer.echo(
-                f"  {name:<18} n={op.count:<7} p50={op.p50_ms:<9g} p95={op.p95_ms:<9g} "
-                f"p99={op.p99_ms:<9g} max={op.max_ms:<9g} ms  errors={op.errors}"
+                f"  {name:<18} {counts:<22} p50={op.p50_ms:<9g} p95={op.p95_ms:<9g} "
+                f"p99={op.p99_ms:<9g} max={op.max_ms:<9g} ms"
             )
         for key, count in sorted(step.errors.items(), key=lambda kv: -kv[1])[:5]:
             typer.echo(f"  error x{count}: {key}")

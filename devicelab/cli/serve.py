@@ -6,6 +6,8 @@ Wired into the ``backend`` group by ``register_serve(backend_app)``. The work is
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from devicelab.cli.load import nonblank_dsn
@@ -37,4 +39,9 @@ def register_serve(backend_app: typer.Typer) -> None:
         SUPABASE_ANON_KEY and SUPABASE_SERVICE_ROLE_KEY once ready; stops on Ctrl-C."""
         from backend_checks.reference.serve import serve_forever
 
-        serve_forever(host=host, port=port, dsn=dsn)
+        stopped_by = serve_forever(host=host, port=port, dsn=dsn)
+        if stopped_by == signal.SIGHUP:
+            # Stopped as gracefully as by SIGTERM, but a hang-up is not a requested stop:
+            # 128 + SIGHUP, as every devicelab command exits on one.
+            typer.echo("devicelab: hung up (SIGHUP)", err=True)
+            raise typer.Exit(128 + signal.SIGHUP)

@@ -143,7 +143,7 @@ def test_a_server_gone_during_the_load_is_one_line_not_a_traceback(
 ) -> None:
     import psycopg
 
-    from backend_checks.load import dbstats, runner
+    from backend_checks.load import dbstats, runner, step
 
     real = dbstats.snapshot
     calls: list[int] = []
@@ -155,7 +155,7 @@ def test_a_server_gone_during_the_load_is_one_line_not_a_traceback(
         conn.close()  # as after a shutdown: ours is gone, and no new one is accepted
         raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
 
-    real_connect = runner.connect
+    real_connect = step.connect  # the step's own reconnection for its last snapshot
 
     def connect_until_it_stops(*args: Any, **kwargs: Any) -> Any:
         if calls:
@@ -163,7 +163,7 @@ def test_a_server_gone_during_the_load_is_one_line_not_a_traceback(
         return real_connect(*args, **kwargs)
 
     monkeypatch.setattr(dbstats, "snapshot", snapshot_then_the_server_stops)
-    monkeypatch.setattr(runner, "connect", connect_until_it_stops)
+    monkeypatch.setattr(step, "connect", connect_until_it_stops)
     with pytest.raises(BackendUnavailable, match="connection refused"):
         runner.run_target(
             runner.LoadTarget(label="x", dsn=dsn),

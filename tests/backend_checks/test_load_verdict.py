@@ -78,7 +78,7 @@ def test_cpu_over_80_fails_1000_but_100_still_counts() -> None:
     by_id = {c.id: c for c in checks}
     assert by_id["load_100"].status == "pass"
     assert by_id["load_1000"].status == "fail" and by_id["load_1000"].value == 100
-    assert "database CPU 91.0" in by_id["load_1000"].reason
+    assert "database CPU 91 % (needs < 80 %)" in by_id["load_1000"].reason
 
 
 def test_a_failed_bigger_step_says_nothing_about_fewer_users() -> None:
