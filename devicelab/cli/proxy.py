@@ -110,41 +110,44 @@ def register(app: typer.Typer) -> None:
         )
         off = info.off_profile()
         verdict = ("fail" if off else "pass") if profile.shaped else "skip"
-        if as_json:
-            _print_check_json(profile, info, achieved, verdict, off)
-        else:
-            _print_check(profile, info, achieved, verdict, off)
+        _print_check(profile, info, achieved, (verdict, off), as_json=as_json)
         raise typer.Exit(1 if off else 0)
-
-
-def _print_check_json(
-    profile: NetworkProfile,
-    info: NetworkInfo,
-    achieved: AchievedNetwork,
-    verdict: str,
-    off: list[str],
-) -> None:
-    from devicelab.netshape.selfcheck import RTT_METHOD, loss_bound_kbps
-
-    figures = {"rtt_ms": info.rtt_ms, "down_kbps": info.down_kbps, "up_kbps": info.up_kbps}
-    figures |= {"loss_pct": profile.loss_pct, "jitter_ms": profile.jitter_ms}
-    out = {"network": info.name, "profile": figures, "rtt_method": RTT_METHOD}
-    bound = loss_bound_kbps(profile)
-    if bound is not None:
-        out["loss_bound"] = {"down_kbps": bound[0], "up_kbps": bound[1]}
-    out |= {"achieved": achieved.model_dump(), "verdict": verdict, "off": off}
-    typer.echo(json.dumps(out, indent=2))
 
 
 def _print_check(
     profile: NetworkProfile,
     info: NetworkInfo,
     achieved: AchievedNetwork,
-    verdict: str,
-    off: list[str],
+    judged: tuple[str, list[str]],
+    *,
+    as_json: bool,
 ) -> None:
     from devicelab.netshape.selfcheck import RTT_METHOD, loss_bound_kbps
 
+    verdict, off = judged
+    bound = loss_bound_kbps(profile)
+    if not as_json:
+        _print_check_text(profile, info, achieved, judged, bound)
+        return
+    figures = {"rtt_ms": info.rtt_ms, "down_kbps": info.down_kbps, "up_kbps": info.up_kbps}
+    figures |= {"loss_pct": profile.loss_pct, "jitter_ms": profile.jitter_ms}
+    out = {"network": info.name, "profile": figures, "rtt_method": RTT_METHOD}
+    if bound is not None:
+        out["loss_bound"] = {"down_kbps": bound[0], "up_kbps": bound[1]}
+    out |= {"achieved": achieved.model_dump(), "verdict": verdict, "off": off}
+    typer.echo(json.dumps(out, indent=2))
+
+
+def _print_check_text(
+    profile: NetworkProfile,
+    info: NetworkInfo,
+    achieved: AchievedNetwork,
+    judged: tuple[str, list[str]],
+    bound: tuple[float | None, float | None] | None,
+) -> None:
+    from devicelab.netshape.selfcheck import RTT_METHOD
+
+    verdict, off = judged
     typer.echo(f"network {info.name} ({profile.label}); source: {profile.source}")
     typer.echo(f"{'':10} {'profile':>12} {'achieved':>12} {'error':>8}")
     for name, want, got in (
@@ -158,7 +161,6 @@ def _print_check(
         wanted = none if want is None else _fmt(want)
         typer.echo(f"{name:10} {wanted:>12} {_fmt(got):>12} {error:>8}")
     typer.echo(f"rtt: {RTT_METHOD}")
-    bound = loss_bound_kbps(profile)
     if bound is not None:
         typer.echo(
             f"loss {profile.loss_pct:g} %: each lost segment is sent again a round trip "
