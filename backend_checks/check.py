@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from backend_checks import health, server_health
 from backend_checks.api_checks import API_CHECKS, ApiOptions, api_preflight, run_api_checks
 from backend_checks.backend_info import BackendKind, backend_info
-from backend_checks.db import DEFAULT_TIMEOUT_MS, connect, redact
+from backend_checks.db import DEFAULT_TIMEOUT_MS, connect, redact, translate
 from backend_checks.plans import DEFAULT_MIN_TABLE_PAGES, DEFAULT_MIN_TABLE_ROWS
 from backend_checks.query_checks import (
     mark_planner_choices,
@@ -85,9 +85,10 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     SQL checks are then skipped (the managed cluster is not the project's database).
 
     Returns Results (kind "backend"). Raises BackendUnavailable (unreachable server or
-    API, a refused sign-in), UnsafeActionRefused (an empty given database without
-    allow_writes, a load the stated plan forbids), ToolMissing (no PostgreSQL for the
-    managed default).
+    API, a refused sign-in, the database gone mid-run), UnsafeActionRefused (an empty given
+    database without allow_writes, a load the stated plan forbids), BadInput (a database
+    without the reference schema: :func:`backend_checks.db.translate`), ProbeFailed
+    (another database error), ToolMissing (no PostgreSQL for the managed default).
     """
     options = options or CheckOptions()
     started = datetime.now(UTC)
@@ -107,11 +108,17 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
         from backend_checks.managed import ManagedPostgres
 
         dsn = ManagedPostgres().ensure()
+    import psycopg
+
     conn = connect(dsn, timeout_ms=options.timeout_ms)
     try:
         ensure_data(conn, managed=managed, allow_writes=options.allow_writes,
                     seed_messages=options.seed_messages)  # fmt: skip
         checks = _run_suite(conn, options, managed=managed)
+    except psycopg.Error as exc:
+        # The suite records a failing query as its check's error; what escapes is the
+        # database itself not fitting (a table missing) or going away: one line, not a trace.
+        raise translate(exc, dsn, "the backend check") from exc
     finally:
         conn.close()
     if wants_api:
@@ -254,6 +261,7 @@ def _run_suite(
         min_table_pages=options.min_table_pages,
         planner_choice=mark_planner_choices(conn, specs, runs, list(after_i.values())),
         served=served_by_other_indexes(runs, list(after_i.values())),
+        failed={run.id: run.error for run in runs if run.error and not run.timed_out},
     )
     missing = [
         (c["query"], c["table"], c["columns"], c["method"], c["unique"])

@@ -12,7 +12,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from devicelab.errors import BackendUnavailable, BadInput
+from devicelab.errors import BackendUnavailable, BadInput, DeviceLabError, ProbeFailed, first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -26,6 +26,7 @@ __all__ = [
     "password_of",
     "redact",
     "redact_sql",
+    "translate",
 ]
 
 DEFAULT_TIMEOUT_MS = 30_000
@@ -39,13 +40,57 @@ _KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\
 _QUERY_PASSWORD = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]*)", re.I)
 
 
+# A URL whose scheme is missing or mistyped ("postgres:pw@h/db", "postgresql//u:pw@h",
+# "postgresql:/u:pw@h") is no URL to libpq: it fails to parse it as key=value and quotes
+# it back whole. Its ':' + '@' still mark a password: a word without '=' before its first
+# ':' (not "host=h:5432") holding an '@' after it. A leading scheme with a '/' of its own
+# ("postgresql:/", "postgresql//", "//") is dropped first when a ':' follows it, so the
+# user stays readable; without a '/' the first ':' may end the user or the scheme (both
+# are read), so everything after it is hidden.
+_WORD = re.compile(r"[^\s'\"]+")
+_MANGLED_SCHEME = re.compile(r"(?:[a-z][a-z0-9+.-]*:?)?/+", re.I)
+
+
+def _bare_password(word: str) -> tuple[int, int] | None:
+    """The span of the password in ``word`` when it is a ``user:password@`` without a
+    well-formed ``scheme://`` in front (the password runs to the last '@', over-hiding
+    rather than leaking a piece), else None."""
+    colon = word.find(":")
+    if colon < 0 or "=" in word[:colon] or _URL_SCHEME.search(word[: colon + 3]):
+        return None
+    lead = _MANGLED_SCHEME.match(word)
+    if lead and ":" in word[lead.end() :]:
+        colon = word.find(":", lead.end())
+    at = word.rfind("@")
+    return (colon + 1, at) if at > colon + 1 else None
+
+
+def _bare_dsn_password(dsn: str) -> str | None:
+    """The password of a DSN written ``user:password@...`` without a well-formed scheme;
+    when the word with the ':' holds no '@', the password holds a space and runs to the
+    next word's '@'. None when there is no such form."""
+    for word in _WORD.finditer(dsn):
+        span = _bare_password(word.group())
+        if span is not None:
+            return word.group()[span[0] : span[1]]
+        text = word.group()
+        colon = text.find(":")
+        spaced = colon >= 0 and "@" not in text and "=" not in text[:colon]
+        if spaced and not _URL_SCHEME.search(text) and (at := dsn.find("@", word.end())) > 0:
+            shown = f"{text}{dsn[word.end() : at]}@"
+            span = _bare_password(shown)
+            return shown[span[0] : span[1]] if span else None
+    return None
+
+
 def password_of(dsn: str) -> str | None:
-    """The password a DSN holds (URL or key=value form), or None."""
+    """The password a DSN holds (URL, key=value, or a URL whose scheme is missing or
+    mistyped: ``user:password@host``), or None."""
     for pattern in (_URL_PASSWORD, _KV_PASSWORD, _QUERY_PASSWORD):
         match = pattern.search(dsn)
         if match and match.group("pw"):
             return match.group("pw").strip("'")
-    return None
+    return _bare_dsn_password(dsn)
 
 
 def _misread_userinfo(dsn: str) -> str | None:
@@ -83,15 +128,24 @@ def _scrub_quoted(detail: str, dsn: str) -> str:
     """libpq's parse error with every quoted piece of the DSN's text from its password on
     hidden (it quotes the token it stumbled on, which may be part of the password)."""
     match = _KV_PASSWORD.search(dsn) or _URL_PASSWORD.search(dsn)
-    if match is None:
+    secret = password_of(dsn)
+    if match is not None:
+        start = match.start("pw")
+    elif secret:
+        start = dsn.find(secret)
+    else:
         return detail
-    tail = dsn[match.start("pw") :]
+    tail = dsn[start:]
 
     def hide(quoted: re.Match[str]) -> str:
         piece = quoted.group(2)
+        # A piece that ends inside the password ("postgres:s3" of "postgres:s3 cret@h")
+        # is hidden as well as one after its start.
+        at = dsn.find(piece)
+        straddles = 0 <= at < start < at + len(piece)
         return (
             quoted.group(0)
-            if len(piece) < 2 or piece not in tail
+            if len(piece) < 2 or (piece not in tail and not straddles)
             else "***".join(quoted.group(1) * 2)
         )
 
@@ -117,7 +171,14 @@ def redact(text: str, dsn: str | None = None) -> str:
         text = text.replace(secret, "***")
     text = _URL_PASSWORD.sub(lambda m: m.group("pre") + "***", text)
     text = _KV_PASSWORD.sub(lambda m: m.group("pre") + "***", text)
-    return _QUERY_PASSWORD.sub(lambda m: m.group("pre") + "***", text)
+    text = _QUERY_PASSWORD.sub(lambda m: m.group("pre") + "***", text)
+    return _WORD.sub(_hide_bare, text)
+
+
+def _hide_bare(word: re.Match[str]) -> str:
+    text = word.group()
+    span = _bare_password(text)
+    return text if span is None else f"{text[: span[0]]}***{text[span[1] :]}"
 
 
 def options_with_timeout(given: dict[str, Any], timeout_ms: int) -> str:
@@ -181,6 +242,42 @@ def connect(
             f"cannot connect to {redact(dsn, dsn)}: {detail}",
             hint="check that the server runs and the DSN (host, port, user, password, dbname)",
         ) from None
+
+
+def translate(exc: Exception, dsn: str, doing: str) -> DeviceLabError:
+    """The devicelab error for a psycopg error ``exc`` raised while ``doing`` (a phrase:
+    "the backend check") on ``dsn``'s database, for the caller to raise ``from`` it; its
+    message is one line without the password. Raises nothing.
+
+    SQLSTATE class 42 (a table, column or function the statement names is not there, or
+    the role may not use it) is BadInput (exit 2): the database given does not fit; a lost
+    connection, a shutdown, a cancelled statement or exhausted resources (classes 08, 57,
+    53) BackendUnavailable; any other error ProbeFailed (both exit 3).
+    """
+    import psycopg
+
+    state = getattr(exc, "sqlstate", None) or ""
+    detail = redact(first_line(exc), dsn)
+    if state == "42501":
+        return BadInput(
+            f"{doing} was refused: {detail}",
+            hint="connect as the tables' owner, or a role that may read and write them",
+        )
+    if state.startswith("42"):
+        return BadInput(
+            f"{doing} failed: the database does not match devicelab's reference schema: {detail}",
+            hint="point --dsn at the app's database, or create a data set in an empty one: "
+            "devicelab backend datagen --dsn DSN --messages 100000 --allow-writes",
+        )
+    if state[:2] in ("08", "57", "53") or isinstance(exc, psycopg.OperationalError):
+        return BackendUnavailable(
+            f"{doing} stopped: the database went away or gave up: {detail}",
+            hint="check that the server runs and has room (connections, memory, disk)",
+        )
+    return ProbeFailed(
+        f"{doing} failed: the database answered with an error: {detail}",
+        hint="run it again; if it persists, report it with this line",
+    )
 
 
 def _maintenance(dsn: str) -> psycopg.Connection[Any] | None:

@@ -13,12 +13,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from backend_checks.datagen import LOCK_KEY, DatagenParams, DatagenReport, generate
-from devicelab.errors import UnsafeActionRefused
+from devicelab.errors import BadInput, UnsafeActionRefused
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["ensure_data", "has_messages", "seed_if_empty"]
+__all__ = ["REFERENCE_TABLES", "ensure_data", "has_messages", "missing_reference", "seed_if_empty"]
+
+#: The reference schema's tables and the columns the suite's ``params:`` queries read
+#: before any query runs (a database lacking them fails there, before anything is judged).
+#: The query files' own needs (functions, the view, other columns) are not required: a
+#: query that fails on them is recorded as that check's error, the others still run.
+REFERENCE_TABLES: dict[str, tuple[str, ...]] = {
+    "public.profiles": ("id",),
+    "public.conversations": ("id", "participants"),
+    "public.messages": ("id", "conversation_id", "created_at"),
+    "public.message_read_receipts": ("message_id", "user_id"),
+}
 
 
 def has_messages(conn: psycopg.Connection[Any]) -> bool:
@@ -27,6 +38,30 @@ def has_messages(conn: psycopg.Connection[Any]) -> bool:
     if not (row and row[0]):
         return False
     return conn.execute("SELECT 1 FROM public.messages LIMIT 1").fetchone() is not None
+
+
+def missing_reference(conn: psycopg.Connection[Any]) -> list[str]:
+    """The tables and columns of :data:`REFERENCE_TABLES` the database lacks ("public.x",
+    "public.x.column"), in that order; empty when it holds them all. Read-only."""
+    rows = conn.execute(
+        """SELECT n.nspname || '.' || c.relname, a.attname::text
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+                                   AND NOT a.attisdropped
+           WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+             AND n.nspname || '.' || c.relname = ANY(%s)""",
+        (list(REFERENCE_TABLES),),
+    ).fetchall()
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    missing: list[str] = []
+    for table, columns in REFERENCE_TABLES.items():
+        if table not in found:
+            missing.append(table)
+        else:
+            missing += [f"{table}.{c}" for c in columns if c not in found[table]]
+    return missing
 
 
 def seed_if_empty(conn: psycopg.Connection[Any], params: DatagenParams) -> DatagenReport | None:
@@ -70,14 +105,24 @@ def ensure_data(
     given database only with ``allow_writes``; on the managed cluster also create
     pg_stat_statements (preloaded there).
 
-    Raises UnsafeActionRefused for an empty given database without ``allow_writes``, and
-    what :func:`seed_if_empty` raises.
+    Raises UnsafeActionRefused for an empty given database without ``allow_writes``,
+    BadInput for a database whose ``messages`` hold rows but which lacks the rest of the
+    reference schema (a table of the app's own by that name: nothing to check, and not
+    ours to replace), and what :func:`seed_if_empty` raises.
     """
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
         row = conn.execute("SELECT to_regclass('public.messages') IS NOT NULL").fetchone()
         has_schema = bool(row and row[0])
         has_data = has_messages(conn)
+        missing = missing_reference(conn) if has_data else []
+    if missing:
+        raise BadInput(
+            "the database does not hold devicelab's reference messaging schema: it has "
+            f"public.messages, but no {', '.join(missing)}",
+            hint="point --dsn at the app's database, or create a data set in an empty one: "
+            "devicelab backend datagen --dsn DSN --messages 100000 --allow-writes",
+        )
     if not has_data:
         if not (managed or allow_writes):
             what = "holds no messages" if has_schema else "has no messaging schema or data"
