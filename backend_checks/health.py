@@ -5,12 +5,13 @@ warm-up runs and again after the timed runs, and the buffer hit ratio and the in
 of scans are computed from the difference (a freshly loaded or restarted server is not
 judged on its cold start, and other traffic since the last reset does not hide ours).
 
-Unused indexes: ``pg_stat_user_indexes.idx_scan`` per index (joined on ``indexrelid``,
-never the table's counters), primary, unique, replica-identity and foreign-key-supporting
-indexes excluded (they serve constraints, not queries). An index is only *called* unused
-when the statistics cover at least ``min_stats_days`` days of traffic: counters a few
-minutes old (a fresh load, a recent ``pg_stat_reset``) prove nothing, so then the check is
-skipped and lists the candidates. The checks that need no window (sizes, bloat, slow
+Unused indexes (:mod:`backend_checks.unused`, re-exported here):
+``pg_stat_user_indexes.idx_scan`` per index (joined on ``indexrelid``, never the table's
+counters), primary, unique, replica-identity and foreign-key-supporting indexes excluded
+(they serve constraints, not queries). An index is only *called* unused when the
+statistics cover at least ``min_stats_days`` days of traffic: counters a few minutes old
+(a fresh load, a recent ``pg_stat_reset``) prove nothing, so then the check is skipped
+and lists the candidates. The checks that need no window (sizes, bloat, slow
 statements, long-running ones) are in :mod:`backend_checks.server_health`.
 """
 
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from backend_checks.reasons import holds, judged_reason
+from backend_checks.unused import invalid_fix, stats_window_start, unused_indexes
 from devicelab.models import Check
 from devicelab.targets import backend_target
 
@@ -298,6 +299,7 @@ def index_usage(
     min_index_pct: float = 95.0,
     planner_choice: Collection[str] = (),
     served: Mapping[tuple[str, str], list[str]] | None = None,
+    failed: Mapping[str, str] | None = None,
 ) -> Check:
     """Index usage over the timed runs. The value counts problems: each critical index
     (a query file's ``indexes:``, matched by table and leading columns, any name) that is
@@ -309,13 +311,19 @@ def index_usage(
     where ``served`` ((query id, schema.table) -> index names) says the query's plans read
     that table through other indexes only: the planner had it and found a better one (a
     search by a user in few conversations reads their conversations' messages by the
-    conversation index, not the whole text index)."""
-    served = served or {}
+    conversation index, not the whole text index). A critical index of a query that
+    ``failed`` (query id -> its error) is not called unscanned: the query never ran, and
+    the problem names its error instead."""
+    served, failed = served or {}, failed or {}
     problems: list[str] = []
     critical = []
     for spec in specs:
         for need in spec.indexes:
-            matches = indexes_for(need, after_idx.values())
+            found = indexes_for(need, after_idx.values())
+            # An INVALID index (a failed CREATE INDEX CONCURRENTLY) matches by its columns
+            # but no plan can use it: it is named with its fix, never called "not scanned".
+            matches = [ix for ix in found if ix.valid]
+            broken = [ix.index for ix in found if not ix.valid]
             scans = sum(
                 ix.idx_scan - (before_idx[ix.index].idx_scan if ix.index in before_idx else 0)
                 for ix in matches
@@ -330,14 +338,25 @@ def index_usage(
                     "query": spec.id,
                     "needs": label,
                     "indexes": [ix.index for ix in matches],
+                    "invalid_indexes": broken,
                     "scans_in_window": scans,
                 }
             )
             size = after.get(need.table)
             big = size is not None and size.rows >= min_table_rows and size.pages >= min_table_pages
             critical[-1]["table_judged"] = big
-            if not matches:  # the schema lacks what the story's queries need, at any size
+            problems += [f"{ix} is INVALID (no query can use it): {invalid_fix(ix)}"
+                         for ix in broken]  # fmt: skip
+            if not matches and not broken:  # the schema lacks what the queries need, any size
                 problems.append(f"{spec.id}: no index on {label}")
+            elif not matches:
+                names = ", ".join(broken)
+                problems.append(f"{spec.id}: no valid index on {label}: {names} INVALID")
+            elif scans == 0 and big and spec.id in failed:
+                critical[-1]["query_failed"] = failed[spec.id]
+                names = ", ".join(ix.index for ix in matches)
+                problems.append(f"{spec.id}: its query failed ({failed[spec.id]}), so "
+                                f"{names} was not judged")  # fmt: skip
             elif scans == 0 and big and (spec.id, need.table) in served:
                 critical[-1]["served_by"] = served[(spec.id, need.table)]
             elif scans == 0 and big:  # a small table is rightly read whole
@@ -367,7 +386,8 @@ def index_usage(
         if judged and share < min_index_pct:
             problems.append(
                 f"{name}: {share:.0f} % of scans used an index "
-                f"({t.seq_scan} seq scans read {t.seq_tup_read} rows)"
+                f"({t.seq_scan} seq scan{'' if t.seq_scan == 1 else 's'} "
+                f"read {t.seq_tup_read} rows)"
             )
     problems = list(dict.fromkeys(problems))
     target = backend_target("index_usage")
@@ -391,113 +411,4 @@ def index_usage(
             "min_index_pct": min_index_pct,
         },
         reason=judged_reason(said, len(problems), "problems", target, "; ".join(problems)),
-    )
-
-
-def stats_window_start(conn: psycopg.Connection[Any]) -> datetime | None:
-    """When this database's statistics began: the later of its last stats reset and our
-    data load (devicelab_meta), or None when neither is known."""
-    import psycopg
-
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET TRANSACTION READ ONLY")
-        row = conn.execute(
-            "SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
-        starts = [row[0]] if row and row[0] else []
-        try:
-            with conn.transaction():
-                meta = conn.execute(
-                    "SELECT (value->>'generated_at')::timestamptz FROM public.devicelab_meta"
-                    " WHERE key = 'datagen'"
-                ).fetchone()
-            if meta and meta[0]:
-                starts.append(meta[0])
-        except psycopg.Error:
-            pass
-    return max(starts) if starts else None
-
-
-def _fk_columns(conn: psycopg.Connection[Any]) -> dict[int, list[list[int]]]:
-    rows = conn.execute("SELECT conrelid::int8, conkey FROM pg_constraint WHERE contype = 'f'")
-    found: dict[int, list[list[int]]] = {}
-    for relid, conkey in rows.fetchall():
-        found.setdefault(int(relid), []).append(sorted(conkey))
-    return found
-
-
-def unused_indexes(
-    conn: psycopg.Connection[Any], *, min_stats_days: float = 7.0, window_start: datetime | None
-) -> Check:
-    """Indexes never scanned (see the module docstring for exclusions and fairness).
-
-    ``window_start`` is when the statistics began (stats reset or our data load); None when
-    unknown (then they are taken as long enough).
-    """
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET TRANSACTION READ ONLY")
-        fks = _fk_columns(conn)
-        rows = conn.execute(
-            f"""SELECT s.schemaname || '.' || s.relname, s.indexrelname, s.idx_scan,
-                       i.indisprimary, i.indisunique, i.indisreplident, i.indkey::text,
-                       i.indrelid::int8, pg_relation_size(s.indexrelid)
-                FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
-                WHERE s.schemaname NOT IN {_SYSTEM}
-                  AND s.schemaname NOT IN ('auth', 'storage', 'realtime', 'extensions')
-                ORDER BY 1, 2"""
-        ).fetchall()
-    candidates, excluded = [], []
-    for table, index, scans, primary, unique, replident, indkey, relid, size in rows:
-        keys = [int(k) for k in indkey.split()]
-        why = (
-            "primary key"
-            if primary
-            else "unique"
-            if unique
-            else "replica identity"
-            if replident
-            else None
-        )
-        if why is None and any(sorted(keys[: len(fk)]) == fk for fk in fks.get(relid, [])):
-            why = "supports a foreign key"
-        entry = {"table": table, "index": index, "idx_scan": scans, "bytes": size}
-        if why:
-            excluded.append({**entry, "why": why})
-        elif scans == 0:
-            candidates.append(entry)
-    age_days = None
-    if window_start is not None:
-        age_days = (datetime.now(UTC) - window_start).total_seconds() / 86400
-    evidence = {
-        "unused": candidates,
-        "excluded": excluded,
-        "stats_age_days": age_days,
-        "min_stats_days": min_stats_days,
-    }
-    target = backend_target("unused_indexes")
-    base = {
-        "id": "unused_indexes",
-        "title": "Unused indexes",
-        "category": "index",
-        "unit": "indexes",
-        "target": target,
-        "evidence": evidence,
-    }
-    said = ("{value} never scanned (primary, unique, replica-identity and foreign-key "
-            "indexes excluded)")  # fmt: skip
-    if age_days is not None and age_days < min_stats_days:
-        return Check(
-            **base,
-            status="skip",
-            value=len(candidates),
-            reason=said.replace("{value}", f"{len(candidates)} indexes")
-            + f", not judged: statistics cover {age_days * 24:.1f} h, not the "
-            f"{min_stats_days:g} days of real traffic needed to call an index unused",
-        )
-    why = ", ".join(c["index"] for c in candidates)
-    return Check(
-        **base,
-        status="fail" if candidates else "pass",
-        value=len(candidates),
-        reason=judged_reason(said, len(candidates), "indexes", target, why),
     )

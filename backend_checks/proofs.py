@@ -205,8 +205,8 @@ def prove(
     used = hypo in indexes
     proven = _is_proof(used, before, after)
     how = "built in a rolled-back transaction" if build else "HypoPG"
-    line = f"{how} on {spec.id}: planner cost {before:.0f} -> {after:.0f}" + (
-        "" if used else " (the planner did not pick the index)"
+    line = f"{how} on {spec.id}: planner cost {before:.0f} -> {after:.0f}" + _shortfall(
+        used, before, after
     )
     item.proofs.append(line)
     if (proven and not item.proven) or item.cost_before is None:
@@ -286,11 +286,26 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
     line = (
         f"built on a scratch copy (a temporary table of {item.table} ({', '.join(names)}),"
         f" {rows:,.0f} rows, in a rolled-back transaction): {shown} planner cost"
-        f" {before:.0f} -> {after:.0f}" + ("" if used else " (the planner did not pick the index)")
+        f" {before:.0f} -> {after:.0f}" + _shortfall(used, before, after)
     )
     item.proofs.append(line)
     item.cost_before, item.cost_after, item.hypothetical_index = before, after, None
     item.proof, item.proven = line, proven
+
+
+def _shortfall(used: bool, before: float, after: float) -> str:
+    """Why a cost change proves nothing, for the end of a proof line ("" when it proves):
+    the planner did not pick the index, or the cost fell less than PROOF_MIN_GAIN (a bare
+    "2053 -> 1871" reads like a gain the reader must then take on trust as too small)."""
+    if not used:
+        return " (the planner did not pick the index)"
+    if _is_proof(used, before, after):
+        return ""
+    gain = f"{PROOF_MIN_GAIN * 100:g} %"
+    if before <= 0 or after >= before:
+        return f" (the cost did not fall; a proof needs it {gain} lower)"
+    fell = 100 * (before - after) / before
+    return f" (the cost fell {fell:.1f} %, under the {gain} a proof needs)"
 
 
 def _is_proof(used: bool, before: float, after: float) -> bool:

@@ -66,6 +66,9 @@ class Suggestion(BaseModel):
     cost_before: float | None = None
     cost_after: float | None = None
     hypothetical_index: str | None = None
+    invalid_index: str | None = Field(
+        None, description="an INVALID index of these columns: rebuild it, not a second one"
+    )
     proofs: list[str] = Field(default_factory=list, description="one line per query tried")
 
 
@@ -205,10 +208,32 @@ def suggest(
         item.because.append(f"{query_id}: needs {kind} on {table} ({', '.join(columns)})")
         if query_id not in item.queries:
             item.queries.append(query_id)
+    existing = list(existing)
     merged = [item for item in _merge(list(found.values())) if not _covered(item, existing)]
     for item in merged:
         prove_any_way(conn, item, by_id, runs, build_allowed=build_allowed)
+        _rebuild_instead(item, existing)
     return merged
+
+
+def _rebuild_instead(item: Suggestion, existing: list[IndexStats]) -> None:
+    """Turn ``item`` into the rebuild of an INVALID index that already leads with its
+    columns (a failed CREATE INDEX CONCURRENTLY): creating a second one would leave the
+    broken one in place, costing every write. Called after the proof, which built or
+    imagined the index of the columns: the rebuilt one is that index."""
+    broken = next(
+        (ix for ix in existing if not ix.valid and _covers(ix, item.table, item.columns,
+                                                           item.method, valid=False)),
+        None,
+    )  # fmt: skip
+    if broken is None:
+        return
+    item.invalid_index = broken.index
+    item.because.append(
+        f"{broken.index} is INVALID (no query can use it): rebuild it rather than create a "
+        f"second index; or DROP INDEX CONCURRENTLY {broken.index} and {item.ddl}"
+    )
+    item.ddl = f"REINDEX INDEX CONCURRENTLY {broken.index}"
 
 
 def covering_index(
@@ -234,12 +259,14 @@ def _covered(item: Suggestion, existing: Iterable[IndexStats]) -> bool:
     return any(_covers(ix, item.table, item.columns, item.method) for ix in existing)
 
 
-def _covers(ix: IndexStats, table: str, columns: list[str], method: str) -> bool:
+def _covers(
+    ix: IndexStats, table: str, columns: list[str], method: str, *, valid: bool = True
+) -> bool:
     wanted = [_bare(c) for c in columns]
     return (
         ix.table == table
         and ix.method == method
-        and ix.valid
+        and ix.valid == valid
         and not ix.partial
         and ix.columns[: len(wanted)] == wanted
     )

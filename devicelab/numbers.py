@@ -22,6 +22,16 @@ __all__ = [
 #: ("MB_per_min", "pct_per_hour") is written with "/" and these parts ("MB/min", "%/h").
 _UNIT_TEXT = {"pct": "%", "percent": "%", "hour": "h", "hours": "h", "minute": "min"}
 
+#: Units that count things (targets.yaml spells them plural), and their singular: "1 scan",
+#: "0 scans". Only these: a measure ("1 ms", "1 MB", "1 s") reads the same for any number.
+_SINGULAR = {
+    "scans": "scan",
+    "problems": "problem",
+    "indexes": "index",
+    "statements": "statement",
+    "users": "user",
+}
+
 
 def fmt_number(value: float, digits: int | None = None) -> str:
     """A measured number for people: 312, 45.7, 1.25, 0.0123; an exponent from 1e15 up
@@ -60,6 +70,8 @@ def unit_text(unit: str) -> str:
 
 def _with_unit(number: str, unit: str) -> str:
     shown = unit_text(unit)
+    if number == "1":
+        shown = _SINGULAR.get(shown, shown)
     if not shown:
         return number
     return f"{number}{'' if shown == '%' else ' '}{shown}"

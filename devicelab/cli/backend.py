@@ -198,5 +198,8 @@ def _write(results: object, out: Path) -> Path:
 
 
 def _value(check: object) -> str:
+    from devicelab.numbers import fmt_value
+
+    # The reports' own digits and units ("1 problem", "45.7%"), not a second format.
     value, unit = getattr(check, "value", None), getattr(check, "unit", "")
-    return "-" if value is None else f"{value:.4g} {unit}".strip()
+    return "-" if value is None else fmt_value(value, unit)
