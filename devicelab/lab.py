@@ -408,6 +408,7 @@ class Lab:
                 down_kbps=self.profile.down_kbps,
                 up_kbps=self.profile.up_kbps,
                 loss_pct=self.profile.loss_pct,
+                jitter_ms=self.profile.jitter_ms,
             )
         # A run of battery_drain alone (what `devicelab battery` starts on each phone) is the
         # contract's "battery" kind; any other plan is a device run.

@@ -99,16 +99,24 @@ def register(app: typer.Typer) -> None:
         from devicelab.netshape.selfcheck import measure
 
         profile = network_profile(network)
-        achieved = measure(profile)
-        info = NetworkInfo(
-            name=network,
-            rtt_ms=profile.rtt if profile.shaped else None,
-            down_kbps=profile.down_kbps,
-            up_kbps=profile.up_kbps,
-            loss_pct=profile.loss_pct,
-            achieved=achieved if profile.shaped else None,
-        )
-        off = info.off_profile()
+
+        def judged(achieved: AchievedNetwork) -> tuple[AchievedNetwork, NetworkInfo, list[str]]:
+            info = NetworkInfo(
+                name=network,
+                rtt_ms=profile.rtt if profile.shaped else None,
+                down_kbps=profile.down_kbps,
+                up_kbps=profile.up_kbps,
+                loss_pct=profile.loss_pct,
+                jitter_ms=profile.jitter_ms,
+                achieved=achieved if profile.shaped else None,
+            )
+            return achieved, info, info.off_profile()
+
+        achieved, info, off = judged(measure(profile))
+        if off:
+            # One busy second (another job's burst) read a 4g download at -15 %: a link is
+            # off only when a second measurement says so too.
+            achieved, info, off = judged(measure(profile))
         verdict = ("fail" if off else "pass") if profile.shaped else "skip"
         _print_check(profile, info, achieved, (verdict, off), as_json=as_json)
         raise typer.Exit(1 if off else 0)

@@ -112,43 +112,53 @@ class NetworkInfo(_Model):
     down_kbps: float | None = None
     up_kbps: float | None = None
     loss_pct: float = 0.0
+    jitter_ms: float = 0.0
     achieved: AchievedNetwork | None = None
 
     def off_profile(self) -> list[str]:
         """Where ``achieved`` strays from the profile beyond the self-check's tolerance.
 
         Returns one line per figure that is off (empty when the link is within tolerance
-        or nothing was measured). Rates are not judged on a lossy link: where its losses
-        fall moves a short transfer's rate too much (docs/netshape.md, Loss).
+        or nothing was measured). The RTT's slack grows by twice the profile's jitter (a
+        round trip meets it both ways). On a lossy link a rate is off only above the
+        profile's: where its losses fall moves a short transfer's rate too much to hold it
+        to a floor (docs/netshape.md, Loss).
         """
         got = self.achieved
         if got is None:
             return []
         off = []
         if self.rtt_ms is not None and got.rtt_ms is not None:
-            want = self.rtt_ms
-            over = max(RTT_SLACK_MS, want * RTT_SLACK_PCT / 100)
-            under = max(RTT_SHORT_MS, want * RTT_SHORT_PCT / 100)
+            want, jitter = self.rtt_ms, 2 * self.jitter_ms
+            over = max(RTT_SLACK_MS, want * RTT_SLACK_PCT / 100) + jitter
+            under = max(RTT_SHORT_MS, want * RTT_SHORT_PCT / 100) + jitter
             if not want - under <= got.rtt_ms <= want + over:
                 off.append(
-                    f"rtt {got.rtt_ms:,.1f} ms vs the profile's {want:,.1f} ms "
+                    f"rtt {got.rtt_ms:,.2f} ms vs the profile's {want:,.1f} ms "
                     f"(allowed {want - under:,.1f} to {want + over:,.1f} ms)"
                 )
-        if self.loss_pct > 0:
-            return off
         for name, want_rate, got_rate in (
             ("down", self.down_kbps, got.down_kbps),
             ("up", self.up_kbps, got.up_kbps),
         ):
-            if want_rate is None or got_rate is None:
+            if want_rate is None or want_rate <= 0 or got_rate is None:
+                continue  # unlimited, or no rate to hold it to (0 kbps: an offline link)
+            if not math.isfinite(got_rate):
+                off.append(f"{name} not measured ({got_rate})")
                 continue
             error = (got_rate - want_rate) / want_rate * 100
-            if abs(error) > RATE_SLACK_PCT:
+            lossy = self.loss_pct > 0
+            if error > RATE_SLACK_PCT or (abs(error) > RATE_SLACK_PCT and not lossy):
                 off.append(
-                    f"{name} {got_rate:,.1f} kbps is {error:+.1f} % off the profile's "
-                    f"{want_rate:,.1f} kbps (allowed ±{RATE_SLACK_PCT:g} %)"
+                    f"{name} {got_rate:,.1f} kbps is {error:+.2f} % off the profile's "
+                    f"{want_rate:,.1f} kbps (allowed {_allowed(lossy)})"
                 )
         return off
+
+
+def _allowed(lossy: bool) -> str:
+    # A lossy link's rate has no floor here, only the profile's ceiling.
+    return f"up to +{RATE_SLACK_PCT:g} % on a lossy link" if lossy else f"±{RATE_SLACK_PCT:g} %"
 
 
 class BackendInfo(_Model):

@@ -166,5 +166,6 @@ def network_info(profile: NetworkProfile, proxy: ShapedProxy | None = None) -> N
         down_kbps=profile.down_kbps,
         up_kbps=profile.up_kbps,
         loss_pct=profile.loss_pct,
+        jitter_ms=profile.jitter_ms,
         achieved=achieved,
     )
