@@ -7,6 +7,7 @@ import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,20 @@ def make_profile(
         up_kbps=up_kbps,
         jitter_ms=jitter_ms,
     )
+
+
+async def status_of_tiny(upstream: Any, proxy: str) -> int:
+    """The HTTP status of a 1-byte GET from ``upstream`` through the proxy at ``proxy``
+    (5 s at most). Raises aiohttp's errors."""
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"{upstream.base}/bytes?n=1", proxy=proxy) as response,
+    ):
+        await response.read()
+        return response.status
 
 
 @pytest.fixture(name="make_profile", scope="session")

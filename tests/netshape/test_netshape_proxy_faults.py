@@ -11,24 +11,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from devicelab.errors import BadInput, EnvironmentProblem
 from devicelab.netshape import proxy as proxy_module
 from devicelab.netshape.proxy import ShapedProxy
+from tests.netshape.conftest import status_of_tiny
 
 MODES = ["thread", "subprocess"]
-
-
-async def _status_of_tiny(upstream: Any, proxy: str) -> int:
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(f"{upstream.base}/bytes?n=1", proxy=proxy) as response,
-    ):
-        await response.read()
-        return response.status
 
 
 def _port_is_free(port: int) -> bool:
@@ -119,7 +109,7 @@ def test_start_twice_is_refused_and_stop_then_stops_the_proxy(upstream: Any, mod
             proxy.start()
         assert error.value.hint == "call stop() first"
         assert proxy.port == port and proxy._process is process
-        assert asyncio.run(_status_of_tiny(upstream, proxy.url)) == 200
+        assert asyncio.run(status_of_tiny(upstream, proxy.url)) == 200
     finally:
         proxy.stop()
         alive = process is not None and process.poll() is None

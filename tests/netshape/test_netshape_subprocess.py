@@ -15,16 +15,7 @@ import pytest
 
 from devicelab.errors import BadInput
 from devicelab.netshape.proxy import ShapedProxy
-
-
-async def _status_of_tiny(upstream: Any, proxy: str) -> int:
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(f"{upstream.base}/bytes?n=1", proxy=proxy) as response,
-    ):
-        await response.read()
-        return response.status
+from tests.netshape.conftest import status_of_tiny
 
 
 @pytest.mark.slow
@@ -39,7 +30,7 @@ def test_a_subprocess_proxy_keeps_serving_past_64_kb_of_log_lines(
             with socket.socket() as stranger:
                 stranger.bind((f"127.0.{3 + i // 250}.{1 + i % 250}", 0))
                 stranger.connect((proxy.host, proxy.port))
-        assert asyncio.run(_status_of_tiny(upstream, proxy.url)) == 200
+        assert asyncio.run(status_of_tiny(upstream, proxy.url)) == 200
         assert proxy.status()["offline"] is False
     # Its log reached ours, as the thread mode's does.
     assert "refused client 127.0.3.1: not in the allow-list (127.0.0.1/32)" in caplog.text

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
-from devicelab.testing.standins import lab_state
+from devicelab.testing.standins import lab_state, webview_capabilities
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +28,22 @@ def adb(request: pytest.FixtureRequest) -> Iterator[PrivateAdbServer]:
         server.env["DEVICELAB_STATE"] = env["DEVICELAB_STATE"]
         with server:
             yield server
+
+
+@pytest.fixture(scope="module")
+def appium(adb: PrivateAdbServer) -> Iterator[AppiumServer]:
+    """An Appium server (tools/appium) for the module, its log in the module's state
+    folder (modules with a ``lab_env`` of their own define theirs)."""
+    with AppiumServer(log_file=Path(adb.env["DEVICELAB_STATE"]) / "appium.log") as server:
+        yield server
+
+
+def farm_phone(appium_url: str, serial: str) -> dict[str, Any]:
+    """The inventory entry of a fake-adbd Android phone for battery-farm tests: the test
+    app, Appium with the WEBVIEW stand-in's capabilities, a power cut made by hand."""
+    return {
+        "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
+        "serial": serial, "app": {"id": "app.messaging.test"},
+        "appium": {"url": appium_url, "capabilities": webview_capabilities()},
+        "power": {"kind": "manual"},
+    }  # fmt: skip

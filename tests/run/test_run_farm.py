@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -23,7 +22,8 @@ import yaml
 from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import DrainingBattery, FakeAdbd
-from devicelab.testing.standins import standin_missing, webview_capabilities
+from devicelab.testing.standins import standin_missing
+from tests.run.conftest import farm_phone
 
 _MISSING = standin_missing()
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
@@ -46,33 +46,19 @@ def phones(adb: PrivateAdbServer) -> Iterator[tuple[FakeAdbd, FakeAdbd]]:
 
 
 @pytest.fixture(scope="module")
-def appium(adb: PrivateAdbServer) -> Iterator[AppiumServer]:
-    with AppiumServer(log_file=Path(adb.env["DEVICELAB_STATE"]) / "appium.log") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def inventory(
     adb: PrivateAdbServer, phones: tuple[FakeAdbd, FakeAdbd], appium: AppiumServer
 ) -> Path:
     state = Path(adb.env["DEVICELAB_STATE"])
 
-    def android(serial: str) -> dict[str, Any]:
-        return {
-            "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
-            "serial": serial, "app": {"id": "app.messaging.test"},
-            "appium": {"url": appium.url, "capabilities": webview_capabilities()},
-            "power": {"kind": "manual"},
-        }  # fmt: skip
-
     slow, fast = phones
     devices = {
-        "phone-slow": android(slow.serial),
-        "phone-fast": android(fast.serial),
-        "phone-absent": android("127.0.0.1:9"),
-        "phone-no-power": {**android("127.0.0.1:8"), "power": {"kind": "none"}},
+        "phone-slow": farm_phone(appium.url, slow.serial),
+        "phone-fast": farm_phone(appium.url, fast.serial),
+        "phone-absent": farm_phone(appium.url, "127.0.0.1:9"),
+        "phone-no-power": {**farm_phone(appium.url, "127.0.0.1:8"), "power": {"kind": "none"}},
         # The slow phone again (another build, say): never in one farm with phone-slow.
-        "phone-slow-again": {**android(slow.serial), "power": {"kind": "none"}},
+        "phone-slow-again": {**farm_phone(appium.url, slow.serial), "power": {"kind": "none"}},
         "web": {"platform": "web", "model": "Chromium", "os": "Debian 12"},
     }
     path = state / "inventory.yaml"

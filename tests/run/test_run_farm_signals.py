@@ -23,7 +23,8 @@ import yaml
 from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import DrainingBattery, FakeAdbd
-from devicelab.testing.standins import standin_missing, webview_capabilities
+from devicelab.testing.standins import standin_missing
+from tests.run.conftest import farm_phone
 
 _MISSING = standin_missing()
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
@@ -40,25 +41,13 @@ def phones(adb: PrivateAdbServer) -> Iterator[dict[str, FakeAdbd]]:
 
 
 @pytest.fixture(scope="module")
-def appium(adb: PrivateAdbServer) -> Iterator[AppiumServer]:
-    with AppiumServer(log_file=Path(adb.env["DEVICELAB_STATE"]) / "appium.log") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def inventory(adb: PrivateAdbServer, phones: dict[str, FakeAdbd], appium: AppiumServer) -> Path:
-    def android(serial: str) -> dict[str, Any]:
-        return {
-            "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
-            "serial": serial, "app": {"id": "app.messaging.test"},
-            "appium": {"url": appium.url, "capabilities": webview_capabilities()},
-            "power": {"kind": "manual"},
-        }  # fmt: skip
-
-    devices: dict[str, Any] = {name: android(phone.serial) for name, phone in phones.items()}
+    devices: dict[str, Any] = {
+        name: farm_phone(appium.url, phone.serial) for name, phone in phones.items()
+    }
     # Refused before its serial is looked at: not attached, and a serial of its own (an
     # inventory lists each phone once).
-    devices["phone-no-power"] = {**android("127.0.0.1:9"), "power": {"kind": "none"}}
+    devices["phone-no-power"] = {**farm_phone(appium.url, "127.0.0.1:9"), "power": {"kind": "none"}}
     devices["iphone-no-power"] = {
         "platform": "ios", "model": "iPhone 11", "os": "iOS 17.5", "udid": "00008030-FAKE",
     }  # fmt: skip
