@@ -13,6 +13,7 @@ gone, but what it measured until then is kept.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -111,6 +112,18 @@ def _lost_connections(results: list[WorkerResult]) -> bool:
     return any(key.startswith("connection:") for r in results for key in r.errors)
 
 
+def _start_at(t0: float, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Tell each ready load process to start its users at ``t0`` (time.time()).
+
+    Raises nothing for a process that died after it said ready (killed, the OOM killer):
+    its closed pipe is left to the wait that follows, which names it and its log (the
+    write ended the step in a BrokenPipeError traceback)."""
+    for proc in processes:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(f"go {t0}\n".encode())
+
+
 def run_step(
     db: Database,
     target: LoadTarget,
@@ -165,9 +178,7 @@ def run_step(
         sampler.start()
         t0 = time.time() + 0.2
         window_start = time.monotonic() + 0.2 - run_start
-        for proc, _, _ in workers:
-            assert proc.stdin is not None
-            proc.stdin.write(f"go {t0}\n".encode())
+        _start_at(t0, [proc for proc, _, _ in workers])
         for proc, log, _ in workers:
             procs.event(proc, log, options.duration_s + 60)
         sampler.stop()

@@ -7,6 +7,7 @@ short (a few users for a few seconds); the 1000-user step lives in bench/load.py
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -411,3 +412,18 @@ def test_fixed_rate_latency_counts_from_the_intended_start(dsn: str) -> None:
     assert step.missed > 1000  # the schedule outran the server; the window still closed
     criteria = {c.name: c for c in judge_step(step, load_targets())}
     assert criteria["throughput kept the intended rate"].ok is False
+
+
+def test_the_start_signal_to_a_load_process_that_died_after_ready_is_no_traceback() -> None:
+    # A worker killed between "ready" and "go" ended the step with a BrokenPipeError (the
+    # CI saw it in the test above); the wait that follows names the process and its log.
+    from backend_checks.load.step import _start_at
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, bufsize=0)
+    gone.wait(timeout=30)
+    try:
+        _start_at(time.time(), [gone])
+    finally:
+        assert gone.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            gone.stdin.close()
