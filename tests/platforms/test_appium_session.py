@@ -265,6 +265,9 @@ def test_appium_ends_with_a_run_killed_outright(tmp_path: Path) -> None:
             proc.kill()
         assert not alive, f"outlived the run: {[p.cmdline()[:2] for p in alive]}"
         with socket.socket() as again:
+            # SO_REUSEADDR: its closed connections may sit in TIME_WAIT (a CI run failed
+            # on them); only a live listener still refuses the bind.
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind(("127.0.0.1", port))  # Appium's port is free again
     finally:
         if run.poll() is None:
