@@ -180,3 +180,80 @@ def test_mark_as_read_reads_the_unread_tail_even_where_generic_plans_are_preferr
         return int(own) + sum(messages_read(child) for child in node.get("Plans", []))
 
     assert messages_read(read_point["Plan"]) <= size // 10
+
+
+def _unread_by_hand(conn: psycopg.Connection[Any], conversation: str, user: str) -> int:
+    """The badge as the story means it, counted naively: of the conversation's newest 100
+    live messages, those someone else sent that ``user`` has no receipt for."""
+    row = conn.execute(
+        """SELECT count(*) FROM (
+               SELECT m.id, m.sender_id FROM messages m
+               WHERE m.conversation_id = %(c)s AND m.deleted_at IS NULL
+               ORDER BY m.created_at DESC LIMIT 100) recent
+           WHERE recent.sender_id <> %(u)s
+             AND recent.id NOT IN (SELECT r.message_id FROM message_read_receipts r
+                                   WHERE r.user_id = %(u)s)""",
+        {"c": conversation, "u": user},
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_unread_badge_counts_the_newest_100_live_messages_of_others_left_unread(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conversation, member, _outsider = _pick(conn)
+    other_row = conn.execute(
+        "SELECT participants[2]::text FROM conversations WHERE id = %s", (conversation,)
+    ).fetchone()
+    assert other_row is not None
+    other = other_row[0]
+    # 150 fresh messages from the other participant: more than the badge counts.
+    conn.execute(
+        """INSERT INTO messages (conversation_id, sender_id, content, created_at)
+           SELECT %s, %s, 'fresh ' || i, now() + i * interval '1 second'
+           FROM generate_series(1, 150) i""",
+        (conversation, other),
+    )
+
+    def badge() -> int:
+        _as(conn, member)
+        row = conn.execute(
+            "SELECT unread_count FROM conversation_list WHERE id = %s", (conversation,)
+        ).fetchone()
+        conn.execute("RESET ROLE")
+        assert row is not None
+        return int(row[0])
+
+    assert badge() == 100 == _unread_by_hand(conn, conversation, member)
+    # Read the newest 30, delete 5 of those, and send 10 of the member's own: each
+    # changes which messages are among the newest 100, and how many of them count.
+    conn.execute(
+        """INSERT INTO message_read_receipts (message_id, user_id, read_at)
+           SELECT id, %(u)s, now() FROM messages
+           WHERE conversation_id = %(c)s ORDER BY created_at DESC LIMIT 30""",
+        {"c": conversation, "u": member},
+    )
+    assert badge() == 70 == _unread_by_hand(conn, conversation, member)
+    conn.execute(
+        """UPDATE messages SET deleted_at = now() WHERE id IN (
+               SELECT id FROM messages WHERE conversation_id = %s
+               ORDER BY created_at DESC OFFSET 10 LIMIT 5)""",
+        (conversation,),
+    )
+    conn.execute(
+        """INSERT INTO messages (conversation_id, sender_id, content, created_at)
+           SELECT %s, %s, 'mine ' || i, now() + (200 + i) * interval '1 second'
+           FROM generate_series(1, 10) i""",
+        (conversation, member),
+    )
+    # Newest 100 live: 10 own, 25 read, 65 unread of the other's.
+    assert badge() == 65 == _unread_by_hand(conn, conversation, member)
+    # The other side sees its own 150 as nothing unread, the member's 10 as unread.
+    _as(conn, other)
+    row = conn.execute(
+        "SELECT unread_count FROM conversation_list WHERE id = %s", (conversation,)
+    ).fetchone()
+    conn.execute("RESET ROLE")
+    assert row == (_unread_by_hand(conn, conversation, other),)
+    assert row is not None and row[0] >= 10
