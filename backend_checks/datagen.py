@@ -32,6 +32,7 @@ the load (building sorted is several times faster than maintaining them row by r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -169,11 +170,23 @@ def schema_sql() -> str:
     return resources.files("backend_checks").joinpath("sql/schema.sql").read_text()
 
 
+def schema_digest() -> str:
+    """A short digest of ``schema.sql``: which devicelab's schema a database holds."""
+    return hashlib.sha256(schema_sql().encode()).hexdigest()[:16]
+
+
 def install_schema(conn: psycopg.Connection[Any]) -> None:
     """Install (or re-install, idempotently) the reference schema in ``conn``'s current
-    transaction. Raises psycopg errors."""
+    transaction, and record its digest in ``devicelab_meta`` (key ``schema``). Raises
+    psycopg errors."""
     conn.execute("SET LOCAL client_min_messages = warning")
     conn.execute(schema_sql())
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value jsonb)")
+    conn.execute(
+        f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema', to_jsonb(%s::text))"
+        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        (schema_digest(),),
+    )
 
 
 def foreign_data(conn: psycopg.Connection[Any]) -> list[str]:
@@ -422,7 +435,6 @@ def _prepare(conn: psycopg.Connection[Any]) -> None:
     # A parallel run that died (killed, server restarted) leaves its staging schema.
     conn.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
     install_schema(conn)
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value jsonb)")
     # TRUNCATE gives the tables new files: on a wal_level=minimal server (the managed
     # one) the load below then skips WAL entirely.
     conn.execute(

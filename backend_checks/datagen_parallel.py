@@ -493,7 +493,6 @@ def _swap(
         for table in _STAGED:
             conn.execute(f"ALTER TABLE {STAGE_SCHEMA}.{table} SET SCHEMA public")
         install_schema(conn)
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value jsonb)")
         conn.execute(f"DELETE FROM {META_TABLE} WHERE key = 'datagen'")
         conn.execute(f"DELETE FROM auth.users WHERE {OUR_USERS}")
         for statement, values in (sql.passwords_stage(), sql.users()):

@@ -12,13 +12,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from backend_checks.datagen import LOCK_KEY, DatagenParams, DatagenReport, generate
+from backend_checks.datagen import (
+    LOCK_KEY,
+    META_TABLE,
+    DatagenParams,
+    DatagenReport,
+    generate,
+    install_schema,
+    schema_digest,
+)
 from devicelab.errors import BadInput, UnsafeActionRefused
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["REFERENCE_TABLES", "ensure_data", "has_messages", "missing_reference", "seed_if_empty"]
+__all__ = [
+    "REFERENCE_TABLES",
+    "ensure_data",
+    "ensure_schema",
+    "has_messages",
+    "missing_reference",
+    "seed_if_empty",
+]
 
 #: The reference schema's tables and the columns the suite's ``params:`` queries read
 #: before any query runs (a database lacking them fails there, before anything is judged).
@@ -64,6 +79,33 @@ def missing_reference(conn: psycopg.Connection[Any]) -> list[str]:
     return missing
 
 
+def ensure_schema(conn: psycopg.Connection[Any], *, always: bool = False) -> bool:
+    """Install the reference schema unless the database already holds this devicelab's
+    (its digest in ``devicelab_meta``), or whatever it holds with ``always``; under the
+    generator's lock, so runs starting together install it once and never beside a
+    seeding. A cluster made by an older devicelab otherwise kept its old view and
+    functions. ``conn`` must not be inside a transaction.
+
+    Returns True when it installed the schema. Raises psycopg.Error.
+    """
+    with conn.transaction():
+        conn.execute("SET LOCAL statement_timeout = '15min'")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        if not always:
+            row = conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass('public.messages') IS NOT NULL",
+                (META_TABLE,),
+            ).fetchone()
+            if row and row[0]:
+                held = conn.execute(
+                    f"SELECT value #>> '{{}}' FROM {META_TABLE} WHERE key = 'schema'"
+                ).fetchone()
+                if held and held[0] == schema_digest():
+                    return False
+        install_schema(conn)
+    return True
+
+
 def seed_if_empty(conn: psycopg.Connection[Any], params: DatagenParams) -> DatagenReport | None:
     """Generate ``params`` into ``conn``'s database unless it holds messages, deciding
     under the generator's lock (another seeding in progress is waited for, up to its
@@ -102,14 +144,17 @@ def ensure_data(
 ) -> None:
     """Make sure ``backend check`` has data to check: seed an empty database with
     ``seed_messages`` generated messages, always on the managed cluster (it is ours), on a
-    given database only with ``allow_writes``; on the managed cluster also create
-    pg_stat_statements (preloaded there).
+    given database only with ``allow_writes``; on the managed cluster also bring the
+    schema up to this devicelab's (:func:`ensure_schema`) and create pg_stat_statements
+    (preloaded there).
 
     Raises UnsafeActionRefused for an empty given database without ``allow_writes``,
     BadInput for a database whose ``messages`` hold rows but which lacks the rest of the
     reference schema (a table of the app's own by that name: nothing to check, and not
     ours to replace), and what :func:`seed_if_empty` raises.
     """
+    if managed:
+        ensure_schema(conn)  # ours: a cluster an older devicelab made gets today's schema
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
         row = conn.execute("SELECT to_regclass('public.messages') IS NOT NULL").fetchone()

@@ -85,6 +85,7 @@ def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
 
     from backend_checks import datagen
     from backend_checks.db import connect, redact
+    from backend_checks.seed import ensure_schema
 
     params = datagen.DatagenParams(**SEED)
     if dsn is None:
@@ -95,8 +96,9 @@ def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
         params = datagen.DatagenParams(messages=DEFAULT_SEED_MESSAGES)
     conn = connect(dsn)
     try:
-        with conn.transaction():
-            datagen.install_schema(conn)
+        # Always: a given database may lack a piece of it. Under the generator's lock:
+        # two servers starting together must not install it at the same moment.
+        ensure_schema(conn, always=True)
         row = conn.execute("SELECT count(*) FROM auth.users").fetchone()
         conn.commit()
         if row is not None and int(row[0]) == 0:

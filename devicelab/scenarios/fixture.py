@@ -81,8 +81,9 @@ def prepare(dsn: str, *, say: Callable[[str], None]) -> RunFixture:
 def _seed_if_empty(conn: psycopg.Connection[Any], say: Callable[[str], None]) -> bool:
     from backend_checks.check import DEFAULT_SEED_MESSAGES
     from backend_checks.datagen import DatagenParams
-    from backend_checks.seed import has_messages, seed_if_empty
+    from backend_checks.seed import ensure_schema, has_messages, seed_if_empty
 
+    ensure_schema(conn)  # a managed cluster an older devicelab made gets this one's schema
     if has_messages(conn):
         return False
     say(f"seeding the empty database ({DEFAULT_SEED_MESSAGES:,} generated messages)")
