@@ -24,10 +24,11 @@ The shape of the data:
 All or nothing: schema, data, indexes, ANALYZE and the ``devicelab_meta`` mark that says
 the rows are ours; a failure leaves nothing. Two paths give the same rows and catalog:
 by default :mod:`backend_checks.datagen_parallel` builds on two connections in a staging
-schema and swaps the tables in with one short transaction; the serial path (here: when
-the parallel one is not available, or with ``parallel=False``) is one transaction on the
-caller's connection. Either way the keys and indexes of the big tables are built after
-the load (building sorted is several times faster than maintaining them row by row).
+schema and swaps the tables in with one short transaction; the serial path
+(:mod:`backend_checks.datagen_serial`: when the parallel one is not available, or with
+``parallel=False``) is one transaction on the caller's connection. Either way the keys
+and indexes of the big tables are built after the load (building sorted is several times
+faster than maintaining them row by row).
 """
 
 from __future__ import annotations
@@ -215,7 +216,24 @@ def foreign_data(conn: psycopg.Connection[Any]) -> list[str]:
             query = f"SELECT 1 FROM {name} LIMIT 1"
         if conn.execute(query).fetchone():
             found.append(name)
+        elif _hidden_rows(conn, name):
+            found.append(f"{name} (its rows hidden from this role by row-level security)")
     return found
+
+
+def _hidden_rows(conn: psycopg.Connection[Any], name: str) -> bool:
+    """True when row-level security applies to us on ``name`` and its statistics do not
+    say it is empty: a probe through the policies sees nothing, whatever the table holds
+    (a table owner under FORCE ROW LEVEL SECURITY passed as empty, and the serial path
+    truncated a full table before an insert failed)."""
+    row = conn.execute(
+        """SELECT row_security_active(c.oid)
+                  AND (c.reltuples <> 0 OR coalesce(s.n_live_tup, 0) > 0)
+           FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+           WHERE c.oid = %s::regclass""",
+        (name,),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _marked(conn: psycopg.Connection[Any]) -> bool:
@@ -255,8 +273,9 @@ def generate(
 
     Returns a DatagenReport. Raises UnsafeActionRefused (nothing written) without
     ``allow_writes``, or when the database holds rows we did not generate and ``force`` is
-    not set; BackendUnavailable when the server fails mid-way (everything rolled back,
-    staging removed).
+    not set; BadInput when the database refuses a statement or does not fit (SQLSTATE
+    class 42: a privilege, a table of another shape); BackendUnavailable when the server
+    fails mid-way (everything rolled back, staging removed).
     """
     if not allow_writes:
         raise UnsafeActionRefused(
@@ -275,10 +294,19 @@ def generate(
 
             report = datagen_parallel.generate(conn, params, force=force, started=started)
         if report is None:
-            report = _generate_serial(conn, params, force=force, started=started)
+            from backend_checks import datagen_serial
+
+            report = datagen_serial.generate(conn, params, force=force, started=started)
     except psycopg.Error as exc:
         # A trigger or function of the database's own that failed names itself here.
         where = (exc.diag.context or "").strip().splitlines()
+        state = exc.sqlstate or ""
+        if state.startswith("42"):  # refused, or a schema that does not fit
+            raise BadInput(
+                f"datagen was refused and rolled back: {str(exc).strip().splitlines()[0]}"
+                + (f" (in {where[0]})" if where else ""),
+                hint=_REFUSED_HINT if state == "42501" else _MISFIT_HINT,
+            ) from exc
         raise BackendUnavailable(
             f"datagen failed and was rolled back: {str(exc).strip().splitlines()[0]}"
             + (f" (in {where[0]})" if where else ""),
@@ -296,6 +324,18 @@ def generate(
             update={"phases": phases, "seconds": time.perf_counter() - started}
         )
     return report
+
+
+_REFUSED_HINT = (
+    "nothing was written; datagen creates the pgcrypto extension, the schema auth, the"
+    " roles anon, authenticated and service_role (BYPASSRLS: a superuser's to create) and"
+    " tables in public: run it as the database's owner after an admin made those"
+    " (docs/backend_checks.md, 'Without superuser')"
+)
+_MISFIT_HINT = (
+    "nothing was written; a table or function already there has another shape than"
+    " devicelab's reference schema (the error names it): use an empty database"
+)
 
 
 def run_datagen(
@@ -351,43 +391,6 @@ def session_settings(conn: psycopg.Connection[Any], *, parallel: bool = True) ->
         conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
 
 
-# ---------------------------------------------------------------------- the serial path
-def _generate_serial(
-    conn: psycopg.Connection[Any], params: DatagenParams, *, force: bool, started: float
-) -> DatagenReport:
-    """Everything in one transaction on ``conn``: schema, data, indexes, ANALYZE, mark."""
-    phases: dict[str, float] = {}
-    sql = LoadSql(params)
-    with conn.transaction():
-        refuse_foreign(conn, force=force)
-        _timed(phases, "schema", lambda: _prepare(conn))
-        dropped = _timed(phases, "drop_indexes", lambda: _drop_keys(conn))
-        _timed(
-            phases,
-            "stage",
-            lambda: _run(
-                conn, [*sql.conversations_stage(), *sql.pool_stage(), sql.passwords_stage()]
-            ),
-        )
-        _timed(phases, "users", lambda: _insert_users(conn, sql))
-        _timed(phases, "messages", lambda: _run(conn, [sql.messages()]))
-        _timed(phases, "conversations", lambda: _run(conn, [sql.conversations()]))
-        _timed(phases, "receipts", lambda: _run(conn, [sql.receipts()]))
-        _timed(phases, "indexes", lambda: _restore_keys(conn, dropped))
-        for trigger in _LOAD_FILLS:
-            conn.execute(f"ALTER TABLE public.messages ENABLE TRIGGER {trigger}")
-        _timed(phases, "analyze", lambda: conn.execute(f"ANALYZE {', '.join(TABLES)}"))
-        counts = _counts(conn)
-        mark(conn, params, counts)
-    return DatagenReport(
-        params=params,
-        counts=counts,
-        phases=phases,
-        seconds=time.perf_counter() - started,
-        mode="serial",
-    )
-
-
 def auth_user_triggers(conn: psycopg.Connection[Any]) -> list[str]:
     """The enabled user triggers on auth.users (a Supabase project's ``handle_new_user``,
     which makes each new user's profile), by name."""
@@ -399,114 +402,9 @@ def auth_user_triggers(conn: psycopg.Connection[Any]) -> list[str]:
     return [str(name) for (name,) in rows]
 
 
-def _insert_users(conn: psycopg.Connection[Any], sql: LoadSql) -> None:
-    """Insert the users, then their profiles. Supabase's guides have apps make each new
-    user's profile in an AFTER INSERT trigger on auth.users: the rows it made for our
-    users give way to the generated ones (the tables that reference profiles are still
-    empty here, so nothing cascades)."""
-    _run(conn, [sql.users()])
-    if auth_user_triggers(conn):
-        conn.execute(
-            f"DELETE FROM public.profiles WHERE id IN (SELECT id FROM auth.users WHERE {OUR_USERS})"
-        )
-    _run(conn, [sql.profiles()])
-
-
-def _timed(phases: dict[str, float], name: str, step: Any) -> Any:
-    start = time.perf_counter()
-    result = step()
-    phases[name] = round(time.perf_counter() - start, 3)
-    return result
-
-
 def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
     return bool(row and row[0])
-
-
-#: The schema's triggers on messages whose work the load does set-based (the search
-#: vectors from the sentence pool, last_message_at from the messages): off while it runs.
-_LOAD_FILLS = ("messages_search_vector_trg", "messages_bump_conversation_trg")
-
-
-def _prepare(conn: psycopg.Connection[Any]) -> None:
-    session_settings(conn)
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-    # A parallel run that died (killed, server restarted) leaves its staging schema.
-    conn.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
-    install_schema(conn)
-    # TRUNCATE gives the tables new files: on a wal_level=minimal server (the managed
-    # one) the load below then skips WAL entirely.
-    conn.execute(
-        "TRUNCATE public.message_read_receipts, public.messages, public.conversations,"
-        " public.profiles"
-    )
-    conn.execute(f"DELETE FROM auth.users WHERE {OUR_USERS}")
-    conn.execute(f"DELETE FROM {META_TABLE} WHERE key = 'datagen'")
-    for trigger in _LOAD_FILLS:
-        conn.execute(f"ALTER TABLE public.messages DISABLE TRIGGER {trigger}")
-
-
-class _Dropped(BaseModel):
-    keys: list[tuple[str, str, str]]  # (table, constraint, definition)
-    foreign: list[tuple[str, str, str]]
-    indexes: list[str]
-
-
-def _drop_keys(conn: psycopg.Connection[Any]) -> _Dropped:
-    """Drop the keys and indexes of the three big tables (and the foreign keys pointing at
-    them); returns their definitions for :func:`_restore_keys`. Partial indexes stay:
-    their predicate (``reply_to_id IS NOT NULL``) matches no generated row, so keeping
-    them costs a test per row, rebuilding them a scan of the table."""
-    # conversations too: rebuilt, its GIN index gets real statistics (filled row by row
-    # through the pending list, the planner would price it as a full index scan).
-    big = (
-        "('public.messages'::regclass, 'public.message_read_receipts'::regclass,"
-        " 'public.conversations'::regclass)"
-    )
-    cons = conn.execute(
-        f"""SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), contype
-            FROM pg_constraint
-            WHERE contype IN ('p', 'u', 'f', 'x')
-              AND (conrelid IN {big} OR confrelid IN {big})
-            ORDER BY contype = 'f' DESC"""  # foreign keys go first, they depend on the keys
-    ).fetchall()
-    indexes = conn.execute(
-        f"""SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index i
-            WHERE indrelid IN {big} AND indpred IS NULL
-              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"""
-    ).fetchall()
-    for table, name, _definition, _kind in cons:
-        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-    for name, _definition in indexes:
-        conn.execute(f"DROP INDEX {name}")
-    return _Dropped(
-        keys=[(t, n, d) for t, n, d, k in cons if k != "f"],
-        foreign=[(t, n, d) for t, n, d, k in cons if k == "f"],
-        indexes=[d for _n, d in indexes],
-    )
-
-
-def _restore_keys(conn: psycopg.Connection[Any], dropped: _Dropped) -> None:
-    for table, name, definition in dropped.keys:
-        conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-    for definition in dropped.indexes:
-        conn.execute(definition)
-    for table, name, definition in dropped.foreign:
-        conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-
-
-def _run(conn: psycopg.Connection[Any], statements: list[tuple[str, dict[str, Any]]]) -> None:
-    for sql, params in statements:
-        conn.execute(sql, params or None)
-
-
-def _counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for table in TABLES:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-        counts[table.split(".")[-1]] = int(row[0]) if row else 0
-    return counts
 
 
 def mark(conn: psycopg.Connection[Any], p: DatagenParams, counts: dict[str, int]) -> None:

@@ -93,7 +93,7 @@ def generate(
         triggers = auth_user_triggers(conn)
     if triggers:
         # The swap inserts the users after the generated profiles are in place: a trigger
-        # making profiles of its own would collide with them (see _generate_serial).
+        # making profiles of its own would collide with them (see datagen_serial).
         log.info("datagen: auth.users has triggers (%s); one transaction", ", ".join(triggers))
         return None
     other = _second_connection(conn)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REFERENCE_TABLES",
+    "check_app_access",
     "ensure_data",
     "ensure_schema",
     "has_messages",
@@ -106,6 +107,44 @@ def ensure_schema(conn: psycopg.Connection[Any], *, always: bool = False) -> boo
     return True
 
 
+def check_app_access(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a role the checks cannot work as: one that reads the tables through
+    row-level security (not their owner, no BYPASSRLS: it saw "no messages" in a full
+    database, and was told to seed it), or one that may not become the app's role
+    ``authenticated`` (every query, plan and simulated user runs as it: each failed alone,
+    and a minute of load measured only refusals). Read-only; ``conn`` must not be inside
+    a transaction.
+
+    Raises BadInput (exit 2) naming the role and the grant that fixes it; psycopg.Error.
+    """
+    import psycopg
+
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(
+            "SELECT current_user, to_regclass('public.messages') IS NOT NULL"
+            " AND row_security_active('public.messages')"
+        ).fetchone()
+        user, hidden = (str(row[0]), bool(row[1])) if row else ("?", False)
+    if hidden:
+        raise BadInput(
+            f"role {user} reads public.messages through row-level security (it is not the"
+            " tables' owner and has no BYPASSRLS): it sees only what the policies let it",
+            hint=f"connect as the tables' owner or a role with BYPASSRLS (ALTER ROLE {user}"
+            " BYPASSRLS); Supabase's postgres role is one",
+        )
+    try:
+        with conn.transaction(force_rollback=True):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'authenticated'")
+            if exists.fetchone():  # else the schema is not there yet: seeding creates it
+                conn.execute("SET LOCAL ROLE authenticated")
+    except psycopg.errors.InsufficientPrivilege:
+        raise BadInput(
+            f"role {user} may not act as the app's role authenticated: the queries, their"
+            " plans and the simulated users run as it, with its row-level security",
+            hint=f"GRANT authenticated TO {user} (Supabase's postgres role is a member)",
+        ) from None
+
+
 def seed_if_empty(conn: psycopg.Connection[Any], params: DatagenParams) -> DatagenReport | None:
     """Generate ``params`` into ``conn``'s database unless it holds messages, deciding
     under the generator's lock (another seeding in progress is waited for, up to its
@@ -151,10 +190,12 @@ def ensure_data(
     Raises UnsafeActionRefused for an empty given database without ``allow_writes``,
     BadInput for a database whose ``messages`` hold rows but which lacks the rest of the
     reference schema (a table of the app's own by that name: nothing to check, and not
-    ours to replace), and what :func:`seed_if_empty` raises.
+    ours to replace) or a role :func:`check_app_access` refuses, and what
+    :func:`seed_if_empty` raises.
     """
     if managed:
         ensure_schema(conn)  # ours: a cluster an older devicelab made gets today's schema
+    check_app_access(conn)  # before "no messages": RLS may be what hides them
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
         row = conn.execute("SELECT to_regclass('public.messages') IS NOT NULL").fetchone()
@@ -177,6 +218,7 @@ def ensure_data(
                 "devicelab backend datagen first",
             )
         seed_if_empty(conn, DatagenParams(messages=seed_messages))
+        check_app_access(conn)  # the roles exist now
     if managed:
         _ensure_extension(conn, "pg_stat_statements")
 

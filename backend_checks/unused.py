@@ -66,7 +66,7 @@ def unused_indexes(
     """Indexes never scanned (see the module docstring for exclusions and fairness).
 
     ``window_start`` is when the statistics began (stats reset or our data load); None when
-    unknown (then they are taken as long enough).
+    unknown (then nothing is called unused: the check is skipped, as for a short window).
     """
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
@@ -128,13 +128,21 @@ def unused_indexes(
     broken = "; ".join(
         f"{i['index']} is INVALID (no query can use it): {i['fix']}" for i in invalid
     )
-    if age_days is not None and age_days < min_stats_days:
+    # Unknown is not old enough: a database restored minutes ago (never reset, no data
+    # load of ours) had its critical indexes called unused after seconds of traffic.
+    if age_days is None or age_days < min_stats_days:
+        covered = (
+            "when they began is unknown (no stats reset on record, no devicelab data load;"
+            " SELECT pg_stat_reset() starts a window)"
+            if age_days is None
+            else f"cover {age_days * 24:.1f} h"
+        )
         return Check(
             **base,
             status="skip",
             value=len(candidates),
             reason=said.replace("{value}", fmt_value(len(candidates), "indexes"))
-            + f", not judged: statistics cover {age_days * 24:.1f} h, not the "
+            + f", not judged: statistics {covered}, not the "
             f"{min_stats_days:g} days of real traffic needed to call an index unused"
             + (f"; {broken}" if broken else ""),
         )

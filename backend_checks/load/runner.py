@@ -344,7 +344,13 @@ def _database(
 ) -> tuple[list[Identity], Database]:
     import psycopg
 
+    from backend_checks.seed import check_app_access
+
     try:
+        if not emails:
+            # The simulated users speak SQL as `authenticated`: a role that may not become
+            # it measured a minute of refusals and called them "not supported".
+            check_app_access(conn)
         identities = fetch_identities(conn, max(options.users), emails=emails)
     except psycopg.Error as exc:
         raise BadInput(

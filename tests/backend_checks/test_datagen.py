@@ -12,7 +12,7 @@ import pytest
 
 from backend_checks import datagen
 from backend_checks.datagen import DatagenParams, foreign_data, generate
-from devicelab.errors import BackendUnavailable, UnsafeActionRefused
+from devicelab.errors import BadInput, UnsafeActionRefused
 from tests.backend_checks.datagen_state import TINY, fingerprint, has_staging
 
 
@@ -307,14 +307,16 @@ def test_a_trigger_making_profiles_on_auth_users_gives_way_to_the_generated_ones
 def test_failure_leaves_nothing_half_written(
     empty_db: str, list_tables: Callable[[str], list[str]]
 ) -> None:
-    # A pre-existing auth.users without the columns we fill: the load fails mid-way.
+    # A pre-existing auth.users without the columns we fill: the load fails mid-way, on
+    # a database that does not fit (class 42: bad input, exit 2).
     with psycopg.connect(empty_db) as conn:
         conn.execute("CREATE SCHEMA auth")
         conn.execute("CREATE TABLE auth.users (id uuid PRIMARY KEY, email text)")
         conn.commit()
-        with pytest.raises(BackendUnavailable) as caught:
+        with pytest.raises(BadInput) as caught:
             generate(conn, TINY, allow_writes=True)
         assert "rolled back" in caught.value.message
+        assert "another shape" in (caught.value.hint or "")
     assert list_tables(empty_db) == ["auth.users"]
     assert not has_staging(empty_db)
     with psycopg.connect(empty_db) as conn:

@@ -51,7 +51,12 @@ def test_parallel_failure_mid_way_keeps_the_old_data_and_no_staging(
     before = fingerprint(dsn), catalog(dsn)
 
     def broken(self: LoadSql) -> tuple[str, dict[str, Any]]:
-        return "INSERT INTO devicelab_stage.message_read_receipts SELECT 1 / 0", {}
+        # Fails at run time (a database error, not a statement that does not fit).
+        return (
+            "INSERT INTO devicelab_stage.message_read_receipts (message_id, user_id)"
+            " SELECT id, sender_id FROM devicelab_stage.messages WHERE 1 / 0 = 1",
+            {},
+        )
 
     monkeypatch.setattr(LoadSql, "receipts", broken)
     with psycopg.connect(dsn) as conn, pytest.raises(BackendUnavailable) as caught:
