@@ -54,7 +54,15 @@ def _check_target(spec: QuerySpec) -> CheckTarget:
     return CheckTarget(op=t.op, value=float(t.value or 0), unit=t.unit, source=t.source)
 
 
+#: SQLSTATE read_only_sql_transaction: "cannot execute INSERT in a read-only transaction".
+_READ_ONLY = "25006"
+
+
 def query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
+    """The Check of one query: its samples judged against the story's target, ``fail`` when
+    it ran past its timeout, ``error`` when it failed, ``skip`` for a write the role's
+    read-only transactions refused (a read-replica style role: no verdict to give).
+    Raises nothing."""
     evidence: dict[str, Any] = {
         "sql": spec.sql.strip(),
         "source": spec.source,
@@ -79,6 +87,8 @@ def query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
         ]
         if run.nested_stats:
             evidence["nested_stats"] = run.nested_stats
+        if run.nested_unread:
+            evidence["nested_unread"] = run.nested_unread
     if run.timed_out:
         return Check(
             id=spec.id,
@@ -89,6 +99,21 @@ def query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
             unit="ms",
             target=_check_target(spec),
             reason=f"{run.error}: far beyond the target",
+            evidence=evidence,
+        )
+    if run.error and spec.writes and run.error_state == _READ_ONLY:
+        return Check(
+            id=spec.id,
+            title=spec.title,
+            category=spec.category,
+            status="skip",
+            unit="ms",
+            reason=(
+                f"not run: the connecting role's transactions are read-only (SQLSTATE 25006, "
+                f"read_only_sql_transaction: {run.error}); {spec.id} writes, in transactions "
+                "that are rolled back: connect as a role that may write (not one with "
+                "default_transaction_read_only = on, nor a read replica)"
+            ),
             evidence=evidence,
         )
     if run.error:
@@ -240,6 +265,15 @@ def seq_scans_check(
     target = backend_target("seq_scans")
     said = (f"{{value}} where they hurt in the suite's plans (tables >= {min_table_rows:,} "
             f"rows in >= {min_table_pages:,} pages, or a proven missing index)")  # fmt: skip
+    reason = judged_reason(said, len(flagged), "scans", target, why)
+    # A function's own plan is one Result node: without the plans of its statements their
+    # scans were never looked at, and a pass must not read as if they had been.
+    unread = {run.id: run.nested_unread for run in runs if run.nested_unread}
+    if unread:
+        reason += (
+            f"; plans inside the functions of {', '.join(unread)} not read, their scans "
+            f"not inspected ({next(iter(unread.values()))}; see their nested_source)"
+        )
     return Check(
         id="seq_scans",
         title="Sequential scans that hurt in the suite's plans",
@@ -248,9 +282,10 @@ def seq_scans_check(
         value=len(flagged),
         unit="scans",
         target=target,
-        reason=judged_reason(said, len(flagged), "scans", target, why),
+        reason=reason,
         evidence={
             "flagged": flagged,
+            "function_plans_unread": unread,
             "min_table_rows": min_table_rows,
             "min_table_pages": min_table_pages,
             "table_seq_scans_in_window": deltas,

@@ -13,8 +13,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from backend_checks.db import redact_sql
+from backend_checks.nested_stats import HIDDEN_QUERY
 from backend_checks.reasons import holds, judged_reason
 from devicelab.models import Check, CheckTarget
+from devicelab.numbers import fmt_value
 from devicelab.targets import backend_target
 
 if TYPE_CHECKING:
@@ -25,6 +27,22 @@ __all__ = ["bloat", "long_running", "slow_queries", "table_sizes", "vacuum"]
 log = logging.getLogger(__name__)
 
 _SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
+
+#: Who may VACUUM a table up to PostgreSQL 16 (``vacuum_is_relation_owner``): the owner or a
+#: role with its privileges (superusers too), or the database owner for a table that is not
+#: shared. Anyone else gets a WARNING, not an error, and the table is left as it was.
+_MAY_VACUUM = """(pg_has_role(c.relowner, 'USAGE')
+    OR (NOT c.relisshared AND pg_has_role(
+        (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')))"""
+#: From PostgreSQL 17 the MAINTAIN privilege (and pg_maintain) stands for the owner.
+_MAY_VACUUM_17 = """(has_table_privilege(c.oid, 'MAINTAIN')
+    OR (NOT c.relisshared AND pg_has_role(
+        (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')))"""
+
+
+def _may_vacuum(conn: psycopg.Connection[Any]) -> str:
+    """The SQL condition, on ``pg_class c``, that the current role may VACUUM ``c``."""
+    return _MAY_VACUUM_17 if conn.info.server_version >= 170000 else _MAY_VACUUM
 
 
 def table_sizes(conn: psycopg.Connection[Any]) -> Check:
@@ -89,19 +107,27 @@ def bloat(
 ) -> Check:
     """A bloat estimate: dead tuples per table, and heap pages against the pages its live
     rows need (reltuples x average row width). Fails when a table of at least
-    ``min_table_rows`` rows has more than ``max_dead_pct`` % dead tuples."""
+    ``min_table_rows`` rows has more than ``max_dead_pct`` % dead tuples. The tables the
+    connecting role may not VACUUM (the suite's closing VACUUM skips them) are named in
+    the evidence (``vacuum_skipped``) and the reason. Returns the Check; raises
+    psycopg.Error."""
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
         rows = conn.execute(
             f"""SELECT t.schemaname || '.' || t.relname, t.n_live_tup, t.n_dead_tup,
                        c.relpages, greatest(c.reltuples, 0),
                        (SELECT sum(s.avg_width) FROM pg_stats s
-                        WHERE s.schemaname = t.schemaname AND s.tablename = t.relname)
+                        WHERE s.schemaname = t.schemaname AND s.tablename = t.relname),
+                       pg_get_userbyid(c.relowner), {_may_vacuum(conn)}, current_user
                 FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
-                WHERE t.schemaname NOT IN {_SYSTEM}"""
+                WHERE t.schemaname NOT IN {_SYSTEM}
+                ORDER BY t.n_live_tup + t.n_dead_tup DESC"""
         ).fetchall()
-    tables, failing = [], []
-    for name, live, dead, pages, reltuples, width in rows:
+    tables, failing, skipped = [], [], []
+    user = str(rows[0][-1]) if rows else ""
+    for name, live, dead, pages, reltuples, width, owner, may, _user in rows:
+        if not may:
+            skipped.append({"table": name, "owner": owner})
         dead_pct = round(100.0 * dead / (live + dead), 2) if live + dead else 0.0
         expected = (float(reltuples) * (float(width or 0) + 28)) / 8192 if width else None
         extra = 100.0 * (pages - expected) / pages if expected and pages else None
@@ -127,6 +153,23 @@ def bloat(
     )
     why = ("; ".join(failing) + ": VACUUM") if failing else ""
     said = f"worst dead tuples {{value}} (tables >= {min_table_rows:,} rows)"
+    evidence: dict[str, Any] = {"tables": tables}
+    reason = judged_reason(said, worst, "%", target, why)
+    if skipped:
+        # PostgreSQL only warns when VACUUM is refused, so a run as a role that reads the
+        # tables without owning them would otherwise claim a cleanup that never happened.
+        owners = sorted({str(t["owner"]) for t in skipped})
+        evidence["vacuum_skipped"] = skipped
+        evidence["vacuum_skipped_why"] = (
+            f"{user} may not VACUUM them: only the owner ({', '.join(owners)}), a member of "
+            "it, the database owner or a superuser may"
+        )
+        names = ", ".join(str(t["table"]) for t in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        reason += (
+            f"; not VACUUMed after the suite, {user} not being their owner: {names}{more} "
+            "(the dead tuples of the suite's rolled-back writes there are left to autovacuum)"
+        )
     return Check(
         id="bloat",
         title="Table bloat (dead tuples)",
@@ -135,16 +178,18 @@ def bloat(
         value=worst,
         unit="%",
         target=target,
-        evidence={"tables": tables},
-        reason=judged_reason(said, worst, "%", target, why),
+        evidence=evidence,
+        reason=reason,
     )
 
 
 def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
     """VACUUM ``tables`` (``schema.name``) on ``conn``, which must be idle (VACUUM runs
-    outside transactions; nothing is done inside one); returns those done. A table we may
-    not vacuum (not its owner: PostgreSQL warns and skips it) or a failure (the statement
-    timeout on a huge table) is logged and left to autovacuum."""
+    outside transactions; nothing is done inside one); returns those actually vacuumed.
+    A table the role may not vacuum (not its owner: checked first, and PostgreSQL's
+    warning is watched for too, since it skips the table without an error) or a failure
+    (the statement timeout on a huge table) is logged and left to autovacuum. Raises
+    nothing for a table; psycopg.Error if the connection itself fails."""
     import psycopg
     from psycopg import sql
 
@@ -152,9 +197,25 @@ def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         log.info("VACUUM %s skipped: the connection is inside a transaction", tables)
         return done
+    warnings: list[str] = []
+
+    def keep(diag: psycopg.errors.Diagnostic) -> None:
+        if diag.severity_nonlocalized == "WARNING" and diag.message_primary:
+            warnings.append(diag.message_primary)
+
     was = conn.autocommit
     conn.autocommit = True
+    conn.add_notice_handler(keep)
     try:
+        allowed = {
+            str(row[0])
+            for row in conn.execute(
+                f"""SELECT n.nspname || '.' || c.relname
+                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname || '.' || c.relname = ANY(%s) AND {_may_vacuum(conn)}""",
+                (tables,),
+            ).fetchall()
+        }
         # Counts of this session not yet reported (the rows a datagen just deleted) would
         # land after VACUUM's own report and show as dead tuples it had removed.
         with contextlib.suppress(psycopg.Error):  # before PostgreSQL 15: no such call
@@ -162,14 +223,25 @@ def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
         # Behind another VACUUM or an index build, give up soon: autovacuum will come.
         conn.execute("SET lock_timeout = '2s'")
         for name in tables:
+            if name not in allowed:
+                log.info("VACUUM %s skipped: the role is not its owner", name)
+                continue
             schema, _, table = name.partition(".")
+            warnings.clear()
             try:
                 conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(schema, table)))
             except psycopg.Error as exc:
                 log.warning("VACUUM %s failed: %s", name, exc)
                 continue
+            # A refusal names the table ("skipping \"t\" --- only table or database owner
+            # can vacuum it"); other warnings (an old xmin) do not, and the table was done.
+            refused = [w for w in warnings if f'"{table}"' in w]
+            if refused:
+                log.warning("VACUUM %s skipped: %s", name, refused[0])
+                continue
             done.append(name)
     finally:
+        conn.remove_notice_handler(keep)
         with contextlib.suppress(psycopg.Error):
             conn.execute("RESET lock_timeout")
         conn.autocommit = was
@@ -180,7 +252,10 @@ def slow_queries(
     conn: psycopg.Connection[Any], *, mean_ms: float = 100.0, min_calls: int = 5
 ) -> Check:
     """pg_stat_statements outliers across all roles: statements called at least
-    ``min_calls`` times with a mean above ``mean_ms`` (the story's 100 ms) fail."""
+    ``min_calls`` times with a mean above ``mean_ms`` (the story's 100 ms) fail. Other
+    roles' statements whose text the role may not read are named with the grant that
+    shows them. Returns the Check (``skip`` without pg_stat_statements); raises nothing
+    of pg_stat_statements' own."""
     import psycopg
 
     # <=: the story's query lists mean_exec_time > 100 as slow, not 100 itself.
@@ -203,7 +278,7 @@ def slow_queries(
             conn.execute("SET TRANSACTION READ ONLY")
             rows = conn.execute(
                 """SELECT r.rolname, s.calls, s.mean_exec_time, s.max_exec_time,
-                          s.total_exec_time, left(s.query, 300)
+                          s.total_exec_time, left(s.query, 300), quote_ident(current_user)
                    FROM pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid
                    WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
                    ORDER BY s.mean_exec_time DESC LIMIT 50"""
@@ -229,12 +304,27 @@ def slow_queries(
     value = max((q["mean_ms"] for q in top if q["calls"] >= min_calls), default=0.0)
     why = f"{len(outliers)} statement(s) with mean > {mean_ms:g} ms" if outliers else ""
     said = f"slowest mean {{value}} (statements called >= {min_calls} times, all roles)"
+    evidence: dict[str, Any] = {"outliers": outliers, "top": top[:15], "min_calls": min_calls}
+    reason = judged_reason(said, value, "ms", target, why)
+    reported = {id(q): q for q in top[:15] + outliers}.values()
+    hidden = sum(1 for q in reported if q["query"] == HIDDEN_QUERY)
+    if hidden:
+        user = str(rows[0][6])
+        # The timings are there for every role; only the text is withheld, so the verdict
+        # stands and the reader needs the grant that names the statements.
+        grant = f"GRANT pg_read_all_stats TO {user}"
+        evidence["hidden_statements"] = hidden
+        evidence["hidden_fix"] = f"{grant} (Supabase: the postgres role has it)"
+        reason += (
+            f"; {fmt_value(hidden, 'statements')} of other roles show as {HIDDEN_QUERY}, "
+            f"their text hidden from {user}: {grant} (Supabase: the postgres role has it)"
+        )
     return Check(
         **base,
         status="fail" if outliers else "pass",
         value=value,
-        evidence={"outliers": outliers, "top": top[:15], "min_calls": min_calls},
-        reason=judged_reason(said, value, "ms", target, why),
+        evidence=evidence,
+        reason=reason,
     )
 
 

@@ -12,11 +12,13 @@ run once, read-only). Then:
 - one ``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`` as the app role, and one as the
   connecting role (no RLS, the story's way) for comparison.
 - for functions (``function:``), the plans of the statements inside: auto_explain is
-  loaded into the session (``LOAD 'auto_explain'``; ``log_nested_statements``,
-  ``log_analyze``, ``log_format = json``, ``log_level = notice``) and the plans arrive as
-  NOTICEs. Setting ``auto_explain.log_level`` needs a superuser; without one the
-  statements inside are taken from pg_stat_statements (``toplevel = false``: timings and
-  buffers, no plans) and the evidence says so.
+  loaded into the session (``LOAD 'auto_explain'``, skipped when the server preloads it;
+  ``log_nested_statements``, ``log_analyze``, ``log_format = json``, ``log_level =
+  notice``) and the plans arrive as NOTICEs. ``LOAD`` of a library outside
+  ``$libdir/plugins`` needs a superuser, and so do auto_explain's settings unless granted
+  (``GRANT SET ON PARAMETER``, PostgreSQL 15); without them the statements inside are
+  taken from pg_stat_statements (``toplevel = false``: timings and buffers, no plans), and
+  ``nested_source`` says what was used, or why nothing could be and what would fix it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend_checks.nested_stats import statements_inside
 from backend_checks.plans import (
     DEFAULT_MIN_TABLE_ROWS,
     NestedPlan,
@@ -126,7 +129,11 @@ class QueryRun(BaseModel):
     nested: list[NestedPlan] = Field(default_factory=list)
     nested_source: str = ""
     nested_stats: list[dict[str, Any]] = Field(default_factory=list)
+    nested_unread: str = Field(
+        "", description="why the plans inside the function could not be read ('' if they were)"
+    )
     error: str | None = None
+    error_state: str | None = Field(None, description="the SQLSTATE of ``error``")
     timed_out: bool = False
     plan_estimated_only: bool = False
     owner_error: str | None = None
@@ -277,6 +284,7 @@ def time_query(
         run.error = f"canceled by statement_timeout after {timeout_ms(spec)} ms"
     except psycopg.Error as exc:
         run.error = first_line(exc)
+        run.error_state = exc.sqlstate
     return run
 
 
@@ -314,7 +322,8 @@ def explain_query(
         if spec.function:
             _nested(conn, spec, run.params, run, sizes, min_table_rows)
     except psycopg.Error as exc:
-        run.error = run.error or first_line(exc)
+        if run.error is None:
+            run.error, run.error_state = first_line(exc), exc.sqlstate
 
 
 def explain_as_owner(
@@ -348,14 +357,26 @@ def explain_as_owner(
         run.owner_error = first_line(exc)
 
 
+#: auto_explain's settings that :func:`plans_inside` sets (superuser-only unless granted).
+_AUTO_EXPLAIN_SETTINGS = (
+    "log_min_duration",
+    "log_analyze",
+    "log_buffers",
+    "log_nested_statements",
+    "log_format",
+    "log_level",
+)
+
+
 @contextlib.contextmanager
 def plans_inside(conn: psycopg.Connection[Any], *, analyze: bool) -> Iterator[list[str]]:
     """Inside an open transaction, before becoming the app role (loading auto_explain and
-    setting its log level need a superuser): log the plan of every statement run in the
-    block, those inside functions included, as a NOTICE (JSON; with ``analyze``, actual
-    rows and buffers too). Yields the list the NOTICE texts are collected into (read it
-    with :func:`nested_plans`). The settings are LOCAL: they end with the transaction.
-    Raises psycopg errors when auto_explain cannot be loaded or set."""
+    setting it need a superuser, or a server that preloads it and grants its settings):
+    log the plan of every statement run in the block, those inside functions included, as
+    a NOTICE (JSON; with ``analyze``, actual rows and buffers too). Yields the list the
+    NOTICE texts are collected into (read it with :func:`nested_plans`). The settings are
+    LOCAL: they end with the transaction. Raises psycopg errors when auto_explain cannot
+    be loaded or set."""
     notices: list[str] = []
 
     def keep(diag: psycopg.errors.Diagnostic) -> None:
@@ -363,15 +384,20 @@ def plans_inside(conn: psycopg.Connection[Any], *, analyze: bool) -> Iterator[li
             notices.append(diag.message_primary)
 
     with conn.transaction():
-        conn.execute("LOAD 'auto_explain'")
-        for setting, value in (
-            ("log_min_duration", "0"),
-            ("log_analyze", "on" if analyze else "off"),
-            ("log_buffers", "on" if analyze else "off"),
-            ("log_nested_statements", "on"),
-            ("log_format", "json"),
-            ("log_level", "notice"),
-        ):
+        # LOAD is refused to a non-superuser even when the library is loaded already
+        # (session_ or shared_preload_libraries): its settings exist then, so skip it.
+        loaded = conn.execute("SELECT current_setting('auto_explain.log_level', true)")
+        if not (row := loaded.fetchone()) or row[0] is None:
+            conn.execute("LOAD 'auto_explain'")
+        values = {
+            "log_min_duration": "0",
+            "log_analyze": "on" if analyze else "off",
+            "log_buffers": "on" if analyze else "off",
+            "log_nested_statements": "on",
+            "log_format": "json",
+            "log_level": "notice",
+        }
+        for setting, value in values.items():
             conn.execute(f"SET LOCAL auto_explain.{setting} = {value}")
         conn.execute("SET LOCAL client_min_messages = notice")
     conn.add_notice_handler(keep)
@@ -379,6 +405,15 @@ def plans_inside(conn: psycopg.Connection[Any], *, analyze: bool) -> Iterator[li
         yield notices
     finally:
         conn.remove_notice_handler(keep)
+
+
+def _auto_explain_fix(role: str) -> str:
+    """What lets ``role`` (quoted) read plans inside functions with auto_explain."""
+    names = ", ".join(f"auto_explain.{s}" for s in _AUTO_EXPLAIN_SETTINGS)
+    return (
+        "connect as a superuser, or preload auto_explain (session_preload_libraries) and "
+        f"GRANT SET ON PARAMETER {names} TO {role}"
+    )
 
 
 def _nested(
@@ -390,19 +425,23 @@ def _nested(
     min_table_rows: int,
 ) -> None:
     """Collect the plans of the statements inside ``spec.function`` (auto_explain), or
-    their pg_stat_statements rows when auto_explain cannot be switched on."""
+    their pg_stat_statements rows when auto_explain cannot be switched on. Sets
+    ``run.nested_source`` to what was used (or why nothing could be, with the fix) and
+    ``run.nested_unread`` when no plan could be read. Raises psycopg errors of the call."""
     import psycopg
 
     sql: Any = spec.sql
     notices: list[str] = []
+    unavailable = ""
     with conn.transaction(force_rollback=True), contextlib.ExitStack() as stack:
+        # Named in the grants that would fix what this role may not do, as SQL spells it.
+        row = conn.execute("SELECT quote_ident(session_user)").fetchone()
+        who = str(row[0]) if row else "current_user"
         try:
             notices = stack.enter_context(plans_inside(conn, analyze=True))
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0]
-            run.nested_source = f"pg_stat_statements (auto_explain unavailable: {reason})"
-        else:
-            run.nested_source = "auto_explain (log_nested_statements)"
+            unavailable = f"auto_explain unavailable: {first_line(exc)}"
+            run.nested_unread = unavailable
         app_transaction(conn, params.get("user_id"), read_only=not spec.writes)
         conn.execute(f"SET LOCAL statement_timeout = {timeout_ms(spec)}")
         conn.execute(sql, params).fetchall()
@@ -415,10 +454,22 @@ def _nested(
             if _head(plan.query) != _head(spec.sql)
             and not plan.query.lower().startswith(("select set_config", "explain"))
         ]
-    if not run.nested:
-        run.nested_stats = _statements_inside(conn, spec.function or "")
-        if run.nested_source.startswith("auto_explain"):
-            run.nested_source = "auto_explain logged no nested statement (inlined function)"
+    if run.nested:
+        run.nested_source = "auto_explain (log_nested_statements)"
+        return
+    run.nested_stats, why_none = statements_inside(conn, spec.function or "", who)
+    if not unavailable:
+        run.nested_source = "auto_explain logged no nested statement (inlined function)"
+        return
+    # Say what stood in for the plans, or why nothing could and what would fix each way:
+    # a bare "pg_stat_statements" with nothing behind it read as if it had been consulted.
+    fix = _auto_explain_fix(who)
+    if run.nested_stats:
+        run.nested_source = (
+            f"pg_stat_statements (timings and buffers, no plans; {unavailable}; for plans: {fix})"
+        )
+    else:
+        run.nested_source = f"none: {unavailable} ({fix}); {why_none}"
 
 
 def _head(sql: str) -> str:
@@ -428,37 +479,3 @@ def _head(sql: str) -> str:
     for mark in ("%(", "$"):
         text = text.split(mark)[0]
     return text.strip().lower()
-
-
-def _statements_inside(conn: psycopg.Connection[Any], function: str) -> list[dict[str, Any]]:
-    """pg_stat_statements rows (toplevel = false) whose text appears in ``function``'s body."""
-    import psycopg
-
-    try:
-        with conn.transaction(force_rollback=True):
-            conn.execute("SET TRANSACTION READ ONLY")
-            body_row = conn.execute(
-                "SELECT string_agg(prosrc, ' ') FROM pg_proc WHERE proname = %s", (function,)
-            ).fetchone()
-            body = " ".join(str(body_row[0] if body_row and body_row[0] else "").split()).lower()
-            rows = conn.execute(
-                """SELECT query, calls, mean_exec_time, shared_blks_hit, shared_blks_read
-                   FROM pg_stat_statements WHERE toplevel = false
-                   ORDER BY total_exec_time DESC LIMIT 200"""
-            ).fetchall()
-    except psycopg.Error:
-        return []
-    found = []
-    for query, calls, mean, hit, read in rows:
-        head = " ".join(str(query).split()).lower()[:40]
-        if head and head in body:
-            found.append(
-                {
-                    "query": query,
-                    "calls": calls,
-                    "mean_ms": round(mean, 3),
-                    "hit": hit,
-                    "read": read,
-                }
-            )
-    return found
