@@ -228,6 +228,15 @@ async def sign_in(http: aiohttp.ClientSession, project: SupabaseProject) -> Sess
                 raise BackendUnavailable(_not_api("POST", url, status, resp), hint=hint)
         if status != 200 or "access_token" not in body:
             said = body.get("msg") or body.get("error_description") or body.get("message")
+            if status >= 500:
+                # The API is up but cannot answer (its database stopped, say): the
+                # credentials were never judged, so they are not what to check.
+                failed = f"sign-in of {project.email} failed ({status}): {said}"
+                raise BackendUnavailable(
+                    redact_secrets(failed, project),
+                    hint="the API answered a server error: check that it and its database "
+                    "run (for the managed cluster: a `devicelab backend stop` meanwhile?)",
+                )
             raise BackendUnavailable(
                 redact_secrets(f"sign-in of {project.email} refused ({status}): {said}", project),
                 hint="check the test user's email and password, and the anon key",

@@ -33,6 +33,7 @@ faster than maintaining them row by row).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -380,6 +381,8 @@ def refuse_foreign(conn: psycopg.Connection[Any], *, force: bool) -> None:
 def session_settings(conn: psycopg.Connection[Any], *, parallel: bool = True) -> None:
     """SET LOCAL the settings of a load transaction. ``parallel`` False: no parallel
     workers (when two connections already keep both cores busy)."""
+    import psycopg
+
     conn.execute("SET LOCAL statement_timeout = '15min'")
     conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
     conn.execute("SET LOCAL work_mem = '256MB'")
@@ -389,6 +392,10 @@ def session_settings(conn: psycopg.Connection[Any], *, parallel: bool = True) ->
     if not parallel:
         conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
         conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+    # Our load is not the app's traffic: recorded, five datagens on one cluster made its
+    # statements "slow queries" of the next check. A superuser's setting; else recorded.
+    with contextlib.suppress(psycopg.errors.InsufficientPrivilege), conn.transaction():
+        conn.execute("SET LOCAL pg_stat_statements.track = 'none'")
 
 
 def auth_user_triggers(conn: psycopg.Connection[Any]) -> list[str]:

@@ -92,9 +92,20 @@ def _html_502() -> web.Application:
     return app
 
 
-def test_an_html_answer_is_one_line_naming_the_url_and_status() -> None:
-    async def main() -> str:
-        runner = web.AppRunner(_html_502())
+def _json_503() -> web.Application:
+    async def no_database(_: web.Request) -> web.Response:
+        return web.json_response({"msg": "no database connection available"}, status=503)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", no_database)
+    return app
+
+
+def _sign_in_error(app: web.Application) -> BackendUnavailable:
+    """What sign_in raises against ``app`` served on loopback."""
+
+    async def main() -> BackendUnavailable:
+        runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -107,9 +118,21 @@ def test_an_html_answer_is_one_line_naming_the_url_and_status() -> None:
                     await sign_in(http, project)
         finally:
             await runner.cleanup()
-        return refused.value.one_line()
+        return refused.value
 
-    line = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_server_error_at_sign_in_points_at_the_server_not_the_password() -> None:
+    # `backend stop` under a managed check: the reference API answered 503, and the
+    # hint sent the user to check the test user's email, password and anon key.
+    error = _sign_in_error(_json_503())
+    assert "failed (503): no database connection available" in error.message
+    assert "password" not in (error.hint or "") and "database" in (error.hint or "")
+
+
+def test_an_html_answer_is_one_line_naming_the_url_and_status() -> None:
+    line = _sign_in_error(_html_502()).one_line()
     assert "\n" not in line
     assert "/auth/v1/token answered 502 (text/html), not a Supabase API reply" in line
 
