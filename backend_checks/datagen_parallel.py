@@ -16,10 +16,12 @@ schema ``devicelab_stage`` instead:
    table, then copied), receipts, conversations, then every index, key, foreign key and
    ANALYZE, scheduled by dependencies and by the locks they take (two statements that
    would wait for each other never run together), the longest chain first;
-3. the swap (one short transaction on the caller's connection): drop the old tables, move
-   the staged ones into ``public``, re-run the schema (trigger, RLS, policies, grants,
-   view, functions), put back the reference server's Realtime capture triggers where the
-   old tables had them, insert ``auth.users`` and its foreign key, mark, commit.
+3. the swap (:mod:`backend_checks.datagen_swap`, one short transaction on the caller's
+   connection): drop the old tables, move the staged ones into ``public``, re-run the
+   schema (trigger, RLS, policies, grants, view, functions), put back the reference
+   server's Realtime capture triggers where the old tables had them, insert ``auth.users``
+   and its foreign key, mark, commit; tried again a second at a time while other sessions
+   hold the live tables (queued, it would stall every new reader of them).
 
 A failure anywhere rolls back the swap and drops the staging schema (and the next run,
 on either path, drops a staging schema a killed run left): the live tables are untouched
@@ -42,20 +44,17 @@ from typing import TYPE_CHECKING, Any
 
 from backend_checks.datagen import (
     LOCK_KEY,
-    META_TABLE,
-    OUR_USERS,
     STAGE_SCHEMA,
     TABLES,
     DatagenParams,
     DatagenReport,
     LoadSql,
     auth_user_triggers,
-    install_schema,
-    mark,
     refuse_foreign,
     schema_sql,
     session_settings,
 )
+from backend_checks.datagen_swap import STAGED, SwapRefused, swap_when_free
 from backend_checks.datagen_tasks import Run, Scheduler, Task, prioritize
 
 if TYPE_CHECKING:
@@ -65,14 +64,9 @@ __all__ = ["generate"]
 
 log = logging.getLogger(__name__)
 
-_STAGED = ("profiles", "conversations", "messages", "message_read_receipts")
 #: The tables whose keys and indexes are built after the load (profiles keeps its own:
 #: 1,000 rows).
 _BIG = ("conversations", "messages", "message_read_receipts")
-
-
-class _SwapRefused(Exception):
-    """The swap would lose something the schema does not recreate."""
 
 
 def generate(
@@ -119,8 +113,9 @@ def generate(
             phases["parallel"] = round(time.perf_counter() - start, 3)
             start = time.perf_counter()
             try:
-                _swap(conn, params, force=force, dropped=dropped, counts=counts)
-            except _SwapRefused as exc:
+                swap_when_free(conn, params, force=force, external=dropped.external,
+                               counts=counts)  # fmt: skip
+            except SwapRefused as exc:
                 log.info("datagen: %s; one transaction instead", exc)
                 return None
             phases["swap"] = round(time.perf_counter() - start, 3)
@@ -181,7 +176,7 @@ def staging_ddl() -> tuple[list[str], list[tuple[str, str]]]:
     external: list[tuple[str, str]] = []
     for match in re.finditer(r"CREATE TABLE IF NOT EXISTS public\.(\w+) \((.*?)\n\);", text, re.S):
         table, body = match.groups()
-        if table not in _STAGED:
+        if table not in STAGED:
             continue
         lines = []
         for line in body.splitlines():
@@ -204,9 +199,9 @@ def staging_ddl() -> tuple[list[str], list[tuple[str, str]]]:
         r"CREATE INDEX IF NOT EXISTS (\w+)\s+ON public\.(\w+) (.*?);", text, re.S
     ):
         name, table, rest = match.groups()
-        if table in _STAGED:
+        if table in STAGED:
             statements.append(f"CREATE INDEX {name} ON {STAGE_SCHEMA}.{table} {rest}")
-    if len(statements) < len(_STAGED):
+    if len(statements) < len(STAGED):
         raise RuntimeError("schema.sql: the staging path did not find the four tables")
     return statements, external
 
@@ -309,7 +304,7 @@ _LOADED = {
 def _load_tasks(p: DatagenParams, n: float) -> list[Task]:
     s = STAGE_SCHEMA
     sql = LoadSql(p, data=s, helper=s)
-    prof, conv, msgs, rcpt = (f"{s}.{t}" for t in _STAGED)
+    prof, conv, msgs, rcpt = (f"{s}.{t}" for t in STAGED)
     # Inserting copied rows costs ~30 % of computing them: this connection computes 40 %
     # and copies the other 60 % in about the time the other one computes them.
     first = p.messages * 2 // 5
@@ -358,7 +353,7 @@ def _load_tasks(p: DatagenParams, n: float) -> list[Task]:
 
 def _build_tasks(dropped: _Dropped, n: float, counts: dict[str, int]) -> list[Task]:
     """Indexes, keys, foreign keys and ANALYZE of the staged tables."""
-    prof, conv, msgs, rcpt = (f"{STAGE_SCHEMA}.{t}" for t in _STAGED)
+    prof, conv, msgs, rcpt = (f"{STAGE_SCHEMA}.{t}" for t in STAGED)
     loaded = {f"{STAGE_SCHEMA}.{t}": names for t, names in _LOADED.items()}
     # Index builds per table: a B-tree, and how much more a GIN costs.
     weights = {msgs: 50.0 * n, rcpt: 30.0 * n, conv: 5.0, prof: 1.0}
@@ -413,102 +408,3 @@ def _build_tasks(dropped: _Dropped, n: float, counts: dict[str, int]) -> list[Ta
     for table, weight in ((msgs, 100 + 35 * n), (rcpt, 30 + 10 * n), (conv, 20.0), (prof, 2.0)):
         tasks.append(Task(f"analyze {table}", analyze(table), weight, loaded[table], {table: "a"}))
     return tasks
-
-
-# ---------------------------------------------------------------------- swap
-_ATTACHED = """
-SELECT 'policy ' || c.relname || ' ' || p.polname
-FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE c.oid = ANY(%(t)s)
-UNION ALL
-SELECT 'trigger ' || c.relname || ' ' || g.tgname
-FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
-WHERE c.oid = ANY(%(t)s) AND NOT g.tgisinternal
-UNION ALL
-SELECT 'publication ' || c.relname || ' ' || b.pubname
-FROM pg_publication_rel r JOIN pg_publication b ON b.oid = r.prpubid
-JOIN pg_class c ON c.oid = r.prrelid WHERE c.oid = ANY(%(t)s)
-UNION ALL
-SELECT 'rule ' || c.relname || ' ' || w.rulename
-FROM pg_rewrite w JOIN pg_class c ON c.oid = w.ev_class WHERE c.oid = ANY(%(t)s)
-UNION ALL
-SELECT 'grant ' || c.relname || ' ' || a::text
-FROM pg_class c, unnest(c.relacl) a WHERE c.oid = ANY(%(t)s)
-UNION ALL
-SELECT 'owner ' || c.relname || ' ' || c.relowner::regrole::text
-FROM pg_class c WHERE c.oid = ANY(%(t)s)
-UNION ALL
-SELECT 'table ' || c.relname || ' replica identity ' || c.relreplident::text
-       || ' force rls ' || c.relforcerowsecurity::text
-FROM pg_class c WHERE c.oid = ANY(%(t)s)
-"""
-
-
-def _attached(conn: psycopg.Connection[Any]) -> set[str]:
-    """What hangs on the live tables and goes with them when they are dropped."""
-    rows = conn.execute(
-        "SELECT array_remove(ARRAY["
-        + ", ".join(f"to_regclass('public.{t}')" for t in _STAGED)
-        + "], NULL)::oid[]"
-    ).fetchone()
-    oids = rows[0] if rows else []
-    if not oids:
-        return set()
-    return {r[0] for r in conn.execute(_ATTACHED, {"t": oids}).fetchall()}
-
-
-#: The reference server's Realtime captures changes with this trigger on each table it
-#: watches (backend_checks/reference/sql/realtime.sql); the swap puts it back.
-_CAPTURE_TRIGGER = "devicelab_realtime_capture"
-
-
-def _swap(
-    conn: psycopg.Connection[Any],
-    params: DatagenParams,
-    *,
-    force: bool,
-    dropped: _Dropped,
-    counts: dict[str, int],
-) -> None:
-    """Replace the live tables with the staged ones, in one transaction. Raises
-    _SwapRefused (rolled back) when that would lose something of someone else's."""
-    import psycopg
-
-    sql = LoadSql(params)
-    with conn.transaction():
-        session_settings(conn)
-        refuse_foreign(conn, force=force)
-        before = _attached(conn)
-        captured = [t for t in _STAGED if f"trigger {t} {_CAPTURE_TRIGGER}" in before]
-        conn.execute("DROP VIEW IF EXISTS public.conversation_list")
-        conn.execute(
-            "DROP FUNCTION IF EXISTS public.send_message(uuid, text, text, text, uuid, jsonb)"
-        )
-        try:
-            with conn.transaction():  # a savepoint: the error is ours to translate
-                conn.execute(
-                    "DROP TABLE IF EXISTS " + ", ".join(f"public.{t}" for t in reversed(_STAGED))
-                )
-        except psycopg.errors.DependentObjectsStillExist as exc:
-            raise _SwapRefused(f"other objects depend on the live tables: {exc}") from exc
-        for table in _STAGED:
-            conn.execute(f"ALTER TABLE {STAGE_SCHEMA}.{table} SET SCHEMA public")
-        install_schema(conn)
-        conn.execute(f"DELETE FROM {META_TABLE} WHERE key = 'datagen'")
-        conn.execute(f"DELETE FROM auth.users WHERE {OUR_USERS}")
-        for statement, values in (sql.passwords_stage(), sql.users()):
-            conn.execute(statement, values or None)
-        for table, definition in dropped.external:
-            conn.execute(f"ALTER TABLE public.{table} {definition}")
-        for table in captured:
-            # Without it the swap would be refused for a trigger of ours, and every run
-            # after a `devicelab run` or `backend check` took the serial path, where that
-            # trigger fires per row: 100K messages in 10 s instead of 1.7 s.
-            conn.execute("SELECT devicelab_realtime.watch(%s::regclass)", (f"public.{table}",))
-        conn.execute("ANALYZE auth.users")
-        row = conn.execute("SELECT count(*) FROM auth.users").fetchone()
-        counts["users"] = int(row[0]) if row else 0
-        lost = before - _attached(conn)
-        if lost:
-            raise _SwapRefused(f"the swap would lose {', '.join(sorted(lost))}")
-        conn.execute(f"DROP SCHEMA {STAGE_SCHEMA} CASCADE")
-        mark(conn, params, {t.split(".")[-1]: counts[t.split(".")[-1]] for t in TABLES})
