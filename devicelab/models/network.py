@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,8 +37,11 @@ class NetworkProfile(BaseModel):
     up_kbps: float | None = Field(default=None, gt=0, description="uplink bandwidth")
     loss_pct: float = Field(default=0.0, ge=0, lt=100, description="packet loss, percent")
     jitter_ms: float = Field(default=0.0, ge=0, description="delay variation (std dev), ms")
-    story_column: str | None = Field(
-        default=None, description="the story's target column this network maps to (3g, 4g, wifi)"
+    # A typo here ("4G") judged every check of a run in no column: all skips, exit 0.
+    story_column: Literal["3g", "4g", "wifi"] | None = Field(
+        default=None,
+        description="the story's target column this network maps to (3g, 4g, wifi); none: "
+        "the device's own column (web: Web (Desktop), phones: WiFi), as for 5g",
     )
     note: str = ""
 

@@ -72,6 +72,22 @@ def test_wrong_literal_and_list_index(tmp_path: Path) -> None:
     assert "'5g'" in str(err.value)
 
 
+def test_a_story_column_that_is_none_of_the_story_s_is_refused(tmp_path: Path) -> None:
+    # "4G" was taken as a column of its own: every check of the run was judged nowhere,
+    # all skips, exit 0.
+    path = write(
+        tmp_path,
+        "profiles:\n  my-lte:\n    label: L\n    source: me\n    rtt_ms: 60\n"
+        "    story_column: 4G\n",
+        "networks.yaml",
+    )
+    with pytest.raises(ConfigError) as err:
+        config.load_networks(path)
+    assert err.value.field == "profiles.my-lte.story_column"
+    assert err.value.location == f"{path}:6:19"
+    assert "'4g'" in str(err.value) and "'4G'" in str(err.value)
+
+
 def test_missing_field_and_cross_field_rule(tmp_path: Path) -> None:
     path = write(tmp_path, "devices:\n  a:\n    platform: android\n    os: Android 11\n")
     with pytest.raises(ConfigError) as err:
