@@ -3,7 +3,10 @@ statements. Each returns a Check with a verdict and its evidence.
 
 pg_stat_statements outliers are read across all roles (API traffic runs as
 ``authenticated``, not as the role devicelab connects with), and only statements called a
-few times count: a one-off (a data load, an index build) is not an outlier.
+few times count: a one-off (a data load, an index build) is not an outlier. Nor are the
+statements of devicelab's data generator, however often it ran: they touch its staging
+schema, its ``_dl_`` helper tables or ``devicelab_meta``. Sizes and bloat leave that
+scratch out too (and temporary tables, other sessions' scratch).
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from backend_checks.datagen import META_TABLE, STAGE_SCHEMA
 from backend_checks.db import redact_sql
 from backend_checks.nested_stats import HIDDEN_QUERY
 from backend_checks.reasons import holds, judged_reason
+from backend_checks.stats_window import OWN_SCRATCH
 from devicelab.models import Check, CheckTarget
 from devicelab.numbers import fmt_value
 from devicelab.targets import backend_target
@@ -40,6 +45,11 @@ _MAY_VACUUM_17 = """(has_table_privilege(c.oid, 'MAINTAIN')
         (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')))"""
 
 
+#: A statement of devicelab's data generator (a regular expression, case-insensitive): it
+#: touches the staging schema, a ``_dl_`` helper table or the meta table, never the app's.
+_OWN_STATEMENT = rf"{STAGE_SCHEMA}\.|\m{META_TABLE.rsplit('.', maxsplit=1)[-1]}\M|\m_dl_[a-z]"
+
+
 def _may_vacuum(conn: psycopg.Connection[Any]) -> str:
     """The SQL condition, on ``pg_class c``, that the current role may VACUUM ``c``."""
     return _MAY_VACUUM_17 if conn.info.server_version >= 170000 else _MAY_VACUUM
@@ -50,7 +60,9 @@ def table_sizes(conn: psycopg.Connection[Any]) -> Check:
     targets.yaml: their sum, as a share of the server's ``effective_cache_size`` (the
     memory it says caches data: shared_buffers and the OS page cache), must be <= 100 %.
     Data beyond it cannot all be in memory at once: as traffic reaches it, reads go to
-    disk and the buffer hit ratio falls. Returns the Check; raises psycopg.Error."""
+    disk and the buffer hit ratio falls. devicelab's scratch (a datagen's staging schema,
+    temporary tables) is not counted; a staging schema found is sized in the evidence
+    (``stale_staging_bytes``) and the reason. Returns the Check; raises psycopg.Error."""
     target = backend_target("table_sizes")
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
@@ -60,8 +72,15 @@ def table_sizes(conn: psycopg.Connection[Any]) -> Check:
                        pg_total_relation_size(c.oid)
                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {_SYSTEM}
+                  AND NOT {OWN_SCRATCH}
                 ORDER BY pg_total_relation_size(c.oid) DESC"""
         ).fetchall()
+        staged = conn.execute(
+            """SELECT count(*), sum(pg_total_relation_size(c.oid))::int8
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind IN ('r', 'p') AND n.nspname = %s""",
+            (STAGE_SCHEMA,),
+        ).fetchone()
         settings = dict(
             conn.execute(
                 """SELECT name, setting::int8 * pg_size_bytes(coalesce(unit, '1'))
@@ -80,6 +99,18 @@ def table_sizes(conn: psycopg.Connection[Any]) -> Check:
             f"{cache / 1e6:,.0f} MB")  # fmt: skip
     why = "" if ok else ("the data outgrows the server's cache: more memory (and "
                          "effective_cache_size with it), or archive old messages")  # fmt: skip
+    reason = judged_reason(said, value, "%", target, why)
+    evidence: dict[str, Any] = {}
+    if staged and staged[0]:
+        # A datagen builds there and drops it when done; one killed leaves it behind (the
+        # next datagen drops it). Either way it is not the app's data.
+        evidence["stale_staging_bytes"] = staged[1] or 0
+        evidence["stale_staging_tables"] = staged[0]
+        reason += (
+            f"; not counted: schema {STAGE_SCHEMA} ({(staged[1] or 0) / 1e6:,.1f} MB), "
+            "a datagen's staging (running now, or left by one that was killed: the next "
+            f"datagen drops it, or DROP SCHEMA {STAGE_SCHEMA} CASCADE)"
+        )
     return Check(
         id="table_sizes",
         title="Table and index sizes",
@@ -97,8 +128,9 @@ def table_sizes(conn: psycopg.Connection[Any]) -> Check:
             "shared_buffers_pct": round(100.0 * total / buffers, 1),
             "tables_counted": len(tables),
             "tables": tables[:30],  # the biggest: the rest add little to read
-        },
-        reason=judged_reason(said, value, "%", target, why),
+        }
+        | evidence,
+        reason=reason,
     )
 
 
@@ -120,7 +152,8 @@ def bloat(
                         WHERE s.schemaname = t.schemaname AND s.tablename = t.relname),
                        pg_get_userbyid(c.relowner), {_may_vacuum(conn)}, current_user
                 FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
-                WHERE t.schemaname NOT IN {_SYSTEM}
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE t.schemaname NOT IN {_SYSTEM} AND NOT {OWN_SCRATCH}
                 ORDER BY t.n_live_tup + t.n_dead_tup DESC"""
         ).fetchall()
     tables, failing, skipped = [], [], []
@@ -254,8 +287,10 @@ def slow_queries(
     """pg_stat_statements outliers across all roles: statements called at least
     ``min_calls`` times with a mean above ``mean_ms`` (the story's 100 ms) fail. Other
     roles' statements whose text the role may not read are named with the grant that
-    shows them. Returns the Check (``skip`` without pg_stat_statements); raises nothing
-    of pg_stat_statements' own."""
+    shows them. devicelab's data generator's statements (:data:`_OWN_STATEMENT`) are left
+    out, however often datagen ran, and counted in the evidence
+    (``devicelab_statements_left_out``). Returns the Check (``skip`` without
+    pg_stat_statements); raises nothing of pg_stat_statements' own."""
     import psycopg
 
     # <=: the story's query lists mean_exec_time > 100 as slow, not 100 itself.
@@ -276,13 +311,22 @@ def slow_queries(
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
+            here = "s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            # coalesce: a text pg_stat_statements lost (NULL) is not known to be ours.
             rows = conn.execute(
-                """SELECT r.rolname, s.calls, s.mean_exec_time, s.max_exec_time,
+                f"""SELECT r.rolname, s.calls, s.mean_exec_time, s.max_exec_time,
                           s.total_exec_time, left(s.query, 300), quote_ident(current_user)
                    FROM pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid
-                   WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   ORDER BY s.mean_exec_time DESC LIMIT 50"""
+                   WHERE {here} AND NOT coalesce(s.query ~* %(ours)s, false)
+                   ORDER BY s.mean_exec_time DESC LIMIT 50""",
+                {"ours": _OWN_STATEMENT},
             ).fetchall()
+            ours = conn.execute(
+                f"""SELECT count(*), count(*) FILTER (WHERE s.calls >= %(calls)s
+                                                      AND s.mean_exec_time > %(ms)s)
+                    FROM pg_stat_statements s WHERE {here} AND s.query ~* %(ours)s""",
+                {"ours": _OWN_STATEMENT, "calls": min_calls, "ms": mean_ms},
+            ).fetchone()
     except psycopg.Error as exc:
         return Check(
             **base,
@@ -306,6 +350,16 @@ def slow_queries(
     said = f"slowest mean {{value}} (statements called >= {min_calls} times, all roles)"
     evidence: dict[str, Any] = {"outliers": outliers, "top": top[:15], "min_calls": min_calls}
     reason = judged_reason(said, value, "ms", target, why)
+    # Our own loads would otherwise become "outliers" from the fifth datagen on a reused
+    # server (where datagen may not stop pg_stat_statements from recording them).
+    left_out, slow_left_out = ours if ours else (0, 0)
+    evidence["devicelab_statements_left_out"] = left_out
+    evidence["devicelab_slow_statements_left_out"] = slow_left_out
+    if slow_left_out:
+        reason += (
+            f"; {fmt_value(slow_left_out, 'statements')} of devicelab's data generator "
+            f"(mean > {mean_ms:g} ms) left out: a data load, not the app's"
+        )
     reported = {id(q): q for q in top[:15] + outliers}.values()
     hidden = sum(1 for q in reported if q["query"] == HIDDEN_QUERY)
     if hidden:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from backend_checks.reasons import judged_reason
+from backend_checks.stats_window import OWN_SCRATCH
 from devicelab.models import Check
 from devicelab.numbers import fmt_value
 from devicelab.targets import backend_target
@@ -76,8 +77,10 @@ def unused_indexes(
                        i.indisprimary, i.indisunique, i.indisreplident, i.indkey::text,
                        i.indrelid::int8, pg_relation_size(s.indexrelid), i.indisvalid
                 FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
+                JOIN pg_class c ON c.oid = s.relid JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE s.schemaname NOT IN {_SYSTEM}
                   AND s.schemaname NOT IN ('auth', 'storage', 'realtime', 'extensions')
+                  AND NOT {OWN_SCRATCH}  -- a data load of ours in progress, or left behind
                 ORDER BY 1, 2"""
         ).fetchall()
     candidates, excluded, invalid = [], [], []
