@@ -310,12 +310,24 @@ def _dbname(dsn: str) -> str | None:
 _MAX_NAME_BYTES = 63
 
 
+def _created_meanwhile(exc: Exception) -> bool:
+    """Whether CREATE DATABASE failed because the database exists: 42P04 once another
+    session's creation committed, 23505 on pg_database's name index while it commits."""
+    state = getattr(exc, "sqlstate", None)
+    if state == "42P04":
+        return True
+    diag = getattr(exc, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) or str(exc)
+    return state == "23505" and "pg_database_datname_index" in constraint
+
+
 def ensure_database(dsn: str) -> str | None:
     """Create the database ``dsn`` names when the server lacks it; return its name when
-    created, None when it was there, the DSN names none, or the server does not answer
-    (the connection that follows reports that). Raises BackendUnavailable when the
-    database is missing and we may not create it, BadInput when its name is longer than
-    PostgreSQL keeps."""
+    created, None when it was there (also when another session created it between our
+    look and our CREATE: it is not ours to drop), the DSN names none, or the server does
+    not answer (the connection that follows reports that). Raises BackendUnavailable when
+    the database is missing and we may not create it, BadInput when its name is longer
+    than PostgreSQL keeps."""
     import psycopg
     from psycopg import sql
 
@@ -336,6 +348,8 @@ def ensure_database(dsn: str) -> str | None:
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.Error as exc:
+            if _created_meanwhile(exc):
+                return None
             raise BackendUnavailable(
                 f"database {name!r} does not exist and cannot be created: "
                 + redact(str(exc).strip().splitlines()[0], dsn),
@@ -346,12 +360,15 @@ def ensure_database(dsn: str) -> str | None:
 
 def drop_database(dsn: str) -> None:
     """Drop the database ``dsn`` names (one :func:`ensure_database` created for a run that
-    then failed). Best effort: logs and never raises."""
+    then failed), unless other sessions use it: then it is another job's database now
+    (one that found it there meanwhile), and it is left with a warning naming it; its
+    sessions are never ended. Best effort: logs and never raises."""
     import logging
 
     import psycopg
     from psycopg import sql
 
+    log = logging.getLogger(__name__)
     name = _dbname(dsn)
     if name is None or name in ("postgres", "template1"):
         return
@@ -360,10 +377,9 @@ def drop_database(dsn: str) -> None:
         if conn is None:
             raise BackendUnavailable("the server does not answer")
         with conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            # No FORCE: the server waits up to 5 s for sessions that are closing (ours).
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    except psycopg.errors.ObjectInUse:
+        log.warning("left database %s: another session uses it (another job started on it)", name)
     except (BackendUnavailable, psycopg.Error) as exc:
-        logging.getLogger(__name__).warning(
-            "could not drop database %s: %s", name, redact(str(exc), dsn)
-        )
+        log.warning("could not drop database %s: %s", name, redact(str(exc), dsn))

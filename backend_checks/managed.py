@@ -18,6 +18,13 @@ initdb refuses to run as root, so as root every server command runs as the ``pos
 user (``runuser -u postgres --``) and the cluster's directory belongs to it.
 ``pg_stat_statements`` and ``auto_explain`` are preloaded (``pg_stat_statements.track =
 all``) so the checks can see statements inside functions.
+
+A new cluster is built in a sibling folder, ``data.new-<pid>-<random>``, and renamed to
+``data`` only once initdb finished and our settings are written: a run stopped while it
+creates the cluster leaves no half-made ``data`` that later runs would refuse. Its initdb
+is killed with it (SIGINT, SIGTERM: any exception), and the next creation removes every
+``data.new-*`` left behind (by a run killed outright, whose initdb may still be writing
+its own; the unique names keep the two apart).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -42,6 +50,8 @@ __all__ = ["INSTALL_HINT", "ManagedPostgres", "find_bindir", "state_root"]
 INSTALL_HINT = "apt-get install postgresql-15 postgresql-15-hypopg"
 DATABASE = "devicelab"
 _CONF_BEGIN = "# --- devicelab managed settings ---"
+#: The prefix of a cluster being built next to ``data`` (see the module docstring).
+_BUILDING = "data.new-"
 
 
 def state_root() -> Path:
@@ -195,15 +205,23 @@ class ManagedPostgres:
     # ------------------------------------------------------------------ steps
     def _initdb(self) -> None:
         self._prepare_dirs()
+        self._remove_stale_builds()
+        if self.data.exists() and any(self.data.iterdir()):
+            # Not ours to delete: it may hold a user's data (initdb would refuse it too).
+            raise BackendUnavailable(
+                f"managed PostgreSQL at {self.data} is no cluster (no PG_VERSION)",
+                hint=f"remove {self.base} to recreate it",
+            )
         password = secrets.token_urlsafe(24)
         pwfile = self.base / "password"
         pwfile.write_text(password + "\n")
         pwfile.chmod(0o600)
         self._chown(pwfile)
+        building = self.base / f"{_BUILDING}{os.getpid()}-{secrets.token_hex(4)}"
         cmd = [
             str(self.bindir / "initdb"),
             "-D",
-            str(self.data),
+            str(building),
             "-U",
             "postgres",
             "--auth-local=trust",
@@ -212,13 +230,26 @@ class ManagedPostgres:
             "--locale=C.UTF-8",
             f"--pwfile={pwfile}",
         ]
-        result = self._run(cmd)
-        if result.returncode != 0:
-            raise BackendUnavailable(
-                f"initdb failed: {result.stderr.strip().splitlines()[-1:] or result.stdout}",
-                hint=f"remove {self.data} and retry; see the initdb output above",
-            )
-        self._write_settings(_free_port())
+        try:
+            result = self._run(cmd, own_group=True)
+            if result.returncode != 0:
+                raise BackendUnavailable(
+                    f"initdb failed: {result.stderr.strip().splitlines()[-1:] or result.stdout}",
+                    hint=f"remove {self.base} and retry; see the initdb output above",
+                )
+            self._write_settings(_free_port(), building)
+            if self.data.exists():
+                self.data.rmdir()  # empty (checked above): rename would not replace it
+            building.rename(self.data)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+
+    def _remove_stale_builds(self) -> None:
+        """Remove the ``data.new-*`` folders of earlier creations that never finished (we
+        hold the lock: none is being built by a live devicelab)."""
+        for stale in self.base.glob(f"{_BUILDING}*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
     def _start(self) -> None:
         port = self.port()
@@ -260,8 +291,11 @@ class ManagedPostgres:
                 hint=f"see {self.log}",
             ) from exc
 
-    def _write_settings(self, port: int) -> None:
-        conf = self._read_conf()
+    def _write_settings(self, port: int, data: Path | None = None) -> None:
+        """Write our settings into the postgresql.conf of ``data`` (default: the cluster's;
+        a cluster being built is the other one). The socket is in the final data folder."""
+        data = data or self.data
+        conf = (data / "postgresql.conf").read_text()
         conf = conf.split(_CONF_BEGIN)[0].rstrip("\n") + "\n"
         # Scratch cluster tuned for bulk loads: wal_level=minimal skips WAL for tables
         # created and loaded in one transaction; max_wal_size avoids checkpoints mid-load.
@@ -283,16 +317,13 @@ max_wal_size = 4GB
 synchronous_commit = off
 max_connections = 1100
 """
-        self._write_conf(conf + settings)
+        path = data / "postgresql.conf"
+        path.write_text(conf + settings)
+        self._chown(path)
 
     # ------------------------------------------------------------------ plumbing
     def _read_conf(self) -> str:
         return (self.data / "postgresql.conf").read_text()
-
-    def _write_conf(self, text: str) -> None:
-        path = self.data / "postgresql.conf"
-        path.write_text(text)
-        self._chown(path)
 
     def _prepare_dirs(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -320,13 +351,35 @@ max_connections = 1100
                 ) from exc
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def _run(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    def _run(self, cmd: list[str], *, own_group: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a server command (as ``postgres`` when we are root); returns its result.
+        With ``own_group`` it runs in a process group of its own that is killed whole when
+        we are interrupted (or time out): killing runuser alone would orphan its child.
+        Raises subprocess.TimeoutExpired after 180 s."""
         if self.as_root:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         env = {**os.environ, "LC_ALL": "C.UTF-8"}
-        return subprocess.run(
-            cmd, capture_output=True, text=True, check=False, cwd="/", env=env, timeout=180
-        )
+        if not own_group:
+            return subprocess.run(
+                cmd, capture_output=True, text=True, check=False, cwd="/", env=env, timeout=180
+            )
+        with subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+        ) as process:
+            try:
+                out, err = process.communicate(timeout=180)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise
+        return subprocess.CompletedProcess(cmd, process.returncode, out, err)
 
     def _log_tail(self) -> str:
         try:
