@@ -41,6 +41,7 @@ __all__ = [
     "is_record_list",
     "is_scalar_list",
     "is_secret_key",
+    "is_unjudged",
     "list_text",
     "mask_secrets",
     "recommendations",
@@ -212,16 +213,34 @@ def check_line(check: Check) -> str:
     return text
 
 
+def is_unjudged(check: Check) -> bool:
+    """Whether ``check`` was measured but judged against nothing: a skip with a number and
+    no target (the story sets none for this platform and network), its value kept."""
+    # targets.judge gives a skip a value only when there was no target to judge it by; a
+    # skip that did not run (N/A, not built, no power cut) has no value.
+    return (
+        check.status == "skip"
+        and check.target is None
+        and check.value is not None
+        and math.isfinite(check.value)
+    )
+
+
 def measured_text(check: Check) -> str:
     """What a check measured, for a terminal line: "p95 612 ms (target < 500 ms, column
     4g)", ">= " before a lower bound (evidence.censored), the units and digits of the
-    reports; its reason when nothing was measured. Control characters are replaced."""
+    reports; its reason when nothing was measured, and after the value of a skip (a
+    measured check with no target says why it has no verdict). Control characters are
+    replaced."""
     if check.value is None:
         return showable(check.reason)
     at_least = ">= " if check.evidence.get("censored") else ""
     text = f"{check.stat} {at_least}{fmt_judged(check.value, check.unit, check.target)}"
     if (t := check.target) is not None:
         text += f" (target {check_target_label(t)}" + (f", column {t.column})" if t.column else ")")
+    if check.status == "skip" and check.reason:
+        # A bare value on a SKIP line read as a check that ran and was then thrown away.
+        text += f" — {check.reason}"
     return showable(text)
 
 
@@ -258,11 +277,31 @@ def verdict_text(results: Results) -> str:
             f"exits 130, 143 or 129, not 0); of the checks it got to, {among}"
         )
     if code == 0 and results.summary.skip:
+        unjudged = sum(1 for c in results.checks if is_unjudged(c))
+        if unjudged:
+            return _unjudged_verdict(results, unjudged)
         # "All checks passed" said so of a run whose checks were all skipped.
         passed = "every check that ran passed" if results.summary.pass_ else "no check ran"
         return f"{passed}, {results.summary.skip} skipped (exit code 0)"
     verdict = {0: "all checks passed", 1: "a check failed", 3: "a check could not run"}[code]
     return f"{verdict} (exit code {code})"
+
+
+def _unjudged_verdict(results: Results, unjudged: int) -> str:
+    # "No check ran" was said of checks that ran and were measured: the story just sets no
+    # target for them here, so they count as neither passed nor not run.
+    judged = results.summary.pass_
+    where = "this device and network" if results.run.device is not None else "them"
+    parts = [
+        f"every judged check passed ({judged} judged)" if judged else "0 judged",
+        f"{unjudged} measured without a target (the story sets none for {where})",
+    ]
+    if not judged:
+        parts.reverse()
+    not_run = results.summary.skip - unjudged
+    if not_run:
+        parts.append(f"{not_run} skipped without running")
+    return f"{', '.join(parts)} (exit code 0)"
 
 
 def duration_s(run: RunInfo) -> float | None:

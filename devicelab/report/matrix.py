@@ -19,9 +19,10 @@ from devicelab.report._common import (
     check_target_label,
     fmt_judged,
     fmt_number,
+    is_unjudged,
     target_label,
 )
-from devicelab.targets import MATRIX_COLUMNS, STORY_MATRIX, cell, column_for
+from devicelab.targets import MATRIX_COLUMNS, STORY_MATRIX, cell, column_for, resolve
 
 __all__ = ["Matrix", "MatrixCell", "MatrixRow", "build_matrix", "judged_column"]
 
@@ -47,10 +48,13 @@ class MatrixCell:
 
     def measured(self) -> str:
         """The measured value ("312 ms", with the digits that keep it on its side of the
-        target: "199.96 ms" against "< 200 ms"), "skipped", the status without a value,
-        "not measured (NaN)" for a value that is no number, or ""."""
+        target: "199.96 ms" against "< 200 ms"), "812 ms, no target" for a value judged
+        against nothing, "skipped", the status without a value, "not measured (NaN)" for a
+        value that is no number, or ""."""
         if self.check is None:
             return ""
+        if is_unjudged(self.check):
+            return f"{fmt_judged(self.check.value, self.check.unit, None)}, no target"
         if self.check.status == "skip":
             return "skipped"
         if self.check.value is None:
@@ -135,6 +139,22 @@ def _platform_of(column: str, results: Results) -> str | None:
     return None
 
 
+def _not_applicable(check: Check, column: str, results: Results, book: TargetBook) -> bool:
+    """Whether ``check`` is a skip the story's N/A cells explain for this run's device:
+    its platform's own column (the one the lab skips by, scenarios.not_applicable) or
+    ``column`` marks it N/A."""
+    device = results.run.device
+    if device is None or check.status != "skip" or check.value is not None:
+        return False
+    # The check carries no N/A mark (an N/A skip has no target, value or evidence, like a
+    # check not built yet), so the book decides, by the lab's own rule.
+    for where in (column_for(device.platform, None), column):
+        row = resolve(book, check.id, device.platform, where)
+        if row is not None and not row.applies:
+            return True
+    return False
+
+
 def build_matrix(results: Results, book: TargetBook | None = None) -> Matrix:
     """The story matrix of ``results``; targets from ``book`` (None: only the judged
     column's targets, taken from the checks themselves)."""
@@ -162,6 +182,14 @@ def build_matrix(results: Results, book: TargetBook | None = None) -> Matrix:
                 # Measured and judged against nothing: the book's row for the column can be
                 # another platform's (3G's are the phones'), a target this check never had.
                 label = "—"
+            elif (
+                check is not None
+                and book is not None
+                and _not_applicable(check, column, results, book)
+            ):
+                # The web device skips the local cache on every network (the story's Web
+                # column says N/A); the phones' target of a shaped column was never its own.
+                label = "N/A"
             elif book is not None:
                 row = cell(book, check_id, column, _platform_of(column, results))
                 label = "—" if row is None else target_label(row.op, row.value, row.unit)
