@@ -291,6 +291,15 @@ class ApiOptions(BaseModel):
         return PLANS[self.plan] if self.plan else None
 
 
+def _errored(category: str, exc: BackendUnavailable) -> list[Check]:
+    reason = f"cannot measure: the API stopped answering during the run: {exc.message}"
+    return [
+        Check(id=cid, title=title, category=cat, status="error", reason=reason)
+        for cid, title, cat in API_CHECKS
+        if cat == category
+    ]
+
+
 def _skipped(reason: str) -> list[Check]:
     return [
         Check(id=cid, title=title, category=category, status="skip", reason=reason)
@@ -328,8 +337,17 @@ def _run(
 
     plan = options.plan_limits()
     preflight(options.realtime, plan)
-    checks = realtime_checks(project, options.realtime, plan, sql_dsn=sql_dsn)
-    checks += storage_checks(project, options.storage)
+    # The API answered the preflight: if it stops answering now, the checks it had
+    # already given stay measured, and the others are errors saying so (the run's
+    # results are written), not a "check --supabase-url" that drops them all.
+    try:
+        checks = realtime_checks(project, options.realtime, plan, sql_dsn=sql_dsn)
+    except BackendUnavailable as exc:
+        checks = _errored("realtime", exc)
+    try:
+        checks += storage_checks(project, options.storage)
+    except BackendUnavailable as exc:
+        checks += _errored("storage", exc)
     api: dict[str, Any] = {"kind": project.kind, "url": api_url(project.url)}
     if project.kind == "reference":
         api["server"] = "devicelab reference server, started by this run"
@@ -341,12 +359,23 @@ def _run(
 
 
 def api_preflight(options: ApiOptions) -> None:
-    """What can be known before anything runs: the stated plan allows the load, and the
-    project answers and lets the test user sign in. Nothing for the embedded default.
+    """What can be known before anything runs: this process may open a socket for each
+    subscriber (its soft limit raised if need be), the stated plan allows the load, and the
+    project answers and lets the test user sign in.
 
-    Raises UnsafeActionRefused (the plan forbids the load), BackendUnavailable (the API
-    cannot be reached, is not a Supabase API, or refuses the sign-in).
+    Raises EnvironmentProblem (too few open files even at the hard limit), UnsafeActionRefused
+    (the plan forbids the load), BackendUnavailable (the API cannot be reached, is not a
+    Supabase API, or refuses the sign-in).
     """
+    from devicelab.fdlimit import ensure_open_files
+
+    subscribers = options.realtime.subscribers
+    # A socket a subscriber, and the embedded server's end of each in this process too.
+    ensure_open_files(
+        subscribers * (1 if options.project else 2) + 256,
+        f"{subscribers:,} Realtime subscribers",
+        fewer="fewer --subscribers",
+    )
     if options.project is None:
         return
     preflight(options.realtime, options.plan_limits())
@@ -368,7 +397,9 @@ def run_api_checks(
     test messages the test user may not.
 
     Raises UnsafeActionRefused when the stated plan forbids the load, BackendUnavailable
-    when the API cannot be reached or the test user cannot sign in.
+    when the embedded default has no test user or its server does not start; an API that
+    stops answering during the checks makes those not yet measured errors (their reason
+    says so), the measured ones are kept.
     """
     if options.project is not None:
         return _run(options.project, options, sql_dsn)

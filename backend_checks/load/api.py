@@ -282,13 +282,20 @@ def run_reference_load(
     there; over a given ``dsn`` it needs ``options.allow_writes``. Raises
     BackendUnavailable / ToolMissing (no cluster, the server does not start), BadInput
     (no data), UnsafeActionRefused, ProbeFailed; BackendUnavailable also when the
-    database went away during a step (``progress`` holds what was measured).
+    database went away during a step (``progress`` holds what was measured);
+    EnvironmentProblem when this process may not open a socket for each user.
     """
     from backend_checks.load.mix import mix_weights
     from backend_checks.load.runner import refuse_writes
     from backend_checks.reference.serve import prepare_database
     from backend_checks.reference.server import ReferenceServer
+    from devicelab.fdlimit import ensure_open_files
 
+    # The server runs in this process: a socket for each simulated user's connection.
+    users = max(options.users)
+    ensure_open_files(
+        users + 512, f"{users:,} users of the reference server", fewer="fewer --users"
+    )
     if dsn is None:
         dsn = prepare_database(None, say=lambda _: None)
         options = options.model_copy(update={"allow_writes": True})

@@ -21,6 +21,7 @@ from backend_checks.api_checks import (
 )
 from backend_checks.check import CheckOptions, run_check
 from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
+from devicelab.models import Check
 
 
 def test_a_project_needs_all_four_settings() -> None:
@@ -167,3 +168,35 @@ def test_the_api_preflight_runs_before_the_sql_suite() -> None:
         run_check(dead_db, refused)
     with pytest.raises(BackendUnavailable, match=r"cannot reach http://127\.0\.0\.1:9"):
         run_check(dead_db, CheckOptions(api=ApiOptions(project=project)))
+
+
+def test_an_api_that_stops_answering_mid_run_keeps_the_measured_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reference server was stopped while the storage checks signed in: the command
+    # said "cannot reach ... check --supabase-url", exit 3, and wrote no results, so the
+    # realtime checks already measured (their disconnects: the story's "no disconnects")
+    # were lost.
+    from backend_checks import api_checks, realtime_checks, storage_checks
+
+    measured = [
+        Check(id="subscription_setup", title="t", category="realtime", status="pass", value=1),
+        Check(id="realtime_broadcast", title="t", category="realtime", status="fail", value=9),
+    ]
+
+    def gone(*_: object, **__: object) -> list[Check]:
+        raise BackendUnavailable("cannot reach http://127.0.0.1:9: connection refused",
+                                 hint="check --supabase-url")  # fmt: skip
+
+    monkeypatch.setattr(realtime_checks, "realtime_checks", lambda *_, **__: measured)
+    monkeypatch.setattr(storage_checks, "storage_checks", gone)
+    project = SupabaseProject(url="http://127.0.0.1:9", anon_key="k", email="a@b.c", password="p")
+    checks = api_checks._run(project, ApiOptions(project=project), None)
+    assert [(c.id, c.status) for c in checks] == [
+        ("subscription_setup", "pass"),
+        ("realtime_broadcast", "fail"),
+        ("storage_upload_5mb", "error"),
+        ("storage_download_5mb", "error"),
+        ("signed_url", "error"),
+    ]
+    assert "stopped answering during the run: cannot reach" in (checks[-1].reason or "")

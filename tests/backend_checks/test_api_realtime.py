@@ -224,3 +224,27 @@ def test_the_plan_refusal_names_real_options_and_what_the_plan_allows() -> None:
     assert pro.value.hint == (
         "use --subscribers 250; no published plan allows 1000 subscribers at 10 inserts/s"
     )
+
+
+def test_inserts_cut_off_in_flight_are_not_counted_as_inserted() -> None:
+    # The API went away after 7 of 32 inserts: the evidence said 32 inserted and left,
+    # and the database held 7.
+    import aiohttp
+
+    from backend_checks.api_checks import Session
+    from backend_checks.realtime_checks import _delete_inserted
+
+    deliveries = _Deliveries("cutoff")
+    for seq in range(32):
+        deliveries.started[seq] = (0.0, False)
+    deliveries.inserted.update(range(7))
+    project = SupabaseProject(url="http://127.0.0.1:9", anon_key="k", email="a@b.c", password="p")
+    session = Session(access_token="t", user_id="u", conversation_id="c")
+
+    async def cleanup() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http:
+            return await _delete_inserted(http, project, session, deliveries, None)
+
+    found = asyncio.run(cleanup())
+    assert (found["inserted"], found["unconfirmed"], found["left"]) == (7, 25, 7)
+    assert "REST delete failed" in found["left_why"]
