@@ -234,6 +234,13 @@ async def _drive_inserts(
     await all_arrived(range(first, first + load.inserts), load.timeout_s)
 
 
+def _closed(sub: Any) -> str:
+    """How a subscriber's socket closed: the server's close code and reason, if it sent
+    one (1001 "server stopping"), for the disconnects of the evidence."""
+    code = sub.ws.close_code
+    return f"socket closed ({code})" if code is not None else "socket closed"
+
+
 async def _delete_inserted(
     http: aiohttp.ClientSession,
     project: SupabaseProject,
@@ -330,7 +337,7 @@ async def run_realtime_checks(
                                                   session.access_token)  # fmt: skip
             # The story's "connection stability (no disconnects)": a subscriber whose socket
             # closed, or whose channel the server closed or errored, before we closed it.
-            dropped = [sub.closed_reason or "socket closed" for sub in joined
+            dropped = [sub.closed_reason or _closed(sub) for sub in joined
                        if sub.ws.closed or sub.closed_reason]  # fmt: skip
         finally:
             await asyncio.gather(*(sub.close() for sub in subs))

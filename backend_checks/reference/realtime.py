@@ -146,6 +146,10 @@ class RealtimeService:
             messages = body["messages"]
             if not isinstance(messages, list):
                 raise TypeError("messages must be a list")
+            # Checked whole before any is sent: a null topic went out to "realtime:None".
+            for item in messages:
+                if not (isinstance(item["topic"], str) and isinstance(item["event"], str)):
+                    raise TypeError("topic and event must be strings")
             for item in messages:
                 payload = {"type": "broadcast", "event": item["event"], "payload": item["payload"]}
                 self.hub.broadcast(f"realtime:{item['topic']}", payload, None)

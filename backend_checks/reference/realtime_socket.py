@@ -81,8 +81,12 @@ class Connection:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if transport.get_write_buffer_size() > MAX_BUFFERED:
-            log.warning("realtime: dropping a socket with %d bytes unsent", MAX_BUFFERED)
+        if (unsent := transport.get_write_buffer_size()) > MAX_BUFFERED:
+            log.warning(
+                "realtime: dropping a socket with %d bytes unsent (more than %d)",
+                unsent,
+                MAX_BUFFERED,
+            )
             transport.abort()
             return
         transport.write(frame)

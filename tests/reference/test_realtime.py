@@ -343,6 +343,27 @@ def test_rest_broadcast_reaches_the_channel(server: ReferenceServer) -> None:
     assert frames[0]["payload"] == {"type": "broadcast", "event": "flash", "payload": {"x": 1}}
 
 
+def test_rest_broadcast_without_a_topic_or_event_is_refused_whole(
+    server: ReferenceServer,
+) -> None:
+    # {"topic": null, ...} answered 202 and went out to the topic "realtime:None".
+    async def scenario() -> list[int]:
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            for bad in ({"topic": None, "event": "e"}, {"topic": "t", "event": 5}):
+                body = {"messages": [{"topic": "t", "event": "ok", "payload": {}},
+                                     {**bad, "payload": None}]}  # fmt: skip
+                async with session.post(
+                    f"{server.url}/realtime/v1/api/broadcast",
+                    json=body,
+                    headers={"apikey": server.anon_key},
+                ) as resp:
+                    statuses.append(resp.status)
+        return statuses
+
+    assert asyncio.run(scenario()) == [400, 400]
+
+
 def test_rest_broadcast_of_one_event_reaches_the_channel(server: ReferenceServer) -> None:
     """realtime-js's httpSend: POST /api/broadcast/<topic>/events/<event>, body = payload."""
 
