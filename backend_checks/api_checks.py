@@ -37,6 +37,7 @@ __all__ = [
     "MAX_SUBSCRIBERS",
     "PLANS",
     "ApiOptions",
+    "ApiUnreachable",
     "PlanLimits",
     "RealtimeLoad",
     "Session",
@@ -187,6 +188,11 @@ def public_url(url: str) -> str:
     return redact(url.split("?", 1)[0])
 
 
+class ApiUnreachable(BackendUnavailable):
+    """The API did not answer at all (refused, reset, timed out), as opposed to answering
+    no: during a run, the sign that it went away."""
+
+
 class Session(_Model):
     """A signed-in test user: the JWT and the ids the checks write with."""
 
@@ -255,7 +261,7 @@ async def sign_in(http: aiohttp.ClientSession, project: SupabaseProject) -> Sess
                 )  # fmt: skip
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         what = redact_secrets(f"{type(exc).__name__}: {exc}", project)
-        raise BackendUnavailable(f"cannot reach {public_url(base)}: {what}", hint=hint) from None
+        raise ApiUnreachable(f"cannot reach {public_url(base)}: {what}", hint=hint) from None
     if not rows:
         raise BackendUnavailable(
             f"{project.email} is in no conversation",
@@ -292,7 +298,12 @@ class ApiOptions(BaseModel):
 
 
 def _errored(category: str, exc: BackendUnavailable) -> list[Check]:
-    reason = f"cannot measure: the API stopped answering during the run: {exc.message}"
+    # A refusal (a wrong password) is no lost server: its own words and hint then.
+    reason = (
+        f"cannot measure: the API stopped answering during the run: {exc.message}"
+        if isinstance(exc, ApiUnreachable)
+        else f"cannot measure: {exc.one_line()}"
+    )
     return [
         Check(id=cid, title=title, category=cat, status="error", reason=reason)
         for cid, title, cat in API_CHECKS
@@ -337,9 +348,9 @@ def _run(
 
     plan = options.plan_limits()
     preflight(options.realtime, plan)
-    # The API answered the preflight: if it stops answering now, the checks it had
-    # already given stay measured, and the others are errors saying so (the run's
-    # results are written), not a "check --supabase-url" that drops them all.
+    # Whatever stops one group of checks now (the API gone mid-run, a refused sign-in on
+    # the embedded default), the checks already measured stay, and the others are errors
+    # with the failure as their reason: the run's results are written, not dropped.
     try:
         checks = realtime_checks(project, options.realtime, plan, sql_dsn=sql_dsn)
     except BackendUnavailable as exc:
@@ -358,10 +369,11 @@ def _run(
     return checks
 
 
-def api_preflight(options: ApiOptions) -> None:
+def api_preflight(options: ApiOptions, *, embedded: bool = True) -> None:
     """What can be known before anything runs: this process may open a socket for each
-    subscriber (its soft limit raised if need be), the stated plan allows the load, and the
-    project answers and lets the test user sign in.
+    subscriber (its soft limit raised if need be; ``embedded``: the realtime checks run on
+    the embedded default, its server in this process too), the stated plan allows the
+    load, and the project answers and lets the test user sign in.
 
     Raises EnvironmentProblem (too few open files even at the hard limit), UnsafeActionRefused
     (the plan forbids the load), BackendUnavailable (the API cannot be reached, is not a
@@ -370,12 +382,13 @@ def api_preflight(options: ApiOptions) -> None:
     from devicelab.fdlimit import ensure_open_files
 
     subscribers = options.realtime.subscribers
-    # A socket a subscriber, and the embedded server's end of each in this process too.
-    ensure_open_files(
-        subscribers * (1 if options.project else 2) + 256,
-        f"{subscribers:,} Realtime subscribers",
-        fewer="fewer --subscribers",
-    )
+    if options.project is not None or embedded:  # else the realtime checks are skipped
+        # A socket a subscriber, and the embedded server's end of each in this process.
+        ensure_open_files(
+            subscribers * (1 if options.project else 2) + 256,
+            f"{subscribers:,} Realtime subscribers",
+            fewer="fewer --subscribers",
+        )
     if options.project is None:
         return
     preflight(options.realtime, options.plan_limits())

@@ -96,7 +96,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     wants_api = options.only is None or any(cid in options.only for cid, _, _ in API_CHECKS)
     if wants_api:
         # A refused plan, a wrong URL or password is known in seconds, not after the suite.
-        api_preflight(options.api)
+        api_preflight(options.api, embedded=dsn is None)
     if dsn is None and project is not None:
         # The project's database is not the managed cluster: without its DSN the SQL
         # checks have nothing truthful to run on.

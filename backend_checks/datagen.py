@@ -223,13 +223,14 @@ def foreign_data(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 def _hidden_rows(conn: psycopg.Connection[Any], name: str) -> bool:
-    """True when row-level security applies to us on ``name`` and its statistics do not
-    say it is empty: a probe through the policies sees nothing, whatever the table holds
-    (a table owner under FORCE ROW LEVEL SECURITY passed as empty, and the serial path
-    truncated a full table before an insert failed)."""
+    """True when row-level security applies to us on ``name`` and its statistics say it
+    holds rows: a probe through the policies sees nothing, whatever the table holds (a
+    table owner under FORCE ROW LEVEL SECURITY passed as empty, and the serial path
+    truncated a full table before an insert failed). reltuples -1 (never analyzed, as
+    every new table) says nothing; the live-tuple count covers one filled since."""
     row = conn.execute(
         """SELECT row_security_active(c.oid)
-                  AND (c.reltuples <> 0 OR coalesce(s.n_live_tup, 0) > 0)
+                  AND (c.reltuples > 0 OR coalesce(s.n_live_tup, 0) > 0)
            FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
            WHERE c.oid = %s::regclass""",
         (name,),
@@ -302,6 +303,13 @@ def generate(
         # A trigger or function of the database's own that failed names itself here.
         where = (exc.diag.context or "").strip().splitlines()
         state = exc.sqlstate or ""
+        if state == "55P03":  # lock_not_available: the swap's patience ran out
+            raise BackendUnavailable(
+                "datagen gave up and rolled back: other sessions held the live tables for"
+                " 15 minutes",
+                hint="end them (the 'waiting for' line names their pids: SELECT"
+                " pg_terminate_backend(pid)) and run datagen again",
+            ) from exc
         if state.startswith("42"):  # refused, or a schema that does not fit
             raise BadInput(
                 f"datagen was refused and rolled back: {str(exc).strip().splitlines()[0]}"

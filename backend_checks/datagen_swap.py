@@ -129,7 +129,9 @@ def swap_when_free(
                 raise
             if not told:
                 told = True
+                # What the swap locks whole: the tables, the view over them, auth.users.
                 tables = [f"public.{t}" for t in STAGED]
+                tables += ["public.conversation_list", "auth.users"]
                 with conn.transaction():
                     holders = conn.execute(_HOLDERS, (tables,)).fetchall()
                 who = ", ".join(f"pid {p} ({app}, {state})" for p, app, state in holders)

@@ -325,9 +325,9 @@ def ensure_database(dsn: str) -> str | None:
     """Create the database ``dsn`` names when the server lacks it; return its name when
     created, None when it was there (also when another session created it between our
     look and our CREATE: it is not ours to drop), the DSN names none, or the server does
-    not answer (the connection that follows reports that). Raises BackendUnavailable when
-    the database is missing and we may not create it, BadInput when its name is longer
-    than PostgreSQL keeps."""
+    not answer (the connection that follows reports that). Raises BadInput when the
+    database is missing and we may not create it (SQLSTATE class 42) or its name is longer
+    than PostgreSQL keeps, BackendUnavailable when its creation fails otherwise."""
     import psycopg
     from psycopg import sql
 
@@ -350,6 +350,13 @@ def ensure_database(dsn: str) -> str | None:
         except psycopg.Error as exc:
             if _created_meanwhile(exc):
                 return None
+            if (exc.sqlstate or "").startswith("42"):  # no CREATEDB: the user's to fix
+                raise BadInput(
+                    f"database {name!r} does not exist and cannot be created: "
+                    + redact(str(exc).strip().splitlines()[0], dsn),
+                    hint=f"create it (createdb {name}, as a role that may) or name an"
+                    " existing database in the DSN",
+                ) from None
             raise BackendUnavailable(
                 f"database {name!r} does not exist and cannot be created: "
                 + redact(str(exc).strip().splitlines()[0], dsn),

@@ -47,6 +47,7 @@ from backend_checks.reference.realtime_client import (
 )
 from devicelab.errors import BackendUnavailable
 from devicelab.models import Check, percentile, summarize
+from devicelab.numbers import fmt_value
 from devicelab.targets import backend_target
 
 # The plan and project names are re-exported: callers have imported them from here.
@@ -447,7 +448,9 @@ def _broadcast_check(
             "disconnect_reasons": sorted(set(dropped))[:5],
         },
     )  # fmt: skip
-    kept = f"; {left} test messages left in the database (see evidence)" if left else ""
+    kept = (
+        f"; {fmt_value(left, 'test messages')} left in the database (see evidence)" if left else ""
+    )
     if not timings:
         return check.model_copy(
             update={

@@ -199,9 +199,11 @@ def bloat(
         )
         names = ", ".join(str(t["table"]) for t in skipped[:3])
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        # Said of every such table, written to by the suite or not: which ones its
+        # rolled-back writes reach is not known here, only that none can be vacuumed.
         reason += (
             f"; not VACUUMed after the suite, {user} not being their owner: {names}{more} "
-            "(the dead tuples of the suite's rolled-back writes there are left to autovacuum)"
+            "(what dead tuples the suite's rolled-back writes leave there, autovacuum removes)"
         )
     return Check(
         id="bloat",

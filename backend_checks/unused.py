@@ -136,7 +136,7 @@ def unused_indexes(
     if age_days is None or age_days < min_stats_days:
         covered = (
             "when they began is unknown (no stats reset on record, no devicelab data load;"
-            " SELECT pg_stat_reset() starts a window)"
+            " a superuser's SELECT pg_stat_reset() starts a window)"
             if age_days is None
             else f"cover {age_days * 24:.1f} h"
         )

@@ -37,5 +37,13 @@ def ensure_open_files(needed: int, what: str, *, fewer: str = "") -> int:
             hint=f"raise it (as root: ulimit -n {needed}; systemd: LimitNOFILE={needed})"
             + (f", or {fewer}" if fewer else ""),
         )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    except (ValueError, OSError) as exc:  # a platform cap below the hard limit (macOS)
+        raise EnvironmentProblem(
+            f"{what} need about {needed:,} open files; raising this process's limit from"
+            f" {soft:,} failed: {exc}",
+            hint=f"raise it before starting (ulimit -n {needed})"
+            + (f", or {fewer}" if fewer else ""),
+        ) from exc
     return needed

@@ -30,6 +30,7 @@ _SINGULAR = {
     "indexes": "index",
     "statements": "statement",
     "users": "user",
+    "test messages": "test message",
 }
 
 

@@ -150,6 +150,8 @@ class RealtimeService:
             for item in messages:
                 if not (isinstance(item["topic"], str) and isinstance(item["event"], str)):
                     raise TypeError("topic and event must be strings")
+                if "payload" not in item:  # a KeyError below would come half-way through
+                    raise KeyError("payload")
             for item in messages:
                 payload = {"type": "broadcast", "event": item["event"], "payload": item["payload"]}
                 self.hub.broadcast(f"realtime:{item['topic']}", payload, None)

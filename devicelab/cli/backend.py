@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--force", help="replace tables holding rows we did not generate")
         ] = False,
     ) -> None:
-        """Create the reference schema and a deterministic, skewed data set (one transaction)."""
+        """Create the reference schema and a deterministic, skewed data set (all or nothing)."""
         from backend_checks.datagen import DatagenParams, run_datagen
 
         params = DatagenParams.from_options(

@@ -184,9 +184,12 @@ def test_an_api_that_stops_answering_mid_run_keeps_the_measured_checks(
         Check(id="realtime_broadcast", title="t", category="realtime", status="fail", value=9),
     ]
 
+    failure: BackendUnavailable = api_checks.ApiUnreachable(
+        "cannot reach http://127.0.0.1:9: connection refused", hint="check --supabase-url"
+    )
+
     def gone(*_: object, **__: object) -> list[Check]:
-        raise BackendUnavailable("cannot reach http://127.0.0.1:9: connection refused",
-                                 hint="check --supabase-url")  # fmt: skip
+        raise failure
 
     monkeypatch.setattr(realtime_checks, "realtime_checks", lambda *_, **__: measured)
     monkeypatch.setattr(storage_checks, "storage_checks", gone)
@@ -200,3 +203,9 @@ def test_an_api_that_stops_answering_mid_run_keeps_the_measured_checks(
         ("signed_url", "error"),
     ]
     assert "stopped answering during the run: cannot reach" in (checks[-1].reason or "")
+    # An API that answered "no" did not stop answering: its words and hint stand.
+    failure = BackendUnavailable("sign-in of a@b.c refused (400): bad password",
+                                 hint="check the test user's email and password")  # fmt: skip
+    reason = api_checks._run(project, ApiOptions(project=project), None)[-1].reason or ""
+    assert "stopped answering" not in reason
+    assert "refused (400): bad password" in reason and "check the test user's" in reason

@@ -123,3 +123,35 @@ def test_unused_indexes_are_not_called_unused_when_the_window_is_unknown(
     assert check.status == "skip", check.reason
     assert "unknown" in (check.reason or "")
     assert any(c["index"].endswith("dl_t_unscanned_idx") for c in check.evidence["unused"])
+
+
+def test_an_empty_table_under_rls_is_not_someone_else_s_data(
+    make_db: Callable[[], str], roles: Callable[[str], str]
+) -> None:
+    # reltuples -1 ("never analyzed", every new table) read as "holds rows": datagen
+    # refused a database whose RLS table was empty.
+    dsn = make_db()
+    reader = roles("")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.notes (id int)")
+        conn.execute("ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY")
+        conn.execute(f"GRANT SELECT ON public.notes TO {reader}")  # type: ignore[arg-type]
+        try:
+            with psycopg.connect(_as(dsn, reader)) as as_reader:
+                assert foreign_data(as_reader) == []
+        finally:  # the role is dropped before this database is
+            conn.execute("DROP TABLE public.notes")
+
+
+def test_a_missing_database_the_role_may_not_create_is_bad_input(
+    make_db: Callable[[], str], roles: Callable[[str], str]
+) -> None:
+    # "permission denied to create database" (42501) exited 3, as if the server were down.
+    from backend_checks.datagen import run_datagen
+
+    server = make_db()
+    writer = roles("")  # no CREATEDB
+    missing = make_conninfo(server, dbname=f"dl_test_{uuid.uuid4().hex[:10]}", user=writer)
+    with pytest.raises(BadInput) as caught:
+        run_datagen(missing, TINY, allow_writes=True)
+    assert "cannot be created: permission denied to create database" in caught.value.message

@@ -61,3 +61,21 @@ def test_a_realtime_run_too_big_for_the_limit_is_refused_before_anything_starts(
     assert done.stderr.count("\n") == 1, done.stderr
     assert "1,000 Realtime subscribers need about 2,256 open files" in done.stderr
     assert not (tmp_path / "state").exists()  # nothing was started
+
+
+def test_a_check_whose_realtime_checks_are_skipped_needs_no_sockets(tmp_path: Path) -> None:
+    # With --dsn and no Supabase project the realtime checks are skipped: refusing the
+    # run for their sockets refused a check that opens none.
+    env = {**os.environ, "DEVICELAB_STATE": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    dsn = "postgresql://postgres@127.0.0.1:5432/dl_test_no_such_database"
+    done = subprocess.run(
+        [str(DEVICELAB), "backend", "check", "--dsn", dsn, "--subscribers", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        preexec_fn=lambda: _limited(1024, 1024),
+    )
+    assert "open files" not in done.stderr, done.stderr
+    assert "dl_test_no_such_database" in done.stderr  # it went on to the database

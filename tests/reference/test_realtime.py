@@ -346,22 +346,36 @@ def test_rest_broadcast_reaches_the_channel(server: ReferenceServer) -> None:
 def test_rest_broadcast_without_a_topic_or_event_is_refused_whole(
     server: ReferenceServer,
 ) -> None:
-    # {"topic": null, ...} answered 202 and went out to the topic "realtime:None".
-    async def scenario() -> list[int]:
+    # {"topic": null, ...} answered 202 and went out to the topic "realtime:None"; an item
+    # without a payload answered 400 after the items before it had gone out.
+    async def scenario() -> tuple[list[int], list[dict[str, Any]]]:
         statuses = []
+        url = websocket_url(server.url, server.anon_key)
         async with aiohttp.ClientSession() as session:
-            for bad in ({"topic": None, "event": "e"}, {"topic": "t", "event": 5}):
-                body = {"messages": [{"topic": "t", "event": "ok", "payload": {}},
-                                     {**bad, "payload": None}]}  # fmt: skip
+            sub = await Subscriber.connect(session, url)
+            sub.keep_frames = True
+            await sub.join("t")
+            sub.start()
+            for bad in (
+                {"topic": None, "event": "e", "payload": None},
+                {"topic": "t", "event": 5, "payload": None},
+                {"topic": "t", "event": "e"},
+            ):
+                body = {"messages": [{"topic": "t", "event": "ok", "payload": {}}, bad]}
                 async with session.post(
                     f"{server.url}/realtime/v1/api/broadcast",
                     json=body,
                     headers={"apikey": server.anon_key},
                 ) as resp:
                     statuses.append(resp.status)
-        return statuses
+            await asyncio.sleep(0.3)  # what was sent has arrived by now
+            frames = [json.loads(t) for _, t in sub.frames]
+            await sub.close()
+        return statuses, frames
 
-    assert asyncio.run(scenario()) == [400, 400]
+    statuses, frames = asyncio.run(scenario())
+    assert statuses == [400, 400, 400]
+    assert not [f for f in frames if f["event"] == "broadcast"], frames
 
 
 def test_rest_broadcast_of_one_event_reaches_the_channel(server: ReferenceServer) -> None:
