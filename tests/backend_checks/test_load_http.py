@@ -201,7 +201,9 @@ def test_cli_http_load_from_the_environment_writes_reports(reference: Any, tmp_p
     env = {"SUPABASE_URL": reference.url, "SUPABASE_ANON_KEY": reference.anon_key}
     done = _cli("--users", "5", "--duration", "2s", "--mix", "read", "--accounts", "5",
                 "--out", str(tmp_path), env=env)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    # 0 or 1: what is under test is the environment's target and the reports, not the
+    # verdict of two requests (a busy CI machine once took one past the latency target).
+    assert done.returncode in (0, 1), done.stderr
     assert "5 users (HTTP, fixed-rate" in done.stdout
     written = (tmp_path / "results.json").read_text()
     assert json.loads(written)["run"]["backend"]["kind"] == "supabase"
