@@ -112,9 +112,24 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}
 _URL_PASSWORD = re.compile(
     r"(?<![A-Za-z0-9+.-])(?P<head>[A-Za-z][A-Za-z0-9+.-]*+://[^/\s:@]*+:)[^/\s]+@"
 )
-#: A password in a key=value DSN (``password=... `` or quoted) and in a URL's query.
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&\s]*", re.I)
+#: A secret given as name=value: a DSN's ``password=... `` (or quoted), an environment
+#: line (``PGPASSWORD=``, ``SUPABASE_SERVICE_ROLE_KEY=``, ``service_role_key=``), a
+#: URL's query (``?apikey=``, ``&access_token=``).
+#: Any name=value is matched (linear: a name is taken whole, never backtracked into) and
+#: the name then decides; ``_SECRET_NAME`` is the test.
+_KV_PASSWORD = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9_])(?P<name>[A-Za-z_][A-Za-z0-9_]*+)\s*=\s*)"
+    r"(?:'(?:[^'\\]|\\.)*'|[^\s&;,'\"]+)"
+)
+_SECRET_NAME = re.compile(r"password|passwd|secret|token|api_?key|role_key|anon_key", re.I)
+_QUERY_PASSWORD = re.compile(
+    r"(?P<head>[?&](?:password|apikey|api_key|access_token|refresh_token|token|key|secret"
+    r"|signature)=)[^&\s'\"]*",
+    re.I,
+)
+#: A bearer credential as an ``Authorization`` header carries it (a Supabase access token
+#: or a personal access token, sbp_...).
+_BEARER = re.compile(r"(?P<head>\bBearer\s+)[A-Za-z0-9._~+/=-]{4,}")
 #: What no report may carry, shown as U+FFFD: C0 controls but tab and newline, DEL, the
 #: C1 block (\x9b is a terminal's CSI: ``devicelab report`` prints to terminals), lone
 #: surrogates (no UTF-8 encoder takes them) and the non-characters.
@@ -161,13 +176,18 @@ def showable(text: str) -> str:
 def _mask_text(text: str) -> str:
     text = showable(_JWT.sub(MASK, text))
     text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
-    text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    text = _KV_PASSWORD.sub(
+        lambda m: m.group("head") + MASK if _SECRET_NAME.search(m.group("name")) else m[0], text
+    )
+    text = _BEARER.sub(lambda m: m.group("head") + MASK, text)
     return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
 
 
 def mask_secrets(value: Any, _depth: int = 0) -> Any:
-    """A copy of ``value`` with the values of secret-looking keys, JWTs and DSN passwords
-    (URL, key=value, ``?password=``) replaced by ``***``, and control characters by
+    """A copy of ``value`` with the values of secret-looking keys, JWTs, DSN passwords
+    (URL, key=value, ``?password=``), secrets as name=value (``PGPASSWORD=``,
+    ``?apikey=``, ``&access_token=``, ``service_role_key=``) and Bearer
+    credentials replaced by ``***``, and control characters by
     U+FFFD (in keys too). Lists, dicts and scalars are walked, 40 levels deep (deeper
     parts become a note); other objects, and integers too long to write, become text."""
     if isinstance(value, dict | list | tuple) and _depth >= _MAX_DEPTH:
@@ -283,6 +303,8 @@ def verdict_text(results: Results) -> str:
         # "All checks passed" said so of a run whose checks were all skipped.
         passed = "every check that ran passed" if results.summary.pass_ else "no check ran"
         return f"{passed}, {results.summary.skip} skipped (exit code 0)"
+    if not results.checks:  # "all checks passed" would be true only vacuously
+        return "no check ran (exit code 0)"
     verdict = {0: "all checks passed", 1: "a check failed", 3: "a check could not run"}[code]
     return f"{verdict} (exit code {code})"
 
