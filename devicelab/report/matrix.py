@@ -139,17 +139,17 @@ def _platform_of(column: str, results: Results) -> str | None:
     return None
 
 
-def _not_applicable(check: Check, column: str, results: Results, book: TargetBook) -> bool:
-    """Whether ``check`` is a skip the story's N/A cells explain for this run's device:
-    its platform's own column (the one the lab skips by, scenarios.not_applicable) or
+def _not_applicable(check_id: str, column: str, results: Results, book: TargetBook) -> bool:
+    """Whether the story's N/A cells rule out ``check_id`` for this run's device: its
+    platform's own column (the one the lab skips by, scenarios.not_applicable) or
     ``column`` marks it N/A."""
     device = results.run.device
-    if device is None or check.status != "skip" or check.value is not None:
+    if device is None:
         return False
     # The check carries no N/A mark (an N/A skip has no target, value or evidence, like a
     # check not built yet), so the book decides, by the lab's own rule.
     for where in (column_for(device.platform, None), column):
-        row = resolve(book, check.id, device.platform, where)
+        row = resolve(book, check_id, device.platform, where)
         if row is not None and not row.applies:
             return True
     return False
@@ -183,12 +183,14 @@ def build_matrix(results: Results, book: TargetBook | None = None) -> Matrix:
                 # another platform's (3G's are the phones'), a target this check never had.
                 label = "—"
             elif (
-                check is not None
+                is_judged
                 and book is not None
-                and _not_applicable(check, column, results, book)
+                and (check is None or (check.status == "skip" and check.value is None))
+                and _not_applicable(check_id, column, results, book)
             ):
                 # The web device skips the local cache on every network (the story's Web
-                # column says N/A); the phones' target of a shaped column was never its own.
+                # column says N/A); the phones' target of a shaped column was never its own,
+                # whether the run selected the check or not.
                 label = "N/A"
             elif book is not None:
                 row = cell(book, check_id, column, _platform_of(column, results))

@@ -174,3 +174,12 @@ def test_a_phone_check_that_did_not_run_keeps_its_target(book: TargetBook) -> No
     results = Results(run=results.run, checks=[skip])
     row = _matrix_row(render_markdown(results, book), "local_cache_query_50")
     assert row[1:] == ["N/A", "< 50 ms", "< 50 ms · ⏭ skipped"], row
+
+
+@pytest.mark.parametrize("network", ["4g", "slow-3g"])
+def test_an_na_check_the_web_run_did_not_select_is_na_too(book: TargetBook, network: str) -> None:
+    # Without battery_drain in --scenario its row read "< 10 %/h · not run" in the judged
+    # column, and "N/A · ⏭ skipped" when selected: the same device, two stories.
+    md = render_markdown(_web_run(network, [_list_load(book, network)]), book)
+    for check_id in ("local_cache_query_50", "battery_drain"):
+        assert _matrix_row(md, check_id)[-1] == "N/A · not run"
