@@ -215,6 +215,7 @@ def index_usage(
     scan_of, replaced_idx = index_scans(before_idx, after_idx)
     replaced += replaced_idx
     problems: list[str] = []
+    unrun: list[str] = []  # critical indexes of queries that failed: not judged either way
     seen_in_window: set[str] = set()  # problems that the window's counters alone show
     critical = []
     for spec in specs:
@@ -255,8 +256,9 @@ def index_usage(
             elif scans == 0 and big and spec.id in failed:
                 critical[-1]["query_failed"] = failed[spec.id]
                 names = ", ".join(ix.index for ix in matches)
-                problems.append(f"{spec.id}: its query failed ({failed[spec.id]}), so "
-                                f"{names} was not judged")  # fmt: skip
+                # No finding about the index: the query's own check is the error.
+                unrun.append(f"{spec.id}: its query failed ({failed[spec.id]}), so "
+                             f"{names} was not judged")  # fmt: skip
             elif scans == 0 and big and (spec.id, need.table) in served:
                 critical[-1]["served_by"] = served[(spec.id, need.table)]
             elif scans == 0 and big:  # a small table is rightly read whole
@@ -302,7 +304,20 @@ def index_usage(
             c["scans_in_window"] is not None for c in critical
         )
         _disturbed(check, replaced, unjudged, comparable=comparable)
+    if unrun:
+        _not_run(check, unrun)
     return check
+
+
+def _not_run(check: Check, unrun: list[str]) -> None:
+    """Say in ``check`` that the critical indexes of queries that failed (``unrun``) were
+    not judged: a query refused (a revoked privilege) said nothing of its index, so no
+    fail (exit 1, "a regression") on it; with nothing else wrong, the check could not
+    judge (an ``error``). Raises nothing."""
+    check.evidence["not_judged"] = [*check.evidence.get("not_judged", []), *unrun]
+    check.reason = f"{check.reason}; not judged: {'; '.join(unrun)}"
+    if check.status == "pass":
+        check.status = "error"
 
 
 def _disturbed(check: Check, replaced: list[str], unjudged: list[str], *, comparable: bool) -> None:
