@@ -124,6 +124,20 @@ def _start_at(t0: float, processes: list[subprocess.Popen[bytes]]) -> None:
             proc.stdin.write(f"go {t0}\n".encode())
 
 
+def _end(sampler: CpuSampler | None, workers: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the step's sampler and load processes, however the step ended: a sampler left
+    running (Ctrl-C, a worker that died) sampled the server once a second for the rest of
+    the process, and a killed worker stayed a zombie until the next Popen."""
+    if sampler is not None:
+        sampler.stop()
+    for proc in workers:
+        if proc.poll() is None:
+            proc.kill()
+        procs.forget(proc)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
 def run_step(
     db: Database,
     target: LoadTarget,
@@ -147,6 +161,7 @@ def run_step(
     offset = 0
     before = after = None
     gone: BackendUnavailable | None = None
+    sampler: CpuSampler | None = None
     try:
         for i, share in enumerate(shares):
             ids = [identities[(offset + k) % len(identities)] for k in range(share)]
@@ -185,10 +200,8 @@ def run_step(
         for proc, _, _ in workers:
             proc.wait(timeout=30)
     finally:
-        for proc, _, _ in workers:
-            if proc.poll() is None:
-                proc.kill()
-            procs.forget(proc)
+        _end(sampler, [proc for proc, _, _ in workers])
+    assert sampler is not None  # set before the window: the try above ran to its end
     results = [WorkerResult.model_validate_json(Path(s.out).read_text()) for _, _, s in workers]
     if target.api_url and _lost_connections(results) and not api_reachable(target.api_url):
         # Every user saw refused or reset connections and the server still refuses them:

@@ -34,7 +34,8 @@ async def open_pool(dsn: str, *, max_size: int = 16) -> psycopg_pool.AsyncConnec
         min_size=min(4, max_size),  # a warm few: the first burst should not wait on connects
         max_size=max_size,
         open=False,
-        kwargs={"autocommit": True},
+        # Named, as devicelab's other sessions are: pg_stat_activity tells them apart.
+        kwargs={"autocommit": True, "application_name": "devicelab-reference"},
         name="devicelab-reference",
     )
     await pool.open(wait=True, timeout=15)

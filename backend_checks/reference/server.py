@@ -54,6 +54,7 @@ class ReferenceServer:
         pool_max_size: int = 20,
         keys_issued_at: int | None = None,
     ) -> None:
+        self._dsn = dsn
         self._own_root = storage_root is None
         root = storage_root or Path(tempfile.mkdtemp(prefix="devicelab-storage-"))
         self.ctx = ServerContext.create(
@@ -86,7 +87,16 @@ class ReferenceServer:
         return f"ReferenceServer(url={self.url!r})"
 
     async def astart(self) -> None:
-        """Serve on the running event loop. Raises BackendUnavailable when it cannot start."""
+        """Serve on the running event loop. Raises BackendUnavailable (BadInput for a DSN
+        that is no DSN) when it cannot start."""
+        # One plain connection first: the pool retries a bad DSN for 15 s, and its
+        # warnings quoted the DSN whole, password and all, on stderr.
+        try:
+            await asyncio.to_thread(_probe, self._dsn)
+        except BaseException:
+            if self._own_root:
+                shutil.rmtree(self.ctx.storage_root, ignore_errors=True)
+            raise
         app = build_app(self.ctx)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         try:
@@ -135,8 +145,11 @@ class ReferenceServer:
     def start(self) -> Self:
         """Serve from a background thread; returns once ready.
 
-        Raises BackendUnavailable when the server does not come up.
+        Raises BackendUnavailable when the server does not come up; RuntimeError when it
+        runs already (a second start orphaned the first, which nothing could stop).
         """
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError(f"{self!r} is running already: stop() it first")
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -196,3 +209,11 @@ class ReferenceServer:
         tb: TracebackType | None,
     ) -> None:
         await self.astop()
+
+
+def _probe(dsn: str) -> None:
+    """Connect to ``dsn`` once and close. Raises what :func:`backend_checks.db.connect`
+    raises: one line, the password redacted."""
+    from backend_checks.db import connect
+
+    connect(dsn).close()

@@ -201,3 +201,26 @@ def test_a_crashed_load_process_is_reported_by_its_cause(tmp_path: Path) -> None
     proc.wait(timeout=10)
     procs.forget(proc)
     assert info.value.message.endswith(": psycopg.OperationalError: connection is bad")
+
+
+def test_a_step_that_stops_early_leaves_no_cpu_sampler_running(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker killed (or Ctrl-C) during the window: the step's CPU sampler thread went
+    # on sampling the server once a second for the rest of the process, one per step.
+    from backend_checks.load import procs, step
+    from devicelab.errors import ProbeFailed
+
+    real = procs.event
+
+    def dies_in_the_window(proc: Any, log: Path, timeout: float) -> Any:
+        if timeout == 3 + 60:  # the window's wait (its duration + 60), after the sampler
+            raise ProbeFailed("a load process died", hint="see its log")
+        return real(proc, log, timeout)
+
+    monkeypatch.setattr(step.procs, "event", dies_in_the_window)
+    before = {t for t in threading.enumerate() if t.name == "devicelab-cpu"}
+    with pytest.raises(ProbeFailed, match="a load process died"):
+        run_load(dsn, LoadOptions(users=[3], duration_s=3, mix="read"))
+    left = {t for t in threading.enumerate() if t.name == "devicelab-cpu"} - before
+    assert not [t for t in left if t.is_alive()], left

@@ -1,0 +1,43 @@
+"""ReferenceServer used from a long-lived program: a bad DSN, a second start."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from backend_checks.reference.server import ReferenceServer
+from devicelab.errors import DeviceLabError
+
+
+@pytest.mark.parametrize(
+    "dsn", ["postgres:s3cretPW@127.0.0.1/db", "postgresql//u:s3cretPW@127.0.0.1:1/db"]
+)
+def test_a_mistyped_dsn_fails_at_once_without_its_password(
+    dsn: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The pool retried it for 15 s and its warnings quoted the DSN, password and all,
+    # about 19 times on stderr.
+    started = time.monotonic()
+    with pytest.raises(DeviceLabError) as caught:
+        ReferenceServer(dsn).start()
+    assert time.monotonic() - started < 5
+    out, err = capfd.readouterr()
+    for text in (caught.value.one_line(), out, err, caplog.text):
+        assert "s3cretPW" not in text
+
+
+def test_a_second_start_is_refused_and_the_server_still_stops(scratch_dsn: str) -> None:
+    # The second start orphaned the first server: stop() returned, and it went on
+    # listening, with nothing left to stop it.
+    server = ReferenceServer(scratch_dsn).start()
+    url = server.url
+    try:
+        with pytest.raises(RuntimeError, match="running already"):
+            server.start()
+    finally:
+        server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{url}/rest/v1/", timeout=2)
