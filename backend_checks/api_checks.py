@@ -18,7 +18,6 @@ modules import it; it imports them inside the functions that run them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import urllib.parse
@@ -28,6 +27,7 @@ import aiohttp
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend_checks.blocking import run_blocking
 from backend_checks.db import redact
 from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
 from devicelab.models import Check
@@ -399,7 +399,7 @@ def api_preflight(options: ApiOptions, *, embedded: bool = True) -> None:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             await sign_in(http, project)
 
-    asyncio.run(signed_in())
+    run_blocking(signed_in())
 
 
 def run_api_checks(

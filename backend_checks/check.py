@@ -51,6 +51,7 @@ from backend_checks.suite import (
     warm,
 )
 from devicelab import __version__
+from devicelab.errors import BadInput
 from devicelab.models import BackendInfo, Check, Results, RunInfo
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     options = options or CheckOptions()
     started = datetime.now(UTC)
     project = options.api.project
+    wants_sql = _wants_sql(options.only)
     wants_api = options.only is None or any(cid in options.only for cid, _, _ in API_CHECKS)
     if wants_api:
         # A refused plan, a wrong URL or password is known in seconds, not after the suite.
@@ -114,7 +116,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     try:
         ensure_data(conn, managed=managed, allow_writes=options.allow_writes,
                     seed_messages=options.seed_messages)  # fmt: skip
-        checks = _run_suite(conn, options, managed=managed)
+        checks = _run_suite(conn, options, managed=managed) if wants_sql else []
     except psycopg.Error as exc:
         # The suite records a failing query as its check's error; what escapes is the
         # database itself not fitting (a table missing) or going away: one line, not a trace.
@@ -164,6 +166,23 @@ _SERVER_CHECKS = (
     ("slow_queries", "Slow statements (pg_stat_statements, all roles)", "health"),
     ("long_running", "Long-running statements", "health"),
 )
+
+
+def _wants_sql(only: list[str] | None) -> bool:
+    """Whether ``only`` (None: everything) asks for a check of the SQL suite. Raises
+    BadInput naming the ids no check of ``backend check`` has."""
+    if only is None:
+        return True
+    from backend_checks.load.verdict import LOAD_CHECKS
+
+    sql = {spec.id for spec in load_suite()} | {cid for cid, _, _ in _SERVER_CHECKS}
+    known = sql | {cid for cid, _, _ in API_CHECKS} | {cid for cid, _ in LOAD_CHECKS}
+    unknown = [cid for cid in only if cid not in known]
+    if unknown:
+        raise BadInput(
+            f"unknown check id(s): {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}"
+        )
+    return any(cid in sql for cid in only)
 
 
 def _sql_skipped(options: CheckOptions) -> list[Check]:
@@ -216,7 +235,10 @@ def _run_suite(
 
     from devicelab.targets import judge
 
-    specs = load_suite(ids=options.only)
+    queries = {spec.id for spec in load_suite()}
+    chosen = [cid for cid in options.only or [] if cid in queries]
+    # Only server checks asked for: they are judged on the queries' windows, so all run.
+    specs = load_suite(ids=chosen or None)
     if options.runs:
         specs = [spec.model_copy(update={"runs": options.runs}) for spec in specs]
     bloat = server_health.bloat(conn, min_table_rows=10 * options.min_table_rows)

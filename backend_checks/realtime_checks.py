@@ -38,6 +38,7 @@ from backend_checks.api_checks import (
     redact_secrets,
     sign_in,
 )
+from backend_checks.blocking import run_blocking
 from backend_checks.reasons import judged_reason
 from backend_checks.reference.realtime_client import (
     JoinTiming,
@@ -359,7 +360,7 @@ def realtime_checks(
     sql_dsn: str | None = None,
 ) -> list[Check]:
     """Blocking form of :func:`run_realtime_checks` (same returns and raises)."""
-    return asyncio.run(run_realtime_checks(project, load, plan, sql_dsn=sql_dsn))
+    return run_blocking(run_realtime_checks(project, load, plan, sql_dsn=sql_dsn))
 
 
 def _setup_check(

@@ -12,7 +12,6 @@ succeeded (nothing was measured).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from backend_checks.api_checks import (
     redact_secrets,
     sign_in,
 )
+from backend_checks.blocking import run_blocking
 from backend_checks.reasons import judged_reason
 from devicelab.models import Check, summarize
 from devicelab.targets import backend_target
@@ -220,4 +220,4 @@ def _check(
 
 def storage_checks(project: SupabaseProject, load: StorageLoad) -> list[Check]:
     """Blocking form of :func:`run_storage_checks` (same returns and raises)."""
-    return asyncio.run(run_storage_checks(project, load))
+    return run_blocking(run_storage_checks(project, load))
