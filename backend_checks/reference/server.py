@@ -56,7 +56,9 @@ class ReferenceServer:
     ) -> None:
         self._dsn = dsn
         self._own_root = storage_root is None
-        root = storage_root or Path(tempfile.mkdtemp(prefix="devicelab-storage-"))
+        # Made at start (a temporary one of its own each time): a server built but never
+        # started left a directory behind for every one.
+        root = storage_root or Path(tempfile.gettempdir(), "devicelab-storage-unstarted")
         self.ctx = ServerContext.create(
             dsn, root, jwt_secret=jwt_secret, keys_issued_at=keys_issued_at
         )
@@ -89,6 +91,8 @@ class ReferenceServer:
     async def astart(self) -> None:
         """Serve on the running event loop. Raises BackendUnavailable (BadInput for a DSN
         that is no DSN) when it cannot start."""
+        if self._own_root:
+            self.ctx.storage_root = Path(tempfile.mkdtemp(prefix="devicelab-storage-"))
         # One plain connection first: the pool retries a bad DSN for 15 s, and its
         # warnings quoted the DSN whole, password and all, on stderr.
         try:

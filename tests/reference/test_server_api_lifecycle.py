@@ -41,3 +41,21 @@ def test_a_second_start_is_refused_and_the_server_still_stops(scratch_dsn: str) 
         server.stop()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{url}/rest/v1/", timeout=2)
+
+
+def test_a_server_built_but_never_started_leaves_no_directory(scratch_dsn: str) -> None:
+    import tempfile
+    from pathlib import Path
+
+    def storage_dirs() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("devicelab-storage-*"))
+
+    before = storage_dirs()
+    servers = [ReferenceServer(scratch_dsn) for _ in range(3)]
+    assert storage_dirs() == before, servers
+    server = servers[0].start()
+    try:
+        assert server.ctx.storage_root.is_dir()
+    finally:
+        server.stop()
+    assert storage_dirs() == before
