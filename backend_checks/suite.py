@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
+    "AUTO_EXPLAIN_SETTINGS",
     "CriticalIndex",
     "QueryRun",
     "QuerySpec",
@@ -358,7 +359,7 @@ def explain_as_owner(
 
 
 #: auto_explain's settings that :func:`plans_inside` sets (superuser-only unless granted).
-_AUTO_EXPLAIN_SETTINGS = (
+AUTO_EXPLAIN_SETTINGS = (
     "log_min_duration",
     "log_analyze",
     "log_buffers",
@@ -409,7 +410,7 @@ def plans_inside(conn: psycopg.Connection[Any], *, analyze: bool) -> Iterator[li
 
 def _auto_explain_fix(role: str) -> str:
     """What lets ``role`` (quoted) read plans inside functions with auto_explain."""
-    names = ", ".join(f"auto_explain.{s}" for s in _AUTO_EXPLAIN_SETTINGS)
+    names = ", ".join(f"auto_explain.{s}" for s in AUTO_EXPLAIN_SETTINGS)
     return (
         "connect as a superuser, or preload auto_explain (session_preload_libraries) and "
         f"GRANT SET ON PARAMETER {names} TO {role}"

@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 from backend_checks import server_health
 from backend_checks.check import CheckOptions, run_check
 from backend_checks.datagen import DatagenParams
+from backend_checks.suite import AUTO_EXPLAIN_SETTINGS
 from devicelab.models import Check
 
 #: Small enough for a run in seconds; mark_as_read still finds unread messages to mark.
@@ -29,15 +30,6 @@ TINY = DatagenParams(messages=2_000, users=50, conversations=100, seed=11)
 #: What a read-only role on the tables looks like (the tester's setup): it reads
 #: everything, passes RLS, and may become the app role, but owns nothing.
 READER = "LOGIN BYPASSRLS IN ROLE pg_read_all_data, authenticated"
-
-AUTO_EXPLAIN = (
-    "log_min_duration",
-    "log_analyze",
-    "log_buffers",
-    "log_nested_statements",
-    "log_format",
-    "log_level",
-)
 
 
 def _as(dsn: str, role: str) -> str:
@@ -205,7 +197,7 @@ def test_a_preloaded_auto_explain_with_granted_settings_serves_a_non_superuser(
     # LOAD is refused to a non-superuser even for a preloaded library: it must be skipped.
     with _role(own_cluster, READER) as role:
         grant = sql.SQL("GRANT SET ON PARAMETER {} TO {}").format(
-            sql.SQL(", ").join(sql.Identifier("auto_explain", s) for s in AUTO_EXPLAIN),
+            sql.SQL(", ").join(sql.Identifier("auto_explain", s) for s in AUTO_EXPLAIN_SETTINGS),
             sql.Identifier(role),
         )
         with psycopg.connect(own_cluster, autocommit=True) as conn:
