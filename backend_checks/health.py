@@ -201,8 +201,9 @@ def index_usage(
     that table through other indexes only: the planner had it and found a better one (a
     search by a user in few conversations reads their conversations' messages by the
     conversation index, not the whole text index). A critical index of a query that
-    ``failed`` (query id -> its error) is not called unscanned: the query never ran, and
-    the problem names its error instead.
+    ``failed`` (query id -> its error) is not judged: the query never ran, so it is listed
+    in ``not_judged`` with the error, not counted as a problem, and with nothing else
+    wrong the check is an ``error``.
 
     Only tables and indexes that are the same at both ends of the window are counted
     (``scans_in_window`` None: not comparable). When some were replaced during it

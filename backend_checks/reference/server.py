@@ -22,7 +22,7 @@ from aiohttp import web
 from backend_checks.reference.app import build_app
 from backend_checks.reference.context import ServerContext
 from backend_checks.reference.realtime import SERVICE_KEY, RealtimeService
-from devicelab.errors import BackendUnavailable
+from devicelab.errors import BackendUnavailable, DeviceLabError
 
 __all__ = ["PortInUse", "ReferenceServer"]
 
@@ -56,6 +56,7 @@ class ReferenceServer:
     ) -> None:
         self._dsn = dsn
         self._own_root = storage_root is None
+        self._root_made = False  # our temporary storage root exists (made at start)
         # Made at start (a temporary one of its own each time): a server built but never
         # started left a directory behind for every one.
         root = storage_root or Path(tempfile.gettempdir(), "devicelab-storage-unstarted")
@@ -89,17 +90,19 @@ class ReferenceServer:
         return f"ReferenceServer(url={self.url!r})"
 
     async def astart(self) -> None:
-        """Serve on the running event loop. Raises BackendUnavailable (BadInput for a DSN
-        that is no DSN) when it cannot start."""
+        """Serve on the running event loop. Raises BackendUnavailable (PortInUse) when it
+        cannot start, RuntimeError when it serves already."""
+        if self._runner is not None:
+            raise RuntimeError(f"{self!r} is running already: stop it first")
         if self._own_root:
             self.ctx.storage_root = Path(tempfile.mkdtemp(prefix="devicelab-storage-"))
+            self._root_made = True
         # One plain connection first: the pool retries a bad DSN for 15 s, and its
         # warnings quoted the DSN whole, password and all, on stderr.
         try:
             await asyncio.to_thread(_probe, self._dsn)
         except BaseException:
-            if self._own_root:
-                shutil.rmtree(self.ctx.storage_root, ignore_errors=True)
+            self._remove_root()
             raise
         app = build_app(self.ctx)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -109,8 +112,7 @@ class ReferenceServer:
             await site.start()
         except Exception as exc:
             await runner.cleanup()
-            if self._own_root:
-                shutil.rmtree(self.ctx.storage_root, ignore_errors=True)
+            self._remove_root()
             if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
                 raise PortInUse(
                     f"the reference server cannot listen on {self.host}:{self.port}: "
@@ -143,8 +145,13 @@ class ReferenceServer:
             if isinstance(service, RealtimeService):
                 await service.close_sockets(runner.app)
             await runner.cleanup()
-        if self._own_root:
+        self._remove_root()
+
+    def _remove_root(self) -> None:
+        """Remove the temporary storage root this server made (never a given one)."""
+        if self._own_root and self._root_made:
             shutil.rmtree(self.ctx.storage_root, ignore_errors=True)
+            self._root_made = False
 
     def start(self) -> Self:
         """Serve from a background thread; returns once ready.
@@ -152,7 +159,7 @@ class ReferenceServer:
         Raises BackendUnavailable when the server does not come up; RuntimeError when it
         runs already (a second start orphaned the first, which nothing could stop).
         """
-        if self._thread is not None and self._thread.is_alive():
+        if self._runner is not None or (self._thread is not None and self._thread.is_alive()):
             raise RuntimeError(f"{self!r} is running already: stop() it first")
         ready = threading.Event()
         failure: list[BaseException] = []
@@ -182,7 +189,7 @@ class ReferenceServer:
         if failure:
             self._thread.join()
             error = failure[0]
-            if isinstance(error, BackendUnavailable):
+            if isinstance(error, DeviceLabError | RuntimeError):
                 raise error
             raise BackendUnavailable(f"the reference server could not start: {error}") from error
         return self

@@ -112,24 +112,28 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}
 _URL_PASSWORD = re.compile(
     r"(?<![A-Za-z0-9+.-])(?P<head>[A-Za-z][A-Za-z0-9+.-]*+://[^/\s:@]*+:)[^/\s]+@"
 )
-#: A secret given as name=value: a DSN's ``password=... `` (or quoted), an environment
-#: line (``PGPASSWORD=``, ``SUPABASE_SERVICE_ROLE_KEY=``, ``service_role_key=``), a
-#: URL's query (``?apikey=``, ``&access_token=``).
-#: Any name=value is matched (linear: a name is taken whole, never backtracked into) and
-#: the name then decides; ``_SECRET_NAME`` is the test.
-_KV_PASSWORD = re.compile(
-    r"(?P<head>(?<![A-Za-z0-9_])(?P<name>[A-Za-z_][A-Za-z0-9_]*+)\s*=\s*)"
-    r"(?:'(?:[^'\\]|\\.)*'|[^\s&;,'\"]+)"
+#: A secret given as name=value: a DSN's ``password=...`` (or quoted), an environment
+#: line (``PGPASSWORD=``, ``SUPABASE_SERVICE_ROLE_KEY=``, ``service_role_key=``). Every
+#: ``name=`` is found (a name taken whole, never backtracked into) and the name decides;
+#: a name that is no secret's leaves its value to be scanned too (``--env=PGPASSWORD=x``).
+_KV_NAME = re.compile(r"(?<![A-Za-z0-9_])([A-Za-z_][A-Za-z0-9_]*+)\s*=\s*")
+#: The value after a secret's name: quoted ('...' or "..."), else up to a space or ``&``
+#: (a password's ``;`` and ``,`` included; an unclosed quote to the next space).
+_KV_VALUE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]+")
+_SECRET_NAME = re.compile(
+    r"password|passwd|pwd|secret|token|api_?key|role_key|anon_key|(?:^|_)key$", re.I
 )
-_SECRET_NAME = re.compile(r"password|passwd|secret|token|api_?key|role_key|anon_key", re.I)
 _QUERY_PASSWORD = re.compile(
     r"(?P<head>[?&](?:password|apikey|api_key|access_token|refresh_token|token|key|secret"
     r"|signature)=)[^&\s'\"]*",
     re.I,
 )
 #: A bearer credential as an ``Authorization`` header carries it (a Supabase access token
-#: or a personal access token, sbp_...).
-_BEARER = re.compile(r"(?P<head>\bBearer\s+)[A-Za-z0-9._~+/=-]{4,}")
+#: or a personal access token, sbp_...; the scheme's case is free): a token has a digit
+#: or one of ``._-`` (the word in "requires a Bearer token" is left alone).
+_BEARER = re.compile(
+    r"(?P<head>\bbearer\s+)(?=[A-Za-z0-9._~+/=-]*[0-9._-])[A-Za-z0-9._~+/=-]{8,}", re.I
+)
 #: What no report may carry, shown as U+FFFD: C0 controls but tab and newline, DEL, the
 #: C1 block (\x9b is a terminal's CSI: ``devicelab report`` prints to terminals), lone
 #: surrogates (no UTF-8 encoder takes them) and the non-characters.
@@ -173,12 +177,27 @@ def showable(text: str) -> str:
     return _UNSHOWABLE.sub("\ufffd", text)
 
 
+def _mask_kv(text: str) -> str:
+    """``text`` with the value after every secret's ``name=`` masked (linear)."""
+    parts: list[str] = []
+    done = scan = 0
+    while (name := _KV_NAME.search(text, scan)) is not None:
+        scan = name.end()
+        if not _SECRET_NAME.search(name.group(1)):
+            continue
+        value = _KV_VALUE.match(text, scan)
+        if value is None:
+            continue
+        parts += [text[done:scan], MASK]
+        done = scan = value.end()
+    parts.append(text[done:])
+    return "".join(parts)
+
+
 def _mask_text(text: str) -> str:
     text = showable(_JWT.sub(MASK, text))
     text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
-    text = _KV_PASSWORD.sub(
-        lambda m: m.group("head") + MASK if _SECRET_NAME.search(m.group("name")) else m[0], text
-    )
+    text = _mask_kv(text)
     text = _BEARER.sub(lambda m: m.group("head") + MASK, text)
     return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
 

@@ -35,3 +35,30 @@ def test_the_preflight_inside_a_running_loop_gives_a_devicelab_error() -> None:
 
     with pytest.raises(BackendUnavailable, match=r"cannot reach http://127\.0\.0\.1:9"):
         asyncio.run(cell())
+
+
+def test_a_ctrl_c_while_waiting_cancels_the_checks_instead_of_leaving_them_running() -> None:
+    # The KeyboardInterrupt reached the caller, and the checks went on hitting the server
+    # in their thread until their end.
+    import _thread
+    import threading
+    import time
+
+    seen: list[str] = []
+
+    async def checks() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def cell() -> None:
+        run_blocking(checks())
+
+    threading.Timer(0.5, _thread.interrupt_main).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(cell())
+    assert time.monotonic() - started < 10
+    assert seen == ["cancelled"]

@@ -205,6 +205,7 @@ def test_cli_http_load_from_the_environment_writes_reports(reference: Any, tmp_p
     # verdict of two requests (a busy CI machine once took one past the latency target).
     assert done.returncode in (0, 1), done.stderr
     assert "5 users (HTTP, fixed-rate" in done.stdout
+    assert ", 0 errors," in done.stdout  # every request answered: any fail is latency
     written = (tmp_path / "results.json").read_text()
     assert json.loads(written)["run"]["backend"]["kind"] == "supabase"
     for text in (done.stdout, done.stderr, written, (tmp_path / "report.md").read_text()):

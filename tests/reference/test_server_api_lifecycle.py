@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -43,12 +44,15 @@ def test_a_second_start_is_refused_and_the_server_still_stops(scratch_dsn: str) 
         urllib.request.urlopen(f"{url}/rest/v1/", timeout=2)
 
 
-def test_a_server_built_but_never_started_leaves_no_directory(scratch_dsn: str) -> None:
+def test_a_server_built_but_never_started_leaves_no_directory(
+    scratch_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tempfile
-    from pathlib import Path
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's own /tmp
 
     def storage_dirs() -> set[Path]:
-        return set(Path(tempfile.gettempdir()).glob("devicelab-storage-*"))
+        return set(tmp_path.glob("devicelab-storage-*"))
 
     before = storage_dirs()
     servers = [ReferenceServer(scratch_dsn) for _ in range(3)]

@@ -41,3 +41,22 @@ def test_a_run_of_no_checks_is_not_all_passed() -> None:
     for render in (render_markdown, render_html):
         text = render(_results([])).lower()
         assert "all checks passed" not in text and "no check ran" in text
+
+
+def test_the_forms_a_first_version_of_the_name_value_mask_let_through() -> None:
+    from devicelab.report._common import mask_secrets
+
+    leaks = {
+        'password="s3cret" and on': "s3cret",
+        "connection failed: password='hunter2": "hunter2",
+        "host=h password=pa;ss,w0rd end": "ss,w0rd",
+        "--env=PGPASSWORD=hunter2": "hunter2",
+        "headers=apikey=K1abc": "K1abc",
+        "authorization: bearer sbp_0123456789": "sbp_0123456789",
+        "SUPABASE_KEY=abc123 X-Api-Key=k9k9": "abc123",
+    }
+    for text, secret in leaks.items():
+        assert secret not in mask_secrets(text), text
+    # Words are no credentials: GoTrue's own 401 text stays readable.
+    said = "This endpoint requires a Bearer token"
+    assert mask_secrets(said) == said
