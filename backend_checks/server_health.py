@@ -19,7 +19,7 @@ from backend_checks.datagen import META_TABLE, STAGE_SCHEMA
 from backend_checks.db import redact_sql
 from backend_checks.nested_stats import HIDDEN_QUERY
 from backend_checks.reasons import holds, judged_reason
-from backend_checks.stats_window import OWN_SCRATCH
+from backend_checks.stats_window import OWN_SCRATCH, SYSTEM_SCHEMAS
 from devicelab.models import Check, CheckTarget
 from devicelab.numbers import fmt_value
 from devicelab.targets import backend_target
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["bloat", "long_running", "slow_queries", "table_sizes", "vacuum"]
 
 log = logging.getLogger(__name__)
-
-_SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
 
 #: Who may VACUUM a table up to PostgreSQL 16 (``vacuum_is_relation_owner``): the owner or a
 #: role with its privileges (superusers too), or the database owner for a table that is not
@@ -71,7 +69,7 @@ def table_sizes(conn: psycopg.Connection[Any]) -> Check:
                        pg_relation_size(c.oid), pg_indexes_size(c.oid),
                        pg_total_relation_size(c.oid)
                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {_SYSTEM}
+                WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {SYSTEM_SCHEMAS}
                   AND NOT {OWN_SCRATCH}
                 ORDER BY pg_total_relation_size(c.oid) DESC"""
         ).fetchall()
@@ -153,7 +151,7 @@ def bloat(
                        pg_get_userbyid(c.relowner), {_may_vacuum(conn)}, current_user
                 FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE t.schemaname NOT IN {_SYSTEM} AND NOT {OWN_SCRATCH}
+                WHERE t.schemaname NOT IN {SYSTEM_SCHEMAS} AND NOT {OWN_SCRATCH}
                 ORDER BY t.n_live_tup + t.n_dead_tup DESC"""
         ).fetchall()
     tables, failing, skipped = [], [], []

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OWN_SCRATCH",
+    "SYSTEM_SCHEMAS",
     "IndexStats",
     "TableStats",
     "Window",
@@ -37,7 +38,8 @@ __all__ = [
     "snapshot",
 ]
 
-_SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
+#: The schemas of PostgreSQL itself, a SQL list: no health check counts their tables.
+SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
 #: The SQL condition, on ``pg_namespace n`` and ``pg_class c`` (a table or an index), that
 #: it is devicelab's scratch or a temporary table: no health check counts it.
 OWN_SCRATCH = f"(n.nspname = '{STAGE_SCHEMA}' OR c.relpersistence = 't')"
@@ -111,7 +113,7 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[str, TableStats]:
                 JOIN pg_class c ON c.oid = t.relid
                 JOIN pg_namespace n ON n.oid = c.relnamespace
                 JOIN pg_statio_user_tables io ON io.relid = t.relid
-                WHERE t.schemaname NOT IN {_SYSTEM} AND NOT {OWN_SCRATCH}"""
+                WHERE t.schemaname NOT IN {SYSTEM_SCHEMAS} AND NOT {OWN_SCRATCH}"""
         ).fetchall()
     return {
         r[0]: TableStats(
@@ -150,7 +152,7 @@ def index_snapshot(conn: psycopg.Connection[Any]) -> dict[str, IndexStats]:
                 FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
                 JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE s.schemaname NOT IN {_SYSTEM} AND NOT {OWN_SCRATCH}"""
+                WHERE s.schemaname NOT IN {SYSTEM_SCHEMAS} AND NOT {OWN_SCRATCH}"""
         ).fetchall()
     return {
         r[1]: IndexStats(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from backend_checks.reasons import judged_reason
-from backend_checks.stats_window import OWN_SCRATCH
+from backend_checks.stats_window import OWN_SCRATCH, SYSTEM_SCHEMAS
 from devicelab.models import Check
 from devicelab.numbers import fmt_value
 from devicelab.targets import backend_target
@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["invalid_fix", "stats_window_start", "unused_indexes"]
-
-_SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
 
 
 def invalid_fix(index: str) -> str:
@@ -78,7 +76,7 @@ def unused_indexes(
                        i.indrelid::int8, pg_relation_size(s.indexrelid), i.indisvalid
                 FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
                 JOIN pg_class c ON c.oid = s.relid JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE s.schemaname NOT IN {_SYSTEM}
+                WHERE s.schemaname NOT IN {SYSTEM_SCHEMAS}
                   AND s.schemaname NOT IN ('auth', 'storage', 'realtime', 'extensions')
                   AND NOT {OWN_SCRATCH}  -- a data load of ours in progress, or left behind
                 ORDER BY 1, 2"""
