@@ -78,7 +78,7 @@ def test_run_on_web_through_4g_measures_in_the_browser(
     delivery = checks["message_delivery"]
     assert delivery.status in ("pass", "fail"), delivery.reason
     assert delivery.evidence["lost"] == 0
-    assert len(delivery.samples) == delivery.evidence["sent"] == 10
+    assert len(delivery.samples) == delivery.evidence["sent"] == 20
     # A's send crosses the uplink (RTT/2) and B's websocket frame the downlink (RTT/2):
     # below one RTT the websocket would not be shaped.
     assert profile.rtt_ms is not None
