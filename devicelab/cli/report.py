@@ -46,10 +46,12 @@ def register(app: typer.Typer) -> None:
         from devicelab import report
 
         loaded = report.load_results(results, warn=_warn)
-        book = _targets(targets)
+        book, book_error = _targets(targets)
         render = {"md": report.render_markdown, "html": report.render_html}
         text = (
-            report.render_junit(loaded) if fmt is ReportFormat.junit else render[fmt](loaded, book)
+            report.render_junit(loaded)
+            if fmt is ReportFormat.junit
+            else render[fmt](loaded, book, book_error=book_error)
         )
         if output is None:
             _emit(text)
@@ -86,17 +88,18 @@ def _warn(message: str) -> None:
     typer.echo(f"devicelab: warning: {message}", err=True)
 
 
-def _targets(path: Path | None) -> TargetBook | None:
-    """The target book: ``path`` if given (its errors stop the command, exit 2), else the
-    lab's targets.yaml when there is one; a missing or broken default only thins the matrix
-    to the targets the checks carry, with a warning, since results.json holds the verdicts."""
+def _targets(path: Path | None) -> tuple[TargetBook | None, str | None]:
+    """The target book and, when there is none, why: ``path`` if given (its errors stop
+    the command, exit 2), else the lab's targets.yaml when there is one; a missing or
+    broken default only thins the matrix to the targets the checks carry, with a warning
+    and the same words in the report, since results.json holds the verdicts."""
     from devicelab import config
     from devicelab.errors import ConfigError
 
     if path is not None:
-        return config.load_targets(path)
+        return config.load_targets(path), None
     try:
-        return config.load_targets()
+        return config.load_targets(), None
     except ConfigError as exc:
         typer.echo(f"devicelab: warning: no story targets ({exc.one_line()})", err=True)
-        return None
+        return None, str(exc)

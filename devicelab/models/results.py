@@ -11,7 +11,15 @@ import math
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "SCHEMA_ID",
@@ -168,6 +176,9 @@ class BackendInfo(_Model):
     url: str
 
 
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
 class RunInfo(_Model):
     """What ran, when, where."""
 
@@ -179,6 +190,19 @@ class RunInfo(_Model):
     device: DeviceInfo | None = None
     network: NetworkInfo | None = None
     backend: BackendInfo | None = None
+
+    @field_validator("started_at", "finished_at", mode="before")
+    @classmethod
+    def _time_from_text(cls, value: Any) -> Any:
+        # A file is validated strictly (devicelab.report.load_results), where a datetime
+        # field takes no text; but JSON has no other form of a time. Text is read as the
+        # JSON parser reads it; other input is left for the field's own check to refuse.
+        if isinstance(value, str):
+            try:
+                return _TIME.validate_strings(value, strict=True)
+            except ValidationError:
+                return value  # the field's check says what is wrong with it
+        return value
 
     @field_validator("started_at", "finished_at")
     @classmethod
@@ -241,8 +265,22 @@ class StatusCounts(_Model):
     error: int = 0
 
 
+def _schema_is_required(schema: dict[str, Any]) -> None:
+    # Every results.json carries "schema" (the writer always writes it, load_results
+    # refuses a file without it); the default exists only so that code building Results
+    # need not pass it. The published JSON Schema says what a file must hold.
+    required = schema.setdefault("required", [])
+    if "schema" not in required:
+        required.insert(0, "schema")
+
+
 class Results(_Model):
     """A whole results.json. ``summary`` is always recounted from ``checks``."""
+
+    # Built in code, fields are coerced as pydantic does (the docstring is the published
+    # schema's description); a file is read strictly, its types as the JSON Schema says,
+    # by devicelab.report.load_results.
+    model_config = ConfigDict(json_schema_extra=_schema_is_required)
 
     schema_: Literal["devicelab.results/1"] = Field(default=SCHEMA_ID, alias="schema")
     run: RunInfo

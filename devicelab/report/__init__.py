@@ -72,29 +72,60 @@ def _problem(error: Any) -> str:
     return message
 
 
-def _no_number(token: str) -> float:
-    # json reads NaN, Infinity and 1e999 as floats; the contract has no such values, and a
-    # report would show a check "✅ NaN ms".
-    raise _NotANumber(token)
+class _NotANumber:
+    """Where the JSON held a number the contract does not allow (NaN, ±Infinity, beyond
+    the float range, an integer too long to read): kept in place while the file is parsed,
+    so the error can name the field it sits in."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
 
 
-class _NotANumber(ValueError):
-    """A JSON number the contract does not allow (NaN, ±Infinity, out of float range)."""
+class _Numbers:
+    """json.loads' number hooks: NaN, Infinity and 1e999 (which json reads as floats) and
+    over-long integers become _NotANumber; ``found`` says whether any did, so a file
+    without one is not walked again."""
 
+    def __init__(self) -> None:
+        self.found = False
 
-def _float(token: str) -> float:
-    value = float(token)
-    return value if math.isfinite(value) else _no_number(token)
+    def constant(self, token: str) -> _NotANumber:
+        # The contract has no such values, and a report would show a check "✅ NaN ms".
+        self.found = True
+        return _NotANumber(token)
 
+    def read_float(self, token: str) -> float | _NotANumber:
+        value = float(token)
+        return value if math.isfinite(value) else self.constant(token)
 
-def _int(token: str) -> int:
-    if len(token.lstrip("-")) > _MAX_DIGITS:
-        raise _NotANumber(f"an integer of {len(token.lstrip('-'))} digits")
-    return int(token)
+    def read_int(self, token: str) -> int | _NotANumber:
+        digits = len(token.lstrip("-"))
+        return (
+            self.constant(f"an integer of {digits} digits") if digits > _MAX_DIGITS else int(token)
+        )
 
 
 #: Python writes no integer of more digits as text (sys.get_int_max_str_digits).
 _MAX_DIGITS = 4300
+
+
+def _first_not_a_number(data: Any) -> tuple[str, _NotANumber] | None:
+    """The dotted path (``checks[3].value``) and the token of the first number the
+    contract does not allow, in the file's order, or None. Walks without recursion: the
+    parser has read deeper nesting than Python's stack allows."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, _NotANumber):
+            return _dotted(loc), value
+        if isinstance(value, dict):
+            items = list(value.items())
+        elif isinstance(value, list):
+            items = list(enumerate(value))
+        else:
+            continue
+        stack += [((*loc, key), item) for key, item in reversed(items)]
+    return None
 
 
 def _summary_problem(data: Any, results: Results) -> str | None:
@@ -118,11 +149,12 @@ def load_results(
 
     Returns the Results. Raises ConfigError (a BadInput, exit 2) whose one-line message
     names the file and, for JSON errors, line:column, for contract errors, the dotted
-    field (``checks[2].status``); ``.field`` holds that path. Also refused: NaN,
-    Infinity and numbers beyond the float range, integers of more than 4,300 digits,
-    nesting too deep to read and a file without ``schema``. A ``summary`` that does not
-    count the checks' statuses is recounted (the reports always count the checks), and
-    ``warn`` is called with one line saying what it claimed.
+    field (``checks[2].status``); ``.field`` holds that path. Types are read as strictly
+    as the JSON Schema says (``"552"`` or ``true`` is no number). Also refused, naming
+    the field: NaN, Infinity and numbers beyond the float range, integers of more than
+    4,300 digits; and nesting too deep to read and a file without ``schema``. A
+    ``summary`` that does not count the checks' statuses is recounted (the reports always
+    count the checks), and ``warn`` is called with one line saying what it claimed.
     """
     path = Path(path)
     try:
@@ -136,22 +168,30 @@ def load_results(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})", hint="check the file") from exc
     try:
-        data = json.loads(text, parse_constant=_no_number, parse_float=_float, parse_int=_int)
+        numbers = _Numbers()
+        data = json.loads(
+            text,
+            parse_constant=numbers.constant,
+            parse_float=numbers.read_float,
+            parse_int=numbers.read_int,
+        )
     except json.JSONDecodeError as exc:
         where = f"{path}:{exc.lineno}:{exc.colno}"
         raise ConfigError(
             f"{where}: not valid JSON: {exc.msg}", hint="fix the JSON there", location=where
         ) from None
-    except _NotANumber as exc:
-        raise ConfigError(
-            f"{path}: not a number the contract allows: {exc}",
-            hint="a measured value is a finite number; write null where nothing was measured",
-            location=str(path),
-        ) from None
     except RecursionError:
         raise ConfigError(
             f"{path}: nested too deeply to read", hint="no results.json nests this deep"
         ) from None
+    if numbers.found and (found := _first_not_a_number(data)) is not None:
+        field, number = found
+        raise ConfigError(
+            f"{path}: {field}: not a number the contract allows: {number.what}",
+            hint="a measured value is a finite number; write null where nothing was measured",
+            location=str(path),
+            field=field,
+        )
     if isinstance(data, dict) and "schema" not in data:
         raise ConfigError(
             f"{path}: schema: missing required field 'schema'",
@@ -160,7 +200,9 @@ def load_results(
             field="schema",
         )
     try:
-        results = Results.model_validate(data)
+        # Strict: a file's types are the JSON Schema's ("552" or true is no number), where
+        # pydantic's default would coerce them. Times are text in JSON (see RunInfo).
+        results = Results.model_validate(data, strict=True)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]

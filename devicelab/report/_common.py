@@ -359,8 +359,9 @@ def truncate(text: str, limit: int) -> str:
     return f"{text[:limit]}… (+{len(text) - limit} chars)"
 
 
-def scalar_text(value: Any, limit: int = 300) -> str:
-    """A scalar (or anything) as one line of text, cut to ``limit`` characters."""
+def scalar_text(value: Any, limit: int | None = 300) -> str:
+    """A scalar (or anything) as one line of text, cut to ``limit`` characters (None:
+    whole)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -374,7 +375,7 @@ def scalar_text(value: Any, limit: int = 300) -> str:
     else:
         text = json.dumps(value, default=str, ensure_ascii=False)
     text = _CONTROL.sub("\ufffd", text.replace("\r", " ").replace("\n", " ⏎ ").replace("\t", " "))
-    return truncate(text, limit)
+    return text if limit is None else truncate(text, limit)
 
 
 #: How much of an evidence list a report shows before it says how many were left out.

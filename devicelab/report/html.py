@@ -40,7 +40,7 @@ from devicelab.report._common import (
     truncate,
     verdict_text,
 )
-from devicelab.report.matrix import build_matrix
+from devicelab.report.matrix import MatrixCell, build_matrix
 from devicelab.report.plots import Guide, histogram, line_chart
 
 __all__ = ["defang", "render_html"]
@@ -229,8 +229,13 @@ def _recommendations(results: Results) -> str:
     )
 
 
-def _matrix(results: Results, book: TargetBook | None) -> str:
-    matrix = build_matrix(results, book)
+def _matrix_verdict(cell: MatrixCell, check: Check) -> str:
+    shown = "" if check.value is None else f" {_e(cell.measured(check))}"
+    return f'{_status(check.status)}<span class="s-{check.status}">{shown}</span>'
+
+
+def _matrix(results: Results, book: TargetBook | None, book_error: str | None) -> str:
+    matrix = build_matrix(results, book, book_error=book_error)
     head = "<th>Metric</th>" + "".join(
         f'<th class="judged">{_e(title)} (this run)</th>'
         if col == matrix.judged
@@ -246,10 +251,8 @@ def _matrix(results: Results, book: TargetBook | None) -> str:
                 if c.check is None:
                     verdict = '<span class="s-notrun">not run</span>'
                 else:
-                    shown = "" if c.check.value is None else f" {_e(c.measured())}"
-                    verdict = (
-                        f'{_status(c.check.status)}<span class="s-{c.check.status}">{shown}</span>'
-                    )
+                    # Every check of the id: a session may have measured it twice.
+                    verdict = " · ".join(_matrix_verdict(c, k) for k in c.checks)
             cls = ' class="judged"' if c.judged else ""
             cells.append(f'<td{cls}><span class="t">{_e(c.target)}</span>{verdict}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -355,7 +358,12 @@ def _checks(results: Results) -> str:
         for c in results.checks
     )
     details = []
+    seen: dict[str, int] = {}
     for c in results.checks:
+        # An id measured twice in a session gets "-2" on its second element: HTML ids
+        # are unique.
+        seen[c.id] = seen.get(c.id, 0) + 1
+        anchor = f"check-{c.id}" + (f"-{seen[c.id]}" if seen[c.id] > 1 else "")
         facts = [
             ("value", check_line(c) if c.value is not None else "—"),
             ("category", c.category),
@@ -382,7 +390,7 @@ def _checks(results: Results) -> str:
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
         opened = " open" if c.status in ("fail", "error") else ""
         details.append(
-            f'<details class="check" id="check-{_e(c.id)}"{opened}><summary>{_status(c.status)} '
+            f'<details class="check" id="{_e(anchor)}"{opened}><summary>{_status(c.status)} '
             f"<code>{_e(c.id)}</code> — {_e(mask_secrets(c.title))}</summary><table>{rows}</table>"
             f"<h4>Evidence</h4>{_evidence(c.evidence)}</details>"
         )
@@ -395,10 +403,13 @@ def _checks(results: Results) -> str:
     return f"<section><h2>Checks</h2>{table}{''.join(details)}</section>"
 
 
-def render_html(results: Results, book: TargetBook | None = None) -> str:
+def render_html(
+    results: Results, book: TargetBook | None = None, *, book_error: str | None = None
+) -> str:
     """The self-contained HTML report of ``results`` (one str, a whole document).
 
-    ``book`` gives the story matrix its targets for every column. The text holds no
+    ``book`` gives the story matrix its targets for every column; ``book_error`` says why
+    there is none (as render_markdown's). The text holds no
     ``http://`` or ``https://`` and nothing that fetches. Raises nothing for valid Results.
     """
     title = f"devicelab report — {run_subtitle(results.run)}"
@@ -415,7 +426,7 @@ def render_html(results: Results, book: TargetBook | None = None) -> str:
             _summary(results),
             _recommendations(results),
             _run(results),
-            _matrix(results, book),
+            _matrix(results, book, book_error),
             _plots(results),
             _checks(results),
             f"<footer>Made by devicelab {_e(results.run.devicelab_version)} from a "

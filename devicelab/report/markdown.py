@@ -189,8 +189,8 @@ def _recommendations_section(results: Results) -> list[str]:
     ]
 
 
-def _matrix_section(results: Results, book: TargetBook | None) -> list[str]:
-    matrix = build_matrix(results, book)
+def _matrix_section(results: Results, book: TargetBook | None, book_error: str | None) -> list[str]:
+    matrix = build_matrix(results, book, book_error=book_error)
     header = ["Metric"]
     for column, title in matrix.columns:
         header.append(f"**{title}** (this run)" if column == matrix.judged else title)
@@ -202,7 +202,8 @@ def _matrix_section(results: Results, book: TargetBook | None) -> list[str]:
             cells.append(_text(f"{c.target} · {verdict}" if verdict else c.target))
         rows.append(cells)
     lines = ["## Story targets (Performance Targets by Platform)", ""]
-    lines += [f"> {note}" for note in matrix.notes]
+    # A note may quote a path or a YAML error: escaped, so nothing in it is formatted.
+    lines += [f"> {_plain(note)}" for note in matrix.notes]
     if matrix.notes:
         lines.append("")
     lines += _table(header, rows)
@@ -279,15 +280,20 @@ def _check_section(check: Check) -> list[str]:
     elif check.samples:
         rows.append(["samples", str(len(check.samples))])
     if check.reason:
-        rows.append(["reason", _code(scalar_text(mask_secrets(check.reason), 500))])
+        # Whole, as in the HTML and JUnit reports: the reason is what a reader acts on.
+        rows.append(["reason", _code(scalar_text(mask_secrets(check.reason), None))])
     return [*lines, *_table(["", ""], rows), "", *_evidence_lines(check.evidence)]
 
 
-def render_markdown(results: Results, book: TargetBook | None = None) -> str:
+def render_markdown(
+    results: Results, book: TargetBook | None = None, *, book_error: str | None = None
+) -> str:
     """The Markdown report of ``results`` (a str ending in a newline).
 
     ``book`` gives the story matrix its targets for every column; without it only the
-    targets the checks carry are shown. Raises nothing for valid Results.
+    targets the checks carry are shown, and the matrix's note says why: ``book_error``
+    (the lab's targets.yaml could not be read, and where) or none was given. Raises
+    nothing for valid Results.
     """
     lines = [
         f"# devicelab report — {run_subtitle(results.run, quote=_plain)}",
@@ -295,7 +301,7 @@ def render_markdown(results: Results, book: TargetBook | None = None) -> str:
         *_summary_section(results),
         *_recommendations_section(results),
         *_run_section(results),
-        *_matrix_section(results, book),
+        *_matrix_section(results, book, book_error),
         "## Checks",
         "",
     ]

@@ -31,12 +31,15 @@ _EXTRA_COLUMNS = {"3g": "Mobile (3G)"}
 
 @dataclass(frozen=True)
 class MatrixCell:
-    """One cell: its target text and, in the judged column, the run's check (if any)."""
+    """One cell: its target text and, in the judged column, the run's check (if any) and
+    the run's further checks of the same id (``more``: a session may measure a check
+    again, on a switched link, and the cell shows every verdict)."""
 
     column: str
     target: str
     judged: bool
     check: Check | None = None
+    more: tuple[Check, ...] = ()
 
     @property
     def state(self) -> str:
@@ -46,35 +49,47 @@ class MatrixCell:
             return ""
         return self.check.status if self.check is not None else "not run"
 
-    def measured(self) -> str:
-        """The measured value ("312 ms", with the digits that keep it on its side of the
-        target: "199.96 ms" against "< 200 ms"), "812 ms, no target" for a value judged
-        against nothing, "skipped", the status without a value, "not measured (NaN)" for a
-        value that is no number, or ""."""
-        if self.check is None:
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """Every check of the cell, in the run's order (empty outside the judged column
+        and where the run has none)."""
+        return () if self.check is None else (self.check, *self.more)
+
+    def measured(self, check: Check | None = None) -> str:
+        """The measured value of ``check`` (default: the cell's first) ("312 ms", with the
+        digits that keep it on its side of the target: "199.96 ms" against "< 200 ms"),
+        "812 ms, no target" for a value judged against nothing, "skipped", the status
+        without a value, "not measured (NaN)" for a value that is no number, or ""."""
+        check = check if check is not None else self.check
+        if check is None:
             return ""
-        if is_unjudged(self.check):
-            return f"{fmt_judged(self.check.value, self.check.unit, None)}, no target"
-        if self.check.status == "skip":
+        if is_unjudged(check):
+            return f"{fmt_judged(check.value, check.unit, None)}, no target"
+        if check.status == "skip":
             return "skipped"
-        if self.check.value is None:
-            return self.check.status
-        if not math.isfinite(self.check.value):
-            return f"not measured ({fmt_number(self.check.value)})"
-        return fmt_judged(self.check.value, self.check.unit, self.check.target)
+        if check.value is None:
+            return check.status
+        if not math.isfinite(check.value):
+            return f"not measured ({fmt_number(check.value)})"
+        return fmt_judged(check.value, check.unit, check.target)
 
     def verdict(self) -> str:
-        """The verdict text: "✅ 312 ms", "⏭ skipped", "not run", or "" (not judged)."""
+        """The verdict text: "✅ 312 ms", "⏭ skipped", "not run", or "" (not judged); a
+        check measured more than once gives each verdict: "✅ 312 ms · ❌ 640 ms"."""
         if not self.judged:
             return ""
         if self.check is None:
             return "not run"
-        value = self.check.value
-        # A pass mark beside "NaN" would read as a measured pass.
-        icon = STATUS_ICON[
-            "error" if value is not None and not math.isfinite(value) else self.check.status
+        return " · ".join(f"{self.icon(c)} {self.measured(c)}" for c in self.checks)
+
+    @staticmethod
+    def icon(check: Check) -> str:
+        """The status mark of ``check``; ⚠ for a value that is no number, since a pass
+        mark beside "NaN" would read as a measured pass."""
+        value = check.value
+        return STATUS_ICON[
+            "error" if value is not None and not math.isfinite(value) else check.status
         ]
-        return f"{icon} {self.measured()}"
 
 
 @dataclass(frozen=True)
@@ -155,29 +170,41 @@ def _not_applicable(check_id: str, column: str, results: Results, book: TargetBo
     return False
 
 
-def build_matrix(results: Results, book: TargetBook | None = None) -> Matrix:
+def build_matrix(
+    results: Results, book: TargetBook | None = None, *, book_error: str | None = None
+) -> Matrix:
     """The story matrix of ``results``; targets from ``book`` (None: only the judged
-    column's targets, taken from the checks themselves)."""
+    column's targets, taken from the checks themselves). ``book_error`` says why there
+    is no book when the lab's targets.yaml could not be read (its file and line), for the
+    note that would otherwise say none was given."""
     judged = judged_column(results)
     columns = list(MATRIX_COLUMNS)
     if judged in _EXTRA_COLUMNS:
         columns.append((judged, _EXTRA_COLUMNS[judged]))
-    by_id: dict[str, Check] = {}
+    # A session may measure a check more than once (LabSession.measure on a switched
+    # link, the pytest plugin's tests): the cell shows them all, in the run's order.
+    by_id: dict[str, list[Check]] = {}
     for run_check in results.checks:
-        by_id.setdefault(run_check.id, run_check)
+        by_id.setdefault(run_check.id, []).append(run_check)
     notes: list[str] = []
     if results.run.device is None:
         notes.append("A backend run: the story's client-side matrix has no verdicts here.")
     elif judged is None:
         notes.append("The network of this run maps to no column of the story: no verdicts.")
-    if book is None:
+    if book is None and book_error:
+        notes.append(
+            f"The story's targets could not be read ({book_error}): only the targets the "
+            "checks carry are shown."
+        )
+    elif book is None:
         notes.append("No targets.yaml was given: only the targets the checks carry are shown.")
     rows = []
     for check_id, title in STORY_MATRIX:
         cells = []
         for column, _ in columns:
             is_judged = column == judged
-            check = by_id.get(check_id) if is_judged else None
+            found = by_id.get(check_id, []) if is_judged else []
+            check = found[0] if found else None
             if check is not None and check.value is not None and check.target is None:
                 # Measured and judged against nothing: the book's row for the column can be
                 # another platform's (3G's are the phones'), a target this check never had.
@@ -199,6 +226,14 @@ def build_matrix(results: Results, book: TargetBook | None = None) -> Matrix:
                     label = "N/A"
             else:
                 label = check_target_label(check.target) if check is not None else "—"
-            cells.append(MatrixCell(column=column, target=label, judged=is_judged, check=check))
+            cells.append(
+                MatrixCell(
+                    column=column,
+                    target=label,
+                    judged=is_judged,
+                    check=check,
+                    more=tuple(found[1:]),
+                )
+            )
         rows.append(MatrixRow(check_id=check_id, title=title, cells=cells))
     return Matrix(columns=columns, judged=judged, rows=rows, notes=notes)
