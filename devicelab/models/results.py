@@ -120,7 +120,10 @@ class NetworkInfo(_Model):
     down_kbps: float | None = None
     up_kbps: float | None = None
     loss_pct: float = 0.0
-    jitter_ms: float = 0.0
+    # Written only for a profile with jitter (none of the shipped ones): the field came
+    # after the contract's first publication, whose schema refuses unknown fields, and
+    # every other file stays valid under it.
+    jitter_ms: float = Field(default=0.0, exclude_if=lambda v: not v)
     achieved: AchievedNetwork | None = None
 
     def off_profile(self) -> list[str]:
