@@ -15,7 +15,6 @@ pgbench helper tables live in schema devicelab_bench and are dropped at the end.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -25,13 +24,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _cli  # bench/_cli.py: this script's folder is on sys.path
 
 from backend_checks.db import connect
 from backend_checks.load import LoadOptions, run_load
 from backend_checks.load.mix import IDENTITY_SQL, SEARCH_TERMS, mix_weights, operation
 from backend_checks.load.runner import fetch_identities
+from devicelab.errors import BadInput, ProbeFailed, ToolMissing, UnsafeActionRefused
 
 SLOTS = 20  # conversations per user in the pgbench lookup table
 GOAL = 0.5
@@ -42,7 +45,7 @@ def _pgbench() -> str:
         (str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))[::-1]), None
     )
     if not found:
-        sys.exit("pgbench is not installed (apt-get install postgresql-client-15)")
+        raise ToolMissing("pgbench", hint="apt-get install postgresql-client-15")
     return found
 
 
@@ -58,7 +61,9 @@ def _prepare(dsn: str, users: int, messages: int, generate: bool) -> int:
             or not conn.execute("SELECT 1 FROM public.conversations LIMIT 1").fetchone()
         ):
             if not generate:
-                sys.exit("the database has no messaging data: run devicelab backend datagen")
+                raise BadInput(
+                    "the database has no messaging data", hint="run devicelab backend datagen"
+                )
             from backend_checks.datagen import DatagenParams
             from backend_checks.datagen import generate as datagen
 
@@ -144,7 +149,11 @@ def run_pgbench(
     latency = re.search(r"latency average = ([\d.]+) ms", text)
     failed = re.search(r"number of failed transactions: (\d+)", text)
     if out.returncode != 0 or not tps:
-        sys.exit(f"pgbench failed ({out.returncode}):\n{text[-2000:]}")
+        raise ProbeFailed(
+            f"pgbench failed ({out.returncode}): {(text.strip() or 'no output').splitlines()[-1]}",
+            hint="run pgbench by hand against the same database to see its whole output",
+            command=" ".join(cmd), stderr=text[-2000:],
+        )  # fmt: skip
     return {
         "ops_per_s": float(tps.group(1)),
         "latency_mean_ms": float(latency.group(1)) if latency else float("nan"),
@@ -167,18 +176,50 @@ def run_ours(dsn: str, clients: int, seconds: int) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", help="PostgreSQL DSN (default: the managed cluster)")
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median across rounds (ops/s, mean ms, errors, ...): one summary row
+    from the same statistic, whatever the number of rounds."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def judge(ratio: float) -> tuple[str, bool]:
+    """The verdict words on ours/pgbench and whether it meets the goal (>= 0.5)."""
+    met = ratio >= GOAL  # a NaN ratio (pgbench did nothing) misses
+    return f"({_cli.verdict(met)} the goal >= {GOAL})", met
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; returns 0 when the goal is met, 1 when missed.
+
+    Raises BadInput, ToolMissing, BackendUnavailable, ProbeFailed (exit 2/3 via _cli.run).
+    """
+    parser = _cli.parser("load", __doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--dsn", type=_cli.dsn, help="PostgreSQL DSN (default: the managed cluster)"
+    )
     parser.add_argument("--allow-writes", action="store_true", help="may write to --dsn")
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--duration", type=int, default=20, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (median)")
-    parser.add_argument("--messages", type=int, default=100_000, help="data when empty")
+    parser.add_argument("--users", type=_cli.positive_int, default=1000)
+    parser.add_argument("--duration", type=_cli.positive_int, default=20, help="seconds per run")
+    parser.add_argument(
+        "--rounds", type=_cli.positive_int, default=2, help="alternating rounds (median)"
+    )
+    parser.add_argument(
+        "--messages", type=_cli.positive_int, default=100_000, help="data when empty"
+    )
     parser.add_argument("--json", help="also write the numbers here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.dsn and not args.allow_writes:
-        sys.exit("bench/load.py writes lookup tables (and data when empty): add --allow-writes")
+        raise UnsafeActionRefused(
+            "bench/load.py writes lookup tables (and data when empty) to --dsn",
+            hint="add --allow-writes",
+        )
+    _pgbench()  # missing pgbench: say so before generating data
+    with _cli.database_errors("the database server"):
+        return _measure(args)
+
+
+def _measure(args: Any) -> int:
+    """The rounds and the printout of main; returns its exit code."""
     dsn = args.dsn
     if dsn is None:
         from backend_checks.managed import ManagedPostgres
@@ -209,22 +250,24 @@ def main() -> int:
         o["ops_per_s"] / t["ops_per_s"] for o, t in zip(ours_runs, theirs_runs, strict=True)
     ]
     print()
+    # Every column is the median across rounds (as ops/s always was), not the last round's.
     print(f"read mix {mix_weights('read')}, {args.users} users, {args.duration} s, "
-          f"{identities} identities, median of {args.rounds} round(s)")  # fmt: skip
+          f"{identities} identities, median of {args.rounds} round(s) in every column")  # fmt: skip
     print(f"{'generator':<28}{'ops/s':>10}{'mean ms':>10}{'errors':>8}")
-    last = ours_runs[-1]
-    print(f"{'devicelab (Locust+psycopg)':<28}{ours:>10.1f}{last['latency_mean_ms']:>10.1f}"
-          f"{int(last['errors']):>8}")  # fmt: skip
-    print(f"{'pgbench -M prepared':<28}{theirs:>10.1f}{theirs_runs[-1]['latency_mean_ms']:>10.1f}"
-          f"{int(theirs_runs[-1]['errors']):>8}")  # fmt: skip
-    verdict = "meets" if ratio >= GOAL else "misses"
+    mine, base = medians(ours_runs), medians(theirs_runs)
+    print(f"{'devicelab (Locust+psycopg)':<28}{ours:>10.1f}{mine['latency_mean_ms']:>10.1f}"
+          f"{mine['errors']:>8g}")  # fmt: skip
+    print(f"{'pgbench -M prepared':<28}{theirs:>10.1f}{base['latency_mean_ms']:>10.1f}"
+          f"{base['errors']:>8g}")  # fmt: skip
+    words, met = judge(ratio)
     print(
-        f"ratio ours/pgbench = {ratio:.2f} ({verdict} the goal >= {GOAL}); per round "
+        f"ratio ours/pgbench = {ratio:.2f} {words}; per round "
         f"{', '.join(f'{r:.2f}' for r in per_round)}"
     )
     print(
-        f"our load processes: {int(last['processes'])}, client CPU "
-        f"{last['client_cpu_pct']:.1f} %, DB CPU {last['db_cpu_pct']:.1f} % of the machine"
+        f"our load processes: {mine['processes']:g}, client CPU "
+        f"{mine['client_cpu_pct']:.1f} %, DB CPU {mine['db_cpu_pct']:.1f} % of the machine "
+        "(medians)"
     )
     if args.json:
         Path(args.json).write_text(
@@ -233,8 +276,8 @@ def main() -> int:
                 indent=2,
             )
         )
-    return 0 if ratio >= GOAL else 1
+    return _cli.exit_code([met])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _cli.run("load", main)

@@ -31,10 +31,12 @@ import contextlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,12 +48,18 @@ from hdrh.histogram import HdrHistogram
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _cli  # bench/_cli.py: this script's folder is on sys.path
+
 from backend_checks.datagen import install_schema
 from backend_checks.reference.context import ServerContext
 from backend_checks.reference.realtime_client import Subscriber, websocket_url
+from devicelab.errors import BadInput
 
 ADMIN = os.environ.get("DEVICELAB_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
 ANCHOR = {"subscribers": 1500, "rate": 10, "p95_ms": 356.0}
+#: Scratch databases are named this plus 8 hex digits (a test uses its own prefix).
+SCRATCH_PREFIX = "dl_bench_"
+GOAL = {"subscribers": 1000, "p95_ms": 100.0}
 
 
 def serve(dsn: str, secret: str, loop: str) -> None:
@@ -122,12 +130,78 @@ def serve(dsn: str, secret: str, loop: str) -> None:
 
 
 def loop_factory(name: str) -> Any:
-    """The event loop factory for ``--loop`` (uvloop when asked and installed)."""
+    """The event loop factory for ``--loop`` (uvloop when asked). Raises BadInput."""
     if name == "uvloop":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            # Asked for on the command line: a usage error (exit 2), not the machine's.
+            raise BadInput(
+                "--loop uvloop: uvloop is not installed",
+                hint="`.venv/bin/pip install uvloop`, or pass --loop asyncio",
+            ) from None
         return uvloop.new_event_loop
     return None
+
+
+@contextlib.contextmanager
+def scratch_database(admin: str) -> Iterator[str]:
+    """A new database on the server of ``admin`` (a DSN without dbname); yields its DSN and
+    drops it on every way out, an error or Ctrl-C while seeding included."""
+    name = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:8]}"
+    created = False
+    try:
+        with _cli.database_errors("creating the scratch database"):
+            with psycopg.connect(f"{admin} dbname=postgres", autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            created = True
+        yield f"{admin} dbname={name}"
+    finally:
+        # A second Ctrl-C must not cut the drop short: it is the one thing left to do.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            with psycopg.connect(f"{admin} dbname=postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        except psycopg.Error:
+            if created:  # otherwise the server never answered: the create's error says so
+                raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def server_process(dsn: str, secret: str, loop: str) -> Iterator[subprocess.Popen[str]]:
+    """The --serve child; stopped (stdin closed, killed if it lingers) on the way out."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", dsn, secret, "--loop", loop],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def judge(rows: list[dict[str, Any]]) -> tuple[str, bool | None]:
+    """The goal line and its verdict (None when the goal's size was not run): p95 <= 100 ms
+    at 1000 subscribers, every change delivered."""
+    goal = f"p95 <= {GOAL['p95_ms']:g} ms at {GOAL['subscribers']} subscribers"
+    row = next((r for r in rows if r["subscribers"] == GOAL["subscribers"]), None)
+    if row is None:
+        return f"goal: {goal}: not judged ({GOAL['subscribers']} not in --sizes)", None
+    met = row["p95_ms"] <= GOAL["p95_ms"] and row["received"] == row["expected"]
+    lost = "" if row["received"] == row["expected"] else ", changes lost"
+    return (
+        f"goal: {goal}: p95 {row['p95_ms']:.1f} ms{lost} ({_cli.verdict(met)} the goal)",
+        met,
+    )
 
 
 def seed(dsn: str, users: int) -> tuple[list[str], str]:
@@ -247,13 +321,17 @@ async def measure(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="100,500,1000")
-    parser.add_argument("--rate", type=float, default=10.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--users", type=int, default=10)
-    parser.add_argument("--dsn", default="")
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; returns 0 when the goal is met or not judged, 1 when missed.
+
+    Raises BadInput, ToolMissing, BackendUnavailable (exit 2/3 through _cli.run).
+    """
+    parser = _cli.parser("realtime", __doc__)
+    parser.add_argument("--sizes", type=_cli.positive_ints, default="100,500,1000")
+    parser.add_argument("--rate", type=_cli.positive_float, default=10.0)
+    parser.add_argument("--seconds", type=_cli.positive_float, default=10.0)
+    parser.add_argument("--users", type=_cli.positive_int, default=10)
+    parser.add_argument("--dsn", type=_cli.dsn, default="")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
     parser.add_argument(
         "--loop",
@@ -270,46 +348,39 @@ def main() -> None:
         "ahead of the measured path",
     )
     parser.add_argument("--serve", nargs=2, metavar=("DSN", "SECRET"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    factory = loop_factory(args.loop)  # before anything starts: uvloop may be missing
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by the --serve child
     if args.serve:
+        # The parent stops this child by closing stdin, after Ctrl-C too (same terminal).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         serve(*args.serve, args.loop)
-        return
-    scratch = ""
-    dsn = args.dsn
-    if not dsn:
-        scratch = f"dl_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(f"{ADMIN} dbname=postgres", autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{scratch}"')
-        dsn = f"{ADMIN} dbname={scratch}"
-    ids, conv = seed(dsn, args.users)
-    ctx = ServerContext.create(dsn, Path("/nonexistent"))  # for its keys: same secret as --serve
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", dsn, ctx.jwt_secret, "--loop", args.loop],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        return 0
+    if int(args.rate * args.seconds) < 1:
+        raise BadInput(
+            f"--rate {args.rate:g} for --seconds {args.seconds:g} makes no insert",
+            hint="raise --rate or --seconds so that rate x seconds >= 1",
+        )
     rows = []
-    try:
+    with contextlib.ExitStack() as stack:
+        dsn = args.dsn or stack.enter_context(scratch_database(ADMIN))
+        with _cli.database_errors("seeding the bench data"):
+            ids, conv = seed(dsn, args.users)
+        ctx = ServerContext.create(dsn, Path("/nonexistent"))  # its keys: --serve's secret
+        proc = stack.enter_context(server_process(dsn, ctx.jwt_secret, args.loop))
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
-        for size in (int(s) for s in args.sizes.split(",")):
+        for size in args.sizes:
             row = asyncio.run(
                 measure(url, ctx, dsn, ids, conv, size, args, psutil.Process(proc.pid)),
-                loop_factory=loop_factory(args.loop),
+                loop_factory=factory,
             )
             assert proc.stdin is not None
             proc.stdin.write("stats\n")
             proc.stdin.flush()
             row["server"] = json.loads(proc.stdout.readline())
             rows.append(row)
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(timeout=30)
-        if scratch:
-            with psycopg.connect(f"{ADMIN} dbname=postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
     load = os.getloadavg()
     print(f"reference Realtime fan-out, {args.rate:g} inserts/s for {args.seconds:g} s, "
           f"{args.users} distinct users (RLS on), server in its own process; "
@@ -328,11 +399,13 @@ def main() -> None:
               f"{'/'.join(f'{v:.1f}' for v in row['server']['fan_out']):>24} ms "
               f"{'/'.join(f'{v:.0f}' for v in row['server']['capture'][:2]):>13} ms "
               f"{'/'.join(f'{v:.1f}' for v in row['server']['rls'][:2]):>9} ms")  # fmt: skip
+    goal_line, met = judge(rows)
     print(f"anchor: Supabase p95 {ANCHOR['p95_ms']:g} ms at {ANCHOR['subscribers']} subscribers, "
-          f"{ANCHOR['rate']} changes/s; goal: p95 <= 100 ms at 1000 subscribers")  # fmt: skip
+          f"{ANCHOR['rate']} changes/s; {goal_line}")  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
+    return 0 if met is None else _cli.exit_code([met])
 
 
 if __name__ == "__main__":
-    main()
+    _cli.run("realtime", main)

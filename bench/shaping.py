@@ -14,28 +14,39 @@ link carries them; CDP's throttling does not charge them, devicelab's link does)
 table: where the tiny request's time over the RTT goes. Then the unshaped overhead: added
 latency p50/p95 and throughput through the proxy against direct.
 
+Goals (issue 3): the per-row ``goal`` column; devicelab closer to the ideal than CDP on
+every row ("better than CDP on every row"); unshaped, added latency p50 <= 5 ms and
+throughput >= 100 MB/s through the proxy. Each is judged (meets/misses); exit 1 on a miss.
+
     .venv/bin/python bench/shaping.py [--networks 4g,5g] [--no-cdp] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import _cli  # bench/_cli.py: this script's folder is on sys.path
 import aiohttp
 from aiohttp import web
 
 from devicelab.config import network_profile
+from devicelab.errors import ProbeFailed, first_line
 from devicelab.models.network import NetworkProfile
 from devicelab.netshape.proxy import ShapedProxy
 from devicelab.testing.upstream import upstream_app
 
 KB, MB = 1000, 1_000_000
+#: Issue 3's goals for the unshaped proxy (no profile) against direct.
+GOAL_ADDED_P50_MS = 5.0
+GOAL_THROUGHPUT_MB_S = 100.0
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -170,26 +181,61 @@ async ([base, sizes, laterMs]) => {
 
 
 async def cdp(base: str, profile: NetworkProfile, sizes: list[int]) -> dict[str, float]:
+    """CDP's figures for ``profile``: Chromium fetching from ``base``, throttled.
+
+    Raises ProbeFailed when Chromium or its driver fails.
+    """
+    from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = await browser.new_page()
-        await page.goto(base + "/")
-        session = await page.context.new_cdp_session(page)
-        await session.send("Network.enable")
-        await session.send(
-            "Network.emulateNetworkConditions",
-            {
-                "offline": False,
-                "latency": profile.rtt,
-                "downloadThroughput": profile.down_bytes_per_s or -1,
-                "uploadThroughput": profile.up_bytes_per_s or -1,
-            },
-        )
-        later_ms = tiny_start_s(profile) * 1000
-        result: dict[str, float] = await page.evaluate(_PAGE_JS, [base, sizes, later_ms])
-        await browser.close()
+    # Chromium's profile and what it puts in $TMPDIR (org.chromium.Chromium.*) go in a
+    # folder of ours, removed on every way out: an interrupted Chromium leaves them behind.
+    with tempfile.TemporaryDirectory(
+        prefix="devicelab-bench-chromium-", ignore_cleanup_errors=True
+    ) as scratch:
+        async with async_playwright() as pw:
+            context = None
+            try:
+                context = await pw.chromium.launch_persistent_context(
+                    str(Path(scratch) / "profile"),
+                    executable_path=CHROMIUM,
+                    args=CHROMIUM_ARGS,
+                    env={**os.environ, "TMPDIR": scratch},
+                )
+                return await _cdp_page(context, base, profile, sizes)
+            except PlaywrightError as exc:
+                # Ctrl-C in a terminal kills the driver too, often before asyncio delivers
+                # the cancellation to this task: let it arrive (then it wins: exit 130).
+                await asyncio.sleep(0.2)
+                raise ProbeFailed(
+                    f"Chromium (CDP) failed: {first_line(exc)}",
+                    hint=f"check that {CHROMIUM} starts, or pass --no-cdp",
+                ) from exc
+            finally:
+                if context is not None:
+                    with contextlib.suppress(PlaywrightError):
+                        await context.close()
+
+
+async def _cdp_page(
+    context: Any, base: str, profile: NetworkProfile, sizes: list[int]
+) -> dict[str, float]:
+    """The page's measures in a launched Chromium ``context``."""
+    page = context.pages[0] if context.pages else await context.new_page()
+    await page.goto(base + "/")
+    session = await page.context.new_cdp_session(page)
+    await session.send("Network.enable")
+    await session.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": profile.rtt,
+            "downloadThroughput": profile.down_bytes_per_s or -1,
+            "uploadThroughput": profile.up_bytes_per_s or -1,
+        },
+    )
+    later_ms = tiny_start_s(profile) * 1000
+    result: dict[str, float] = await page.evaluate(_PAGE_JS, [base, sizes, later_ms])
     return result
 
 
@@ -226,7 +272,7 @@ def head_s(profile: NetworkProfile, heads: tuple[float, float]) -> float:
 
 def table(
     name: str, profile: NetworkProfile, mine: dict[str, float], theirs: dict[str, float]
-) -> tuple[dict[str, dict[str, float | None]], tuple[float, float]]:
+) -> tuple[dict[str, dict[str, Any]], tuple[float, float]]:
     """Print one network's markdown table; returns its rows for the JSON report and the
     tiny request's head bytes (up, down), which ``mine`` carries under their own keys.
 
@@ -236,7 +282,7 @@ def table(
     print(f"\n## {name}: RTT {profile.rtt:g} ms, {profile.down_kbps:g}/{profile.up_kbps:g} kbps")
     print("| row | ideal s | devicelab s | err | CDP s | CDP err | closer | on the wire | goal |")
     print("|---|---:|---:|---:|---:|---:|---|---|---|")
-    rows: dict[str, dict[str, float | None]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     heads = (mine.pop("tiny head bytes up"), mine.pop("tiny head bytes down"))
     for row, value in mine.items():
         want = ideal(profile, row)
@@ -260,7 +306,12 @@ def table(
             goal(profile, row, value),
         ]
         print("| " + " | ".join(cells) + " |")
-        rows[row] = {"ideal_s": want, "wire_ideal_s": wire, "devicelab_s": value, "cdp_s": other}
+        rows[row] = {
+            "ideal_s": want, "wire_ideal_s": wire, "devicelab_s": value, "cdp_s": other,
+            "closer": None if other is None else closer,
+            "on_the_wire": None if other is None else wire_closer,
+            "goal": cells[-1] or None,
+        }  # fmt: skip
     return rows, heads
 
 
@@ -304,38 +355,104 @@ async def overhead(base: str) -> dict[str, float]:
     return figures
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--networks", default="slow-3g,fast-3g,4g,5g")
-    parser.add_argument("--no-cdp", action="store_true")
-    parser.add_argument("--json", default="")
-    args = parser.parse_args()
+def judge_rows(name: str, rows: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]]:
+    """One network's goals under its table: the ``goal`` column's rows (all ok) and
+    "closer than CDP" on every row (not judged without CDP). Returns (line, verdict)
+    pairs, verdict None when not judged."""
+    judged = [r["goal"] for r in rows.values() if r["goal"]]
+    ok = sum(goal == "ok" for goal in judged)
+    met = ok == len(judged)
+    out: list[tuple[str, bool | None]] = [
+        (f"{name}: goal column ok on {ok} of {len(judged)} rows "
+         f"({_cli.verdict(met)} the goal: ok on every row)", met),
+    ]  # fmt: skip
+    compared = [r for r in rows.values() if r["closer"] is not None]
+    if not compared:
+        out.append((f"{name}: closer than CDP: not judged (no CDP rows)", None))
+        return out
+    closer = sum(r["closer"] == "devicelab" for r in compared)
+    wire = sum(r["on_the_wire"] == "devicelab" for r in compared)
+    met = closer == len(compared)
+    out.append(
+        (f"{name}: closer than CDP on {closer} of {len(compared)} rows "
+         f"({_cli.verdict(met)} the goal: closer than CDP on every row); "
+         f"on the wire on {wire} of {len(compared)}", met)
+    )  # fmt: skip
+    return out
+
+
+def judge_unshaped(figures: dict[str, float]) -> list[tuple[str, bool | None]]:
+    """The unshaped overhead's lines, the goals judged: added latency p50 <= 5 ms,
+    throughput through the proxy >= 100 MB/s. Returns (line, verdict) pairs (None: a
+    figure with no goal)."""
+    out: list[tuple[str, bool | None]] = []
+    for kind in ("p50", "p95", "new-conn p50"):
+        added = (figures[f"proxy {kind}"] - figures[f"direct {kind}"]) * 1000
+        if kind == "p50":
+            met = added <= GOAL_ADDED_P50_MS
+            words = f" ({_cli.verdict(met)} the goal <= {GOAL_ADDED_P50_MS:g} ms)"
+            out.append((f"added latency {kind}: {added:.2f} ms{words}", met))
+        else:
+            out.append((f"added latency {kind}: {added:.2f} ms", None))
+    proxy_rate, direct_rate = figures["proxy MB/s"], figures["direct MB/s"]
+    met = proxy_rate >= GOAL_THROUGHPUT_MB_S
+    out.append(
+        (f"throughput: proxy {proxy_rate:.0f} MB/s, direct {direct_rate:.0f} MB/s "
+         f"({_cli.verdict(met)} the goal >= {GOAL_THROUGHPUT_MB_S:g} MB/s)", met)
+    )  # fmt: skip
+    return out
+
+
+def goals_json(judged: list[tuple[str, bool | None]]) -> list[dict[str, str]]:
+    """The judged lines for --json: each line and its verdict (meets|misses)."""
+    return [{"goal": line, "verdict": _cli.verdict(met)} for line, met in judged if met is not None]
+
+
+async def measure(args: Any, profiles: dict[str, NetworkProfile]) -> int:
+    """The runs and the printout of main; returns its exit code."""
     sizes = [100 * KB, 1 * MB, 5 * MB]
     runner, base = await start_server()
     report: dict[str, Any] = {"networks": {}}
+    judged: list[tuple[str, bool | None]] = []
     try:
-        for name in args.networks.split(","):
-            profile = network_profile(name)
+        for name, profile in profiles.items():
             with ShapedProxy(profile, mode="subprocess") as proxy:
                 mine = await ours(base, proxy.url, sizes, tiny_start_s(profile))
             theirs = {} if args.no_cdp else await cdp(base, profile, sizes)
             rows, heads = table(name, profile, mine, theirs)
+            for line, _ in (verdicts := judge_rows(name, rows)):
+                print(line)
+            judged += verdicts
             wake = await machine_wake_s(base, profile.rtt / 1000)
             print("\n" + tiny_breakdown(profile, mine["tiny"], heads, wake))
             report["networks"][name] = rows
         figures = await overhead(base)
         report["unshaped"] = figures
         print("\n## unshaped overhead (proxy vs direct)")
-        for kind in ("p50", "p95", "new-conn p50"):
-            added = (figures[f"proxy {kind}"] - figures[f"direct {kind}"]) * 1000
-            print(f"added latency {kind}: {added:.2f} ms")
-        proxy_rate, direct_rate = figures["proxy MB/s"], figures["direct MB/s"]
-        print(f"throughput: proxy {proxy_rate:.0f} MB/s, direct {direct_rate:.0f} MB/s")
+        for line, _ in (verdicts := judge_unshaped(figures)):
+            print(line)
+        judged += verdicts
     finally:
         await runner.cleanup()
+    report["goals"] = goals_json(judged)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    return _cli.exit_code([met for _, met in judged if met is not None])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; returns 0 when every goal is met, 1 when one is missed.
+
+    Raises UnknownId (an unknown network, before anything starts), DeviceLabError.
+    """
+    parser = _cli.parser("shaping", __doc__.split("\n\n")[0])
+    parser.add_argument("--networks", type=_cli.names, default="slow-3g,fast-3g,4g,5g")
+    parser.add_argument("--no-cdp", action="store_true")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args(argv)
+    profiles = {name: network_profile(name) for name in args.networks}
+    return asyncio.run(measure(args, profiles))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    _cli.run("shaping", main)
