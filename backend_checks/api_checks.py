@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from typing import Any, Final, Literal
 
 import aiohttp
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend_checks.base_url import BASE_HINT, check_base_url
 from backend_checks.blocking import run_blocking
 from backend_checks.db import redact
 from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
@@ -52,6 +52,7 @@ __all__ = [
     "redact_secrets",
     "run_api_checks",
     "sign_in",
+    "stall_timeout",
 ]
 
 #: The check ids this module produces, in report order.
@@ -115,6 +116,9 @@ class RealtimeLoad(_Model):
     idle_s: float = Field(default=2.0, ge=0)
     join_concurrency: int = Field(default=50, ge=1)
     timeout_s: float = Field(default=10.0, gt=0, description="join and delivery timeout")
+    answer_timeout_s: float = Field(
+        default=30.0, gt=0, description="the longest wait for a byte of an HTTP answer"
+    )
 
 
 def preflight(load: RealtimeLoad, plan: PlanLimits | None) -> None:
@@ -210,6 +214,14 @@ async def answer(resp: aiohttp.ClientResponse) -> tuple[int, Any]:
         return resp.status, None
 
 
+def stall_timeout(seconds: float, *, total: float | None = None) -> aiohttp.ClientTimeout:
+    """The timeout of a session of the API checks: a connect, and each wait for bytes of
+    an answer, at most ``seconds`` (an API that stops answering ends the call, not the
+    run: aiohttp's default waits 300 s a call); ``total`` bounds a whole call. Websockets
+    are not cut: aiohttp lifts the read timeout once a socket is upgraded."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=seconds, sock_read=seconds)
+
+
 def _not_api(method: str, url: str, status: int, resp: aiohttp.ClientResponse) -> str:
     kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
     return f"{method} {public_url(url)} answered {status} ({kind}), not a Supabase API reply"
@@ -243,8 +255,17 @@ async def sign_in(http: aiohttp.ClientSession, project: SupabaseProject) -> Sess
                     hint="the API answered a server error: check that it and its database "
                     "run (for the managed cluster: a `devicelab backend stop` meanwhile?)",
                 )
+            if status == 404:  # no Auth there: the URL, not the credentials, is wrong
+                raise BackendUnavailable(
+                    f"the API at {public_url(base)} has no Auth endpoint"
+                    f" (/auth/v1/token: HTTP 404)",
+                    hint=BASE_HINT,
+                )
             raise BackendUnavailable(
-                redact_secrets(f"sign-in of {project.email} refused ({status}): {said}", project),
+                redact_secrets(
+                    f"sign-in of {project.email} at {public_url(base)} refused ({status}): {said}",
+                    project,
+                ),
                 hint="check the test user's email and password, and the anon key",
             )
         token, user_id = str(body["access_token"]), str((body.get("user") or {}).get("id"))
@@ -278,6 +299,9 @@ class StorageLoad(_Model):
     bucket: str = "media"
     signed_urls: int = Field(default=20, ge=1, le=1000)
     expires_in_s: int = Field(default=60, gt=0)
+    answer_timeout_s: float = Field(
+        default=30.0, gt=0, description="the longest wait for a byte of an HTTP answer"
+    )
 
 
 class ApiOptions(BaseModel):
@@ -432,26 +456,6 @@ def run_api_checks(
         return _run(project, options, managed_dsn, over=managed_dsn)
 
 
-def _checked_url(url: str) -> str:
-    """``url`` if it is an API base URL (http or https, a host, no user or password).
-
-    Raises BadInput naming what is wrong; the message never holds the password.
-    """
-    parts = urllib.parse.urlsplit(url.strip())
-    shown = public_url(url)
-    if parts.username is not None or parts.password is not None:
-        raise BadInput(
-            f"--supabase-url {shown} holds a user or password; the API takes none there",
-            hint="give the project's API URL (https://<ref>.supabase.co) and the anon key",
-        )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadInput(
-            f"--supabase-url {shown!r} is not an http(s) URL",
-            hint="give the project's API URL with its scheme, e.g. https://<ref>.supabase.co",
-        )
-    return url.strip()
-
-
 def api_options(
     url: str | None,
     anon_key: str | None,
@@ -484,7 +488,6 @@ def api_options(
                 "DEVICELAB_TEST_PASSWORD), or none for the embedded default",
             )
         assert url and anon_key and email and password
-        project = SupabaseProject(
-            url=_checked_url(url), anon_key=anon_key, email=email, password=password
-        )
+        base = check_base_url(url, "--supabase-url")
+        project = SupabaseProject(url=base, anon_key=anon_key, email=email, password=password)
     return ApiOptions(project=project, plan=plan, realtime=RealtimeLoad(subscribers=subscribers))

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from backend_checks import health, server_health
 from backend_checks.api_checks import API_CHECKS, ApiOptions, api_preflight, run_api_checks
 from backend_checks.backend_info import BackendKind, backend_info
+from backend_checks.check_load import load_checks
 from backend_checks.db import DEFAULT_TIMEOUT_MS, connect, redact, translate
 from backend_checks.plans import DEFAULT_MIN_TABLE_PAGES, DEFAULT_MIN_TABLE_ROWS
 from backend_checks.query_checks import (
@@ -133,7 +134,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
         conn.close()
     if wants_api:
         checks += run_api_checks(dsn if managed else None, options.api, sql_dsn=dsn)
-    checks += _load_checks(dsn, options, managed=managed)
+    checks += load_checks(dsn, options, managed=managed)
     # The SQL suite talked to a plain database (the managed cluster is one too: the
     # reference server its API checks ran on says so in their evidence). With a project,
     # --dsn is that project's database and the API checks talked to the project.
@@ -205,34 +206,6 @@ def _sql_skipped(options: CheckOptions) -> list[Check]:
     return [Check(id=cid, title=title, category=category, status="skip", reason=reason)
             for cid, title, category in found
             if options.only is None or cid in options.only]  # fmt: skip
-
-
-def _load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Check]:
-    """load_100 and load_1000: run when ``options.load_s`` is set, else skipped with a reason.
-
-    On a given DSN without allow_writes only the read mix runs (the full mix writes),
-    unless the database holds only a data set of ``backend datagen``.
-    """
-    from backend_checks.load.verdict import LOAD_CHECKS
-
-    if options.only is not None and not any(cid in options.only for cid, _ in LOAD_CHECKS):
-        return []
-    if options.load_s is None:
-        reason = "load runs on request: `devicelab backend load`, or `backend check --load 30s`"
-        return [
-            Check(id=cid, title=title, category="load", status="skip", reason=reason)
-            for cid, title in LOAD_CHECKS
-        ]
-    from backend_checks.datagen import generated_only
-    from backend_checks.load import LoadOptions, run_load
-    from backend_checks.load.verdict import load_checks
-    from devicelab.config import load_targets
-
-    writes = managed or options.allow_writes or generated_only(dsn)
-    load = LoadOptions(duration_s=options.load_s, mix="full" if writes else "read",
-                       allow_writes=writes)  # fmt: skip
-    found, _ = load_checks(run_load(dsn, load), load_targets())
-    return found
 
 
 def _run_suite(

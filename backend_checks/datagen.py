@@ -36,10 +36,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import time
 from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -56,6 +57,7 @@ __all__ = [
     "DatagenParams",
     "DatagenReport",
     "LoadSql",
+    "Scratch",
     "auth_user_triggers",
     "foreign_data",
     "generate",
@@ -63,6 +65,7 @@ __all__ = [
     "install_schema",
     "run_datagen",
     "schema_sql",
+    "scratch_state",
 ]
 
 META_TABLE = "public.devicelab_meta"
@@ -245,16 +248,57 @@ def _marked(conn: psycopg.Connection[Any]) -> bool:
     )
 
 
+class Scratch(NamedTuple):
+    """What :func:`scratch_state` found: ``ours`` (only a data set of ``backend datagen``),
+    or, when the role may not read what tells, ``unknown`` (the denial) and ``grant`` (the
+    statement that lets it)."""
+
+    ours: bool
+    unknown: str = ""
+    grant: str = ""
+
+
 def generated_only(dsn: str) -> bool:
     """True when the database of ``dsn`` holds a data set of ``backend datagen`` and no
     rows of anyone else: a scratch database someone built for us, where the load's
-    writing mix needs no --allow-writes (what it adds stays ours). Read-only. Raises
-    BackendUnavailable (cannot connect)."""
-    from backend_checks.db import connect
+    writing mix needs no --allow-writes (what it adds stays ours). False also when the
+    role may not read the mark or a table (what cannot be told is not ours). Read-only.
+    Raises as :func:`scratch_state`."""
+    return scratch_state(dsn).ours
 
-    with connect(dsn) as conn, conn.transaction(force_rollback=True):
-        conn.execute("SET TRANSACTION READ ONLY")
-        return _marked(conn) and not foreign_data(conn)
+
+def scratch_state(dsn: str) -> Scratch:
+    """Whether the database of ``dsn`` holds only a data set of ``backend datagen``
+    (see :func:`generated_only`), and when the role may not tell (a hosted project's role
+    without SELECT on devicelab_meta), why and the GRANT that fixes it. Read-only.
+
+    Returns a Scratch. Raises BackendUnavailable (cannot connect, the server went away),
+    ProbeFailed (another database error)."""
+    import psycopg
+
+    from backend_checks.db import connect, translate
+
+    with connect(dsn) as conn:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION READ ONLY")
+                return Scratch(ours=_marked(conn) and not foreign_data(conn))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            said = exc.diag.message_primary or "permission denied"
+            return Scratch(ours=False, unknown=said, grant=_grant(said, conn.info.user))
+        except psycopg.Error as exc:
+            raise translate(exc, dsn, "reading whether the data set is ours") from exc
+
+
+def _grant(denied: str, role: str) -> str:
+    """The GRANT that lets ``role`` read what ``denied`` (a permission error) names."""
+    found = re.search(r"permission denied for (table|schema) (\S+)", denied)
+    if found is None:
+        return f"GRANT SELECT ON {META_TABLE} (and the app's tables) TO {role}"
+    kind, name = found.groups()
+    if kind == "schema":
+        return f"GRANT USAGE ON SCHEMA {name} TO {role}"
+    return f"GRANT SELECT ON {META_TABLE if name == 'devicelab_meta' else name} TO {role}"
 
 
 def generate(

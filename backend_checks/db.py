@@ -125,28 +125,36 @@ def _unparsed_shown(dsn: str) -> str:
 
 
 def _scrub_quoted(detail: str, dsn: str) -> str:
-    """libpq's parse error with every quoted piece of the DSN's text from its password on
-    hidden (it quotes the token it stumbled on, which may be part of the password)."""
+    """libpq's parse error with the quoted pieces of the DSN's text from its password on
+    hidden (it quotes the token it stumbled on, which may be part of the password: a
+    password with a space or a quote libpq did not read as one), except a piece that sits
+    only where an option's name or another option's value does (``bogus`` of ``bogus=1``,
+    ``abc`` of ``connect_timeout=abc``): that is what the user must fix."""
     match = _KV_PASSWORD.search(dsn) or _URL_PASSWORD.search(dsn)
     secret = password_of(dsn)
     if match is not None:
-        start = match.start("pw")
+        start, end = match.start("pw"), match.end("pw")
     elif secret:
         start = dsn.find(secret)
+        end = start + len(secret)
     else:
         return detail
-    tail = dsn[start:]
+
+    def shown(piece: str) -> bool:
+        hits = [i for i in range(len(dsn)) if dsn.startswith(piece, i)]
+        if any(i < end and start < i + len(piece) for i in hits):
+            return False  # a piece of the password itself
+        esc = re.escape(piece)
+        named = re.finditer(rf"(?:^|[\s?&])(?P<p>{esc})\s*=", dsn)
+        valued = re.finditer(rf"(?:^|[\s?&])(?P<k>\w+)\s*=\s*'?(?P<p>{esc})(?=['\s&]|$)", dsn)
+        plain = {m.start("p") for m in named}
+        plain |= {m.start("p") for m in valued if m.group("k").lower() != "password"}
+        return all(i in plain for i in hits if i >= start)
 
     def hide(quoted: re.Match[str]) -> str:
         piece = quoted.group(2)
-        # A piece that ends inside the password ("postgres:s3" of "postgres:s3 cret@h")
-        # is hidden as well as one after its start.
-        at = dsn.find(piece)
-        straddles = 0 <= at < start < at + len(piece)
         return (
-            quoted.group(0)
-            if len(piece) < 2 or (piece not in tail and not straddles)
-            else "***".join(quoted.group(1) * 2)
+            quoted.group(0) if len(piece) < 2 or shown(piece) else "***".join(quoted.group(1) * 2)
         )
 
     return re.sub(r"([\"'])(.*?)\1", hide, detail)

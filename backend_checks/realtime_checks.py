@@ -37,6 +37,7 @@ from backend_checks.api_checks import (
     preflight,
     redact_secrets,
     sign_in,
+    stall_timeout,
 )
 from backend_checks.blocking import run_blocking
 from backend_checks.reasons import judged_reason
@@ -325,7 +326,8 @@ async def run_realtime_checks(
     connector = aiohttp.TCPConnector(limit=0)
     subs: list[Subscriber] = []
     insert_error = ""
-    async with aiohttp.ClientSession(connector=connector) as http:
+    timeout = stall_timeout(load.answer_timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         session = await sign_in(http, project)
         try:
             joined, timings, errors = await _open_subscribers(

@@ -12,21 +12,26 @@ succeeded (nothing was measured).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import aiohttp
 
 from backend_checks.api_checks import (
+    ApiUnreachable,
     Session,
     StorageLoad,
     SupabaseProject,
+    public_url,
     redact_secrets,
     sign_in,
+    stall_timeout,
 )
 from backend_checks.blocking import run_blocking
 from backend_checks.reasons import judged_reason
@@ -65,21 +70,43 @@ class _Outcome:
         return f"{len(self.failures)} of {self.tried} {self.what} failed ({'; '.join(seen)})"
 
 
+#: The piece of an upload written at a time: each one written proves the API still reads.
+_CHUNK = 256 * 1024
+
+
 async def _timed(
     http: aiohttp.ClientSession,
     outcome: _Outcome,
     project: SupabaseProject,
     method: str,
     url: str,
+    *,
+    stall_s: float,
+    data: bytes | None = None,
     **kwargs: Any,
 ) -> bytes | None:
     """Time one request to the last byte into ``outcome``; returns the body, or None when
-    it failed (HTTP status >= 300, a connection error, a timeout: recorded as a failure)."""
+    it failed (HTTP status >= 300, a connection error: recorded as a failure).
+
+    Raises ApiUnreachable when the API stalls: ``data`` not read on for ``stall_s``
+    seconds, or no byte of the answer for as long (the session's read timeout). The
+    other requests would wait as long each: the caller's checks become errors."""
     started = time.perf_counter()
     try:
-        async with http.request(method, url, **kwargs) as resp:
-            body = await resp.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        async with asyncio.timeout(None) as guard:
+            if data is not None:
+                kwargs["data"] = _guarded(data, guard, stall_s)
+                kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Length": str(len(data))}
+            async with http.request(method, url, **kwargs) as resp:
+                body = await resp.read()
+    except TimeoutError as exc:
+        said = f"{type(exc).__name__}: {exc}" if str(exc) else f"no progress in {stall_s:g} s"
+        outcome.failures.append(redact_secrets(said, project))
+        raise ApiUnreachable(
+            f"{method} {public_url(url)}: {redact_secrets(said, project)}",
+            hint="check that the API and the network still work",
+        ) from None
+    except aiohttp.ClientError as exc:
         outcome.failures.append(redact_secrets(f"{type(exc).__name__}: {exc}", project))
         return None
     ms = (time.perf_counter() - started) * 1000
@@ -91,16 +118,30 @@ async def _timed(
     return body
 
 
+async def _guarded(data: bytes, guard: asyncio.Timeout, stall_s: float) -> AsyncIterator[bytes]:
+    """``data`` in pieces, the ``guard``'s deadline moved ``stall_s`` on with each piece
+    the API took (a body it stops reading would otherwise wait for the total timeout),
+    and lifted once all is sent: the wait for the answer is the read timeout's."""
+    loop = asyncio.get_running_loop()
+    for at in range(0, len(data), _CHUNK):
+        guard.reschedule(loop.time() + stall_s)
+        yield data[at : at + _CHUNK]
+    guard.reschedule(None)
+
+
 async def run_storage_checks(project: SupabaseProject, load: StorageLoad) -> list[Check]:
     """Run the three storage checks; returns [upload, download, signed_url]. Every
     request is made; any failed one fails its check (an error when none succeeded).
 
-    Raises BackendUnavailable when the API cannot be reached or the user cannot sign in.
+    Raises BackendUnavailable when the API cannot be reached or the user cannot sign in;
+    ApiUnreachable (one) also when it stops answering: a request with no progress for
+    ``load.answer_timeout_s`` (each other one would wait as long).
     """
     base = f"{project.url.rstrip('/')}/storage/v1"
     up, down, sign = _Outcome("uploads"), _Outcome("downloads"), _Outcome("signed URLs")
     signed_ok: str | None = None
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+    timeout = stall_timeout(load.answer_timeout_s, total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
         session = await sign_in(http, project)
         folder = f"{session.user_id}/devicelab-checks/{secrets.token_hex(4)}"
         payload = os.urandom(load.size_bytes)
@@ -112,13 +153,15 @@ async def run_storage_checks(project: SupabaseProject, load: StorageLoad) -> lis
                 headers = _headers(project, session, **{"Content-Type": "application/octet-stream",
                                                         "x-upsert": "true"})  # fmt: skip
                 url = f"{base}/object/{load.bucket}/{name}"
-                sent = await _timed(http, up, project, "POST", url, data=payload, headers=headers)
+                sent = await _timed(http, up, project, "POST", url, data=payload, headers=headers,
+                                    stall_s=load.answer_timeout_s)  # fmt: skip
                 if sent is not None:  # an empty 200 body is still an upload
                     uploaded.append(name)
             for name in uploaded:
                 url = f"{base}/object/authenticated/{load.bucket}/{name}"
                 body = await _timed(http, down, project, "GET", url,
-                                    headers=_headers(project, session))  # fmt: skip
+                                    headers=_headers(project, session),
+                                    stall_s=load.answer_timeout_s)  # fmt: skip
                 if body is not None and hashlib.sha256(body).hexdigest() != digest:
                     down.samples.pop()  # timed, but not the file: a failure, not a sample
                     down.failures.append(f"{len(body)} bytes that are not the uploaded file")
@@ -155,6 +198,7 @@ async def _sign(
         body = await _timed(
             http, outcome, project, "POST", f"{base}/object/sign/{load.bucket}/{name}",
             json={"expiresIn": load.expires_in_s}, headers=_headers(project, session),
+            stall_s=load.answer_timeout_s,
         )  # fmt: skip
         try:
             signed = str(json.loads(body)["signedURL"]) if body is not None else signed
@@ -165,7 +209,7 @@ async def _sign(
         return None
     url = signed if signed.startswith("http") else f"{base}{signed}"
     fetched = _Outcome("fetches")
-    got = await _timed(http, fetched, project, "GET", url)
+    got = await _timed(http, fetched, project, "GET", url, stall_s=load.answer_timeout_s)
     if got is None:
         return fetched.failures[0]
     return "ok" if len(got) == load.size_bytes else f"{len(got)} bytes, not the file"

@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend_checks.base_url import BASE_HINT, check_base_url
 from backend_checks.db import redact
 from backend_checks.load.models import ANON_KEY_ENV, PASSWORD_ENV
 from backend_checks.load.runner import LoadOptions, LoadProgress, LoadRun, LoadTarget, run_target
@@ -74,41 +75,13 @@ class RestApi(BaseModel):
         return check_url(self.url)
 
 
-#: What a project's base URL is, for the hints of a bad one.
-_BASE_HINT = "give the project's base URL, e.g. https://abc.supabase.co, without /rest/v1"
-
-
 def check_url(url: str) -> str:
     """``url`` without a trailing slash, once it is usable as an API base URL.
 
-    Raises BadInput (exit 2, before any user starts): not http(s), no host, a port that
-    is not a number (an IPv6 address without brackets), a query or a fragment, or a path
-    that ends in a service's own path (``/rest/v1``, ``/auth/v1``): the users add those.
+    Raises BadInput (exit 2, before any user starts): see
+    :func:`backend_checks.base_url.check_base_url`, the validator ``backend check`` shares.
     """
-    shown = redact(url[:80])
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BadInput(f"bad --url {shown!r}: not an http(s) URL", hint=_BASE_HINT)
-    try:
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-        host = parts.hostname
-    except ValueError:
-        host = None
-    if not host or (":" in host and "[" not in parts.netloc):
-        raise BadInput(
-            f"bad --url {shown!r}: no host and port can be read from it",
-            hint="an IPv6 address goes in brackets, e.g. http://[::1]:54321",
-        )
-    if parts.query or parts.fragment:
-        raise BadInput(f"bad --url {shown!r}: a base URL has no query", hint=_BASE_HINT)
-    path = parts.path.rstrip("/")
-    for service in ("/rest/v1", "/auth/v1", "/storage/v1", "/realtime/v1"):
-        if path.endswith(service):
-            raise BadInput(
-                f"bad --url {shown!r}: that is the {service} endpoint, not the API's base URL",
-                hint=_BASE_HINT,
-            )
-    return url.rstrip("/")
+    return check_base_url(url, "--url")
 
 
 def _call(
@@ -177,7 +150,7 @@ def preflight(api: RestApi, email: str) -> None:
     if status == 404:
         raise BadInput(
             f"the API at {shown} has no Auth endpoint (/auth/v1/token: HTTP 404)",
-            hint=_BASE_HINT,
+            hint=BASE_HINT,
         )
     bad_login = any(marker in (message + str(answer)).lower() for marker in _BAD_LOGIN)
     if not bad_login and (status == 401 or "api key" in message.lower()):
@@ -193,7 +166,7 @@ def preflight(api: RestApi, email: str) -> None:
     if status >= 400 or not isinstance(answer, dict) or "access_token" not in answer:
         raise BadInput(
             f"the API at {shown} did not answer the sign-in as Supabase Auth does: {said}",
-            hint=_BASE_HINT,
+            hint=BASE_HINT,
         )
     status, listed = _call(
         f"{base}/rest/v1/conversation_list?select=*&limit=1",
@@ -301,12 +274,11 @@ def run_reference_load(
         options = options.model_copy(update={"allow_writes": True})
         where = "the managed cluster"
     else:
-        from backend_checks.datagen import generated_only
+        from backend_checks.load.runner import scratch_writes
 
         where = redact(dsn, dsn)
         # As over SQL: a database holding only a `backend datagen` data set is a scratch one.
-        if generated_only(dsn):
-            options = options.model_copy(update={"allow_writes": True})
+        options = scratch_writes(dsn, options)
     refuse_writes(options, mix_weights(options.mix))
     with ReferenceServer(dsn, pool_max_size=pool_max_size) as server:
         api = RestApi(url=server.url, anon_key=server.anon_key)

@@ -38,6 +38,7 @@ __all__ = [
     "fetch_identities",
     "generated_identities",
     "run_load",
+    "scratch_writes",
     "write_spec",
 ]
 
@@ -227,6 +228,31 @@ def refuse_writes(options: LoadOptions, weights: dict[str, int]) -> None:
             hint="add --allow-writes (a scratch database; one holding only a `backend datagen`"
             " data set needs none), or --mix read",
         )
+
+
+def scratch_writes(dsn: str, options: LoadOptions) -> LoadOptions:
+    """``options`` with writes allowed when ``dsn``'s database holds only a data set of
+    ``backend datagen`` (a scratch one: see datagen.generated_only), else as given.
+
+    Raises UnsafeActionRefused (exit 2) when the mix writes, writes were not allowed and
+    the role may not read what tells whether the data is ours: the refusal names the
+    denial and the GRANT that lets it tell. Raises as datagen.scratch_state.
+    """
+    from backend_checks.datagen import scratch_state
+
+    if options.allow_writes:
+        return options
+    state = scratch_state(dsn)
+    if state.ours:
+        return options.model_copy(update={"allow_writes": True})
+    writes = any(operation(n).writes for n in mix_weights(options.mix))
+    if writes and state.unknown:
+        raise UnsafeActionRefused(
+            f"the full mix writes, and this role cannot tell whether {redact(dsn, dsn)} holds"
+            f" only a `backend datagen` data set ({state.unknown})",
+            hint=f"{state.grant}; or --mix read (writes nothing), or --allow-writes",
+        )
+    return options
 
 
 def run_load(

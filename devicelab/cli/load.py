@@ -206,8 +206,7 @@ def register_load(backend_app: typer.Typer) -> None:
             from backend_checks.load import run_load
 
             with _unfinished_written(progress, out, targets, kind):
-                target, writes_ok = _target(dsn, allow_writes)
-                writes = options.model_copy(update={"allow_writes": writes_ok})
+                target, writes = _target(dsn, options)
                 run = run_load(target, writes, progress=progress)
         results = to_results(run, targets, backend_kind=kind)
         if out is not None:  # written first: a closed stdout must not lose minutes of load
@@ -364,18 +363,20 @@ def _write_unfinished(
         typer.echo(f"devicelab: could not write {out}: {exc}", err=True)
 
 
-def _target(dsn: str | None, allow_writes: bool) -> tuple[str, bool]:
-    """The DSN to load and whether writes are allowed: the managed cluster is devicelab's
+def _target(dsn: str | None, options: LoadOptions) -> tuple[str, LoadOptions]:
+    """The DSN to load and the options to load it with: the managed cluster is devicelab's
     own scratch database, and so is one holding only a `backend datagen` data set, so the
-    full mix may write there without the flag."""
+    full mix may write there without the flag. Raises UnsafeActionRefused when the role
+    cannot tell whether the data is ours and the mix writes (load.runner.scratch_writes)."""
     if dsn is not None:
-        from backend_checks.datagen import generated_only
+        from backend_checks.load.runner import scratch_writes
 
-        return dsn, allow_writes or generated_only(dsn)
+        return dsn, scratch_writes(dsn, options)
     from backend_checks.reference.serve import prepare_database
 
     # Seeded with the story's data set when empty, as `backend check` and `run` seed it.
-    return prepare_database(None, say=lambda line: typer.echo(line, err=True)), True
+    dsn = prepare_database(None, say=lambda line: typer.echo(line, err=True))
+    return dsn, options.model_copy(update={"allow_writes": True})
 
 
 def _show_progress() -> None:
