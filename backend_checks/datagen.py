@@ -182,15 +182,20 @@ def schema_digest() -> str:
 
 def install_schema(conn: psycopg.Connection[Any]) -> None:
     """Install (or re-install, idempotently) the reference schema in ``conn``'s current
-    transaction, and record its digest in ``devicelab_meta`` (key ``schema``). Raises
-    psycopg errors."""
+    transaction, and record its digest in ``devicelab_meta`` (key ``schema``) and the
+    catalog's text of its views and functions (``schema_catalog``: see
+    :mod:`backend_checks.schema_catalog`). Raises psycopg errors."""
+    from backend_checks.schema_catalog import catalog_fingerprint
+
     conn.execute("SET LOCAL client_min_messages = warning")
-    conn.execute(schema_sql())
+    text = schema_sql()
+    conn.execute(text)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value jsonb)")
     conn.execute(
-        f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema', to_jsonb(%s::text))"
+        f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema', to_jsonb(%s::text)),"
+        " ('schema_catalog', to_jsonb(%s::text))"
         " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        (schema_digest(),),
+        (schema_digest(), catalog_fingerprint(conn, text)),
     )
 
 

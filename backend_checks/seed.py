@@ -20,7 +20,9 @@ from backend_checks.datagen import (
     generate,
     install_schema,
     schema_digest,
+    schema_sql,
 )
+from backend_checks.schema_catalog import catalog_fingerprint
 from devicelab.errors import BadInput, UnsafeActionRefused
 
 if TYPE_CHECKING:
@@ -82,10 +84,12 @@ def missing_reference(conn: psycopg.Connection[Any]) -> list[str]:
 
 def ensure_schema(conn: psycopg.Connection[Any], *, always: bool = False) -> bool:
     """Install the reference schema unless the database already holds this devicelab's
-    (its digest in ``devicelab_meta``), or whatever it holds with ``always``; under the
-    generator's lock, so runs starting together install it once and never beside a
-    seeding. A cluster made by an older devicelab otherwise kept its old view and
-    functions. ``conn`` must not be inside a transaction.
+    (its digest in ``devicelab_meta``, and its view and functions as this devicelab left
+    them), or whatever it holds with ``always``; under the generator's lock, so runs
+    starting together install it once and never beside a seeding. A cluster made by an
+    older devicelab otherwise kept its old view and functions; and an older devicelab
+    started on it again (a downgrade) put its own back without touching the digest, so
+    the catalog's own text is compared too. ``conn`` must not be inside a transaction.
 
     Returns True when it installed the schema. Raises psycopg.Error.
     """
@@ -98,10 +102,15 @@ def ensure_schema(conn: psycopg.Connection[Any], *, always: bool = False) -> boo
                 (META_TABLE,),
             ).fetchone()
             if row and row[0]:
-                held = conn.execute(
-                    f"SELECT value #>> '{{}}' FROM {META_TABLE} WHERE key = 'schema'"
-                ).fetchone()
-                if held and held[0] == schema_digest():
+                held = dict(
+                    conn.execute(
+                        f"SELECT key, value #>> '{{}}' FROM {META_TABLE}"
+                        " WHERE key IN ('schema', 'schema_catalog')"
+                    ).fetchall()
+                )
+                if held.get("schema") == schema_digest() and held.get(
+                    "schema_catalog"
+                ) == catalog_fingerprint(conn, schema_sql()):
                     return False
         install_schema(conn)
     return True

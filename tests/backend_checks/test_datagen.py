@@ -141,8 +141,8 @@ def test_a_new_run_leaves_no_dead_users_behind(make_db: Callable[[], str], paral
             " WHERE relid IN ('auth.users'::regclass, 'public.devicelab_meta'::regclass)"
             " ORDER BY 1"
         ).fetchall()
-    # devicelab_meta: the data set's mark and the schema's digest.
-    assert dead == [("devicelab_meta", 2, 0), ("users", TINY.users, 0)]
+    # devicelab_meta: the data set's mark, the schema's digest and its catalog's.
+    assert dead == [("devicelab_meta", 3, 0), ("users", TINY.users, 0)]
 
 
 def test_a_database_created_for_a_run_that_fails_is_dropped(

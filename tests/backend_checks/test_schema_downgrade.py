@@ -1,0 +1,57 @@
+"""A managed cluster an older devicelab started again (a downgrade, then the upgrade back)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from backend_checks.datagen import DatagenParams
+from backend_checks.seed import ensure_schema, seed_if_empty
+
+#: What an older devicelab's schema.sql put back: its own conversation_list (here the
+#: unread badge computed nowhere), with the columns of today's.
+_OLDER_VIEW = (
+    "CREATE OR REPLACE VIEW public.conversation_list WITH (security_invoker = true)"
+    " AS SELECT c.id, c.type, c.name, c.participants, c.created_at,"
+    " c.last_message_at, NULL::uuid AS last_message_id, NULL::text AS"
+    " last_message_content, NULL::text AS last_message_type, NULL::uuid AS"
+    " last_message_sender_id, NULL::timestamptz AS last_message_created_at,"
+    " 0::bigint AS unread_count FROM public.conversations c"
+)
+
+
+def _view_text(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT pg_get_viewdef('public.conversation_list')").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_todays_schema_comes_back_after_an_older_devicelab_reinstalled_its_own(
+    empty_db: str,
+) -> None:
+    # An older devicelab's serve or run re-installs its schema.sql and leaves the digest
+    # of today's in devicelab_meta (it knows no digest): the upgrade back measured the
+    # old view and functions, silently.
+    params = DatagenParams(messages=2_000, users=50, conversations=100, seed=5)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert seed_if_empty(conn, params) is not None
+        ensure_schema(conn)  # records what today's schema looks like in the catalog
+        assert ensure_schema(conn) is False
+        conn.execute(_OLDER_VIEW)  # the digest stays today's
+        assert "recent_unread_count" not in _view_text(conn)
+        assert ensure_schema(conn) is True
+        assert "recent_unread_count" in _view_text(conn)
+        assert ensure_schema(conn) is False  # once
+        # A session of another search_path reads the same catalog: nothing to redo.
+        conn.execute("SET search_path = auth, public, extensions")
+        assert ensure_schema(conn) is False
+        conn.execute("RESET search_path")
+        # An older send_message, too: any function of schema.sql counts.
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION auth.role() RETURNS text LANGUAGE sql STABLE"
+            " AS $$ SELECT 'authenticated' $$"
+        )
+        assert ensure_schema(conn) is True
+        row = conn.execute("SELECT count(*) FROM public.messages").fetchone()
+    assert row == (2_000,)  # the data set is kept
