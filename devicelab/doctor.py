@@ -200,10 +200,38 @@ def _tunneld() -> Finding:
 
 
 def _usbmuxd() -> Finding:
-    """usbmuxd's socket (or USBMUXD_SOCKET_ADDRESS), which pymobiledevice3 talks to."""
-    address = os.environ.get("USBMUXD_SOCKET_ADDRESS", "")
-    socket_path = Path("/var/run/usbmuxd")
-    found = bool(address) or socket_path.exists()
-    detail = address or (str(socket_path) if found else "no /var/run/usbmuxd")
-    fix = "" if found else f"{_APT} usbmuxd (it starts when an iPhone is plugged in)"
-    return Finding("usbmuxd", found, detail, fix, False, "ios devices")
+    """usbmuxd, which pymobiledevice3 talks to (USBMUXD_SOCKET_ADDRESS ``HOST:PORT`` or a
+    socket path, else /var/run/usbmuxd): whether something answers there, probed briefly
+    as ``devicelab devices`` would reach it (a set variable or a stale socket file is not
+    a usbmuxd)."""
+    address = os.environ.get("USBMUXD_SOCKET_ADDRESS", "") or "/var/run/usbmuxd"
+    why = _no_answer(address)
+    if not why:
+        return Finding("usbmuxd", True, f"{address} answers", "", False, "ios devices")
+    fix = (
+        f"{_APT} usbmuxd (it starts when an iPhone is plugged in), or point "
+        "USBMUXD_SOCKET_ADDRESS at the usbmuxd that runs"
+    )
+    return Finding("usbmuxd", False, f"{address}: {why}", fix, False, "ios devices")
+
+
+def _no_answer(address: str) -> str:
+    """Why nothing answers at ``address`` (``HOST:PORT`` or a socket path), "" when
+    something accepts a connection within 0.5 s."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    tcp = bool(host) and port.isdigit() and not address.startswith("/")
+    probe = socket.socket(socket.AF_INET if tcp else socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect((host, int(port)) if tcp else address)
+    except TimeoutError:
+        return "no answer within 0.5 s"
+    except FileNotFoundError:
+        return "no such socket"
+    except OSError:
+        return "nothing listens there"
+    finally:
+        probe.close()
+    return ""

@@ -29,7 +29,11 @@ the first run's change as the device's own setting and later restore it.
 
 The file is JSON lines, by default ``$DEVICELAB_STATE/journal.jsonl`` (``DEVICELAB_STATE``
 defaults to ``~/.local/state/devicelab``); an advisory lock keeps concurrent writers apart.
-A line that cannot be read (a torn write, a hand edit) is skipped with a warning.
+A line that cannot be read (a torn write, a hand edit) is skipped with a warning. Once it
+holds ``COMPACT_AT`` settled lines (changes undone, and their marks), ``pending()``
+rewrites it without them, under the lock: pending and unreadable lines are written to a
+new file, fsynced, renamed over the journal. A process that waited for the old file's
+lock sees it was replaced and takes the new one's, so no line goes to the old file.
 """
 
 from __future__ import annotations
@@ -41,8 +45,6 @@ import json
 import logging
 import os
 import re
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -52,7 +54,11 @@ from typing import IO, Any, Self
 
 from devicelab.errors import EnvironmentProblem, first_line
 
+# Re-exported: the journal's undo holds interrupts; callers long imported them from here.
+from devicelab.interrupts import HeldInterrupt, held_interrupts
+
 __all__ = [
+    "COMPACT_AT",
     "Claim",
     "Entry",
     "HeldInterrupt",
@@ -111,67 +117,15 @@ def describe(entries: list[Entry]) -> str:
     return ", ".join(str(e.data.get("what") or e.kind) for e in entries)
 
 
-class HeldInterrupt(KeyboardInterrupt):
-    """A Ctrl-C (or SIGTERM) that came while a device was being put back, raised once it
-    was back: what it interrupted had finished."""
-
-
-# Not empty while a held_interrupts() block runs in the main thread: a nested one leaves
-# the handlers and the delivery to it.
-_HOLDING: list[bool] = []
-_HELD_NOTE = b"devicelab: putting the device back first; the interrupt follows once it is done\n"
-
-
-@contextlib.contextmanager
-def held_interrupts() -> Iterator[None]:
-    """Within the block, SIGINT, SIGTERM and SIGHUP are held, not delivered; after it, each
-    held signal is delivered to the handler that was there before (Ctrl-C: KeyboardInterrupt,
-    raised as HeldInterrupt). Nested blocks hold until the outermost ends. Outside the
-    main thread (no signal reaches it) it holds nothing. Raises HeldInterrupt (or what
-    the previous SIGTERM handler does) after the block when a signal came."""
-    if threading.current_thread() is not threading.main_thread() or _HOLDING:
-        yield  # the outermost block holds (and delivers) for this one too
-        return
-    received: list[int] = []
-
-    def hold(signum: int, frame: object) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            # A hung-up terminal or a closed pipe fails this write (EIO, EPIPE): raised
-            # here, it would cut the restore it is meant to shield.
-            with contextlib.suppress(OSError):
-                os.write(2, _HELD_NOTE)  # async-signal-safe, unlike logging
-
-    # A handler installed outside Python (getsignal: None) cannot be put back: left alone;
-    # an ignored signal (SIGHUP under nohup) stays ignored: there is nothing to hold.
-    before = {
-        signum: handler
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        if (handler := signal.getsignal(signum)) is not None and handler is not signal.SIG_IGN
-    }
-    for signum in before:
-        signal.signal(signum, hold)
-    _HOLDING.append(True)
-    try:
-        yield
-    finally:
-        _HOLDING.clear()
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
-    try:
-        for held in dict.fromkeys(received):  # each kind once, in the order they came
-            signal.raise_signal(held)  # the handler of before runs right here
-    except HeldInterrupt:
-        raise
-    except KeyboardInterrupt as exc:
-        raise HeldInterrupt(*exc.args) from None
-
-
 def default_path() -> Path:
     """The journal file: ``$DEVICELAB_STATE/journal.jsonl`` (~/.local/state/devicelab)."""
     root = os.environ.get("DEVICELAB_STATE") or "~/.local/state/devicelab"
     return Path(root).expanduser() / "journal.jsonl"
 
+
+#: Settled lines (changes undone and their marks) a journal holds before ``pending()``
+#: rewrites it without them: it only grew (~8 lines a session) and every read parses it.
+COMPACT_AT = 256
 
 # Open claim files: a claim whose object is dropped (a route applied and not kept) must
 # still hold its device until released or until the process ends.
@@ -219,8 +173,15 @@ class Journal:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[IO[bytes]]:
-        with self._open(self.path) as handle:
+        while True:
+            handle = self._open(self.path)
             fcntl.flock(handle, fcntl.LOCK_EX)
+            if _is_current(handle, self.path):
+                break
+            # A compaction replaced the file while we waited for its lock: what we hold is
+            # the old one, no longer read by anyone; a line written there would be lost.
+            handle.close()
+        with handle:
             try:
                 yield handle
             finally:
@@ -266,8 +227,9 @@ class Journal:
         """Take ``target`` for this run alone while it is ``doing`` (e.g. "routed"); returns
         the claim, held until ``release()`` or the end of the process.
 
-        Raises EnvironmentProblem when another live run holds it (naming its pid) or the
-        state folder cannot be used."""
+        Raises EnvironmentProblem when another live run holds it (naming its pid), when
+        this process holds it already (a session not yet closed), or the state folder
+        cannot be used."""
         handle = self._open(self.path.parent / "claims" / f"{_claim_name(target)}.lock")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -275,6 +237,15 @@ class Journal:
             handle.seek(0)
             holder = handle.read(200).decode(errors="replace").strip() or "unknown"
             handle.close()
+            if holder == str(os.getpid()):
+                # Ours: a session of this process still open (nested, or never closed);
+                # "kill <our pid>" would be the wrong advice.
+                raise EnvironmentProblem(
+                    f"{target} is already {doing} by this process (pid {holder}): a devicelab "
+                    "session on it is still open",
+                    hint="end that session (leave its `with` block) before starting another "
+                    "on this device, or use another device",
+                ) from None
             raise EnvironmentProblem(
                 f"{target} is already {doing} by another devicelab run (pid {holder})",
                 hint=f"wait for that run to end (or stop it: kill {holder}), then run again",
@@ -311,27 +282,59 @@ class Journal:
             return []
         changes: dict[str, Entry] = {}
         bad: list[int] = []
+        lines: list[tuple[bytes, str | None]] = []  # the lines but undone marks, change ids
+        total = 0
         with self._locked() as handle:
             handle.seek(0)
             for number, raw in enumerate(handle, start=1):
+                total = number
                 item = _parse(raw)
                 if item is None:
                     bad.append(number)
+                    lines.append((raw, None))
                 elif item.get("op") == "change":
                     entry = _entry(item)
                     if entry is None:
                         bad.append(number)
+                        lines.append((raw, None))
                     else:
                         changes[entry.id] = entry
+                        lines.append((raw, entry.id))
                 elif item.get("op") == "undone" and isinstance(item.get("id"), str):
                     changes.pop(item["id"], None)
                 else:
                     bad.append(number)
+                    lines.append((raw, None))
+            # Kept: pending changes, and lines that cannot be read (left for a human).
+            kept = [raw for raw, id_ in lines if id_ is None or id_ in changes]
+            if total - len(kept) >= COMPACT_AT:
+                self._compact(kept)
         if bad and not self._warned:
             # A torn last line is a change never made (it is written before the change).
             self._warned = True
             logger.warning("skipped unreadable line(s) %s of %s", bad[:10], self.path)
         return list(changes.values())
+
+    def _compact(self, kept: list[bytes]) -> None:
+        """Replace the journal by ``kept`` (its pending and unreadable lines), atomically:
+        written and fsynced beside it, then renamed over it. Called with the lock held;
+        the file keeps its old lines when this fails (logged, never raised)."""
+        spare = self.path.with_name(self.path.name + ".compact")
+        try:
+            with spare.open("wb") as out:
+                out.writelines(raw if raw.endswith(b"\n") else raw + b"\n" for raw in kept)
+                out.flush()
+                os.fsync(out.fileno())
+            spare.replace(self.path)
+            folder = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)  # the rename itself survives a power cut
+            finally:
+                os.close(folder)
+        except OSError as exc:
+            logger.warning("could not compact the journal %s: %s", self.path, first_line(exc))
+            with contextlib.suppress(OSError):
+                spare.unlink()
 
     def undo(self, entries: list[Entry]) -> list[tuple[Entry, Exception]]:
         """Undo ``entries``, newest first; returns the failures (each logged). Every step
@@ -416,6 +419,17 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         # Runs on a normal exit, on an exception and on Ctrl-C (KeyboardInterrupt) alike.
         self.undo_mine()
+
+
+def _is_current(handle: IO[bytes], path: Path) -> bool:
+    """Whether ``handle`` is still the file at ``path`` (a compaction renames a new file
+    over it)."""
+    try:
+        now = path.stat()
+    except OSError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _claim_name(target: str) -> str:

@@ -299,8 +299,10 @@ class Lab:
         # A phone or a browser that is not there fails the run before the backend starts.
         phone = lab_phone.attach(self.device, self.say) if self.platform != "web" else None
         if phone is not None:
-            if self.platform == "android":  # attached is claimed: put back and let go at the end
-                teardown.push("android device (route and settings)", phone.close)
+            # Attached is claimed (both platforms): put back and let go at the end, or the
+            # claim outlives the session and the next one in this process is refused.
+            what = "(route and settings)" if self.platform == "android" else "(claim)"
+            teardown.push(f"{self.platform} device {what}", phone.close)
             lab_phone.check_appium(self.device)  # before anything starts or the phone changes
         else:
             from devicelab.platforms.web import check_browser

@@ -247,7 +247,8 @@ def devicelab_lab(
     session, after results.json and the reports are written to --devicelab-out.
 
     Skips when the device is not available (web: no browser; phones: not online); fails
-    with devicelab's one-line message when a peer cannot start.
+    with devicelab's one-line message when a peer cannot start, and errors at teardown
+    with it when the session could not put the device back (DeviceLeftChanged).
     """
 
     from devicelab.errors import DeviceLabError
@@ -268,18 +269,25 @@ def devicelab_lab(
     if out is not None and (worker := _worker_id(pytestconfig)):
         out = out / worker  # each xdist worker runs a lab of its own: its own results
     out = out or tmp_path_factory.mktemp("devicelab")
-    with contextlib.ExitStack() as stack:
-        # SIGTERM (a cancelled CI job) ends the session like Ctrl-C: pytest tears the lab
-        # down and the device is restored, instead of the process dying on the spot.
-        stack.enter_context(sigterm_as_interrupt())
-        try:
-            session = stack.enter_context(lab.session(out))
-        except DeviceLabError as exc:
-            failed = exc.one_line()
-        if failed:
-            pytest.fail(f"devicelab: {failed}", pytrace=False)
-        pytestconfig.stash[_SESSION] = session
-        yield session
+    try:
+        with contextlib.ExitStack() as stack:
+            # SIGTERM (a cancelled CI job) ends the session like Ctrl-C: pytest tears the
+            # lab down and the device is restored, instead of the process dying on the spot.
+            stack.enter_context(sigterm_as_interrupt())
+            try:
+                session = stack.enter_context(lab.session(out))
+            except DeviceLabError as exc:
+                failed = exc.one_line()
+            if failed:
+                pytest.fail(f"devicelab: {failed}", pytrace=False)
+            pytestconfig.stash[_SESSION] = session
+            yield session
+    except DeviceLabError as exc:
+        # The teardown's error (a phone gone mid-session left changed: DeviceLeftChanged)
+        # in devicelab's one line too, not a traceback through the lab.
+        failed = exc.one_line()
+    if failed:
+        pytest.fail(f"devicelab: {failed}", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

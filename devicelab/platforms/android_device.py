@@ -96,11 +96,15 @@ class AndroidDevice:
         # Claimed before anything else starts: a second run stops here, not after its
         # backend and proxy came up (nor after it read this run's proxy as the phone's).
         self._claim = self.journal.claim(self.serial, "in use")
-        self.journal.undoers.update(device_undoers(self._device_for))
-        self.journal.recover()  # what a crashed run left on any phone of this server
-        for key in ("ro.product.manufacturer", "ro.product.model", "ro.build.version.release",
-                    "ro.build.version.sdk"):  # fmt: skip
-            self.props[key] = adb_shell(self.adb, f"getprop {key}")
+        try:
+            self.journal.undoers.update(device_undoers(self._device_for))
+            self.journal.recover()  # what a crashed run left on any phone of this server
+            for key in ("ro.product.manufacturer", "ro.product.model",
+                        "ro.build.version.release", "ro.build.version.sdk"):  # fmt: skip
+                self.props[key] = adb_shell(self.adb, f"getprop {key}")
+        except BaseException:
+            self.close()  # nothing changed yet: lets the phone go, which no session will
+            raise
         return self
 
     def _device_for(self, serial: str) -> Any:

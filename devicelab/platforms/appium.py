@@ -183,7 +183,7 @@ def _translated(what: str, url: str) -> Iterator[None]:
             hint="fix the device's appium.capabilities in the inventory",
         ) from exc
     except SessionNotCreatedException as exc:
-        raise _not_started(exc, what) from exc
+        raise _not_started(exc, what, url) from exc
     except NoSuchContextException as exc:
         raise ProbeFailed(
             f"no such Appium context ({what}): {_message(exc)}", hint=WEBVIEW_HINT
@@ -194,15 +194,24 @@ def _translated(what: str, url: str) -> Iterator[None]:
         ) from exc
     except WebDriverException as exc:
         if what == _NEW_SESSION:  # Appium answers a driver it cannot find with a 500
-            raise _not_started(exc, what) from exc
+            raise _not_started(exc, what, url) from exc
         raise ProbeFailed(f"Appium {what} failed: {_message(exc)}", command=what) from exc
 
 
-def _not_started(exc: BaseException, what: str) -> DeviceUnreachable:
+def _not_started(exc: BaseException, what: str, url: str) -> DeviceUnreachable:
+    # A run killed while Appium was creating its session never learnt the session's id,
+    # so nothing ends it: it holds the phone (or a stand-in's browser profile: "Chrome
+    # instance exited") until newCommandTimeout. Named here, it costs minutes, not 600 s.
+    where = _redacted(url).rstrip("/")
     return DeviceUnreachable(
         f"the Appium session did not start: {_message(exc)}",
         hint="check the device, the capabilities and the driver (appium driver list "
-        "--installed); the server's log says more",
+        "--installed); the server's log says more. A session a run killed while it started "
+        "left holds the phone (a stand-in's browser profile: 'Chrome instance exited') "
+        "until newCommandTimeout: its ID is in the server's log ('session ID added to "
+        f"master session list'; <out>/appium.log for a local one), `curl -X DELETE {where}"
+        "/session/ID` ends it; then stop a stand-in Chromium still running with that "
+        "--user-data-dir (docs/appium.md)",
         command=what,
     )
 

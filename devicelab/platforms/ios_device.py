@@ -56,8 +56,13 @@ class IosDevice:
             # Claimed first: a second run on this phone stops here; then what a run that
             # died left (its hub port off) goes back before this run changes anything.
             self._claim = self.journal.claim(self.udid, "in use")
-            self.journal.recover([self.udid])
-        self.values = Lockdownd(self.udid, self.usbmuxd).values()
+        try:
+            if self.journal is not None:
+                self.journal.recover([self.udid])
+            self.values = Lockdownd(self.udid, self.usbmuxd).values()
+        except BaseException:
+            self.close()  # no session will: the claim would outlive this failed start
+            raise
         return self
 
     def info(self) -> DeviceInfo:

@@ -358,7 +358,10 @@ class BatteryUnplugged:
 
     def __enter__(self) -> Self:
         # Written (fsynced) before the change, so a crash in between is still undone.
-        self._entry = self.journal.record(UNPLUG_KIND, self.sampler.serial, {"command": "reset"})
+        # "what": the words the lines on what a run left changed use (journal.describe).
+        what = "battery reported unplugged (dumpsys battery unplug, until dumpsys battery reset)"
+        data = {"command": "reset", "what": what}
+        self._entry = self.journal.record(UNPLUG_KIND, self.sampler.serial, data)
         self.sampler.shell("dumpsys battery unplug")
         return self
 

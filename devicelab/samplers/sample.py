@@ -63,16 +63,21 @@ def gap(t: float, metric: str, source: str, note: str) -> Sample:
 
 def to_series(samples: Iterable[Sample]) -> list[Series]:
     """The results.json series of ``samples``: one per metric (named after it), or one per
-    metric and source (``metric[source]``) when several sources read the same metric.
+    metric and source (``metric[source]``) when several sources read values of the same
+    metric.
 
-    Gaps (value None) are left out; points keep their order of ``t``.
+    Gaps (value None) are left out, and a source with only gaps is no source; points keep
+    their order of ``t``.
     """
     grouped: dict[tuple[str, str], list[Sample]] = {}
     for sample in samples:
         grouped.setdefault((sample.metric, sample.source), []).append(sample)
     sources: dict[str, int] = {}
-    for metric, _source in grouped:
-        sources[metric] = sources.get(metric, 0) + 1
+    for (metric, _source), group in grouped.items():
+        # A source with only gaps read nothing: a failed reading (source "adb") must not
+        # rename the metric's one series to metric[source].
+        if any(s.value is not None for s in group):
+            sources[metric] = sources.get(metric, 0) + 1
     series: list[Series] = []
     for (metric, source), group in grouped.items():
         points = sorted((s.t, s.value) for s in group if s.value is not None)

@@ -78,7 +78,7 @@ def test_one_run_at_a_time_takes_an_iphone(usbmuxd: FakeUsbmuxd, tmp_path: Path)
     usbmuxd.attach(FakeIPhone(UDID))
     device = _inventory().devices["iphone"]
     first = IosDevice(device, journal=Journal(path)).create()
-    with pytest.raises(EnvironmentProblem, match=f"{UDID} is already in use by another"):
+    with pytest.raises(EnvironmentProblem, match=f"{UDID} is already in use by this process"):
         IosDevice(device, journal=Journal(path)).create()
     first.close()
     IosDevice(device, journal=Journal(path)).create().close()

@@ -1,0 +1,85 @@
+"""The ``devicelab_lab`` fixture on an Android phone (the fake phone behind the real adb
+server, a real Appium with the Chromium stand-in for the WebView): a phone that cannot be
+put back at the end of the pytest session (its settings service broke, as when it goes
+away) is an ERROR at teardown in devicelab's one line, not a traceback through the lab;
+the changes stay pending and the next start puts them back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devicelab import lab_phone
+from devicelab.journal import Journal
+from devicelab.lab import Lab, app_build_dir
+from devicelab.platforms.appium import AppiumServer
+from devicelab.testing.adb_server import PrivateAdbServer
+from devicelab.testing.fake_adbd import FakeAdbd, ShellResult
+from devicelab.testing.standins import standin_missing, webview_capabilities
+
+pytest_plugins = ["pytester"]
+_MISSING = standin_missing() or (
+    "" if (app_build_dir() / "index.html").exists() else "the test app is not built"
+)
+pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
+
+SUITE = """
+def test_search(devicelab_lab):
+    assert devicelab_lab.measure("message_search").status in ("pass", "fail")
+"""
+
+
+@pytest.fixture(scope="module")
+def phone(adb: PrivateAdbServer) -> Iterator[FakeAdbd]:
+    with adb.phone() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def inventory(adb: PrivateAdbServer, phone: FakeAdbd, appium: AppiumServer) -> Path:
+    device = {
+        "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
+        "serial": phone.serial, "app": {"id": "app.messaging.test"},
+        "appium": {"url": appium.url, "capabilities": webview_capabilities()},
+    }  # fmt: skip
+    path = Path(adb.env["DEVICELAB_STATE"]) / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"devices": {"phone": device}}))
+    return path
+
+
+@pytest.mark.slow
+def test_a_phone_left_changed_is_a_one_line_error_at_teardown(
+    pytester: pytest.Pytester,
+    adb: PrivateAdbServer,
+    phone: FakeAdbd,
+    inventory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = ShellResult("", "cmd: Failure calling service settings: Broken pipe (32)\n", 255)
+    restores = ("settings put global http_proxy :0", "settings delete global stay_on")
+    for prefix in restores:
+        phone.on(prefix, lambda _command: broken)
+    for key in ("DEVICELAB_STATE", "ANDROID_ADB_SERVER_PORT", "HOME", "ADBUTILS_ADB_PATH"):
+        monkeypatch.setenv(key, adb.env[key])
+    pytester.makepyfile(test_suite=SUITE)
+    try:
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--devicelab-device", "phone",
+            "--devicelab-inventory", str(inventory), timeout=300,
+        )  # fmt: skip
+    finally:
+        for prefix in restores:
+            phone.off(prefix)
+    output = result.stdout.str()
+    assert result.ret == 1, output
+    result.assert_outcomes(passed=1, errors=1)
+    assert f"devicelab: {phone.serial} was left changed: http_proxy 127.0.0.1:" in output, output
+    assert "raise left" not in output and "lab.py:" not in output, output
+
+    lab = Lab("phone", "none", inventory=inventory)
+    lab_phone.attach(lab.device, lab.say).close()  # the next start puts the phone back
+    assert phone.settings["global"].get("http_proxy") == ":0"
+    assert Journal(Path(adb.env["DEVICELAB_STATE"]) / "journal.jsonl").pending() == []
