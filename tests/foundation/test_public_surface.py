@@ -31,6 +31,8 @@ PUBLIC_MODULES = [
     "devicelab.lab_phone",
     "devicelab.platforms.ios_device",
     "devicelab.console",
+    "devicelab.interrupts",
+    "devicelab.journal",
 ]
 HEAVY = ["mitmproxy", "playwright", "appium", "selenium", "locust", "gevent", "psycopg", "rich"]
 
