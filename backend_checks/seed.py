@@ -10,6 +10,7 @@ wait for it and then find the data there.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from backend_checks.datagen import (
@@ -28,6 +29,8 @@ from devicelab.errors import BadInput, UnsafeActionRefused
 if TYPE_CHECKING:
     import psycopg
 
+_log = logging.getLogger(__name__)
+
 __all__ = [
     "REFERENCE_TABLES",
     "check_app_access",
@@ -35,6 +38,7 @@ __all__ = [
     "ensure_schema",
     "has_messages",
     "missing_reference",
+    "schema_behind",
     "seed_if_empty",
 ]
 
@@ -187,6 +191,45 @@ def _unlock(conn: psycopg.Connection[Any]) -> None:
         pass
 
 
+def schema_behind(conn: psycopg.Connection[Any]) -> str | None:
+    """A one-line warning when the database holds devicelab's reference schema as another
+    devicelab installed it (its digest in ``devicelab_meta`` is not this version's, or its
+    view and functions changed since), else None (this version's, or not devicelab's
+    schema at all: nothing recorded). Read-only; ``conn`` must not be inside a transaction.
+    Raises psycopg.Error."""
+    import psycopg
+
+    with conn.transaction(force_rollback=True):
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (META_TABLE,)).fetchone()
+        if not (row and row[0]):
+            return None
+        try:
+            with conn.transaction():
+                held = dict(
+                    conn.execute(
+                        f"SELECT key, value #>> '{{}}' FROM {META_TABLE}"
+                        " WHERE key IN ('schema', 'schema_catalog')"
+                    ).fetchall()
+                )
+        except psycopg.errors.InsufficientPrivilege:
+            return None  # a role that may not read the mark: nothing to tell by
+        if "schema" not in held:
+            return None
+        if held["schema"] == schema_digest() and held.get("schema_catalog") in (
+            None,  # recorded by a devicelab that kept no catalog digest: the text decides
+            catalog_fingerprint(conn, schema_sql()),
+        ):
+            return None
+    return (
+        "warning: this database's reference schema (view conversation_list, functions"
+        " send_message, mark_as_read, search_messages, ...) is not this devicelab's: an"
+        " older or newer devicelab installed it, or it was changed by hand; the checks"
+        " measure it as it is. To install this version's: devicelab backend serve --dsn DSN"
+        " re-installs it and keeps the data (stop it once it prints its keys), devicelab"
+        " backend datagen --dsn DSN --allow-writes makes a new data set with it"
+    )
+
+
 def ensure_data(
     conn: psycopg.Connection[Any], *, managed: bool, allow_writes: bool, seed_messages: int
 ) -> None:
@@ -204,6 +247,9 @@ def ensure_data(
     """
     if managed:
         ensure_schema(conn)  # ours: a cluster an older devicelab made gets today's schema
+    elif (behind := schema_behind(conn)) is not None:
+        # Not ours to re-install without being asked: measured as it is, but said.
+        _log.warning("%s", behind)
     check_app_access(conn)  # before "no messages": RLS may be what hides them
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
+import pytest
 
 from backend_checks.datagen import DatagenParams
-from backend_checks.seed import ensure_schema, seed_if_empty
+from backend_checks.seed import ensure_data, ensure_schema, seed_if_empty
 
 #: What an older devicelab's schema.sql put back: its own conversation_list (here the
 #: unread badge computed nowhere), with the columns of today's.
@@ -55,3 +57,24 @@ def test_todays_schema_comes_back_after_an_older_devicelab_reinstalled_its_own(
         assert ensure_schema(conn) is True
         row = conn.execute("SELECT count(*) FROM public.messages").fetchone()
     assert row == (2_000,)  # the data set is kept
+
+
+def test_a_given_database_with_another_devicelabs_schema_is_checked_as_it_is_and_said(
+    empty_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `backend check --dsn` on a database an older devicelab generated measured its old
+    # view and functions without a word (results of old and new schemas mixed silently).
+    params = DatagenParams(messages=2_000, users=50, conversations=100, seed=6)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert seed_if_empty(conn, params) is not None
+        with caplog.at_level(logging.WARNING, logger="backend_checks.seed"):
+            ensure_data(conn, managed=False, allow_writes=False, seed_messages=2_000)
+        assert not caplog.records  # today's, as generated
+        conn.execute(_OLDER_VIEW)
+        with caplog.at_level(logging.WARNING, logger="backend_checks.seed"):
+            ensure_data(conn, managed=False, allow_writes=False, seed_messages=2_000)
+        assert len(caplog.records) == 1
+        said = caplog.records[0].getMessage()
+        assert "not this devicelab's" in said and "backend serve --dsn DSN" in said
+        # A given database is not ours to change unasked: the old view stays.
+        assert "recent_unread_count" not in _view_text(conn)
