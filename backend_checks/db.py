@@ -124,6 +124,18 @@ def _unparsed_shown(dsn: str) -> str:
     return redact(dsn[: match.start("pw")], dsn) + "*** ..."
 
 
+def _known_option_after(dsn: str, at: int) -> int:
+    """Where the first ``<option>=`` after ``at`` starts whose option libpq knows (its
+    conninfo keywords), or the end of ``dsn``."""
+    import psycopg
+
+    known = {o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults()}
+    for word in re.finditer(r"\s+(?P<k>\w+)\s*=", dsn[at:]):
+        if word.group("k").lower() in known:
+            return at + word.start()
+    return len(dsn)
+
+
 def _scrub_quoted(detail: str, dsn: str) -> str:
     """libpq's parse error with the quoted pieces of the DSN's text from its password on
     hidden (it quotes the token it stumbled on, which may be part of the password: a
@@ -134,6 +146,10 @@ def _scrub_quoted(detail: str, dsn: str) -> str:
     secret = password_of(dsn)
     if match is not None:
         start, end = match.start("pw"), match.end("pw")
+        if match.re is _KV_PASSWORD and not match.group("pw").startswith("'"):
+            # Unquoted, it may go on past a space ("password=correct horse=battery
+            # staple"): it surely ends only where a word names an option libpq knows.
+            end = _known_option_after(dsn, end)
     elif secret:
         start = dsn.find(secret)
         end = start + len(secret)
@@ -160,15 +176,56 @@ def _scrub_quoted(detail: str, dsn: str) -> str:
     return re.sub(r"([\"'])(.*?)\1", hide, detail)
 
 
-#: A string literal a statement sets or hashes a password with: ``PASSWORD '...'`` (CREATE
-#: or ALTER ROLE) and ``crypt('...', ...)``. pg_stat_statements and pg_stat_activity keep
-#: utility statements' text as it was sent, literals and all.
-_SQL_PASSWORD = re.compile(r"(?i)(?P<pre>\bpassword\s+|\bcrypt\s*\(\s*)'(?:[^']|'')*'")
+#: Where a statement gives a password as a literal: ``PASSWORD`` (CREATE or ALTER ROLE,
+#: CREATE USER, a user mapping's ``OPTIONS (password '...')``) and ``crypt(``.
+#: pg_stat_statements and pg_stat_activity keep utility statements' text as it was sent,
+#: literals and all, in any of PostgreSQL's quotings: '...', E'...', U&'...', $$...$$,
+#: $tag$...$tag$, with or without a space after the keyword. A quote before the keyword
+#: makes it a literal's text (``SELECT 'password' AS kind``), not the keyword.
+_SQL_SECRET_AT = re.compile(r"(?i)(?:(?<!['\"])\bpassword|\bcrypt\s*+\()\s*+")
+#: A quoted literal from its opening quote: '' inside is a quote; in E'...' a backslash
+#: escapes too. Possessive, so an unclosed one costs one scan, not a backtracking search.
+_SQL_QUOTED = re.compile(r"(?:[eE](?=')|[uU]&(?='))?'(?:[^'\\]++|''|\\.?)*+(?:'|\Z)")
+_SQL_PLAIN = re.compile(r"'(?:[^']++|'')*+(?:'|\Z)")
+_SQL_DOLLAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*+)?\$")
+#: A connection string's password (CREATE or ALTER SUBSCRIPTION ... CONNECTION '...',
+#: dblink_connect('...')): ``password=value`` inside the literal, its value either quoted
+#: for libpq (''...'' once the SQL literal doubles the quotes) or up to a space or the
+#: literal's end.
+_SQL_CONNINFO = re.compile(
+    r"(?i)(?P<pre>\bpassword\s*+=\s*+)(?:''(?:[^']++|'(?!'))*+''|(?:[^\s']++|'')++)"
+)
+
+
+def _sql_literal_end(text: str, start: int) -> int | None:
+    """Where the literal starting at ``start`` ends (the end of ``text`` when it is not
+    closed: the rest is hidden), or None when no literal starts there."""
+    if (dollar := _SQL_DOLLAR.match(text, start)) is not None:
+        close = text.find(dollar.group(), dollar.end())
+        return len(text) if close < 0 else close + len(dollar.group())
+    escapes = text[start : start + 1] in ("e", "E")
+    quoted = (_SQL_QUOTED if escapes else _SQL_PLAIN).match(text, start)
+    if quoted is None and not escapes:
+        quoted = _SQL_QUOTED.match(text, start)  # U&'...'
+    return None if quoted is None else quoted.end()
 
 
 def redact_sql(text: str) -> str:
-    """A statement's text as reports may show it: password literals replaced by '***'."""
-    return _SQL_PASSWORD.sub(lambda m: m.group("pre") + "'***'", text)
+    """A statement's text as reports may show it: password literals (after ``PASSWORD``
+    or in ``crypt(``, in any quoting) replaced by '***', and the ``password=`` of a
+    connection string by ``password=***``. Linear in the length of ``text``."""
+    text = _SQL_CONNINFO.sub(lambda m: m.group("pre") + "***", text)
+    parts: list[str] = []
+    done = scan = 0
+    while (at := _SQL_SECRET_AT.search(text, scan)) is not None:
+        scan = at.end()
+        end = _sql_literal_end(text, scan)
+        if end is None:
+            continue
+        parts += [text[done:scan], "'***'"]
+        done = scan = end
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def redact(text: str, dsn: str | None = None) -> str:

@@ -37,6 +37,10 @@ def test_a_bad_option_is_named_and_the_password_hidden(dsn: str, said: str) -> N
         ("host=127.0.0.1 user=u password=Sec ret dbname=d", "ret"),
         # A word that is also an option's name elsewhere is still the password's piece.
         ("host=127.0.0.1 user=u password=Sec bogus dbname=d bogus=1", "bogus"),
+        # Unquoted, the password may go on past a space: a word with "=" that names no
+        # option libpq knows may be its piece ("correct horse=battery staple").
+        ("host=127.0.0.1 port=1 user=u password=correct horse=battery staple dbname=d", "horse"),
+        ("host=127.0.0.1 port=1 user=u password=Sec bogus=1", "bogus"),
     ],
 )
 def test_a_piece_of_the_password_stays_hidden(dsn: str, piece: str) -> None:
