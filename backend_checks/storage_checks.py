@@ -92,15 +92,28 @@ async def _timed(
     seconds, or no byte of the answer for as long (the session's read timeout). The
     other requests would wait as long each: the caller's checks become errors."""
     started = time.perf_counter()
+    guard: asyncio.Timeout | None = None
     try:
         async with asyncio.timeout(None) as guard:
             if data is not None:
                 kwargs["data"] = _guarded(data, guard, stall_s)
                 kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Length": str(len(data))}
+                # No socket read timeout while the body goes out: aiohttp starts it when
+                # the request is sent and resets it only on bytes of the answer, so a slow
+                # upload that still progresses was cut after stall_s. Progress is the
+                # guard's (each piece taken); a whole upload keeps the session's total.
+                kwargs["timeout"] = aiohttp.ClientTimeout(
+                    total=http.timeout.total, sock_connect=stall_s, sock_read=None
+                )
             async with http.request(method, url, **kwargs) as resp:
                 body = await resp.read()
     except TimeoutError as exc:
-        said = f"{type(exc).__name__}: {exc}" if str(exc) else f"no progress in {stall_s:g} s"
+        if guard is not None and guard.expired():
+            said = f"no progress in {stall_s:g} s"
+        elif str(exc):
+            said = f"{type(exc).__name__}: {exc}"
+        else:  # the session's total: progressing, but too slow for it
+            said = f"no whole answer within {http.timeout.total:g} s"
         outcome.failures.append(redact_secrets(said, project))
         raise ApiUnreachable(
             f"{method} {public_url(url)}: {redact_secrets(said, project)}",
