@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = ["catalog_fingerprint"]
 
-#: The views and functions a schema text creates, by name (schema.name).
-_DEFINED = re.compile(r"CREATE (?:OR REPLACE )?(VIEW|FUNCTION) ((?:public|auth)\.\w+)")
+#: The views and functions a schema text creates in ``public``, by name (schema.name).
+#: Not auth.uid(), auth.role(), auth.jwt(): schema.sql makes them only where missing (on
+#: Supabase they are the platform's, and its updates are none of devicelab's schema).
+_DEFINED = re.compile(r"CREATE (?:OR REPLACE )?(VIEW|FUNCTION) (public\.\w+)")
 
 
 def catalog_fingerprint(conn: psycopg.Connection[Any], schema_text: str) -> str:
