@@ -49,6 +49,7 @@ __all__ = [
     "most_subscribers",
     "preflight",
     "public_url",
+    "redact_known",
     "redact_secrets",
     "run_api_checks",
     "sign_in",
@@ -180,7 +181,14 @@ def redact_secrets(text: str, project: SupabaseProject, *more: str) -> str:
     """``text`` without the project's anon key, the test user's password, ``more`` (tokens),
     any JWT, ``apikey=`` value or URL password: results.json and stdout carry error texts,
     and aiohttp's carry the websocket URL with its ``?apikey=``."""
-    for secret in (project.anon_key, project.password, *more):
+    return redact_known(text, project.anon_key, project.password, *more)
+
+
+def redact_known(text: str, *secrets: str) -> str:
+    """``text`` without ``secrets`` (a key, a password, a token: each one of 4 characters
+    or more, wherever it appears, as an API's error may echo the request back), any JWT,
+    ``apikey=`` value or URL password. Returns the text to show."""
+    for secret in secrets:
         if len(secret) >= 4:
             text = text.replace(secret, "***")
     text = _APIKEY.sub(lambda m: m.group("pre") + "***", _JWT.sub("***", text))

@@ -127,13 +127,14 @@ def check_appium(device: Device) -> None:
     Appium (tools/appium) with the driver of the capabilities' automationName. Raises
     DeviceUnreachable (nothing answers at a remote URL; something that is not Appium
     answers), ToolMissing (no local Appium, or not that driver)."""
-    from devicelab.platforms.appium import AppiumServer
+    from devicelab.platforms.appium import AppiumServer, redacted_url
     from devicelab.platforms.appium_server import installed_drivers, server_status
 
     endpoint = device.appium
     assert endpoint is not None  # check_phone ran at construction
-    url, host = endpoint.url, urllib.parse.urlsplit(endpoint.url).hostname
-    found = server_status(url)
+    host = urllib.parse.urlsplit(endpoint.url).hostname
+    found = server_status(endpoint.url)
+    url = redacted_url(endpoint.url)  # as messages show it: a cloud grid's key is in it
     if found == "appium":
         return  # its drivers cannot be listed over HTTP: the session start says
     where = f"devices.{device.id}.appium.url"
@@ -396,7 +397,7 @@ def _appium_url(teardown: Teardown, url: str, out_dir: Path, say: Say) -> str:
     """``url`` when an Appium server answers there; for a loopback URL with nothing
     behind it, a local Appium 3 (tools/appium) started on its port, logging to
     ``<out>/appium.log``."""
-    from devicelab.platforms.appium import AppiumServer
+    from devicelab.platforms.appium import AppiumServer, redacted_url
     from devicelab.platforms.web import answers
 
     parts = urllib.parse.urlsplit(url)
@@ -408,7 +409,7 @@ def _appium_url(teardown: Teardown, url: str, out_dir: Path, say: Say) -> str:
         port=parts.port or 4723,
         log_file=out_dir / "appium.log",
     )
-    say(f"no Appium server answers at {url}: starting one (log: {server.log_file})")
+    say(f"no Appium server answers at {redacted_url(url)}: starting one (log: {server.log_file})")
     server.start()
     teardown.push("appium server", server.stop)
     return server.url

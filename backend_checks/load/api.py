@@ -134,7 +134,8 @@ def preflight(api: RestApi, email: str) -> None:
         api.anon_key,
         body={"email": email, "password": api.password},
     )
-    message = _text(answer)
+    # An API's error may echo the request (key, password, token) back: one line, no secret.
+    message = _text(answer, api.anon_key, api.password)
     said = f"HTTP {status} {message}".strip()
     if status == 429:
         raise BackendUnavailable(
@@ -168,28 +169,33 @@ def preflight(api: RestApi, email: str) -> None:
             f"the API at {shown} did not answer the sign-in as Supabase Auth does: {said}",
             hint=BASE_HINT,
         )
+    token = str(answer["access_token"])
     status, listed = _call(
-        f"{base}/rest/v1/conversation_list?select=*&limit=1",
-        api.anon_key,
-        token=str(answer["access_token"]),
+        f"{base}/rest/v1/conversation_list?select=*&limit=1", api.anon_key, token=token
     )
+    said = f"HTTP {status} {_text(listed, api.anon_key, api.password, token)}"
     if status >= 500:
         raise BackendUnavailable(
-            f"the API at {shown} cannot read conversation_list: HTTP {status} {_text(listed)}",
+            f"the API at {shown} cannot read conversation_list: {said}",
             hint="the server answers but is broken, or its database is down: check the"
             " server and its database, then run again",
         )
     if status >= 400:
         raise BadInput(
-            f"the API does not serve the messaging schema: HTTP {status} {_text(listed)}",
+            f"the API does not serve the messaging schema: {said}",
             hint="install it: devicelab backend datagen --allow-writes on the project's database",
         )
 
 
-def _text(answer: Any) -> str:
+def _text(answer: Any, *secrets: str) -> str:
+    """The error an API's JSON answer states, without ``secrets`` (it may echo the request
+    back), any JWT or password; cut to 200 characters after masking, so no piece of a
+    secret is left whole enough to show."""
+    from backend_checks.api_checks import redact_known
+
     if isinstance(answer, dict):
         keys = ("error_code", "code", "message", "msg", "error_description")
-        return " ".join(str(answer[k]) for k in keys if answer.get(k))[:200]
+        return redact_known(" ".join(str(answer[k]) for k in keys if answer.get(k)), *secrets)[:200]
     return ""
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from backend_checks.db import redact_sql
 from backend_checks.load.models import StatsDelta
 from devicelab.errors import first_line
 
@@ -106,7 +107,10 @@ def snapshot(conn: psycopg.Connection[Any], statements_schema: str) -> Snapshot:
         statements = {}
         for role, toplevel, queryid, query, *values in rows:
             key = f"{role}|{toplevel}|{queryid}"
-            statements[key] = {"role": role, "toplevel": toplevel, "query": query} | dict(
+            # The text as sent: an ALTER ROLE ... PASSWORD of another session keeps its
+            # literal (a load step's results would carry it).
+            shown = redact_sql(query) if query else query
+            statements[key] = {"role": role, "toplevel": toplevel, "query": shown} | dict(
                 zip(_STATEMENT_FIELDS, values, strict=True)
             )
     rows = conn.execute(

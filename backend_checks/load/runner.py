@@ -26,6 +26,7 @@ from backend_checks.load import dbstats
 from backend_checks.load.cpu import local_server
 from backend_checks.load.mix import MixName, mix_weights, operation
 from backend_checks.load.models import Identity, StepResult, WorkerSpec
+from backend_checks.load.procs import write_private
 from backend_checks.load.step import Database, run_step
 from devicelab.errors import BadInput, ProbeFailed, UnsafeActionRefused, first_line
 
@@ -203,7 +204,8 @@ def spec_file(
     api_url: str = "",
 ) -> Path:
     """Write the WorkerSpec of a step to ``path`` (users speak SQL to ``dsn`` or HTTP to
-    ``api_url``); returns ``path``."""
+    ``api_url``), mode 0600 from its creation (a DSN may hold a password); returns
+    ``path``. Raises OSError when it cannot be written."""
     spec = WorkerSpec(
         dsn=dsn,
         api_url=api_url,
@@ -216,8 +218,7 @@ def spec_file(
         seed=options.seed,
         out="",
     )
-    path.write_text(spec.model_dump_json())
-    return path
+    return write_private(path, spec.model_dump_json())
 
 
 def refuse_writes(options: LoadOptions, weights: dict[str, int]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backend_checks.reference.context import new_jwt_secret
-from devicelab.errors import BackendUnavailable, DeviceLabError
+from devicelab.errors import BackendUnavailable, DeviceLabError, EnvironmentProblem
 
 __all__ = [
     "DEFAULT_PORT",
@@ -50,9 +50,30 @@ def jwt_secret_file(state_dir: Path | None = None) -> Path:
     return (state_dir or _state_dir()) / "jwt_secret"
 
 
+def _owner_only(path: Path) -> None:
+    """Make the secret file ``path`` owner-only (0600) when it is looser: whoever reads
+    the secret can mint a service_role key. Raises EnvironmentProblem when it is another
+    user's or its mode cannot be changed."""
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return
+    try:
+        if path.stat().st_uid != os.getuid():
+            raise PermissionError("not its owner")
+        path.chmod(0o600)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"the JWT secret {path} is readable by others (mode {mode:o}) and cannot be"
+            f" made owner-only: {exc.strerror or exc}",
+            hint=f"chmod 600 {path} as its owner, or delete it (new keys are then printed)",
+        ) from None
+
+
 def _jwt_secret(path: Path) -> str:
-    """The stored secret, or a new one written with owner-only permissions."""
+    """The stored secret (its file made owner-only when looser), or a new one written
+    with owner-only permissions. Raises EnvironmentProblem as :func:`_owner_only`."""
     if path.is_file():
+        _owner_only(path)
         secret = path.read_text().strip()
         if len(secret) >= 32:
             return secret
@@ -150,7 +171,9 @@ def serve_forever(
     returns the signal that stopped it (SIGINT, SIGTERM or SIGHUP).
 
     Raises BackendUnavailable when the database or the port is not available (only a port
-    that was asked for: the default one, taken, gives way to any free port).
+    that was asked for: the default one, taken, gives way to any free port),
+    EnvironmentProblem when the JWT secret's file is readable by others and cannot be made
+    owner-only. Warns through ``say`` (default: stderr) when ``host`` is not loopback.
     """
     stream = out or sys.stdout
 
@@ -158,13 +181,32 @@ def serve_forever(
         print(f"devicelab: {text}", file=sys.stderr, flush=True)
 
     speak = say or note
-    managed = dsn is None
-    ready_dsn = prepare_database(dsn, say=speak)
+    if not _is_loopback(host):
+        # The test users' password and the way keys are made are public: on a network
+        # address anyone who reaches it reads and writes the data as any test user.
+        speak(
+            f"warning: listening on {host}, not loopback: the API is open to the network,"
+            " with known test passwords and keys (use the default --host 127.0.0.1 unless"
+            " the network is yours)"
+        )
+    # The secret first: a secret file we may not use stops us before the database work.
     secret_file = jwt_secret_file()
     secret = _jwt_secret(secret_file)
+    managed = dsn is None
+    ready_dsn = prepare_database(dsn, say=speak)
     server = _Server(ready_dsn, host, secret, keys_issued_at(secret_file),
                      _storage_root(ready_dsn, managed))  # fmt: skip
     return asyncio.run(_serve(server, _port_or_free(host, port), port is None, stream))
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` takes this machine's connections only."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to any address
 
 
 class _Server:

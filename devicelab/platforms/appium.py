@@ -55,6 +55,7 @@ __all__ = [
     "appium_home",
     "check_capabilities",
     "proxied_capabilities",
+    "redacted_url",
 ]
 
 logger = logging.getLogger("devicelab.platforms.appium")
@@ -139,8 +140,9 @@ def proxied_capabilities(capabilities: Mapping[str, Any], proxy_url: str) -> dic
     return merged
 
 
-def _redacted(url: str) -> str:
-    """``url`` without user:password (cloud Appium URLs carry keys there)."""
+def redacted_url(url: str) -> str:
+    """``url`` with its user:password replaced by ``***`` (cloud Appium URLs carry keys
+    there): what messages and ``info()`` may show. Returns ``url`` unchanged without."""
     parts = urllib.parse.urlsplit(url)
     if parts.username or parts.password:
         netloc = f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
@@ -172,7 +174,7 @@ def _translated(what: str, url: str) -> Iterator[None]:
         yield
     except (Urllib3Error, ConnectionError) as exc:
         raise DeviceUnreachable(
-            f"no Appium server answers at {_redacted(url)} ({what}): {_message(exc)}",
+            f"no Appium server answers at {redacted_url(url)} ({what}): {_message(exc)}",
             hint="start one (docs/appium.md: tools/appium/node_modules/.bin/appium) or fix "
             "the device's appium.url in the inventory",
             command=what,
@@ -202,7 +204,7 @@ def _not_started(exc: BaseException, what: str, url: str) -> DeviceUnreachable:
     # A run killed while Appium was creating its session never learnt the session's id,
     # so nothing ends it: it holds the phone (or a stand-in's browser profile: "Chrome
     # instance exited") until newCommandTimeout. Named here, it costs minutes, not 600 s.
-    where = _redacted(url).rstrip("/")
+    where = redacted_url(url).rstrip("/")
     return DeviceUnreachable(
         f"the Appium session did not start: {_message(exc)}",
         hint="check the device, the capabilities and the driver (appium driver list "
@@ -274,7 +276,7 @@ class AppiumSession:
         with _translated(_NEW_SESSION, self.url):
             self._driver = webdriver.Remote(self.url, options=options, client_config=config)
             self.session_id = str(self._driver.session_id)
-        logger.info("appium session %s on %s", self.session_id, _redacted(self.url))
+        logger.info("appium session %s on %s", self.session_id, redacted_url(self.url))
         return self
 
     def _require(self) -> Any:
@@ -412,7 +414,7 @@ class AppiumSession:
 
     def info(self) -> dict[str, str]:
         """The server (credentials redacted), the session id and what it drives."""
-        found = {"url": _redacted(self.url), "session": self.session_id}
+        found = {"url": redacted_url(self.url), "session": self.session_id}
         for name in ("platformName", "appium:automationName", "browserName"):
             if value := self.capabilities.get(name):
                 found[name.removeprefix("appium:")] = str(value)
@@ -434,7 +436,7 @@ class AppiumSession:
         newCommandTimeout (10 min), the phone busy, and the next run on that phone ends
         it (``UNDOERS``). Returns the entry, to mark undone once ``close()`` ran. Raises
         EnvironmentProblem when the journal cannot be written."""
-        what = f"Appium session {self.session_id} on {_redacted(self.url)}"
+        what = f"Appium session {self.session_id} on {redacted_url(self.url)}"
         data = {"url": self.url, "session": self.session_id, "what": what}
         return journal.record(SESSION_KIND, target, data)
 

@@ -8,6 +8,7 @@ port with ``--base-path /``, logging to a file. Lifecycle: ``start()`` -> ``url`
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Self
@@ -89,8 +91,18 @@ def server_status(url: str, timeout_s: float = 3.0) -> str:
     "appium" (HTTP 200 with a JSON ``value``), "nothing" (refused, unreachable, timed
     out), or what else answered (e.g. "HTTP 404", "HTTP 200 that is not Appium's JSON")."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    # A cloud grid's user:password in the URL: urllib sends none of it (and reads the
+    # host as "user:password@host"), so it goes as Basic auth, the URL without it.
+    parts = urllib.parse.urlsplit(url)
+    headers = {}
+    if parts.username is not None:
+        who = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(who.encode()).decode()
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    request = urllib.request.Request(url.rstrip("/") + "/status", headers=headers)
     try:
-        with opener.open(url.rstrip("/") + "/status", timeout=timeout_s) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             body = response.read(65536)
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"

@@ -134,6 +134,22 @@ _QUERY_PASSWORD = re.compile(
 _BEARER = re.compile(
     r"(?P<head>\bbearer\s+)(?=[A-Za-z0-9._~+/=-]*[0-9._-])[A-Za-z0-9._~+/=-]{8,}", re.I
 )
+#: Supabase's secret API keys (``sb_secret_...``); ``sb_publishable_...`` keys are public.
+_SB_SECRET = re.compile(r"(?<![A-Za-z0-9_])sb_secret_[A-Za-z0-9_-]++")
+#: A secret given as ``name: value`` (YAML, a log line) or in a dict's repr or JSON
+#: (``'password': 'x'``, ``"token": "x"``): the name is taken whole, quoted or not, and
+#: decides; the value is quoted or runs to a space, a comma or a closing bracket.
+_COLON_NAME = re.compile(r"(?<![A-Za-z0-9_])(['\"]?)([A-Za-z_][A-Za-z0-9_]*+)\1[ \t]*+:[ \t]*+")
+_COLON_SECRET = re.compile(
+    r"(?:[a-z0-9]*_)?(?:password|passwd|pwd|secret|token|api_?key|role_key|anon_key)", re.I
+)
+_COLON_VALUE = re.compile(r"'(?:[^'\\]|\\.)*+'|\"(?:[^\"\\]|\\.)*+\"|[^\s,}\]]++")
+#: A statement's password literal (CREATE or ALTER ROLE ... PASSWORD, a user mapping's
+#: OPTIONS (password ...)) in any of PostgreSQL's quotings: '...', E'...', $$...$$,
+#: $tag$...$tag$. A quote before the keyword makes it a literal's text, not the keyword.
+_SQL_PASSWORD = re.compile(r"(?i)(?<!['\"])\bpassword\s*+")
+_SQL_QUOTED = re.compile(r"(?:[eE](?='))?'(?:[^'\\]++|''|\\.?)*+(?:'|\Z)")
+_SQL_DOLLAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*+)?\$")
 #: What no report may carry, shown as U+FFFD: C0 controls but tab and newline, DEL, the
 #: C1 block (\x9b is a terminal's CSI: ``devicelab report`` prints to terminals), lone
 #: surrogates (no UTF-8 encoder takes them) and the non-characters.
@@ -194,10 +210,49 @@ def _mask_kv(text: str) -> str:
     return "".join(parts)
 
 
+def _mask_colon(text: str) -> str:
+    """``text`` with the value after every secret's ``name:`` masked (linear)."""
+    parts: list[str] = []
+    done = scan = 0
+    while (name := _COLON_NAME.search(text, scan)) is not None:
+        scan = name.end()
+        if not _COLON_SECRET.fullmatch(name.group(2)):
+            continue
+        value = _COLON_VALUE.match(text, scan)
+        if value is None or value.group() in (MASK, f"'{MASK}'", f'"{MASK}"'):
+            continue
+        quote = value.group()[0] if value.group()[0] in "'\"" else ""
+        parts += [text[done:scan], f"{quote}{MASK}{quote}"]
+        done = scan = value.end()
+    parts.append(text[done:])
+    return "".join(parts)
+
+
+def _mask_sql_password(text: str) -> str:
+    """``text`` with the literal after every SQL ``PASSWORD`` masked, however quoted
+    (an unclosed one to the end of the text; linear)."""
+    parts: list[str] = []
+    done = scan = 0
+    while (keyword := _SQL_PASSWORD.search(text, scan)) is not None:
+        scan = keyword.end()
+        if (dollar := _SQL_DOLLAR.match(text, scan)) is not None:
+            close = text.find(dollar.group(), dollar.end())
+            end = len(text) if close < 0 else close + len(dollar.group())
+        elif (quoted := _SQL_QUOTED.match(text, scan)) is not None:
+            end = quoted.end()
+        else:
+            continue
+        parts += [text[done:scan], f"'{MASK}'"]
+        done = scan = end
+    parts.append(text[done:])
+    return "".join(parts)
+
+
 def _mask_text(text: str) -> str:
     text = showable(_JWT.sub(MASK, text))
     text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
-    text = _mask_kv(text)
+    text = _mask_kv(_mask_sql_password(_SB_SECRET.sub(MASK, text)))
+    text = _mask_colon(text)
     text = _BEARER.sub(lambda m: m.group("head") + MASK, text)
     return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
 
