@@ -369,9 +369,23 @@ def _target(dsn: str | None, options: LoadOptions) -> tuple[str, LoadOptions]:
     full mix may write there without the flag. Raises UnsafeActionRefused when the role
     cannot tell whether the data is ours and the mix writes (load.runner.scratch_writes)."""
     if dsn is not None:
+        from backend_checks.check_load import connection_room
         from backend_checks.load.runner import scratch_writes
 
-        return dsn, scratch_writes(dsn, options)
+        writes = scratch_writes(dsn, options)
+        room = connection_room(dsn)
+        free = room["free"] if room is not None else None
+        for users in options.users:
+            if free is not None and users > free:
+                # Said before the sessions open (a hosted database's direct-connection
+                # cap): the step will meet the limit; exhaustion is measured and judged.
+                typer.echo(
+                    f"devicelab: warning: {users} SQL sessions exceed the {free} connections"
+                    " the server has free for this role; the step will meet its limit"
+                    " (load through the API instead: --url)",
+                    err=True,
+                )
+        return dsn, writes
     from backend_checks.reference.serve import prepare_database
 
     # Seeded with the story's data set when empty, as `backend check` and `run` seed it.

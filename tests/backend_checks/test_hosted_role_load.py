@@ -78,6 +78,19 @@ def test_read_load_runs_for_a_role_that_may_not_read_the_mark(
     assert "Traceback" not in ran.stderr, ran.stderr
     assert ran.returncode in (0, 1), ran.stderr
     assert "target:" in ran.stdout
+    assert "exceed" not in ran.stderr  # 2 sessions fit the role's limit
+
+
+def test_a_load_step_past_the_roles_connections_is_said_before_it_runs(
+    role_dsn: tuple[str, str],
+) -> None:
+    # `check --load` said so; `backend load --dsn` opened 1,000 sessions on a hosted
+    # database's direct-connection cap without a word.
+    dsn, _ = role_dsn
+    ran = _cli("load", "--dsn", dsn, "--users", "10", "--duration", "1s", "--mix", "read")
+    assert "Traceback" not in ran.stderr, ran.stderr
+    assert "warning: 10 SQL sessions exceed the" in ran.stderr, ran.stderr
+    assert conninfo_to_dict(dsn)["password"] not in ran.stderr + ran.stdout
 
 
 def test_writing_load_is_refused_in_one_line_with_the_grant(role_dsn: tuple[str, str]) -> None:
