@@ -106,18 +106,22 @@ def ensure_schema(conn: psycopg.Connection[Any], *, always: bool = False) -> boo
                 (META_TABLE,),
             ).fetchone()
             if row and row[0]:
-                held = dict(
-                    conn.execute(
-                        f"SELECT key, value #>> '{{}}' FROM {META_TABLE}"
-                        " WHERE key IN ('schema', 'schema_catalog')"
-                    ).fetchall()
-                )
+                held = _schema_marks(conn)
                 if held.get("schema") == schema_digest() and held.get(
                     "schema_catalog"
                 ) == catalog_fingerprint(conn, schema_sql()):
                     return False
         install_schema(conn)
     return True
+
+
+def _schema_marks(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The schema digest and catalog fingerprint an install recorded in ``devicelab_meta``
+    (keys ``schema`` and ``schema_catalog``, either absent). Raises psycopg.Error."""
+    rows = conn.execute(
+        f"SELECT key, value #>> '{{}}' FROM {META_TABLE} WHERE key IN ('schema', 'schema_catalog')"
+    ).fetchall()
+    return {str(key): str(value) for key, value in rows}
 
 
 def check_app_access(conn: psycopg.Connection[Any]) -> None:
@@ -205,12 +209,7 @@ def schema_behind(conn: psycopg.Connection[Any]) -> str | None:
             return None
         try:
             with conn.transaction():
-                held = dict(
-                    conn.execute(
-                        f"SELECT key, value #>> '{{}}' FROM {META_TABLE}"
-                        " WHERE key IN ('schema', 'schema_catalog')"
-                    ).fetchall()
-                )
+                held = _schema_marks(conn)
         except psycopg.errors.InsufficientPrivilege:
             return None  # a role that may not read the mark: nothing to tell by
         if "schema" not in held:
