@@ -10,7 +10,6 @@ made short through ``answer_timeout_s``.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 
@@ -26,6 +25,7 @@ from backend_checks.api_checks import (
     run_api_checks,
 )
 from backend_checks.realtime_checks import realtime_checks
+from tests.backend_checks.served_app import served
 
 #: The wait the checks are given for an answer (the default is 30 s).
 SHORT = 0.5
@@ -62,31 +62,8 @@ def _app(sign_in: bool) -> web.Application:
 @pytest.fixture(params=[False, True], ids=["stalled", "stalls-after-sign-in"])
 def stalled_api(request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of a stalling API on 127.0.0.1, served by a thread of its own."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    found: dict[str, object] = {}
-
-    async def start() -> None:
-        runner = web.AppRunner(_app(request.param), shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        found["runner"] = runner
-        found["port"] = runner.addresses[0][1]
-        ready.set()
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop)
-    assert ready.wait(10)
-    try:
-        yield f"http://127.0.0.1:{found['port']}"
-    finally:
-        runner = found["runner"]
-        assert isinstance(runner, web.AppRunner)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with served(_app(request.param)) as url:
+        yield url
 
 
 def _project(url: str) -> SupabaseProject:

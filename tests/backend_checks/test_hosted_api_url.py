@@ -6,10 +6,8 @@ answers 404 on /auth/v1/token is named with its status, not blamed on the creden
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +15,7 @@ from aiohttp import web
 
 from backend_checks.base_url import check_base_url, shown_url
 from devicelab.errors import BadInput
+from tests.backend_checks.served_app import served
 
 KEY = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZSIsInJvbGUiOiJhbm9uIn0.c2ln"
 PASSWORD = "Pw0rdSecret"
@@ -65,31 +64,14 @@ def test_a_shown_url_is_masked_before_it_is_cut() -> None:
 @pytest.fixture
 def not_found() -> Iterator[str]:
     """The URL of an HTTP server on 127.0.0.1 that answers 404 to everything."""
-    loop = asyncio.new_event_loop()
-    found: dict[str, object] = {}
 
-    async def start() -> None:
-        async def missing(_: web.Request) -> web.Response:
-            return web.json_response({"message": "Not Found"}, status=404)
+    async def missing(_: web.Request) -> web.Response:
+        return web.json_response({"message": "Not Found"}, status=404)
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", missing)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        found["runner"], found["port"] = runner, runner.addresses[0][1]
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield f"http://127.0.0.1:{found['port']}"
-    finally:
-        runner = found["runner"]
-        assert isinstance(runner, web.AppRunner)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", missing)
+    with served(app) as url:
+        yield url
 
 
 def test_a_url_without_auth_is_named_with_its_status(not_found: str) -> None:

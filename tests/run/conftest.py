@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
+from devicelab.testing.fake_adbd import FakeAdbd
 from devicelab.testing.standins import lab_state, webview_capabilities
 
 
@@ -38,12 +40,32 @@ def appium(adb: PrivateAdbServer) -> Iterator[AppiumServer]:
         yield server
 
 
-def farm_phone(appium_url: str, serial: str) -> dict[str, Any]:
-    """The inventory entry of a fake-adbd Android phone for battery-farm tests: the test
-    app, Appium with the WEBVIEW stand-in's capabilities, a power cut made by hand."""
+@pytest.fixture(scope="module")
+def phone(adb: PrivateAdbServer) -> Iterator[FakeAdbd]:
+    """One fake-adbd Android phone behind the module's adb server."""
+    with adb.phone() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def phone_inventory(adb: PrivateAdbServer, phone: FakeAdbd, appium: AppiumServer) -> Path:
+    """An inventory.yaml (in the module's state folder) whose one device, ``phone``, is
+    :func:`phone`, driven through the module's Appium."""
+    path = Path(adb.env["DEVICELAB_STATE"]) / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"devices": {"phone": phone_entry(appium.url, phone.serial)}}))
+    return path
+
+
+def phone_entry(appium_url: str, serial: str) -> dict[str, Any]:
+    """The inventory entry of a fake-adbd Android phone: the test app, Appium with the
+    WEBVIEW stand-in's capabilities."""
     return {
         "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
         "serial": serial, "app": {"id": "app.messaging.test"},
         "appium": {"url": appium_url, "capabilities": webview_capabilities()},
-        "power": {"kind": "manual"},
     }  # fmt: skip
+
+
+def farm_phone(appium_url: str, serial: str) -> dict[str, Any]:
+    """:func:`phone_entry` for battery-farm tests: with a power cut made by hand."""
+    return {**phone_entry(appium_url, serial), "power": {"kind": "manual"}}

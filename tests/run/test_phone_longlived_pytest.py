@@ -6,19 +6,16 @@ the changes stay pending and the next start puts them back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from devicelab import lab_phone
 from devicelab.journal import Journal
 from devicelab.lab import Lab, app_build_dir
-from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import FakeAdbd, ShellResult
-from devicelab.testing.standins import standin_missing, webview_capabilities
+from devicelab.testing.standins import standin_missing
 
 pytest_plugins = ["pytester"]
 _MISSING = standin_missing() or (
@@ -32,30 +29,12 @@ def test_search(devicelab_lab):
 """
 
 
-@pytest.fixture(scope="module")
-def phone(adb: PrivateAdbServer) -> Iterator[FakeAdbd]:
-    with adb.phone() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def inventory(adb: PrivateAdbServer, phone: FakeAdbd, appium: AppiumServer) -> Path:
-    device = {
-        "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
-        "serial": phone.serial, "app": {"id": "app.messaging.test"},
-        "appium": {"url": appium.url, "capabilities": webview_capabilities()},
-    }  # fmt: skip
-    path = Path(adb.env["DEVICELAB_STATE"]) / "inventory.yaml"
-    path.write_text(yaml.safe_dump({"devices": {"phone": device}}))
-    return path
-
-
 @pytest.mark.slow
 def test_a_phone_left_changed_is_a_one_line_error_at_teardown(
     pytester: pytest.Pytester,
     adb: PrivateAdbServer,
     phone: FakeAdbd,
-    inventory: Path,
+    phone_inventory: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     broken = ShellResult("", "cmd: Failure calling service settings: Broken pipe (32)\n", 255)
@@ -68,7 +47,7 @@ def test_a_phone_left_changed_is_a_one_line_error_at_teardown(
     try:
         result = pytester.runpytest_subprocess(
             "-p", "no:cacheprovider", "--devicelab-device", "phone",
-            "--devicelab-inventory", str(inventory), timeout=300,
+            "--devicelab-inventory", str(phone_inventory), timeout=300,
         )  # fmt: skip
     finally:
         for prefix in restores:
@@ -79,7 +58,7 @@ def test_a_phone_left_changed_is_a_one_line_error_at_teardown(
     assert f"devicelab: {phone.serial} was left changed: http_proxy 127.0.0.1:" in output, output
     assert "raise left" not in output and "lab.py:" not in output, output
 
-    lab = Lab("phone", "none", inventory=inventory)
+    lab = Lab("phone", "none", inventory=phone_inventory)
     lab_phone.attach(lab.device, lab.say).close()  # the next start puts the phone back
     assert phone.settings["global"].get("http_proxy") == ":0"
     assert Journal(Path(adb.env["DEVICELAB_STATE"]) / "journal.jsonl").pending() == []

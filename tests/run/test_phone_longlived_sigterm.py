@@ -8,18 +8,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from devicelab.journal import Journal
 from devicelab.lab import app_build_dir
-from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import FakeAdbd
-from devicelab.testing.standins import standin_missing, webview_capabilities
+from devicelab.testing.standins import standin_missing
 
 _MISSING = standin_missing() or (
     "" if (app_build_dir() / "index.html").exists() else "the test app is not built"
@@ -47,30 +44,12 @@ with sigterm_as_interrupt() as stopped:
 """
 
 
-@pytest.fixture(scope="module")
-def phone(adb: PrivateAdbServer) -> Iterator[FakeAdbd]:
-    with adb.phone() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def inventory(adb: PrivateAdbServer, phone: FakeAdbd, appium: AppiumServer) -> Path:
-    device = {
-        "platform": "android", "model": "Pixel 6 (fake adbd)", "os": "Android 13",
-        "serial": phone.serial, "app": {"id": "app.messaging.test"},
-        "appium": {"url": appium.url, "capabilities": webview_capabilities()},
-    }  # fmt: skip
-    path = Path(adb.env["DEVICELAB_STATE"]) / "inventory.yaml"
-    path.write_text(yaml.safe_dump({"devices": {"phone": device}}))
-    return path
-
-
 @pytest.mark.slow
 def test_sigterm_tears_a_python_api_session_down_and_puts_the_phone_back(
-    adb: PrivateAdbServer, phone: FakeAdbd, inventory: Path, tmp_path: Path
+    adb: PrivateAdbServer, phone: FakeAdbd, phone_inventory: Path, tmp_path: Path
 ) -> None:
     script = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(inventory), str(tmp_path / "out")],
+        [sys.executable, "-c", SCRIPT, str(phone_inventory), str(tmp_path / "out")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=adb.env,
     )  # fmt: skip
     try:
