@@ -61,7 +61,6 @@ __all__ = [
     "auth_user_triggers",
     "foreign_data",
     "generate",
-    "generated_only",
     "install_schema",
     "run_datagen",
     "schema_sql",
@@ -263,19 +262,12 @@ class Scratch(NamedTuple):
     grant: str = ""
 
 
-def generated_only(dsn: str) -> bool:
-    """True when the database of ``dsn`` holds a data set of ``backend datagen`` and no
-    rows of anyone else: a scratch database someone built for us, where the load's
-    writing mix needs no --allow-writes (what it adds stays ours). False also when the
-    role may not read the mark or a table (what cannot be told is not ours). Read-only.
-    Raises as :func:`scratch_state`."""
-    return scratch_state(dsn).ours
-
-
 def scratch_state(dsn: str) -> Scratch:
-    """Whether the database of ``dsn`` holds only a data set of ``backend datagen``
-    (see :func:`generated_only`), and when the role may not tell (a hosted project's role
-    without SELECT on devicelab_meta), why and the GRANT that fixes it. Read-only.
+    """Whether the database of ``dsn`` holds only a data set of ``backend datagen`` and no
+    rows of anyone else (a scratch database someone built for us, where the load's writing
+    mix needs no --allow-writes: what it adds stays ours), and when the role may not tell
+    (a hosted project's role without SELECT on devicelab_meta), why and the GRANT that
+    fixes it; what cannot be told is not ours. Read-only.
 
     Returns a Scratch. Raises BackendUnavailable (cannot connect, the server went away),
     ProbeFailed (another database error)."""

@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from devicelab.errors import BackendUnavailable, BadInput, EnvironmentProblem, ToolMissing
+from devicelab.ports import free_port
 
 __all__ = ["INSTALL_HINT", "ManagedPostgres", "find_bindir", "state_root"]
 
@@ -93,13 +94,6 @@ def find_bindir() -> Path:
         if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
             return bindir
     raise ToolMissing("PostgreSQL server (initdb, pg_ctl)", hint=INSTALL_HINT)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _port_free(port: int) -> bool:
@@ -237,7 +231,7 @@ class ManagedPostgres:
                     f"initdb failed: {result.stderr.strip().splitlines()[-1:] or result.stdout}",
                     hint=f"remove {self.base} and retry; see the initdb output above",
                 )
-            self._write_settings(_free_port(), building)
+            self._write_settings(free_port(), building)
             if self.data.exists():
                 self.data.rmdir()  # empty (checked above): rename would not replace it
             building.rename(self.data)
@@ -254,7 +248,7 @@ class ManagedPostgres:
     def _start(self) -> None:
         port = self.port()
         if not _port_free(port):
-            port = _free_port()  # someone else took ours since the last run
+            port = free_port()  # someone else took ours since the last run
             self._write_settings(port)
         cmd = [
             str(self.bindir / "pg_ctl"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile, 
 from devicelab.models.inventory import LOCATED
 
 __all__ = [
+    "dotted_path",
     "find_file",
     "load_inventory",
     "load_networks",
@@ -90,7 +92,9 @@ class _Builder:
 
     def refuse(self, node: yaml.Node, path: Path_, problem: str, hint: str) -> ConfigError:
         where = self.where(node)
-        return ConfigError(f"{where}: {problem}", hint=hint, location=where, field=_dotted(path))
+        return ConfigError(
+            f"{where}: {problem}", hint=hint, location=where, field=dotted_path(path)
+        )
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         """The data of ``node``. Raises ConfigError at the node that cannot be read."""
@@ -196,7 +200,10 @@ class _Builder:
         return list(sources)
 
 
-def _dotted(path: Path_) -> str:
+def dotted_path(path: Sequence[object]) -> str:
+    """A field path as a reader writes it: ``("devices", 2, "serial")`` ->
+    ``devices[2].serial`` (a pydantic error's ``loc``, or a YAML node's path); returns
+    ``(document)`` for the empty path. Never raises."""
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -278,7 +285,7 @@ def load_yaml_model[M: BaseModel](path: str | os.PathLike[str], model: type[M]) 
         loc = tuple(first["loc"]) + (tuple(at) if isinstance(at, tuple) else ())
         at_key = isinstance(at, tuple) or first["type"] in ("extra_forbidden", "missing")
         where = marks.locate(loc, at_key=at_key)
-        field_path = _dotted(loc)
+        field_path = dotted_path(loc)
         message = _explain(first, loc, model)
         if isinstance(other, tuple):
             message += f" (other entry: {marks.locate(tuple(first['loc']) + other)})"

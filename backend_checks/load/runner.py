@@ -233,7 +233,7 @@ def refuse_writes(options: LoadOptions, weights: dict[str, int]) -> None:
 
 def scratch_writes(dsn: str, options: LoadOptions) -> LoadOptions:
     """``options`` with writes allowed when ``dsn``'s database holds only a data set of
-    ``backend datagen`` (a scratch one: see datagen.generated_only), else as given.
+    ``backend datagen`` (a scratch one: see datagen.scratch_state), else as given.
 
     Raises UnsafeActionRefused (exit 2) when the mix writes, writes were not allowed and
     the role may not read what tells whether the data is ours: the refusal names the

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from backend_checks.reference.context import AuthRejected, ServerContext
 
-__all__ = ["CTX_KEY", "bearer_token", "claims_of", "context_of", "resolve_claims"]
+__all__ = ["CTX_KEY", "bearer_token", "context_of", "resolve_claims"]
 
 CTX_KEY = web.AppKey("devicelab_reference_ctx", ServerContext)
 _CLAIMS = web.RequestKey("devicelab_reference_claims", dict)
@@ -49,8 +49,3 @@ def resolve_claims(request: web.Request) -> dict[str, Any]:
     claims = ctx.verify_jwt(token)
     request[_CLAIMS] = claims
     return claims
-
-
-def claims_of(request: web.Request) -> dict[str, Any]:
-    """Alias of :func:`resolve_claims` for handlers (raises AuthRejected the same way)."""
-    return resolve_claims(request)

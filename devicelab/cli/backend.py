@@ -13,12 +13,15 @@ call and print. psycopg loads inside the handlers, never at import.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from devicelab.cli.load import nonblank_dsn, register_load
 from devicelab.cli.serve import register_serve
+
+if TYPE_CHECKING:
+    from devicelab.models import Results
 
 __all__ = ["register"]
 
@@ -57,6 +60,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--supabase-url",
+                "--url",  # `backend load`'s spelling, so either works on both commands
                 envvar="SUPABASE_URL",
                 help="a Supabase project's API URL (https://<ref>.supabase.co); the SQL checks"
                 " run on --dsn, skipped without it",
@@ -180,18 +184,14 @@ def register(app: typer.Typer) -> None:
     register_serve(backend_app)
 
 
-def _write(results: object, out: Path) -> Path:
-    """results.json (and the reports, when devicelab.report is there) into ``out``."""
-    from devicelab.models import Results
+def _write(results: Results, out: Path) -> Path:
+    """Write results.json and the reports into ``out``; returns the path of results.json.
 
-    assert isinstance(results, Results)
-    try:
-        from devicelab.report import write_all
-    except ImportError:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(results.to_json())
-        return out / "results.json"
+    Raises ConfigError (a bad targets file), BadInput (``out`` cannot be written) or
+    EnvironmentProblem (a full disk), as load_targets and write_all do.
+    """
     from devicelab.config import load_targets
+    from devicelab.report import write_all
 
     # With the target book, as `devicelab report` would: the matrix shows each target.
     return write_all(results, out, load_targets())["json"]

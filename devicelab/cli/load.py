@@ -101,6 +101,8 @@ def register_load(backend_app: typer.Typer) -> None:
         url: Annotated[
             str | None,
             typer.Option(
+                "--url",
+                "--supabase-url",  # `backend check`'s spelling, so either works on both
                 envvar="SUPABASE_URL",
                 show_envvar=True,
                 help="HTTP load: a Supabase API URL (/rest/v1, /auth/v1)",

@@ -47,14 +47,23 @@ Stat = Literal["p50", "p95", "max", "mean", "value"]
 def percentile(values: list[float], pct: float) -> float:
     """The ``pct`` percentile of ``values`` by linear interpolation (as numpy's default).
 
-    Raises ValueError on an empty list.
+    Returns a value between the two samples around the rank, exactly the sample when they
+    are equal. Raises ValueError on an empty list.
     """
     if not values:
         raise ValueError("percentile of no values")
     ordered = sorted(values)
     rank = (len(ordered) - 1) * pct / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    below, above = ordered[math.floor(rank)], ordered[math.ceil(rank)]
+    frac = rank - math.floor(rank)
+    if frac == 0 or below == above:
+        return below  # on a sample, or between equal ones: that sample, exactly
+    span = above - below
+    if math.isfinite(span):
+        # The form summaries have always used: the digits of earlier results stay the same.
+        return below + span * frac
+    # Samples further apart than the largest float: the span overflows, the weights do not.
+    return below * (1 - frac) + above * frac
 
 
 class _Model(BaseModel):

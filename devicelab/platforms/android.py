@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 from devicelab.errors import DeviceUnreachable, ToolMissing
 
-__all__ = ["ADB_STATES", "AdbServer", "AdbState", "describe"]
+__all__ = ["ADB_STATES", "AdbServer", "describe"]
 
 # What the adb server says of a device -> (our state, what to do about it).
 ADB_STATES: dict[str, tuple[str, str]] = {
@@ -36,14 +35,6 @@ ADB_STATES: dict[str, tuple[str, str]] = {
     "sideload": ("sideload", "reboot the phone into Android"),
     "bootloader": ("bootloader", "reboot the phone into Android"),
 }
-
-
-@dataclass(frozen=True)
-class AdbState:
-    """One line of ``adb devices``: the serial and the server's word for its state."""
-
-    serial: str
-    adb_state: str
 
 
 def describe(serial: str, listed: dict[str, str]) -> tuple[str, str]:

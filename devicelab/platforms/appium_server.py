@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,7 @@ from typing import Self
 
 from devicelab.errors import DeviceUnreachable, ToolMissing
 from devicelab.platforms.orphan_guard import guarded
+from devicelab.ports import free_port
 
 __all__ = [
     "AppiumServer",
@@ -44,13 +44,6 @@ def appium_home() -> Path:
     if env := os.environ.get("DEVICELAB_APPIUM_HOME"):
         return Path(env)
     return Path(__file__).resolve().parent.parent.parent / "tools" / "appium"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def installed(home: Path) -> str:
@@ -236,14 +229,6 @@ class AppiumServer:
                 # "... Could not configure Appium server. ... Original error: listen ..."
                 return hit.split("Original error:", 1)[-1].strip()
         return " | ".join(lines[-3:]) or "(no log)"
-
-    def log_tail(self, lines: int = 3) -> str:
-        """The last lines of the server's log, joined (for error messages)."""
-        try:
-            text = self.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:])
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the server (SIGTERM to its process group, then SIGKILL); never raises."""

@@ -12,7 +12,7 @@
   own and restore it after both. Each entry also holds the value devicelab set, and an
   undo puts the previous value back only while the phone still holds devicelab's: a
   proxy or reverse the user set by hand since (after a crash, say) is left alone.
-- Web (Playwright): ``playwright_proxy(url)`` is the ``proxy=`` launch setting. Chromium
+- Web (Playwright): ``playwright_proxy(url)`` is WebDevice's ``proxy=`` launch setting. Chromium
   alone never proxies loopback; ``<-loopback>`` lifts that so a local backend is shaped
   too (Playwright adds it for Chromium itself; it is kept explicit for other launchers).
   Nothing on a device changes, so nothing is journaled.

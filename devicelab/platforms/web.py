@@ -12,7 +12,8 @@ Lifecycle of :class:`WebDevice`::
 
 Chromium sends loopback traffic around any proxy by default; the app and the reference
 backend live on 127.0.0.1 here, so the browser is launched with
-``--proxy-bypass-list=<-loopback>``, which removes that implicit rule: every request and
+``routing.playwright_proxy`` (Playwright passes it on as ``--proxy-server`` and
+``--proxy-bypass-list=<-loopback>``), which removes that implicit rule: every request and
 websocket crosses the shaped link.
 
 :class:`StaticApp` serves a built app folder (``capacitor-harness/app/dist``) on a free
@@ -36,6 +37,7 @@ from typing import Any, Self
 from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing, first_line
 from devicelab.models import Device, DeviceInfo
 from devicelab.platforms.devtools import JsHeap
+from devicelab.platforms.routing import playwright_proxy
 
 __all__ = [
     "CHROMIUM_FLAGS",
@@ -103,14 +105,15 @@ class WebDevice:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
 
-        args = list(CHROMIUM_FLAGS)
-        if self.proxy_url:
-            args += [f"--proxy-server={self.proxy_url}", "--proxy-bypass-list=<-loopback>"]
+        proxy = playwright_proxy(self.proxy_url) if self.proxy_url else None
         manager = sync_playwright()
         try:
             self._playwright = manager.start()
             self._browser = self._playwright.chromium.launch(
-                executable_path=self.executable, headless=self.headless, args=args
+                executable_path=self.executable,
+                headless=self.headless,
+                args=list(CHROMIUM_FLAGS),
+                proxy=proxy,
             )
             self.browser_version = str(self._browser.version)
             self._page = self._browser.new_page()

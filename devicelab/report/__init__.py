@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from devicelab.config import dotted_path
 from devicelab.errors import BadInput, ConfigError
 from devicelab.models import Results, TargetBook
 from devicelab.report._common import fmt_number, measured_text
@@ -48,13 +49,6 @@ FILE_NAMES = {
     "html": "report.html",
     "junit": "junit.xml",
 }
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(document)"
 
 
 def _problem(error: Any) -> str:
@@ -117,7 +111,7 @@ def _first_not_a_number(data: Any) -> tuple[str, _NotANumber] | None:
     while stack:
         loc, value = stack.pop()
         if isinstance(value, _NotANumber):
-            return _dotted(loc), value
+            return dotted_path(loc), value
         if isinstance(value, dict):
             items = list(value.items())
         elif isinstance(value, list):
@@ -206,7 +200,7 @@ def load_results(
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
-        field = _dotted(tuple(first["loc"]))
+        field = dotted_path(first["loc"])
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(
             f"{path}: {field}: {_problem(first)}{more}",

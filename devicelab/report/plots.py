@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from html import escape
 
+from devicelab.models import percentile
 from devicelab.report._common import count_text, fmt_number, unit_text
 
 __all__ = ["Guide", "histogram", "line_chart", "nice_ticks", "tick_texts"]
@@ -339,13 +340,6 @@ def line_chart(
     return _svg("series", name, title, body)
 
 
-def _percentile(values: list[float], pct: float) -> float:
-    """As ``models.percentile`` on sorted ``values``, interpolating without overflow."""
-    rank = (len(values) - 1) * pct / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return _between(values[low], values[high], rank - low)
-
-
 def histogram(
     name: str,
     unit: str,
@@ -392,8 +386,8 @@ def histogram(
             f"{fmt_number(low_edge)}–{fmt_number(high_edge)}</title></rect>"
         )
     for label, value, kind in (
-        ("p50", _percentile(values, 50), "p50"),
-        ("p95", _percentile(values, 95), "p95"),
+        ("p50", percentile(values, 50), "p50"),
+        ("p95", percentile(values, 95), "p95"),
     ):
         px = frame.px(value)
         body.append(

@@ -15,7 +15,7 @@ from devicelab.errors import ConfigError
 from devicelab.harness import Harness, ProbeResult
 from devicelab.models import Check, TargetBook
 from devicelab.samplers.base import Sampler
-from devicelab.targets import column_for, judge, resolve
+from devicelab.targets import judge, resolve
 
 __all__ = [
     "AppState",
@@ -93,10 +93,6 @@ class ScenarioContext:
     say: Callable[[str], None] = field(default=lambda _text: None)
     app_state: AppState | None = None
     battery: Sampler | None = None
-
-    def own_column(self) -> str:
-        """The platform's own story column (web -> "web", phones -> "wifi")."""
-        return column_for(self.platform, None)
 
 
 def env_options[M: BaseModel](model: type[M], variables: Mapping[str, str], what: str) -> M:

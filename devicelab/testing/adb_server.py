@@ -17,23 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
+from devicelab.ports import free_port
 from devicelab.testing.fake_adbd import FakeAdbd
 
 __all__ = ["PrivateAdbServer", "adb_binaries", "free_port"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def adb_binaries() -> list[str]:
