@@ -47,16 +47,27 @@ def test_text_without_a_secret_is_kept() -> None:
         assert mask_secrets(text) == text
 
 
-def test_masking_a_megabyte_of_adversarial_text_is_linear() -> None:
-    for text in (
-        "password '" * 100_000,
-        "password E'\\" * 100_000,
-        "password $a" * 100_000,
-        "'password':" * 100_000,
-        "password:'" * 100_000,
-        "a: " * 350_000,
-        "sb_secret_" * 100_000,
-    ):
+def _fastest(text: str) -> float:
+    """The best of three timings of masking ``text`` (the least disturbed by other load)."""
+    times = []
+    for _ in range(3):
         started = time.perf_counter()
         mask_secrets(text)
-        assert time.perf_counter() - started < 0.9, text[:20]
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def test_masking_adversarial_text_grows_linearly() -> None:
+    # Eight times the text must cost about eight times as long, not 64 (quadratic
+    # backtracking): a ratio judges the scaling whatever the machine's speed or load.
+    for piece, count in (
+        ("password '", 12_500),
+        ("password E'\\", 12_500),
+        ("password $a", 12_500),
+        ("'password':", 12_500),
+        ("password:'", 12_500),
+        ("a: ", 43_750),
+        ("sb_secret_", 12_500),
+    ):
+        small, large = _fastest(piece * count), _fastest(piece * count * 8)
+        assert large < 24 * max(small, 1e-4), (piece, small, large)
