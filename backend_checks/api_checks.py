@@ -4,32 +4,42 @@ Three cases, in this order:
 
 - a Supabase project is given (URL, anon key, a test user): :func:`api_preflight` checks
   the stated plan against the load (a load the plan forbids is refused, exit 2) and signs
-  the user in (a wrong URL or password is known before anything else runs, exit 3); then
-  the checks run against it;
+  the user in (before anything else runs: a wrong URL, key or password is exit 2, an API
+  that is down, broken or rate-limiting exit 3; ``backend_checks.supabase_auth``, as for
+  ``backend load``); then the checks run against it;
 - the embedded default (no DSN): a reference server is started over the managed
   cluster for the length of the checks, with a generated user who is in a conversation;
 - a bare PostgreSQL DSN: there is no API to talk to, so the checks are skipped with a
   reason that says how to run them.
 
-This module also holds what both check modules share: the project and its test user's
-session, the loads, the plans, and the redaction of the project's secrets. The check
-modules import it; it imports them inside the functions that run them.
+This module also holds what both check modules share: the loads and the plans, and (from
+``backend_checks.supabase_auth``) the project, its test user's session and sign-in, and
+the redaction of the project's secrets. The check modules import it; it imports them
+inside the functions that run them.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import aiohttp
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend_checks.base_url import BASE_HINT, check_base_url
+from backend_checks.base_url import check_base_url
 from backend_checks.blocking import run_blocking
-from backend_checks.db import redact
-from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
+from backend_checks.supabase_auth import (
+    ApiUnreachable,
+    Session,
+    SignInRefused,
+    SupabaseProject,
+    answer,
+    public_url,
+    redact_known,
+    redact_secrets,
+    sign_in,
+)
+from devicelab.errors import BackendUnavailable, BadInput, DeviceLabError, UnsafeActionRefused
 from devicelab.models import Check
 
 __all__ = [
@@ -70,16 +80,6 @@ TEST_PASSWORD = "password123"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SupabaseProject(_Model):
-    """Where the checks run: a Supabase API (real or reference) and a test user."""
-
-    url: str = Field(description="API base URL, e.g. https://abc.supabase.co")
-    anon_key: str = Field(repr=False)
-    email: str = Field(description="a test user who is in at least one conversation")
-    password: str = Field(repr=False)
-    kind: Literal["reference", "supabase"] = "supabase"
 
 
 class PlanLimits(_Model):
@@ -171,132 +171,12 @@ def _larger_plan(load: RealtimeLoad) -> str:
             f"{load.rate_per_s:g} inserts/s")  # fmt: skip
 
 
-#: Secrets that may appear in an error's text: JWTs (Supabase keys and access tokens are
-#: JWTs) and the ``apikey`` query parameter of the websocket URL.
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_APIKEY = re.compile(r"(?P<pre>[?&](?:apikey|access_token|token)=)[^&\s'\"]*", re.I)
-
-
-def redact_secrets(text: str, project: SupabaseProject, *more: str) -> str:
-    """``text`` without the project's anon key, the test user's password, ``more`` (tokens),
-    any JWT, ``apikey=`` value or URL password: results.json and stdout carry error texts,
-    and aiohttp's carry the websocket URL with its ``?apikey=``."""
-    return redact_known(text, project.anon_key, project.password, *more)
-
-
-def redact_known(text: str, *secrets: str) -> str:
-    """``text`` without ``secrets`` (a key, a password, a token: each one of 4 characters
-    or more, wherever it appears, as an API's error may echo the request back), any JWT,
-    ``apikey=`` value or URL password. Returns the text to show."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    text = _APIKEY.sub(lambda m: m.group("pre") + "***", _JWT.sub("***", text))
-    return redact(text)
-
-
-def public_url(url: str) -> str:
-    """``url`` as results may show it: no user, no password, no query."""
-    return redact(url.split("?", 1)[0])
-
-
-class ApiUnreachable(BackendUnavailable):
-    """The API did not answer at all (refused, reset, timed out), as opposed to answering
-    no: during a run, the sign that it went away."""
-
-
-class Session(_Model):
-    """A signed-in test user: the JWT and the ids the checks write with."""
-
-    access_token: str = Field(repr=False)
-    user_id: str
-    conversation_id: str
-
-
-async def answer(resp: aiohttp.ClientResponse) -> tuple[int, Any]:
-    """(status, parsed JSON or None when the body is not JSON) of a response."""
-    text = await resp.text(errors="replace")
-    try:
-        return resp.status, json.loads(text)
-    except ValueError:  # an HTML error page of a proxy or a wrong URL
-        return resp.status, None
-
-
 def stall_timeout(seconds: float, *, total: float | None = None) -> aiohttp.ClientTimeout:
     """The timeout of a session of the API checks: a connect, and each wait for bytes of
     an answer, at most ``seconds`` (an API that stops answering ends the call, not the
     run: aiohttp's default waits 300 s a call); ``total`` bounds a whole call. Websockets
     are not cut: aiohttp lifts the read timeout once a socket is upgraded."""
     return aiohttp.ClientTimeout(total=total, sock_connect=seconds, sock_read=seconds)
-
-
-def _not_api(method: str, url: str, status: int, resp: aiohttp.ClientResponse) -> str:
-    kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
-    return f"{method} {public_url(url)} answered {status} ({kind}), not a Supabase API reply"
-
-
-async def sign_in(http: aiohttp.ClientSession, project: SupabaseProject) -> Session:
-    """Sign the test user in (password grant) and pick one of their conversations.
-
-    Raises BackendUnavailable when the API cannot be reached or answers what no Supabase
-    API would (HTML, a proxy's error page), the sign-in is refused or the user is in no
-    conversation. No message holds a secret.
-    """
-    base = project.url.rstrip("/")
-    headers = {"apikey": project.anon_key}
-    hint = "check --supabase-url: the project's API URL, e.g. https://<ref>.supabase.co"
-    try:
-        url = f"{base}/auth/v1/token?grant_type=password"
-        credentials = {"email": project.email, "password": project.password}
-        async with http.post(url, json=credentials, headers=headers) as resp:
-            status, body = await answer(resp)
-            if not isinstance(body, dict):
-                raise BackendUnavailable(_not_api("POST", url, status, resp), hint=hint)
-        if status != 200 or "access_token" not in body:
-            said = body.get("msg") or body.get("error_description") or body.get("message")
-            if status >= 500:
-                # The API is up but cannot answer (its database stopped, say): the
-                # credentials were never judged, so they are not what to check.
-                failed = f"sign-in of {project.email} failed ({status}): {said}"
-                raise BackendUnavailable(
-                    redact_secrets(failed, project),
-                    hint="the API answered a server error: check that it and its database "
-                    "run (for the managed cluster: a `devicelab backend stop` meanwhile?)",
-                )
-            if status == 404:  # no Auth there: the URL, not the credentials, is wrong
-                raise BackendUnavailable(
-                    f"the API at {public_url(base)} has no Auth endpoint"
-                    f" (/auth/v1/token: HTTP 404)",
-                    hint=BASE_HINT,
-                )
-            raise BackendUnavailable(
-                redact_secrets(
-                    f"sign-in of {project.email} at {public_url(base)} refused ({status}): {said}",
-                    project,
-                ),
-                hint="check the test user's email and password, and the anon key",
-            )
-        token, user_id = str(body["access_token"]), str((body.get("user") or {}).get("id"))
-        headers["Authorization"] = f"Bearer {token}"
-        url = f"{base}/rest/v1/conversations?select=id&limit=1"
-        async with http.get(url, headers=headers) as resp:
-            status, rows = await answer(resp)
-            if status != 200 or not isinstance(rows, list):
-                said = _not_api("GET", url, status, resp) if rows is None else f"{status}: {rows}"
-                raise BackendUnavailable(
-                    redact_secrets(f"reading the test user's conversations failed: {said}",
-                                   project, token),
-                    hint="the reference schema's tables and policies must be on the project",
-                )  # fmt: skip
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        what = redact_secrets(f"{type(exc).__name__}: {exc}", project)
-        raise ApiUnreachable(f"cannot reach {public_url(base)}: {what}", hint=hint) from None
-    if not rows:
-        raise BackendUnavailable(
-            f"{project.email} is in no conversation",
-            hint="seed data with `devicelab backend datagen`",
-        )
-    return Session(access_token=token, user_id=user_id, conversation_id=str(rows[0]["id"]))
 
 
 class StorageLoad(_Model):
@@ -329,7 +209,7 @@ class ApiOptions(BaseModel):
         return PLANS[self.plan] if self.plan else None
 
 
-def _errored(category: str, exc: BackendUnavailable) -> list[Check]:
+def _errored(category: str, exc: DeviceLabError) -> list[Check]:
     # A refusal (a wrong password) is no lost server: its own words and hint then.
     reason = (
         f"cannot measure: the API stopped answering during the run: {exc.message}"
@@ -385,11 +265,11 @@ def _run(
     # with the failure as their reason: the run's results are written, not dropped.
     try:
         checks = realtime_checks(project, options.realtime, plan, sql_dsn=sql_dsn)
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, SignInRefused) as exc:
         checks = _errored("realtime", exc)
     try:
         checks += storage_checks(project, options.storage)
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, SignInRefused) as exc:
         checks += _errored("storage", exc)
     api: dict[str, Any] = {"kind": project.kind, "url": api_url(project.url)}
     if project.kind == "reference":
@@ -408,8 +288,9 @@ def api_preflight(options: ApiOptions, *, embedded: bool = True) -> None:
     load, and the project answers and lets the test user sign in.
 
     Raises EnvironmentProblem (too few open files even at the hard limit), UnsafeActionRefused
-    (the plan forbids the load), BackendUnavailable (the API cannot be reached, is not a
-    Supabase API, or refuses the sign-in).
+    (the plan forbids the load), SignInRefused (exit 2: no Auth at the URL, not a Supabase
+    API, the key or the test user refused), BackendUnavailable (exit 3: the API cannot be
+    reached, rate-limits sign-ins or answers a server error).
     """
     from devicelab.fdlimit import ensure_open_files
 

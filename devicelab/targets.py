@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from devicelab.errors import ConfigError
 from devicelab.models import Check, CheckTarget, NetworkProfile, Target, TargetBook, summarize
 from devicelab.numbers import check_target_label, fmt_judged
 
@@ -99,16 +100,24 @@ def cell(book: TargetBook, check: str, column: str, platform: str | None = None)
 def backend_target(check: str, book: TargetBook | None = None) -> CheckTarget:
     """The backend row of ``check`` (profiles/targets.yaml unless ``book``) as a CheckTarget.
 
-    Raises KeyError when the book has no backend target for ``check``, ConfigError when
-    the file is wrong.
+    Raises ConfigError (exit 2) when the file is wrong, or when the book has no backend
+    row with a value for ``check`` (a user's own targets.yaml may leave one out): the
+    message names the file and the check, the hint the row to add.
     """
+    source = "the given targets"
     if book is None:
-        from devicelab.config import load_targets
+        from devicelab.config import find_file, load_targets
 
-        book = load_targets()
+        path = find_file("profiles/targets.yaml")
+        book, source = load_targets(path), str(path)
     row = resolve(book, check, "backend", "any")
     if row is None or row.value is None:
-        raise KeyError(f"no backend target for {check} in targets.yaml")
+        what = "no backend target" if row is None else "a backend row without a value"
+        raise ConfigError(
+            f"{source}: {what} for {check}",
+            hint=f"add a backend row for {check} to profiles/targets.yaml (platform: backend,"
+            " op, value, unit, source), as the shipped file has",
+        )
     return CheckTarget(op=row.op, value=row.value, unit=row.unit, source=row.source)
 
 

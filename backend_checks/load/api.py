@@ -35,10 +35,11 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend_checks.base_url import BASE_HINT, check_base_url
+from backend_checks.base_url import check_base_url
 from backend_checks.db import redact
 from backend_checks.load.models import ANON_KEY_ENV, PASSWORD_ENV
 from backend_checks.load.runner import LoadOptions, LoadProgress, LoadRun, LoadTarget, run_target
+from backend_checks.supabase_auth import TOKEN_PATH, SignInFlags, error_text, sign_in_error
 from devicelab.errors import BackendUnavailable, BadInput
 
 __all__ = [
@@ -86,9 +87,9 @@ def check_url(url: str) -> str:
 
 def _call(
     url: str, key: str, *, token: str | None = None, body: dict[str, Any] | None = None
-) -> tuple[int, Any]:
-    """The status and the JSON answer (None when not JSON) of one request. Raises
-    BackendUnavailable when the API cannot be reached."""
+) -> tuple[int, Any, str]:
+    """The status, the JSON answer (None when not JSON) and the content type of one
+    request. Raises BackendUnavailable when the API cannot be reached."""
     headers = {"apikey": key, "Authorization": f"Bearer {token or key}"}
     data = None
     if body is not None:
@@ -99,24 +100,25 @@ def _call(
         try:
             with urllib.request.urlopen(request, timeout=_PREFLIGHT_TIMEOUT_S) as response:
                 status, raw = response.status, response.read()
+                kind = response.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
+            kind = exc.headers.get("Content-Type", "")
     except (OSError, ValueError) as exc:  # refused, reset, timed out; an unreadable URL
         reason = getattr(exc, "reason", None) or exc
         base = url.split("/auth/v1", 1)[0].split("/rest/v1", 1)[0]
         raise BackendUnavailable(
             f"cannot reach the API at {redact(base)}: {reason}",
-            hint="check --url, and that the server is running",
+            hint=f"check {_FLAGS.url}, and that the server is running",
         ) from None
     try:
-        return status, json.loads(raw or b"null")
+        return status, json.loads(raw or b"null"), kind
     except ValueError:
-        return status, None
+        return status, None, kind
 
 
-#: Auth's answers to a wrong email or password (GoTrue: 400 invalid_grant /
-#: invalid_credentials, "Invalid login credentials").
-_BAD_LOGIN = ("invalid_credentials", "invalid_grant", "invalid login credentials")
+#: The options ``backend load`` takes the sign-in's inputs from, for the hints.
+_FLAGS = SignInFlags(url="--url", key="--anon-key", credentials="--test-password")
 
 
 def preflight(api: RestApi, email: str) -> None:
@@ -125,55 +127,27 @@ def preflight(api: RestApi, email: str) -> None:
 
     Raises BackendUnavailable (exit 3: unreachable, rate-limited, or an API that answers
     5xx: broken, or its database down) or BadInput (exit 2: a URL that is not the base
-    URL (404), the key refused, the user cannot sign in, no messaging schema).
+    URL (404), the key refused, the user cannot sign in, no messaging schema): the
+    sign-in's answer is read as ``backend check`` reads it
+    (:func:`backend_checks.supabase_auth.sign_in_error`). No message holds a secret.
     """
     base = api.base()
     shown = redact(base)
-    status, answer = _call(
-        f"{base}/auth/v1/token?grant_type=password",
+    status, answer, kind = _call(
+        f"{base}{TOKEN_PATH}?grant_type=password",
         api.anon_key,
         body={"email": email, "password": api.password},
     )
     # An API's error may echo the request (key, password, token) back: one line, no secret.
-    message = _text(answer, api.anon_key, api.password)
-    said = f"HTTP {status} {message}".strip()
-    if status == 429:
-        raise BackendUnavailable(
-            f"the API rate-limits sign-ins: {message}",
-            hint="raise Authentication > Rate Limits > sign-ins for the test, or wait",
-        )
-    if status >= 500:
-        raise BackendUnavailable(
-            f"the API at {shown} cannot sign users in: {said}",
-            hint="the server answers but is broken, or its database is down: check the"
-            " server and its database, then run again",
-        )
-    if status == 404:
-        raise BadInput(
-            f"the API at {shown} has no Auth endpoint (/auth/v1/token: HTTP 404)",
-            hint=BASE_HINT,
-        )
-    bad_login = any(marker in (message + str(answer)).lower() for marker in _BAD_LOGIN)
-    if not bad_login and (status == 401 or "api key" in message.lower()):
-        raise BadInput(
-            f"the API refused the anon key: {message}",
-            hint="give the project's anon key (--anon-key or SUPABASE_ANON_KEY)",
-        )
-    if bad_login or status in (400, 401, 422):
-        raise BadInput(
-            f"{email} cannot sign in: {said}",
-            hint="generate the test users (devicelab backend datagen), or give --test-password",
-        )
-    if status >= 400 or not isinstance(answer, dict) or "access_token" not in answer:
-        raise BadInput(
-            f"the API at {shown} did not answer the sign-in as Supabase Auth does: {said}",
-            hint=BASE_HINT,
-        )
+    refused = sign_in_error(status, answer, base=base, email=email, flags=_FLAGS,
+                            secrets=(api.anon_key, api.password), content_type=kind)  # fmt: skip
+    if refused is not None:
+        raise refused
     token = str(answer["access_token"])
-    status, listed = _call(
+    status, listed, _ = _call(
         f"{base}/rest/v1/conversation_list?select=*&limit=1", api.anon_key, token=token
     )
-    said = f"HTTP {status} {_text(listed, api.anon_key, api.password, token)}"
+    said = f"HTTP {status} {error_text(listed, api.anon_key, api.password, token)}"
     if status >= 500:
         raise BackendUnavailable(
             f"the API at {shown} cannot read conversation_list: {said}",
@@ -185,18 +159,6 @@ def preflight(api: RestApi, email: str) -> None:
             f"the API does not serve the messaging schema: {said}",
             hint="install it: devicelab backend datagen --allow-writes on the project's database",
         )
-
-
-def _text(answer: Any, *secrets: str) -> str:
-    """The error an API's JSON answer states, without ``secrets`` (it may echo the request
-    back), any JWT or password; cut to 200 characters after masking, so no piece of a
-    secret is left whole enough to show."""
-    from backend_checks.api_checks import redact_known
-
-    if isinstance(answer, dict):
-        keys = ("error_code", "code", "message", "msg", "error_description")
-        return redact_known(" ".join(str(answer[k]) for k in keys if answer.get(k)), *secrets)[:200]
-    return ""
 
 
 def run_rest_load(

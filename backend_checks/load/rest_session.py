@@ -161,6 +161,10 @@ class RestSession:
                 None,
             )
             if status >= 400:
+                # Not supabase_auth.sign_in_error: that is the one error a command ends with,
+                # and the preflight already read the first sign-in with it; in a load
+                # process a failed sign-in is a request counted by its kind (auth,
+                # rate_limited, unavailable), and only refused credentials stop the retries.
                 refused = status in (400, 401, 403, 422)
                 kind = "auth" if refused else classify_http(status, data.decode("utf-8", "replace"))
                 error = SessionError(kind, "sign-in " + _message(status, data))

@@ -1,7 +1,8 @@
 """One validator for a Supabase API's base URL (an outside tester's findings): ``backend
 check --supabase-url`` and ``backend load --url`` refuse the same URLs with the same
 words (exit 2, before any request), never show a password or a key's prefix; a URL that
-answers 404 on /auth/v1/token is named with its status, not blamed on the credentials.
+answers 404 on /auth/v1/token is named with its status, not blamed on the credentials,
+and is exit 2 for both (the URL is the user's to fix).
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ def not_found() -> Iterator[str]:
 def test_a_url_without_auth_is_named_with_its_status(not_found: str) -> None:
     url = f"{not_found}/proj/abc"
     done = _check(url)
-    assert done.returncode == 3, done.stderr
+    assert done.returncode == 2, done.stderr  # the URL is the user's to fix, as for load
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert url in done.stderr and "HTTP 404" in done.stderr, done.stderr
     assert "password" not in done.stderr  # the credentials were never judged
     loaded = _load(url)
+    assert loaded.returncode == 2, loaded.stderr
     assert url in loaded.stderr and "HTTP 404" in loaded.stderr, loaded.stderr
