@@ -403,15 +403,10 @@ class Lab:
         network: NetworkInfo | None,
         backend: BackendInfo | None,
     ) -> RunInfo:
-        if network is None:
-            network = NetworkInfo(
-                name=self.profile.id or self.profile.label,
-                rtt_ms=self.profile.rtt_ms,
-                down_kbps=self.profile.down_kbps,
-                up_kbps=self.profile.up_kbps,
-                loss_pct=self.profile.loss_pct,
-                jitter_ms=self.profile.jitter_ms,
-            )
+        if network is None:  # no proxy started: the profile alone, as `proxy check` says it
+            from devicelab.netshape.selfcheck import network_info
+
+            network = network_info(self.profile, measured=False)
         # A run of battery_drain alone (what `devicelab battery` starts on each phone) is the
         # contract's "battery" kind; any other plan is a device run.
         battery = [s.id for s in self.scenarios] == ["battery_drain"]

@@ -10,7 +10,7 @@ import typer
 
 if TYPE_CHECKING:
     from devicelab.models.network import NetworkProfile
-    from devicelab.models.results import AchievedNetwork, NetworkInfo
+    from devicelab.netshape.selfcheck import SelfCheck
 
 __all__ = ["register"]
 
@@ -95,67 +95,36 @@ def register(app: typer.Typer) -> None:
         Exit 1 when the link is off its profile beyond the self-check's tolerance.
         """
         from devicelab.config import network_profile
-        from devicelab.models.results import NetworkInfo
-        from devicelab.netshape.selfcheck import measure
+        from devicelab.netshape.selfcheck import self_check
 
         profile = network_profile(network)
-
-        def judged(achieved: AchievedNetwork) -> tuple[AchievedNetwork, NetworkInfo, list[str]]:
-            info = NetworkInfo(
-                name=network,
-                rtt_ms=profile.rtt if profile.shaped else None,
-                down_kbps=profile.down_kbps,
-                up_kbps=profile.up_kbps,
-                loss_pct=profile.loss_pct,
-                jitter_ms=profile.jitter_ms,
-                achieved=achieved if profile.shaped else None,
-            )
-            return achieved, info, info.off_profile()
-
-        achieved, info, off = judged(measure(profile))
-        if off:
-            # One busy second (another job's burst) read a 4g download at -15 %: a link is
-            # off only when a second measurement says so too.
-            achieved, info, off = judged(measure(profile))
-        verdict = ("fail" if off else "pass") if profile.shaped else "skip"
-        _print_check(profile, info, achieved, (verdict, off), as_json=as_json)
-        raise typer.Exit(1 if off else 0)
+        check = self_check(profile)
+        _print_check(profile, check, as_json=as_json)
+        raise typer.Exit(1 if check.off else 0)
 
 
-def _print_check(
-    profile: NetworkProfile,
-    info: NetworkInfo,
-    achieved: AchievedNetwork,
-    judged: tuple[str, list[str]],
-    *,
-    as_json: bool,
-) -> None:
+def _print_check(profile: NetworkProfile, check: SelfCheck, *, as_json: bool) -> None:
     from devicelab.netshape.selfcheck import RTT_METHOD, loss_bound_kbps
 
-    verdict, off = judged
-    bound = loss_bound_kbps(profile)
+    info, bound = check.network, loss_bound_kbps(profile)
     if not as_json:
-        _print_check_text(profile, info, achieved, judged, bound)
+        _print_check_text(profile, check, bound)
         return
     figures = {"rtt_ms": info.rtt_ms, "down_kbps": info.down_kbps, "up_kbps": info.up_kbps}
-    figures |= {"loss_pct": profile.loss_pct, "jitter_ms": profile.jitter_ms}
+    figures |= {"loss_pct": info.loss_pct, "jitter_ms": info.jitter_ms}
     out = {"network": info.name, "profile": figures, "rtt_method": RTT_METHOD}
     if bound is not None:
         out["loss_bound"] = {"down_kbps": bound[0], "up_kbps": bound[1]}
-    out |= {"achieved": achieved.model_dump(), "verdict": verdict, "off": off}
+    out |= {"achieved": check.achieved.model_dump(), "verdict": check.verdict, "off": check.off}
     typer.echo(json.dumps(out, indent=2))
 
 
 def _print_check_text(
-    profile: NetworkProfile,
-    info: NetworkInfo,
-    achieved: AchievedNetwork,
-    judged: tuple[str, list[str]],
-    bound: tuple[float | None, float | None] | None,
+    profile: NetworkProfile, check: SelfCheck, bound: tuple[float | None, float | None] | None
 ) -> None:
     from devicelab.netshape.selfcheck import RTT_METHOD
 
-    verdict, off = judged
+    info, achieved = check.network, check.achieved
     typer.echo(f"network {info.name} ({profile.label}); source: {profile.source}")
     typer.echo(f"{'':10} {'profile':>12} {'achieved':>12} {'error':>8}")
     for name, want, got in (
@@ -176,11 +145,11 @@ def _print_check_text(
             f"{_fmt(bound[1])} kbps up on this link (docs/netshape.md, Loss); "
             "rates are not judged"
         )
-    if verdict == "skip":
+    if check.verdict == "skip":
         typer.echo("verdict: skip (no shaping: nothing to hold the link to)")
-    elif off:
+    elif check.off:
         typer.echo("verdict: FAIL, the link is off its profile:")
-        for line in off:
+        for line in check.off:
             typer.echo(f"  {line}")
     else:
         typer.echo("verdict: pass (within tolerance: docs/netshape.md, Self-check)")

@@ -3,7 +3,8 @@
 Each client (source address) gets its own link (``link.Channel`` down and up); each of its
 connections is wrapped below mitmproxy's protocol layers (``transport``), so HTTP(S)
 requests and responses, WebSocket messages and raw TCP are all delayed, paced and shared
-fairly by the same model. Options are declared in ``load`` and validated in ``configure``:
+fairly by the same model. Options are declared in ``load`` and validated in ``configure``
+(their parsers in ``options``):
 
     netshape_profile     a NetworkProfile as JSON ("" = no shaping)
     netshape_allow       client networks allowed to use the proxy (CIDR); others are refused
@@ -15,7 +16,8 @@ fairly by the same model. Options are declared in ``load`` and validated in ``co
 Runtime control (no restart): change ``netshape_profile``, call ``go_offline`` /
 ``go_online``, or, from any allowed client, the control endpoint ``http://netshape.devicelab/``
 (``GET status``, ``GET records``, ``POST profile`` with a profile JSON body or the name of
-one of ``netshape_networks``, ``POST offline?seconds=N``, ``POST online``).
+one of ``netshape_networks``, ``POST offline?seconds=N``, ``POST online``), answered by
+``control``.
 
 Why below the protocol layers: mitmproxy's hooks see whole messages and cannot pause a
 streamed body, so pacing there would either buffer bodies or stack WebSocket messages.
@@ -28,25 +30,26 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 from mitmproxy.connection import Client
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from devicelab.models.network import NetworkProfile
-from devicelab.netshape import wsscheme
-from devicelab.netshape.link import Channel, Shape
+from devicelab.netshape import control, wsscheme
+from devicelab.netshape.link import Channel, Shape, shapes_of
 from devicelab.netshape.options import (
     CONTROL_HOST,
+    DEFAULT_ALLOW,
     bad_option,
+    check_offline_seconds,
     parse_aliases,
     parse_allow,
     parse_networks,
@@ -66,7 +69,6 @@ __all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "check_offline_seconds",
 
 logger = logging.getLogger("devicelab.netshape")
 
-DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 # mitmproxy hands a new connection over a few milliseconds after accepting it; bytes the
 # device sent at once are taken from the accept, up to this long before (a bound on a
 # clock step, not on mitmproxy).
@@ -74,20 +76,6 @@ _ACCEPT_LAG_MAX_S = 0.05
 #: Refused clients counted (for their log lines) before the count starts again.
 _REFUSED_KEPT = 4096
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def shapes_of(profile: NetworkProfile | None) -> tuple[Shape, Shape]:
-    """The (downlink, uplink) shapes of ``profile``; transparent for None or unshaped.
-
-    The profile's jitter is the variation of the round trip: each direction gets jitter/√2.
-    """
-    if profile is None or not profile.shaped or profile.offline:
-        return Shape(), Shape()
-    jitter = profile.jitter_ms / 1000 / math.sqrt(2)
-    loss, rtt = profile.loss_pct / 100, profile.rtt / 1000
-    down = Shape((profile.down_delay_ms or 0) / 1000, profile.down_bytes_per_s, jitter, loss, rtt)
-    up = Shape((profile.up_delay_ms or 0) / 1000, profile.up_bytes_per_s, jitter, loss, rtt)
-    return down, up
 
 
 #: Bytes of WebSocket history kept per flow, beside the message count (the newest message
@@ -113,18 +101,6 @@ class _Connection:
     servers: dict[str, HeldWriter] = field(default_factory=dict)
     # Flow id -> the writer's offset where its response head starts.
     heads: dict[str, int] = field(default_factory=dict)
-
-
-def check_offline_seconds(seconds: object) -> None:
-    """Raise ValueError unless ``seconds`` is None (until told) or a positive number: -3,
-    NaN or infinity would cut every connection and come back at once, or never; "5" (a
-    TypeError further on) and True (taken as 1 s) are not numbers here."""
-    if seconds is None:
-        return
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise ValueError(f"offline seconds must be a positive number, not {seconds!r}")
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"offline seconds must be a positive number, not {seconds:g}")
 
 
 class NetShape:
@@ -405,7 +381,7 @@ class NetShape:
     def request(self, flow: http.HTTPFlow) -> None:
         """Answer the control endpoint."""
         if flow.request.pretty_host == CONTROL_HOST:
-            self._control(flow)
+            control.answer(self, flow, self._networks)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Stream the body (paced by the link) and time the first byte at the device."""
@@ -491,51 +467,6 @@ class NetShape:
         self._ws_records.pop(flow.id, None)
         if flow.websocket is not None:
             flow.websocket.messages.clear()
-
-    # --- control endpoint ---------------------------------------------------------------
-    def _control(self, flow: http.HTTPFlow) -> None:
-        req = flow.request
-        action = req.path.split("?")[0].strip("/")
-        status, body = 200, cast(dict[str, Any], {"ok": True})
-        try:
-            if action == "status" and req.method == "GET":
-                body = self.status()
-            elif action == "records" and req.method == "GET":
-                body = {"records": [r.to_dict() for r in self._records]}
-            elif action == "profile" and req.method == "POST":
-                options: Any = ctx.options
-                options.update(netshape_profile=self._profile_text(req.get_text() or ""))
-            elif action == "offline" and req.method == "POST":
-                seconds = req.query.get("seconds")
-                self.go_offline(float(seconds) if seconds else None)
-            elif action == "online" and req.method == "POST":
-                self.go_online()
-            else:
-                status, body = 404, {"error": f"no control action {req.method} /{action}"}
-        except (exceptions.OptionsError, ValueError) as exc:
-            status, body = 400, {"error": str(exc)}
-        flow.response = http.Response.make(
-            status, json.dumps(body), {"content-type": "application/json"}
-        )
-
-    def _profile_text(self, body: str) -> str:
-        """The profile JSON a ``POST profile`` body asks for: the body itself (a profile),
-        the profile of that name, or "" for "none" (no shaping). Raises ValueError (an
-        unknown name, or no body: a bare ``curl -X POST`` must not switch shaping off)."""
-        name = body.strip()
-        if name.startswith("{"):
-            return body
-        if name == "none" and name not in self._networks:
-            return ""
-        if name not in self._networks:
-            known = ", ".join(sorted(self._networks)) or "none (give a profile as JSON)"
-            if not name:
-                raise ValueError(
-                    f"say which network: a name (known: {known}), 'none' for no shaping, "
-                    "or a profile as JSON"
-                )
-            raise ValueError(f"unknown network {name!r}; known: {known}")
-        return self._networks[name].model_dump_json()
 
     def status(self) -> dict[str, Any]:
         """The addon's state as a JSON-ready dict (profile, offline, links)."""

@@ -26,8 +26,12 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["SEGMENT_BYTES", "Channel", "Pipe", "PreciseTimer", "Shape"]
+if TYPE_CHECKING:
+    from devicelab.models.network import NetworkProfile
+
+__all__ = ["SEGMENT_BYTES", "Channel", "Pipe", "PreciseTimer", "Shape", "shapes_of"]
 
 SEGMENT_BYTES = 1460
 # The scheduler commits bytes this far ahead of the clock: fewer wake-ups, and a newcomer
@@ -99,6 +103,20 @@ class Shape:
         if self.rate is None:
             return 8 << 20
         return max(256 << 10, int(2 * self.rate * (self.delay_s + 0.1)))
+
+
+def shapes_of(profile: NetworkProfile | None) -> tuple[Shape, Shape]:
+    """The (downlink, uplink) shapes of ``profile``; transparent for None or unshaped.
+
+    The profile's jitter is the variation of the round trip: each direction gets jitter/√2.
+    """
+    if profile is None or not profile.shaped or profile.offline:
+        return Shape(), Shape()
+    jitter = profile.jitter_ms / 1000 / math.sqrt(2)
+    loss, rtt = profile.loss_pct / 100, profile.rtt / 1000
+    down = Shape((profile.down_delay_ms or 0) / 1000, profile.down_bytes_per_s, jitter, loss, rtt)
+    up = Shape((profile.up_delay_ms or 0) / 1000, profile.up_bytes_per_s, jitter, loss, rtt)
+    return down, up
 
 
 class Pipe:

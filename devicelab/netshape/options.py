@@ -1,11 +1,14 @@
-"""Parsing and validating the NetShape addon's option values (see ``addon``): each parser
-returns the value ready to use or raises mitmproxy's OptionsError with the option's name."""
+"""The NetShape addon's options (see ``addon``): each declared once (``declare``, with its
+type, default and help) beside the parser of its value, which returns the value ready to
+use or raises mitmproxy's OptionsError with the option's name; and the check of the
+seconds ``go_offline`` takes (the control endpoint's ``offline?seconds=N``)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from mitmproxy import exceptions
@@ -15,7 +18,10 @@ from devicelab.models.network import NetworkProfile
 
 __all__ = [
     "CONTROL_HOST",
+    "DEFAULT_ALLOW",
     "bad_option",
+    "check_offline_seconds",
+    "dump_networks",
     "parse_aliases",
     "parse_allow",
     "parse_networks",
@@ -24,12 +30,26 @@ __all__ = [
 
 #: The host of the proxy's own control endpoint.
 CONTROL_HOST = "netshape.devicelab"
+#: ``netshape_allow``'s default: clients on this machine only.
+DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 
 
 def bad_option(message: str) -> Exception:
     """mitmproxy's OptionsError (untyped in mitmproxy) carrying ``message``."""
     error: Any = exceptions.OptionsError
     return cast(Exception, error(message))
+
+
+def check_offline_seconds(seconds: object) -> None:
+    """Raise ValueError unless ``seconds`` is None (until told) or a positive number: -3,
+    NaN or infinity would cut every connection and come back at once, or never; "5" (a
+    TypeError further on) and True (taken as 1 s) are not numbers here."""
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ValueError(f"offline seconds must be a positive number, not {seconds!r}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"offline seconds must be a positive number, not {seconds:g}")
 
 
 def parse_profile(text: str) -> NetworkProfile | None:
@@ -66,6 +86,14 @@ def parse_networks(text: str) -> dict[str, NetworkProfile]:
         return {str(k): NetworkProfile.model_validate(v) for k, v in raw.items()}
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise bad_option(f"netshape_networks: {exc}") from exc
+
+
+def dump_networks(networks: Mapping[str, NetworkProfile]) -> str:
+    """``netshape_networks`` as given to mitmproxy or the serve process: the JSON that
+    ``parse_networks`` reads ("" for none)."""
+    if not networks:
+        return ""
+    return json.dumps({k: v.model_dump(mode="json") for k, v in networks.items()})
 
 
 def parse_aliases(entries: Sequence[str]) -> dict[str, str]:

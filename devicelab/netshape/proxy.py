@@ -20,20 +20,20 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem
+from devicelab.errors import BadInput, EnvironmentProblem
 from devicelab.models.network import NetworkProfile
 from devicelab.netshape import ca
 from devicelab.netshape.addon import DEFAULT_ALLOW, NetShape, check_offline_seconds
+from devicelab.netshape.options import dump_networks
+from devicelab.netshape.proxy_process import forward_log, serve_argv, start_error
+from devicelab.netshape.proxy_thread import LISTEN_ERRORS, Ready, run_in
 from devicelab.netshape.records import FlowRecord
 
 __all__ = ["DEFAULT_CONFDIR", "ShapedProxy"]
@@ -41,19 +41,7 @@ __all__ = ["DEFAULT_CONFDIR", "ShapedProxy"]
 DEFAULT_CONFDIR = "~/.mitmproxy"
 _START_TIMEOUT_S = 15.0
 _CONTROL_TIMEOUT_S = 30.0
-_log = logging.getLogger("devicelab.netshape")
 _in_process_lock = threading.Lock()
-
-
-class _ListenErrorFilter(logging.Filter):
-    """Drops mitmproxy's own log line about a port it cannot bind: ``start()`` raises the
-    same failure as one line of ours (mitmproxy's adds advice about its own CLI)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "failed to listen" not in record.getMessage()
-
-
-_LISTEN_ERRORS = _ListenErrorFilter()
 
 
 class ShapedProxy:
@@ -256,7 +244,7 @@ class ShapedProxy:
         from mitmproxy.addons import core, next_layer, onboarding, proxyserver, tlsconfig
 
         self._loop = asyncio.get_running_loop()
-        logging.getLogger("mitmproxy.addons.proxyserver").addFilter(_LISTEN_ERRORS)  # once
+        logging.getLogger("mitmproxy.addons.proxyserver").addFilter(LISTEN_ERRORS)  # once
         opts = options.Options()
         self._master = master.Master(opts)
         # A lean set of mitmproxy's addons: the proxy server, TLS interception (so HTTPS is
@@ -271,7 +259,7 @@ class ShapedProxy:
         self._master.addons.add(
             *(make() for make in mitm_addons),
             self.addon,
-            _Ready(self._ready, self.host, self.port),
+            Ready(self._ready, self.host, self.port),
         )
         settings: Any = opts
         addon_log, held = logging.getLogger("mitmproxy.addonmanager"), ca.HeldErrors()
@@ -286,7 +274,7 @@ class ShapedProxy:
                 netshape_allow=self.allow,
                 netshape_ws_history=self.ws_history,
                 netshape_aliases=[f"{k}={v}" for k, v in self.aliases.items()],
-                netshape_networks=self._networks_json(),
+                netshape_networks=dump_networks(self.networks),
                 ssl_insecure=not self.verify_upstream,
                 http2=self.http2,
             )
@@ -324,7 +312,7 @@ class ShapedProxy:
                 self._master.shutdown()
 
             pending = shutdown()
-            if not _run_in(loop, thread, pending, timeout=10):
+            if not run_in(loop, thread, pending, timeout=10):
                 # It ran, or the loop ended without running it (it was shutting down on its
                 # own, e.g. after failing to listen): nothing runs it now. Closing it is a
                 # no-op in the first case, and spares the "never awaited" warning in the
@@ -337,30 +325,9 @@ class ShapedProxy:
             self._holds_lock = False
             _in_process_lock.release()
 
-    def _networks_json(self) -> str:
-        if not self.networks:
-            return ""
-        return json.dumps({k: v.model_dump(mode="json") for k, v in self.networks.items()})
-
     # --- subprocess mode ----------------------------------------------------------------
     def _start_subprocess(self) -> None:
-        argv = [sys.executable, "-m", "devicelab.netshape.serve"]
-        argv += ["--listen", f"{self.host}:{self.port}", "--confdir", str(self.confdir)]
-        argv += ["--profile-json", self.profile.model_dump_json() if self.profile else ""]
-        argv += ["--ws-history", str(self.ws_history), "--parent-pid", str(os.getpid())]
-        if not self.verify_upstream:
-            argv.append("--no-verify-upstream")
-        if self.upstream_ca:
-            argv += ["--upstream-ca", self.upstream_ca]
-        if not self.http2:
-            argv.append("--no-http2")
-        for cidr in self.allow:
-            argv += ["--allow", cidr]
-        for name, host in self.aliases.items():
-            argv += ["--alias", f"{name}={host}"]
-        if self.networks:
-            argv += ["--networks-json", self._networks_json()]
-        argv.append("--control-stdio")
+        argv = serve_argv(self)
         self._process = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -378,13 +345,13 @@ class ShapedProxy:
             stderr = self._process.stderr
             err = stderr.read() if stderr and self._process.poll() is not None else ""
             self._stop_subprocess()
-            raise _start_error(err or line)
+            raise start_error(err or line)
         host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         # Its log goes on to ours as it comes: a pipe nobody reads fills at 64 KB (some
         # 900 "refused client" lines), and then the proxy blocks on its next log line.
         self._forwarder = threading.Thread(
-            target=_forward_log, args=(self._process,), name="netshape-log", daemon=True
+            target=forward_log, args=(self._process,), name="netshape-log", daemon=True
         )
         self._forwarder.start()
 
@@ -450,98 +417,6 @@ def _import_mitmproxy_addons() -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ldap3(\.|$)")
         import mitmproxy.addons  # noqa: F401
-
-
-def _run_in(
-    loop: asyncio.AbstractEventLoop, thread: threading.Thread, coro: Any, *, timeout: float
-) -> bool:
-    """Run ``coro`` in ``loop`` (served by ``thread``) and wait for it, but no longer than
-    the loop lives. Returns True only when it may still be running in the loop after
-    ``timeout`` seconds; its own errors are not raised."""
-    try:
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-    except RuntimeError:  # the loop is closed
-        return False
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        if not thread.is_alive():
-            return False  # the loop ended with it still queued
-        if time.monotonic() > deadline:
-            return True
-        with contextlib.suppress(Exception):  # a timeout, or its own error: done either way
-            future.result(timeout=0.05)
-    return False
-
-
-class _Ready:
-    """Reports the listening address (or the failure to listen) once mitmproxy runs."""
-
-    def __init__(self, ready: Future[tuple[str, int]], host: str, port: int) -> None:
-        self._ready, self._host, self._port = ready, host, port
-
-    def running(self) -> None:
-        from mitmproxy import ctx
-
-        master: Any = ctx.master
-        proxyserver = master.addons.get("proxyserver")
-        addrs = proxyserver.listen_addrs()
-        if addrs:
-            self._ready.set_result((self._host, int(addrs[0][1])))
-            return
-        errors = [_why(s.last_exception) for s in proxyserver.servers if s.last_exception]
-        self._ready.set_exception(
-            EnvironmentProblem(
-                f"cannot listen on {self._host}:{self._port}: {'; '.join(errors) or 'unknown'}",
-                hint="pick a free port (0 picks one) and a local address",
-            )
-        )
-        master.shutdown()
-
-
-def _why(exc: BaseException) -> str:
-    """The reason a server could not listen, in a few words ("address already in use")."""
-    if isinstance(exc, socket.gaierror):  # its errno is getaddrinfo's, not the OS's
-        return f"no such address ({exc.strerror or exc})".lower()
-    if isinstance(exc.__cause__, socket.gaierror):  # mitmproxy's OSError copies that errno
-        return _why(exc.__cause__)
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno).lower()
-    if isinstance(exc.__cause__, OSError):  # mitmproxy's wrapper around asyncio's error
-        return _why(exc.__cause__)
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _start_error(text: str) -> DeviceLabError:
-    """The subprocess's own error line as ours: its exit class and its hint kept (a bad
-    option is BadInput, as in thread mode), its info lines left out."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("netshape: error: ")]
-    last = (errors or lines or ["no output"])[-1].removeprefix("netshape: error: ")
-    # Its one_line(): "message (hint: hint)"; ours would add a second hint to it.
-    message, has_hint, hint = last.partition(" (hint: ")
-    hint = hint.removesuffix(")") if has_hint else ""
-    if "bad proxy option" in message or "bad profile" in message:
-        return BadInput(message[-400:], hint=hint or "see the option's help")
-    return EnvironmentProblem(
-        f"the proxy subprocess did not start: {message[-400:]}",
-        hint=hint or "is the port free and the address local?",
-    )
-
-
-def _forward_log(process: subprocess.Popen[str]) -> None:
-    """The subprocess's log lines to our ``devicelab.netshape`` logger, until it ends."""
-    stream = process.stderr
-    if stream is None:
-        return
-    levels = logging.getLevelNamesMapping()
-    with stream, contextlib.suppress(OSError, ValueError):  # ends as the proxy stops
-        for line in stream:
-            text = line.rstrip().removeprefix("netshape: ")
-            name, _, message = text.partition(" ")
-            if name in levels and message:
-                _log.log(levels[name], "%s", message)
-            elif text:
-                _log.info("%s", text)
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:

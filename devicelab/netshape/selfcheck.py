@@ -19,21 +19,27 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from devicelab.errors import BadInput, ProbeFailed
 from devicelab.models.network import NetworkProfile
 from devicelab.models.results import AchievedNetwork, NetworkInfo
 from devicelab.netshape.link import SEGMENT_BYTES
 from devicelab.netshape.loopback import LoopbackServer, ProxyClient
-from devicelab.netshape.proxy import ShapedProxy
+
+if TYPE_CHECKING:
+    from devicelab.netshape.proxy import ShapedProxy
 
 __all__ = [
     "RTT_METHOD",
+    "SelfCheck",
     "link_rtt",
     "loss_bound_kbps",
     "measure",
     "measure_through",
     "network_info",
+    "self_check",
     "transfer_size",
 ]
 
@@ -148,24 +154,81 @@ def measure(profile: NetworkProfile, proxy: ShapedProxy | None = None) -> Achiev
         )
     if proxy is not None:
         return measure_through(proxy.host, proxy.port, profile)
+    # Imported here: results.json's run.network (``network_info``) needs no mitmproxy.
+    from devicelab.netshape.proxy import ShapedProxy
+
     # A separate process, as a device sees it: in-process, the GIL would add its own delay.
     with ShapedProxy(profile, host="127.0.0.1", port=0, mode="subprocess") as started:
         return measure_through(started.host, started.port, profile)
 
 
-def network_info(profile: NetworkProfile, proxy: ShapedProxy | None = None) -> NetworkInfo:
+def network_info(
+    profile: NetworkProfile, proxy: ShapedProxy | None = None, *, measured: bool = True
+) -> NetworkInfo:
     """``run.network`` of results.json: the profile and, when shaped, what it achieved.
 
-    ``achieved`` is measured through ``proxy`` (or a fresh loopback proxy); it is None for
-    an unshaped or offline profile. Raises as ``measure`` does.
+    The one place a NetworkInfo is made of a profile, so that ``proxy check --json`` and
+    a run's results.json describe a profile alike. ``rtt_ms`` is None (null) with no
+    shaped link (``none``, ``offline``), 0 for a shaped profile that adds no delay (a
+    missing RTT reads as 0, and is judged as 0); ``down_kbps`` / ``up_kbps`` are None when
+    unlimited.
+
+    ``achieved`` is measured through ``proxy`` (or a fresh loopback proxy) when
+    ``measured``; it is None for an unshaped or offline profile, or when not ``measured``
+    (nothing is started then). Raises as ``measure`` does.
     """
-    achieved = measure(profile, proxy) if profile.shaped and not profile.offline else None
+    shaped = profile.shaped and not profile.offline
+    achieved = measure(profile, proxy) if measured and shaped else None
     return NetworkInfo(
         name=profile.id or profile.label,
-        rtt_ms=profile.rtt_ms,
+        # A shaped link without a delay keeps its 0: its RTT is still held to the proxy's
+        # own overhead; with no link at all (none, offline) there is no figure.
+        rtt_ms=profile.rtt_ms if shaped else None,
         down_kbps=profile.down_kbps,
         up_kbps=profile.up_kbps,
         loss_pct=profile.loss_pct,
         jitter_ms=profile.jitter_ms,
         achieved=achieved,
     )
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """What ``self_check`` found: ``network`` is the profile as results.json writes it,
+    with the achieved figures (measured for ``none`` too: what the bare proxy does);
+    ``verdict`` pass|fail|skip (skip: an unshaped profile, nothing to hold the link to);
+    ``off`` one line per figure off the profile (``NetworkInfo.off_profile``)."""
+
+    network: NetworkInfo
+    verdict: Literal["pass", "fail", "skip"]
+    off: list[str]
+
+    @property
+    def achieved(self) -> AchievedNetwork:
+        """The achieved figures (always measured by ``self_check``)."""
+        assert self.network.achieved is not None
+        return self.network.achieved
+
+
+def self_check(profile: NetworkProfile) -> SelfCheck:
+    """Measure ``profile`` through a fresh loopback proxy and judge the link against it.
+
+    A link found off is measured once more and is off only when the second measurement
+    says so too. Returns the SelfCheck; raises as ``measure`` does (BadInput for the
+    offline profile, ProbeFailed, EnvironmentProblem).
+    """
+    described = network_info(profile, measured=False)
+
+    def judged() -> tuple[NetworkInfo, list[str]]:
+        network = described.model_copy(update={"achieved": measure(profile)})
+        return network, network.off_profile() if profile.shaped else []
+
+    network, off = judged()
+    if off:
+        # One busy second (another job's burst) read a 4g download at -15 %: a link is
+        # off only when a second measurement says so too.
+        network, off = judged()
+    verdict: Literal["pass", "fail", "skip"] = "skip"
+    if profile.shaped:
+        verdict = "fail" if off else "pass"
+    return SelfCheck(network, verdict, off)
