@@ -5,8 +5,11 @@ pg_stat_statements outliers are read across all roles (API traffic runs as
 ``authenticated``, not as the role devicelab connects with), and only statements called a
 few times count: a one-off (a data load, an index build) is not an outlier. Nor are the
 statements of devicelab's data generator, however often it ran: they touch its staging
-schema, its ``_dl_`` helper tables or ``devicelab_meta``. Sizes and bloat leave that
-scratch out too (and temporary tables, other sessions' scratch).
+schema, its ``_dl_`` helper tables or ``devicelab_meta``; nor those only devicelab's
+checks send (the plan suite's EXPLAIN, the proofs' HypoPG calls and scratch copies). The
+timings are cumulative: the reason says since when (a datagen resets its database's; see
+:mod:`backend_checks.statement_history`). Sizes and bloat leave devicelab's scratch out
+too (and temporary tables, other sessions' scratch).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from backend_checks.datagen import META_TABLE, STAGE_SCHEMA
 from backend_checks.db import redact_sql
 from backend_checks.nested_stats import HIDDEN_QUERY
 from backend_checks.reasons import holds, judged_reason
+from backend_checks.statement_history import statements_since
 from backend_checks.stats_window import OWN_SCRATCH, SYSTEM_SCHEMAS
 from devicelab.models import Check, CheckTarget
 from devicelab.numbers import fmt_value
@@ -46,6 +50,16 @@ _MAY_VACUUM_17 = """(has_table_privilege(c.oid, 'MAINTAIN')
 #: A statement of devicelab's data generator (a regular expression, case-insensitive): it
 #: touches the staging schema, a ``_dl_`` helper table or the meta table, never the app's.
 _OWN_STATEMENT = rf"{STAGE_SCHEMA}\.|\m{META_TABLE.rsplit('.', maxsplit=1)[-1]}\M|\m_dl_[a-z]"
+#: A statement only devicelab's checks send, never the app: the plan suite's EXPLAIN
+#: (ANALYZE ...) as the app role and as the owner (before PostgreSQL 18 the statement it
+#: explains is recorded under the EXPLAIN's text too, toplevel = false), the proofs'
+#: HypoPG calls, scratch copy (``devicelab_scratch``) and rolled-back probe indexes
+#: (``devicelab_probe_<n>``), and the switching on of auto_explain for nested plans. Left
+#: in, one check on a database missing an index left its plans "slow" for every later run.
+_OWN_CHECK_STATEMENT = (
+    r"^\s*EXPLAIN\M|\mhypopg|\mdevicelab_(scratch|probe_[0-9])|^\s*LOAD\s+'auto_explain'"
+    r"|^\s*SET\s+(LOCAL\s+)?auto_explain\."
+)
 
 
 def _may_vacuum(conn: psycopg.Connection[Any]) -> str:
@@ -287,9 +301,12 @@ def slow_queries(
     """pg_stat_statements outliers across all roles: statements called at least
     ``min_calls`` times with a mean above ``mean_ms`` (the story's 100 ms) fail. Other
     roles' statements whose text the role may not read are named with the grant that
-    shows them. devicelab's data generator's statements (:data:`_OWN_STATEMENT`) are left
-    out, however often datagen ran, and counted in the evidence
-    (``devicelab_statements_left_out``). Returns the Check (``skip`` without
+    shows them. devicelab's own statements (its data generator's, :data:`_OWN_STATEMENT`,
+    and those only its checks send, :data:`_OWN_CHECK_STATEMENT`) are left out, however
+    often they ran, and counted in the evidence (``devicelab_statements_left_out``, by
+    kind in ``devicelab_left_out``). The timings are cumulative: the evidence's
+    ``stats_since`` and the reason say since when, when it can be read, and a failing
+    reason names the reset that starts them afresh. Returns the Check (``skip`` without
     pg_stat_statements); raises nothing of pg_stat_statements' own."""
     import psycopg
 
@@ -308,6 +325,13 @@ def slow_queries(
         "unit": "ms",
         "target": target,
     }
+    ours = {
+        "datagen": _OWN_STATEMENT,
+        "checks": _OWN_CHECK_STATEMENT,
+        "any": f"{_OWN_STATEMENT}|{_OWN_CHECK_STATEMENT}",
+        "calls": min_calls,
+        "ms": mean_ms,
+    }
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
@@ -317,16 +341,22 @@ def slow_queries(
                 f"""SELECT r.rolname, s.calls, s.mean_exec_time, s.max_exec_time,
                           s.total_exec_time, left(s.query, 300), quote_ident(current_user)
                    FROM pg_stat_statements s LEFT JOIN pg_roles r ON r.oid = s.userid
-                   WHERE {here} AND NOT coalesce(s.query ~* %(ours)s, false)
+                   WHERE {here} AND NOT coalesce(s.query ~* %(any)s, false)
                    ORDER BY s.mean_exec_time DESC LIMIT 50""",
-                {"ours": _OWN_STATEMENT},
+                ours,
             ).fetchall()
-            ours = conn.execute(
-                f"""SELECT count(*), count(*) FILTER (WHERE s.calls >= %(calls)s
-                                                      AND s.mean_exec_time > %(ms)s)
-                    FROM pg_stat_statements s WHERE {here} AND s.query ~* %(ours)s""",
-                {"ours": _OWN_STATEMENT, "calls": min_calls, "ms": mean_ms},
+            # A statement of both kinds (an EXPLAIN of devicelab_meta) counts as datagen's.
+            counted = conn.execute(
+                f"""SELECT count(*) FILTER (WHERE s.query ~* %(datagen)s),
+                           count(*) FILTER (WHERE s.query ~* %(datagen)s AND slow),
+                           count(*) FILTER (WHERE s.query !~* %(datagen)s),
+                           count(*) FILTER (WHERE s.query !~* %(datagen)s AND slow)
+                    FROM (SELECT s.query, s.calls >= %(calls)s AND s.mean_exec_time > %(ms)s
+                          FROM pg_stat_statements s
+                          WHERE {here} AND s.query ~* %(any)s) AS s (query, slow)""",
+                ours,
             ).fetchone()
+            since = statements_since(conn)
     except psycopg.Error as exc:
         return Check(
             **base,
@@ -351,14 +381,25 @@ def slow_queries(
     evidence: dict[str, Any] = {"outliers": outliers, "top": top[:15], "min_calls": min_calls}
     reason = judged_reason(said, value, "ms", target, why)
     # Our own loads would otherwise become "outliers" from the fifth datagen on a reused
-    # server (where datagen may not stop pg_stat_statements from recording them).
-    left_out, slow_left_out = ours if ours else (0, 0)
-    evidence["devicelab_statements_left_out"] = left_out
-    evidence["devicelab_slow_statements_left_out"] = slow_left_out
-    if slow_left_out:
+    # server (where datagen may not stop pg_stat_statements from recording them), and one
+    # check's plans on a broken database would stay "slow" for every check after it.
+    dg_all, dg_slow, ck_all, ck_slow = counted if counted else (0, 0, 0, 0)
+    evidence["devicelab_statements_left_out"] = dg_all + ck_all
+    evidence["devicelab_slow_statements_left_out"] = dg_slow + ck_slow
+    evidence["devicelab_left_out"] = {
+        "datagen": {"statements": dg_all, "slow": dg_slow},
+        "checks": {"statements": ck_all, "slow": ck_slow},
+    }
+    if dg_slow:
         reason += (
-            f"; {fmt_value(slow_left_out, 'statements')} of devicelab's data generator "
+            f"; {fmt_value(dg_slow, 'statements')} of devicelab's data generator "
             f"(mean > {mean_ms:g} ms) left out: a data load, not the app's"
+        )
+    if ck_slow:
+        reason += (
+            f"; {fmt_value(ck_slow, 'statements')} only devicelab's checks send (EXPLAIN "
+            f"ANALYZE of the plan suite, index proofs; mean > {mean_ms:g} ms) left out: "
+            "not the app's"
         )
     reported = {id(q): q for q in top[:15] + outliers}.values()
     hidden = sum(1 for q in reported if q["query"] == HIDDEN_QUERY)
@@ -373,6 +414,9 @@ def slow_queries(
             f"; {fmt_value(hidden, 'statements')} of other roles show as {HIDDEN_QUERY}, "
             f"their text hidden from {user}: {grant} (Supabase: the postgres role has it)"
         )
+    evidence["stats_since"] = since.at.isoformat() if since.at else None
+    evidence["stats_since_by"] = since.by or None
+    reason += since.said(failed=bool(outliers))
     return Check(
         **base,
         status="fail" if outliers else "pass",
