@@ -1,7 +1,13 @@
 """The checks of the query suite's results: one per query (its time against the
 story's target, with its plans as evidence) and ``seq_scans`` (sequential scans of
 big tables, with proven index suggestions); and what index_usage needs to know of the
-plans (an index the planner rightly passed over, a key another index already serves)."""
+plans (an index the planner rightly passed over, a key another index already serves).
+
+A query whose timed runs miss the target by a small margin (at most ``MARGINAL_MISS``
+times it) is timed once more and judged on the second series (:func:`time_confirmed`):
+one or two CPU-scheduling spikes among 20 runs push a healthy query's p95 over, while a
+real regression misses twice. A gross miss (a missing index: 10-100x) is not re-timed.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +16,27 @@ from typing import TYPE_CHECKING, Any
 from backend_checks import health
 from backend_checks.reasons import judged_reason
 from backend_checks.suggest import Suggestion, covering_index
-from backend_checks.suite import QueryRun, QuerySpec, timeout_ms
+from backend_checks.suite import FirstSeries, QueryRun, QuerySpec, time_query, timeout_ms
 from devicelab.models import Check, CheckTarget, Target
+from devicelab.numbers import fmt_judged
 from devicelab.targets import backend_target
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
+    "MARGINAL_MISS",
+    "marginal_miss",
     "mark_planner_choices",
     "query_check",
     "seq_scans_check",
     "served_by_other_indexes",
+    "time_confirmed",
 ]
+
+#: A miss by at most this factor of the target is timed once more before it is a fail
+#: (healthy unread_count at 300K on a busy CPU: p95 52-65 ms against < 50 ms).
+MARGINAL_MISS = 2.0
 
 
 def _target(spec: QuerySpec) -> Target:
@@ -74,7 +88,10 @@ def query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
         "round_trip_ms": run.round_trip_ms,
         "wall_ms": run.wall_ms,
         "sample": "wall time minus the median SELECT 1 round trip",
+        "retimed": run.first_series is not None,
     }
+    if run.first_series is not None:
+        evidence["first_series"] = run.first_series.model_dump()
     if run.app_plan:
         evidence["plan"] = run.app_plan.model_dump()
         evidence["plan_estimated_only"] = run.plan_estimated_only
@@ -138,10 +155,57 @@ def query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
         column="any",
         evidence=evidence,
     )
+    if run.first_series is not None:
+        check.reason += f"; re-timed after a marginal miss: first {run.first_series.missed}"
     flagged = run.flagged()
     if flagged and check.status == "pass":
         check.reason += f"; but {len(flagged)} sequential scan(s) flagged (see seq_scans)"
     return check
+
+
+def marginal_miss(spec: QuerySpec, run: QueryRun, judge: Any) -> Check | None:
+    """The failed Check of ``run`` when its judged statistic misses the target by at most
+    MARGINAL_MISS times it (worth timing once more), else None: a pass, a gross miss, an
+    error or a timeout. Raises ConfigError for a broken targets.yaml (as query_check)."""
+    if run.error or run.timed_out or not run.samples_ms:
+        return None
+    check = query_check(spec, run, judge)
+    if check.status != "fail" or check.value is None or check.target is None:
+        return None
+    value, bound = check.value, check.target.value
+    if value <= 0 or bound <= 0:
+        return None
+    # How many times the target the value is, read the way the bound points.
+    factor = value / bound if check.target.op in ("<", "<=") else bound / value
+    return check if factor <= MARGINAL_MISS else None
+
+
+def time_confirmed(
+    conn: psycopg.Connection[Any],
+    spec: QuerySpec,
+    params: dict[str, str],
+    *,
+    rtt_ms: float,
+    judge: Any,
+) -> QueryRun:
+    """The timed runs of ``spec`` (:func:`~backend_checks.suite.time_query`); after a
+    marginal miss (:func:`marginal_miss`) a second series of ``runs``, which is the one
+    returned and judged, with the first in ``first_series``. Raises psycopg errors only
+    outside the queries (those are recorded in the QueryRun), ConfigError as
+    marginal_miss."""
+    run = time_query(conn, spec, params, rtt_ms=rtt_ms)
+    missed = marginal_miss(spec, run, judge)
+    if missed is None or missed.summary is None:
+        return run
+    again = time_query(conn, spec, params, rtt_ms=rtt_ms)
+    shown = fmt_judged(missed.value, missed.unit, missed.target)
+    again.first_series = FirstSeries(
+        p50=missed.summary.p50,
+        p95=missed.summary.p95,
+        samples=missed.samples,
+        missed=f"{missed.stat} {shown}",
+    )
+    return again
 
 
 def _unqualified(table: str) -> str:

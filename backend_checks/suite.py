@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO_EXPLAIN_SETTINGS",
     "CriticalIndex",
+    "FirstSeries",
     "QueryRun",
     "QuerySpec",
     "QueryTarget",
@@ -115,6 +116,16 @@ class QuerySpec(BaseModel):
     target: QueryTarget
 
 
+class FirstSeries(BaseModel):
+    """The first series of timed runs of a query re-timed after a marginal miss: kept as
+    evidence, not judged (the second series is)."""
+
+    p50: float
+    p95: float
+    samples: list[float]
+    missed: str = Field(description="its judged statistic, e.g. 'p95 52.3 ms'")
+
+
 class QueryRun(BaseModel):
     """What running one QuerySpec measured."""
 
@@ -138,6 +149,9 @@ class QueryRun(BaseModel):
     timed_out: bool = False
     plan_estimated_only: bool = False
     owner_error: str | None = None
+    first_series: FirstSeries | None = Field(
+        None, description="the series that missed marginally, when the samples are a re-timing"
+    )
 
     def seq_scans(self) -> list[Any]:
         """The sequential scans of the app plan and of the nested statements."""
