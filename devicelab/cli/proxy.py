@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--no-verify-upstream",
-                help="accept any certificate from HTTPS servers (a test backend's self-signed one)",
+                help="accept any certificate from HTTPS servers (a test backend's self-signed "
+                "one on the LAN; servers on this machine's loopback are never verified)",
             ),
         ] = False,
         upstream_ca: Annotated[

@@ -35,6 +35,7 @@ from devicelab.netshape.options import dump_networks
 from devicelab.netshape.proxy_process import forward_log, serve_argv, start_error
 from devicelab.netshape.proxy_thread import LISTEN_ERRORS, Ready, run_in
 from devicelab.netshape.records import FlowRecord
+from devicelab.netshape.upstream_tls import LoopbackUpstreamTls
 
 __all__ = ["DEFAULT_CONFDIR", "ShapedProxy"]
 
@@ -74,8 +75,9 @@ class ShapedProxy:
         self.confdir = Path(confdir).expanduser()
         self.mode = mode
         self.ws_history = ws_history
-        # False for lab backends with self-signed certificates (the device still sees
-        # mitmproxy's CA); never turn it off for servers on the internet.
+        # False for lab backends off this machine with self-signed certificates (the
+        # device still sees mitmproxy's CA); never turn it off for servers on the
+        # internet. Servers on loopback are never verified (``upstream_tls``).
         self.verify_upstream = verify_upstream
         # The CAs servers are verified against (a PEM bundle): a test server's own CA.
         # Default: $SSL_CERT_FILE when it names a file (as OpenSSL reads it), else
@@ -256,9 +258,11 @@ class ShapedProxy:
             tlsconfig.TlsConfig,
             onboarding.Onboarding,
         ]
+        # LoopbackUpstreamTls after TlsConfig: it relaxes the server TLS that one builds.
         self._master.addons.add(
             *(make() for make in mitm_addons),
             self.addon,
+            LoopbackUpstreamTls(),
             Ready(self._ready, self.host, self.port),
         )
         settings: Any = opts

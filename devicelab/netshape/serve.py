@@ -39,7 +39,8 @@ __all__ = [
 
 logger = logging.getLogger("devicelab.netshape")
 
-# How long a clean stop may take once SIGINT/SIGTERM came; it takes well under a second.
+# How long a clean stop may take once SIGINT/SIGTERM came: it takes 0.4-0.7 s, 2-3 s on a
+# heavily loaded machine.
 _STOP_GRACE_S = 10.0
 
 
@@ -61,14 +62,48 @@ def _is_loopback(host: str) -> bool:
 
 def unreachable(host: str, allow: Sequence[str]) -> str | None:
     """Why no allowed client can reach a proxy listening on ``host``, or None: a loopback
-    address takes only this machine's clients, and ``allow`` leaves loopback out."""
-    if not _is_loopback(host) or _allows_loopback(allow):
+    address takes only this machine's clients, and those of its own family (127.0.0.1 to
+    an IPv4 listener, ::1 to an IPv6 one), which ``allow`` may leave out; an address of
+    one family takes no client of the other."""
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in allow]
+    if _is_loopback(host):
+        if _allows_loopback(allow, host):
+            return None
+        clients = _local_clients(host)
+        # The other family's loopback allowed: say which one is missing.
+        which = f"IPv{clients[0].version} " if _allows_loopback(allow, "localhost") else ""
+        wanted = " or ".join(_LOOPBACK_CIDR[client.version] for client in clients)
+        return (
+            f"no allowed client can reach this proxy: it listens on {host} (loopback, its"
+            f" clients come from {' or '.join(map(str, clients))}) and --allow"
+            f" {' '.join(allow)} leaves {which}loopback out; listen on a LAN address"
+            f" (--listen 0.0.0.0:PORT) or allow {wanted}"
+        )
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a host name: its family is not known here
+        return None
+    # "::" takes IPv4 clients too (as ::ffff:a.b.c.d, which the allow-list reads as IPv4).
+    if address == ipaddress.ip_address("::") or any(n.version == address.version for n in networks):
         return None
     return (
-        f"no allowed client can reach this proxy: it listens on {host} (loopback) and"
-        f" --allow {' '.join(allow)} leaves loopback out; listen on a LAN address"
-        " (--listen 0.0.0.0:PORT) or allow 127.0.0.0/8"
+        f"no allowed client can reach this proxy: it listens on {host} (IPv{address.version})"
+        f" and --allow {' '.join(allow)} names only IPv{10 - address.version} networks;"
+        f" allow your lab's IPv{address.version} network"
     )
+
+
+#: The loopback network of each IP version, as --allow takes it.
+_LOOPBACK_CIDR = {4: "127.0.0.0/8", 6: "::1/128"}
+
+
+def _local_clients(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """The addresses a client on this machine comes from when it connects to the loopback
+    listener ``host`` ("localhost" listens on both)."""
+    v4, v6 = ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")
+    if host == "localhost":
+        return (v4, v6)
+    return (v4,) if ipaddress.ip_address(host).version == 4 else (v6,)
 
 
 #: Addresses of the internet: an allowed network holding one lets the internet in.
@@ -117,7 +152,7 @@ def device_instructions(proxy: ShapedProxy) -> list[str]:
     ]
     if proxy.networks:
         # The control endpoint is reached through the proxy, so from an allowed address.
-        local = _allows_loopback(proxy.allow)
+        local = _allows_loopback(proxy.allow, proxy.host)
         via = proxy.url if local else f"http://{host}:{port}"
         where = "" if local else " (from an allowed address)"
         lines.append(
@@ -217,11 +252,14 @@ def _exit_if_stop_hangs(grace_s: float, stopped: threading.Event) -> None:
     threading.Thread(target=watch, name="netshape-stop-watch", daemon=True).start()
 
 
-def _allows_loopback(allow: Sequence[str]) -> bool:
-    """Whether a client on this machine (127.0.0.1 or ::1) may use the proxy."""
-    loopback = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+def _allows_loopback(allow: Sequence[str], host: str) -> bool:
+    """Whether a client on this machine may use a proxy listening on ``host``, reaching
+    it as ``ShapedProxy.url`` does (0.0.0.0 on 127.0.0.1, :: on ::1)."""
+    reached = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    # A LAN address: its local clients' address is not loopback; either one counts here.
+    clients = _local_clients(reached if _is_loopback(reached) else "localhost")
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in allow]
-    return any(address in network for address in loopback for network in networks)
+    return any(client in network for client in clients for network in networks)
 
 
 def _serve_commands(proxy: ShapedProxy) -> None:

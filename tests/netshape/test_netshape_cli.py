@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -17,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from devicelab.testing.upstream import Upstream
 
 DEVICELAB = [sys.executable, "-c", "from devicelab.cli import main; main()"]
 
@@ -106,54 +101,6 @@ def test_importing_netshape_and_the_cli_does_not_load_mitmproxy() -> None:
         "[getattr(n, name) for name in n.__all__]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-
-
-@pytest.mark.slow
-def test_an_https_test_server_with_its_own_certificate_needs_its_ca_or_no_verify_upstream(
-    self_signed_tls: ssl.SSLContext, tmp_path: Path
-) -> None:
-    # The fixture's certificate is its own CA. --upstream-ca and $SSL_CERT_FILE were not
-    # there: only turning verification off reached such a server.
-    ca = str(tmp_path / "cert.pem")
-    cases: list[tuple[list[str], dict[str, str], int]] = [
-        ([], {}, 502),
-        (["--no-verify-upstream"], {}, 200),
-        (["--upstream-ca", ca], {}, 200),
-        ([], {"SSL_CERT_FILE": ca}, 200),
-    ]
-    with Upstream(ssl_context=self_signed_tls) as server:
-        for flags, env, expected in cases:
-            argv = [*DEVICELAB, "proxy", "--network", "none", "--listen", "127.0.0.1:0", *flags]
-            process = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, **env},
-            )
-            try:
-                assert process.stdout is not None
-                port = int(process.stdout.readline().rsplit(":", 1)[1])
-                while "CA certificate" not in (line := process.stdout.readline()):
-                    assert line, "the proxy did not name its CA certificate"
-                match = re.search(r"CA certificate (\S+)", line)
-                assert match is not None
-                client_tls = ssl.create_default_context(cafile=match[1])  # trusts the proxy
-                opener = urllib.request.build_opener(
-                    urllib.request.ProxyHandler({"https": f"http://127.0.0.1:{port}"}),
-                    urllib.request.HTTPSHandler(context=client_tls),
-                )
-                try:
-                    with opener.open(f"{server.base}/bytes?n=10", timeout=10) as response:
-                        status = response.status
-                except urllib.error.HTTPError as exc:
-                    status = exc.code
-                assert status == expected
-            finally:
-                process.send_signal(signal.SIGTERM)
-                _, err = process.communicate(timeout=15)
-            if expected == 502:  # the log says how to trust a test server
-                assert "--upstream-ca FILE (its CA) or --no-verify-upstream" in err
 
 
 def test_a_taken_port_is_one_line_and_exit_3() -> None:
