@@ -168,9 +168,11 @@ class _Dropped:
 
 
 def staging_ddl() -> tuple[list[str], list[tuple[str, str]]]:
-    """The CREATE TABLE / CREATE INDEX statements of ``schema.sql``'s four tables, in the
-    staging schema, and the foreign keys to tables outside ``public`` (auth.users) they
-    leave out (added at the swap, once the users exist): (table, ADD FOREIGN KEY ...)."""
+    """Returns the CREATE TABLE / CREATE INDEX statements of ``schema.sql``'s four tables,
+    in the staging schema, and the foreign keys to tables outside ``public`` (auth.users)
+    they leave out (added at the swap, once the users exist): (table, ADD FOREIGN KEY ...).
+    Raises RuntimeError when schema.sql yields fewer statements than there are staged
+    tables (its CREATE TABLE text no longer matches what this reads)."""
     text = schema_sql()
     statements: list[str] = []
     external: list[tuple[str, str]] = []

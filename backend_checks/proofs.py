@@ -58,10 +58,14 @@ _NO_HYPOPG = "unproven: HypoPG unavailable"
 
 
 def qualified(table: str) -> str:
+    """Returns ``table`` with its schema: as given when it names one, else in ``public``
+    (``messages`` -> ``public.messages``). Never raises."""
     return table if "." in table else f"public.{table}"
 
 
 def bare(column: str) -> str:
+    """Returns the column name of an index column as a suggestion writes it, without its
+    ordering (``created_at DESC`` -> ``created_at``). Never raises."""
     return column.split(maxsplit=1)[0]
 
 

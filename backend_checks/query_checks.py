@@ -292,6 +292,12 @@ def seq_scans_check(
     min_table_rows: int,
     min_table_pages: int,
 ) -> Check:
+    """Returns the ``seq_scans`` check of the suite's ``runs``: it fails when a plan
+    scans a table whole where it hurts (a scan the plan analysis flagged on a table of
+    at least ``min_table_rows`` rows in ``min_table_pages`` pages, or a smaller one that
+    a proven suggestion's index removes), each listed in the evidence with the
+    ``suggestions`` and the tables' seq_scan counts between ``before`` and ``after``.
+    Raises ConfigError when profiles/targets.yaml has no backend row for seq_scans."""
     # A table below the size threshold is read faster whole, so its scans are not flagged,
     # unless an index the query needs is missing and proven to help: then the scan is the
     # one that index removes (at 1,000 messages a dropped message index was suggested and

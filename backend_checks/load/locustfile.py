@@ -166,6 +166,10 @@ class AppUser(User):
     _next_index: ClassVar[int] = 0
 
     def on_start(self) -> None:
+        """Locust's hook as the user starts: gives it its identity and its seeded share of
+        the mix (users interleaved across Locust's workers), then connects its session; a
+        failed connect is counted and left to the task to retry, not raised. Returns
+        None. Raises RuntimeError when ``configure`` was not called."""
         rec = self._rec()
         spec = rec.spec
         # Under Locust's master every worker process counts its users from 0: interleave
@@ -216,6 +220,9 @@ class AppUser(User):
         return SqlSession(spec, identity)
 
     def on_stop(self) -> None:
+        """Locust's hook as the user stops: adds the time it spent in the window to the
+        recorder's (for throughput), counts its session as gone and closes it. Returns
+        None. Raises RuntimeError when ``configure`` was not called."""
         rec = self._rec()
         if self.began is not None:
             # Stopped at the window's end, or earlier by Locust's master (-t shorter than

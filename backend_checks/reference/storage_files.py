@@ -191,5 +191,8 @@ class ObjectFileResponse(web.FileResponse):
 
     @etag.setter
     def etag(self, value: ETag | str | None) -> None:
+        """Set the ETag header to the object's stored MD5, or to ``value`` when the object
+        has none (None removes it). Returns None. Raises ValueError (aiohttp's) when the
+        tag is not a valid ETag value."""
         # aiohttp assigns its own tag while preparing the file: keep the stored one.
         web.FileResponse.etag.fset(self, self._object_etag or value)  # type: ignore[attr-defined]

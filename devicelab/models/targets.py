@@ -40,7 +40,8 @@ class Target(BaseModel):
         return column * 10 + platform
 
     def holds(self, measured: float) -> bool:
-        """Whether ``measured`` meets this target."""
+        """Returns whether ``measured`` meets this target (``measured <op> value``).
+        Raises ValueError when the target has no value (an N/A row)."""
         if self.value is None:
             raise ValueError(f"target for {self.check} has no value")
         bound = self.value

@@ -97,6 +97,8 @@ class HeldErrors(logging.Filter):
         self.held: list[logging.LogRecord] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Returns True (log it) for a record below ERROR; holds an ERROR or worse and
+        returns False. Never raises."""
         if record.levelno < logging.ERROR:
             return True
         self.held.append(record)

@@ -53,7 +53,9 @@ def check_offline_seconds(seconds: object) -> None:
 
 
 def parse_profile(text: str) -> NetworkProfile | None:
-    """``netshape_profile``: a NetworkProfile as JSON, or None for "" (no shaping)."""
+    """``netshape_profile``: returns the NetworkProfile its JSON holds, or None for ""
+    (no shaping). Raises mitmproxy's OptionsError, naming the option, when the JSON is
+    not a valid NetworkProfile."""
     if not text.strip():
         return None
     try:
@@ -65,7 +67,8 @@ def parse_profile(text: str) -> NetworkProfile | None:
 def parse_allow(
     cidrs: Sequence[str],
 ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """``netshape_allow``: the client networks, at least one."""
+    """``netshape_allow``: returns the client networks (at least one). Raises mitmproxy's
+    OptionsError, naming the option, when an entry is not a network or none is given."""
     try:
         allow = [ipaddress.ip_network(c, strict=False) for c in cidrs]
     except ValueError as exc:
@@ -76,7 +79,9 @@ def parse_allow(
 
 
 def parse_networks(text: str) -> dict[str, NetworkProfile]:
-    """``netshape_networks``: a JSON object of NetworkProfile by name ("" = none)."""
+    """``netshape_networks``: returns the NetworkProfile of each name its JSON object
+    holds ({} for ""). Raises mitmproxy's OptionsError, naming the option, when the text
+    is not a JSON object or a value is not a valid NetworkProfile."""
     if not text.strip():
         return {}
     try:
@@ -97,7 +102,9 @@ def dump_networks(networks: Mapping[str, NetworkProfile]) -> str:
 
 
 def parse_aliases(entries: Sequence[str]) -> dict[str, str]:
-    """``netshape_aliases``: NAME=HOST entries as name -> host (names lower-cased)."""
+    """``netshape_aliases``: returns the NAME=HOST entries as name -> host (names
+    lower-cased). Raises mitmproxy's OptionsError, naming the option, when an entry is
+    not NAME=HOST (a host with "/", a name with ":") or names the proxy's own host."""
     aliases = {}
     for entry in entries:
         name, sep, host = entry.partition("=")

@@ -58,7 +58,9 @@ class Sampler:
         return samples
 
     def start(self, period_s: float = 5.0) -> Self:
-        """Read every ``period_s`` seconds from a background thread; returns at once."""
+        """Read every ``period_s`` seconds from a background thread; returns this sampler at
+        once (a second call while it runs changes nothing). Raises ValueError when
+        ``period_s`` is not above 0."""
         if period_s <= 0:
             raise ValueError("period_s must be > 0")
         if self._thread is not None:

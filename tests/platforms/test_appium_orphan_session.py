@@ -18,14 +18,11 @@ import pytest
 
 from devicelab.errors import DeviceUnreachable
 from devicelab.platforms.appium import AppiumServer, AppiumSession
-from devicelab.testing.standins import standin_missing, webview_capabilities
-
-_MISSING = standin_missing()
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
+from devicelab.testing.standins import webview_capabilities
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppiumServer]:
+def server(standins: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppiumServer]:
     log = tmp_path_factory.mktemp("appium") / "appium.log"
     with AppiumServer(log_file=log) as appium:
         yield appium

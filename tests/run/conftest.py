@@ -33,9 +33,10 @@ def adb(request: pytest.FixtureRequest) -> Iterator[PrivateAdbServer]:
 
 
 @pytest.fixture(scope="module")
-def appium(adb: PrivateAdbServer) -> Iterator[AppiumServer]:
+def appium(standins: None, adb: PrivateAdbServer) -> Iterator[AppiumServer]:
     """An Appium server (tools/appium) for the module, its log in the module's state
-    folder (modules with a ``lab_env`` of their own define theirs)."""
+    folder (modules with a ``lab_env`` of their own define theirs); skips the test when the
+    WebView stand-in cannot run here (``standins``)."""
     with AppiumServer(log_file=Path(adb.env["DEVICELAB_STATE"]) / "appium.log") as server:
         yield server
 
@@ -48,9 +49,12 @@ def phone(adb: PrivateAdbServer) -> Iterator[FakeAdbd]:
 
 
 @pytest.fixture(scope="module")
-def phone_inventory(adb: PrivateAdbServer, phone: FakeAdbd, appium: AppiumServer) -> Path:
+def phone_inventory(
+    app_build: Path, adb: PrivateAdbServer, phone: FakeAdbd, appium: AppiumServer
+) -> Path:
     """An inventory.yaml (in the module's state folder) whose one device, ``phone``, is
-    :func:`phone`, driven through the module's Appium."""
+    :func:`phone`, driven through the module's Appium; skips the test when the test app
+    is not built (``app_build``)."""
     path = Path(adb.env["DEVICELAB_STATE"]) / "inventory.yaml"
     path.write_text(yaml.safe_dump({"devices": {"phone": phone_entry(appium.url, phone.serial)}}))
     return path

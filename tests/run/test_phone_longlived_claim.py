@@ -23,15 +23,11 @@ import pytest
 import yaml
 
 from devicelab.errors import DeviceUnreachable
-from devicelab.lab import Lab, app_build_dir
+from devicelab.lab import Lab
 from devicelab.testing.fake_adbd import FakeAdbd, ShellResult
 from devicelab.testing.fake_usbmuxd import FakeIPhone, FakeUsbmuxd
-from devicelab.testing.standins import standin_missing
 
 pytest.importorskip("pymobiledevice3")
-_MISSING = standin_missing() or (
-    "" if (app_build_dir() / "index.html").exists() else "the test app is not built"
-)
 
 UDID = "00008030-001A2B3C4D5E802E"
 _TAKE = """
@@ -115,9 +111,8 @@ def test_each_iphone_session_in_one_process_lets_the_phone_go(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 def test_iphone_sessions_one_after_another_in_one_process_each_measure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    standins: None, app_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The tester's loop: two sessions on the same iPhone in one process, each measuring
     (the Chromium stand-in on a real Appium for the app's WebView)."""

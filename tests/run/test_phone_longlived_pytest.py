@@ -12,16 +12,11 @@ import pytest
 
 from devicelab import lab_phone
 from devicelab.journal import Journal
-from devicelab.lab import Lab, app_build_dir
+from devicelab.lab import Lab
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import FakeAdbd, ShellResult
-from devicelab.testing.standins import standin_missing
 
 pytest_plugins = ["pytester"]
-_MISSING = standin_missing() or (
-    "" if (app_build_dir() / "index.html").exists() else "the test app is not built"
-)
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 
 SUITE = """
 def test_search(devicelab_lab):

@@ -13,15 +13,8 @@ from pathlib import Path
 import pytest
 
 from devicelab.journal import Journal
-from devicelab.lab import app_build_dir
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import FakeAdbd
-from devicelab.testing.standins import standin_missing
-
-_MISSING = standin_missing() or (
-    "" if (app_build_dir() / "index.html").exists() else "the test app is not built"
-)
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 
 #: The example of docs/device_run.md ("From Python"), with the inventory and out folder
 #: from the command line.

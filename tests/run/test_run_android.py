@@ -34,10 +34,7 @@ from devicelab.platforms.appium import AppiumServer
 from devicelab.report import load_results
 from devicelab.testing.adb_server import PrivateAdbServer, free_port
 from devicelab.testing.fake_adbd import MEMINFO, FakeAdbd, ShellResult
-from devicelab.testing.standins import standin_missing, webview_capabilities
-
-_MISSING = standin_missing()
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
+from devicelab.testing.standins import webview_capabilities
 
 NO_WEBVIEW_APP = '<app><MockListView id="conversations"/></app>\n'
 
@@ -63,7 +60,8 @@ def phone(adb: PrivateAdbServer) -> Iterator[FakeAdbd]:
 
 
 @pytest.fixture(scope="module")
-def appium(lab_env: dict[str, str]) -> Iterator[AppiumServer]:
+def appium(standins: None, lab_env: dict[str, str]) -> Iterator[AppiumServer]:
+    """The module's Appium (skipped, with the reason, when the stand-in cannot run here)."""
     with AppiumServer(log_file=Path(lab_env["DEVICELAB_STATE"]) / "appium.log") as server:
         yield server
 

@@ -22,11 +22,7 @@ import yaml
 from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import DrainingBattery, FakeAdbd
-from devicelab.testing.standins import standin_missing
 from tests.run.conftest import farm_phone
-
-_MISSING = standin_missing()
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 
 
 def devicelab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -49,6 +45,8 @@ def phones(adb: PrivateAdbServer) -> Iterator[tuple[FakeAdbd, FakeAdbd]]:
 def inventory(
     adb: PrivateAdbServer, phones: tuple[FakeAdbd, FakeAdbd], appium: AppiumServer
 ) -> Path:
+    """The farm's phones, each run through Appium and the WebView stand-in
+    (skipped, with the reason, when the stand-in cannot run here)."""
     state = Path(adb.env["DEVICELAB_STATE"])
 
     slow, fast = phones

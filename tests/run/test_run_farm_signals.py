@@ -23,11 +23,7 @@ import yaml
 from devicelab.platforms.appium import AppiumServer
 from devicelab.testing.adb_server import PrivateAdbServer
 from devicelab.testing.fake_adbd import DrainingBattery, FakeAdbd
-from devicelab.testing.standins import standin_missing
 from tests.run.conftest import farm_phone
-
-_MISSING = standin_missing()
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +38,9 @@ def phones(adb: PrivateAdbServer) -> Iterator[dict[str, FakeAdbd]]:
 
 @pytest.fixture(scope="module")
 def inventory(adb: PrivateAdbServer, phones: dict[str, FakeAdbd], appium: AppiumServer) -> Path:
+    """The farm's phones, each run through Appium and the WebView stand-in
+    (skipped, with the reason, when the stand-in cannot run here), and two that cannot be
+    measured."""
     devices: dict[str, Any] = {
         name: farm_phone(appium.url, phone.serial) for name, phone in phones.items()
     }

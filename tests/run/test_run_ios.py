@@ -28,15 +28,7 @@ from devicelab.report import load_results
 from devicelab.testing.adb_server import free_port
 from devicelab.testing.fake_lockdownd import IPHONE_BATTERY
 from devicelab.testing.fake_usbmuxd import IPHONE_11_IOS16, FakeIPhone, FakeUsbmuxd
-from devicelab.testing.standins import (
-    lab_state,
-    standin_missing,
-    standin_processes,
-    webview_capabilities,
-)
-
-_MISSING = standin_missing()
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
+from devicelab.testing.standins import lab_state, standin_processes, webview_capabilities
 
 UDID = "00008030-001A2B3C4D5E802E"
 ABSENT = "00008110-000A1B2C3D4E5F60"
@@ -92,7 +84,8 @@ def lab_env() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def appium(lab_env: dict[str, str]) -> Iterator[AppiumServer]:
+def appium(standins: None, lab_env: dict[str, str]) -> Iterator[AppiumServer]:
+    """The module's Appium (skipped, with the reason, when the stand-in cannot run here)."""
     with AppiumServer(log_file=Path(lab_env["DEVICELAB_STATE"]) / "appium.log") as server:
         yield server
 
