@@ -20,10 +20,8 @@ inside the functions that run them.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
-import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend_checks.base_url import check_base_url
@@ -41,6 +39,9 @@ from backend_checks.supabase_auth import (
 )
 from devicelab.errors import BackendUnavailable, BadInput, DeviceLabError, UnsafeActionRefused
 from devicelab.models import Check
+
+if TYPE_CHECKING:  # aiohttp (~300 ms) and psycopg load in the functions that use them
+    import aiohttp
 
 __all__ = [
     "API_CHECKS",
@@ -176,6 +177,8 @@ def stall_timeout(seconds: float, *, total: float | None = None) -> aiohttp.Clie
     an answer, at most ``seconds`` (an API that stops answering ends the call, not the
     run: aiohttp's default waits 300 s a call); ``total`` bounds a whole call. Websockets
     are not cut: aiohttp lifts the read timeout once a socket is upgraded."""
+    import aiohttp
+
     return aiohttp.ClientTimeout(total=total, sock_connect=seconds, sock_read=seconds)
 
 
@@ -232,6 +235,8 @@ def _skipped(reason: str) -> list[Check]:
 
 def _test_user(dsn: str) -> str:
     """The email of a generated user who is in at least one conversation."""
+    import psycopg
+
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
             """SELECT u.email FROM auth.users u
@@ -308,6 +313,8 @@ def api_preflight(options: ApiOptions, *, embedded: bool = True) -> None:
     project = options.project
 
     async def signed_in() -> None:
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             await sign_in(http, project)

@@ -16,10 +16,13 @@ import urllib.parse
 from backend_checks.db import redact
 from devicelab.errors import BadInput
 
-__all__ = ["BASE_HINT", "check_base_url", "shown_url"]
+__all__ = ["BASE_HINT", "URL_OPTION", "check_base_url", "shown_url"]
 
 #: What a project's base URL is, for the hints of a bad one.
 BASE_HINT = "give the project's base URL, e.g. https://abc.supabase.co, without /rest/v1"
+#: The URL option as messages name it: ``backend check`` and ``backend load`` take both
+#: spellings, and Click's public API does not say which one was typed.
+URL_OPTION = "--url/--supabase-url"
 #: The services' own paths: a base URL ending in one is the endpoint, not the base.
 _SERVICES = ("/rest/v1", "/auth/v1", "/storage/v1", "/realtime/v1")
 _QUERY_VALUE = re.compile(r"(?P<pre>[?&;][^=&#;\s]*=)[^&#;\s]*")
@@ -37,7 +40,8 @@ def shown_url(url: str) -> str:
 
 def check_base_url(url: str, flag: str) -> str:
     """``url`` stripped of blanks and a trailing slash, once it is usable as an API base
-    URL; ``flag`` names the option it came from (``--url``) in the messages.
+    URL; ``flag`` names the option it came from in the messages (``--url`` or
+    ``--supabase-url`` is named as :data:`URL_OPTION`: either may have been typed).
 
     Raises BadInput (exit 2, before any request): not http(s), no host, a user or password
     in it (the API takes the anon key, never URL credentials), a port that is not a number
@@ -45,6 +49,7 @@ def check_base_url(url: str, flag: str) -> str:
     service's own path (``/rest/v1``, ``/auth/v1``): the clients add those.
     """
     url = url.strip()
+    flag = URL_OPTION if flag in ("--url", "--supabase-url") else flag
     shown = shown_url(url)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -68,16 +73,19 @@ def check_base_url(url: str, flag: str) -> str:
             f"bad {flag} {shown!r}: no host and port can be read from it",
             hint="an IPv6 address goes in brackets, e.g. http://[::1]:54321",
         )
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
+    if parts.query or "?" in url.split("#", 1)[0]:
         raise BadInput(
             f"bad {flag} {shown!r}: a base URL has no query (the anon key goes in --anon-key)",
             hint=BASE_HINT,
         )
+    if parts.fragment or url.endswith("#"):
+        raise BadInput(f"bad {flag} {shown!r}: a base URL has no #fragment", hint=BASE_HINT)
     path = parts.path.rstrip("/")
     for service in _SERVICES:
         if path.endswith(service):
             raise BadInput(
                 f"bad {flag} {shown!r}: that is the {service} endpoint, not the API's base URL",
-                hint=BASE_HINT,
+                hint=f"give the project's base URL, e.g. https://abc.supabase.co, without"
+                f" {service}",
             )
     return url.rstrip("/")

@@ -437,7 +437,10 @@ def refuse_foreign(conn: psycopg.Connection[Any], *, force: bool) -> None:
     if foreign and not force:
         raise UnsafeActionRefused(
             f"the database holds rows devicelab did not generate: {', '.join(foreign)}",
-            hint="use an empty database, or --force to replace the messaging tables",
+            # Shared by `backend datagen` and `backend check` (which has no --force): the
+            # hint names the whole command, so it is usable from either.
+            hint="use an empty database, or replace the messaging tables: devicelab backend"
+            " datagen --dsn DSN --allow-writes --force",
         )
 
 

@@ -445,9 +445,10 @@ def drop_database(dsn: str) -> None:
     if name is None or name in ("postgres", "template1"):
         return
     conn = _maintenance(dsn)
+    if conn is None:
+        log.warning("could not drop database %s: the server does not answer", name)
+        return
     try:
-        if conn is None:
-            raise BackendUnavailable("the server does not answer")
         with conn:
             # No FORCE: the server waits up to 5 s for sessions that are closing (ours).
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))

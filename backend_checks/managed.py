@@ -392,10 +392,14 @@ max_connections = 1100
                 root.chmod(root.stat().st_mode | 0o011)  # postgres must traverse it
             handle = (root / f"pg{self.major}.lock").open("w")
         except OSError as exc:
+            # The cluster's own default, for this user (the journal's is another folder).
+            default = (
+                "/var/lib/devicelab" if self.as_root else Path.home() / ".local/share/devicelab"
+            )
             raise EnvironmentProblem(
                 f"cannot use the devicelab state folder {root}: {exc.strerror or exc}",
-                hint="set DEVICELAB_STATE to a folder you can write "
-                "(default ~/.local/state/devicelab)",
+                hint=f"set DEVICELAB_STATE to a folder you can write (the cluster's default,"
+                f" when it is unset: {default})",
             ) from exc
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

@@ -23,9 +23,7 @@ import re
 import secrets
 import time
 from collections import defaultdict
-from typing import Any, Final, Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from backend_checks.api_checks import (
     PLANS,
@@ -41,16 +39,15 @@ from backend_checks.api_checks import (
 )
 from backend_checks.blocking import run_blocking
 from backend_checks.reasons import judged_reason
-from backend_checks.reference.realtime_client import (
-    JoinTiming,
-    RealtimeRefused,
-    Subscriber,
-    websocket_url,
-)
 from devicelab.errors import BackendUnavailable
 from devicelab.models import Check, percentile, summarize
 from devicelab.numbers import fmt_value
 from devicelab.targets import backend_target
+
+if TYPE_CHECKING:  # aiohttp (~300 ms; the websocket client too) loads where it is used
+    import aiohttp
+
+    from backend_checks.reference.realtime_client import JoinTiming, Subscriber
 
 # The plan and project names are re-exported: callers have imported them from here.
 __all__ = [
@@ -136,7 +133,11 @@ async def _insert(
     ) as resp:
         if resp.status >= 300:
             said = (await resp.text(errors="replace"))[:200]
-            raise BackendUnavailable(f"insert refused ({resp.status}): {said}")
+            raise BackendUnavailable(
+                f"insert refused ({resp.status}): {said}",
+                hint="the test user must be able to send messages in its conversation: the "
+                "reference schema's tables and policies must be on the project",
+            )
 
 
 #: Join failures that say the server cannot be reached or would not authenticate us:
@@ -156,6 +157,10 @@ async def _open_subscribers(
     """Connect and join ``load.subscribers`` subscribers (each connected one is appended to
     ``subs``, for the caller to close). Returns (those that joined, their join timings, the
     failures as (infrastructure?, redacted reason))."""
+    import aiohttp
+
+    from backend_checks.reference.realtime_client import RealtimeRefused, Subscriber, websocket_url
+
     url = websocket_url(project.url, project.anon_key)
     binding = {"event": "INSERT", "schema": "public", "table": "messages",
                "filter": f"conversation_id=eq.{session.conversation_id}"}  # fmt: skip
@@ -254,6 +259,8 @@ async def _delete_inserted(
     """Delete the test messages this run inserted: through REST as the test user, then,
     for what RLS kept, through ``sql_dsn`` when there is one. Returns the evidence
     (inserted, deleted, left, and why some were left); never raises."""
+    import aiohttp
+
     # Confirmed inserts only: 32 sent with the API gone after 7 said 32 inserted and left.
     # One cut off in flight may have landed or not: "unconfirmed", and deleted if it did.
     sent = len(deliveries.inserted)
@@ -321,6 +328,8 @@ async def run_realtime_checks(
     Raises UnsafeActionRefused (before connecting) when the plan forbids the load, and
     BackendUnavailable when the API cannot be reached or the test user cannot sign in.
     """
+    import aiohttp
+
     preflight(load, plan)
     deliveries = _Deliveries(secrets.token_hex(4))
     connector = aiohttp.TCPConnector(limit=0)

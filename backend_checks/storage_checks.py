@@ -19,9 +19,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Literal
 
 from backend_checks.api_checks import (
     ApiUnreachable,
@@ -37,6 +35,9 @@ from backend_checks.blocking import run_blocking
 from backend_checks.reasons import judged_reason
 from devicelab.models import Check, summarize
 from devicelab.targets import backend_target
+
+if TYPE_CHECKING:  # aiohttp (~300 ms) loads in the functions that use it
+    import aiohttp
 
 __all__ = [
     "StorageLoad",
@@ -91,6 +92,8 @@ async def _timed(
     Raises ApiUnreachable when the API stalls: ``data`` not read on for ``stall_s``
     seconds, or no byte of the answer for as long (the session's read timeout). The
     other requests would wait as long each: the caller's checks become errors."""
+    import aiohttp
+
     started = time.perf_counter()
     guard: asyncio.Timeout | None = None
     try:
@@ -150,6 +153,8 @@ async def run_storage_checks(project: SupabaseProject, load: StorageLoad) -> lis
     ApiUnreachable (one) also when it stops answering: a request with no progress for
     ``load.answer_timeout_s`` (each other one would wait as long).
     """
+    import aiohttp
+
     base = f"{project.url.rstrip('/')}/storage/v1"
     up, down, sign = _Outcome("uploads"), _Outcome("downloads"), _Outcome("signed URLs")
     signed_ok: str | None = None
@@ -237,6 +242,8 @@ async def _remove(
     names: list[str],
 ) -> None:
     """Delete the check's objects; a failure here is not the measurement's problem."""
+    import aiohttp
+
     try:
         async with http.delete(
             f"{base}/object/{bucket}", json={"prefixes": names}, headers=_headers(project, session)

@@ -27,7 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend_checks.base_url import BASE_HINT
 from backend_checks.db import redact
-from devicelab.errors import BackendUnavailable, BadInput, DeviceLabError
+from devicelab.errors import (
+    ApiUnreachable,
+    BackendUnavailable,
+    DeviceLabError,
+    SignInRefused,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -72,16 +77,6 @@ class Session(_Model):
     access_token: str = Field(repr=False)
     user_id: str
     conversation_id: str
-
-
-class ApiUnreachable(BackendUnavailable):
-    """The API did not answer at all (refused, reset, timed out), as opposed to answering
-    no: during a run, the sign that it went away."""
-
-
-class SignInRefused(BadInput):
-    """The API answered the sign-in, and what it said is the user's to fix: the URL (no
-    Auth there), the anon key, or the test user's email or password. Exit 2."""
 
 
 @dataclass(frozen=True)
@@ -227,22 +222,68 @@ def _not_api(method: str, url: str, status: int, resp: aiohttp.ClientResponse) -
     return f"{method} {public_url(url)} answered {status} ({kind}), not a Supabase API reply"
 
 
+def _sign_in_timeout(session: aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
+    """The sign-in's timeout under a session's: the connection (name lookup included)
+    and each wait for an answer bounded by the session's answer wait (else its total), so
+    the one that fires says whether the API took the connection (a bare total timeout
+    cannot say); the total, doubled, still bounds an answer that trickles in."""
+    import aiohttp
+
+    limit = session.sock_read or session.total or 30.0
+    return aiohttp.ClientTimeout(
+        total=session.total * 2 if session.total else None,
+        connect=session.connect or session.sock_connect or limit,
+        sock_read=limit,
+    )
+
+
+def _unreachable(
+    exc: BaseException, project: SupabaseProject, timeout: aiohttp.ClientTimeout
+) -> ApiUnreachable:
+    """The ApiUnreachable ``exc`` (a failed call to ``project``'s API under ``timeout``)
+    means: no connection, or a connection the API never answered on. No secret shown."""
+    import aiohttp
+
+    shown = public_url(project.url.rstrip("/"))
+    if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # Connected (a connect timeout is the other class): the server is there, not answering.
+        waited = timeout.sock_read if isinstance(exc, aiohttp.SocketTimeoutError) else None
+        waited = waited or timeout.total or timeout.sock_read or 0.0
+        return ApiUnreachable(
+            f"no answer from {shown} within {waited:g} s (the API accepted the connection)",
+            hint=f"check that the server at {shown} is responsive (not stopped, overloaded"
+            " or stuck), then run again",
+        )
+    if isinstance(exc, TimeoutError):
+        what = f"no connection within {timeout.connect or 0.0:g} s"
+    else:  # some of aiohttp's errors have no text: the class then says what happened
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ApiUnreachable(
+        f"cannot reach {shown}: {redact_secrets(what, project)}",
+        hint=f"check {CHECK_FLAGS.url}: the project's API URL, e.g. https://<ref>.supabase.co,"
+        " and that the server is running",
+    )
+
+
 async def sign_in(http: aiohttp.ClientSession, project: SupabaseProject) -> Session:
     """Sign the test user in (password grant) and pick one of their conversations.
 
     Raises as :func:`sign_in_error` reads Auth's answer (SignInRefused, exit 2: a wrong
     URL, key, email or password; BackendUnavailable, exit 3: rate-limited, a server
-    error); ApiUnreachable when the API cannot be reached; BackendUnavailable when the
-    user's conversations cannot be read or there are none. No message holds a secret.
+    error); ApiUnreachable when the API cannot be reached, or takes the connection and
+    does not answer within the session's answer wait (else its total; the message says
+    which); BackendUnavailable when the user's conversations cannot be read or there are
+    none. No message holds a secret.
     """
     import aiohttp
 
     base = project.url.rstrip("/")
     headers = {"apikey": project.anon_key}
+    timeout = _sign_in_timeout(http.timeout)
     try:
         url = f"{base}{TOKEN_PATH}?grant_type=password"
         credentials = {"email": project.email, "password": project.password}
-        async with http.post(url, json=credentials, headers=headers) as resp:
+        async with http.post(url, json=credentials, headers=headers, timeout=timeout) as resp:
             status, body = await answer(resp)
             kind = resp.headers.get("Content-Type", "")
         secrets = (project.anon_key, project.password)
@@ -253,7 +294,7 @@ async def sign_in(http: aiohttp.ClientSession, project: SupabaseProject) -> Sess
         token, user_id = str(body["access_token"]), str((body.get("user") or {}).get("id"))
         headers["Authorization"] = f"Bearer {token}"
         url = f"{base}/rest/v1/conversations?select=id&limit=1"
-        async with http.get(url, headers=headers) as resp:
+        async with http.get(url, headers=headers, timeout=timeout) as resp:
             status, rows = await answer(resp)
             if status != 200 or not isinstance(rows, list):
                 said = _not_api("GET", url, status, resp) if rows is None else f"{status}: {rows}"
@@ -262,12 +303,8 @@ async def sign_in(http: aiohttp.ClientSession, project: SupabaseProject) -> Sess
                                    project, token),
                     hint="the reference schema's tables and policies must be on the project",
                 )  # fmt: skip
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        what = redact_secrets(f"{type(exc).__name__}: {exc}", project)
-        raise ApiUnreachable(
-            f"cannot reach {public_url(base)}: {what}",
-            hint=f"check {CHECK_FLAGS.url}: the project's API URL, e.g. https://<ref>.supabase.co",
-        ) from None
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a bad URL
+        raise _unreachable(exc, project, timeout) from None
     if not rows:
         raise BackendUnavailable(
             f"{project.email} is in no conversation",

@@ -4,14 +4,18 @@
     ├── BadInput                    exit 2: the user fixes the command line or a file
     │   ├── ConfigError             a YAML file is wrong (file:line:column, field path)
     │   ├── UnknownId               an unknown device or network id ("did you mean")
-    │   └── UnsafeActionRefused     a write or a change we refuse without an explicit flag
+    │   ├── UnsafeActionRefused     a write or a change we refuse without an explicit flag
+    │   └── SignInRefused           the API refused the sign-in: the URL, key or test user
     └── EnvironmentProblem          exit 3: the machine, a device or a server is not ready
         ├── ToolMissing             a program or package is not installed
         ├── DeviceUnreachable       a device is offline, unauthorized or gone
         ├── BackendUnavailable      a database or API server cannot be reached
+        │   ├── ApiUnreachable      the API did not answer at all (refused, reset, silent)
+        │   └── PortInUse           the port a server is to listen on is taken
         ├── ProbeFailed             a tool or server answered, but not as it should
-        └── DeviceLeftChanged       a run could not put a device back (devicelab.teardown:
-                                    it carries the run's results)
+        │   └── ProbeTimedOut       a probe gave no answer within its timeout
+        └── DeviceLeftChanged       a run could not put a device back (it carries the
+                                    run's results)
 
 Foreign exceptions (adbutils, pymobiledevice3, selenium/appium, psycopg, mitmproxy) are
 translated inside the module that calls the library, with ``raise ... from``.
@@ -19,14 +23,24 @@ translated inside the module that calls the library, with ``raise ... from``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotation only: this module imports nothing of devicelab
+    from devicelab.models import Results
+
 __all__ = [
+    "ApiUnreachable",
     "BackendUnavailable",
     "BadInput",
     "ConfigError",
     "DeviceLabError",
+    "DeviceLeftChanged",
     "DeviceUnreachable",
     "EnvironmentProblem",
+    "PortInUse",
     "ProbeFailed",
+    "ProbeTimedOut",
+    "SignInRefused",
     "ToolMissing",
     "UnknownId",
     "UnsafeActionRefused",
@@ -95,6 +109,11 @@ class UnsafeActionRefused(BadInput):
     """We refuse to write or change something without an explicit flag."""
 
 
+class SignInRefused(BadInput):
+    """The API answered the sign-in, and what it said is the user's to fix: the URL (no
+    Auth there), the anon key, or the test user's email or password. Exit 2."""
+
+
 class EnvironmentProblem(DeviceLabError):
     """The machine, a device or a server is not ready. Exit code 3."""
 
@@ -131,6 +150,15 @@ class BackendUnavailable(EnvironmentProblem):
     """A database or an API server cannot be reached (the message never holds a password)."""
 
 
+class ApiUnreachable(BackendUnavailable):
+    """The API did not answer at all (refused, reset, timed out), as opposed to answering
+    no: during a run, the sign that it went away."""
+
+
+class PortInUse(BackendUnavailable):
+    """The port to listen on is taken (by another server, or one that bound it first)."""
+
+
 class ProbeFailed(EnvironmentProblem):
     """A tool or a server answered, but not as it should."""
 
@@ -140,6 +168,29 @@ class ProbeFailed(EnvironmentProblem):
         super().__init__(message, hint=hint)
         self.command = command
         self.stderr = stderr
+
+
+class ProbeTimedOut(ProbeFailed):
+    """A probe gave no answer within ``timeout_s`` (what it started may still run); the
+    hint, set here, names the longer timeout."""
+
+    def __init__(self, message: str, timeout_s: float) -> None:
+        super().__init__(
+            message,
+            hint="a slower link needs a longer probe timeout: "
+            "Lab(..., options=ScenarioOptions(probe_timeout_s=...)) (180 s by default)",
+        )
+        self.timeout_s = timeout_s
+
+
+class DeviceLeftChanged(EnvironmentProblem):
+    """A run ended with a device it could not put back (a phone that went offline
+    mid-run): the changes stay pending in the journal. ``results`` holds the run's checks
+    (already written, reports included); exit 3. Made by devicelab.teardown.left_changed."""
+
+    def __init__(self, message: str, *, hint: str, results: Results | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.results = results
 
 
 def first_line(exc: BaseException) -> str:

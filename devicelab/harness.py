@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from devicelab.errors import ProbeFailed
+# ProbeTimedOut lives in the error tree; named here too, where it was defined first.
+from devicelab.errors import ProbeFailed, ProbeTimedOut
 
 __all__ = ["API_VERSION", "Channel", "Harness", "ProbeResult", "ProbeTimedOut", "UserLogin"]
 
@@ -57,16 +58,18 @@ _READY = """() => {
 }"""
 
 
-class ProbeTimedOut(ProbeFailed):
-    """A probe gave no answer within ``timeout_s`` (what it started may still run)."""
+_REBUILD_HINT = "rebuild the app from this checkout's capacitor-harness"
 
-    def __init__(self, message: str, timeout_s: float) -> None:
-        super().__init__(
-            message,
-            hint="a slower link needs a longer probe timeout: "
-            "Lab(..., options=ScenarioOptions(probe_timeout_s=...)) (180 s by default)",
-        )
-        self.timeout_s = timeout_s
+# A probe's rejection is the app's own message: what the page could not do from the
+# device. After ``configure`` that is signing the test users in; after a probe, the API.
+_SIGN_IN_HINT = (
+    "check the Supabase URL, anon key and test users the app was given (`devicelab backend "
+    "check --test-email ...` signs one of them in from this machine)"
+)
+_PROBE_HINT = (
+    "check that the device reaches the Supabase API (its network profile, the proxy) and "
+    "that `devicelab backend check` passes against it, then run again"
+)
 
 
 class ProbeResult(BaseModel):
@@ -116,7 +119,7 @@ class Harness:
             raise ProbeFailed(
                 f"the app's probe API is version {found.get('version')}, devicelab speaks "
                 f"{API_VERSION}",
-                hint="rebuild the app from this checkout's capacitor-harness",
+                hint=_REBUILD_HINT,
             )
         self.probes = [str(p) for p in found.get("probes") or []]
         info = found.get("info") or {}
@@ -135,7 +138,10 @@ class Harness:
         }
         value = self._call("configure", [config], self.timeout_s)
         if not isinstance(value, dict) or not isinstance(value.get("users"), list):
-            raise ProbeFailed(f"configure() answered {type(value).__name__}, not {{users}}")
+            raise ProbeFailed(
+                f"configure() answered {type(value).__name__}, not {{users}}",
+                hint=_REBUILD_HINT,
+            )
         return [str(u) for u in value["users"]]
 
     def run(
@@ -152,7 +158,7 @@ class Harness:
         except ValidationError as exc:
             raise ProbeFailed(
                 f"probe {probe} answered outside the contract: {exc.errors()[0]['msg']}",
-                hint="rebuild the app from this checkout's capacitor-harness",
+                hint=_REBUILD_HINT,
             ) from exc
 
     def reset(self) -> None:
@@ -162,10 +168,20 @@ class Harness:
     def _call(self, op: str, args: list[Any], timeout_s: float) -> Any:
         answer = self.channel(_CALL, {"op": op, "args": args, "timeoutMs": int(timeout_s * 1000)})
         if not isinstance(answer, dict):
-            raise ProbeFailed(f"window.devicelab.{op} answered {answer!r}")
+            # Not the {ok, ...} the wrapper always resolves to: the channel did not await
+            # it (a channel of the caller's), or the page under it went away mid-call.
+            raise ProbeFailed(
+                f"window.devicelab.{op} answered {answer!r}",
+                hint="a channel must return what the function it runs resolves to (as "
+                "Playwright's page.evaluate does); with devicelab's own devices, restart the "
+                "app and run again",
+            )
         if not answer.get("ok"):
             what = args[0] if op == "run" and args else op
             if answer.get("timedOut"):
                 raise ProbeTimedOut(f"probe {what} failed: {answer.get('error')}", timeout_s)
-            raise ProbeFailed(f"probe {what} failed: {answer.get('error')}")
+            raise ProbeFailed(
+                f"probe {what} failed: {answer.get('error')}",
+                hint=_SIGN_IN_HINT if op == "configure" else _PROBE_HINT,
+            )
         return answer.get("value")

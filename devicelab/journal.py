@@ -71,7 +71,11 @@ __all__ = [
 
 logger = logging.getLogger("devicelab.journal")
 
-_HINT = "set DEVICELAB_STATE to a folder you can write (default ~/.local/state/devicelab)"
+#: The journal's own default folder, for this user (the managed cluster's is another).
+_HINT = (
+    "set DEVICELAB_STATE to a folder you can write (the journal's default, when it is"
+    f" unset: {Path('~/.local/state/devicelab').expanduser()})"
+)
 # Process start times are whole clock ticks after a whole-second boot time: equal for the
 # same process however often read; a reused pid starts at least this much later.
 _SAME_START_S = 0.5

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from devicelab.errors import EnvironmentProblem, first_line
+# DeviceLeftChanged lives in the error tree; named here too, where it was defined first.
+from devicelab.errors import DeviceLeftChanged, EnvironmentProblem, first_line
 from devicelab.journal import HeldInterrupt, Journal, describe
-from devicelab.models import Results
 
 __all__ = ["DeviceLeftChanged", "Teardown", "left_changed"]
 
@@ -65,16 +65,6 @@ class Teardown:
             self._say(text)
         except Exception:  # a reader that went away (EPIPE), a closed terminal (EIO)
             logger.debug("could not say %r", text, exc_info=True)
-
-
-class DeviceLeftChanged(EnvironmentProblem):
-    """A run ended with a device it could not put back (a phone that went offline
-    mid-run): the changes stay pending in the journal. ``results`` holds the run's checks
-    (already written, reports included); exit 3."""
-
-    def __init__(self, message: str, *, hint: str, results: Results | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.results = results
 
 
 def left_changed(since: float) -> DeviceLeftChanged | None:

@@ -22,15 +22,11 @@ from aiohttp import web
 from backend_checks.reference.app import build_app
 from backend_checks.reference.context import ServerContext
 from backend_checks.reference.realtime import SERVICE_KEY, RealtimeService
-from devicelab.errors import BackendUnavailable, DeviceLabError
+from devicelab.errors import BackendUnavailable, DeviceLabError, PortInUse
 
 __all__ = ["PortInUse", "ReferenceServer"]
 
 _START_TIMEOUT_S = 30.0
-
-
-class PortInUse(BackendUnavailable):
-    """The port to listen on is taken (by another server, or one that bound it first)."""
 
 
 class ReferenceServer:
@@ -185,13 +181,21 @@ class ReferenceServer:
         self._thread = threading.Thread(target=run, name="devicelab-reference", daemon=True)
         self._thread.start()
         if not ready.wait(_START_TIMEOUT_S):
-            raise BackendUnavailable("the reference server did not start in time")
+            raise BackendUnavailable(
+                f"the reference server did not start in {_START_TIMEOUT_S:g} s",
+                hint="check that its PostgreSQL answers promptly (psql with the same DSN), "
+                "then start it again",
+            )
         if failure:
             self._thread.join()
             error = failure[0]
             if isinstance(error, DeviceLabError | RuntimeError):
                 raise error
-            raise BackendUnavailable(f"the reference server could not start: {error}") from error
+            raise BackendUnavailable(
+                f"the reference server could not start: {error}",
+                hint="the temporary directory (TMPDIR) must be writable, PostgreSQL must "
+                "answer at the DSN; fix the cause named, then start it again",
+            ) from error
         return self
 
     def stop(self) -> None:

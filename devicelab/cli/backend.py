@@ -117,16 +117,25 @@ def register(app: typer.Typer) -> None:
 
     @backend_app.command("datagen")
     def datagen(
-        messages: Annotated[int, typer.Option("--messages", min=0, help="messages to generate")],
+        # The upper bounds are DatagenParams' (shown in --help; a test keeps them equal),
+        # written here as numbers: this module loads without backend_checks at import.
+        messages: Annotated[
+            int, typer.Option("--messages", min=0, max=100_000_000, help="messages to generate")
+        ],
         dsn: Annotated[str | None, _DSN_OPTION] = None,
-        users: Annotated[int, typer.Option("--users", min=2)] = 1000,
-        conversations: Annotated[int, typer.Option("--conversations", min=1)] = 10000,
-        seed: Annotated[int, typer.Option("--seed", min=0, help="same seed, same data")] = 1,
+        users: Annotated[int, typer.Option("--users", min=2, max=10_000_000)] = 1000,
+        conversations: Annotated[
+            int, typer.Option("--conversations", min=1, max=10_000_000)
+        ] = 10000,
+        seed: Annotated[
+            int, typer.Option("--seed", min=0, max=999_999, help="same seed, same data")
+        ] = 1,
         unread: Annotated[
             float,
             typer.Option(
                 "--unread",
                 min=0,
+                max=1_000_000,
                 help="read receipts: mean unread messages per conversation and participant"
                 " (every older message has its receipt; 0: all read)",
             ),
@@ -136,10 +145,12 @@ def register(app: typer.Typer) -> None:
         ] = 0.10,
         skew: Annotated[
             float,
-            typer.Option("--skew", min=1, help="messages per conversation ~ u**skew (1: even)"),
+            typer.Option(
+                "--skew", min=1, max=100, help="messages per conversation ~ u**skew (1: even)"
+            ),
         ] = 3.0,
         days: Annotated[
-            int, typer.Option("--days", min=1, help="the span of message timestamps")
+            int, typer.Option("--days", min=1, max=36_500, help="the span of message timestamps")
         ] = 90,
         allow_writes: Annotated[
             bool, typer.Option("--allow-writes", help="required: it writes")

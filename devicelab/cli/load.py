@@ -105,7 +105,8 @@ def register_load(backend_app: typer.Typer) -> None:
                 "--supabase-url",  # `backend check`'s spelling, so either works on both
                 envvar="SUPABASE_URL",
                 show_envvar=True,
-                help="HTTP load: a Supabase API URL (/rest/v1, /auth/v1)",
+                help="HTTP load: the project's base URL (https://<ref>.supabase.co), without"
+                " /rest/v1 or /auth/v1",
             ),
         ] = None,
         anon_key: Annotated[

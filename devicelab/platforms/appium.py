@@ -96,6 +96,10 @@ _HTTP_TIMEOUT_S = 900
 _SCRIPT_TIMEOUT_S = 800
 _NEW_SESSION = "new session"
 
+# A page in the background, or behind a locked screen, runs no script until it is in front.
+_PAUSED_HINT = "keep the device unlocked with the app in front, then run again"
+_THREW_HINT = "the page threw it: restart the app (capacitor-harness/app's test build), run again"
+
 # execute_async_script's last argument is the callback; the function is awaited and its
 # rejection comes back as data, so a probe's error message survives the WebDriver hop.
 _ASYNC_WRAPPER = """const done = arguments[arguments.length - 1];
@@ -191,13 +195,19 @@ def _translated(what: str, url: str) -> Iterator[None]:
             f"no such Appium context ({what}): {_message(exc)}", hint=WEBVIEW_HINT
         ) from exc
     except (JavascriptException, TimeoutException) as exc:
+        hint = _PAUSED_HINT if isinstance(exc, TimeoutException) else _THREW_HINT
         raise ProbeFailed(
-            f"the page's script failed ({what}): {_message(exc)}", command=what
+            f"the page's script failed ({what}): {_message(exc)}", hint=hint, command=what
         ) from exc
     except WebDriverException as exc:
         if what == _NEW_SESSION:  # Appium answers a driver it cannot find with a 500
             raise _not_started(exc, what, url) from exc
-        raise ProbeFailed(f"Appium {what} failed: {_message(exc)}", command=what) from exc
+        raise ProbeFailed(
+            f"Appium {what} failed: {_message(exc)}",
+            hint="the Appium server's log says why; check that the device is still connected "
+            "and unlocked (`devicelab devices`), then run again",
+            command=what,
+        ) from exc
 
 
 def _not_started(exc: BaseException, what: str, url: str) -> DeviceUnreachable:
@@ -357,9 +367,13 @@ class AppiumSession:
                 self._script_timeout_set = True
             answer = driver.execute_async_script(_ASYNC_WRAPPER % source, arg)
         if not isinstance(answer, dict) or "ok" not in answer:
-            raise ProbeFailed(f"the page's script answered {answer!r}, not {{ok, value}}")
+            # The wrapper always answers {ok, ...}: the context it ran in is no app page.
+            raise ProbeFailed(
+                f"the page's script answered {answer!r}, not {{ok, value}}",
+                hint="switch to the app's WebView context (switch_to_webview), then run again",
+            )
         if not answer["ok"]:
-            raise ProbeFailed(f"the page's script failed: {answer.get('error')}")
+            raise ProbeFailed(f"the page's script failed: {answer.get('error')}", hint=_THREW_HINT)
         return answer.get("value")
 
     def cdp(self, command: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -46,5 +46,9 @@ class JsHeap:
         }
         out = {"used": named.get("JSHeapUsedSize"), "total": named.get("JSHeapTotalSize")}
         if out["used"] is None:
-            raise ProbeFailed("DevTools Performance.getMetrics has no JSHeapUsedSize")
+            raise ProbeFailed(
+                "DevTools Performance.getMetrics has no JSHeapUsedSize",
+                hint="the browser's DevTools did not report the JS heap: run again, and check"
+                " the Chromium version with `devicelab doctor`",
+            )
         return {key: value for key, value in out.items() if value is not None}

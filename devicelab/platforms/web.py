@@ -63,6 +63,8 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
 )
 _LOAD_TIMEOUT_MS = 60_000
+# DevTools stops answering when the page or the browser is gone (a crash, a kill).
+_CDP_HINT = "the page or Chromium went away (a crash?): run again; `devicelab doctor` checks it"
 
 
 def check_browser(device: Device) -> None:
@@ -164,7 +166,11 @@ class WebDevice:
         try:
             return self._page.evaluate(source, arg)
         except PlaywrightError as exc:
-            raise ProbeFailed(f"the page's script failed: {first_line(exc)}") from exc
+            raise ProbeFailed(
+                f"the page's script failed: {first_line(exc)}",
+                hint="the page threw it, or crashed or navigated away: run again; if it "
+                "keeps failing, open the app's URL in Chromium and read its console",
+            ) from exc
 
     def cdp(self, command: str) -> dict[str, Any]:
         """Run the DevTools ``command`` in the page; returns its result. Raises
@@ -174,7 +180,7 @@ class WebDevice:
         try:
             return dict(self._cdp_session().send(command))
         except PlaywrightError as exc:
-            raise ProbeFailed(f"CDP {command} failed: {first_line(exc)}") from exc
+            raise ProbeFailed(f"CDP {command} failed: {first_line(exc)}", hint=_CDP_HINT) from exc
 
     def heap_used_mb(self) -> float:
         """The page's JS heap in use (MB, 10^6 bytes) after a forced garbage collection.

@@ -51,6 +51,15 @@ FILE_NAMES = {
 }
 
 
+def _as_json(value: Any) -> str:
+    """``value`` as the file spells it (``true``, ``null``, ``"x"``, not Python's ``True``,
+    ``None``, ``'x'``): the user looks for it in their JSON. Not JSON: its repr."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _problem(error: Any) -> str:
     kind = error["type"]
     loc = error["loc"]
@@ -60,7 +69,7 @@ def _problem(error: Any) -> str:
         return f"missing required field {loc[-1]!r}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if "input" in error and kind != "value_error":
-        found = repr(error["input"])
+        found = _as_json(error["input"])
         found = found if len(found) <= 60 else found[:57] + "..."
         return f"{message[0].lower()}{message[1:]}, found {found}"
     return message

@@ -129,10 +129,13 @@ _QUERY_PASSWORD = re.compile(
     re.I,
 )
 #: A bearer credential as an ``Authorization`` header carries it (a Supabase access token
-#: or a personal access token, sbp_...; the scheme's case is free): a token has a digit
-#: or one of ``._-`` (the word in "requires a Bearer token" is left alone).
+#: or a personal access token, sbp_...; the scheme's case is free), of any length: a
+#: token has a digit, one of ``._-``, or a capital after a small letter (the word in
+#: "requires a Bearer token" is left alone; "Bearer Sekr9tI" is not).
 _BEARER = re.compile(
-    r"(?P<head>\bbearer\s+)(?=[A-Za-z0-9._~+/=-]*[0-9._-])[A-Za-z0-9._~+/=-]{8,}", re.I
+    r"(?P<head>\bbearer\s+)(?=[A-Za-z0-9._~+/=-]*?(?:[0-9._-]|(?-i:[a-z][A-Z])))"
+    r"[A-Za-z0-9._~+/=-]+",
+    re.I,
 )
 #: Supabase's secret API keys (``sb_secret_...``); ``sb_publishable_...`` keys are public.
 _SB_SECRET = re.compile(r"(?<![A-Za-z0-9_])sb_secret_[A-Za-z0-9_-]++")

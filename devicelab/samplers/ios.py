@@ -41,6 +41,11 @@ _U64 = 1 << 64
 #: One visit to the phone: a pairing session, the battery, a sysmontap window.
 _VISIT_TIMEOUT_S = 60.0
 _SYSMON_METRICS = ("cpu.app_pct", "memory.footprint_mb")
+# The instruments' own error: most often the path to them (disk image, tunnel) is not set up.
+_INSTRUMENTS_HINT = (
+    "unlock the iPhone and run again; if it persists, set up the instruments' path "
+    "(docs/ios.md, 'CPU and memory': the disk image on iOS 14-16, tunneld on 17+)"
+)
 
 
 def signed_milliamps(value: Any) -> float | None:
@@ -84,12 +89,14 @@ def parse_battery(entry: Mapping[str, Any]) -> BatteryReading:
 @dataclass
 class _Reading:
     """What one visit to the phone brought: the battery entry (None when not asked), the
-    sysmontap rows and core count, or why the app's rows could not be read."""
+    sysmontap rows and core count, or why the app's rows could not be read (the gaps'
+    note) and the error that says so, with its hint."""
 
     battery: dict[str, Any] | None
     rows: list[dict[str, Any]] = field(default_factory=list)
     cpu_count: int = 1
     unavailable: str | None = None
+    unreachable: DeviceUnreachable | None = None
 
 
 class IosSampler(Sampler):
@@ -161,8 +168,8 @@ class IosSampler(Sampler):
         samples, why = self._app(t, reading)
         self.log.write(samples)
         if why is not None:
-            if reading.unavailable is not None:
-                raise DeviceUnreachable(why, serial=self.udid)
+            if reading.unreachable is not None:
+                raise reading.unreachable
             raise ProbeFailed(why, hint="see docs/ios.md, 'CPU and memory'")
         assert self.usage is not None
         return self.usage
@@ -197,11 +204,15 @@ class IosSampler(Sampler):
                 )
             except DeviceUnreachable as exc:
                 reading.unavailable = f"{exc}: {exc.hint}" if exc.hint else str(exc)
+                reading.unreachable = exc
             except (PyMobileDevice3Exception, DTXNsError, OSError, TypeError, ValueError) as exc:
                 # DTXNsError: the server's own error; TypeError / ValueError: rows that do
                 # not match the attributes asked for.
                 why = str(exc) or type(exc).__name__
                 reading.unavailable = f"the instruments server of {self.udid} failed: {why}"
+                reading.unreachable = DeviceUnreachable(
+                    reading.unavailable, hint=_INSTRUMENTS_HINT, serial=self.udid
+                )
             return reading
 
     def _unreachable(self, exc: BaseException) -> DeviceUnreachable:

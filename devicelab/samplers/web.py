@@ -28,6 +28,9 @@ from devicelab.samplers.sample import METRICS, Sample
 
 __all__ = ["HeapReader", "WebSampler", "cdp_heap_reader", "find_browser_pid"]
 
+# DevTools stops answering, and the process is gone, when Chromium crashed or was killed.
+_CDP_HINT = "the page or Chromium went away (a crash?): run again; `devicelab doctor` checks it"
+
 HeapReader = Callable[[], Mapping[str, float]]
 
 
@@ -70,7 +73,7 @@ def cdp_heap_reader(page: Any, *, collect_garbage: bool = True) -> HeapReader:
                 session.append(page.context.new_cdp_session(page))
             return dict(session[0].send(command))
         except PlaywrightError as exc:
-            raise ProbeFailed(f"CDP {command} failed: {exc}") from exc
+            raise ProbeFailed(f"CDP {command} failed: {exc}", hint=_CDP_HINT) from exc
 
     heap = JsHeap(send, collect_garbage=collect_garbage)
 
@@ -117,7 +120,9 @@ class WebSampler(Sampler):
             root = psutil.Process(self.browser_pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess as exc:
-            raise DeviceUnreachable(f"the browser (pid {self.browser_pid}) is gone") from exc
+            raise DeviceUnreachable(
+                f"the browser (pid {self.browser_pid}) is gone", hint=_CDP_HINT
+            ) from exc
         cpu: dict[int, float] = {}
         renderers: list[Any] = []
         for proc in procs:

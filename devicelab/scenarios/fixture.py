@@ -127,7 +127,11 @@ def _pick(conn: psycopg.Connection[Any], seeded: bool) -> RunFixture:
         (generated, a_id, big_id),
     ).fetchone()
     if row is None:
-        raise BackendUnavailable("the database has only one generated user; two are needed")
+        raise BackendUnavailable(
+            "the database has only one generated user; two are needed",
+            hint="seed more: devicelab backend datagen --messages N --users 2 --allow-writes "
+            "(or more users), or run the device checks on the embedded default",
+        )
     b_id, b_email = str(row[0]), str(row[1])
     conversation_id = str(uuid.uuid5(_NAMESPACE, f"{a_id}:{b_id}"))
     with conn.transaction():

@@ -76,7 +76,7 @@ def test_realtime_checks_end_when_the_api_stalls(stalled_api: str) -> None:
     try:
         checks = realtime_checks(_project(stalled_api), load)
     except ApiUnreachable as exc:  # the sign-in itself got no answer
-        assert "cannot reach" in exc.message
+        assert "no answer from" in exc.message and "accepted the connection" in exc.message
     else:  # signed in, then the websockets got no answer: infrastructure, not a fail
         assert [c.status for c in checks] == ["error", "error"], [c.reason for c in checks]
     assert time.monotonic() - started < BOUND_S
@@ -94,4 +94,5 @@ def test_api_checks_are_errors_in_bounded_time(stalled_api: str) -> None:
     assert time.monotonic() - started < BOUND_S
     # Nothing was measured: every check says why (the API stopped answering), none fails.
     assert [c.status for c in checks] == ["error"] * 5, [c.reason for c in checks]
-    assert "Timeout" in checks[0].reason
+    reason = checks[0].reason or ""
+    assert "Timeout" in reason or "no answer from" in reason, reason

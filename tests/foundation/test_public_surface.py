@@ -62,7 +62,7 @@ def test_every_error_has_an_exit_code_of_the_contract() -> None:
     from devicelab import errors
 
     classes = [getattr(errors, name) for name in errors.__all__ if name[0].isupper()]
-    assert len(classes) == 10
+    assert len(classes) == 15
     for cls in classes:
         assert cls.exit_code in (2, 3), cls.__name__
     assert errors.ConfigError("x").exit_code == 2

@@ -41,14 +41,18 @@ def _refused(path: Path) -> ConfigError:
 @pytest.mark.parametrize(
     ("mutate", "field", "says"),
     [
-        (lambda d: d["checks"][1].update(value="552"), "checks[1].value", "'552'"),
-        (lambda d: d["checks"][1].update(value=True), "checks[1].value", "True"),
-        (lambda d: d["checks"][0]["samples"].__setitem__(2, "3"), "checks[0].samples[2]", "'3'"),
+        (lambda d: d["checks"][1].update(value="552"), "checks[1].value", 'found "552"'),
+        (lambda d: d["checks"][1].update(value=True), "checks[1].value", "found true"),
+        (
+            lambda d: d["checks"][0]["samples"].__setitem__(2, "3"),
+            "checks[0].samples[2]",
+            'found "3"',
+        ),
         (lambda d: d["checks"][0]["target"].update(value=False), "checks[0].target.value", ""),
-        (lambda d: d["run"]["network"].update(rtt_ms="170"), "run.network.rtt_ms", "'170'"),
+        (lambda d: d["run"]["network"].update(rtt_ms="170"), "run.network.rtt_ms", 'found "170"'),
         (lambda d: d["run"].update(started_at=1700000000), "run.started_at", "datetime"),
-        (lambda d: d["series"][0]["t"].__setitem__(0, True), "series[0].t[0]", "True"),
-        (lambda d: d["summary"].update(fail="1"), "summary.fail", "'1'"),
+        (lambda d: d["series"][0]["t"].__setitem__(0, True), "series[0].t[0]", "found true"),
+        (lambda d: d["summary"].update(fail="1"), "summary.fail", 'found "1"'),
     ],
 )
 def test_wrong_types_are_refused_naming_the_field(
@@ -70,6 +74,17 @@ def test_the_cli_refuses_a_string_value_in_one_line(raw: dict[str, Any], tmp_pat
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "checks[3].value: input should be a valid number" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_the_cli_echoes_a_wrong_value_as_json_spells_it(
+    raw: dict[str, Any], tmp_path: Path
+) -> None:
+    # An outside tester: "checks[1].value: ... found True" for the file's `true`.
+    raw["checks"][1]["value"] = True
+    done = _run_cli(["report", str(_write(tmp_path, raw)), "--format", "md"])
+    assert done.returncode == 2, done.stderr
+    assert "checks[1].value: input should be a valid number" in done.stderr, done.stderr
+    assert "found true" in done.stderr and "True" not in done.stderr, done.stderr
 
 
 def test_our_own_writer_round_trips(tmp_path: Path) -> None:

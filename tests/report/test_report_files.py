@@ -35,7 +35,7 @@ def test_public_surface() -> None:
 @pytest.mark.parametrize(
     ("mutate", "field", "says"),
     [
-        (lambda d: d["checks"][1].update(status="passed"), "checks[1].status", "'passed'"),
+        (lambda d: d["checks"][1].update(status="passed"), "checks[1].status", 'found "passed"'),
         (lambda d: d.update(schema="devicelab.results/2"), "schema", "devicelab.results/2"),
         (lambda d: d["run"].pop("started_at"), "run.started_at", "missing required field"),
         (lambda d: d["series"][0]["v"].pop(), "series[0]", "t has 121 points, v 120"),
@@ -134,7 +134,7 @@ def test_cli_bad_input_exits_2_and_keeps_the_old_output(
     violating = tmp_path / "violating.json"
     violating.write_text(json.dumps(raw))
     line = one_line_error(cli("report", str(violating), "-f", "junit", "-o", str(out)))
-    assert f"{violating}: checks[2].status:" in line and "'crashed'" in line
+    assert f"{violating}: checks[2].status:" in line and 'found "crashed"' in line
     line = one_line_error(cli("report", str(tmp_path / "none.json")))
     assert "none.json: no such file" in line
     assert out.read_text() == "previous report"
