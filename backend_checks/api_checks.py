@@ -234,17 +234,26 @@ def _skipped(reason: str) -> list[Check]:
 
 
 def _test_user(dsn: str) -> str:
-    """The email of a generated user who is in at least one conversation."""
+    """The email of a generated user who is in at least one conversation.
+
+    Raises BackendUnavailable when there is none or the server fails; BadInput when the
+    database has no such tables (the psycopg error translated by db.translate, one line
+    without the password)."""
     import psycopg
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            """SELECT u.email FROM auth.users u
-               WHERE u.email LIKE 'testuser%%@example.com'
-                 AND EXISTS (SELECT 1 FROM public.conversations c
-                             WHERE c.participants @> ARRAY[u.id])
-               ORDER BY u.created_at, u.email LIMIT 1"""
-        ).fetchone()
+    from backend_checks.db import connect, translate
+
+    with connect(dsn, autocommit=True) as conn:
+        try:
+            row = conn.execute(
+                """SELECT u.email FROM auth.users u
+                   WHERE u.email LIKE 'testuser%%@example.com'
+                     AND EXISTS (SELECT 1 FROM public.conversations c
+                                 WHERE c.participants @> ARRAY[u.id])
+                   ORDER BY u.created_at, u.email LIMIT 1"""
+            ).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc, dsn, "finding a generated test user") from None
     if row is None:
         raise BackendUnavailable(
             "no generated test user is in a conversation",
