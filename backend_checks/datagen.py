@@ -62,9 +62,13 @@ __all__ = [
     "foreign_data",
     "generate",
     "install_schema",
+    "mark",
+    "refuse_foreign",
     "run_datagen",
+    "schema_digest",
     "schema_sql",
     "scratch_state",
+    "session_settings",
 ]
 
 META_TABLE = "public.devicelab_meta"

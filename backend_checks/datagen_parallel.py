@@ -60,7 +60,7 @@ from backend_checks.datagen_tasks import Run, Scheduler, Task, prioritize
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["generate"]
+__all__ = ["generate", "staging_ddl"]
 
 log = logging.getLogger(__name__)
 

@@ -2,4 +2,6 @@
 
 from devicelab.console import main
 
+__all__: list[str] = []
+
 main()

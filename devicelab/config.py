@@ -23,6 +23,7 @@ from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile, 
 from devicelab.models.inventory import LOCATED
 
 __all__ = [
+    "device",
     "dotted_path",
     "find_file",
     "load_inventory",

@@ -208,7 +208,7 @@ async def create_user(
     return created
 
 
-async def signup(request: web.Request) -> web.Response:
+async def _signup(request: web.Request) -> web.Response:
     """``POST /auth/v1/signup`` {email, password, data}: a new confirmed user and a session.
 
     Raises ApiError 422 when the email is taken or the password is shorter than 6.
@@ -279,7 +279,7 @@ async def _refresh_grant(request: web.Request, ctx: ServerContext) -> dict[str, 
     return issue_session(ctx, user_json(row), session_id, refresh=refresh)
 
 
-async def token(request: web.Request) -> web.Response:
+async def _token(request: web.Request) -> web.Response:
     """``POST /auth/v1/token``: password sign-in or refresh; returns a session."""
     ctx = context_of(request)
     grant = request.query.get("grant_type", "")
@@ -310,7 +310,7 @@ def _user_claims(request: web.Request) -> dict[str, Any]:
     return claims
 
 
-async def get_user(request: web.Request) -> web.Response:
+async def _get_user(request: web.Request) -> web.Response:
     """``GET /auth/v1/user``: the user of the bearer token."""
     claims = _user_claims(request)
     row = await user_by(context_of(request), sql.SQL("u.id::text = %s"), [str(claims["sub"])])
@@ -319,7 +319,7 @@ async def get_user(request: web.Request) -> web.Response:
     return web.json_response(user_json(row))
 
 
-async def logout(request: web.Request) -> web.Response:
+async def _logout(request: web.Request) -> web.Response:
     """``POST /auth/v1/logout?scope=``: end the session, the user's other sessions, or all
     of them (their refresh tokens go and their access tokens stop working here).
 
@@ -341,7 +341,7 @@ async def logout(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def settings(request: web.Request) -> web.Response:
+async def _settings(request: web.Request) -> web.Response:
     """``GET /auth/v1/settings``: what this GoTrue stand-in supports."""
     return web.json_response(
         {
@@ -355,14 +355,14 @@ async def settings(request: web.Request) -> web.Response:
     )
 
 
-async def health(request: web.Request) -> web.Response:
+async def _health(request: web.Request) -> web.Response:
     """``GET /auth/v1/health``."""
     return web.json_response(
         {"version": "devicelab-reference", "name": "GoTrue", "description": "reference"}
     )
 
 
-async def jwks(request: web.Request) -> web.Response:
+async def _jwks(request: web.Request) -> web.Response:
     """``GET /auth/v1/.well-known/jwks.json``: no public keys (tokens are HS256, so
     clients verify them by asking ``/user``, as with a Supabase project on a shared secret)."""
     return web.json_response({"keys": []})
@@ -370,10 +370,10 @@ async def jwks(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the ``/auth/v1`` routes on ``app``."""
-    app.router.add_post("/auth/v1/token", token)
-    app.router.add_post("/auth/v1/signup", signup)
-    app.router.add_get("/auth/v1/user", get_user)
-    app.router.add_post("/auth/v1/logout", logout)
-    app.router.add_get("/auth/v1/settings", settings)
-    app.router.add_get("/auth/v1/health", health)
-    app.router.add_get("/auth/v1/.well-known/jwks.json", jwks)
+    app.router.add_post("/auth/v1/token", _token)
+    app.router.add_post("/auth/v1/signup", _signup)
+    app.router.add_get("/auth/v1/user", _get_user)
+    app.router.add_post("/auth/v1/logout", _logout)
+    app.router.add_get("/auth/v1/settings", _settings)
+    app.router.add_get("/auth/v1/health", _health)
+    app.router.add_get("/auth/v1/.well-known/jwks.json", _jwks)

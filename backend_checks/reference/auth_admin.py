@@ -41,7 +41,7 @@ def _user_id(request: web.Request) -> str:
         raise auth_error(404, "user_not_found", "User not found") from exc
 
 
-async def create(request: web.Request) -> web.Response:
+async def _create(request: web.Request) -> web.Response:
     """POST: {email, password, email_confirm, user_metadata} -> the new user."""
     _require_admin(request)
     body = await read_body(request)
@@ -55,7 +55,7 @@ async def create(request: web.Request) -> web.Response:
     return web.json_response(user_json(row))
 
 
-async def list_users(request: web.Request) -> web.Response:
+async def _list_users(request: web.Request) -> web.Response:
     """GET ?page=&per_page=: ``{users, aud}`` with an ``x-total-count`` header."""
     _require_admin(request)
     try:
@@ -79,7 +79,7 @@ async def list_users(request: web.Request) -> web.Response:
     )
 
 
-async def get_user(request: web.Request) -> web.Response:
+async def _get_user(request: web.Request) -> web.Response:
     """GET /<id>: the user."""
     _require_admin(request)
     row = await user_by(context_of(request), sql.SQL("u.id::text = %s"), [_user_id(request)])
@@ -88,7 +88,7 @@ async def get_user(request: web.Request) -> web.Response:
     return web.json_response(user_json(row))
 
 
-async def delete_user(request: web.Request) -> web.Response:
+async def _delete_user(request: web.Request) -> web.Response:
     """DELETE /<id>: remove the user (their rows go with them by the schema's cascades)."""
     _require_admin(request)
     user_id = _user_id(request)
@@ -108,7 +108,7 @@ async def delete_user(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the admin routes on ``app``."""
     base = "/auth/v1/admin/users"
-    app.router.add_post(base, create)
-    app.router.add_get(base, list_users)
-    app.router.add_get(f"{base}/{{id}}", get_user)
-    app.router.add_delete(f"{base}/{{id}}", delete_user)
+    app.router.add_post(base, _create)
+    app.router.add_get(base, _list_users)
+    app.router.add_get(f"{base}/{{id}}", _get_user)
+    app.router.add_delete(f"{base}/{{id}}", _delete_user)

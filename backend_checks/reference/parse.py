@@ -22,6 +22,7 @@ __all__ = [
     "Prefer",
     "SelectItem",
     "parse_filter_param",
+    "parse_int",
     "parse_logic_param",
     "parse_order",
     "parse_prefer",

@@ -194,7 +194,7 @@ def _answer(
     )  # fmt: skip
 
 
-async def read(request: web.Request) -> web.Response:
+async def _read(request: web.Request) -> web.Response:
     """GET/HEAD a relation: select, filters, order, paging, count, single object."""
     claims = _claims(request)
     _check_profile(request)
@@ -256,7 +256,7 @@ async def _write(
                    content_range=content_range)  # fmt: skip
 
 
-async def insert(request: web.Request) -> web.Response:
+async def _insert(request: web.Request) -> web.Response:
     """POST a relation: one object or an array; upsert with ``Prefer: resolution=``."""
     _claims(request)
     _check_profile(request)
@@ -282,7 +282,7 @@ async def insert(request: web.Request) -> web.Response:
     return await _write(request, statement, params, url, status=201)
 
 
-async def update(request: web.Request) -> web.Response:
+async def _update(request: web.Request) -> web.Response:
     """PATCH a relation: set the body's columns on the rows the filters select."""
     _claims(request)
     _check_profile(request)
@@ -298,7 +298,7 @@ async def update(request: web.Request) -> web.Response:
     return await _write(request, statement, params, url, status=200)
 
 
-async def delete(request: web.Request) -> web.Response:
+async def _delete(request: web.Request) -> web.Response:
     """DELETE from a relation the rows the filters select."""
     _claims(request)
     _check_profile(request)
@@ -309,7 +309,7 @@ async def delete(request: web.Request) -> web.Response:
     return await _write(request, statement, params, url, status=200)
 
 
-async def rpc(request: web.Request) -> web.Response:
+async def _rpc(request: web.Request) -> web.Response:
     """GET/POST ``/rpc/<fn>``: call a function with named arguments (JSON body or query)."""
     claims = _claims(request)
     _check_profile(request)
@@ -359,7 +359,7 @@ async def rpc(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
-async def root(request: web.Request) -> web.Response:
+async def _root(request: web.Request) -> web.Response:
     """``GET /rest/v1/``: a small description of what is exposed (not full OpenAPI)."""
     _claims(request)
     catalog = await current_catalog(context_of(request), reload=True)
@@ -371,10 +371,10 @@ async def root(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the ``/rest/v1`` routes on ``app``."""
-    app.router.add_get("/rest/v1/", root)
-    app.router.add_get("/rest/v1/rpc/{fn}", rpc)
-    app.router.add_route("POST", "/rest/v1/rpc/{fn}", rpc)
-    app.router.add_get("/rest/v1/{name}", read)  # also answers HEAD
-    app.router.add_route("POST", "/rest/v1/{name}", insert)
-    app.router.add_route("PATCH", "/rest/v1/{name}", update)
-    app.router.add_route("DELETE", "/rest/v1/{name}", delete)
+    app.router.add_get("/rest/v1/", _root)
+    app.router.add_get("/rest/v1/rpc/{fn}", _rpc)
+    app.router.add_route("POST", "/rest/v1/rpc/{fn}", _rpc)
+    app.router.add_get("/rest/v1/{name}", _read)  # also answers HEAD
+    app.router.add_route("POST", "/rest/v1/{name}", _insert)
+    app.router.add_route("PATCH", "/rest/v1/{name}", _update)
+    app.router.add_route("DELETE", "/rest/v1/{name}", _delete)

@@ -249,7 +249,7 @@ def owner_of(claims: dict[str, Any]) -> str | None:
     )
 
 
-async def upload(request: web.Request) -> web.Response:
+async def _upload(request: web.Request) -> web.Response:
     """POST (or PUT, which upserts) ``/object/<bucket>/<name>``: store a file."""
     claims = caller(request)
     require_writer(claims)
@@ -274,7 +274,7 @@ async def _serve(request: web.Request, bucket_id: str, name: str) -> web.StreamR
     return ObjectFileResponse(path, obj["etag"], headers)
 
 
-async def download(request: web.Request) -> web.StreamResponse:
+async def _download(request: web.Request) -> web.StreamResponse:
     """GET ``/object[/authenticated]/<bucket>/<name>``: the file, for allowed callers."""
     claims = caller(request)
     bucket_id = request.match_info["bucket"]
@@ -285,7 +285,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     return await _serve(request, bucket_id, name)
 
 
-async def download_public(request: web.Request) -> web.StreamResponse:
+async def _download_public(request: web.Request) -> web.StreamResponse:
     """GET ``/object/public/<bucket>/<name>``: files of public buckets, no key needed."""
     bucket_id = request.match_info["bucket"]
     name = check_object_name(request.match_info["name"])
@@ -295,7 +295,7 @@ async def download_public(request: web.Request) -> web.StreamResponse:
     return await _serve(request, bucket_id, name)
 
 
-async def download_signed(request: web.Request) -> web.StreamResponse:
+async def _download_signed(request: web.Request) -> web.StreamResponse:
     """GET ``/object/sign/<bucket>/<name>?token=``: the file, if the token is good."""
     bucket_id = request.match_info["bucket"]
     name = check_object_name(request.match_info["name"])
@@ -324,7 +324,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     )
 
 
-async def sign_one(request: web.Request) -> web.Response:
+async def _sign_one(request: web.Request) -> web.Response:
     """POST ``/object/sign/<bucket>/<name>`` {expiresIn}: ``{signedURL}``."""
     claims = caller(request)
     bucket_id = request.match_info["bucket"]
@@ -337,7 +337,7 @@ async def sign_one(request: web.Request) -> web.Response:
     return web.json_response({"signedURL": f"/object/sign/{bucket_id}/{name}?token={token}"})
 
 
-async def sign_many(request: web.Request) -> web.Response:
+async def _sign_many(request: web.Request) -> web.Response:
     """POST ``/object/sign/<bucket>`` {expiresIn, paths}: one entry per path."""
     claims = caller(request)
     bucket_id = request.match_info["bucket"]
@@ -365,7 +365,7 @@ async def sign_many(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-async def list_objects(request: web.Request) -> web.Response:
+async def _list_objects(request: web.Request) -> web.Response:
     """POST ``/object/list/<bucket>`` {prefix, limit, offset, sortBy, search}."""
     claims = caller(request)
     bucket_id = request.match_info["bucket"]
@@ -412,7 +412,7 @@ async def list_objects(request: web.Request) -> web.Response:
     return web.json_response(entries[offset : offset + limit])
 
 
-async def remove(request: web.Request) -> web.Response:
+async def _remove(request: web.Request) -> web.Response:
     """DELETE ``/object/<bucket>`` {prefixes}: delete those objects; returns them."""
     claims = caller(request)
     require_writer(claims)
@@ -440,7 +440,7 @@ async def remove(request: web.Request) -> web.Response:
     return web.json_response([{**file_object(o), "bucket_id": bucket_id} for o in removed])
 
 
-async def info(request: web.Request) -> web.Response:
+async def _info(request: web.Request) -> web.Response:
     """GET ``/object/info/<bucket>/<name>``: the object's metadata."""
     claims = caller(request)
     bucket_id = request.match_info["bucket"]
@@ -462,14 +462,14 @@ def add_routes(app: web.Application) -> None:
     ``storage_transfer`` routes before these and ``storage_buckets`` routes after)."""
     base = "/storage/v1"
     r = app.router
-    r.add_post(f"{base}/object/list/{{bucket}}", list_objects)
-    r.add_post(f"{base}/object/sign/{{bucket}}", sign_many)
-    r.add_post(f"{base}/object/sign/{{bucket}}/{{name:.+}}", sign_one)
-    r.add_get(f"{base}/object/sign/{{bucket}}/{{name:.+}}", download_signed)
-    r.add_get(f"{base}/object/public/{{bucket}}/{{name:.+}}", download_public)
-    r.add_get(f"{base}/object/authenticated/{{bucket}}/{{name:.+}}", download)
-    r.add_get(f"{base}/object/info/{{bucket}}/{{name:.+}}", info)
-    r.add_get(f"{base}/object/{{bucket}}/{{name:.+}}", download)
-    r.add_post(f"{base}/object/{{bucket}}/{{name:.+}}", upload)
-    r.add_put(f"{base}/object/{{bucket}}/{{name:.+}}", upload)
-    r.add_delete(f"{base}/object/{{bucket}}", remove)
+    r.add_post(f"{base}/object/list/{{bucket}}", _list_objects)
+    r.add_post(f"{base}/object/sign/{{bucket}}", _sign_many)
+    r.add_post(f"{base}/object/sign/{{bucket}}/{{name:.+}}", _sign_one)
+    r.add_get(f"{base}/object/sign/{{bucket}}/{{name:.+}}", _download_signed)
+    r.add_get(f"{base}/object/public/{{bucket}}/{{name:.+}}", _download_public)
+    r.add_get(f"{base}/object/authenticated/{{bucket}}/{{name:.+}}", _download)
+    r.add_get(f"{base}/object/info/{{bucket}}/{{name:.+}}", _info)
+    r.add_get(f"{base}/object/{{bucket}}/{{name:.+}}", _download)
+    r.add_post(f"{base}/object/{{bucket}}/{{name:.+}}", _upload)
+    r.add_put(f"{base}/object/{{bucket}}/{{name:.+}}", _upload)
+    r.add_delete(f"{base}/object/{{bucket}}", _remove)

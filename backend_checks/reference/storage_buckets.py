@@ -25,7 +25,7 @@ def _require_service(claims: dict[str, Any]) -> None:
         raise storage_error(403, "Unauthorized", "new row violates row-level security policy")
 
 
-async def list_buckets(request: web.Request) -> web.Response:
+async def _list_buckets(request: web.Request) -> web.Response:
     """GET ``/bucket``: every bucket."""
     caller(request)
     async with privileged(context_of(request)) as conn:
@@ -38,13 +38,13 @@ async def list_buckets(request: web.Request) -> web.Response:
     return web.json_response([await bucket_row(request, i) for i in ids])
 
 
-async def get_bucket(request: web.Request) -> web.Response:
+async def _get_bucket(request: web.Request) -> web.Response:
     """GET ``/bucket/<id>``."""
     caller(request)
     return web.json_response(await bucket_row(request, request.match_info["bucket"]))
 
 
-async def create_bucket(request: web.Request) -> web.Response:
+async def _create_bucket(request: web.Request) -> web.Response:
     """POST ``/bucket`` {id|name, public, file_size_limit, allowed_mime_types} (service role)."""
     _require_service(caller(request))
     body = await json_body(request)
@@ -67,7 +67,7 @@ async def create_bucket(request: web.Request) -> web.Response:
     return web.json_response({"name": bucket_id})
 
 
-async def delete_bucket(request: web.Request) -> web.Response:
+async def _delete_bucket(request: web.Request) -> web.Response:
     """DELETE ``/bucket/<id>`` (service role; the bucket must be empty)."""
     _require_service(caller(request))
     bucket_id = check_bucket_id(request.match_info["bucket"])
@@ -84,7 +84,7 @@ async def delete_bucket(request: web.Request) -> web.Response:
     return web.json_response({"message": "Successfully deleted"})
 
 
-async def update_bucket(request: web.Request) -> web.Response:
+async def _update_bucket(request: web.Request) -> web.Response:
     """PUT ``/bucket/<id>`` {public, file_size_limit, allowed_mime_types} (service role)."""
     _require_service(caller(request))
     bucket_id = check_bucket_id(request.match_info["bucket"])
@@ -102,7 +102,7 @@ async def update_bucket(request: web.Request) -> web.Response:
     return web.json_response({"message": "Successfully updated"})
 
 
-async def empty_bucket(request: web.Request) -> web.Response:
+async def _empty_bucket(request: web.Request) -> web.Response:
     """POST ``/bucket/<id>/empty``: delete every object of the bucket (service role)."""
     _require_service(caller(request))
     bucket_id = check_bucket_id(request.match_info["bucket"])
@@ -124,9 +124,9 @@ async def empty_bucket(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the ``/storage/v1/bucket`` routes."""
     base = "/storage/v1/bucket"
-    app.router.add_get(base, list_buckets)
-    app.router.add_post(base, create_bucket)
-    app.router.add_get(f"{base}/{{bucket}}", get_bucket)
-    app.router.add_put(f"{base}/{{bucket}}", update_bucket)
-    app.router.add_delete(f"{base}/{{bucket}}", delete_bucket)
-    app.router.add_post(f"{base}/{{bucket}}/empty", empty_bucket)
+    app.router.add_get(base, _list_buckets)
+    app.router.add_post(base, _create_bucket)
+    app.router.add_get(f"{base}/{{bucket}}", _get_bucket)
+    app.router.add_put(f"{base}/{{bucket}}", _update_bucket)
+    app.router.add_delete(f"{base}/{{bucket}}", _delete_bucket)
+    app.router.add_post(f"{base}/{{bucket}}/empty", _empty_bucket)

@@ -39,7 +39,7 @@ __all__ = ["add_routes"]
 UPLOAD_URL_LIFETIME_S = 2 * 3600
 
 
-async def create_upload_url(request: web.Request) -> web.Response:
+async def _create_upload_url(request: web.Request) -> web.Response:
     """POST ``/object/upload/sign/<bucket>/<name>``: ``{url, token}`` for one upload."""
     claims = caller(request)
     require_writer(claims)
@@ -55,7 +55,7 @@ async def create_upload_url(request: web.Request) -> web.Response:
     return web.json_response({"url": url, "token": token})
 
 
-async def upload_to_url(request: web.Request) -> web.Response:
+async def _upload_to_url(request: web.Request) -> web.Response:
     """PUT ``/object/upload/sign/<bucket>/<name>?token=``: the upload the token allows."""
     bucket_id = check_bucket_id(request.match_info["bucket"])
     name = check_object_name(request.match_info["name"])
@@ -140,13 +140,13 @@ async def _transfer(request: web.Request, *, keep_source: bool) -> tuple[str, st
     return new_id, dst_bucket, dst
 
 
-async def move(request: web.Request) -> web.Response:
+async def _move(request: web.Request) -> web.Response:
     """POST ``/object/move`` {bucketId, sourceKey, destinationKey, destinationBucket?}."""
     await _transfer(request, keep_source=False)
     return web.json_response({"message": "Successfully moved"})
 
 
-async def copy(request: web.Request) -> web.Response:
+async def _copy(request: web.Request) -> web.Response:
     """POST ``/object/copy`` {bucketId, sourceKey, destinationKey, destinationBucket?}."""
     new_id, bucket_id, name = await _transfer(request, keep_source=True)
     return web.json_response({"Id": new_id, "Key": f"{bucket_id}/{name}"})
@@ -155,7 +155,7 @@ async def copy(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the transfer routes (before the generic ``/object/<bucket>/...`` ones)."""
     base = "/storage/v1/object"
-    app.router.add_post(f"{base}/upload/sign/{{bucket}}/{{name:.+}}", create_upload_url)
-    app.router.add_put(f"{base}/upload/sign/{{bucket}}/{{name:.+}}", upload_to_url)
-    app.router.add_post(f"{base}/move", move)
-    app.router.add_post(f"{base}/copy", copy)
+    app.router.add_post(f"{base}/upload/sign/{{bucket}}/{{name:.+}}", _create_upload_url)
+    app.router.add_put(f"{base}/upload/sign/{{bucket}}/{{name:.+}}", _upload_to_url)
+    app.router.add_post(f"{base}/move", _move)
+    app.router.add_post(f"{base}/copy", _copy)

@@ -35,6 +35,7 @@ __all__ = [
     "Stats",
     "Status",
     "StatusCounts",
+    "json_schema",
     "percentile",
     "summarize",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["WebViewDiagnosis", "diagnose_webview"]
+__all__ = ["WebViewDiagnosis", "diagnose_webview", "judge"]
 
 _LISTING_WAIT_S = 1.0
 _TIMEOUT_S = 20.0

@@ -151,7 +151,7 @@ def _identity() -> dict[str, bytes]:
     }
 
 
-def host_id(udid: str) -> str:
+def _host_id(udid: str) -> str:
     """The HostID of this host in the phone ``udid``'s pair record."""
     return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"host-{udid}")).upper()
 
@@ -163,7 +163,7 @@ def pair_record(udid: str, buid: str) -> dict[str, Any]:
         "DeviceCertificate": ident["device"],
         "EscrowBag": b"\x00" * 32,
         "HostCertificate": ident["host"],
-        "HostID": host_id(udid),
+        "HostID": _host_id(udid),
         "HostPrivateKey": ident["host_key"],
         "RootCertificate": ident["root"],
         "RootPrivateKey": ident["root_key"],
