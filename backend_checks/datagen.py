@@ -309,6 +309,7 @@ def generate(
     allow_writes: bool,
     force: bool = False,
     parallel: bool | None = None,
+    reset_statements: bool = False,
 ) -> DatagenReport:
     """Generate the data set of ``params`` into ``conn``'s database, all or nothing.
 
@@ -318,10 +319,12 @@ def generate(
     Both give the same rows and catalog for one seed; the report's ``mode`` names the
     path that ran.
 
-    After a run, once the data is committed, the pg_stat_statements entries of this
-    database are reset where the role may (phase ``pg_stat_statements reset``; see
+    ``reset_statements`` (the managed cluster, or a database datagen itself just created):
+    once the data is committed, the pg_stat_statements entries of this database are reset
+    where the role may (phase ``pg_stat_statements reset``; see
     :mod:`backend_checks.statement_history`): the old data set's timings do not describe
-    the new one.
+    the new one. Not on a database we were given: on a hosted project that would wipe
+    every service's statement history.
 
     Returns a DatagenReport. Raises UnsafeActionRefused (nothing written) without
     ``allow_writes``, or when the database holds rows we did not generate and ``force`` is
@@ -385,7 +388,7 @@ def generate(
     # index dropped) failed slow_queries after every later datagen. Last, so that our
     # own VACUUM goes with them; a refusal is logged, never a datagen's failure.
     start = time.perf_counter()
-    if reset_database_statements(conn):
+    if reset_statements and reset_database_statements(conn):
         phases["pg_stat_statements reset"] = round(time.perf_counter() - start, 3)
     if phases != report.phases:
         report = report.model_copy(
@@ -418,6 +421,7 @@ def run_datagen(
     from backend_checks.db import connect, drop_database, ensure_database
 
     created = None
+    managed = dsn is None
     if dsn is None:
         from backend_checks.managed import ManagedPostgres
 
@@ -426,7 +430,11 @@ def run_datagen(
         created = ensure_database(dsn)  # --allow-writes covers creating the database
     try:
         with connect(dsn) as conn:
-            report = generate(conn, params, allow_writes=allow_writes, force=force)
+            # Ours to reset: the managed cluster, or a database created just now.
+            ours = created is not None or managed
+            report = generate(
+                conn, params, allow_writes=allow_writes, force=force, reset_statements=ours
+            )
     except BaseException:
         if created:  # a failed run leaves no database of ours behind either
             drop_database(dsn)

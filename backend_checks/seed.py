@@ -162,7 +162,9 @@ def check_app_access(conn: psycopg.Connection[Any]) -> None:
         ) from None
 
 
-def seed_if_empty(conn: psycopg.Connection[Any], params: DatagenParams) -> DatagenReport | None:
+def seed_if_empty(
+    conn: psycopg.Connection[Any], params: DatagenParams, *, reset_statements: bool = False
+) -> DatagenReport | None:
     """Generate ``params`` into ``conn``'s database unless it holds messages, deciding
     under the generator's lock (another seeding in progress is waited for, up to its
     15-minute statement timeout). ``conn`` must not be inside a transaction.
@@ -180,7 +182,7 @@ def seed_if_empty(conn: psycopg.Connection[Any], params: DatagenParams) -> Datag
                 return None
         # The generator takes the same lock again: advisory locks are re-entrant for the
         # session holding them, whatever their level.
-        return generate(conn, params, allow_writes=True)
+        return generate(conn, params, allow_writes=True, reset_statements=reset_statements)
     finally:
         _unlock(conn)
 
@@ -271,7 +273,7 @@ def ensure_data(
                 hint="add --allow-writes to create the schema and 100K messages, or run "
                 "devicelab backend datagen first",
             )
-        seed_if_empty(conn, DatagenParams(messages=seed_messages))
+        seed_if_empty(conn, DatagenParams(messages=seed_messages), reset_statements=managed)
         check_app_access(conn)  # the roles exist now
     if managed:
         _ensure_extension(conn, "pg_stat_statements")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend_checks.base_url import BASE_HINT
+from backend_checks.base_url import BASE_HINT, URL_OPTION
 from backend_checks.db import redact
 from devicelab.errors import (
     ApiUnreachable,
@@ -260,7 +260,7 @@ def _unreachable(
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return ApiUnreachable(
         f"cannot reach {shown}: {redact_secrets(what, project)}",
-        hint=f"check {CHECK_FLAGS.url}: the project's API URL, e.g. https://<ref>.supabase.co,"
+        hint=f"check {URL_OPTION}: the project's API URL, e.g. https://<ref>.supabase.co,"
         " and that the server is running",
     )
 

@@ -1,7 +1,7 @@
-"""The NetShape addon's options (see ``addon``): each declared once (``declare``, with its
-type, default and help) beside the parser of its value, which returns the value ready to
-use or raises mitmproxy's OptionsError with the option's name; and the check of the
-seconds ``go_offline`` takes (the control endpoint's ``offline?seconds=N``)."""
+"""The parsers of the NetShape addon's options (declared once, in ``NetShape.load``, with
+their type, default and help): each returns the value ready to use or raises mitmproxy's
+OptionsError with the option's name; and the check of the seconds ``go_offline`` takes
+(the control endpoint's ``offline?seconds=N``)."""
 
 from __future__ import annotations
 

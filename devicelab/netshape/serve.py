@@ -83,8 +83,8 @@ def unreachable(host: str, allow: Sequence[str]) -> str | None:
         address = ipaddress.ip_address(host)
     except ValueError:  # a host name: its family is not known here
         return None
-    # "::" takes IPv4 clients too (as ::ffff:a.b.c.d, which the allow-list reads as IPv4).
-    if address == ipaddress.ip_address("::") or any(n.version == address.version for n in networks):
+    # "::" too takes IPv6 clients only: asyncio's listener sets IPV6_V6ONLY.
+    if any(n.version == address.version for n in networks):
         return None
     return (
         f"no allowed client can reach this proxy: it listens on {host} (IPv{address.version})"
@@ -158,6 +158,11 @@ def device_instructions(proxy: ShapedProxy) -> list[str]:
         lines.append(
             f"  switch without a restart{where}: curl -x {via} -d slow-3g"
             f" http://{CONTROL_HOST}/profile (or POST .../offline?seconds=N, .../online)"
+        )
+    if proxy.host == "::":
+        lines.append(
+            f"  (:: takes IPv6 clients only: for IPv4 devices and adb reverse, --listen"
+            f" 0.0.0.0:{port})"
         )
     if lan and set(proxy.allow) <= set(DEFAULT_ALLOW):
         lines.append("  (only loopback may connect: add --allow <your LAN's CIDR> for devices)")

@@ -130,10 +130,12 @@ _QUERY_PASSWORD = re.compile(
 )
 #: A bearer credential as an ``Authorization`` header carries it (a Supabase access token
 #: or a personal access token, sbp_...; the scheme's case is free), of any length: a
-#: token has a digit, one of ``._-``, or a capital after a small letter (the word in
-#: "requires a Bearer token" is left alone; "Bearer Sekr9tI" is not).
+#: token has a digit, one of ``._-`` inside it, or a capital after a small letter (the
+#: word in "requires a Bearer token." is left alone, full stop and all; "Bearer Sekr9tI"
+#: is not).
 _BEARER = re.compile(
-    r"(?P<head>\bbearer\s+)(?=[A-Za-z0-9._~+/=-]*?(?:[0-9._-]|(?-i:[a-z][A-Z])))"
+    r"(?P<head>\bbearer\s+)"
+    r"(?=[A-Za-z0-9._~+/=-]*?(?:[0-9]|[._-](?=[A-Za-z0-9])|(?-i:[a-z][A-Z])))"
     r"[A-Za-z0-9._~+/=-]+",
     re.I,
 )

@@ -25,7 +25,14 @@ def test_a_short_bearer_credential_is_masked_keeping_the_scheme(text: str, secre
 
 
 @pytest.mark.parametrize(
-    "said", ["This endpoint requires a Bearer token", "Bearer Token expected", "use Bearer AUTH"]
+    "said",
+    [
+        "This endpoint requires a Bearer token",
+        "the API requires a Bearer token.",
+        "send a Bearer token-",
+        "Bearer Token expected",
+        "use Bearer AUTH",
+    ],
 )
 def test_words_after_bearer_are_left_alone(said: str) -> None:
     assert mask_secrets(said) == said
