@@ -199,9 +199,19 @@ class BatteryFarm:
         start; BadInput when ``out_dir`` cannot be written; after SIGINT, SIGTERM or
         SIGHUP, what the handler before did (the CLI's: KeyboardInterrupt, exit 130, 143,
         129) or KeyboardInterrupt, once every run has restored its phone (or was killed
-        after the grace) and farm.json is written."""
+        after the grace) and farm.json is written. Raises BadInput, before anything is
+        prepared, when called outside the main thread: only the main thread gets the
+        signals the farm must pass on to its runs (each in a session of its own, no Ctrl-C
+        reaches them but the farm's)."""
         from devicelab.records import check_writable
 
+        if threading.current_thread() is not threading.main_thread():
+            raise BadInput(
+                "BatteryFarm.run() was called outside the main thread: it could not pass "
+                "Ctrl-C or SIGTERM on to its runs, which would keep their phones changed",
+                hint="call it from the main thread, or start `devicelab battery` as a "
+                "subprocess from that thread",
+            )
         check_writable(out_dir)
         started = datetime.now(UTC)
         self._seed()
@@ -237,7 +247,7 @@ class BatteryFarm:
             network=self.network,
             duration_s=self.duration_s,
             devices=[
-                self._row(d.id, d.model, d.platform, runs.get(d.id), codes.get(d.id), out_dir)
+                _row(d.id, d.model, d.platform, runs.get(d.id), codes.get(d.id), out_dir)
                 for d in self.devices
             ],
         )
@@ -259,18 +269,13 @@ class BatteryFarm:
             argv += ["--inventory", str(self.inventory)]
         env = {**os.environ, "DEVICELAB_BATTERY_DURATION_S": f"{self.duration_s:g}"}
         log = (out / "run.log").open("w", encoding="utf-8")
+        started = time.time()
         # A session of its own: a terminal's Ctrl-C reaches the farm alone, which passes it
         # on once. Both at once interrupted a run again while it switched its hub port
         # back on, and the phone stayed unpowered.
-        process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        run = _Run(device, process, log)
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=env, start_new_session=True)  # fmt: skip
+        run = _Run(device, process, log, started)
         reader = threading.Thread(
             target=run.pump, args=(self.say,), name=f"farm-{device}", daemon=True
         )
@@ -278,38 +283,59 @@ class BatteryFarm:
         run.reader = reader
         return run
 
-    def _row(
-        self, device: str, model: str, platform: str, run: _Run | None, code: int | None,
-        out: Path,
-    ) -> FarmDevice:  # fmt: skip
-        from devicelab.report import load_results
 
-        if run is None or code is None:
-            return FarmDevice(id=device, platform=platform, model=model,
-                              exit_code=_UNFINISHED, status="error",
-                              reason="not started: the farm was stopped first")  # fmt: skip
-        path = out / device / "results.json"
-        ended = _ended(code, run, path.parent)
-        # The farm's contract (0-3), unless the farm itself stopped the run (its 130).
-        exit_code = code if 0 <= code <= 3 or (run.interrupted and code in _STOPPED) else 3
-        if not path.exists():  # the run ended before its first check: its error says why
-            why = ended or run.error
-            why = why or f"the run exited {code} without results (see {path.parent}/run.log)"
-            return FarmDevice(id=device, platform=platform, model=model,
-                              exit_code=max(exit_code, 3), status="error",
-                              reason=why)  # fmt: skip
-        results = load_results(path)
-        check = next((c for c in results.checks if c.id == _CHECK), None)
-        info = results.run.device
-        row = FarmDevice(id=device, platform=platform, model=info.model if info else model,
-                         exit_code=exit_code, status="error", results=str(path))  # fmt: skip
-        if check is None:
-            row.reason = ended or "the run recorded no battery_drain check"
-            return row
-        row.status, row.value, row.unit = check.status, check.value, check.unit or ""
-        # A check judged before a kill still stands; the phone may not have been restored.
-        row.reason = "; ".join(r for r in (check.reason or "", ended if code < 0 else "") if r)
+def _row(
+    device: str, model: str, platform: str, run: _Run | None, code: int | None, out: Path
+) -> FarmDevice:
+    """The farm's row of ``device``: its run's exit code ``code`` and the battery_drain
+    check of the results.json it wrote under ``out`` (None, None: it was not started)."""
+    from devicelab.report import load_results
+
+    if run is None or code is None:
+        return FarmDevice(id=device, platform=platform, model=model,
+                          exit_code=_UNFINISHED, status="error",
+                          reason="not started: the farm was stopped first")  # fmt: skip
+    path = out / device / "results.json"
+    if run.summarised and run.interrupted and code in (-signal.SIGINT, 128 + signal.SIGINT):
+        # The farm's Ctrl-C came after the run printed its results, so after its check
+        # ended and its phone was put back: as it would have exited (a Ctrl-C that lands
+        # in the interpreter's shutdown kills it with SIGINT, which is no sign of a phone
+        # left changed).
+        code = _UNFINISHED if run.error else _exit_code_of(path)
+    ended = _ended(code, run, path.parent)
+    # The farm's contract (0-3), unless the farm itself stopped the run (its 130).
+    exit_code = code if 0 <= code <= 3 or (run.interrupted and code in _STOPPED) else 3
+    # A results.json older than this run is a previous run's (the same --out again): this
+    # run ended before writing its own, and its error line says why.
+    if not path.exists() or path.stat().st_mtime < run.started:
+        why = ended or run.error
+        why = why or f"the run exited {code} without results (see {path.parent}/run.log)"
+        return FarmDevice(id=device, platform=platform, model=model,
+                          exit_code=max(exit_code, 3), status="error",
+                          reason=why)  # fmt: skip
+    results = load_results(path)
+    check = next((c for c in results.checks if c.id == _CHECK), None)
+    info = results.run.device
+    row = FarmDevice(id=device, platform=platform, model=info.model if info else model,
+                     exit_code=exit_code, status="error", results=str(path))  # fmt: skip
+    if check is None:  # it stopped before its check: its own error line says why
+        row.reason = ended or run.error or "the run recorded no battery_drain check"
         return row
+    row.status, row.value, row.unit = check.status, check.value, check.unit or ""
+    # A check judged before a kill still stands; the phone may not have been restored.
+    row.reason = "; ".join(r for r in (check.reason or "", ended if code < 0 else "") if r)
+    return row
+
+
+def _exit_code_of(path: Path) -> int:
+    """The exit code of the run whose results.json is ``path`` (3 when it cannot be read)."""
+    from devicelab.errors import DeviceLabError
+    from devicelab.report import load_results
+
+    try:
+        return load_results(path).exit_code()
+    except (DeviceLabError, OSError, ValueError):
+        return _UNFINISHED
 
 
 def _ended(code: int, run: _Run, folder: Path) -> str:
@@ -347,9 +373,10 @@ def _stopping(runs: dict[str, _Run]) -> Iterator[Callable[[], None]]:
     run in ``runs`` (once), then does what the handler before it did (the CLI's: a
     KeyboardInterrupt it exits 130, 143 or 129 for) or raises KeyboardInterrupt; every
     later one is ignored with a note, so the wait for the runs and farm.json are not cut
-    short (a second KeyboardInterrupt did that). A signal ignored before (``nohup``: SIGHUP)
-    stays ignored. Yields ``hold``, which ignores the three again (the handler before may
-    have put its own back). The handlers before are back after the block."""
+    short (a second KeyboardInterrupt did that). A signal ignored before (``nohup``: SIGHUP;
+    a script's ``cmd &``: SIGINT) stays ignored, but the runs start with SIGINT working.
+    Yields ``hold``, which ignores the three again (the handler before may have put its
+    own back). The handlers before are back after the block."""
     noted: list[bool] = []
 
     def later(signum: int, frame: Any) -> None:
@@ -377,6 +404,14 @@ def _stopping(runs: dict[str, _Run]) -> Iterator[Callable[[], None]]:
         for signum in _STOPS
         if (handler := signal.getsignal(signum)) is not None and handler is not signal.SIG_IGN
     }
+    # A farm started in the background by a script (`nohup devicelab battery ... &`, cron,
+    # CI) inherits SIGINT ignored, and an ignored signal stays ignored across exec: its
+    # runs would ignore the Ctrl-C it passes on, and be killed after the grace with their
+    # phones still changed. A handler of Python's is reset to the default by exec, so the
+    # runs start with Ctrl-C working; the farm itself still ignores SIGINT, as it was told.
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
     for signum in before:
         signal.signal(signum, first)
     try:
@@ -384,17 +419,24 @@ def _stopping(runs: dict[str, _Run]) -> Iterator[Callable[[], None]]:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Run:
     """One phone's process and the thread that copies its output to run.log and say."""
 
-    def __init__(self, device: str, process: subprocess.Popen[str], log: IO[str]) -> None:
+    def __init__(
+        self, device: str, process: subprocess.Popen[str], log: IO[str], started: float
+    ) -> None:
         self.device = device
         self.process = process
         self.log = log
+        self.started = started  # time.time() before it was started
         self.reader: threading.Thread | None = None
         self.error = ""  # the run's own one-line error, if it printed one
+        # It printed its `results:` line: its check ended and its phone was put back.
+        self.summarised = False
         self.interrupted = False  # SIGINT sent: once, a second one would cut its restore
         self.killed = False  # SIGKILL sent: it outlived the grace after the farm stopped it
 
@@ -408,6 +450,8 @@ class _Run:
                 self.log.flush()
                 if line.startswith("devicelab: error: "):
                     self.error = line.removeprefix("devicelab: error: ").strip()
+                elif line.startswith("results: "):
+                    self.summarised = True
                 say(f"[{self.device}] {line.rstrip()}")
 
 

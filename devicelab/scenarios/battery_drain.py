@@ -16,8 +16,10 @@ and over USB the phone still charges. The inventory's ``power`` decides:
 - ``none``: the check skips, with that reason;
 - ``manual``: the user cut it; devicelab still verifies the battery discharges: a first
   reading that says "charging" ends the check at once, and at the end the level must have
-  fallen or the current flowed out (negative); otherwise the check is an ``error`` with
-  :data:`STILL_CHARGING`;
+  fallen or the current flowed out (negative), and the level must not have risen by
+  more than one 1 % step; otherwise the check is an ``error`` with
+  :data:`STILL_CHARGING`. A battery at 0 % is an ``error`` with :data:`EMPTY`; one that
+  reaches 0 % is judged on the readings up to it;
 - ``uhubctl``: devicelab switches the hub port off (``uhubctl -l HUB -p PORT -a off``),
   journaled before it is made, and on again on exit, on an exception or Ctrl-C, and at
   the next start after a crash (:data:`UNDOERS`); then verifies as for ``manual``. adb
@@ -55,6 +57,7 @@ from devicelab.targets import judge, resolve
 __all__ = [
     "CATEGORY",
     "CHECK_ID",
+    "EMPTY",
     "NEEDS_POWER_CUT",
     "POWER_KIND",
     "STILL_CHARGING",
@@ -71,6 +74,13 @@ TITLE = "Battery drain over 1 hour of active messaging"
 CATEGORY = "battery"
 UNIT = "pct_per_hour"
 STILL_CHARGING = "the phone is still charging: cut the power"
+EMPTY = (
+    "the battery read 0 % throughout: the phone is about to shut down and a drain cannot be "
+    "measured from an empty battery (charge it, then cut the power)"
+)
+#: How far the level may rise over a run and still be noise: one step of a level read in
+#: whole percent (a fuel gauge that settles after the load drops).
+_ONE_STEP_PCT = 1.0
 NEEDS_POWER_CUT = (
     "real drain needs the power cut: `dumpsys battery unplug` is logical only and over USB "
     "the phone still charges (set the device's power in inventory.yaml: uhubctl with hub "
@@ -240,7 +250,8 @@ def measure(
     android the one behind ``ctx.heap_mb``).
     The uhubctl power cut is journaled in ``journal`` (default: the state folder's).
     Returns the judged check (value: % per hour), a skip when the power is not cut by
-    the inventory, or an error when the battery does not discharge. Raises ProbeFailed
+    the inventory, or an error when the battery does not discharge (or is empty: 0 %
+    throughout). Raises ProbeFailed
     when a probe fails, DeviceUnreachable when adb does, ToolMissing without uhubctl."""
     if ctx.platform not in _HOW:
         why = f"not built yet: the battery drain run of {ctx.platform} devices"
@@ -368,13 +379,31 @@ def _judged(
         return _not_charging(evidence)
     if not fell and median_ma is None:
         return _not_charging(evidence)
-    drain = round(-theil_sen_slope(t, v) * 3600, 3)
+    emptied = v[-1] <= 0
+    if emptied:  # flat at 0 % after that: it would pull the slope towards no drain at all
+        end = next(i for i, level in enumerate(v) if level <= 0) + 1
+        t, v = t[:end], v[:end]
+        evidence["readings_judged"] = len(v)
+    if len(v) < 2:  # 0 % from the first reading
+        return Check(id=CHECK_ID, title=TITLE, category=CATEGORY, status="error",
+                     reason=EMPTY, evidence=evidence)  # fmt: skip
+    slope = theil_sen_slope(t, v)
+    # A level that rises is charging, whatever the current says (a reader that gets its
+    # sign wrong, a charger the status does not show): its "drain" is negative and passed.
+    if (rise := slope * (t[-1] - t[0])) > _ONE_STEP_PCT:
+        evidence["level_rise_pct"] = round(rise, 2)
+        return _not_charging(evidence)
+    drain = round(-slope * 3600, 3)
     evidence["least_squares_pct_per_hour"] = round(-least_squares_slope(t, v) * 3600, 3)
     target = resolve(ctx.book, CHECK_ID, ctx.platform, ctx.column)
     check = judge(check=CHECK_ID, title=TITLE, category=CATEGORY, target=target, value=drain,
                   unit=UNIT, stat="value", column=ctx.column, evidence=evidence)  # fmt: skip
     if options.duration_s < 3600 and check.status in ("pass", "fail"):
         check.reason += f"; a shortened run ({options.duration_s:g} s, the story's is 3600 s)"
+    if emptied and check.status in ("pass", "fail"):
+        check.reason += "; the level reached 0 %: judged on the readings up to it"
+    elif drain < 0 and check.status in ("pass", "fail"):
+        check.reason += "; the level did not fall over the run (it rose within one 1 % step)"
     if median_ma is None and check.status in ("pass", "fail"):
         check.reason += (
             "; the battery current could not be read, so that current flows out of the "
