@@ -98,7 +98,9 @@ class AndroidDevice:
         self._claim = self.journal.claim(self.serial, "in use")
         try:
             self.journal.undoers.update(device_undoers(self._device_for))
-            self.journal.recover()  # what a crashed run left on any phone of this server
+            # What a crashed run left on this phone (a sibling run recovers its own: all of
+            # them at once raced on the same entries and said misleading things).
+            self.journal.recover([self.serial])
             for key in ("ro.product.manufacturer", "ro.product.model",
                         "ro.build.version.release", "ro.build.version.sdk"):  # fmt: skip
                 self.props[key] = adb_shell(self.adb, f"getprop {key}")

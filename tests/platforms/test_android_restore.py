@@ -146,3 +146,20 @@ def test_recovery_says_what_it_puts_back_and_devices_shows_it_before(
     assert len(said) == 1 and f"left on {fake.serial}: adb reverse tcp:18080" in said[0]
     assert fake.settings["global"]["http_proxy"] == CORPORATE
     assert device_states(inventory)[0].left_changed == []
+
+
+def test_a_run_recovers_its_own_phone_only(
+    adb_server: Any, fake: FakeAdbd, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A farm starts a run per phone: each put back every phone's leftovers at once, so the
+    # siblings raced on the same entries and logged "left ... as it is" about each other.
+    path = tmp_path / "journal.jsonl"
+    _die_routed(adb_server, fake, path)
+    with adb_server.phone() as other, caplog.at_level(logging.INFO):
+        _attach(adb_server, other, path).close()
+    assert fake.settings["global"]["http_proxy"] == "127.0.0.1:18080"  # not the other's
+    assert {e.target for e in Journal(path).pending()} == {fake.serial}
+    phone = _attach(adb_server, fake, path)  # its own run puts it back
+    phone.close()
+    assert fake.settings["global"]["http_proxy"] == ":0" and fake.reverses == {}
+    assert Journal(path).pending() == []
