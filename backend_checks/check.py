@@ -103,6 +103,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     if options.only == []:  # nothing named: everything, as before ids were checked
         options = options.model_copy(update={"only": None})
     started = datetime.now(UTC)
+    _targets_first(options.only)
     project = options.api.project
     wants_sql = _wants_sql(options.only)
     wants_api = options.only is None or any(cid in options.only for cid, _, _ in API_CHECKS)
@@ -142,6 +143,24 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     if project is not None:
         return _results(started, _backend("supabase", project.url), checks)
     return _results(started, _backend("postgres", dsn), checks)
+
+
+#: The checks judged by profiles/targets.yaml's backend rows alone (the query checks fall
+#: back to their query file's target).
+_BOOKED = ("buffer_hit_ratio", "index_usage", "seq_scans", "unused_indexes", "table_sizes",
+           "subscription_setup", "realtime_broadcast", "storage_upload_5mb",
+           "storage_download_5mb", "signed_url")  # fmt: skip
+
+
+def _targets_first(only: list[str] | None) -> None:
+    """Read every backend row the run will judge by, before any work: a user's
+    targets.yaml that lacks one is one exit-2 line in a second, not after the data load,
+    the suite and the API checks (with no results written). Raises ConfigError."""
+    from devicelab.targets import backend_target
+
+    for check_id in _BOOKED:
+        if only is None or check_id in only:
+            backend_target(check_id)  # reads the file: its error names it
 
 
 def _backend(kind: BackendKind, where: str) -> BackendInfo:

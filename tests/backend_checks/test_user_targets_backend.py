@@ -63,6 +63,23 @@ def test_a_missing_backend_row_is_one_line_naming_the_file_and_the_row(
     assert "add a backend row for table_sizes to profiles/targets.yaml" in done.stderr
 
 
+def test_a_missing_backend_row_is_found_before_any_work(empty_db: str, tmp_path: Path) -> None:
+    # It was found after the data load, the suite and the API checks: on an empty database
+    # with --allow-writes, the seeding happened first.
+    lab = _lab(tmp_path, _without_row("table_sizes"))
+    argv = [sys.executable, "-m", "devicelab", "backend", "check", "--dsn", empty_db,
+            "--allow-writes", "--out", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "DEVICELAB_HOME": str(lab)}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no backend target for table_sizes" in done.stderr
+    import psycopg
+
+    with psycopg.connect(empty_db) as conn:
+        row = conn.execute("SELECT to_regclass('public.messages')").fetchone()
+    assert row == (None,), "the database was seeded before the row was missed"
+
+
 def test_a_broken_targets_file_is_one_line_naming_its_line(healthy_db: str, tmp_path: Path) -> None:
     lab = _lab(tmp_path, _broken())
     done = _check(healthy_db, lab, tmp_path / "out")
