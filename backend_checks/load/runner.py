@@ -38,8 +38,11 @@ __all__ = [
     "LoadTarget",
     "fetch_identities",
     "generated_identities",
+    "refuse_writes",
     "run_load",
+    "run_target",
     "scratch_writes",
+    "spec_file",
     "write_spec",
 ]
 

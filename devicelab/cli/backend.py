@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from devicelab.cli.load import nonblank_dsn, register_load
+from devicelab.cli.load import register_load
+from devicelab.cli.options import nonblank_dsn
 from devicelab.cli.serve import register_serve
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
         """Run the query suite, plans, health, realtime and storage checks; exit 1 on a fail."""
         from backend_checks.api_checks import api_options
         from backend_checks.check import CheckOptions, run_check
-        from devicelab.cli.load import out_folder, parse_duration
+        from devicelab.cli.options import out_folder, parse_duration
         from devicelab.records import check_writable
 
         out = out_folder(out_text)

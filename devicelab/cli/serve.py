@@ -10,7 +10,7 @@ import signal
 
 import typer
 
-from devicelab.cli.load import nonblank_dsn
+from devicelab.cli.options import nonblank_dsn
 
 __all__ = ["register_serve"]
 
