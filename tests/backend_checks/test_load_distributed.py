@@ -52,12 +52,14 @@ def _run(
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     env = {**os.environ, "DEVICELAB_LOAD_SPEC": str(spec), "DEVICELAB_LOAD_OUT": str(out)}
-    master = subprocess.Popen(
-        [*_LOCUST, "--master", "--headless", "--master-bind-host", "127.0.0.1",
-         "--master-bind-port", port, "--expect-workers", str(workers), "-u", str(users),
-         "-r", str(spawn_rate), "-t", run_time, "--only-summary"],
-        cwd=_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log = out.with_suffix(".master.log")
+    with log.open("w") as sink:
+        master = subprocess.Popen(
+            [*_LOCUST, "--master", "--headless", "--master-bind-host", "127.0.0.1",
+             "--master-bind-port", port, "--expect-workers", str(workers), "-u", str(users),
+             "-r", str(spawn_rate), "-t", run_time, "--only-summary"],
+            cwd=_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
     procs = [
         subprocess.Popen(
             [*_LOCUST, "--worker", "--master-host", "127.0.0.1", "--master-port", port],
@@ -70,6 +72,11 @@ def _run(
     ]
     try:
         if kill_one_after_s is not None:
+            # From the start of the users, not of the processes: on a busy machine a worker
+            # killed before it joined left the master waiting for it (--expect-workers).
+            deadline = time.monotonic() + 60
+            while "All users spawned" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
             time.sleep(kill_one_after_s)
             procs[-1].kill()
         master.wait(timeout=90)
@@ -127,7 +134,7 @@ def test_a_worker_lost_mid_run_is_named_and_the_step_does_not_pass(
     spec = write_spec(dsn, LoadOptions(mix="read", per_user_rate=2, duration_s=8), 6,
                       tmp_path / "spec.json")  # fmt: skip
     merged = _run(spec, tmp_path / "merged.json", workers=2, users=6, spawn_rate=50,
-                  run_time="7s", kill_one_after_s=3.5)  # fmt: skip
+                  run_time="7s", kill_one_after_s=2.5)  # fmt: skip
     assert merged.shape is not None and len(merged.shape.lost_workers) == 1
 
     run = import_results([tmp_path / "merged.json"])
