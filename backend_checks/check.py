@@ -103,7 +103,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     if options.only == []:  # nothing named: everything, as before ids were checked
         options = options.model_copy(update={"only": None})
     started = datetime.now(UTC)
-    _targets_first(options.only)
+    _targets_first(options.only, load=options.load_s is not None)
     project = options.api.project
     wants_sql = _wants_sql(options.only)
     wants_api = options.only is None or any(cid in options.only for cid, _, _ in API_CHECKS)
@@ -146,21 +146,32 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
 
 
 #: The checks judged by profiles/targets.yaml's backend rows alone (the query checks fall
-#: back to their query file's target).
-_BOOKED = ("buffer_hit_ratio", "index_usage", "seq_scans", "unused_indexes", "table_sizes",
-           "subscription_setup", "realtime_broadcast", "storage_upload_5mb",
-           "storage_download_5mb", "signed_url")  # fmt: skip
+#: back to their query file's target), and the unit each measures in.
+_BOOKED = {
+    "buffer_hit_ratio": "%", "index_usage": "problems", "seq_scans": "scans",
+    "unused_indexes": "indexes", "table_sizes": "%", "subscription_setup": "ms",
+    "realtime_broadcast": "ms", "storage_upload_5mb": "ms", "storage_download_5mb": "ms",
+    "signed_url": "ms",
+}  # fmt: skip
 
 
-def _targets_first(only: list[str] | None) -> None:
+def _targets_first(only: list[str] | None, *, load: bool) -> None:
     """Read every backend row the run will judge by, before any work: a user's
     targets.yaml that lacks one is one exit-2 line in a second, not after the data load,
     the suite and the API checks (with no results written). Raises ConfigError."""
-    from devicelab.targets import backend_target
+    from devicelab.config import load_targets
+    from devicelab.targets import backend_target, check_unit, resolve
 
-    for check_id in _BOOKED:
+    booked = _BOOKED | ({"load_100": "users", "load_1000": "users"} if load else {})
+    for check_id, unit in booked.items():
         if only is None or check_id in only:
-            backend_target(check_id)  # reads the file: its error names it
+            row = backend_target(check_id)  # reads the file: its error names it
+            check_unit(check_id, row.unit or unit, unit)
+    book = load_targets()
+    for spec in load_suite():  # a query's row may be left out (the file's own target holds)
+        found = resolve(book, spec.id, "backend", "any")
+        if (only is None or spec.id in only) and found is not None and found.value is not None:
+            check_unit(spec.id, found.unit, "ms")  # the suite times in ms
 
 
 def _backend(kind: BackendKind, where: str) -> BackendInfo:

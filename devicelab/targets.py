@@ -20,6 +20,7 @@ __all__ = [
     "STORY_MATRIX",
     "backend_target",
     "cell",
+    "check_unit",
     "column_for",
     "judge",
     "resolve",
@@ -130,6 +131,18 @@ def _convert(value: float, unit: str, to: str) -> float:
     return value * factor
 
 
+def check_unit(check: str, row_unit: str, measured_unit: str) -> None:
+    """Refuse a targets.yaml row of ``check`` whose unit cannot be compared with what the
+    check measures (``measured_unit``; ms and s convert). Raises ConfigError (exit 2)."""
+    if row_unit != measured_unit and (measured_unit, row_unit) not in _SCALE:
+        raise ConfigError(
+            f"targets.yaml: the {check} row's unit {row_unit!r} cannot be compared with what"
+            f" {check} measures ({measured_unit})",
+            hint=f"give that row unit: {measured_unit}"
+            + (" (or ms/s)" if measured_unit in ("ms", "s") else ""),
+        )
+
+
 def judge(
     *,
     check: str,
@@ -149,7 +162,8 @@ def judge(
     Samples are converted to the target's unit (ms <-> s); the stat the target names
     (p50, p95, max, mean) is taken from them. No target: status "skip" (not judged) with
     the value and a reason that says it is reported without a verdict. An N/A target:
-    "skip". Nothing measured: "error". Raises ValueError when the units cannot be compared.
+    "skip". Nothing measured: "error". Raises ConfigError (exit 2) when the target's unit
+    cannot be compared with ``unit`` (a user's targets.yaml row in other units).
     """
     evidence = dict(evidence or {})
     if target is not None and not target.applies:
@@ -164,6 +178,7 @@ def judge(
         )
     judged = target is not None and target.value is not None
     if target is not None and judged and unit != target.unit:
+        check_unit(check, target.unit, unit)
         samples = [_convert(v, unit, target.unit) for v in samples or []]
         value = None if value is None else _convert(value, unit, target.unit)
         unit = target.unit

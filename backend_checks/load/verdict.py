@@ -197,6 +197,11 @@ def _passed(criteria: list[Criterion]) -> bool:
     return all(c.ok is not False for c in criteria)
 
 
+def _story_users(check_id: str) -> int:
+    """The users a story load check is about: 1000 for ``load_1000``."""
+    return int(check_id.rsplit("_", 1)[1])
+
+
 def load_checks(
     run: LoadRun, book: TargetBook, rules: SupportRules | None = None
 ) -> tuple[list[Check], list[Series]]:
@@ -211,7 +216,12 @@ def load_checks(
     ]
     # A step the story's two checks do not judge (--users 30,60) is judged as its own
     # check, load_<n>, by the same criteria.
-    needs = {int(t.value) for _, _, t in story if t is not None and t.value is not None}
+    # A story check without a row (a user's targets.yaml left it out) still stands for its
+    # own number of users: else its step came back as a second check of the same id.
+    needs = {
+        int(t.value) if t is not None and t.value is not None else _story_users(check_id)
+        for check_id, _, t in story
+    }
     for step, _ in verdicts:
         if step.users not in needs:
             own = Target(
@@ -225,7 +235,11 @@ def load_checks(
             )
             story.append((own.check, f"{step.users} concurrent users supported", own))
     for check_id, title, target in story:
-        need = int(target.value) if target is not None and target.value is not None else 0
+        need = (
+            int(target.value)
+            if target is not None and target.value is not None
+            else _story_users(check_id)
+        )
         candidates = sorted((v for v in verdicts if v[0].users >= need), key=lambda v: v[0].users)
         skip = "" if candidates else f"no step with {need} users ran (steps: {run.options.users})"
         if candidates and candidates[0][0].users > need and not _passed(candidates[0][1]):

@@ -212,3 +212,14 @@ def test_a_lost_load_process_fails_the_step() -> None:
     criteria = {c.name: c for c in judge_step(step, load_targets())}
     assert criteria["no load process lost"].ok is False
     assert "worker-2" in criteria["no load process lost"].detail
+
+
+def test_a_story_check_without_its_row_is_still_one_check() -> None:
+    # A user's targets.yaml without load_1000: its 1000-user step came back as a second
+    # load_1000 (source --users) beside the skipped one.
+    from devicelab.models import TargetBook
+
+    shipped = load_targets()
+    book = TargetBook(targets=[t for t in shipped.targets if t.check != "load_1000"])
+    checks, _ = load_checks(_run(_step(100), _step(1000)), book)
+    assert sorted(c.id for c in checks) == ["load_100", "load_1000"]

@@ -103,3 +103,21 @@ def test_a_query_check_does_not_pass_over_a_broken_targets_file(
     check = query_check(spec, run, judge)
     assert check.status == "pass" and check.target is not None
     assert check.target.source == spec.target.source
+
+
+@pytest.mark.parametrize("check", ["message_fetch", "table_sizes"])
+def test_a_row_in_units_the_check_cannot_compare_is_refused_before_any_work(
+    check: str, empty_db: str, tmp_path: Path
+) -> None:
+    # message_fetch in "users" ended in a traceback after the suite was timed
+    # (ValueError: cannot compare ms with users).
+    row = re.compile(r"(\{check: " + check + r", platform: backend,[^}]*?unit: )(\w+|\"%\")")
+    text, changed = row.subn(r"\1users", SHIPPED)
+    assert changed == 1
+    argv = [sys.executable, "-m", "devicelab", "backend", "check", "--dsn", empty_db,
+            "--allow-writes", "--out", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "DEVICELAB_HOME": str(_lab(tmp_path, text))}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"the {check} row's unit 'users' cannot be compared" in done.stderr

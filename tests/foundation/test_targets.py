@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from devicelab.config import load_networks, load_targets
+from devicelab.errors import ConfigError
 from devicelab.targets import MATRIX_COLUMNS, STORY_MATRIX, cell, column_for, judge, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +128,7 @@ def test_judge_na_missing_and_untargeted() -> None:
     low = judge(check="buffer_hit_ratio", title="B", category="db", target=ratio, value=94.0,
                 unit="%")  # fmt: skip
     assert low.status == "fail"
-    with pytest.raises(ValueError, match="cannot compare"):
+    with pytest.raises(ConfigError, match="the x row's unit '%' cannot be compared"):
         judge(check="x", title="X", category="c", target=ratio, value=1.0, unit="ms")
 
 
