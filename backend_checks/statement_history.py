@@ -52,12 +52,12 @@ class Since(NamedTuple):
     dbid: int
 
     def label(self) -> str:
-        """``"since 2026-12-01 05:02 UTC at the latest (pg_stat_statements_reset)"``, or ""
+        """``"since 2026-12-01 05:02 UTC at the earliest (pg_stat_statements_reset)"``, or ""
         unknown: a reset of one database's entries by hand moves neither date we read, so
         the timings may run from later than that."""
         if self.at is None:
             return ""
-        return f"since {self.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC at the latest ({self.by})"
+        return f"since {self.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC at the earliest ({self.by})"
 
     def said(self, *, failed: bool) -> str:
         """The end of slow_queries' reason: since when its timings run (nothing when that

@@ -75,7 +75,7 @@ def test_a_datagen_after_a_broken_check_leaves_slow_queries_passing(cluster: str
     since = datetime.fromisoformat
     assert since(after.evidence["stats_since"]) > since(before.evidence["stats_since"])
     assert re.search(
-        r"; timings since \d{4}-\d\d-\d\d \d\d:\d\d UTC at the latest \(datagen reset this",
+        r"; timings since \d{4}-\d\d-\d\d \d\d:\d\d UTC at the earliest \(datagen reset this",
         after.reason or "",
     ), after.reason
 
@@ -110,7 +110,7 @@ def test_the_reason_says_since_when_after_a_reset_of_everything(cluster: str) ->
         slow = server_health.slow_queries(conn)
     assert at and slow.evidence["stats_since"] == at[0].isoformat()
     assert slow.evidence["stats_since_by"] == "pg_stat_statements_reset"
-    label = f"since {at[0]:%Y-%m-%d %H:%M} UTC at the latest (pg_stat_statements_reset)"
+    label = f"since {at[0]:%Y-%m-%d %H:%M} UTC at the earliest (pg_stat_statements_reset)"
     assert (slow.reason or "").endswith(f"; timings {label}"), slow.reason
 
 
