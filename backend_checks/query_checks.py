@@ -6,7 +6,7 @@ plans (an index the planner rightly passed over, a key another index already ser
 A query whose timed runs miss the target by a small margin (at most ``MARGINAL_MISS``
 times it) is timed once more and judged on the second series (:func:`time_confirmed`):
 one or two CPU-scheduling spikes among 20 runs push a healthy query's p95 over, while a
-real regression misses twice. A gross miss (a missing index: 10-100x) is not re-timed.
+real regression misses twice. A gross miss (over 2x) is not re-timed.
 """
 
 from __future__ import annotations
