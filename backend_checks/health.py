@@ -171,7 +171,7 @@ def _index_shares(
             problems.append(
                 f"{name}: {share:.0f} % of scans used an index "
                 f"({t.seq_scan} seq scan{'' if t.seq_scan == 1 else 's'} "
-                f"read {t.seq_tup_read} rows)"
+                f"read {t.seq_tup_read:,} rows)"
             )
     return tables, problems
 

@@ -159,7 +159,8 @@ def query_check(spec: QuerySpec, run: QueryRun, judge: Any) -> Check:
         check.reason += f"; re-timed after a marginal miss: first {run.first_series.missed}"
     flagged = run.flagged()
     if flagged and check.status == "pass":
-        check.reason += f"; but {len(flagged)} sequential scan(s) flagged (see seq_scans)"
+        scans = "sequential scan" if len(flagged) == 1 else "sequential scans"
+        check.reason += f"; but {len(flagged)} {scans} flagged (see seq_scans)"
     return check
 
 

@@ -376,7 +376,8 @@ def slow_queries(
     ]
     outliers = [q for q in top if q["calls"] >= min_calls and q["mean_ms"] > mean_ms]
     value = max((q["mean_ms"] for q in top if q["calls"] >= min_calls), default=0.0)
-    why = f"{len(outliers)} statement(s) with mean > {mean_ms:g} ms" if outliers else ""
+    said_n = f"{len(outliers)} statement{'' if len(outliers) == 1 else 's'}"
+    why = f"{said_n} with mean > {mean_ms:g} ms" if outliers else ""
     said = f"slowest mean {{value}} (statements called >= {min_calls} times, all roles)"
     evidence: dict[str, Any] = {"outliers": outliers, "top": top[:15], "min_calls": min_calls}
     reason = judged_reason(said, value, "ms", target, why)
