@@ -3,8 +3,6 @@ a schema a query cannot run on, an INVALID index, a dropped function (real Postg
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,28 +14,10 @@ from backend_checks.check import CheckOptions, run_check
 from backend_checks.datagen import DatagenParams
 from backend_checks.db import translate
 from devicelab.errors import BackendUnavailable, BadInput, ProbeFailed
+from tests.backend_checks.cli_run import cli, one_line
 
 #: The index message_fetch needs (the reference schema's name for it).
 FETCH_INDEX = "public.messages_conversation_created_idx"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``devicelab ARGS`` in a process of its own."""
-    return subprocess.run(
-        [sys.executable, "-m", "devicelab", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The one error line of ``proc``'s stderr (asserted: no traceback, nothing else)."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("devicelab: error:"), proc.stderr
-    return lines[0]
 
 
 def _with(make_db: Callable[[], str], sql: str) -> str:
@@ -57,9 +37,9 @@ def test_a_foreign_messages_table_is_one_line_exit_2_naming_what_is_missing(
         make_db, "CREATE TABLE messages (id int, body text); INSERT INTO messages VALUES (1, 'x')"
     )
     flags = ["--allow-writes"] if allow_writes else []
-    proc = _cli("backend", "check", "--dsn", dsn, "--out", str(tmp_path), *flags)
+    proc = cli("backend", "check", "--dsn", dsn, "--out", str(tmp_path), *flags)
     assert proc.returncode == 2, proc.stderr
-    line = _one_line(proc)
+    line = one_line(proc)
     assert "reference messaging schema" in line
     assert "public.conversations" in line and "public.message_read_receipts" in line
     assert "devicelab backend datagen --dsn DSN" in line and "--allow-writes" in line
@@ -81,9 +61,9 @@ def test_a_database_error_escaping_the_suite_is_one_line_not_a_traceback(
            INSERT INTO conversations VALUES (gen_random_uuid(), 'x');
            INSERT INTO messages SELECT gen_random_uuid(), id, now() FROM conversations""",
     )
-    proc = _cli("backend", "check", "--dsn", dsn, "--out", str(tmp_path))
+    proc = cli("backend", "check", "--dsn", dsn, "--out", str(tmp_path))
     assert proc.returncode == 2, proc.stderr
-    line = _one_line(proc)
+    line = one_line(proc)
     assert "does not match devicelab's reference schema" in line and "unnest" in line
 
 

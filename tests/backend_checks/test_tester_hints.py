@@ -3,31 +3,12 @@ from where it is printed (real PostgreSQL, ``python -m devicelab`` subprocesses)
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``devicelab ARGS`` in a process of its own."""
-    return subprocess.run(
-        [sys.executable, "-m", "devicelab", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The one error line of ``proc``'s stderr (asserted: no traceback, nothing else)."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("devicelab: error:"), proc.stderr
-    return lines[0]
+from tests.backend_checks.cli_run import cli, one_line
 
 
 def test_check_on_foreign_rows_hints_a_command_that_exists(
@@ -37,8 +18,8 @@ def test_check_on_foreign_rows_hints_a_command_that_exists(
     dsn = make_db()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE mine (x int); INSERT INTO mine VALUES (1)")
-    proc = _cli("backend", "check", "--dsn", dsn, "--out", str(tmp_path), "--allow-writes")
+    proc = cli("backend", "check", "--dsn", dsn, "--out", str(tmp_path), "--allow-writes")
     assert proc.returncode == 2, proc.stderr
-    line = _one_line(proc)
+    line = one_line(proc)
     assert "public.mine" in line
     assert "devicelab backend datagen --dsn DSN --allow-writes --force" in line
