@@ -98,14 +98,16 @@ def cell(book: TargetBook, check: str, column: str, platform: str | None = None)
     return resolve(book, check, platform, column)
 
 
-def backend_target(check: str, book: TargetBook | None = None) -> CheckTarget:
-    """The backend row of ``check`` (profiles/targets.yaml unless ``book``) as a CheckTarget.
+def backend_target(
+    check: str, book: TargetBook | None = None, *, source: str = "the given targets"
+) -> CheckTarget:
+    """The backend row of ``check`` (profiles/targets.yaml unless ``book``, read from the
+    file ``source`` names) as a CheckTarget.
 
     Raises ConfigError (exit 2) when the file is wrong, or when the book has no backend
     row with a value for ``check`` (a user's own targets.yaml may leave one out): the
     message names the file and the check, the hint the row to add.
     """
-    source = "the given targets"
     if book is None:
         from devicelab.config import find_file, load_targets
 
