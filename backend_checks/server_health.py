@@ -230,9 +230,10 @@ def bloat(
     )
 
 
-def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
-    """VACUUM ``tables`` (``schema.name``) on ``conn``, which must be idle (VACUUM runs
-    outside transactions; nothing is done inside one); returns those actually vacuumed.
+def vacuum(conn: psycopg.Connection[Any], tables: list[str], *, analyze: bool = False) -> list[str]:
+    """VACUUM ``tables`` (``schema.name``) on ``conn``, with ANALYZE when ``analyze``;
+    ``conn`` must be idle (VACUUM runs outside transactions; nothing is done inside one).
+    Returns those actually vacuumed.
     A table the role may not vacuum (not its owner: checked first, and PostgreSQL's
     warning is watched for too, since it skips the table without an error) or a failure
     (the statement timeout on a huge table) is logged and left to autovacuum. Raises
@@ -276,7 +277,11 @@ def vacuum(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
             schema, _, table = name.partition(".")
             warnings.clear()
             try:
-                conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(schema, table)))
+                conn.execute(
+                    sql.SQL("VACUUM (ANALYZE) {}" if analyze else "VACUUM {}").format(
+                        sql.Identifier(schema, table)
+                    )
+                )
             except psycopg.Error as exc:
                 log.warning("VACUUM %s failed: %s", name, exc)
                 continue
