@@ -15,10 +15,10 @@ reason: the SQL checks measured before are kept, and results.json is written.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from devicelab.errors import DeviceLabError
-from devicelab.models import Check
+from devicelab.models import Check, ConnectionRoom
 
 if TYPE_CHECKING:
     from backend_checks.check import CheckOptions
@@ -53,7 +53,7 @@ WHERE r.rolname = current_user AND d.datname = current_database()
 """
 
 
-def connection_room(dsn: str) -> dict[str, Any] | None:
+def connection_room(dsn: str) -> ConnectionRoom | None:
     """The connections the server of ``dsn`` has free for its role: ``free`` (the least
     of the server's, the role's and the database's room) and the numbers it comes from.
     None when they cannot be read (the evidence then says nothing). Raises nothing."""
@@ -74,21 +74,22 @@ def connection_room(dsn: str) -> dict[str, Any] | None:
     server = maximum - in_use + 1 - (0 if superuser else su_reserved)
     if not (superuser or may_reserved):
         server -= reserved
-    room: dict[str, Any] = {
-        "max_connections": maximum,
-        "superuser_reserved_connections": su_reserved,
-        "reserved_connections": reserved,
-        "in_use": in_use - 1,
-        "role_limit": None if superuser or role_limit < 0 else role_limit,
-        "database_limit": None if superuser or db_limit < 0 else db_limit,
-    }
+    role_binds = not superuser and role_limit >= 0
+    db_binds = not superuser and db_limit >= 0
     free = [server]
-    if room["role_limit"] is not None:
+    if role_binds:
         free.append(role_limit - role_in_use + 1)
-    if room["database_limit"] is not None:
+    if db_binds:
         free.append(db_limit - db_in_use + 1)
-    room["free"] = max(0, min(free))
-    return room
+    return ConnectionRoom(
+        max_connections=maximum,
+        superuser_reserved_connections=su_reserved,
+        reserved_connections=reserved,
+        in_use=in_use - 1,
+        role_limit=role_limit if role_binds else None,
+        database_limit=db_limit if db_binds else None,
+        free=max(0, min(free)),
+    )
 
 
 def load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Check]:
@@ -127,11 +128,11 @@ def load_checks(dsn: str, options: CheckOptions, *, managed: bool) -> list[Check
             " devicelab backend load --url)"
         )
         if room is not None:
-            check.evidence["connections"] = room
+            check.evidence["connections"] = room.model_dump(mode="json")
             need = _users_of(check)
-            if need is not None and need > room["free"]:
+            if need is not None and need > room.free:
                 check.reason += (
-                    f"; {need} sessions exceed the {room['free']} connections the server had"
+                    f"; {need} sessions exceed the {room.free} connections the server had"
                     " free for this role before the step"
                 )
         if notes:
@@ -150,7 +151,7 @@ def _users_of(check: Check) -> int | None:
 
 def _run(
     dsn: str, options: CheckOptions, *, managed: bool
-) -> tuple[list[Check], dict[str, Any] | None, list[str]]:
+) -> tuple[list[Check], ConnectionRoom | None, list[str]]:
     """The load's checks, the connection room read before it, and notes for the evidence.
     Raises DeviceLabError (the load could not run)."""
     from backend_checks.datagen import scratch_state
@@ -173,13 +174,13 @@ def _run(
     room = connection_room(dsn)
     if room is not None:
         for users in load.users:
-            if users > room["free"]:
+            if users > room.free:
                 # Said before the sessions open: the step will meet the server's limit.
                 _log.warning(
                     "load: %d SQL sessions exceed the %d connections the server has free"
                     " for this role",
                     users,
-                    room["free"],
+                    room.free,
                 )
     found, _ = judged(run_load(dsn, load), load_targets())
     return found, room, notes

@@ -306,7 +306,7 @@ def _devicelab_link_restored(request: pytest.FixtureRequest) -> Iterator[None]:
     for proxy, profile in links:
         if proxy.profile != profile:
             proxy.set_profile(profile)
-        if proxy.status().get("offline"):
+        if proxy.status().offline:
             proxy.go_online()
 
 

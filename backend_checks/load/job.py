@@ -225,7 +225,7 @@ class LoadJob:
 
             writes = scratch_writes(dsn, options)
             room = connection_room(dsn)
-            free = room["free"] if room is not None else None
+            free = room.free if room is not None else None
             for users in options.users:
                 if free is not None and users > free:
                     # Said before the sessions open (a hosted database's direct-connection

@@ -1,8 +1,10 @@
-"""Pure data: the models of the inventory, the network profiles, the targets and results.
+"""Pure data: the models of the inventory, the network profiles, the targets and results
+(and what the proxy and the backend checks report beside them).
 
 No I/O here; ``devicelab.config`` reads the YAML files into these models.
 """
 
+from devicelab.models.backend_findings import ConnectionRoom, IndexRecommendation
 from devicelab.models.inventory import (
     AppBuild,
     AppiumEndpoint,
@@ -12,6 +14,7 @@ from devicelab.models.inventory import (
     PowerControl,
 )
 from devicelab.models.network import NetworkCatalog, NetworkProfile
+from devicelab.models.proxy_status import ProxyStatus
 from devicelab.models.results import (
     SCHEMA_ID,
     AchievedNetwork,
@@ -38,14 +41,17 @@ __all__ = [
     "BackendInfo",
     "Check",
     "CheckTarget",
+    "ConnectionRoom",
     "Device",
     "DeviceInfo",
     "DeviceProxy",
+    "IndexRecommendation",
     "Inventory",
     "NetworkCatalog",
     "NetworkInfo",
     "NetworkProfile",
     "PowerControl",
+    "ProxyStatus",
     "Results",
     "RunInfo",
     "Series",

@@ -43,6 +43,7 @@ from mitmproxy.connection import Client
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from devicelab.models.network import NetworkProfile
+from devicelab.models.proxy_status import ProxyStatus
 from devicelab.netshape import control, wsscheme
 from devicelab.netshape.link import Channel, Shape, shapes_of
 from devicelab.netshape.options import (
@@ -468,10 +469,11 @@ class NetShape:
         if flow.websocket is not None:
             flow.websocket.messages.clear()
 
-    def status(self) -> dict[str, Any]:
-        """The addon's state as a JSON-ready dict (profile, offline, links)."""
-        return {
-            "profile": self.profile.model_dump() if self.profile else None,
-            "offline": self.offline,
-            "links": {k: v.connections for k, v in self._links.items()},
-        }
+    def status(self) -> ProxyStatus:
+        """The addon's state: the profile, whether the link is offline, and each client's
+        open connections. Raises nothing."""
+        return ProxyStatus(
+            profile=self.profile,
+            offline=self.offline,
+            links={k: v.connections for k, v in self._links.items()},
+        )

@@ -37,7 +37,7 @@ def answer(addon: NetShape, flow: http.HTTPFlow, networks: Mapping[str, NetworkP
     status, body = 200, cast(dict[str, Any], {"ok": True})
     try:
         if action == "status" and req.method == "GET":
-            body = addon.status()
+            body = addon.status().model_dump(mode="json")
         elif action == "records" and req.method == "GET":
             body = {"records": [r.to_dict() for r in addon.records()]}
         elif action == "profile" and req.method == "POST":

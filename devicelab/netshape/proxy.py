@@ -29,6 +29,7 @@ from typing import Any, Literal, Self
 
 from devicelab.errors import BadInput, EnvironmentProblem
 from devicelab.models.network import NetworkProfile
+from devicelab.models.proxy_status import ProxyStatus
 from devicelab.netshape import ca
 from devicelab.netshape.addon import DEFAULT_ALLOW, NetShape, check_offline_seconds
 from devicelab.netshape.options import dump_networks
@@ -184,13 +185,12 @@ class ShapedProxy:
         else:
             self._call(self.addon.go_online)
 
-    def status(self) -> dict[str, Any]:
-        """The addon's state: ``profile`` (as JSON data), ``offline``, ``links`` (client ->
-        open connections). Raises EnvironmentProblem when the proxy is not running."""
+    def status(self) -> ProxyStatus:
+        """The addon's state: ``profile``, ``offline``, ``links`` (client -> open
+        connections). Raises EnvironmentProblem when the proxy is not running."""
         if self._process is not None:
-            data: dict[str, Any] = self._command("status")
-            return data
-        result: dict[str, Any] = self._call(self.addon.status)
+            return ProxyStatus.model_validate(self._command("status"))
+        result: ProxyStatus = self._call(self.addon.status)
         return result
 
     def records(self) -> list[FlowRecord]:

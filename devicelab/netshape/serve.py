@@ -285,7 +285,7 @@ def _serve_commands(proxy: ShapedProxy) -> None:
             elif op == "online":
                 proxy.go_online()
             elif op == "status":
-                result = proxy.status()
+                result = proxy.status().model_dump(mode="json")
             elif op == "records":
                 result = [record.to_dict() for record in proxy.records()]
             else:

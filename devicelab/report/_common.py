@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from devicelab.models import Check, Results, RunInfo
+from devicelab.models import Check, IndexRecommendation, Results, RunInfo
 from devicelab.numbers import (
     check_target_label,
     fmt_judged,
@@ -266,27 +266,36 @@ def clip_lists(value: Any, limit: int = MAX_ITEMS) -> Any:
     return value
 
 
-def recommendations(results: Results) -> list[dict[str, Any]]:
+def recommendations(results: Results) -> list[IndexRecommendation]:
     """The index suggestions of every check (a backend run's ``evidence.suggestions``),
     once each by DDL, proven ones first; each with ``checks``, the ids that reported it,
     and ``why``, its proof without the "unproven: " its verdict already says. Reports put
-    them near the top: they are what a reader acts on."""
-    found: dict[str, dict[str, Any]] = {}
-    carriers: dict[str, list[Any]] = {}
+    them near the top: they are what a reader acts on. Raises nothing (an item that is
+    not a suggestion is passed over)."""
+    first: dict[str, dict[str, Any]] = {}
+    carriers: dict[str, list[Check]] = {}
     for check in results.checks:
         # Masked first: the reports print these fields, and any of them may hold anything.
         items = mask_secrets(check.evidence.get("suggestions")) if check.evidence else None
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict) or not isinstance(item.get("ddl"), str):
                 continue
-            why = scalar_text(item.get("proof") or "", 300).removeprefix("unproven: ")
-            queries = item.get("queries")
-            shown = [scalar_text(q, 80) for q in (queries if isinstance(queries, list) else [])]
-            found.setdefault(item["ddl"], {**item, "why": why, "queries": shown, "checks": []})
+            first.setdefault(item["ddl"], item)
             carriers.setdefault(item["ddl"], []).append(check)
-    for ddl, checks in carriers.items():
+    found = []
+    for ddl, item in first.items():
+        checks = carriers[ddl]
         # Every backend check's evidence carries all suggestions: the ones that reported
         # it are those that did not pass (a passing seq_scans did not).
         failing = [c.id for c in checks if c.status != "pass"]
-        found[ddl]["checks"] = failing or [c.id for c in checks]
-    return sorted(found.values(), key=lambda e: not e.get("proven"))
+        queries = item.get("queries")
+        found.append(
+            IndexRecommendation(
+                ddl=ddl,
+                proven=bool(item.get("proven")),
+                why=scalar_text(item.get("proof") or "", 300).removeprefix("unproven: "),
+                queries=[scalar_text(q, 80) for q in queries] if isinstance(queries, list) else [],
+                checks=failing or [c.id for c in checks],
+            )
+        )
+    return sorted(found, key=lambda e: not e.proven)

@@ -215,13 +215,13 @@ def _recommendations(results: Results) -> str:
     for item in found:
         badge = (
             '<span class="badge b-pass">PROVEN</span>'
-            if item.get("proven")
+            if item.proven
             else '<span class="badge b-skip">UNPROVEN</span>'
         )
         rows.append(
-            f"<tr><td><code>{_e(item['ddl'])}</code></td><td>{badge} {_e(item['why'])}</td>"
-            f"<td>{_e(', '.join(item['queries']) or '—')}</td>"
-            f"<td>{_e(', '.join(item['checks']))}</td></tr>"
+            f"<tr><td><code>{_e(item.ddl)}</code></td><td>{badge} {_e(item.why)}</td>"
+            f"<td>{_e(', '.join(item.queries) or '—')}</td>"
+            f"<td>{_e(', '.join(item.checks))}</td></tr>"
         )
     return (
         "<section><h2>Recommended indexes</h2><table><tr><th>index</th><th>proof</th>"

@@ -174,10 +174,10 @@ def _recommendations_section(results: Results) -> list[str]:
         return []
     rows = [
         [
-            _code(item["ddl"]),
-            ("✅ proven: " if item.get("proven") else "unproven: ") + _code(item["why"]),
-            ", ".join(_code(q) for q in item["queries"]) or "—",
-            ", ".join(item["checks"]),
+            _code(item.ddl),
+            ("✅ proven: " if item.proven else "unproven: ") + _code(item.why),
+            ", ".join(_code(q) for q in item.queries) or "—",
+            ", ".join(item.checks),
         ]
         for item in found
     ]

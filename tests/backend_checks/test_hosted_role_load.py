@@ -130,9 +130,9 @@ def test_connection_room_counts_the_roles_limit(role_dsn: tuple[str, str]) -> No
     dsn, _ = role_dsn
     room = connection_room(dsn)
     assert room is not None
-    assert room["role_limit"] == LIMIT
-    assert 0 < room["free"] <= LIMIT
-    assert room["max_connections"] >= room["free"]
+    assert room.role_limit == LIMIT
+    assert 0 < room.free <= LIMIT
+    assert room.max_connections >= room.free
 
 
 def test_a_load_that_cannot_run_keeps_the_measured_checks(

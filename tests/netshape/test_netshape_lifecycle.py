@@ -79,7 +79,7 @@ def test_a_restarted_proxy_is_online_with_no_records_of_its_last_start(upstream:
         proxy.go_offline()
         proxy.stop()
         proxy.start()
-        assert (proxy.status()["offline"], proxy.records()) == (False, [])
+        assert (proxy.status().offline, proxy.records()) == (False, [])
         asyncio.run(main(proxy.url))
         assert len(proxy.records()) == 1
     finally:

@@ -147,7 +147,7 @@ def test_offline_until_told_then_online_through_the_control_endpoint(
     try:
         with pytest.raises(aiohttp.ClientError):
             asyncio.run(tiny())
-        assert shaped.status()["offline"] is True
+        assert shaped.status().offline is True
     finally:
         shaped.go_online()
     assert asyncio.run(tiny()) >= RTT

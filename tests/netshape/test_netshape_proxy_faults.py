@@ -90,7 +90,7 @@ def test_ctrl_c_during_the_first_thread_start_leaves_no_lock_behind(
             first.start()
         monkeypatch.undo()
         with ShapedProxy(None) as again:
-            assert again.status()["offline"] is False
+            assert again.status().offline is False
     finally:
         if first._holds_lock:  # not the later tests' failure too
             first._holds_lock = False
@@ -222,9 +222,9 @@ def test_offline_takes_only_a_number(mode: str, seconds: object) -> None:
     with ShapedProxy(None, mode=mode) as proxy:  # type: ignore[arg-type]
         with pytest.raises(BadInput, match=f"positive number, not {seconds!r}"):
             proxy.go_offline(seconds)  # type: ignore[arg-type]
-        assert proxy.status()["offline"] is False
+        assert proxy.status().offline is False
         proxy.go_offline(1)  # an int is a number
-        assert proxy.status()["offline"] is True
+        assert proxy.status().offline is True
 
 
 def test_the_subprocess_start_error_has_one_hint() -> None:

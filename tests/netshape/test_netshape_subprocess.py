@@ -31,7 +31,7 @@ def test_a_subprocess_proxy_keeps_serving_past_64_kb_of_log_lines(
                 stranger.bind((f"127.0.{3 + i // 250}.{1 + i % 250}", 0))
                 stranger.connect((proxy.host, proxy.port))
         assert asyncio.run(status_of_tiny(upstream, proxy.url)) == 200
-        assert proxy.status()["offline"] is False
+        assert proxy.status().offline is False
     # Its log reached ours, as the thread mode's does.
     assert "refused client 127.0.3.1: not in the allow-list (127.0.0.1/32)" in caplog.text
     assert "refused client 127.0.7.200: not in the allow-list" in caplog.text
@@ -45,9 +45,9 @@ def test_subprocess_control_needs_neither_the_allow_list_nor_the_link(make_profi
     with ShapedProxy(slow, allow=["10.0.0.0/8"], mode="subprocess") as proxy:
         started = time.monotonic()
         proxy.set_profile(make_profile(2000, 400, 400))
-        assert proxy.status()["offline"] is False
+        assert proxy.status().offline is False
         proxy.go_offline(30)
-        assert proxy.status()["offline"] is True
+        assert proxy.status().offline is True
         proxy.go_online()
         assert proxy.records() == []
         assert time.monotonic() - started < 2.0  # five calls; one across the link is 2-3 s
@@ -60,7 +60,7 @@ def test_offline_takes_a_positive_number_of_seconds(mode: str, seconds: float) -
     with ShapedProxy(None, mode=mode) as proxy:  # type: ignore[arg-type]
         with pytest.raises(BadInput, match="positive number"):
             proxy.go_offline(seconds)
-        assert proxy.status()["offline"] is False
+        assert proxy.status().offline is False
 
 
 def test_the_control_endpoint_answers_a_bad_offline_with_400() -> None:
@@ -73,7 +73,7 @@ def test_the_control_endpoint_answers_a_bad_offline_with_400() -> None:
 
     with ShapedProxy(None) as proxy:
         assert [asyncio.run(offline(proxy.url, s)) for s in ("-3", "nan", "inf")] == [400] * 3
-        assert proxy.status()["offline"] is False
+        assert proxy.status().offline is False
 
 
 @pytest.mark.slow

@@ -99,7 +99,7 @@ def test_switches_and_cuts_the_link_then_fails(shaped_proxy):
     assert False, "a failing test leaves the link as it made it"
 
 def test_finds_the_sessions_network_again(shaped_proxy):
-    assert shaped_proxy.profile.id == "4g" and not shaped_proxy.status()["offline"]
+    assert shaped_proxy.profile.id == "4g" and not shaped_proxy.status().offline
     with Upstream() as upstream:
         opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({"http": shaped_proxy.url})

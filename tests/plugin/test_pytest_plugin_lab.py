@@ -42,7 +42,7 @@ def test_the_same_lab_and_its_link(devicelab_lab, request):
     assert devicelab_lab.measure("battery_drain").status == "skip"
     with pytest.raises(BadInput, match="delivery_cnt"):
         devicelab_lab.measure("message_delivery", delivery_cnt=3)
-    assert devicelab_lab.proxy.status()["offline"] is False
+    assert devicelab_lab.proxy.status().offline is False
     assert request.node.get_closest_marker("device") is not None
 
 def test_a_switched_link_is_said_in_the_check(devicelab_lab):
