@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from devicelab.config import dotted_path
 from devicelab.errors import BadInput, ConfigError
-from devicelab.models import Results, TargetBook
+from devicelab.models import SCHEMA_ID, Results, TargetBook
 from devicelab.report._common import fmt_number, measured_text
 from devicelab.report.files import write_text_atomic, write_texts
 from devicelab.report.html import render_html
@@ -180,8 +180,21 @@ def load_results(
         )
     except json.JSONDecodeError as exc:
         where = f"{path}:{exc.lineno}:{exc.colno}"
+        if exc.msg.startswith("Unterminated string"):  # json: "... starting at" (a pos)
+            problem = "the string that starts here is never closed: the file ends inside it"
+        elif not text[exc.pos :].strip():
+            problem = f"{exc.msg}: the file ends here"
+        else:
+            problem = exc.msg
+        if problem != exc.msg:
+            raise ConfigError(
+                f"{where}: not valid JSON: {problem}",
+                hint="the file was cut short, as when a run stops while writing it: take it"
+                " again from the run's --out folder",
+                location=where,
+            ) from None
         raise ConfigError(
-            f"{where}: not valid JSON: {exc.msg}", hint="fix the JSON there", location=where
+            f"{where}: not valid JSON: {problem}", hint="fix the JSON there", location=where
         ) from None
     except RecursionError:
         raise ConfigError(
@@ -199,6 +212,16 @@ def load_results(
         raise ConfigError(
             f"{path}: schema: missing required field 'schema'",
             hint='a results.json starts with "schema": "devicelab.results/1"',
+            location=str(path),
+            field="schema",
+        )
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if isinstance(schema, str) and schema.startswith("devicelab.results/") and schema != SCHEMA_ID:
+        raise ConfigError(
+            f"{path}: schema: {schema!r} is another version of the results contract than"
+            f" this devicelab's {SCHEMA_ID!r}",
+            hint="make the report with the devicelab version that wrote the file, or install"
+            " that version",
             location=str(path),
             field="schema",
         )

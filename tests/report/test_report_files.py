@@ -209,3 +209,31 @@ def test_o_dev_stdout_writes_to_the_pipe(results_path: Path, cli: Any) -> None:
     done = cli("report", str(results_path), "--format", "md", "-o", "/dev/stdout")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("# devicelab report")
+
+
+def test_a_results_file_cut_short_is_said_to_be_cut_short(
+    raw: dict[str, Any], tmp_path: Path
+) -> None:
+    # json's own words ("Unterminated string starting at") ended mid-sentence.
+    text = json.dumps(raw, indent=1)
+    path = tmp_path / "results.json"
+    for cut in (text[:200], text[: text.index('"run"') + 3]):
+        path.write_text(cut)
+        with pytest.raises(ConfigError) as caught:
+            load_results(path)
+        said = caught.value.one_line()
+        assert "cut short" in said and not said.rstrip(")").endswith(" at"), said
+
+
+def test_a_results_file_of_another_contract_version_says_so(
+    raw: dict[str, Any], tmp_path: Path
+) -> None:
+    raw["schema"] = "devicelab.results/2"
+    raw["run"]["surprise"] = True  # a newer field: not the problem to report
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError) as caught:
+        load_results(path)
+    assert caught.value.field == "schema"
+    assert "'devicelab.results/2' is another version" in str(caught.value)
+    assert "and 1 more" not in str(caught.value)
