@@ -59,7 +59,7 @@ from devicelab.models import BackendInfo, Check, Results, RunInfo
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["CheckOptions", "run_check"]
+__all__ = ["CheckOptions", "check_ids", "run_check"]
 
 DEFAULT_SEED_MESSAGES = 100_000
 
@@ -207,6 +207,17 @@ _SERVER_CHECKS = (
     ("slow_queries", "Slow statements (pg_stat_statements, all roles)", "health"),
     ("long_running", "Long-running statements", "health"),
 )
+
+
+def check_ids() -> list[str]:
+    """Every check id ``backend check`` and ``backend load`` report: the query files', the
+    server checks', the API checks' and the load's (what targets.yaml's rows may name).
+    Raises ConfigError for a broken query file."""
+    from backend_checks.load.verdict import LOAD_CHECKS
+
+    ids = [spec.id for spec in load_suite()] + [cid for cid, _, _ in _SERVER_CHECKS]
+    ids += [cid for cid, _, _ in API_CHECKS] + [cid for cid, _ in LOAD_CHECKS]
+    return list(dict.fromkeys(ids))
 
 
 def _wants_sql(only: list[str] | None) -> bool:

@@ -9,6 +9,7 @@ the check names the row it used (``CheckTarget.source`` and ``column``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from devicelab.errors import ConfigError
@@ -18,11 +19,13 @@ from devicelab.numbers import check_target_label, fmt_judged
 __all__ = [
     "MATRIX_COLUMNS",
     "STORY_MATRIX",
+    "UNITS",
     "backend_target",
     "cell",
     "check_unit",
     "column_for",
     "judge",
+    "known_checks",
     "resolve",
 ]
 
@@ -47,6 +50,27 @@ MATRIX_COLUMNS: list[tuple[str, str]] = [
 ]
 
 _SCALE = {("ms", "s"): 0.001, ("s", "ms"): 1000.0}
+
+#: The units a targets.yaml row may give: the ones the checks measure in (ms and s convert
+#: into each other, :func:`check_unit`) and the counts the backend checks count. A row in
+#: another (``msec``) was refused only after its check had measured, the value lost.
+UNITS: frozenset[str] = frozenset(
+    {unit for pair in _SCALE for unit in pair}
+    | {"MB", "MB_per_min", "%", "pct_per_hour"}
+    | {"users", "scans", "indexes", "problems"}
+)
+
+
+@functools.cache
+def known_checks() -> frozenset[str]:
+    """Every check id a targets.yaml row may name: the device scenarios' and the backend
+    checks' (DESIGN.md's lists, as the code that runs them keeps them). A row of any other
+    was passed over: its check ran unjudged. Raises ConfigError for a broken query file."""
+    # Imported here: both run above this module (they judge with it).
+    from backend_checks.check import check_ids as backend_ids
+    from devicelab.scenarios import check_ids as device_ids
+
+    return frozenset(device_ids()) | frozenset(backend_ids())
 
 
 def column_for(platform: str, network: NetworkProfile | None) -> str:

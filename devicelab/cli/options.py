@@ -6,12 +6,14 @@ module scope: ``--dsn``'s callback, ``--out``, durations, and ``backend load``'s
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 from devicelab.errors import BadInput
 
 __all__ = [
+    "MAX_DURATION_S",
     "MIN_WINDOW_S",
     "nonblank_dsn",
     "out_folder",
@@ -23,11 +25,16 @@ __all__ = [
 
 #: The shortest measurement window a load step may have (a 1 ms window judged 0 requests).
 MIN_WINDOW_S = 1.0
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+#: The longest duration any command takes (a load step, a battery drain run): a day. A
+#: 400-digit --duration read as infinity, started the load, then failed in its workers.
+MAX_DURATION_S = 24 * 3600.0
+# The sign is read so that "-1s" is told it must be positive, not that it is no duration.
+_DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``text`` ("60s", "2m", "90", "1.5h"). Raises BadInput."""
+    """Seconds in ``text`` ("60s", "2m", "90", "1.5h"). Raises BadInput for no duration, or
+    one not positive or longer than :data:`MAX_DURATION_S` (24 h)."""
     match = _DURATION.match(text)
     if not match:
         raise BadInput(f"bad duration {text!r}", hint="use e.g. 60s, 2m or 90")
@@ -35,6 +42,9 @@ def parse_duration(text: str) -> float:
     seconds = float(match.group(1)) * scale
     if seconds <= 0:
         raise BadInput(f"bad duration {text!r}: must be positive", hint="use e.g. 60s")
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise BadInput(f"bad duration {shown!r}: longer than 24 h", hint="use e.g. 60s, 30m or 2h")
     return seconds
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from devicelab.models.numeric import FiniteFloat, WholeNumber
+
 __all__ = [
     "LOCATED",
     "AppBuild",
@@ -69,7 +71,7 @@ class PowerControl(BaseModel):
 
     kind: Literal["none", "uhubctl", "manual"] = "none"
     hub: str | None = Field(default=None, description="uhubctl hub location, e.g. 1-1")
-    port: int | None = Field(default=None, ge=1, description="uhubctl port number")
+    port: WholeNumber | None = Field(default=None, ge=1, description="uhubctl port number")
     adb_wifi: str | None = Field(default=None, description="host:port for adb over Wi-Fi")
 
     @model_validator(mode="after")
@@ -143,12 +145,13 @@ class Device(BaseModel):
     os: str = Field(description="OS name and version, e.g. 'Android 13', 'iOS 17.5'")
     tier: Literal["desktop", "low-end", "mid-range", "high-end"] | None = None
     soc: str | None = None
-    ram_gb: float | None = Field(default=None, gt=0)
-    year: int | None = Field(default=None, ge=2007, le=2100)
+    # Finite and no boolean: `ram_gb: .inf` or `year: yes` (1) read as numbers.
+    ram_gb: FiniteFloat | None = Field(default=None, gt=0)
+    year: WholeNumber | None = Field(default=None, ge=2007, le=2100)
     serial: str | None = None
     udid: str | None = None
     browser: str | None = Field(default=None, description="web: browser executable")
-    cpu_throttle: float | None = Field(
+    cpu_throttle: FiniteFloat | None = Field(
         default=None,
         ge=1,
         le=20,

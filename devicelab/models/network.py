@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["NetworkCatalog", "NetworkProfile"]
+from devicelab.models.numeric import FiniteFloat
+
+__all__ = ["MAX_DELAY_MS", "MAX_KBPS", "NetworkCatalog", "NetworkProfile", "profile_problem"]
+
+#: The longest delay a profile may give (a round trip, a one-way delay, the jitter): a
+#: minute. ``rtt_ms: 1e9`` was taken, and ``proxy check`` waited on it for ever.
+MAX_DELAY_MS = 60_000.0
+#: The widest bandwidth a profile may give: 100 Gbit/s, in kbps.
+MAX_KBPS = 100_000_000.0
 
 
 class NetworkProfile(BaseModel):
@@ -15,6 +23,8 @@ class NetworkProfile(BaseModel):
     ``down`` is towards the device, ``up`` away from it. Delays are one-way; give either
     ``rtt_ms`` (split in two equal halves) or both ``down_delay_ms`` and ``up_delay_ms``.
     Bandwidths are kilobits per second (1 kbps = 1000 bit/s); ``None`` means unlimited.
+    Every number is finite and no boolean; delays and jitter are at most 60 000 ms (the
+    round trip too), bandwidths at most 100 Gbit/s (100 000 000 kbps).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -26,17 +36,31 @@ class NetworkProfile(BaseModel):
     offline: bool = Field(
         default=False, description="true for 'offline': every connection is refused"
     )
-    rtt_ms: float | None = Field(default=None, ge=0, description="round-trip delay; split evenly")
-    down_delay_ms: float | None = Field(
-        default=None, ge=0, description="one-way delay to the device"
+    rtt_ms: FiniteFloat | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_MS,
+        description="round-trip delay, ms (0-60000); split evenly",
     )
-    up_delay_ms: float | None = Field(
-        default=None, ge=0, description="one-way delay from the device"
+    down_delay_ms: FiniteFloat | None = Field(
+        default=None, ge=0, le=MAX_DELAY_MS, description="one-way delay to the device, ms (0-60000)"
     )
-    down_kbps: float | None = Field(default=None, gt=0, description="downlink bandwidth")
-    up_kbps: float | None = Field(default=None, gt=0, description="uplink bandwidth")
-    loss_pct: float = Field(default=0.0, ge=0, lt=100, description="packet loss, percent")
-    jitter_ms: float = Field(default=0.0, ge=0, description="delay variation (std dev), ms")
+    up_delay_ms: FiniteFloat | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_MS,
+        description="one-way delay from the device, ms (0-60000)",
+    )
+    down_kbps: FiniteFloat | None = Field(
+        default=None, gt=0, le=MAX_KBPS, description="downlink bandwidth, kbps (at most 100 Gbit/s)"
+    )
+    up_kbps: FiniteFloat | None = Field(
+        default=None, gt=0, le=MAX_KBPS, description="uplink bandwidth, kbps (at most 100 Gbit/s)"
+    )
+    loss_pct: FiniteFloat = Field(default=0.0, ge=0, lt=100, description="packet loss, percent")
+    jitter_ms: FiniteFloat = Field(
+        default=0.0, ge=0, le=MAX_DELAY_MS, description="delay variation (std dev), ms (0-60000)"
+    )
     # A typo here ("4G") judged every check of a run in no column: all skips, exit 0.
     story_column: Literal["3g", "4g", "wifi"] | None = Field(
         default=None,
@@ -54,6 +78,11 @@ class NetworkProfile(BaseModel):
             if self.rtt_ms is not None and abs(self.rtt_ms - (down + up)) > 1e-6:
                 raise ValueError(
                     f"rtt_ms {self.rtt_ms} is not down_delay_ms + up_delay_ms ({down + up})"
+                )
+            if down + up > MAX_DELAY_MS:
+                raise ValueError(
+                    f"down_delay_ms + up_delay_ms is {down + up:g} ms: a round trip is at most"
+                    f" {MAX_DELAY_MS:g} ms"
                 )
             object.__setattr__(self, "rtt_ms", down + up)
         elif self.rtt_ms is not None:
@@ -88,6 +117,25 @@ class NetworkProfile(BaseModel):
         """Ideal time of one upload: one RTT plus size over the uplink, in seconds."""
         rate = self.up_bytes_per_s
         return self.rtt / 1000 + (size_bytes / rate if rate else 0.0)
+
+
+def profile_problem(exc: ValidationError) -> str:
+    """One line for a NetworkProfile that failed validation (built from options, JSON or
+    Python): the first field and what is wrong with it, e.g. ``jitter_ms: expected a
+    finite number, found inf``, never pydantic's "1 validation error for ..." block.
+    Never raises."""
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return str(exc).splitlines()[0]
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"]) or "profile"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if message.startswith("Input should be "):
+        message = "expected " + message.removeprefix("Input should be ")
+        if "input" in first:
+            message += f", found {first['input']!r}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{field}: {message}{more}"
 
 
 class NetworkCatalog(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any, cast
 from mitmproxy import exceptions
 from pydantic import ValidationError
 
-from devicelab.models.network import NetworkProfile
+from devicelab.models.network import NetworkProfile, profile_problem
 
 __all__ = [
     "CONTROL_HOST",
@@ -61,7 +61,7 @@ def parse_profile(text: str) -> NetworkProfile | None:
     try:
         return NetworkProfile.model_validate_json(text)
     except ValidationError as exc:
-        raise bad_option(f"netshape_profile: {exc}") from exc
+        raise bad_option(f"netshape_profile: {profile_problem(exc)}") from exc
 
 
 def parse_allow(
@@ -90,7 +90,8 @@ def parse_networks(text: str) -> dict[str, NetworkProfile]:
             raise ValueError("not a JSON object")
         return {str(k): NetworkProfile.model_validate(v) for k, v in raw.items()}
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise bad_option(f"netshape_networks: {exc}") from exc
+        text = profile_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise bad_option(f"netshape_networks: {text}") from exc
 
 
 def dump_networks(networks: Mapping[str, NetworkProfile]) -> str:

@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mitmproxy import exceptions
+from pydantic import ValidationError
 
 from devicelab.errors import BadInput, DeviceLabError
-from devicelab.models.network import NetworkProfile
+from devicelab.models.network import NetworkProfile, profile_problem
 from devicelab.netshape.addon import CONTROL_HOST, DEFAULT_ALLOW
 from devicelab.netshape.options import parse_networks
 from devicelab.netshape.proxy import DEFAULT_CONFDIR, ShapedProxy
@@ -353,7 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netshape: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except (ValueError, exceptions.OptionsError) as exc:
-        print(f"netshape: error: bad profile: {exc}", file=sys.stderr)
+        # pydantic's text is a block ("1 validation error for NetworkProfile ..."): one line.
+        text = profile_problem(exc) if isinstance(exc, ValidationError) else exc
+        print(f"netshape: error: bad profile: {text}", file=sys.stderr)
         return 2
 
 

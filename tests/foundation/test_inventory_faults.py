@@ -154,11 +154,12 @@ def test_merge_keys_in_the_profiles_and_targets(tmp_path: Path) -> None:
     assert (catalog.profiles["b"].label, catalog.profiles["b"].rtt) == ("B", 100)
     targets = write(
         tmp_path,
-        "targets:\n  - &row {check: a, source: s, value: 1, unit: ms}\n  - {<<: *row, check: b}\n",
+        "targets:\n  - &row {check: reconnect, source: s, value: 1, unit: ms}\n"
+        "  - {<<: *row, check: memory_leak}\n",
         "targets.yaml",
     )
     book = config.load_targets(targets)
-    assert [(t.check, t.value) for t in book.targets] == [("a", 1), ("b", 1)]
+    assert [(t.check, t.value) for t in book.targets] == [("reconnect", 1), ("memory_leak", 1)]
 
 
 @pytest.mark.parametrize(
