@@ -20,14 +20,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import TYPE_CHECKING
 
 import pytest
+
+from devicelab.pytest_plugin_checks import (
+    check_options,
+    given_out,
+    note_usage_error,
+    worker_id,
+    worker_usage_error,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from devicelab.errors import DeviceLabError
     from devicelab.lab import Lab, LabSession
     from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile, Results
     from devicelab.netshape.proxy import ShapedProxy
@@ -44,6 +54,7 @@ __all__ = [
     "pytest_configure",
     "pytest_sessionstart",
     "pytest_terminal_summary",
+    "pytest_testnodedown",
     "shaped_proxy",
 ]
 
@@ -76,12 +87,24 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Note when the session started: the controller of an xdist session lists only the
-    workers' results written since."""
+    """Refuse bad --devicelab-* options before any test runs, on the xdist controller
+    too (raises pytest.UsageError); note when the session started: the controller of an
+    xdist session lists only the workers' results written since."""
     import time
 
+    if not worker_id(session.config):  # the controller checked them for its workers
+        check_options(session.config)
     session.config.stash[_STARTED] = time.time()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """On the xdist controller: a worker that refused its collected tests (an offline
+    network for ``devicelab_lab``) ends the session with that usage error (raises
+    pytest.UsageError)."""
+    worker_usage_error(node)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -133,7 +156,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             if used & _DEVICE_FIXTURES and selected:
                 device(selected, inventory)
     except DeviceLabError as exc:
-        raise pytest.UsageError(f"devicelab: {exc.one_line()}") from exc
+        message = f"devicelab: {exc.one_line()}"
+        note_usage_error(config, message)  # an xdist worker's: for the controller to say
+        raise pytest.UsageError(message) from exc
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -144,8 +169,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("devicelab")
         _write_checks(terminalreporter, session.results(), session.out_dir / "results.json")
         return
-    out = _given_out(terminalreporter.config)
-    if out is None or _worker_id(terminalreporter.config):
+    out = given_out(terminalreporter.config)
+    if out is None or worker_id(terminalreporter.config):
         return
     since = terminalreporter.config.stash.get(_STARTED, 0.0)
     found = sorted(p for p in out.glob("gw*/results.json") if p.stat().st_mtime >= since)
@@ -174,19 +199,6 @@ def _write_checks(reporter: pytest.TerminalReporter, results: Results, path: Pat
     reporter.write_line(
         f"{s.pass_} pass, {s.fail} fail, {s.skip} skip, {s.error} error; results: {path}"
     )
-
-
-def _worker_id(config: pytest.Config) -> str:
-    """The pytest-xdist worker id (gw0, ...) of this process, "" when it is no worker."""
-    workerinput = getattr(config, "workerinput", None)
-    return str(workerinput.get("workerid", "")) if isinstance(workerinput, dict) else ""
-
-
-def _given_out(config: pytest.Config) -> Path | None:
-    """--devicelab-out, relative to where pytest was started (not to a test's working
-    folder at write time); None without the option."""
-    given = config.getoption("--devicelab-out")
-    return config.invocation_params.dir / given if given else None
 
 
 @pytest.fixture(scope="session")
@@ -260,13 +272,13 @@ def devicelab_lab(
     try:
         lab = pytestconfig.stash.get(_LAB, None) or _lab(pytestconfig)
     except DeviceLabError as exc:
-        failed = exc.one_line()
+        failed = _one_line(exc, pytestconfig)
     if failed:
         pytest.fail(f"devicelab: {failed}", pytrace=False)
     if why := _unavailable(lab):
         pytest.skip(why)
-    out = _given_out(pytestconfig)
-    if out is not None and (worker := _worker_id(pytestconfig)):
+    out = given_out(pytestconfig)
+    if out is not None and (worker := worker_id(pytestconfig)):
         out = out / worker  # each xdist worker runs a lab of its own: its own results
     out = out or tmp_path_factory.mktemp("devicelab")
     try:
@@ -277,7 +289,7 @@ def devicelab_lab(
             try:
                 session = stack.enter_context(lab.session(out))
             except DeviceLabError as exc:
-                failed = exc.one_line()
+                failed = _one_line(exc, pytestconfig)
             if failed:
                 pytest.fail(f"devicelab: {failed}", pytrace=False)
             pytestconfig.stash[_SESSION] = session
@@ -285,7 +297,7 @@ def devicelab_lab(
     except DeviceLabError as exc:
         # The teardown's error (a phone gone mid-session left changed: DeviceLeftChanged)
         # in devicelab's one line too, not a traceback through the lab.
-        failed = exc.one_line()
+        failed = _one_line(exc, pytestconfig)
     if failed:
         pytest.fail(f"devicelab: {failed}", pytrace=False)
 
@@ -308,6 +320,24 @@ def _devicelab_link_restored(request: pytest.FixtureRequest) -> Iterator[None]:
             proxy.set_profile(profile)
         if proxy.status().offline:
             proxy.go_online()
+
+
+#: The lab's hints name the CLI's options; in a pytest session they are the plugin's.
+_CLI_OPTION = re.compile(r"(?<![\w-])--(out|device|network|inventory)\b")
+
+_ONE_WORKER = (
+    "under pytest-xdist, keep this phone's tests on one worker: -n 0, or --dist loadfile "
+    "with them in one file (--dist loadgroup is ignored with pytest 9.2)"
+)
+
+
+def _one_line(exc: DeviceLabError, config: pytest.Config) -> str:
+    """devicelab's one line for ``exc``, its hint naming the --devicelab-* options, and
+    under xdist a phone another worker holds says how to keep its tests together."""
+    hint = _CLI_OPTION.sub(r"--devicelab-\1", exc.hint)
+    if worker_id(config) and "already in use by another devicelab run" in exc.message:
+        hint = f"{hint}; {_ONE_WORKER}" if hint else _ONE_WORKER
+    return f"{exc.message} (hint: {hint})" if hint else exc.message
 
 
 def _lab(config: pytest.Config) -> Lab:

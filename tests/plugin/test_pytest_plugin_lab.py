@@ -224,3 +224,49 @@ def test_xdist_workers_each_run_a_lab_with_results_of_their_own(
         assert results.run.finished_at is not None
         result.stdout.fnmatch_lines([f"{worker}:", f"*results: {out / worker / 'results.json'}"])
     assert not (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_xdist_controller_alone_ends_the_workers_lab(
+    pytester: pytest.Pytester, state: Path
+) -> None:
+    """A job runner that signals only the process it started (the controller): xdist ends
+    the orphaned worker, which tears its lab down as on Ctrl-C (results finished), not
+    left running Chromium and the proxy until its test ends on its own (here 300 s)."""
+    import signal
+    import time
+
+    marker = pytester.path / "lab-is-up"
+    pytester.makepyfile(
+        test_long=f"""
+import pathlib, time
+def test_long(devicelab_lab):
+    pathlib.Path({str(marker)!r}).write_text("up")
+    time.sleep(300)
+"""
+    )
+    out = pytester.path / "lab-out"
+    suite = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-n", "1", "-p", "no:cacheprovider",
+         "--devicelab-out", str(out), f"--devicelab-inventory={ROOT / 'inventory.yaml'}"],
+        cwd=pytester.path, env={**os.environ, "DEVICELAB_STATE": str(state)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    results = out / "gw0" / "results.json"
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert suite.poll() is None, "the suite ended before its lab came up"
+            assert time.monotonic() < deadline, "the lab never came up"
+            time.sleep(0.3)
+        suite.send_signal(signal.SIGTERM)  # the controller only, as a job runner may
+        suite.wait(timeout=60)
+        # xdist 3.8 ends the orphaned worker in ~6 s; its teardown writes the results.
+        deadline = time.monotonic() + 60
+        while not (results.exists() and load_results(results).run.finished_at is not None):
+            assert time.monotonic() < deadline, "the worker's lab was not torn down"
+            time.sleep(0.5)
+    finally:
+        if suite.poll() is None:
+            suite.kill()
+        subprocess.run(["pkill", "-f", str(pytester.path)], check=False)
