@@ -75,6 +75,17 @@ def _state_dir() -> Iterator[Path]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def _wait_until_up(suite: subprocess.Popen[str], marker: Path) -> None:
+    """Wait for the suite's test to write ``marker`` (its lab is up), at most 240 s."""
+    import time
+
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert suite.poll() is None, "the suite ended before its lab came up"
+        assert time.monotonic() < deadline, "the lab never came up"
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def state() -> Iterator[Path]:
     """A DEVICELAB_STATE shared by the module's tests (seeded by the first)."""
@@ -175,11 +186,7 @@ def test_long(devicelab_lab):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert suite.poll() is None, suite.communicate()
-            assert time.monotonic() < deadline, "the lab never came up"
-            time.sleep(0.3)
+        _wait_until_up(suite, marker)
         suite.send_signal(signal.SIGTERM)
         output, _ = suite.communicate(timeout=120)
     finally:
@@ -250,15 +257,11 @@ def test_long(devicelab_lab):
         [sys.executable, "-m", "pytest", "-n", "1", "-p", "no:cacheprovider",
          "--devicelab-out", str(out), f"--devicelab-inventory={ROOT / 'inventory.yaml'}"],
         cwd=pytester.path, env={**os.environ, "DEVICELAB_STATE": str(state)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     results = out / "gw0" / "results.json"
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert suite.poll() is None, "the suite ended before its lab came up"
-            assert time.monotonic() < deadline, "the lab never came up"
-            time.sleep(0.3)
+        _wait_until_up(suite, marker)
         suite.send_signal(signal.SIGTERM)  # the controller only, as a job runner may
         suite.wait(timeout=60)
         # xdist 3.8 ends the orphaned worker in ~6 s; its teardown writes the results.
