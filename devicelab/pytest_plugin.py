@@ -238,9 +238,9 @@ def shaped_proxy(pytestconfig: pytest.Config, lab_network: NetworkProfile) -> It
     """A shaping proxy for the selected network, on a free loopback port, for the session.
 
     Point clients at ``shaped_proxy.url`` (Playwright: ``proxy={"server": ...url}``);
-    ``shaped_proxy.go_offline(seconds)`` cuts the link, ``set_profile`` switches it; after
-    each test the selected network is put back and the link brought online. Stopped (port
-    released) at the end.
+    ``shaped_proxy.go_offline(seconds)`` cuts the link, ``set_profile("slow-3g")`` (a
+    profile id or a NetworkProfile) switches it; after each test the selected network is
+    put back and the link brought online. Stopped (port released) at the end.
     """
     from devicelab.netshape.proxy import ShapedProxy
 

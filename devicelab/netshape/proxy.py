@@ -155,8 +155,18 @@ class ShapedProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def set_profile(self, profile: NetworkProfile | None) -> None:
-        """Switch the network profile now (bytes already on the link keep their timing)."""
+    def set_profile(self, profile: NetworkProfile | str | None) -> None:
+        """Switch the network profile now (bytes already on the link keep their timing).
+
+        ``profile`` is a NetworkProfile, a profile id such as ``"slow-3g"`` (looked up in
+        ``networks``, else in profiles/networks.yaml), or None for an unshaped link.
+        Raises UnknownId (with the closest id) for an id no profile has, ConfigError when
+        networks.yaml cannot be read, and EnvironmentProblem when the proxy is not running.
+        """
+        if isinstance(profile, str):
+            from devicelab.config import network_profile
+
+            profile = self.networks.get(profile) or network_profile(profile)
         self.profile = profile
         text = profile.model_dump_json() if profile else ""
         if self._process is not None:

@@ -112,6 +112,32 @@ def test_finds_the_sessions_network_again(shaped_proxy):
 """
 
 
+PROFILE_BY_ID_SUITE = """
+import pytest
+from devicelab.errors import UnknownId
+
+def test_switches_by_profile_id(shaped_proxy):
+    shaped_proxy.set_profile("slow-3g")
+    assert shaped_proxy.profile.id == "slow-3g"
+    assert shaped_proxy.status().profile.id == "slow-3g"
+
+def test_a_misspelled_profile_id_says_the_closest(shaped_proxy):
+    with pytest.raises(UnknownId, match="unknown network 'slow-3gg'; did you mean 'slow-3g'"):
+        shaped_proxy.set_profile("slow-3gg")
+    assert shaped_proxy.profile.id == "4g"
+"""
+
+
+def test_set_profile_takes_a_profile_id(pytester: pytest.Pytester) -> None:
+    # shaped_proxy.set_profile("slow-3g") raised AttributeError ('str' has no model_dump_json).
+    pytester.makepyfile(test_by_id=PROFILE_BY_ID_SUITE)
+    result = pytester.runpytest_subprocess(
+        "--devicelab-network", "4g", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+
+
 def test_the_next_test_gets_the_sessions_network_back(pytester: pytest.Pytester) -> None:
     # The session's proxy kept slow-3g and offline into the next test (and devicelab_lab's
     # results judged a slow-3g measurement in the 4G column).
