@@ -25,12 +25,43 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # ProbeTimedOut lives in the error tree; named here too, where it was defined first.
-from devicelab.errors import ProbeFailed, ProbeTimedOut
+from devicelab.errors import ProbeFailed, ProbeTimedOut, UnknownId
 
-__all__ = ["API_VERSION", "Channel", "Harness", "ProbeResult", "ProbeTimedOut", "UserLogin"]
+__all__ = [
+    "API_VERSION",
+    "PROBES",
+    "Channel",
+    "Harness",
+    "ProbeResult",
+    "ProbeTimedOut",
+    "UserLogin",
+]
 
 #: The window.devicelab API version this client speaks (capacitor-harness/probe/src/types.ts).
 API_VERSION = 1
+
+#: The probe ids of capacitor-harness (``PROBES`` in capacitor-harness/probe/src/index.ts),
+#: the ones devicelab's scenarios call.
+PROBES = (
+    "message_delivery",
+    "subscription_setup",
+    "conversation_list",
+    "message_search",
+    "storage_upload",
+    "storage_download",
+    "reconnect.prepare",
+    "reconnect.online",
+    "reconnect.result",
+    "memory.conversations",
+    "memory.messages",
+    "memory.release",
+    "background.prepare",
+    "background.result",
+    "local_cache.prepare",
+    "local_cache.query_50",
+    "local_cache.search",
+    "local_cache.conversations",
+)
 
 Channel = Callable[[str, Any], Any]
 
@@ -149,9 +180,16 @@ class Harness:
     ) -> ProbeResult:
         """Run probe ``probe`` with ``params``; returns its ProbeResult.
 
-        Raises ProbeFailed with the probe's own message when it rejects or times out, or
-        when its answer does not match the contract.
+        Raises UnknownId, before anything reaches the app, for a probe id neither devicelab
+        (PROBES) nor the app (``wait_ready``) knows, naming the closest one; ProbeFailed
+        with the probe's own message when it rejects or times out, or when its answer does
+        not match the contract.
         """
+        # The app would reject a misspelled id as a failed probe, and that hint points at
+        # the network and the backend.
+        known = sorted({*PROBES, *self.probes})
+        if probe not in known:
+            raise UnknownId("probe", probe, known)
         value = self._call("run", [probe, params or {}], timeout_s or self.timeout_s)
         try:
             return ProbeResult.model_validate(value)

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devicelab.errors import ProbeFailed
-from devicelab.harness import Harness, ProbeTimedOut, UserLogin
+from devicelab.errors import ProbeFailed, UnknownId
+from devicelab.harness import PROBES, Harness, ProbeTimedOut, UserLogin
 from devicelab.models import Device
 from devicelab.platforms.web import StaticApp, WebDevice, answers
 
@@ -85,6 +87,38 @@ def test_a_hanging_probe_times_out(harness: Harness) -> None:
     with pytest.raises(ProbeFailed) as rejected:  # a rejection is not a timeout
         harness.run("boom")
     assert not isinstance(rejected.value, ProbeTimedOut)
+
+
+def test_a_misspelled_probe_is_unknown_before_the_app_is_asked(
+    web: tuple[WebDevice, str],
+) -> None:
+    # The app rejected it, and ProbeFailed's hint sent the user to the network and backend.
+    browser, url = web
+    browser.open(url)
+    sent: list[Any] = []
+
+    def channel(function: str, arg: Any) -> Any:
+        sent.append(arg)
+        return browser.evaluate(function, arg)
+
+    harness = Harness(channel)
+    harness.wait_ready(timeout_s=10)
+    sent.clear()
+    with pytest.raises(UnknownId) as caught:
+        harness.run("messge_delivery", {"count": 1})
+    assert (
+        caught.value.message == "unknown probe 'messge_delivery'; did you mean 'message_delivery'?"
+    )
+    assert "known probes: " in caught.value.hint and "local_cache.search" in caught.value.hint
+    with pytest.raises(UnknownId, match="did you mean 'boom'"):  # one only the app offers
+        harness.run("bomb")
+    assert sent == []
+
+
+def test_the_probe_ids_are_capacitor_harness_ones() -> None:
+    index = Path(__file__).resolve().parents[2] / "capacitor-harness/probe/src/index.ts"
+    table = index.read_text().split("export const PROBES", 1)[1].split("}", 1)[0]
+    assert re.findall(r"^\s+'?([\w.]+)'?:", table, re.M) == list(PROBES)
 
 
 class _NoLink:
