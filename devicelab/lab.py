@@ -452,9 +452,9 @@ class Lab:
         if self.platform == "web":
             proxy = ShapedProxy(self.profile, mode="subprocess").start()
         else:
-            from devicelab.lab_phone import phone_proxy
+            from devicelab.lab_phone import start_phone_proxy
 
-            proxy = phone_proxy(self.device, self.profile).start()
+            proxy = start_phone_proxy(self.device, self.profile)
         teardown.push("shaped proxy", proxy.stop)
         network = network_info(self.profile, proxy)
         if network.achieved is not None:

@@ -63,6 +63,7 @@ __all__ = [
     "phone_proxy",
     "sampling",
     "start_app",
+    "start_phone_proxy",
 ]
 
 Say = Callable[[str], None]
@@ -226,6 +227,26 @@ def phone_proxy(device: Device, profile: NetworkProfile) -> ShapedProxy:
         port=device.proxy.port,
         allow=[*device.proxy.allow, *DEFAULT_ALLOW],
     )
+
+
+def start_phone_proxy(device: Device, profile: NetworkProfile) -> ShapedProxy:
+    """The phone run's shaped proxy (``phone_proxy``), started. Raises EnvironmentProblem
+    when it cannot start; for an iPhone that cannot listen on the inventory's address, the
+    hint names the fixed port to free or change: the phone's Wi-Fi proxy setting names that
+    port, so a port the system picks (0) would be one the phone never reaches."""
+    proxy = phone_proxy(device, profile)
+    try:
+        return proxy.start()
+    except EnvironmentProblem as exc:
+        if device.proxy is None or "cannot listen on" not in exc.message:
+            raise
+        raise EnvironmentProblem(
+            exc.message,
+            hint=f"stop what listens on {device.proxy.listen}, or set "
+            f"devices.{device.id}.proxy.listen in the inventory to this machine's address "
+            "on the phone's network and another fixed free port, and the iPhone's Wi-Fi "
+            "proxy (Configure Proxy > Manual) to the same",
+        ) from exc
 
 
 def backend_url(server_url: str) -> str:

@@ -256,6 +256,36 @@ def test_a_proxy_address_without_a_fixed_port_is_a_config_error(tmp_path: Path) 
         config.load_inventory(bad)
 
 
+def test_a_taken_proxy_port_names_the_fixed_port_to_free_or_change() -> None:
+    # The hint said "pick a free port (0 picks one)": the iPhone's Wi-Fi proxy names a
+    # fixed port, so 0 is the one thing that cannot work there.
+    import socket
+
+    from devicelab.config import network_profile
+    from devicelab.errors import EnvironmentProblem
+    from devicelab.lab_phone import start_phone_proxy
+    from devicelab.models import Device
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        device = Device.model_validate(
+            {"platform": "ios", "model": "iPhone 11", "os": "iOS 17", "udid": UDID,
+             "proxy": {"listen": listen, "allow": ["127.0.0.1/32"]}}
+        )  # fmt: skip
+        object.__setattr__(device, "id", "iphone")
+        with pytest.raises(EnvironmentProblem) as caught:
+            start_phone_proxy(device, network_profile("4g"))
+    assert f"cannot listen on {listen}: address already in use" in caught.value.message
+    assert "0 picks one" not in caught.value.hint
+    assert f"stop what listens on {listen}" in caught.value.hint
+    assert (
+        "devices.iphone.proxy.listen" in caught.value.hint
+        and "fixed free port" in caught.value.hint
+    )
+
+
 def _background_run(
     lab_env: dict[str, str], inventory: tuple[Path, int], out: Path, seconds: int
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
