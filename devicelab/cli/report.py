@@ -31,9 +31,8 @@ def register(app: typer.Typer) -> None:
         results: Annotated[
             Path, typer.Argument(metavar="RESULTS.json", help="results.json of a run")
         ],
-        fmt: Annotated[
-            ReportFormat, typer.Option("--format", "-f", help="md, html or junit")
-        ] = ReportFormat.md,
+        # A str, checked in _format: Click's choice error spoke of pydantic's "Value error".
+        fmt: Annotated[str, typer.Option("--format", "-f", help="md, html or junit")] = "md",
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="write here (atomically)")
         ] = None,
@@ -45,18 +44,34 @@ def register(app: typer.Typer) -> None:
         """Write the report of RESULTS.json to stdout, or to FILE with -o."""
         from devicelab import report
 
+        kind = _format(fmt)
         loaded = report.load_results(results, warn=_warn)
         book, book_error = _targets(targets)
         render = {"md": report.render_markdown, "html": report.render_html}
         text = (
             report.render_junit(loaded)
-            if fmt is ReportFormat.junit
-            else render[fmt](loaded, book, book_error=book_error)
+            if kind is ReportFormat.junit
+            else render[kind](loaded, book, book_error=book_error)
         )
         if output is None:
             _emit(text)
         else:
             report.write_text_atomic(output, text)
+
+
+def _format(given: str) -> ReportFormat:
+    """The report format called ``given``. Raises BadInput (exit 2) for another, naming
+    the closest format when one is near."""
+    import difflib
+
+    from devicelab.errors import BadInput
+
+    known = [f.value for f in ReportFormat]
+    if given in known:
+        return ReportFormat(given)
+    close = difflib.get_close_matches(given.casefold(), known, n=1, cutoff=0.6)
+    said = f"; did you mean {close[0]!r}?" if close else ""
+    raise BadInput(f"unknown report format {given!r}{said}", hint=f"use one of {', '.join(known)}")
 
 
 def _emit(text: str) -> None:

@@ -61,7 +61,7 @@ def test_unknown_network_suggests_the_closest() -> None:
     [
         (["run", "--device", "web", "--no-such-flag"], "No such option: --no-such-flag", "run"),
         (["run"], "Missing option '--device'", "run"),
-        (["report", "r.json", "--format", "pdf"], "'pdf' is not one of", "report"),
+        (["report", "--format", "md"], "Missing argument 'RESULTS.json'", "report"),
         (["backend", "serve", "--port", "70000"], "less than or equal to 65535", "backend serve"),
         (["proxy", "check"], "Missing option '--network'", "proxy check"),
     ],

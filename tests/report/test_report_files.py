@@ -122,7 +122,7 @@ def test_cli_writes_each_format(results_path: Path, tmp_path: Path, cli: Any) ->
 
 
 def test_cli_bad_input_exits_2_and_keeps_the_old_output(
-    raw: dict[str, Any], tmp_path: Path, cli: Any
+    raw: dict[str, Any], results_path: Path, tmp_path: Path, cli: Any
 ) -> None:
     out = tmp_path / "report.md"
     out.write_text("previous report")
@@ -143,8 +143,17 @@ def test_cli_bad_input_exits_2_and_keeps_the_old_output(
         "report.md",
         "violating.json",
     ]
-    done = cli("report", str(bad_json), "--format", "pdf")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    # Click's choice error said "Value error, 'pdf' is not one of ..." (pydantic's words).
+    line = one_line_error(cli("report", str(bad_json), "--format", "pdf"))
+    assert line == (
+        "devicelab: error: unknown report format 'pdf' (hint: use one of md, html, junit)"
+    )
+    line = one_line_error(cli("report", str(results_path), "-f", "htm", "-o", str(out)))
+    assert line == (
+        "devicelab: error: unknown report format 'htm'; did you mean 'html'? "
+        "(hint: use one of md, html, junit)"
+    )
+    assert out.read_text() == "previous report"
 
 
 def test_cli_module_imports_no_renderer() -> None:
