@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -46,6 +47,31 @@ class AppiumEndpoint(BaseModel):
 
     url: str = Field(description="Appium server URL, e.g. http://127.0.0.1:4723")
     capabilities: dict[str, Any] = Field(default_factory=dict, description="W3C capabilities")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # Without a scheme (127.0.0.1:4723) the URL was taken, and the session failed later
+        # with the WebDriver client's own words. A cloud grid's user:password is not shown.
+        shown = f"***@{value.rpartition('@')[2]}" if "@" in value else value
+        parts = urllib.parse.urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError:
+            raise _refuse(
+                f"{shown!r} has no valid port", (), "e.g. http://127.0.0.1:4723"
+            ) from None
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return value
+        if "://" not in value:
+            raise _refuse(
+                f"{shown!r} has no scheme (http:// or https://)", (), f"write it as http://{shown}"
+            )
+        raise _refuse(
+            f"{shown!r} is not an http:// or https:// URL with a host",
+            (),
+            "e.g. http://127.0.0.1:4723, or https://host for a cloud grid",
+        )
 
 
 class AppBuild(BaseModel):

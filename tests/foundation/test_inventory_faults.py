@@ -252,3 +252,32 @@ def test_the_devices_table_keeps_long_ids_apart_from_their_platform(
     assert first.split() == ["chromium-desktop-1080p", "web", "Chromium", "Linux", "ready"]
     assert header.index("PLATFORM") == first.index("web  ") == second.index("web  ", 3)
     assert header.index("STATE") == first.index("ready") == second.index("ready")
+
+
+@pytest.mark.parametrize(
+    ("url", "said", "hint"),
+    [
+        # Taken as it was, the session failed later in the WebDriver client's own words.
+        ("127.0.0.1:4723", "'127.0.0.1:4723' has no scheme", "write it as http://127.0.0.1:4723"),
+        ("localhost:4723", "'localhost:4723' has no scheme", "write it as http://localhost:4723"),
+        ("ftp://127.0.0.1:4723", "is not an http:// or https:// URL", "http://127.0.0.1:4723"),
+        ("http://:4723", "is not an http:// or https:// URL with a host", "http://127.0.0.1"),
+        ("http://127.0.0.1:99999", "has no valid port", "http://127.0.0.1:4723"),
+        ("grid:S3cret@hub.example:443", "'***@hub.example:443' has no scheme", "http://***@"),
+    ],
+)
+def test_an_appium_url_without_an_http_scheme_and_host_is_refused_at_its_line(
+    tmp_path: Path, url: str, said: str, hint: str
+) -> None:
+    path = write(tmp_path, f"devices:\n  p:\n{PIXEL}    serial: X\n    appium:\n      url: {url}\n")
+    error = refused(config.load_inventory, path)
+    assert str(error).startswith(f"{path}:8:7: devices.p.appium.url: "), str(error)
+    assert said in str(error) and hint in error.hint
+    assert "S3cret" not in f"{error} {error.hint}"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:4723", "https://u:k@hub.example/wd/hub"])
+def test_an_http_or_https_appium_url_loads(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path, f"devices:\n  p:\n{PIXEL}    serial: X\n    appium:\n      url: {url}\n")
+    device = config.load_inventory(path).devices["p"]
+    assert device.appium is not None and device.appium.url == url
