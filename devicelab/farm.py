@@ -121,7 +121,9 @@ class BatteryFarm:
     can be cut) at once, through ``network``, for ``duration_s`` each.
 
     Raises (at construction, before anything starts) UnknownId for an unknown device or
-    network, BadInput for a web device, an offline network, a farm with no phone or none
+    network, BadInput for a run shorter than two battery readings or a bad
+    ``DEVICELAB_BATTERY_SAMPLE_S`` (:func:`~devicelab.scenarios.battery_drain.sampling_for`),
+    for a web device, an offline network, a farm with no phone or none
     whose power the inventory can cut (it would measure nothing), and the same refusals
     as a single run (Appium, proxy) for each phone.
     """
@@ -137,9 +139,13 @@ class BatteryFarm:
     ) -> None:
         from devicelab import config
         from devicelab.lab import Lab
+        from devicelab.scenarios.battery_drain import sampling_for
 
         if duration_s <= 0:
             raise BadInput(f"duration {duration_s:g} s is not positive", hint="e.g. 1h")
+        # Each run reads DEVICELAB_BATTERY_SAMPLE_S only once its proxy, routing and
+        # Appium session are up: checked here, once, before anything starts.
+        sampling_for(duration_s)
         lab_inventory = config.load_inventory(inventory)
         if devices and (twice := sorted({d for d in devices if list(devices).count(d) > 1})):
             raise BadInput(
@@ -189,6 +195,8 @@ class BatteryFarm:
         self.duration_s = duration_s
         self.inventory = inventory
         self.say: Say = say or (lambda text: logger.info("%s", text))
+        #: The FarmResult of the last run(), also when a signal stopped it (None before).
+        self.result: FarmResult | None = None
         # Every refusal of a single run, for each phone, before anything starts.
         for device in chosen:
             Lab(device.id, network, scenarios=[_CHECK], inventory=inventory)
@@ -199,10 +207,10 @@ class BatteryFarm:
         start; BadInput when ``out_dir`` cannot be written; after SIGINT, SIGTERM or
         SIGHUP, what the handler before did (the CLI's: KeyboardInterrupt, exit 130, 143,
         129) or KeyboardInterrupt, once every run has restored its phone (or was killed
-        after the grace) and farm.json is written. Raises BadInput, before anything is
-        prepared, when called outside the main thread: only the main thread gets the
-        signals the farm must pass on to its runs (each in a session of its own, no Ctrl-C
-        reaches them but the farm's)."""
+        after the grace) and farm.json is written (its FarmResult in :attr:`result`).
+        Raises BadInput, before anything is prepared, when called outside the main
+        thread: only the main thread gets the signals the farm must pass on to its runs
+        (each in a session of its own, no Ctrl-C reaches them but the farm's)."""
         from devicelab.records import check_writable
 
         if threading.current_thread() is not threading.main_thread():
@@ -232,11 +240,12 @@ class BatteryFarm:
                 codes = _wait(runs, grace_s=_STOP_GRACE_S)
                 # What each run wrote (and why the others have nothing) is kept: an
                 # overnight farm stopped at 6 a.m. still says where every phone got to.
-                _write(self._result(started, codes, runs, out_dir), out_dir)
+                self.result = self._result(started, codes, runs, out_dir)
+                _write(self.result, out_dir)
                 raise
-        result = self._result(started, codes, runs, out_dir)
-        _write(result, out_dir)
-        return result
+        self.result = self._result(started, codes, runs, out_dir)
+        _write(self.result, out_dir)
+        return self.result
 
     def _result(
         self, started: datetime, codes: dict[str, int], runs: dict[str, _Run], out_dir: Path
@@ -340,7 +349,11 @@ def _exit_code_of(path: Path) -> int:
 
 def _ended(code: int, run: _Run, folder: Path) -> str:
     """Why a run that ended by a signal ended early, or "" when it exited by itself."""
-    readings = f"readings so far in {folder}/samples.jsonl"
+    samples = folder / "samples.jsonl"
+    if _battery_read(samples, since=run.started):
+        readings = f"readings so far in {samples}"
+    else:
+        readings = "before measuring: no battery reading yet"
     if code < 0:  # no handler ran: nothing was put back
         name = _signal_name(-code)
         by = " by the farm, its restore not done within the grace" if run.killed else ""
@@ -358,6 +371,18 @@ def _ended(code: int, run: _Run, folder: Path) -> str:
         f"the run was stopped by {_signal_name(_STOPPED[code])}, not sent by the farm, before "
         f"its check ended; it restored its phone ({readings})"
     )
+
+
+def _battery_read(samples: Path, since: float) -> bool:
+    """Whether ``samples`` (a samples.jsonl) holds a battery reading of the run started at
+    ``since``: the log is created empty before the drain, and another run's stays behind."""
+    try:
+        if samples.stat().st_mtime < since:
+            return False
+        with samples.open(encoding="utf-8", errors="replace") as lines:
+            return any('"battery.' in line for line in lines)
+    except OSError:
+        return False
 
 
 def _signal_name(signum: int) -> str:

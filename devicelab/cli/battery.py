@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from devicelab.farm import FarmResult
 
 __all__ = ["register"]
 
@@ -47,8 +50,17 @@ def register(app: typer.Typer) -> None:
             device, network=network, duration_s=parse_duration(duration), inventory=inventory,
             say=say,
         )  # fmt: skip
-        result = farm.run(out)
-        for line in result.table():
-            typer.echo(line)
-        typer.echo(f"farm: {out / 'farm.json'}")
+        try:
+            result = farm.run(out)
+        except KeyboardInterrupt:  # also SIGTERM, SIGHUP: farm.json holds the rows so far
+            if farm.result is not None:
+                _summary(farm.result, out)
+            raise
+        _summary(result, out)
         raise typer.Exit(result.exit_code())
+
+
+def _summary(result: FarmResult, out: Path) -> None:
+    for line in result.table():
+        typer.echo(line)
+    typer.echo(f"farm: {out / 'farm.json'}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from devicelab.errors import BadInput
 
 __all__ = [
+    "DURATION_HINT",
     "MAX_DURATION_S",
     "MIN_WINDOW_S",
     "nonblank_dsn",
@@ -28,6 +29,8 @@ MIN_WINDOW_S = 1.0
 #: The longest duration any command takes (a load step, a battery drain run): a day. A
 #: 400-digit --duration read as infinity, started the load, then failed in its workers.
 MAX_DURATION_S = 24 * 3600.0
+#: The one hint of every bad duration, whatever was wrong with it.
+DURATION_HINT = "e.g. 90, 60s, 30m or 2h: more than 0, at most 24 h"
 # The sign is read so that "-1s" is told it must be positive, not that it is no duration.
 _DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
@@ -37,14 +40,14 @@ def parse_duration(text: str) -> float:
     one not positive or longer than :data:`MAX_DURATION_S` (24 h)."""
     match = _DURATION.match(text)
     if not match:
-        raise BadInput(f"bad duration {text!r}", hint="use e.g. 60s, 2m or 90")
+        raise BadInput(f"bad duration {text!r}", hint=DURATION_HINT)
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
     seconds = float(match.group(1)) * scale
     if seconds <= 0:
-        raise BadInput(f"bad duration {text!r}: must be positive", hint="use e.g. 60s")
+        raise BadInput(f"bad duration {text!r}: must be positive", hint=DURATION_HINT)
     if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
         shown = text if len(text) <= 20 else text[:17] + "..."
-        raise BadInput(f"bad duration {shown!r}: longer than 24 h", hint="use e.g. 60s, 30m or 2h")
+        raise BadInput(f"bad duration {shown!r}: longer than 24 h", hint=DURATION_HINT)
     return seconds
 
 

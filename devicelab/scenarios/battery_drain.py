@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import shutil
 import signal
 import statistics
@@ -44,7 +46,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devicelab.errors import DeviceLabError, EnvironmentProblem, ToolMissing
+from devicelab.errors import BadInput, DeviceLabError, EnvironmentProblem, ToolMissing
 from devicelab.journal import Entry, Journal
 from devicelab.models import Check, PowerControl
 from devicelab.samplers import Sample, least_squares_slope, theil_sen_slope
@@ -67,6 +69,7 @@ __all__ = [
     "PowerCut",
     "measure",
     "run",
+    "sampling_for",
 ]
 
 CHECK_ID = "battery_drain"
@@ -110,8 +113,13 @@ class DrainOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    duration_s: float = Field(3600.0, gt=0, description="workload time (the story: 1 hour)")
-    sample_every_s: float = Field(60.0, gt=0, description="seconds between battery readings")
+    # Finite: an "inf" interval read the battery twice and judged that.
+    duration_s: float = Field(
+        3600.0, gt=0, allow_inf_nan=False, description="workload time (the story: 1 hour)"
+    )
+    sample_every_s: float = Field(
+        60.0, gt=0, allow_inf_nan=False, description="seconds between battery readings"
+    )
     pause_s: float = Field(5.0, ge=0, description="idle seconds after each workload cycle")
     settle_s: float = Field(3.0, ge=0, description="wait after uhubctl cut the port's power")
 
@@ -124,6 +132,34 @@ class DrainOptions(BaseModel):
             "sample_every_s": "DEVICELAB_BATTERY_SAMPLE_S",
         }
         return env_options(cls, variables, "battery run")
+
+
+def sampling_for(duration_s: float) -> float:
+    """The seconds between the battery readings of a drain run ``duration_s`` long:
+    ``DEVICELAB_BATTERY_SAMPLE_S`` when set, else DrainOptions' default. Raises BadInput
+    for a value that is not a finite number of seconds > 0, and for a run shorter than two
+    reading intervals (two readings a few seconds apart passed as a drain of 0 %/h)."""
+    name = "DEVICELAB_BATTERY_SAMPLE_S"
+    text = os.environ.get(name, "").strip()
+    default = DrainOptions.model_fields["sample_every_s"].default
+    try:
+        every = float(text) if text else default
+    except ValueError:
+        every = math.nan
+    if not math.isfinite(every) or every <= 0:
+        raise BadInput(
+            f"{name}={text!r} is not a number of seconds > 0",
+            hint=f"set {name} to the seconds between battery readings (e.g. 60), or unset it",
+        )
+    if duration_s < 2 * every:
+        given = f"{name}={text}" if text else f"the default; {name} unset"
+        raise BadInput(
+            f"duration {duration_s:g} s is shorter than two battery reading intervals "
+            f"(one every {every:g} s, {given}): a drain run is {2 * every:g} s at least",
+            hint=f"a --duration of {2 * every:g} s or more, or {name} of "
+            f"{duration_s / 2:g} s or less",
+        )
+    return every
 
 
 def _uhubctl(hub: str, port: int, action: str) -> None:
@@ -393,8 +429,9 @@ def _judged(
     if (rise := slope * (t[-1] - t[0])) > _ONE_STEP_PCT:
         evidence["level_rise_pct"] = round(rise, 2)
         return _not_charging(evidence)
-    drain = round(-slope * 3600, 3)
-    evidence["least_squares_pct_per_hour"] = round(-least_squares_slope(t, v) * 3600, 3)
+    # "or 0.0": a flat level is a drain of 0.0, not the -0.0 of minus a zero slope.
+    drain = round(-slope * 3600, 3) or 0.0
+    evidence["least_squares_pct_per_hour"] = round(-least_squares_slope(t, v) * 3600, 3) or 0.0
     target = resolve(ctx.book, CHECK_ID, ctx.platform, ctx.column)
     check = judge(check=CHECK_ID, title=TITLE, category=CATEGORY, target=target, value=drain,
                   unit=UNIT, stat="value", column=ctx.column, evidence=evidence)  # fmt: skip

@@ -9,6 +9,7 @@ unsigned 64-bit number iOS sends) while CurrentCapacity rises, read through pymo
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,18 @@ def test_a_rise_within_one_percent_step_is_noise_and_said(
     assert check.status == "pass", check
     assert check.value is not None and check.value < 0
     assert "the level did not fall over the run" in check.reason
+
+
+def test_a_level_that_does_not_move_is_a_drain_of_zero_not_minus_zero(
+    android: ScenarioContext, phone: FakeAdbd
+) -> None:
+    # Minus a zero slope: results.json and farm.json said "value": -0.0.
+    phone.on("dumpsys battery", DrainingBattery(pct_per_hour=0.0, start_pct=50.0))
+    check = battery_drain.measure(android, MANUAL, SHORT)
+    assert check.status == "pass", check
+    assert check.value == 0 and math.copysign(1.0, check.value) == 1.0, check
+    assert '"value":0.0' in check.model_dump_json(), check.model_dump_json()
+    assert "-0.0" not in check.model_dump_json()
 
 
 def test_a_battery_at_zero_percent_is_no_drain(android: ScenarioContext, phone: FakeAdbd) -> None:

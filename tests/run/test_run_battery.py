@@ -185,6 +185,12 @@ def test_the_options_come_from_the_environment_and_the_check_is_registered(
     monkeypatch.setenv("DEVICELAB_BATTERY_DURATION_S", "-1")
     with pytest.raises(ConfigError, match="bad battery run option"):
         DrainOptions.from_env()
+    # inf "passed" on two readings, "every inf s" (a single run reads it here).
+    monkeypatch.setenv("DEVICELAB_BATTERY_DURATION_S", "20")
+    for endless in ("inf", "nan"):
+        monkeypatch.setenv("DEVICELAB_BATTERY_SAMPLE_S", endless)
+        with pytest.raises(ConfigError, match="bad battery run option"):
+            DrainOptions.from_env()
     (scenario,) = plan(["battery_drain"])
     assert scenario.run is battery_drain.run and scenario.category == "battery"
 

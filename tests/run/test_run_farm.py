@@ -170,12 +170,16 @@ def test_ctrl_c_reaches_every_run_and_each_restores_its_phone(
             os.killpg(farm.pid, signal.SIGINT)
         else:
             farm.send_signal(signal.SIGTERM)
-        _stdout, stderr = farm.communicate(timeout=120)
+        stdout, stderr = farm.communicate(timeout=120)
     finally:
         if farm.poll() is None:
             farm.kill()
     assert farm.returncode == code, stderr
     assert f"devicelab: {said}" in stderr
+    # The table and the farm.json line, as at the end of a farm that finished (they were
+    # left out: farm.json was written, but nothing said where).
+    assert "| `phone-slow` |" in stdout and "| `phone-fast` |" in stdout, stdout
+    assert stdout.rstrip().endswith(f"farm: {out / 'farm.json'}"), stdout
     # Where every phone got to is written, as at the end of a farm that finished.
     rows = json.loads((out / "farm.json").read_text())["devices"]
     assert [(r["id"], r["status"]) for r in rows] == [

@@ -127,7 +127,7 @@ def test_a_previous_farms_results_are_not_read_as_this_runs(
     (folder / "results.json").write_text(_PREVIOUS.read_text())
     result = subprocess.run(
         [sys.executable, "-m", "devicelab", "battery", "--inventory", str(inventory),
-         "--device", "phone-absent", "--duration", "20s", "--out", str(out)],
+         "--device", "phone-absent", "--duration", "2m", "--out", str(out)],
         capture_output=True, text=True, env=adb.env, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
@@ -146,7 +146,7 @@ def test_run_outside_the_main_thread_is_refused_before_anything_starts(
     for name, value in adb.env.items():
         monkeypatch.setenv(name, value)
     said: list[str] = []
-    farm = BatteryFarm(["phone-absent"], duration_s=10, inventory=inventory, say=said.append)
+    farm = BatteryFarm(["phone-absent"], duration_s=120, inventory=inventory, say=said.append)
     raised: list[BaseException] = []
 
     def work() -> None:
