@@ -17,7 +17,8 @@ Runtime control (no restart): change ``netshape_profile``, call ``go_offline`` /
 ``go_online``, or, from any allowed client, the control endpoint ``http://netshape.devicelab/``
 (``GET status``, ``GET records``, ``POST profile`` with a profile JSON body or the name of
 one of ``netshape_networks``, ``POST offline?seconds=N``, ``POST online``), answered by
-``control``.
+``control``. A client off this machine does not reach its loopback through the proxy, but
+for the aliases (``destination``); the flow records keep no query values (``records``).
 
 Why below the protocol layers: mitmproxy's hooks see whole messages and cannot pause a
 streamed body, so pacing there would either buffer bodies or stack WebSocket messages.
@@ -45,6 +46,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from devicelab.models.network import NetworkProfile
 from devicelab.models.proxy_status import ProxyStatus
 from devicelab.netshape import control, wsscheme
+from devicelab.netshape.destination import loopback_ip, refusal
 from devicelab.netshape.link import Channel, Shape, shapes_of
 from devicelab.netshape.options import (
     CONTROL_HOST,
@@ -56,7 +58,7 @@ from devicelab.netshape.options import (
     parse_networks,
     parse_profile,
 )
-from devicelab.netshape.records import FlowRecord
+from devicelab.netshape.records import FlowRecord, redacted_url
 from devicelab.netshape.transport import (
     ConnectionClock,
     HeldWriter,
@@ -102,6 +104,11 @@ class _Connection:
     servers: dict[str, HeldWriter] = field(default_factory=dict)
     # Flow id -> the writer's offset where its response head starts.
     heads: dict[str, int] = field(default_factory=dict)
+    # Hosts (lower-cased) this connection was sent to by an alias: the lab's targets.
+    alias_targets: set[str] = field(default_factory=set)
+    # A CONNECT was let through: every request on it goes to the tunnel's destination,
+    # judged at the CONNECT (mitmproxy names the alias's target as their host).
+    tunnel: bool = False
 
 
 class NetShape:
@@ -120,6 +127,7 @@ class NetShape:
         self._aliases: dict[str, str] = {}
         self._networks: dict[str, NetworkProfile] = {}
         self._refused: dict[str, int] = {}  # client -> connections refused
+        self._refused_to: dict[str, int] = {}  # "client -> host:port" -> requests refused
 
     # --- options -------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -292,11 +300,40 @@ class NetShape:
         io.reader, io.writer = reader, writer
         self._connections[client.id] = _Connection(host, reader, writer, clock)
 
-    def server_connected(self, data: ServerConnectionHookData) -> None:
-        """Hold what goes to the server until the device's bytes would have arrived (the
-        uplink hands them to mitmproxy early, see ``ConnectionClock``)."""
+    async def _loopback_refusal(self, data: ServerConnectionHookData) -> str | None:
+        client = _client_host(data.client)
         conn = self._connections.get(data.client.id)
+        if data.server.address is None or loopback_ip(client):
+            return None
+        host, port = data.server.address
+        if conn is not None and host.lower() in conn.alias_targets:
+            return None
+        if data.server.peername is not None:  # connected: where it went
+            addresses = [str(data.server.peername[0])]
+        else:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+            except OSError:
+                return None  # mitmproxy's own connect says so
+            addresses = [str(info[4][0]) for info in infos]
+        if not any(loopback_ip(a) for a in addresses):
+            return None
+        why = f"{host}:{port} resolves to the proxy's loopback"
+        self._log_refused_destination(client, f"{host}:{port}", why)
+        return f"devicelab proxy: {why}"
+
+    async def server_connected(self, data: ServerConnectionHookData) -> None:
+        """Cut a connection that reached loopback for a client off this machine (a name
+        that resolved elsewhere at ``server_connect``); hold what goes to the server until
+        the device's bytes would have arrived (the uplink hands them to mitmproxy early,
+        see ``ConnectionClock``)."""
         handler = self._handler(data.client)
+        if await self._loopback_refusal(data) is not None:
+            io = handler.transports.get(data.server) if handler is not None else None
+            if io is not None and io.writer is not None:
+                io.writer.transport.abort()  # nothing of the request goes out
+            return
+        conn = self._connections.get(data.client.id)
         if conn is None or handler is None or data.server.transport_protocol != "tcp":
             return
         io = handler.transports.get(data.server)
@@ -332,7 +369,7 @@ class NetShape:
     # --- flows --------------------------------------------------------------------------
     def _cut_if_offline(self, flow: http.HTTPFlow) -> bool:
         """Cut ``flow`` when the link is offline and it is not for the control endpoint."""
-        if not self.offline or flow.request.pretty_host == CONTROL_HOST:
+        if not self.offline or _is_control(flow):
             return False
         host = flow.client_conn.peername[0] if flow.client_conn.peername else "?"
         logger.info("refused a request of client %s: the link is offline", host)
@@ -341,22 +378,67 @@ class NetShape:
         return True
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """Refuse a tunnel while the link is offline; send one to an alias to its host."""
-        if not self._cut_if_offline(flow):
+        """Refuse a tunnel while the link is offline or to a destination the client may
+        not reach; send one to an alias to its host."""
+        if not self._cut_if_offline(flow) and not self._refuse_destination(flow):
             self._resolve_alias(flow)
+            if (conn := self._connections.get(flow.client_conn.id)) is not None:
+                conn.tunnel = True
 
     def _resolve_alias(self, flow: http.HTTPFlow) -> None:
         target = self._aliases.get(flow.request.host.lower())
         if target is not None:
             flow.request.host = target
+            if (conn := self._connections.get(flow.client_conn.id)) is not None:
+                conn.alias_targets.add(target.lower())
+
+    def _refuse_destination(self, flow: http.HTTPFlow) -> bool:
+        """Answer 403 when ``flow``'s client may not reach its destination (``destination``:
+        only this machine's clients reach its loopback, but for the aliases)."""
+        conn = self._connections.get(flow.client_conn.id)
+        if conn is not None and conn.tunnel:
+            return False
+        client = _client_host(flow.client_conn)
+        why = refusal(client, flow.request.host, flow.request.port, self._aliases)
+        if why is None:
+            return False
+        self._log_refused_destination(client, f"{flow.request.host}:{flow.request.port}", why)
+        flow.response = http.Response.make(
+            403, f"devicelab proxy: {why}\n", {"content-type": "text/plain"}
+        )
+        return True
+
+    def _log_refused_destination(self, client: str, destination: str, why: str) -> None:
+        # Once per client and destination, then every 100th time (as refused clients).
+        if len(self._refused_to) >= _REFUSED_KEPT:
+            self._refused_to.clear()
+        key = f"{client} -> {destination}"
+        count = self._refused_to[key] = self._refused_to.get(key, 0) + 1
+        if count == 1 or count % 100 == 0:
+            times = f" ({count} times)" if count > 1 else ""
+            logger.warning(
+                "refused client %s: %s; only this machine's clients reach its loopback"
+                " (a lab target: by its alias, netshape_aliases)%s",
+                client,
+                why,
+                times,
+            )
+
+    async def server_connect(self, data: ServerConnectionHookData) -> None:
+        """Refuse a connection for a client off this machine to a name that resolves to
+        loopback (names and addresses were judged at the request, ``_refuse_destination``)."""
+        why = await self._loopback_refusal(data)
+        if why is not None:
+            data.server.error = why
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """Start the flow's record; stream the body so big uploads are paced, not buffered."""
-        if self._cut_if_offline(flow):
+        """Start the flow's record; stream the body so big uploads are paced, not buffered.
+        Refuse (403) a destination the client may not reach."""
+        if self._cut_if_offline(flow) or self._refuse_destination(flow):
             return
         self._resolve_alias(flow)
         conn = self._connections.get(flow.client_conn.id)
-        if flow.request.pretty_host == CONTROL_HOST or conn is None:
+        if _is_control(flow) or conn is None:
             if conn is not None:
                 conn.control = True
             return
@@ -366,7 +448,7 @@ class NetShape:
             id=flow.id,
             client=conn.link_key,
             method=flow.request.method,
-            url=flow.request.pretty_url,
+            url=redacted_url(flow.request.pretty_url),
             start=start,
         )
         conn.records[flow.id] = record
@@ -381,7 +463,7 @@ class NetShape:
 
     def request(self, flow: http.HTTPFlow) -> None:
         """Answer the control endpoint."""
-        if flow.request.pretty_host == CONTROL_HOST:
+        if _is_control(flow):
             control.answer(self, flow, self._networks)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -477,3 +559,12 @@ class NetShape:
             offline=self.offline,
             links={k: v.connections for k, v in self._links.items()},
         )
+
+
+def _is_control(flow: http.HTTPFlow) -> bool:
+    """Whether ``flow`` is for the control endpoint (host names are case-insensitive)."""
+    return flow.request.pretty_host.lower().rstrip(".") == CONTROL_HOST
+
+
+def _client_host(client: Client) -> str:
+    return str(client.peername[0]) if client.peername else "?"

@@ -126,7 +126,7 @@ def test_profile_switch_offline_and_records(shaped: Any, upstream: Any, make_pro
 
     last = shaped.records()[-3:]  # the three requests after coming back online
     for record in last:
-        assert record.url.endswith("/bytes?n=5") and record.status == 200
+        assert record.url.endswith("/bytes?n=***") and record.status == 200  # no query values
         assert record.first_byte is not None and record.end is not None
         assert record.start < record.first_byte <= record.end
         assert (record.bytes_up, record.bytes_down) == (0, 5)

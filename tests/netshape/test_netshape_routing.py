@@ -142,5 +142,5 @@ def test_chromium_through_the_proxy_is_shaped_on_loopback_too(
         finally:
             browser.close()
         urls = [r.url for r in proxy.records()]
-    assert f"{upstream.base}/bytes?n=10" in urls
+    assert f"{upstream.base}/bytes?n=***" in urls  # query values are not kept
     assert took >= 0.2
