@@ -35,7 +35,11 @@ def register(app: typer.Typer) -> None:
         ] = "127.0.0.1:8080",
         allow: Annotated[
             list[str] | None,
-            typer.Option("--allow", help="client network allowed (CIDR); repeat; default loopback"),
+            typer.Option(
+                "--allow",
+                help="client network allowed (CIDR, e.g. 192.168.1.0/24, or one address); "
+                "repeat for several (no comma lists); default loopback",
+            ),
         ] = None,
         no_verify_upstream: Annotated[
             bool,
@@ -68,16 +72,17 @@ def register(app: typer.Typer) -> None:
         import logging
 
         from devicelab.config import load_networks, network_profile
-        from devicelab.netshape.serve import parse_listen, run_foreground
+        from devicelab.netshape.serve import parse_allow, parse_listen, run_foreground
 
         logging.basicConfig(level=logging.WARNING, format="devicelab proxy: %(message)s")
         logging.getLogger("devicelab.netshape").setLevel(logging.INFO)
+        address, clients = parse_listen(listen), parse_allow(allow or _ALLOW_DEFAULT)
         catalog = load_networks()
         profile = network_profile(network, catalog)
         code = run_foreground(
             profile,
-            listen=parse_listen(listen),
-            allow=allow or _ALLOW_DEFAULT,
+            listen=address,
+            allow=clients,
             echo=typer.echo,
             verify_upstream=not no_verify_upstream,
             upstream_ca=upstream_ca,

@@ -8,13 +8,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from devicelab.models.numeric import FiniteFloat
 
-__all__ = ["MAX_DELAY_MS", "MAX_KBPS", "NetworkCatalog", "NetworkProfile", "profile_problem"]
+__all__ = [
+    "MAX_DELAY_MS",
+    "MAX_KBPS",
+    "MIN_KBPS",
+    "NetworkCatalog",
+    "NetworkProfile",
+    "profile_problem",
+]
 
 #: The longest delay a profile may give (a round trip, a one-way delay, the jitter): a
 #: minute. ``rtt_ms: 1e9`` was taken, and ``proxy check`` waited on it for ever.
 MAX_DELAY_MS = 60_000.0
 #: The widest bandwidth a profile may give: 100 Gbit/s, in kbps.
 MAX_KBPS = 100_000_000.0
+#: The narrowest bandwidth a profile may give: 1 kbps (125 bytes a second). ``down_kbps:
+#: 0.001`` was taken, and not even the control endpoint's reply came through it.
+MIN_KBPS = 1.0
 
 
 class NetworkProfile(BaseModel):
@@ -24,7 +34,7 @@ class NetworkProfile(BaseModel):
     ``rtt_ms`` (split in two equal halves) or both ``down_delay_ms`` and ``up_delay_ms``.
     Bandwidths are kilobits per second (1 kbps = 1000 bit/s); ``None`` means unlimited.
     Every number is finite and no boolean; delays and jitter are at most 60 000 ms (the
-    round trip too), bandwidths at most 100 Gbit/s (100 000 000 kbps).
+    round trip too), bandwidths from 1 kbps to 100 Gbit/s (100 000 000 kbps).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -52,10 +62,16 @@ class NetworkProfile(BaseModel):
         description="one-way delay from the device, ms (0-60000)",
     )
     down_kbps: FiniteFloat | None = Field(
-        default=None, gt=0, le=MAX_KBPS, description="downlink bandwidth, kbps (at most 100 Gbit/s)"
+        default=None,
+        ge=MIN_KBPS,
+        le=MAX_KBPS,
+        description="downlink bandwidth, kbps (1 kbps to 100 Gbit/s)",
     )
     up_kbps: FiniteFloat | None = Field(
-        default=None, gt=0, le=MAX_KBPS, description="uplink bandwidth, kbps (at most 100 Gbit/s)"
+        default=None,
+        ge=MIN_KBPS,
+        le=MAX_KBPS,
+        description="uplink bandwidth, kbps (1 kbps to 100 Gbit/s)",
     )
     loss_pct: FiniteFloat = Field(default=0.0, ge=0, lt=100, description="packet loss, percent")
     jitter_ms: FiniteFloat = Field(

@@ -125,13 +125,15 @@ def test_a_row_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
         ("rtt_ms", "1e9", "less than or equal to 60000"),
         ("jitter_ms", "60001", "less than or equal to 60000"),
         ("down_kbps", "100000001", "less than or equal to 100000000"),
+        ("down_kbps", "0.001", "greater than or equal to 1"),
+        ("up_kbps", "1e-9", "greater than or equal to 1"),
     ],
 )
 def test_a_profile_number_that_is_no_link_is_refused_at_its_line(
     tmp_path: Path, field: str, value: str, said: str
 ) -> None:
     # .inf bandwidth: an OverflowError traceback; .inf rtt: an unshaped run; yes: 1 ms;
-    # 1e9: `proxy check` waited for ever.
+    # 1e9: `proxy check` waited for ever; 0.001 kbps: not even the control reply came.
     path = tmp_path / "networks.yaml"
     path.write_text(f"profiles:\n  slow:\n    label: S\n    source: s\n    {field}: {value}\n",
                     encoding="utf-8")  # fmt: skip

@@ -341,3 +341,109 @@ def test_listen_addresses_are_read_or_refused_as_bad_input() -> None:
     for bad in ["8080", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:70000", "127. 0.0.1:80"]:
         with pytest.raises(BadInput, match="is not HOST:PORT"):
             parse_listen(bad)
+
+
+def _refused(*args: str) -> subprocess.CompletedProcess[str]:
+    """``devicelab proxy ARGS`` run to its end (it is expected to refuse at once)."""
+    return subprocess.run(
+        [*DEVICELAB, "proxy", "--network", "4g", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("listen", "said"),
+    [
+        ("999.1.1.1:80", "--listen '999.1.1.1:80': 999.1.1.1 is not an IP address"),
+        ("1.2.3:80", "--listen '1.2.3:80': 1.2.3 is not an IP address"),
+        ("[::1::2]:80", "--listen '[::1::2]:80': ::1::2 is not an IP address"),
+        # TEST-NET-1 (RFC 5737): an address, but none of this machine's.
+        ("192.0.2.1:18470", "cannot listen on 192.0.2.1:18470: not an address of this machine"),
+    ],
+)
+def test_a_listen_host_that_is_no_address_of_this_machine_is_one_line_and_exit_2(
+    listen: str, said: str
+) -> None:
+    result = _refused("--listen", listen)
+    assert result.returncode == 2, result.stderr
+    # One line, before the proxy starts (no "network profile" line), with a hint that fits.
+    assert result.stderr.splitlines() == [
+        f"devicelab: error: {said} (hint: listen on an IP address of this machine (`ip addr`),"
+        " 127.0.0.1 (this machine only), 0.0.0.0 (all its IPv4 addresses) or a name that"
+        " resolves to one)"
+    ]
+
+
+def test_a_listen_name_that_does_not_resolve_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from devicelab.errors import BadInput
+    from devicelab.netshape import serve
+
+    def no_such_name(*_args: object, **_kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(serve.socket, "getaddrinfo", no_such_name)  # no DNS in a test
+    with pytest.raises(BadInput) as caught:
+        serve.parse_listen("nonexist.invalid:8080")
+    assert caught.value.one_line() == (
+        "--listen 'nonexist.invalid:8080': nonexist.invalid does not resolve (name or service"
+        " not known) (hint: listen on an IP address of this machine (`ip addr`), 127.0.0.1"
+        " (this machine only), 0.0.0.0 (all its IPv4 addresses) or a name that resolves to one)"
+    )
+    monkeypatch.undo()
+    assert serve.parse_listen("localhost:0") == ("localhost", 0)
+
+
+@pytest.mark.parametrize(
+    ("allow", "said"),
+    [
+        (["foo"], "--allow 'foo' is not a network (hint: give a CIDR such as 192.168.1.0/24,"
+                  " or one address such as 10.0.0.5)"),
+        (["10.0.0.0/8,192.168.0.0/16"], "--allow '10.0.0.0/8,192.168.0.0/16' holds several"
+         " networks (hint: repeat --allow, one network each: --allow 10.0.0.0/8 --allow"
+         " 192.168.0.0/16)"),
+        (["127.0.0.0/8", "10.0.0.1/8"], "--allow '10.0.0.1/8' has host bits set (hint: for the"
+         " network say --allow 10.0.0.0/8; for that one address --allow 10.0.0.1/32)"),
+    ],
+)  # fmt: skip
+def test_an_allow_entry_that_is_no_network_is_one_line_naming_allow_and_exit_2(
+    allow: list[str], said: str
+) -> None:
+    result = _refused("--listen", "127.0.0.1:0", *(f"--allow={a}" for a in allow))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"devicelab: error: {said}"]
+
+
+def test_one_address_or_a_network_is_a_good_allow_entry() -> None:
+    from devicelab.netshape.serve import parse_allow
+
+    assert parse_allow(["10.0.0.5", " 10.0.0.0/8", "::1/128"]) == ["10.0.0.5", "10.0.0.0/8",
+                                                                   "::1/128"]  # fmt: skip
+
+
+def test_a_lan_proxy_that_leaves_loopback_out_prints_no_step_that_loopback_takes() -> None:
+    process = subprocess.Popen(
+        [*DEVICELAB, "proxy", "--listen", "0.0.0.0:0", "--allow", "10.0.0.0/8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("listening on 0.0.0.0:")
+        lines = [process.stdout.readline() for _ in range(4)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=15)
+    printed = "".join(lines) + out
+    # Playwright here and adb reverse connect from 127.0.0.1, which would be refused.
+    assert "127.0.0.1" not in printed.replace("--allow 127.0.0.1/32", "")
+    assert "adb reverse tcp:" not in printed
+    web = next(line for line in printed.splitlines() if "web (Playwright):" in line)
+    assert "<this machine's LAN address>" in web and "add --allow 127.0.0.1/32" in web
+    android = next(line for line in printed.splitlines() if "android (USB):" in line)
+    assert "add --allow 127.0.0.1/32" in android
