@@ -35,7 +35,6 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,13 +45,20 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from devicelab.models.network import NetworkProfile
 from devicelab.models.proxy_status import ProxyStatus
 from devicelab.netshape import control, wsscheme
-from devicelab.netshape.destination import loopback_ip, refusal
+from devicelab.netshape.destination import (
+    Refusals,
+    client_allowed,
+    loopback_ip,
+    reaches_loopback,
+    refusal,
+)
 from devicelab.netshape.link import Channel, Shape, shapes_of
 from devicelab.netshape.options import (
     CONTROL_HOST,
     DEFAULT_ALLOW,
     bad_option,
     check_offline_seconds,
+    declare,
     parse_aliases,
     parse_allow,
     parse_networks,
@@ -76,8 +82,6 @@ logger = logging.getLogger("devicelab.netshape")
 # device sent at once are taken from the accept, up to this long before (a bound on a
 # clock step, not on mitmproxy).
 _ACCEPT_LAG_MAX_S = 0.05
-#: Refused clients counted (for their log lines) before the count starts again.
-_REFUSED_KEPT = 4096
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -126,41 +130,14 @@ class NetShape:
         self._online_timer: asyncio.TimerHandle | None = None
         self._aliases: dict[str, str] = {}
         self._networks: dict[str, NetworkProfile] = {}
-        self._refused: dict[str, int] = {}  # client -> connections refused
-        self._refused_to: dict[str, int] = {}  # "client -> host:port" -> requests refused
+        # Refused clients, and clients refused a destination, for their log lines.
+        self._refusals = Refusals(logger)
 
     # --- options -------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
         """Declare the addon's options (and let mitmproxy take ``GET ws://`` requests)."""
         wsscheme.install()
-        loader.add_option(
-            "netshape_profile", str, "", "The network profile to emulate, as NetworkProfile JSON."
-        )
-        loader.add_option(
-            "netshape_allow",
-            Sequence[str],
-            list(DEFAULT_ALLOW),
-            "Client networks (CIDR) allowed to use the proxy; every other client is refused.",
-        )
-        loader.add_option(
-            "netshape_ws_history", int, 200, "WebSocket messages kept per flow (older dropped)."
-        )
-        loader.add_option("netshape_records", int, 10_000, "Flow timing records kept.")
-        loader.add_option(
-            "netshape_networks",
-            str,
-            "",
-            "Named network profiles, a JSON object of NetworkProfile by name: the control"
-            " endpoint's POST profile takes one of these names as well as a profile.",
-        )
-        loader.add_option(
-            "netshape_aliases",
-            Sequence[str],
-            [],
-            "NAME=HOST: requests for host NAME go to HOST (same port). A lab backend on the"
-            " proxy's loopback gets a name that only the proxy resolves, so a device reaches"
-            " it through the shaped link or not at all.",
-        )
+        declare(loader)
 
     def configure(self, updated: set[str]) -> None:
         """Validate the options, then apply them: one wrong option changes nothing (a
@@ -248,15 +225,6 @@ class NetShape:
         return self._up
 
     # --- connections --------------------------------------------------------------------
-    def _allowed(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in net for net in self._allow)
-
     def _handler(self, client: Client) -> Any:
         """mitmproxy's ConnectionHandler of ``client`` (None once it is gone)."""
         master: Any = ctx.master
@@ -265,18 +233,9 @@ class NetShape:
     def client_connected(self, client: Client) -> None:
         """Refuse clients outside the allow-list or while offline; wrap the rest."""
         host = str(client.peername[0]) if client.peername else "?"
-        if not self._allowed(host):
-            # Said once per client, then every 100th time: a phone retrying all night must
-            # not fill the log (or a stderr pipe nobody reads, which stops the proxy).
-            if len(self._refused) >= _REFUSED_KEPT:
-                self._refused.clear()
-            count = self._refused[host] = self._refused.get(host, 0) + 1
-            if count == 1 or count % 100 == 0:
-                allow = ", ".join(str(n) for n in self._allow)
-                times = f" ({count} times)" if count > 1 else ""
-                logger.warning(
-                    "refused client %s: not in the allow-list (%s)%s", host, allow, times
-                )
+        if not client_allowed(host, self._allow):
+            allow = ", ".join(str(n) for n in self._allow)
+            self._refusals.say(host, f"refused client {host}: not in the allow-list ({allow})")
             client.error = f"client {host} is not allowed (netshape_allow)"
             return
         # While offline a new connection is still accepted, so that the control endpoint
@@ -308,15 +267,7 @@ class NetShape:
         host, port = data.server.address
         if conn is not None and host.lower() in conn.alias_targets:
             return None
-        if data.server.peername is not None:  # connected: where it went
-            addresses = [str(data.server.peername[0])]
-        else:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-            except OSError:
-                return None  # mitmproxy's own connect says so
-            addresses = [str(info[4][0]) for info in infos]
-        if not any(loopback_ip(a) for a in addresses):
+        if not await reaches_loopback(host, port, data.server.peername):
             return None
         why = f"{host}:{port} resolves to the proxy's loopback"
         self._log_refused_destination(client, f"{host}:{port}", why)
@@ -409,20 +360,11 @@ class NetShape:
         return True
 
     def _log_refused_destination(self, client: str, destination: str, why: str) -> None:
-        # Once per client and destination, then every 100th time (as refused clients).
-        if len(self._refused_to) >= _REFUSED_KEPT:
-            self._refused_to.clear()
-        key = f"{client} -> {destination}"
-        count = self._refused_to[key] = self._refused_to.get(key, 0) + 1
-        if count == 1 or count % 100 == 0:
-            times = f" ({count} times)" if count > 1 else ""
-            logger.warning(
-                "refused client %s: %s; only this machine's clients reach its loopback"
-                " (a lab target: by its alias, netshape_aliases)%s",
-                client,
-                why,
-                times,
-            )
+        self._refusals.say(
+            f"{client} -> {destination}",
+            f"refused client {client}: {why}; only this machine's clients reach its loopback"
+            " (a lab target: by its alias, netshape_aliases)",
+        )
 
     async def server_connect(self, data: ServerConnectionHookData) -> None:
         """Refuse a connection for a client off this machine to a name that resolves to

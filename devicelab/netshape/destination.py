@@ -1,19 +1,71 @@
-"""Which destinations a client may reach through the proxy: a client that is not on this
-machine's loopback must not reach the lab machine's loopback services (a trust-auth
-PostgreSQL, the adb server) through it, except the lab's own targets, by their alias
-(``netshape_aliases``). A loopback client reaches loopback as before: it can anyway,
-without the proxy.
+"""Who may use the proxy and reach what through it, and the log of the refusals.
 
-``refusal`` decides from the names alone (before any lookup); ``loopback_ip`` judges an
-address a name resolved to, or the one a connection reached.
+Which clients: those in ``netshape_allow`` (``client_allowed``). Which destinations: a
+client that is not on this machine's loopback must not reach the lab machine's loopback
+services (a trust-auth PostgreSQL, the adb server) through it, except the lab's own
+targets, by their alias (``netshape_aliases``). A loopback client reaches loopback as
+before: it can anyway, without the proxy.
+
+``refusal`` decides from the names alone (before any lookup); ``reaches_loopback``
+judges where a server connection goes, by what the name resolves to or where it went.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["loopback_ip", "refusal"]
+__all__ = ["Refusals", "client_allowed", "loopback_ip", "reaches_loopback", "refusal"]
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_allowed(host: str, allow: Iterable[_Network]) -> bool:
+    """Whether the client at ``host`` (its IP address; an IPv4-mapped IPv6 address counts
+    as the IPv4 one) is in one of the ``allow`` networks; False for no address."""
+    try:
+        address = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in net for net in allow)
+
+
+class Refusals:
+    """The log lines of refusals: each key (a client, a client and a destination) said
+    once, then every 100th time, so a phone retrying all night does not fill the log (or a
+    stderr pipe nobody reads, which stops the proxy). Keeps at most ``kept`` keys."""
+
+    def __init__(self, logger: logging.Logger, kept: int = 4096) -> None:
+        self._logger = logger
+        self._kept = kept
+        self._counts: dict[str, int] = {}
+
+    def say(self, key: str, message: str) -> None:
+        """Log ``message`` (a warning) if this refusal of ``key`` is the first or a 100th."""
+        if len(self._counts) >= self._kept:
+            self._counts.clear()
+        count = self._counts[key] = self._counts.get(key, 0) + 1
+        if count == 1 or count % 100 == 0:
+            times = f" ({count} times)" if count > 1 else ""
+            self._logger.warning("%s%s", message, times)
+
+
+async def reaches_loopback(host: str, port: int, peername: Any) -> bool:
+    """Whether a server connection to ``host``:``port`` goes to loopback: where it went
+    when connected (``peername``), else any address the name resolves to. False when the
+    name does not resolve (mitmproxy's own connect says so)."""
+    if peername is not None:
+        return loopback_ip(str(peername[0]))
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+    except OSError:
+        return False
+    return any(loopback_ip(str(info[4][0])) for info in infos)
 
 
 def loopback_ip(address: str) -> bool:

@@ -1,7 +1,8 @@
-"""The parsers of the NetShape addon's options (declared once, in ``NetShape.load``, with
-their type, default and help): each returns the value ready to use or raises mitmproxy's
-OptionsError with the option's name; and the check of the seconds ``go_offline`` takes
-(the control endpoint's ``offline?seconds=N``)."""
+"""The NetShape addon's options: their declaration (``declare``, called by
+``NetShape.load``, with their type, default and help) and their parsers, each returning
+the value ready to use or raising mitmproxy's OptionsError with the option's name; and
+the check of the seconds ``go_offline`` takes (the control endpoint's
+``offline?seconds=N``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_ALLOW",
     "bad_option",
     "check_offline_seconds",
+    "declare",
     "dump_networks",
     "parse_aliases",
     "parse_allow",
@@ -32,6 +34,39 @@ __all__ = [
 CONTROL_HOST = "netshape.devicelab"
 #: ``netshape_allow``'s default: clients on this machine only.
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+
+
+def declare(loader: Any) -> None:
+    """Declare the NetShape addon's options on mitmproxy's ``loader`` (``NetShape.load``):
+    each with its type, default and help."""
+    loader.add_option(
+        "netshape_profile", str, "", "The network profile to emulate, as NetworkProfile JSON."
+    )
+    loader.add_option(
+        "netshape_allow",
+        Sequence[str],
+        list(DEFAULT_ALLOW),
+        "Client networks (CIDR) allowed to use the proxy; every other client is refused.",
+    )
+    loader.add_option(
+        "netshape_ws_history", int, 200, "WebSocket messages kept per flow (older dropped)."
+    )
+    loader.add_option("netshape_records", int, 10_000, "Flow timing records kept.")
+    loader.add_option(
+        "netshape_networks",
+        str,
+        "",
+        "Named network profiles, a JSON object of NetworkProfile by name: the control"
+        " endpoint's POST profile takes one of these names as well as a profile.",
+    )
+    loader.add_option(
+        "netshape_aliases",
+        Sequence[str],
+        [],
+        "NAME=HOST: requests for host NAME go to HOST (same port). A lab backend on the"
+        " proxy's loopback gets a name that only the proxy resolves, so a device reaches"
+        " it through the shaped link or not at all.",
+    )
 
 
 def bad_option(message: str) -> Exception:
