@@ -25,7 +25,6 @@ of the three is ignored until then: it would cut that wait short.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -33,35 +32,28 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devicelab.errors import BadInput
+from devicelab.farm_runs import STOPS, Run, Say, interrupt, signal_name, stopping, wait_all
 
 __all__ = ["BatteryFarm", "FarmDevice", "FarmResult"]
 
 logger = logging.getLogger("devicelab.farm")
 
-Say = Callable[[str], None]
 _CHECK = "battery_drain"
 #: How long a run may take to restore its phone after the farm passes it Ctrl-C.
 _STOP_GRACE_S = 60.0
-#: The signals that stop the farm, each passed on to the runs as one Ctrl-C.
-_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: Exit codes of a run stopped by Ctrl-C (SIGINT), SIGTERM or SIGHUP (128 + the signal):
 #: it stopped its workload and restored its phone.
-_STOPPED = {128 + s: s for s in _STOPS}
+_STOPPED = {128 + s: s for s in STOPS}
 #: A row's exit code when its run did not finish (killed, stopped from outside the farm).
 _UNFINISHED = 3
-_HELD_NOTE = (
-    b"devicelab: the runs are restoring their phones; the farm writes farm.json once they "
-    b"are done (a run stuck past a minute is killed)\n"
-)
 
 
 class FarmDevice(BaseModel):
@@ -227,17 +219,17 @@ class BatteryFarm:
             f"battery drain on {len(self.devices)} phone(s) for {self.duration_s:g} s each, "
             f"network {self.network}: {', '.join(d.id for d in self.devices)}"
         )
-        runs: dict[str, _Run] = {}
-        with _stopping(runs) as hold:
+        runs: dict[str, Run] = {}
+        with stopping(runs) as hold:
             try:
                 for device in self.devices:
                     runs[device.id] = self._start(device.id, out_dir / device.id)
-                codes = _wait(runs)
+                codes = wait_all(runs)
             except KeyboardInterrupt:
                 hold()
                 self.say("interrupted: the runs restore their phones")
-                _interrupt(runs)
-                codes = _wait(runs, grace_s=_STOP_GRACE_S)
+                interrupt(runs)
+                codes = wait_all(runs, grace_s=_STOP_GRACE_S)
                 # What each run wrote (and why the others have nothing) is kept: an
                 # overnight farm stopped at 6 a.m. still says where every phone got to.
                 self.result = self._result(started, codes, runs, out_dir)
@@ -248,7 +240,7 @@ class BatteryFarm:
         return self.result
 
     def _result(
-        self, started: datetime, codes: dict[str, int], runs: dict[str, _Run], out_dir: Path
+        self, started: datetime, codes: dict[str, int], runs: dict[str, Run], out_dir: Path
     ) -> FarmResult:
         return FarmResult(
             started_at=started,
@@ -270,7 +262,7 @@ class BatteryFarm:
         self.say("preparing the backend (managed PostgreSQL)")
         prepare(ManagedPostgres().ensure(), say=self.say)
 
-    def _start(self, device: str, out: Path) -> _Run:
+    def _start(self, device: str, out: Path) -> Run:
         out.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "devicelab", "run", "--device", device, "--network",
                 self.network, "--scenario", _CHECK, "--out", str(out)]  # fmt: skip
@@ -284,7 +276,7 @@ class BatteryFarm:
         # back on, and the phone stayed unpowered.
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, env=env, start_new_session=True)  # fmt: skip
-        run = _Run(device, process, log, started)
+        run = Run(device, process, log, started)
         reader = threading.Thread(
             target=run.pump, args=(self.say,), name=f"farm-{device}", daemon=True
         )
@@ -294,7 +286,7 @@ class BatteryFarm:
 
 
 def _row(
-    device: str, model: str, platform: str, run: _Run | None, code: int | None, out: Path
+    device: str, model: str, platform: str, run: Run | None, code: int | None, out: Path
 ) -> FarmDevice:
     """The farm's row of ``device``: its run's exit code ``code`` and the battery_drain
     check of the results.json it wrote under ``out`` (None, None: it was not started)."""
@@ -347,7 +339,7 @@ def _exit_code_of(path: Path) -> int:
         return _UNFINISHED
 
 
-def _ended(code: int, run: _Run, folder: Path) -> str:
+def _ended(code: int, run: Run, folder: Path) -> str:
     """Why a run that ended by a signal ended early, or "" when it exited by itself."""
     samples = folder / "samples.jsonl"
     if _battery_read(samples, since=run.started):
@@ -355,7 +347,7 @@ def _ended(code: int, run: _Run, folder: Path) -> str:
     else:
         readings = "before measuring: no battery reading yet"
     if code < 0:  # no handler ran: nothing was put back
-        name = _signal_name(-code)
+        name = signal_name(-code)
         by = " by the farm, its restore not done within the grace" if run.killed else ""
         return (
             f"the run was killed by {name}{by} before it finished ({readings}): the phone may "
@@ -368,7 +360,7 @@ def _ended(code: int, run: _Run, folder: Path) -> str:
         return f"interrupted before its check ended ({readings})"
     # Not the farm's doing: someone stopped this run alone; the farm did not finish it.
     return (
-        f"the run was stopped by {_signal_name(_STOPPED[code])}, not sent by the farm, before "
+        f"the run was stopped by {signal_name(_STOPPED[code])}, not sent by the farm, before "
         f"its check ended; it restored its phone ({readings})"
     )
 
@@ -383,126 +375,6 @@ def _battery_read(samples: Path, since: float) -> bool:
             return any('"battery.' in line for line in lines)
     except OSError:
         return False
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-@contextlib.contextmanager
-def _stopping(runs: dict[str, _Run]) -> Iterator[Callable[[], None]]:
-    """Within the block, the first SIGINT, SIGTERM or SIGHUP passes a Ctrl-C on to every
-    run in ``runs`` (once), then does what the handler before it did (the CLI's: a
-    KeyboardInterrupt it exits 130, 143 or 129 for) or raises KeyboardInterrupt; every
-    later one is ignored with a note, so the wait for the runs and farm.json are not cut
-    short (a second KeyboardInterrupt did that). A signal ignored before (``nohup``: SIGHUP;
-    a script's ``cmd &``: SIGINT) stays ignored, but the runs start with SIGINT working.
-    Yields ``hold``, which ignores the three again (the handler before may have put its
-    own back). The handlers before are back after the block."""
-    noted: list[bool] = []
-
-    def later(signum: int, frame: Any) -> None:
-        if not noted:
-            noted.append(True)
-            # Async-signal-safe, unlike logging; a terminal that is gone must not raise here.
-            with contextlib.suppress(OSError):
-                os.write(2, _HELD_NOTE)
-
-    def hold() -> None:
-        for signum in before:
-            signal.signal(signum, later)
-
-    def first(signum: int, frame: Any) -> None:
-        hold()
-        _interrupt(runs)
-        previous = before[signum]
-        if callable(previous):
-            previous(signum, frame)
-        raise KeyboardInterrupt
-
-    # A handler installed outside Python (getsignal: None) cannot be put back: left alone.
-    before: dict[int, Callable[[int, FrameType | None], Any] | int] = {
-        signum: handler
-        for signum in _STOPS
-        if (handler := signal.getsignal(signum)) is not None and handler is not signal.SIG_IGN
-    }
-    # A farm started in the background by a script (`nohup devicelab battery ... &`, cron,
-    # CI) inherits SIGINT ignored, and an ignored signal stays ignored across exec: its
-    # runs would ignore the Ctrl-C it passes on, and be killed after the grace with their
-    # phones still changed. A handler of Python's is reset to the default by exec, so the
-    # runs start with Ctrl-C working; the farm itself still ignores SIGINT, as it was told.
-    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, lambda signum, frame: None)
-    for signum in before:
-        signal.signal(signum, first)
-    try:
-        yield hold
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _Run:
-    """One phone's process and the thread that copies its output to run.log and say."""
-
-    def __init__(
-        self, device: str, process: subprocess.Popen[str], log: IO[str], started: float
-    ) -> None:
-        self.device = device
-        self.process = process
-        self.log = log
-        self.started = started  # time.time() before it was started
-        self.reader: threading.Thread | None = None
-        self.error = ""  # the run's own one-line error, if it printed one
-        # It printed its `results:` line: its check ended and its phone was put back.
-        self.summarised = False
-        self.interrupted = False  # SIGINT sent: once, a second one would cut its restore
-        self.killed = False  # SIGKILL sent: it outlived the grace after the farm stopped it
-
-    def pump(self, say: Say) -> None:
-        stream = self.process.stdout
-        if stream is None:
-            return
-        with self.log:
-            for line in stream:
-                self.log.write(line)
-                self.log.flush()
-                if line.startswith("devicelab: error: "):
-                    self.error = line.removeprefix("devicelab: error: ").strip()
-                elif line.startswith("results: "):
-                    self.summarised = True
-                say(f"[{self.device}] {line.rstrip()}")
-
-
-def _interrupt(runs: dict[str, _Run]) -> None:
-    """Ask each run still going to stop (SIGINT, once: it restores its phone then)."""
-    for run in runs.values():
-        if run.process.poll() is None and not run.interrupted:
-            run.interrupted = True
-            run.process.send_signal(signal.SIGINT)
-
-
-def _wait(runs: dict[str, _Run], grace_s: float | None = None) -> dict[str, int]:
-    """Each run's exit code, once all have ended (killed after ``grace_s`` if given)."""
-    deadline = None if grace_s is None else time.monotonic() + grace_s
-    codes = {}
-    for device, run in runs.items():
-        timeout = None if deadline is None else max(0.1, deadline - time.monotonic())
-        try:
-            codes[device] = run.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            run.killed = True
-            run.process.kill()
-            codes[device] = run.process.wait()
-        if run.reader is not None:
-            run.reader.join(timeout=5)
-    return codes
 
 
 def _write(result: FarmResult, out_dir: Path) -> None:

@@ -94,13 +94,14 @@ def test_every_bad_duration_gets_the_same_hint(
 def _interrupted_row(tmp_path: Path, samples: str | None) -> str:
     """The farm's reason for a run it interrupted (exit 130) before the run wrote results,
     with ``samples`` as the run's samples.jsonl (None: none)."""
-    from devicelab.farm import _row, _Run
+    from devicelab.farm import _row
+    from devicelab.farm_runs import Run
 
     folder = tmp_path / "phone-slow"
     folder.mkdir()
     process = subprocess.Popen([sys.executable, "-c", ""])  # a run that has ended
     process.wait()
-    run = _Run("phone-slow", process, (folder / "run.log").open("w"), time.time() - 1)
+    run = Run("phone-slow", process, (folder / "run.log").open("w"), time.time() - 1)
     run.interrupted = True
     if samples is not None:
         (folder / "samples.jsonl").write_text(samples)

@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from devicelab.farm import _interrupt, _row, _Run, _wait
+from devicelab.farm import _row
+from devicelab.farm_runs import Run, interrupt, wait_all
 
 #: A results.json of a finished battery run: battery_drain passed.
 _DATA = Path(__file__).parents[1] / "report" / "data" / "results.json"
@@ -41,7 +42,7 @@ def _writes_results(folder: Path) -> str:
     )
 
 
-def _start(device: str, out: Path, script: str) -> _Run:
+def _start(device: str, out: Path, script: str) -> Run:
     """``script`` run as the farm starts a run (own session, output through a pump)."""
     folder = out / device
     folder.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,7 @@ def _start(device: str, out: Path, script: str) -> _Run:
         [sys.executable, "-c", script],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    run = _Run(device, process, (folder / "run.log").open("w", encoding="utf-8"), started)
+    run = Run(device, process, (folder / "run.log").open("w", encoding="utf-8"), started)
     run.reader = threading.Thread(target=run.pump, args=(lambda _text: None,), daemon=True)
     run.reader.start()
     return run
@@ -70,8 +71,8 @@ def test_the_farms_ctrl_c_after_a_run_printed_its_results_is_not_a_kill(tmp_path
     while not run.summarised:
         assert time.monotonic() < deadline, "no results line"
         time.sleep(0.05)
-    _interrupt({"phone": run})  # the farm's one Ctrl-C
-    codes = _wait({"phone": run}, grace_s=30)
+    interrupt({"phone": run})  # the farm's one Ctrl-C
+    codes = wait_all({"phone": run}, grace_s=30)
     assert codes["phone"] == -signal.SIGINT
     row = _row("phone", "Pixel 7", "android", run, codes["phone"], tmp_path)
     assert (row.status, row.exit_code) == ("pass", 0), row
@@ -89,7 +90,7 @@ def test_a_signal_the_farm_did_not_send_after_the_results_still_says_so(
         "os.kill(os.getpid(), signal.SIGINT)\n"
     )
     run = _start("phone", tmp_path, script)
-    codes = _wait({"phone": run}, grace_s=30)
+    codes = wait_all({"phone": run}, grace_s=30)
     row = _row("phone", "Pixel 7", "android", run, codes["phone"], tmp_path)
     assert row.exit_code == 3 and "killed by SIGINT" in row.reason, row
 
@@ -102,7 +103,7 @@ def test_a_previous_farms_results_json_is_not_this_runs(tmp_path: Path) -> None:
     error = "android device phone (127.0.0.1:9) is absent (hint: check `adb devices -l`)"
     script = f"import sys\nprint('devicelab: error: {error}')\nsys.exit(3)\n"
     run = _start("phone", tmp_path, script)
-    codes = _wait({"phone": run}, grace_s=30)
+    codes = wait_all({"phone": run}, grace_s=30)
     row = _row("phone", "Pixel 7", "android", run, codes["phone"], tmp_path)
     assert (row.status, row.exit_code, row.reason) == ("error", 3, error), row
     assert row.value is None and row.results == "", row
