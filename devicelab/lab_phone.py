@@ -231,21 +231,27 @@ def phone_proxy(device: Device, profile: NetworkProfile) -> ShapedProxy:
 
 def start_phone_proxy(device: Device, profile: NetworkProfile) -> ShapedProxy:
     """The phone run's shaped proxy (``phone_proxy``), started. Raises EnvironmentProblem
-    when it cannot start; for an iPhone that cannot listen on the inventory's address, the
+    when it cannot start, BadInput when the inventory's listen address is none of this
+    machine's; for an iPhone that cannot listen on the inventory's address, the
     hint names the fixed port to free or change: the phone's Wi-Fi proxy setting names that
     port, so a port the system picks (0) would be one the phone never reaches."""
     proxy = phone_proxy(device, profile)
     try:
         return proxy.start()
-    except EnvironmentProblem as exc:
+    except (EnvironmentProblem, BadInput) as exc:
         if device.proxy is None or "cannot listen on" not in exc.message:
             raise
+        where = f"devices.{device.id}.proxy.listen in the inventory"
+        iphone = "and the iPhone's Wi-Fi proxy (Configure Proxy > Manual) to the same"
+        if isinstance(exc, BadInput):  # no address of this machine: the inventory's typo
+            raise BadInput(
+                exc.message,
+                hint=f"set {where} to this machine's address on the phone's network, {iphone}",
+            ) from exc
         raise EnvironmentProblem(
             exc.message,
-            hint=f"stop what listens on {device.proxy.listen}, or set "
-            f"devices.{device.id}.proxy.listen in the inventory to this machine's address "
-            "on the phone's network and another fixed free port, and the iPhone's Wi-Fi "
-            "proxy (Configure Proxy > Manual) to the same",
+            hint=f"stop what listens on {device.proxy.listen}, or set {where} to this "
+            f"machine's address on the phone's network and another fixed free port, {iphone}",
         ) from exc
 
 

@@ -15,11 +15,13 @@ from typing import Any, cast
 from mitmproxy import exceptions
 from pydantic import ValidationError
 
+from devicelab.errors import BadInput
 from devicelab.models.network import NetworkProfile, profile_problem
 
 __all__ = [
     "CONTROL_HOST",
     "DEFAULT_ALLOW",
+    "allow_networks",
     "bad_option",
     "check_offline_seconds",
     "declare",
@@ -103,14 +105,46 @@ def parse_allow(
     cidrs: Sequence[str],
 ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """``netshape_allow``: returns the client networks (at least one). Raises mitmproxy's
-    OptionsError, naming the option, when an entry is not a network or none is given."""
+    OptionsError, naming the option, when an entry is not a network or has host bits set,
+    or none is given (``allow_networks``'s words)."""
     try:
-        allow = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-    except ValueError as exc:
-        raise bad_option(f"netshape_allow: {exc}") from exc
-    if not allow:
-        raise bad_option("netshape_allow is empty: no client could connect")
-    return allow
+        return allow_networks(cidrs)
+    except BadInput as exc:
+        raise bad_option(exc.one_line()) from exc
+
+
+def allow_networks(
+    cidrs: Sequence[str], *, name: str = "netshape_allow", say: str = ""
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The client networks of an allow-list (each entry a CIDR or one address), the one
+    reading of it: ``netshape_allow``, ``ShapedProxy(allow=...)`` and ``--allow``. Raises
+    BadInput naming ``name`` when an entry is no network, when one has host bits set
+    (``10.0.0.1/8``: the hint offers both readings, each after ``say``), or when there
+    is none."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise BadInput(
+                f"{name} {cidr!r} is not a network",
+                hint="give a CIDR such as 192.168.1.0/24, or one address such as 10.0.0.5",
+            ) from None
+        # strict=False reads 10.0.0.1/8 as 10.0.0.0/8, which may not be what was meant.
+        address = ipaddress.ip_address(cidr.strip().partition("/")[0])
+        if address != network.network_address:
+            one = f"{address}/{network.max_prefixlen}"
+            raise BadInput(
+                f"{name} {cidr!r} has host bits set",
+                hint=f"for the network say {say}{network}; for that one address {say}{one}",
+            )
+        networks.append(network)
+    if not networks:
+        raise BadInput(
+            f"{name} is empty: no client could connect",
+            hint="allow at least one client network, e.g. 127.0.0.0/8",
+        )
+    return networks
 
 
 def parse_networks(text: str) -> dict[str, NetworkProfile]:

@@ -32,7 +32,8 @@ from devicelab.models.network import NetworkProfile
 from devicelab.models.proxy_status import ProxyStatus
 from devicelab.netshape import ca
 from devicelab.netshape.addon import DEFAULT_ALLOW, NetShape, check_offline_seconds
-from devicelab.netshape.options import dump_networks
+from devicelab.netshape.listen import check_listen_host
+from devicelab.netshape.options import allow_networks, dump_networks
 from devicelab.netshape.proxy_process import forward_log, serve_argv, start_error
 from devicelab.netshape.proxy_thread import LISTEN_ERRORS, Ready, run_in
 from devicelab.netshape.records import FlowRecord
@@ -122,15 +123,25 @@ class ShapedProxy:
     def start(self) -> Self:
         """Start the proxy and return once it listens.
 
-        Raises EnvironmentProblem when it cannot listen (port taken, address not local),
-        has no usable confdir, runs already, or another in-process proxy runs; BadInput
-        when an option is wrong. Interrupted (Ctrl-C), it stops what it began.
+        Raises BadInput, before anything starts, when ``host`` is not an address of this
+        machine (as ``devicelab proxy --listen`` says it: "cannot listen on HOST:PORT: not
+        an address of this machine", "... is not an IP address", "... does not resolve")
+        or ``allow`` is not a list of networks (as ``netshape_allow`` says it), and when
+        another option is wrong; EnvironmentProblem when it cannot listen (port taken),
+        has no usable confdir, runs already, or another in-process proxy runs.
+        Interrupted (Ctrl-C), it stops what it began.
         """
         if self._process is not None or self._thread is not None:
             # A second proxy in its place would leave the first one serving, unstoppable.
             raise EnvironmentProblem(
                 f"this shaped proxy is already running on {self.url}", hint="call stop() first"
             )
+        # The command line's checks, so a bad address or allow-list reads the same here
+        # (mitmproxy's "could not bind on any address out of [...]" said neither why nor
+        # what to do, and its allow option took 10.0.0.1/8 as 10.0.0.0/8).
+        where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        check_listen_host(self.host, named=f"cannot listen on {where}", address=where)
+        allow_networks(self.allow)
         try:
             ca.check_confdir(self.confdir)
             if self.mode == "subprocess":

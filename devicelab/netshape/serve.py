@@ -8,14 +8,12 @@ The first line printed is ``listening on HOST:PORT``, once the port accepts conn
 from __future__ import annotations
 
 import argparse
-import errno
 import faulthandler
 import ipaddress
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -28,7 +26,8 @@ from pydantic import ValidationError
 from devicelab.errors import BadInput, DeviceLabError
 from devicelab.models.network import NetworkProfile, profile_problem
 from devicelab.netshape.addon import CONTROL_HOST, DEFAULT_ALLOW
-from devicelab.netshape.options import parse_networks
+from devicelab.netshape.listen import check_listen_host
+from devicelab.netshape.options import allow_networks, parse_networks
 from devicelab.netshape.proxy import DEFAULT_CONFDIR, ShapedProxy
 
 __all__ = [
@@ -50,67 +49,23 @@ _STOP_GRACE_S = 10.0
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port). Raises BadInput when it is
-    not HOST:PORT, when HOST is no IP address and no name that resolves, or when it is
-    none of this machine's addresses (a bind test on a free port decides it)."""
+    not HOST:PORT (a bracket without its pair too), when HOST is no IP address and no name
+    that resolves, or when it is none of this machine's addresses (``check_listen_host``)."""
     host, sep, port = text.strip().rpartition(":")
-    bad_host = any(c.isspace() for c in host)
+    # "[::1]" is ::1; "[::1" (its "]" lost) is no host, not ::1.
+    inner = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
+    bad_host = any(c.isspace() or c in "[]" for c in inner) or bool(host and not inner)
     if not sep or bad_host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise BadInput(f"--listen {text!r} is not HOST:PORT", hint="e.g. 127.0.0.1:8080")
-    host = host.strip("[]") or "127.0.0.1"
-    addresses = _listen_addresses(text, host)
-    if not any(_bindable(family, address) for family, address in addresses):
-        raise BadInput(
-            f"cannot listen on {text.strip()}: not an address of this machine",
-            hint=_LISTEN_HINT,
-        )
+    host = inner or "127.0.0.1"
+    check_listen_host(host, named=f"--listen {text.strip()!r}", address=text.strip())
     return host, int(port)
-
-
-_LISTEN_HINT = (
-    "listen on an IP address of this machine (`ip addr`), 127.0.0.1 (this machine only), "
-    "0.0.0.0 (all its IPv4 addresses) or a name that resolves to one"
-)
-
-
-def _listen_addresses(text: str, host: str) -> list[tuple[socket.AddressFamily, str]]:
-    """The (family, address) pairs ``host`` of ``--listen text`` stands for; raises
-    BadInput when it is a malformed IP address (999.1.1.1, never looked up) or a name
-    that does not resolve."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        if ":" in host or all(c.isdigit() or c == "." for c in host):
-            raise BadInput(
-                f"--listen {text.strip()!r}: {host} is not an IP address", hint=_LISTEN_HINT
-            ) from None
-    else:
-        return [(socket.AF_INET6 if address.version == 6 else socket.AF_INET, host)]
-    try:
-        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:  # socket.gaierror; UnicodeError: "a..b"
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise BadInput(
-            f"--listen {text.strip()!r}: {host} does not resolve ({str(why).lower()})",
-            hint=_LISTEN_HINT,
-        ) from None
-    return [(family, str(sockaddr[0])) for family, _, _, _, sockaddr in found]
-
-
-def _bindable(family: socket.AddressFamily, address: str) -> bool:
-    """Whether a socket can be bound to ``address`` (on a free port): False only when the
-    address is not this machine's (another failure is for the proxy's start to tell)."""
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((address, 0))
-    except OSError as exc:
-        return exc.errno != errno.EADDRNOTAVAIL
-    return True
 
 
 def parse_allow(entries: Sequence[str]) -> list[str]:
     """The networks of ``--allow`` (each a CIDR or one address) as given; raises BadInput
     naming ``--allow`` when one is no network, holds several (repeat --allow instead), or
-    has host bits set (10.0.0.1/8: say 10.0.0.0/8 or 10.0.0.1/32)."""
+    has host bits set (10.0.0.1/8: say 10.0.0.0/8 or 10.0.0.1/32; ``allow_networks``)."""
     for entry in entries:
         if "," in entry:
             separate = " ".join(f"--allow {part.strip()}" for part in entry.split(",") if part)
@@ -118,20 +73,7 @@ def parse_allow(entries: Sequence[str]) -> list[str]:
                 f"--allow {entry!r} holds several networks",
                 hint=f"repeat --allow, one network each: {separate}",
             )
-        try:
-            network = ipaddress.ip_network(entry.strip(), strict=False)
-        except ValueError:
-            raise BadInput(
-                f"--allow {entry!r} is not a network",
-                hint="give a CIDR such as 192.168.1.0/24, or one address such as 10.0.0.5",
-            ) from None
-        address = entry.strip().partition("/")[0]
-        if ipaddress.ip_address(address) != network.network_address:
-            host = f"{address}/{network.max_prefixlen}"
-            raise BadInput(
-                f"--allow {entry!r} has host bits set",
-                hint=f"for the network say --allow {network}; for that one address --allow {host}",
-            )
+    allow_networks(entries, name="--allow", say="--allow ")
     return [entry.strip() for entry in entries]
 
 

@@ -338,7 +338,10 @@ def test_listen_addresses_are_read_or_refused_as_bad_input() -> None:
     assert parse_listen(" 127.0.0.1:0 ") == ("127.0.0.1", 0)  # pasted with a space
     assert parse_listen("[::1]:8080") == ("::1", 8080)
     assert parse_listen(":8080") == ("127.0.0.1", 8080)
-    for bad in ["8080", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:70000", "127. 0.0.1:80"]:
+    bad_ones = ["8080", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:70000", "127. 0.0.1:80"]
+    # A bracket without its pair was read as ::1 ("[::1:80"), or as the default ("[]:80").
+    bad_ones += ["[::1:80", "::1]:80", "[[::1]]:80", "[]:80"]
+    for bad in bad_ones:
         with pytest.raises(BadInput, match="is not HOST:PORT"):
             parse_listen(bad)
 
@@ -360,8 +363,11 @@ def _refused(*args: str) -> subprocess.CompletedProcess[str]:
         ("999.1.1.1:80", "--listen '999.1.1.1:80': 999.1.1.1 is not an IP address"),
         ("1.2.3:80", "--listen '1.2.3:80': 1.2.3 is not an IP address"),
         ("[::1::2]:80", "--listen '[::1::2]:80': ::1::2 is not an IP address"),
-        # TEST-NET-1 (RFC 5737): an address, but none of this machine's.
-        ("192.0.2.1:18470", "cannot listen on 192.0.2.1:18470: not an address of this machine"),
+        # TEST-NET-2 (RFC 5737): an address, but none of this machine's.
+        (
+            "198.51.100.1:18470",
+            "cannot listen on 198.51.100.1:18470: not an address of this machine",
+        ),
     ],
 )
 def test_a_listen_host_that_is_no_address_of_this_machine_is_one_line_and_exit_2(
@@ -386,7 +392,7 @@ def test_a_listen_name_that_does_not_resolve_is_one_line_and_exit_2(
     def no_such_name(*_args: object, **_kwargs: object) -> object:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr(serve.socket, "getaddrinfo", no_such_name)  # no DNS in a test
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)  # no DNS in a test
     with pytest.raises(BadInput) as caught:
         serve.parse_listen("nonexist.invalid:8080")
     assert caught.value.one_line() == (

@@ -335,8 +335,9 @@ def test_a_proxy_starts_in_a_suite_that_turns_warnings_into_errors() -> None:
 
 
 def test_an_address_that_does_not_resolve_is_named_as_such() -> None:
-    # It read "unknown error -2": getaddrinfo's code taken for the OS's errno.
-    with pytest.raises(EnvironmentProblem, match=r"no such address \(name or service not"):
+    # It read "unknown error -2": getaddrinfo's code taken for the OS's errno; then
+    # mitmproxy's "no such address"; now the words of --listen, before mitmproxy starts.
+    with pytest.raises(BadInput, match=r"999.1.1.1:0: 999.1.1.1 is not an IP address"):
         ShapedProxy(None, host="999.1.1.1", port=0).start()
 
 

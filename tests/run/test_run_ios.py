@@ -286,6 +286,25 @@ def test_a_taken_proxy_port_names_the_fixed_port_to_free_or_change() -> None:
     )
 
 
+def test_an_inventory_listen_address_of_another_machine_names_the_inventory_field() -> None:
+    # ShapedProxy now refuses it up front (BadInput) with the CLI's general hint: the
+    # iPhone's hint must still say which inventory field to fix.
+    from devicelab.config import network_profile
+    from devicelab.errors import BadInput
+    from devicelab.lab_phone import start_phone_proxy
+    from devicelab.models import Device
+
+    device = Device.model_validate(
+        {"platform": "ios", "model": "iPhone 11", "os": "iOS 17", "udid": UDID,
+         "proxy": {"listen": "198.51.100.1:8080", "allow": ["198.51.100.0/24"]}}
+    )  # fmt: skip
+    object.__setattr__(device, "id", "iphone")
+    with pytest.raises(BadInput) as caught:
+        start_phone_proxy(device, network_profile("4g"))
+    assert "cannot listen on 198.51.100.1:8080" in caught.value.message
+    assert "devices.iphone.proxy.listen" in caught.value.hint
+
+
 def _background_run(
     lab_env: dict[str, str], inventory: tuple[Path, int], out: Path, seconds: int
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
