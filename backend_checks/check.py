@@ -168,11 +168,11 @@ def _targets_first(only: list[str] | None, *, load: bool) -> None:
     for check_id, unit in booked.items():
         if only is None or check_id in only:
             row = backend_target(check_id, book, source=str(path))
-            check_unit(check_id, row.unit or unit, unit)
+            check_unit(check_id, row.unit or unit, unit, path=str(path))
     for spec in load_suite():  # a query's row may be left out (the file's own target holds)
         found = resolve(book, spec.id, "backend", "any")
         if (only is None or spec.id in only) and found is not None and found.value is not None:
-            check_unit(spec.id, found.unit, "ms")  # the suite times in ms
+            check_unit(spec.id, found.unit, "ms", path=str(path))  # the suite times in ms
 
 
 def _backend(kind: BackendKind, where: str) -> BackendInfo:

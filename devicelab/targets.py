@@ -157,15 +157,18 @@ def _convert(value: float, unit: str, to: str) -> float:
     return value * factor
 
 
-def check_unit(check: str, row_unit: str, measured_unit: str) -> None:
+def check_unit(
+    check: str, row_unit: str, measured_unit: str, *, path: str = "targets.yaml"
+) -> None:
     """Refuse a targets.yaml row of ``check`` whose unit cannot be compared with what the
-    check measures (``measured_unit``; ms and s convert). Raises ConfigError (exit 2)."""
+    check measures (``measured_unit``; ms and s convert); ``path`` names the file read.
+    Raises ConfigError (exit 2)."""
     if row_unit != measured_unit and (measured_unit, row_unit) not in _SCALE:
+        other = {"ms": " (or s)", "s": " (or ms)"}.get(measured_unit, "")
         raise ConfigError(
-            f"targets.yaml: the {check} row's unit {row_unit!r} cannot be compared with what"
+            f"{path}: the {check} row's unit {row_unit!r} cannot be compared with what"
             f" {check} measures ({measured_unit})",
-            hint=f"give that row unit: {measured_unit}"
-            + (" (or ms/s)" if measured_unit in ("ms", "s") else ""),
+            hint=f"give that row unit: {measured_unit}{other}",
         )
 
 

@@ -29,7 +29,10 @@ class Target(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    check: str = Field(description="a check id of DESIGN.md, e.g. message_delivery")
+    check: str = Field(
+        description="a check id devicelab runs (docs/device_run.md, docs/backend_checks.md),"
+        " e.g. message_delivery"
+    )
     platform: PlatformScope = "any"
     column: Column = "any"
     op: Op = "<"
@@ -106,7 +109,8 @@ class TargetBook(BaseModel):
                 raise _located(
                     f"unknown check {row.check!r}{_guess(row.check, checks)}",
                     ("targets", i, "check"),
-                    "use a check id of DESIGN.md (devicelab run --scenario, backend check)",
+                    "use a check id devicelab runs: docs/device_run.md and"
+                    " docs/backend_checks.md list them",
                 )
             if units is not None and row.unit not in units:
                 raise _located(

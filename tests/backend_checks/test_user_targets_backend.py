@@ -121,3 +121,6 @@ def test_a_row_in_units_the_check_cannot_compare_is_refused_before_any_work(
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"the {check} row's unit 'users' cannot be compared" in done.stderr
+    # It said only "targets.yaml:", when several places may hold one.
+    lab_file = Path(env["DEVICELAB_HOME"]) / "profiles" / "targets.yaml"
+    assert done.stderr.startswith(f"devicelab: error: {lab_file}: the {check} row"), done.stderr
