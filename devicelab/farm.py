@@ -323,8 +323,9 @@ def _row(
         row.reason = ended or run.error or "the run recorded no battery_drain check"
         return row
     row.status, row.value, row.unit = check.status, check.value, check.unit or ""
-    # A check judged before a kill still stands; the phone may not have been restored.
-    row.reason = "; ".join(r for r in (check.reason or "", ended if code < 0 else "") if r)
+    # A check judged before a kill still stands; the phone may not have been restored. A
+    # drain the farm interrupted recorded its readings so far: the row says both.
+    row.reason = "; ".join(r for r in (check.reason or "", ended) if r)
     return row
 
 

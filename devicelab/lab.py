@@ -146,12 +146,22 @@ class LabSession:
         why = self.lab._skip_reason(scenario)
         ctx = dataclasses.replace(self.ctx, options=chosen)
         began = time.monotonic()
-        check = scenario.skip(why) if why else self.lab._measure(scenario, ctx)
-        if not why and "duration_s" not in check.evidence:
+        try:
+            check = scenario.skip(why) if why else self.lab._measure(scenario, ctx)
+        except battery_drain.DrainInterrupted as stop:  # its readings so far, then the stop
+            self.record.add(self._noted(stop.check, began))
+            raise
+        check = check if why else self._noted(check, began)
+        self.record.add(check)
+        return check
+
+    def _noted(self, check: Check, began: float) -> Check:
+        """``check`` with how long it took and the link it ran on, when a test switched it."""
+        if "duration_s" not in check.evidence:
             # How long the check took: junit's <testcase time> (it read 0.000 for all).
             took = round(time.monotonic() - began, 3)
             check = check.model_copy(update={"evidence": {**check.evidence, "duration_s": took}})
-        if not why and self.proxy.profile != self.lab.profile:
+        if self.proxy.profile != self.lab.profile:
             # A test switched the link: the check is still judged in the session network's
             # column, so the evidence says what it really ran on.
             on = self.proxy.profile.id if self.proxy.profile else "none"
@@ -162,7 +172,6 @@ class LabSession:
                     "reason": f"{check.reason}; {note}" if check.reason else note,
                 }
             )
-        self.record.add(check)
         return check
 
     def results(self) -> Results:
@@ -178,7 +187,9 @@ class Lab:
     """One device run: ``device`` and ``network`` are ids of the inventory and profiles.
 
     Raises (at construction, before anything starts) UnknownId for an unknown device,
-    network or scenario id, ConfigError for a wrong file, BadInput for an offline network.
+    network or scenario id, ConfigError for a wrong file, BadInput for an offline network
+    and for battery_drain options of the environment it would refuse (a sampling interval
+    under 0.1 s, a duration shorter than two of them: DrainOptions.from_env).
     """
 
     def __init__(
@@ -207,6 +218,10 @@ class Lab:
         self.say: Say = say or (lambda text: logger.info("%s", text))
         self.platform = self.device.platform
         self.column = column_for(self.platform, self.profile)
+        drain = next((s for s in self.scenarios if s.id == battery_drain.CHECK_ID), None)
+        if drain and self.device.power.kind != "none" and not self._skip_reason(drain):
+            # The check reads them once the proxy, routing and Appium are up: refused here.
+            battery_drain.DrainOptions.from_env()
         if self.platform != "web":
             from devicelab.lab_phone import check_phone
 

@@ -25,8 +25,14 @@ and over USB the phone still charges. The inventory's ``power`` decides:
   the next start after a crash (:data:`UNDOERS`); then verifies as for ``manual``. adb
   must reach the phone without that port: over Wi-Fi (a ``host:port`` serial).
 
-Shorter runs: ``DEVICELAB_BATTERY_DURATION_S`` (and ``DEVICELAB_BATTERY_SAMPLE_S``), or
-``measure(ctx, power, DrainOptions(duration_s=20))``.
+Shorter runs: ``DEVICELAB_BATTERY_DURATION_S`` (and ``DEVICELAB_BATTERY_SAMPLE_S``: at
+least :data:`MIN_SAMPLE_S`, and the run two reading intervals long), or
+``measure(ctx, power, DrainOptions(duration_s=240, sample_every_s=10))``.
+
+A drain stopped before its end (Ctrl-C, SIGTERM, SIGHUP: a farm stopped in the morning)
+raises :class:`DrainInterrupted`, a KeyboardInterrupt that carries the check of the
+readings so far (an ``error``: it did not run its duration); the lab records it, then the
+interrupt goes on.
 """
 
 from __future__ import annotations
@@ -60,11 +66,13 @@ __all__ = [
     "CATEGORY",
     "CHECK_ID",
     "EMPTY",
+    "MIN_SAMPLE_S",
     "NEEDS_POWER_CUT",
     "POWER_KIND",
     "STILL_CHARGING",
     "TITLE",
     "UNDOERS",
+    "DrainInterrupted",
     "DrainOptions",
     "PowerCut",
     "measure",
@@ -100,6 +108,11 @@ IOS_OVER_USB = (
     "Wi-Fi sync (Finder or `pymobiledevice3 lockdown wifi-connections on`) so usbmuxd also "
     "lists it over the network"
 )
+#: The shortest time between two battery readings: a shorter one reads the battery in a busy
+#: loop (``1e-9``), and no fuel gauge reports that often.
+MIN_SAMPLE_S = 0.1
+_SAMPLE_VAR = "DEVICELAB_BATTERY_SAMPLE_S"
+_DURATION_VAR = "DEVICELAB_BATTERY_DURATION_S"
 _HOW = {
     "android": "dumpsys battery level (and current_now)",
     "ios": "IORegistry CurrentCapacity (and InstantAmperage) through lockdownd",
@@ -118,7 +131,7 @@ class DrainOptions(BaseModel):
         3600.0, gt=0, allow_inf_nan=False, description="workload time (the story: 1 hour)"
     )
     sample_every_s: float = Field(
-        60.0, gt=0, allow_inf_nan=False, description="seconds between battery readings"
+        60.0, ge=MIN_SAMPLE_S, allow_inf_nan=False, description="seconds between battery readings"
     )
     pause_s: float = Field(5.0, ge=0, description="idle seconds after each workload cycle")
     settle_s: float = Field(3.0, ge=0, description="wait after uhubctl cut the port's power")
@@ -126,20 +139,22 @@ class DrainOptions(BaseModel):
     @classmethod
     def from_env(cls) -> DrainOptions:
         """Options with ``DEVICELAB_BATTERY_DURATION_S`` / ``DEVICELAB_BATTERY_SAMPLE_S``
-        applied. Raises ConfigError for a value that is not a positive number."""
-        variables = {
-            "duration_s": "DEVICELAB_BATTERY_DURATION_S",
-            "sample_every_s": "DEVICELAB_BATTERY_SAMPLE_S",
-        }
-        return env_options(cls, variables, "battery run")
+        applied. Raises ConfigError for a duration that is not a number of seconds > 0,
+        and BadInput (from :func:`sampling_for`) for an interval that is not one of
+        :data:`MIN_SAMPLE_S` or more, or a duration shorter than two of them."""
+        options = env_options(cls, {"duration_s": _DURATION_VAR}, "battery run")
+        every = sampling_for(options.duration_s, _DURATION_VAR)
+        return cls(duration_s=options.duration_s, sample_every_s=every)
 
 
-def sampling_for(duration_s: float) -> float:
+def sampling_for(duration_s: float, duration_from: str = "--duration") -> float:
     """The seconds between the battery readings of a drain run ``duration_s`` long:
-    ``DEVICELAB_BATTERY_SAMPLE_S`` when set, else DrainOptions' default. Raises BadInput
-    for a value that is not a finite number of seconds > 0, and for a run shorter than two
-    reading intervals (two readings a few seconds apart passed as a drain of 0 %/h)."""
-    name = "DEVICELAB_BATTERY_SAMPLE_S"
+    ``DEVICELAB_BATTERY_SAMPLE_S`` when set, else DrainOptions' default. ``duration_from``
+    names where the duration was given (the farm's ``--duration``, or the variable a single
+    run reads), for the message. Raises BadInput for a value that is not a finite number
+    of seconds > 0, one under :data:`MIN_SAMPLE_S`, and for a run shorter than two reading
+    intervals (two readings a few seconds apart passed as a drain of 0 %/h)."""
+    name = _SAMPLE_VAR
     text = os.environ.get(name, "").strip()
     default = DrainOptions.model_fields["sample_every_s"].default
     try:
@@ -151,13 +166,20 @@ def sampling_for(duration_s: float) -> float:
             f"{name}={text!r} is not a number of seconds > 0",
             hint=f"set {name} to the seconds between battery readings (e.g. 60), or unset it",
         )
+    if every < MIN_SAMPLE_S:
+        raise BadInput(
+            f"{name}={text} is under {MIN_SAMPLE_S:g} s: it would read the battery in a busy loop",
+            hint=f"set {name} to {MIN_SAMPLE_S:g} or more (e.g. 60), or unset it",
+        )
     if duration_s < 2 * every:
         given = f"{name}={text}" if text else f"the default; {name} unset"
+        flag = duration_from.startswith("--")
+        what = f"duration {duration_s:g} s" if flag else f"{duration_from}={duration_s:g}"
+        longer = f"a {duration_from}" if flag else duration_from
         raise BadInput(
-            f"duration {duration_s:g} s is shorter than two battery reading intervals "
+            f"{what} is shorter than two battery reading intervals "
             f"(one every {every:g} s, {given}): a drain run is {2 * every:g} s at least",
-            hint=f"a --duration of {2 * every:g} s or more, or {name} of "
-            f"{duration_s / 2:g} s or less",
+            hint=f"{longer} of {2 * every:g} s or more, or {name} of {duration_s / 2:g} s or less",
         )
     return every
 
@@ -251,8 +273,18 @@ def _signals_deferred() -> Iterator[None]:
 
 def run(ctx: ScenarioContext, power: PowerControl | None = None) -> Check:
     """battery_drain with the options of the environment and the device's ``power``
-    (None: unknown, as none); returns the check. Raises ProbeFailed, DeviceUnreachable."""
-    return measure(ctx, power, DrainOptions.from_env())
+    (None: unknown, as none); returns the check. Raises as :func:`measure` does."""
+    return measure(ctx, power)
+
+
+class DrainInterrupted(KeyboardInterrupt):
+    """A Ctrl-C (or SIGTERM, SIGHUP) that stopped a drain before its end; ``check`` is
+    the check of the readings taken so far (an ``error``: the drain did not run its
+    duration, so it is not judged)."""
+
+    def __init__(self, check: Check) -> None:
+        super().__init__()
+        self.check = check
 
 
 def _cycle(ctx: ScenarioContext) -> None:
@@ -277,24 +309,29 @@ def _not_charging(evidence: dict[str, object]) -> Check:
 def measure(
     ctx: ScenarioContext,
     power: PowerControl | None,
-    options: DrainOptions,
+    options: DrainOptions | None = None,
     sampler: Sampler | None = None,
     journal: Journal | None = None,
 ) -> Check:
     """Keep the workload going for ``options.duration_s`` on a phone whose power is cut,
     reading the battery through ``sampler`` (default: the run's ``ctx.battery``, or on
-    android the one behind ``ctx.heap_mb``).
+    android the one behind ``ctx.heap_mb``); ``options`` None: DrainOptions.from_env(),
+    read only when the check runs (a skip refuses none of them).
     The uhubctl power cut is journaled in ``journal`` (default: the state folder's).
     Returns the judged check (value: % per hour), a skip when the power is not cut by
     the inventory, or an error when the battery does not discharge (or is empty: 0 %
     throughout). Raises ProbeFailed
-    when a probe fails, DeviceUnreachable when adb does, ToolMissing without uhubctl."""
+    when a probe fails, DeviceUnreachable when adb does, ToolMissing without uhubctl,
+    BadInput for options of the environment it refuses, and DrainInterrupted (a
+    KeyboardInterrupt with the check so far) when stopped during the drain."""
     if ctx.platform not in _HOW:
         why = f"not built yet: the battery drain run of {ctx.platform} devices"
         return skipped(CHECK_ID, TITLE, CATEGORY, why)
     kind = power.kind if power is not None else "none"
     if kind == "none":
         return skipped(CHECK_ID, TITLE, CATEGORY, NEEDS_POWER_CUT)
+    if options is None:
+        options = DrainOptions.from_env()
     if sampler is None:
         sampler = ctx.battery
     if sampler is None and isinstance(ctx.heap_mb, AppPss):
@@ -372,7 +409,34 @@ def _drain(ctx: ScenarioContext, kind: str, options: DrainOptions, sampler: Samp
                 "reason": f"{exc.one_line()}; {len(readings)} battery readings before it{so_far}",
             }
         )
+    except KeyboardInterrupt as stop:
+        # A farm stopped in the morning after hours of readings: they are the check, not
+        # only lines in samples.jsonl. The interrupt goes on (exit 130, 143, 129).
+        raise DrainInterrupted(_interrupted(ctx, kind, options, readings, cycles)) from stop
     return _judged(ctx, kind, options, readings, cycles)
+
+
+def _interrupted(
+    ctx: ScenarioContext,
+    kind: str,
+    options: DrainOptions,
+    readings: list[dict[str, Sample]],
+    cycles: int,
+) -> Check:
+    """The check of a drain stopped before its end: an ``error`` (it did not run its
+    duration) with the drain of the readings so far as its value, when they give one."""
+    check = _judged(ctx, kind, options, readings, cycles)
+    taken, span = check.evidence["readings"], check.evidence["duration_s"]
+    if taken < 2 or span <= 0:
+        reason = f"interrupted before two battery readings ({taken} taken)"
+    else:
+        over = f"{span:g} s" if span < 120 else f"{span / 60:.1f} min"
+        reason = f"interrupted after {taken} battery readings over {over}"
+        if check.value is not None:
+            reason += f" (drain so far {check.value:g} %/h)"
+        elif check.reason:  # still charging, an empty battery: the readings say it
+            reason += f"; {check.reason}"
+    return check.model_copy(update={"status": "error", "target": None, "reason": reason})
 
 
 def _judged(
@@ -403,7 +467,7 @@ def _judged(
         f"{options.sample_every_s:g} s on battery; % per hour = minus the Theil-Sen slope "
         "of the level",
     }
-    if len(v) < 2:
+    if len(set(t)) < 2:  # no slope without two instants
         why = "fewer than two battery levels were read"
         return Check(id=CHECK_ID, title=TITLE, category=CATEGORY, status="error", reason=why,
                      evidence=evidence)  # fmt: skip

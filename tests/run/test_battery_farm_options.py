@@ -132,3 +132,12 @@ def test_a_run_interrupted_while_measuring_names_its_readings(tmp_path: Path) ->
     level = '{"t":0.5,"metric":"battery.level_pct","value":80.0,"unit":"%","source":"dumpsys"}\n'
     reason = _interrupted_row(tmp_path, level)
     assert f"readings so far in {tmp_path / 'phone-slow' / 'samples.jsonl'}" in reason, reason
+
+
+def test_a_sampling_interval_under_a_tenth_of_a_second_is_refused(
+    lab: dict[str, str], tmp_path: Path
+) -> None:
+    # 1e-9 was taken: the runs would read the battery in a busy loop.
+    line = _battery(lab, tmp_path / "farm", "--duration", "20s", sample="1e-9")
+    assert "DEVICELAB_BATTERY_SAMPLE_S=1e-9 is under 0.1 s" in line, line
+    assert "hint: set DEVICELAB_BATTERY_SAMPLE_S to 0.1 or more" in line, line

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from devicelab.config import load_targets
-from devicelab.errors import ConfigError, ToolMissing
+from devicelab.errors import BadInput, ConfigError, ToolMissing
 from devicelab.harness import Harness
 from devicelab.journal import Journal
 from devicelab.models import PowerControl
@@ -189,7 +189,7 @@ def test_the_options_come_from_the_environment_and_the_check_is_registered(
     monkeypatch.setenv("DEVICELAB_BATTERY_DURATION_S", "20")
     for endless in ("inf", "nan"):
         monkeypatch.setenv("DEVICELAB_BATTERY_SAMPLE_S", endless)
-        with pytest.raises(ConfigError, match="bad battery run option"):
+        with pytest.raises(BadInput, match="is not a number of seconds > 0"):
             DrainOptions.from_env()
     (scenario,) = plan(["battery_drain"])
     assert scenario.run is battery_drain.run and scenario.category == "battery"
@@ -345,3 +345,117 @@ def test_a_phone_lost_mid_run_keeps_what_was_read_before(
     assert check.status == "error" and "battery readings before it" in check.reason, check
     assert check.evidence["readings"] >= 2 and check.evidence["level_first_pct"] is not None
     assert "drain so far" in check.reason
+
+
+# --- a drain stopped before its end (a farm stopped at 6 a.m.): the readings so far are
+# its check, an error (it did not run its duration), recorded before the interrupt goes on.
+def _stopped_after(app: _App, probes: int) -> Harness:
+    answer = app.__call__
+
+    def channel(source: str, arg: Any) -> Any:
+        if len(app.probes) >= probes:
+            raise KeyboardInterrupt  # Ctrl-C, or SIGTERM/SIGHUP as sigterm_as_interrupt raises
+        return answer(source, arg)
+
+    return Harness(channel)
+
+
+def _session(ctx: ScenarioContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A LabSession of a `manual` phone around ``ctx``, recording into tmp_path/out."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    import yaml
+
+    from devicelab import __version__
+    from devicelab.lab import Lab, LabSession
+    from devicelab.models import DeviceInfo, RunInfo
+    from devicelab.records import RunRecord
+    from tests.run.conftest import farm_phone
+
+    monkeypatch.setenv("DEVICELAB_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("DEVICELAB_BATTERY_DURATION_S", "30")
+    monkeypatch.setenv("DEVICELAB_BATTERY_SAMPLE_S", "0.2")
+    inventory = tmp_path / "inventory.yaml"
+    phone = farm_phone("http://127.0.0.1:9/", "127.0.0.1:9")
+    inventory.write_text(yaml.safe_dump({"devices": {"phone": phone}}))
+    lab = Lab("phone", "none", scenarios=["battery_drain"], inventory=inventory)
+    device = DeviceInfo.model_validate(lab.device.summary())
+    run = RunInfo(id="r1", kind="battery", started_at=datetime.now(UTC),
+                  devicelab_version=__version__, device=device)  # fmt: skip
+    link = SimpleNamespace(profile=lab.profile)  # the shaped proxy, as the session holds it
+    return LabSession(lab, ctx, RunRecord(run, tmp_path / "out"), proxy=link, fixture=None)
+
+
+def test_an_interrupted_drain_records_its_readings_so_far(
+    ctx: ScenarioContext,
+    phone: FakeAdbd,
+    app: _App,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # results.json had "checks": [] though the readings were in samples.jsonl.
+    phone.on("dumpsys battery", DrainingBattery(pct_per_hour=360.0))
+    session = _session(ctx, tmp_path, monkeypatch)
+    session.ctx.harness = _stopped_after(app, 9)  # three workload cycles, then Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        session.measure("battery_drain")
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    (check,) = results["checks"]
+    assert (check["id"], check["status"], check["target"]) == ("battery_drain", "error", None)
+    assert check["reason"].startswith("interrupted after "), check["reason"]
+    assert " battery readings over " in check["reason"] and "drain so far " in check["reason"]
+    assert check["evidence"]["readings"] >= 2 and check["evidence"]["duration_s"] > 0
+    assert check["value"] is not None and check["value"] > 0
+
+
+def test_a_drain_interrupted_before_two_readings_says_so(
+    ctx: ScenarioContext, phone: FakeAdbd, app: _App
+) -> None:
+    phone.on("dumpsys battery", DrainingBattery(pct_per_hour=360.0))
+    ctx.harness = _stopped_after(app, 1)  # in the first cycle, after the first reading
+    with pytest.raises(KeyboardInterrupt) as stop:
+        battery_drain.measure(ctx, MANUAL, DrainOptions(duration_s=30, sample_every_s=5))
+    check = stop.value.check  # type: ignore[attr-defined]
+    assert check.status == "error"
+    assert check.reason == "interrupted before two battery readings (1 taken)", check.reason
+
+
+@pytest.mark.parametrize(
+    ("duration", "sample", "says"),
+    [
+        ("20", None, "DEVICELAB_BATTERY_DURATION_S=20 is shorter than two battery reading "
+         "intervals (one every 60 s, the default; DEVICELAB_BATTERY_SAMPLE_S unset)"),
+        ("1", "0.9", "DEVICELAB_BATTERY_DURATION_S=1 is shorter than two battery reading"),
+        ("20", "1e-9", "DEVICELAB_BATTERY_SAMPLE_S=1e-9 is under 0.1 s"),
+        ("20", "0.05", "DEVICELAB_BATTERY_SAMPLE_S=0.05 is under 0.1 s"),
+    ],
+)  # fmt: skip
+def test_a_single_run_refuses_a_drain_it_cannot_measure_before_starting(
+    tmp_path: Path, duration: str, sample: str | None, says: str
+) -> None:
+    # Only `devicelab battery` refused them: a single run read the battery in a busy loop,
+    # or judged two readings, after its proxy, routing and Appium were up.
+    import yaml
+
+    from tests.run.conftest import farm_phone
+
+    inventory = tmp_path / "inventory.yaml"
+    phone = farm_phone("http://127.0.0.1:9/", "127.0.0.1:9")
+    inventory.write_text(yaml.safe_dump({"devices": {"phone": phone}}))
+    env = {**os.environ, "DEVICELAB_STATE": str(tmp_path / "state"),
+           "HOME": str(tmp_path), "DEVICELAB_BATTERY_DURATION_S": duration}  # fmt: skip
+    env.pop("DEVICELAB_BATTERY_SAMPLE_S", None)
+    if sample is not None:
+        env["DEVICELAB_BATTERY_SAMPLE_S"] = sample
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "devicelab", "run", "--device", "phone", "--network", "none",
+         "--scenario", "battery_drain", "--inventory", str(inventory), "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("devicelab: error: ") and says in line, line
+    assert "(hint: " in line and "DEVICELAB_BATTERY_" in line.split("(hint: ")[1], line
+    assert not out.exists() and "attach" not in result.stdout, result.stdout
