@@ -15,7 +15,9 @@ pytest's own ``xunit2`` output::
 
 One suite per run, so a parser that reads only the first ``<testsuite>`` still gets every
 count (``skipped`` is on the suite only: Jenkins xUnit's junit-10.xsd allows it nowhere
-else). A run stopped before its end says so in the suite's ``<system-out>``.
+else). A run stopped before its end says so in the suite's ``<system-out>`` and in one more
+testcase, ``devicelab.run`` ``unfinished``, with an ``<error>``: CI reads the counts, and
+``tests="0" errors="0"`` of a run stopped before its first check read as green.
 ``classname`` is ``devicelab.<kind>.<category>`` so Jenkins groups the checks by
 category. A check has no duration of its own: ``time`` is its evidence's ``duration_s``
 when present, else 0; the suite's ``time`` is the run's wall time (a stopped run: as far
@@ -196,17 +198,32 @@ def _testcase(results: Results, check: Check) -> ET.Element:
     return case
 
 
+def _unfinished(results: Results) -> ET.Element:
+    """The testcase that makes a run stopped before its end an error for CI."""
+    case = ET.Element("testcase", {"classname": "devicelab.run", "name": "unfinished",
+                                   "time": _seconds(_run_time(results))})  # fmt: skip
+    had = len(results.checks)
+    message = (
+        f"the run did not finish: stopped before its plan was through, with "
+        f"{had} check{'' if had == 1 else 's'}"
+    )
+    child = ET.SubElement(case, "error", {"message": message, "type": "RunUnfinished"})
+    child.text = _x(f"devicelab: {verdict_text(results)}.")
+    return case
+
+
 def render_junit(results: Results) -> str:
     """The JUnit XML text of ``results`` (UTF-8 declaration, ends with a newline).
 
-    Counts on ``<testsuites>`` and ``<testsuite>`` match the checks' statuses. Raises
-    nothing for valid Results.
+    Counts on ``<testsuites>`` and ``<testsuite>`` match the checks' statuses, plus one
+    error testcase for a run that did not finish. Raises nothing for valid Results.
     """
     s = results.summary
+    unfinished = results.run.finished_at is None
     counts = {
-        "tests": str(len(results.checks)),
+        "tests": str(len(results.checks) + unfinished),
         "failures": str(s.fail),
-        "errors": str(s.error),
+        "errors": str(s.error + unfinished),
         "time": _seconds(_run_time(results)),
     }
     root = ET.Element("testsuites", {"name": "devicelab", **counts})
@@ -233,8 +250,9 @@ def render_junit(results: Results) -> str:
     props_run.set("value", _x(run_subtitle(results.run)))
     for check in results.checks:
         suite.append(_testcase(results, check))
-    if results.run.finished_at is None:
-        # Counts alone would read as a clean run; the schema's place for words is here.
+    if unfinished:
+        suite.append(_unfinished(results))
+        # The verdict in words too: the schema's place for them is here.
         verdict = ET.SubElement(suite, "system-out")
         verdict.text = _x(f"devicelab: {verdict_text(results)}.\n")
     ET.indent(root, space="  ")

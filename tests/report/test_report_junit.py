@@ -155,8 +155,44 @@ def test_empty_and_hostile_runs_stay_valid(raw: dict[str, Any]) -> None:
     raw["checks"] = []
     root = ET.fromstring(render_junit(Results.model_validate(raw)))
     validate(root)
-    # Stopped: no wall time, so as far as it got (the fixture's series run 3600 s).
-    assert root.attrib["tests"] == "0" and root.attrib["time"] == "3600.000"
+    # Stopped: no wall time, so as far as it got (the fixture's series run 3600 s); its
+    # one testcase is the run's own "unfinished" error.
+    assert root.attrib["tests"] == "1" and root.attrib["time"] == "3600.000"
+
+
+@pytest.mark.parametrize("got_to", [0, 2])
+def test_an_unfinished_run_is_an_error_to_ci(
+    raw: dict[str, Any], tmp_path: Any, got_to: int
+) -> None:
+    # A farm stopped at 6 a.m. wrote tests="0" failures="0" errors="0": CI read it as green.
+    raw["run"]["finished_at"] = None
+    raw["checks"] = [c for c in raw["checks"] if c["status"] == "pass"][:got_to]
+    text = render_junit(Results.model_validate(raw))
+    root = ET.fromstring(text)
+    validate(root)
+    suite = root.find("testsuite")
+    assert suite is not None
+    want = {"tests": got_to + 1, "failures": 0, "errors": 1, "skipped": 0}
+    assert counts(suite) == want
+    for element in (root, suite):
+        assert {k: int(element.attrib[k]) for k in ("tests", "failures", "errors")} == {
+            k: want[k] for k in ("tests", "failures", "errors")
+        }
+    case = suite.findall("testcase")[-1]
+    assert (case.attrib["classname"], case.attrib["name"]) == ("devicelab.run", "unfinished")
+    error = case.find("error")
+    assert error is not None
+    checks = "1 check" if got_to == 1 else f"{got_to} checks"
+    assert error.attrib["message"] == (
+        f"the run did not finish: stopped before its plan was through, with {checks}"
+    )
+    props = {p.attrib["name"]: p.attrib["value"] for p in suite.iter("property")}
+    assert props["run.finished"].startswith("no: stopped")
+    junitparser = pytest.importorskip("junitparser")
+    path = tmp_path / "junit.xml"
+    path.write_text(text, encoding="utf-8")
+    (parsed,) = list(junitparser.JUnitXml.fromfile(str(path)))
+    assert (parsed.tests, parsed.failures, parsed.errors) == (got_to + 1, 0, 1)
 
 
 @pytest.mark.parametrize(
