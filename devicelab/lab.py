@@ -131,17 +131,29 @@ class LabSession:
         ``options`` (e.g. ``delivery_count=3``); returns its Check, already recorded. A
         check that does not apply is a "skip" and one that cannot run an "error", with
         the reason. Raises UnknownId for an unknown check, BadInput for a wrong option."""
+        import difflib
+
         from pydantic import ValidationError
 
         (scenario,) = plan([check_id])
+        known = list(ScenarioOptions.model_fields)
+        for name in options:
+            if name not in known:  # pydantic said "Extra inputs are not permitted"
+                close = difflib.get_close_matches(name, known, n=1)
+                guess = f"; did you mean {close[0]!r}?" if close else ""
+                raise BadInput(
+                    f"measure({check_id!r}): unknown option {name!r}{guess}",
+                    hint=f"options are {', '.join(known)}",
+                )
         try:
             chosen = ScenarioOptions.model_validate({**self.ctx.options.model_dump(), **options})
         except ValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).replace("Input should be", "expected")
             raise BadInput(
-                f"measure({check_id!r}): option {field}: {error['msg']}",
-                hint=f"options are {', '.join(ScenarioOptions.model_fields)}",
+                f"measure({check_id!r}): option {field}: {message}",
+                hint=f"options are {', '.join(known)}",
             ) from exc
         why = self.lab._skip_reason(scenario)
         ctx = dataclasses.replace(self.ctx, options=chosen)

@@ -41,6 +41,8 @@ def check_writable(out_dir: Path, *, make: bool = True) -> None:
         )
 
     if make:
+        if out_dir.exists() and not out_dir.is_dir():  # mkdir would say "File exists"
+            raise refuse("it is a file, not a folder")
         probe = out_dir / ".devicelab-write-check"
         try:
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,15 @@ def test_an_unwritable_out_is_refused_before_anything_starts() -> None:
     assert "/dev/null/x: cannot write results there" in line
 
 
+def test_an_out_that_is_a_file_says_so(tmp_path: Path) -> None:
+    # It said "(File exists)", mkdir's words, of a results.json given as --out.
+    given = tmp_path / "results.json"
+    given.write_text("{}", encoding="utf-8")
+    line = assert_one_line_error(run("run", "--device", "web", "--out", str(given)), 2)
+    assert f"{given}: cannot write results there (it is a file, not a folder)" in line
+    assert given.read_text(encoding="utf-8") == "{}"
+
+
 def test_the_load_refuses_bad_input_before_it_connects(tmp_path: Path) -> None:
     # Port 1 refuses: exit 3 would mean the input was checked only after the connection
     # (it was checked after the whole load, minutes of it).

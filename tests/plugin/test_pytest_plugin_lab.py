@@ -40,7 +40,8 @@ def test_delivery_under_4g(devicelab_lab, tmp_path, monkeypatch):
 def test_the_same_lab_and_its_link(devicelab_lab, request):
     assert len(devicelab_lab.results().checks) == 1  # started once: the first test's check
     assert devicelab_lab.measure("battery_drain").status == "skip"
-    with pytest.raises(BadInput, match="delivery_cnt"):
+    typo = "unknown option 'delivery_cnt'; did you mean 'delivery_count'"
+    with pytest.raises(BadInput, match=typo):
         devicelab_lab.measure("message_delivery", delivery_cnt=3)
     assert devicelab_lab.proxy.status().offline is False
     assert request.node.get_closest_marker("device") is not None
