@@ -23,16 +23,23 @@ __all__ = ["Refusals", "client_allowed", "loopback_ip", "reaches_loopback", "ref
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``text`` writes (``[v6]`` and a ``%zone`` allowed; an IPv4-mapped
+    IPv6 address read as its IPv4 one), or None when it writes none."""
+    try:
+        found = ipaddress.ip_address(text.strip("[]").split("%", maxsplit=1)[0])
+    except ValueError:
+        return None
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
+        return found.ipv4_mapped
+    return found
+
+
 def client_allowed(host: str, allow: Iterable[_Network]) -> bool:
     """Whether the client at ``host`` (its IP address; an IPv4-mapped IPv6 address counts
     as the IPv4 one) is in one of the ``allow`` networks; False for no address."""
-    try:
-        address = ipaddress.ip_address(host.split("%", maxsplit=1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in net for net in allow)
+    address = _address(host)
+    return address is not None and any(address in net for net in allow)
 
 
 class Refusals:
@@ -71,13 +78,8 @@ async def reaches_loopback(host: str, port: int, peername: Any) -> bool:
 def loopback_ip(address: str) -> bool:
     """Whether ``address`` is an IP address on loopback (127.0.0.0/8, ::1, and 127.x
     written as an IPv4-mapped IPv6 address); False for anything that is not an address."""
-    try:
-        ip = ipaddress.ip_address(address.strip("[]").split("%", maxsplit=1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    found = _address(address)
+    return found is not None and found.is_loopback
 
 
 def _loopback_name(host: str) -> bool:
