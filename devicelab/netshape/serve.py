@@ -49,14 +49,20 @@ _STOP_GRACE_S = 10.0
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port). Raises BadInput when it is
-    not HOST:PORT (a bracket without its pair too), when HOST is no IP address and no name
-    that resolves, or when it is none of this machine's addresses (``check_listen_host``)."""
+    not HOST:PORT (a bracket without its pair too), when an IPv6 HOST has no brackets
+    ("::1:80": ambiguous), when HOST is no IP address and no name that resolves, or when
+    it is none of this machine's addresses (``check_listen_host``)."""
     host, sep, port = text.strip().rpartition(":")
     # "[::1]" is ::1; "[::1" (its "]" lost) is no host, not ::1.
     inner = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
     bad_host = any(c.isspace() or c in "[]" for c in inner) or bool(host and not inner)
     if not sep or bad_host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise BadInput(f"--listen {text!r} is not HOST:PORT", hint="e.g. 127.0.0.1:8080")
+    if ":" in host and host == inner:  # "::1:80" is ::1 port 80 or the address ::1:80
+        raise BadInput(
+            f"--listen {text.strip()!r} is ambiguous: an IPv6 address takes brackets",
+            hint=f"e.g. [{host}]:{port} (or [{host}:{port}]:PORT for the address {host}:{port})",
+        )
     host = inner or "127.0.0.1"
     check_listen_host(host, named=f"--listen {text.strip()!r}", address=text.strip())
     return host, int(port)

@@ -344,6 +344,12 @@ def test_listen_addresses_are_read_or_refused_as_bad_input() -> None:
     for bad in bad_ones:
         with pytest.raises(BadInput, match="is not HOST:PORT"):
             parse_listen(bad)
+    # Without brackets an IPv6 host was cut at its last colon: "::1:80" read as ::1, port
+    # 80, though it is also the address ::1:80.
+    for ambiguous in ["::1:80", "::1:8080", "fe80::1:0"]:
+        with pytest.raises(BadInput, match="ambiguous: an IPv6 address takes brackets") as err:
+            parse_listen(ambiguous)
+        assert "[" in (err.value.hint or "")
 
 
 def _refused(*args: str) -> subprocess.CompletedProcess[str]:
