@@ -34,11 +34,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
 
 from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed
@@ -283,8 +284,16 @@ class AppiumSession:
             # A loopback server is reached directly, whatever HTTP_PROXY the shell has.
             proxy=Proxy({"proxyType": ProxyType.DIRECT}) if direct else None,
         )
+        starting = _Starting(
+            lambda: webdriver.Remote(self.url, options=options, client_config=config)
+        )
+        try:
+            starting.wait()
+        except KeyboardInterrupt:
+            starting.end_when_started(redacted_url(self.url))
+            raise
         with _translated(_NEW_SESSION, self.url):
-            self._driver = webdriver.Remote(self.url, options=options, client_config=config)
+            self._driver = starting.result()
             self.session_id = str(self._driver.session_id)
         logger.info("appium session %s on %s", self.session_id, redacted_url(self.url))
         return self
@@ -459,6 +468,76 @@ class AppiumSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: How long a Ctrl-C during POST /session waits for Appium to finish starting the session,
+#: to end it: a phone's session takes 10-60 s to start (the app installed and launched).
+_END_STARTING_WAIT_S = 90.0
+
+
+class _Starting:
+    """POST /session in a worker thread: a Ctrl-C stops only the wait for it, and the
+    session Appium goes on creating is ended once it exists (``end_when_started``). Left
+    to itself, it would hold the phone (or a stand-in's browser profile) until
+    newCommandTimeout, since nothing else ever learns its id."""
+
+    def __init__(self, start: Callable[[], Any]) -> None:
+        self._start = start
+        self._done = threading.Event()
+        self._driver: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name="appium-new-session", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._driver = self._start()
+        except BaseException as exc:  # handed to the caller's thread by result()
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def wait(self) -> None:
+        """Until POST /session has answered; a Ctrl-C (KeyboardInterrupt) stops the wait."""
+        while not self._done.wait(0.2):  # short waits: the signal lands between them
+            pass
+
+    def result(self) -> Any:
+        """The driver, or the error POST /session raised (translated by the caller)."""
+        if self._error is not None:
+            raise self._error
+        return self._driver
+
+    def end_when_started(self, where: str) -> None:
+        """After a Ctrl-C: wait (up to _END_STARTING_WAIT_S; a second Ctrl-C gives up) for
+        the session to start, then end it. Logs what happened; never raises but for that
+        second KeyboardInterrupt, which it swallows (the caller re-raises the first)."""
+        if not self._done.is_set():
+            logger.warning(
+                "interrupted while Appium at %s starts the session: waiting up to %.0f s "
+                "to end it (Ctrl-C again leaves it open until newCommandTimeout)",
+                where, _END_STARTING_WAIT_S,
+            )  # fmt: skip
+        try:
+            started = self._done.wait(_END_STARTING_WAIT_S)
+        except KeyboardInterrupt:
+            started = False
+        if not started:
+            logger.warning(
+                "left the Appium session that was starting on %s open: it ends after "
+                "newCommandTimeout, or DELETE /session/ID with the ID from the server's "
+                "log (docs/appium.md, 'A session nobody ends')",
+                where,
+            )
+            return
+        if self._driver is None:
+            return  # it did not start: nothing to end
+        session = self._driver.session_id
+        try:
+            self._driver.quit()
+        except Exception as exc:  # the interrupt goes on whatever happened here
+            logger.warning("ending the Appium session %s failed: %s", session, _message(exc))
+        else:
+            logger.info("ended the Appium session %s it had started meanwhile", session)
 
 
 def _end_left_session(entry: Entry) -> None:

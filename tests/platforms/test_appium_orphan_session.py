@@ -6,7 +6,11 @@ a real Appium 3 with the chromium driver (docs/appium.md, "A session nobody ends
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import signal
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +22,7 @@ import pytest
 
 from devicelab.errors import DeviceUnreachable
 from devicelab.platforms.appium import AppiumServer, AppiumSession
-from devicelab.testing.standins import webview_capabilities
+from devicelab.testing.standins import CHROMIUM, webview_capabilities
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,33 @@ def test_the_hint_names_how_to_end_a_session_nobody_ends(server: AppiumServer) -
         fresh.close()
     finally:
         orphan.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_session_starts_ends_it_once_started(
+    server: AppiumServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A browser that takes 3 s to start: the Ctrl-C surely lands while Appium creates the
+    # session. Before, the client gave up the request and the session it never learnt of
+    # held the profile until newCommandTimeout (the next start: "Chrome instance exited").
+    slow = tmp_path / "slow-chromium"
+    slow.write_text(f'#!/bin/sh\nsleep 3\nexec {CHROMIUM} "$@"\n')
+    slow.chmod(0o755)
+    capabilities = webview_capabilities()
+    capabilities["goog:chromeOptions"]["binary"] = str(slow)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt), caplog.at_level(logging.INFO):
+            AppiumSession(server.url, capabilities).create()
+    finally:
+        timer.cancel()
+    assert "interrupted while Appium" in caplog.text, caplog.text
+    ended = re.search(r"ended the Appium session (\S+) it had started", caplog.text)
+    assert ended, caplog.text
+    log = Path(server.log_file).read_text()
+    assert ended.group(1) in re.findall(r"session (\S+) added to master session list", log)
+    # Nothing holds the profile: the next session on it starts at once.
+    capabilities["goog:chromeOptions"]["binary"] = CHROMIUM
+    with AppiumSession(server.url, capabilities) as fresh:
+        assert fresh.session_id
