@@ -30,7 +30,14 @@ def test_a_web_runs_sampling_lands_in_samples_jsonl_and_results_series(tmp_path:
         record = RunRecord(RunInfo(id="r", kind="device", started_at=started,
                                    devicelab_version="0"), tmp_path)  # fmt: skip
         record.follow(sampling)
-        time.sleep(0.7)
+        # CPU is a difference of two readings: until the browser tree has been read twice
+        # there is none (on a loaded machine 0.7 s of a 0.2 s period once held only one).
+        samples, deadline = tmp_path / "samples.jsonl", time.monotonic() + 15
+        while time.monotonic() < deadline:
+            text = samples.read_text() if samples.exists() else ""
+            if '"cpu.app_pct"' in text and '"cpu.renderer_pct"' in text:
+                break
+            time.sleep(0.1)
         record.add(skipped("memory_leak", "Memory leak", "memory", "a reason"))
         results = record.finish()
         sampling.close()
