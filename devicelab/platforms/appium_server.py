@@ -110,6 +110,10 @@ def server_status(url: str, timeout_s: float = 3.0) -> str:
     return "HTTP 200 that is not Appium's JSON"
 
 
+#: How many free ports ``AppiumServer.start`` tries when it picks one (port 0).
+_PICKS = 3
+
+
 class AppiumServer:
     """A local Appium 3 server (see the module docstring).
 
@@ -156,9 +160,23 @@ class AppiumServer:
                 f"Appium in {self.home}",
                 hint="run ./dev/setup (or: cd tools/appium && npm ci)",
             )
-        if self.port == 0:
-            self.port = free_port(self.host)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.port != 0:
+            return self._start_on_port()
+        # A port picked free can be taken in the seconds node needs to listen (by another
+        # program's outgoing connection: the kernel hands out the same range): pick again.
+        for attempt in range(1, _PICKS + 1):
+            self.port = free_port(self.host)
+            try:
+                return self._start_on_port()
+            except DeviceUnreachable as exc:
+                if "EADDRINUSE" not in exc.message or attempt == _PICKS:
+                    raise
+                logger.info("appium's port %d was taken before it listened: another", self.port)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _start_on_port(self) -> Self:
+        """Start on ``self.port`` (see ``start``); raises as ``start`` does."""
         env = {**os.environ, "APPIUM_HOME": str(self.home)}
         # Guarded: a run killed outright (no teardown) takes its Appium server with it.
         # No --log: Appium's file log loses its last lines when it exits at start (the

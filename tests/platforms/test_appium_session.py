@@ -292,6 +292,28 @@ def test_appium_that_cannot_listen_says_why_and_keeps_its_words_in_the_log(
     assert "EADDRINUSE" in log.read_text()  # Appium's own words, not overwritten
 
 
+def test_appium_on_a_port_it_picked_that_was_taken_meanwhile_picks_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Port 0: the free port picked was taken before node listened on it (two test workers
+    # at once: another's outgoing connection got it); the start failed with EADDRINUSE.
+    import socket
+
+    from devicelab.platforms import appium_server
+    from devicelab.ports import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        picks = iter([taken.getsockname()[1]])
+        monkeypatch.setattr(appium_server, "free_port", lambda host: next(picks, free_port(host)))
+        with AppiumServer(log_file=tmp_path / "appium.log") as server:
+            assert server.port != taken.getsockname()[1]
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(server.url + "/status", timeout=10) as answer:
+                assert json.loads(answer.read())["value"]["ready"] is True
+
+
 _START_AND_DIE = """
 import json, os, sys
 from devicelab.journal import Journal
