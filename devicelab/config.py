@@ -19,6 +19,7 @@ from devicelab.config_yaml import Marks, YamlPath, describe, dotted_path, read_y
 from devicelab.errors import ConfigError, UnknownId
 from devicelab.models import Device, Inventory, NetworkCatalog, NetworkProfile, TargetBook
 from devicelab.models.inventory import LOCATED
+from devicelab.models.messages import plain
 
 __all__ = [
     "device",
@@ -139,11 +140,7 @@ def _explain(error: Any, loc: YamlPath, model: type[BaseModel]) -> str:
         return f"unknown field {loc[-1]!r}{guess}"
     if kind == "missing":
         return f"missing required field {loc[-1]!r}"
-    message = str(error["msg"])
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if message.startswith("Input should be "):
-        message = "expected " + message[len("Input should be ") :]
+    message = plain(str(error["msg"]))
     if "input" in error and kind not in ("value_error", "assertion_error", LOCATED):
         return f"{message}, found {describe(error['input'])}"
     return message

@@ -53,7 +53,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devicelab import __version__
 from devicelab.errors import BadInput, DeviceLabError
 from devicelab.models import (
     BackendInfo,
@@ -73,6 +72,7 @@ from devicelab.scenarios import (
 )
 from devicelab.targets import column_for
 from devicelab.teardown import Teardown, left_changed
+from devicelab.version import full_version
 
 if TYPE_CHECKING:
     from backend_checks.reference.server import ReferenceServer
@@ -135,6 +135,8 @@ class LabSession:
 
         from pydantic import ValidationError
 
+        from devicelab.models.messages import explain
+
         (scenario,) = plan([check_id])
         known = list(ScenarioOptions.model_fields)
         for name in options:
@@ -150,7 +152,7 @@ class LabSession:
         except ValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(str(part) for part in error["loc"])
-            message = str(error["msg"]).replace("Input should be", "expected")
+            message = explain(error)
             raise BadInput(
                 f"measure({check_id!r}): option {field}: {message}",
                 hint=f"options are {', '.join(known)}",
@@ -441,7 +443,7 @@ class Lab:
             id=uuid.uuid4().hex[:12],
             kind="battery" if battery else "device",
             started_at=started,
-            devicelab_version=__version__,
+            devicelab_version=full_version(),
             device=device or DeviceInfo.model_validate(self.device.summary()),
             network=network,
             backend=backend,

@@ -6,6 +6,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from devicelab.models.messages import explain
 from devicelab.models.numeric import FiniteFloat
 
 __all__ = [
@@ -145,11 +146,7 @@ def profile_problem(exc: ValidationError) -> str:
         return str(exc).splitlines()[0]
     first = errors[0]
     field = ".".join(str(part) for part in first["loc"]) or "profile"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if message.startswith("Input should be "):
-        message = "expected " + message.removeprefix("Input should be ")
-        if "input" in first:
-            message += f", found {first['input']!r}"
+    message = explain(first)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{field}: {message}{more}"
 

@@ -43,6 +43,9 @@ def test_the_same_lab_and_its_link(devicelab_lab, request):
     typo = "unknown option 'delivery_cnt'; did you mean 'delivery_count'"
     with pytest.raises(BadInput, match=typo):
         devicelab_lab.measure("message_delivery", delivery_cnt=3)
+    below = "option delivery_count: expected greater than or equal to 1, found 0$"
+    with pytest.raises(BadInput, match=below):
+        devicelab_lab.measure("message_delivery", delivery_count=0)
     assert devicelab_lab.proxy.status().offline is False
     assert request.node.get_closest_marker("device") is not None
 
