@@ -52,9 +52,9 @@ from backend_checks.suite import (
     table_rows,
     warm,
 )
-from devicelab import __version__
 from devicelab.errors import BadInput
 from devicelab.models import BackendInfo, Check, Results, RunInfo
+from devicelab.version import full_version
 
 if TYPE_CHECKING:
     import psycopg
@@ -189,7 +189,7 @@ def _results(started: datetime, backend: BackendInfo, checks: list[Check]) -> Re
             kind="backend",
             started_at=started,
             finished_at=datetime.now(UTC),
-            devicelab_version=__version__,
+            devicelab_version=full_version(),
             backend=backend,
         ),
         checks=checks,

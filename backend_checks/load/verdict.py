@@ -337,7 +337,7 @@ def to_results(
 
     ``run.backend`` is ``backend_kind`` with the run's target as a URL without secrets
     (null when an import's files name no target)."""
-    from devicelab import __version__
+    from devicelab.version import full_version
 
     checks, series = load_checks(run, book, rules)
     return Results(
@@ -346,7 +346,7 @@ def to_results(
             kind="backend",
             started_at=run.started_at,
             finished_at=run.finished_at,
-            devicelab_version=__version__,
+            devicelab_version=full_version(),
             backend=backend_info(backend_kind, run.target),
         ),
         checks=checks,

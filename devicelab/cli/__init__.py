@@ -66,6 +66,28 @@ for module in (run, battery, devices, doctor, proxy, backend, report):
     module.register(app)
 
 
+def _print_version(asked: bool) -> None:
+    """``devicelab --version``: the release, and the commit when run from a checkout."""
+    if asked:
+        from devicelab.version import full_version
+
+        typer.echo(f"devicelab {full_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print devicelab's version (with the commit in a checkout) and exit.",
+    ),
+) -> None:
+    """Performance checks of a Capacitor + Supabase messaging app on a device lab."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the process exit code. SIGTERM and SIGHUP
     stop a command the way Ctrl-C does (devicelab.interrupts), with exit 143 and 129. A

@@ -18,6 +18,7 @@ from backend_checks.check import CheckOptions, run_check
 from backend_checks.datagen import DatagenParams
 from devicelab.errors import BadInput, UnsafeActionRefused
 from devicelab.models import Results
+from devicelab.version import full_version
 
 QUERY_IDS = {
     "message_fetch",
@@ -67,6 +68,7 @@ def test_healthy_database_passes(healthy_db: str, tmp_path: Path) -> None:
     checks = {c.id: c for c in results.checks}
     assert set(checks) >= QUERY_IDS | HEALTH_IDS
     assert results.run.kind == "backend" and results.run.backend is not None
+    assert results.run.devicelab_version == full_version()  # the commit that measured
     assert all(checks[i].status == "pass" for i in QUERY_IDS | {"seq_scans", "index_usage"})
     fetch = checks["message_fetch"]
     assert fetch.target is not None and fetch.target.value == 50

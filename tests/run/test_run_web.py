@@ -19,6 +19,7 @@ import pytest
 from devicelab.config import load_networks
 from devicelab.lab import app_build_dir
 from devicelab.report import load_results
+from devicelab.version import full_version
 
 
 def devicelab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,6 +62,7 @@ def test_run_on_web_through_4g_measures_in_the_browser(
 
     results = load_results(out / "results.json")  # the contract's models = its schema
     assert results.run.kind == "device"
+    assert results.run.devicelab_version == full_version()  # the commit that measured
     assert results.run.finished_at is not None
     assert results.run.device is not None and results.run.device.platform == "web"
     assert results.run.backend is not None and results.run.backend.kind == "reference"
