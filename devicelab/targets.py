@@ -24,6 +24,7 @@ __all__ = [
     "cell",
     "check_unit",
     "column_for",
+    "convert",
     "judge",
     "known_checks",
     "resolve",
@@ -148,7 +149,9 @@ def backend_target(
     return CheckTarget(op=row.op, value=row.value, unit=row.unit, source=row.source)
 
 
-def _convert(value: float, unit: str, to: str) -> float:
+def convert(value: float, unit: str, to: str) -> float:
+    """``value`` in ``unit`` expressed in ``to`` (ms <-> s). Raises ValueError for units
+    that do not convert."""
     if unit == to:
         return value
     factor = _SCALE.get((unit, to))
@@ -208,8 +211,8 @@ def judge(
     judged = target is not None and target.value is not None
     if target is not None and judged and unit != target.unit:
         check_unit(check, target.unit, unit)
-        samples = [_convert(v, unit, target.unit) for v in samples or []]
-        value = None if value is None else _convert(value, unit, target.unit)
+        samples = [convert(v, unit, target.unit) for v in samples or []]
+        value = None if value is None else convert(value, unit, target.unit)
         unit = target.unit
     samples = list(samples or [])
     stats = summarize(samples)

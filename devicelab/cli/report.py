@@ -11,6 +11,7 @@ import typer
 
 if TYPE_CHECKING:
     from devicelab.models import TargetBook
+    from devicelab.report.compare import Comparison
 
 __all__ = ["ReportFormat", "register"]
 
@@ -40,23 +41,89 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--targets", help="targets.yaml for the story matrix (default: lab's)"),
         ] = None,
+        baseline: Annotated[
+            Path | None,
+            typer.Option(
+                "--baseline",
+                metavar="BASELINE.json",
+                help="compare with this earlier run's results.json (md and html)",
+            ),
+        ] = None,
+        threshold: Annotated[
+            float | None,
+            typer.Option(
+                "--threshold", metavar="PCT", help="how far a value must move to count (10 %)"
+            ),
+        ] = None,
+        fail_on_regression: Annotated[
+            bool,
+            typer.Option(
+                "--fail-on-regression", help="exit 1 when a check regressed against --baseline"
+            ),
+        ] = False,
     ) -> None:
         """Write the report of RESULTS.json to stdout, or to FILE with -o."""
         from devicelab import report
 
         kind = _format(fmt)
+        _check_baseline_options(kind, baseline, threshold, fail_on_regression)
         loaded = report.load_results(results, warn=_warn)
+        comparison = None
+        if baseline is not None:
+            before = report.load_results(baseline, warn=_warn)
+            comparison = report.compare(
+                loaded, before, threshold_pct=threshold or report.DEFAULT_THRESHOLD_PCT
+            )
         book, book_error = _targets(targets)
         render = {"md": report.render_markdown, "html": report.render_html}
         text = (
             report.render_junit(loaded)
             if kind is ReportFormat.junit
-            else render[kind](loaded, book, book_error=book_error)
+            else render[kind](loaded, book, book_error=book_error, comparison=comparison)
         )
         if output is None:
             _emit(text)
         else:
             report.write_text_atomic(output, text)
+        if comparison is not None:
+            _say_comparison(comparison)
+            if fail_on_regression and comparison.regressed:
+                raise typer.Exit(1)
+
+
+def _check_baseline_options(
+    kind: ReportFormat, baseline: Path | None, threshold: float | None, gate: bool
+) -> None:
+    """Refuse (BadInput, exit 2) the comparison's options without --baseline, a threshold
+    that is not a finite number > 0, and --baseline with JUnit (it has no place for it):
+    before anything is read or written."""
+    import math
+
+    from devicelab.errors import BadInput
+
+    if baseline is None and (threshold is not None or gate):
+        given = "--threshold" if threshold is not None else "--fail-on-regression"
+        raise BadInput(
+            f"{given} compares with a baseline, and none was given",
+            hint="add --baseline BASELINE.json (an earlier run's results.json)",
+        )
+    if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
+        raise BadInput(
+            f"--threshold {threshold:g}: expected a finite number of percent > 0",
+            hint="e.g. --threshold 10 (a check must move by more than 10 %)",
+        )
+    if baseline is not None and kind is ReportFormat.junit:
+        raise BadInput(
+            "--baseline: the JUnit report has no place for a comparison",
+            hint="use --format md or --format html with --baseline",
+        )
+
+
+def _say_comparison(comparison: Comparison) -> None:
+    """One line on stderr: the counts and the checks that regressed, with their move."""
+    worse = ", ".join(f"{c.id} ({c.moved})" for c in comparison.regressed)
+    line = f"devicelab: against baseline {comparison.baseline.id}: {comparison.counts_text()}"
+    typer.echo(f"{line}; regressed: {worse}" if worse else line, err=True)
 
 
 def _format(given: str) -> ReportFormat:

@@ -2,6 +2,7 @@
 
     results = load_results("out/results.json")          # BadInput on a bad file
     text = render_markdown(results, load_targets())     # or render_html / render_junit
+    text = render_markdown(results, comparison=compare(results, load_results("old.json")))
     write_all(results, "out/")                          # results.json + the three reports
 
 Every file is written atomically (a temporary file in the same folder, then renamed), so
@@ -25,13 +26,17 @@ from devicelab.config import dotted_path
 from devicelab.errors import BadInput, ConfigError
 from devicelab.models import SCHEMA_ID, Results, TargetBook
 from devicelab.report._common import fmt_number, measured_text
+from devicelab.report.compare import DEFAULT_THRESHOLD_PCT, Comparison, compare
 from devicelab.report.files import write_text_atomic, write_texts
 from devicelab.report.html import render_html
 from devicelab.report.junit import render_junit
 from devicelab.report.markdown import render_markdown
 
 __all__ = [
+    "DEFAULT_THRESHOLD_PCT",
     "FILE_NAMES",
+    "Comparison",
+    "compare",
     "fmt_number",
     "load_results",
     "measured_text",

@@ -40,6 +40,7 @@ from devicelab.report._common import (
     truncate,
     verdict_text,
 )
+from devicelab.report.compare import Comparison
 from devicelab.report.matrix import MatrixCell, build_matrix
 from devicelab.report.plots import Guide, histogram, line_chart
 
@@ -229,6 +230,49 @@ def _recommendations(results: Results) -> str:
     )
 
 
+#: A comparison's verdict as a badge: (css class, word).
+_VERDICT_BADGE = {
+    "regressed": ("b-fail", "REGRESSED"),
+    "improved": ("b-pass", "IMPROVED"),
+    "unchanged": ("b-skip", "UNCHANGED"),
+    "unjudged": ("b-skip", "UNJUDGED"),
+    "not compared": ("b-skip", "NOT COMPARED"),
+}
+
+
+def _compared_value(check: Check | None) -> str:
+    if check is None:
+        return "—"
+    shown = check.status if check.value is None else fmt_value(check.value, check.unit)
+    return f"{_status(check.status)} {_e(shown)}"
+
+
+def _comparison(comparison: Comparison | None) -> str:
+    if comparison is None:
+        return ""
+    base = comparison.baseline
+    rows = []
+    for change in comparison.changes:
+        css, word = _VERDICT_BADGE[change.verdict]
+        rows.append(
+            f"<tr><td>{_e(change.title)} <code>{_e(change.id)}</code></td>"
+            f"<td>{_compared_value(change.before)}</td><td>{_compared_value(change.after)}</td>"
+            f'<td><span class="badge {css}">{word}</span></td><td>{_e(change.why)}</td></tr>'
+        )
+    notes = "".join(f"<p><em>{_e(mask_secrets(n))}</em></p>" for n in comparison.notes)
+    return (
+        "<section><h2>Compared with the baseline</h2>"
+        f"<p>Baseline: run <code>{_e(base.id)}</code> of {_e(base.started_at.isoformat())} "
+        f"(devicelab <code>{_e(base.devicelab_version)}</code>), {_e(run_subtitle(base))}. "
+        "A check regressed or improved when its value moved by more than "
+        f"{_e(fmt_number(comparison.threshold_pct))} % and, with 5 samples or more on both "
+        "sides, beyond the noise of its samples (Mann-Whitney, p &lt; 0.05).</p>"
+        f'{notes}<p class="verdict">{_e(comparison.counts_text())}</p>'
+        "<table><tr><th>check</th><th>baseline</th><th>this run</th><th>verdict</th>"
+        f"<th>change</th></tr>{''.join(rows)}</table></section>"
+    )
+
+
 def _matrix_verdict(cell: MatrixCell, check: Check) -> str:
     shown = "" if check.value is None else f" {_e(cell.measured(check))}"
     return f'{_status(check.status)}<span class="s-{check.status}">{shown}</span>'
@@ -404,12 +448,17 @@ def _checks(results: Results) -> str:
 
 
 def render_html(
-    results: Results, book: TargetBook | None = None, *, book_error: str | None = None
+    results: Results,
+    book: TargetBook | None = None,
+    *,
+    book_error: str | None = None,
+    comparison: Comparison | None = None,
 ) -> str:
     """The self-contained HTML report of ``results`` (one str, a whole document).
 
     ``book`` gives the story matrix its targets for every column; ``book_error`` says why
-    there is none (as render_markdown's). The text holds no
+    there is none (as render_markdown's); ``comparison`` adds the section comparing the run
+    with its baseline, after the summary. The text holds no
     ``http://`` or ``https://`` and nothing that fetches. Raises nothing for valid Results.
     """
     title = f"devicelab report — {run_subtitle(results.run)}"
@@ -424,6 +473,7 @@ def render_html(
             "<header><h1>devicelab report</h1>",
             f'<p class="sub">{_e(run_subtitle(results.run))}</p></header>',
             _summary(results),
+            _comparison(comparison),
             _recommendations(results),
             _run(results),
             _matrix(results, book, book_error),

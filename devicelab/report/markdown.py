@@ -38,6 +38,7 @@ from devicelab.report._common import (
     unit_text,
     verdict_text,
 )
+from devicelab.report.compare import CheckChange, Comparison
 from devicelab.report.matrix import build_matrix
 
 __all__ = ["code_span", "render_markdown"]
@@ -189,6 +190,57 @@ def _recommendations_section(results: Results) -> list[str]:
     ]
 
 
+#: How a comparison's verdict reads in the Markdown table.
+_VERDICT_TEXT = {
+    "regressed": "🔻 **regressed**",
+    "improved": "🔼 improved",
+    "unchanged": "unchanged",
+    "unjudged": "unjudged",
+    "not compared": "not compared",
+}
+
+
+def _compared_value(check: Check | None) -> str:
+    if check is None:
+        return "—"
+    if check.value is None:
+        return f"{STATUS_ICON[check.status]} {check.status}"
+    return f"{STATUS_ICON[check.status]} {fmt_value(check.value, check.unit)}"
+
+
+def _comparison_row(change: CheckChange) -> list[str]:
+    return [
+        f"{_plain(change.title)} ({_code(change.id)})",
+        _compared_value(change.before),
+        _compared_value(change.after),
+        _VERDICT_TEXT[change.verdict],
+        _plain(change.why),
+    ]
+
+
+def _comparison_section(comparison: Comparison | None) -> list[str]:
+    if comparison is None:
+        return []
+    base = comparison.baseline
+    lines = [
+        "## Compared with the baseline",
+        "",
+        f"Baseline: run {_code(base.id)} of {base.started_at.isoformat()} "
+        f"(devicelab {_code(base.devicelab_version)}), "
+        f"{run_subtitle(base, quote=_plain)}. A check regressed or improved when its value "
+        f"moved by more than {fmt_number(comparison.threshold_pct)} % and, with 5 samples "
+        "or more on both sides, beyond the noise of its samples (Mann-Whitney, p < 0.05).",
+        "",
+    ]
+    lines += [f"> {_plain(note)}" for note in comparison.notes]
+    if comparison.notes:
+        lines.append("")
+    lines += [f"**{comparison.counts_text()}**", ""]
+    rows = [_comparison_row(change) for change in comparison.changes]
+    lines += _table(["check", "baseline", "this run", "verdict", "change"], rows)
+    return [*lines, ""]
+
+
 def _matrix_section(results: Results, book: TargetBook | None, book_error: str | None) -> list[str]:
     matrix = build_matrix(results, book, book_error=book_error)
     header = ["Metric"]
@@ -286,19 +338,25 @@ def _check_section(check: Check) -> list[str]:
 
 
 def render_markdown(
-    results: Results, book: TargetBook | None = None, *, book_error: str | None = None
+    results: Results,
+    book: TargetBook | None = None,
+    *,
+    book_error: str | None = None,
+    comparison: Comparison | None = None,
 ) -> str:
     """The Markdown report of ``results`` (a str ending in a newline).
 
     ``book`` gives the story matrix its targets for every column; without it only the
     targets the checks carry are shown, and the matrix's note says why: ``book_error``
-    (the lab's targets.yaml could not be read, and where) or none was given. Raises
-    nothing for valid Results.
+    (the lab's targets.yaml could not be read, and where) or none was given.
+    ``comparison`` (``compare(results, baseline)``) adds the section comparing the run
+    with its baseline, after the summary. Raises nothing for valid Results.
     """
     lines = [
         f"# devicelab report — {run_subtitle(results.run, quote=_plain)}",
         "",
         *_summary_section(results),
+        *_comparison_section(comparison),
         *_recommendations_section(results),
         *_run_section(results),
         *_matrix_section(results, book, book_error),
