@@ -172,7 +172,11 @@ class AppiumServer:
             except DeviceUnreachable as exc:
                 if "EADDRINUSE" not in exc.message or attempt == _PICKS:
                     raise
-                logger.info("appium's port %d was taken before it listened: another", self.port)
+                logger.info(
+                    "port %d was taken by another program before Appium listened on it: "
+                    "picking another (try %d of %d)",
+                    self.port, attempt + 1, _PICKS,
+                )  # fmt: skip
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _start_on_port(self) -> Self:
