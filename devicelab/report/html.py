@@ -70,7 +70,7 @@ th{background:var(--card)}
 .verdict{font-weight:600;margin:10px 0 0}
 .s-pass{color:var(--pass)}.s-fail{color:var(--fail)}.s-skip{color:var(--skip)}
 .s-error{color:var(--error)}.s-notrun{color:var(--muted);font-style:italic}
-.badge{display:inline-block;font:600 11px/1.6 system-ui,sans-serif;padding:0 6px;
+.badge{display:inline-block;font:600 11px/1.6 system-ui,sans-serif;padding:0 6px;white-space:nowrap;
 border-radius:4px;color:#fff;letter-spacing:.03em}
 .b-pass{background:var(--pass)}.b-fail{background:var(--fail)}
 .b-skip{background:var(--skip)}.b-error{background:var(--error)}
