@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--baseline",
                 metavar="BASELINE.json",
-                help="compare with this earlier run's results.json (md and html)",
+                help="compare with this earlier run's results.json",
             ),
         ] = None,
         threshold: Annotated[
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         from devicelab import report
 
         kind = _format(fmt)
-        _check_baseline_options(kind, baseline, threshold, fail_on_regression)
+        _check_baseline_options(baseline, threshold, fail_on_regression)
         loaded = report.load_results(results, warn=_warn)
         comparison = None
         if baseline is not None:
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         book, book_error = _targets(targets)
         render = {"md": report.render_markdown, "html": report.render_html}
         text = (
-            report.render_junit(loaded)
+            report.render_junit(loaded, comparison=comparison)
             if kind is ReportFormat.junit
             else render[kind](loaded, book, book_error=book_error, comparison=comparison)
         )
@@ -91,12 +91,9 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
 
 
-def _check_baseline_options(
-    kind: ReportFormat, baseline: Path | None, threshold: float | None, gate: bool
-) -> None:
-    """Refuse (BadInput, exit 2) the comparison's options without --baseline, a threshold
-    that is not a finite number > 0, and --baseline with JUnit (it has no place for it):
-    before anything is read or written."""
+def _check_baseline_options(baseline: Path | None, threshold: float | None, gate: bool) -> None:
+    """Refuse (BadInput, exit 2) the comparison's options without --baseline and a
+    threshold that is not a finite number > 0: before anything is read or written."""
     import math
 
     from devicelab.errors import BadInput
@@ -111,11 +108,6 @@ def _check_baseline_options(
         raise BadInput(
             f"--threshold {threshold:g}: expected a finite number of percent > 0",
             hint="e.g. --threshold 10 (a check must move by more than 10 %)",
-        )
-    if baseline is not None and kind is ReportFormat.junit:
-        raise BadInput(
-            "--baseline: the JUnit report has no place for a comparison",
-            hint="use --format md or --format html with --baseline",
         )
 
 

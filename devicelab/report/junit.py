@@ -14,8 +14,11 @@ pytest's own ``xunit2`` output::
         </testcase>
 
 One suite per run, so a parser that reads only the first ``<testsuite>`` still gets every
-count (``skipped`` is on the suite only: Jenkins xUnit's junit-10.xsd allows it nowhere
-else). A run stopped before its end says so in the suite's ``<system-out>`` and in one more
+count of the run's checks (``skipped`` is on the suite only: Jenkins xUnit's junit-10.xsd
+allows it nowhere else). A comparison with a baseline, when given, is a second suite,
+``devicelab.baseline``: a testcase per check, a ``<failure type="Regressed">`` for each
+that regressed and ``<skipped>`` for each not compared; the root's counts add both.
+A run stopped before its end says so in the suite's ``<system-out>`` and in one more
 testcase, ``devicelab.run`` ``unfinished``, with an ``<error>``: CI reads the counts, and
 ``tests="0" errors="0"`` of a run stopped before its first check read as green.
 ``classname`` is ``devicelab.<kind>.<category>`` so Jenkins groups the checks by
@@ -47,6 +50,7 @@ from devicelab.report._common import (
     truncate,
     verdict_text,
 )
+from devicelab.report.compare import CheckChange, Comparison
 
 __all__ = ["render_junit"]
 
@@ -212,11 +216,53 @@ def _unfinished(results: Results) -> ET.Element:
     return case
 
 
-def render_junit(results: Results) -> str:
+def _compared_case(change: CheckChange) -> ET.Element:
+    """The testcase of one check's comparison with the baseline."""
+    case = ET.Element("testcase", {"classname": "devicelab.baseline",
+                                   "name": _x(change.id), "time": "0.000"})  # fmt: skip
+    why = _x(str(mask_secrets(change.why)))
+    if change.verdict == "regressed":
+        child = ET.SubElement(case, "failure", {"message": why, "type": "Regressed"})
+        child.text = _x(f"{mask_secrets(change.title)}: {why}")
+    elif change.verdict == "not compared":
+        ET.SubElement(case, "skipped", {"message": why or "not compared"})
+    else:
+        ET.SubElement(case, "system-out").text = f"{change.verdict}: {why}"
+    return case
+
+
+def _comparison_suite(comparison: Comparison, timestamp: str) -> ET.Element:
+    """The ``devicelab.baseline`` testsuite: one testcase per compared check."""
+    changes = comparison.changes
+    suite = ET.Element("testsuite", {
+        "name": "devicelab.baseline", "tests": str(len(changes)),
+        "failures": str(len(comparison.regressed)), "errors": "0",
+        "skipped": str(len(comparison.having("not compared"))),
+        "time": "0.000", "timestamp": timestamp, "hostname": "baseline", "id": "1",
+    })  # fmt: skip
+    props = ET.SubElement(suite, "properties")
+    base = comparison.baseline
+    for name, value in (
+        ("baseline.run.id", base.id),
+        ("baseline.devicelab.version", base.devicelab_version),
+        ("baseline.run.title", run_subtitle(base)),
+        ("threshold_pct", f"{comparison.threshold_pct:g}"),
+    ):
+        ET.SubElement(props, "property", {"name": name, "value": _x(str(mask_secrets(value)))})
+    for change in changes:
+        suite.append(_compared_case(change))
+    notes = [comparison.counts_text(), *comparison.notes]
+    ET.SubElement(suite, "system-out").text = _x(str(mask_secrets("\n".join(notes))) + "\n")
+    return suite
+
+
+def render_junit(results: Results, *, comparison: Comparison | None = None) -> str:
     """The JUnit XML text of ``results`` (UTF-8 declaration, ends with a newline).
 
     Counts on ``<testsuites>`` and ``<testsuite>`` match the checks' statuses, plus one
-    error testcase for a run that did not finish. Raises nothing for valid Results.
+    error testcase for a run that did not finish. ``comparison`` adds the baseline's
+    suite, its regressions as failures (counted on ``<testsuites>`` too). Raises nothing
+    for valid Results.
     """
     s = results.summary
     unfinished = results.run.finished_at is None
@@ -226,7 +272,11 @@ def render_junit(results: Results) -> str:
         "errors": str(s.error + unfinished),
         "time": _seconds(_run_time(results)),
     }
-    root = ET.Element("testsuites", {"name": "devicelab", **counts})
+    totals = dict(counts)
+    if comparison is not None:
+        totals["tests"] = str(int(counts["tests"]) + len(comparison.changes))
+        totals["failures"] = str(s.fail + len(comparison.regressed))
+    root = ET.Element("testsuites", {"name": "devicelab", **totals})
     device = results.run.device
     where = f".{device.id}" if device is not None else ""
     network = f".{results.run.network.name}" if results.run.network is not None else ""
@@ -255,6 +305,8 @@ def render_junit(results: Results) -> str:
         # The verdict in words too: the schema's place for them is here.
         verdict = ET.SubElement(suite, "system-out")
         verdict.text = _x(f"devicelab: {verdict_text(results)}.\n")
+    if comparison is not None:
+        root.append(_comparison_suite(comparison, _timestamp(results)))
     ET.indent(root, space="  ")
     body = ET.tostring(root, encoding="unicode")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from devicelab.models import Check, DeviceInfo, NetworkInfo, Results, RunInfo
 from devicelab.report import compare, render_html, render_markdown
 from devicelab.report.compare import CheckChange, mann_whitney_p
 from devicelab.targets import judge, resolve
+from tests.report.test_report_junit import counts, validate
 
 #: The list loads of a run at the edge of the 4G target (ms, 20 samples)...
 EDGE = [189.8, 191.2, 192.0, 192.7, 193.1, 193.9, 194.4, 195.0, 195.3, 195.9,
@@ -39,6 +41,7 @@ def _run(run_id: str, checks: list[Check], network: str = "4g") -> Results:
     return Results(run=RunInfo(
         id=run_id, kind="device", devicelab_version="0.1.0+gabc1234",
         started_at=datetime(2026, 12, 1, 20, 0, tzinfo=UTC),
+        finished_at=datetime(2026, 12, 1, 20, 7, tzinfo=UTC),
         device=DeviceInfo(id="web", platform="web", model="Chromium", os="Debian 12"),
         network=NetworkInfo(name=network)), checks=checks)  # fmt: skip
 
@@ -194,6 +197,28 @@ def test_report_baseline_gates_on_a_regression_only_when_asked(tmp_path: Path) -
     assert same.returncode == 0, same.stderr
 
 
+def test_junit_adds_a_baseline_suite_whose_regressions_fail(tmp_path: Path) -> None:
+    na = Check(id="battery_drain", title="Battery", category="power", status="skip", reason="N/A")
+    new = _write(tmp_path / "new.json", _run("after", [_list_load(SLOWER), na]))
+    old = _write(tmp_path / "old.json", _run("before", [_list_load(EDGE), na]))
+    done = _report(new, "--baseline", old, "--format", "junit", "-o", tmp_path / "j.xml")
+    assert done.returncode == 0, done.stderr
+    root = ET.parse(tmp_path / "j.xml").getroot()
+    validate(root)  # the elements and attributes Jenkins, GitLab and junitparser read
+    run_suite, baseline = root.findall("testsuite")
+    assert counts(baseline) == {"tests": 2, "failures": 1, "errors": 0, "skipped": 1}
+    assert run_suite.get("failures") == "1" and run_suite.get("tests") == "2"
+    assert (baseline.get("name"), baseline.get("tests"), baseline.get("failures"),
+            baseline.get("skipped")) == ("devicelab.baseline", "2", "1", "1")  # fmt: skip
+    assert (root.get("tests"), root.get("failures")) == ("4", "2")
+    failure = baseline.find("testcase[@name='conversation_list_load']/failure")
+    assert failure is not None and failure.get("type") == "Regressed"
+    assert "p95 199.2 ms → 235.1 ms" in (failure.get("message") or "")
+    assert baseline.find("testcase[@name='battery_drain']/skipped") is not None
+    props = {p.get("name"): p.get("value") for p in baseline.iter("property")}
+    assert props["baseline.run.id"] == "before" and props["threshold_pct"] == "10"
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -201,7 +226,6 @@ def test_report_baseline_gates_on_a_regression_only_when_asked(tmp_path: Path) -
         (["--fail-on-regression"], "--fail-on-regression compares with a baseline"),
         (["--baseline", "OLD", "--threshold", "0"], "--threshold 0: expected a finite number"),
         (["--baseline", "OLD", "--threshold", "nan"], "--threshold nan: expected a finite"),
-        (["--baseline", "OLD", "--format", "junit"], "the JUnit report has no place for"),
         (["--baseline", "missing.json"], "missing.json"),
     ],
 )
