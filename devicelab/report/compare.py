@@ -27,6 +27,7 @@ from typing import Literal
 
 from devicelab.models import Check, CheckTarget, Results, RunInfo
 from devicelab.numbers import fmt_number, fmt_value
+from devicelab.report._common import is_unjudged
 from devicelab.targets import convert
 
 __all__ = [
@@ -205,7 +206,7 @@ def _not_comparable(before: Check | None, after: Check | None) -> str | None:
             return f"nothing measured in {where} ({check.status})"
         if check.status == "error":
             return f"an error in {where}"
-        if check.status == "skip" and check.target is not None:
+        if check.status == "skip" and not is_unjudged(check):
             return f"skipped in {where}"
         if check.evidence.get("censored"):
             return f"a lower bound in {where} (the check was cut short)"

@@ -240,3 +240,19 @@ def test_bad_baseline_options_are_one_line_and_exit_2(
     assert done.returncode == 2, done.stderr
     assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "r.md").exists()
+
+
+def test_a_check_measured_without_a_target_is_unjudged_with_its_move() -> None:
+    """The list load on 3G: a skip that keeps its value (no target) is compared, not
+    passed over; nothing says which way is better, so it gets no verdict."""
+
+    def untargeted(samples: list[float]) -> Check:
+        return judge(check="conversation_list_load", title="Conversation list load",
+                     category="latency", samples=samples, unit="ms", target=None)  # fmt: skip
+
+    change = _only(_run("b", [untargeted(SLOWER)]), _run("a", [untargeted(EDGE)]),
+                   "conversation_list_load")  # fmt: skip
+    assert change.before is not None and change.before.status == "skip"
+    assert change.verdict == "unjudged", change.why
+    assert change.why.endswith("; no target says which way is better")
+    assert change.change_pct == pytest.approx(18.0, abs=0.2)
