@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
 
         kind = _format(fmt)
         _check_baseline_options(baseline, threshold, fail_on_regression)
+        if output is not None:
+            _check_not_an_input(output, results=results, baseline=baseline, targets=targets)
         loaded = report.load_results(results, warn=_warn)
         comparison = None
         if baseline is not None:
@@ -109,6 +111,26 @@ def _check_baseline_options(baseline: Path | None, threshold: float | None, gate
             f"--threshold {threshold:g}: expected a finite number of percent > 0",
             hint="e.g. --threshold 10 (a check must move by more than 10 %)",
         )
+
+
+def _check_not_an_input(output: Path, **inputs: Path | None) -> None:
+    """Refuse (BadInput, exit 2) an ``-o`` that is one of the files the report is made
+    from (by any path or link to it): writing the report would replace that file."""
+    from devicelab.errors import BadInput
+
+    for option, path in inputs.items():
+        if path is None:
+            continue
+        try:
+            same = output.samefile(path)
+        except OSError:  # either is missing: the reader says so, or the writer makes it
+            same = output.resolve() == path.resolve()
+        if same:
+            what = "RESULTS.json" if option == "results" else f"the --{option} file"
+            raise BadInput(
+                f"-o {output}: is {what} ({path}); the report would replace it",
+                hint="write the report to another file, e.g. -o report.md",
+            )
 
 
 def _say_comparison(comparison: Comparison) -> None:

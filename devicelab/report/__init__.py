@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from devicelab.config import dotted_path
 from devicelab.errors import BadInput, ConfigError
 from devicelab.models import SCHEMA_ID, Results, TargetBook
-from devicelab.report._common import fmt_number, measured_text
+from devicelab.report._common import fmt_number, mask_secrets, measured_text
 from devicelab.report.compare import DEFAULT_THRESHOLD_PCT, Comparison, compare
 from devicelab.report.files import write_text_atomic, write_texts
 from devicelab.report.html import render_html
@@ -65,18 +65,23 @@ def _as_json(value: Any) -> str:
         return repr(value)
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """A part of the file quoted in an error: secrets masked, control characters
+    replaced, cut to ``limit`` characters (an error is one line, and may be logged)."""
+    shown = str(mask_secrets(text))
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def _problem(error: Any) -> str:
     kind = error["type"]
     loc = error["loc"]
     if kind == "extra_forbidden":
-        return f"unknown field {loc[-1]!r}"
+        return f"unknown field {_shown(repr(loc[-1]))}"
     if kind == "missing":
         return f"missing required field {loc[-1]!r}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if "input" in error and kind != "value_error":
-        found = _as_json(error["input"])
-        found = found if len(found) <= 60 else found[:57] + "..."
-        return f"{message[0].lower()}{message[1:]}, found {found}"
+        return f"{message[0].lower()}{message[1:]}, found {_shown(_as_json(error['input']))}"
     return message
 
 
@@ -112,6 +117,9 @@ class _Numbers:
             self.constant(f"an integer of {digits} digits") if digits > _MAX_DIGITS else int(token)
         )
 
+
+#: The largest results.json read: an overnight battery run's is a few MB.
+_MAX_BYTES = 256 << 20
 
 #: Python writes no integer of more digits as text (sys.get_int_max_str_digits).
 _MAX_DIGITS = 4300
@@ -166,7 +174,14 @@ def load_results(
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:  # bounded: /dev/zero, or a log given by mistake
+            raw = handle.read(_MAX_BYTES + 1)
+        if len(raw) > _MAX_BYTES:
+            raise ConfigError(
+                f"{path}: larger than {_MAX_BYTES >> 20} MiB: no results.json is",
+                hint="give the results.json of a run",
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file", hint="give the results.json of a run") from None
     except IsADirectoryError:
@@ -237,7 +252,7 @@ def load_results(
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
-        field = dotted_path(first["loc"])
+        field = _shown(dotted_path(first["loc"]), limit=120)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(
             f"{path}: {field}: {_problem(first)}{more}",

@@ -21,7 +21,7 @@ from devicelab.numbers import (
     target_label,
     unit_text,
 )
-from devicelab.report.masking import MASK, is_secret_key, mask_secrets, showable
+from devicelab.report.masking import MASK, is_secret_key, mask_secrets, redacted, showable
 
 __all__ = [
     "MASK",
@@ -47,6 +47,7 @@ __all__ = [
     "list_text",
     "mask_secrets",
     "recommendations",
+    "redacted",
     "run_subtitle",
     "scalar_text",
     "showable",

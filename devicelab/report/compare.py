@@ -27,7 +27,7 @@ from typing import Literal
 
 from devicelab.models import Check, CheckTarget, Results, RunInfo
 from devicelab.numbers import fmt_number, fmt_value
-from devicelab.report._common import is_unjudged
+from devicelab.report._common import is_unjudged, redacted
 from devicelab.targets import convert
 
 __all__ = [
@@ -111,6 +111,8 @@ def compare(
     for a threshold that is not a finite number > 0."""
     if not (math.isfinite(threshold_pct) and threshold_pct > 0):
         raise ValueError(f"threshold {threshold_pct!r} %: expected a finite number > 0")
+    # Its ids, titles and notes go into reports and onto the terminal: masked first.
+    results, baseline = redacted(results), redacted(baseline)
     before = {c.id: c for c in baseline.checks}
     after = {c.id: c for c in results.checks}
     ids = list(after) + [i for i in before if i not in after]

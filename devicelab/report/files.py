@@ -49,8 +49,10 @@ class _Target:
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise BadInput(f"{path}: is a folder", hint="name a file, or move the folder away")
         if not self.real.parent.is_dir():
+            # A dangling symlink: the folder missing is the one it points into.
+            parent = self.real.parent if path.is_symlink() else path.parent
             raise BadInput(
-                f"{path.parent}: no such folder",
+                f"{parent}: no such folder",
                 hint=f"create it, or write {path.name} elsewhere",
             )
         #: A FIFO, a terminal or a device: written through, not replaced.

@@ -34,6 +34,7 @@ from devicelab.report._common import (
     list_text,
     mask_secrets,
     recommendations,
+    redacted,
     run_subtitle,
     scalar_text,
     showable,
@@ -461,6 +462,7 @@ def render_html(
     with its baseline, after the summary. The text holds no
     ``http://`` or ``https://`` and nothing that fetches. Raises nothing for valid Results.
     """
+    results = redacted(results)
     title = f"devicelab report — {run_subtitle(results.run)}"
     page = "\n".join(
         [

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from devicelab.models import Check, Results
@@ -45,6 +45,7 @@ from devicelab.report._common import (
     duration_s,
     fmt_judged,
     mask_secrets,
+    redacted,
     run_subtitle,
     scalar_text,
     truncate,
@@ -78,7 +79,10 @@ def _timestamp(results: Results) -> str:
     # JUnit schemas want a local-less ISO 8601 time: give it in UTC, without an offset.
     started = results.run.started_at
     if started.tzinfo is not None:
-        started = started.astimezone(UTC).replace(tzinfo=None)
+        try:
+            started = started.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # within hours of year 1 or 9999: UTC is beyond datetime
+            started = datetime.min if started.year == datetime.min.year else datetime.max
     return started.isoformat(timespec="seconds")
 
 
@@ -264,6 +268,7 @@ def render_junit(results: Results, *, comparison: Comparison | None = None) -> s
     suite, its regressions as failures (counted on ``<testsuites>`` too). Raises nothing
     for valid Results.
     """
+    results = redacted(results)
     s = results.summary
     unfinished = results.run.finished_at is None
     counts = {

@@ -31,6 +31,7 @@ from devicelab.report._common import (
     list_text,
     mask_secrets,
     recommendations,
+    redacted,
     run_subtitle,
     scalar_text,
     showable,
@@ -352,6 +353,7 @@ def render_markdown(
     ``comparison`` (``compare(results, baseline)``) adds the section comparing the run
     with its baseline, after the summary. Raises nothing for valid Results.
     """
+    results = redacted(results)
     lines = [
         f"# devicelab report — {run_subtitle(results.run, quote=_plain)}",
         "",

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MASK", "is_secret_key", "mask_secrets", "showable"]
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from devicelab.models import Results
+
+__all__ = ["MASK", "is_secret_key", "mask_secrets", "redacted", "showable"]
 
 MASK = "***"
 
@@ -232,3 +237,30 @@ def mask_secrets(value: Any, _depth: int = 0) -> Any:
     if value is None or isinstance(value, bool | float):
         return value
     return _mask_text(str(value))
+
+
+def redacted(results: Results) -> Results:
+    """A copy of ``results`` with every text masked as :func:`mask_secrets` masks it: ids,
+    names, units, sources, reasons and evidence alike, since a producer (or a hand-edited
+    file) may have put a secret in any of them. What is not text (numbers, times, lists
+    of samples) is shared, not copied. A report renders only this copy."""
+    return _redacted_model(results)
+
+
+def _redacted_model[M: BaseModel](model: M) -> M:
+    update: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, str):
+            masked: Any = _mask_text(value)
+        elif isinstance(value, BaseModel):
+            masked = _redacted_model(value)
+        elif isinstance(value, dict):
+            masked = mask_secrets(value)
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            masked = [_redacted_model(item) for item in value]
+        else:
+            continue
+        if masked is not value and masked != value:
+            update[name] = masked
+    return model.model_copy(update=update) if update else model
