@@ -47,6 +47,12 @@ class Marks:
         return f"{self.file}{line}"
 
 
+#: The largest lab file read (the inventory of a big farm is some hundred KB).
+_MAX_BYTES = 16 << 20
+#: The most values a lab file may make: a thousand devices are some 20,000; a few hundred
+#: bytes of aliases repeating aliases (a "billion laughs") make billions.
+_MAX_VALUES = 200_000
+
 _MERGE = "tag:yaml.org,2002:merge"
 #: Stands for a ``<<`` key among a mapping's keys (None is a key: ``~: x``).
 _MERGED = object()
@@ -68,6 +74,8 @@ class _Builder:
         #: Nodes being built or merged: an alias to one of them is a loop, not data.
         self.building: set[int] = set()
         self.merging: set[int] = set()
+        #: Values built so far, aliases counted each time they are used (see _MAX_VALUES).
+        self.built = 0
 
     def where(self, node: yaml.Node) -> str:
         return f"{self.marks.file}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
@@ -81,6 +89,14 @@ class _Builder:
     def build(self, node: yaml.Node, path: YamlPath) -> Any:
         """The data of ``node``. Raises ConfigError at the node that cannot be read."""
         self.marks.nodes[path] = node.start_mark
+        self.built += 1
+        if self.built > _MAX_VALUES:
+            raise self.refuse(
+                node,
+                path,
+                f"the document makes more than {_MAX_VALUES:,} values (aliases of aliases?)",
+                "write the entries out, or anchor fewer copies of big parts",
+            )
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.building:
@@ -211,7 +227,8 @@ def read_yaml(path: Path) -> tuple[Any, Marks]:
     written twice, a value YAML cannot build."""
     marks = Marks(file=str(path))
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:  # bounded: /dev/zero, or a big file given by mistake
+            data = handle.read(_MAX_BYTES + 1)
     except FileNotFoundError as exc:
         raise ConfigError(
             f"{path}: no such file", hint="check the path, or run from the lab's folder"
@@ -220,6 +237,11 @@ def read_yaml(path: Path) -> tuple[Any, Marks]:
         raise ConfigError(
             f"{path}: cannot read ({exc.strerror})", hint="check its permissions"
         ) from exc
+    if len(data) > _MAX_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {_MAX_BYTES >> 20} MiB: no lab file is",
+            hint="check the path: it should name an inventory, profiles or targets file",
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -234,6 +256,11 @@ def read_yaml(path: Path) -> tuple[Any, Marks]:
         ) from exc
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        return ({}, marks) if node is None else (_Builder(marks).build(node, ()), marks)
+    except RecursionError:  # PyYAML composes, and we build, by recursion
+        raise ConfigError(
+            f"{path}: nested too deeply to read", hint="no lab file nests this deep"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark, opened = exc.problem_mark, exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -256,6 +283,3 @@ def read_yaml(path: Path) -> tuple[Any, Marks]:
             hint="remove it, or write it as an escape in a double-quoted string",
             location=where,
         ) from exc
-    if node is None:
-        return {}, marks
-    return _Builder(marks).build(node, ()), marks

@@ -222,6 +222,8 @@ def _no_answer(address: str) -> str:
 
     host, _, port = address.rpartition(":")
     tcp = bool(host) and port.isdigit() and not address.startswith("/")
+    if tcp and not 1 <= int(port) <= 65535:
+        return f"{port} is not a TCP port (1-65535)"
     probe = socket.socket(socket.AF_INET if tcp else socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(0.5)
     try:

@@ -1,16 +1,19 @@
 """Free loopback ports: the one helper the platforms, backend_checks and the test fakes share.
 
-It imports only the standard library, so any layer of devicelab (and backend_checks) may
-use it without changing the direction imports flow in.
+It imports only the standard library and devicelab.errors, so any layer of devicelab (and
+backend_checks) may use it without changing the direction imports flow in.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
 
-__all__ = ["free_port"]
+from devicelab.errors import BadInput
+
+__all__ = ["env_port", "free_port", "port_number"]
 
 #: Where the kernel says its ephemeral range is (the local ports of outgoing connections).
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -53,3 +56,22 @@ def _ephemeral_start() -> int:
         return int(_RANGE_FILE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
+
+
+def port_number(text: str, where: str) -> int:
+    """``text`` as a TCP port (1-65535). Raises BadInput naming ``where`` (the variable or
+    option it came from) for anything else."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise BadInput(
+            f"{where}: {text!r} is not a TCP port (1-65535)",
+            hint=f"set {where} to a port number, or unset it for the default",
+        )
+    return int(text)
+
+
+def env_port(name: str, default: int) -> int:
+    """The port the environment variable ``name`` holds, ``default`` when it is unset or
+    empty. Raises BadInput (exit 2) naming the variable for a value that is no port."""
+    text = os.environ.get(name, "").strip()
+    return port_number(text, name) if text else default

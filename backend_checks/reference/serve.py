@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backend_checks.reference.context import new_jwt_secret
-from devicelab.errors import BackendUnavailable, DeviceLabError, EnvironmentProblem
+from devicelab.errors import BackendUnavailable, BadInput, DeviceLabError, EnvironmentProblem
 
 __all__ = [
     "DEFAULT_PORT",
@@ -181,6 +181,7 @@ def serve_forever(
         print(f"devicelab: {text}", file=sys.stderr, flush=True)
 
     speak = say or note
+    _check_host(host)
     if not _is_loopback(host):
         # The test users' password and the way keys are made are public: on a network
         # address anyone who reaches it reads and writes the data as any test user.
@@ -197,6 +198,26 @@ def serve_forever(
     server = _Server(ready_dsn, host, secret, keys_issued_at(secret_file),
                      _storage_root(ready_dsn, managed))  # fmt: skip
     return asyncio.run(_serve(server, _port_or_free(host, port), port is None, stream))
+
+
+def _check_host(host: str) -> None:
+    """Refuse (BadInput, exit 2) a ``--host`` this machine cannot listen on, before any
+    database work: an empty one (aiohttp would listen on every address), ``HOST:PORT``,
+    a name that does not resolve, an address that is not this machine's."""
+    hint = "give an address of this machine, e.g. 127.0.0.1 (the default); the port is --port"
+    if not host.strip():
+        raise BadInput("--host is empty: it would listen on every address", hint=hint)
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise BadInput(
+            f"--host {host}: not an address, nor a name that resolves", hint=hint
+        ) from None
+    try:
+        with socket.socket(family, kind) as probe:
+            probe.bind(address)
+    except OSError as exc:
+        raise BadInput(f"--host {host}: cannot listen there ({exc.strerror})", hint=hint) from None
 
 
 def _is_loopback(host: str) -> bool:

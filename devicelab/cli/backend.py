@@ -101,13 +101,13 @@ def register(app: typer.Typer) -> None:
         """Run the query suite, plans, health, realtime and storage checks; exit 1 on a fail."""
         from backend_checks.api_checks import api_options
         from backend_checks.check import CheckOptions, run_check
-        from devicelab.cli.options import out_folder, parse_duration
+        from devicelab.cli.options import out_folder, parse_window
         from devicelab.records import check_writable
 
         out = out_folder(out_text)
         check_writable(out, make=False)  # a bad --out is known before the run, not after
         api = api_options(supabase_url, anon_key, email, password, plan, subscribers)
-        load_s = parse_duration(load) if load else None
+        load_s = parse_window(load, "--load")
         options = CheckOptions(allow_writes=allow_writes, runs=runs, api=api, load_s=load_s)
         results = run_check(dsn, options)
         written = _write(results, out)

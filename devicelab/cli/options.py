@@ -92,16 +92,17 @@ def parse_mix(text: str) -> str:
     return text
 
 
-def parse_window(text: str | None) -> float | None:
-    """``backend load --duration``: a step's measurement window in seconds, None when not
-    given. Raises BadInput for a bad duration or one shorter than :data:`MIN_WINDOW_S`
-    (the verdict needs requests to judge)."""
+def parse_window(text: str | None, option: str = "--duration") -> float | None:
+    """``backend load --duration`` (or ``backend check --load``, named by ``option``): a
+    step's measurement window in seconds, None when not given. Raises BadInput for a bad
+    duration (an empty one too) or one shorter than :data:`MIN_WINDOW_S` (the verdict
+    needs requests to judge)."""
     if text is None:
         return None
     seconds = parse_duration(text)
     if seconds < MIN_WINDOW_S:
         raise BadInput(
-            f"--duration {text}: a step's window is {MIN_WINDOW_S:g} s at least",
-            hint="the verdict needs requests to judge: e.g. --duration 30s",
+            f"{option} {text}: a step's window is {MIN_WINDOW_S:g} s at least",
+            hint=f"the verdict needs requests to judge: e.g. {option} 30s",
         )
     return seconds

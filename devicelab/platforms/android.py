@@ -14,6 +14,7 @@ import socket
 from typing import Any
 
 from devicelab.errors import DeviceUnreachable, ToolMissing
+from devicelab.ports import env_port
 
 __all__ = ["ADB_STATES", "AdbServer", "describe"]
 
@@ -54,7 +55,7 @@ class AdbServer:
 
     def __init__(self, host: str | None = None, port: int | None = None) -> None:
         self.host = host or os.environ.get("ANDROID_ADB_SERVER_HOST", "127.0.0.1")
-        self.port = port or int(os.environ.get("ANDROID_ADB_SERVER_PORT", self.DEFAULT_PORT))
+        self.port = port or env_port("ANDROID_ADB_SERVER_PORT", self.DEFAULT_PORT)
 
     def _client(self) -> Any:
         try:

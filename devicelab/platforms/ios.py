@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
+from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed, ToolMissing
 
 __all__ = ["IosListing", "Lockdownd", "Usbmuxd", "describe", "listing_of", "run_private"]
 
@@ -124,6 +124,14 @@ class Usbmuxd:
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address or os.environ.get(self.ENV) or self.DEFAULT_ADDRESS
+        host, colon, port = self.address.rpartition(":")
+        if colon and host and not self.address.startswith("/"):  # HOST:PORT, not a path
+            digits = port.isascii() and port.isdigit()
+            if not (digits and 1 <= int(port) <= 65535):
+                raise BadInput(
+                    f"{self.ENV}={self.address}: {port!r} is not a TCP port (1-65535)",
+                    hint=f"set {self.ENV} to HOST:PORT or a socket path, or unset it",
+                )
 
     def states(self) -> dict[str, IosListing]:
         """Every iPhone usbmuxd lists, UDID (as listed) -> how it is connected and paired.
