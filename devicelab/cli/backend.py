@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         runs: Annotated[
-            int | None, typer.Option("--runs", min=1, help="timed runs per query")
+            int | None, typer.Option("--runs", min=1, max=10_000, help="timed runs per query")
         ] = None,
         supabase_url: Annotated[
             str | None,

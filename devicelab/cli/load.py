@@ -118,7 +118,8 @@ def register_load(backend_app: typer.Typer) -> None:
         ] = False,
         mix: Annotated[str, typer.Option(help="full (reads and writes) or read")] = "full",
         processes: Annotated[
-            int | None, typer.Option(help="load processes (default: one per 500 users)")
+            int | None,
+            typer.Option(min=1, max=256, help="load processes (default: one per 500 users)"),
         ] = None,
         allow_writes: Annotated[
             bool, typer.Option("--allow-writes", help="let the full mix write to --dsn / --url")

@@ -15,6 +15,7 @@ from devicelab.errors import BadInput
 __all__ = [
     "DURATION_HINT",
     "MAX_DURATION_S",
+    "MAX_USERS",
     "MIN_WINDOW_S",
     "nonblank_dsn",
     "out_folder",
@@ -24,6 +25,8 @@ __all__ = [
     "parse_window",
 ]
 
+#: The most users one load step may have on this machine's runner (the story's are 1000).
+MAX_USERS = 100_000
 #: The shortest measurement window a load step may have (a 1 ms window judged 0 requests).
 MIN_WINDOW_S = 1.0
 #: The longest duration any command takes (a load step, a battery drain run): a day. A
@@ -80,6 +83,12 @@ def parse_users(text: str) -> list[int]:
         steps = []
     if not steps or any(n < 1 for n in steps):
         raise BadInput(f"bad --users {text!r}", hint="a comma-separated list, e.g. 100,1000")
+    if max(steps) > MAX_USERS:
+        raise BadInput(
+            f"bad --users {text!r}: more than {MAX_USERS:,} users in one step",
+            hint="the story's steps are 100,1000; beyond this, run Locust's master and"
+            " workers on several machines (docs/load.md)",
+        )
     if len(set(steps)) < len(steps):
         raise BadInput(f"bad --users {text!r}: a step given twice", hint="e.g. 100,1000")
     return steps

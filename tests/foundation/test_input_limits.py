@@ -118,3 +118,17 @@ def test_serve_refuses_a_host_before_any_database_work(host: str, said: str) -> 
     assert done.returncode == 2, done.stderr
     assert said in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["load", "--users", "100,200000"], "more than 100,000 users in one step"),
+        (["load", "--processes", "1000"], "'--processes'"),
+        (["check", "--runs", "99999999999999999999999"], "'--runs'"),
+    ],
+)
+def test_backend_counts_beyond_any_run_are_refused(args: list[str], said: str) -> None:
+    done = _cli("backend", *args)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr
