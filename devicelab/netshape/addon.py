@@ -103,6 +103,7 @@ class _Connection:
     reader: ShapedReader
     writer: ShapedWriter
     clock: ConnectionClock
+    # Its current request is for the control endpoint (``cut_all`` spares it then).
     control: bool = False
     records: dict[str, FlowRecord] = field(default_factory=dict)
     servers: dict[str, HeldWriter] = field(default_factory=dict)
@@ -130,8 +131,10 @@ class NetShape:
         self._online_timer: asyncio.TimerHandle | None = None
         self._aliases: dict[str, str] = {}
         self._networks: dict[str, NetworkProfile] = {}
-        # Refused clients, and clients refused a destination, for their log lines.
+        # Refused clients, and clients refused a destination, for their log lines; and
+        # requests refused while offline (counted afresh each time the link comes back).
         self._refusals = Refusals(logger)
+        self._offline_refusals = Refusals(logger, level=logging.INFO)
 
     # --- options -------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -172,6 +175,7 @@ class NetShape:
         self._down, self._up = shapes_of(profile)
         if changed:  # mitmproxy's rollback of a failed update re-applies the same one
             logger.info("network profile: %s", profile.id or profile.label if profile else "none")
+            self._offline_refusals.clear()
         if profile is not None and profile.offline:
             self.cut_all()
 
@@ -203,6 +207,7 @@ class NetShape:
             self._online_timer.cancel()
             self._online_timer = None
         self._offline_until = None
+        self._offline_refusals.clear()
         logger.info("online")
 
     def records(self) -> list[FlowRecord]:
@@ -210,7 +215,8 @@ class NetShape:
         return list(self._records)
 
     def cut_all(self) -> None:
-        """Cut every open connection (the control endpoint's excepted)."""
+        """Cut every open connection but one whose current request is for the control
+        endpoint (its answer, to the request that took the link offline, goes out)."""
         for conn in list(self._connections.values()):
             if not conn.control:
                 conn.writer.abort()
@@ -295,35 +301,59 @@ class NetShape:
         conn.servers[data.server.id] = held
 
     def server_disconnected(self, data: ServerConnectionHookData) -> None:
-        """Forget the server side's writer."""
+        """Close the server side's socket and forget its writer.
+
+        mitmproxy closes it itself, except when its handler is cancelled while it reports
+        the server's close (a ``Connection: close`` exchange often is): the socket would
+        stay in CLOSE-WAIT for good. Closing twice is harmless.
+        """
         conn = self._connections.get(data.client.id)
-        if conn is not None:
-            conn.servers.pop(data.server.id, None)
+        held = conn.servers.pop(data.server.id, None) if conn is not None else None
+        if held is not None:
+            held.close()
 
     def client_disconnected(self, client: Client) -> None:
-        """Forget the connection; a client's link goes with its last connection."""
+        """Forget the connection and close its server sides (mitmproxy is about to, but
+        may skip it, see ``server_disconnected``, which comes after this hook); a client's
+        link goes once its last connection's bytes have crossed it."""
         conn = self._connections.pop(client.id, None)
         if conn is None:
             return
         conn.reader.abort()
         if conn.writer.device_gone():  # else a close waits for the bytes still queued
             conn.writer.pipe.abort()
+        for held in conn.servers.values():
+            held.close()
+        conn.servers.clear()
         link = self._links.get(conn.link_key)
         if link is not None:
-            link.connections -= 1
-            if link.connections <= 0:
-                del self._links[conn.link_key]
+            # The bytes still queued share the link with a new connection of the client;
+            # a fresh link would give that one the whole rate beside them.
+            conn.writer.pipe.after_all(lambda: self._release(conn.link_key, link))
         for record in conn.records.values():
             if record.end is None and record.error is None:
                 record.error = "connection closed"
 
+    def _release(self, key: str, link: _Link) -> None:
+        """One connection of ``link`` (client ``key``) is done; forget the link after its
+        last."""
+        link.connections -= 1
+        if link.connections <= 0 and self._links.get(key) is link:
+            del self._links[key]
+
     # --- flows --------------------------------------------------------------------------
+    def _note_request(self, flow: http.HTTPFlow) -> None:
+        """Note whether the current request of ``flow``'s connection is for the control
+        endpoint: a connection that once carried one is otherwise cut like any other."""
+        if (conn := self._connections.get(flow.client_conn.id)) is not None:
+            conn.control = _is_control(flow)
+
     def _cut_if_offline(self, flow: http.HTTPFlow) -> bool:
         """Cut ``flow`` when the link is offline and it is not for the control endpoint."""
         if not self.offline or _is_control(flow):
             return False
-        host = flow.client_conn.peername[0] if flow.client_conn.peername else "?"
-        logger.info("refused a request of client %s: the link is offline", host)
+        host = _client_host(flow.client_conn)
+        self._offline_refusals.say(host, f"refused a request of client {host}: the link is offline")
         killable: Any = flow  # mitmproxy's Flow.kill is untyped
         killable.kill()
         return True
@@ -331,6 +361,7 @@ class NetShape:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """Refuse a tunnel while the link is offline or to a destination the client may
         not reach; send one to an alias to its host."""
+        self._note_request(flow)
         if not self._cut_if_offline(flow) and not self._refuse_destination(flow):
             self._resolve_alias(flow)
             if (conn := self._connections.get(flow.client_conn.id)) is not None:
@@ -376,13 +407,12 @@ class NetShape:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Start the flow's record; stream the body so big uploads are paced, not buffered.
         Refuse (403) a destination the client may not reach."""
+        self._note_request(flow)
         if self._cut_if_offline(flow) or self._refuse_destination(flow):
             return
         self._resolve_alias(flow)
         conn = self._connections.get(flow.client_conn.id)
         if _is_control(flow) or conn is None:
-            if conn is not None:
-                conn.control = True
             return
         arrival = conn.reader.pipe.last_arrival
         start = time.time() - (asyncio.get_running_loop().time() - arrival)

@@ -45,21 +45,29 @@ def client_allowed(host: str, allow: Iterable[_Network]) -> bool:
 class Refusals:
     """The log lines of refusals: each key (a client, a client and a destination) said
     once, then every 100th time, so a phone retrying all night does not fill the log (or a
-    stderr pipe nobody reads, which stops the proxy). Keeps at most ``kept`` keys."""
+    stderr pipe nobody reads, which stops the proxy). Keeps at most ``kept`` keys; logs at
+    ``level``."""
 
-    def __init__(self, logger: logging.Logger, kept: int = 4096) -> None:
+    def __init__(
+        self, logger: logging.Logger, kept: int = 4096, level: int = logging.WARNING
+    ) -> None:
         self._logger = logger
         self._kept = kept
+        self._level = level
         self._counts: dict[str, int] = {}
 
     def say(self, key: str, message: str) -> None:
-        """Log ``message`` (a warning) if this refusal of ``key`` is the first or a 100th."""
+        """Log ``message`` if this refusal of ``key`` is the first or a 100th."""
         if len(self._counts) >= self._kept:
             self._counts.clear()
         count = self._counts[key] = self._counts.get(key, 0) + 1
         if count == 1 or count % 100 == 0:
             times = f" ({count} times)" if count > 1 else ""
-            self._logger.warning("%s%s", message, times)
+            self._logger.log(self._level, "%s%s", message, times)
+
+    def clear(self) -> None:
+        """Start counting afresh: each key's next refusal is said again."""
+        self._counts.clear()
 
 
 async def reaches_loopback(host: str, port: int, peername: Any) -> bool:

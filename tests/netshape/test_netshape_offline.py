@@ -11,6 +11,9 @@ connection ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -127,3 +130,83 @@ def test_offline_loses_the_server_side_abruptly_not_with_a_clean_close(
     assert by_kind["ws"]["code"] != 1000, by_kind
     # A streaming response's server reads a reset, not a clean end of stream.
     assert by_kind["stream"]["end"] == "reset", by_kind
+
+
+async def _http_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> bytes:
+    """Send one HTTP/1.1 request on a kept-alive connection; its answer's body."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return await reader.readexactly(length)
+
+
+def test_a_connection_that_carried_a_control_request_is_cut_like_any_other(
+    upstream: Any, make_profile: Any
+) -> None:
+    # A connection that had once asked the control endpoint was never cut by going offline:
+    # a 2 MB download on it went on to the end through 3 s offline.
+    size = 2_000_000  # 4 s at 4000 kbps
+
+    async def main(proxy: ShapedProxy) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        status = (
+            b"GET http://netshape.devicelab/status HTTP/1.1\r\nhost: netshape.devicelab\r\n\r\n"
+        )
+        await _http_exchange(reader, writer, status)
+        host = upstream.base.removeprefix("http://")
+        writer.write(
+            f"GET {upstream.base}/bytes?n={size} HTTP/1.1\r\nhost: {host}\r\n\r\n".encode()
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        received = len(await reader.read(1 << 16))
+        # Offline through the control endpoint, on another connection: it is answered.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post("http://netshape.devicelab/offline?seconds=3", proxy=proxy.url) as r,
+        ):
+            answer = await r.read()
+        with contextlib.suppress(ConnectionError):
+            while received < size and (data := await reader.read(1 << 16)):
+                received += len(data)
+        writer.close()
+        return received, answer
+
+    with ShapedProxy(make_profile(40, 4000, 4000)) as proxy:
+        received, answer = asyncio.run(main(proxy))
+    assert answer == b'{"ok": true}'
+    assert received < size / 2, received  # cut at once, not 4 s later at the end
+
+
+def test_requests_refused_offline_are_logged_once_a_hundred_times(
+    make_profile: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each request refused while offline was a log line: a client retrying at once filled
+    # stderr. Going offline again says the first refusal again.
+    caplog.set_level(logging.INFO, logger="devicelab.netshape")
+    request = b"GET http://127.0.0.1:9/ HTTP/1.1\r\nhost: 127.0.0.1:9\r\n\r\n"
+
+    def refused(times: int) -> None:
+        for _ in range(times):
+            with socket.create_connection((proxy.host, proxy.port)) as retry:
+                retry.sendall(request)
+                assert retry.recv(1) == b""  # cut without an answer
+
+    with ShapedProxy(make_profile(0, None, None)) as proxy:
+        proxy.go_offline()
+        refused(200)
+        proxy.go_online()
+        proxy.go_offline()
+        refused(1)
+    said = [r.getMessage() for r in caplog.records if "the link is offline" in r.getMessage()]
+    assert said == [
+        "refused a request of client 127.0.0.1: the link is offline",
+        "refused a request of client 127.0.0.1: the link is offline (100 times)",
+        "refused a request of client 127.0.0.1: the link is offline (200 times)",
+        "refused a request of client 127.0.0.1: the link is offline",
+    ]
