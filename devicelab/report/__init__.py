@@ -158,6 +158,28 @@ def _summary_problem(data: Any, results: Results) -> str | None:
     return ", ".join(wrong) if wrong else None
 
 
+def _read_text(path: Path) -> str:
+    """The text of the results file ``path``. Raises ConfigError when it is missing, a
+    folder, unreadable, not UTF-8 or larger than any results.json."""
+    try:
+        with path.open("rb") as handle:  # bounded: /dev/zero, or a log given by mistake
+            raw = handle.read(_MAX_BYTES + 1)
+        if len(raw) > _MAX_BYTES:
+            raise ConfigError(
+                f"{path}: larger than {_MAX_BYTES >> 20} MiB: no results.json is",
+                hint="give the results.json of a run",
+            )
+        return raw.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file", hint="give the results.json of a run") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"{path}: is a folder", hint=f"give {path / 'results.json'} instead"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})", hint="check the file") from exc
+
+
 def load_results(
     path: str | os.PathLike[str], *, warn: Callable[[str], None] | None = None
 ) -> Results:
@@ -173,23 +195,7 @@ def load_results(
     count the checks), and ``warn`` is called with one line saying what it claimed.
     """
     path = Path(path)
-    try:
-        with path.open("rb") as handle:  # bounded: /dev/zero, or a log given by mistake
-            raw = handle.read(_MAX_BYTES + 1)
-        if len(raw) > _MAX_BYTES:
-            raise ConfigError(
-                f"{path}: larger than {_MAX_BYTES >> 20} MiB: no results.json is",
-                hint="give the results.json of a run",
-            )
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file", hint="give the results.json of a run") from None
-    except IsADirectoryError:
-        raise ConfigError(
-            f"{path}: is a folder", hint=f"give {path / 'results.json'} instead"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})", hint="check the file") from exc
+    text = _read_text(path)
     try:
         numbers = _Numbers()
         data = json.loads(
