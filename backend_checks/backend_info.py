@@ -10,11 +10,14 @@ load --reference``). The URL never holds a password, a key, a query or a note.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from devicelab.models import BackendInfo
 
-__all__ = ["BackendKind", "api_url", "backend_info", "database_url"]
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["BackendKind", "api_url", "backend_info", "connected_url", "database_url"]
 
 BackendKind = Literal["reference", "supabase", "postgres"]
 
@@ -58,6 +61,21 @@ def database_url(dsn: str) -> str | None:
         for host, port in zip(hosts, ports, strict=False)
     )
     return f"postgresql://{user}{authority}{path}"
+
+
+def connected_url(info: psycopg.ConnectionInfo) -> str | None:
+    """The URL (as :func:`database_url` writes it) of the database a connection reached,
+    as libpq resolved it: the DSN's values, else PGHOST, PGPORT, PGUSER, PGDATABASE, a
+    service file or libpq's defaults (``--dsn dbname=x`` alone names no server, no user).
+    Never the password. Returns None when the connection is closed. Raises nothing."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        given = {"host": info.host, "port": str(info.port), "user": info.user}
+        return database_url(make_conninfo(**given, dbname=info.dbname))
+    except psycopg.Error:  # a closed connection has no parameters left to read
+        return None
 
 
 def api_url(url: str) -> str | None:

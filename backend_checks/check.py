@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from backend_checks import health, server_health
 from backend_checks.api_checks import API_CHECKS, ApiOptions, api_preflight, run_api_checks
-from backend_checks.backend_info import BackendKind, backend_info
+from backend_checks.backend_info import BackendKind, backend_info, connected_url
 from backend_checks.check_load import load_checks
 from backend_checks.db import DEFAULT_TIMEOUT_MS, connect, redact, translate
 from backend_checks.plans import DEFAULT_MIN_TABLE_PAGES, DEFAULT_MIN_TABLE_ROWS
@@ -124,6 +124,8 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     import psycopg
 
     conn = connect(dsn, timeout_ms=options.timeout_ms)
+    # What libpq resolved (PGHOST, PGUSER... filling what the DSN leaves out).
+    where = connected_url(conn.info) or dsn
     try:
         ensure_data(conn, managed=managed, allow_writes=options.allow_writes,
                     seed_messages=options.seed_messages)  # fmt: skip
@@ -142,7 +144,7 @@ def run_check(dsn: str | None = None, options: CheckOptions | None = None) -> Re
     # --dsn is that project's database and the API checks talked to the project.
     if project is not None:
         return _results(started, _backend("supabase", project.url), checks)
-    return _results(started, _backend("postgres", dsn), checks)
+    return _results(started, _backend("postgres", where), checks)
 
 
 #: The checks judged by profiles/targets.yaml's backend rows alone (the query checks fall

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend_checks.datagen_sql import LoadSql
-from devicelab.errors import BackendUnavailable, BadInput, UnsafeActionRefused
+from devicelab.errors import BackendUnavailable, BadInput, DeviceLabError, UnsafeActionRefused
 
 if TYPE_CHECKING:
     import psycopg
@@ -372,7 +372,9 @@ def generate(
         raise BackendUnavailable(
             f"datagen failed and was rolled back: {str(exc).strip().splitlines()[0]}"
             + (f" (in {where[0]})" if where else ""),
-            hint="nothing was written; check the server's log and free disk space",
+            hint=_STAGE_LEFT_HINT
+            if conn.broken or conn.closed
+            else "nothing was written; check the server's log and free disk space",
         ) from exc
     # The users and the mark we replaced are dead tuples now (DELETE: auth.users may hold
     # users of others); left, ten runs of 1,000 users failed the check's bloat on
@@ -395,6 +397,23 @@ def generate(
             update={"phases": phases, "seconds": time.perf_counter() - started}
         )
     return report
+
+
+#: The connection went with the server: the staging tables could not be dropped.
+_STAGE_LEFT_HINT = (
+    f"the data set was not written, but the schema {STAGE_SCHEMA} (the staging tables) may be"
+    f" left: the next datagen drops it, or DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE;"
+    " check the server's log and free disk space"
+)
+
+
+def _left_hint(name: str) -> str:
+    """The hint of a failed datagen whose new database ``name`` could not be dropped."""
+    return (
+        f"database {name} was created for this run and left (the server did not answer the"
+        f" drop), with the schema {STAGE_SCHEMA} in it if the run got that far: once the"
+        f" server is back, drop it: dropdb {name} (DROP DATABASE {name})"
+    )
 
 
 _REFUSED_HINT = (
@@ -426,18 +445,21 @@ def run_datagen(
         from backend_checks.managed import ManagedPostgres
 
         dsn = ManagedPostgres().ensure()
-    else:
-        created = ensure_database(dsn)  # --allow-writes covers creating the database
     try:
+        if not managed:
+            # --allow-writes covers creating the database; one that stops half-way drops
+            # what it made itself (it never returns the name then).
+            created = ensure_database(dsn)
         with connect(dsn) as conn:
             # Ours to reset: the managed cluster, or a database created just now.
             ours = created is not None or managed
             report = generate(
                 conn, params, allow_writes=allow_writes, force=force, reset_statements=ours
             )
-    except BaseException:
-        if created:  # a failed run leaves no database of ours behind either
-            drop_database(dsn)
+    except BaseException as exc:
+        # A failed run leaves no database of ours behind either; when it must, says so.
+        if created and not drop_database(dsn) and isinstance(exc, DeviceLabError):
+            exc.hint = _left_hint(created)
         raise
     return report.model_copy(update={"created_database": created}) if created else report
 

@@ -361,11 +361,14 @@ def _maintenance(dsn: str) -> psycopg.Connection[Any] | None:
 
 
 def _dbname(dsn: str) -> str | None:
+    """The database libpq connects ``dsn`` to: the DSN's own, else PGDATABASE's (libpq
+    reads it where the DSN names none). None when neither names one (libpq then takes the
+    user's name: a database we never create or drop) or the DSN does not parse."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        name = conninfo_to_dict(dsn).get("dbname")
+        name = conninfo_to_dict(dsn).get("dbname") or os.environ.get("PGDATABASE")
     except psycopg.ProgrammingError:
         return None  # connect() gives the one-line error for a bad DSN
     return str(name) if name else None
@@ -392,7 +395,9 @@ def ensure_database(dsn: str) -> str | None:
     look and our CREATE: it is not ours to drop), the DSN names none, or the server does
     not answer (the connection that follows reports that). Raises BadInput when the
     database is missing and we may not create it (SQLSTATE class 42) or its name is longer
-    than PostgreSQL keeps, BackendUnavailable when its creation fails otherwise."""
+    than PostgreSQL keeps, BackendUnavailable when its creation fails otherwise. Whatever
+    stops it once CREATE DATABASE is sent (an interrupt included, which it re-raises)
+    drops the database again if the server made it and no other session uses it."""
     import psycopg
     from psycopg import sql
 
@@ -422,19 +427,29 @@ def ensure_database(dsn: str) -> str | None:
                     hint=f"create it (createdb {name}, as a role that may) or name an"
                     " existing database in the DSN",
                 ) from None
+            if conn.broken:  # lost: perhaps after the server committed the CREATE
+                drop_database(dsn)
             raise BackendUnavailable(
                 f"database {name!r} does not exist and cannot be created: "
                 + redact(str(exc).strip().splitlines()[0], dsn),
                 hint=f"create it (createdb {name}) or name an existing database in the DSN",
             ) from None
+        except BaseException:
+            # A Ctrl-C that lands while the server commits the CREATE leaves the database
+            # made though this call never returns its name, so no caller could drop it:
+            # dropped here (left, with a warning, when another session already uses it).
+            drop_database(dsn)
+            raise
     return name
 
 
-def drop_database(dsn: str) -> None:
+def drop_database(dsn: str) -> bool:
     """Drop the database ``dsn`` names (one :func:`ensure_database` created for a run that
     then failed), unless other sessions use it: then it is another job's database now
     (one that found it there meanwhile), and it is left with a warning naming it; its
-    sessions are never ended. Best effort: logs and never raises."""
+    sessions are never ended. Returns False when it is left behind (the server does not
+    answer, or refused the drop: a warning names the database), True when it is gone or
+    another session has it. Best effort: logs and never raises."""
     import logging
 
     import psycopg
@@ -443,16 +458,19 @@ def drop_database(dsn: str) -> None:
     log = logging.getLogger(__name__)
     name = _dbname(dsn)
     if name is None or name in ("postgres", "template1"):
-        return
+        return True
     conn = _maintenance(dsn)
     if conn is None:
         log.warning("could not drop database %s: the server does not answer", name)
-        return
+        return False
     try:
         with conn:
             # No FORCE: the server waits up to 5 s for sessions that are closing (ours).
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
     except psycopg.errors.ObjectInUse:
         log.warning("left database %s: another session uses it (another job started on it)", name)
+        return True  # another job's now: not left behind by us
     except (BackendUnavailable, psycopg.Error) as exc:
         log.warning("could not drop database %s: %s", name, redact(str(exc), dsn))
+        return False
+    return True

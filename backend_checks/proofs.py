@@ -9,9 +9,10 @@ unread_count's receipts scan is a quarter of its cost, and the index halves that
 cannot model GIN for ``@>`` or full text: when writes are allowed (the managed cluster, or
 ``--allow-writes``) a GIN candidate is proven by building the real index inside a
 transaction that is rolled back (the build locks the table against writes while it runs);
-otherwise it is proven on a scratch copy (:func:`prove_on_copy`: the column copied into a
-temporary table, the table itself only read), or reported as unproven when even that cannot
-run. A server without HypoPG gets the same two routes for a B-tree candidate.
+otherwise, or when the build cannot run (a role that may not load auto_explain), it is
+proven on a scratch copy (:func:`prove_on_copy`: the column copied into a temporary table,
+the table itself only read), or reported as unproven when even that cannot run. A server
+without HypoPG gets the same two routes for a B-tree candidate.
 
 HypoPG sees only the plan of the statement it explains: a function's plan is one Result
 node, and the statements inside are planned only when it runs. So a candidate of a
@@ -81,7 +82,11 @@ def prove_any_way(
     it explains, never those inside a function, and cannot model GIN: it proves a B-tree
     on the queries outside functions. Otherwise, with writes allowed, the real index is
     built in a rolled-back transaction and the queries are planned again (a function's
-    statements through auto_explain); without, the scratch copy proves the predicate."""
+    statements through auto_explain); without, the scratch copy proves the predicate. The
+    copy also stands in when the build could not run at all (a role that may not load
+    auto_explain: no superuser, as on Supabase or RDS; a lock it did not get): it needs
+    neither. A build that ran and measured too small a gain stands: the real query's plan
+    says more than the predicate alone. Never raises for a failed proof."""
     run_of = {run.id: run for run in runs}
     direct = [q for q in item.queries if not by_id[q].function]
     inside = [q for q in item.queries if by_id[q].function]
@@ -93,12 +98,9 @@ def prove_any_way(
             and not by_id[run.id].function
             and any(qualified(s.table) == item.table for s in run.app_plan.seq_scans)
         ][:1]
-        if not direct and not build_allowed:
-            prove_on_copy(conn, item)
-            return
         inside = [run.id for run in runs if by_id[run.id].function and _reads(run, item.table)]
-        if not direct and not inside:
-            item.proof = "unproven: no suite query scans this table"
+        if not direct and not (build_allowed and inside):
+            prove_on_copy(conn, item)
             return
     hypopg = False
     if item.method == "btree" and direct:
@@ -107,11 +109,16 @@ def prove_any_way(
         hypopg = not item.proof.startswith(_NO_HYPOPG)
     if item.proven:
         return
+    unbuilt = None
     if build_allowed:
+        measured = len(item.proofs)
         for query_id in inside + ([] if hypopg else direct):
             prove(conn, by_id[query_id], run_of[query_id].params, item, build=True)
-    elif inside or not hypopg:
-        prove_on_copy(conn, item)
+        if item.proven or len(item.proofs) > measured:
+            return
+        unbuilt = item.proof.removeprefix("unproven: ")  # why no build ran to a plan
+    if inside or not hypopg:
+        prove_on_copy(conn, item, unbuilt=unbuilt)
 
 
 def _reads(run: QueryRun, table: str) -> bool:
@@ -219,7 +226,9 @@ def prove(
     item.proven = item.proven or proven
 
 
-def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
+def prove_on_copy(
+    conn: psycopg.Connection[Any], item: Suggestion, *, unbuilt: str | None = None
+) -> None:
     """Prove ``item`` on a scratch copy, without writing to its table or blocking its
     writers: inside a transaction that is rolled back, the index's columns are copied into
     a temporary table, and a probe of what the index serves is explained before and after
@@ -228,13 +237,16 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
     without HypoPG), the leading column ``=`` a real row's value, in the order of the
     other columns, ``LIMIT 50``. It proves that the index replaces the full scan for that
     predicate at this table's size, not what it saves of the whole query (the query's
-    views and functions name the real table). The outcome is written into ``item``;
-    never raises for a failed proof."""
+    views and functions name the real table). ``unbuilt``: why building the index on the
+    table (writes allowed) could not prove it, said in the outcome. The outcome is written
+    into ``item``; never raises for a failed proof."""
     import psycopg
     from psycopg import sql
 
     names = [bare(c) for c in item.columns]
     how = "rerun with --allow-writes to build it inside a rolled-back transaction on the table"
+    if unbuilt is not None:
+        how = f"building it in a rolled-back transaction on the table failed too: {unbuilt}"
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ WRITE")
@@ -292,6 +304,8 @@ def prove_on_copy(conn: psycopg.Connection[Any], item: Suggestion) -> None:
         f" {rows:,.0f} rows, in a rolled-back transaction): {shown} planner cost"
         f" {before:.0f} -> {after:.0f}" + _shortfall(used, before, after)
     )
+    if unbuilt is not None:
+        line += f"; not built on the table: {unbuilt}"
     item.proofs.append(line)
     item.cost_before, item.cost_after, item.hypothetical_index = before, after, None
     item.proof, item.proven = line, proven

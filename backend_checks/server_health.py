@@ -294,10 +294,30 @@ def vacuum(conn: psycopg.Connection[Any], tables: list[str], *, analyze: bool = 
             done.append(name)
     finally:
         conn.remove_notice_handler(keep)
-        with contextlib.suppress(psycopg.Error):
-            conn.execute("RESET lock_timeout")
-        conn.autocommit = was
+        _restore(conn, autocommit=was)
     return done
+
+
+def _restore(conn: psycopg.Connection[Any], *, autocommit: bool) -> None:
+    """Put ``conn`` back as :func:`vacuum` found it. A Ctrl-C that lands between sending a
+    statement and reading its answer leaves it ACTIVE, where nothing more can be sent and
+    setting autocommit raises ProgrammingError (it replaced the interrupt: a traceback,
+    exit 1): the statement is cancelled and the connection closed then, as it is when the
+    connection is lost; the caller is unwinding either way. Raises nothing of psycopg's."""
+    import psycopg
+    from psycopg.pq import TransactionStatus
+
+    status = conn.info.transaction_status
+    if status in (TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN):
+        if status == TransactionStatus.ACTIVE:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=5)
+        conn.close()
+        return
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("RESET lock_timeout")
+    with contextlib.suppress(psycopg.Error):  # lost during the RESET: nothing to restore
+        conn.autocommit = autocommit
 
 
 def slow_queries(

@@ -2,7 +2,8 @@
 
 Databases are uniquely named ones on the local server (127.0.0.1:5432 as postgres, or
 $DEVICELAB_TEST_PG as a libpq DSN of a server where we may create databases), dropped at
-the end. Tests skip with a reason when no server answers.
+the end; their names start with $DEVICELAB_TEST_DB_PREFIX (``dl_test_``: a shared server
+may allow another). Tests skip with a reason when no server answers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from backend_checks.datagen import DatagenParams, generate
 
 ADMIN_DSN = os.environ.get("DEVICELAB_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
+DB_PREFIX = os.environ.get("DEVICELAB_TEST_DB_PREFIX", "dl_test_")
 #: The small data set most tests share: big enough that a sequential scan of messages is
 #: flagged (>= 1,000 rows) and a conversation holds thousands of messages.
 SMALL = DatagenParams(messages=20_000, users=200, conversations=1_000, seed=7)
@@ -53,7 +55,7 @@ def make_db(pg_server: None) -> Iterator[Callable[[], str]]:
     made: list[str] = []
 
     def create() -> str:
-        name = f"dl_test_{uuid.uuid4().hex[:10]}"
+        name = f"{DB_PREFIX}{uuid.uuid4().hex[:10]}"
         with admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
         made.append(name)
@@ -63,6 +65,41 @@ def make_db(pg_server: None) -> Iterator[Callable[[], str]]:
     with admin() as conn:
         for name in made:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def fresh_db_name(pg_server: None) -> Iterator[Callable[[], str]]:
+    """A factory of names of databases that do not exist (yet: for the code under test to
+    create); whatever of them exists at the end is dropped."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"{DB_PREFIX}{uuid.uuid4().hex[:10]}")
+        return names[-1]
+
+    yield make
+    with admin() as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def db_prefix() -> str:
+    """What the names of the databases (and roles) tests make start with."""
+    return DB_PREFIX
+
+
+def database_exists(name: str) -> bool:
+    """Whether the test server holds a database ``name``."""
+    with admin() as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+@pytest.fixture(scope="session")
+def exists_db() -> Callable[[str], bool]:
+    """The :func:`database_exists` helper, as a fixture."""
+    return database_exists
 
 
 @pytest.fixture
