@@ -223,3 +223,18 @@ def test_a_story_check_without_its_row_is_still_one_check() -> None:
     book = TargetBook(targets=[t for t in shipped.targets if t.check != "load_1000"])
     checks, _ = load_checks(_run(_step(100), _step(1000)), book)
     assert sorted(c.id for c in checks) == ["load_100", "load_1000"]
+
+
+def test_the_rate_share_of_a_window_scheduling_a_handful_is_not_judged() -> None:
+    # 10 users at 0.2 ops/s for 1 s: 2 requests scheduled, 1 sent ("50 %") says nothing.
+    short = _step(10).model_copy(update={"mode": "fixed-rate", "rate_per_s": 2.0,
+                                         "duration_s": 1.0})  # fmt: skip
+    short.total.throughput_per_s = 1.0
+    criteria = {c.name: c for c in judge_step(short, load_targets())}
+    rate = criteria["throughput kept the intended rate"]
+    assert rate.ok is None
+    assert "too few to judge" in rate.detail
+    # The same share over 60 s (120 scheduled) is judged, and fails.
+    long = short.model_copy(update={"duration_s": 60.0})
+    criteria = {c.name: c for c in judge_step(long, load_targets())}
+    assert criteria["throughput kept the intended rate"].ok is False
