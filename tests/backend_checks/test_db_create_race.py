@@ -4,10 +4,8 @@ and dropping one we created while another job has started on it (real PostgreSQL
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -16,36 +14,7 @@ from psycopg import sql
 
 from backend_checks import db
 from backend_checks.db import drop_database, ensure_database
-
-ADMIN_DSN = os.environ.get("DEVICELAB_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
-
-
-def _admin() -> psycopg.Connection[Any]:
-    return psycopg.connect(f"{ADMIN_DSN} dbname=postgres", autocommit=True, connect_timeout=3)
-
-
-def _exists(name: str) -> bool:
-    with _admin() as conn:
-        return bool(
-            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        )
-
-
-@pytest.fixture
-def fresh_name(pg_server: None) -> Iterator[Callable[[], str]]:
-    """A factory of unused database names (dl_test_<hex>); every one is dropped after."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"dl_test_{uuid.uuid4().hex[:10]}")
-        return names[-1]
-
-    yield make
-    with _admin() as conn:
-        for name in names:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+from tests.backend_checks.conftest import admin, database_exists, dsn_of
 
 
 class _CreatedBetween:
@@ -65,16 +34,16 @@ class _CreatedBetween:
 
     def execute(self, query: Any, params: Any = None) -> Any:
         if isinstance(query, sql.Composable) and "CREATE DATABASE" in query.as_string(self.conn):
-            with _admin() as other:
+            with admin() as other:
                 other.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
         return self.conn.execute(query, params)
 
 
 def test_a_database_created_between_look_and_create_counts_as_there(
-    fresh_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+    fresh_db_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # It failed: "database ... does not exist and cannot be created: ... already exists".
-    name = fresh_name()
+    name = fresh_db_name()
     real = db._maintenance
 
     def racing(dsn: str) -> _CreatedBetween:
@@ -83,8 +52,8 @@ def test_a_database_created_between_look_and_create_counts_as_there(
         return _CreatedBetween(conn, name)
 
     monkeypatch.setattr(db, "_maintenance", racing)
-    assert ensure_database(f"{ADMIN_DSN} dbname={name}") is None  # not ours: never dropped
-    assert _exists(name)
+    assert ensure_database(dsn_of(name)) is None  # not ours: never dropped
+    assert database_exists(name)
 
 
 def _all_at_once(dsn: str, jobs: int) -> tuple[list[str | None], list[BaseException]]:
@@ -110,25 +79,25 @@ def _all_at_once(dsn: str, jobs: int) -> tuple[list[str | None], list[BaseExcept
 
 
 def test_jobs_creating_the_same_database_at_once_all_go_on(
-    fresh_name: Callable[[], str],
+    fresh_db_name: Callable[[], str],
 ) -> None:
     # One of two datagen runs lost with exit 3: duplicate key value violates unique
     # constraint "pg_database_datname_index" (the other's creation had not committed).
     for _ in range(3):
-        name = fresh_name()
-        results, failures = _all_at_once(f"{ADMIN_DSN} dbname={name}", 6)
+        name = fresh_db_name()
+        results, failures = _all_at_once(dsn_of(name), 6)
         assert failures == []
         assert results.count(name) == 1 and results.count(None) == 5
-        assert _exists(name)
+        assert database_exists(name)
 
 
 def test_a_database_another_job_uses_is_left_to_it(
-    fresh_name: Callable[[], str], caplog: pytest.LogCaptureFixture
+    fresh_db_name: Callable[[], str], caplog: pytest.LogCaptureFixture
 ) -> None:
     # The run that created it failed and dropped it WITH (FORCE): the other job's session
     # died with "server closed the connection unexpectedly".
-    name = fresh_name()
-    dsn = f"{ADMIN_DSN} dbname={name}"
+    name = fresh_db_name()
+    dsn = dsn_of(name)
     assert ensure_database(dsn) == name
     with psycopg.connect(dsn, autocommit=True) as other_job:
         other_job.execute("CREATE TABLE work (x int)")
@@ -136,15 +105,15 @@ def test_a_database_another_job_uses_is_left_to_it(
             drop_database(dsn)
         other_job.execute("INSERT INTO work VALUES (1)")
         assert other_job.execute("SELECT count(*) FROM work").fetchone() == (1,)
-    assert _exists(name)
+    assert database_exists(name)
     assert any(name in record.getMessage() for record in caplog.records)
 
 
-def test_a_database_nobody_uses_is_dropped(fresh_name: Callable[[], str]) -> None:
-    name = fresh_name()
-    dsn = f"{ADMIN_DSN} dbname={name}"
+def test_a_database_nobody_uses_is_dropped(fresh_db_name: Callable[[], str]) -> None:
+    name = fresh_db_name()
+    dsn = dsn_of(name)
     assert ensure_database(dsn) == name
     with psycopg.connect(dsn) as conn:  # the failed run's own session, closed before
         conn.execute("SELECT 1")
     drop_database(dsn)
-    assert not _exists(name)
+    assert not database_exists(name)
