@@ -277,8 +277,7 @@ class Hub:
         table = await self.feed.table(change.schema, change.table)
         if table is None:
             return 0
-        row = change.record if change.type != "DELETE" else change.old_record
-        row = row or {}
+        row = (change.record if change.type != "DELETE" else change.old_record) or {}
         # Columns changed, or the table was rebuilt under its name (a new oid: its
         # visibility function and privileges are the new table's): read it again.
         rebuilt = change.relid is not None and change.relid != table.oid
@@ -287,6 +286,12 @@ class Hub:
             table = await self.feed.table(change.schema, change.table)
             if table is None:
                 return 0
+        if change.type == "DELETE":
+            # Filters see the old record as it is sent (the replica identity; with RLS
+            # only the key): a filter on another column must not tell a subscriber
+            # anything of a deleted row it may not read.
+            keep = _identity(table, change.type)
+            row = {k: v for k, v in row.items() if k in keep}
         passes: dict[tuple[Condition, ...], bool] = {}  # each distinct filter once
         matched = []
         for sub in candidates:
@@ -396,10 +401,16 @@ def _data(
     if change.type in ("INSERT", "UPDATE"):
         data["record"] = trim(change.record, shown)
     if change.type in ("UPDATE", "DELETE"):
-        identity: set[str] = set(table.primary_key)
-        if table.replica_identity_full and not (change.type == "DELETE" and table.rls_enabled):
-            identity = {n for n, _ in table.columns}
-        data["old_record"] = trim(change.old_record, shown & identity)
+        data["old_record"] = trim(change.old_record, shown & _identity(table, change.type))
     if too_big:
         data["errors"] = ["Error 413: Payload Too Large"]
     return data
+
+
+def _identity(table: TableInfo, change_type: str) -> set[str]:
+    """The columns an UPDATE's or DELETE's old record carries, as walrus has them: the
+    primary key, or every column with ``REPLICA IDENTITY FULL``, but only the key for a
+    DELETE on an RLS table (no RLS check can run on a deleted row)."""
+    if table.replica_identity_full and not (change_type == "DELETE" and table.rls_enabled):
+        return {n for n, _ in table.columns}
+    return set(table.primary_key)

@@ -226,8 +226,13 @@ def _holds(cond: Condition, kind: str, raw: Any) -> bool:
 def matches(
     conditions: tuple[Condition, ...], record: dict[str, Any], column_types: dict[str, str]
 ) -> bool:
-    """Whether ``record`` (column name -> JSON value) passes every condition."""
+    """Whether ``record`` (column name -> JSON value) passes every condition.
+
+    A condition on a column the record lacks fails, even ``is.null``: walrus joins the
+    filters to the record's columns (a DELETE's old record holds only its identity).
+    """
     return all(
-        _holds(cond, column_types.get(cond.column, "text"), record.get(cond.column))
+        cond.column in record
+        and _holds(cond, column_types.get(cond.column, "text"), record[cond.column])
         for cond in conditions
     )

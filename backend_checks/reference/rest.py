@@ -162,6 +162,17 @@ def _range_status(offset: int | None, n_rows: int, total: int | None) -> int:
     return 206 if n_rows < total else 200
 
 
+def _check_single(n_rows: int) -> None:
+    """Raise ApiError 406 (PGRST116) unless there is exactly one row (single-object mode)."""
+    if n_rows != 1:
+        raise rest_error(
+            406,
+            "PGRST116",
+            "JSON object requested, multiple (or no) rows returned",
+            details=f"The result contains {n_rows} rows",
+        )
+
+
 def _answer(
     status: int,
     rows_json: str | None,
@@ -174,13 +185,7 @@ def _answer(
 ) -> web.Response:
     """The JSON response; in single-object mode exactly one row is required (406)."""
     if single:
-        if n_rows != 1:
-            raise rest_error(
-                406,
-                "PGRST116",
-                "JSON object requested, multiple (or no) rows returned",
-                details=f"The result contains {n_rows} rows",
-            )
+        _check_single(n_rows)
         body = first_json
     else:
         body = rows_json
@@ -242,10 +247,18 @@ def _columns_of(url_columns: str | None, rows: list[dict[str, Any]]) -> list[str
 async def _write(
     request: web.Request, statement: query.Query, params: list[Any], url: _Url, *, status: int
 ) -> web.Response:
+    """Run one INSERT/UPDATE/DELETE statement as the caller and answer as PostgREST.
+
+    Raises ApiError: 406 (PGRST116) in single-object mode when the statement touched
+    other than one row, after rolling it back (as PostgREST does, whatever ``return=``
+    asks), and the PostgREST translation of database errors.
+    """
     claims = _claims(request)
     async with as_caller(context_of(request), claims) as conn:
         row = await (await conn.execute(statement, params)).fetchone()
-    rows_json, first_json, n_rows = row if row else ("[]", None, 0)
+        rows_json, first_json, n_rows = row if row else ("[]", None, 0)
+        if url.single:
+            _check_single(int(n_rows))  # raised inside the block: the write rolls back
     total = int(n_rows) if url.prefer.count else None
     content_range = f"*/{total if total is not None else '*'}"
     if url.prefer.return_ != "representation":

@@ -2,8 +2,9 @@
 
 Access rules (checked here, before any file or row is touched): ``authenticated`` and
 ``service_role`` callers may read and write private buckets such as ``media``; anyone may
-read a public bucket; overwriting or deleting an object needs its owner or the service
-role; creating and deleting buckets needs the service role. Signed URLs are fetched with
+read a public bucket; overwriting, moving or deleting an object needs its owner or the
+service role (objects the service role stored have no owner: only it may change them);
+creating and deleting buckets needs the service role. Signed URLs are fetched with
 their token only. Uploads accept a multipart form (supabase-js, supabase-py) or a raw body.
 """
 
@@ -14,8 +15,10 @@ import base64
 import hashlib
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
+import psycopg
 from aiohttp import BodyPartReader, web
 
 from backend_checks.reference.context import AuthRejected
@@ -39,6 +42,8 @@ __all__ = [
     "caller",
     "file_object",
     "json_body",
+    "lock_object",
+    "may_change",
     "may_read",
     "object_dict",
     "object_row",
@@ -197,13 +202,31 @@ def _metadata(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+async def lock_object(conn: psycopg.AsyncConnection[Any], bucket_id: str, name: str) -> None:
+    """Hold ``bucket_id/name`` for the rest of ``conn``'s transaction.
+
+    Uploads, moves and copies that write one key take turns: a row lock cannot do it
+    while the row does not exist yet (two uploads of one new key both saw none).
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('devicelab.reference.object'), hashtext(%s))",
+        (f"{bucket_id}/{name}",),
+    )
+
+
+def may_change(owner: str | None, existing_owner: str | None) -> bool:
+    """Whether a writer recorded as ``owner`` (None: the service role) may overwrite, move
+    or delete an object owned by ``existing_owner`` (None: the service role's)."""
+    return owner is None or existing_owner == owner
+
+
 async def store(
     request: web.Request, bucket_id: str, name: str, *, owner: str | None, upsert: bool
 ) -> web.Response:
     """Read the upload of ``request`` and store it as ``bucket_id/name``: ``{Id, Key}``.
 
-    Raises ApiError 404 (bucket), 409 (exists, no upsert), 403 (another owner's object),
-    413 (too large), 415 (mimetype not allowed).
+    Raises ApiError 404 (bucket), 409 (exists, no upsert), 403 (an object of another
+    owner, or of the service role for a user), 413 (too large), 415 (mimetype not allowed).
     """
     bucket = await bucket_row(request, bucket_id)
     limit = int(bucket["file_size_limit"] or DEFAULT_FILE_SIZE_LIMIT)
@@ -214,31 +237,52 @@ async def store(
     ctx = context_of(request)
     size = sum(len(c) for c in chunks)
     etag = f'"{hashlib.md5(b"".join(chunks), usedforsecurity=False).hexdigest()}"'
-    async with privileged(ctx) as conn:
-        existing = await (
-            await conn.execute(
-                "SELECT id::text, owner::text FROM storage.objects"
-                " WHERE bucket_id = %s AND name = %s FOR UPDATE",
-                (bucket_id, name),
-            )
-        ).fetchone()
-        if existing and not upsert:
-            raise storage_error(409, "Duplicate", "The resource already exists")
-        if existing and owner is not None and existing[1] not in (None, owner):
-            raise storage_error(403, "Unauthorized", "new row violates row-level security policy")
-        object_id = existing[0] if existing else str(uuid.uuid4())
-        await asyncio.to_thread(
-            write_atomically, object_file(ctx.storage_root, bucket_id, object_id), chunks
-        )
-        await conn.execute(
-            "INSERT INTO storage.objects (id, bucket_id, name, owner, size, mimetype,"
-            " cache_control, etag, user_metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (bucket_id, name) DO UPDATE SET size = EXCLUDED.size,"
-            " mimetype = EXCLUDED.mimetype, cache_control = EXCLUDED.cache_control,"
-            " etag = EXCLUDED.etag, user_metadata = EXCLUDED.user_metadata, updated_at = now()",
-            (object_id, bucket_id, name, owner, size, mimetype, cache_control, etag,
-             json.dumps(metadata) if metadata is not None else None),
-        )  # fmt: skip
+    values = (size, mimetype, cache_control, etag,
+              json.dumps(metadata) if metadata is not None else None)  # fmt: skip
+    new_file: Path | None = None
+    try:
+        async with privileged(ctx) as conn:
+            await lock_object(conn, bucket_id, name)
+            existing = await (
+                await conn.execute(
+                    "SELECT id::text, owner::text FROM storage.objects"
+                    " WHERE bucket_id = %s AND name = %s FOR UPDATE",
+                    (bucket_id, name),
+                )
+            ).fetchone()
+            if existing and not upsert:
+                raise storage_error(409, "Duplicate", "The resource already exists")
+            if existing and not may_change(owner, existing[1]):
+                raise storage_error(
+                    403, "Unauthorized", "new row violates row-level security policy"
+                )
+            object_id = existing[0] if existing else str(uuid.uuid4())
+            path = object_file(ctx.storage_root, bucket_id, object_id)
+            if existing is None:
+                new_file = path  # removed again if the row is not committed
+            await asyncio.to_thread(write_atomically, path, chunks)
+            if existing:
+                await conn.execute(
+                    "UPDATE storage.objects SET size = %s, mimetype = %s, cache_control = %s,"
+                    " etag = %s, user_metadata = %s, updated_at = now() WHERE id = %s",
+                    (*values, object_id),
+                )
+            else:
+                made = await (
+                    await conn.execute(
+                        "INSERT INTO storage.objects (id, bucket_id, name, owner, size,"
+                        " mimetype, cache_control, etag, user_metadata)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT (bucket_id, name) DO NOTHING RETURNING id",
+                        (object_id, bucket_id, name, owner, *values),
+                    )
+                ).fetchone()
+                if made is None:  # a writer that did not take the lock got there first
+                    raise storage_error(409, "Duplicate", "The resource already exists")
+    except BaseException:
+        if new_file is not None:
+            new_file.unlink(missing_ok=True)
+        raise
     return web.json_response({"Id": object_id, "Key": f"{bucket_id}/{name}"})
 
 
@@ -365,6 +409,18 @@ async def _sign_many(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+def _whole_number(body: dict[str, Any], key: str, default: int) -> int:
+    """``body[key]`` as an int (``default`` when absent, empty or 0); raises ApiError 400
+    when it is not a number (strings of digits pass: supabase-py sends them)."""
+    raw = body.get(key)
+    if raw in (None, "", 0):
+        return default
+    try:
+        return int(raw)
+    except (TypeError, ValueError, OverflowError) as exc:  # text, lists, NaN, Infinity
+        raise storage_error(400, "InvalidRequest", f"{key} must be a number") from exc
+
+
 async def _list_objects(request: web.Request) -> web.Response:
     """POST ``/object/list/<bucket>`` {prefix, limit, offset, sortBy, search}."""
     claims = caller(request)
@@ -377,8 +433,8 @@ async def _list_objects(request: web.Request) -> web.Response:
     if prefix:
         check_object_name(prefix)
         prefix += "/"
-    limit = min(max(int(body.get("limit") or 100), 1), 1000)
-    offset = max(int(body.get("offset") or 0), 0)
+    limit = min(max(_whole_number(body, "limit", 100), 1), 1000)
+    offset = max(_whole_number(body, "offset", 0), 0)
     search = str(body.get("search") or "").lower()
     raw_sort = body.get("sortBy")
     sort: dict[str, Any] = raw_sort if isinstance(raw_sort, dict) else {}
@@ -429,7 +485,7 @@ async def _remove(request: web.Request) -> web.Response:
         rows = await (
             await conn.execute(
                 f"DELETE FROM storage.objects WHERE bucket_id = %s AND name = ANY(%s)"
-                f" AND (%s::uuid IS NULL OR owner IS NULL OR owner = %s::uuid)"
+                f" AND (%s::uuid IS NULL OR owner = %s::uuid)"
                 f" RETURNING {_OBJECT_COLUMNS}",
                 (bucket_id, names, owner, owner),
             )

@@ -21,6 +21,8 @@ from backend_checks.reference.storage import (
     bucket_row,
     caller,
     json_body,
+    lock_object,
+    may_change,
     owner_of,
     require_writer,
     store,
@@ -97,6 +99,9 @@ async def _transfer(request: web.Request, *, keep_source: bool) -> tuple[str, st
     owner = owner_of(claims)
     ctx = context_of(request)
     async with privileged(ctx) as conn:
+        # Both keys, in one order (two transfers the other way round must not deadlock).
+        for bucket_id, name in sorted({(src_bucket, src), (dst_bucket, dst)}):
+            await lock_object(conn, bucket_id, name)
         row = await (
             await conn.execute(
                 "SELECT id::text, owner::text FROM storage.objects"
@@ -106,7 +111,7 @@ async def _transfer(request: web.Request, *, keep_source: bool) -> tuple[str, st
         ).fetchone()
         if row is None:
             raise storage_error(404, "not_found", "Object not found")
-        if not keep_source and owner is not None and row[1] not in (None, owner):
+        if not keep_source and not may_change(owner, row[1]):
             raise storage_error(403, "Unauthorized", "new row violates row-level security policy")
         taken = await (
             await conn.execute(

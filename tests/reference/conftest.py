@@ -3,7 +3,9 @@ and a small generated data set, and one ReferenceServer over it for the whole se
 
 The database is a uniquely named one on the local PostgreSQL (127.0.0.1:5432, or
 $DEVICELAB_TEST_PG as a libpq DSN of a server where we may create databases); it is
-dropped at the end. Tests skip with a reason when no server answers.
+dropped at the end (its name starts with $DEVICELAB_TEST_DB_PREFIX, ``dl_ref`` unless
+set, so a shared server's scratch databases can be told apart). Tests skip with a reason
+when no server answers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from backend_checks.datagen import install_schema
 from backend_checks.reference.server import ReferenceServer
 
 ADMIN_DSN = os.environ.get("DEVICELAB_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
+DB_PREFIX = os.environ.get("DEVICELAB_TEST_DB_PREFIX", "dl_ref")
 PASSWORD = "password123"
 #: Conversations by the users (1-based testuser numbers) in them: user 4 is only in "34",
 #: so RLS must keep them out of the others.
@@ -79,7 +82,7 @@ def scratch_dsn() -> Iterator[str]:
         admin = _admin()
     except psycopg.OperationalError as exc:
         pytest.skip(f"no PostgreSQL at {ADMIN_DSN}: {exc}")
-    name = f"dl_ref_{uuid.uuid4().hex[:12]}"
+    name = f"{DB_PREFIX}_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     dsn = f"{ADMIN_DSN} dbname={name}"

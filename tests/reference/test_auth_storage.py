@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 import pytest
-from conftest import ADMIN_DSN, PASSWORD, _admin, user_id
+from conftest import ADMIN_DSN, DB_PREFIX, PASSWORD, _admin, user_id
 
 from backend_checks.reference import auth
 from backend_checks.reference.errors import ApiError
@@ -252,7 +252,7 @@ def test_a_sign_in_checks_one_password_hash_whatever_plan_the_server_picks() -> 
     0.1-0.8 s and `backend load --reference --users 1000` fail."""
     from backend_checks.datagen import install_schema
 
-    name = f"dl_ref_crypt_{uuid.uuid4().hex[:8]}"
+    name = f"{DB_PREFIX}_crypt_{uuid.uuid4().hex[:8]}"
     dsn = f"{ADMIN_DSN} dbname={name}"
     users, sign_ins = 60, 30
     with _admin() as admin:

@@ -326,3 +326,34 @@ def test_aggregates_are_refused_as_on_supabase(
         assert agg.status_code == 400, (select, agg.text)
         assert agg.json()["code"] == "PGRST123", agg.text
         assert agg.json()["message"] == "Use of aggregate functions is not allowed"
+
+
+def test_a_single_object_write_of_other_than_one_row_is_rolled_back(
+    http: httpx.Client, h1: dict[str, str], items: str, scratch_dsn: str
+) -> None:
+    """``.update(...).select().single()`` (supabase-js) on two rows: PostgREST answers 406
+    and rolls the write back, whatever ``return=`` asks; nothing of it may stay."""
+    single = {**h1, "Accept": "application/vnd.pgrst.object+json"}
+    rep = {**single, "Prefer": "return=representation"}
+
+    def rows() -> list[tuple[Any, ...]]:
+        with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+            return conn.execute(f"SELECT * FROM {items} WHERE id >= 21 ORDER BY id").fetchall()
+
+    before = rows()
+    writes = [
+        http.patch(f"/{items}", params={"id": "in.(21,22)"}, json={"n": -1}, headers=rep),
+        http.patch(f"/{items}", params={"id": "in.(21,22)"}, json={"n": -1}, headers=single),
+        http.patch(f"/{items}", params={"id": "eq.999"}, json={"n": -1}, headers=rep),
+        http.post(f"/{items}", json=[{"id": 201, "label": "s1"}, {"id": 202, "label": "s2"}],
+                  headers=rep),
+        http.delete(f"/{items}", params={"id": "in.(23,24)"}, headers=rep),
+    ]  # fmt: skip
+    for resp in writes:
+        assert resp.status_code == 406, (resp.request.method, resp.text)
+        assert resp.json()["code"] == "PGRST116"
+    assert rows() == before
+    one = http.patch(f"/{items}", params={"id": "eq.21"}, json={"n": 21}, headers=rep)
+    assert one.status_code == 200 and one.json()["id"] == 21
+    quiet = http.patch(f"/{items}", params={"id": "eq.21"}, json={"n": 21}, headers=single)
+    assert quiet.status_code == 204
