@@ -32,8 +32,8 @@ from backend_checks.reference.storage_files import (
     check_object_name,
     object_file,
     sign_token,
+    stage_file,
     verify_token,
-    write_atomically,
 )
 
 __all__ = [
@@ -239,7 +239,8 @@ async def store(
     etag = f'"{hashlib.md5(b"".join(chunks), usedforsecurity=False).hexdigest()}"'
     values = (size, mimetype, cache_control, etag,
               json.dumps(metadata) if metadata is not None else None)  # fmt: skip
-    new_file: Path | None = None
+    staged: Path | None = None
+    placed: Path | None = None  # a new object's file, removed if its row is not committed
     try:
         async with privileged(ctx) as conn:
             await lock_object(conn, bucket_id, name)
@@ -258,9 +259,7 @@ async def store(
                 )
             object_id = existing[0] if existing else str(uuid.uuid4())
             path = object_file(ctx.storage_root, bucket_id, object_id)
-            if existing is None:
-                new_file = path  # removed again if the row is not committed
-            await asyncio.to_thread(write_atomically, path, chunks)
+            staged = await asyncio.to_thread(stage_file, path, chunks)
             if existing:
                 await conn.execute(
                     "UPDATE storage.objects SET size = %s, mimetype = %s, cache_control = %s,"
@@ -279,9 +278,15 @@ async def store(
                 ).fetchone()
                 if made is None:  # a writer that did not take the lock got there first
                     raise storage_error(409, "Duplicate", "The resource already exists")
+                placed = path
+            # The file takes its place once its row is written, as the last step before the
+            # commit: an upsert that fails leaves the stored object (file and row) as it was.
+            await asyncio.to_thread(staged.replace, path)
+            staged = None
     except BaseException:
-        if new_file is not None:
-            new_file.unlink(missing_ok=True)
+        for leftover in (staged, placed):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
         raise
     return web.json_response({"Id": object_id, "Key": f"{bucket_id}/{name}"})
 

@@ -32,8 +32,8 @@ __all__ = [
     "install_storage_schema",
     "object_file",
     "sign_token",
+    "stage_file",
     "verify_token",
-    "write_atomically",
 ]
 
 DEFAULT_BUCKET = "media"
@@ -121,10 +121,12 @@ def object_file(root: Path, bucket: str, object_id: str) -> Path:
     return root / check_bucket_id(bucket) / object_id
 
 
-def write_atomically(target: Path, chunks: list[bytes]) -> None:
-    """Write ``chunks`` to ``target`` through a temporary file and a rename.
+def stage_file(target: Path, chunks: list[bytes]) -> Path:
+    """Write ``chunks`` to a temporary file beside ``target`` and return its path, for the
+    caller to rename onto ``target`` once the object's row is written (a reader never sees
+    half a file, and a failed write leaves the stored object as it was).
 
-    A reader never sees half a file; raises OSError on disk errors.
+    Raises OSError on disk errors (nothing left behind).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
@@ -132,10 +134,10 @@ def write_atomically(target: Path, chunks: list[bytes]) -> None:
         with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:
                 handle.write(chunk)
-        Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
 
 
 def sign_token(

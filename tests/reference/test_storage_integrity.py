@@ -145,3 +145,33 @@ def test_a_list_takes_numbers_sent_as_strings(http: httpx.Client, server: Refere
     resp = http.post(f"{BASE}/list/media", json={"prefix": folder, "limit": "2", "offset": "1"},
                      headers=user)  # fmt: skip
     assert [f["name"] for f in resp.json()] == ["1.txt", "2.txt"]
+
+
+def test_an_upsert_that_fails_in_the_database_leaves_the_object_as_it_was(
+    http: httpx.Client, server: ReferenceServer, scratch_dsn: str
+) -> None:
+    """The file took the new bytes before the row's UPDATE ran: an UPDATE that failed left
+    the old row (size, etag) over the new content for good."""
+    svc = _service(server)
+    name = f"fragile/{uuid.uuid4().hex[:8]}.txt"
+    assert http.post(f"{BASE}/media/{name}", content=b"original", headers=svc).status_code == 200
+    trigger = f"dl_refuse_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(scratch_dsn, autocommit=True) as db:
+        db.execute(
+            f"CREATE FUNCTION storage.{trigger}() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN IF NEW.name = '{name}' THEN RAISE EXCEPTION 'refused'; END IF;"
+            f" RETURN NEW; END $$"
+        )
+        db.execute(f"CREATE TRIGGER {trigger} BEFORE UPDATE ON storage.objects"
+                   f" FOR EACH ROW EXECUTE FUNCTION storage.{trigger}()")  # fmt: skip
+        try:
+            failed = http.put(f"{BASE}/media/{name}", content=b"replacement", headers=svc)
+        finally:
+            db.execute(f"DROP TRIGGER {trigger} ON storage.objects")
+            db.execute(f"DROP FUNCTION storage.{trigger}()")
+    assert failed.status_code >= 400, failed.text
+    got = http.get(f"{BASE}/media/{name}", headers=svc)
+    assert got.content == b"original"
+    assert got.headers["etag"] == f'"{hashlib.md5(b"original").hexdigest()}"'
+    folder = server.ctx.storage_root / "media"
+    assert not [p for p in folder.rglob(".upload-*")], "a staged upload was left behind"
