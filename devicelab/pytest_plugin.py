@@ -251,7 +251,9 @@ def shaped_proxy(pytestconfig: pytest.Config, lab_network: NetworkProfile) -> It
 
 @pytest.fixture(scope="session")
 def devicelab_lab(
-    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+    pytestconfig: pytest.Config,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[LabSession]:
     """The lab started once for the session on the selected device (default web) and
     network (default none): ``measure(check_id, **options) -> Check``, ``harness``,
@@ -294,6 +296,11 @@ def devicelab_lab(
                 pytest.fail(f"devicelab: {failed}", pytrace=False)
             pytestconfig.stash[_SESSION] = session
             yield session
+            if request.session.exitstatus == pytest.ExitCode.INTERRUPTED:
+                # Ctrl-C or SIGTERM stopped the tests, and pytest tears fixtures down
+                # without the exception: hand the lab its interrupt, so the run is
+                # recorded as stopped (finished_at null, "unfinished"), not as finished.
+                stack.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
     except DeviceLabError as exc:
         # The teardown's error (a phone gone mid-session left changed: DeviceLeftChanged)
         # in devicelab's one line too, not a traceback through the lab.

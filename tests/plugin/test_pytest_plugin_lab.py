@@ -198,7 +198,9 @@ def test_long(devicelab_lab):
             suite.kill()
     assert suite.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "KeyboardInterrupt" in output
-    assert load_results(out / "results.json").run.finished_at is not None
+    # Stopped, not finished: the report must not read "all checks passed".
+    assert load_results(out / "results.json").run.finished_at is None
+    assert "unfinished" in (out / "report.md").read_text()
     time.sleep(1)  # Chromium's helpers go a moment after the browser
     assert chromiums() - before == set(), "Chromium left running"
 
@@ -268,11 +270,12 @@ def test_long(devicelab_lab):
         _wait_until_up(suite, marker)
         suite.send_signal(signal.SIGTERM)  # the controller only, as a job runner may
         suite.wait(timeout=60)
-        # xdist 3.8 ends the orphaned worker in ~6 s; its teardown writes the results.
+        # xdist 3.8 ends the orphaned worker in ~6 s; its teardown writes the reports.
         deadline = time.monotonic() + 60
-        while not (results.exists() and load_results(results).run.finished_at is not None):
+        while not (results.parent / "report.md").exists():
             assert time.monotonic() < deadline, "the worker's lab was not torn down"
             time.sleep(0.5)
+        assert load_results(results).run.finished_at is None  # stopped, not finished
     finally:
         if suite.poll() is None:
             suite.kill()
