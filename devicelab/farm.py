@@ -203,7 +203,7 @@ class BatteryFarm:
         Raises BadInput, before anything is prepared, when called outside the main
         thread: only the main thread gets the signals the farm must pass on to its runs
         (each in a session of its own, no Ctrl-C reaches them but the farm's)."""
-        from devicelab.records import check_writable
+        from devicelab.records import check_writable, claim_out
 
         if threading.current_thread() is not threading.main_thread():
             raise BadInput(
@@ -213,31 +213,32 @@ class BatteryFarm:
                 "subprocess from that thread",
             )
         check_writable(out_dir)
-        started = datetime.now(UTC)
-        self._seed()
-        self.say(
-            f"battery drain on {len(self.devices)} phone(s) for {self.duration_s:g} s each, "
-            f"network {self.network}: {', '.join(d.id for d in self.devices)}"
-        )
-        runs: dict[str, Run] = {}
-        with stopping(runs) as hold:
-            try:
-                for device in self.devices:
-                    runs[device.id] = self._start(device.id, out_dir / device.id)
-                codes = wait_all(runs)
-            except KeyboardInterrupt:
-                hold()
-                self.say("interrupted: the runs restore their phones")
-                interrupt(runs)
-                codes = wait_all(runs, grace_s=_STOP_GRACE_S)
-                # What each run wrote (and why the others have nothing) is kept: an
-                # overnight farm stopped at 6 a.m. still says where every phone got to.
-                self.result = self._result(started, codes, runs, out_dir)
-                _write(self.result, out_dir)
-                raise
-        self.result = self._result(started, codes, runs, out_dir)
-        _write(self.result, out_dir)
-        return self.result
+        with claim_out(out_dir):  # a second farm on this folder is refused
+            started = datetime.now(UTC)
+            self._seed()
+            self.say(
+                f"battery drain on {len(self.devices)} phone(s) for {self.duration_s:g} s each, "
+                f"network {self.network}: {', '.join(d.id for d in self.devices)}"
+            )
+            runs: dict[str, Run] = {}
+            with stopping(runs) as hold:
+                try:
+                    for device in self.devices:
+                        runs[device.id] = self._start(device.id, out_dir / device.id)
+                    codes = wait_all(runs)
+                except KeyboardInterrupt:
+                    hold()
+                    self.say("interrupted: the runs restore their phones")
+                    interrupt(runs)
+                    codes = wait_all(runs, grace_s=_STOP_GRACE_S)
+                    # What each run wrote (and why the others have nothing) is kept: an
+                    # overnight farm stopped at 6 a.m. still says where every phone got to.
+                    self.result = self._result(started, codes, runs, out_dir)
+                    _write(self.result, out_dir)
+                    raise
+            self.result = self._result(started, codes, runs, out_dir)
+            _write(self.result, out_dir)
+            return self.result
 
     def _result(
         self, started: datetime, codes: dict[str, int], runs: dict[str, Run], out_dir: Path

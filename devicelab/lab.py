@@ -247,15 +247,16 @@ class Lab:
         Returns the Results. Raises EnvironmentProblem (and its subclasses) when a peer
         cannot start: the backend, the app build, the proxy, the browser.
         """
-        from devicelab.records import RunRecord, check_writable
+        from devicelab.records import RunRecord, check_writable, claim_out
 
         check_writable(out_dir)
         skips = {s.id: self._skip_reason(s) for s in self.scenarios}
         if all(skips.values()):  # nothing to measure: start nothing
-            record = RunRecord(self._run_info(datetime.now(UTC), None, None, None), out_dir)
-            for scenario in self.scenarios:
-                record.add(scenario.skip(skips[scenario.id]))
-            return record.finish(self.book)
+            with claim_out(out_dir):
+                record = RunRecord(self._run_info(datetime.now(UTC), None, None, None), out_dir)
+                for scenario in self.scenarios:
+                    record.add(scenario.skip(skips[scenario.id]))
+                return record.finish(self.book)
         with self.session(out_dir) as session:
             for scenario in self.scenarios:
                 session.measure(scenario.id)
@@ -271,37 +272,38 @@ class Lab:
         way. Raises EnvironmentProblem (and its subclasses) when a peer cannot start;
         DeviceLeftChanged after a session that ended well but left a device changed.
         """
-        from devicelab.records import check_writable
+        from devicelab.records import check_writable, claim_out
 
         check_writable(out_dir)
-        teardown = Teardown(self.say)
-        since, finished, torn_down = time.time(), False, False
-        started = datetime.now(UTC)
-        try:
+        with claim_out(out_dir):  # a second run on this --out is refused while we write
+            teardown = Teardown(self.say)
+            since, finished, torn_down = time.time(), False, False
+            started = datetime.now(UTC)
             try:
-                session = self._start(out_dir, started, teardown)
-            except BaseException:
-                self._replace_previous_set(out_dir, started)
-                raise
-            try:
-                yield session
-            except BaseException:
-                session.record.stopped(self.book)  # what it got to, as one set of files
-                raise
-            session.finish()
-            finished = True
-        finally:
-            try:
-                teardown.run()
-                torn_down = True
+                try:
+                    session = self._start(out_dir, started, teardown)
+                except BaseException:
+                    self._replace_previous_set(out_dir, started)
+                    raise
+                try:
+                    yield session
+                except BaseException:
+                    session.record.stopped(self.book)  # what it got to, as one set of files
+                    raise
+                session.finish()
+                finished = True
             finally:
-                left = left_changed(since) if self.platform != "web" else None
-                if left is not None and not (finished and torn_down):
-                    # An error or Ctrl-C goes on: its line must not hide the phone's state.
-                    self.say(f"warning: {left.one_line()}")
-        if left is not None:
-            left.results = session.results()
-            raise left
+                try:
+                    teardown.run()
+                    torn_down = True
+                finally:
+                    left = left_changed(since) if self.platform != "web" else None
+                    if left is not None and not (finished and torn_down):
+                        # An error or Ctrl-C goes on: its line must not hide the phone's state.
+                        self.say(f"warning: {left.one_line()}")
+            if left is not None:
+                left.results = session.results()
+                raise left
 
     def _replace_previous_set(self, out_dir: Path, started: datetime) -> None:
         """A session that stopped while starting measured nothing; a previous run's set in

@@ -7,13 +7,18 @@ leaves every sample measured so far in a valid results.json (``finished_at`` nul
 
 The samplers' readings are on disk in ``<out>/samples.jsonl`` as they come
 (devicelab.samplers); a record that follows them (:meth:`RunRecord.follow`) rewrites
-results.json's ``series`` from that file with each check, and at the finish.
+results.json's ``series`` from that file with each check, and at the finish. A record that
+follows none (the run stopped while starting, or measured nothing) removes a previous
+run's samples.jsonl when it writes: the folder holds one run's files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -21,9 +26,12 @@ from typing import Protocol
 from devicelab.errors import BadInput
 from devicelab.models import Check, Results, RunInfo, Series, TargetBook
 
-__all__ = ["RunRecord", "SeriesSource", "check_writable"]
+__all__ = ["LOCK_FILE", "RunRecord", "SeriesSource", "check_writable", "claim_out"]
 
 logger = logging.getLogger("devicelab.records")
+
+#: Held (flock) in the out folder while a run writes there.
+LOCK_FILE = ".devicelab.lock"
 
 
 def check_writable(out_dir: Path, *, make: bool = True) -> None:
@@ -64,6 +72,53 @@ def check_writable(out_dir: Path, *, make: bool = True) -> None:
                 f"{out_dir / name}: is a folder where the run writes its {name}",
                 hint="move it away, or give --out another folder",
             )
+
+
+@contextlib.contextmanager
+def claim_out(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir`` for one run: another run given the same folder while this one
+    writes there (another process, or this one) is refused, not left to interleave its
+    results.json, samples and reports with ours. The lock file goes when the claim ends,
+    so an empty folder stays empty. On a file system without locks the run goes on,
+    unclaimed, with a warning. Raises BadInput (exit 2) when the folder is held."""
+    path = out_dir / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise BadInput(f"{out_dir}: cannot write results there ({exc.strerror})",
+                           hint="give --out a folder you may write to") from exc  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise BadInput(
+                f"{out_dir}: another devicelab run is writing there"
+                + (f" (pid {holder})" if holder.isdigit() else ""),
+                hint="wait for it to end, or give --out another folder",
+            ) from None
+        except OSError as exc:  # ENOLCK (some network file systems): go on unclaimed
+            os.close(fd)
+            logger.warning("%s: cannot lock the folder (%s); two runs there would mix their "
+                           "files", out_dir, exc.strerror)  # fmt: skip
+            yield
+            return
+        try:
+            ours = path.stat().st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            ours = False
+        if ours:
+            break
+        os.close(fd)  # the run before removed it as we opened it: take the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # before the lock goes: the next run locks a file of its own
+        os.close(fd)
 
 
 class SeriesSource(Protocol):
@@ -122,7 +177,23 @@ class RunRecord:
             self._sampling.stop()
         run = self.results.run.model_copy(update={"finished_at": finished_at})
         self.results = Results(run=run, checks=self.results.checks, series=self._series())
+        self._drop_other_samples()
         write_all(self.results, self.out_dir, book)
+
+    def _drop_other_samples(self) -> None:
+        """Without samplers of its own, a samples.jsonl in ``out_dir`` is a previous run's:
+        remove it, or it reads as this run's beside this run's results.json."""
+        from devicelab.samplers.log import SAMPLES_FILE
+
+        if self._sampling is None:
+            stale = self.out_dir / SAMPLES_FILE
+            try:
+                stale.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # the results still count: say what is left
+                logger.warning("%s is a previous run's and could not be removed: %s",
+                               stale, exc.strerror or exc)  # fmt: skip
 
     def _series(self) -> list[Series]:
         if self._sampling is None:
@@ -138,4 +209,5 @@ class RunRecord:
             raise BadInput(
                 f"{self.out_dir}: cannot make the folder ({exc.strerror})", hint="check --out"
             ) from exc
+        self._drop_other_samples()
         write_text_atomic(self.out_dir / FILE_NAMES["json"], self.results.to_json() + "\n")

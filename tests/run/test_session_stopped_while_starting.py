@@ -29,6 +29,7 @@ def test_the_previous_runs_set_is_replaced_by_this_runs_unfinished_one(tmp_path:
     out.mkdir()
     shutil.copy(FIXTURE, out / "results.json")
     (out / "report.md").write_text("the previous run")
+    (out / "samples.jsonl").write_text('{"t": 1.0, "metric": "cpu_pct", "value": 3.0}\n')
     previous = load_results(out / "results.json").run.id
     with pytest.raises(ToolMissing), _lab(tmp_path).session(out):
         pass
@@ -36,6 +37,19 @@ def test_the_previous_runs_set_is_replaced_by_this_runs_unfinished_one(tmp_path:
     assert results.run.id != previous and results.run.finished_at is None
     assert results.checks == []
     assert "unfinished" in (out / "report.md").read_text()
+    assert not (out / "samples.jsonl").exists(), "the previous run's samples read as this run's"
+
+
+def test_a_run_that_measures_nothing_leaves_no_previous_samples(tmp_path: Path) -> None:
+    """battery_drain does not apply on web: nothing starts, the set is this run's skips."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(FIXTURE, out / "results.json")
+    (out / "samples.jsonl").write_text('{"t": 1.0, "metric": "cpu_pct", "value": 3.0}\n')
+    results = Lab("web", "4g", scenarios=["battery_drain"]).run(out)
+    assert [c.status for c in results.checks] == ["skip"]
+    assert load_results(out / "results.json").run.id == results.run.id
+    assert not (out / "samples.jsonl").exists()
 
 
 def test_an_empty_out_folder_stays_empty(tmp_path: Path) -> None:
