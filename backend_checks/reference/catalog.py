@@ -60,6 +60,9 @@ class ForeignKey:
     columns: tuple[str, ...]
     ref_table: str
     ref_columns: tuple[str, ...]
+    #: True when its columns are exactly a primary key or unique constraint of ``table``:
+    #: PostgREST then sees one-to-one instead of many-to-one.
+    one_to_one: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,13 +167,17 @@ SELECT con.conname, cl.relname,
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o),
        fcl.relname,
        array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY AS k(n, o)
-             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o),
+       EXISTS (SELECT 1 FROM pg_constraint u
+               WHERE u.conrelid = con.conrelid AND u.contype IN ('p', 'u')
+                 AND u.conkey @> con.conkey AND u.conkey <@ con.conkey)
 FROM pg_constraint con
 JOIN pg_class cl ON cl.oid = con.conrelid
 JOIN pg_namespace ns ON ns.oid = cl.relnamespace
 JOIN pg_class fcl ON fcl.oid = con.confrelid
 JOIN pg_namespace fns ON fns.oid = fcl.relnamespace
-WHERE con.contype = 'f' AND ns.nspname = ANY(%s) AND fns.nspname = ns.nspname
+WHERE con.contype = 'f' AND con.conparentid = 0 AND ns.nspname = ANY(%s)
+  AND fns.nspname = ns.nspname
 ORDER BY con.conname
 """
 
@@ -230,7 +237,7 @@ async def load_catalog(
         )
         catalog.functions.setdefault((fn.schema, fn.name), []).append(fn)
     cur = await conn.execute(_FOREIGN_KEYS_SQL, (list(schemas),))
-    for name, table, fk_cols, ref_table, ref_cols in await cur.fetchall():
+    for name, table, fk_cols, ref_table, ref_cols, one_to_one in await cur.fetchall():
         catalog.foreign_keys.append(
             ForeignKey(
                 str(name),
@@ -238,6 +245,7 @@ async def load_catalog(
                 tuple(str(c) for c in fk_cols),  # type: ignore[attr-defined]
                 str(ref_table),
                 tuple(str(c) for c in ref_cols),  # type: ignore[attr-defined]
+                bool(one_to_one),
             )
         )
     return catalog

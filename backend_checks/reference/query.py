@@ -14,7 +14,8 @@ from typing import Any
 
 from psycopg import sql
 
-from backend_checks.reference.catalog import Catalog, ForeignKey, Function, Relation
+from backend_checks.reference import embed
+from backend_checks.reference.catalog import Catalog, Function, Relation
 from backend_checks.reference.errors import rest_error
 from backend_checks.reference.parse import Condition, Logic, OrderTerm, SelectItem
 
@@ -79,64 +80,22 @@ def column_check(rel: Relation, name: str, where: str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
-def _relationship(
-    rel: Relation, item: SelectItem, catalog: Catalog
-) -> tuple[Relation, ForeignKey, bool]:
-    """The relation ``item`` embeds, the foreign key joining it to ``rel``, and whether it
-    is many-to-one (one object) rather than one-to-many (an array).
-
-    Raises ApiError 400 (PGRST200) when no foreign key joins them, 300 (PGRST201) when
-    several do and no ``!hint`` picks one.
-    """
-    target = catalog.relation(item.name, rel.schema)
-    found: list[tuple[ForeignKey, bool]] = []
-    if target is not None:
-        for fk in catalog.foreign_keys:
-            if fk.table == rel.name and fk.ref_table == target.name:
-                found.append((fk, True))
-            elif fk.table == target.name and fk.ref_table == rel.name:
-                found.append((fk, False))
-    if item.hint is not None:
-        found = [(fk, m2o) for fk, m2o in found if item.hint == fk.name or item.hint in fk.columns]
-    if not found or target is None:
-        raise rest_error(
-            400,
-            "PGRST200",
-            f"Could not find a relationship between '{rel.name}' and '{item.name[:100]}'"
-            " in the schema cache",
-        )
-    if len(found) > 1:
-        raise rest_error(
-            300,
-            "PGRST201",
-            f"Could not embed because more than one relationship was found for '{rel.name}'"
-            f" and '{item.name[:100]}'",
-            hint="name the foreign key or column with '!': " + ", ".join(f.name for f, _ in found),
-        )
-    fk, many_to_one = found[0]
-    return target, fk, many_to_one
-
-
 def _embed(
     rel: Relation, item: SelectItem, catalog: Catalog, outer: str, depth: int
 ) -> sql.Composable:
-    """A correlated subquery giving the embedded object (or array) of ``item``."""
-    target, fk, many_to_one = _relationship(rel, item, catalog)
+    """A correlated subquery giving the embedded object (or array) of ``item``.
+
+    Raises ApiError as :func:`embed.find_relationship` does, and for bad names inside.
+    """
+    relationship, target = embed.find_relationship(catalog, rel, item)
     here = f"_t{depth}"
     inner = _select_list(target, list(item.embed or ()), catalog, here, depth + 1)
-    # Join columns come from pg_catalog's foreign key, never from the request.
-    mine, theirs = (fk.columns, fk.ref_columns) if many_to_one else (fk.ref_columns, fk.columns)
-    join = sql.SQL(" AND ").join(
-        sql.SQL("{}.{} = {}.{}").format(
-            sql.Identifier(here), sql.Identifier(t), sql.Identifier(outer), sql.Identifier(m)
-        )
-        for m, t in zip(mine, theirs, strict=True)
-    )
+    source, join = embed.join_source(relationship, target, here, outer)
     rows = sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(
-        inner, sql.Identifier(target.schema, target.name), sql.Identifier(here), join
+        inner, source, sql.Identifier(here), join
     )
     alias = sql.Identifier(f"_e{depth}")
-    if many_to_one:
+    if relationship.to_one:
         return sql.SQL("(SELECT row_to_json({a}) FROM ({rows} LIMIT 1) {a})").format(
             a=alias, rows=rows
         )

@@ -87,9 +87,10 @@ async def _relation(request: web.Request, name: str) -> Relation:
 async def _compose[T](
     request: web.Request, build: Callable[[Relation, Catalog], T]
 ) -> tuple[Relation, T]:
-    """``build(relation, catalog)`` for the request's relation; when it names a column
-    the snapshot lacks, reload the catalog (at most once a second) and build again, so
-    columns added after startup work. Raises ApiError as ``build`` does.
+    """``build(relation, catalog)`` for the request's relation; when it names a column or
+    an embedding the snapshot lacks, reload the catalog (at most once a second) and build
+    again, so columns and foreign keys added after startup work. Raises ApiError as
+    ``build`` does.
     """
     ctx = context_of(request)
     name = request.match_info["name"]
@@ -98,7 +99,7 @@ async def _compose[T](
     try:
         return rel, build(rel, catalog)
     except ApiError as exc:
-        if exc.body.get("code") != "42703" or not catalog.stale():
+        if exc.body.get("code") not in ("42703", "PGRST200") or not catalog.stale():
             raise
     catalog = await current_catalog(ctx, reload=True)
     rel = await _relation(request, name)

@@ -76,7 +76,7 @@ async function main() {
   step = 'embedding'
   const embedded = await supabase
     .from('messages')
-    .select('id, content, sender:profiles(username)')
+    .select('id, content, sender:profiles!sender_id(username)')
     .eq('conversation_id', mine)
     .limit(2)
   check(!embedded.error, `embedding: ${embedded.error?.message}`)
