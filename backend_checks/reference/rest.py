@@ -362,7 +362,10 @@ async def _rpc(request: web.Request) -> web.Response:
         if url.prefer.count and fn.returns_rows:
             count_row = await (await conn.execute(count_stmt, count_params)).fetchone()
             total = int(count_row[0]) if count_row else 0
-    rows_json, first_json, n_rows = row if row else ("null", None, 0)
+        rows_json, first_json, n_rows = row if row else ("null", None, 0)
+        if url.single and fn.returns_set:
+            # Raised inside the block: what the function wrote rolls back, as in PostgREST.
+            _check_single(int(n_rows))
     if not fn.returns_set:
         # One value (or one composite row) comes back as itself, not in an array.
         value = rows_json if not fn.returns_rows else first_json

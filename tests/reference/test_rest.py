@@ -360,3 +360,27 @@ def test_a_single_object_write_of_other_than_one_row_is_rolled_back(
     assert one.status_code == 200 and one.json()["id"] == 21
     quiet = http.patch(f"/{items}", params={"id": "eq.21"}, json={"n": 21}, headers=single)
     assert quiet.status_code == 204
+
+
+def test_a_single_object_rpc_of_other_than_one_row_is_rolled_back(
+    http: httpx.Client, h1: dict[str, str], items: str, scratch_dsn: str
+) -> None:
+    """``.rpc(...).single()`` on a function returning two rows: 406, and what the function
+    wrote is rolled back (PostgREST runs the call in the transaction it aborts)."""
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE OR REPLACE FUNCTION public.rest_add_two(p_from integer)"
+            f" RETURNS SETOF public.{items} LANGUAGE sql AS $$"
+            f" INSERT INTO public.{items} (id, label) VALUES (p_from, 'rpc ' || p_from),"
+            f" (p_from + 1, 'rpc ' || (p_from + 1)) RETURNING * $$"
+        )
+        conn.execute("GRANT EXECUTE ON FUNCTION public.rest_add_two(integer) TO authenticated")
+    single = {**h1, "Accept": "application/vnd.pgrst.object+json"}
+    two = http.post("/rpc/rest_add_two", json={"p_from": 301}, headers=single)
+    assert two.status_code == 406, two.text
+    assert two.json()["code"] == "PGRST116"
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        kept = conn.execute(f"SELECT count(*) FROM public.{items} WHERE id >= 301").fetchone()
+    assert kept == (0,), "the rows of a refused call stayed"
+    one = http.post("/rpc/rest_add_two", json={"p_from": 311}, headers=h1)
+    assert one.status_code == 200 and [r["id"] for r in one.json()] == [311, 312]
