@@ -133,9 +133,20 @@ def may_read(claims: dict[str, Any] | None, bucket: dict[str, Any]) -> bool:
 
 
 def require_writer(claims: dict[str, Any]) -> None:
-    """Raise ApiError 403 unless ``claims`` are authenticated or the service role."""
-    if claims.get("role") not in _WRITERS:
+    """Raise ApiError 403 unless ``claims`` are the service role, or authenticated as a
+    user (a ``sub`` that is a uuid: without one, a token would own nothing and be taken
+    for the service role, which may change every object)."""
+    role = claims.get("role")
+    if role not in _WRITERS or (role == "authenticated" and not _is_uuid(claims.get("sub"))):
         raise storage_error(403, "Unauthorized", "new row violates row-level security policy")
+
+
+def _is_uuid(value: object) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return value is not None
 
 
 async def _read_upload(
@@ -484,7 +495,7 @@ async def _remove(request: web.Request) -> web.Response:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise storage_error(400, "InvalidRequest", "prefixes must be a list of strings")
     names = [check_object_name(n) for n in names[:1000]]
-    owner = claims.get("sub") if claims.get("role") == "authenticated" else None
+    owner = owner_of(claims)
     ctx = context_of(request)
     async with privileged(ctx) as conn:
         rows = await (

@@ -175,3 +175,24 @@ def test_an_upsert_that_fails_in_the_database_leaves_the_object_as_it_was(
     assert got.headers["etag"] == f'"{hashlib.md5(b"original").hexdigest()}"'
     folder = server.ctx.storage_root / "media"
     assert not [p for p in folder.rglob(".upload-*")], "a staged upload was left behind"
+
+
+@pytest.mark.parametrize("sub", [None, "", "not-a-uuid"])
+def test_an_authenticated_token_without_a_user_writes_nothing(
+    http: httpx.Client, server: ReferenceServer, sub: str | None
+) -> None:
+    """A token of role authenticated with no usable ``sub`` owned nothing, so it passed for
+    the service role: it could overwrite and delete every object (or got a 500)."""
+    svc = _service(server)
+    name = f"system/{uuid.uuid4().hex[:8]}.txt"
+    assert http.post(f"{BASE}/media/{name}", content=b"official", headers=svc).status_code == 200
+    claims: dict[str, Any] = {"role": "authenticated", "aud": "authenticated",
+                              "exp": int(time.time()) + 600}  # fmt: skip
+    if sub is not None:
+        claims["sub"] = sub
+    nobody = {"apikey": server.anon_key, "Authorization": f"Bearer {server.ctx.sign(claims)}"}
+    over = http.put(f"{BASE}/media/{name}", content=b"defaced", headers=nobody)
+    assert over.status_code == 403, over.text
+    removed = http.request("DELETE", f"{BASE}/media", json={"prefixes": [name]}, headers=nobody)
+    assert removed.status_code == 403, removed.text
+    assert http.get(f"{BASE}/media/{name}", headers=svc).content == b"official"
