@@ -4,16 +4,20 @@
 gateway of a real project does: CORS for browsers and WebViews, the ``apikey`` check
 (header or query parameter), and gzip of JSON and text responses. Startup opens the
 psycopg pool, installs the storage schema and loads the catalog; cleanup closes the pool
-after Realtime's own cleanup.
+after Realtime's own cleanup. aiohttp runs no cleanup hook after a startup that failed or
+was cancelled part-way: the runner's owner calls ``cleanup_failed_startup`` then.
 Realtime (``backend_checks.reference.realtime``) is mounted when that module exists.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import importlib.util
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -31,7 +35,10 @@ from backend_checks.reference.errors import ApiError
 from backend_checks.reference.identity import CTX_KEY
 from backend_checks.reference.storage_files import install_storage_schema
 
-__all__ = ["COMPRESS_MIN_BYTES", "MAX_BODY_BYTES", "build_app"]
+if TYPE_CHECKING:
+    import psycopg_pool
+
+__all__ = ["COMPRESS_MIN_BYTES", "MAX_BODY_BYTES", "build_app", "cleanup_failed_startup"]
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +171,25 @@ def _startup(ctx: ServerContext) -> Callable[[web.Application], Awaitable[None]]
     async def start(app: web.Application) -> None:
         ctx.storage_root.mkdir(parents=True, exist_ok=True)
         if ctx.pool is None:
-            ctx.pool = await open_pool(ctx.dsn, max_size=ctx.pool_max_size)
+            ctx.pool = await _open_pool(ctx)
         async with ctx.pool.connection() as conn:
             await install_storage_schema(conn)
         await current_catalog(ctx)
 
     return start
+
+
+async def _open_pool(ctx: ServerContext) -> psycopg_pool.AsyncConnectionPool:
+    """The opened pool of ``ctx``. Cancelled part-way (a start given up on), the pool would
+    have gone on connecting with nothing left to close it: it finishes opening (within
+    open_pool's timeout) and is closed before the cancel goes on."""
+    opening = asyncio.ensure_future(open_pool(ctx.dsn, max_size=ctx.pool_max_size))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await opening).close()
+        raise
 
 
 def _cleanup(ctx: ServerContext) -> Callable[[web.Application], Awaitable[None]]:
@@ -209,3 +229,14 @@ def build_app(ctx: ServerContext) -> web.Application:
     # Appended last so it runs after the cleanup hooks of Realtime, which may still use it.
     app.on_cleanup.append(_cleanup(ctx))
     return app
+
+
+async def cleanup_failed_startup(app: web.Application) -> None:
+    """Run the cleanup hooks of ``app`` after its startup failed or was cancelled part-way
+    (after ``runner.cleanup()``; nothing to do after a startup that completed, whose
+    cleanup ran them). aiohttp runs none then, and the pool and Realtime's change feed
+    stayed open. The hooks close what startup opened and skip what it had not."""
+    if app.on_cleanup.frozen:
+        return
+    app.on_cleanup.freeze()
+    await app.on_cleanup.send(app)

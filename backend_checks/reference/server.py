@@ -3,23 +3,35 @@
 Lifecycle: ``ReferenceServer(dsn)`` -> ``start()`` (a thread with its own event loop
 serves on ``host:port``; port 0 picks a free one) -> ``url`` / ``anon_key`` /
 ``service_role_key`` -> ``stop()``. Also a context manager, sync (``with``) or async
-(``async with``, serving on the running loop).
+(``async with``, serving on the running loop). A start given up on (Ctrl-C, the start
+timeout) stops what it had started before ``start()`` raises: the caller has no server to
+stop yet.
+
+A storage root of its own is a temporary directory ``devicelab-storage-<pid>-<random>``,
+locked (``flock``) by its server from start to stop. A server killed before it could
+remove it (SIGKILL, a crash) left it behind; the next start of one in the same temporary
+directory removes it: see :func:`_sweep_abandoned_roots` for what counts as abandoned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
+import os
+import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from aiohttp import web
 
-from backend_checks.reference.app import build_app
+from backend_checks.reference.app import build_app, cleanup_failed_startup
 from backend_checks.reference.context import ServerContext
 from backend_checks.reference.realtime import SERVICE_KEY, RealtimeService
 from devicelab.errors import BackendUnavailable, DeviceLabError, PortInUse
@@ -27,6 +39,13 @@ from devicelab.errors import BackendUnavailable, DeviceLabError, PortInUse
 __all__ = ["PortInUse", "ReferenceServer"]
 
 _START_TIMEOUT_S = 30.0
+_STOP_TIMEOUT_S = 30.0
+
+_ROOT_PREFIX = "devicelab-storage-"
+#: A root of ours: the pid of its server, then mkdtemp's eight random characters.
+_ROOT_NAME = re.compile(r"devicelab-storage-(\d+)-[a-z0-9_]{8}")
+#: A root younger than this is never swept: its server may not hold its lock yet.
+_SWEEP_MIN_AGE_S = 60.0
 
 
 class ReferenceServer:
@@ -53,6 +72,7 @@ class ReferenceServer:
         self._dsn = dsn
         self._own_root = storage_root is None
         self._root_made = False  # our temporary storage root exists (made at start)
+        self._root_lock: int | None = None  # a descriptor of it, holding its flock
         # Made at start (a temporary one of its own each time): a server built but never
         # started left a directory behind for every one.
         root = storage_root or Path(tempfile.gettempdir(), "devicelab-storage-unstarted")
@@ -64,6 +84,7 @@ class ReferenceServer:
         self.port = port
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._serving: asyncio.Task[None] | None = None  # start(): the thread's one task
         self._thread: threading.Thread | None = None
 
     @property
@@ -91,11 +112,13 @@ class ReferenceServer:
         if self._runner is not None:
             raise RuntimeError(f"{self!r} is running already: stop it first")
         if self._own_root:
-            self.ctx.storage_root = Path(tempfile.mkdtemp(prefix="devicelab-storage-"))
+            self.ctx.storage_root, self._root_lock = _make_root()
             self._root_made = True
-        # One plain connection first: the pool retries a bad DSN for 15 s, and its
-        # warnings quoted the DSN whole, password and all, on stderr.
         try:
+            if self._own_root:
+                await asyncio.to_thread(_sweep_abandoned_roots, self.ctx.storage_root.parent)
+            # One plain connection first: the pool retries a bad DSN for 15 s, and its
+            # warnings quoted the DSN whole, password and all, on stderr.
             await asyncio.to_thread(_probe, self._dsn)
         except BaseException:
             self._remove_root()
@@ -106,9 +129,13 @@ class ReferenceServer:
             await runner.setup()
             site = web.TCPSite(runner, self.host, self.port)
             await site.start()
-        except Exception as exc:
+        except BaseException as exc:
+            # Cancelled too (a start given up on): what startup had opened is closed.
             await runner.cleanup()
+            await cleanup_failed_startup(app)
             self._remove_root()
+            if not isinstance(exc, Exception):
+                raise
             if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
                 raise PortInUse(
                     f"the reference server cannot listen on {self.host}:{self.port}: "
@@ -148,63 +175,89 @@ class ReferenceServer:
         if self._own_root and self._root_made:
             shutil.rmtree(self.ctx.storage_root, ignore_errors=True)
             self._root_made = False
+        if self._root_lock is not None:
+            # Unlocked only once gone: a sweep never finds it unlocked while it serves.
+            os.close(self._root_lock)
+            self._root_lock = None
+
+    async def _serve(self, ready: threading.Event) -> None:
+        """Start, tell the starting thread, serve until cancelled (stop), then stop."""
+        await self.astart()
+        ready.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # only a cancel ends it
+        finally:
+            await self.astop()
 
     def start(self) -> Self:
         """Serve from a background thread; returns once ready.
 
         Raises BackendUnavailable when the server does not come up; RuntimeError when it
-        runs already (a second start orphaned the first, which nothing could stop).
+        runs already (a second start orphaned the first, which nothing could stop). On any
+        exception here (Ctrl-C too) the server is stopped first: its thread ends, its
+        database connections close and its temporary storage root goes.
         """
         if self._runner is not None or (self._thread is not None and self._thread.is_alive()):
             raise RuntimeError(f"{self!r} is running already: stop() it first")
         ready = threading.Event()
         failure: list[BaseException] = []
+        # The loop and its one task are made here, so that stop() can cancel the task
+        # whenever it comes, even before the thread runs it. Cancelled, astart closes what
+        # it had opened; a loop.stop() would have left it half done, its pool open.
+        loop = asyncio.new_event_loop()
+        serving = loop.create_task(self._serve(ready))
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
             asyncio.set_event_loop(loop)
             try:
-                loop.run_until_complete(self.astart())
-            except BaseException as exc:  # handed to the starting thread
-                failure.append(exc)
+                loop.run_until_complete(serving)
+            except asyncio.CancelledError:
+                pass  # stopped, or its start given up on
+            except BaseException as exc:
+                if ready.is_set():
+                    raise  # from stopping: the thread's excepthook reports it
+                failure.append(exc)  # handed to the starting thread
+            finally:
                 ready.set()
                 loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.astop())
-                loop.close()
 
+        self._loop, self._serving = loop, serving
         self._thread = threading.Thread(target=run, name="devicelab-reference", daemon=True)
-        self._thread.start()
-        if not ready.wait(_START_TIMEOUT_S):
-            raise BackendUnavailable(
-                f"the reference server did not start in {_START_TIMEOUT_S:g} s",
-                hint="check that its PostgreSQL answers promptly (psql with the same DSN), "
-                "then start it again",
-            )
-        if failure:
-            self._thread.join()
-            error = failure[0]
-            if isinstance(error, DeviceLabError | RuntimeError):
-                raise error
-            raise BackendUnavailable(
-                f"the reference server could not start: {error}",
-                hint="the temporary directory (TMPDIR) must be writable, PostgreSQL must "
-                "answer at the DSN; fix the cause named, then start it again",
-            ) from error
+        try:
+            self._thread.start()
+            if not ready.wait(_START_TIMEOUT_S):
+                raise BackendUnavailable(
+                    f"the reference server did not start in {_START_TIMEOUT_S:g} s",
+                    hint="check that its PostgreSQL answers promptly (psql with the same "
+                    "DSN), then start it again",
+                )
+            if failure:
+                self._thread.join()
+                error = failure[0]
+                if isinstance(error, DeviceLabError | RuntimeError):
+                    raise error
+                raise BackendUnavailable(
+                    f"the reference server could not start: {error}",
+                    hint="the temporary directory (TMPDIR) must be writable, PostgreSQL must "
+                    "answer at the DSN; fix the cause named, then start it again",
+                ) from error
+        except BaseException:
+            # Ctrl-C or the timeout while it starts: the caller has no server to stop, and
+            # the thread would have served on, with its pool and storage root.
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
-        """Stop the background server and wait for its thread (idempotent)."""
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
+        """Stop the background server and wait for its thread, at most 30 s (idempotent).
+        A thread still busy after that stops when it can: its cancel stays pending."""
+        loop, serving, thread = self._loop, self._serving, self._thread
+        if loop is not None and serving is not None and thread is not None and thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # its loop closed: the thread is ending
+                loop.call_soon_threadsafe(serving.cancel)
+            thread.join(timeout=_STOP_TIMEOUT_S)
         self._loop = None
+        self._serving = None
         self._thread = None
 
     def __enter__(self) -> Self:
@@ -232,3 +285,56 @@ def _probe(dsn: str) -> None:
     from backend_checks.db import connect
 
     connect(dsn).close()
+
+
+def _make_root() -> tuple[Path, int]:
+    """A new temporary storage root, and a descriptor of it holding its lock (kept open
+    until the root is removed). Raises OSError when it cannot be made."""
+    root = Path(tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-"))
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # No locks on this file system (OSError): a sweep cannot take the lock either.
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return root, fd
+
+
+def _sweep_abandoned_roots(parent: Path) -> None:
+    """Remove from ``parent`` the storage roots of servers killed before they could.
+
+    Conservative: a directory is removed only when all of these hold: its name is ours
+    (``devicelab-storage-<pid>-<8 characters>``; older unnumbered roots and
+    ``devicelab-storage-unstarted`` never match), it is a directory and not a link, this
+    user owns it, nothing changed it for a minute, no process has its pid, and its lock is
+    free. The lock is what a live server holds (the kernel drops it with the process,
+    however it died), so a root is kept even when its pid is of another pid namespace
+    (a container sharing this temporary directory); the pid keeps it on a file system
+    where taking the lock proves nothing. Anything in doubt is left. Never raises.
+    """
+    for path in parent.glob(f"{_ROOT_PREFIX}*"):
+        match = _ROOT_NAME.fullmatch(path.name)
+        if match is None or _pid_alive(int(match[1])):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone already, a link, a file, or not ours to open
+        try:
+            info = os.fstat(fd)
+            if info.st_uid == os.getuid() and time.time() - info.st_mtime >= _SWEEP_MIN_AGE_S:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: its server is alive
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process has ``pid`` (another user's too); True when in doubt."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: alive, not ours; a pid out of range
+        return True
+    return True
