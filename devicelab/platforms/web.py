@@ -8,7 +8,17 @@ Lifecycle of :class:`WebDevice`::
     evaluate() run a JS function in the page: the channel devicelab.harness talks over
     heap_used_mb()  JSHeapUsedSize after a garbage collection (CDP Performance.getMetrics)
     info()     the device as results.json names it
-    close()    close the browser and stop Playwright (idempotent, never raises)
+    close()    close the browser and stop Playwright (idempotent; raises only a Ctrl-C
+               that lands in it, once the rest is closed)
+
+One web device is open at a time in a process (a run drives one): Playwright's sync API
+runs one instance per thread, and a second create() in the same thread failed deep inside
+Playwright ("using Playwright Sync API inside the asyncio loop"). create() refuses a second
+one up front (BadInput), from whichever thread; close() frees the slot.
+
+A Ctrl-C (or a SIGTERM the CLI turns into one) during create() or close() stops Chromium
+and Playwright's driver and prints nothing of theirs: see _signals_between_loop_steps and
+_quiet_after_stop.
 
 Chromium sends loopback traffic around any proxy by default; the app and the reference
 backend live on 127.0.0.1 here, so the browser is launched with
@@ -25,16 +35,21 @@ DeviceUnreachable; a page that fails to load or a script that throws is ProbeFai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import http.server
 import logging
+import signal
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, Self
 
-from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing, first_line
+from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed, ToolMissing, first_line
 from devicelab.models import Device, DeviceInfo
 from devicelab.platforms.devtools import JsHeap
 from devicelab.platforms.routing import playwright_proxy
@@ -66,6 +81,12 @@ _LOAD_TIMEOUT_MS = 60_000
 # DevTools stops answering when the page or the browser is gone (a crash, a kill).
 _CDP_HINT = "the page or Chromium went away (a crash?): run again; `devicelab doctor` checks it"
 
+# The signals that stop a run: Ctrl-C, and SIGTERM and SIGHUP as devicelab's CLI takes them.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The web device open in this process (empty: none), guarded by _OPEN_LOCK.
+_OPEN: list[WebDevice] = []
+_OPEN_LOCK = threading.Lock()
+
 
 def check_browser(device: Device) -> None:
     """Raise ToolMissing when the device's browser (``browser:`` in the inventory, else
@@ -87,6 +108,7 @@ class WebDevice:
         self.proxy_url = proxy_url
         self.headless = headless
         self.executable = device.browser or DEFAULT_BROWSER
+        self._manager: Any = None
         self._playwright: Any = None
         self._browser: Any = None
         self._page: Any = None
@@ -101,35 +123,20 @@ class WebDevice:
         return self._cdp
 
     def create(self) -> Self:
-        """Launch the browser and open a blank page. Raises ToolMissing when the browser
-        is not installed, DeviceUnreachable when it does not start."""
-        check_browser(self.device)
+        """Launch the browser and open a blank page. Raises BadInput when a web device is
+        already open in this process, ToolMissing when the browser is not installed,
+        DeviceUnreachable when it does not start; after a Ctrl-C (or SIGTERM) on the way,
+        closes what started and raises the KeyboardInterrupt."""
         from playwright.sync_api import Error as PlaywrightError
-        from playwright.sync_api import sync_playwright
 
-        proxy = playwright_proxy(self.proxy_url) if self.proxy_url else None
-        manager = sync_playwright()
+        self._claim()
         try:
-            self._playwright = manager.start()
-            self._browser = self._playwright.chromium.launch(
-                executable_path=self.executable,
-                headless=self.headless,
-                args=list(CHROMIUM_FLAGS),
-                proxy=proxy,
-            )
-            self.browser_version = str(self._browser.version)
-            self._page = self._browser.new_page()
-            if self.device.cpu_throttle:
-                # The story's "4x CPU slowdown (typical mobile)": DevTools' own throttling of
-                # the renderer's main thread, for this page and its navigations.
-                self._cdp_session().send(
-                    "Emulation.setCPUThrottlingRate", {"rate": self.device.cpu_throttle}
-                )
+            with _signals_between_loop_steps():
+                self._start()
         except BaseException as exc:
             # A Ctrl-C in launch() left Chromium running and Playwright's event loop set
             # in this thread, so every later asyncio.run() of the process failed.
             self.close()
-            manager.__exit__()  # idempotent; stops what start() got to when it was cut
             if isinstance(exc, PlaywrightError):
                 raise DeviceUnreachable(
                     f"Chromium did not start: {first_line(exc)}",
@@ -138,6 +145,44 @@ class WebDevice:
                 ) from exc
             raise
         return self
+
+    def _start(self) -> None:
+        check_browser(self.device)
+        from playwright.sync_api import sync_playwright
+
+        proxy = playwright_proxy(self.proxy_url) if self.proxy_url else None
+        # Kept before start(): close() stops the driver through it, also when start() failed.
+        self._manager = sync_playwright()
+        # Playwright's stop() fails on a driver whose start was cut (its pipe is not there
+        # yet: the driver stays), so a Ctrl-C waits for the start, a fraction of a second.
+        with _signals_between_loop_steps(hold_first=True):
+            self._playwright = self._manager.start()
+        self._browser = self._playwright.chromium.launch(
+            executable_path=self.executable,
+            headless=self.headless,
+            args=list(CHROMIUM_FLAGS),
+            proxy=proxy,
+        )
+        self.browser_version = str(self._browser.version)
+        self._page = self._browser.new_page()
+        if self.device.cpu_throttle:
+            # The story's "4x CPU slowdown (typical mobile)": DevTools' own throttling of
+            # the renderer's main thread, for this page and its navigations.
+            self._cdp_session().send(
+                "Emulation.setCPUThrottlingRate", {"rate": self.device.cpu_throttle}
+            )
+
+    def _claim(self) -> None:
+        """Take the process's one web device slot. Raises BadInput when it is taken."""
+        with _OPEN_LOCK:
+            if _OPEN:
+                raise BadInput(
+                    "a web device is already open in this process (one at a time: "
+                    "Playwright's sync API)",
+                    hint="close the open one first (`with WebDevice(...) as web:` closes "
+                    "it at the end), or do both jobs in the page of the open one",
+                )
+            _OPEN.append(self)
 
     def open(self, url: str) -> None:
         """Load ``url`` in the page and wait for its load event. Raises ProbeFailed."""
@@ -201,25 +246,140 @@ class WebDevice:
         return DeviceInfo(id=self.device.id, platform="web", model=model, os=os_name)
 
     def close(self) -> None:
-        """Close the browser and stop Playwright; logs what fails and never raises."""
-        browser, playwright = self._browser, self._playwright
-        self._browser = self._page = self._cdp = self._playwright = None
+        """Close the browser, stop Playwright and free the process's web device slot, also
+        after a create() that failed. Logs what fails and goes on; raises only a Ctrl-C
+        that lands in it, once the rest is closed."""
+        browser, manager = self._browser, self._manager
+        self._browser = self._page = self._cdp = self._playwright = self._manager = None
         self._heap = None
+        if manager is not None:
+            _quiet_after_stop(manager)
         steps = [("browser", browser.close if browser else None),
-                 ("playwright", playwright.stop if playwright else None)]  # fmt: skip
-        for what, step in steps:
-            if step is None:
-                continue
-            try:
-                step()
-            except Exception as exc:  # teardown goes on whatever happened
-                logger.warning("closing the %s failed: %s", what, first_line(exc))
+                 ("playwright", manager.__exit__ if manager else None)]  # fmt: skip
+        interrupt: BaseException | None = None
+        try:
+            with _signals_between_loop_steps():
+                for what, step in steps:
+                    if step is None:
+                        continue
+                    try:
+                        step()
+                    except Exception as exc:  # teardown goes on whatever happened
+                        logger.warning("closing the %s failed: %s", what, first_line(exc))
+                    except BaseException as exc:  # a Ctrl-C: Playwright is stopped first
+                        interrupt = interrupt or exc
+        finally:
+            with _OPEN_LOCK:
+                if self in _OPEN:
+                    _OPEN.remove(self)
+        if interrupt is not None:
+            raise interrupt
 
     def __enter__(self) -> Self:
         return self.create()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _signals_between_loop_steps(*, hold_first: bool = False) -> Iterator[None]:
+    """Within the block, a Ctrl-C (SIGINT, or SIGTERM and SIGHUP when a Python handler
+    takes them: devicelab.sigterm_as_interrupt) that lands while Playwright's event loop
+    runs in this thread is handled between two steps of the loop, not inside one; with
+    ``hold_first``, the first one is handled at the end of the block (a second one as
+    without it: a way out of a start that hangs).
+
+    The handler's KeyboardInterrupt, raised inside a task, ended that task with it: when
+    it was the driver's reader, Playwright took the driver for gone and left it and
+    Chromium running. Raised from a callback of its own, the interrupt leaves the loop as
+    one that lands while the loop waits does, and Playwright raises it in the sync call
+    that waits, able to stop later. Elsewhere (Python code outside the loop) the handler
+    runs at once. A signal put off and not handled by the end of the block is raised
+    again then, unless a KeyboardInterrupt ends the block already. Nothing is installed
+    outside the main thread (no signal reaches another) or for a signal without a Python
+    handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before: dict[int, Callable[[int, FrameType | None], Any]] = {
+        int(s): h for s in _STOP_SIGNALS if callable(h := signal.getsignal(s))
+    }
+    # Each signal put off: its number, the loop's handle of it (None: held), and whether
+    # it was handled (a list, so that the callback can say so).
+    put_off: list[tuple[int, asyncio.Handle | None, list[bool]]] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if hold_first and not put_off:
+            put_off.append((signum, None, []))
+        elif (loop := _stepping_loop(frame)) is None:
+            before[signum](signum, frame)
+        else:
+            handled: list[bool] = []
+
+            def deliver() -> None:
+                handled.append(True)
+                before[signum](signum, None)
+
+            put_off.append((signum, loop.call_soon_threadsafe(deliver), handled))
+
+    for signum in before:
+        signal.signal(signum, handler)
+    ending: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        ending = exc
+        raise
+    finally:
+        for signum, previous in before.items():
+            if signal.getsignal(signum) is handler:  # a handler may have changed it (SIG_IGN)
+                signal.signal(signum, previous)
+        for _, handle, _ in put_off:
+            if handle is not None:
+                handle.cancel()  # else Playwright's next call would raise it, any time later
+        if not isinstance(ending, KeyboardInterrupt):
+            for signum, _, handled in put_off:
+                if not handled:
+                    signal.raise_signal(signum)  # the handler of before runs right here
+
+
+def _stepping_loop(frame: FrameType | None) -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop whose step (``_run_once``) ``frame`` runs in, if any."""
+    while frame is not None:
+        if frame.f_code.co_name == "_run_once":
+            loop = frame.f_locals.get("self")
+            if isinstance(loop, asyncio.AbstractEventLoop):
+                return loop
+        frame = frame.f_back
+    return None
+
+
+def _quiet_after_stop(manager: Any) -> None:
+    """Keep Playwright's event loop quiet about the calls that its stop fails.
+
+    An interrupt that cuts sync_playwright().start() leaves the driver's initialize in
+    flight; Playwright's stop fails it ("Target page, context or browser has been closed")
+    and cancels the task that awaited it, so asyncio printed "Task exception was never
+    retrieved" and a traceback, before devicelab's own message. (A Ctrl-C now waits for
+    the start; a test's timeout, or a second Ctrl-C, still cuts it.) Nobody waits for such
+    calls any more: they are logged at debug. Anything else goes to asyncio's default
+    handler."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    # The manager's own loop (a private attribute; a manager without one stays as it is).
+    loop = getattr(manager, "_loop", None)
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), PlaywrightError):
+            logger.debug("Playwright, stopping: %s: %s", context.get("message"),
+                         first_line(context["exception"]))  # fmt: skip
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
