@@ -93,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     stop a command the way Ctrl-C does (devicelab.interrupts), with exit 143 and 129. A
     usage error (an unknown option, a missing or bad value) is one line naming the
     command's --help, exit 2, like every other bad input. A stdout or stderr that went away
-    (EPIPE, EIO) drops what is printed to it; the exit code stays the command's."""
+    (EPIPE, EIO) drops what is printed to it; the exit code stays the command's. One that
+    cannot be written (a full disk, ``> /dev/full``) drops it too, and a command that
+    would have exited 0 says so in one line and exits 3: its output is lost."""
     # psycopg's cleanup warnings ("error ignored in rollback of ...") after Ctrl-C or
     # SIGTERM cut a query are noise beside the one line that says the command stopped.
     logging.getLogger("psycopg").setLevel(logging.ERROR)
-    with _outliving_readers(), sigterm_as_interrupt() as terminated:
+    with _outliving_readers() as streams, sigterm_as_interrupt() as terminated:
         try:
             code = app(args=argv, prog_name="devicelab", standalone_mode=False)
         except SystemExit as exc:
@@ -125,8 +127,22 @@ def main(argv: list[str] | None = None) -> int:
             code = _INTERRUPTED
         if code == _INTERRUPTED:  # Typer's silent exit for a KeyboardInterrupt
             _stopped(terminated)
-        sys.exit(code if isinstance(code, int) else 0)
+        code = code if isinstance(code, int) else 0
+        if code == 0 and (lost := _lost_output(streams)):
+            typer.echo(f"devicelab: error: {lost}", err=True)
+            code = 3  # an environment problem: the command's output did not reach anyone
+        sys.exit(code)
     return 0
+
+
+def _lost_output(streams: dict[str, _Outliving]) -> str:
+    """The one line saying which stream could not be written, with the fix ("": none)."""
+    for name, guard in streams.items():
+        if guard.failed is not None:
+            why = guard.failed.strerror or str(guard.failed)
+            return (f"{name}: cannot write what the command printed ({why}) "
+                    "(hint: free some space, or send the output elsewhere)")  # fmt: skip
+    return ""
 
 
 def _stopped(terminated: list[int]) -> None:
@@ -141,16 +157,17 @@ def _stopped(terminated: list[int]) -> None:
 
 
 class _Outliving:
-    """A text stream that forwards to ``stream`` until writing to it fails with EPIPE or
-    EIO, then drops what it is given: the reader is gone, nobody can read it."""
+    """A text stream that forwards to ``stream`` until writing to it fails, then drops what
+    it is given: with EPIPE or EIO the reader is gone, nobody can read it; any other error
+    (a full disk, ``> /dev/full``) is kept in ``failed`` for main() to say once."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.gone = False
+        self.failed: OSError | None = None
 
     def write(self, text: str) -> int:
-        """Write ``text`` (or drop it once the reader is gone); returns its length.
-        Raises what the stream raises but EPIPE and EIO."""
+        """Write ``text`` (or drop it once writing failed); returns its length."""
         if not self.gone:
             try:
                 return self.stream.write(text)
@@ -159,7 +176,7 @@ class _Outliving:
         return len(text)
 
     def flush(self) -> None:
-        """Flush, unless the reader is gone. Raises what the stream raises but EPIPE, EIO."""
+        """Flush, unless writing failed before."""
         if not self.gone:
             try:
                 self.stream.flush()
@@ -168,7 +185,7 @@ class _Outliving:
 
     def _went(self, exc: OSError) -> None:
         if exc.errno not in _GONE:
-            raise exc
+            self.failed = self.failed or exc
         self.gone = True
 
     def __getattr__(self, name: str) -> Any:  # encoding, errors, fileno, isatty, ...
@@ -176,11 +193,11 @@ class _Outliving:
 
 
 @contextlib.contextmanager
-def _outliving_readers() -> Iterator[None]:
-    """Within the block, sys.stdout and sys.stderr drop what is written once their reader
-    is gone (_Outliving). After it, the real ones are back; one that went away is pointed
-    at /dev/null first, so the interpreter's last flush of what it still holds neither
-    prints "Exception ignored" nor turns the exit code into 120."""
+def _outliving_readers() -> Iterator[dict[str, _Outliving]]:
+    """Within the block, sys.stdout and sys.stderr drop what is written once writing to
+    them failed (_Outliving); yields them by name. After it, the real ones are back; one
+    that failed is pointed at /dev/null first, so the interpreter's last flush of what it
+    still holds neither prints "Exception ignored" nor turns the exit code into 120."""
     guards = {  # None (no stdout at all): click's echo already prints nothing
         name: _Outliving(stream)
         for name in ("stdout", "stderr")
@@ -189,7 +206,7 @@ def _outliving_readers() -> Iterator[None]:
     for name, guard in guards.items():
         setattr(sys, name, guard)  # a TextIO where it counts: write, flush, encoding
     try:
-        yield
+        yield guards
     finally:
         for name, guard in guards.items():
             setattr(sys, name, guard.stream)

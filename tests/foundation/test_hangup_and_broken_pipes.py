@@ -77,6 +77,35 @@ def test_a_closed_stderr_or_stdout_keeps_the_exit_code(tmp_path: Path, closed: s
     assert not (done.stdout or done.stderr), (done.stdout, done.stderr)
 
 
+@pytest.mark.parametrize(("full", "args", "code"), [
+    ("stdout", ["--help"], 3),  # its output lost: not a success
+    ("stdout", ["--version"], 3),
+    ("stderr", ["run", "--device", "nosuch"], 2),  # bad input stays bad input
+])  # fmt: skip
+def test_an_unwritable_stdout_or_stderr_is_one_line_not_a_traceback(
+    full: str, args: list[str], code: int
+) -> None:
+    """``> /dev/full`` (a full disk): the OSError came out as a traceback with exit 1,
+    even after the command had done its work (`backend stop` stopped the cluster)."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with Path("/dev/full").open("w") as sink:
+        done = subprocess.run(
+            [*DEVICELAB, *args],
+            stdout=sink if full == "stdout" else subprocess.PIPE,
+            stderr=sink if full == "stderr" else subprocess.PIPE,
+            cwd=ROOT, timeout=60, check=False, text=True,
+        )  # fmt: skip
+    assert done.returncode == code, (done.stdout, done.stderr)
+    if full == "stdout":
+        assert done.stderr == (
+            "devicelab: error: stdout: cannot write what the command printed (No space left"
+            " on device) (hint: free some space, or send the output elsewhere)\n"
+        )
+    else:
+        assert done.stdout == ""
+
+
 @pytest.fixture
 def silent_port() -> Iterator[socket.socket]:
     """A "database" that accepts and never answers: `backend check` waits on it."""
