@@ -48,16 +48,32 @@ def _program(
 
 
 def find_postgres_bin() -> Path | None:
-    """The newest /usr/lib/postgresql/<version>/bin holding initdb and pg_ctl, or None."""
-    roots = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-    )
-    for root in reversed(roots):
-        if (root / "initdb").is_file() and (root / "pg_ctl").is_file():
-            return root
-    found = shutil.which("initdb")
-    return Path(found).resolve().parent if found else None
+    """The bin folder devicelab's managed cluster would use (initdb and pg_ctl):
+    $DEVICELAB_PG_BINDIR, else the newest /usr/lib/postgresql/<version>/bin, else the
+    PATH's; None when there is none (or $DEVICELAB_PG_BINDIR holds neither)."""
+    from backend_checks.managed import find_bindir
+    from devicelab.errors import DeviceLabError
+
+    try:
+        return find_bindir()
+    except DeviceLabError:
+        return None
+
+
+def _postgres() -> Finding:
+    """The PostgreSQL binaries as the backend commands will look for them."""
+    from backend_checks.managed import find_bindir
+    from devicelab.errors import DeviceLabError
+
+    needed_for = "backend checks (managed local cluster)"
+    try:
+        found = find_bindir()
+    except DeviceLabError as exc:  # $DEVICELAB_PG_BINDIR without them; none installed
+        given = os.environ.get("DEVICELAB_PG_BINDIR")
+        detail = exc.message if given else "initdb/pg_ctl not found"
+        fix = exc.hint if given else f"{_APT} postgresql-15"
+        return Finding("postgresql", False, detail, fix, True, needed_for)
+    return Finding("postgresql", True, str(found), "", True, needed_for)
 
 
 def _module(name: str, package: str, needed_for: str, required: bool = True) -> Finding:
@@ -104,7 +120,6 @@ def _appium() -> list[Finding]:
 def diagnose() -> list[Finding]:
     """Every tool and package devicelab uses, found or missing, with the fix for each."""
     python_ok = sys.version_info >= (3, 12)
-    pg_bin = find_postgres_bin()
     hypopg = list(Path("/usr/share/postgresql").glob("*/extension/hypopg.control"))
     findings = [
         Finding(
@@ -144,14 +159,7 @@ def diagnose() -> list[Finding]:
             False,
         ),
         *_appium(),
-        Finding(
-            "postgresql",
-            pg_bin is not None,
-            str(pg_bin) if pg_bin else "initdb/pg_ctl not found",
-            "" if pg_bin else f"{_APT} postgresql-15",
-            True,
-            "backend checks (managed local cluster)",
-        ),
+        _postgres(),
         Finding(
             "hypopg",
             bool(hypopg),

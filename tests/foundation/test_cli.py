@@ -206,6 +206,20 @@ def test_doctor_json_names_a_fix_for_each_missing_tool() -> None:
     assert done.returncode == (3 if required_missing else 0)
 
 
+def test_doctor_looks_for_postgresql_where_the_backend_commands_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$DEVICELAB_PG_BINDIR names the binaries every backend command uses: doctor said
+    "ok" from /usr/lib/postgresql while each of them refused the folder given."""
+    monkeypatch.setenv("DEVICELAB_PG_BINDIR", "/nonexistent")
+    done = run("doctor", "--json")
+    (postgres,) = [f for f in json.loads(done.stdout) if f["name"] == "postgresql"]
+    assert not postgres["found"]
+    assert "DEVICELAB_PG_BINDIR=/nonexistent" in postgres["detail"]
+    assert "unset it" in postgres["fix"]
+    assert done.returncode == 3
+
+
 @pytest.mark.parametrize(
     ("sent", "code", "said"),
     [("SIGINT", 130, "devicelab: interrupted"), ("SIGTERM", 143, "devicelab: terminated")],
