@@ -132,7 +132,31 @@ def plan(selected: Sequence[str] | None = None) -> list[Scenario]:
     known = check_ids()
     for given in selected or []:
         if given not in known:
+            _refuse_backend_id(given)
             raise UnknownId("scenario", given, known)
     if not selected:
         return list(ALL_SCENARIOS)
     return [s for s in ALL_SCENARIOS if s.id in selected]
+
+
+def _refuse_backend_id(given: str) -> None:
+    """Raise BadInput pointing at ``devicelab backend`` when ``given`` is one of its check
+    ids (load_100, buffer_hit_ratio, ...): a device run has none of them, and the closest
+    device id ('video_upload_10mb' for 'load_100') would send the user the wrong way."""
+    import re
+
+    from devicelab.errors import BadInput, DeviceLabError
+
+    try:
+        from backend_checks.check import check_ids as backend_ids
+
+        backend = set(backend_ids())
+    except (ImportError, DeviceLabError):  # a broken query file: the plain refusal
+        return
+    if given in backend or re.fullmatch(r"load_\d+", given):
+        how = ("`devicelab backend load` (or `devicelab backend check --load 30s`)"
+               if given.startswith("load_") else "`devicelab backend check`")  # fmt: skip
+        raise BadInput(
+            f"{given!r} is a backend check, not a device one",
+            hint=f"run it with {how}; `devicelab run --scenario` takes the device checks",
+        )

@@ -206,6 +206,19 @@ def test_doctor_json_names_a_fix_for_each_missing_tool() -> None:
     assert done.returncode == (3 if required_missing else 0)
 
 
+@pytest.mark.parametrize(("given", "command"), [
+    ("load_100", "devicelab backend load"),
+    ("buffer_hit_ratio", "devicelab backend check"),
+])  # fmt: skip
+def test_a_backend_check_id_given_to_run_points_at_the_backend_command(
+    given: str, command: str
+) -> None:
+    """It said "did you mean 'video_upload_10mb'?" for load_100."""
+    line = assert_one_line_error(run("run", "--device", "web", "--scenario", given), 2)
+    assert f"'{given}' is a backend check" in line and command in line
+    assert "did you mean" not in line
+
+
 def test_doctor_looks_for_postgresql_where_the_backend_commands_do(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
