@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a shaping proxy in the foreground until Ctrl-C; prints 'listening on HOST:PORT'."""
         if ctx.invoked_subcommand is not None:
+            _refuse_options_before(ctx)
             return
         import logging
 
@@ -107,6 +108,25 @@ def register(app: typer.Typer) -> None:
         check = self_check(profile)
         _print_check(profile, check, as_json=as_json)
         raise typer.Exit(1 if check.off else 0)
+
+
+def _refuse_options_before(ctx: typer.Context) -> None:
+    """Raise BadInput when options of the foreground proxy come before a subcommand
+    (``proxy --network 4g check``): check said "Missing option '--network'", or ignored
+    ``--listen`` and measured on a proxy of its own."""
+    from devicelab.errors import BadInput
+
+    def typed(name: str | None) -> bool:
+        source = ctx.get_parameter_source(name) if name else None
+        return source is not None and source.name == "COMMANDLINE"
+
+    given = [param.opts[0] for param in ctx.command.params if typed(param.name)]
+    if given:
+        sub = ctx.invoked_subcommand
+        raise BadInput(
+            f"{', '.join(given)} before `{sub}`: those are the foreground proxy's options",
+            hint=f"put {sub}'s options after it: devicelab proxy {sub} --network NAME [--json]",
+        )
 
 
 def _print_check(profile: NetworkProfile, check: SelfCheck, *, as_json: bool) -> None:

@@ -92,6 +92,22 @@ def test_unknown_network_is_bad_input() -> None:
     assert "did you mean '4g'" in result.stderr
 
 
+@pytest.mark.parametrize("before", [["--network", "4g"], ["--listen", "127.0.0.1:0"]])
+def test_the_proxy_s_options_before_check_are_refused_with_the_order_to_use(
+    before: list[str],
+) -> None:
+    """``proxy --network 4g check`` said "Missing option '--network'"; ``proxy --listen X
+    check --network 4g`` ignored --listen and measured a proxy of its own."""
+    result = subprocess.run(
+        [*DEVICELAB, "proxy", *before, "check", "--network", "4g"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "", "it measured"
+    assert f"{before[0]} before `check`" in result.stderr
+    assert "devicelab proxy check --network NAME" in result.stderr
+
+
 def test_importing_netshape_and_the_cli_does_not_load_mitmproxy() -> None:
     code = (
         "import sys, devicelab.netshape, devicelab.cli.proxy, devicelab.journal; "
