@@ -158,7 +158,8 @@ def verdict_text(results: Results) -> str:
         among = {0: "none failed", 1: "a check failed", 3: "a check could not run"}[code]
         return (
             "unfinished: the run was stopped before its plan was through (a stopped run "
-            f"exits 130, 143 or 129, not 0); of the checks it got to, {among}"
+            "never exits 0: 130, 143 or 129 after Ctrl-C, SIGTERM or SIGHUP, 3 when a peer "
+            f"could not start or a device went away); of the checks it got to, {among}"
         )
     if code == 0 and results.summary.skip:
         unjudged = sum(1 for c in results.checks if is_unjudged(c))

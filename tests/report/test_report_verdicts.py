@@ -29,7 +29,9 @@ def test_a_run_of_skips_alone_is_not_said_to_have_passed(raw: dict[str, Any]) ->
 def test_a_stopped_run_names_every_exit_it_can_have(raw: dict[str, Any]) -> None:
     stopped = _with(raw, ["pass"])
     stopped.run.finished_at = None
-    assert "exits 130, 143 or 129, not 0" in verdict_text(stopped)
+    said = verdict_text(stopped)
+    assert "never exits 0: 130, 143 or 129 after Ctrl-C, SIGTERM or SIGHUP" in said
+    assert "3 when a peer could not start" in said  # a run that could not start is stopped
 
 
 def test_a_time_without_an_offset_is_read_as_utc(
