@@ -1,11 +1,15 @@
 """What ``devicelab backend serve`` does: prepare a database, then serve until a signal.
 
-Steps: the managed PostgreSQL (``backend_checks.managed``) unless a DSN is given; the
-messaging schema installed (idempotent); a small generated data set when ``auth.users``
-is empty; the JWT secret read from (or created once in) devicelab's state directory; the
+Steps: the JWT secret read from (or created once in) devicelab's state directory; the
+managed PostgreSQL (``backend_checks.managed``) unless a DSN is given; the messaging
+schema installed (idempotent); a generated data set when ``auth.users`` is empty; the
 server started; the ``SUPABASE_*`` lines printed once it answers; then it runs until
 SIGINT, SIGTERM or SIGHUP, each a graceful stop (websockets get their close frame). The
 secret itself is never printed or logged.
+
+A given database is written to only with ``allow_writes`` (``--allow-writes``), unless it
+holds this devicelab's reference schema already: then it is served as it is (the managed
+cluster is devicelab's own and needs nothing).
 """
 
 from __future__ import annotations
@@ -19,10 +23,18 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend_checks.reference.context import new_jwt_secret
-from devicelab.errors import BackendUnavailable, BadInput, DeviceLabError, EnvironmentProblem
+from devicelab.errors import (
+    BadInput,
+    DeviceLabError,
+    EnvironmentProblem,
+    UnsafeActionRefused,
+)
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "DEFAULT_PORT",
@@ -71,17 +83,28 @@ def _owner_only(path: Path) -> None:
 
 def _jwt_secret(path: Path) -> str:
     """The stored secret (its file made owner-only when looser), or a new one written
-    with owner-only permissions. Raises EnvironmentProblem as :func:`_owner_only`."""
-    if path.is_file():
-        _owner_only(path)
-        secret = path.read_text().strip()
-        if len(secret) >= 32:
-            return secret
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = new_jwt_secret()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+    with owner-only permissions. Raises EnvironmentProblem as :func:`_owner_only`, and
+    when the state folder cannot hold the file (a file where a folder goes, a folder
+    where the secret goes, no permission)."""
+    try:
+        if path.is_file():
+            _owner_only(path)
+            secret = path.read_text().strip()
+            if len(secret) >= 32:
+                return secret
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = new_jwt_secret()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+    except OSError as exc:
+        # The wording of backend check, datagen and run for the same folder.
+        culprit = f"{exc.filename}: " if exc.filename and Path(exc.filename) != path.parent else ""
+        raise EnvironmentProblem(
+            f"cannot use the devicelab state folder {path.parent}: {culprit}{exc.strerror or exc}",
+            hint=f"set DEVICELAB_STATE to a folder you can write, or clear the way for the"
+            f" JWT secret's file {path}",
+        ) from exc
     return secret
 
 
@@ -92,12 +115,29 @@ def keys_issued_at(path: Path) -> int:
     return int(path.stat().st_mtime)
 
 
-def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
+#: What to do about a given database whose tables do not fit the reference schema.
+_MISFIT_HINT = (
+    "serve the app's database, or an empty one with --allow-writes: the schema and a small"
+    " data set are created there"
+)
+
+
+def prepare_database(
+    dsn: str | None, *, say: Callable[[str], None], allow_writes: bool = True
+) -> str:
     """The DSN to serve: the given one or the managed cluster's, with the schema installed
     and seeded when empty: the managed cluster with the story's data set, the one
     ``backend check`` and ``run`` seed (they judge whatever they find there, so a small
-    seed here would have them judge 5,000 messages), a given database with SEED. Raises
-    BackendUnavailable / ToolMissing (exit 3).
+    seed here would have them judge 5,000 messages), a given database with SEED.
+
+    Without ``allow_writes`` a given database must hold this devicelab's reference schema
+    already: it is then neither re-installed nor seeded (nothing is written). The managed
+    cluster is devicelab's own and is prepared either way.
+
+    Raises BadInput (exit 2) for a given database whose tables do not fit the reference
+    schema (checked before anything is written) or that refuses the install,
+    UnsafeActionRefused (exit 2) for a given database without the schema and without
+    ``allow_writes``, BackendUnavailable / ToolMissing / ProbeFailed (exit 3).
 
     A refusal to seed (the database holds other data) is reported through ``say`` and the
     server still starts.
@@ -105,37 +145,112 @@ def prepare_database(dsn: str | None, *, say: Callable[[str], None]) -> str:
     import psycopg
 
     from backend_checks import datagen
-    from backend_checks.db import connect, redact
+    from backend_checks.db import connect, translate
     from backend_checks.seed import ensure_schema
 
     params = datagen.DatagenParams(**SEED)
+    given = dsn is not None
     if dsn is None:
         from backend_checks.check import DEFAULT_SEED_MESSAGES
         from backend_checks.managed import ManagedPostgres
 
         dsn = ManagedPostgres().ensure()
         params = datagen.DatagenParams(messages=DEFAULT_SEED_MESSAGES)
+    writes = allow_writes or not given
     conn = connect(dsn)
     try:
-        # Always: a given database may lack a piece of it. Under the generator's lock:
-        # two servers starting together must not install it at the same moment.
-        ensure_schema(conn, always=True)
+        if given:
+            _refuse_misfit(conn)  # before any write, with or without allow_writes
+            if not writes and not _holds_our_schema(conn):
+                raise UnsafeActionRefused(
+                    "the database does not hold this devicelab's reference schema: serving"
+                    " it installs the schema (schemas auth, storage, devicelab_realtime;"
+                    " tables, roles, functions, grants) and seeds it, which writes",
+                    hint="add --allow-writes, on a database that is the server's alone (an"
+                    " empty one, never one holding your data); or leave out --dsn to serve"
+                    " the managed one",
+                )
+        if writes:
+            # Always: a given database may lack a piece of it. Under the generator's lock:
+            # two servers starting together must not install it at the same moment.
+            ensure_schema(conn, always=True)
         row = conn.execute("SELECT count(*) FROM auth.users").fetchone()
         conn.commit()
         if row is not None and int(row[0]) == 0:
-            say(f"seeding the empty database ({params.messages:,} generated messages)")
-            try:
-                datagen.generate(conn, params, allow_writes=True)
-            except DeviceLabError as exc:
-                say(f"not seeded: {exc.one_line()}")
+            if not writes:
+                say("not seeded: the database has no users (--allow-writes seeds it)")
+            else:
+                say(f"seeding the empty database ({params.messages:,} generated messages)")
+                try:
+                    datagen.generate(conn, params, allow_writes=True)
+                except DeviceLabError as exc:
+                    say(f"not seeded: {exc.one_line()}")
     except psycopg.Error as exc:
-        raise BackendUnavailable(
-            f"could not prepare the database: {redact(str(exc).strip(), dsn)}",
-            hint="check that the DSN's user may create schemas, roles and tables",
-        ) from None
+        error = translate(exc, dsn, "preparing the database to serve")
+        state = getattr(exc, "sqlstate", None) or ""
+        if state == "42501":
+            # The install creates schemas and roles: the table owner's rights are not enough.
+            error.hint = (
+                "connect as a role that may create schemas, roles and tables (the database's"
+                " owner with CREATEROLE, or a superuser)"
+            )
+        elif state.startswith("42"):
+            error.hint = _MISFIT_HINT
+        raise error from exc
     finally:
         conn.close()
     return dsn
+
+
+def _refuse_misfit(conn: psycopg.Connection[Any]) -> None:
+    """Refuse (BadInput) a database whose tables do not fit the reference schema, as
+    ``backend check`` does: a reference table lacking a column the schema's would have
+    (its install creates only missing tables, so it would keep that one as it is and fail
+    on it), or messages whose database lacks any other piece (the app's own table by that
+    name, not ours to fill in around). Read-only; ``conn`` must not be inside a
+    transaction. Raises psycopg.Error."""
+    from backend_checks.seed import REFERENCE_TABLES, has_messages, missing_reference
+
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        missing = missing_reference(conn)
+        filled = has_messages(conn)
+    columns = [name for name in missing if name.count(".") == 2]
+    if not columns and not (filled and missing):
+        return
+    present = [table for table in REFERENCE_TABLES if table not in missing]
+    raise BadInput(
+        "the database does not hold devicelab's reference messaging schema: it has "
+        f"{', '.join(present)}, but no {', '.join(missing)}",
+        hint=_MISFIT_HINT,
+    )
+
+
+def _holds_our_schema(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the database holds this devicelab's reference schema as an install left it
+    (what :func:`backend_checks.seed.ensure_schema` would leave alone): its digest and its
+    views' and functions' text recorded in ``devicelab_meta`` and still the catalog's.
+    Read-only; ``conn`` must not be inside a transaction. Raises psycopg.Error."""
+    from backend_checks.datagen import META_TABLE, schema_digest, schema_sql
+    from backend_checks.schema_catalog import catalog_fingerprint
+
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass('public.messages') IS NOT NULL",
+            (META_TABLE,),
+        ).fetchone()
+        if not (row and row[0]):
+            return False
+        held = dict(
+            conn.execute(
+                f"SELECT key, value #>> '{{}}' FROM {META_TABLE}"
+                " WHERE key IN ('schema', 'schema_catalog')"
+            ).fetchall()
+        )
+        return held.get("schema") == schema_digest() and held.get(
+            "schema_catalog"
+        ) == catalog_fingerprint(conn, schema_sql())
 
 
 def _port_or_free(host: str, port: int | None) -> int:
@@ -166,14 +281,18 @@ def serve_forever(
     dsn: str | None = None,
     out: Any = None,
     say: Callable[[str], None] | None = None,
+    allow_writes: bool = False,
 ) -> int:
     """Prepare the database, serve, print the ``SUPABASE_*`` lines, run until a signal;
     returns the signal that stopped it (SIGINT, SIGTERM or SIGHUP).
 
-    Raises BackendUnavailable when the database or the port is not available (only a port
-    that was asked for: the default one, taken, gives way to any free port),
-    EnvironmentProblem when the JWT secret's file is readable by others and cannot be made
-    owner-only. Warns through ``say`` (default: stderr) when ``host`` is not loopback.
+    Raises BadInput for a bad ``host``, and as :func:`prepare_database` (a given ``dsn``
+    is written to only with ``allow_writes``); BackendUnavailable when the database or the
+    port is not available (only a port that was asked for: the default one, taken, gives
+    way to any free port); EnvironmentProblem when the JWT secret's file is readable by
+    others and cannot be made owner-only, or the state folder cannot hold the secret or
+    the stored files. Warns through ``say`` (default: stderr) when ``host`` is not
+    loopback.
     """
     stream = out or sys.stdout
 
@@ -194,7 +313,7 @@ def serve_forever(
     secret_file = jwt_secret_file()
     secret = _jwt_secret(secret_file)
     managed = dsn is None
-    ready_dsn = prepare_database(dsn, say=speak)
+    ready_dsn = prepare_database(dsn, say=speak, allow_writes=allow_writes)
     server = _Server(ready_dsn, host, secret, keys_issued_at(secret_file),
                      _storage_root(ready_dsn, managed))  # fmt: skip
     return asyncio.run(_serve(server, _port_or_free(host, port), port is None, stream))
@@ -228,6 +347,39 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name other than localhost may resolve to any address
+
+
+def _usable_url(url: str, host: str, port: int) -> str:
+    """``url`` as a client can use it: a server on every address (``0.0.0.0``, ``::``) is
+    named by this machine's primary address, the one its default route leaves from (its
+    host name when it has no such route); any other ``url`` as it is."""
+    import ipaddress
+
+    try:
+        if not ipaddress.ip_address(host).is_unspecified:
+            return url
+    except ValueError:
+        return url  # a name: clients use it as given
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = _primary_address(family) or socket.gethostname()
+    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+
+
+def _primary_address(family: socket.AddressFamily) -> str | None:
+    """This machine's address on its default route for ``family``, or None (no route)."""
+    import ipaddress
+
+    # A documentation address (TEST-NET-1, 2001:db8::/32): a UDP connect sends nothing,
+    # the kernel only picks the route and the address it would send from.
+    far = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((far, 9))
+            address = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    chosen = ipaddress.ip_address(address)
+    return None if chosen.is_unspecified or chosen.is_loopback else address
 
 
 class _Server:
@@ -282,7 +434,7 @@ async def _serve(spec: _Server, port: int, default_port: bool, stream: Any) -> i
             loop.add_signal_handler(sig, stopping, sig)
     server = await _start(spec, port, default_port)
     try:
-        print(f"SUPABASE_URL={server.url}", file=stream)
+        print(f"SUPABASE_URL={_usable_url(server.url, spec.host, server.port)}", file=stream)
         print(f"SUPABASE_ANON_KEY={server.anon_key}", file=stream)
         print(f"SUPABASE_SERVICE_ROLE_KEY={server.service_role_key}", file=stream, flush=True)
         await stop.wait()

@@ -34,7 +34,7 @@ from aiohttp import web
 from backend_checks.reference.app import build_app, cleanup_failed_startup
 from backend_checks.reference.context import ServerContext
 from backend_checks.reference.realtime import SERVICE_KEY, RealtimeService
-from devicelab.errors import BackendUnavailable, DeviceLabError, PortInUse
+from devicelab.errors import BackendUnavailable, DeviceLabError, EnvironmentProblem, PortInUse
 
 __all__ = ["PortInUse", "ReferenceServer"]
 
@@ -108,7 +108,8 @@ class ReferenceServer:
 
     async def astart(self) -> None:
         """Serve on the running event loop. Raises BackendUnavailable (PortInUse) when it
-        cannot start, RuntimeError when it serves already."""
+        cannot start, EnvironmentProblem when its storage folder cannot be made,
+        RuntimeError when it serves already."""
         if self._runner is not None:
             raise RuntimeError(f"{self!r} is running already: stop it first")
         if self._own_root:
@@ -125,9 +126,11 @@ class ReferenceServer:
             raise
         app = build_app(self.ctx)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        binding = False  # past the startup hooks: an OSError now is the listening socket's
         try:
             await runner.setup()
             site = web.TCPSite(runner, self.host, self.port)
+            binding = True
             await site.start()
         except BaseException as exc:
             # Cancelled too (a start given up on): what startup had opened is closed.
@@ -136,17 +139,27 @@ class ReferenceServer:
             self._remove_root()
             if not isinstance(exc, Exception):
                 raise
-            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            if binding and isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
                 raise PortInUse(
                     f"the reference server cannot listen on {self.host}:{self.port}: "
                     "the port is in use",
                     hint="stop what uses it, or pick another port (--port 0: any free one)",
                 ) from exc
-            if isinstance(exc, OSError):  # an address not on this machine, no permission
+            if binding and isinstance(exc, OSError):  # not this machine's, no permission
                 raise BackendUnavailable(
                     f"the reference server cannot listen on {self.host}:{self.port}: {exc}",
                     hint="listen on an address of this machine (127.0.0.1, 0.0.0.0), on a "
                     "port you may bind",
+                ) from exc
+            if isinstance(exc, OSError) and exc.filename is not None:
+                # The startup hooks' only file work is making the storage folder.
+                root = self.ctx.storage_root
+                culprit = f" ({exc.filename})" if Path(exc.filename) != root else ""
+                raise EnvironmentProblem(
+                    f"the reference server cannot use its storage folder {root}:"
+                    f" {exc.strerror or exc}{culprit}",
+                    hint="make that path a folder this user may write (a part of it is a file,"
+                    " or not writable); backend serve keeps it under DEVICELAB_STATE",
                 ) from exc
             raise BackendUnavailable(
                 f"the reference server could not start: {type(exc).__name__}: {exc}",

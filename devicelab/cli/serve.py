@@ -34,12 +34,18 @@ def register_serve(backend_app: typer.Typer) -> None:
             help="serve over this PostgreSQL instead of the managed one",
             callback=nonblank_dsn,
         ),
+        allow_writes: bool = typer.Option(
+            False,
+            "--allow-writes",
+            help="let it install devicelab's schema into the --dsn database and seed it"
+            " (required unless that database holds this devicelab's schema already)",
+        ),
     ) -> None:
         """Serve Auth, REST, Storage and Realtime like Supabase; prints SUPABASE_URL,
         SUPABASE_ANON_KEY and SUPABASE_SERVICE_ROLE_KEY once ready; stops on Ctrl-C."""
         from backend_checks.reference.serve import serve_forever
 
-        stopped_by = serve_forever(host=host, port=port, dsn=dsn)
+        stopped_by = serve_forever(host=host, port=port, dsn=dsn, allow_writes=allow_writes)
         if stopped_by == signal.SIGHUP:
             # Stopped as gracefully as by SIGTERM, but a hang-up is not a requested stop:
             # 128 + SIGHUP, as every devicelab command exits on one.

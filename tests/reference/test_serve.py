@@ -30,7 +30,7 @@ def empty_dsn() -> Iterator[str]:
         admin = _admin()
     except psycopg.OperationalError as exc:
         pytest.skip(f"no PostgreSQL: {exc}")
-    name = f"dl_serve_{uuid.uuid4().hex[:10]}"
+    name = f"dl_test_serve_{uuid.uuid4().hex[:10]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -42,8 +42,10 @@ def empty_dsn() -> Iterator[str]:
 
 def test_serve_seeds_prints_keys_and_stops_on_sigterm(empty_dsn: str, tmp_path: Path) -> None:
     env = {**os.environ, "DEVICELAB_STATE": str(tmp_path)}
+    # A given database: installing the schema there must be asked for.
+    serve = ["backend", "serve", "--dsn", empty_dsn, "--port", "0", "--allow-writes"]
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RUNNER, "backend", "serve", "--dsn", empty_dsn, "--port", "0"],
+        [sys.executable, "-c", _RUNNER, *serve],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
