@@ -341,16 +341,19 @@ def generate(
 
     if conn is None:
         raise TypeError("generate() needs a connection")
+    # Loaded before the clock starts: a process's first run paid 0.06-0.3 s for these
+    # imports (server_health brings the checks' models), the process's cost, once, not
+    # the data set's (the CLI's other imports are not counted either).
+    from backend_checks import datagen_parallel, datagen_serial
+    from backend_checks.server_health import vacuum
+    from backend_checks.statement_history import reset_database_statements
+
     started = time.perf_counter()
     try:
         report = None
         if parallel is not False:
-            from backend_checks import datagen_parallel
-
             report = datagen_parallel.generate(conn, params, force=force, started=started)
         if report is None:
-            from backend_checks import datagen_serial
-
             report = datagen_serial.generate(conn, params, force=force, started=started)
     except psycopg.Error as exc:
         # A trigger or function of the database's own that failed names itself here.
@@ -379,9 +382,6 @@ def generate(
     # The users and the mark we replaced are dead tuples now (DELETE: auth.users may hold
     # users of others); left, ten runs of 1,000 users failed the check's bloat on
     # auth.users. Outside the caller's transaction only (VACUUM cannot run in one).
-    from backend_checks.server_health import vacuum
-    from backend_checks.statement_history import reset_database_statements
-
     phases = dict(report.phases)
     start = time.perf_counter()
     if vacuum(conn, ["auth.users", META_TABLE]):
@@ -483,15 +483,19 @@ def session_settings(conn: psycopg.Connection[Any], *, parallel: bool = True) ->
     workers (when two connections already keep both cores busy)."""
     import psycopg
 
-    conn.execute("SET LOCAL statement_timeout = '15min'")
-    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    conn.execute("SET LOCAL work_mem = '256MB'")
-    conn.execute("SET LOCAL synchronous_commit = off")
-    # JIT compiling these one-off statements costs more than it saves (~0.2-0.5 s each).
-    conn.execute("SET LOCAL jit = off")
+    settings = [
+        "statement_timeout = '15min'",
+        "maintenance_work_mem = '512MB'",
+        "work_mem = '256MB'",
+        "synchronous_commit = off",
+        # JIT compiling these one-off statements costs more than it saves (~0.2-0.5 s each).
+        "jit = off",
+    ]
     if not parallel:
-        conn.execute("SET LOCAL max_parallel_maintenance_workers = 0")
-        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        settings += ["max_parallel_maintenance_workers = 0", "max_parallel_workers_per_gather = 0"]
+    # One round trip (no parameters: the simple protocol takes several statements): every
+    # task of the parallel path opens a transaction with these, ~40 of them at any size.
+    conn.execute("; ".join(f"SET LOCAL {setting}" for setting in settings))
     # Our load is not the app's traffic: recorded, five datagens on one cluster made its
     # statements "slow queries" of the next check. A superuser's setting; else recorded.
     with contextlib.suppress(psycopg.errors.InsufficientPrivilege), conn.transaction():

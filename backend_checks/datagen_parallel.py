@@ -12,10 +12,12 @@ schema ``devicelab_stage`` instead:
    keys, foreign keys and indexes of the three big ones dropped and remembered, like the
    serial path does);
 2. tasks on two connections, each in its own transaction: helper tables, the messages
-   (40 % inserted by one connection while the other computes the rest into an unlogged
-   table, then copied), receipts, conversations, then every index, key, foreign key and
-   ANALYZE, scheduled by dependencies and by the locks they take (two statements that
-   would wait for each other never run together), the longest chain first;
+   (half inserted by each connection; on a wal_level=minimal server, where only the
+   transaction that truncated the table skips WAL, 40 % inserted by one connection while
+   the other computes the rest into an unlogged table, then copied), receipts,
+   conversations, then every index, key, foreign key and ANALYZE, scheduled by
+   dependencies and by the locks they take (two statements that would wait for each
+   other never run together), the longest chain first;
 3. the swap (:mod:`backend_checks.datagen_swap`, one short transaction on the caller's
    connection): drop the old tables, move the staged ones into ``public``, re-run the
    schema (trigger, RLS, policies, grants, view, functions), put back the reference
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +88,7 @@ def generate(
     with conn.transaction():
         refuse_foreign(conn, force=force)
         triggers = auth_user_triggers(conn)
+        minimal = _skips_wal(conn)
     if triggers:
         # The swap inserts the users after the generated profiles are in place: a trigger
         # making profiles of its own would collide with them (see datagen_serial).
@@ -107,7 +111,7 @@ def generate(
                 log.info("datagen: cannot create the staging schema; one transaction instead")
                 return None
             phases["setup"] = round(time.perf_counter() - start, 3)
-            tasks = _tasks(params, dropped, counts)
+            tasks = _tasks(params, dropped, counts, minimal=minimal)
             start = time.perf_counter()
             task_times = Scheduler(tasks, [conn, other]).run()
             phases["parallel"] = round(time.perf_counter() - start, 3)
@@ -142,6 +146,13 @@ def _unlock(conn: psycopg.Connection[Any]) -> None:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     except psycopg.Error as exc:  # a broken connection: its locks went with it
         log.warning("datagen: could not release the advisory lock: %s", exc)
+
+
+def _skips_wal(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a table truncated in the loading transaction is written without WAL
+    (wal_level minimal, the managed cluster's)."""
+    row = conn.execute("SELECT current_setting('wal_level') = 'minimal'").fetchone()
+    return bool(row and row[0])
 
 
 def _second_connection(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any] | None:
@@ -271,42 +282,117 @@ def _run(*statements: tuple[str, dict[str, Any]]) -> Run:
     return go
 
 
-def _fill(table: str, statement: tuple[str, dict[str, Any]]) -> Run:
-    # TRUNCATE first: the table gets a new file in the loading transaction, so on a
-    # wal_level=minimal server the load writes no WAL (as on the serial path).
-    return _run((f"TRUNCATE {table}", {}), statement)
+def _fill(table: str, statement: tuple[str, dict[str, Any]], counts: dict[str, int]) -> Run:
+    """TRUNCATE ``table``, run ``statement`` (its INSERT), count what it inserted."""
+
+    def go(conn: psycopg.Connection[Any], _wait: Callable[[str], None]) -> None:
+        # TRUNCATE first: the table gets a new file in the loading transaction, so on a
+        # wal_level=minimal server the load writes no WAL (as on the serial path).
+        conn.execute(f"TRUNCATE {table}")
+        # The staged table holds only these rows: the count a count(*) would read again.
+        query, values = statement
+        counts[table.rsplit(".", maxsplit=1)[-1]] = conn.execute(query, values or None).rowcount
+
+    return go
 
 
-def _tasks(p: DatagenParams, dropped: _Dropped, counts: dict[str, int]) -> list[Task]:
+def _tasks(
+    p: DatagenParams, dropped: _Dropped, counts: dict[str, int], *, minimal: bool
+) -> list[Task]:
     """The work between setup and swap, with dependencies, locks and relative costs
     (milliseconds, measured at 100K messages and scaled; only their ratios matter)."""
     n = max(p.messages, 1_000) / 100_000
-    tasks = _load_tasks(p, n)
-    tasks += _build_tasks(dropped, n, counts)
+    tasks = _load_tasks(p, n, counts, minimal=minimal)
+    tasks += _build_tasks(dropped, n, tasks)
     prioritize(tasks)
     for task in tasks:
         # Catalog-only steps that lock whole tables for a moment: at the first chance.
         if task.name.startswith(("key ", "foreign key ")):
             task.priority += 1e9
     by_name = {t.name: t for t in tasks}
-    # "messages" waits for it half-way: it goes next, on the other connection.
+    # "messages" waits for it half-way (or runs beside it): it goes next, on the other
+    # connection.
     by_name["messages, second part"].priority = by_name["messages"].priority - 0.5
     return tasks
 
 
-#: The tasks that fill each staged table.
-_LOADED = {
-    "messages": {"messages"},
-    "message_read_receipts": {"receipts"},
-    "conversations": {"conversations"},
-    "profiles": {"conversations stage"},
-}
+def _filled_by(tasks: list[Task], table: str) -> set[str]:
+    """The names of the tasks that write ``table``."""
+    return {t.name for t in tasks if t.locks.get(table) in ("w", "x")}
 
 
-def _load_tasks(p: DatagenParams, n: float) -> list[Task]:
+def _load_tasks(p: DatagenParams, n: float, counts: dict[str, int], *, minimal: bool) -> list[Task]:
     s = STAGE_SCHEMA
     sql = LoadSql(p, data=s, helper=s)
     prof, conv, msgs, rcpt = (f"{s}.{t}" for t in STAGED)
+    messages = _messages_unlogged if minimal else _messages_direct
+    tasks = [
+        Task("pool", _run(*sql.pool_stage()), 60 * min(n, 4)),  # its size stops at 400K
+        Task("conversations stage", _run(*sql.conversations_stage()), 40),
+        # Apart from the stage: whichever connection is done first with the two helper
+        # tables the messages need fills the wait for the other one with it.
+        Task("profiles", _fill(prof, sql.profiles(), counts), 10, locks={prof: "x"}),
+        *messages(p, n, counts, sql),
+    ]
+    loaded = _filled_by(tasks, msgs)
+    return [
+        *tasks,
+        Task(
+            "receipts", _fill(rcpt, sql.receipts(), counts), 90 * n, loaded, {msgs: "r", rcpt: "x"}
+        ),
+        Task(
+            "conversations",
+            _fill(conv, sql.conversations(), counts),
+            33 * n,
+            loaded,
+            {msgs: "r", conv: "x"},
+        ),
+    ]
+
+
+#: What the messages need first: the sentence pool and the conversations.
+_STAGES = frozenset({"pool", "conversations stage"})
+
+
+def _messages_direct(
+    p: DatagenParams, n: float, counts: dict[str, int], sql: LoadSql
+) -> list[Task]:
+    """Where every insert writes WAL anyway (wal_level replica or logical): the two
+    connections insert half of the messages each into the staged table (nothing gained
+    by the unlogged path's copy there, which cost 60 % of the rows inserted twice and the
+    other connection waiting meanwhile)."""
+    msgs = f"{STAGE_SCHEMA}.messages"
+    half = p.messages // 2
+    lock = threading.Lock()
+
+    def insert(first: int, last: int) -> Run:
+        def go(conn: psycopg.Connection[Any], _wait: Callable[[str], None]) -> None:
+            inserted = conn.execute(*sql.messages(first, last)).rowcount
+            with lock:
+                counts["messages"] = counts.get("messages", 0) + inserted
+
+        return go
+
+    return [
+        Task("messages", insert(1, half), 150 * n, set(_STAGES), {msgs: "w"}),
+        Task(
+            "messages, second part",
+            insert(half + 1, p.messages),
+            150 * n,
+            set(_STAGES),
+            {msgs: "w"},
+        ),
+    ]
+
+
+def _messages_unlogged(
+    p: DatagenParams, n: float, counts: dict[str, int], sql: LoadSql
+) -> list[Task]:
+    """Where a table truncated in the loading transaction writes no WAL (wal_level
+    minimal): one transaction inserts every message; the other connection computes 60 %
+    of them into an unlogged table meanwhile, copied at the end."""
+    s = STAGE_SCHEMA
+    msgs = f"{s}.messages"
     # Inserting copied rows costs ~30 % of computing them: this connection computes 40 %
     # and copies the other 60 % in about the time the other one computes them.
     first = p.messages * 2 // 5
@@ -315,12 +401,13 @@ def _load_tasks(p: DatagenParams, n: float) -> list[Task]:
     def load_messages(conn: psycopg.Connection[Any], wait: Callable[[str], None]) -> None:
         conn.execute(f"TRUNCATE {msgs}")
         start = time.perf_counter()
-        conn.execute(*sql.messages(1, first))
+        inserted = conn.execute(*sql.messages(1, first)).rowcount
         computed = time.perf_counter()
         wait("messages, second part")
         waited = time.perf_counter()
         columns = LoadSql.MESSAGE_COLUMNS
-        conn.execute(f"INSERT INTO {msgs} ({columns}) SELECT {columns} FROM {s}._dl_half")
+        copy = f"INSERT INTO {msgs} ({columns}) SELECT {columns} FROM {s}._dl_half"
+        counts["messages"] = inserted + conn.execute(copy).rowcount
         log.debug(
             "datagen: messages: first part %.3f s, waited %.3f s, copy %.3f s",
             computed - start,
@@ -328,35 +415,25 @@ def _load_tasks(p: DatagenParams, n: float) -> list[Task]:
             time.perf_counter() - waited,
         )
 
-    stage = "conversations stage"
+    # The messages load is the head of the longest chain: the other connection computes
+    # the second part meanwhile (into an unlogged table), this one inserts the first
+    # part, then copies the second.
     return [
-        Task("pool", _run(*sql.pool_stage()), 60 * min(n, 4)),  # its size stops at 400K
-        Task(stage, _run(*sql.conversations_stage(), (f"TRUNCATE {prof}", {}), sql.profiles()), 50),
-        # The messages load is the head of the longest chain: the other connection
-        # computes the second part meanwhile (into an unlogged table), this one inserts
-        # the first part, then copies the second.
-        Task("messages", load_messages, 140 * n, {"pool", stage}, {msgs: "x"}),
+        Task("messages", load_messages, 140 * n, set(_STAGES), {msgs: "x"}),
         Task(
             "messages, second part",
             _run((f"CREATE UNLOGGED TABLE {s}._dl_half AS {second[0]}", second[1])),
             130 * n,
-            {"pool", stage},
-        ),
-        Task("receipts", _fill(rcpt, sql.receipts()), 90 * n, {"messages"}, {msgs: "r", rcpt: "x"}),
-        Task(
-            "conversations",
-            _fill(conv, sql.conversations()),
-            33 * n,
-            {"messages"},
-            {msgs: "r", conv: "x"},
+            set(_STAGES),
         ),
     ]
 
 
-def _build_tasks(dropped: _Dropped, n: float, counts: dict[str, int]) -> list[Task]:
-    """Indexes, keys, foreign keys and ANALYZE of the staged tables."""
+def _build_tasks(dropped: _Dropped, n: float, load: list[Task]) -> list[Task]:
+    """Indexes, keys, foreign keys and ANALYZE of the staged tables (``load``: the tasks
+    that fill them)."""
     prof, conv, msgs, rcpt = (f"{STAGE_SCHEMA}.{t}" for t in STAGED)
-    loaded = {f"{STAGE_SCHEMA}.{t}": names for t, names in _LOADED.items()}
+    loaded = {table: _filled_by(load, table) for table in (prof, conv, msgs, rcpt)}
     # Index builds per table: a B-tree, and how much more a GIN costs.
     weights = {msgs: 50.0 * n, rcpt: 30.0 * n, conv: 5.0, prof: 1.0}
 
@@ -398,15 +475,8 @@ def _build_tasks(dropped: _Dropped, n: float, counts: dict[str, int]) -> list[Ta
             ),
         ]
 
-    def analyze(table: str) -> Run:
-        def go(conn: psycopg.Connection[Any], _wait: Callable[[str], None]) -> None:
-            conn.execute(f"ANALYZE {table}")
-            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            counts[table.rsplit(".", maxsplit=1)[-1]] = int(row[0]) if row else 0
-
-        return go
-
     # ANALYZE reads a sample of 30,000 rows: its cost grows slower than the table.
     for table, weight in ((msgs, 100 + 35 * n), (rcpt, 30 + 10 * n), (conv, 20.0), (prof, 2.0)):
-        tasks.append(Task(f"analyze {table}", analyze(table), weight, loaded[table], {table: "a"}))
+        run = _run((f"ANALYZE {table}", {}))
+        tasks.append(Task(f"analyze {table}", run, weight, loaded[table], {table: "a"}))
     return tasks

@@ -42,6 +42,28 @@ def test_parallel_and_serial_paths_give_the_same_rows_and_schema(
     assert not has_staging(parallel) and not has_staging(again)
 
 
+@pytest.mark.parametrize("unlogged", [False, True])
+def test_both_ways_of_loading_the_messages_give_the_serial_rows(
+    make_db: Callable[[], str], monkeypatch: pytest.MonkeyPatch, unlogged: bool
+) -> None:
+    # Where WAL is written anyway each connection inserts half of the messages; where a
+    # table truncated in the loading transaction skips it (wal_level=minimal, forced here
+    # on any server), one transaction inserts 40 % and copies the 60 % the other
+    # connection computed into an unlogged table meanwhile.
+    monkeypatch.setattr(datagen_parallel, "_skips_wal", lambda conn: unlogged)
+    serial, parallel = make_db(), make_db()
+    reports = []
+    for dsn, flag in ((serial, False), (parallel, True)):
+        with psycopg.connect(dsn) as conn:
+            reports.append(generate(conn, TINY, allow_writes=True, parallel=flag))
+    assert [r.mode for r in reports] == ["serial", "parallel"]
+    assert reports[0].counts == reports[1].counts
+    assert {"task messages", "task messages, second part"} <= set(reports[1].phases)
+    assert fingerprint(serial) == fingerprint(parallel)
+    assert catalog(serial) == catalog(parallel)
+    assert not has_staging(parallel)
+
+
 def test_parallel_failure_mid_way_keeps_the_old_data_and_no_staging(
     make_db: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
