@@ -48,6 +48,8 @@ from backend_checks.datagen_sql import LoadSql
 from devicelab.errors import BackendUnavailable, BadInput, DeviceLabError, UnsafeActionRefused
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import psycopg
 
 __all__ = [
@@ -429,12 +431,18 @@ _MISFIT_HINT = (
 
 
 def run_datagen(
-    dsn: str | None, params: DatagenParams, *, allow_writes: bool, force: bool = False
+    dsn: str | None,
+    params: DatagenParams,
+    *,
+    allow_writes: bool,
+    force: bool = False,
+    say: Callable[[str], None] | None = None,
 ) -> DatagenReport:
     """Connect to ``dsn`` (None: the managed cluster, created if needed; a database the
     server lacks is created, and dropped again if the run fails) and :func:`generate`.
-    Refuses before connecting, or creating anything, without ``allow_writes``. Raises
-    UnsafeActionRefused, BackendUnavailable, ToolMissing."""
+    ``say`` hears "created database NAME" as soon as it is made (the report names it
+    too). Refuses before connecting, or creating anything, without ``allow_writes``.
+    Raises UnsafeActionRefused, BackendUnavailable, ToolMissing."""
     if not allow_writes:
         generate(None, params, allow_writes=False)  # raises UnsafeActionRefused
     from backend_checks.db import connect, drop_database, ensure_database
@@ -450,6 +458,8 @@ def run_datagen(
             # --allow-writes covers creating the database; one that stops half-way drops
             # what it made itself (it never returns the name then).
             created = ensure_database(dsn)
+            if created and say is not None:
+                say(f"created database {created}")  # before the work: a stop may come later
         with connect(dsn) as conn:
             # Ours to reset: the managed cluster, or a database created just now.
             ours = created is not None or managed
@@ -458,8 +468,12 @@ def run_datagen(
             )
     except BaseException as exc:
         # A failed run leaves no database of ours behind either; when it must, says so.
-        if created and not drop_database(dsn) and isinstance(exc, DeviceLabError):
-            exc.hint = _left_hint(created)
+        if created:
+            if drop_database(dsn):
+                if say is not None:
+                    say(f"dropped database {created} again: the run did not finish")
+            elif isinstance(exc, DeviceLabError):
+                exc.hint = _left_hint(created)
         raise
     return report.model_copy(update={"created_database": created}) if created else report
 

@@ -173,9 +173,7 @@ def register(app: typer.Typer) -> None:
             skew=skew,
             days=days,
         )
-        report = run_datagen(dsn, params, allow_writes=allow_writes, force=force)
-        if report.created_database:
-            typer.echo(f"created database {report.created_database}")
+        report = run_datagen(dsn, params, allow_writes=allow_writes, force=force, say=typer.echo)
         counts = ", ".join(f"{k} {v:,}" for k, v in report.counts.items())
         typer.echo(
             f"generated {counts} in {report.seconds:.2f} s "

@@ -83,6 +83,35 @@ def test_cli_creates_a_missing_database_only_with_allow_writes(
     assert again.returncode == 0 and "created database" not in again.stdout
 
 
+def test_the_created_database_is_said_at_once_and_its_drop_after_a_failure(
+    make_db: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line "created database NAME" came only after the whole generation: a run
+    stopped later never named the database it had made (and dropped)."""
+    from devicelab.errors import BackendUnavailable
+
+    dsn = make_db()
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    admin_dsn = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}"')  # type: ignore[arg-type]
+    said: list[str] = []
+
+    def lost(*_args: object, **_kwargs: object) -> None:
+        assert said == [f"created database {name}"], "not said before the work"
+        raise BackendUnavailable("the server went away", hint="start it again")
+
+    monkeypatch.setattr(datagen, "generate", lost)
+    params = DatagenParams(messages=1000, users=20, conversations=50)
+    with pytest.raises(BackendUnavailable):
+        datagen.run_datagen(dsn, params, allow_writes=True, say=said.append)
+    assert said == [f"created database {name}",
+                    f"dropped database {name} again: the run did not finish"]  # fmt: skip
+    with psycopg.connect(admin_dsn) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        assert found.fetchone() is None
+
+
 def test_cli_shapes_the_read_receipts_and_the_chats(make_db: Callable[[], str]) -> None:
     dsn = make_db()
 
