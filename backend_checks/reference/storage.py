@@ -46,6 +46,7 @@ __all__ = [
     "may_change",
     "may_read",
     "object_dict",
+    "object_for_update",
     "object_row",
     "owner_of",
     "require_writer",
@@ -225,6 +226,21 @@ async def lock_object(conn: psycopg.AsyncConnection[Any], bucket_id: str, name: 
     )
 
 
+async def object_for_update(
+    conn: psycopg.AsyncConnection[Any], bucket_id: str, name: str
+) -> tuple[str, str | None] | None:
+    """``(id, owner)`` of the object ``bucket_id/name``, its row locked for the rest of
+    ``conn``'s transaction; None when there is none."""
+    row = await (
+        await conn.execute(
+            "SELECT id::text, owner::text FROM storage.objects"
+            " WHERE bucket_id = %s AND name = %s FOR UPDATE",
+            (bucket_id, name),
+        )
+    ).fetchone()
+    return (str(row[0]), row[1]) if row else None
+
+
 def may_change(owner: str | None, existing_owner: str | None) -> bool:
     """Whether a writer recorded as ``owner`` (None: the service role) may overwrite, move
     or delete an object owned by ``existing_owner`` (None: the service role's)."""
@@ -255,13 +271,7 @@ async def store(
     try:
         async with privileged(ctx) as conn:
             await lock_object(conn, bucket_id, name)
-            existing = await (
-                await conn.execute(
-                    "SELECT id::text, owner::text FROM storage.objects"
-                    " WHERE bucket_id = %s AND name = %s FOR UPDATE",
-                    (bucket_id, name),
-                )
-            ).fetchone()
+            existing = await object_for_update(conn, bucket_id, name)
             if existing and not upsert:
                 raise storage_error(409, "Duplicate", "The resource already exists")
             if existing and not may_change(owner, existing[1]):

@@ -23,6 +23,7 @@ from backend_checks.reference.storage import (
     json_body,
     lock_object,
     may_change,
+    object_for_update,
     owner_of,
     require_writer,
     store,
@@ -102,13 +103,7 @@ async def _transfer(request: web.Request, *, keep_source: bool) -> tuple[str, st
         # Both keys, in one order (two transfers the other way round must not deadlock).
         for bucket_id, name in sorted({(src_bucket, src), (dst_bucket, dst)}):
             await lock_object(conn, bucket_id, name)
-        row = await (
-            await conn.execute(
-                "SELECT id::text, owner::text FROM storage.objects"
-                " WHERE bucket_id = %s AND name = %s FOR UPDATE",
-                (src_bucket, src),
-            )
-        ).fetchone()
+        row = await object_for_update(conn, src_bucket, src)
         if row is None:
             raise storage_error(404, "not_found", "Object not found")
         if not keep_source and not may_change(owner, row[1]):

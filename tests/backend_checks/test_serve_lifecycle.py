@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,9 @@ import psycopg
 import pytest
 
 from backend_checks.reference.serve import prepare_database
+from tests.serve_process import start_serve
 
 pytestmark = pytest.mark.timeout(60)
-
-_SERVE = [sys.executable, "-m", "devicelab", "backend", "serve"]
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +32,7 @@ def dsn(make_db: Callable[[], str]) -> str:
 
 def _start(dsn: str, state: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     """A serve process and its printed SUPABASE_* lines."""
-    proc = subprocess.Popen(
-        [*_SERVE, "--dsn", dsn, "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "DEVICELAB_STATE": str(state)},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    lines: dict[str, str] = {}
-    while len(lines) < 3:
-        line = proc.stdout.readline()
-        if not line:
-            proc.kill()
-            raise AssertionError(proc.communicate()[1])
-        name, _, value = line.strip().partition("=")
-        lines[name] = value
-    return proc, lines
+    return start_serve(state, "--dsn", dsn, "--port", "0", *args)
 
 
 def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:

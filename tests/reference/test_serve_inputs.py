@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from conftest import ADMIN_DSN, _admin
+from tests.serve_process import start_serve
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -233,21 +234,8 @@ def test_only_every_address_is_renamed() -> None:
 
 
 def _start(state: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """A serve process and its three printed SUPABASE_* lines."""
-    proc = subprocess.Popen(
-        [*_SERVE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "DEVICELAB_STATE": str(state)},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    lines: dict[str, str] = {}
-    while len(lines) < 3:
-        line = proc.stdout.readline()
-        if not line:
-            proc.kill()
-            raise AssertionError(proc.communicate()[1])
-        name, _, value = line.strip().partition("=")
-        lines[name] = value
-    return proc, lines
+    """A serve process (on any free port) and its three printed SUPABASE_* lines."""
+    return start_serve(state, "--port", "0", *args)
 
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
