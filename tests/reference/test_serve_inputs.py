@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from conftest import ADMIN_DSN, _admin
+
 from tests.serve_process import start_serve
 
 pytestmark = pytest.mark.timeout(120)
