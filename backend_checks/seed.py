@@ -39,6 +39,7 @@ __all__ = [
     "ensure_data",
     "ensure_schema",
     "has_messages",
+    "holds_current_schema",
     "missing_reference",
     "schema_behind",
     "seed_if_empty",
@@ -102,19 +103,26 @@ def ensure_schema(conn: psycopg.Connection[Any], *, always: bool = False) -> boo
     with conn.transaction():
         conn.execute("SET LOCAL statement_timeout = '15min'")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-        if not always:
-            row = conn.execute(
-                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass('public.messages') IS NOT NULL",
-                (META_TABLE,),
-            ).fetchone()
-            if row and row[0]:
-                held = _schema_marks(conn)
-                if held.get("schema") == schema_digest() and held.get(
-                    "schema_catalog"
-                ) == catalog_fingerprint(conn, schema_sql()):
-                    return False
+        if not always and holds_current_schema(conn):
+            return False
         install_schema(conn)
     return True
+
+
+def holds_current_schema(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the database holds this devicelab's reference schema as an install left it:
+    its digest in ``devicelab_meta`` and its view's and functions' text still the
+    catalog's. Reads only. Raises psycopg.Error."""
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL AND to_regclass('public.messages') IS NOT NULL",
+        (META_TABLE,),
+    ).fetchone()
+    if not (row and row[0]):
+        return False
+    held = _schema_marks(conn)
+    return held.get("schema") == schema_digest() and held.get(
+        "schema_catalog"
+    ) == catalog_fingerprint(conn, schema_sql())
 
 
 def _schema_marks(conn: psycopg.Connection[Any]) -> dict[str, str]:

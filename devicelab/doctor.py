@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Finding", "diagnose", "find_postgres_bin"]
+__all__ = ["Finding", "diagnose"]
 
 _APT = "apt-get install -y"
 
@@ -45,19 +45,6 @@ def _program(
             detail = f"{path}: {_version([path, version_flag])}"
             return Finding(name, True, detail, "", required, needed_for)
     return Finding(name, False, "not found", fix, required, needed_for)
-
-
-def find_postgres_bin() -> Path | None:
-    """The bin folder devicelab's managed cluster would use (initdb and pg_ctl):
-    $DEVICELAB_PG_BINDIR, else the newest /usr/lib/postgresql/<version>/bin, else the
-    PATH's; None when there is none (or $DEVICELAB_PG_BINDIR holds neither)."""
-    from backend_checks.managed import find_bindir
-    from devicelab.errors import DeviceLabError
-
-    try:
-        return find_bindir()
-    except DeviceLabError:
-        return None
 
 
 def _postgres() -> Finding:

@@ -139,6 +139,7 @@ class RunRecord:
         self.results = Results(run=run)
         self.out_dir = out_dir
         self._sampling: SeriesSource | None = None
+        self._others_dropped = False  # a previous run's samples.jsonl looked for (once)
 
     def follow(self, sampling: SeriesSource) -> None:
         """Take results.json's series from ``sampling`` with each check and at the finish
@@ -182,18 +183,21 @@ class RunRecord:
 
     def _drop_other_samples(self) -> None:
         """Without samplers of its own, a samples.jsonl in ``out_dir`` is a previous run's:
-        remove it, or it reads as this run's beside this run's results.json."""
+        remove it, or it reads as this run's beside this run's results.json. Once a
+        record: the first write looks."""
         from devicelab.samplers.log import SAMPLES_FILE
 
-        if self._sampling is None:
-            stale = self.out_dir / SAMPLES_FILE
-            try:
-                stale.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # the results still count: say what is left
-                logger.warning("%s is a previous run's and could not be removed: %s",
-                               stale, exc.strerror or exc)  # fmt: skip
+        if self._sampling is not None or self._others_dropped:
+            return
+        self._others_dropped = True
+        stale = self.out_dir / SAMPLES_FILE
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # the results still count: say what is left
+            logger.warning("%s is a previous run's and could not be removed: %s",
+                           stale, exc.strerror or exc)  # fmt: skip
 
     def _series(self) -> list[Series]:
         if self._sampling is None:

@@ -228,29 +228,13 @@ def _refuse_misfit(conn: psycopg.Connection[Any]) -> None:
 
 def _holds_our_schema(conn: psycopg.Connection[Any]) -> bool:
     """Whether the database holds this devicelab's reference schema as an install left it
-    (what :func:`backend_checks.seed.ensure_schema` would leave alone): its digest and its
-    views' and functions' text recorded in ``devicelab_meta`` and still the catalog's.
-    Read-only; ``conn`` must not be inside a transaction. Raises psycopg.Error."""
-    from backend_checks.datagen import META_TABLE, schema_digest, schema_sql
-    from backend_checks.schema_catalog import catalog_fingerprint
+    (what :func:`backend_checks.seed.ensure_schema` would leave alone), in a read-only
+    transaction; ``conn`` must not be inside one. Raises psycopg.Error."""
+    from backend_checks.seed import holds_current_schema
 
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
-        row = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass('public.messages') IS NOT NULL",
-            (META_TABLE,),
-        ).fetchone()
-        if not (row and row[0]):
-            return False
-        held = dict(
-            conn.execute(
-                f"SELECT key, value #>> '{{}}' FROM {META_TABLE}"
-                " WHERE key IN ('schema', 'schema_catalog')"
-            ).fetchall()
-        )
-        return held.get("schema") == schema_digest() and held.get(
-            "schema_catalog"
-        ) == catalog_fingerprint(conn, schema_sql())
+        return holds_current_schema(conn)
 
 
 def _port_or_free(host: str, port: int | None) -> int:

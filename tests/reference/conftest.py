@@ -10,6 +10,7 @@ when no server answers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -75,24 +76,31 @@ def _seed(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
-@pytest.fixture(scope="session")
-def scratch_dsn() -> Iterator[str]:
-    """A fresh database with schema.sql and generated data; dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database(label: str = "") -> Iterator[tuple[str, str]]:
+    """A new empty database, ``(dsn, name)``, named ``$DEVICELAB_TEST_DB_PREFIX[_label]_<hex>``
+    and dropped (FORCE) at the end. Skips the test when no server answers."""
     try:
         admin = _admin()
     except psycopg.OperationalError as exc:
         pytest.skip(f"no PostgreSQL at {ADMIN_DSN}: {exc}")
-    name = f"{DB_PREFIX}_{uuid.uuid4().hex[:12]}"
+    name = "_".join(part for part in (DB_PREFIX, label, uuid.uuid4().hex[:12]) if part)
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = f"{ADMIN_DSN} dbname={name}"
     try:
-        with psycopg.connect(dsn) as conn:
-            _seed(conn)
-        yield dsn
+        yield f"{ADMIN_DSN} dbname={name}", name
     finally:
         with _admin() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def scratch_dsn() -> Iterator[str]:
+    """A fresh database with schema.sql and generated data; dropped afterwards."""
+    with fresh_database() as (dsn, _):
+        with psycopg.connect(dsn) as conn:
+            _seed(conn)
+        yield dsn
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ADMIN_DSN, _admin
+from conftest import fresh_database
 
 # The real command line: ``devicelab backend serve`` (the backend group wires serve.py in).
 _RUNNER = "import sys; from devicelab.cli import main; main(sys.argv[1:])"
@@ -26,18 +25,8 @@ _RUNNER = "import sys; from devicelab.cli import main; main(sys.argv[1:])"
 @pytest.fixture
 def empty_dsn() -> Iterator[str]:
     """An empty database, dropped afterwards."""
-    try:
-        admin = _admin()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL: {exc}")
-    name = f"dl_test_serve_{uuid.uuid4().hex[:10]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{ADMIN_DSN} dbname={name}"
-    finally:
-        with _admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("serve") as (dsn, _):
+        yield dsn
 
 
 def test_serve_seeds_prints_keys_and_stops_on_sigterm(empty_dsn: str, tmp_path: Path) -> None:

@@ -10,20 +10,20 @@ reference schema already, so serving it writes nothing without --allow-writes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from conftest import ADMIN_DSN, _admin
+from conftest import fresh_database
 
 from tests.serve_process import start_serve
 
@@ -38,27 +38,16 @@ _NOWHERE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
 def make_db() -> Iterator[Callable[[str], str]]:
     """A factory of scratch databases made with the given SQL (may be empty); returns each
     one's DSN. All are dropped afterwards."""
-    try:
-        _admin().close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL: {exc}")
-    made: list[str] = []
+    with contextlib.ExitStack() as made:
 
-    def create(sql: str) -> str:
-        name = f"dl_test_serve_{uuid.uuid4().hex[:10]}"
-        with _admin() as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-        made.append(name)
-        dsn = f"{ADMIN_DSN} dbname={name}"
-        if sql:
-            with psycopg.connect(dsn) as conn:
-                conn.execute(sql)  # type: ignore[arg-type]
-        return dsn
+        def create(sql: str) -> str:
+            dsn, _ = made.enter_context(fresh_database("serve"))
+            if sql:
+                with psycopg.connect(dsn) as conn:
+                    conn.execute(sql)  # type: ignore[arg-type]
+            return dsn
 
-    yield create
-    with _admin() as admin:
-        for name in made:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        yield create
 
 
 def _serve(state: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,15 +21,13 @@ import time
 import types
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import psycopg_pool
 import pytest
-from conftest import ADMIN_DSN, DB_PREFIX, _admin
+from conftest import _admin, fresh_database
 
 from backend_checks.reference import server as server_module
 from backend_checks.reference.realtime import RealtimeService
@@ -44,18 +42,8 @@ _OLD = time.time() - 3600
 @pytest.fixture
 def empty_db() -> Iterator[tuple[str, str]]:
     """The DSN and name of an empty database only this test uses, dropped afterwards."""
-    try:
-        admin = _admin()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL: {exc}")
-    name = f"{DB_PREFIX}_life_{uuid.uuid4().hex[:10]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{ADMIN_DSN} dbname={name}", name
-    finally:
-        with _admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("life") as made:
+        yield made
 
 
 @pytest.fixture
