@@ -12,6 +12,9 @@ call and print. psycopg loads inside the handlers, never at import.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +23,7 @@ import typer
 from devicelab.cli.load import register_load
 from devicelab.cli.options import nonblank_dsn
 from devicelab.cli.serve import register_serve
+from devicelab.errors import BadInput
 
 if TYPE_CHECKING:
     from devicelab.models import Results
@@ -109,8 +113,10 @@ def register(app: typer.Typer) -> None:
         api = api_options(supabase_url, anon_key, email, password, plan, subscribers)
         load_s = parse_window(load, "--load")
         options = CheckOptions(allow_writes=allow_writes, runs=runs, api=api, load_s=load_s)
-        results = run_check(dsn, options)
-        written = _write(results, out)
+        with _claimed(out) as claim_to_write:
+            results = run_check(dsn, options)
+            with claim_to_write():
+                written = _write(results, out)
         for item in results.checks:
             typer.echo(f"{item.status.upper():5} {item.id:22} {_value(item)}  {item.reason}")
         typer.echo(f"results: {written}")
@@ -192,6 +198,33 @@ def register(app: typer.Typer) -> None:
 
     register_load(backend_app)
     register_serve(backend_app)
+
+
+@contextlib.contextmanager
+def _claimed(out: Path) -> Iterator[Callable[[], AbstractContextManager[None]]]:
+    """Hold ``out`` as a run does (records.claim_out), so a run or another check writing
+    there is refused rather than mixed with ours. An existing folder is held for the
+    whole check, refused before it connects; one that does not exist yet is not made
+    before the check has results (a failed check creates nothing), and is made and held
+    only while they are written. Yields what to enter around the writing."""
+    from devicelab.records import claim_out
+
+    if out.is_dir():
+        with claim_out(out):
+            yield contextlib.nullcontext
+        return
+
+    @contextlib.contextmanager
+    def claim_new() -> Iterator[None]:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"{out}: cannot make the folder ({exc.strerror})",
+                           hint="give --out a folder you may write to") from exc  # fmt: skip
+        with claim_out(out):
+            yield
+
+    yield claim_new
 
 
 def _write(results: Results, out: Path) -> Path:

@@ -15,23 +15,7 @@ import pytest
 from devicelab.errors import BadInput
 from devicelab.lab import Lab
 from devicelab.records import LOCK_FILE, claim_out
-
-HOLD = """
-import sys, time
-from pathlib import Path
-from devicelab.records import claim_out
-with claim_out(Path(sys.argv[1])):
-    print("held", flush=True)
-    time.sleep(60)
-"""
-
-
-def _holder(out: Path) -> subprocess.Popen[str]:
-    """Another process claiming ``out`` (as a run writing there does) until killed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out)],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-    return proc
+from tests.out_holder import hold_out
 
 
 def test_a_folder_is_claimed_once_and_free_again_after(tmp_path: Path) -> None:
@@ -48,7 +32,7 @@ def test_a_folder_is_claimed_once_and_free_again_after(tmp_path: Path) -> None:
 def test_a_run_on_a_folder_another_process_writes_in_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    holder = _holder(out)
+    holder = hold_out(out)
     try:
         with pytest.raises(BadInput, match=rf"\(pid {holder.pid}\)"):
             Lab("web", "4g", scenarios=["battery_drain"]).run(out)
@@ -65,7 +49,7 @@ def test_a_run_on_a_folder_another_process_writes_in_is_refused(tmp_path: Path) 
 def test_the_cli_says_so_in_one_line_with_exit_2(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    holder = _holder(out)
+    holder = hold_out(out)
     try:
         began = time.monotonic()
         run = subprocess.run(
