@@ -418,7 +418,9 @@ async def _serve(spec: _Server, port: int, default_port: bool, stream: Any) -> i
             loop.add_signal_handler(sig, stopping, sig)
     server = await _start(spec, port, default_port)
     try:
-        print(f"SUPABASE_URL={_usable_url(server.url, spec.host, server.port)}", file=stream)
+        url = _usable_url(server.url, spec.host, server.port)
+        server.ctx.public_url = url  # the tokens' issuer, as the clients reach us
+        print(f"SUPABASE_URL={url}", file=stream)
         print(f"SUPABASE_ANON_KEY={server.anon_key}", file=stream)
         print(f"SUPABASE_SERVICE_ROLE_KEY={server.service_role_key}", file=stream, flush=True)
         await stop.wait()

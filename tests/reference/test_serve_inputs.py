@@ -10,6 +10,7 @@ reference schema already, so serving it writes nothing without --allow-writes).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -208,6 +209,17 @@ def test_every_address_prints_a_url_a_client_can_use(scratch_dsn: str, tmp_path:
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with direct.open(f"{url}/health", timeout=10) as answer:
             assert json.loads(answer.read())["ok"] is True
+        # The tokens it issues name it the same way (the issuer was http://0.0.0.0:PORT).
+        sign_in = urllib.request.Request(
+            f"{url}/auth/v1/token?grant_type=password",
+            data=json.dumps({"email": "testuser1@example.com", "password": "password123"}).encode(),
+            headers={"apikey": lines["SUPABASE_ANON_KEY"], "Content-Type": "application/json"},
+        )
+        with direct.open(sign_in, timeout=10) as answer:
+            token = json.loads(answer.read())["access_token"]
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert claims["iss"] == f"{url}/auth/v1", claims
     finally:
         code, err = _stop(proc)
     assert code == 0, err
