@@ -7,13 +7,12 @@ import asyncio
 import hashlib
 import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import psycopg
 import pytest
-from conftest import ADMIN_DSN, DB_PREFIX, PASSWORD, _admin, user_id
+from conftest import PASSWORD, _admin, fresh_database, user_id
 
 from backend_checks.reference import auth
 from backend_checks.reference.errors import ApiError
@@ -252,12 +251,8 @@ def test_a_sign_in_checks_one_password_hash_whatever_plan_the_server_picks() -> 
     0.1-0.8 s and `backend load --reference --users 1000` fail."""
     from backend_checks.datagen import install_schema
 
-    name = f"{DB_PREFIX}_crypt_{uuid.uuid4().hex[:8]}"
-    dsn = f"{ADMIN_DSN} dbname={name}"
     users, sign_ins = 60, 30
-    with _admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database("crypt") as (dsn, name):
         with _admin() as admin:
             # Every prepared statement on a generic plan, and crypt()'s calls counted.
             admin.execute(f'ALTER DATABASE "{name}" SET plan_cache_mode = force_generic_plan')
@@ -288,9 +283,6 @@ def test_a_sign_in_checks_one_password_hash_whatever_plan_the_server_picks() -> 
             calls = int(row[0]) if row else 0
             time.sleep(0.1)
         assert 0 < calls <= sign_ins, calls
-    finally:
-        with _admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _refresh(http: httpx.Client, server: ReferenceServer, token: object) -> httpx.Response:
