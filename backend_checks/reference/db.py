@@ -21,15 +21,40 @@ from backend_checks.reference.catalog import Catalog, load_catalog
 from backend_checks.reference.context import API_ROLES, ServerContext
 from backend_checks.reference.errors import ApiError, pg_error, rest_error
 
-__all__ = ["as_caller", "current_catalog", "open_pool", "privileged", "reload_if_created"]
+__all__ = [
+    "RecentFirstPool",
+    "as_caller",
+    "current_catalog",
+    "open_pool",
+    "privileged",
+    "reload_if_created",
+]
 
 #: A request that runs longer than this is cancelled (PostgREST deployments set one too).
 STATEMENT_TIMEOUT = "15s"
 
 
+class RecentFirstPool(psycopg_pool.AsyncConnectionPool):
+    """A pool that hands out the connection returned last (psycopg_pool's own takes the
+    one idle longest). A server session is fastest on queries it ran before: its catalog
+    caches hold the tables, views, policies and functions, and psycopg prepares a query
+    after its fifth run on one connection. Taking turns over every connection the pool
+    ever grew to (its maximum, after a burst) made each of a client's steady requests pay that
+    warm-up again: the device run's 20 conversation-list loads, one at a time, took
+    10-11.5 ms at p95 in the server instead of ~7. The connections left idle are those
+    the pool closes first when it shrinks (it closes from the other end)."""
+
+    async def _get_ready_connection(self, timeout: float | None) -> Any:
+        # The base class takes from the left and puts back on the right: the connection
+        # put back last is moved to the left first. The others keep their order.
+        if self._pool:
+            self._pool.rotate(1)
+        return await super()._get_ready_connection(timeout)
+
+
 async def open_pool(dsn: str, *, max_size: int = 16) -> psycopg_pool.AsyncConnectionPool:
     """An opened pool over ``dsn``; raises psycopg_pool.PoolTimeout if it cannot connect."""
-    pool = psycopg_pool.AsyncConnectionPool(
+    pool = RecentFirstPool(
         dsn,
         min_size=min(4, max_size),  # a warm few: the first burst should not wait on connects
         max_size=max_size,
