@@ -15,7 +15,8 @@ from backend_checks.reference.errors import ApiError, rest_error
 
 __all__ = [
     "FILTER_OPERATORS",
-    "RESERVED_PARAMS",
+    "LEVEL_PARAMS",
+    "ROOT_PARAMS",
     "Condition",
     "Logic",
     "OrderTerm",
@@ -28,6 +29,7 @@ __all__ = [
     "parse_prefer",
     "parse_range_header",
     "parse_select",
+    "split_path",
     "split_top_level",
 ]
 
@@ -40,11 +42,11 @@ FILTER_OPERATORS = frozenset(
     }
 )  # fmt: skip
 
-#: Query parameters that are not column filters.
-RESERVED_PARAMS = frozenset(
-    {"select", "order", "limit", "offset", "on_conflict", "columns", "and", "or",
-     "not.and", "not.or"}
-)  # fmt: skip
+#: Parameters of the top level alone.
+ROOT_PARAMS = frozenset({"select", "columns", "on_conflict"})
+#: Parameters of the level their dotted prefix names: ``order`` for the top level,
+#: ``messages.order`` for the embedded ``messages`` (PostgREST's ``reservedEmbeddable``).
+LEVEL_PARAMS = frozenset({"order", "limit", "offset", "and", "or"})
 
 #: Guards against requests built to exhaust the parser.
 _MAX_DEPTH = 8
@@ -52,9 +54,10 @@ _MAX_ITEMS = 200
 
 _IDENT = r"[^\s,.:()!\"'\\;]+"
 _SELECT_ITEM = re.compile(rf"^(?:(?P<alias>{_IDENT}):)?(?P<name>\*|{_IDENT})(?:::(?P<cast>\w+))?$")
+#: ``alias:rel!hint!inner(...)`` or ``...rel!hint(...)`` (the two ``!`` parts in either order).
 _EMBED_ITEM = re.compile(
-    rf"^(?:(?P<alias>{_IDENT}):)?(?P<name>{_IDENT})(?:!(?P<hint>{_IDENT}))?"
-    rf"(?:!(?P<join>inner|left))?\((?P<inner>.*)\)$",
+    rf"^(?:(?P<alias>{_IDENT}):)?(?P<spread>\.\.\.)?(?P<name>{_IDENT})"
+    rf"(?P<params>(?:!{_IDENT}){{0,2}})\((?P<inner>.*)\)$",
     re.S,
 )
 #: PostgREST's aggregates: ``count()`` and ``col.sum()`` (count, sum, avg, max, min), each
@@ -71,14 +74,24 @@ def _bad(message: str, details: str | None = None) -> ApiError:
 
 @dataclass(frozen=True)
 class SelectItem:
-    """One entry of ``select=``: a column (or ``*``), an optional alias and cast; or an
-    embedded relation (``embed`` holds its own select list, ``hint`` the FK or column)."""
+    """One entry of ``select=``: a column (or ``*``, or a JSON path ``col->a->>b``), an
+    optional alias and cast; or an embedded relation (``embed`` holds its own select list,
+    empty for ``rel()``; ``hint`` the FK or column)."""
 
     name: str
     alias: str | None = None
     cast: str | None = None
     embed: tuple[SelectItem, ...] | None = None
     hint: str | None = None
+    #: ``"inner"`` for ``rel!inner(...)``, ``"left"`` for ``rel!left(...)``, else None.
+    join: str | None = None
+    #: True for a spread embed, ``...rel(...)``: its columns join the parent's.
+    spread: bool = False
+
+    @property
+    def key(self) -> str:
+        """The name a filter or an ``is.null`` test uses for this embed (alias, else name)."""
+        return self.alias or self.name
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,8 @@ class OrderTerm:
     column: str
     descending: bool = False
     nulls: str | None = None  # "first" | "last" | None
+    #: The embedded to-one resource of ``order=rel(col)``, else None.
+    relation: str | None = None
 
 
 @dataclass
@@ -167,17 +182,35 @@ def _unquote(value: str) -> str:
     return value
 
 
+def _embed_params(params: str, part: str) -> tuple[str | None, str | None]:
+    """``!hint!inner`` (either order, each optional) -> (hint, join)."""
+    hint: str | None = None
+    join: str | None = None
+    for param in params.split("!")[1:]:
+        if param in ("inner", "left") and join is None:
+            join = param
+        elif hint is None:
+            hint = param
+        else:
+            raise _bad("failed to parse select parameter", f"select item {part[:80]!r}")
+    return hint, join
+
+
 def parse_select(text: str | None, *, depth: int = 0) -> list[SelectItem]:
-    """The items of ``select=`` (``*`` when absent).
+    """The items of ``select=`` (``*`` when absent or empty at the top level; an embed's
+    empty list, ``rel()``, stays empty).
 
     Raises ApiError 400 on bad syntax (PGRST100) and on aggregates (PGRST123).
 
-    Embedded relations (``alias:rel!hint(cols)``) nest; JSON paths are refused.
+    Embedded relations (``alias:rel!hint!inner(cols)``, ``...rel(cols)``) nest; columns
+    may be JSON paths (``data->a->>b``), checked against the catalog in ``query.py``.
     """
-    if text is None or text.strip() == "":
+    if depth == 0 and (text is None or text.strip() == ""):
         return [SelectItem("*")]
     if depth > _MAX_DEPTH:
         raise _bad("select nested too deep")
+    if text is None or text.strip() == "":
+        return []
     items: list[SelectItem] = []
     for raw in split_top_level(text):
         part = raw.strip()
@@ -186,19 +219,15 @@ def parse_select(text: str | None, *, depth: int = 0) -> list[SelectItem]:
             raise rest_error(400, "PGRST123", "Use of aggregate functions is not allowed")
         if "(" in part:
             embed = _EMBED_ITEM.match(part)
-            if not embed:
+            if not embed or (embed["spread"] and embed["alias"]):
                 raise _bad("failed to parse select parameter", f"select item {part[:80]!r}")
-            hint = embed["hint"]
-            join = embed["join"] or (hint if hint in ("inner", "left") else None)
-            if hint in ("inner", "left"):
-                hint = None  # a join kind, not a foreign-key hint
-            if join == "inner":
-                raise _bad("!inner embedding is not supported by the reference server", part[:80])
-            inner = parse_select(embed["inner"] or "*", depth=depth + 1)
-            items.append(SelectItem(embed["name"], embed["alias"], None, tuple(inner), hint))
+            hint, join = _embed_params(embed["params"], part)
+            inner = parse_select(embed["inner"], depth=depth + 1)
+            items.append(
+                SelectItem(embed["name"], embed["alias"], None, tuple(inner), hint, join,
+                           bool(embed["spread"]))
+            )  # fmt: skip
             continue
-        if "->" in part:
-            raise _bad("JSON paths in select are not supported", f"select item {part[:80]!r}")
         match = _SELECT_ITEM.match(part)
         if not match:
             raise _bad("failed to parse select parameter", f"select item {part[:80]!r}")
@@ -268,8 +297,12 @@ def parse_logic_param(key: str, text: str) -> Logic:
     return Logic(op, _parse_logic_items(text, 1), negated)
 
 
+_RELATED_ORDER = re.compile(rf"^(?P<rel>{_IDENT})\((?P<col>[^()]+)\)$")
+
+
 def parse_order(text: str | None) -> list[OrderTerm]:
-    """The terms of ``order=``. Raises ApiError 400 on bad syntax."""
+    """The terms of ``order=``: ``col``, ``col->key`` or ``rel(col)``, each with
+    ``.asc|.desc`` and ``.nullsfirst|.nullslast``. Raises ApiError 400 on bad syntax."""
     if not text:
         return []
     terms: list[OrderTerm] = []
@@ -287,8 +320,27 @@ def parse_order(text: str | None) -> list[OrderTerm]:
                 raise _bad("failed to parse order", raw[:80])
         if not column:
             raise _bad("failed to parse order", raw[:80])
-        terms.append(OrderTerm(column, descending, nulls))
+        related = _RELATED_ORDER.match(column)
+        if related:
+            terms.append(OrderTerm(related["col"], descending, nulls, related["rel"]))
+        else:
+            terms.append(OrderTerm(column, descending, nulls))
     return terms
+
+
+def split_path(key: str) -> tuple[tuple[str, ...], str]:
+    """A query parameter's name split into the embed path and the last name:
+    ``profiles.username`` -> (("profiles",), "username"), ``a.b.data->>x`` ->
+    (("a", "b"), "data->>x"). A JSON path ends the name, so its keys keep their dots.
+
+    Raises ApiError 400 (PGRST100) on an empty part (``a..b``, ``.x``).
+    """
+    arrow = key.find("->")
+    head, tail = (key, "") if arrow < 0 else (key[:arrow], key[arrow:])
+    parts = [_unquote(part) for part in split_top_level(head, ".")]
+    if any(not part for part in parts):
+        raise _bad("failed to parse tree path", key[:80])
+    return tuple(parts[:-1]), parts[-1] + tail
 
 
 def parse_int(name: str, text: str | None) -> int | None:

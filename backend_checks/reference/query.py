@@ -9,15 +9,24 @@ every value is a placeholder with its value in the params list. Each builder ret
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from typing import Any
 
 from psycopg import sql
 
-from backend_checks.reference import embed
+from backend_checks.reference import readplan
 from backend_checks.reference.catalog import Catalog, Function, Relation
+from backend_checks.reference.clauses import (
+    Query,
+    column_check,
+    column_ref,
+    order_sql,
+    page_sql,
+    where_sql,
+)
 from backend_checks.reference.errors import rest_error
 from backend_checks.reference.parse import Condition, Logic, OrderTerm, SelectItem
+from backend_checks.reference.readplan import Level, Node
 
 __all__ = [
     "Built",
@@ -33,220 +42,38 @@ __all__ = [
     "where_sql",
 ]
 
-#: A statement psycopg can execute.
-Query = sql.SQL | sql.Composed
 Built = tuple[Query, list[Any]]
+#: Filters, order and range of embedded levels, keyed by embed path.
+Levels = Mapping[tuple[str, ...], Level]
 
-#: Binary operators: PostgREST name -> SQL operator (fixed text, never from the request).
-_BINARY = {
-    "eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
-    "like": "LIKE", "ilike": "ILIKE", "match": "~", "imatch": "~*",
-    "cs": "@>", "cd": "<@", "ov": "&&", "sl": "<<", "sr": ">>", "nxl": "&<", "nxr": "&>",
-    "adj": "-|-", "isdistinct": "IS DISTINCT FROM",
-}  # fmt: skip
-_FTS = {
-    "fts": "to_tsquery",
-    "plfts": "plainto_tsquery",
-    "phfts": "phraseto_tsquery",
-    "wfts": "websearch_to_tsquery",
-}
-_IS = {
-    "null": "IS NULL",
-    "not_null": "IS NOT NULL",
-    "true": "IS TRUE",
-    "false": "IS FALSE",
-    "unknown": "IS UNKNOWN",
-}
-#: Casts allowed in ``select=col::type`` (PostgREST allows any; we keep a safe list).
-_CASTS = {
-    "text", "int", "int4", "int8", "integer", "bigint", "smallint", "numeric", "float8",
-    "float4", "real", "boolean", "bool", "json", "jsonb", "uuid", "date", "timestamptz",
-    "timestamp", "time", "interval", "varchar",
-}  # fmt: skip
-
-
-def column_check(rel: Relation, name: str, where: str) -> sql.Identifier:
-    """The quoted identifier of column ``name`` of ``rel`` .
-
-    Raises ApiError 400 (42703) when the catalog does not know the column.
-    """
-    if rel.column(name) is None:
-        raise rest_error(
-            400,
-            "42703",
-            f"column {rel.name}.{name} does not exist",
-            details=f"in {where}",
-        )
-    return sql.Identifier(name)
-
-
-def _embed(
-    rel: Relation, item: SelectItem, catalog: Catalog, outer: str, depth: int
-) -> sql.Composable:
-    """A correlated subquery giving the embedded object (or array) of ``item``.
-
-    Raises ApiError as :func:`embed.find_relationship` does, and for bad names inside.
-    """
-    relationship, target = embed.find_relationship(catalog, rel, item)
-    here = f"_t{depth}"
-    inner = _select_list(target, list(item.embed or ()), catalog, here, depth + 1)
-    source, join = embed.join_source(relationship, target, here, outer)
-    rows = sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(
-        inner, source, sql.Identifier(here), join
-    )
-    alias = sql.Identifier(f"_e{depth}")
-    if relationship.to_one:
-        return sql.SQL("(SELECT row_to_json({a}) FROM ({rows} LIMIT 1) {a})").format(
-            a=alias, rows=rows
-        )
-    return sql.SQL("(SELECT coalesce(json_agg({a}), '[]'::json) FROM ({rows}) {a})").format(
-        a=alias, rows=rows
-    )
-
-
-_JSON_STEP = re.compile(r"(->>|->)")
-_MAX_JSON_STEPS = 10
-
-
-def column_ref(rel: Relation, name: str, where: str, params: list[Any]) -> sql.Composable:
-    """``name`` as SQL: a catalog column, or a JSON path on one (``data->a->>b``).
-
-    Path keys are bound parameters (cast to text, or to int for array indexes) appended
-    to ``params``. Raises ApiError 400 on unknown columns or malformed paths.
-    """
-    parts = _JSON_STEP.split(name)
-    expr: sql.Composable = column_check(rel, parts[0], where)
-    steps = list(zip(parts[1::2], parts[2::2], strict=True))
-    if len(steps) > _MAX_JSON_STEPS or any(not key for _, key in steps):
-        raise rest_error(400, "PGRST100", "failed to parse JSON path", details=name[:80])
-    for arrow, key in steps:
-        is_index = key.lstrip("-").isdigit() and len(key) < 10
-        params.append(int(key) if is_index else key)
-        cast = "int" if is_index else "text"
-        expr = sql.SQL("({} {} %s::{})").format(expr, sql.SQL(arrow), sql.SQL(cast))
-    return expr
-
-
-def _select_list(
-    rel: Relation,
-    items: list[SelectItem],
-    catalog: Catalog | None = None,
-    outer: str = "_s",
-    depth: int = 1,
-) -> Query:
-    """The projection of ``items`` over rows of ``rel`` aliased ``outer``."""
-    parts: list[sql.Composable] = []
-    for item in items:
-        if item.embed is not None:
-            if catalog is None:
-                raise rest_error(400, "PGRST100", "embedding is not available here")
-            expr_e = _embed(rel, item, catalog, outer, depth)
-            parts.append(
-                sql.SQL("{} AS {}").format(expr_e, sql.Identifier(item.alias or item.name))
-            )
-            continue
-        if item.name == "*":
-            parts.append(sql.SQL("*"))
-            continue
-        expr: sql.Composable = column_check(rel, item.name, "select")
-        if item.cast is not None:
-            if item.cast.lower() not in _CASTS:
-                raise rest_error(400, "PGRST100", f"cast to {item.cast!r} is not supported")
-            expr = sql.SQL("{}::{}").format(expr, sql.SQL(item.cast.lower()))
-        alias = item.alias or item.name
-        parts.append(sql.SQL("{} AS {}").format(expr, sql.Identifier(alias)))
-    return sql.SQL(", ").join(parts)
-
-
-def _condition(rel: Relation, cond: Condition, params: list[Any]) -> Query:
-    col = column_ref(rel, cond.column, "filter", params)
-    expr: sql.Composable
-    if cond.op == "is":
-        value = cond.value if isinstance(cond.value, str) else ""
-        if value.lower() not in _IS:
-            raise rest_error(400, "PGRST100", "is. takes null, not_null, true, false or unknown")
-        expr = sql.SQL("{} {}").format(col, sql.SQL(_IS[value.lower()]))
-    elif cond.op == "in":
-        values = cond.value if isinstance(cond.value, list) else [cond.value]
-        if not values:
-            expr = sql.SQL("false")
-        else:
-            params.extend(values)
-            marks = sql.SQL(", ").join(sql.Placeholder() * len(values))
-            expr = sql.SQL("{} IN ({})").format(col, marks)
-    elif cond.op in _FTS:
-        func = sql.SQL(_FTS[cond.op])
-        if cond.language:
-            params.extend([cond.language, cond.value])
-            expr = sql.SQL("{} @@ {}(%s::regconfig, %s)").format(col, func)
-        else:
-            params.append(cond.value)
-            expr = sql.SQL("{} @@ {}(%s)").format(col, func)
-    else:
-        value = cond.value if isinstance(cond.value, str) else ",".join(cond.value)
-        if cond.op in ("like", "ilike"):
-            value = value.replace("*", "%")
-        params.append(value)
-        expr = sql.SQL("{} {} %s").format(col, sql.SQL(_BINARY[cond.op]))
-    if cond.negated:
-        expr = sql.SQL("NOT ({})").format(expr)
-    return expr
-
-
-def _logic(rel: Relation, node: Condition | Logic, params: list[Any]) -> Query:
-    if isinstance(node, Condition):
-        return _condition(rel, node, params)
-    joiner = sql.SQL(" AND ") if node.op == "and" else sql.SQL(" OR ")
-    inner = [_logic(rel, child, params) for child in node.children]
-    expr: Query = sql.SQL("({})").format(joiner.join(inner)) if inner else sql.SQL("true")
-    if node.negated:
-        expr = sql.SQL("NOT {}").format(expr)
-    return expr
-
-
-def where_sql(rel: Relation, filters: list[Condition | Logic]) -> Built:
-    """``WHERE ...`` for ``filters`` (empty when none); raises ApiError 400 on bad names."""
-    params: list[Any] = []
-    if not filters:
-        return sql.SQL(""), params
-    parts = [_logic(rel, f, params) for f in filters]
-    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
-
-
-def _order_sql(rel: Relation, order: list[OrderTerm], params: list[Any]) -> Query:
-    if not order:
-        return sql.SQL("")
-    terms = []
-    for term in order:
-        col = column_ref(rel, term.column, "order", params)
-        text = " DESC" if term.descending else " ASC"
-        if term.nulls:
-            text += f" NULLS {term.nulls.upper()}"
-        terms.append(col + sql.SQL(text))
-    return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(terms)
-
-
-def _page_sql(limit: int | None, offset: int | None, params: list[Any]) -> Query:
-    out: Query = sql.SQL("")
-    if limit is not None:
-        params.append(limit)
-        out += sql.SQL(" LIMIT %s")
-    if offset:
-        params.append(offset)
-        out += sql.SQL(" OFFSET %s")
-    return out
+_AGGREGATE = sql.SQL(
+    "SELECT coalesce(json_agg(_r), '[]')::text, (json_agg(_r) -> 0)::text, count(*) FROM "
+)
 
 
 def _qualified(rel: Relation) -> sql.Identifier:
     return sql.Identifier(rel.schema, rel.name)
 
 
-def _wrap(inner: sql.Composable, select: sql.Composable) -> Query:
-    """Rows of ``inner`` projected by ``select``, as (json array text, first row json, n)."""
-    return sql.SQL(
-        "SELECT coalesce(json_agg(_r), '[]')::text, (json_agg(_r) -> 0)::text, count(*) "
-        "FROM (SELECT {} FROM ({}) _s) _r"
-    ).format(select, inner)
+def _shaped(tree: Node, rows: sql.Composable, rows_params: list[Any], names: readplan.Aliases,
+            *, where: sql.Composable | None = None, where_params: list[Any] | None = None,
+            ) -> Built:  # fmt: skip
+    """The rows ``rows`` (aliased ``_s``) projected by ``tree``'s select list, as
+    (json array text, first row json, row count). Params follow the placeholders."""
+    columns, params, joins, join_params = readplan.projection(tree, "_s", names, qualify=False)
+    statement = _AGGREGATE + sql.SQL("(SELECT {} FROM {} AS _s{}{}) _r").format(
+        columns, rows, joins, where if where is not None else sql.SQL("")
+    )
+    return statement, params + rows_params + join_params + (where_params or [])
+
+
+def _root_where(tree: Node, names: readplan.Aliases, *, ranged: bool) -> Built:
+    """`` WHERE ...`` of the top level (rows aliased ``_s``): its filters, ``rel=is.null``
+    tests and ``!inner`` embeds (empty when none)."""
+    parts, params = readplan.where_parts(tree, "_s", names, ranged=ranged, qualify=False)
+    if not parts:
+        return sql.SQL(""), params
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
 
 
 def read_sql(
@@ -257,29 +84,56 @@ def read_sql(
     limit: int | None,
     offset: int | None,
     catalog: Catalog | None = None,
+    embedded: Levels | None = None,
 ) -> Built:
-    """The read of ``rel``: returns (json array, first row, row count)."""
-    select = _select_list(rel, items, catalog)
-    where, params = where_sql(rel, filters)
-    order_part = _order_sql(rel, order, params)
-    page = _page_sql(limit, offset, params)
-    inner = sql.SQL("SELECT * FROM {}{}{}{}").format(_qualified(rel), where, order_part, page)
-    return _wrap(inner, select), params
+    """The read of ``rel``: returns (json array, first row, row count).
+
+    ``embedded`` holds the filters, order and range of embedded levels, keyed by embed
+    path. Raises ApiError as :func:`readplan.build` does and 400 for unknown columns.
+    """
+    tree = readplan.build(catalog, rel, items, Level(filters, order, limit, offset),
+                          embedded or {})  # fmt: skip
+    names = readplan.Aliases()
+    where, params = _root_where(tree, names, ranged=True)
+    order_part = order_sql(rel, order, params, None, readplan.related_order(tree, "_s", names))
+    page = page_sql(limit, offset, params)
+    inner = sql.SQL("(SELECT * FROM {} AS _s{}{}{})").format(
+        _qualified(rel), where, order_part, page
+    )
+    return _shaped(tree, inner, params, names)
 
 
-def count_sql(rel: Relation, filters: list[Condition | Logic]) -> Built:
-    """``count(*)`` of ``rel`` under ``filters``, ignoring order and paging."""
-    where, params = where_sql(rel, filters)
-    return sql.SQL("SELECT count(*) FROM {}{}").format(_qualified(rel), where), params
+def count_sql(
+    rel: Relation,
+    filters: list[Condition | Logic],
+    items: list[SelectItem] | None = None,
+    catalog: Catalog | None = None,
+    embedded: Levels | None = None,
+) -> Built:
+    """``count(*)`` of ``rel`` under ``filters`` and the ``!inner`` / ``is.null`` tests on
+    its embeds, ignoring order and paging (also the embeds', as PostgREST's count)."""
+    tree = readplan.build(catalog, rel, items or [], Level(filters), embedded or {})
+    where, params = _root_where(tree, readplan.Aliases(), ranged=False)
+    return sql.SQL("SELECT count(*) FROM {} AS _s{}").format(_qualified(rel), where), params
 
 
 def _returning(
-    items: list[SelectItem], rel: Relation, cte: sql.Composable, catalog: Catalog | None
-) -> Query:
-    return sql.SQL(
-        "{} SELECT coalesce(json_agg(_r), '[]')::text, (json_agg(_r) -> 0)::text, count(*) "
-        "FROM (SELECT {} FROM _w AS _s) _r"
-    ).format(cte, _select_list(rel, items, catalog))
+    items: list[SelectItem],
+    rel: Relation,
+    cte: sql.Composable,
+    cte_params: list[Any],
+    catalog: Catalog | None,
+    embedded: Levels | None,
+) -> Built:
+    """The written rows (CTE ``_w``) as ``select=`` shapes them; ``!inner`` embeds leave
+    out the rows without an embedded row, as PostgREST's inner join does."""
+    tree = readplan.build(catalog, rel, items, Level(), embedded or {})
+    names = readplan.Aliases()
+    parts, where_params = readplan.where_parts(tree, "_s", names, ranged=False, qualify=True)
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts) if parts else None
+    statement, params = _shaped(tree, sql.SQL("_w"), [], names, where=where,
+                                where_params=where_params)  # fmt: skip
+    return sql.Composed([cte, sql.SQL(" "), statement]), cte_params + params
 
 
 def insert_sql(
@@ -290,6 +144,7 @@ def insert_sql(
     on_conflict: list[str] | None,
     resolution: str | None,
     catalog: Catalog | None = None,
+    embedded: Levels | None = None,
 ) -> Built:
     """INSERT of the JSON array ``rows_json`` into ``columns`` of ``rel``, with RETURNING.
 
@@ -322,7 +177,7 @@ def insert_sql(
             )
             insert += sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(key_sql, sets)
     cte = sql.SQL("WITH _w AS ({} RETURNING *)").format(insert)
-    return _returning(items, rel, cte, catalog), params
+    return _returning(items, rel, cte, params, catalog, embedded)
 
 
 def _require_filter(verb: str, filters: list[Condition | Logic]) -> None:
@@ -343,6 +198,7 @@ def update_sql(
     items: list[SelectItem],
     filters: list[Condition | Logic],
     catalog: Catalog | None = None,
+    embedded: Levels | None = None,
 ) -> Built:
     """UPDATE of ``columns`` of ``rel`` from the JSON object ``row_json`` where ``filters``.
 
@@ -367,7 +223,7 @@ def update_sql(
             "UPDATE {t} SET {c} = (SELECT {c} FROM json_populate_record(NULL::{t}, %s)){w}"
         ).format(t=target, c=cols, w=where)
     cte = sql.SQL("WITH _w AS ({} RETURNING *)").format(update)
-    return _returning(items, rel, cte, catalog), params
+    return _returning(items, rel, cte, params, catalog, embedded)
 
 
 def delete_sql(
@@ -375,6 +231,7 @@ def delete_sql(
     items: list[SelectItem],
     filters: list[Condition | Logic],
     catalog: Catalog | None = None,
+    embedded: Levels | None = None,
 ) -> Built:
     """DELETE from ``rel`` where ``filters``, with RETURNING.
 
@@ -384,7 +241,7 @@ def delete_sql(
     _require_filter("DELETE", filters)
     where, params = where_sql(rel, filters)
     cte = sql.SQL("WITH _w AS (DELETE FROM {}{} RETURNING *)").format(_qualified(rel), where)
-    return _returning(items, rel, cte, catalog), params
+    return _returning(items, rel, cte, params, catalog, embedded)
 
 
 def rpc_sql(
@@ -396,6 +253,7 @@ def rpc_sql(
     order: list[OrderTerm],
     limit: int | None,
     offset: int | None,
+    embedded: Levels | None = None,
 ) -> tuple[Query, list[Any], Query, list[Any]]:
     """The call of ``fn`` with named arguments ``given`` decoded from ``args_json``.
 
@@ -432,11 +290,16 @@ def rpc_sql(
             ).format(inner)
         return body, base_params, sql.SQL("SELECT 1"), []
     result = fn.result_relation()
+    # A function's rows have no foreign keys: an embed or an embedded filter is refused.
+    tree = readplan.build(None, result, items, Level(filters, order, limit, offset),
+                          embedded or {})  # fmt: skip
+    names = readplan.Aliases()
     rows = sql.SQL("SELECT _f.* FROM {}LATERAL {} AS _f").format(source, call)
     where, where_params = where_sql(result, filters)
     params = base_params + where_params
-    order_part = _order_sql(result, order, params)
-    page = _page_sql(limit, offset, params)
-    inner = sql.SQL("SELECT * FROM ({}) _t{}{}{}").format(rows, where, order_part, page)
+    order_part = order_sql(result, order, params, None, readplan.related_order(tree, "_t", names))
+    page = page_sql(limit, offset, params)
+    inner = sql.SQL("(SELECT * FROM ({}) _t{}{}{})").format(rows, where, order_part, page)
     count = sql.SQL("SELECT count(*) FROM ({}) _t{}").format(rows, where)
-    return _wrap(inner, _select_list(result, items)), params, count, base_params + where_params
+    statement, all_params = _shaped(tree, inner, params, names)
+    return statement, all_params, count, base_params + where_params

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from backend_checks.reference import parse, query
+from backend_checks.reference import parse, query, readplan
 from backend_checks.reference.catalog import EXPOSED_SCHEMAS, Catalog, Relation
 from backend_checks.reference.context import AuthRejected
 from backend_checks.reference.db import as_caller, current_catalog, reload_if_created
@@ -107,28 +107,37 @@ async def _compose[T](
 
 
 class _Url:
-    """The query string of a request split into PostgREST parts (raises ApiError 400)."""
+    """The query string of a request split into PostgREST parts (raises ApiError 400).
+
+    ``filters``, ``order``, ``limit`` and ``offset`` are the top level's; ``embedded``
+    holds those of embedded levels by path (``messages.order=`` -> ``("messages",)``).
+    """
 
     def __init__(self, request: web.Request, *, arg_names: frozenset[str] = frozenset()) -> None:
         _check_accept(request)
-        self.filters: list[parse.Condition | parse.Logic] = []
         self.args: dict[str, str] = {}
+        levels: dict[tuple[str, ...], readplan.Level] = {}
         for key, value in request.query.items():
             if "\x00" in key or "\x00" in value:
                 raise rest_error(400, "PGRST100", "NUL characters are not allowed")
-            if key in parse.RESERVED_PARAMS:
-                if key in ("and", "or", "not.and", "not.or"):
-                    self.filters.append(parse.parse_logic_param(key, value))
+            if key in parse.ROOT_PARAMS or key in {"apikey", ""}:
+                continue
+            last = key.rsplit(".", 1)[-1]
+            if last in parse.LEVEL_PARAMS and "->" not in key:
+                self._level_param(levels, key, last, value)
             elif key in arg_names:
                 self.args[key] = value
-            elif key in {"apikey", ""}:
-                continue
             else:
-                self.filters.append(parse.parse_filter_param(key, value))
+                path, column = parse.split_path(key)
+                levels.setdefault(path, readplan.Level()).filters.append(
+                    parse.parse_filter_param(column, value)
+                )
+        root = levels.pop((), readplan.Level())
+        self.embedded = levels
+        self.filters = root.filters
+        self.order = root.order
+        self.limit, self.offset = root.limit, root.offset
         self.select = parse.parse_select(request.query.get("select"))
-        self.order = parse.parse_order(request.query.get("order"))
-        self.limit = parse.parse_int("limit", request.query.get("limit"))
-        self.offset = parse.parse_int("offset", request.query.get("offset"))
         rng = parse.parse_range_header(request.headers.get("Range"))
         if rng is not None:
             start, size = rng
@@ -137,6 +146,31 @@ class _Url:
                 self.limit = size if self.limit is None else min(self.limit, size)
         self.prefer = parse.parse_prefer(request.headers.getall("Prefer", []))
         self.single = _OBJECT_MEDIA in request.headers.get("Accept", "")
+
+    @staticmethod
+    def _level_param(
+        levels: dict[tuple[str, ...], readplan.Level], key: str, last: str, value: str
+    ) -> None:
+        """``[path.]order|limit|offset|[not.]and|[not.]or`` into the level of ``path``."""
+        path, _ = parse.split_path(key)
+        if last in ("and", "or"):
+            negated = "not" in path
+            path = tuple(part for part in path if part != "not")
+            level = levels.setdefault(path, readplan.Level())
+            level.filters.append(parse.parse_logic_param(("not." if negated else "") + last, value))
+            return
+        level = levels.setdefault(path, readplan.Level())
+        if last == "order":
+            level.order = parse.parse_order(value)
+        elif last == "limit":
+            level.limit = parse.parse_int("limit", value)
+        else:
+            level.offset = parse.parse_int("offset", value)
+
+    def write_levels(self) -> dict[tuple[str, ...], readplan.Level]:
+        """The embedded levels for a write's returned rows: filters only (PostgREST
+        applies no embedded order or range to a mutation)."""
+        return {path: readplan.Level(level.filters) for path, level in self.embedded.items()}
 
 
 def _content_range(offset: int | None, n_rows: int, total: int | None) -> str:
@@ -205,16 +239,19 @@ async def _read(request: web.Request) -> web.Response:
     claims = _claims(request)
     _check_profile(request)
     url = _Url(request)
-    rel, (statement, params) = await _compose(
+    _, built = await _compose(
         request,
-        lambda r, c: query.read_sql(r, url.select, url.filters, url.order, url.limit,
-                                    url.offset, c),
+        lambda r, c: (
+            query.read_sql(r, url.select, url.filters, url.order, url.limit, url.offset, c,
+                           url.embedded),
+            query.count_sql(r, url.filters, url.select, c, url.embedded),
+        ),
     )  # fmt: skip
+    (statement, params), (count_stmt, count_params) = built
     total: int | None = None
     async with as_caller(context_of(request), claims, read_only=True) as conn:
         row = await (await conn.execute(statement, params)).fetchone()
         if url.prefer.count:
-            count_stmt, count_params = query.count_sql(rel, url.filters)
             count_row = await (await conn.execute(count_stmt, count_params)).fetchone()
             total = int(count_row[0]) if count_row else 0
     rows_json, first_json, n_rows = row if row else ("[]", None, 0)
@@ -291,7 +328,7 @@ async def _insert(request: web.Request) -> web.Response:
     _, (statement, params) = await _compose(
         request,
         lambda r, c: query.insert_sql(r, columns, json.dumps(rows), url.select, keys,
-                                      url.prefer.resolution, c),
+                                      url.prefer.resolution, c, url.write_levels()),
     )  # fmt: skip
     return await _write(request, statement, params, url, status=201)
 
@@ -307,7 +344,7 @@ async def _update(request: web.Request) -> web.Response:
     _, (statement, params) = await _compose(
         request,
         lambda r, c: query.update_sql(r, list(body), json.dumps(body), url.select,
-                                      url.filters, c),
+                                      url.filters, c, url.write_levels()),
     )  # fmt: skip
     return await _write(request, statement, params, url, status=200)
 
@@ -318,7 +355,8 @@ async def _delete(request: web.Request) -> web.Response:
     _check_profile(request)
     url = _Url(request)
     _, (statement, params) = await _compose(
-        request, lambda r, c: query.delete_sql(r, url.select, url.filters, c)
+        request,
+        lambda r, c: query.delete_sql(r, url.select, url.filters, c, url.write_levels()),
     )
     return await _write(request, statement, params, url, status=200)
 
@@ -353,7 +391,15 @@ async def _rpc(request: web.Request) -> web.Response:
         )
     given = [a for a, _ in fn.args if a in args]
     statement, params, count_stmt, count_params = query.rpc_sql(
-        fn, json.dumps(args), given, url.select, url.filters, url.order, url.limit, url.offset
+        fn,
+        json.dumps(args),
+        given,
+        url.select,
+        url.filters,
+        url.order,
+        url.limit,
+        url.offset,
+        url.embedded,
     )
     total: int | None = None
     read_only = request.method in ("GET", "HEAD")

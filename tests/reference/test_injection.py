@@ -10,6 +10,7 @@ table that a successful injection would drop or empty survives.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend_checks.reference import parse, query
-from backend_checks.reference.catalog import Column, Relation
+from backend_checks.reference import parse, query, readplan
+from backend_checks.reference.catalog import Catalog, Column, ForeignKey, Relation
 from backend_checks.reference.errors import ApiError
 from backend_checks.reference.server import ReferenceServer
 
@@ -220,4 +221,93 @@ def test_classic_injections_are_inert(fuzz_env: dict[str, Any]) -> None:
         _check(resp)
         if resp.status_code == 200:
             assert len(resp.json()) <= 1, (key, value, resp.text)
+    _canary_alive(fuzz_env)
+
+
+# ------------------------------------------------------------------ through embed syntax
+_CHILD = Relation(
+    "public",
+    "fuzz_children",
+    "r",
+    {n: Column(n, t, i) for i, (n, t) in enumerate(
+        [("id", "integer"), ("item_id", "integer"), ("note", "text"), ("meta", "jsonb")], 1)},
+    ("id",),
+)  # fmt: skip
+_CATALOG = Catalog(
+    {("public", "fuzz_items"): _REL, ("public", "fuzz_children"): _CHILD},
+    {},
+    [ForeignKey("fuzz_children_item_id_fkey", "fuzz_children", ("item_id",), "fuzz_items",
+                ("id",))],
+)  # fmt: skip
+_EMBED_SELECTS = [
+    "id,fuzz_children(note,meta->>k)",
+    "id,c:fuzz_children!inner(id)",
+    "id,fuzz_children!item_id!inner()",
+]
+_OUR_ALIAS = re.compile(r"_[tep][0-9]+|_s")
+
+
+@given(
+    select=st.sampled_from(_EMBED_SELECTS),
+    path=st.sampled_from(["fuzz_children", "c"]),
+    column=st.one_of(st.sampled_from(["note", "meta->>k", "meta->k->0"]), _nasty),
+    value=_filter_value,
+    order=_nasty,
+    marker=_nasty,
+)
+@settings(max_examples=300, deadline=None)
+def test_embedded_syntax_carries_no_request_text(
+    select: str, path: str, column: str, value: str, order: str, marker: str
+) -> None:
+    try:
+        level = readplan.Level(
+            [parse.parse_filter_param(column, value + marker)],
+            parse.parse_order(f"{order or 'id'},meta->{marker or 'x'}"),
+            3,
+        )
+        items = parse.parse_select(select)
+        null_test = parse.parse_filter_param(path, "not.is.null")
+        statement, params = query.read_sql(
+            _REL, items, [null_test], [], 10, 0, _CATALOG, {(path,): level}
+        )
+        count, _ = query.count_sql(_REL, [null_test], items, _CATALOG, {(path,): level})
+    except ApiError as exc:
+        assert 400 <= exc.status < 500
+        return
+    for text in (statement.as_string(None), count.as_string(None)):
+        for ident in _quoted_identifiers(text):
+            allowed = {*_REL.columns, *_CHILD.columns, "public", "fuzz_items", "fuzz_children",
+                       "c", "k"}  # fmt: skip
+            assert ident in allowed or _OUR_ALIAS.fullmatch(ident), ident
+        if len(marker) > 3 and marker.strip() and marker not in _COLUMNS:
+            assert marker not in text.replace('"', "")
+    assert 3 in params and 10 in params
+
+
+def test_injections_through_embed_syntax_are_inert(fuzz_env: dict[str, Any]) -> None:
+    http, headers, canary = fuzz_env["http"], fuzz_env["headers"], fuzz_env["canary"]
+    drop = f"DROP TABLE {canary}"
+    select = "id,sender:profiles!sender_id!inner(username),...conversations(type)"
+    attempts = [
+        ("sender.username", f"eq.x'; {drop}; --"),
+        ("sender.or", f"(username.eq.a,username.eq.b); {drop})"),
+        (f'sender.username" = username; {drop}; --', "eq.1"),
+        (f"sender; {drop}; --.username", "eq.1"),
+        ("sender.order", f"username; {drop}"),
+        ("sender.limit", f"1; {drop}"),
+        ("sender", f"is.null; {drop}"),
+        (f"sender'; {drop}; --", "not.is.null"),
+        ("order", f"sender(username; {drop}).desc"),
+        (f"metadata->>a'; {drop}; --", "eq.1"),
+        (f"sender.username->>x'); {drop}; --", "eq.1"),
+        ("select", f"id,metadata->>x'); {drop}; --"),
+        ("select", f'id,...profiles!sender_id("username; {drop}")'),
+        ("select", f"id,profiles!sender_id!{drop}(username)"),
+    ]
+    for key, value in attempts:
+        params = {"select": select, key: value} if key != "select" else {key: value}
+        resp = http.get("/rest/v1/messages", params=params, headers=headers)
+        _check(resp)
+        if resp.status_code == 200:
+            assert resp.json() == [] or key != "sender.username", (key, value, resp.text)
     _canary_alive(fuzz_env)

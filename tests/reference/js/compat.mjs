@@ -82,6 +82,40 @@ async function main() {
   check(!embedded.error, `embedding: ${embedded.error?.message}`)
   check(embedded.data[0].sender?.username?.startsWith('testuser'), 'embedded sender')
 
+  step = 'last_message_per_conversation'
+  const last = await supabase
+    .from('conversations')
+    .select('id, messages(id)')
+    .order('created_at', { referencedTable: 'messages', ascending: false })
+    .limit(1, { referencedTable: 'messages' })
+  check(!last.error, `last message: ${last.error?.message}`)
+  check(last.data.every((c) => c.messages.length <= 1), 'referenced limit is not per parent')
+  const newest = await supabase
+    .from('messages')
+    .select('id, sender:profiles!sender_id(username)')
+    .eq('conversation_id', mine)
+    .order('created_at', { ascending: false })
+    .limit(1)
+    .single()
+  check(!newest.error, `newest: ${newest.error?.message}`)
+  const lastOfMine = last.data.find((c) => c.id === mine)
+  check(lastOfMine?.messages[0]?.id === newest.data.id, 'not the newest message of mine')
+
+  step = 'inner_filter'
+  const inner = await supabase
+    .from('messages')
+    .select('id, sender:profiles!sender_id!inner(username)')
+    .eq('sender.username', newest.data.sender.username)
+    .eq('conversation_id', mine)
+    .order('created_at', { ascending: false })
+    .limit(5)
+  check(!inner.error, `inner: ${inner.error?.message}`)
+  check(inner.data.some((m) => m.id === newest.data.id), `inner: ${inner.data.length} rows`)
+  check(
+    inner.data.every((m) => m.sender?.username === newest.data.sender.username),
+    'inner: other senders'
+  )
+
   step = 'rls_messages'
   const foreign = await supabase.from('messages').select('id').eq('conversation_id', other)
   check(!foreign.error && foreign.data.length === 0, 'RLS: foreign messages are visible')
