@@ -1,40 +1,42 @@
-"""``/storage/v1``: Supabase Storage's object and bucket API over local files.
+"""``/storage/v1/object``: Supabase Storage's object API over local files.
 
-Access rules (checked here, before any file or row is touched): ``authenticated`` and
-``service_role`` callers may read and write private buckets such as ``media``; anyone may
-read a public bucket; overwriting, moving or deleting an object needs its owner or the
-service role (objects the service role stored have no owner: only it may change them);
-creating and deleting buckets needs the service role. Signed URLs are fetched with
-their token only. Uploads accept a multipart form (supabase-js, supabase-py) or a raw body.
+Upload, download (private, public, signed), sign, list, info and remove. Each handler
+checks the access rules (``storage_access``: who may read a bucket, write, or change an
+object) before any file or row is touched; creating and deleting buckets needs the
+service role (``storage_buckets``). Signed URLs are fetched with their token only.
+Uploads (a multipart form or a raw body) are stored by ``storage_upload``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
-import json
-import uuid
-from pathlib import Path
 from typing import Any
 
-import psycopg
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from backend_checks.reference.context import AuthRejected
 from backend_checks.reference.db import privileged
 from backend_checks.reference.errors import read_json_object, storage_error
-from backend_checks.reference.identity import context_of, resolve_claims
+from backend_checks.reference.identity import context_of
+from backend_checks.reference.storage_access import (
+    OBJECT_COLUMNS,
+    bucket_row,
+    caller,
+    lock_object,
+    may_change,
+    may_read,
+    object_dict,
+    object_for_update,
+    object_row,
+    owner_of,
+    require_writer,
+)
 from backend_checks.reference.storage_files import (
-    DEFAULT_FILE_SIZE_LIMIT,
     ObjectFileResponse,
-    check_bucket_id,
     check_object_name,
     object_file,
     sign_token,
-    stage_file,
     verify_token,
 )
+from backend_checks.reference.storage_upload import store
 
 __all__ = [
     "add_routes",
@@ -52,60 +54,6 @@ __all__ = [
     "require_writer",
     "store",
 ]
-
-_WRITERS = frozenset({"authenticated", "service_role"})
-_OBJECT_COLUMNS = (
-    "id::text, name, owner::text, size, mimetype, cache_control, etag, user_metadata,"
-    " to_json(created_at)#>>'{}', to_json(updated_at)#>>'{}', to_json(last_accessed_at)#>>'{}'"
-)
-
-
-def caller(request: web.Request) -> dict[str, Any]:
-    """The caller's claims; raises ApiError 400 (Storage's answer) for a bad token."""
-    try:
-        return resolve_claims(request)
-    except AuthRejected as exc:
-        raise storage_error(400, "InvalidJWT", exc.message) from exc
-
-
-async def bucket_row(request: web.Request, bucket_id: str) -> dict[str, Any]:
-    """The bucket as storage-js's ``Bucket``; raises ApiError 400 (bad id) or 404."""
-    check_bucket_id(bucket_id)
-    async with privileged(context_of(request)) as conn:
-        row = await (
-            await conn.execute(
-                "SELECT id, name, owner::text, public, file_size_limit, allowed_mime_types,"
-                " to_json(created_at)#>>'{}', to_json(updated_at)#>>'{}'"
-                " FROM storage.buckets WHERE id = %s",
-                (bucket_id,),
-            )
-        ).fetchone()
-    if row is None:
-        raise storage_error(404, "Bucket not found", "Bucket not found")
-    keys = ("id", "name", "owner", "public", "file_size_limit", "allowed_mime_types",
-            "created_at", "updated_at")  # fmt: skip
-    bucket = dict(zip(keys, row, strict=True))
-    bucket["owner"] = bucket["owner"] or ""
-    return bucket
-
-
-def object_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A ``storage.objects`` row (selected as ``_OBJECT_COLUMNS``) as a dict."""
-    keys = ("id", "name", "owner", "size", "mimetype", "cache_control", "etag",
-            "user_metadata", "created_at", "updated_at", "last_accessed_at")  # fmt: skip
-    return dict(zip(keys, row, strict=True))
-
-
-async def object_row(request: web.Request, bucket: str, name: str) -> dict[str, Any] | None:
-    """The object ``bucket/name`` as a dict, or None when there is none."""
-    async with privileged(context_of(request)) as conn:
-        row = await (
-            await conn.execute(
-                f"SELECT {_OBJECT_COLUMNS} FROM storage.objects WHERE bucket_id = %s AND name = %s",
-                (bucket, name),
-            )
-        ).fetchone()
-    return object_dict(row) if row else None
 
 
 def file_object(obj: dict[str, Any]) -> dict[str, Any]:
@@ -126,197 +74,6 @@ def file_object(obj: dict[str, Any]) -> dict[str, Any]:
             "httpStatusCode": 200,
         },
     }
-
-
-def may_read(claims: dict[str, Any] | None, bucket: dict[str, Any]) -> bool:
-    """True when ``claims`` may read objects of ``bucket`` (public, or a writer role)."""
-    return bool(bucket["public"]) or (claims is not None and claims.get("role") in _WRITERS)
-
-
-def require_writer(claims: dict[str, Any]) -> None:
-    """Raise ApiError 403 unless ``claims`` are the service role, or authenticated as a
-    user (a ``sub`` that is a uuid: without one, a token would own nothing and be taken
-    for the service role, which may change every object)."""
-    role = claims.get("role")
-    if role not in _WRITERS or (role == "authenticated" and not _is_uuid(claims.get("sub"))):
-        raise storage_error(403, "Unauthorized", "new row violates row-level security policy")
-
-
-def _is_uuid(value: object) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return value is not None
-
-
-async def _read_upload(
-    request: web.Request, limit: int
-) -> tuple[list[bytes], str, str | None, dict[str, Any] | None]:
-    """The uploaded bytes (in chunks), their mimetype, cache control and user metadata.
-
-    Raises ApiError 413 when larger than ``limit`` and 400 when the form has no file.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    mimetype = "application/octet-stream"
-    cache_control: str | None = None
-    metadata: dict[str, Any] | None = None
-
-    async def take(read: Any) -> None:
-        nonlocal size
-        while True:
-            chunk = await read()
-            if not chunk:
-                return
-            size += len(chunk)
-            if size > limit:
-                raise storage_error(413, "Payload too large",
-                                    "The object exceeded the maximum allowed size")  # fmt: skip
-            chunks.append(bytes(chunk))
-
-    if request.content_type.startswith("multipart/"):
-        found = False
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.filename is not None or part.name in ("", "file", None):
-                found = True
-                mimetype = part.headers.get("Content-Type", mimetype)
-                await take(lambda p=part: p.read_chunk(256 * 1024))
-            elif part.name == "cacheControl":
-                cache_control = (await part.text())[:200]
-            elif part.name == "metadata":
-                metadata = _metadata((await part.text())[:10000])
-        if not found:
-            raise storage_error(400, "InvalidRequest", "No file found in the multipart form")
-    else:
-        mimetype = request.headers.get("Content-Type") or mimetype
-        cache_control = request.headers.get("Cache-Control")
-        encoded = request.headers.get("x-metadata")
-        if encoded:
-            try:
-                metadata = _metadata(base64.b64decode(encoded).decode())
-            except ValueError as exc:
-                raise storage_error(400, "InvalidRequest", "x-metadata is not base64") from exc
-        await take(lambda: request.content.read(256 * 1024))
-    if cache_control and cache_control.isdigit():
-        cache_control = f"max-age={cache_control}"
-    return chunks, mimetype[:200], cache_control, metadata
-
-
-def _metadata(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise storage_error(400, "InvalidRequest", "metadata is not JSON") from exc
-    return value if isinstance(value, dict) else None
-
-
-async def lock_object(conn: psycopg.AsyncConnection[Any], bucket_id: str, name: str) -> None:
-    """Hold ``bucket_id/name`` for the rest of ``conn``'s transaction.
-
-    Uploads, moves and copies that write one key take turns: a row lock cannot do it
-    while the row does not exist yet (two uploads of one new key both saw none).
-    """
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('devicelab.reference.object'), hashtext(%s))",
-        (f"{bucket_id}/{name}",),
-    )
-
-
-async def object_for_update(
-    conn: psycopg.AsyncConnection[Any], bucket_id: str, name: str
-) -> tuple[str, str | None] | None:
-    """``(id, owner)`` of the object ``bucket_id/name``, its row locked for the rest of
-    ``conn``'s transaction; None when there is none."""
-    row = await (
-        await conn.execute(
-            "SELECT id::text, owner::text FROM storage.objects"
-            " WHERE bucket_id = %s AND name = %s FOR UPDATE",
-            (bucket_id, name),
-        )
-    ).fetchone()
-    return (str(row[0]), row[1]) if row else None
-
-
-def may_change(owner: str | None, existing_owner: str | None) -> bool:
-    """Whether a writer recorded as ``owner`` (None: the service role) may overwrite, move
-    or delete an object owned by ``existing_owner`` (None: the service role's)."""
-    return owner is None or existing_owner == owner
-
-
-async def store(
-    request: web.Request, bucket_id: str, name: str, *, owner: str | None, upsert: bool
-) -> web.Response:
-    """Read the upload of ``request`` and store it as ``bucket_id/name``: ``{Id, Key}``.
-
-    Raises ApiError 404 (bucket), 409 (exists, no upsert), 403 (an object of another
-    owner, or of the service role for a user), 413 (too large), 415 (mimetype not allowed).
-    """
-    bucket = await bucket_row(request, bucket_id)
-    limit = int(bucket["file_size_limit"] or DEFAULT_FILE_SIZE_LIMIT)
-    chunks, mimetype, cache_control, metadata = await _read_upload(request, limit)
-    allowed = bucket["allowed_mime_types"]
-    if allowed and mimetype.split(";")[0] not in allowed:
-        raise storage_error(415, "invalid_mime_type", f"mime type {mimetype} is not supported")
-    ctx = context_of(request)
-    size = sum(len(c) for c in chunks)
-    etag = f'"{hashlib.md5(b"".join(chunks), usedforsecurity=False).hexdigest()}"'
-    values = (size, mimetype, cache_control, etag,
-              json.dumps(metadata) if metadata is not None else None)  # fmt: skip
-    staged: Path | None = None
-    placed: Path | None = None  # a new object's file, removed if its row is not committed
-    try:
-        async with privileged(ctx) as conn:
-            await lock_object(conn, bucket_id, name)
-            existing = await object_for_update(conn, bucket_id, name)
-            if existing and not upsert:
-                raise storage_error(409, "Duplicate", "The resource already exists")
-            if existing and not may_change(owner, existing[1]):
-                raise storage_error(
-                    403, "Unauthorized", "new row violates row-level security policy"
-                )
-            object_id = existing[0] if existing else str(uuid.uuid4())
-            path = object_file(ctx.storage_root, bucket_id, object_id)
-            staged = await asyncio.to_thread(stage_file, path, chunks)
-            if existing:
-                await conn.execute(
-                    "UPDATE storage.objects SET size = %s, mimetype = %s, cache_control = %s,"
-                    " etag = %s, user_metadata = %s, updated_at = now() WHERE id = %s",
-                    (*values, object_id),
-                )
-            else:
-                made = await (
-                    await conn.execute(
-                        "INSERT INTO storage.objects (id, bucket_id, name, owner, size,"
-                        " mimetype, cache_control, etag, user_metadata)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT (bucket_id, name) DO NOTHING RETURNING id",
-                        (object_id, bucket_id, name, owner, *values),
-                    )
-                ).fetchone()
-                if made is None:  # a writer that did not take the lock got there first
-                    raise storage_error(409, "Duplicate", "The resource already exists")
-                placed = path
-            # The file takes its place once its row is written, as the last step before the
-            # commit: an upsert that fails leaves the stored object (file and row) as it was.
-            await asyncio.to_thread(staged.replace, path)
-            staged = None
-    except BaseException:
-        for leftover in (staged, placed):
-            if leftover is not None:
-                leftover.unlink(missing_ok=True)
-        raise
-    return web.json_response({"Id": object_id, "Key": f"{bucket_id}/{name}"})
-
-
-def owner_of(claims: dict[str, Any]) -> str | None:
-    """The owner recorded for objects written by ``claims`` (None for the service role)."""
-    return (
-        str(claims["sub"]) if claims.get("role") == "authenticated" and claims.get("sub") else None
-    )
 
 
 async def _upload(request: web.Request) -> web.Response:
@@ -469,7 +226,7 @@ async def _list_objects(request: web.Request) -> web.Response:
     async with privileged(context_of(request)) as conn:
         rows = await (
             await conn.execute(
-                f"SELECT {_OBJECT_COLUMNS} FROM storage.objects"
+                f"SELECT {OBJECT_COLUMNS} FROM storage.objects"
                 " WHERE bucket_id = %s AND left(name, length(%s)) = %s",
                 (bucket_id, prefix, prefix),
             )
@@ -512,7 +269,7 @@ async def _remove(request: web.Request) -> web.Response:
             await conn.execute(
                 f"DELETE FROM storage.objects WHERE bucket_id = %s AND name = ANY(%s)"
                 f" AND (%s::uuid IS NULL OR owner = %s::uuid)"
-                f" RETURNING {_OBJECT_COLUMNS}",
+                f" RETURNING {OBJECT_COLUMNS}",
                 (bucket_id, names, owner, owner),
             )
         ).fetchall()

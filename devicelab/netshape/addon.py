@@ -1,10 +1,11 @@
 """NetShape: the mitmproxy addon that puts every client through an emulated network link.
 
 Each client (source address) gets its own link (``link.Channel`` down and up); each of its
-connections is wrapped below mitmproxy's protocol layers (``transport``), so HTTP(S)
-requests and responses, WebSocket messages and raw TCP are all delayed, paced and shared
-fairly by the same model. Options are declared in ``load`` and validated in ``configure``
-(their parsers in ``options``):
+connections is wrapped below mitmproxy's protocol layers (``transport``, ``connections``),
+so HTTP(S) requests and responses, WebSocket messages and raw TCP are all delayed, paced
+and shared fairly by the same model; each HTTP flow is timed into its record (``timing``).
+Options are declared in ``load`` and validated in ``configure`` (their parsers in
+``options``):
 
     netshape_profile     a NetworkProfile as JSON ("" = no shaping)
     netshape_allow       client networks allowed to use the proxy (CIDR); others are refused
@@ -33,9 +34,6 @@ import asyncio
 import ipaddress
 import logging
 import math
-import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from mitmproxy import ctx, http
@@ -45,6 +43,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from devicelab.models.network import NetworkProfile
 from devicelab.models.proxy_status import ProxyStatus
 from devicelab.netshape import control, wsscheme
+from devicelab.netshape.connections import Connections
 from devicelab.netshape.destination import (
     Refusals,
     client_allowed,
@@ -52,7 +51,7 @@ from devicelab.netshape.destination import (
     reaches_loopback,
     refusal,
 )
-from devicelab.netshape.link import Channel, Shape, shapes_of
+from devicelab.netshape.link import Shape, shapes_of
 from devicelab.netshape.options import (
     CONTROL_HOST,
     DEFAULT_ALLOW,
@@ -64,56 +63,19 @@ from devicelab.netshape.options import (
     parse_networks,
     parse_profile,
 )
-from devicelab.netshape.records import FlowRecord, redacted_url
-from devicelab.netshape.transport import (
-    ConnectionClock,
-    HeldWriter,
-    ServerReader,
-    ShapedReader,
-    ShapedWriter,
-    bytes_waiting,
-)
+from devicelab.netshape.records import FlowRecord
+from devicelab.netshape.timing import FlowTimer
 
 __all__ = ["CONTROL_HOST", "DEFAULT_ALLOW", "NetShape", "check_offline_seconds", "shapes_of"]
 
 logger = logging.getLogger("devicelab.netshape")
 
-# mitmproxy hands a new connection over a few milliseconds after accepting it; bytes the
-# device sent at once are taken from the accept, up to this long before (a bound on a
-# clock step, not on mitmproxy).
-_ACCEPT_LAG_MAX_S = 0.05
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 #: Bytes of WebSocket history kept per flow, beside the message count (the newest message
 #: is always kept).
 WS_HISTORY_BYTES = 1 << 20
-
-
-@dataclass
-class _Link:
-    down: Channel
-    up: Channel
-    connections: int = 0
-
-
-@dataclass
-class _Connection:
-    link_key: str
-    reader: ShapedReader
-    writer: ShapedWriter
-    clock: ConnectionClock
-    # Its current request is for the control endpoint (``cut_all`` spares it then).
-    control: bool = False
-    records: dict[str, FlowRecord] = field(default_factory=dict)
-    servers: dict[str, HeldWriter] = field(default_factory=dict)
-    # Flow id -> the writer's offset where its response head starts.
-    heads: dict[str, int] = field(default_factory=dict)
-    # Hosts (lower-cased) this connection was sent to by an alias: the lab's targets.
-    alias_targets: set[str] = field(default_factory=set)
-    # A CONNECT was let through: every request on it goes to the tunnel's destination,
-    # judged at the CONNECT (mitmproxy names the alias's target as their host).
-    tunnel: bool = False
 
 
 class NetShape:
@@ -123,10 +85,8 @@ class NetShape:
         self.profile: NetworkProfile | None = None
         self._down, self._up = Shape(), Shape()
         self._allow: list[_Network] = []
-        self._links: dict[str, _Link] = {}
-        self._connections: dict[str, _Connection] = {}
-        self._records: deque[FlowRecord] = deque(maxlen=10_000)
-        self._ws_records: dict[str, FlowRecord] = {}
+        self._connections = Connections(self._shape_down, self._shape_up)
+        self._timer = FlowTimer()
         self._offline_until: float | None = None
         self._online_timer: asyncio.TimerHandle | None = None
         self._aliases: dict[str, str] = {}
@@ -165,7 +125,7 @@ class NetShape:
             networks = parse_networks(opts.netshape_networks)
         self._allow, self._aliases, self._networks = allow, aliases, networks
         if "netshape_records" in updated:
-            self._records = deque(self._records, maxlen=opts.netshape_records)
+            self._timer.keep(opts.netshape_records)
         if "netshape_profile" in updated:
             self._apply_profile(profile)
 
@@ -212,17 +172,12 @@ class NetShape:
 
     def records(self) -> list[FlowRecord]:
         """The flow timing records kept so far, oldest first."""
-        return list(self._records)
+        return self._timer.records()
 
     def cut_all(self) -> None:
         """Cut every open connection but one whose current request is for the control
         endpoint (its answer, to the request that took the link offline, goes out)."""
-        for conn in list(self._connections.values()):
-            if not conn.control:
-                conn.writer.abort()
-                conn.reader.abort()
-                for server in conn.servers.values():
-                    server.abort()  # what was still on the air is lost
+        self._connections.cut_all()
 
     def _shape_down(self) -> Shape:
         return self._down
@@ -250,20 +205,7 @@ class NetShape:
         if handler is None:
             logger.warning("cannot shape client %s: mitmproxy's handler was not found", host)
             return
-        io = handler.transports[client]
-        link = self._links.get(host)
-        if link is None:
-            link = _Link(Channel(self._shape_down), Channel(self._shape_up))
-            self._links[host] = link
-        link.connections += 1
-        clock = ConnectionClock()
-        loop = asyncio.get_running_loop()
-        accepted = loop.time() - min(time.time() - client.timestamp_start, _ACCEPT_LAG_MAX_S)
-        first_since = accepted if bytes_waiting(io.reader, io.writer) else None
-        reader = ShapedReader(io.reader, link.up, clock, first_since)
-        writer = ShapedWriter(io.writer, link.down, clock)
-        io.reader, io.writer = reader, writer
-        self._connections[client.id] = _Connection(host, reader, writer, clock)
+        self._connections.wrap(client, host, handler.transports[client])
 
     async def _loopback_refusal(self, data: ServerConnectionHookData) -> str | None:
         client = _client_host(data.client)
@@ -296,9 +238,7 @@ class NetShape:
         io = handler.transports.get(data.server)
         if io is None or io.reader is None or io.writer is None:
             return
-        held = HeldWriter(io.writer, conn.clock)
-        io.reader, io.writer = ServerReader(io.reader, conn.clock), held
-        conn.servers[data.server.id] = held
+        self._connections.hold_server(conn, data.server.id, io)
 
     def server_disconnected(self, data: ServerConnectionHookData) -> None:
         """Close the server side's socket and forget its writer.
@@ -307,39 +247,13 @@ class NetShape:
         the server's close (a ``Connection: close`` exchange often is): the socket would
         stay in CLOSE-WAIT for good. Closing twice is harmless.
         """
-        conn = self._connections.get(data.client.id)
-        held = conn.servers.pop(data.server.id, None) if conn is not None else None
-        if held is not None:
-            held.close()
+        self._connections.server_closed(data.client.id, data.server.id)
 
     def client_disconnected(self, client: Client) -> None:
         """Forget the connection and close its server sides (mitmproxy is about to, but
         may skip it, see ``server_disconnected``, which comes after this hook); a client's
         link goes once its last connection's bytes have crossed it."""
-        conn = self._connections.pop(client.id, None)
-        if conn is None:
-            return
-        conn.reader.abort()
-        if conn.writer.device_gone():  # else a close waits for the bytes still queued
-            conn.writer.pipe.abort()
-        for held in conn.servers.values():
-            held.close()
-        conn.servers.clear()
-        link = self._links.get(conn.link_key)
-        if link is not None:
-            # The bytes still queued share the link with a new connection of the client;
-            # a fresh link would give that one the whole rate beside them.
-            conn.writer.pipe.after_all(lambda: self._release(conn.link_key, link))
-        for record in conn.records.values():
-            if record.end is None and record.error is None:
-                record.error = "connection closed"
-
-    def _release(self, key: str, link: _Link) -> None:
-        """One connection of ``link`` (client ``key``) is done; forget the link after its
-        last."""
-        link.connections -= 1
-        if link.connections <= 0 and self._links.get(key) is link:
-            del self._links[key]
+        self._connections.drop(client.id)
 
     # --- flows --------------------------------------------------------------------------
     def _note_request(self, flow: http.HTTPFlow) -> None:
@@ -414,24 +328,7 @@ class NetShape:
         conn = self._connections.get(flow.client_conn.id)
         if _is_control(flow) or conn is None:
             return
-        arrival = conn.reader.pipe.last_arrival
-        start = time.time() - (asyncio.get_running_loop().time() - arrival)
-        record = FlowRecord(
-            id=flow.id,
-            client=conn.link_key,
-            method=flow.request.method,
-            url=redacted_url(flow.request.pretty_url),
-            start=start,
-        )
-        conn.records[flow.id] = record
-        self._records.append(record)
-
-        def count_up(data: bytes) -> bytes:
-            record.bytes_up += len(data)
-            return data
-
-        # Streamed, not buffered: the body goes on as it crosses the uplink.
-        flow.request.stream = count_up
+        self._timer.start(conn, flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
         """Answer the control endpoint."""
@@ -440,52 +337,15 @@ class NetShape:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Stream the body (paced by the link) and time the first byte at the device."""
-        conn = self._connections.get(flow.client_conn.id)
-        record = conn.records.get(flow.id) if conn else None
-        if conn is None or record is None or flow.response is None:
-            return
-        record.status = flow.response.status_code
-        pipe = conn.writer.pipe
-        offset = conn.heads[flow.id] = pipe.queued_total
-
-        def count_down(data: bytes) -> bytes:
-            record.bytes_down += len(data)
-            return data
-
-        # Streamed, not buffered: the link paces the body as it comes from the server.
-        flow.response.stream = count_down
-
-        def first_byte() -> None:
-            record.first_byte = time.time()
-
-        pipe.when_delivered(offset + 1, first_byte)
+        self._timer.response_head(self._connections.get(flow.client_conn.id), flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         """Time the last byte at the device (the body has been handed to the link)."""
-        conn = self._connections.get(flow.client_conn.id)
-        record = conn.records.pop(flow.id, None) if conn else None
-        if conn is None or record is None:
-            return
-        pipe = conn.writer.pipe
-        # A response without a body (a WebSocket's 101) may reach this hook before its
-        # head is on the link: its end is its first byte's delivery at the earliest.
-        offset = max(pipe.queued_total, conn.heads.pop(flow.id, -1) + 1)
-        if flow.websocket is not None:
-            self._ws_records[flow.id] = record
-
-        def end() -> None:
-            record.end = time.time()
-
-        pipe.when_delivered(offset, end)
+        self._timer.response_end(self._connections.get(flow.client_conn.id), flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         """Mark the flow's record as failed."""
-        conn = self._connections.get(flow.client_conn.id)
-        record = conn.records.pop(flow.id, None) if conn else None
-        if conn is not None:
-            conn.heads.pop(flow.id, None)
-        if record is not None and flow.error is not None:
-            record.error = flow.error.msg
+        self._timer.failed(self._connections.get(flow.client_conn.id), flow)
 
     def tls_failed_server(self, data: Any) -> None:
         """Say how to reach a test server whose certificate the proxy does not trust."""
@@ -513,13 +373,12 @@ class NetShape:
             if size > WS_HISTORY_BYTES and kept:
                 del messages[: len(messages) - kept]
                 break
-        if (record := self._ws_records.get(flow.id)) is not None:
-            record.ws_messages += 1
+        self._timer.websocket_message(flow)
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         """Forget the WebSocket flow's live record and its messages (a closed flow is freed
         only by a full garbage collection: 100 sessions of big messages held 600 MB)."""
-        self._ws_records.pop(flow.id, None)
+        self._timer.websocket_end(flow)
         if flow.websocket is not None:
             flow.websocket.messages.clear()
 
@@ -529,7 +388,7 @@ class NetShape:
         return ProxyStatus(
             profile=self.profile,
             offline=self.offline,
-            links={k: v.connections for k, v in self._links.items()},
+            links={k: v.connections for k, v in self._connections.links.items()},
         )
 
 
