@@ -20,11 +20,8 @@ from backend_checks.reference.storage_access import (
     OBJECT_COLUMNS,
     bucket_row,
     caller,
-    lock_object,
-    may_change,
     may_read,
     object_dict,
-    object_for_update,
     object_row,
     owner_of,
     require_writer,
@@ -38,22 +35,7 @@ from backend_checks.reference.storage_files import (
 )
 from backend_checks.reference.storage_upload import store
 
-__all__ = [
-    "add_routes",
-    "bucket_row",
-    "caller",
-    "file_object",
-    "json_body",
-    "lock_object",
-    "may_change",
-    "may_read",
-    "object_dict",
-    "object_for_update",
-    "object_row",
-    "owner_of",
-    "require_writer",
-    "store",
-]
+__all__ = ["add_routes", "file_object", "json_body"]
 
 
 def file_object(obj: dict[str, Any]) -> dict[str, Any]:

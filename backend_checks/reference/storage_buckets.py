@@ -14,7 +14,8 @@ from aiohttp import web
 from backend_checks.reference.db import privileged
 from backend_checks.reference.errors import storage_error
 from backend_checks.reference.identity import context_of
-from backend_checks.reference.storage import bucket_row, caller, json_body
+from backend_checks.reference.storage import json_body
+from backend_checks.reference.storage_access import bucket_row, caller
 from backend_checks.reference.storage_files import check_bucket_id, object_file
 
 __all__ = ["add_routes"]

@@ -17,16 +17,15 @@ from aiohttp import web
 from backend_checks.reference.db import privileged
 from backend_checks.reference.errors import storage_error
 from backend_checks.reference.identity import context_of
-from backend_checks.reference.storage import (
+from backend_checks.reference.storage import json_body
+from backend_checks.reference.storage_access import (
     bucket_row,
     caller,
-    json_body,
     lock_object,
     may_change,
     object_for_update,
     owner_of,
     require_writer,
-    store,
 )
 from backend_checks.reference.storage_files import (
     check_bucket_id,
@@ -35,6 +34,7 @@ from backend_checks.reference.storage_files import (
     sign_token,
     verify_token,
 )
+from backend_checks.reference.storage_upload import store
 
 __all__ = ["add_routes"]
 
