@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -115,3 +117,31 @@ def db(scratch_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """A privileged connection to the scratch database (autocommit)."""
     with psycopg.connect(scratch_dsn, autocommit=True) as conn:
         yield conn
+
+
+def user_token(server: ReferenceServer, n: int, **extra: Any) -> str:
+    """An access token of testuser<n> signed by ``server`` (10 minutes; ``extra`` claims
+    override)."""
+    claims = {"sub": user_id(n), "role": "authenticated", "aud": "authenticated",
+              "exp": int(time.time()) + 600, **extra}  # fmt: skip
+    return server.ctx.sign(claims)
+
+
+@pytest.fixture(scope="module")
+def http(server: ReferenceServer) -> Iterator[httpx.Client]:
+    """A client of the server's REST API (``/rest/v1``)."""
+    with httpx.Client(base_url=f"{server.url}/rest/v1", timeout=15) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def h1(server: ReferenceServer) -> dict[str, str]:
+    """The headers of testuser1's requests."""
+    return {"apikey": server.anon_key, "Authorization": f"Bearer {user_token(server, 1)}"}
+
+
+@pytest.fixture(scope="module")
+def service(server: ReferenceServer) -> dict[str, str]:
+    """The headers of the service role's requests."""
+    key = server.service_role_key
+    return {"apikey": key, "Authorization": f"Bearer {key}"}

@@ -4,41 +4,17 @@ errors and roles (raw HTTP, so the exact headers and statuses are checked)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from conftest import conversation_id, user_id
+from conftest import conversation_id, user_id, user_token
 
 from backend_checks.reference.server import ReferenceServer
 
 MINE = conversation_id("12")
 OTHER = conversation_id("34")
-
-
-@pytest.fixture(scope="module")
-def http(server: ReferenceServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/rest/v1", timeout=15) as client:
-        yield client
-
-
-def _token(server: ReferenceServer, n: int, **extra: Any) -> str:
-    claims = {"sub": user_id(n), "role": "authenticated", "aud": "authenticated",
-              "exp": int(time.time()) + 600, **extra}  # fmt: skip
-    return server.ctx.sign(claims)
-
-
-@pytest.fixture(scope="module")
-def h1(server: ReferenceServer) -> dict[str, str]:
-    return {"apikey": server.anon_key, "Authorization": f"Bearer {_token(server, 1)}"}
-
-
-@pytest.fixture(scope="module")
-def service(server: ReferenceServer) -> dict[str, str]:
-    key = server.service_role_key
-    return {"apikey": key, "Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="module")
@@ -194,11 +170,11 @@ def test_errors_and_roles(
     assert bad_op.status_code == 400 and bad_op.json()["code"] == "PGRST100"
     anon = http.get("/messages", headers={"apikey": server.anon_key})
     assert anon.status_code == 401 and anon.json()["code"] == "42501"
-    expired = _token(server, 1, exp=int(time.time()) - 60)
+    expired = user_token(server, 1, exp=int(time.time()) - 60)
     resp = http.get("/messages", headers={"apikey": server.anon_key,
                                           "Authorization": f"Bearer {expired}"})  # fmt: skip
     assert resp.status_code == 401 and resp.json()["code"] == "PGRST303"
-    token = _token(server, 1)
+    token = user_token(server, 1)
     head, body, sig = token.split(".")
     tampered = f"{head}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{sig}"
     resp = http.get("/messages", headers={"apikey": server.anon_key,

@@ -5,7 +5,6 @@ src/PostgREST/SchemaCache.hs)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,27 +12,6 @@ import httpx
 import psycopg
 import pytest
 from conftest import conversation_id, user_id
-
-from backend_checks.reference.server import ReferenceServer
-
-
-@pytest.fixture(scope="module")
-def http(server: ReferenceServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/rest/v1", timeout=15) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def h1(server: ReferenceServer) -> dict[str, str]:
-    claims = {"sub": user_id(1), "role": "authenticated", "aud": "authenticated",
-              "exp": int(time.time()) + 600}  # fmt: skip
-    return {"apikey": server.anon_key, "Authorization": f"Bearer {server.ctx.sign(claims)}"}
-
-
-@pytest.fixture(scope="module")
-def service(server: ReferenceServer) -> dict[str, str]:
-    key = server.service_role_key
-    return {"apikey": key, "Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
