@@ -338,19 +338,24 @@ def start_app(
 def _start_session(
     teardown: Teardown, session: AppiumSession, journal: Journal | None, target: str
 ) -> None:
-    """Create ``session``, journaled as a change to ``target`` (a run killed outright
-    leaves it open on the lab's Appium server for 10 minutes, the phone busy; the next
-    run on the phone ends it), its end pushed on ``teardown``. Raises DeviceUnreachable,
-    BadInput (see AppiumSession.create)."""
-    session.create()
+    """Create ``session``, journaled as a change to ``target`` from before Appium starts
+    it (a run killed outright leaves it open on the lab's Appium server for 10 minutes,
+    the phone busy; the next run on the phone ends it), its end pushed on ``teardown``.
+    Raises DeviceUnreachable, BadInput (see AppiumSession.create)."""
     if journal is None:
+        session.create()
         teardown.push("appium session", session.close)
         return
     try:
-        entry = session.journaled(journal, target)
+        session.create(journal, target)
     except BaseException:
-        session.close()
+        if (pending := session.pending) is not None:
+            # Appium may be starting it still (a Ctrl-C that did not wait, no answer): the
+            # teardown ends what carries its claim by then; the next run looks again.
+            teardown.push("appium session", lambda: journal.undo([pending]))
         raise
+    entry = session.entry
+    assert entry is not None  # create journals the session it started
 
     def end_session() -> None:
         session.close()

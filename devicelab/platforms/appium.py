@@ -37,6 +37,7 @@ import copy
 import logging
 import time
 import urllib.parse
+import uuid
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -50,11 +51,18 @@ from devicelab.platforms.appium_errors import (
     redacted_url,
     translated,
 )
-from devicelab.platforms.appium_orphans import SESSION_KIND, UNDOERS, Starting
+from devicelab.platforms.appium_orphans import (
+    CLAIM_CAPABILITY,
+    PENDING_KIND,
+    SESSION_KIND,
+    UNDOERS,
+    Starting,
+)
 from devicelab.platforms.appium_server import AppiumServer, appium_home
 
 __all__ = [
     "NATIVE_CONTEXT",
+    "PENDING_KIND",
     "SESSION_KIND",
     "UNDOERS",
     "WEBVIEW_HINT",
@@ -171,22 +179,39 @@ class AppiumSession:
         self._script_timeout_set = False
         self._app_window = ""  # browser session: the app's tab while another is in front
         self._app_context = ""  # app session: the WebView to come back to
+        #: The journal entry of this session while Appium starts it (``create`` with a
+        #: journal), None once it started, or was ended or never started.
+        self.pending: Entry | None = None
+        #: The journal entry of the running session (``create`` with a journal).
+        self.entry: Entry | None = None
 
     @property
     def is_browser(self) -> bool:
         """Whether this session drives a browser (``browserName``), not an app."""
         return bool(self.capabilities.get("browserName"))
 
-    def create(self) -> Self:
-        """Start the session. Raises DeviceUnreachable (no server, the session did not
-        start), BadInput (capabilities refused as invalid)."""
+    def create(self, journal: Journal | None = None, target: str = "") -> Self:
+        """Start the session. With a ``journal``, it is journaled as a change to device
+        ``target`` from before POST /session on: first as ``pending`` (a claim token, also
+        sent as the capability CLAIM_CAPABILITY, that finds it while it has no id yet),
+        then as ``entry`` (its id) once started. Raises DeviceUnreachable (no server, the
+        session did not start), BadInput (capabilities refused as invalid),
+        EnvironmentProblem (the journal cannot be written)."""
         from appium import webdriver
         from appium.options.common.base import AppiumOptions
         from appium.webdriver.client_config import AppiumClientConfig
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.proxy import Proxy, ProxyType
 
         check_capabilities(self.capabilities)
-        options = AppiumOptions().load_capabilities(copy.deepcopy(self.capabilities))
+        capabilities = copy.deepcopy(self.capabilities)
+        if journal is not None:
+            claim = uuid.uuid4().hex
+            capabilities[CLAIM_CAPABILITY] = claim
+            what = f"Appium session starting on {redacted_url(self.url)} (claim {claim})"
+            data = {"url": self.url, "claim": claim, "what": what}
+            self.pending = journal.record(PENDING_KIND, target, data)
+        options = AppiumOptions().load_capabilities(capabilities)
         host = urllib.parse.urlsplit(self.url).hostname or ""
         direct = host in ("127.0.0.1", "localhost", "::1")
         config = AppiumClientConfig(
@@ -201,13 +226,33 @@ class AppiumSession:
         try:
             starting.wait()
         except KeyboardInterrupt:
-            starting.end_when_started(redacted_url(self.url))
+            if starting.end_when_started(redacted_url(self.url)):
+                self._settle(journal)
+            raise  # else the pending entry stays: the teardown, or the next run, ends it
+        try:
+            with translated(NEW_SESSION, self.url):
+                self._driver = starting.result()
+                self.session_id = str(self._driver.session_id)
+        except BaseException as exc:
+            if isinstance(exc.__cause__, WebDriverException):
+                self._settle(journal)  # Appium answered: it started no session
             raise
-        with translated(NEW_SESSION, self.url):
-            self._driver = starting.result()
-            self.session_id = str(self._driver.session_id)
         logger.info("appium session %s on %s", self.session_id, redacted_url(self.url))
+        if journal is not None:
+            try:  # the session's entry first: a kill between the two leaves both
+                self.entry = self.journaled(journal, target)
+                self._settle(journal)
+            except BaseException:
+                self.close()
+                raise
         return self
+
+    def _settle(self, journal: Journal | None) -> None:
+        """Mark the pending entry undone: the session started (and has its own entry), or
+        none is left starting."""
+        pending, self.pending = self.pending, None
+        if journal is not None and pending is not None:
+            journal.mark_undone(pending)
 
     def _require(self) -> Any:
         if self._driver is None:
@@ -365,7 +410,8 @@ class AppiumSession:
             logger.warning("ending the appium session failed: %s", message(exc))
 
     def journaled(self, journal: Journal, target: str) -> Entry:
-        """Record the running session in ``journal`` as a change to device ``target``: a
+        """Record the running session in ``journal`` as a change to device ``target``
+        (``create(journal, target)`` does, replacing its pending entry): a
         run killed outright (kill -9, a crash) leaves it open on the server for
         newCommandTimeout (10 min), the phone busy, and the next run on that phone ends
         it (``UNDOERS``). Returns the entry, to mark undone once ``close()`` ran. Raises

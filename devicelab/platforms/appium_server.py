@@ -185,11 +185,14 @@ class AppiumServer:
         # Guarded: a run killed outright (no teardown) takes its Appium server with it.
         # No --log: Appium's file log loses its last lines when it exits at start (the
         # EADDRINUSE that says why) and wrote over the console in the same file; the
-        # console, with timestamps, is the one log.
+        # console, with timestamps, is the one log. Session discovery (GET
+        # /appium/sessions) finds a session a run left while Appium was starting it, by
+        # its claim (devicelab.platforms.appium_orphans); it lists sessions, nothing more.
         command = guarded([
             str(self.executable), "server",
             "--address", self.host, "--port", str(self.port), "--base-path", "/",
             "--log-no-colors", "--log-timestamp", "--log-level", "debug",
+            "--allow-insecure", "*:session_discovery",
         ])  # fmt: skip
         with self.log_file.open("ab") as sink:
             self._log_start = sink.tell()  # this start's lines, not an earlier run's
