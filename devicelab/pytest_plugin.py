@@ -28,10 +28,13 @@ import pytest
 from devicelab.pytest_plugin_checks import (
     check_options,
     given_out,
+    lab_out,
     note_usage_error,
     worker_id,
     worker_usage_error,
 )
+from devicelab.pytest_plugin_out import remove_stale_workers
+from devicelab.pytest_plugin_stop import xdist_stops_like_ctrl_c
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -91,12 +94,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse bad --devicelab-* options before any test runs, on the xdist controller
     too (raises pytest.UsageError); note when the session started: the controller of an
-    xdist session lists only the workers' results written since."""
+    xdist session lists only the workers' results written since. The xdist controller
+    and its workers take SIGTERM and SIGHUP as Ctrl-C (devicelab.pytest_plugin_stop)."""
     import time
 
     if not worker_id(session.config):  # the controller checked them for its workers
         check_options(session.config)
     session.config.stash[_STARTED] = time.time()
+    xdist_stops_like_ctrl_c(session.config)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -129,8 +134,9 @@ _INVENTORY_FIXTURES = frozenset({"lab_inventory", *_DEVICE_FIXTURES})
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Refuse, before any test runs, what a collected test would fail on: an unknown
-    device or network id, a wrong inventory, and for ``devicelab_lab`` an offline network
-    or a lab that could not start (raises pytest.UsageError)."""
+    device or network id, a wrong inventory, and for ``devicelab_lab`` an offline network,
+    a lab that could not start or a --devicelab-out it cannot write (raises
+    pytest.UsageError)."""
     used: set[str] = set()
     for item in session.items:
         used.update(getattr(item, "fixturenames", ()))
@@ -140,6 +146,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     try:
         if "devicelab_lab" in used:
             config.stash[_LAB] = _lab(config)
+            if (out := lab_out(config)) is not None:
+                from devicelab.records import check_writable
+
+                check_writable(out, make=False)  # nothing made before a test runs
             return
         if used & _NETWORK_FIXTURES:
             from devicelab.config import network_profile
@@ -156,7 +166,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             if used & _DEVICE_FIXTURES and selected:
                 device(selected, inventory)
     except DeviceLabError as exc:
-        message = f"devicelab: {exc.one_line()}"
+        message = f"devicelab: {_one_line(exc, config)}"
         note_usage_error(config, message)  # an xdist worker's: for the controller to say
         raise pytest.UsageError(message) from exc
 
@@ -196,8 +206,10 @@ def _write_checks(reporter: pytest.TerminalReporter, results: Results, path: Pat
         measured = measured_text(check)
         reporter.write_line(f"{check.status.upper():5} {check.id:26} {measured}")
     s = results.summary
+    # A stopped session's checks are those it got to: said, as its reports say it.
+    stopped = "unfinished (stopped before its end): " if results.run.finished_at is None else ""
     reporter.write_line(
-        f"{s.pass_} pass, {s.fail} fail, {s.skip} skip, {s.error} error; results: {path}"
+        f"{stopped}{s.pass_} pass, {s.fail} fail, {s.skip} skip, {s.error} error; results: {path}"
     )
 
 
@@ -279,10 +291,7 @@ def devicelab_lab(
         pytest.fail(f"devicelab: {failed}", pytrace=False)
     if why := _unavailable(lab):
         pytest.skip(why)
-    out = given_out(pytestconfig)
-    if out is not None and (worker := worker_id(pytestconfig)):
-        out = out / worker  # each xdist worker runs a lab of its own: its own results
-    out = out or tmp_path_factory.mktemp("devicelab")
+    out = lab_out(pytestconfig) or tmp_path_factory.mktemp("devicelab")
     try:
         with contextlib.ExitStack() as stack:
             # SIGTERM (a cancelled CI job) ends the session like Ctrl-C: pytest tears the
@@ -295,6 +304,8 @@ def devicelab_lab(
             if failed:
                 pytest.fail(f"devicelab: {failed}", pytrace=False)
             pytestconfig.stash[_SESSION] = session
+            if not worker_id(pytestconfig):  # an xdist session's gw0, ... are not ours
+                remove_stale_workers(session.out_dir)
             yield session
             if request.session.exitstatus == pytest.ExitCode.INTERRUPTED:
                 # Ctrl-C or SIGTERM stopped the tests, and pytest tears fixtures down
@@ -314,19 +325,33 @@ def _devicelab_link_restored(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used the session's proxy (``shaped_proxy``, ``devicelab_lab``),
     put the session's network back and bring the link online: a test that switched it
     to slow-3g, or cut it, must not leave the next test measuring on that link (its check
-    would be judged in the session network's column)."""
+    would be judged in the session network's column).
+
+    Not after a Ctrl-C or SIGTERM: no test follows, and the session's teardown stops the
+    proxy. A proxy that no longer answers (it died mid-session) errors the test at
+    teardown with devicelab's one line, not a traceback."""
     yield
+    if request.session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        return
+    from devicelab.errors import DeviceLabError
+
     stash = request.config.stash
     links: list[tuple[ShapedProxy, NetworkProfile | None]] = []
     if "shaped_proxy" in request.fixturenames and (proxy := stash.get(_PROXY, None)):
         links.append((proxy, request.getfixturevalue("lab_network")))
     if "devicelab_lab" in request.fixturenames and (session := stash.get(_SESSION, None)):
         links.append((session.proxy, session.lab.profile))
+    failed = ""
     for proxy, profile in links:
-        if proxy.profile != profile:
-            proxy.set_profile(profile)
-        if proxy.status().offline:
-            proxy.go_online()
+        try:
+            if proxy.profile != profile:
+                proxy.set_profile(profile)
+            if proxy.status().offline:
+                proxy.go_online()
+        except DeviceLabError as exc:
+            failed = f"putting the session's network back failed: {exc.one_line()}"
+    if failed:  # outside the except: pytest would print the handled error too
+        pytest.fail(f"devicelab: {failed}", pytrace=False)
 
 
 #: The lab's hints name the CLI's options; in a pytest session they are the plugin's.

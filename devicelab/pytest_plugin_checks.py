@@ -12,17 +12,23 @@ offline network) is sent from the worker to the controller (``note_usage_error``
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 __all__ = [
+    "WORKER_FOLDER",
     "check_options",
     "given_out",
+    "lab_out",
     "note_usage_error",
     "worker_id",
     "worker_usage_error",
 ]
+
+#: The name of an xdist worker's folder in --devicelab-out.
+WORKER_FOLDER = re.compile(r"gw\d+")
 
 #: The key of a worker's usage error in xdist's workeroutput (sent back to the controller).
 _USAGE_ERROR = "devicelab_usage_error"
@@ -41,12 +47,21 @@ def given_out(config: pytest.Config) -> Path | None:
     return config.invocation_params.dir / given if given else None
 
 
+def lab_out(config: pytest.Config) -> Path | None:
+    """Where this process's ``devicelab_lab`` writes: --devicelab-out, in an xdist worker
+    its own folder in it (``DIR/gw0``, ...); None without the option."""
+    out = given_out(config)
+    if out is not None and (worker := worker_id(config)):
+        return out / worker  # each xdist worker runs a lab of its own: its own results
+    return out
+
+
 def check_options(config: pytest.Config) -> None:
     """Refuse the --devicelab-* options that no test could run with, whether or not a
     collected test uses the fixtures: an unknown device or network id, an inventory that
-    cannot be read, and a --junitxml that is the junit.xml devicelab writes into
-    --devicelab-out. Reads the YAML files only (no device is touched). Raises
-    pytest.UsageError ("devicelab: ...", exit 4)."""
+    cannot be read, and a --junitxml that is a junit.xml devicelab writes into
+    --devicelab-out (its own, or an xdist worker's in ``gw<N>/``). Reads the YAML files
+    only (no device is touched). Raises pytest.UsageError ("devicelab: ...", exit 4)."""
     from devicelab.errors import DeviceLabError
 
     network = config.getoption("--devicelab-network")
@@ -75,13 +90,25 @@ def _check_junitxml(config: pytest.Config) -> None:
     if out is None or not junit:
         return
     # As pytest's junitxml plugin resolves its path: against the working folder.
-    mine = Path(os.path.expandvars(junit)).expanduser()
-    if mine.resolve() == (out / "junit.xml").resolve():
-        raise pytest.UsageError(
-            f"devicelab: --junitxml {junit} is the junit.xml devicelab writes into "
-            f"--devicelab-out {config.getoption('--devicelab-out')} (hint: give --junitxml "
-            "another path, or --devicelab-out another folder)"
-        )
+    mine = Path(os.path.expandvars(junit)).expanduser().resolve()
+    out = out.resolve()
+    # An xdist worker writes its own into DIR/gw0, ...: whatever -n this session has (a
+    # plain session after an xdist one removes those folders, pytest's file with them).
+    if mine == out / "junit.xml":
+        whose = "the junit.xml devicelab writes"
+    elif (
+        mine.name == "junit.xml"
+        and mine.parent.parent == out
+        and WORKER_FOLDER.fullmatch(mine.parent.name)
+    ):
+        whose = f"the junit.xml devicelab's xdist worker {mine.parent.name} writes"
+    else:
+        return
+    raise pytest.UsageError(
+        f"devicelab: --junitxml {junit} is {whose} into --devicelab-out "
+        f"{config.getoption('--devicelab-out')} (hint: give --junitxml another path, or "
+        "--devicelab-out another folder)"
+    )
 
 
 def note_usage_error(config: pytest.Config, message: str) -> None:

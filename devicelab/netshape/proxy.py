@@ -360,6 +360,11 @@ class ShapedProxy:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
+            # Out of our process group: a terminal's Ctrl-C (or a runner's SIGTERM to the
+            # group) is ours to handle, and the proxy must outlive it until our teardown
+            # stops it (it died first, and the teardown's commands met a broken pipe). A
+            # parent killed outright is still noticed: serve's --parent-pid watch.
+            start_new_session=True,
         )
         line = _read_line(self._process, _START_TIMEOUT_S)
         if not line.startswith("listening on "):

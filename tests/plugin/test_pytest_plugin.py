@@ -149,15 +149,44 @@ def test_the_next_test_gets_the_sessions_network_back(pytester: pytest.Pytester)
     result.assert_outcomes(passed=1, failed=1)
 
 
-def test_a_lab_that_cannot_start_errors_with_one_line(pytester: pytest.Pytester) -> None:
+def test_a_lab_that_cannot_start_errors_with_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # pytest.fail inside the except block printed the handled error too ("During handling
     # of the above exception, another exception occurred").
+    monkeypatch.setenv("DEVICELAB_STATE", "/dev/null/state")  # its backend cannot start
     pytester.makepyfile(test_lab="def test_lab(devicelab_lab):\n    pass\n")
     result = pytester.runpytest_subprocess(
-        "--devicelab-out", "/dev/null/out", "-p", "no:cacheprovider",
-        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
-    )  # fmt: skip
+        "-p", "no:cacheprovider", f"--devicelab-inventory={ROOT / 'inventory.yaml'}"
+    )
     result.assert_outcomes(errors=1)
     output = result.stdout.str()
-    assert "devicelab: /dev/null/out: cannot write results there" in output
+    assert "devicelab: cannot use the devicelab state folder /dev/null/state" in output
     assert "During handling" not in output and "Traceback" not in output
+
+
+DEAD_PROXY_SUITE = """
+def test_the_proxy_goes_away(shaped_proxy):
+    shaped_proxy.stop()  # as a proxy that died mid-session
+
+def test_the_next_test_runs(lab_network):
+    assert lab_network.id == "4g"
+"""
+
+
+def test_a_proxy_gone_mid_session_is_one_error_line_for_that_test(
+    pytester: pytest.Pytester,
+) -> None:
+    # Putting the session's network back after the test met the dead proxy as a
+    # traceback out of the autouse fixture (EnvironmentProblem through proxy.status()).
+    pytester.makepyfile(test_dead=DEAD_PROXY_SUITE)
+    result = pytester.runpytest_subprocess(
+        "--devicelab-network", "4g", "-p", "no:cacheprovider",
+        f"--devicelab-inventory={ROOT / 'inventory.yaml'}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, errors=1)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["devicelab: putting the session's network back failed: the proxy is not running*"]
+    )
+    assert "Traceback" not in output and "proxy.py" not in output, output

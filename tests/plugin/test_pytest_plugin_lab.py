@@ -165,6 +165,8 @@ def test_sigterm_ends_the_session_like_ctrl_c_and_the_lab_is_torn_down(
     import signal
     import time
 
+    import psutil
+
     marker = pytester.path / "lab-is-up"
     pytester.makepyfile(
         test_long=f"""
@@ -176,13 +178,6 @@ def test_long(devicelab_lab):
     )
     out = pytester.path / "lab-out"
 
-    def chromiums() -> set[str]:
-        found = subprocess.run(
-            ["pgrep", "-f", "chromium"], capture_output=True, text=True, check=False
-        )
-        return set(found.stdout.split())
-
-    before = chromiums()
     suite = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--devicelab-out", str(out),
          f"--devicelab-inventory={ROOT / 'inventory.yaml'}"],
@@ -191,6 +186,12 @@ def test_long(devicelab_lab):
     )  # fmt: skip
     try:
         _wait_until_up(suite, marker)
+        # The suite's own Chromium (pgrep over the machine counted other runs' browsers).
+        browsers = [
+            p for p in psutil.Process(suite.pid).children(recursive=True)
+            if "chrom" in p.name()
+        ]  # fmt: skip
+        assert browsers, "no Chromium under the suite"
         suite.send_signal(signal.SIGTERM)
         output, _ = suite.communicate(timeout=120)
     finally:
@@ -202,7 +203,7 @@ def test_long(devicelab_lab):
     assert load_results(out / "results.json").run.finished_at is None
     assert "unfinished" in (out / "report.md").read_text()
     time.sleep(1)  # Chromium's helpers go a moment after the browser
-    assert chromiums() - before == set(), "Chromium left running"
+    assert [p for p in browsers if p.is_running()] == [], "Chromium left running"
 
 
 XDIST_SUITE = """

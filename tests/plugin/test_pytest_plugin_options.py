@@ -61,6 +61,57 @@ def test_a_junitxml_onto_devicelabs_own_is_refused(pytester: pytest.Pytester) ->
     other.assert_outcomes(passed=1)
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_junitxml_onto_a_workers_own_is_refused(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # Under xdist worker gw0 writes o/gw0/junit.xml: pytest's file replaced it (accepted,
+    # as only o/junit.xml was compared); and a plain session removes an old gw0 folder.
+    pytester.makepyfile(test_suite=PLAIN)
+    result = pytester.runpytest_subprocess(
+        *workers, "--devicelab-out", "o", "--junitxml", "o/gw0/junit.xml", "-p", "no:cacheprovider"
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: devicelab: --junitxml o/gw0/junit.xml is the junit.xml devicelab's xdist "
+            "worker gw0 writes*"
+        ]
+    )
+    other = pytester.runpytest_subprocess(
+        *workers, "--devicelab-out", "o", "--junitxml", "o/gw0x/junit.xml", "-p", "no:cacheprovider"
+    )  # fmt: skip
+    other.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_an_out_that_is_a_file_is_one_usage_line_when_the_lab_is_used(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # Every test using devicelab_lab errored at setup with it (exit 1), one by one.
+    pytester.makepyfile(
+        test_lab="def test_lab(devicelab_lab):\n    pass\n\ndef test_two(devicelab_lab):\n"
+        "    pass\n"
+    )
+    pytester.makefile(".txt", afile="not a folder")
+    result = pytester.runpytest_subprocess(
+        *workers, "--devicelab-out", "afile.txt", INVENTORY, "-p", "no:cacheprovider"
+    )
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    result.stderr.fnmatch_lines(
+        ["ERROR: devicelab: *afile.txt*: cannot write results there (*afile.txt is not a "
+         "folder) (hint: give --devicelab-out a folder you may write to)"]
+    )  # fmt: skip
+    assert "Traceback" not in output and "INTERNALERROR" not in output, output
+    # A suite that does not use the lab is not stopped by it.
+    pytester.makepyfile(test_lab=PLAIN)
+    plain = pytester.runpytest_subprocess(
+        *workers, "--devicelab-out", "afile.txt", INVENTORY, "-p", "no:cacheprovider"
+    )
+    plain.assert_outcomes(passed=1)
+
+
 def test_a_hint_names_the_plugins_option_not_the_clis() -> None:
     exc = BadInput("out: cannot write results there", hint="give --out a folder you can write")
     config = pytest.Config.__new__(pytest.Config)  # no xdist worker: no workerinput
