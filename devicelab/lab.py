@@ -159,18 +159,30 @@ class LabSession:
             ) from exc
         why = self.lab._skip_reason(scenario)
         ctx = dataclasses.replace(self.ctx, options=chosen)
+        # Before the scenario: a check that cuts the link itself (reconnect) is no cut of
+        # the test's.
+        cut = not why and self._link_offline()
         began = time.monotonic()
         try:
             check = scenario.skip(why) if why else self.lab._measure(scenario, ctx)
         except battery_drain.DrainInterrupted as stop:  # its readings so far, then the stop
-            self.record.add(self._noted(stop.check, began))
+            self.record.add(self._noted(stop.check, began, cut=cut))
             raise
-        check = check if why else self._noted(check, began)
+        check = _in_test(check) if why else self._noted(check, began, cut=cut)
         self.record.add(check)
         return check
 
-    def _noted(self, check: Check, began: float) -> Check:
-        """``check`` with how long it took and the link it ran on, when a test switched it."""
+    def _link_offline(self) -> bool:
+        """Whether the session's link is cut now (``proxy.go_offline``); False when the
+        proxy cannot say (a proxy that is down fails the check on its own)."""
+        try:
+            return bool(self.proxy.status().offline)
+        except Exception:  # a note never fails the measurement (nor a stand-in proxy)
+            return False
+
+    def _noted(self, check: Check, began: float, *, cut: bool = False) -> Check:
+        """``check`` with how long it took and the link it ran on, when a test switched
+        it or had cut it (``cut``: offline when the measurement began)."""
         if "duration_s" not in check.evidence:
             # How long the check took: junit's <testcase time> (it read 0.000 for all).
             took = round(time.monotonic() - began, 3)
@@ -179,14 +191,37 @@ class LabSession:
             # A test switched the link: the check is still judged in the session network's
             # column, so the evidence says what it really ran on.
             on = self.proxy.profile.id if self.proxy.profile else "none"
-            note = f"measured with the link switched to {on}"
-            check = check.model_copy(
-                update={
-                    "evidence": {**check.evidence, "link_profile": on},
-                    "reason": f"{check.reason}; {note}" if check.reason else note,
-                }
+            check = _with_note(check, f"measured with the link switched to {on}", link_profile=on)
+        if cut:
+            check = self._cut_noted(check)
+        return _in_test(check)
+
+    def _cut_noted(self, check: Check) -> Check:
+        """``check``, measured while the test had the link cut, saying so: an outage the
+        test made read as a slow first call or as an unreachable API."""
+        throughout = self._link_offline()
+        if throughout:
+            note = "measured with the link cut by the test (proxy.go_offline), offline throughout"
+            hint = (
+                "the test cut the link (proxy.go_offline) and it was still offline at the "
+                "end: bring it back (proxy.go_online()) before measuring, or measure after "
+                "the outage"
             )
-        return check
+        else:
+            note = (
+                "measured with the link cut by the test (proxy.go_offline): offline when it "
+                "began and back during it, so the outage is in its first calls' times"
+            )
+            hint = (
+                "the test cut the link (proxy.go_offline) and it was offline when this "
+                "began: measure after the outage, or give the probe a probe_timeout_s "
+                "longer than it"
+            )
+        if check.status == "error":
+            # The error's own hint points at the network or the backend: the cut is why.
+            message, _, _ = check.reason.partition(" (hint: ")
+            return _with_note(check, "", reason=f"{message} (hint: {hint})", link_offline=True)
+        return _with_note(check, note, link_offline=True)
 
     def results(self) -> Results:
         """The session's Results so far (``finished_at`` set once the session ended)."""
@@ -195,6 +230,27 @@ class LabSession:
     def finish(self) -> Results:
         """Stamp the end; write results.json and the reports; returns the Results."""
         return self.record.finish(self.lab.book)
+
+
+def _with_note(check: Check, note: str, *, reason: str | None = None, **evidence: Any) -> Check:
+    """``check`` with ``evidence`` added and ``note`` after its reason (or ``reason``)."""
+    if reason is None:
+        reason = f"{check.reason}; {note}" if check.reason else note
+    return check.model_copy(update={"evidence": {**check.evidence, **evidence}, "reason": reason})
+
+
+def _in_test(check: Check) -> Check:
+    """``check`` with the pytest test that measured it (``evidence.test``, its node id),
+    when one did: a session's reports and its comparison with a baseline tell a pytest
+    session's checks by it, and a check measured twice by the tests that did."""
+    import sys
+
+    current = os.environ.get("PYTEST_CURRENT_TEST", "")
+    # Inherited by a `devicelab run` that a test started: only pytest's own process.
+    if not current or "pytest" not in sys.modules or "test" in check.evidence:
+        return check
+    node = current.rsplit(" (", 1)[0]  # "tests/t.py::test_a (call)"
+    return check.model_copy(update={"evidence": {**check.evidence, "test": node}})
 
 
 class Lab:

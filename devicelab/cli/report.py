@@ -135,7 +135,7 @@ def _check_not_an_input(output: Path, **inputs: Path | None) -> None:
 
 def _say_comparison(comparison: Comparison) -> None:
     """One line on stderr: the counts and the checks that regressed, with their move."""
-    worse = ", ".join(f"{c.id} ({c.moved})" for c in comparison.regressed)
+    worse = ", ".join(f"{c.name} ({c.moved})" for c in comparison.regressed)
     line = f"devicelab: against baseline {comparison.baseline.id}: {comparison.counts_text()}"
     typer.echo(f"{line}; regressed: {worse}" if worse else line, err=True)
 

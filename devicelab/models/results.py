@@ -23,6 +23,7 @@ from pydantic import (
 
 __all__ = [
     "SCHEMA_ID",
+    "SIGNIFICANT_DIGITS",
     "AchievedNetwork",
     "BackendInfo",
     "Check",
@@ -37,7 +38,9 @@ __all__ = [
     "StatusCounts",
     "json_schema",
     "percentile",
+    "significant",
     "summarize",
+    "written",
 ]
 
 SCHEMA_ID: Literal["devicelab.results/1"] = "devicelab.results/1"
@@ -65,6 +68,24 @@ def percentile(values: list[float], pct: float) -> float:
         return below + span * frac
     # Samples further apart than the largest float: the span overflows, the weights do not.
     return below * (1 - frac) + above * frac
+
+
+#: The significant digits a check's numbers keep in results.json (value, samples,
+#: summary): 0.028195 s, not 0.028195000000000005 (28.195 ms in seconds), a mean of
+#: 186.533 ms, not 186.53333333333333. Far finer than any probe measures (a sample of
+#: 28.195 ms keeps its 5 µs), and never the digits of a number's integer part: a count
+#: or a byte total stays whole.
+SIGNIFICANT_DIGITS = 6
+
+
+def significant(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
+    """``value`` rounded to ``digits`` significant digits, or to its integer part's digits
+    when it has more (nothing left of the point is cut). Returns NaN, infinity and 0 as
+    they are."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    whole = len(str(int(abs(value)))) if abs(value) >= 1 else 0
+    return float(f"{value:.{max(digits, whole)}g}")
 
 
 class _Model(BaseModel):
@@ -254,6 +275,48 @@ class Check(_Model):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
+def written(check: Check) -> Check:
+    """``check`` as results.json holds it: its value, samples and summary to
+    :data:`SIGNIFICANT_DIGITS` (a conversion to s, a mean, an interpolation leave float
+    noise), the value with as many more as keep it on the side of the target it was judged
+    on, and the summary's statistic that is the value the same digits as the value."""
+    value = None if check.value is None else _on_its_side(check.value, check.target)
+    summary = check.summary
+    if summary is not None:
+        stats = {name: significant(getattr(summary, name)) for name in Stats.model_fields}
+        if (
+            value is not None
+            and check.stat != "value"
+            and getattr(summary, check.stat) == check.value
+        ):
+            stats[check.stat] = value
+        summary = Stats.model_validate(stats)
+    samples = [significant(v) for v in check.samples]
+    return check.model_copy(update={"value": value, "samples": samples, "summary": summary})
+
+
+def _on_its_side(value: float, target: CheckTarget | None) -> float:
+    """``value`` to :data:`SIGNIFICANT_DIGITS`, or to more when fewer would move it across
+    ``target`` (199.99996 ms against < 200 ms is not 200 ms); as it is when no rounding
+    keeps it there."""
+    for digits in (SIGNIFICANT_DIGITS, 9, 12, 15):
+        shown = significant(value, digits)
+        if target is None or _holds(shown, target) == _holds(value, target):
+            return shown
+    return value
+
+
+def _holds(value: float, target: CheckTarget) -> bool:
+    bound = target.value
+    return {
+        "<": value < bound,
+        "<=": value <= bound,
+        ">": value > bound,
+        ">=": value >= bound,
+        "==": value == bound,
+    }[target.op]
+
+
 class Series(_Model):
     """A time series sampled during a run: ``t`` in seconds from the run's start."""
 
@@ -318,8 +381,10 @@ class Results(_Model):
         return 0
 
     def to_json(self) -> str:
-        """The results as the JSON text of the contract."""
-        return self.model_dump_json(by_alias=True, indent=2)
+        """The results as the JSON text of the contract, each check's numbers to
+        :data:`SIGNIFICANT_DIGITS` (:func:`written`). In memory they stay as computed."""
+        checks = [written(check) for check in self.checks]
+        return self.model_copy(update={"checks": checks}).model_dump_json(by_alias=True, indent=2)
 
 
 def json_schema() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from devicelab.config import dotted_path
 from devicelab.errors import BadInput, ConfigError
 from devicelab.models import SCHEMA_ID, Results, TargetBook
+from devicelab.models.results import written
 from devicelab.report._common import fmt_number, mask_secrets, measured_text
 from devicelab.report.compare import DEFAULT_THRESHOLD_PCT, Comparison, compare
 from devicelab.report.files import write_text_atomic, write_texts
@@ -295,6 +296,8 @@ def write_all(
         raise BadInput(
             f"{folder}: cannot make the folder ({exc.strerror})", hint="check the path"
         ) from exc
+    # The reports from the numbers results.json holds: the set reads the same rebuilt.
+    results = results.model_copy(update={"checks": [written(c) for c in results.checks]})
     texts = {
         "json": results.to_json() + "\n",
         "md": render_markdown(results, book),

@@ -40,6 +40,7 @@ __all__ = [
     "fmt_number",
     "fmt_value",
     "is_flat_dict",
+    "is_pytest_session",
     "is_record_list",
     "is_scalar_list",
     "is_secret_key",
@@ -149,29 +150,52 @@ def run_subtitle(run: RunInfo, quote: Callable[[str], str] | None = None) -> str
     return " · ".join(parts)
 
 
+def is_pytest_session(results: Results) -> bool:
+    """Whether ``results`` are a pytest session's (the ``devicelab_lab`` fixture): its
+    checks name the test that measured them (``evidence.test``). A session stopped before
+    its first check cannot be told from a run."""
+    return any(isinstance(c.evidence.get("test"), str) for c in results.checks)
+
+
+#: Whose exit code a pytest session's summary speaks of: pytest's, not the checks'.
+PYTEST_EXIT = (
+    "the exit code is pytest's, which reflects the tests too: 1 when a test failed, by an "
+    "assertion of its own or on a check, 2 when the session was stopped"
+)
+
+
 def verdict_text(results: Results) -> str:
     """What the run's checks add up to, without a final period: "all checks passed (exit
     code 0)"; for a run stopped before its end (no ``finished_at``), that it is
-    unfinished first, since a stopped run never exits 0 however its checks went."""
+    unfinished first, since a stopped run never exits 0 however its checks went. A pytest
+    session's (:func:`is_pytest_session`) names pytest's exit code instead: the tests'."""
     code = results.exit_code()
+    pytest_session = is_pytest_session(results)
     if results.run.finished_at is None:
         among = {0: "none failed", 1: "a check failed", 3: "a check could not run"}[code]
+        if pytest_session:
+            return (
+                "unfinished: the pytest session was stopped before its tests were through "
+                "(a stopped pytest session exits 2, pytest's code for an interrupted one); "
+                f"of the checks it got to, {among}"
+            )
         return (
             "unfinished: the run was stopped before its plan was through (a stopped run "
             "never exits 0: 130, 143 or 129 after Ctrl-C, SIGTERM or SIGHUP, 3 when a peer "
             f"could not start or a device went away); of the checks it got to, {among}"
         )
+    exit_code = PYTEST_EXIT if pytest_session else f"exit code {code}"
     if code == 0 and results.summary.skip:
         unjudged = sum(1 for c in results.checks if is_unjudged(c))
         if unjudged:
-            return _unjudged_verdict(results, unjudged)
+            return f"{_unjudged_verdict(results, unjudged)} ({exit_code})"
         # "All checks passed" said so of a run whose checks were all skipped.
         passed = "every check that ran passed" if results.summary.pass_ else "no check ran"
-        return f"{passed}, {results.summary.skip} skipped (exit code 0)"
+        return f"{passed}, {results.summary.skip} skipped ({exit_code})"
     if not results.checks:  # "all checks passed" would be true only vacuously
         return "no check ran (exit code 0)"
     verdict = {0: "all checks passed", 1: "a check failed", 3: "a check could not run"}[code]
-    return f"{verdict} (exit code {code})"
+    return f"{verdict} ({exit_code})"
 
 
 def _unjudged_verdict(results: Results, unjudged: int) -> str:
@@ -188,7 +212,7 @@ def _unjudged_verdict(results: Results, unjudged: int) -> str:
     not_run = results.summary.skip - unjudged
     if not_run:
         parts.append(f"{not_run} skipped without running")
-    return f"{', '.join(parts)} (exit code 0)"
+    return ", ".join(parts)
 
 
 def duration_s(run: RunInfo) -> float | None:

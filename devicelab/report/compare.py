@@ -15,13 +15,23 @@ two-sided p < :data:`ALPHA`): the p95 of 20 samples moves by a few percent betwe
 of the same build, and a threshold alone would call that noise a regression.
 
 Not compared, with the reason: a check missing from one run, skipped or in error in one,
-a lower bound (a check cut short), another statistic or units that do not convert. Pure:
-no I/O; the renderers and ``devicelab report --baseline`` show it.
+a lower bound (a check cut short), another statistic or units that do not convert, or
+measured on another link than its counterpart. Pure: no I/O; the renderers and
+``devicelab report --baseline`` show it.
+
+A check id measured more than once in a run (a pytest session's ``measure``, once per
+test, or again on a link the test switched or cut: ``evidence.link_profile``,
+``evidence.link_offline``) has a row per measurement. Measurements are paired by their
+link (the run's network unless the test switched it) and, within one link, the test that
+measured them (``evidence.test``), then in the run's order; one left without a
+counterpart on its link is named, never judged against a measurement on another link.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,7 +77,10 @@ class CheckChange:
     ``moved`` says the move (``p95 198 ms → 231 ms (+16.7 %, p<0.001)``, empty when not
     compared) and ``why`` the verdict's reason, one line; ``change_pct`` is the move in %
     of the baseline's value, signed as the values move (infinite from 0); ``p_value`` the
-    Mann-Whitney p of the two runs' samples when both had enough."""
+    Mann-Whitney p of the two runs' samples when both had enough. ``nth`` is the
+    measurement's place among its id's in this run (in the baseline for one only there),
+    0 when the id was measured once in each run; ``link`` the link it ran on when a test
+    switched or cut it ("" on the run's own network)."""
 
     id: str
     title: str
@@ -78,6 +91,14 @@ class CheckChange:
     moved: str = ""
     change_pct: float | None = None
     p_value: float | None = None
+    nth: int = 0
+    link: str = ""
+
+    @property
+    def name(self) -> str:
+        """The check id, with its measurement's place when the id repeats:
+        ``message_delivery #2``."""
+        return f"{self.id} #{self.nth}" if self.nth else self.id
 
 
 @dataclass(frozen=True)
@@ -113,17 +134,154 @@ def compare(
         raise ValueError(f"threshold {threshold_pct!r} %: expected a finite number > 0")
     # Its ids, titles and notes go into reports and onto the terminal: masked first.
     results, baseline = redacted(results), redacted(baseline)
-    before = {c.id: c for c in baseline.checks}
-    after = {c.id: c for c in results.checks}
+    # A pytest session may measure one id several times (once per test, on a switched
+    # link): every measurement is a row, none dropped for the last of its id.
+    before = _measurements(baseline)
+    after = _measurements(results)
     ids = list(after) + [i for i in before if i not in after]
-    changes = [_change(i, before.get(i), after.get(i), threshold_pct) for i in ids]
+    changes: list[CheckChange] = []
+    notes = _differences(results.run, baseline.run)
+    for check_id in ids:
+        then, now = before.get(check_id, []), after.get(check_id, [])
+        for old, new in _paired(then, now):
+            change = _measured_change(check_id, old, new, then, now, threshold_pct)
+            changes.append(change)
+            if _by_link(old, new, then, now):  # differs by design: said at the top too
+                notes.append(f"{change.name}: {change.why}")
     changes.sort(key=lambda c: _ORDER[c.verdict])  # stable: each group in run order
     return Comparison(
-        baseline=baseline.run,
-        threshold_pct=threshold_pct,
-        changes=changes,
-        notes=_differences(results.run, baseline.run),
+        baseline=baseline.run, threshold_pct=threshold_pct, changes=changes, notes=notes
     )
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """One measurement of a check id in a run: its place among the id's, the link it ran
+    on (``switched``: a test switched or cut it) and the test that measured it."""
+
+    check: Check
+    nth: int
+    link: str
+    switched: bool
+    test: str | None
+
+
+def _measurements(results: Results) -> dict[str, list[_Measured]]:
+    """Each check id's measurements in ``results``, in the run's order."""
+    network = results.run.network.name if results.run.network else "none"
+    found: dict[str, list[_Measured]] = {}
+    for check in results.checks:
+        evidence = check.evidence
+        profile = evidence.get("link_profile")
+        link = profile if isinstance(profile, str) and profile else network
+        if evidence.get("link_offline") is True:
+            link = f"{link}, cut by the test"
+        test = evidence.get("test") if isinstance(evidence.get("test"), str) else None
+        same = found.setdefault(check.id, [])
+        same.append(_Measured(check, len(same) + 1, link, link != network, test))
+    return found
+
+
+#: How two runs' measurements of one id are paired, most alike first: the same link and
+#: test, the same link, then in the runs' order (judged only where no test moved the link).
+_PAIRING: tuple[Callable[[_Measured], Hashable], ...] = (
+    lambda m: (m.link, m.test),
+    lambda m: m.link,
+    lambda m: None,
+)
+
+
+def _paired(
+    then: list[_Measured], now: list[_Measured]
+) -> list[tuple[_Measured | None, _Measured | None]]:
+    """The baseline's (``then``) and this run's (``now``) measurements of one id, paired
+    (:data:`_PAIRING`), in this run's order, then the baseline's left over."""
+    partner: dict[int, _Measured] = {}  # this run's nth -> the baseline's
+    taken: set[int] = set()
+    for key in _PAIRING:
+        free: dict[Hashable, list[_Measured]] = {}
+        for old in then:
+            if old.nth not in taken:
+                free.setdefault(key(old), []).append(old)
+        for new in now:
+            if new.nth in partner or not free.get(key(new)):
+                continue
+            old = free[key(new)].pop(0)
+            partner[new.nth] = old
+            taken.add(old.nth)
+    pairs: list[tuple[_Measured | None, _Measured | None]] = [
+        (partner.get(new.nth), new) for new in now
+    ]
+    return pairs + [(old, None) for old in then if old.nth not in taken]
+
+
+def _by_link(
+    old: _Measured | None, new: _Measured | None, then: list[_Measured], now: list[_Measured]
+) -> bool:
+    """Whether the link keeps a pair from being compared: one ran on a link a test switched
+    or cut, and the other ran on another link, or is missing while its run measured the id
+    (``then``, ``now``: every measurement of the id in each run) on other links only."""
+    if old is not None and new is not None:
+        return old.link != new.link and (old.switched or new.switched)
+    if new is not None:
+        return new.switched and bool(then)
+    return old is not None and old.switched and bool(now)
+
+
+def _times(count: int) -> str:
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")
+
+
+def _links(measured: list[_Measured]) -> str:
+    """The links ``measured`` ran on, each once, in order: "4g and slow-3g"."""
+    links = list(dict.fromkeys(m.link for m in measured))
+    return links[0] if len(links) == 1 else f"{', '.join(links[:-1])} and {links[-1]}"
+
+
+def _measured_change(
+    check_id: str,
+    old: _Measured | None,
+    new: _Measured | None,
+    then: list[_Measured],
+    now: list[_Measured],
+    threshold_pct: float,
+) -> CheckChange:
+    """The comparison of one pair of measurements of ``check_id`` (either may be None),
+    knowing every measurement of the id in each run (``then``, ``now``)."""
+    shown = new or old
+    assert shown is not None  # _paired pairs at least one side
+    nth = shown.nth if len(then) > 1 or len(now) > 1 else 0
+    link = next((m.link for m in (new, old) if m is not None and m.switched), "")
+    before, after = (old.check if old else None), (new.check if new else None)
+    if _by_link(old, new, then, now):
+        if old is not None and new is not None:
+            why = f"measured on {_where(new)} in this run, on {_where(old)} in the baseline"
+        elif new is not None:
+            why = f"measured on {_where(new)} in this run; the baseline measured it "
+            why += f"{_times(len(then))}, on {_links(then)}"
+        else:
+            assert old is not None
+            why = f"measured on {_where(old)} in the baseline; this run measured it "
+            why += f"{_times(len(now))}, on {_links(now)}"
+        why += ": another link, not comparable"
+        return CheckChange(
+            check_id, shown.check.title, before, after, "not compared", why, nth=nth, link=link
+        )
+    change = _change(check_id, before, after, threshold_pct)
+    if old is None and then:  # the baseline has the id: each of its measurements paired
+        why = f"new in this run: the baseline measured it {_times(len(then))}, each paired"
+        change = dataclasses.replace(change, why=f"{why} with another of this run's")
+    elif new is None and now:
+        why = f"not in this run: it measured it {_times(len(now))}, each paired"
+        change = dataclasses.replace(change, why=f"{why} with another of the baseline's")
+    return dataclasses.replace(change, nth=nth, link=link)
+
+
+def _where(measured: _Measured) -> str:
+    """The link a measurement ran on, saying so when its test switched or cut it."""
+    if measured.switched and not measured.link.endswith("cut by the test"):
+        return f"{measured.link} (switched by the test)"
+    return measured.link
 
 
 def _differences(now: RunInfo, then: RunInfo) -> list[str]:

@@ -255,8 +255,9 @@ def _comparison(comparison: Comparison | None) -> str:
     rows = []
     for change in comparison.changes:
         css, word = _VERDICT_BADGE[change.verdict]
+        on = f" on <code>{_e(change.link)}</code>" if change.link else ""
         rows.append(
-            f"<tr><td>{_e(change.title)} <code>{_e(change.id)}</code></td>"
+            f"<tr><td>{_e(change.title)} <code>{_e(change.name)}</code>{on}</td>"
             f"<td>{_compared_value(change.before)}</td><td>{_compared_value(change.after)}</td>"
             f'<td><span class="badge {css}">{word}</span></td><td>{_e(change.why)}</td></tr>'
         )

@@ -223,7 +223,7 @@ def _unfinished(results: Results) -> ET.Element:
 def _compared_case(change: CheckChange) -> ET.Element:
     """The testcase of one check's comparison with the baseline."""
     case = ET.Element("testcase", {"classname": "devicelab.baseline",
-                                   "name": _x(change.id), "time": "0.000"})  # fmt: skip
+                                   "name": _x(change.name), "time": "0.000"})  # fmt: skip
     why = _x(str(mask_secrets(change.why)))
     if change.verdict == "regressed":
         child = ET.SubElement(case, "failure", {"message": why, "type": "Regressed"})

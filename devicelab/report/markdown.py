@@ -211,7 +211,8 @@ def _compared_value(check: Check | None) -> str:
 
 def _comparison_row(change: CheckChange) -> list[str]:
     return [
-        f"{_plain(change.title)} ({_code(change.id)})",
+        f"{_plain(change.title)} ({_code(change.name)}"
+        + (f" on {_code(change.link)})" if change.link else ")"),
         _compared_value(change.before),
         _compared_value(change.after),
         _VERDICT_TEXT[change.verdict],
