@@ -417,14 +417,14 @@ class ShapedProxy:
                 process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
                 process.stdin.flush()
             except OSError as exc:
-                raise EnvironmentProblem(
+                raise _exited(process, op) or EnvironmentProblem(
                     f"the proxy subprocess does not answer: {exc}", hint="is it running?"
                 ) from None
             line = _read_line(process, _CONTROL_TIMEOUT_S)
         try:
             reply: dict[str, Any] = json.loads(line)
         except ValueError:
-            raise EnvironmentProblem(
+            raise _exited(process, op) or EnvironmentProblem(
                 f"the proxy subprocess did not answer {op!r} in {_CONTROL_TIMEOUT_S:g} s",
                 hint="is it running?",
             ) from None
@@ -447,6 +447,20 @@ def _import_mitmproxy_addons() -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ldap3(\.|$)")
         import mitmproxy.addons  # noqa: F401
+
+
+def _exited(process: subprocess.Popen[str], op: str) -> EnvironmentProblem | None:
+    """The error for ``op`` sent to a proxy process that has ended (a crash, a kill), said
+    at once rather than as a broken pipe or a timeout; None while it runs. Its pipes at
+    their end mean it is ending: it gets a second to be reaped."""
+    try:
+        code = process.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return None
+    return EnvironmentProblem(
+        f"the proxy subprocess has exited (code {code}) and cannot {op!r}",
+        hint="its log above says why; start the proxy again",
+    )
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:

@@ -358,3 +358,16 @@ def test_a_websocket_handshake_record_ends_when_its_101_arrives(
     assert record.start < record.first_byte <= record.end
     assert record.end - record.start >= 0.19  # the whole RTT: request up, 101 down
     assert record.end - record.start <= opened + 0.01
+
+
+def test_a_subprocess_that_died_is_said_at_once_not_as_a_timeout(make_profile: Any) -> None:
+    with ShapedProxy(make_profile(60, None, None), mode="subprocess") as proxy:
+        child = proxy._process
+        assert child is not None
+        child.kill()
+        child.wait()
+        began = time.monotonic()
+        with pytest.raises(EnvironmentProblem, match=r"has exited \(code -9\)") as said:
+            proxy.status()
+        assert time.monotonic() - began < 5
+        assert "in 30 s" not in said.value.one_line()
