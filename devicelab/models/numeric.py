@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AllowInfNan, BeforeValidator
 
-__all__ = ["FiniteFloat", "WholeNumber", "plain_number"]
+__all__ = ["FiniteFloat", "WholeNumber", "meets", "plain_number"]
 
 
 def plain_number(value: Any) -> Any:
@@ -34,3 +34,15 @@ def plain_number(value: Any) -> Any:
 FiniteFloat = Annotated[float, BeforeValidator(plain_number), AllowInfNan(False)]
 #: An int, never a boolean.
 WholeNumber = Annotated[int, BeforeValidator(plain_number)]
+
+
+def meets(measured: float, op: str, bound: float) -> bool:
+    """Whether ``measured <op> bound`` holds, for a target's op (``<``, ``<=``, ``>``,
+    ``>=``, ``==``). Raises KeyError for another op."""
+    return {
+        "<": measured < bound,
+        "<=": measured <= bound,
+        ">": measured > bound,
+        ">=": measured >= bound,
+        "==": measured == bound,
+    }[op]

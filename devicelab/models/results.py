@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from devicelab.models.numeric import meets
+
 __all__ = [
     "SCHEMA_ID",
     "SIGNIFICANT_DIGITS",
@@ -307,14 +309,7 @@ def _on_its_side(value: float, target: CheckTarget | None) -> float:
 
 
 def _holds(value: float, target: CheckTarget) -> bool:
-    bound = target.value
-    return {
-        "<": value < bound,
-        "<=": value <= bound,
-        ">": value > bound,
-        ">=": value >= bound,
-        "==": value == bound,
-    }[target.op]
+    return meets(value, target.op, target.value)
 
 
 class Series(_Model):

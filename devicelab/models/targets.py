@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 from pydantic_core import PydanticCustomError
 
 from devicelab.models.inventory import LOCATED
-from devicelab.models.numeric import FiniteFloat
+from devicelab.models.numeric import FiniteFloat, meets
 
 __all__ = ["Column", "Op", "PlatformScope", "Target", "TargetBook"]
 
@@ -71,14 +71,7 @@ class Target(BaseModel):
         Raises ValueError when the target has no value (an N/A row)."""
         if self.value is None:
             raise ValueError(f"target for {self.check} has no value")
-        bound = self.value
-        return {
-            "<": measured < bound,
-            "<=": measured <= bound,
-            ">": measured > bound,
-            ">=": measured >= bound,
-            "==": measured == bound,
-        }[self.op]
+        return meets(measured, self.op, self.value)
 
     def label(self) -> str:
         """A short text of the bound, e.g. '< 500 ms', or 'N/A'."""

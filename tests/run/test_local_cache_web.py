@@ -8,20 +8,15 @@ What the cache returns is compared with what the database holds for user A.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from devicelab.lab import Lab, LabSession, app_build_dir
+from devicelab.lab import LabSession
 from devicelab.scenarios.local_cache import SYNC_MESSAGES
+from tests.web_session import web_session
 
 NO_SUCH_WORD = "zzqxnotaword"
 
@@ -36,23 +31,8 @@ ORDER BY m.created_at DESC, m.id DESC"""
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
     """A started web lab (no shaping) with users A and B signed in inside the app; its
     cluster is stopped after."""
-    assert (app_build_dir() / "index.html").is_file(), "run ./dev/setup: it builds the app"
-    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
-    state = Path(tempfile.mkdtemp(prefix="dl-local-cache-", dir="/tmp"))
-    state.chmod(0o711)
-    saved = os.environ.get("DEVICELAB_STATE")
-    os.environ["DEVICELAB_STATE"] = str(state)
-    try:
-        with Lab("web", "none").session(tmp_path_factory.mktemp("out")) as started:
-            yield started
-    finally:
-        stop = [sys.executable, "-m", "devicelab", "backend", "stop"]
-        subprocess.run(stop, env={**os.environ}, capture_output=True, timeout=120, check=False)
-        if saved is None:
-            os.environ.pop("DEVICELAB_STATE", None)
-        else:
-            os.environ["DEVICELAB_STATE"] = saved
-        shutil.rmtree(state, ignore_errors=True)
+    with web_session("none", tmp_path_factory.mktemp("out"), "local-cache") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

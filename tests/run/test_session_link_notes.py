@@ -8,41 +8,21 @@ starts it.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from devicelab.lab import Lab, LabSession, app_build_dir
+from devicelab.lab import LabSession
 from devicelab.report import compare, render_markdown
 from devicelab.report._common import verdict_text
+from tests.web_session import web_session
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
     """A started web lab on 4G with users A and B signed in; its cluster stopped after."""
-    assert (app_build_dir() / "index.html").is_file(), "run ./dev/setup: it builds the app"
-    # Not under pytest's tmp_path: as root, the postgres user must traverse every parent.
-    state = Path(tempfile.mkdtemp(prefix="dl-link-notes-", dir="/tmp"))
-    state.chmod(0o711)
-    saved = os.environ.get("DEVICELAB_STATE")
-    os.environ["DEVICELAB_STATE"] = str(state)
-    try:
-        with Lab("web", "4g").session(tmp_path_factory.mktemp("out")) as started:
-            yield started
-    finally:
-        stop = [sys.executable, "-m", "devicelab", "backend", "stop"]
-        subprocess.run(stop, env={**os.environ}, capture_output=True, timeout=120, check=False)
-        if saved is None:
-            os.environ.pop("DEVICELAB_STATE", None)
-        else:
-            os.environ["DEVICELAB_STATE"] = saved
-        shutil.rmtree(state, ignore_errors=True)
+    with web_session("4g", tmp_path_factory.mktemp("out"), "link-notes") as started:
+        yield started
 
 
 @pytest.fixture
