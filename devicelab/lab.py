@@ -46,6 +46,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -243,8 +244,6 @@ def _in_test(check: Check) -> Check:
     """``check`` with the pytest test that measured it (``evidence.test``, its node id),
     when one did: a session's reports and its comparison with a baseline tell a pytest
     session's checks by it, and a check measured twice by the tests that did."""
-    import sys
-
     current = os.environ.get("PYTEST_CURRENT_TEST", "")
     # Inherited by a `devicelab run` that a test started: only pytest's own process.
     if not current or "pytest" not in sys.modules or "test" in check.evidence:
