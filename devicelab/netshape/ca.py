@@ -8,14 +8,26 @@ listening without a CA, every HTTPS connection closed.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import shutil
 import ssl
+import tempfile
 from pathlib import Path
 
 from devicelab.errors import BadInput, EnvironmentProblem, first_line
 
-__all__ = ["CA_CERT_NAME", "HeldErrors", "check_confdir", "missing_ca", "upstream_ca"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CA_CERT_NAME",
+    "HeldErrors",
+    "check_confdir",
+    "ensure_ca",
+    "missing_ca",
+    "upstream_ca",
+]
 
 # What mitmproxy writes in its confdir: its CA (key and certificate), and the certificate
 # alone, which devices install.
@@ -85,6 +97,56 @@ def check_confdir(confdir: Path) -> None:
             f"cannot use {confdir} as mitmproxy's confdir: it is not writable and holds no CA",
             hint=_CONFDIR_HINT,
         )
+
+
+def ensure_ca(confdir: Path) -> None:
+    """Make mitmproxy's CA in ``confdir`` (an existing directory) unless its key file is
+    there, as mitmproxy would, but one process at a time and whole: the files are written
+    aside and renamed in, the key last. Proxies starting together on a fresh confdir (a
+    battery farm's runs, each a subprocess) each made a CA, one truncating the file
+    another was reading: "Unable to load PEM file ... MalformedFraming", a phone's run
+    lost. A CA already there (mitmproxy's own, the one devices trust) is never replaced.
+    Raises EnvironmentProblem when the CA cannot be written."""
+    key = confdir / _CA_KEY_NAME
+    if key.exists():
+        return  # a directory there is mitmproxy's to refuse, with its own words
+    try:
+        fd = os.open(confdir, os.O_RDONLY)
+    except OSError as exc:
+        raise _no_ca(confdir, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the other maker is done within a second
+        if not key.exists():
+            _make_ca(confdir)
+    finally:
+        os.close(fd)  # and the lock with it
+
+
+def _make_ca(confdir: Path) -> None:
+    from mitmproxy.certs import CertStore
+    from mitmproxy.options import CONF_BASENAME, KEY_SIZE
+
+    try:
+        aside = Path(tempfile.mkdtemp(prefix=".devicelab-ca-", dir=confdir))
+    except OSError as exc:
+        raise _no_ca(confdir, exc) from None
+    try:
+        CertStore.create_store(aside, CONF_BASENAME, KEY_SIZE)
+        # mitmproxy takes the key file for the whole CA: it goes in last.
+        for made in sorted(aside.iterdir(), key=lambda path: path.name == _CA_KEY_NAME):
+            made.replace(confdir / made.name)
+    except OSError as exc:
+        raise _no_ca(confdir, exc) from None
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+    log.info("made mitmproxy's CA in %s", confdir)
+
+
+def _no_ca(confdir: Path, exc: OSError) -> EnvironmentProblem:
+    why = (exc.strerror or first_line(exc)).lower()
+    return EnvironmentProblem(
+        f"mitmproxy has no CA in its confdir {confdir}: {why}", hint=_CONFDIR_HINT
+    )
 
 
 class HeldErrors(logging.Filter):

@@ -144,6 +144,7 @@ class ShapedProxy:
         allow_networks(self.allow)
         try:
             ca.check_confdir(self.confdir)
+            ca.ensure_ca(self.confdir)
             if self.mode == "subprocess":
                 self._start_subprocess()
             else:
