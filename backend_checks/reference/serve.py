@@ -333,39 +333,6 @@ def _is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve to any address
 
 
-def _usable_url(url: str, host: str, port: int) -> str:
-    """``url`` as a client can use it: a server on every address (``0.0.0.0``, ``::``) is
-    named by this machine's primary address, the one its default route leaves from (its
-    host name when it has no such route); any other ``url`` as it is."""
-    import ipaddress
-
-    try:
-        if not ipaddress.ip_address(host).is_unspecified:
-            return url
-    except ValueError:
-        return url  # a name: clients use it as given
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    address = _primary_address(family) or socket.gethostname()
-    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
-
-
-def _primary_address(family: socket.AddressFamily) -> str | None:
-    """This machine's address on its default route for ``family``, or None (no route)."""
-    import ipaddress
-
-    # A documentation address (TEST-NET-1, 2001:db8::/32): a UDP connect sends nothing,
-    # the kernel only picks the route and the address it would send from.
-    far = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect((far, 9))
-            address = str(probe.getsockname()[0])
-    except OSError:
-        return None
-    chosen = ipaddress.ip_address(address)
-    return None if chosen.is_unspecified or chosen.is_loopback else address
-
-
 class _Server:
     """What a server is started with (a new ReferenceServer per try of a port)."""
 
@@ -418,9 +385,7 @@ async def _serve(spec: _Server, port: int, default_port: bool, stream: Any) -> i
             loop.add_signal_handler(sig, stopping, sig)
     server = await _start(spec, port, default_port)
     try:
-        url = _usable_url(server.url, spec.host, server.port)
-        server.ctx.public_url = url  # the tokens' issuer, as the clients reach us
-        print(f"SUPABASE_URL={url}", file=stream)
+        print(f"SUPABASE_URL={server.url}", file=stream)
         print(f"SUPABASE_ANON_KEY={server.anon_key}", file=stream)
         print(f"SUPABASE_SERVICE_ROLE_KEY={server.service_role_key}", file=stream, flush=True)
         await stop.wait()

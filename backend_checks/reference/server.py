@@ -31,6 +31,7 @@ from typing import Self
 
 from aiohttp import web
 
+from backend_checks.reference.addresses import usable_url
 from backend_checks.reference.app import build_app, cleanup_failed_startup
 from backend_checks.reference.context import ServerContext
 from backend_checks.reference.realtime import SERVICE_KEY, RealtimeService
@@ -89,9 +90,10 @@ class ReferenceServer:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` once started (an IPv6 host in brackets: ``http://[::1]:P``)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        """``http://host:port`` once started (an IPv6 host in brackets: ``http://[::1]:P``);
+        on every address (``0.0.0.0``, ``::``), this machine's primary address instead, as
+        a client reaches it. The tokens it issues name it so too (their ``iss``)."""
+        return usable_url(self.host, self.port)
 
     @property
     def anon_key(self) -> str:

@@ -226,13 +226,34 @@ def test_every_address_prints_a_url_a_client_can_use(scratch_dsn: str, tmp_path:
 
 
 def test_only_every_address_is_renamed() -> None:
-    from backend_checks.reference.serve import _usable_url
+    from backend_checks.reference.addresses import usable_url
 
-    assert _usable_url("http://127.0.0.1:5", "127.0.0.1", 5) == "http://127.0.0.1:5"
-    assert _usable_url("http://localhost:5", "localhost", 5) == "http://localhost:5"
-    assert "0.0.0.0" not in _usable_url("http://0.0.0.0:5", "0.0.0.0", 5)
-    everywhere6 = _usable_url("http://[::]:5", "::", 5)
+    assert usable_url("127.0.0.1", 5) == "http://127.0.0.1:5"
+    assert usable_url("localhost", 5) == "http://localhost:5"
+    assert usable_url("::1", 5) == "http://[::1]:5"
+    assert "0.0.0.0" not in usable_url("0.0.0.0", 5)
+    everywhere6 = usable_url("::", 5)
     assert "[::]" not in everywhere6 and everywhere6.endswith(":5")
+
+
+def test_a_server_started_from_python_on_every_address_is_named_as_serve_names_it(
+    scratch_dsn: str,
+) -> None:
+    # Its url and its tokens' iss said http://0.0.0.0:PORT (only `backend serve` fixed them).
+    from backend_checks.reference.server import ReferenceServer
+
+    with ReferenceServer(scratch_dsn, host="0.0.0.0") as server:
+        assert urlsplit(server.url).hostname not in (None, "0.0.0.0"), server.url
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        sign_in = urllib.request.Request(
+            f"{server.url}/auth/v1/token?grant_type=password",
+            data=json.dumps({"email": "testuser1@example.com", "password": "password123"}).encode(),
+            headers={"apikey": server.anon_key, "Content-Type": "application/json"},
+        )
+        with direct.open(sign_in, timeout=10) as answer:
+            payload = json.loads(answer.read())["access_token"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["iss"] == f"{server.url}/auth/v1", claims
 
 
 def _start(state: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
