@@ -9,7 +9,7 @@ when a name is missing, so tables created after start become visible as in Postg
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 
@@ -161,8 +161,10 @@ ORDER BY n.nspname, p.proname, p.pronargs DESC
 """
 
 
+#: Of every schema: a key between two tables of another schema holds for views of the
+#: API over them. Only those whose two sides are exposed are kept.
 _FOREIGN_KEYS_SQL = """
-SELECT con.conname, cl.relname,
+SELECT ns.nspname, fns.nspname, con.conname, cl.relname,
        array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(n, o)
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o),
        fcl.relname,
@@ -176,8 +178,8 @@ JOIN pg_class cl ON cl.oid = con.conrelid
 JOIN pg_namespace ns ON ns.oid = cl.relnamespace
 JOIN pg_class fcl ON fcl.oid = con.confrelid
 JOIN pg_namespace fns ON fns.oid = fcl.relnamespace
-WHERE con.contype = 'f' AND con.conparentid = 0 AND ns.nspname = ANY(%s)
-  AND fns.nspname = ns.nspname
+WHERE con.contype = 'f' AND con.conparentid = 0
+  AND ns.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY con.conname
 """
 
@@ -236,16 +238,26 @@ async def load_catalog(
             tuple(str(c) for c in outs or ()),  # type: ignore[attr-defined]
         )
         catalog.functions.setdefault((fn.schema, fn.name), []).append(fn)
-    cur = await conn.execute(_FOREIGN_KEYS_SQL, (list(schemas),))
-    for name, table, fk_cols, ref_table, ref_cols, one_to_one in await cur.fetchall():
-        catalog.foreign_keys.append(
-            ForeignKey(
-                str(name),
-                str(table),
-                tuple(str(c) for c in fk_cols),  # type: ignore[attr-defined]
-                str(ref_table),
-                tuple(str(c) for c in ref_cols),  # type: ignore[attr-defined]
-                bool(one_to_one),
-            )
+    from backend_checks.reference.view_keys import view_columns, view_foreign_keys
+
+    views = await view_columns(conn, list(schemas))
+    for key, relation in catalog.relations.items():
+        if relation.kind in ("v", "m"):
+            catalog.relations[key] = replace(relation, primary_key=views.primary_key(key))
+    cur = await conn.execute(_FOREIGN_KEYS_SQL)
+    keys: list[tuple[str, str, ForeignKey]] = []
+    for row in await cur.fetchall():
+        schema, ref_schema, name, table, fk_cols, ref_table, ref_cols, one_to_one = row
+        fk = ForeignKey(
+            str(name),
+            str(table),
+            tuple(str(c) for c in fk_cols),  # type: ignore[attr-defined]
+            str(ref_table),
+            tuple(str(c) for c in ref_cols),  # type: ignore[attr-defined]
+            bool(one_to_one),
         )
+        keys.append((str(schema), str(ref_schema), fk))
+    # A view embeds, and is embedded, by the keys of the tables whose columns it shows.
+    keys += view_foreign_keys(keys, views)
+    catalog.foreign_keys = [fk for s, r, fk in keys if s in schemas and r in schemas]
     return catalog
