@@ -281,8 +281,7 @@ def start_app(
     DeviceUnreachable, EnvironmentProblem."""
     from devicelab.harness import Harness
     from devicelab.platforms.android_device import AndroidDevice
-    from devicelab.platforms.appium import AppiumSession, proxied_capabilities
-    from devicelab.platforms.appium_server import free_port
+    from devicelab.platforms.appium import AppiumSession, own_ports, proxied_capabilities
 
     endpoint = device.appium
     assert endpoint is not None  # check_phone ran at construction
@@ -297,11 +296,9 @@ def start_app(
     else:
         say(f"{device.id} must use the Wi-Fi proxy {proxy.host}:{proxy.port} (docs/ios.md)")
         capabilities = iphone_capabilities(capabilities)
-    if capabilities.get("browserName") and "appium:chromedriverPort" not in capabilities:
-        # Appium's chromium driver starts chromedriver on 9515 unless told, so two
-        # stand-in sessions at once (a battery farm) would take each other's.
-        capabilities["appium:chromedriverPort"] = free_port()
-    session = AppiumSession(url, capabilities)
+    # Each driver's host ports (chromedriver's 9515, WebDriverAgent's 8100, ...) of its
+    # own: two sessions at once (a battery farm) would take each other's.
+    session = AppiumSession(url, own_ports(capabilities))
     say(f"starting an Appium session on {session.info()['url']}")
     _start_session(teardown, session, phone.journal, device.serial or device.udid or device.id)
     if session.is_browser:  # a browser stands in for the WebView: load the app in it
@@ -427,8 +424,13 @@ def check_route(evaluate: Callable[[str, Any], Any], url: str, hint: str) -> Non
 
 def _appium_url(teardown: Teardown, url: str, out_dir: Path, say: Say) -> str:
     """``url`` when an Appium server answers there; for a loopback URL with nothing
-    behind it, a local Appium 3 (tools/appium) started on its port, logging to
-    ``<out>/appium.log``."""
+    behind it, this run's own local Appium 3 (tools/appium) on a free port, logging to
+    ``<out>/appium.log`` and stopped by ``teardown``.
+
+    Its own, not one on ``url``'s port: the runs of a farm (or two `devicelab run`s) whose
+    inventory names the same URL each started one there; the second's could not listen,
+    both used the first's, and the first run's end stopped it under the others (their
+    phones' next scripts failed)."""
     from devicelab.platforms.appium import AppiumServer, redacted_url
     from devicelab.platforms.web import answers
 
@@ -437,13 +439,15 @@ def _appium_url(teardown: Teardown, url: str, out_dir: Path, say: Say) -> str:
         return url
     out_dir.mkdir(parents=True, exist_ok=True)
     server = AppiumServer(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 4723,
-        log_file=out_dir / "appium.log",
+        host=parts.hostname or "127.0.0.1", port=0, log_file=out_dir / "appium.log"
     )
-    say(f"no Appium server answers at {redacted_url(url)}: starting one (log: {server.log_file})")
+    say(
+        f"no Appium server answers at {redacted_url(url)}: starting this run's own "
+        f"(log: {server.log_file})"
+    )
     server.start()
     teardown.push("appium server", server.stop)
+    say(f"Appium for this run at {server.url}")
     return server.url
 
 

@@ -70,6 +70,7 @@ __all__ = [
     "AppiumSession",
     "appium_home",
     "check_capabilities",
+    "own_ports",
     "proxied_capabilities",
     "redacted_url",
 ]
@@ -145,6 +146,30 @@ def proxied_capabilities(capabilities: Mapping[str, Any], proxy_url: str) -> dic
         a for a in options.get("args", []) if not a.startswith(("--proxy-server", "--proxy-bypass"))
     ]
     options["args"] = [*args, f"--proxy-server={proxy_url}", "--proxy-bypass-list=<-loopback>"]
+    return merged
+
+
+#: The host ports each Appium driver takes per session, by ``appium:automationName``
+#: (lower case; "" for a browser session): two sessions on one machine (a farm's phones,
+#: each with its own Appium) take the same defaults (UiAutomator2's server 8200 and its
+#: chromedriver 9515, WebDriverAgent's 8100, the WebKit proxy's 27753) and the second
+#: session fails or talks to the first phone.
+_SESSION_PORTS = {
+    "": ("appium:chromedriverPort",),
+    "uiautomator2": ("appium:systemPort", "appium:chromedriverPort"),
+    "xcuitest": ("appium:wdaLocalPort", "appium:webkitDebugProxyPort"),
+}
+
+
+def own_ports(capabilities: Mapping[str, Any]) -> dict[str, Any]:
+    """``capabilities`` with a free port of this machine for each per-session port of its
+    driver (:data:`_SESSION_PORTS`) that it does not set itself."""
+    from devicelab.ports import free_port
+
+    merged = dict(capabilities)
+    driver = "" if merged.get("browserName") else str(merged.get("appium:automationName", ""))
+    for name in _SESSION_PORTS.get(driver.lower(), ()):
+        merged.setdefault(name, free_port())
     return merged
 
 

@@ -226,10 +226,23 @@ class AppiumServer:
                 )
             try:
                 with opener.open(f"{self.url}/status", timeout=2) as response:
-                    if response.status == 200:
-                        return
+                    answered = response.status == 200
             except (OSError, urllib.error.URLError):
-                pass
+                answered = False
+            if answered and self._listening() is False:
+                # Another server answers on the port ours is failing to take (two runs
+                # that started one on the same port used the first's, which the first
+                # run's end then stopped under the second).
+                self.stop()
+                raise DeviceUnreachable(
+                    f"appium exited at start: listen EADDRINUSE: address already in use "
+                    f"{self.host}:{self.port} (another server answers there)",
+                    hint=f"another program listens on {self.host}:{self.port}: stop it, or "
+                    f"point appium.url at it; read {self.log_file}",
+                    command=str(self.executable),
+                )
+            if answered:
+                return
             time.sleep(0.2)
         self.stop()
         raise DeviceUnreachable(
@@ -237,6 +250,31 @@ class AppiumServer:
             hint=f"read {self.log_file}",
             command=str(self.executable),
         )
+
+    def _listening(self) -> bool | None:
+        """Whether our process or one of its descendants (node, under the orphan guard)
+        listens on our port; None when that cannot be told (psutil is refused)."""
+        import psutil
+
+        assert self._process is not None
+        try:
+            root = psutil.Process(self._process.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        for process in family:
+            try:
+                sockets = process.net_connections(kind="tcp")
+            except psutil.AccessDenied:
+                return None
+            except psutil.Error:
+                continue  # it ended meanwhile
+            if any(
+                s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == self.port
+                for s in sockets
+            ):
+                return True
+        return False
 
     def _why_exited(self) -> str:
         """The line of this start's log that says why Appium exited (its error), else
