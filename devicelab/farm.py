@@ -172,6 +172,14 @@ class BatteryFarm:
                 "cut its power at once",
                 hint="name one of them with --device (each phone once)",
             )
+        if (shared := lab_inventory.shared_proxy([d.id for d in chosen])) is not None:
+            first, second, listen = shared
+            raise BadInput(
+                f"{first} and {second} both have their shaped proxy listen on {listen}: two "
+                "runs at once cannot both listen there",
+                hint=f"give each phone its own port in inventory.yaml (devices.{second}.proxy"
+                ".listen, and the phone's Wi-Fi proxy setting with it)",
+            )
         # Every run would skip its drain ("real drain needs the power cut") and the farm
         # would exit 0 having measured nothing.
         if all(d.power.kind == "none" for d in chosen):

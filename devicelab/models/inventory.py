@@ -260,6 +260,28 @@ class Inventory(BaseModel):
                     return first, key, what
         return None
 
+    def shared_proxy(self, ids: list[str]) -> tuple[str, str, str] | None:
+        """The first two of ``ids`` whose shaped proxies would listen on one address
+        (``proxy.listen``: the same port on the same address, or on every address), as
+        ``(first, second, the address)``, or None. Two runs at once cannot both listen
+        there: the second's proxy fails to start after its backend and Appium did."""
+        seen: list[tuple[str, DeviceProxy]] = []
+        for key in ids:
+            proxy = self.devices[key].proxy
+            if proxy is None:
+                continue
+            for first, other in seen:
+                if other.port == proxy.port and _overlap(other.host, proxy.host):
+                    return first, key, proxy.listen
+            seen.append((key, proxy))
+        return None
+
+
+def _overlap(host: str, other: str) -> bool:
+    """Whether listening on ``host`` and on ``other`` (same port) would clash."""
+    a, b = ipaddress.ip_address(host), ipaddress.ip_address(other)
+    return a == b or a.is_unspecified or b.is_unspecified
+
 
 def _identities(device: Device) -> list[tuple[str, tuple[str, ...]]]:
     """What makes ``device`` one phone or one port: ``(said, key)`` for its serial or UDID

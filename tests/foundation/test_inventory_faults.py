@@ -229,6 +229,27 @@ def test_what_is_not_one_phone_stays_allowed(tmp_path: Path) -> None:
     assert len(inventory.ids()) == 7 and inventory.same_phone(inventory.ids()) is None
 
 
+def test_proxies_listening_on_one_address_are_found(tmp_path: Path) -> None:
+    # Same port on the same address, or on every address, clashes; another port or
+    # another address of the machine does not.
+    def iphone(key: str, listen: str) -> str:
+        return (
+            phone(key, "ios", f"0000{key}")
+            + f"    proxy: {{listen: '{listen}', allow: [10.0.0.0/24]}}\n"
+        )
+
+    path = write(
+        tmp_path,
+        "devices:\n" + iphone("a", "10.0.0.2:8899") + iphone("b", "10.0.0.3:8899")
+        + iphone("c", "10.0.0.2:8900") + iphone("d", "0.0.0.0:8900")
+        + iphone("e", "10.0.0.3:8899"),
+    )  # fmt: skip
+    inventory = config.load_inventory(path)
+    assert inventory.shared_proxy(["a", "b", "c"]) is None
+    assert inventory.shared_proxy(["a", "c", "d"]) == ("c", "d", "0.0.0.0:8900")
+    assert inventory.shared_proxy(["a", "b", "e"]) == ("b", "e", "10.0.0.3:8899")
+
+
 def test_an_id_that_is_not_its_key_is_named_at_the_id_line(tmp_path: Path) -> None:
     # It was reported at file:1:1 (document).
     path = write(tmp_path, f"devices:\n  pixel:\n    id: pixel6\n{PIXEL}    serial: S\n")

@@ -130,6 +130,35 @@ def test_bad_farms_are_refused_before_anything_starts(
         assert "preparing the backend" not in result.stderr
 
 
+def test_phones_whose_proxies_would_share_an_address_are_refused_before_anything_starts(
+    adb: PrivateAdbServer, tmp_path: Path
+) -> None:
+    # Two iPhones set to one Wi-Fi proxy address: the second run's proxy could not listen,
+    # after its backend and Appium had started, and its drain was lost (exit 3).
+    def iphone(udid: str, listen: str) -> dict[str, object]:
+        return {
+            "platform": "ios", "model": "iPhone 11", "os": "iOS 17", "udid": udid,
+            "appium": {"url": "http://127.0.0.1:9", "capabilities": {"platformName": "iOS"}},
+            "proxy": {"listen": listen, "allow": ["192.168.50.0/24"]},
+            "power": {"kind": "manual"},
+        }  # fmt: skip
+
+    devices = {
+        "a": iphone("00008030-000A", "192.168.50.10:8899"),
+        "b": iphone("00008030-000B", "0.0.0.0:8899"),  # every address: this one as well
+        "c": iphone("00008030-000C", "192.168.50.10:8900"),
+    }
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"devices": devices}, sort_keys=False))
+    result = devicelab("battery", "--inventory", str(path), "--out", str(tmp_path / "farm"),
+                       env=adb.env)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "a and b both have their shaped proxy listen on 0.0.0.0:8899" in result.stderr
+    assert "devices.b.proxy.listen" in result.stderr
+    assert "preparing the backend" not in result.stderr
+    assert not (tmp_path / "farm").exists()  # nothing written
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("stop", "code", "said"),
