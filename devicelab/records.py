@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,11 +52,14 @@ def check_writable(out_dir: Path, *, make: bool = True) -> None:
     if make:
         if out_dir.exists() and not out_dir.is_dir():  # mkdir would say "File exists"
             raise refuse("it is a file, not a folder")
-        probe = out_dir / ".devicelab-write-check"
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
+            # A name of its own: two runs checking one folder at once removed each
+            # other's probe ("cannot write results there (No such file or directory)"),
+            # where the second should have been told the first is writing there.
+            fd, probe = tempfile.mkstemp(prefix=".devicelab-write-check-", dir=out_dir)
+            os.close(fd)
+            Path(probe).unlink()
         except OSError as exc:
             raise refuse(exc.strerror or str(exc)) from exc
     else:

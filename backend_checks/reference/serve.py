@@ -85,18 +85,38 @@ def _jwt_secret(path: Path) -> str:
     """The stored secret (its file made owner-only when looser), or a new one written
     with owner-only permissions. Raises EnvironmentProblem as :func:`_owner_only`, and
     when the state folder cannot hold the file (a file where a folder goes, a folder
-    where the secret goes, no permission)."""
+    where the secret goes, no permission).
+
+    Made once whatever starts at the same time: under a lock on the folder, written aside
+    and renamed in. Two `backend serve`s on a fresh state folder each made a secret, one
+    reading the file the other had just truncated; each served with its own, the file
+    kept the last, and the keys the first printed stopped working at its next start."""
+    import fcntl
+    import tempfile
+
     try:
-        if path.is_file():
-            _owner_only(path)
-            secret = path.read_text().strip()
-            if len(secret) >= 32:
-                return secret
+        if (secret := _stored_secret(path)) is not None:
+            return secret
         path.parent.mkdir(parents=True, exist_ok=True)
-        secret = new_jwt_secret()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret + "\n")
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)  # the other maker is done in milliseconds
+            if (secret := _stored_secret(path)) is not None:
+                return secret
+            secret = new_jwt_secret()
+            fd, aside = tempfile.mkstemp(prefix=".jwt-secret-", dir=path.parent)  # 0600
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secret + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                Path(aside).replace(path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    Path(aside).unlink()
+                raise
+        finally:
+            os.close(folder)  # and the lock with it
     except OSError as exc:
         # The wording of backend check, datagen and run for the same folder.
         culprit = f"{exc.filename}: " if exc.filename and Path(exc.filename) != path.parent else ""
@@ -106,6 +126,16 @@ def _jwt_secret(path: Path) -> str:
             f" JWT secret's file {path}",
         ) from exc
     return secret
+
+
+def _stored_secret(path: Path) -> str | None:
+    """The secret in ``path`` (made owner-only first), or None when there is no file or
+    it holds no usable secret (under 32 characters). Raises OSError, EnvironmentProblem."""
+    if not path.is_file():
+        return None
+    _owner_only(path)
+    secret = path.read_text().strip()
+    return secret if len(secret) >= 32 else None
 
 
 def keys_issued_at(path: Path) -> int:

@@ -68,3 +68,31 @@ def test_reading_the_secret_tightens_its_file(tmp_path: Path) -> None:
     path = _secret_file(tmp_path, 0o640)
     assert _jwt_secret(path) == _SECRET
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+_MAKE_SECRET = """
+import sys, time
+from pathlib import Path
+from backend_checks.reference.serve import _jwt_secret
+path, start = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < start:
+    pass
+print(_jwt_secret(path))
+"""
+
+
+def test_serves_starting_together_on_a_fresh_folder_make_one_secret(tmp_path: Path) -> None:
+    # Each made its own and the file kept the last: the keys the others printed (pasted
+    # into .env files) stopped working at their next start.
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "state" / "jwt_secret"
+    start = time.time() + 2.0  # after every interpreter has started
+    command = [sys.executable, "-c", _MAKE_SECRET, str(path), str(start)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    secrets = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert secrets == {path.read_text().strip()}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["jwt_secret"]  # nothing left aside

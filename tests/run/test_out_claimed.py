@@ -65,3 +65,31 @@ def test_the_cli_says_so_in_one_line_with_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
     assert time.monotonic() - began < 30, "it started the lab before refusing"
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the holder's, nothing of ours
+
+
+def test_runs_checking_one_folder_at_once_never_fail_each_other(tmp_path: Path) -> None:
+    # Both wrote and removed one probe name: one's unlink removed the other's probe
+    # ("cannot write results there (No such file or directory)"), a wrong exit 2 where
+    # the second run should have been told the first is writing there.
+    import threading
+
+    from devicelab.records import check_writable
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def check() -> None:
+        start.wait()
+        try:
+            for _ in range(1500):
+                check_writable(tmp_path)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=check) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert list(tmp_path.iterdir()) == []  # no probe left
