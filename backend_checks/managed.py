@@ -261,7 +261,13 @@ class ManagedPostgres:
             "-t",
             "60",
         ]
+        before = self.log.stat().st_size if self.log.exists() else 0
         result = self._run(cmd)
+        if result.returncode != 0 and "Address already in use" in self._log_since(before):
+            # Taken between the check above and the server's bind (one of the machine's
+            # other programs, or another state folder's cluster picking the same port).
+            self._write_settings(free_port())
+            result = self._run(cmd)
         if result.returncode != 0:
             tail = self._log_tail()
             raise BackendUnavailable(
@@ -311,9 +317,14 @@ max_wal_size = 4GB
 synchronous_commit = off
 max_connections = 1100
 """
+        # Written aside and renamed in: port() and dsn() read it without the lock, and a
+        # half-written file "has no port setting" (whose hint is to remove the cluster).
         path = data / "postgresql.conf"
-        path.write_text(conf + settings)
-        self._chown(path)
+        aside = path.with_name(f".{path.name}.{os.getpid()}")
+        aside.write_text(conf + settings)
+        aside.chmod(path.stat().st_mode & 0o777)
+        self._chown(aside)
+        aside.replace(path)
 
     # ------------------------------------------------------------------ plumbing
     def _read_conf(self) -> str:
@@ -374,6 +385,15 @@ max_connections = 1100
                 process.wait()
                 raise
         return subprocess.CompletedProcess(cmd, process.returncode, out, err)
+
+    def _log_since(self, offset: int) -> str:
+        """The server log written after byte ``offset`` ("" when it cannot be read)."""
+        try:
+            with self.log.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _log_tail(self) -> str:
         try:

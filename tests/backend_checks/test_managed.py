@@ -111,3 +111,33 @@ def test_no_postgresql_is_tool_missing_with_install_command(
         ManagedPostgres()
     assert caught.value.exit_code == 3
     assert "apt-get install postgresql-15 postgresql-15-hypopg" in caught.value.one_line()
+
+
+def test_a_port_taken_between_its_check_and_the_servers_bind_is_picked_again(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Free when checked, taken when PostgreSQL bound it: pg_ctl failed ("could not create
+    # any TCP/IP sockets") and nothing picked another port.
+    import socket
+
+    try:
+        find_bindir()
+    except ToolMissing:
+        pytest.skip("no PostgreSQL server binaries")
+    cluster = ManagedPostgres(state_dir)
+    cluster.ensure()
+    conf = state_dir / f"pg{cluster.major}" / "data" / "postgresql.conf"
+    mode, owner = conf.stat().st_mode, conf.stat().st_uid
+    cluster.stop()
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", cluster.port()))
+        taken.listen()
+        monkeypatch.setattr(managed, "_port_free", lambda port: True)  # the check's moment
+        dsn = ManagedPostgres(state_dir).ensure()
+        assert cluster.port() != taken.getsockname()[1]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    # The settings were rewritten whole, as the file was (its mode and owner), in place.
+    assert (conf.stat().st_mode, conf.stat().st_uid) == (mode, owner)
+    assert [p.name for p in conf.parent.iterdir() if p.name.startswith(".postgresql")] == []
