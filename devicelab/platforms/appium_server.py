@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
@@ -194,15 +195,32 @@ class AppiumServer:
             "--log-no-colors", "--log-timestamp", "--log-level", "debug",
             "--allow-insecure", "*:session_discovery",
         ])  # fmt: skip
-        with self.log_file.open("ab") as sink:
+        with self._starting(), self.log_file.open("ab") as sink:
             self._log_start = sink.tell()  # this start's lines, not an earlier run's
             self._process = subprocess.Popen(
                 command, env=env, stdout=sink, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-        self._wait_ready()
+            self._wait_ready()
         logger.info("appium %s listening on %s", self._process.pid, self.url)
         return self
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        """One Appium of ``home`` starting at a time: a starting Appium rewrites its
+        extension manifest (``node_modules/.cache/appium/extensions.yaml``) in place when
+        the installed drivers changed, and another starting meanwhile read it half
+        written ("invalid YAML") and exited. A home we may not write is not locked."""
+        import fcntl
+
+        try:
+            handle = (self.home / ".devicelab-appium-start.lock").open("a")
+        except OSError:
+            yield
+            return
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # another start is ready within seconds
+            yield
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s

@@ -128,3 +128,25 @@ def test_each_session_gets_its_drivers_ports_of_its_own(
 def test_ports_the_inventory_sets_are_kept() -> None:
     given = {"appium:automationName": "UiAutomator2", "appium:systemPort": 8201}
     assert own_ports(given)["appium:systemPort"] == 8201
+
+
+@needs_appium
+def test_appium_servers_of_one_home_start_one_at_a_time(tmp_path: Path) -> None:
+    # Starting Appiums rewrite the home's extension manifest in place when its drivers
+    # changed: one started meanwhile read it half written and exited ("invalid YAML").
+    import fcntl
+
+    lock = appium_home() / ".devicelab-appium-start.lock"
+    started: list[AppiumServer] = []
+    server = AppiumServer(log_file=tmp_path / "appium.log")
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another start under way
+        thread = threading.Thread(target=lambda: started.append(server.start()))
+        thread.start()
+        thread.join(timeout=2.0)
+        assert thread.is_alive() and server._process is None  # not launched meanwhile
+    thread.join(timeout=60)
+    try:
+        assert started == [server] and _ready(server.url)
+    finally:
+        server.stop()
