@@ -14,6 +14,7 @@ from backend_checks import check
 from backend_checks.datagen import DatagenParams
 from backend_checks.seed import ensure_data, ensure_schema, seed_if_empty
 from devicelab.scenarios.fixture import RunFixture, prepare
+from tests.together import at_once
 
 
 def test_two_runs_starting_on_one_empty_database_seed_it_once(
@@ -23,22 +24,8 @@ def test_two_runs_starting_on_one_empty_database_seed_it_once(
     # seeded: the second replaced the tables under the first, whose run conversation
     # vanished and whose Realtime filters were refused.
     monkeypatch.setattr(check, "DEFAULT_SEED_MESSAGES", 5_000)
-    start = threading.Barrier(2)
     fixtures: list[RunFixture] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        start.wait()
-        try:
-            fixtures.append(prepare(empty_db, say=lambda _: None))
-        except BaseException as exc:  # reported below, not lost in the thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = at_once(lambda: fixtures.append(prepare(empty_db, say=lambda _: None)), 2)
     assert not errors, errors
     assert sorted(f.seeded for f in fixtures) == [False, True]
     assert fixtures[0].conversation_id == fixtures[1].conversation_id

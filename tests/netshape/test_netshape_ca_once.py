@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from mitmproxy.certs import CertStore
 
 from devicelab.errors import EnvironmentProblem
 from devicelab.netshape import ca
+from tests.together import at_once
 
 
 def test_proxies_starting_together_make_one_ca(
@@ -30,22 +30,7 @@ def test_proxies_starting_together_make_one_ca(
         create(path, basename, key_size, *args)
 
     monkeypatch.setattr(CertStore, "create_store", staticmethod(slow_create))
-    start = threading.Barrier(6)
-    errors: list[BaseException] = []
-
-    def ensure() -> None:
-        start.wait()
-        try:
-            ca.ensure_ca(tmp_path)
-        except BaseException as exc:  # reported below, not lost in the thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=ensure) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert errors == []
+    assert at_once(lambda: ca.ensure_ca(tmp_path), 6, timeout_s=30) == []
     assert len(made) == 1
     # The certificate devices install is the CA's, whose key the proxy signs with.
     whole = (tmp_path / "mitmproxy-ca.pem").read_bytes()

@@ -16,6 +16,7 @@ from devicelab.errors import BadInput
 from devicelab.lab import Lab
 from devicelab.records import LOCK_FILE, claim_out
 from tests.out_holder import hold_out
+from tests.together import at_once
 
 
 def test_a_folder_is_claimed_once_and_free_again_after(tmp_path: Path) -> None:
@@ -71,25 +72,11 @@ def test_runs_checking_one_folder_at_once_never_fail_each_other(tmp_path: Path) 
     # Both wrote and removed one probe name: one's unlink removed the other's probe
     # ("cannot write results there (No such file or directory)"), a wrong exit 2 where
     # the second run should have been told the first is writing there.
-    import threading
-
     from devicelab.records import check_writable
 
-    errors: list[BaseException] = []
-    start = threading.Barrier(2)
-
     def check() -> None:
-        start.wait()
-        try:
-            for _ in range(1500):
-                check_writable(tmp_path)
-        except BaseException as exc:  # reported below, not lost in the thread
-            errors.append(exc)
+        for _ in range(1500):
+            check_writable(tmp_path)
 
-    threads = [threading.Thread(target=check) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    assert at_once(check, 2, timeout_s=60) == []
     assert list(tmp_path.iterdir()) == []  # no probe left
