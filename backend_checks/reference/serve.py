@@ -110,7 +110,10 @@ def _jwt_secret(path: Path) -> str:
                     handle.write(secret + "\n")
                     handle.flush()
                     os.fsync(handle.fileno())
-                Path(aside).replace(path)
+                try:
+                    Path(aside).replace(path)
+                except OSError as exc:  # said of the secret's path, not the one aside
+                    raise OSError(exc.errno, exc.strerror, str(path)) from None
             except BaseException:
                 with contextlib.suppress(OSError):
                     Path(aside).unlink()
