@@ -33,6 +33,7 @@ __all__ = [
 # alone, which devices install.
 CA_CERT_NAME = "mitmproxy-ca-cert.pem"
 _CA_KEY_NAME = "mitmproxy-ca.pem"
+_DHPARAM_NAME = "mitmproxy-dhparam.pem"
 _CONFDIR_HINT = "set confdir= (--confdir) to a writable directory, or HOME to a home directory"
 
 
@@ -107,8 +108,8 @@ def ensure_ca(confdir: Path) -> None:
     another was reading: "Unable to load PEM file ... MalformedFraming", a phone's run
     lost. A CA already there (mitmproxy's own, the one devices trust) is never replaced.
     Raises EnvironmentProblem when the CA cannot be written."""
-    key = confdir / _CA_KEY_NAME
-    if key.exists():
+    key, dhparam = confdir / _CA_KEY_NAME, confdir / _DHPARAM_NAME
+    if key.exists() and dhparam.exists():
         return  # a directory there is mitmproxy's to refuse, with its own words
     try:
         fd = os.open(confdir, os.O_RDONLY)
@@ -118,8 +119,33 @@ def ensure_ca(confdir: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)  # the other maker is done within a second
         if not key.exists():
             _make_ca(confdir)
+        elif not dhparam.exists():
+            _write_dhparam(confdir)
     finally:
         os.close(fd)  # and the lock with it
+
+
+def _write_dhparam(confdir: Path) -> None:
+    """Put mitmproxy's default DH parameters in a confdir whose CA has none (an older
+    mitmproxy's), as mitmproxy would at its start, but whole: mitmproxy writes the file in
+    place, and another proxy starting meanwhile read it empty. A confdir we may not write
+    is left to mitmproxy, which says so."""
+    from mitmproxy.certs import DEFAULT_DHPARAM
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".devicelab-dhparam-", dir=confdir)
+    except OSError as exc:
+        log.info("could not write mitmproxy's DH parameters in %s: %s", confdir, exc)
+        return
+    aside = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(DEFAULT_DHPARAM)
+        aside.replace(confdir / _DHPARAM_NAME)
+    except OSError as exc:
+        log.info("could not write mitmproxy's DH parameters in %s: %s", confdir, exc)
+    finally:
+        aside.unlink(missing_ok=True)  # gone already once renamed in
 
 
 def _make_ca(confdir: Path) -> None:

@@ -60,3 +60,17 @@ def test_a_ca_that_cannot_be_written_is_an_environment_problem(
     with pytest.raises(EnvironmentProblem, match=f"no CA in its confdir {tmp_path}: no space"):
         ca.ensure_ca(tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-written left
+
+
+def test_a_ca_without_dh_parameters_gets_them_whole_and_keeps_its_key(tmp_path: Path) -> None:
+    # An older mitmproxy's confdir: mitmproxy writes the file in place at its start, and a
+    # proxy starting meanwhile read it empty.
+    from mitmproxy.certs import DEFAULT_DHPARAM
+
+    CertStore.create_store(tmp_path, "mitmproxy", 2048)
+    (tmp_path / "mitmproxy-dhparam.pem").unlink()
+    key = (tmp_path / "mitmproxy-ca.pem").read_bytes()
+    assert at_once(lambda: ca.ensure_ca(tmp_path), 4, timeout_s=30) == []
+    assert (tmp_path / "mitmproxy-dhparam.pem").read_bytes() == DEFAULT_DHPARAM
+    assert (tmp_path / "mitmproxy-ca.pem").read_bytes() == key
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
