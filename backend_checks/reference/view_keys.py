@@ -16,6 +16,7 @@ the junction of a many-to-many relationship, and the key of an upsert).
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,28 +31,22 @@ __all__ = ["ViewColumns", "parse_node_tree", "target_origins", "view_columns", "
 Node = dict[str, Any] | list[Any] | str | None
 
 
+#: A delimiter, or a run of other characters where a backslash escapes the next one.
+_TOKEN = re.compile(r"[(){}]|(?:\\.|[^\s(){}\\])+", re.S)
+_ESCAPE = re.compile(r"\\(.)", re.S)
+
+
 def _tokens(text: str) -> list[str | tuple[str]]:
     """The tokens of ``text``: delimiters ( ) { } as 1-tuples, the rest as text with
     their backslash escapes undone (``""`` is the empty text)."""
     out: list[str | tuple[str]] = []
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char in " \t\n":
-            i += 1
-            continue
-        if char in "(){}":
-            out.append((char,))
-            i += 1
-            continue
-        token: list[str] = []
-        while i < n and text[i] not in " \t\n(){}":
-            if text[i] == "\\" and i + 1 < n:
-                i += 1
-            token.append(text[i])
-            i += 1
-        word = "".join(token)
-        out.append("" if word == '""' else word)
+    for token in _TOKEN.findall(text):
+        if token in ("(", ")", "{", "}"):
+            out.append((token,))
+        elif token == '""':
+            out.append("")
+        else:
+            out.append(_ESCAPE.sub(r"\1", token) if "\\" in token else token)
     return out
 
 
@@ -188,7 +183,7 @@ async def view_columns(
     for oid, schema, action in await cur.fetchall():
         try:
             origins = target_origins(str(action))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a tree we cannot read: the view shows nothing we know of
         views[int(oid)] = (str(schema), origins)  # type: ignore[call-overload]
     cur = await conn.execute(_PRIMARY_KEYS_SQL)
