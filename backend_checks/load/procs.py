@@ -13,7 +13,6 @@ import re
 import select
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,24 +20,9 @@ from typing import Any
 from backend_checks.db import redact
 from backend_checks.load.models import WorkerSpec
 from devicelab.errors import ProbeFailed
+from devicelab.files import write_private
 
-__all__ = ["event", "forget", "spawn", "write_private"]
-
-
-def write_private(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` readable by its owner alone (mode 0600) from the start:
-    a spec file may hold a DSN's password. The text goes to a 0600 temporary file next to
-    ``path`` that then replaces it, so no reader ever sees it looser or half written (an
-    existing looser file is replaced, not rewritten). Returns ``path``; raises OSError."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["event", "forget", "spawn"]
 
 
 def spawn(

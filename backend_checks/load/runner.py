@@ -26,9 +26,9 @@ from backend_checks.load import dbstats
 from backend_checks.load.cpu import local_server
 from backend_checks.load.mix import MixName, mix_weights, operation
 from backend_checks.load.models import Identity, StepResult, WorkerSpec
-from backend_checks.load.procs import write_private
 from backend_checks.load.step import Database, run_step
 from devicelab.errors import BadInput, ProbeFailed, UnsafeActionRefused, first_line
+from devicelab.files import write_private
 
 __all__ = [
     "DEFAULT_ACCOUNTS",

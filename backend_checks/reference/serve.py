@@ -91,35 +91,17 @@ def _jwt_secret(path: Path) -> str:
     and renamed in. Two `backend serve`s on a fresh state folder each made a secret, one
     reading the file the other had just truncated; each served with its own, the file
     kept the last, and the keys the first printed stopped working at its next start."""
-    import fcntl
-    import tempfile
+    from devicelab.files import locked_folder, write_private
 
     try:
         if (secret := _stored_secret(path)) is not None:
             return secret
         path.parent.mkdir(parents=True, exist_ok=True)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX)  # the other maker is done in milliseconds
+        with locked_folder(path.parent):  # the other maker is done in milliseconds
             if (secret := _stored_secret(path)) is not None:
                 return secret
             secret = new_jwt_secret()
-            fd, aside = tempfile.mkstemp(prefix=".jwt-secret-", dir=path.parent)  # 0600
-            try:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secret + "\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                try:
-                    Path(aside).replace(path)
-                except OSError as exc:  # said of the secret's path, not the one aside
-                    raise OSError(exc.errno, exc.strerror, str(path)) from None
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    Path(aside).unlink()
-                raise
-        finally:
-            os.close(folder)  # and the lock with it
+            write_private(path, secret + "\n")
     except OSError as exc:
         # The wording of backend check, datagen and run for the same folder.
         culprit = f"{exc.filename}: " if exc.filename and Path(exc.filename) != path.parent else ""

@@ -8,7 +8,6 @@ listening without a CA, every HTTPS connection closed.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -17,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from devicelab.errors import BadInput, EnvironmentProblem, first_line
+from devicelab.files import locked_folder, write_private
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +112,13 @@ def ensure_ca(confdir: Path) -> None:
     if key.exists() and dhparam.exists():
         return  # a directory there is mitmproxy's to refuse, with its own words
     try:
-        fd = os.open(confdir, os.O_RDONLY)
-    except OSError as exc:
+        with locked_folder(confdir):  # the other maker is done within a second
+            if not key.exists():
+                _make_ca(confdir)
+            elif not dhparam.exists():
+                _write_dhparam(confdir)
+    except OSError as exc:  # the folder could not be opened
         raise _no_ca(confdir, exc) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # the other maker is done within a second
-        if not key.exists():
-            _make_ca(confdir)
-        elif not dhparam.exists():
-            _write_dhparam(confdir)
-    finally:
-        os.close(fd)  # and the lock with it
 
 
 def _write_dhparam(confdir: Path) -> None:
@@ -133,19 +129,9 @@ def _write_dhparam(confdir: Path) -> None:
     from mitmproxy.certs import DEFAULT_DHPARAM
 
     try:
-        fd, name = tempfile.mkstemp(prefix=".devicelab-dhparam-", dir=confdir)
+        write_private(confdir / _DHPARAM_NAME, DEFAULT_DHPARAM.decode("ascii"))
     except OSError as exc:
         log.info("could not write mitmproxy's DH parameters in %s: %s", confdir, exc)
-        return
-    aside = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(DEFAULT_DHPARAM)
-        aside.replace(confdir / _DHPARAM_NAME)
-    except OSError as exc:
-        log.info("could not write mitmproxy's DH parameters in %s: %s", confdir, exc)
-    finally:
-        aside.unlink(missing_ok=True)  # gone already once renamed in
 
 
 def _make_ca(confdir: Path) -> None:

@@ -210,16 +210,10 @@ class AppiumServer:
         """One Appium of ``home`` starting at a time: a starting Appium rewrites its
         extension manifest (``node_modules/.cache/appium/extensions.yaml``) in place when
         the installed drivers changed, and another starting meanwhile read it half
-        written ("invalid YAML") and exited. A home we may not write is not locked."""
-        import fcntl
+        written ("invalid YAML") and exited."""
+        from devicelab.files import locked_folder
 
-        try:
-            handle = (self.home / ".devicelab-appium-start.lock").open("a")
-        except OSError:
-            yield
-            return
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # another start is ready within seconds
+        with locked_folder(self.home):  # another start is ready within seconds
             yield
 
     def _wait_ready(self) -> None:

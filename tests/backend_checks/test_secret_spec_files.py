@@ -15,8 +15,8 @@ import pytest
 from backend_checks.datagen import DatagenParams, generate
 from backend_checks.load import LoadOptions
 from backend_checks.load.models import Identity
-from backend_checks.load.procs import write_private
 from backend_checks.load.runner import spec_file, write_spec
+from devicelab.files import write_private
 
 _ADMIN = os.environ.get("DEVICELAB_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from devicelab.errors import DeviceUnreachable
+from devicelab.files import locked_folder
 from devicelab.lab_phone import _appium_url
 from devicelab.platforms.appium import AppiumServer, appium_home, own_ports
 from devicelab.ports import free_port
@@ -134,13 +135,9 @@ def test_ports_the_inventory_sets_are_kept() -> None:
 def test_appium_servers_of_one_home_start_one_at_a_time(tmp_path: Path) -> None:
     # Starting Appiums rewrite the home's extension manifest in place when its drivers
     # changed: one started meanwhile read it half written and exited ("invalid YAML").
-    import fcntl
-
-    lock = appium_home() / ".devicelab-appium-start.lock"
     started: list[AppiumServer] = []
     server = AppiumServer(log_file=tmp_path / "appium.log")
-    with lock.open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another start under way
+    with locked_folder(appium_home()):  # another start under way
         thread = threading.Thread(target=lambda: started.append(server.start()))
         thread.start()
         thread.join(timeout=2.0)
