@@ -14,10 +14,11 @@ schema ``devicelab_stage`` instead:
 2. tasks on two connections, each in its own transaction: helper tables, the messages
    (half inserted by each connection; on a wal_level=minimal server, where only the
    transaction that truncated the table skips WAL, 40 % inserted by one connection while
-   the other computes the rest into an unlogged table, then copied), receipts,
-   conversations, then every index, key, foreign key and ANALYZE, scheduled by
-   dependencies and by the locks they take (two statements that would wait for each
-   other never run together), the longest chain first;
+   the other computes the rest into an unlogged table, then copied), the conversations
+   (from the messages' draws, while the messages load), receipts, then every index,
+   key, foreign key and ANALYZE, scheduled by dependencies and by the locks they take
+   (two statements that would wait for each other never run together), the longest
+   chain first;
 3. the swap (:mod:`backend_checks.datagen_swap`, one short transaction on the caller's
    connection): drop the old tables, move the staged ones into ``public``, re-run the
    schema (trigger, RLS, policies, grants, view, functions), put back the reference
@@ -340,12 +341,15 @@ def _load_tasks(p: DatagenParams, n: float, counts: dict[str, int], *, minimal: 
         Task(
             "receipts", _fill(rcpt, sql.receipts(), counts), 90 * n, loaded, {msgs: "r", rcpt: "x"}
         ),
+        # From the messages' draws, not their table (see LoadSql.conversations), so it
+        # fills the other connection's wait for the end of the messages load. After the
+        # second part, which that load waits for: not a dependency of its data.
         Task(
             "conversations",
             _fill(conv, sql.conversations(), counts),
-            33 * n,
-            loaded,
-            {msgs: "r", conv: "x"},
+            40 * n,
+            {"conversations stage", "messages, second part"},
+            {conv: "x"},
         ),
     ]
 

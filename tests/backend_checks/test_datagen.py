@@ -246,6 +246,26 @@ def test_counts_skew_users_and_search_text(healthy_db: str, small_params: Datage
         assert analyzed == (True,)
 
 
+def test_each_conversation_is_ordered_by_its_newest_message(healthy_db: str) -> None:
+    """last_message_at is drawn, not read from the messages (the two-connection path
+    inserts the conversations while the messages are still loading): it must be their
+    newest created_at all the same, and a chat without messages has none."""
+    with psycopg.connect(healthy_db) as conn:
+        wrong = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE m.newest IS NULL)"
+            " FROM conversations c LEFT JOIN (SELECT conversation_id, max(created_at) AS newest"
+            " FROM messages GROUP BY conversation_id) m ON m.conversation_id = c.id"
+            " WHERE c.last_message_at IS DISTINCT FROM m.newest"
+            " OR c.updated_at IS DISTINCT FROM coalesce(m.newest, c.created_at)"
+        ).fetchone()
+        empty = conn.execute(
+            "SELECT count(*) FROM conversations c WHERE NOT EXISTS"
+            " (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)"
+        ).fetchone()
+    assert wrong == (0, 0)
+    assert empty and empty[0] > 0, "the skew leaves some chats empty: the NULL case is tried"
+
+
 def test_same_seed_same_data_other_seed_other_data(make_db: Callable[[], str]) -> None:
     a, b, c = make_db(), make_db(), make_db()
     for dsn, params in ((a, TINY), (b, TINY), (c, TINY.model_copy(update={"seed": 4}))):
