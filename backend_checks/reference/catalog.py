@@ -82,9 +82,18 @@ class Function:
     volatile: bool
     #: Column names of the rows it returns (empty for scalar results).
     out_columns: tuple[str, ...] = ()
+    #: (schema, name) of the table or view whose row type it returns (``RETURNS
+    #: messages``, ``SETOF messages``): its rows embed that relation's relationships.
+    table: tuple[str, str] | None = None
 
-    def result_relation(self) -> Relation:
-        """The rows it returns seen as a relation, so filters on them are checked too."""
+    def result_relation(self, catalog: Catalog | None = None) -> Relation:
+        """The rows it returns seen as a relation, so filters on them are checked too:
+        the exposed table or view of its row type when there is one (in ``catalog``),
+        else one named after the function (which no relationship starts from)."""
+        if catalog is not None and self.table is not None:
+            relation = catalog.relation(self.table[1], self.table[0])
+            if relation is not None:
+                return relation
         cols = {c: Column(c, "", i) for i, c in enumerate(self.out_columns, 1)}
         return Relation(self.schema, self.name, "function", cols)
 
@@ -152,10 +161,13 @@ SELECT n.nspname, p.proname, p.proargnames, p.proargmodes,
        ELSE array(SELECT attname::text FROM pg_attribute
                   WHERE attrelid = rt.typrelid AND attnum > 0 AND NOT attisdropped
                   ORDER BY attnum)
-       END
+       END,
+       CASE WHEN rc.oid IS NOT NULL THEN ARRAY[rn.nspname::text, rc.relname::text] END
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_type rt ON rt.oid = p.prorettype
+LEFT JOIN pg_class rc ON rc.oid = rt.typrelid AND rc.relkind IN ('r', 'v', 'm', 'f', 'p')
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
 WHERE n.nspname = ANY(%s) AND p.prokind = 'f'
 ORDER BY n.nspname, p.proname, p.pronargs DESC
 """
@@ -219,9 +231,8 @@ async def load_catalog(
         )
     cur = await conn.execute(_FUNCTIONS_SQL, (list(schemas),))
     for row in await cur.fetchall():
-        schema, name, argnames, argmodes, argtypes, ndefaults, retset, rows, rettype, vol, outs = (
-            row
-        )
+        schema, name, argnames, argmodes, argtypes, ndefaults, retset, rows, rettype, vol = row[:10]
+        outs, table = row[10:]
         types = [str(t) for t in argtypes]  # type: ignore[attr-defined]
         names = _input_names(argnames, argmodes, len(types))  # type: ignore[arg-type]
         if any(not n for n in names):
@@ -236,6 +247,7 @@ async def load_catalog(
             str(rettype),
             bool(vol),
             tuple(str(c) for c in outs or ()),  # type: ignore[attr-defined]
+            (str(table[0]), str(table[1])) if table else None,  # type: ignore[index]
         )
         catalog.functions.setdefault((fn.schema, fn.name), []).append(fn)
     from backend_checks.reference.view_keys import view_columns, view_foreign_keys

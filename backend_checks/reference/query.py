@@ -254,12 +254,19 @@ def rpc_sql(
     limit: int | None,
     offset: int | None,
     embedded: Levels | None = None,
-) -> tuple[Query, list[Any], Query, list[Any]]:
+    *,
+    catalog: Catalog | None = None,
+    count: bool = False,
+) -> Built:
     """The call of ``fn`` with named arguments ``given`` decoded from ``args_json``.
 
-    Returns (call SQL, params, count SQL, count params). The call answers
-    (json array, first row or the scalar, row count); argument values are decoded by
-    json_to_record with the types pg_catalog gives, so they are one bound parameter.
+    Returns (SQL, params). The SQL answers (json array, first row or the scalar, row
+    count) and, when ``count``, a fourth column: the rows the call returned before the
+    range (``Prefer: count=exact``), from the same call, so a function that writes runs
+    once. Argument values are decoded by json_to_record with the types pg_catalog gives,
+    so they are one bound parameter. The rows of a function returning a table's or a
+    view's row type embed that relation's relationships (``catalog``), as in PostgREST;
+    other rows have none (400 PGRST200). Raises ApiError as :func:`readplan.build`.
     """
     types = dict(fn.args)
     name = sql.Identifier(fn.schema, fn.name)
@@ -288,18 +295,24 @@ def rpc_sql(
             body = sql.SQL(
                 "SELECT to_json(_r.v)::text, to_json(_r.v)::text, 1 FROM ({}) _r"
             ).format(inner)
-        return body, base_params, sql.SQL("SELECT 1"), []
-    result = fn.result_relation()
-    # A function's rows have no foreign keys: an embed or an embedded filter is refused.
-    tree = readplan.build(None, result, items, Level(filters, order, limit, offset),
+        return body, base_params
+    result = fn.result_relation(catalog)
+    tree = readplan.build(catalog, result, items, Level(filters, order, limit, offset),
                           embedded or {})  # fmt: skip
     names = readplan.Aliases()
-    rows = sql.SQL("SELECT _f.* FROM {}LATERAL {} AS _f").format(source, call)
-    where, where_params = where_sql(result, filters)
-    params = base_params + where_params
-    order_part = order_sql(result, order, params, None, readplan.related_order(tree, "_t", names))
+    call_rows = sql.SQL("SELECT _f.* FROM {}LATERAL {} AS _f").format(source, call)
+    # Counted: the call's rows are kept once (a CTE) for the page and for the count.
+    rows = sql.SQL("SELECT * FROM _call") if count else call_rows
+    where, params = _root_where(tree, names, ranged=True)
+    order_part = order_sql(result, order, params, None, readplan.related_order(tree, "_s", names))
     page = page_sql(limit, offset, params)
-    inner = sql.SQL("(SELECT * FROM ({}) _t{}{}{})").format(rows, where, order_part, page)
-    count = sql.SQL("SELECT count(*) FROM ({}) _t{}").format(rows, where)
-    statement, all_params = _shaped(tree, inner, params, names)
-    return statement, all_params, count, base_params + where_params
+    inner = sql.SQL("(SELECT * FROM ({}) AS _s{}{}{})").format(rows, where, order_part, page)
+    statement, statement_params = _shaped(tree, inner, params, names)
+    if not count:
+        return statement, base_params + statement_params
+    count_where, count_params = _root_where(tree, readplan.Aliases(), ranged=False)
+    counted = sql.SQL(
+        "WITH _call AS MATERIALIZED ({}) SELECT _page.*, (SELECT count(*) FROM _call AS _s{})"
+        " FROM ({}) _page"
+    ).format(call_rows, count_where, statement)
+    return counted, base_params + statement_params + count_params

@@ -390,7 +390,8 @@ async def _rpc(request: web.Request) -> web.Response:
             f"Could not find the function public.{name[:100]}({listed}) in the schema cache",
         )
     given = [a for a, _ in fn.args if a in args]
-    statement, params, count_stmt, count_params = query.rpc_sql(
+    counted = bool(url.prefer.count) and fn.returns_rows
+    statement, params = query.rpc_sql(
         fn,
         json.dumps(args),
         given,
@@ -400,15 +401,16 @@ async def _rpc(request: web.Request) -> web.Response:
         url.limit,
         url.offset,
         url.embedded,
+        catalog=catalog,
+        count=counted,
     )
     total: int | None = None
     read_only = request.method in ("GET", "HEAD")
     async with as_caller(ctx, claims, read_only=read_only) as conn:
         row = await (await conn.execute(statement, params)).fetchone()
-        if url.prefer.count and fn.returns_rows:
-            count_row = await (await conn.execute(count_stmt, count_params)).fetchone()
-            total = int(count_row[0]) if count_row else 0
-        rows_json, first_json, n_rows = row if row else ("null", None, 0)
+        if counted:
+            total = int(row[3]) if row else 0
+        rows_json, first_json, n_rows = row[:3] if row else ("null", None, 0)
         if url.single and fn.returns_set:
             # Raised inside the block: what the function wrote rolls back, as in PostgREST.
             _check_single(int(n_rows))

@@ -1,0 +1,116 @@
+"""``/rpc`` functions that return rows of a table: embedding from them, and a count that
+does not call the function twice (raw HTTP against PostgREST's answers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+from conftest import conversation_id, user_id
+
+MINE = conversation_id("12")
+
+
+def _sent(db: psycopg.Connection[Any], content: str) -> int:
+    row = db.execute("SELECT count(*) FROM public.messages WHERE content = %s", (content,))
+    return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def test_a_counted_call_runs_the_function_once(
+    http: httpx.Client, h1: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """``Prefer: count=exact`` on a volatile function: one message sent, counted as one
+    (PostgREST counts the rows of the one call)."""
+    headers = {**h1, "Prefer": "count=exact"}
+    resp = http.post("/rpc/send_message", json={"p_conversation_id": MINE, "p_content": "once"},
+                     headers=headers)  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["content"] == "once"
+    assert _sent(db, "once") == 1
+
+
+def test_a_set_returning_call_counts_every_row_and_pages_one_call(
+    http: httpx.Client, h1: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """A set-returning function that writes: the count is of its rows before the range,
+    and the function ran once."""
+    db.execute(
+        "CREATE OR REPLACE FUNCTION public.rpc_rows_send_three(p_tag text)"
+        " RETURNS SETOF public.messages LANGUAGE sql AS $$"
+        f" SELECT public.send_message('{MINE}'::uuid, p_tag || n) FROM generate_series(1, 3) n $$"
+    )
+    db.execute("NOTIFY pgrst, 'reload schema'")
+    headers = {**h1, "Prefer": "count=exact"}
+    resp = http.post("/rpc/rpc_rows_send_three?limit=1", json={"p_tag": "three-"},
+                     headers=headers)  # fmt: skip
+    assert resp.status_code in (200, 206), resp.text
+    assert len(resp.json()) == 1
+    assert resp.headers["Content-Range"] == "0-0/3"
+    assert sum(_sent(db, f"three-{n}") for n in (1, 2, 3)) == 3
+
+
+def test_rows_of_a_table_embed_its_relationships(http: httpx.Client, h1: dict[str, str]) -> None:
+    """send_message returns public.messages: its row embeds the sender's profile and the
+    conversation, as ``supabase.rpc('send_message', ...).select('*, conversations(*)')``
+    (profiles is two relationships away from messages: the sender's key and the receipts,
+    so it is named by its key)."""
+    resp = http.post(
+        "/rpc/send_message",
+        params={
+            "select": "content,sender:profiles!messages_sender_id_fkey(username),"
+            "conversations(type)"
+        },
+        json={"p_conversation_id": MINE, "p_content": "embedded"},
+        headers=h1,
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {
+        "content": "embedded",
+        "sender": {"username": "testuser1"},
+        "conversations": {"type": "direct"},
+    }
+
+
+def test_an_embed_filter_on_the_rows_of_a_table_returning_set(
+    http: httpx.Client, h1: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """A set-returning function of messages, filtered through its embed (``!inner``), and
+    the PGRST201 of an ambiguous embed, as from the table itself."""
+    db.execute(
+        "CREATE OR REPLACE FUNCTION public.rpc_rows_mine() RETURNS SETOF public.messages"
+        " LANGUAGE sql STABLE AS $$ SELECT * FROM public.messages $$"
+    )
+    db.execute("GRANT EXECUTE ON FUNCTION public.rpc_rows_mine() TO authenticated")
+    db.execute("NOTIFY pgrst, 'reload schema'")
+    two = user_id(2)
+    resp = http.get(
+        "/rpc/rpc_rows_mine",
+        params={
+            "select": "sender_id,sender:profiles!messages_sender_id_fkey!inner(username)",
+            "sender.id": f"eq.{two}",
+        },
+        headers=h1,
+    )
+    assert resp.status_code == 200, resp.text
+    rows = resp.json()
+    assert rows and all(r == {"sender_id": two, "sender": {"username": "testuser2"}}
+                        for r in rows)  # fmt: skip
+    ambiguous = http.get("/rpc/rpc_rows_mine", params={"select": "profiles(username)"},
+                         headers=h1)  # fmt: skip
+    assert ambiguous.status_code == 300 and ambiguous.json()["code"] == "PGRST201"
+
+
+def test_rows_of_no_table_have_no_relationships(http: httpx.Client, h1: dict[str, str]) -> None:
+    """search_messages returns TABLE (...): nothing to embed, PostgREST's PGRST200."""
+    resp = http.get(
+        "/rpc/search_messages",
+        params={"p_query": "pizza", "select": "content,profiles(username)"},
+        headers=h1,
+    )
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert body["code"] == "PGRST200"
+    assert body["message"] == (
+        "Could not find a relationship between 'search_messages' and 'profiles' in the schema cache"
+    )
