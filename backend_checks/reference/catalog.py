@@ -76,7 +76,8 @@ class Function:
     #: How many trailing arguments have defaults.
     n_defaults: int
     returns_set: bool
-    #: True when it returns rows with columns (a table type, RETURNS TABLE, OUT params).
+    #: True when it returns rows with columns (a table type, RETURNS TABLE, OUT params:
+    #: one named column too, as PostgREST answers ``[{"col": ...}]`` there).
     returns_rows: bool
     return_type: str
     volatile: bool
@@ -153,7 +154,8 @@ SELECT n.nspname, p.proname, p.proargnames, p.proargmodes,
        array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) WITH ORDINALITY AS u(t, o)
              ORDER BY o),
        p.pronargdefaults, p.proretset,
-       (rt.typtype = 'c' OR p.prorettype = 'record'::regtype) AS returns_rows,
+       (rt.typtype = 'c' OR p.prorettype = 'record'::regtype
+        OR coalesce(p.proargmodes && ARRAY['o', 'b', 't']::"char"[], false)) AS returns_rows,
        format_type(p.prorettype, NULL), p.provolatile <> 'i' AND p.provolatile <> 's',
        CASE WHEN p.proargmodes IS NOT NULL AND rt.typrelid = 0 THEN
             array(SELECT p.proargnames[o] FROM unnest(p.proargmodes) WITH ORDINALITY AS m(md, o)

@@ -207,7 +207,10 @@ def find_relationship(
     Raises ApiError 400 (PGRST200) when none does, 300 (PGRST201) when several do.
     """
     target, hint = item.name[:100], item.hint[:100] if item.hint else None
-    found = [r for r in relationships_from(catalog, origin.name) if _named_by(r, target, hint)]
+    # The rows of a function of no table's type (Function.result_relation) relate to
+    # nothing, even where a table shares the function's name.
+    starts = [] if origin.kind == "function" else relationships_from(catalog, origin.name)
+    found = [r for r in starts if _named_by(r, target, hint)]
     embedded = catalog.relation(found[0].foreign_table, origin.schema) if found else None
     if not found or embedded is None:
         using = f"' using the hint '{hint}" if hint is not None else ""

@@ -114,3 +114,46 @@ def test_rows_of_no_table_have_no_relationships(http: httpx.Client, h1: dict[str
     assert body["message"] == (
         "Could not find a relationship between 'search_messages' and 'profiles' in the schema cache"
     )
+
+
+def test_rows_of_no_table_relate_to_nothing_even_beside_a_namesake_table(
+    http: httpx.Client, h1: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """A table named as the function, with a key to conversations, lends the function's
+    rows no relationship."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS public.rpc_rows_plain (conversation_id uuid"
+        " REFERENCES public.conversations (id))"
+    )
+    db.execute(
+        "CREATE OR REPLACE FUNCTION public.rpc_rows_plain() RETURNS TABLE (conversation_id uuid)"
+        f" LANGUAGE sql STABLE AS $$ SELECT '{MINE}'::uuid $$"
+    )
+    db.execute("NOTIFY pgrst, 'reload schema'")
+    resp = http.get("/rpc/rpc_rows_plain", params={"select": "conversation_id,conversations(type)"},
+                    headers=h1)  # fmt: skip
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["code"] == "PGRST200"
+
+
+def test_one_named_column_comes_back_as_objects(
+    http: httpx.Client, h1: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """RETURNS TABLE (one column) and one OUT parameter answer objects keyed by the
+    column's name, not bare values (PostgREST since 8.0.1)."""
+    db.execute(
+        "CREATE OR REPLACE FUNCTION public.rpc_rows_one_column() RETURNS TABLE (n integer)"
+        " LANGUAGE sql STABLE AS $$ SELECT generate_series(1, 3) $$"
+    )
+    db.execute(
+        "CREATE OR REPLACE FUNCTION public.rpc_rows_one_out(p integer, OUT plus_one integer)"
+        " LANGUAGE sql STABLE AS $$ SELECT p + 1 $$"
+    )
+    db.execute("NOTIFY pgrst, 'reload schema'")
+    table = http.get("/rpc/rpc_rows_one_column", params={"n": "gt.1", "order": "n.desc"},
+                     headers=h1)  # fmt: skip
+    assert table.status_code == 200, table.text
+    assert table.json() == [{"n": 3}, {"n": 2}]
+    out = http.post("/rpc/rpc_rows_one_out", json={"p": 5}, headers=h1)
+    assert out.status_code == 200, out.text
+    assert out.json() == {"plus_one": 6}
