@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,6 +99,33 @@ def run_private[T](work: Callable[[], Awaitable[T]], timeout_s: float = _TIMEOUT
         return asyncio.run(bounded())
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="devicelab-ios") as pool:
         return pool.submit(asyncio.run, bounded()).result()
+
+
+#: One lock per phone (UDID) for opening its lockdown session in this process.
+_OPENING: dict[str, threading.Lock] = {}
+_OPENING_GUARD = threading.Lock()
+#: How often a second opener looks whether the first is done.
+_OPENING_POLL_S = 0.02
+
+
+async def open_lockdown(udid: str, usbmux_address: str | None) -> Any:
+    """pymobiledevice3's ``create_using_usbmux`` for ``udid``, one at a time per phone in
+    this process (a run's sampler and its web inspector check open sessions of their own,
+    each in its own event loop and thread). On a phone not yet paired, the first pairs it
+    (the phone asks to trust this computer) and saves the pair record; a second pairing
+    at once would save another, and the one the phone kept may not be the one on disk.
+    Waiting polls the lock, so a caller cancelled (its timeout) while waiting holds
+    nothing. Raises what create_using_usbmux raises (ImportError without the extra)."""
+    from pymobiledevice3.lockdown import create_using_usbmux
+
+    with _OPENING_GUARD:
+        lock = _OPENING.setdefault(udid, threading.Lock())
+    while not lock.acquire(blocking=False):
+        await asyncio.sleep(_OPENING_POLL_S)
+    try:
+        return await create_using_usbmux(serial=udid, usbmux_address=usbmux_address)
+    finally:
+        lock.release()
 
 
 def _usbmuxd_unreachable(message: str, hint: str = _INSTALL_HINT) -> DeviceUnreachable:

@@ -72,13 +72,13 @@ async def _diagnose(
     udid: str, bundle_id: str | None, usbmux_address: str | None
 ) -> WebViewDiagnosis:
     from devicelab.errors import DeviceUnreachable, ToolMissing
+    from devicelab.platforms.ios import open_lockdown
 
     try:
         from pymobiledevice3.exceptions import (
             PyMobileDevice3Exception,
             WebInspectorNotEnabledError,
         )
-        from pymobiledevice3.lockdown import create_using_usbmux
         from pymobiledevice3.services.webinspector import WebinspectorService
     except ImportError as exc:
         raise ToolMissing("pymobiledevice3", hint="pip install 'devicelab[ios]'") from exc
@@ -93,7 +93,7 @@ async def _diagnose(
         )
 
     try:
-        lockdown = await create_using_usbmux(serial=udid, usbmux_address=usbmux_address)
+        lockdown = await open_lockdown(udid, usbmux_address)
     except (PyMobileDevice3Exception, OSError) as exc:
         raise unreachable(exc, "lockdownd") from exc
     async with lockdown:

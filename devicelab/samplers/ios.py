@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devicelab.errors import DeviceUnreachable, ProbeFailed, ToolMissing
-from devicelab.platforms.ios import run_private
+from devicelab.platforms.ios import open_lockdown, run_private
 from devicelab.samplers.base import HeldReader, Sampler
 from devicelab.samplers.battery import BatteryReading
 from devicelab.samplers.ios_sysmon import SYSMONTAP_SILENT, AppUsage, app_usage, read_processes
@@ -178,13 +178,11 @@ class IosSampler(Sampler):
         try:
             from pymobiledevice3.dtx import DTXNsError
             from pymobiledevice3.exceptions import PyMobileDevice3Exception
-            from pymobiledevice3.lockdown import create_using_usbmux
             from pymobiledevice3.services.diagnostics import DiagnosticsService
         except ImportError as exc:
             raise ToolMissing("pymobiledevice3", hint="pip install 'devicelab[ios]'") from exc
         try:
-            lockdown = await create_using_usbmux(serial=self.udid,
-                                                 usbmux_address=self.usbmux_address)  # fmt: skip
+            lockdown = await open_lockdown(self.udid, self.usbmux_address)
         except (PyMobileDevice3Exception, OSError) as exc:
             raise self._unreachable(exc) from exc
         async with lockdown:  # the session's connection is closed after each visit
