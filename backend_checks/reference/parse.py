@@ -53,7 +53,12 @@ _MAX_DEPTH = 8
 _MAX_ITEMS = 200
 
 _IDENT = r"[^\s,.:()!\"'\\;]+"
-_SELECT_ITEM = re.compile(rf"^(?:(?P<alias>{_IDENT}):)?(?P<name>\*|{_IDENT})(?:::(?P<cast>\w+))?$")
+#: A column as ``select=`` and ``order=`` name it: bare, or double-quoted (a name with
+#: spaces, dots or commas: ``"display name"``), either followed by a JSON path.
+_FIELD = rf'(?:"[^"]+"(?:->{_IDENT})?|{_IDENT})'
+_SELECT_ITEM = re.compile(
+    rf'^(?:(?P<alias>"[^"]+"|{_IDENT}):)?(?P<name>\*|{_FIELD})(?:::(?P<cast>\w+))?$'
+)
 #: ``alias:rel!hint!inner(...)`` or ``...rel!hint(...)`` (the two ``!`` parts in either order).
 _EMBED_ITEM = re.compile(
     rf"^(?:(?P<alias>{_IDENT}):)?(?P<spread>\.\.\.)?(?P<name>{_IDENT})"
@@ -182,6 +187,15 @@ def _unquote(value: str) -> str:
     return value
 
 
+def _field(text: str) -> str:
+    """A column as written (``_FIELD``) -> its name: ``"display name"->>x`` ->
+    ``display name->>x``."""
+    if not text.startswith('"'):
+        return text
+    close = text.index('"', 1)
+    return text[1:close] + text[close + 1 :]
+
+
 def _embed_params(params: str, part: str) -> tuple[str | None, str | None]:
     """``!hint!inner`` (either order, each optional) -> (hint, join)."""
     hint: str | None = None
@@ -231,7 +245,8 @@ def parse_select(text: str | None, *, depth: int = 0) -> list[SelectItem]:
         match = _SELECT_ITEM.match(part)
         if not match:
             raise _bad("failed to parse select parameter", f"select item {part[:80]!r}")
-        items.append(SelectItem(match["name"], match["alias"], match["cast"]))
+        alias = _unquote(match["alias"]) if match["alias"] else None
+        items.append(SelectItem(_field(match["name"]), alias, match["cast"]))
     return items
 
 
@@ -307,8 +322,8 @@ def parse_order(text: str | None) -> list[OrderTerm]:
         return []
     terms: list[OrderTerm] = []
     for raw in split_top_level(text):
-        parts = raw.strip().split(".")
-        column, modifiers = parts[0], parts[1:]
+        parts = split_top_level(raw.strip(), ".")
+        column, modifiers = _field(parts[0]), parts[1:]
         descending = False
         nulls: str | None = None
         for mod in modifiers:
