@@ -315,4 +315,5 @@ def rpc_sql(
         "WITH _call AS MATERIALIZED ({}) SELECT _page.*, (SELECT count(*) FROM _call AS _s{})"
         " FROM ({}) _page"
     ).format(call_rows, count_where, statement)
-    return counted, base_params + statement_params + count_params
+    # Placeholders in the text's order: the call's, the count's, then the page's.
+    return counted, base_params + count_params + statement_params
