@@ -25,7 +25,15 @@ from typing import Any
 
 from devicelab.errors import BadInput, DeviceUnreachable, ProbeFailed, ToolMissing
 
-__all__ = ["IosListing", "Lockdownd", "Usbmuxd", "describe", "listing_of", "run_private"]
+__all__ = [
+    "IosListing",
+    "Lockdownd",
+    "Usbmuxd",
+    "describe",
+    "listing_of",
+    "open_lockdown",
+    "run_private",
+]
 
 _TIMEOUT = 10.0
 _INSTALL_HINT = "install usbmuxd (apt-get install -y usbmuxd) and plug the iPhone in"
