@@ -307,9 +307,13 @@ def rpc_sql(
     order_part = order_sql(result, order, params, None, readplan.related_order(tree, "_s", names))
     page = page_sql(limit, offset, params)
     inner = sql.SQL("(SELECT * FROM ({}) AS _s{}{}{})").format(rows, where, order_part, page)
-    statement, statement_params = _shaped(tree, inner, params, names)
+    # The select list's parameters (embedded filters) come before the rows' in the text:
+    # _shaped orders them; uncounted, the rows hold the call's arguments too.
+    statement, statement_params = _shaped(
+        tree, inner, params if count else base_params + params, names
+    )
     if not count:
-        return statement, base_params + statement_params
+        return statement, statement_params
     count_where, count_params = _root_where(tree, readplan.Aliases(), ranged=False)
     counted = sql.SQL(
         "WITH _call AS MATERIALIZED ({}) SELECT _page.*, (SELECT count(*) FROM _call AS _s{})"

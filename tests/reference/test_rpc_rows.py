@@ -70,6 +70,33 @@ def test_rows_of_a_table_embed_its_relationships(http: httpx.Client, h1: dict[st
         "sender": {"username": "testuser1"},
         "conversations": {"type": "direct"},
     }
+    # A filter inside the embed binds its value in the select list, ahead of the call's
+    # arguments in the statement's text.
+    filtered = http.post(
+        "/rpc/send_message",
+        params={
+            "select": "content,sender:profiles!messages_sender_id_fkey(username)",
+            "sender.username": "eq.nobody",
+        },
+        json={"p_conversation_id": MINE, "p_content": "filtered"},
+        headers=h1,
+    )
+    assert filtered.status_code == 200, filtered.text
+    assert filtered.json() == {"content": "filtered", "sender": None}
+    counted = http.post(
+        "/rpc/send_message",
+        params={
+            "select": "content,sender:profiles!messages_sender_id_fkey(username)",
+            "sender.username": "eq.testuser1",
+        },
+        json={"p_conversation_id": MINE, "p_content": "filtered and counted"},
+        headers={**h1, "Prefer": "count=exact"},
+    )
+    assert counted.status_code == 200, counted.text
+    assert counted.json() == {
+        "content": "filtered and counted",
+        "sender": {"username": "testuser1"},
+    }
 
 
 def test_an_embed_filter_on_the_rows_of_a_table_returning_set(
