@@ -17,6 +17,8 @@ __all__ = [
     "EXPOSED_SCHEMAS",
     "Catalog",
     "Column",
+    "Computed",
+    "ComputedRelationship",
     "ForeignKey",
     "Function",
     "Relation",
@@ -37,6 +39,35 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Computed:
+    """A computed field (PostgREST's virtual column): a function of an exposed schema
+    whose one argument is a relation's row type and which returns one scalar value
+    (``CREATE FUNCTION full_name(profiles) RETURNS text``). Selected, filtered and ordered
+    by its name as a column, never part of ``*``."""
+
+    #: The function's schema and name.
+    schema: str
+    function: str
+    #: Its result type as format_type prints it (json/jsonb allow JSON paths).
+    type: str
+
+
+@dataclass(frozen=True)
+class ComputedRelationship:
+    """A computed relationship (PostgREST's): a function of an exposed schema whose one
+    argument is a relation's row type and which returns rows of a relation
+    (``CREATE FUNCTION sender_profile(messages) RETURNS SETOF profiles ROWS 1``),
+    embedded by its name. One object when it returns one row (not SETOF, or ``ROWS
+    1``), else an array."""
+
+    schema: str
+    function: str
+    #: (schema, name) of the relation of the rows it returns.
+    target: tuple[str, str]
+    single_row: bool
+
+
+@dataclass(frozen=True)
 class Relation:
     """A table, view, materialized view or foreign table of an exposed schema."""
 
@@ -45,10 +76,16 @@ class Relation:
     kind: str
     columns: dict[str, Column]
     primary_key: tuple[str, ...] = ()
+    #: Computed fields by name (a column of the same name wins, as in PostgreSQL).
+    computed: dict[str, Computed] = field(default_factory=dict)
 
     def column(self, name: str) -> Column | None:
         """The column called ``name``, or None."""
         return self.columns.get(name)
+
+    def computed_field(self, name: str) -> Computed | None:
+        """The computed field called ``name`` when no column has that name, or None."""
+        return None if name in self.columns else self.computed.get(name)
 
 
 @dataclass(frozen=True)
@@ -115,6 +152,10 @@ class Catalog:
     relations: dict[tuple[str, str], Relation] = field(default_factory=dict)
     functions: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
+    #: By the (schema, name) of the relation whose row they take, then by name.
+    computed_relationships: dict[tuple[str, str], dict[str, ComputedRelationship]] = field(
+        default_factory=dict
+    )
     loaded_at: float = 0.0
 
     def relation(self, name: str, schema: str = "public") -> Relation | None:
@@ -164,7 +205,15 @@ SELECT n.nspname, p.proname, p.proargnames, p.proargmodes,
                   WHERE attrelid = rt.typrelid AND attnum > 0 AND NOT attisdropped
                   ORDER BY attnum)
        END,
-       CASE WHEN rc.oid IS NOT NULL THEN ARRAY[rn.nspname::text, rc.relname::text] END
+       CASE WHEN rc.oid IS NOT NULL THEN ARRAY[rn.nspname::text, rc.relname::text] END,
+       -- A computed field's relation: the one argument's row type.
+       CASE WHEN p.pronargs = 1 THEN
+            (SELECT ARRAY[an.nspname::text, ac.relname::text]
+             FROM pg_type at JOIN pg_class ac ON ac.oid = at.typrelid
+             JOIN pg_namespace an ON an.oid = ac.relnamespace
+             WHERE at.oid = p.proargtypes[0] AND ac.relkind IN ('r', 'v', 'm', 'f', 'p'))
+       END,
+       p.prorows
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_type rt ON rt.oid = p.prorettype
@@ -232,9 +281,22 @@ async def load_catalog(
             key[0], key[1], kind, columns.get(key, {}), tuple(pks.get(key, []))
         )
     cur = await conn.execute(_FUNCTIONS_SQL, (list(schemas),))
+    computed: dict[tuple[str, str], dict[str, Computed]] = {}
     for row in await cur.fetchall():
         schema, name, argnames, argmodes, argtypes, ndefaults, retset, rows, rettype, vol = row[:10]
-        outs, table = row[10:]
+        outs, table, row_of, n_rows = row[10:]
+        if row_of:
+            # Usually declared with an unnamed argument (``full_name(profiles)``), which
+            # keeps it out of /rpc below.
+            of = (str(row_of[0]), str(row_of[1]))  # type: ignore[index]
+            if table:
+                target = (str(table[0]), str(table[1]))  # type: ignore[index]
+                single = not retset or float(n_rows) == 1  # type: ignore[arg-type]
+                embed = ComputedRelationship(str(schema), str(name), target, single)
+                catalog.computed_relationships.setdefault(of, {}).setdefault(str(name), embed)
+            elif not retset and not rows:
+                field_ = Computed(str(schema), str(name), str(rettype))
+                computed.setdefault(of, {}).setdefault(field_.function, field_)
         types = [str(t) for t in argtypes]  # type: ignore[attr-defined]
         names = _input_names(argnames, argmodes, len(types))  # type: ignore[arg-type]
         if any(not n for n in names):
@@ -256,8 +318,9 @@ async def load_catalog(
 
     views = await view_columns(conn, list(schemas))
     for key, relation in catalog.relations.items():
-        if relation.kind in ("v", "m"):
-            catalog.relations[key] = replace(relation, primary_key=views.primary_key(key))
+        keyed = replace(relation, primary_key=views.primary_key(key)) if relation.kind in (
+            "v", "m") else relation  # fmt: skip
+        catalog.relations[key] = replace(keyed, computed=computed.get(key, {}))
     cur = await conn.execute(_FOREIGN_KEYS_SQL)
     keys: list[tuple[str, str, ForeignKey]] = []
     for row in await cur.fetchall():

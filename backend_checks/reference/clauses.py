@@ -21,6 +21,7 @@ from backend_checks.reference.parse import Condition, Logic, OrderTerm
 
 __all__ = [
     "CASTS",
+    "ROWS",
     "EmbedTest",
     "Query",
     "RelatedOrder",
@@ -69,6 +70,10 @@ CASTS = {
     "timestamp", "time", "interval", "varchar",
 }  # fmt: skip
 
+#: The alias of the rows of a statement's top level (``FROM t AS _s``, ``UPDATE t AS _s``):
+#: a computed field without a ``table`` is called on it.
+ROWS = "_s"
+
 _JSON_STEP = re.compile(r"(->>|->)")
 _JSON_INDEX = re.compile(r"-?[0-9]{1,9}")
 _MAX_JSON_STEPS = 10
@@ -101,8 +106,10 @@ def _json_steps(name: str) -> tuple[str, list[tuple[str, str]]]:
 def column_ref(
     rel: Relation, name: str, where: str, params: list[Any], table: str | None = None
 ) -> sql.Composable:
-    """``name`` as SQL: a catalog column, or a JSON path on one (``data->a->>b``),
-    qualified with the alias ``table`` when given.
+    """``name`` as SQL: a catalog column or computed field, or a JSON path on one
+    (``data->a->>b``), qualified with the alias ``table`` when given. A computed field
+    is called on the row aliased ``table``, else on ``ROWS`` (every statement of this
+    package names its rows so).
 
     As PostgREST 12, a path on a column that is not json or jsonb reads
     ``to_jsonb(col)``. Path keys are bound parameters (cast to text, or to int for array
@@ -110,12 +117,24 @@ def column_ref(
     paths.
     """
     column_name, steps = _json_steps(name)
-    ident = column_check(rel, column_name, where)
-    expr: sql.Composable = sql.Identifier(table, column_name) if table else ident
-    if steps:
+    computed = rel.computed_field(column_name)
+    expr: sql.Composable
+    if computed is not None:
+        # The function of the row: the alias's row cast to the relation's row type (a
+        # no-op on a table's alias; the fields of a subquery's or CTE's row otherwise).
+        expr = sql.SQL("{}({}::{})").format(
+            sql.Identifier(computed.schema, computed.function),
+            sql.Identifier(table or ROWS),
+            sql.Identifier(rel.schema, rel.name),
+        )
+        value_type = computed.type
+    else:
+        ident = column_check(rel, column_name, where)
+        expr = sql.Identifier(table, column_name) if table else ident
         column = rel.column(column_name)
-        if column is None or column.type not in ("json", "jsonb"):
-            expr = sql.SQL("to_jsonb({})").format(expr)
+        value_type = column.type if column is not None else ""
+    if steps and value_type not in ("json", "jsonb"):
+        expr = sql.SQL("to_jsonb({})").format(expr)
     for arrow, key in steps:
         is_index = _JSON_INDEX.fullmatch(key) is not None
         params.append(int(key) if is_index else key)

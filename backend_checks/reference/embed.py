@@ -17,7 +17,10 @@ The rules are PostgREST 12's (``addInverseRels``/``addM2MRels`` in SchemaCache.h
   the name of the key's column), the key's column name the many-to-one side; self
   one-to-one and self many-to-many cannot be embedded;
 - none found is 400 ``PGRST200``; more than one is 300 ``PGRST201`` listing them, in
-  PostgREST's order, with the ``!hint`` for each.
+  PostgREST's order, with the ``!hint`` for each;
+- a computed relationship (a function of the row returning rows of a relation,
+  ``Catalog.computed_relationships``) is found by its name first, without a ``!hint``:
+  it overrides what the foreign keys would give for that name.
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ class Relationship:
     #: (column of ``table``, column of ``foreign_table``) pairs ("" for many-to-many).
     columns: Pairs = ()
     junction: Junction | None = None
+    #: A computed relationship's function (schema, name) and the (schema, name) of the
+    #: row type it takes: its rows are the function's of the outer row.
+    function: tuple[str, str] | None = None
+    row_type: tuple[str, str] | None = None
 
     @property
     def to_one(self) -> bool:
@@ -207,6 +214,9 @@ def find_relationship(
     Raises ApiError 400 (PGRST200) when none does, 300 (PGRST201) when several do.
     """
     target, hint = item.name[:100], item.hint[:100] if item.hint else None
+    computed = _computed(catalog, origin, target) if hint is None else None
+    if computed is not None:
+        return computed
     # The rows of a function of no table's type (Function.result_relation) relate to
     # nothing, even where a table shares the function's name.
     starts = [] if origin.kind == "function" else relationships_from(catalog, origin.name)
@@ -238,6 +248,27 @@ def find_relationship(
     return found[0], embedded
 
 
+def _computed(
+    catalog: Catalog, origin: Relation, name: str
+) -> tuple[Relationship, Relation] | None:
+    """The computed relationship ``name`` of ``origin``'s rows and its target, or None.
+    As in PostgREST, it is found by its name first: it overrides the relationships of
+    the foreign keys that the same name would find."""
+    if origin.kind == "function":
+        return None
+    found = catalog.computed_relationships.get((origin.schema, origin.name), {}).get(name)
+    target = catalog.relation(found.target[1], found.target[0]) if found else None
+    if found is None or target is None:
+        return None
+    cardinality = MANY_TO_ONE if found.single_row else ONE_TO_MANY
+    is_self = (origin.schema, origin.name) == found.target
+    relationship = Relationship(
+        origin.name, target.name, cardinality, is_self,
+        function=(found.schema, found.function), row_type=(origin.schema, origin.name),
+    )  # fmt: skip
+    return relationship, target
+
+
 def _equal(left: str, right: str, pairs: Pairs) -> sql.Composable:
     """``left.a = right.b AND ...`` for the (a, b) ``pairs``."""
     return sql.SQL(" AND ").join(
@@ -259,6 +290,13 @@ def join_source(
     select list sees no junction column), joined as PostgREST joins: a junction row per
     embedded row.
     """
+    if rel.function is not None and rel.row_type is not None:
+        # The function of the outer row, cast to the row type it takes (a no-op on a
+        # table's alias; the fields of a subquery's or CTE's row otherwise).
+        call = sql.SQL("{}({}::{})").format(
+            sql.Identifier(*rel.function), sql.Identifier(outer), sql.Identifier(*rel.row_type)
+        )
+        return call, sql.SQL("true")
     table = sql.Identifier(embedded.schema, embedded.name)
     jun = rel.junction
     if jun is None:

@@ -17,6 +17,7 @@ from psycopg import sql
 from backend_checks.reference import readplan
 from backend_checks.reference.catalog import Catalog, Function, Relation
 from backend_checks.reference.clauses import (
+    ROWS,
     Query,
     column_check,
     column_ref,
@@ -213,15 +214,19 @@ def update_sql(
     params: list[Any] = [row_json]
     where, where_params = where_sql(rel, filters)
     params.extend(where_params)
+    # Aliased as every statement's rows (clauses.ROWS): a computed field in the filters
+    # is called on them.
     update = sql.SQL(
-        "UPDATE {t} SET ({cols}) = (SELECT {cols} FROM json_populate_record(NULL::{t}, %s)){w}"
-    ).format(t=target, cols=cols, w=where)
+        "UPDATE {t} AS {rows} SET ({cols}) = (SELECT {cols} FROM"
+        " json_populate_record(NULL::{t}, %s)){w}"
+    ).format(t=target, rows=sql.Identifier(ROWS), cols=cols, w=where)
     if len(columns) == 1:
         # A one-column list needs the ROW-less form: SET (a) = (SELECT a ...) is fine in
         # PostgreSQL >= 10, but keep the plain form for clarity of plans and errors.
         update = sql.SQL(
-            "UPDATE {t} SET {c} = (SELECT {c} FROM json_populate_record(NULL::{t}, %s)){w}"
-        ).format(t=target, c=cols, w=where)
+            "UPDATE {t} AS {rows} SET {c} = (SELECT {c} FROM"
+            " json_populate_record(NULL::{t}, %s)){w}"
+        ).format(t=target, rows=sql.Identifier(ROWS), c=cols, w=where)
     cte = sql.SQL("WITH _w AS ({} RETURNING *)").format(update)
     return _returning(items, rel, cte, params, catalog, embedded)
 
@@ -240,7 +245,9 @@ def delete_sql(
     """
     _require_filter("DELETE", filters)
     where, params = where_sql(rel, filters)
-    cte = sql.SQL("WITH _w AS (DELETE FROM {}{} RETURNING *)").format(_qualified(rel), where)
+    cte = sql.SQL("WITH _w AS (DELETE FROM {} AS {}{} RETURNING *)").format(
+        _qualified(rel), sql.Identifier(ROWS), where
+    )
     return _returning(items, rel, cte, params, catalog, embedded)
 
 
