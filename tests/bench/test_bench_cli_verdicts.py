@@ -43,6 +43,12 @@ def test_datagen_judges_both_goals() -> None:
     assert datagen.judge_ratio(300.0) == ("300x faster (meets the goal >= 300x)", True)
 
 
+def test_datagen_says_whether_the_story_figure_was_measured_or_extrapolated() -> None:
+    datagen = load_bench("datagen")
+    assert datagen.story_basis(100_000) == "measured"
+    assert datagen.story_basis(2_000) == "extrapolated from 2,000"
+
+
 def test_load_judges_and_takes_every_column_from_the_median() -> None:
     load = load_bench("load")
     assert load.judge(0.85) == ("(meets the goal >= 0.5)", True)
