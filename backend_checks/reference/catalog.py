@@ -31,11 +31,14 @@ EXPOSED_SCHEMAS = ("public",)
 
 @dataclass(frozen=True)
 class Column:
-    """A column: its name, its SQL type as format_type prints it, and its position."""
+    """A column: its name, its SQL type as format_type prints it, its position, and its
+    default as SQL text (pg_get_expr with every name schema-qualified; ``nextval`` of
+    its sequence for an identity column), used by ``Prefer: missing=default``."""
 
     name: str
     type: str
     position: int
+    default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,25 @@ ORDER BY n.nspname, p.proname, p.pronargs DESC
 """
 
 
+#: Column defaults, read with an empty search_path so that the text names every object
+#: by its schema (as PostgREST's schema cache reads them); generated columns have none
+#: to give, an identity column the next value of its sequence.
+_DEFAULTS_SQL = """
+SELECT n.nspname, c.relname, a.attname,
+       CASE WHEN a.attidentity = 'd'
+            THEN format('nextval(%%L::regclass)',
+                        pg_get_serial_sequence(format('%%I.%%I', n.nspname, c.relname),
+                                               a.attname))
+            ELSE pg_get_expr(ad.adbin, ad.adrelid) END
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+  AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+  AND (ad.oid IS NOT NULL OR a.attidentity = 'd')
+"""
+
 #: Of every schema: a key between two tables of another schema holds for views of the
 #: API over them. Only those whose two sides are exposed are kept.
 _FOREIGN_KEYS_SQL = """
@@ -337,4 +359,19 @@ async def load_catalog(
     # A view embeds, and is embedded, by the keys of the tables whose columns it shows.
     keys += view_foreign_keys(keys, views)
     catalog.foreign_keys = [fk for s, r, fk in keys if s in schemas and r in schemas]
+    await _load_defaults(conn, catalog, schemas)
     return catalog
+
+
+async def _load_defaults(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], catalog: Catalog, schemas: tuple[str, ...]
+) -> None:
+    """Set the ``default`` of the catalog's columns (the connection is in autocommit)."""
+    async with conn.transaction():  # the empty search_path ends with it
+        await conn.execute("SELECT set_config('search_path', '', true)")
+        cur = await conn.execute(_DEFAULTS_SQL, (list(schemas),))
+        for schema, rel, col, default in await cur.fetchall():
+            owner = catalog.relations.get((str(schema), str(rel)))
+            column = owner.column(str(col)) if owner is not None else None
+            if owner is not None and column is not None and default is not None:
+                owner.columns[column.name] = replace(column, default=str(default))

@@ -138,6 +138,8 @@ class Prefer:
     return_: str = "minimal"
     count: str | None = None
     resolution: str | None = None
+    #: "default": columns a row of an insert lacks get their defaults, not NULL.
+    missing: str | None = None
 
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:
@@ -387,7 +389,8 @@ def parse_range_header(text: str | None) -> tuple[int, int | None] | None:
 
 
 def parse_prefer(values: list[str]) -> Prefer:
-    """The ``Prefer`` header(s): return=, count=, resolution= (others are ignored)."""
+    """The ``Prefer`` header(s): return=, count=, resolution=, missing= (others are
+    ignored)."""
     prefer = Prefer()
     for header in values:
         for raw in header.split(","):
@@ -398,4 +401,6 @@ def parse_prefer(values: list[str]) -> Prefer:
                 prefer.count = value
             elif key == "resolution" and value in ("merge-duplicates", "ignore-duplicates"):
                 prefer.resolution = value
+            elif key == "missing" and value in ("default", "null"):
+                prefer.missing = value
     return prefer

@@ -146,16 +146,29 @@ def insert_sql(
     resolution: str | None,
     catalog: Catalog | None = None,
     embedded: Levels | None = None,
+    *,
+    defaults: bool = False,
 ) -> Built:
     """INSERT of the JSON array ``rows_json`` into ``columns`` of ``rel``, with RETURNING.
 
     The rows are decoded by json_populate_recordset, so PostgreSQL does every type
-    conversion and the whole body is one bound parameter.
+    conversion and the whole body is one bound parameter. ``defaults`` (``Prefer:
+    missing=default``): a column a row lacks gets the column's default (from the
+    catalog, evaluated per row) instead of NULL.
     """
     target = _qualified(rel)
     if not columns:
         insert = sql.SQL("INSERT INTO {} DEFAULT VALUES").format(target)
         params: list[Any] = []
+    elif defaults:
+        cols = sql.SQL(", ").join(column_check(rel, c, "insert") for c in columns)
+        cells = [_value_or_default(rel, name) for name in columns]
+        insert = sql.SQL(
+            "INSERT INTO {t} ({cols}) SELECT {cells}"
+            " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS _e(j, n),"
+            " LATERAL jsonb_populate_record(NULL::{t}, _e.j) AS _r ORDER BY _e.n"
+        ).format(t=target, cols=cols, cells=sql.SQL(", ").join(cells))
+        params = [*columns, rows_json]
     else:
         cols = sql.SQL(", ").join(column_check(rel, c, "insert") for c in columns)
         insert = sql.SQL(
@@ -179,6 +192,16 @@ def insert_sql(
             insert += sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(key_sql, sets)
     cte = sql.SQL("WITH _w AS ({} RETURNING *)").format(insert)
     return _returning(items, rel, cte, params, catalog, embedded)
+
+
+def _value_or_default(rel: Relation, name: str) -> sql.Composable:
+    """Column ``name`` of the row ``_r`` when its JSON ``_e.j`` has the key (bound as a
+    parameter), else the column's default from the catalog (NULL when it has none)."""
+    column = rel.column(name)
+    default = sql.SQL(column.default) if column is not None and column.default else None
+    return sql.SQL("CASE WHEN _e.j ? %s THEN _r.{} ELSE {} END").format(
+        sql.Identifier(name), default or sql.SQL("NULL")
+    )
 
 
 def _require_filter(verb: str, filters: list[Condition | Logic]) -> None:

@@ -328,7 +328,8 @@ async def _insert(request: web.Request) -> web.Response:
     _, (statement, params) = await _compose(
         request,
         lambda r, c: query.insert_sql(r, columns, json.dumps(rows), url.select, keys,
-                                      url.prefer.resolution, c, url.write_levels()),
+                                      url.prefer.resolution, c, url.write_levels(),
+                                      defaults=url.prefer.missing == "default"),
     )  # fmt: skip
     return await _write(request, statement, params, url, status=201)
 

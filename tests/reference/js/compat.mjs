@@ -137,6 +137,26 @@ async function main() {
   check(inserted.data.content === text, 'insert: content differs')
   steps.insert_message = inserted.data.id
 
+  step = 'bulk_insert_defaults'
+  // defaultToNull: false sends Prefer: missing=default: the row without type and
+  // metadata gets their defaults (NOT NULL columns: as nulls the insert would fail).
+  const bulk = await supabase
+    .from('messages')
+    .insert(
+      [
+        { conversation_id: mine, sender_id: auth.user.id, content: 'a photo', type: 'image',
+          media_url: 'media/x.jpg' },
+        { conversation_id: mine, sender_id: auth.user.id, content: 'plain' },
+      ],
+      { defaultToNull: false },
+    )
+    .select('id, type, media_url, metadata')
+  check(!bulk.error, `bulk insert: ${bulk.error?.message}`)
+  check(bulk.data.length === 2 && bulk.data[0].type === 'image' && bulk.data[1].type === 'text'
+    && bulk.data[1].media_url === null && JSON.stringify(bulk.data[1].metadata) === '{}'
+    && bulk.data[0].id !== bulk.data[1].id, `bulk insert defaults: ${JSON.stringify(bulk.data)}`)
+  steps.bulk_insert_defaults = bulk.data.length
+
   step = 'insert_foreign_refused'
   const refused = await supabase
     .from('messages')
