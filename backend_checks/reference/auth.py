@@ -319,6 +319,111 @@ async def _get_user(request: web.Request) -> web.Response:
     return web.json_response(user_json(row))
 
 
+async def _update_user(request: web.Request) -> web.Response:
+    """``PUT /auth/v1/user`` {data, password, email} (auth-js ``updateUser``): merge
+    ``data`` into the user metadata (a key set to null is removed), set a new password
+    (the user's other sessions end, as GoTrue's does), or a new email (applied at once,
+    as GoTrue does with mailer autoconfirm, which this server has). Returns the user.
+
+    Raises ApiError 401/403 (token), 404 (user gone), 422 (weak or unchanged password,
+    email taken, phone), 400 (malformed fields).
+    """
+    claims = _user_claims(request)
+    ctx = context_of(request)
+    body = await read_body(request)
+    user_id = str(claims["sub"])
+    row = await user_by(ctx, sql.SQL("u.id::text = %s"), [user_id])
+    if row is None:
+        raise auth_error(404, "user_not_found", "User from sub claim in JWT does not exist")
+    if body.get("phone"):
+        raise auth_error(422, "phone_provider_disabled", "Phone logins are disabled")
+    data, password, email = body.get("data"), body.get("password"), body.get("email")
+    if data is not None and not isinstance(data, dict):
+        raise auth_error(400, "validation_failed", "data must be a JSON object")
+    sets: list[sql.Composable] = []
+    params: list[Any] = []
+    if data:
+        metadata = dict(row.get("raw_user_meta_data") or {})
+        for key, value in data.items():
+            if value is None:
+                metadata.pop(key, None)
+            else:
+                metadata[key] = value
+        sets.append(sql.SQL("raw_user_meta_data = %s::jsonb"))
+        params.append(json.dumps(metadata))
+    if password is not None:
+        sets.append(await _new_password(ctx, user_id, password, params))
+    if email is not None and email != row.get("email"):
+        sets.append(await _new_email(ctx, user_id, email, params))
+    if sets:
+        stmt = sql.SQL(
+            "UPDATE auth.users SET {}, updated_at = now() WHERE id::text = %s"
+            " RETURNING to_jsonb(users)::text"
+        ).format(sql.SQL(", ").join(sets))
+        async with privileged(ctx) as conn:
+            updated = await (await conn.execute(stmt, [*params, user_id])).fetchone()
+        if updated is None:
+            raise auth_error(404, "user_not_found", "User from sub claim in JWT does not exist")
+        row = json.loads(updated[0])
+        if password is not None:
+            _end_other_sessions(ctx, user_id, claims.get("session_id"))
+    return web.json_response(user_json(row))
+
+
+async def _new_password(
+    ctx: ServerContext, user_id: str, password: Any, params: list[Any]
+) -> sql.Composable:
+    """The SET of a new bcrypt password (its parameter appended to ``params``); raises
+    ApiError 422 when it is shorter than 6 or the one the user has."""
+    if not isinstance(password, str) or len(password) < 6 or "\x00" in password:
+        raise auth_error(422, "weak_password", "Password should be at least 6 characters.")
+    crypt = await _crypt_function(ctx)
+    same = await user_by(
+        ctx,
+        sql.SQL("u.encrypted_password = {}(%s, u.encrypted_password)").format(crypt),
+        [user_id, password],
+        among=sql.SQL("SELECT * FROM auth.users WHERE id::text = %s"),
+    )
+    if same is not None:
+        raise auth_error(
+            422, "same_password", "New password should be different from the old password."
+        )
+    params.append(password)
+    gen_salt = await _crypt_function(ctx, "gen_salt")
+    return sql.SQL("encrypted_password = {}(%s, {}('bf'))").format(crypt, gen_salt)
+
+
+async def _new_email(
+    ctx: ServerContext, user_id: str, email: Any, params: list[Any]
+) -> sql.Composable:
+    """The SET of a new email (its parameter appended to ``params``); raises ApiError
+    400 (not an email) or 422 (another user has it)."""
+    if not isinstance(email, str) or "@" not in email or "\x00" in email or len(email) > 255:
+        raise auth_error(400, "validation_failed", "A valid email address is required")
+    async with privileged(ctx) as conn:
+        taken = await (
+            await conn.execute(
+                "SELECT 1 FROM auth.users WHERE lower(email) = lower(%s) AND id::text <> %s",
+                (email, user_id),
+            )
+        ).fetchone()
+    if taken:
+        raise auth_error(
+            422, "email_exists", "A user with this email address has already been registered"
+        )
+    params.append(email)
+    return sql.SQL("email = lower(%s), email_confirmed_at = now()")
+
+
+def _end_other_sessions(ctx: ServerContext, user_id: str, keep: Any) -> None:
+    """End every session of ``user_id`` but ``keep`` (its refresh tokens go, its access
+    tokens stop working here), as GoTrue does after a password change."""
+    for refresh, (uid, sid) in list(ctx.refresh_tokens.items()):
+        if uid == user_id and sid != keep:
+            del ctx.refresh_tokens[refresh]
+            ctx.ended_sessions.add(sid)
+
+
 async def _logout(request: web.Request) -> web.Response:
     """``POST /auth/v1/logout?scope=``: end the session, the user's other sessions, or all
     of them (their refresh tokens go and their access tokens stop working here).
@@ -373,6 +478,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/auth/v1/token", _token)
     app.router.add_post("/auth/v1/signup", _signup)
     app.router.add_get("/auth/v1/user", _get_user)
+    app.router.add_put("/auth/v1/user", _update_user)
     app.router.add_post("/auth/v1/logout", _logout)
     app.router.add_get("/auth/v1/settings", _settings)
     app.router.add_get("/auth/v1/health", _health)

@@ -43,6 +43,13 @@ async function main() {
   const { data: who, error: whoError } = await supabase.auth.getUser()
   check(!whoError && who.user.email === 'testuser1@example.com', `getUser: ${whoError?.message}`)
 
+  step = 'update_user'
+  const status = `away ${Date.now()}`
+  const updated = await supabase.auth.updateUser({ data: { status } })
+  check(!updated.error && updated.data.user.user_metadata.status === status,
+    `updateUser: ${updated.error?.message}`)
+  steps.update_user = status
+
   step = 'conversation_list'
   const { data: convs, error: convError } = await supabase
     .from('conversation_list')
