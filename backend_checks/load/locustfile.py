@@ -38,7 +38,7 @@ from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
 from backend_checks.load import hdr
-from backend_checks.load.mix import SEARCH_TERMS, operation
+from backend_checks.load.mix import SEARCH_TERMS, Operation, operation
 from backend_checks.load.models import OpTally, SecondTally, WorkerResult, WorkerSpec
 from backend_checks.load.session import Session, SessionError
 from backend_checks.load.sql_session import WAKEUP_S, SqlSession, classify
@@ -197,7 +197,8 @@ class AppUser(User):
         self.sent = 0
         self.ever_connected = False
         self.last_error: tuple[str, str] | None = None
-        self._connect()
+        if self._connect():
+            self._warm()
         rec.started_users += 1
 
     def _slot(self) -> tuple[int, int]:
@@ -319,6 +320,24 @@ class AppUser(User):
             return True
         self._run(rec, name, intended)
         return True
+
+    def _warm(self) -> None:
+        """Run each operation of the mix once before the window (``Session.warm``), with
+        parameters of a random generator of its own: the window's requests stay those
+        of the seed."""
+        rng = random.Random(f"warm-up {self._rec().spec.seed} {self.index}")
+        requests: list[tuple[Operation, dict[str, str]]] = []
+        for name in self.names:
+            op = operation(name)
+            if "conversation" in op.params and not self.session.conversations:
+                continue
+            values: dict[str, str] = {
+                "conversation": rng.choice(self.session.conversations or [""]),
+                "term": rng.choice(SEARCH_TERMS),
+                "content": "warm-up (rolled back)",
+            }
+            requests.append((op, {kind: values[kind] for kind in op.params}))
+        self.session.warm(requests)
 
     def _pick(self) -> str:
         if self.session.conversations or not self.free:

@@ -208,6 +208,10 @@ class RestSession:
             kind = classify_http(status, data.decode("utf-8", "replace"))
             raise SessionError(kind, _message(status, data), lost=lost)
 
+    def warm(self, requests: list[tuple[Operation, dict[str, str]]]) -> None:
+        """Nothing to warm: the API's own pool holds warm database sessions, and the
+        sign-in opened this user's keep-alive connection."""
+
     def close(self) -> None:
         """Close the connection (never raises)."""
         with contextlib.suppress(OSError):

@@ -6,6 +6,7 @@ contract, so the pacing in the locustfile does not care which one it drives::
     connect()    open the connection (SQL) or sign in (HTTP); raises SessionError
     connected    False until connect() succeeded, and again after a lost connection
     run(op, p)   one operation with its parameters, the whole answer read; raises SessionError
+    warm(reqs)   before the window: run each operation once and leave nothing behind
     close()      end the session (the server flushes its table statistics)
 
 Errors are classified once, here and in the two sessions, into the kinds the verdict
@@ -76,6 +77,12 @@ class Session(Protocol):
 
     def run(self, op: Operation, params: dict[str, str]) -> None:
         """Run ``op`` and read its whole answer. Raises SessionError."""
+        ...
+
+    def warm(self, requests: list[tuple[Operation, dict[str, str]]]) -> None:
+        """Run each of ``requests`` once before the window opens, so that the window
+        meets a warm session, as an API's long-lived pool connections are; writes leave
+        nothing behind. Never raises (a lost session reconnects in the window)."""
         ...
 
     def close(self) -> None:

@@ -427,3 +427,51 @@ def test_the_start_signal_to_a_load_process_that_died_after_ready_is_no_tracebac
         assert gone.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             gone.stdin.close()
+
+
+def test_a_session_is_warmed_before_the_window_and_leaves_nothing_behind(dsn: str) -> None:
+    import json
+
+    import psycopg
+
+    from backend_checks.load.mix import OPERATIONS
+    from backend_checks.load.models import Identity, WorkerSpec
+    from backend_checks.load.sql_session import SqlSession
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        row = db.execute(
+            "SELECT p::text, c.id::text FROM conversations c, unnest(c.participants) p LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        user, conversation = row
+
+        def counts() -> tuple[int, int, int]:
+            got = db.execute(
+                "SELECT (SELECT count(*) FROM messages), n_tup_ins, idx_scan"
+                " FROM pg_stat_user_tables WHERE relid = 'public.messages'::regclass"
+            ).fetchone()
+            assert got is not None
+            return int(got[0]), int(got[1]), int(got[2])
+
+        before = counts()
+        identity = Identity(user_id=user, claims=json.dumps({"sub": user, "role": "authenticated"}),
+                            conversations=[conversation])  # fmt: skip
+        spec = WorkerSpec(dsn=dsn, identities=[identity], users=1, mix={"send_message": 1},
+                          duration_s=1, spawn_rate=1, out="/dev/null")  # fmt: skip
+        session = SqlSession(spec, identity)
+        session.connect()
+        values = {"conversation": conversation, "term": "meeting", "content": "warm-up"}
+        session.warm([(op, {k: values[k] for k in op.params}) for op in OPERATIONS])
+        try:
+            messages, inserted, scanned = counts()
+            # Nothing written; the rolled-back send and the reads' index scans are in the
+            # statistics already (flushed before warm() returned, not up to 10 s later).
+            assert messages == before[0]
+            assert inserted == before[1] + 1
+            assert scanned > before[2]
+            # The reads (and the identity statement) stay prepared for the window.
+            assert session.conn is not None
+            prepared = session.conn.execute("SELECT count(*) FROM pg_prepared_statements")
+            assert (prepared.fetchone() or [0])[0] >= 4
+        finally:
+            session.close()
