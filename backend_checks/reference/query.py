@@ -50,6 +50,13 @@ Levels = Mapping[tuple[str, ...], Level]
 _AGGREGATE = sql.SQL(
     "SELECT coalesce(json_agg(_r), '[]')::text, (json_agg(_r) -> 0)::text, count(*) FROM "
 )
+#: The rows as CSV lines, as PostgREST writes them: each row's text form without its
+#: parentheses (a record's quoting: a value with a comma, a quote or a space is quoted,
+#: NULL is empty). The header comes from the first row's keys (rest.py).
+_CSV_AGGREGATE = sql.SQL(
+    "SELECT coalesce(string_agg(substring(_r::text, 2, length(_r::text) - 2), chr(10)), ''),"
+    " (json_agg(_r) -> 0)::text, count(*) FROM "
+)
 
 
 def _qualified(rel: Relation) -> sql.Identifier:
@@ -58,13 +65,14 @@ def _qualified(rel: Relation) -> sql.Identifier:
 
 def _shaped(tree: Node, rows: sql.Composable, rows_params: list[Any], names: readplan.Aliases,
             *, where: sql.Composable | None = None, where_params: list[Any] | None = None,
-            ) -> Built:  # fmt: skip
+            csv: bool = False) -> Built:  # fmt: skip
     """The rows ``rows`` (aliased ``_s``) projected by ``tree``'s select list, as
-    (json array text, first row json, row count). Params follow the placeholders."""
+    (json array text, or CSV lines when ``csv``; first row json; row count). Params
+    follow the placeholders."""
     columns, params, joins, join_params = readplan.projection(tree, "_s", names, qualify=False)
-    statement = _AGGREGATE + sql.SQL("(SELECT {} FROM {} AS _s{}{}) _r").format(
-        columns, rows, joins, where if where is not None else sql.SQL("")
-    )
+    statement = (_CSV_AGGREGATE if csv else _AGGREGATE) + sql.SQL(
+        "(SELECT {} FROM {} AS _s{}{}) _r"
+    ).format(columns, rows, joins, where if where is not None else sql.SQL(""))
     return statement, params + rows_params + join_params + (where_params or [])
 
 
@@ -86,8 +94,11 @@ def read_sql(
     offset: int | None,
     catalog: Catalog | None = None,
     embedded: Levels | None = None,
+    *,
+    csv: bool = False,
 ) -> Built:
-    """The read of ``rel``: returns (json array, first row, row count).
+    """The read of ``rel``: returns (json array, or CSV lines when ``csv``; first row;
+    row count).
 
     ``embedded`` holds the filters, order and range of embedded levels, keyed by embed
     path. Raises ApiError as :func:`readplan.build` does and 400 for unknown columns.
@@ -101,7 +112,7 @@ def read_sql(
     inner = sql.SQL("(SELECT * FROM {} AS _s{}{}{})").format(
         _qualified(rel), where, order_part, page
     )
-    return _shaped(tree, inner, params, names)
+    return _shaped(tree, inner, params, names, csv=csv)
 
 
 def count_sql(

@@ -24,29 +24,38 @@ from backend_checks.reference.identity import context_of, resolve_claims
 __all__ = ["add_routes"]
 
 _OBJECT_MEDIA = "application/vnd.pgrst.object+json"
-#: The media types answered (``Accept``); PostgREST's CSV and plan types are not.
+_CSV_MEDIA = "text/csv"
+#: The media types answered (``Accept``); CSV too on reads; PostgREST's plan types not.
 _SERVED_MEDIA = frozenset(
     {"*/*", "application/*", "application/json", _OBJECT_MEDIA, "application/vnd.pgrst.object"}
 )
 
 
-def _check_accept(request: web.Request) -> None:
+def _accepted(request: web.Request) -> list[str]:
+    """The media types of ``Accept``, in its order (parameters dropped)."""
+    header = request.headers.get("Accept", "").strip()
+    wanted = [item.split(";", 1)[0].strip().lower() for item in header.split(",")]
+    return [media for media in wanted if media]
+
+
+def _check_accept(request: web.Request, *, csv: bool = False) -> bool:
     """Refuse an ``Accept`` that names none of the media types served, as PostgREST does
-    (a client asking for CSV must not get JSON labelled as something else).
+    (a client asking for CSV where it is not served must not get JSON labelled as
+    something else). ``csv``: CSV is served here. Returns whether CSV is what the
+    client asks for first (supabase-js ``.csv()`` sends ``Accept: text/csv``).
 
     Raises ApiError 406 (PGRST107).
     """
-    header = request.headers.get("Accept", "").strip()
-    if not header:
-        return
-    wanted = [item.split(";", 1)[0].strip().lower() for item in header.split(",")]
-    wanted = [media for media in wanted if media]
-    if wanted and not any(media in _SERVED_MEDIA for media in wanted):
+    wanted = _accepted(request)
+    served = _SERVED_MEDIA | {_CSV_MEDIA} if csv else _SERVED_MEDIA
+    first = next((media for media in wanted if media in served), None)
+    if wanted and first is None:
         raise rest_error(
             406,
             "PGRST107",
             f"None of these media types are available: {', '.join(wanted)[:200]}",
         )
+    return first == _CSV_MEDIA
 
 
 def _claims(request: web.Request) -> dict[str, Any]:
@@ -113,8 +122,11 @@ class _Url:
     holds those of embedded levels by path (``messages.order=`` -> ``("messages",)``).
     """
 
-    def __init__(self, request: web.Request, *, arg_names: frozenset[str] = frozenset()) -> None:
-        _check_accept(request)
+    def __init__(
+        self, request: web.Request, *, arg_names: frozenset[str] = frozenset(), csv: bool = False
+    ) -> None:
+        #: The rows go out as CSV (only where ``csv``: a read).
+        self.csv = _check_accept(request, csv=csv)
         self.args: dict[str, str] = {}
         levels: dict[tuple[str, ...], readplan.Level] = {}
         for key, value in request.query.items():
@@ -238,12 +250,12 @@ async def _read(request: web.Request) -> web.Response:
     """GET/HEAD a relation: select, filters, order, paging, count, single object."""
     claims = _claims(request)
     _check_profile(request)
-    url = _Url(request)
+    url = _Url(request, csv=True)
     _, built = await _compose(
         request,
         lambda r, c: (
             query.read_sql(r, url.select, url.filters, url.order, url.limit, url.offset, c,
-                           url.embedded),
+                           url.embedded, csv=url.csv),
             query.count_sql(r, url.filters, url.select, c, url.embedded),
         ),
     )  # fmt: skip
@@ -255,12 +267,29 @@ async def _read(request: web.Request) -> web.Response:
             count_row = await (await conn.execute(count_stmt, count_params)).fetchone()
             total = int(count_row[0]) if count_row else 0
     rows_json, first_json, n_rows = row if row else ("[]", None, 0)
+    status = _range_status(url.offset, int(n_rows), total)
+    content_range = _content_range(url.offset, int(n_rows), total)
+    if url.csv:
+        return _csv_answer(status, rows_json, first_json, content_range,
+                           head=request.method == "HEAD")  # fmt: skip
     return _answer(
-        _range_status(url.offset, int(n_rows), total), rows_json, first_json, int(n_rows),
-        single=url.single,
-        content_range=_content_range(url.offset, int(n_rows), total),
-        head=request.method == "HEAD",
+        status, rows_json, first_json, int(n_rows), single=url.single,
+        content_range=content_range, head=request.method == "HEAD",
     )  # fmt: skip
+
+
+def _csv_answer(
+    status: int, lines: str | None, first_json: str | None, content_range: str, *, head: bool
+) -> web.Response:
+    """The CSV response, as PostgREST's: a header of the first row's keys (empty when
+    there is no row), a newline, the rows' lines."""
+    first = json.loads(first_json) if first_json else {}
+    header = ",".join(first) if isinstance(first, dict) else ""
+    headers = {"Content-Range": content_range}
+    if head:
+        return web.Response(status=status, headers=headers, content_type=_CSV_MEDIA)
+    return web.Response(status=status, text=f"{header}\n{lines or ''}", headers=headers,
+                        content_type=_CSV_MEDIA, charset="utf-8")  # fmt: skip
 
 
 async def _json_body(request: web.Request) -> Any:

@@ -144,6 +144,13 @@ async function main() {
   check(inserted.data.content === text, 'insert: content differs')
   steps.insert_message = inserted.data.id
 
+  step = 'csv'
+  const csv = await supabase.from('messages').select('id, type').eq('conversation_id', mine)
+    .order('created_at', { ascending: false }).limit(2).csv()
+  check(!csv.error && typeof csv.data === 'string' && csv.data.startsWith('id,type\n')
+    && csv.data.split('\n').length === 3, `csv: ${csv.error?.message ?? csv.data}`)
+  steps.csv = csv.data.length
+
   step = 'bulk_insert_defaults'
   // defaultToNull: false sends Prefer: missing=default: the row without type and
   // metadata gets their defaults (NOT NULL columns: as nulls the insert would fail).
