@@ -172,6 +172,19 @@ async def _password_grant(request: web.Request, ctx: ServerContext) -> dict[str,
     return issue_session(ctx, user, str(uuid.uuid4()))
 
 
+def _check_email(email: Any) -> None:
+    """Raise ApiError 400 unless ``email`` looks like an email address."""
+    if not isinstance(email, str) or "@" not in email or "\x00" in email or len(email) > 255:
+        raise auth_error(400, "validation_failed", "A valid email address is required")
+
+
+def _email_exists() -> ApiError:
+    """GoTrue's 422 for an email another user has."""
+    return auth_error(
+        422, "email_exists", "A user with this email address has already been registered"
+    )
+
+
 async def create_user(
     ctx: ServerContext, email: Any, password: Any, metadata: Any, *, confirmed: bool = True
 ) -> dict[str, Any]:
@@ -179,8 +192,7 @@ async def create_user(
 
     Raises ApiError 400 (bad email), 422 (weak password, email taken).
     """
-    if not isinstance(email, str) or "@" not in email or "\x00" in email or len(email) > 255:
-        raise auth_error(400, "validation_failed", "A valid email address is required")
+    _check_email(email)
     if not isinstance(password, str) or len(password) < 6 or "\x00" in password:
         raise auth_error(422, "weak_password", "Password should be at least 6 characters.")
     data = metadata if isinstance(metadata, dict) else {}
@@ -191,9 +203,7 @@ async def create_user(
             await conn.execute("SELECT 1 FROM auth.users WHERE lower(email) = lower(%s)", (email,))
         ).fetchone()
         if taken:
-            raise auth_error(
-                422, "email_exists", "A user with this email address has already been registered"
-            )
+            raise _email_exists()
         stmt = sql.SQL(
             "INSERT INTO auth.users (email, encrypted_password, email_confirmed_at,"
             " raw_user_meta_data) VALUES (lower(%s), {}(%s, {}('bf')),"
@@ -398,8 +408,7 @@ async def _new_email(
 ) -> sql.Composable:
     """The SET of a new email (its parameter appended to ``params``); raises ApiError
     400 (not an email) or 422 (another user has it)."""
-    if not isinstance(email, str) or "@" not in email or "\x00" in email or len(email) > 255:
-        raise auth_error(400, "validation_failed", "A valid email address is required")
+    _check_email(email)
     async with privileged(ctx) as conn:
         taken = await (
             await conn.execute(
@@ -408,9 +417,7 @@ async def _new_email(
             )
         ).fetchone()
     if taken:
-        raise auth_error(
-            422, "email_exists", "A user with this email address has already been registered"
-        )
+        raise _email_exists()
     params.append(email)
     return sql.SQL("email = lower(%s), email_confirmed_at = now()")
 
