@@ -182,7 +182,9 @@ def run_step(
             log = work / f"step{users}-w{i}.log"
             spec_path = work / f"step{users}-w{i}.spec.json"
             workers.append((procs.spawn(spec, spec_path, log, target.env), log, spec))
-        ready_timeout = 60 + users / options.spawn_rate * 3
+        # Connecting at the spawn rate, then each SQL user's warm-up (SqlSession.warm: ~11 s
+        # for 1000 users on this 2-core machine), with room for a machine 3x slower.
+        ready_timeout = 60 + users / options.spawn_rate * 3 + users * 0.03
         for proc, log, _ in workers:
             procs.event(proc, log, ready_timeout)
         if db.conn is not None:
