@@ -178,6 +178,17 @@ def _check_email(email: Any) -> None:
         raise auth_error(400, "validation_failed", "A valid email address is required")
 
 
+def _check_password(password: Any) -> None:
+    """Raise ApiError 422 unless ``password`` is a string of 6 characters at least."""
+    if not isinstance(password, str) or len(password) < 6 or "\x00" in password:
+        raise auth_error(422, "weak_password", "Password should be at least 6 characters.")
+
+
+def _sub_user_gone() -> ApiError:
+    """GoTrue's 404 for a token whose user no longer exists."""
+    return auth_error(404, "user_not_found", "User from sub claim in JWT does not exist")
+
+
 def _email_exists() -> ApiError:
     """GoTrue's 422 for an email another user has."""
     return auth_error(
@@ -193,8 +204,7 @@ async def create_user(
     Raises ApiError 400 (bad email), 422 (weak password, email taken).
     """
     _check_email(email)
-    if not isinstance(password, str) or len(password) < 6 or "\x00" in password:
-        raise auth_error(422, "weak_password", "Password should be at least 6 characters.")
+    _check_password(password)
     data = metadata if isinstance(metadata, dict) else {}
     crypt = await _crypt_function(ctx)
     gen_salt = await _crypt_function(ctx, "gen_salt")
@@ -325,7 +335,7 @@ async def _get_user(request: web.Request) -> web.Response:
     claims = _user_claims(request)
     row = await user_by(context_of(request), sql.SQL("u.id::text = %s"), [str(claims["sub"])])
     if row is None:
-        raise auth_error(404, "user_not_found", "User from sub claim in JWT does not exist")
+        raise _sub_user_gone()
     return web.json_response(user_json(row))
 
 
@@ -344,7 +354,7 @@ async def _update_user(request: web.Request) -> web.Response:
     user_id = str(claims["sub"])
     row = await user_by(ctx, sql.SQL("u.id::text = %s"), [user_id])
     if row is None:
-        raise auth_error(404, "user_not_found", "User from sub claim in JWT does not exist")
+        raise _sub_user_gone()
     if body.get("phone"):
         raise auth_error(422, "phone_provider_disabled", "Phone logins are disabled")
     data, password, email = body.get("data"), body.get("password"), body.get("email")
@@ -373,7 +383,7 @@ async def _update_user(request: web.Request) -> web.Response:
         async with privileged(ctx) as conn:
             updated = await (await conn.execute(stmt, [*params, user_id])).fetchone()
         if updated is None:
-            raise auth_error(404, "user_not_found", "User from sub claim in JWT does not exist")
+            raise _sub_user_gone()
         row = json.loads(updated[0])
         if password is not None:
             _end_other_sessions(ctx, user_id, claims.get("session_id"))
@@ -385,8 +395,7 @@ async def _new_password(
 ) -> sql.Composable:
     """The SET of a new bcrypt password (its parameter appended to ``params``); raises
     ApiError 422 when it is shorter than 6 or the one the user has."""
-    if not isinstance(password, str) or len(password) < 6 or "\x00" in password:
-        raise auth_error(422, "weak_password", "Password should be at least 6 characters.")
+    _check_password(password)
     crypt = await _crypt_function(ctx)
     same = await user_by(
         ctx,

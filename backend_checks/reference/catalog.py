@@ -209,7 +209,7 @@ SELECT n.nspname, p.proname, p.proargnames, p.proargmodes,
                   ORDER BY attnum)
        END,
        CASE WHEN rc.oid IS NOT NULL THEN ARRAY[rn.nspname::text, rc.relname::text] END,
-       -- A computed field's relation: the one argument's row type.
+       -- The relation of a computed field or relationship: its one argument's row type.
        CASE WHEN p.pronargs = 1 THEN
             (SELECT ARRAY[an.nspname::text, ac.relname::text]
              FROM pg_type at JOIN pg_class ac ON ac.oid = at.typrelid

@@ -168,11 +168,11 @@ def insert_sql(
     catalog, evaluated per row) instead of NULL.
     """
     target = _qualified(rel)
+    cols = sql.SQL(", ").join(column_check(rel, c, "insert") for c in columns)
     if not columns:
         insert = sql.SQL("INSERT INTO {} DEFAULT VALUES").format(target)
         params: list[Any] = []
     elif defaults:
-        cols = sql.SQL(", ").join(column_check(rel, c, "insert") for c in columns)
         cells = [_value_or_default(rel, name) for name in columns]
         insert = sql.SQL(
             "INSERT INTO {t} ({cols}) SELECT {cells}"
@@ -181,7 +181,6 @@ def insert_sql(
         ).format(t=target, cols=cols, cells=sql.SQL(", ").join(cells))
         params = [*columns, rows_json]
     else:
-        cols = sql.SQL(", ").join(column_check(rel, c, "insert") for c in columns)
         insert = sql.SQL(
             "INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, %s)"
         ).format(t=target, cols=cols)

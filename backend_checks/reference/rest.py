@@ -31,13 +31,6 @@ _SERVED_MEDIA = frozenset(
 )
 
 
-def _accepted(request: web.Request) -> list[str]:
-    """The media types of ``Accept``, in its order (parameters dropped)."""
-    header = request.headers.get("Accept", "").strip()
-    wanted = [item.split(";", 1)[0].strip().lower() for item in header.split(",")]
-    return [media for media in wanted if media]
-
-
 def _check_accept(request: web.Request, *, csv: bool = False) -> bool:
     """Refuse an ``Accept`` that names none of the media types served, as PostgREST does
     (a client asking for CSV where it is not served must not get JSON labelled as
@@ -46,7 +39,9 @@ def _check_accept(request: web.Request, *, csv: bool = False) -> bool:
 
     Raises ApiError 406 (PGRST107).
     """
-    wanted = _accepted(request)
+    header = request.headers.get("Accept", "")
+    wanted = [item.split(";", 1)[0].strip().lower() for item in header.split(",")]
+    wanted = [media for media in wanted if media]
     served = _SERVED_MEDIA | {_CSV_MEDIA} if csv else _SERVED_MEDIA
     first = next((media for media in wanted if media in served), None)
     if wanted and first is None:
@@ -283,8 +278,7 @@ def _csv_answer(
 ) -> web.Response:
     """The CSV response, as PostgREST's: a header of the first row's keys (empty when
     there is no row), a newline, the rows' lines."""
-    first = json.loads(first_json) if first_json else {}
-    header = ",".join(first) if isinstance(first, dict) else ""
+    header = ",".join(json.loads(first_json or "{}"))
     headers = {"Content-Range": content_range}
     if head:
         return web.Response(status=status, headers=headers, content_type=_CSV_MEDIA)
