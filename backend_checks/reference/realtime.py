@@ -25,6 +25,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from backend_checks.reference.context import AuthRejected, ServerContext
+from backend_checks.reference.realtime_auth import PolicyError
 from backend_checks.reference.realtime_capture import ChangeFeed
 from backend_checks.reference.realtime_channels import Hub
 from backend_checks.reference.realtime_protocol import (
@@ -34,7 +35,7 @@ from backend_checks.reference.realtime_protocol import (
     UserBroadcast,
     Vsn,
 )
-from backend_checks.reference.realtime_socket import IDLE_TIMEOUT_S, Connection
+from backend_checks.reference.realtime_socket import IDLE_TIMEOUT_S, Connection, principal_of
 
 __all__ = ["SERVICE_KEY", "RealtimeService", "add_routes"]
 
@@ -130,18 +131,39 @@ class RealtimeService:
             conn.drop_all()
         return ws
 
-    def _authorize(self, request: web.Request) -> None:
-        """Check a REST broadcast's token (``Authorization: Bearer``, else ``apikey``).
+    def _authorize(self, request: web.Request) -> dict[str, Any]:
+        """Check a REST broadcast's token (``Authorization: Bearer``, else ``apikey``);
+        returns its claims.
 
         Raises AuthRejected.
         """
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        self.token_claims(token or request.headers.get("apikey", ""))
+        return self.token_claims(token or request.headers.get("apikey", ""))
+
+    async def _channel(self, topic: str, private: bool, claims: dict[str, Any]) -> str | None:
+        """The hub's channel a REST broadcast to ``topic`` goes to, or None when it is
+        private and the token's user may not broadcast there (it is then skipped, as
+        Supabase skips it; a policy that fails counts as no)."""
+        if not private:
+            return f"realtime:{topic}"
+        if self.feed is None:
+            return None
+        principal = principal_of(claims)
+        try:
+            allowed, _presence = await self.feed.channel_rights(
+                topic, principal.role, principal.claims_json, write=True
+            )
+        except PolicyError as exc:
+            log.warning("realtime: the write policies of %s failed: %s", topic, exc)
+            return None
+        return f"private:realtime:{topic}" if allowed else None
 
     async def api_broadcast(self, request: web.Request) -> web.Response:
-        """POST /realtime/v1/api/broadcast: ``{messages: [{topic, event, payload}]}`` -> 202."""
+        """POST /realtime/v1/api/broadcast: ``{messages: [{topic, event, payload,
+        private?}]}`` -> 202; a private message goes out only where the token's user may
+        broadcast."""
         try:
-            self._authorize(request)
+            claims = self._authorize(request)
             body = await request.json()
             messages = body["messages"]
             if not isinstance(messages, list):
@@ -152,9 +174,18 @@ class RealtimeService:
                     raise TypeError("topic and event must be strings")
                 if "payload" not in item:  # a KeyError below would come half-way through
                     raise KeyError("payload")
+            channels: dict[tuple[str, bool], str | None] = {}
             for item in messages:
-                payload = {"type": "broadcast", "event": item["event"], "payload": item["payload"]}
-                self.hub.broadcast(f"realtime:{item['topic']}", payload, None)
+                key = (item["topic"], item.get("private") is True)
+                if key not in channels:
+                    channels[key] = await self._channel(*key, claims)
+                if (channel := channels[key]) is not None:
+                    payload = {
+                        "type": "broadcast",
+                        "event": item["event"],
+                        "payload": item["payload"],
+                    }
+                    self.hub.broadcast(channel, payload, None)
         except AuthRejected as exc:
             return web.json_response({"message": exc.message}, status=401)
         except (ValueError, KeyError, TypeError):
@@ -166,26 +197,26 @@ class RealtimeService:
         the body is the payload, JSON, or bytes (application/octet-stream) that only 2.0.0
         sockets receive -> 202."""
         try:
-            self._authorize(request)
+            claims = self._authorize(request)
         except AuthRejected as exc:
             return web.json_response({"message": exc.message}, status=401)
         topic, event = request.match_info["topic"], request.match_info["event"]
-        if request.query.get("private") == "true":
-            reason = (
-                f"Unauthorized: {topic} is private (the reference server has no private channels)"
-            )
-            return web.json_response({"message": reason}, status=403)
         body = await request.read()
-        if request.content_type == "application/octet-stream":
+        binary = request.content_type == "application/octet-stream"
+        if not binary:
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                return web.json_response({"message": "the body must be JSON"}, status=400)
+        channel = await self._channel(topic, request.query.get("private") == "true", claims)
+        if channel is None:
+            return web.Response(status=202)  # private, and not this user's to send on
+        if binary:
             message = UserBroadcast(f"realtime:{topic}", event, body, BINARY_PAYLOAD)
-            self.hub.broadcast_binary(message.topic, message, None)
-            return web.Response(status=202)
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return web.json_response({"message": "the body must be JSON"}, status=400)
-        envelope = {"type": "broadcast", "event": event, "payload": payload}
-        self.hub.broadcast(f"realtime:{topic}", envelope, None)
+            self.hub.broadcast_binary(channel, message, None)
+        else:
+            envelope = {"type": "broadcast", "event": event, "payload": payload}
+            self.hub.broadcast(channel, envelope, None)
         return web.Response(status=202)
 
 

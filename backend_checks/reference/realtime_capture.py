@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from backend_checks.reference.realtime_auth import read_rights, write_rights
 from devicelab.errors import BackendUnavailable
 
 __all__ = ["DEFAULT_TABLES", "Change", "ChangeFeed", "RoleInfo", "TableInfo"]
@@ -328,6 +329,19 @@ class ChangeFeed:
         info = RoleInfo(exists=row is not None, bypass_rls=bool(row and row[0]))
         self._roles[name] = info
         return info
+
+    async def channel_rights(
+        self, topic: str, role: str, claims_json: str, *, write: bool
+    ) -> tuple[bool, bool]:
+        """(broadcast, presence) read rights, or with ``write`` write rights, of a user on
+        private channel ``topic`` (see :mod:`backend_checks.reference.realtime_auth`).
+
+        Raises PolicyError.
+        """
+        assert self._catalog is not None
+        check = write_rights if write else read_rights
+        async with self._catalog_lock:
+            return await check(self._catalog, topic, role, claims_json)
 
     async def selectable(self, role: str, table: TableInfo) -> frozenset[str]:
         """The columns of ``table`` that ``role`` may SELECT (walrus sends only those)."""

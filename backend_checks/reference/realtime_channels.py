@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from backend_checks.reference.realtime_auth import Rights
 from backend_checks.reference.realtime_capture import Change, ChangeFeed, TableInfo
 from backend_checks.reference.realtime_filters import Condition, matches
 from backend_checks.reference.realtime_protocol import (
@@ -103,7 +104,23 @@ class ChannelJoin:
     presence_enabled: bool = False
     subscriptions: list[PgSubscription] = field(default_factory=list)
     live: bool = False  # postgres_changes flow only after "Subscribed to PostgreSQL"
+    # A private channel's rights (realtime_auth); None on a public one, where all may.
+    rights: Rights | None = None
     _change_frame: tuple[bytes, bytes] | None = None
+
+    @property
+    def channel(self) -> str:
+        """The hub's name of the join's channel: a private channel and a public one of
+        the same topic are apart, as Supabase keeps them."""
+        return self.topic if self.rights is None else f"private:{self.topic}"
+
+    @property
+    def hears_broadcast(self) -> bool:
+        return self.rights is None or self.rights.broadcast_read
+
+    @property
+    def sees_presence(self) -> bool:
+        return self.rights is None or self.rights.presence_read
 
     def change_frame_parts(self) -> tuple[bytes, bytes]:
         """The bytes around a postgres_changes payload for this join (topic and serializer
@@ -147,7 +164,7 @@ class Hub:
     # -- membership -----------------------------------------------------------------
     def add(self, join: ChannelJoin) -> None:
         """Register a join for broadcast and presence (postgres bindings come later)."""
-        self.topics[join.topic].add(join)
+        self.topics[join.channel].add(join)
 
     def add_subscriptions(self, join: ChannelJoin) -> None:
         """Index the join's postgres_changes bindings; they flow once ``join.live``."""
@@ -164,16 +181,17 @@ class Hub:
             self.by_schema.get(sub.schema, set()).discard(sub)
             if sub.table is not None:
                 self.by_table.get((sub.schema, sub.table), set()).discard(sub)
-        members = self.topics.get(join.topic)
+        members = self.topics.get(join.channel)
         if members is not None:
             members.discard(join)
             if not members:
-                del self.topics[join.topic]
+                del self.topics[join.channel]
         self._untrack(join)
 
     # -- broadcast --------------------------------------------------------------------
     def broadcast(self, topic: str, payload: dict[str, Any], sender: ChannelJoin | None) -> int:
-        """Deliver a JSON broadcast to ``topic`` (to the sender only with ``self``).
+        """Deliver a JSON broadcast to channel ``topic`` (a join's ``channel``; to the sender
+        only with ``self``).
 
         Returns how many sockets it was written to.
         """
@@ -213,22 +231,27 @@ class Hub:
 
     def _audience(self, topic: str, sender: ChannelJoin | None) -> list[ChannelJoin]:
         members = self.topics.get(topic, set())
-        return [j for j in members if j is not sender or (sender and sender.broadcast_self)]
+        return [
+            j
+            for j in members
+            if j.hears_broadcast and (j is not sender or (sender and sender.broadcast_self))
+        ]
 
     # -- presence ---------------------------------------------------------------------
     def presence_state(self, join: ChannelJoin) -> None:
         """Send the topic's whole presence state to one join."""
         state = {
             key: {"metas": [meta for _, meta in entries]}
-            for key, entries in self.presence.get(join.topic, {}).items()
+            for key, entries in self.presence.get(join.channel, {}).items()
         }
-        join.push("presence_state", state)
+        if join.sees_presence:
+            join.push("presence_state", state)
 
     def track(self, join: ChannelJoin, payload: dict[str, Any]) -> None:
         """Track (or re-track) the join's presence and tell the topic with presence_diff."""
         key = join.presence_key or str(uuid.uuid4())
         join.presence_key = key
-        entries = self.presence[join.topic].setdefault(key, [])
+        entries = self.presence[join.channel].setdefault(key, [])
         old = [meta for owner, meta in entries if owner is join]
         meta = {**payload, "phx_ref": uuid.uuid4().hex[:20]}
         if old:
@@ -236,14 +259,14 @@ class Hub:
         entries[:] = [(owner, m) for owner, m in entries if owner is not join]
         entries.append((join, meta))
         leaves = {key: {"metas": old}} if old else {}
-        self._presence_diff(join.topic, {key: {"metas": [meta]}}, leaves)
+        self._presence_diff(join.channel, {key: {"metas": [meta]}}, leaves)
 
     def untrack(self, join: ChannelJoin) -> None:
         """Stop tracking the join's presence (a no-op when it tracks nothing)."""
         self._untrack(join)
 
     def _untrack(self, join: ChannelJoin) -> None:
-        topic_state = self.presence.get(join.topic)
+        topic_state = self.presence.get(join.channel)
         if not topic_state or join.presence_key not in topic_state:
             return
         entries = topic_state[join.presence_key]
@@ -252,17 +275,19 @@ class Hub:
         if not entries:
             del topic_state[join.presence_key]
         if not topic_state:
-            del self.presence[join.topic]
+            del self.presence[join.channel]
         if left:
-            self._presence_diff(join.topic, {}, {join.presence_key: {"metas": left}})
+            self._presence_diff(join.channel, {}, {join.presence_key: {"metas": left}})
 
     def _presence_diff(self, topic: str, joins: dict[str, Any], leaves: dict[str, Any]) -> None:
         body = compact({"joins": joins, "leaves": leaves})
         frames: dict[Vsn, bytes] = {}
         for member in self.topics.get(topic, set()):
+            if not member.sees_presence:
+                continue
             vsn = member.socket.vsn
-            if vsn not in frames:
-                frames[vsn] = websocket_frame(encode_text(vsn, topic, "presence_diff", body))
+            if vsn not in frames:  # every member of a channel has the same topic
+                frames[vsn] = websocket_frame(encode_text(vsn, member.topic, "presence_diff", body))
             member.socket.write(frames[vsn])
 
     # -- postgres_changes -------------------------------------------------------------

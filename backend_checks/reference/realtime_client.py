@@ -94,10 +94,12 @@ class Subscriber:
         postgres_changes: list[dict[str, Any]] | None = None,
         access_token: str | None = None,
         broadcast: dict[str, Any] | None = None,
+        private: bool = False,
         timeout: float = 10.0,
     ) -> JoinTiming:
         """Join ``realtime:<channel>`` and wait for the reply and, with postgres_changes,
-        for the system "Subscribed to PostgreSQL" message.
+        for the system "Subscribed to PostgreSQL" message. ``private``: a private channel
+        (Realtime Authorization: the policies on realtime.messages decide).
 
         Raises RealtimeRefused on an error reply or system error, TimeoutError after
         ``timeout`` seconds (supabase-js gives up after 10 s too) saying what was still
@@ -108,7 +110,7 @@ class Subscriber:
             "broadcast": broadcast or {"ack": False, "self": False},
             "presence": {"key": "", "enabled": False},
             "postgres_changes": postgres_changes or [],
-            "private": False,
+            "private": private,
         }
         payload: dict[str, Any] = {"config": config}
         if access_token:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from backend_checks.reference.context import AuthRejected
+from backend_checks.reference.realtime_auth import PolicyError, Rights
 from backend_checks.reference.realtime_capture import TableInfo
 from backend_checks.reference.realtime_channels import (
     MAX_BUFFERED,
@@ -125,7 +126,7 @@ class Connection:
                     log.exception("realtime: failed to handle %s on %s", frame.event, frame.topic)
             elif msg.type == WSMsgType.BINARY and self.vsn == VSN_2:
                 try:
-                    self.handle_binary(decode_binary(msg.data))
+                    await self.handle_binary(decode_binary(msg.data))
                 except ProtocolError as exc:
                     log.info("realtime: bad binary frame: %s", exc)
             elif msg.type in (
@@ -155,20 +156,22 @@ class Connection:
             join.reply(frame.ref, "ok", {})
             self.drop(frame.topic)
         elif frame.event == "broadcast":
-            self.service.hub.broadcast(join.topic, payload, join)
+            if not await self.may_write(join, "broadcast"):
+                return  # dropped without a word, ack or not (as Supabase does)
+            self.service.hub.broadcast(join.channel, payload, join)
             if join.broadcast_ack:
                 join.reply(frame.ref, "ok", {})
         elif frame.event == "presence":
-            self.presence(join, frame, payload)
+            await self.presence(join, frame, payload)
         elif frame.event == "access_token":
             await self.refresh_token(join, payload.get("access_token"))
 
-    def handle_binary(self, message: UserBroadcast) -> None:
+    async def handle_binary(self, message: UserBroadcast) -> None:
         """A 2.0.0 binary broadcast push."""
         join = self.joins.get(message.topic)
-        if join is None:
+        if join is None or not await self.may_write(join, "broadcast"):
             return
-        self.service.hub.broadcast_binary(join.topic, message, join)
+        self.service.hub.broadcast_binary(join.channel, message, join)
         if join.broadcast_ack:
             join.reply(message.ref, "ok", {})
 
@@ -195,12 +198,13 @@ class Connection:
         except AuthRejected as exc:
             refuse(f"InvalidJWTToken: {exc.message}")
             return
+        principal = principal_of(claims)
+        rights = None
         if config.get("private"):
-            refuse(
-                "Unauthorized: You do not have permissions to read from this Channel topic: "
-                f"{topic.removeprefix('realtime:')} (the reference server has no private channels)"
-            )
-            return
+            rights, reason = await self._read_rights(topic, principal)
+            if rights is None:
+                refuse(reason)
+                return
         if topic in self.joins:  # Phoenix closes the old join of the same topic
             old = self.joins[topic]
             self.send(topic, "phx_close", {}, old.join_ref, old.join_ref)
@@ -211,11 +215,12 @@ class Connection:
             socket=self,
             topic=topic,
             join_ref=frame.join_ref or frame.ref,
-            principal=principal_of(claims),
+            principal=principal,
             broadcast_self=bool(broadcast.get("self")),
             broadcast_ack=bool(broadcast.get("ack")),
             presence_key=str(presence.get("key") or ""),
             presence_enabled=bool(presence.get("enabled")),
+            rights=rights,
         )
         params = [p for p in (config.get("postgres_changes") or []) if isinstance(p, dict)]
         bindings = [{**p, "id": subscription_id(p)} for p in params]
@@ -334,7 +339,7 @@ class Connection:
         }
         join.push("system", payload)
 
-    def presence(self, join: ChannelJoin, frame: Frame, payload: dict[str, Any]) -> None:
+    async def presence(self, join: ChannelJoin, frame: Frame, payload: dict[str, Any]) -> None:
         """track / untrack; a track enables presence for a join that did not ask for it."""
         hub = self.service.hub
         event = payload.get("event")
@@ -342,6 +347,9 @@ class Connection:
             meta = payload.get("payload")
             if not isinstance(meta, dict):
                 join.reply(frame.ref, "error", {"reason": "Presence track payload must be a map"})
+                return
+            if not await self.may_write(join, "presence"):
+                join.reply(frame.ref, "error", {"reason": "unauthorized"})
                 return
             if not join.presence_enabled:
                 join.presence_enabled = True
@@ -366,8 +374,60 @@ class Connection:
             principal.bypass_rls = role.exists and role.bypass_rls
         else:
             principal.bypass_rls = join.principal.bypass_rls
+        if join.rights is not None:
+            # A private channel is authorized again for the new user (Supabase does too):
+            # writes are asked afresh, and without a read right the channel ends.
+            rights, reason = await self._read_rights(join.topic, principal)
+            if rights is None:
+                self._shutdown(join, reason)
+                return
+            join.rights = rights
         join.principal = principal
         self._schedule_expiry(join, claims)
+
+    async def _read_rights(self, topic: str, principal: Principal) -> tuple[Rights | None, str]:
+        """The read rights of ``principal`` on private channel ``topic``, or None and the
+        reason to give (no read right at all, or a policy that failed)."""
+        name = topic.removeprefix("realtime:")
+        feed = self.service.feed
+        if feed is None:
+            return None, "Realtime is not connected to the database"
+        try:
+            broadcast, presence = await feed.channel_rights(
+                name, principal.role, principal.claims_json, write=False
+            )
+        except PolicyError as exc:
+            log.warning("realtime: the read policies of %s failed: %s", name, exc)
+            return None, f"RlsPolicyError: {exc}"
+        if not (broadcast or presence):
+            return None, (
+                f"Unauthorized: You do not have permissions to read from this Channel topic: {name}"
+            )
+        return Rights(broadcast_read=broadcast, presence_read=presence), ""
+
+    async def may_write(self, join: ChannelJoin, extension: str) -> bool:
+        """Whether ``join`` may broadcast (``extension`` "broadcast") or track presence
+        ("presence"): always on a public channel; on a private one as its policies say,
+        asked at the first use and kept until the channel's token changes. A policy that
+        fails means no (logged), asked again next time."""
+        rights = join.rights
+        if rights is None:
+            return True
+        if rights.broadcast_write is None or rights.presence_write is None:
+            feed = self.service.feed
+            if feed is None:
+                return False
+            name = join.topic.removeprefix("realtime:")
+            try:
+                broadcast, presence = await feed.channel_rights(
+                    name, join.principal.role, join.principal.claims_json, write=True
+                )
+            except PolicyError as exc:
+                log.warning("realtime: the write policies of %s failed: %s", name, exc)
+                return False
+            rights.broadcast_write, rights.presence_write = broadcast, presence
+        allowed = rights.broadcast_write if extension == "broadcast" else rights.presence_write
+        return bool(allowed)
 
     def _schedule_expiry(self, join: ChannelJoin, claims: dict[str, Any]) -> None:
         old = self._expiry.pop(join.topic, None)

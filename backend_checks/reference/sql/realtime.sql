@@ -161,3 +161,46 @@ $$;
 revoke all on function devicelab_realtime.capture() from public;
 revoke all on function devicelab_realtime.watch(regclass) from public;
 revoke all on function devicelab_realtime.install_visibility(regclass) from public;
+
+-- Realtime Authorization (private channels), as Supabase's `realtime` schema has it: a
+-- join with config.private is allowed when the user's role may SELECT a probe row of the
+-- topic in realtime.messages, and a broadcast or presence track when it may INSERT one;
+-- the policies read the topic with realtime.topic(). Made only where missing: on a
+-- database that has Supabase's own, ours never replaces it.
+do $$
+begin
+    if to_regclass('realtime.messages') is null then
+        create schema if not exists realtime;
+        create table realtime.messages (
+            topic text not null,
+            extension text not null,
+            payload jsonb,
+            event text,
+            private boolean default false,
+            updated_at timestamp without time zone not null default now(),
+            inserted_at timestamp without time zone not null default now(),
+            id uuid not null default gen_random_uuid(),
+            primary key (id, inserted_at)
+        );
+        -- Row-level security on and no policy: every private channel is closed until the
+        -- project writes policies for it (as on a new Supabase project).
+        alter table realtime.messages enable row level security;
+    end if;
+    if to_regprocedure('realtime.topic()') is null then
+        create function realtime.topic() returns text
+        language sql stable
+        as $f$ select nullif(current_setting('realtime.topic', true), '')::text $f$;
+    end if;
+    if exists (select from pg_roles where rolname = 'authenticated')
+       and exists (select from pg_roles where rolname = 'anon')
+       and exists (select from pg_roles where rolname = 'service_role') then
+        begin
+            grant usage on schema realtime to anon, authenticated, service_role;
+            grant select, insert, update on realtime.messages to anon, authenticated, service_role;
+            grant execute on function realtime.topic() to anon, authenticated, service_role;
+        exception when insufficient_privilege then
+            null;  -- someone else's realtime schema: its grants are its own
+        end;
+    end if;
+end
+$$;
