@@ -151,16 +151,17 @@ async def as_caller(
         raise rest_error(401, "PGRST301", "JWT role is not allowed")
     try:
         async with _transaction(ctx) as conn:
-            if read_only:
-                await conn.execute("SET TRANSACTION READ ONLY")
+            # One round trip: SET TRANSACTION READ ONLY is this setting, made here too.
             await conn.execute(
-                "SELECT set_config('role', %s, true),"
+                ("SELECT set_config('transaction_read_only', 'on', true)," if read_only
+                 else "SELECT")
+                + " set_config('role', %s, true),"
                 " set_config('request.jwt.claims', %s, true),"
                 " set_config('request.jwt.claim.sub', %s, true),"
                 " set_config('request.jwt.claim.role', %s, true),"
                 " set_config('statement_timeout', %s, true)",
                 (role, json.dumps(claims), str(claims.get("sub", "")), role, STATEMENT_TIMEOUT),
-            )
+            )  # fmt: skip
             yield conn
     except psycopg.Error as exc:
         if exc.sqlstate is None:
