@@ -9,6 +9,7 @@ under PostgREST. The server connects as a privileged user that may switch to tho
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -97,14 +98,40 @@ def _gone_error() -> ApiError:
 
 
 @asynccontextmanager
-async def _transaction(ctx: ServerContext) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A pooled connection inside a transaction. A pooled connection the server ended
-    while it sat idle (a restart, ``pg_terminate_backend``, ``backend stop``) fails its
-    BEGIN: it is dropped (the pool discards a broken connection), the idle ones are
-    checked, and a fresh one is tried, once. Raises ApiError 503 when that fails too or
-    the connection dies during the request (no traceback: a database going away is not
-    the server's bug), 503 after the pool's wait when no connection can be had, and
-    psycopg.Error of the request's SQL.
+async def _begun(
+    conn: psycopg.AsyncConnection[Any], setup: tuple[str, tuple[Any, ...]] | None
+) -> AsyncIterator[None]:
+    """BEGIN, and the statement ``setup`` with its parameters, in one round trip (bound
+    client-side: one simple query); COMMIT when the block ends, ROLLBACK when it raises.
+    Savepoints inside (``conn.transaction()``) nest in it: psycopg asks the server whether
+    a transaction is open."""
+    if setup is None:
+        await conn.execute("BEGIN")
+    else:
+        statement, params = setup
+        await psycopg.AsyncClientCursor(conn).execute(f"BEGIN; {statement}", params)
+    try:
+        yield
+    except BaseException:
+        if not conn.closed and not conn.broken:
+            with contextlib.suppress(psycopg.Error):  # the block's own error is reported
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+@asynccontextmanager
+async def _transaction(
+    ctx: ServerContext, setup: tuple[str, tuple[Any, ...]] | None = None
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection inside a transaction, begun together with ``setup`` (see
+    :func:`_begun`). A pooled connection the server ended while it sat idle (a restart,
+    ``pg_terminate_backend``, ``backend stop``) fails its BEGIN: it is dropped (the pool
+    discards a broken connection), the idle ones are checked, and a fresh one is tried,
+    once. Raises ApiError 503 when that fails too or the connection dies during the
+    request (no traceback: a database going away is not the server's bug), 503 after the
+    pool's wait when no connection can be had, and psycopg.Error of ``setup`` or of the
+    request's SQL.
     """
     pool = _pool(ctx)
     for attempt in (1, 2):
@@ -113,12 +140,14 @@ async def _transaction(ctx: ServerContext) -> AsyncIterator[psycopg.AsyncConnect
         wait = 10.0 if attempt == 1 else _RETRY_WAIT_S
         try:
             got = conn = await stack.enter_async_context(pool.connection(timeout=wait))
-            await stack.enter_async_context(conn.transaction())
+            await stack.enter_async_context(_begun(conn, setup))
         except psycopg_pool.PoolTimeout as exc:
             await stack.aclose()
             raise rest_error(503, "PGRST000", "no database connection available") from exc
         except psycopg.Error as exc:
             await stack.aclose()  # returns the connection: the pool drops a broken one
+            if not _dead(exc, got) and got is not None and exc.sqlstate is not None:
+                raise  # the setup statement's own error (a missing role, say)
             if attempt == 1 and _dead(exc, got):
                 # One ended connection says the database ended them all (a restart, a
                 # stop): the idle ones are checked and the dead dropped before the retry.
@@ -149,19 +178,19 @@ async def as_caller(
     role = str(claims.get("role", ""))
     if role not in API_ROLES:
         raise rest_error(401, "PGRST301", "JWT role is not allowed")
+    # Begun with the transaction, in its round trip; SET TRANSACTION READ ONLY is the
+    # setting transaction_read_only.
+    setup = (
+        ("SELECT set_config('transaction_read_only', 'on', true)," if read_only else "SELECT")
+        + " set_config('role', %s, true),"
+        " set_config('request.jwt.claims', %s, true),"
+        " set_config('request.jwt.claim.sub', %s, true),"
+        " set_config('request.jwt.claim.role', %s, true),"
+        " set_config('statement_timeout', %s, true)",
+        (role, json.dumps(claims), str(claims.get("sub", "")), role, STATEMENT_TIMEOUT),
+    )
     try:
-        async with _transaction(ctx) as conn:
-            # One round trip: SET TRANSACTION READ ONLY is this setting, made here too.
-            await conn.execute(
-                ("SELECT set_config('transaction_read_only', 'on', true)," if read_only
-                 else "SELECT")
-                + " set_config('role', %s, true),"
-                " set_config('request.jwt.claims', %s, true),"
-                " set_config('request.jwt.claim.sub', %s, true),"
-                " set_config('request.jwt.claim.role', %s, true),"
-                " set_config('statement_timeout', %s, true)",
-                (role, json.dumps(claims), str(claims.get("sub", "")), role, STATEMENT_TIMEOUT),
-            )  # fmt: skip
+        async with _transaction(ctx, setup) as conn:
             yield conn
     except psycopg.Error as exc:
         if exc.sqlstate is None:
