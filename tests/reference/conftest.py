@@ -10,6 +10,7 @@ when no server answers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,7 +18,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,12 @@ def run_script(script: str, server: ReferenceServer, **env: str) -> dict[str, ob
     assert lines, f"no verdict from {script}: rc={proc.returncode} stderr={proc.stderr[-2000:]}"
     verdict: dict[str, object] = json.loads(lines[-1])
     return verdict
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``check()`` is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for realtime frames")
+        await asyncio.sleep(0.02)

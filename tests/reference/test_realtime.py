@@ -11,12 +11,12 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
+from conftest import until
 
 from backend_checks.reference.realtime_client import RealtimeRefused, Subscriber, websocket_url
 from backend_checks.reference.server import ReferenceServer
@@ -48,15 +48,6 @@ def changes_of(sub: Subscriber) -> list[dict[str, Any]]:
     """The payloads of the postgres_changes frames a subscriber has received."""
     frames = [json.loads(text) for _, text in sub.frames]
     return [f["payload"] for f in frames if f["event"] == "postgres_changes"]
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``check()`` is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting for realtime frames")
-        await asyncio.sleep(0.02)
 
 
 async def subscriber(

@@ -10,7 +10,8 @@ from typing import Any
 
 import aiohttp
 import psycopg
-from test_realtime import changes_of, insert, subscriber, until
+from conftest import until
+from test_realtime import changes_of, insert, subscriber
 
 from backend_checks.reference.server import ReferenceServer
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
-from conftest import PASSWORD, conversation_id, run_script
+from conftest import PASSWORD, conversation_id, run_script, until
 from conftest import user_token as token
 
 from backend_checks.reference.realtime_client import RealtimeRefused, Subscriber, websocket_url
@@ -62,14 +62,6 @@ async def member(
     sub.keep_frames = True
     sub.start()
     return sub
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting for realtime frames")
-        await asyncio.sleep(0.02)
 
 
 def frames(sub: Subscriber, event: str) -> list[dict[str, Any]]:
