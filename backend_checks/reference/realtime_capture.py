@@ -137,6 +137,24 @@ class ChangeFeed:
             table = await self.table(schema, name)
             if table is not None:
                 await self.watch(table)
+        await self._watch_broadcasts()
+
+    async def _watch_broadcasts(self) -> None:
+        """Hear the rows inserted into realtime.messages (broadcast from the database) and
+        drop those older than Supabase keeps (3 days). A database where that table is not
+        ours to watch (no privilege) goes without it, logged."""
+        assert self._catalog is not None
+        try:
+            table = await self.table("realtime", "messages")
+            if table is None:
+                return
+            await self.watch(table)
+            async with self._catalog_lock:
+                await self._catalog.execute(
+                    "delete from realtime.messages where inserted_at < now() - interval '3 days'"
+                )
+        except psycopg.Error as exc:
+            log.warning("realtime: no broadcast from the database: %s", exc)
 
     async def _register(self) -> None:
         """Record the LISTEN connection's backend (the capture trigger notifies only while

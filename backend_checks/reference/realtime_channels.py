@@ -291,9 +291,30 @@ class Hub:
             member.socket.write(frames[vsn])
 
     # -- postgres_changes -------------------------------------------------------------
+    def database_broadcast(self, change: Change) -> int:
+        """A row inserted into realtime.messages (``realtime.send``, broadcast from the
+        database): its payload goes to the channel of its topic, the private one when the
+        row is private, as Supabase's Realtime sends it (``meta.id``: the row's id). Rows
+        of other extensions, or without an event or payload, are not broadcasts. Returns
+        how many sockets it was written to."""
+        row = change.record or {}
+        topic, event, payload = row.get("topic"), row.get("event"), row.get("payload")
+        if row.get("extension") != "broadcast" or not topic or not event or payload is None:
+            return 0
+        channel = f"realtime:{topic}"
+        if row.get("private"):
+            channel = f"private:{channel}"
+        message = {"type": "broadcast", "event": event, "payload": payload}
+        if row.get("id"):
+            message["meta"] = {"id": row["id"]}
+        return self.broadcast(channel, message, None)
+
     async def dispatch(self, change: Change) -> int:
-        """Fan one change out to every live binding allowed to see it; returns deliveries."""
+        """Fan one change out to every live binding allowed to see it; returns deliveries.
+        An insert into realtime.messages is also a broadcast (:meth:`database_broadcast`)."""
         assert self.feed is not None
+        if (change.schema, change.table, change.type) == ("realtime", "messages", "INSERT"):
+            self.database_broadcast(change)
         candidates = self.by_table.get((change.schema, change.table), set()) | self.by_schema.get(
             change.schema, set()
         )

@@ -242,3 +242,81 @@ def test_supabase_js_private_channel(server: ReferenceServer) -> None:
     assert "You do not have permissions to read from this Channel topic: closed-topic" in str(
         closed["error"]
     )
+
+
+@pytest.mark.usefixtures("policies")
+def test_broadcast_from_the_database_reaches_its_topic(
+    server: ReferenceServer, db: psycopg.Connection[Any]
+) -> None:
+    """realtime.send: a private message to the private channel only, a public one to the
+    public channel only; a send that fails warns and never fails the caller."""
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with aiohttp.ClientSession() as session:
+            private = await member(session, server, 1, "news")
+            public = await Subscriber.connect(session, websocket_url(server.url, server.anon_key))
+            await public.join("news", access_token=token(server, 2))
+            public.keep_frames = True
+            public.start()
+            for text, is_private in (("to members", True), ("to everyone", False)):
+                db.execute(
+                    "select realtime.send(%s::jsonb, 'say', 'news', %s)",
+                    (json.dumps({"text": text}), is_private),
+                )
+            db.execute("select realtime.send('{}'::jsonb, 'say', null)")  # NOT NULL: warned
+            await until(lambda: bool(said(private)) and bool(said(public)))
+            await asyncio.sleep(0.3)
+            got = frames(private, "broadcast"), frames(public, "broadcast")
+            for sub in (private, public):
+                await sub.close()
+            return got
+
+    to_private, to_public = asyncio.run(scenario())
+    assert [f["payload"]["payload"] for f in to_private] == [{"text": "to members"}]
+    assert [f["payload"]["payload"] for f in to_public] == [{"text": "to everyone"}]
+    (message,) = to_private
+    assert message["payload"]["event"] == "say" and message["payload"]["type"] == "broadcast"
+    assert len(message["payload"]["meta"]["id"]) == 36  # the row's uuid
+
+
+@pytest.mark.usefixtures("policies")
+def test_broadcast_changes_from_a_trigger(
+    server: ReferenceServer, db: psycopg.Connection[Any]
+) -> None:
+    """realtime.broadcast_changes in a row trigger, as Supabase's docs set it up."""
+    db.execute("create table public.dl_test_notes (id int primary key, body text)")
+    try:
+        db.execute(
+            """create function public.dl_test_notes_changed() returns trigger
+               language plpgsql security definer as $$
+               begin
+                 perform realtime.broadcast_changes('news', tg_op, tg_op, tg_table_name,
+                                                    tg_table_schema, new, old);
+                 return null;
+               end $$"""
+        )
+        db.execute(
+            "create trigger dl_test_notes_changed after insert or update on public.dl_test_notes"
+            " for each row execute function public.dl_test_notes_changed()"
+        )
+
+        async def scenario() -> list[dict[str, Any]]:
+            async with aiohttp.ClientSession() as session:
+                sub = await member(session, server, 1, "news")
+                db.execute("insert into public.dl_test_notes values (1, 'first')")
+                db.execute("update public.dl_test_notes set body = 'second' where id = 1")
+                await until(lambda: len(said(sub)) == 2)
+                await sub.close()
+                return [f["payload"] for f in frames(sub, "broadcast")]
+
+        inserted, updated = asyncio.run(scenario())
+    finally:
+        db.execute("drop table public.dl_test_notes")
+        db.execute("drop function public.dl_test_notes_changed()")
+    assert inserted["event"] == "INSERT"
+    assert inserted["payload"] == {"operation": "INSERT", "schema": "public",
+                                   "table": "dl_test_notes", "record": {"id": 1, "body": "first"},
+                                   "old_record": None}  # fmt: skip
+    assert updated["event"] == "UPDATE"
+    assert updated["payload"]["record"] == {"id": 1, "body": "second"}
+    assert updated["payload"]["old_record"] == {"id": 1, "body": "first"}

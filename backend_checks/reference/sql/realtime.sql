@@ -186,6 +186,49 @@ begin
         -- project writes policies for it (as on a new Supabase project).
         alter table realtime.messages enable row level security;
     end if;
+    -- Broadcast from the database: a row inserted here with extension 'broadcast' goes to
+    -- the channels of its topic (private or public by its `private`), as Supabase's
+    -- Realtime does; the server hears it through the capture trigger it puts on this
+    -- table. send() and broadcast_changes() are Supabase's helpers for it.
+    if to_regprocedure('realtime.send(jsonb, text, text, boolean)') is null then
+        create function realtime.send(payload jsonb, event text, topic text,
+                                      private boolean default true) returns void
+        language plpgsql
+        as $f$
+        begin
+            begin
+                perform set_config('realtime.topic', topic, true);
+                insert into realtime.messages (payload, event, topic, private, extension)
+                values (payload, event, topic, private, 'broadcast');
+            exception when others then
+                -- As Supabase's: a failed send never fails the caller's transaction.
+                raise warning 'ErrorSendingBroadcastMessage: %', sqlerrm;
+            end;
+        end
+        $f$;
+    end if;
+    if to_regprocedure('realtime.broadcast_changes(text, text, text, text, text, record,'
+                       ' record, text)') is null then
+        create function realtime.broadcast_changes(topic_name text, event_name text,
+                                                   operation text, table_name text,
+                                                   table_schema text, new record, old record,
+                                                   level text default 'ROW') returns void
+        language plpgsql
+        as $f$
+        begin
+            if level = 'STATEMENT' then
+                raise exception 'function can only be triggered for each row, not for each statement';
+            end if;
+            if operation not in ('INSERT', 'UPDATE', 'DELETE') then
+                raise exception 'Unexpected operation type: %', operation;
+            end if;
+            perform realtime.send(
+                jsonb_build_object('old_record', old, 'record', new, 'operation', operation,
+                                   'table', table_name, 'schema', table_schema),
+                event_name, topic_name);
+        end
+        $f$;
+    end if;
     if to_regprocedure('realtime.topic()') is null then
         create function realtime.topic() returns text
         language sql stable
