@@ -361,6 +361,25 @@ class ChangeFeed:
         async with self._catalog_lock:
             return await check(self._catalog, topic, role, claims_json)
 
+    async def replay(self, topic: str, since_ms: int, limit: int) -> list[tuple[str, Any, Any]]:
+        """The newest ``limit`` private broadcasts of ``topic`` in realtime.messages
+        inserted since ``since_ms`` (epoch milliseconds), oldest first, as (id, event,
+        payload): what a join with ``broadcast.replay`` gets (Supabase's
+        ``Realtime.Messages.replay``). inserted_at is a local timestamp, compared in the
+        session's time zone. Raises psycopg.Error."""
+        assert self._catalog is not None
+        async with self._catalog_lock:
+            cur = await self._catalog.execute(
+                "select id::text, event, payload from realtime.messages"
+                " where topic = %s and private and extension = 'broadcast'"
+                " and inserted_at >= (to_timestamp(%s::float8 / 1000)"
+                " at time zone current_setting('TimeZone'))"
+                " order by inserted_at desc limit %s",
+                (topic, since_ms, limit),
+            )
+            rows = await cur.fetchall()
+        return [(str(r[0]), r[1], r[2]) for r in reversed(rows)]
+
     async def selectable(self, role: str, table: TableInfo) -> frozenset[str]:
         """The columns of ``table`` that ``role`` may SELECT (walrus sends only those)."""
         key = (role, table.oid)

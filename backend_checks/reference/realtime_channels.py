@@ -106,6 +106,8 @@ class ChannelJoin:
     live: bool = False  # postgres_changes flow only after "Subscribed to PostgreSQL"
     # A private channel's rights (realtime_auth); None on a public one, where all may.
     rights: Rights | None = None
+    # Ids of the database broadcasts replayed at the join: not sent again when they come.
+    replayed: frozenset[str] = frozenset()
     _change_frame: tuple[bytes, bytes] | None = None
 
     @property
@@ -189,15 +191,24 @@ class Hub:
         self._untrack(join)
 
     # -- broadcast --------------------------------------------------------------------
-    def broadcast(self, topic: str, payload: dict[str, Any], sender: ChannelJoin | None) -> int:
+    def broadcast(
+        self,
+        topic: str,
+        payload: dict[str, Any],
+        sender: ChannelJoin | None,
+        *,
+        message_id: str | None = None,
+    ) -> int:
         """Deliver a JSON broadcast to channel ``topic`` (a join's ``channel``; to the sender
-        only with ``self``).
+        only with ``self``; not to a join that had database message ``message_id`` replayed).
 
         Returns how many sockets it was written to.
         """
         body = compact(payload)
         frames: dict[Vsn, bytes] = {}
         audience = self._audience(topic, sender)
+        if message_id is not None:
+            audience = [j for j in audience if message_id not in j.replayed]
         for join in audience:
             vsn = join.socket.vsn
             if vsn not in frames:
@@ -305,9 +316,10 @@ class Hub:
         if row.get("private"):
             channel = f"private:{channel}"
         message = {"type": "broadcast", "event": event, "payload": payload}
-        if row.get("id"):
-            message["meta"] = {"id": row["id"]}
-        return self.broadcast(channel, message, None)
+        message_id = row.get("id")
+        if message_id:
+            message["meta"] = {"id": message_id}
+        return self.broadcast(channel, message, None, message_id=message_id or None)
 
     async def dispatch(self, change: Change) -> int:
         """Fan one change out to every live binding allowed to see it; returns deliveries.

@@ -15,8 +15,9 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, cast
 
+import psycopg
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from backend_checks.reference.context import AuthRejected
@@ -186,30 +187,16 @@ class Connection:
             reply = {"status": "error", "response": {"reason": reason}}
             self.send(topic, "phx_reply", reply, frame.ref, frame.join_ref)
 
-        if not topic.startswith("realtime:"):
-            refuse("unmatched topic")
+        admitted = await self._admit(topic, payload, config)
+        if isinstance(admitted, str):
+            refuse(admitted)
             return
-        if topic == "realtime:":
-            refuse("TopicNameRequired: You must provide a topic name")
-            return
-        token = payload.get("access_token") or payload.get("user_token") or self.apikey
-        try:
-            claims = self.service.token_claims(str(token))
-        except AuthRejected as exc:
-            refuse(f"InvalidJWTToken: {exc.message}")
-            return
-        principal = principal_of(claims)
-        rights = None
-        if config.get("private"):
-            rights, reason = await self._read_rights(topic, principal)
-            if rights is None:
-                refuse(reason)
-                return
+        claims, principal, rights, replay = admitted
+        broadcast = _mapping(config.get("broadcast"))
         if topic in self.joins:  # Phoenix closes the old join of the same topic
             old = self.joins[topic]
             self.send(topic, "phx_close", {}, old.join_ref, old.join_ref)
             self.drop(topic)
-        broadcast = _mapping(config.get("broadcast"))
         presence = _mapping(config.get("presence"))
         join = ChannelJoin(
             socket=self,
@@ -221,6 +208,7 @@ class Connection:
             presence_key=str(presence.get("key") or ""),
             presence_enabled=bool(presence.get("enabled")),
             rights=rights,
+            replayed=frozenset(message_id for message_id, _, _ in replay),
         )
         params = [p for p in (config.get("postgres_changes") or []) if isinstance(p, dict)]
         bindings = [{**p, "id": subscription_id(p)} for p in params]
@@ -242,6 +230,10 @@ class Connection:
             refuse(problem)
             return
         join.reply(frame.ref, "ok", {"postgres_changes": bindings})
+        for message_id, event, body in replay if join.hears_broadcast else []:
+            meta = {"replayed": True, "id": message_id}
+            join.push("broadcast", {"type": "broadcast", "event": event, "payload": body,
+                                    "meta": meta})  # fmt: skip
         if bindings:
             if problem is None:
                 self.service.hub.add_subscriptions(join)
@@ -385,6 +377,58 @@ class Connection:
         join.principal = principal
         self._schedule_expiry(join, claims)
 
+    async def _admit(
+        self, topic: str, payload: dict[str, Any], config: dict[str, Any]
+    ) -> str | tuple[dict[str, Any], Principal, Rights | None, list[tuple[str, Any, Any]]]:
+        """The checks of a join: the topic, the token, a private channel's read rights and
+        a replay's messages. Returns the reason to refuse, or (claims, principal, rights or
+        None, messages to replay)."""
+        if not topic.startswith("realtime:"):
+            return "unmatched topic"
+        if topic == "realtime:":
+            return "TopicNameRequired: You must provide a topic name"
+        token = payload.get("access_token") or payload.get("user_token") or self.apikey
+        try:
+            claims = self.service.token_claims(str(token))
+        except AuthRejected as exc:
+            return f"InvalidJWTToken: {exc.message}"
+        principal = principal_of(claims)
+        rights = None
+        if config.get("private"):
+            rights, reason = await self._read_rights(topic, principal)
+            if rights is None:
+                return reason
+        broadcast = _mapping(config.get("broadcast"))
+        replay: list[tuple[str, Any, Any]] = []
+        if "replay" in broadcast:
+            replay, reason = await self._replay(topic, rights is not None, broadcast["replay"])
+            if reason:
+                return reason
+        return claims, principal, rights, replay
+
+    async def _replay(
+        self, topic: str, private: bool, params: Any
+    ) -> tuple[list[tuple[str, Any, Any]], str]:
+        """The database broadcasts a join's ``broadcast.replay`` ({since: epoch ms, limit:
+        1-25, default 25}) asks for, or the reason to refuse the join: replay is for
+        private channels only, as on Supabase."""
+        if not private:
+            return [], "UnableToReplayMessages: Replay is not allowed for public channels"
+        since = params.get("since") if isinstance(params, dict) else None
+        limit = params.get("limit") if isinstance(params, dict) else None
+        limit = 25 if limit is None else limit
+        if not (_whole(since) and _whole(limit)):
+            return [], "UnableToReplayMessages: Replay params are not valid"
+        feed = self.service.feed
+        if feed is None:
+            return [], "UnableToReplayMessages: Realtime was unable to replay messages"
+        try:
+            rows = await feed.replay(topic.removeprefix("realtime:"), since, max(1, min(limit, 25)))
+        except psycopg.Error as exc:
+            log.warning("realtime: replay of %s failed: %s", topic, exc)
+            return [], "UnableToReplayMessages: Realtime was unable to replay messages"
+        return rows, ""
+
     async def _read_rights(self, topic: str, principal: Principal) -> tuple[Rights | None, str]:
         """The read rights of ``principal`` on private channel ``topic``, or None and the
         reason to give (no read right at all, or a policy that failed)."""
@@ -465,6 +509,11 @@ class Connection:
         for topic in list(self.joins):
             self.drop(topic)
         self.transport = None
+
+
+def _whole(value: Any) -> TypeGuard[int]:
+    """An integer of JSON (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _mapping(value: Any) -> dict[str, Any]:

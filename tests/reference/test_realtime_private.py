@@ -320,3 +320,54 @@ def test_broadcast_changes_from_a_trigger(
     assert updated["event"] == "UPDATE"
     assert updated["payload"]["record"] == {"id": 1, "body": "second"}
     assert updated["payload"]["old_record"] == {"id": 1, "body": "first"}
+
+
+@pytest.mark.usefixtures("policies")
+def test_a_private_join_replays_recent_broadcasts_once(
+    server: ReferenceServer, db: psycopg.Connection[Any]
+) -> None:
+    """broadcast.replay {since, limit}: the newest private broadcasts of the topic since
+    then, oldest first, marked replayed; not the public ones, not other topics', and none
+    twice when their live copy comes after the join."""
+    since = int(time.time() * 1000) - 1000
+    for text, topic, is_private in (("old 1", "news", True), ("old 2", "news", True),
+                                    ("old 3", "news", True), ("public", "news", False),
+                                    ("elsewhere", "lobby", True)):  # fmt: skip
+        db.execute(
+            "select realtime.send(%s::jsonb, 'say', %s, %s)",
+            (json.dumps({"text": text}), topic, is_private),
+        )
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            sub = await member(session, server, 1, "news",
+                               broadcast={"replay": {"since": since, "limit": 2}})  # fmt: skip
+            db.execute("select realtime.send('{\"text\": \"live\"}'::jsonb, 'say', 'news')")
+            await until(lambda: len(said(sub)) >= 3)
+            await asyncio.sleep(0.3)  # a second copy of a replayed one would be here now
+            await sub.close()
+            return [f["payload"] for f in frames(sub, "broadcast")]
+
+    got = asyncio.run(scenario())
+    assert [m["payload"]["text"] for m in got] == ["old 2", "old 3", "live"]
+    assert [m["meta"].get("replayed") for m in got] == [True, True, None]
+
+
+@pytest.mark.usefixtures("policies")
+def test_replay_is_refused_on_public_channels_and_with_bad_params(
+    server: ReferenceServer,
+) -> None:
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            sub = await Subscriber.connect(session, websocket_url(server.url, server.anon_key))
+            now = int(time.time() * 1000)
+            with pytest.raises(RealtimeRefused, match="Replay is not allowed for public"):
+                await sub.join("news", access_token=token(server, 1),
+                               broadcast={"replay": {"since": now}})  # fmt: skip
+            for bad in ({"since": "yesterday"}, {"since": now, "limit": 2.5}, "now"):
+                with pytest.raises(RealtimeRefused, match="Replay params are not valid"):
+                    await sub.join("news", access_token=token(server, 1), private=True,
+                                   broadcast={"replay": bad})  # fmt: skip
+            await sub.close()
+
+    asyncio.run(scenario())

@@ -6,12 +6,15 @@ import contextlib
 import importlib
 import json
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backend_checks.reference.realtime_auth import Rights
+from backend_checks.reference.realtime_capture import Change
+from backend_checks.reference.realtime_channels import ChannelJoin, Hub, Principal
 from backend_checks.reference.realtime_filters import FilterError, matches, parse_filter
 from backend_checks.reference.realtime_protocol import (
     JSON_PAYLOAD,
@@ -109,6 +112,7 @@ def test_websocket_frame_lengths() -> None:
     "name",
     [
         "backend_checks.reference.realtime",
+        "backend_checks.reference.realtime_auth",
         "backend_checks.reference.realtime_capture",
         "backend_checks.reference.realtime_channels",
         "backend_checks.reference.realtime_client",
@@ -182,3 +186,55 @@ def test_inserts_cut_short_leave_no_unretrieved_task_errors(
 
     asyncio.run(drive())
     assert unretrieved == []
+
+
+class _Socket:
+    """A client socket that keeps what it is sent."""
+
+    vsn = VSN_1
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, frame: bytes) -> None:
+        self.sent.append(frame)
+
+
+def test_a_database_broadcast_goes_to_its_channel_once() -> None:
+    """realtime.messages rows: private ones to the private channel only, public ones to
+    the public channel only, and not to a join that had the row replayed already."""
+    hub = Hub(None)
+    who = Principal(role="authenticated", sub="u1", claims_json="{}")
+    joins = {
+        name: ChannelJoin(socket=_Socket(), topic="realtime:news", join_ref="1", principal=who,
+                          rights=rights, replayed=replayed)
+        for name, rights, replayed in (
+            ("public", None, frozenset()),
+            ("private", Rights(broadcast_read=True), frozenset()),
+            ("replayed", Rights(broadcast_read=True), frozenset({"m1"})),
+            ("presence only", Rights(presence_read=True), frozenset()),
+        )
+    }  # fmt: skip
+    for join in joins.values():
+        hub.add(join)
+
+    def row(message_id: str, private: bool) -> Change:
+        record = {"id": message_id, "topic": "news", "event": "say", "extension": "broadcast",
+                  "payload": {"n": message_id}, "private": private}  # fmt: skip
+        return Change("realtime", "messages", "INSERT", "", record, None, 0)
+
+    assert hub.database_broadcast(row("m1", private=True)) == 1
+    assert hub.database_broadcast(row("m2", private=True)) == 2
+    assert hub.database_broadcast(row("m3", private=False)) == 1
+    heard = {name: [json.loads(websocket_payload(f))["payload"]["payload"]["n"]
+                    for f in cast(_Socket, join.socket).sent]
+             for name, join in joins.items()}  # fmt: skip
+    assert heard == {"public": ["m3"], "private": ["m1", "m2"], "replayed": ["m2"],
+                     "presence only": []}  # fmt: skip
+
+
+def websocket_payload(frame: bytes) -> str:
+    """The text of one unmasked server frame (as websocket_frame makes them)."""
+    length = frame[1] & 0x7F
+    start = 2 if length < 126 else 4 if length == 126 else 10
+    return frame[start:].decode()
